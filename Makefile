@@ -1,0 +1,83 @@
+# mxsend: one non-recursive Makefile. `make test` = deps + build + unit (ASan/UBSan) + integration.
+CC      ?= cc
+PKGS    := liburing openssl libcares hiredis inih jansson zlib
+B       := build
+BA      := build/asan
+WARN    := -Wall -Wextra -Wstrict-prototypes -Wmissing-prototypes -Wshadow -Werror
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS = -std=gnu11 $(WARN) -MMD -MP -I. $(PKG_CFLAGS) $(CFLAGS)
+SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDLIBS  = $(PKG_LIBS) -lpthread
+
+# Debian packages the project, its tests, demo and benchmarks need.
+DEB_PKGS := gcc make pkg-config liburing-dev libssl-dev libc-ares-dev libhiredis-dev \
+	libinih-dev libjansson-dev zlib1g-dev openssl unbound redis-server redis-tools \
+	nginx-light gnuplot-nox ca-certificates
+
+LIB_SRC  := $(filter-out sender/main.c,$(wildcard sender/*.c queue/*.c tlscache/*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(B)/%.o)
+LIBA_OBJ := $(LIB_SRC:%.c=$(BA)/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BA)/%)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(B)/mx%)
+
+.PHONY: all deps test test-unit test-integ bench demo clean
+all: $(B)/mxsend $(BENCH_BIN)
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q --no-install-recommends $$missing >/dev/null || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null; } || exit 1; \
+	fi
+
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BA)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(SAN) -O1 -c -o $@ $<
+
+$(B)/libmxsend.a: $(LIB_OBJ)
+	@rm -f $@; ar rcs $@ $^
+
+$(BA)/libmxsend.a: $(LIBA_OBJ)
+	@rm -f $@; ar rcs $@ $^
+
+$(B)/mxsend: $(B)/sender/main.o $(B)/libmxsend.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/mx%: $(B)/bench/%.o $(B)/libmxsend.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BA)/test_%: $(BA)/tests/unit/test_%.o $(BA)/libmxsend.a
+	$(CC) $(SAN) -o $@ $^ $(LDLIBS)
+
+test: deps
+	@$(MAKE) --no-print-directory all $(UNIT_BIN)
+	@tests/run.sh
+
+test-unit: all $(UNIT_BIN)
+	@tests/run.sh unit
+
+test-integ: all
+	@tests/run.sh integ
+
+bench: deps all
+	@bench/run.sh
+
+demo: deps all
+	@tests/integ/demo.sh
+
+clean:
+	rm -rf $(B)
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

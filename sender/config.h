@@ -1,0 +1,131 @@
+/* config.h: the INI configuration (inih), defaults, and rule lookup.
+ *
+ * Sections: [mxsend] [redis] [retry] [tls] [timeouts] [pool] and rule sections
+ * [domain NAME] (NAME exact, ".parent" for every subdomain of parent, "*"
+ * default) and [mx PATTERN] (exact host or ".suffix"). Unknown sections/keys and
+ * bad values are errors naming file:line. Durations accept "500ms", "30s",
+ * "5m", "2h", "2d" or a plain number of seconds (decimals allowed). */
+#ifndef SENDER_CONFIG_H
+#define SENDER_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum tls_level { TLS_LEVEL_NONE, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT, TLS_LEVEL_VERIFY };
+enum tls_fail_action {
+	TLS_FAIL_NEXT_MX,
+	TLS_FAIL_DEFER,
+	TLS_FAIL_HOLD,
+	TLS_FAIL_BOUNCE,
+	TLS_FAIL_PLAINTEXT
+};
+const char *tls_level_name(enum tls_level l);              /* "none".."verify" */
+int tls_level_parse(const char *s);                         /* -1 if bad */
+const char *tls_fail_action_name(enum tls_fail_action a);  /* "next-mx".. */
+int tls_fail_action_parse(const char *s);                   /* -1 if bad */
+
+/* Which keys a rule section set (a rule only overrides what it sets). */
+#define RULE_TLS (1u << 0)
+#define RULE_ON_TLS_FAILURE (1u << 1)
+#define RULE_MIN_TLS (1u << 2)
+#define RULE_PORT (1u << 3)
+#define RULE_RELAY (1u << 4)
+#define RULE_MAX_CONN (1u << 5)
+#define RULE_MAX_RATE (1u << 6)
+#define RULE_MAX_RCPT (1u << 7)
+#define RULE_AUTH (1u << 8)
+
+struct rule {
+	char *pattern;          /* section name as written: "example.com", ".example.com", "*" */
+	unsigned set;           /* RULE_* bits */
+	enum tls_level tls;     /* key tls */
+	enum tls_fail_action on_tls_failure; /* key on_tls_failure */
+	int min_tls;            /* key min_tls: 12 or 13 */
+	int port;               /* key port */
+	char *relay_host;       /* key relay = host:port (NULL: deliver to MX) */
+	int relay_port;
+	char *auth_user;        /* key auth_user */
+	char *auth_password;    /* key auth_password (never logged) */
+	int max_connections;    /* key max_connections */
+	double max_rate;        /* key max_rate: messages per second, 0 = unlimited */
+	int max_rcpt;           /* key max_rcpt: recipients per transaction */
+	int line;               /* line of the section header */
+};
+
+/* Per-stage SMTP client timeouts in ms (RFC 5321 4.5.3.2 defaults). */
+struct smtp_timeouts {
+	uint32_t connect;  /* 10s */
+	uint32_t banner;   /* 5m */
+	uint32_t helo;     /* 5m: EHLO/HELO reply */
+	uint32_t starttls; /* 2m: STARTTLS reply and TLS handshake */
+	uint32_t mail;     /* 5m */
+	uint32_t rcpt;     /* 5m */
+	uint32_t data;     /* 2m: DATA -> 354 */
+	uint32_t block;    /* 3m: each body write */
+	uint32_t dot;      /* 10m: final reply after the dot */
+	uint32_t rset;     /* 2m */
+	uint32_t quit;     /* 1m */
+};
+
+struct config {
+	char *path; /* file loaded, or NULL */
+	/* [mxsend] */
+	int workers;        /* 0 = one per CPU */
+	char *helo;         /* default: gethostname() */
+	char *dns;          /* "127.0.0.1:5353,..." or NULL = /etc/resolv.conf */
+	char *ca_file;      /* default /etc/ssl/certs/ca-certificates.crt */
+	int max_inflight;   /* default 20000 */
+	char *metrics;      /* "127.0.0.1:9465" or NULL */
+	uint64_t max_message_size; /* bytes, default 50 MiB; key max_message_size (accepts k/M suffix) */
+	int log_level;      /* key log = trace|debug|info|warn|error, default warn */
+	/* [redis] */
+	char *redis_url;    /* default redis://127.0.0.1:6379/0 */
+	char *redis_password;
+	char *jobs, *results, *group; /* mxsend:jobs, mxsend:results, mxsend */
+	uint64_t visibility_timeout_ms; /* key visibility_timeout, default 5m */
+	int batch;          /* key batch: XREADGROUP COUNT, default 256 */
+	/* [retry] */
+	uint64_t schedule_ms[32]; /* key schedule = "1m 5m 15m 30m 1h 2h" */
+	int n_schedule;
+	uint64_t lifetime_ms;     /* key lifetime, default 2d */
+	double jitter;            /* key jitter, fraction 0..1, default 0.1 */
+	/* [tls] */
+	int min_version;          /* key min_version 1.2|1.3 -> 12|13 */
+	bool mta_sts, tlsrpt;
+	uint64_t broken_tls_ttl_ms; /* key broken_tls_ttl, default 1h */
+	/* [timeouts] keys connect banner helo starttls mail rcpt data block dot rset quit */
+	struct smtp_timeouts timeouts;
+	/* [pool] */
+	uint64_t reuse_time_ms;   /* key reuse_time, default 5m */
+	int reuse_max;            /* key reuse_max, messages per connection, 0 = unlimited (default 100) */
+	uint64_t idle_timeout_ms; /* key idle_timeout, default 30s */
+	/* rule sections, in file order */
+	struct rule *domains;
+	int n_domains;
+	struct rule *mxs;
+	int n_mxs;
+};
+
+/* Fill *c with built-in defaults (including one implicit "[domain *]" rule with
+ * tls=may, on_tls_failure=plaintext, port=25, max_connections=20, max_rcpt=100). */
+void config_defaults(struct config *c);
+/* Defaults, then overlay the file. Returns 0, or -1 with "FILE:LINE: message"
+ * in err. On error *c is still safe to config_fini. */
+int config_load(struct config *c, const char *path, char *err, size_t errlen);
+void config_fini(struct config *c);
+
+/* The effective rule for a recipient domain delivered through MX host mx_host
+ * (NULL before MX resolution): start from "[domain *]", overlay the most
+ * specific domain rule (exact beats the longest ".parent" match), then the most
+ * specific [mx] rule (exact beats longest ".suffix"). tls and min_tls take the
+ * stricter of the layers; other keys are overridden. out->pattern points to the
+ * domain rule's pattern (borrowed from c). Pure; no allocation. */
+void config_rule_for(const struct config *c, const char *domain, const char *mx_host,
+		     struct rule *out);
+
+/* Parse a duration ("500ms", "30s", "5m", "1h", "2d", "1.5") into ms. 0 or -1. */
+int config_parse_duration(const char *s, uint64_t *ms);
+/* Parse a size ("1000", "64k", "50M", "1G") into bytes. 0 or -1. */
+int config_parse_size(const char *s, uint64_t *bytes);
+
+#endif

@@ -1,0 +1,74 @@
+/* dns.h: MX (and A/AAAA, TXT) resolution with c-ares, driven by the loop.
+ *
+ * dns_resolve_mx(domain) delivers the MX hosts sorted by preference (equal
+ * preferences shuffled, RFC 5321 5.1), each with its IPv4/IPv6 addresses. No MX
+ * record: the implicit MX is the domain itself (its A/AAAA). A null MX (RFC 7505:
+ * a single MX "." ) is DNS_NULLMX. NXDOMAIN is permanent; SERVFAIL, timeouts and
+ * refusals are temporary. Answers are cached for their TTL (bounded cache).
+ * Callbacks never run before dns_resolve_* returns (cached answers are delivered
+ * from a deferred task). The result passed to a callback is borrowed for the
+ * duration of the callback. */
+#ifndef SENDER_DNS_H
+#define SENDER_DNS_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct loop;
+struct dns;
+
+enum dns_status { DNS_OK, DNS_TEMP, DNS_NXDOMAIN, DNS_NULLMX, DNS_NODATA };
+const char *dns_status_name(enum dns_status s); /* "ok","temp","nxdomain","nullmx","nodata" */
+
+#define DNS_MAX_MX 16
+#define DNS_MAX_ADDRS 8 /* per host */
+
+struct dns_host {
+	char name[256];     /* MX host name, lowercase, no trailing dot */
+	int pref;
+	int naddrs;
+	struct sockaddr_storage addrs[DNS_MAX_ADDRS]; /* port 0 */
+	enum dns_status status; /* of the address lookup for this host */
+};
+
+struct dns_mx {
+	enum dns_status status; /* DNS_OK if at least one host has an address */
+	int implicit;           /* 1: no MX records, the domain's own A/AAAA */
+	int nhosts;
+	struct dns_host hosts[DNS_MAX_MX];
+	char why[128];          /* human text for non-OK: "NXDOMAIN for example.com MX" */
+};
+
+struct dns_txt {
+	enum dns_status status;
+	int n;
+	char *rr[16]; /* each TXT record, character-strings concatenated, NUL-terminated */
+	char why[128];
+};
+
+struct dns_opts {
+	const char *servers;  /* "127.0.0.1:5353,[::1]:53" or NULL for /etc/resolv.conf */
+	unsigned timeout_ms;  /* per try, default 2000 */
+	unsigned tries;       /* default 3 */
+	unsigned cache_max;   /* entries, default 10000 */
+};
+
+typedef void dns_mx_fn(void *arg, const struct dns_mx *mx);
+typedef void dns_txt_fn(void *arg, const struct dns_txt *txt);
+
+/* Create a resolver on loop. NULL with *err set ("bad dns servers ...") on failure. */
+struct dns *dns_new(struct loop *l, const struct dns_opts *o, char *err, size_t errlen);
+/* Cancel everything (callbacks are not called) and free. */
+void dns_free(struct dns *d);
+
+/* Resolve MX + addresses for domain (ASCII, any case). cb runs exactly once,
+ * later, on the loop, unless dns_free is called first. */
+void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_fn *cb, void *arg);
+/* Resolve the TXT records of name. */
+void dns_resolve_txt(struct dns *d, const char *name, dns_txt_fn *cb, void *arg);
+
+/* Pure helper, exposed for tests: sort hosts by pref, shuffling equal prefs with
+ * rnd() (a uniform 32-bit generator). */
+void dns_sort_hosts(struct dns_host *h, int n, uint32_t (*rnd)(void));
+
+#endif

@@ -1,0 +1,566 @@
+/* msg.c: a message's wire form, and mailbox syntax.
+ *
+ * msg_wire_prepare() makes the bytes that go after DATA (or in BDAT chunks)
+ * once per message, since one message goes out on many connections. Two
+ * passes over the input, both driven by memchr(): the first counts the output
+ * size and gathers the flags, the second copies whole line spans with memcpy.
+ * So there is exactly one allocation of the exact size (a 50 MB message does
+ * not cost a 100 MB worst-case buffer) and no per-byte branching in the copy.
+ *
+ * Line rules (RFC 5321 §2.3.8, §4.5.2): a line ends at LF; a bare LF becomes
+ * CRLF, CRLF stays, a CR not followed by LF is ordinary data and stays. A last
+ * line without LF gets CRLF. With dot_stuff a line that starts with "." gets
+ * one more. An empty input gives an empty output (len 0): there is no line to
+ * terminate, and DATA then sends just ".\r\n" (RFC 5321 §4.1.1.4), BDAT sends
+ * "BDAT 0 LAST" (RFC 3030 §2). Whether an empty message is acceptable at all
+ * is the job layer's decision, not this one's.
+ *
+ * msg_addr_parse() checks RFC 5321 §4.1.2 Mailbox syntax with RFC 6531 UTF-8,
+ * and copies parts out; it keeps no pointer to its input. */
+#include "sender/msg.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "sender/util.h"
+
+/* ---- wire form ---- */
+
+/* True if any byte in p[0..n) has the high bit set. Eight bytes at a time,
+ * through memcpy so unaligned loads stay defined behaviour. */
+static bool any_8bit(const char *p, size_t n)
+{
+	const uint64_t hi = 0x8080808080808080ull;
+	size_t i = 0;
+
+	for (; i + 32 <= n; i += 32) {
+		uint64_t a, b, c, d;
+		memcpy(&a, p + i, 8);
+		memcpy(&b, p + i + 8, 8);
+		memcpy(&c, p + i + 16, 8);
+		memcpy(&d, p + i + 24, 8);
+		if ((a | b | c | d) & hi)
+			return true;
+	}
+	for (; i + 8 <= n; i += 8) {
+		uint64_t a;
+		memcpy(&a, p + i, 8);
+		if (a & hi)
+			return true;
+	}
+	for (; i < n; i++)
+		if ((unsigned char)p[i] >= 0x80)
+			return true;
+	return false;
+}
+
+int msg_wire_prepare(const char *raw, size_t len, bool dot_stuff, struct msg_wire *w)
+{
+	const char *p = raw, *end = raw + len;
+	size_t out = 0;
+	bool in_hdr = true;
+
+	memset(w, 0, sizeof(*w));
+	if (raw == NULL && len > 0)
+		return -EINVAL;
+
+	/* Pass 1: output size, flags, longest line. */
+	while (p < end) {
+		const char *lf = memchr(p, '\n', (size_t)(end - p));
+		const char *le = lf != NULL ? lf : end;   /* line end, at LF or EOF */
+		size_t n = (size_t)(le - p);              /* line bytes before LF */
+		size_t text = n;                          /* ... without the CR of CRLF */
+		if (lf != NULL && n > 0 && p[n - 1] == '\r')
+			text--;
+
+		/* Octets of the line, excluding CRLF and any stuffed dot:
+		 * RFC 5321 §4.5.3.1.6 counts neither. */
+		if (text > w->longest_line)
+			w->longest_line = text;
+		/* The header section ends at the first empty line
+		 * (RFC 5322 §2.1); with none, the whole message is header. */
+		if (in_hdr && text == 0 && lf != NULL)
+			in_hdr = false;
+		if ((!w->has_8bit || in_hdr) && any_8bit(p, n)) {
+			w->has_8bit = true;
+			if (in_hdr)
+				w->hdr_utf8 = true;
+		}
+		out += text + 2; /* the line, CRLF */
+		if (dot_stuff && n > 0 && p[0] == '.')
+			out++;
+		p = lf != NULL ? lf + 1 : end;
+	}
+	if (out < len) /* only on size_t wrap-around */
+		return -EOVERFLOW;
+
+	/* Pass 2: copy. */
+	char *d = xmalloc(out + 1);
+	w->data = d;
+	for (p = raw; p < end;) {
+		const char *lf = memchr(p, '\n', (size_t)(end - p));
+		const char *le = lf != NULL ? lf : end;
+		size_t n = (size_t)(le - p);
+		if (lf != NULL && n > 0 && p[n - 1] == '\r')
+			n--;
+		/* RFC 5321 §4.5.2: "Before sending a line of mail text, the SMTP
+		 * client checks the first character of the line. If it is a
+		 * period, one additional period is inserted". */
+		if (dot_stuff && p < le && p[0] == '.')
+			*d++ = '.';
+		memcpy(d, p, n);
+		d += n;
+		*d++ = '\r';
+		*d++ = '\n';
+		p = lf != NULL ? lf + 1 : end;
+	}
+	*d = '\0'; /* not part of len; keeps the buffer printable in a debugger */
+	w->len = (size_t)(d - w->data);
+	if (w->len != out)
+		abort(); /* the two passes disagree: our bug, never the input's */
+	return 0;
+}
+
+void msg_wire_fini(struct msg_wire *w)
+{
+	if (w == NULL)
+		return;
+	free(w->data);
+	memset(w, 0, sizeof(*w));
+}
+
+/* ---- addresses (RFC 5321 §4.1.2, RFC 6531 §3.3) ---- */
+
+#define LOCAL_MAX 64   /* RFC 5321 §4.5.3.1.1 */
+#define DOMAIN_MAX 255 /* RFC 5321 §4.5.3.1.2 */
+#define LABEL_MAX 63   /* RFC 1035 §2.3.4 */
+#define MAILBOX_MAX 254 /* RFC 5321 §4.5.3.1.3: path 256 including "<" ">" */
+
+static bool is_alpha(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static bool is_digit(unsigned char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* RFC 5321 §4.1.2 atext (from RFC 5322 §3.2.3), ASCII part. */
+static bool is_atext(unsigned char c)
+{
+	return is_alpha(c) || is_digit(c) || (c != 0 && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
+}
+
+/* Length of a well-formed UTF-8 sequence of 2-4 bytes at p (RFC 3629 §4:
+ * no overlongs, no surrogates, nothing above U+10FFFF), or 0. RFC 6531 §3.3
+ * extends atext, qtextSMTP and sub-domain with UTF8-non-ascii (RFC 6532). */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+	unsigned char c = p[0];
+	size_t k;
+	unsigned char lo = 0x80, hi = 0xbf;
+
+	if (c >= 0xc2 && c <= 0xdf) {
+		k = 2;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		k = 3;
+		if (c == 0xe0)
+			lo = 0xa0;
+		else if (c == 0xed)
+			hi = 0x9f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		k = 4;
+		if (c == 0xf0)
+			lo = 0x90;
+		else if (c == 0xf4)
+			hi = 0x8f;
+	} else {
+		return 0;
+	}
+	if (n < k || p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < k; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return k;
+}
+
+/* Quoted-string = DQUOTE *QcontentSMTP DQUOTE (RFC 5321 §4.1.2).
+ * p[0] is the opening quote. Returns the length through the closing quote, or
+ * 0 with *err set. */
+static size_t quoted_len(const unsigned char *p, size_t n, const char **err)
+{
+	size_t i = 1;
+
+	while (i < n) {
+		unsigned char c = p[i];
+		if (c == '"')
+			return i + 1;
+		if (c == '\\') {
+			/* quoted-pairSMTP = %d92 %d32-126 */
+			if (i + 1 >= n || p[i + 1] < 32 || p[i + 1] > 126) {
+				*err = "bad quoted local part";
+				return 0;
+			}
+			i += 2;
+		} else if (c >= 0x80) {
+			size_t k = utf8_len(p + i, n - i);
+			if (k == 0) {
+				*err = "invalid UTF-8";
+				return 0;
+			}
+			i += k;
+		} else {
+			/* qtextSMTP = %d32-33 / %d35-91 / %d93-126; controls
+			 * were refused before we get here. */
+			i++;
+		}
+	}
+	*err = "unterminated quoted string";
+	return 0;
+}
+
+/* Dot-string = Atom *("." Atom) up to the first "@" (RFC 5321 §4.1.2).
+ * Returns its length (0 when empty), or (size_t)-1 with *err set. */
+static size_t dot_string_len(const unsigned char *p, size_t n, const char **err)
+{
+	size_t i = 0;
+	bool atom_start = true;
+
+	while (i < n && p[i] != '@') {
+		unsigned char c = p[i];
+		if (c == '.') {
+			if (atom_start) {
+				*err = "bad local part"; /* leading dot or ".." */
+				return (size_t)-1;
+			}
+			atom_start = true;
+			i++;
+			continue;
+		}
+		if (c >= 0x80) {
+			size_t k = utf8_len(p + i, n - i);
+			if (k == 0) {
+				*err = "invalid UTF-8";
+				return (size_t)-1;
+			}
+			i += k;
+		} else if (is_atext(c)) {
+			i++;
+		} else {
+			*err = c == ' ' || c == '\t' ? "blank outside quotes" : "bad local part";
+			return (size_t)-1;
+		}
+		atom_start = false;
+	}
+	if (i > 0 && atom_start) {
+		*err = "bad local part"; /* trailing dot */
+		return (size_t)-1;
+	}
+	return i;
+}
+
+/* IPv4-address-literal = Snum 3("." Snum), Snum = 1*3DIGIT 0..255. Written
+ * here rather than with inet_pton, which refuses leading zeros that RFC 5321
+ * §4.1.3 allows. */
+static bool ipv4_literal(const unsigned char *p, size_t n)
+{
+	size_t i = 0;
+
+	for (int part = 0; part < 4; part++) {
+		unsigned v = 0, d = 0;
+		while (i < n && is_digit(p[i]) && d < 4) {
+			v = v * 10 + (unsigned)(p[i] - '0');
+			i++;
+			d++;
+		}
+		if (d == 0 || d > 3 || v > 255)
+			return false;
+		if (part < 3) {
+			if (i >= n || p[i] != '.')
+				return false;
+			i++;
+		}
+	}
+	return i == n;
+}
+
+/* address-literal = "[" ( IPv4-address-literal / IPv6-address-literal /
+ * General-address-literal ) "]" (RFC 5321 §4.1.3). General literals name no
+ * registered tag we could connect to, so they are refused. p includes the
+ * brackets. */
+static bool addr_literal(const unsigned char *p, size_t n)
+{
+	if (n < 3 || p[n - 1] != ']')
+		return false;
+	p++;
+	n -= 2;
+	if (n > 5 && strncasecmp((const char *)p, "IPv6:", 5) == 0) {
+		char buf[64];
+		struct in6_addr a6;
+		if (n - 5 >= sizeof(buf))
+			return false;
+		memcpy(buf, p + 5, n - 5);
+		buf[n - 5] = '\0';
+		/* inet_pton's grammar matches IPv6-full/comp/v4-full/v4-comp. */
+		return inet_pton(AF_INET6, buf, &a6) == 1;
+	}
+	return ipv4_literal(p, n);
+}
+
+/* Domain = sub-domain *("." sub-domain); sub-domain = Let-dig [Ldh-str]
+ * (RFC 5321 §4.1.2), or a U-label (RFC 6531 §3.3). No trailing dot: the
+ * grammar has none, and "a@x.test." would then differ from "a@x.test" in
+ * every per-domain table. */
+static bool domain_name(const unsigned char *p, size_t n, bool *utf8, const char **err)
+{
+	size_t i = 0;
+
+	while (i <= n) {
+		size_t s = i;
+		bool ascii = true;
+		while (i < n && p[i] != '.') {
+			unsigned char c = p[i];
+			if (c >= 0x80) {
+				size_t k = utf8_len(p + i, n - i);
+				if (k == 0) {
+					*err = "invalid UTF-8";
+					return false;
+				}
+				ascii = false;
+				*utf8 = true;
+				i += k;
+			} else if (is_alpha(c) || is_digit(c) || c == '-') {
+				i++;
+			} else {
+				*err = "bad domain";
+				return false;
+			}
+		}
+		size_t ln = i - s;
+		if (ln == 0 && s == n && n > 0) {
+			*err = "trailing dot in domain";
+			return false;
+		}
+		/* The 63-octet label limit (RFC 1035 §2.3.4) applies to the
+		 * A-label; a U-label's ACE length is unknown without IDNA, so
+		 * only ASCII labels are checked here. */
+		if (ln == 0 || (ascii && ln > LABEL_MAX) || p[s] == '-' || p[i - 1] == '-') {
+			*err = "bad domain";
+			return false;
+		}
+		if (i == n)
+			return true;
+		i++; /* the dot; a dot at the end leaves an empty label */
+	}
+	return true;
+}
+
+static bool is_blank(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+int msg_addr_parse(const char *s, struct msg_addr *a, const char **err)
+{
+	const char *why = NULL;
+	size_t n;
+	const unsigned char *p;
+
+	memset(a, 0, sizeof(*a));
+	if (s == NULL) {
+		why = "empty address";
+		goto fail;
+	}
+	while (is_blank(*s))
+		s++;
+	n = strlen(s);
+	while (n > 0 && is_blank(s[n - 1]))
+		n--;
+	/* Path = "<" Mailbox ">" (RFC 5321 §4.1.2); no source route. */
+	if (n > 0 && s[0] == '<') {
+		if (n < 2 || s[n - 1] != '>') {
+			why = "unbalanced angle brackets";
+			goto fail;
+		}
+		s++;
+		n -= 2;
+	} else if (n > 0 && s[n - 1] == '>') {
+		why = "unbalanced angle brackets";
+		goto fail;
+	}
+	if (n == 0) {
+		why = "empty address";
+		goto fail;
+	}
+	p = (const unsigned char *)s;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] < 0x20 || p[i] == 0x7f) {
+			why = "control character in address";
+			goto fail;
+		}
+		if (p[i] >= 0x80)
+			a->utf8 = true;
+	}
+
+	/* Local part. */
+	size_t ll;
+	if (p[0] == '"') {
+		ll = quoted_len(p, n, &why);
+		if (ll == 0)
+			goto fail;
+		if (ll == n) {
+			why = "missing @";
+			goto fail;
+		}
+		if (p[ll] != '@') {
+			why = "bad local part";
+			goto fail;
+		}
+	} else {
+		ll = dot_string_len(p, n, &why);
+		if (ll == (size_t)-1)
+			goto fail;
+		if (ll == n) {
+			why = "missing @";
+			goto fail;
+		}
+		if (ll == 0) {
+			why = "empty local part";
+			goto fail;
+		}
+	}
+	if (ll > LOCAL_MAX) {
+		why = "local part too long";
+		goto fail;
+	}
+
+	/* Domain. */
+	const unsigned char *dom = p + ll + 1;
+	size_t dl = n - ll - 1;
+	if (dl == 0) {
+		why = "empty domain";
+		goto fail;
+	}
+	if (memchr(dom, '@', dl) != NULL) {
+		why = "more than one @";
+		goto fail;
+	}
+	if (dl > DOMAIN_MAX) {
+		why = "domain too long";
+		goto fail;
+	}
+	if (n > MAILBOX_MAX) {
+		why = "address too long";
+		goto fail;
+	}
+	if (dom[0] == '[') {
+		if (!addr_literal(dom, dl)) {
+			why = "bad address literal";
+			goto fail;
+		}
+	} else {
+		bool u = false;
+		if (!domain_name(dom, dl, &u, &why))
+			goto fail;
+	}
+
+	memcpy(a->local, p, ll);
+	a->local[ll] = '\0';
+	/* Lowercase ASCII only: UTF-8 bytes are >= 0x80 and pass unchanged,
+	 * and "IPv6:" is case-insensitive (RFC 5234 §2.3), so lowering it is
+	 * harmless; keep the conventional spelling anyway. */
+	for (size_t i = 0; i < dl; i++) {
+		unsigned char c = dom[i];
+		a->domain[i] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+	}
+	a->domain[dl] = '\0';
+	if (dl > 6 && strncmp(a->domain, "[ipv6:", 6) == 0)
+		memcpy(a->domain + 1, "IPv6", 4);
+	return 0;
+
+fail:
+	memset(a, 0, sizeof(*a));
+	if (err != NULL)
+		*err = why;
+	return -1;
+}
+
+int msg_addr_format(const struct msg_addr *a, char *buf, size_t n)
+{
+	size_t ll = strlen(a->local), dl = strlen(a->domain);
+
+	if (ll + 1 + dl + 1 > n || ll + 1 + dl > INT_MAX)
+		return -1;
+	memcpy(buf, a->local, ll);
+	buf[ll] = '@';
+	memcpy(buf + ll + 1, a->domain, dl);
+	buf[ll + 1 + dl] = '\0';
+	return (int)(ll + 1 + dl);
+}
+
+/* ---- recipient lists ---- */
+
+static bool is_trim(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+static int emit(const char *s, size_t n, int (*fn)(void *, const char *, size_t), void *arg,
+		int *count)
+{
+	while (n > 0 && is_trim(*s)) {
+		s++;
+		n--;
+	}
+	while (n > 0 && is_trim(s[n - 1]))
+		n--;
+	if (n == 0)
+		return 0;
+	(*count)++;
+	return fn(arg, s, n);
+}
+
+/* A comma inside a quoted local part ("a,b"@x) or inside angle brackets is
+ * data, not a separator. A backslash inside quotes escapes the next byte
+ * (quoted-pairSMTP), so "a\"," does not end the quote. An unbalanced quote
+ * runs to the end of the list and makes one bad item, which the address
+ * parser then rejects with a reason. */
+int msg_split_list(const char *list, int (*fn)(void *arg, const char *item, size_t len),
+		   void *arg)
+{
+	int count = 0, angle = 0;
+	bool quoted = false;
+	const char *start = list;
+
+	if (list == NULL)
+		return 0;
+	for (const char *p = list;; p++) {
+		char c = *p;
+		if (c == '\0' || (c == ',' && !quoted && angle == 0)) {
+			if (emit(start, (size_t)(p - start), fn, arg, &count) != 0)
+				return -1;
+			if (c == '\0')
+				break;
+			start = p + 1;
+		} else if (quoted) {
+			if (c == '\\' && p[1] != '\0')
+				p++;
+			else if (c == '"')
+				quoted = false;
+		} else if (c == '"') {
+			quoted = true;
+		} else if (c == '<') {
+			angle++;
+		} else if (c == '>' && angle > 0) {
+			angle--;
+		}
+	}
+	return count;
+}

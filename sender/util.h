@@ -1,0 +1,30 @@
+/* util.h: allocation that aborts on OOM, small string helpers, container_of.
+ * Used by sender/ only (queue/ and tlscache/ keep their own checks). */
+#ifndef SENDER_UTIL_H
+#define SENDER_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define container_of(ptr, type, member) \
+	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Abort with a message on OOM; never return NULL. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+
+/* Copy src into dst (size dstlen), always NUL-terminated; returns strlen(src). */
+size_t strlcpy_x(char *dst, const char *src, size_t dstlen);
+
+/* Monotonic and wall clocks, milliseconds. */
+uint64_t mono_ms(void);
+uint64_t wall_ms(void);
+
+/* Cheap per-thread PRNG (xorshift), seeded from getrandom on first use. */
+uint32_t rand_u32(void);
+
+#endif
