@@ -7,7 +7,16 @@
  * refusals are temporary. Answers are cached for their TTL (bounded cache).
  * Callbacks never run before dns_resolve_* returns (cached answers are delivered
  * from a deferred task). The result passed to a callback is borrowed for the
- * duration of the callback. */
+ * duration of the callback.
+ *
+ * Status mapping: NOERROR with records -> DNS_OK; NXDOMAIN (or a name that is
+ * not a valid DNS name) -> DNS_NXDOMAIN; NOERROR without records of the type
+ * -> DNS_NODATA (for MX: the implicit MX, see above); SERVFAIL, REFUSED,
+ * NOTIMP, FORMERR, timeouts, unreachable servers, bad answers -> DNS_TEMP.
+ * For MX, hosts without any address are dropped (named in `why`); no host
+ * left -> DNS_TEMP if any host lookup failed temporarily, else DNS_NODATA.
+ * Each host lists its IPv4 addresses first, then IPv6 (when both overflow
+ * DNS_MAX_ADDRS, half the slots go to IPv6). */
 #ifndef SENDER_DNS_H
 #define SENDER_DNS_H
 
@@ -51,6 +60,16 @@ struct dns_opts {
 	unsigned timeout_ms;  /* per try, default 2000 */
 	unsigned tries;       /* default 3 */
 	unsigned cache_max;   /* entries, default 10000 */
+	unsigned max_inflight; /* c-ares queries at once, default 1000; the rest wait in a FIFO */
+};
+
+/* Counters for metrics and tests (dns_get_stats). */
+struct dns_stats {
+	uint64_t queries;    /* queries handed to c-ares */
+	uint64_t cache_hits; /* lookups answered from the cache */
+	uint64_t coalesced;  /* lookups that joined an identical queued/in-flight query */
+	unsigned inflight, queued, cached; /* now */
+	unsigned pending;    /* dns_resolve_* calls whose callback has not run yet */
 };
 
 typedef void dns_mx_fn(void *arg, const struct dns_mx *mx);
@@ -58,7 +77,8 @@ typedef void dns_txt_fn(void *arg, const struct dns_txt *txt);
 
 /* Create a resolver on loop. NULL with *err set ("bad dns servers ...") on failure. */
 struct dns *dns_new(struct loop *l, const struct dns_opts *o, char *err, size_t errlen);
-/* Cancel everything (callbacks are not called) and free. */
+/* Cancel everything (callbacks are not called) and free. May be called from
+ * inside a dns callback (the free then completes when that callback returns). */
 void dns_free(struct dns *d);
 
 /* Resolve MX + addresses for domain (ASCII, any case). cb runs exactly once,
@@ -66,6 +86,9 @@ void dns_free(struct dns *d);
 void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_fn *cb, void *arg);
 /* Resolve the TXT records of name. */
 void dns_resolve_txt(struct dns *d, const char *name, dns_txt_fn *cb, void *arg);
+
+/* Copy the counters into *st. Never calls back. */
+void dns_get_stats(const struct dns *d, struct dns_stats *st);
 
 /* Pure helper, exposed for tests: sort hosts by pref, shuffling equal prefs with
  * rnd() (a uniform 32-bit generator). */

@@ -4,7 +4,7 @@
  * reply (RFC 5321 §4.2) or says "need more" / "protocol error". It never
  * allocates and never keeps a pointer into the buffer: everything the caller
  * needs is copied into struct smtp_reply, so the caller may drop *used bytes
- * and parse the next pipelined reply (RFC 2920 §3.2) from the same buffer.
+ * and parse the next pipelined reply (RFC 2920) from the same buffer.
  *
  * Invariants: a line is at most SMTP_LINE_MAX bytes including its CRLF (or
  * bare LF), a reply at most SMTP_REPLY_MAX; the joined text therefore always
@@ -14,7 +14,7 @@
  * peer cannot make us buffer without bound by never sending the last line.
  *
  * On SMTP_PARSE_AGAIN or SMTP_PARSE_ERR the contents of *r are unspecified.
- * smtp_ehlo_parse() reads only r->text. */
+ * smtp_ehlo_parse() reads only r->text and r->text_len. */
 #include "sender/smtp_reply.h"
 
 #include <stdbool.h>
@@ -33,8 +33,10 @@ static bool is_digit(char c)
 
 /* Check whatever is present of a line's head "CODE" + separator (n bytes,
  * possibly an incomplete line). Returns false if those bytes can already never
- * form a valid reply line. RFC 5321 §4.2: Reply-code = %x32-35 %x30-35 %x30-39;
- * we accept any second and third digit, as servers do send x6z..x9z codes. */
+ * form a valid reply line. RFC 5321 §4.2: Reply-code = %x32-35 %x30-35 %x30-39.
+ * Only the first digit is held to the grammar: it alone gives the reply's
+ * class (§4.2.1), and refusing an odd second digit would turn a classifiable
+ * reply into a session failure. */
 static bool head_ok(const char *p, size_t n)
 {
 	if (n > 0 && (p[0] < '2' || p[0] > '5'))
@@ -82,12 +84,13 @@ static size_t esc_len(const char *t, size_t n)
 }
 
 /* Append one line's text to r->text, taking the enhanced status code off.
- * The first line decides the esc (RFC 2034 §4: "the enhanced status code
- * ... preceding the text of each line"); later lines lose it only when they
- * carry the same one. An esc whose class disagrees with the reply code
- * (250 with 5.1.1) is not trusted and stays in the text: RFC 3463 §3.1 gives
- * the class the same meaning as the reply code's first digit, and the policy
- * function must not see a "permanent" esc on a success reply. */
+ * RFC 2034 §4 puts the esc at the start of the text of every line of a
+ * reply; the first line decides it, and later lines lose it only when they
+ * carry the same one (a different one is text, not a second status). An esc
+ * whose class disagrees with the reply code (250 with 5.1.1) is not trusted
+ * and stays in the text: RFC 3463 §2 gives the class the meaning of the reply
+ * code's first digit, and the policy function must not see a "permanent" esc
+ * on a success reply. */
 static void add_text(struct smtp_reply *r, const char *t, size_t n)
 {
 	if (r->nlines == 0) {
@@ -223,9 +226,9 @@ static bool is_blank(char c)
 	return c == ' ' || c == '\t';
 }
 
-/* RFC 1870 §4: "SIZE" [SP size-value], size-value = 1*20DIGIT; 0 means no
- * fixed maximum. A value that does not parse is ignored (no limit known); a
- * value past uint64_t saturates. */
+/* RFC 1870 §4: size-param ::= [1*DIGIT]; absent or 0 means no fixed maximum.
+ * A value that does not parse is ignored (no limit known); a value past
+ * uint64_t saturates. */
 static uint64_t size_param(const char *p, size_t n)
 {
 	uint64_t v = 0;

@@ -1,0 +1,319 @@
+/* cmd_send.c: `mxsend send`: deliver one message directly (no Redis) and print
+ * one line per recipient. A diagnostic tool for operators and the harness of
+ * the delivery tests.
+ *
+ *   RCPT STATUS CODE DSN mx=HOST[IP]:PORT tls=VERSION cipher=NAME verified=yes|no policy=P reply="..."
+ *
+ * Exit status (sysexits): 0 all delivered, 75 some deferred and none bounced,
+ * 69 some bounced, 64 usage, 65 bad message or address, 66 unreadable message,
+ * 78 bad config. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include "sender/cmds.h"
+#include "sender/config.h"
+#include "sender/deliver.h"
+#include "sender/log.h"
+#include "sender/loop.h"
+#include "sender/msg.h"
+#include "sender/util.h"
+
+#define MAX_RCPTS 1000
+
+struct send_ctx {
+	struct loop *l;
+	int pending;
+	struct deliver_result *res; /* per recipient, in command-line order */
+	bool *have;
+};
+
+struct domain_req {
+	struct deliver_req req;
+	struct send_ctx *ctx;
+	const char **rcpts;
+	int *idx; /* index in the command line order */
+	char domain[256];
+};
+
+static void rcpt_done(void *arg, int i, const struct deliver_result *r)
+{
+	struct domain_req *dr = arg;
+	dr->ctx->res[dr->idx[i]] = *r;
+	dr->ctx->have[dr->idx[i]] = true;
+}
+
+static void req_done(void *arg)
+{
+	struct domain_req *dr = arg;
+	if (--dr->ctx->pending == 0)
+		loop_stop(dr->ctx->l);
+}
+
+/* Read a whole file (or stdin for "-"). Returns 0 or -errno. */
+static int slurp(const char *path, char **out, size_t *len)
+{
+	int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return -errno;
+	size_t cap = 65536, n = 0;
+	char *buf = xmalloc(cap);
+	for (;;) {
+		if (n == cap)
+			buf = xrealloc(buf, cap *= 2);
+		ssize_t r = read(fd, buf + n, cap - n);
+		if (r == 0)
+			break;
+		if (r == -1) {
+			if (errno == EINTR)
+				continue;
+			int e = -errno;
+			free(buf);
+			if (fd != STDIN_FILENO)
+				close(fd);
+			return e;
+		}
+		n += (size_t)r;
+	}
+	if (fd != STDIN_FILENO)
+		close(fd);
+	*out = buf;
+	*len = n;
+	return 0;
+}
+
+/* Print a reply text quoted: " and \ escaped, control characters dropped. */
+static void print_quoted(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			putchar('\\');
+		if ((unsigned char)*s >= 0x20 || (unsigned char)*s >= 0x80)
+			putchar(*s);
+	}
+	putchar('"');
+}
+
+static void print_result(const char *rcpt, const struct deliver_result *r)
+{
+	printf("%s %s %d %s ", rcpt, deliver_status_name(r->status), r->code, r->dsn);
+	if (r->mx[0])
+		printf("mx=%s[%s]:%d ", r->mx, r->ip, r->port);
+	else
+		printf("mx=- ");
+	printf("tls=%s cipher=%s verified=%s policy=%s reply=", r->tls[0] ? r->tls : "none",
+	       r->cipher[0] ? r->cipher : "-", r->verified ? "yes" : "no", r->policy);
+	print_quoted(r->reply);
+	putchar('\n');
+}
+
+static int send_usage(const char *why)
+{
+	if (why)
+		fprintf(stderr, "mxsend send: %s\n", why);
+	fprintf(stderr, "usage: mxsend send [-c FILE] [--dns A[:P]] [--ca FILE] [--tls none|may|encrypt|verify]\n"
+			"                   [--port N] [--helo NAME] [--log LEVEL] --from A --to B [--to C ...] MSG|-\n");
+	return EX_USAGE;
+}
+
+int cmd_send(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' }, { "dns", required_argument, NULL, 'd' },
+		{ "ca", required_argument, NULL, 'a' },     { "tls", required_argument, NULL, 't' },
+		{ "port", required_argument, NULL, 'p' },   { "from", required_argument, NULL, 'f' },
+		{ "to", required_argument, NULL, 'r' },     { "helo", required_argument, NULL, 'H' },
+		{ "log", required_argument, NULL, 'L' },    { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *cfile = NULL, *from = NULL, *helo = NULL;
+	const char *rcpts[MAX_RCPTS];
+	int nrcpt = 0;
+	struct deliver_opts dopt = { .tls_level = -1 };
+	int loglvl = -1;
+	optind = 1;
+	int ch;
+	while ((ch = getopt_long(argc, argv, "c:v", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': cfile = optarg; break;
+		case 'd': dopt.dns = optarg; break;
+		case 'a': dopt.ca_file = optarg; break;
+		case 't':
+			dopt.tls_level = tls_level_parse(optarg);
+			if (dopt.tls_level < 0)
+				return send_usage("bad --tls value (none|may|encrypt|verify)");
+			break;
+		case 'p': {
+			char *end;
+			long p = strtol(optarg, &end, 10);
+			if (*end || p <= 0 || p > 65535)
+				return send_usage("bad --port");
+			dopt.port = (int)p;
+			break;
+		}
+		case 'f': from = optarg; break;
+		case 'r':
+			if (nrcpt == MAX_RCPTS)
+				return send_usage("too many recipients");
+			rcpts[nrcpt++] = optarg;
+			break;
+		case 'H': helo = optarg; break;
+		case 'L':
+			loglvl = log_level_parse(optarg);
+			if (loglvl < 0)
+				return send_usage("bad --log level");
+			break;
+		case 'v': loglvl = LOG_INFO; break;
+		case 'h': send_usage(NULL); return 0;
+		default: return send_usage(NULL);
+		}
+	}
+	if (from == NULL || nrcpt == 0 || optind != argc - 1)
+		return send_usage(from == NULL ? "--from is required" : nrcpt == 0 ? "--to is required" : "one message file (or -) is required");
+
+	struct config cfg;
+	int rc = cmd_load_config(&cfg, cfile);
+	if (rc != 0) {
+		config_fini(&cfg);
+		return rc;
+	}
+	log_set_level(loglvl >= 0 ? (enum log_level)loglvl : (enum log_level)cfg.log_level);
+	if (helo) {
+		free(cfg.helo);
+		cfg.helo = xstrdup(helo);
+	}
+
+	/* Envelope: validate every address before touching the network. */
+	struct msg_addr fa;
+	const char *err = NULL;
+	char fromx[600] = "";
+	if (from[0] != '\0' && strcmp(from, "<>") != 0) {
+		if (msg_addr_parse(from, &fa, &err) != 0) {
+			fprintf(stderr, "mxsend send: bad --from address \"%s\": %s\n", from, err);
+			config_fini(&cfg);
+			return EX_DATAERR;
+		}
+		msg_addr_format(&fa, fromx, sizeof(fromx));
+	}
+	struct msg_addr *ra = xcalloc((size_t)nrcpt, sizeof(*ra));
+	char (*rx)[600] = xcalloc((size_t)nrcpt, sizeof(*rx));
+	for (int i = 0; i < nrcpt; i++) {
+		if (msg_addr_parse(rcpts[i], &ra[i], &err) != 0) {
+			fprintf(stderr, "mxsend send: bad --to address \"%s\": %s\n", rcpts[i], err);
+			free(ra);
+			free(rx);
+			config_fini(&cfg);
+			return EX_DATAERR;
+		}
+		msg_addr_format(&ra[i], rx[i], sizeof(rx[i]));
+	}
+	char *data = NULL;
+	size_t len = 0;
+	int r = slurp(argv[optind], &data, &len);
+	if (r < 0) {
+		fprintf(stderr, "mxsend send: cannot read message %s: %s\n", argv[optind], strerror(-r));
+		free(ra);
+		free(rx);
+		config_fini(&cfg);
+		return EX_NOINPUT;
+	}
+	if (len == 0 || len > cfg.max_message_size) {
+		fprintf(stderr, "mxsend send: message is %s (%zu bytes, limit %llu)\n",
+			len == 0 ? "empty" : "too large", len, (unsigned long long)cfg.max_message_size);
+		free(data);
+		free(ra);
+		free(rx);
+		config_fini(&cfg);
+		return EX_DATAERR;
+	}
+
+	int lerr = 0;
+	struct loop *l = loop_new(4096, &lerr);
+	if (l == NULL) {
+		fprintf(stderr, "mxsend send: io_uring unavailable: %s\n", strerror(-lerr));
+		return EX_OSERR;
+	}
+	char e2[512];
+	struct deliver *d = deliver_new(l, &cfg, &dopt, e2, sizeof(e2));
+	if (d == NULL) {
+		fprintf(stderr, "mxsend send: %s\n", e2);
+		loop_free(l);
+		return EX_CONFIG;
+	}
+
+	/* One request per recipient domain, recipients kept in command-line order. */
+	struct send_ctx ctx = { .l = l };
+	ctx.res = xcalloc((size_t)nrcpt, sizeof(*ctx.res));
+	ctx.have = xcalloc((size_t)nrcpt, sizeof(*ctx.have));
+	struct domain_req *drs = xcalloc((size_t)nrcpt, sizeof(*drs));
+	int ndr = 0;
+	for (int i = 0; i < nrcpt; i++) {
+		struct domain_req *dr = NULL;
+		for (int k = 0; k < ndr; k++)
+			if (strcmp(drs[k].domain, ra[i].domain) == 0)
+				dr = &drs[k];
+		if (dr == NULL) {
+			dr = &drs[ndr++];
+			strlcpy_x(dr->domain, ra[i].domain, sizeof(dr->domain));
+			dr->rcpts = xcalloc((size_t)nrcpt, sizeof(*dr->rcpts));
+			dr->idx = xcalloc((size_t)nrcpt, sizeof(*dr->idx));
+			dr->ctx = &ctx;
+		}
+		dr->rcpts[dr->req.nrcpt] = rx[i];
+		dr->idx[dr->req.nrcpt] = i;
+		dr->req.nrcpt++;
+	}
+	for (int k = 0; k < ndr; k++) {
+		struct deliver_req *q = &drs[k].req;
+		q->from = fromx;
+		q->domain = drs[k].domain;
+		q->rcpts = drs[k].rcpts;
+		q->data = data;
+		q->len = len;
+		q->tls_min_level = -1;
+		q->rcpt_done = rcpt_done;
+		q->done = req_done;
+		q->arg = &drs[k];
+		if (deliver_submit(d, q) == 0)
+			ctx.pending++;
+	}
+	if (ctx.pending > 0)
+		loop_run(l);
+
+	int bounced = 0, deferred = 0;
+	for (int i = 0; i < nrcpt; i++) {
+		if (!ctx.have[i]) {
+			memset(&ctx.res[i], 0, sizeof(ctx.res[i]));
+			ctx.res[i].status = DELIVER_DEFERRED;
+			ctx.res[i].code = 451;
+			strlcpy_x(ctx.res[i].dsn, "4.3.0", sizeof(ctx.res[i].dsn));
+			strlcpy_x(ctx.res[i].reply, "not attempted", sizeof(ctx.res[i].reply));
+		}
+		print_result(rx[i], &ctx.res[i]);
+		bounced += ctx.res[i].status == DELIVER_BOUNCED;
+		deferred += ctx.res[i].status == DELIVER_DEFERRED || ctx.res[i].status == DELIVER_HELD;
+	}
+	fflush(stdout);
+	/* Let QUITs finish briefly so servers see a clean close. */
+	deliver_free(d);
+	loop_free(l);
+	for (int k = 0; k < ndr; k++) {
+		free(drs[k].rcpts);
+		free(drs[k].idx);
+	}
+	free(drs);
+	free(ctx.res);
+	free(ctx.have);
+	free(ra);
+	free(rx);
+	free(data);
+	config_fini(&cfg);
+	return bounced ? EX_UNAVAILABLE : deferred ? EX_TEMPFAIL : EX_OK;
+}

@@ -1,0 +1,892 @@
+/* config.c: the INI configuration file, its defaults, and rule lookup.
+ *
+ * inih tokenises. Debian's libinih (r55) is built without INI_HANDLER_LINENO
+ * and does not report sections that have no keys, so we drive it with
+ * ini_parse_stream() and our own reader, which: counts physical lines (inih
+ * counts one per reader call, so both agree); sees every section header; strips
+ * leading whitespace, which disables inih's multi-line continuation (otherwise
+ * an indented "key = value" after a key is appended to that key's value); and
+ * stops the parse at the first error by returning EOF. inih's runtime options
+ * (process globals) keep their defaults: ';' or '#' starts a comment line,
+ * " ;" an inline comment, and a line holds at most 197 characters.
+ *
+ * Ownership: every string in struct config and its rules is owned by the config
+ * and freed by config_fini(). c->domains[0] is always "[domain *]" (built in,
+ * overlaid by a "[domain *]" section); the other rules follow in file order. A
+ * rule's fields mean something only where its `set` bits say so. No globals. */
+#include "sender/config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <ini.h>
+
+#include "sender/log.h"
+#include "sender/util.h"
+
+#define MS_S 1000ull
+#define MS_M (60 * MS_S)
+#define MS_H (60 * MS_M)
+#define MS_D (24 * MS_H)
+#define SCHEDULE_MAX ((int)ARRAY_LEN(((struct config *)0)->schedule_ms))
+
+/* NULL-terminated so they double as V_CHOICE lists. */
+static const char *const level_names[] = { "none", "may", "encrypt", "verify", NULL };
+static const char *const fail_names[] = { "next-mx", "defer", "hold", "bounce", "plaintext", NULL };
+static const char *const log_names[] = { "trace", "debug", "info", "warn", "error", NULL };
+static const char *const tlsver_names[] = { "1.2", "1.3", NULL };
+
+static int choice(const char *const *names, const char *s)
+{
+	for (int i = 0; names[i]; i++)
+		if (strcasecmp(s, names[i]) == 0)
+			return i;
+	return -1;
+}
+
+const char *tls_level_name(enum tls_level l)
+{
+	return (unsigned)l <= TLS_LEVEL_VERIFY ? level_names[l] : "?";
+}
+
+int tls_level_parse(const char *s)
+{
+	return choice(level_names, s);
+}
+
+const char *tls_fail_action_name(enum tls_fail_action a)
+{
+	return (unsigned)a <= TLS_FAIL_PLAINTEXT ? fail_names[a] : "?";
+}
+
+int tls_fail_action_parse(const char *s)
+{
+	return choice(fail_names, s);
+}
+
+/* ---- value parsers (pure) ---- */
+
+static int is_digit(char ch)
+{
+	return ch >= '0' && ch <= '9';
+}
+
+static int is_space(char ch)
+{
+	return isspace((unsigned char)ch);
+}
+
+/* A number as [0-9]*.?[0-9]* followed by text at *end; strtod()'s sign, "inf",
+ * hex and leading blanks are refused (mxsend never calls setlocale(), so the
+ * decimal point is "."). */
+static int number(const char *s, double *v, const char **end)
+{
+	size_t n = strspn(s, "0123456789.");
+	char *e;
+	if (n == 0 || !(is_digit(s[0]) || is_digit(s[1])))
+		return -1;
+	*v = strtod(s, &e);
+	*end = e;
+	return e == s + n ? 0 : -1; /* "1.2.3" stops early */
+}
+
+int config_parse_duration(const char *s, uint64_t *ms)
+{
+	static const struct { const char *unit; double ms; } units[] = {
+		{ "", MS_S }, { "ms", 1 }, { "s", MS_S }, { "m", MS_M }, { "h", MS_H }, { "d", MS_D },
+	};
+	const char *u;
+	double v;
+	if (number(s, &v, &u) < 0)
+		return -1;
+	for (unsigned i = 0; i < ARRAY_LEN(units); i++)
+		if (strcmp(u, units[i].unit) == 0 && (v *= units[i].ms) < 1e15) { /* 31000 years */
+			*ms = (uint64_t)(v + 0.5); /* "1.001s" is 1000.9999... ms before rounding */
+			return 0;
+		}
+	return -1;
+}
+
+int config_parse_size(const char *s, uint64_t *bytes)
+{
+	static const char units[] = "kmgt";
+	const char *u;
+	char *end;
+	int shift = 0;
+	if (!is_digit(*s))
+		return -1;
+	errno = 0;
+	*bytes = strtoull(s, &end, 10);
+	if (*end != '\0') {
+		if (end[1] != '\0' || (u = strchr(units, *end | 0x20)) == NULL)
+			return -1;
+		shift = 10 * (int)(1 + (u - units));
+	}
+	if (errno != 0 || *bytes > UINT64_MAX >> shift)
+		return -1;
+	*bytes <<= shift;
+	return 0;
+}
+
+static int parse_long(const char *s, long long *out)
+{
+	char *end;
+	if (!is_digit(s[*s == '-']))
+		return -1;
+	errno = 0;
+	*out = strtoll(s, &end, 10);
+	return errno != 0 || *end != '\0' ? -1 : 0;
+}
+
+static int parse_double(const char *s, double *out)
+{
+	const char *end;
+	return number(s, out, &end) < 0 || *end ? -1 : 0;
+}
+
+static int host_char(char ch)
+{
+	return is_digit(ch) || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') || ch == '-' || ch == '.' ||
+	       ch == '_';
+}
+
+/* "host", "host:port", "[v6addr]" or "[v6addr]:port" in s[0..len). Gives the
+ * host without brackets in a new string if host_out is not NULL, and *port (0 if
+ * absent). An unbracketed IPv6 address is refused: its last group reads as a port. */
+static int parse_hostport(const char *s, size_t len, char **host_out, int *port)
+{
+	const char *h = s, *rest, *end = s + len;
+	size_t hlen;
+	if (len > 0 && s[0] == '[') {
+		const char *close = memchr(s, ']', len);
+		char a[INET6_ADDRSTRLEN + 1];
+		struct in6_addr in6;
+		if (close == NULL || (hlen = (size_t)(close - ++h)) >= sizeof(a))
+			return -1;
+		memcpy(a, h, hlen);
+		a[hlen] = '\0';
+		if (inet_pton(AF_INET6, a, &in6) != 1)
+			return -1;
+		rest = close + 1;
+	} else {
+		for (rest = s; rest < end && *rest != ':'; rest++)
+			if (!host_char(*rest))
+				return -1;
+		hlen = (size_t)(rest - s);
+	}
+	*port = 0;
+	if (hlen == 0)
+		return -1;
+	if (rest < end) {
+		if (*rest++ != ':' || rest == end)
+			return -1;
+		for (; rest < end; rest++)
+			if (!is_digit(*rest) || (*port = *port * 10 + (*rest - '0')) > 65535)
+				return -1;
+		if (*port == 0)
+			return -1;
+	}
+	if (host_out)
+		*host_out = xstrndup(h, hlen);
+	return 0;
+}
+
+/* A [domain]/[mx] pattern: "*" (domain only), ".suffix" or an exact name.
+ * Returns NULL if good, else why not. */
+static const char *check_pattern(const char *s, int is_mx)
+{
+	if (strcmp(s, "*") == 0)
+		return is_mx ? "[mx *] is not a rule; use [domain *] for defaults" : NULL;
+	if (s[0] == '*')
+		return "write \".example.com\" for every subdomain of example.com";
+	const char *p = s + (s[0] == '.'), *label = p;
+	if (strlen(p) > 253)
+		return "name longer than 253 characters";
+	for (;; p++) {
+		if (*p == '.' || *p == '\0') {
+			size_t n = (size_t)(p - label);
+			if (n == 0)
+				return *p ? "empty label" : "empty label (write names without a trailing dot)";
+			if (n > 63)
+				return "label longer than 63 characters";
+			if (label[0] == '-' || p[-1] == '-')
+				return "label starts or ends with \"-\"";
+			if (*p == '\0')
+				return NULL;
+			label = p + 1;
+		} else if ((unsigned char)*p >= 0x80) {
+			return "non-ASCII name; write the A-label (xn--...)";
+		} else if (!host_char(*p)) {
+			return "bad character in name";
+		}
+	}
+}
+
+/* ---- the key tables ---- */
+
+enum vtype { V_INT, V_DOUBLE, V_DUR, V_DUR32, V_SIZE, V_BOOL, V_CHOICE, V_SCHEDULE,
+	     V_STR, V_WORD, V_DNS, V_HOSTPORT, V_URL, V_RELAY };
+
+struct key {
+	const char *name;
+	size_t off;               /* into struct config, or struct rule for rule keys */
+	enum vtype type;
+	double min, max;          /* numbers, ms, bytes; V_CHOICE stores min + index */
+	const char *hint;         /* what a good value looks like, for messages */
+	const char *const *names; /* V_CHOICE */
+	unsigned bit;             /* RULE_* for rule keys */
+};
+
+#define G(f) offsetof(struct config, f)
+#define R(f) offsetof(struct rule, f)
+#define INT(f, lo, hi) f, V_INT, lo, hi, "integer " #lo ".." #hi, NULL
+#define DUR(t, f, lo, hi, r) f, t, (double)(lo), (double)(hi), "duration like 500ms, 30s, 5m, 2h, 2d; " r, NULL
+#define TO(f) { #f, DUR(V_DUR32, G(timeouts.f), 1, MS_D, "1ms..1d"), 0 }
+#define STR(f, t, hint) f, t, 0, 0, hint, NULL
+#define CH(f, names, base, hint) f, V_CHOICE, base, 0, hint, names
+#define BOOL(f) f, V_BOOL, 0, 0, "yes|no", NULL
+#define WORD "a single word"
+static const struct key k_mxsend[] = {
+	{ "workers", INT(G(workers), 0, 1024), 0 },
+	{ "helo", STR(G(helo), V_WORD, WORD), 0 },
+	{ "dns", STR(G(dns), V_DNS, "comma-separated addr, addr:port or [ipv6]:port"), 0 },
+	{ "ca_file", STR(G(ca_file), V_STR, ""), 0 },
+	{ "max_inflight", INT(G(max_inflight), 1, 10000000), 0 },
+	{ "metrics", STR(G(metrics), V_HOSTPORT, "host:port or [ipv6]:port"), 0 },
+	{ "max_message_size", G(max_message_size), V_SIZE, 1024, 4294967296.0,
+	  "size like 1000, 64k, 50M, 1G; 1k..4G", NULL, 0 },
+	{ "log", CH(G(log_level), log_names, LOG_TRACE, "trace|debug|info|warn|error"), 0 },
+};
+static const struct key k_redis[] = {
+	{ "url", STR(G(redis_url), V_URL, "redis://HOST:PORT/DB or unix:/PATH"), 0 },
+	{ "password", STR(G(redis_password), V_STR, ""), 0 },
+	{ "jobs", STR(G(jobs), V_WORD, WORD), 0 },
+	{ "results", STR(G(results), V_WORD, WORD), 0 },
+	{ "group", STR(G(group), V_WORD, WORD), 0 },
+	{ "visibility_timeout", DUR(V_DUR, G(visibility_timeout_ms), MS_S, MS_D, "1s..1d"), 0 },
+	{ "batch", INT(G(batch), 1, 10000), 0 },
+};
+static const struct key k_retry[] = {
+	{ "schedule", G(schedule_ms), V_SCHEDULE, (double)MS_S, 30.0 * MS_D,
+	  "up to 32 durations like 1m 5m 1h; each 1s..30d", NULL, 0 },
+	{ "lifetime", DUR(V_DUR, G(lifetime_ms), MS_M, 365 * MS_D, "1m..365d"), 0 },
+	{ "jitter", G(jitter), V_DOUBLE, 0, 1, "number 0..1", NULL, 0 },
+};
+static const struct key k_tls[] = {
+	{ "min_version", CH(G(min_version), tlsver_names, 12, "1.2|1.3"), 0 },
+	{ "mta_sts", BOOL(G(mta_sts)), 0 },
+	{ "tlsrpt", BOOL(G(tlsrpt)), 0 },
+	{ "broken_tls_ttl", DUR(V_DUR, G(broken_tls_ttl_ms), 0, 30 * MS_D, "0..30d"), 0 },
+};
+static const struct key k_timeouts[] = {
+	TO(connect), TO(banner), TO(helo), TO(starttls), TO(mail), TO(rcpt),
+	TO(data), TO(block), TO(dot), TO(rset), TO(quit),
+};
+static const struct key k_pool[] = {
+	{ "reuse_time", DUR(V_DUR, G(reuse_time_ms), 0, MS_D, "0..1d"), 0 },
+	{ "reuse_max", INT(G(reuse_max), 0, 1000000), 0 },
+	{ "idle_timeout", DUR(V_DUR, G(idle_timeout_ms), 0, MS_D, "0..1d"), 0 },
+};
+/* Order matters: on_key() knows tls is [0] and on_tls_failure [1]. */
+static const struct key k_rule[] = {
+	{ "tls", CH(R(tls), level_names, 0, "none|may|encrypt|verify"), RULE_TLS },
+	{ "on_tls_failure", CH(R(on_tls_failure), fail_names, 0, "next-mx|defer|hold|bounce|plaintext"),
+	  RULE_ON_TLS_FAILURE },
+	{ "min_tls", CH(R(min_tls), tlsver_names, 12, "1.2|1.3"), RULE_MIN_TLS },
+	{ "port", INT(R(port), 1, 65535), RULE_PORT },
+	{ "relay", STR(R(relay_host), V_RELAY, "host, host:port or [ipv6]:port"), RULE_RELAY },
+	{ "max_connections", INT(R(max_connections), 1, 100000), RULE_MAX_CONN },
+	{ "max_rate", R(max_rate), V_DOUBLE, 0, 1e6, "number 0..1000000", NULL, RULE_MAX_RATE },
+	{ "max_rcpt", INT(R(max_rcpt), 1, 100000), RULE_MAX_RCPT },
+	{ "auth_user", STR(R(auth_user), V_STR, ""), RULE_AUTH },
+	{ "auth_password", STR(R(auth_password), V_STR, ""), RULE_AUTH },
+};
+#undef INT
+#undef DUR
+#undef TO
+#undef STR
+#undef CH
+#undef BOOL
+#undef WORD
+
+static const struct section {
+	const char *name;
+	const struct key *keys;
+	size_t n;
+} sections[] = {
+	{ "mxsend", k_mxsend, ARRAY_LEN(k_mxsend) }, { "redis", k_redis, ARRAY_LEN(k_redis) },
+	{ "retry", k_retry, ARRAY_LEN(k_retry) },    { "tls", k_tls, ARRAY_LEN(k_tls) },
+	{ "timeouts", k_timeouts, ARRAY_LEN(k_timeouts) }, { "pool", k_pool, ARRAY_LEN(k_pool) },
+};
+#define MAX_KEYS 16 /* >= the longest table above */
+
+static const struct rule default_star = {
+	.pattern = "*",
+	.set = RULE_TLS | RULE_ON_TLS_FAILURE | RULE_MIN_TLS | RULE_PORT | RULE_MAX_CONN |
+	       RULE_MAX_RATE | RULE_MAX_RCPT,
+	.tls = TLS_LEVEL_MAY,
+	.on_tls_failure = TLS_FAIL_PLAINTEXT,
+	.min_tls = 12,
+	.port = 25,
+	.max_connections = 20,
+	.max_rcpt = 100,
+};
+
+/* ---- defaults and teardown ---- */
+
+void config_defaults(struct config *c)
+{
+	static const uint64_t schedule[] = { 1 * MS_M, 5 * MS_M, 15 * MS_M, 30 * MS_M, 1 * MS_H, 2 * MS_H };
+	char host[256] = "";
+	if (gethostname(host, sizeof(host) - 1) == -1 || host[0] == '\0')
+		strlcpy_x(host, "localhost", sizeof(host));
+	*c = (struct config){
+		.max_inflight = 20000, .max_message_size = 50ull << 20, .log_level = LOG_WARN,
+		.visibility_timeout_ms = 5 * MS_M, .batch = 256,
+		.n_schedule = (int)ARRAY_LEN(schedule), .lifetime_ms = 2 * MS_D, .jitter = 0.1,
+		.min_version = 12, .mta_sts = true, .tlsrpt = true, .broken_tls_ttl_ms = 1 * MS_H,
+		.timeouts = { .connect = 10 * MS_S, .banner = 5 * MS_M, .helo = 5 * MS_M,
+			      .starttls = 2 * MS_M, .mail = 5 * MS_M, .rcpt = 5 * MS_M,
+			      .data = 2 * MS_M, .block = 3 * MS_M, .dot = 10 * MS_M,
+			      .rset = 2 * MS_M, .quit = 1 * MS_M },
+		.reuse_time_ms = 5 * MS_M, .reuse_max = 100, .idle_timeout_ms = 30 * MS_S,
+	};
+	memcpy(c->schedule_ms, schedule, sizeof(schedule));
+	c->helo = xstrdup(host);
+	c->ca_file = xstrdup("/etc/ssl/certs/ca-certificates.crt");
+	c->redis_url = xstrdup("redis://127.0.0.1:6379/0");
+	c->jobs = xstrdup("mxsend:jobs");
+	c->results = xstrdup("mxsend:results");
+	c->group = xstrdup("mxsend");
+	c->domains = xcalloc(1, sizeof(struct rule));
+	c->domains[0] = default_star;
+	c->domains[0].pattern = xstrdup("*");
+	c->n_domains = 1;
+}
+
+static void free_secret(char *s)
+{
+	if (s)
+		explicit_bzero(s, strlen(s));
+	free(s);
+}
+
+static void rules_free(struct rule *r, int n)
+{
+	for (int i = 0; i < n; i++) {
+		free(r[i].pattern);
+		free(r[i].relay_host);
+		free(r[i].auth_user);
+		free_secret(r[i].auth_password);
+	}
+	free(r);
+}
+
+void config_fini(struct config *c)
+{
+	free(c->path);
+	free(c->helo);
+	free(c->dns);
+	free(c->ca_file);
+	free(c->metrics);
+	free(c->redis_url);
+	free_secret(c->redis_password);
+	free(c->jobs);
+	free(c->results);
+	free(c->group);
+	rules_free(c->domains, c->n_domains);
+	rules_free(c->mxs, c->n_mxs);
+	memset(c, 0, sizeof(*c));
+}
+
+/* ---- the parser ---- */
+
+enum sec_kind { SEC_NONE, SEC_GLOBAL, SEC_DOMAIN, SEC_MX };
+
+struct parse {
+	struct config *c;
+	FILE *f;
+	char *err;
+	size_t errlen;
+	int line;                  /* physical line last handed to inih */
+	int failed;
+	enum sec_kind kind;
+	const struct section *sec; /* SEC_GLOBAL */
+	int rule;                  /* SEC_DOMAIN, SEC_MX: index into domains or mxs */
+	int sec_line;
+	char sec_name[560];        /* "[domain example.com]", for messages */
+	int seen[MAX_KEYS];        /* line where each key of this section was set */
+	int global_line[ARRAY_LEN(sections)];
+	int star_line;
+};
+
+static void vfail_at(struct parse *p, int line, const char *fmt, va_list ap)
+{
+	if (p->failed++ || p->err == NULL || p->errlen == 0)
+		return; /* keep the first error only */
+	int n = snprintf(p->err, p->errlen, "%s:%d: ", p->c->path, line);
+	if (n >= 0 && (size_t)n < p->errlen)
+		vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
+}
+
+__attribute__((format(printf, 3, 4))) static void fail_at(struct parse *p, int line, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vfail_at(p, line, fmt, ap);
+	va_end(ap);
+}
+
+/* An error on the current line. */
+__attribute__((format(printf, 2, 3))) static void fail(struct parse *p, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vfail_at(p, p->line, fmt, ap);
+	va_end(ap);
+}
+
+static struct rule *cur_rule(struct parse *p)
+{
+	if (p->kind == SEC_DOMAIN)
+		return &p->c->domains[p->rule];
+	return p->kind == SEC_MX ? &p->c->mxs[p->rule] : NULL;
+}
+
+static int bad_value(struct parse *p, const struct key *k, const char *v)
+{
+	fail(p, "bad value \"%s\" for %s (%s)", v, k->name, k->hint);
+	return -1;
+}
+
+static int get_ms(const struct key *k, const char *s, uint64_t *ms)
+{
+	return config_parse_duration(s, ms) == 0 && *ms >= k->min && *ms <= k->max ? 0 : -1;
+}
+
+static int set_schedule(struct parse *p, const struct key *k, const char *v)
+{
+	uint64_t steps[SCHEDULE_MAX];
+	char tok[64];
+	int n = 0;
+	for (const char *s = v + strspn(v, " \t,"); *s; s += strspn(s, " \t,")) {
+		size_t len = strcspn(s, " \t,");
+		if (n == SCHEDULE_MAX) {
+			fail(p, "too many steps in schedule (at most %d)", SCHEDULE_MAX);
+			return -1;
+		}
+		if (len >= sizeof(tok))
+			return bad_value(p, k, v);
+		memcpy(tok, s, len);
+		tok[len] = '\0';
+		if (get_ms(k, tok, &steps[n++]) < 0)
+			return bad_value(p, k, v);
+		s += len;
+	}
+	if (n == 0)
+		return bad_value(p, k, v);
+	memcpy(p->c->schedule_ms, steps, (size_t)n * sizeof(steps[0]));
+	p->c->n_schedule = n;
+	return 0;
+}
+
+/* Store value v of key k into base (struct config or struct rule). */
+static int set_value(struct parse *p, const struct key *k, char *base, const char *v)
+{
+	void *dst = base + k->off;
+	long long i;
+	double d;
+	uint64_t u;
+	int x;
+	switch (k->type) {
+	case V_INT:
+		if (parse_long(v, &i) < 0 || i < k->min || i > k->max)
+			return bad_value(p, k, v);
+		*(int *)dst = (int)i;
+		return 0;
+	case V_DOUBLE:
+		if (parse_double(v, &d) < 0 || d < k->min || d > k->max)
+			return bad_value(p, k, v);
+		*(double *)dst = d;
+		return 0;
+	case V_DUR:
+	case V_DUR32:
+		if (get_ms(k, v, &u) < 0)
+			return bad_value(p, k, v);
+		if (k->type == V_DUR)
+			*(uint64_t *)dst = u;
+		else
+			*(uint32_t *)dst = (uint32_t)u; /* at most 1d */
+		return 0;
+	case V_SIZE:
+		if (config_parse_size(v, &u) < 0 || u < k->min || u > k->max)
+			return bad_value(p, k, v);
+		*(uint64_t *)dst = u;
+		return 0;
+	case V_BOOL:
+		if ((x = choice((const char *const[]){ "no", "yes", "false", "true", "0", "1", "off", "on", NULL }, v)) < 0)
+			return bad_value(p, k, v);
+		*(bool *)dst = x & 1;
+		return 0;
+	case V_CHOICE: /* int and our enums (int-sized, non-negative) alike */
+		if ((x = choice(k->names, v)) < 0)
+			return bad_value(p, k, v);
+		*(int *)dst = (int)k->min + x;
+		return 0;
+	case V_SCHEDULE:
+		return set_schedule(p, k, v);
+	case V_RELAY: {
+		struct rule *r = (struct rule *)(void *)base;
+		char *host;
+		if (parse_hostport(v, strlen(v), &host, &x) < 0)
+			return bad_value(p, k, v);
+		free(r->relay_host);
+		r->relay_host = host;
+		r->relay_port = x ? x : 25;
+		return 0;
+	}
+	case V_HOSTPORT:
+		if (parse_hostport(v, strlen(v), NULL, &x) < 0 || x == 0)
+			return bad_value(p, k, v);
+		break;
+	case V_DNS:
+		for (const char *s = v;; s++) {
+			size_t len = strcspn(s, ",");
+			if (parse_hostport(s, len, NULL, &x) < 0)
+				return bad_value(p, k, v);
+			if (*(s += len) == '\0')
+				break;
+		}
+		break;
+	case V_URL:
+		if (!((strncmp(v, "redis://", 8) == 0 && v[8]) || (strncmp(v, "unix:", 5) == 0 && v[5])))
+			return bad_value(p, k, v);
+		break;
+	case V_WORD:
+		for (const char *s = v; *s; s++)
+			if ((unsigned char)*s <= ' ' || *s == 0x7f)
+				return bad_value(p, k, v);
+		break;
+	case V_STR:
+		break;
+	}
+	free(*(char **)dst);
+	*(char **)dst = xstrdup(v);
+	return 0;
+}
+
+/* Checks on a whole rule section: run when the next section starts, or at EOF. */
+static void end_section(struct parse *p)
+{
+	struct rule *r = cur_rule(p);
+	if (r == NULL)
+		return;
+	if ((r->auth_user == NULL) != (r->auth_password == NULL))
+		fail_at(p, p->sec_line, "%s sets %s without %s", p->sec_name,
+			r->auth_user ? "auth_user" : "auth_password",
+			r->auth_user ? "auth_password" : "auth_user");
+	/* "[domain *] tls = verify" keeps the built-in on_tls_failure = plaintext,
+	 * which that level forbids: make it defer, as config_rule_for() would. */
+	if (r->tls >= TLS_LEVEL_ENCRYPT && r->on_tls_failure == TLS_FAIL_PLAINTEXT)
+		r->on_tls_failure = TLS_FAIL_DEFER;
+}
+
+static void begin_rule(struct parse *p, int is_mx, const char *pat)
+{
+	struct config *c = p->c;
+	struct rule **arr = is_mx ? &c->mxs : &c->domains;
+	int *n = is_mx ? &c->n_mxs : &c->n_domains, first = 0;
+	const char *why = check_pattern(pat, is_mx);
+	if (why) {
+		fail(p, "bad pattern in %s: %s", p->sec_name, why);
+		return;
+	}
+	if (!is_mx && strcmp(pat, "*") == 0) {
+		first = p->star_line;
+		p->star_line = p->line;
+		p->rule = 0; /* overlay the built-in rule */
+	} else {
+		for (int i = 0; i < *n && !first; i++)
+			if (strcasecmp((*arr)[i].pattern, pat) == 0)
+				first = (*arr)[i].line;
+		if (!first) {
+			*arr = xrealloc(*arr, (size_t)(*n + 1) * sizeof(struct rule));
+			memset(&(*arr)[*n], 0, sizeof(struct rule));
+			(*arr)[*n].pattern = xstrdup(pat);
+			p->rule = (*n)++;
+		}
+	}
+	if (first)
+		fail(p, "duplicate section %s (first at line %d)", p->sec_name, first);
+	else
+		(*arr)[p->rule].line = p->line;
+}
+
+/* "[kind]" or "[kind name]": inner is what stands between the brackets. */
+static void begin_section(struct parse *p, const char *inner, size_t len)
+{
+	char buf[272], kind[272], arg[272], extra[2];
+	int n;
+	end_section(p);
+	p->kind = SEC_NONE;
+	p->sec_line = p->line;
+	memset(p->seen, 0, sizeof(p->seen));
+	if (p->failed)
+		return;
+	if (len >= sizeof(buf)) {
+		fail(p, "section header too long");
+		return;
+	}
+	memcpy(buf, inner, len);
+	buf[len] = '\0';
+	if ((n = sscanf(buf, "%271s %271s %1s", kind, arg, extra)) < 1) {
+		fail(p, "empty section header");
+		return;
+	}
+	snprintf(p->sec_name, sizeof(p->sec_name), n > 1 ? "[%s %s]" : "[%s]", kind, n > 1 ? arg : "");
+	if (strcmp(kind, "domain") == 0 || strcmp(kind, "mx") == 0) {
+		if (n != 2) {
+			fail(p, "section [%s] needs one name, as in [%s example.com]", kind, kind);
+			return;
+		}
+		p->kind = kind[0] == 'd' ? SEC_DOMAIN : SEC_MX;
+		begin_rule(p, p->kind == SEC_MX, arg);
+		if (p->failed)
+			p->kind = SEC_NONE;
+		return;
+	}
+	for (unsigned i = 0; i < ARRAY_LEN(sections); i++) {
+		if (strcmp(kind, sections[i].name) != 0)
+			continue;
+		if (n > 1)
+			fail(p, "section [%s] takes no name", kind);
+		else if (p->global_line[i])
+			fail(p, "duplicate section %s (first at line %d)", p->sec_name, p->global_line[i]);
+		else {
+			p->global_line[i] = p->line;
+			p->kind = SEC_GLOBAL;
+			p->sec = &sections[i];
+		}
+		return;
+	}
+	fail(p, "unknown section %s", p->sec_name);
+}
+
+/* inih's find_chars_or_comment(): the first char of set in [s, e), or NULL if an
+ * inline comment (";" after whitespace) or the end comes first. */
+static const char *find_sep(const char *s, const char *e, const char *set)
+{
+	for (int was_space = 0; s < e; was_space = is_space(*s++)) {
+		if (strchr(set, *s))
+			return s;
+		if (was_space && *s == ';')
+			return NULL;
+	}
+	return NULL;
+}
+
+/* Classify a line as inih will (comment, "[section]", "name = value"), so we see
+ * every section header and can name syntax errors. */
+static void scan_line(struct parse *p, const char *s)
+{
+	const char *e = s + strlen(s), *sep, *after;
+	if (p->line == 1 && strncmp(s, "\xEF\xBB\xBF", 3) == 0)
+		s += 3; /* UTF-8 BOM, which inih skips too */
+	while (e > s && is_space(e[-1]))
+		e--;
+	if (s == e || *s == ';' || *s == '#')
+		return;
+	if (*s == '[') {
+		if ((sep = find_sep(s + 1, e, "]")) == NULL) {
+			fail(p, "missing \"]\" in section header");
+			return;
+		}
+		for (after = sep + 1; after < e && is_space(*after); after++)
+			;
+		if (after < e && *after != ';')
+			fail(p, "unexpected text after section header");
+		else
+			begin_section(p, s + 1, (size_t)(sep - s - 1));
+	} else if ((sep = find_sep(s, e, "=:")) == NULL)
+		fail(p, "expected \"key = value\" or \"[section]\"");
+	else if (sep == s)
+		fail(p, "missing key name before \"%c\"", *sep);
+}
+
+/* The ini_reader: one physical line per call, leading blanks removed. */
+static char *read_line(char *buf, int size, void *arg)
+{
+	struct parse *p = arg;
+	size_t n = 0, cap = size > 2 ? (size_t)size - 2 : 0; /* room for '\n' and NUL */
+	int ch, any = 0, lead = 1, too_long = 0;
+	if (p->failed)
+		return NULL; /* stop at the first error */
+	while ((ch = getc(p->f)) != EOF) {
+		any = 1;
+		if (ch == '\n')
+			break;
+		if (lead && (ch == ' ' || ch == '\t'))
+			continue;
+		lead = 0;
+		if (n < cap)
+			buf[n++] = (char)ch;
+		else
+			too_long = 1;
+	}
+	if (!any)
+		return NULL;
+	p->line++;
+	buf[n++] = '\n';
+	buf[n] = '\0';
+	if (too_long)
+		fail(p, "line too long (at most %zu characters)", cap - 1);
+	else
+		scan_line(p, buf);
+	return p->failed ? NULL : buf;
+}
+
+static int on_key(void *arg, const char *section, const char *name, const char *value)
+{
+	struct parse *p = arg;
+	struct rule *r = cur_rule(p);
+	const struct key *keys = k_rule;
+	size_t n = ARRAY_LEN(k_rule), i;
+	(void)section; /* ours, from read_line(), is complete and never truncated */
+	if (p->kind == SEC_NONE) {
+		fail(p, "key \"%s\" outside any section", name);
+		return 0;
+	}
+	if (p->kind == SEC_GLOBAL) {
+		keys = p->sec->keys;
+		n = p->sec->n;
+	}
+	for (i = 0; i < n && strcmp(keys[i].name, name) != 0; i++)
+		;
+	if (i == n)
+		fail(p, "unknown key \"%s\" in %s", name, p->sec_name);
+	else if (p->seen[i])
+		fail(p, "duplicate key \"%s\" in %s (first at line %d)", name, p->sec_name, p->seen[i]);
+	else if (*value == '\0')
+		fail(p, "missing value for %s", name);
+	else if (set_value(p, &keys[i], r ? (char *)r : (char *)p->c, value) == 0) {
+		p->seen[i] = p->line;
+		if (r)
+			r->set |= keys[i].bit;
+	}
+	/* DESIGN "TLS policy": plaintext fallback only below encrypt. Judged on
+	 * what this section says; differing layers are settled in config_rule_for(). */
+	if (r && !p->failed && p->seen[0] && p->seen[1] && r->tls >= TLS_LEVEL_ENCRYPT &&
+	    r->on_tls_failure == TLS_FAIL_PLAINTEXT)
+		fail(p, "on_tls_failure = plaintext is not allowed with tls = %s in %s "
+			"(plaintext needs tls = none or may)", tls_level_name(r->tls), p->sec_name);
+	return !p->failed;
+}
+
+int config_load(struct config *c, const char *path, char *err, size_t errlen)
+{
+	struct parse p = { .c = c, .err = err, .errlen = errlen };
+	int rc;
+	config_defaults(c);
+	c->path = xstrdup(path);
+	if (err && errlen)
+		err[0] = '\0';
+	if ((p.f = fopen(path, "re")) == NULL) {
+		if (err && errlen)
+			snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	rc = ini_parse_stream(read_line, &p, on_key, &p);
+	if (ferror(p.f))
+		fail(&p, "read error");
+	fclose(p.f);
+	if (rc != 0) /* our reader catches inih's syntax errors first; this is a backstop */
+		fail_at(&p, rc > 0 ? rc : p.line, "syntax error");
+	end_section(&p);
+	return p.failed ? -1 : 0;
+}
+
+/* ---- rule lookup ---- */
+
+/* The rule in r[0..n) for name (len bytes): an exact pattern if any, else the
+ * longest ".suffix"; "*" is skipped. */
+static const struct rule *best_match(const struct rule *r, int n, const char *name, size_t len)
+{
+	const struct rule *best = NULL;
+	size_t best_len = 0;
+	for (int i = 0; i < n; i++) {
+		const char *pat = r[i].pattern;
+		size_t pl = strlen(pat);
+		if (pat[0] == '.') {
+			if (len > pl && pl > best_len && strncasecmp(name + len - pl, pat, pl) == 0) {
+				best = &r[i];
+				best_len = pl;
+			}
+		} else if (pl == len && strncasecmp(pat, name, len) == 0 && strcmp(pat, "*") != 0) {
+			return &r[i];
+		}
+	}
+	return best;
+}
+
+static void overlay(struct rule *o, const struct rule *r)
+{
+	if ((r->set & RULE_TLS) && r->tls > o->tls)
+		o->tls = r->tls;
+	if (r->set & RULE_ON_TLS_FAILURE)
+		o->on_tls_failure = r->on_tls_failure;
+	if ((r->set & RULE_MIN_TLS) && r->min_tls > o->min_tls)
+		o->min_tls = r->min_tls;
+	if (r->set & RULE_PORT)
+		o->port = r->port;
+	if (r->set & RULE_RELAY) {
+		o->relay_host = r->relay_host;
+		o->relay_port = r->relay_port;
+	}
+	if (r->set & RULE_MAX_CONN)
+		o->max_connections = r->max_connections;
+	if (r->set & RULE_MAX_RATE)
+		o->max_rate = r->max_rate;
+	if (r->set & RULE_MAX_RCPT)
+		o->max_rcpt = r->max_rcpt;
+	if (r->set & RULE_AUTH) {
+		o->auth_user = r->auth_user;
+		o->auth_password = r->auth_password;
+	}
+	o->set |= r->set;
+}
+
+static size_t name_len(const char *s)
+{
+	size_t n = strlen(s);
+	return n > 1 && s[n - 1] == '.' ? n - 1 : n; /* "example.com." is example.com */
+}
+
+void config_rule_for(const struct config *c, const char *domain, const char *mx_host,
+		     struct rule *out)
+{
+	const struct rule *star = &default_star, *d = NULL, *m = NULL;
+	if (c->n_domains > 0 && strcmp(c->domains[0].pattern, "*") == 0)
+		star = &c->domains[0];
+	*out = *star;
+	if (domain && (d = best_match(c->domains, c->n_domains, domain, name_len(domain))))
+		overlay(out, d);
+	if (mx_host && (m = best_match(c->mxs, c->n_mxs, mx_host, name_len(mx_host))))
+		overlay(out, m);
+	if (out->min_tls < c->min_version) /* [tls] min_version is a floor under every rule */
+		out->min_tls = c->min_version;
+	/* A stricter tls from one layer with plaintext from another ([domain *]
+	 * on_tls_failure = plaintext, [domain x] tls = verify): plaintext is not
+	 * allowed at encrypt and above, so the failure action becomes defer. */
+	if (out->tls >= TLS_LEVEL_ENCRYPT && out->on_tls_failure == TLS_FAIL_PLAINTEXT)
+		out->on_tls_failure = TLS_FAIL_DEFER;
+	out->pattern = d ? d->pattern : star->pattern;
+	out->line = d ? d->line : star->line;
+}

@@ -1,0 +1,380 @@
+/* conn.c: a TCP connection on the ring, plaintext or TLS over memory BIOs.
+ *
+ * Ops in flight: at most one connect, one recv and one send. Output uses two
+ * buffers: `pend` collects new bytes while `fly` is being sent, so a buffer in
+ * flight is never reallocated; when `fly` completes the two swap. With TLS,
+ * plaintext is encrypted at conn_write time and the ciphertext joins `pend`.
+ * Lifetime (STYLE 5): conn_close marks the connection closing and cancels its
+ * ops; every completion decrements `inflight`, and the memory is freed from a
+ * deferred task once nothing is in flight. Callbacks are never made after
+ * conn_close. */
+#include "sender/conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sender/log.h"
+#include "sender/loop.h"
+#include "sender/tls.h"
+#include "sender/util.h"
+
+#define RBUF_SIZE (16 * 1024)
+#define KEEP_BUF_MAX (64 * 1024) /* larger idle buffers are released */
+
+struct buf {
+	char *p;
+	size_t len, cap;
+};
+
+struct conn {
+	struct loop *l;
+	const struct conn_cb *cb;
+	void *arg;
+	int fd;
+	struct loop_op connect_op, recv_op, send_op, close_op;
+	struct loop_task free_task, hs_task;
+	unsigned inflight;
+	bool closing, connected, recv_armed, sending;
+	struct tls *tls;
+	bool handshaking;
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	struct buf pend, fly;
+	size_t fly_off;
+	char *rbuf;
+	char peer[64];
+};
+
+static void buf_append(struct buf *b, const void *p, size_t n)
+{
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		while (cap < b->len + n)
+			cap *= 2;
+		b->p = xrealloc(b->p, cap);
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+}
+
+static void free_task_fn(struct loop_task *t)
+{
+	struct conn *c = container_of(t, struct conn, free_task);
+	if (c->inflight > 0) /* a close op is still out: its completion reschedules */
+		return;
+	tls_free(c->tls);
+	free(c->pend.p);
+	free(c->fly.p);
+	free(c->rbuf);
+	free(c);
+}
+
+/* Called after every completion while closing. */
+static void maybe_free(struct conn *c)
+{
+	if (c->inflight > 0)
+		return;
+	if (c->fd != -1) {
+		int fd = c->fd;
+		c->fd = -1;
+		c->inflight++;
+		loop_close(c->l, &c->close_op, fd);
+		return;
+	}
+	loop_defer(c->l, &c->free_task);
+}
+
+static void close_cqe(struct loop_op *op, int res, unsigned flags)
+{
+	struct conn *c = container_of(op, struct conn, close_op);
+	(void)res;
+	(void)flags;
+	c->inflight--;
+	maybe_free(c);
+}
+
+static void fail(struct conn *c, int err)
+{
+	if (!c->closing)
+		c->cb->on_error(c->arg, err);
+}
+
+static void start_send(struct conn *c)
+{
+	if (c->sending || c->closing || !c->connected)
+		return;
+	if (c->fly_off >= c->fly.len) {
+		if (c->pend.len == 0)
+			return;
+		struct buf t = c->fly;
+		c->fly = c->pend;
+		c->pend = t;
+		c->pend.len = 0;
+		c->fly_off = 0;
+	}
+	c->sending = true;
+	c->inflight++;
+	loop_send(c->l, &c->send_op, c->fd, c->fly.p + c->fly_off, c->fly.len - c->fly_off);
+}
+
+/* Move ciphertext the TLS engine produced into the output. */
+static void tls_flush(struct conn *c)
+{
+	size_t n;
+	while ((n = tls_net_pending(c->tls)) > 0) {
+		char tmp[16384];
+		size_t got = tls_net_out(c->tls, tmp, n < sizeof(tmp) ? n : sizeof(tmp));
+		if (got == 0)
+			break;
+		buf_append(&c->pend, tmp, got);
+	}
+	start_send(c);
+}
+
+static void send_cqe(struct loop_op *op, int res, unsigned flags)
+{
+	struct conn *c = container_of(op, struct conn, send_op);
+	(void)flags;
+	c->inflight--;
+	c->sending = false;
+	if (c->closing) {
+		maybe_free(c);
+		return;
+	}
+	if (res < 0) {
+		fail(c, res);
+		return;
+	}
+	c->fly_off += (size_t)res;
+	if (c->fly_off >= c->fly.len) {
+		c->fly.len = 0;
+		c->fly_off = 0;
+		if (c->fly.cap > KEEP_BUF_MAX) {
+			free(c->fly.p);
+			c->fly = (struct buf){ 0 };
+		}
+	}
+	start_send(c);
+	if (!c->closing && conn_out_pending(c) < CONN_OUT_LOW)
+		c->cb->on_drain(c->arg);
+}
+
+static void arm_recv(struct conn *c)
+{
+	if (c->recv_armed || c->closing)
+		return;
+	if (c->rbuf == NULL)
+		c->rbuf = xmalloc(RBUF_SIZE);
+	c->recv_armed = true;
+	c->inflight++;
+	loop_recv(c->l, &c->recv_op, c->fd, c->rbuf, RBUF_SIZE);
+}
+
+static void hs_step(struct conn *c)
+{
+	enum tls_rc rc = tls_handshake(c->tls);
+	tls_flush(c);
+	if (c->closing)
+		return;
+	if (rc == TLS_AGAIN)
+		return;
+	c->handshaking = false;
+	c->cb->on_tls(c->arg, rc == TLS_OK ? 0 : -EPROTO);
+}
+
+static void hs_task_fn(struct loop_task *t)
+{
+	struct conn *c = container_of(t, struct conn, hs_task);
+	if (!c->closing && c->handshaking)
+		hs_step(c);
+}
+
+/* Decrypt what arrived and hand plaintext to the owner. */
+static void tls_input(struct conn *c, const char *data, size_t n)
+{
+	tls_net_in(c->tls, data, n);
+	if (c->handshaking) {
+		hs_step(c);
+		if (c->closing || c->handshaking)
+			return;
+	}
+	for (;;) {
+		char plain[16384];
+		size_t got = 0;
+		enum tls_rc rc = tls_read(c->tls, plain, sizeof(plain), &got);
+		tls_flush(c); /* tickets, key updates, alerts */
+		if (c->closing)
+			return;
+		if (rc == TLS_OK) {
+			c->cb->on_read(c->arg, plain, got);
+			if (c->closing || c->tls == NULL)
+				return;
+			continue;
+		}
+		if (rc == TLS_AGAIN)
+			return;
+		if (rc == TLS_CLOSED) {
+			fail(c, 0);
+			return;
+		}
+		log_debug("evt=tls_error peer=%s err=\"%s\"", c->peer, tls_error(c->tls));
+		fail(c, -EPROTO);
+		return;
+	}
+}
+
+static void recv_cqe(struct loop_op *op, int res, unsigned flags)
+{
+	struct conn *c = container_of(op, struct conn, recv_op);
+	(void)flags;
+	c->inflight--;
+	c->recv_armed = false;
+	if (c->closing) {
+		maybe_free(c);
+		return;
+	}
+	if (res <= 0) {
+		fail(c, res == 0 ? 0 : res);
+		return;
+	}
+	/* Consume rbuf before re-arming the recv that targets it. */
+	if (c->tls)
+		tls_input(c, c->rbuf, (size_t)res);
+	else
+		c->cb->on_read(c->arg, c->rbuf, (size_t)res);
+	arm_recv(c);
+}
+
+static void connect_cqe(struct loop_op *op, int res, unsigned flags)
+{
+	struct conn *c = container_of(op, struct conn, connect_op);
+	(void)flags;
+	c->inflight--;
+	if (c->closing) {
+		maybe_free(c);
+		return;
+	}
+	if (res < 0) {
+		c->cb->on_connect(c->arg, res);
+		return;
+	}
+	c->connected = true;
+	int one = 1;
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	arm_recv(c);
+	start_send(c);
+	c->cb->on_connect(c->arg, 0);
+}
+
+struct conn *conn_new(struct loop *l, const struct conn_cb *cb, void *arg)
+{
+	struct conn *c = xcalloc(1, sizeof(*c));
+	c->l = l;
+	c->cb = cb;
+	c->arg = arg;
+	c->fd = -1;
+	c->connect_op.fn = connect_cqe;
+	c->recv_op.fn = recv_cqe;
+	c->send_op.fn = send_cqe;
+	c->close_op.fn = close_cqe;
+	loop_task_init(&c->free_task, free_task_fn);
+	loop_task_init(&c->hs_task, hs_task_fn);
+	strlcpy_x(c->peer, "-", sizeof(c->peer));
+	return c;
+}
+
+int conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t salen)
+{
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -errno;
+	c->fd = fd;
+	memcpy(&c->sa, sa, salen);
+	c->salen = salen;
+	char ip[INET6_ADDRSTRLEN] = "?";
+	int port = 0;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const void *)sa;
+		inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+		port = ntohs(s4->sin_port);
+		snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
+	} else {
+		const struct sockaddr_in6 *s6 = (const void *)sa;
+		inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+		port = ntohs(s6->sin6_port);
+		snprintf(c->peer, sizeof(c->peer), "[%s]:%d", ip, port);
+	}
+	c->inflight++;
+	loop_connect(c->l, &c->connect_op, fd, (struct sockaddr *)&c->sa, salen);
+	return 0;
+}
+
+void conn_write(struct conn *c, const void *buf, size_t n)
+{
+	if (c->closing || n == 0)
+		return;
+	if (c->tls == NULL) {
+		buf_append(&c->pend, buf, n);
+		start_send(c);
+		return;
+	}
+	const char *p = buf;
+	while (n > 0) {
+		size_t done = 0;
+		enum tls_rc rc = tls_write(c->tls, p, n, &done);
+		if (rc != TLS_OK) {
+			/* Memory BIOs never block writes; this is a real TLS failure.
+			 * Report it from the next completion, not from inside our caller. */
+			log_debug("evt=tls_write_failed peer=%s err=\"%s\"", c->peer, tls_error(c->tls));
+			shutdown(c->fd, SHUT_RDWR);
+			break;
+		}
+		p += done;
+		n -= done;
+	}
+	tls_flush(c);
+}
+
+size_t conn_out_pending(const struct conn *c)
+{
+	return c->pend.len + (c->fly.len - c->fly_off);
+}
+
+void conn_starttls(struct conn *c, struct tls *t)
+{
+	tls_free(c->tls);
+	c->tls = t;
+	c->handshaking = true;
+	loop_defer(c->l, &c->hs_task);
+}
+
+struct tls *conn_tls(struct conn *c)
+{
+	return c->tls;
+}
+
+void conn_close(struct conn *c)
+{
+	if (c == NULL || c->closing)
+		return;
+	c->closing = true;
+	if (c->recv_armed)
+		loop_cancel(c->l, &c->recv_op);
+	if (c->sending)
+		loop_cancel(c->l, &c->send_op);
+	if (c->inflight > 0 && !c->connected && c->fd != -1)
+		loop_cancel(c->l, &c->connect_op);
+	maybe_free(c);
+}
+
+const char *conn_peer(const struct conn *c)
+{
+	return c->peer;
+}

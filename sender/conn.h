@@ -1,0 +1,48 @@
+/* conn.h: one outgoing TCP connection driven by the loop, with optional TLS.
+ *
+ * The owner gives callbacks at creation. They run only from loop completions
+ * (never from inside a conn_* call), and never after conn_close(). Inside a
+ * callback the owner may call any conn_* function, including conn_close().
+ * Output is buffered without a hard cap; the owner keeps it bounded by checking
+ * conn_out_pending() and waiting for on_drain (the SMTP body is streamed so).
+ * A connection is single-use: connect once, close once. */
+#ifndef SENDER_CONN_H
+#define SENDER_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+struct loop;
+struct conn;
+struct tls;
+
+struct conn_cb {
+	void (*on_connect)(void *arg, int err);               /* 0 or -errno */
+	void (*on_read)(void *arg, const char *data, size_t n); /* plaintext bytes */
+	void (*on_tls)(void *arg, int err);                   /* handshake done: 0 or -EPROTO */
+	void (*on_error)(void *arg, int err);                 /* 0: peer closed; -errno; -EPROTO (TLS) */
+	void (*on_drain)(void *arg);                          /* output fell below the low mark */
+};
+
+#define CONN_OUT_LOW (32 * 1024)
+
+struct conn *conn_new(struct loop *l, const struct conn_cb *cb, void *arg);
+/* Start connecting (sa copied). Returns 0 or -errno (socket creation failed:
+ * no callback follows then). */
+int conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t salen);
+/* Queue bytes (copied); encrypted when TLS is on. */
+void conn_write(struct conn *c, const void *buf, size_t n);
+/* Bytes queued and not yet acknowledged by the kernel. */
+size_t conn_out_pending(const struct conn *c);
+/* Switch to TLS (takes ownership of t) and start the handshake; on_tls follows.
+ * Plaintext already delivered to on_read is the owner's to discard (RFC 3207). */
+void conn_starttls(struct conn *c, struct tls *t);
+/* The TLS session, or NULL (borrowed). */
+struct tls *conn_tls(struct conn *c);
+/* Close: cancels I/O, frees once the kernel is done with it. NULL is a no-op. */
+void conn_close(struct conn *c);
+/* Local/peer text "IP:PORT" of the connected socket for logs (borrowed). */
+const char *conn_peer(const struct conn *c);
+
+#endif

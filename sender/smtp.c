@@ -1,0 +1,754 @@
+/* smtp.c: the SMTP client session state machine.
+ *
+ * Three jobs, kept apart (OpenSMTPD mta_session): on_read() frames bytes into
+ * replies (smtp_reply_parse enforces the line and reply limits), on_reply()
+ * decides what a reply means for the command it answers, and enter() runs a
+ * state's entry action and arms its deadline (RFC 5321 4.5.3.2 timeouts from
+ * the config, indexed by state in a table).
+ *
+ * Pipelining (RFC 2920): a transaction is a list of expected replies (RSET,
+ * MAIL, one per RCPT, DATA). With PIPELINING they are all written at once and
+ * the FIFO matches replies to commands; without it, the next command goes out
+ * when the previous reply arrives. Either way the send cursor (`issued`) and
+ * the receive cursor (`head`) are separate, as in Postfix's smtp_loop. The
+ * session waits only after DATA and after the final dot.
+ *
+ * Failure meaning: per-recipient outcomes of a transaction are data
+ * (smtp_result, `final` when this attempt decided them); anything that breaks
+ * the session (timeout, disconnect, 421, malformed reply) is SMTP_EV_FAIL and
+ * the owner decides what to try next. A reply in a state that expects none is
+ * a peer error, not ours: it fails the session. */
+#include "sender/smtp.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sender/conn.h"
+#include "sender/log.h"
+#include "sender/loop.h"
+#include "sender/msg.h"
+#include "sender/smtp_reply.h"
+#include "sender/util.h"
+
+#define BODY_HIGH (256 * 1024) /* stream the body up to this much unsent output */
+#define BODY_CHUNK (64 * 1024)
+#define IBUF_CAP (SMTP_REPLY_MAX + SMTP_LINE_MAX)
+
+enum state {
+	S_CONNECTING,
+	S_BANNER,
+	S_EHLO,
+	S_HELO,
+	S_STARTTLS,
+	S_TLS,
+	S_EHLO_TLS,
+	S_READY,
+	S_TXN, /* waiting for RSET/MAIL/RCPT/DATA replies (see expect FIFO) */
+	S_BODY,
+	S_DOT,
+	S_QUIT,
+	S_DEAD,
+};
+
+static const struct {
+	const char *name;
+	const char *action;
+	size_t timeout; /* offset in struct smtp_timeouts */
+} states[] = {
+	[S_CONNECTING] = { "CONNECTING", "connecting", offsetof(struct smtp_timeouts, connect) },
+	[S_BANNER] = { "BANNER", "waiting for the greeting", offsetof(struct smtp_timeouts, banner) },
+	[S_EHLO] = { "EHLO", "sending EHLO", offsetof(struct smtp_timeouts, helo) },
+	[S_HELO] = { "HELO", "sending HELO", offsetof(struct smtp_timeouts, helo) },
+	[S_STARTTLS] = { "STARTTLS", "sending STARTTLS", offsetof(struct smtp_timeouts, starttls) },
+	[S_TLS] = { "TLS_HANDSHAKE", "in the TLS handshake", offsetof(struct smtp_timeouts, starttls) },
+	[S_EHLO_TLS] = { "EHLO_TLS", "sending EHLO after STARTTLS", offsetof(struct smtp_timeouts, helo) },
+	[S_READY] = { "READY", "idle", 0 },
+	[S_TXN] = { "TXN", "sending MAIL/RCPT/DATA", offsetof(struct smtp_timeouts, mail) },
+	[S_BODY] = { "BODY", "sending the message body", offsetof(struct smtp_timeouts, block) },
+	[S_DOT] = { "DOT", "waiting for the reply to the end of data", offsetof(struct smtp_timeouts, dot) },
+	[S_QUIT] = { "QUIT", "sending QUIT", offsetof(struct smtp_timeouts, quit) },
+	[S_DEAD] = { "CLOSED", "closed", 0 },
+};
+
+enum exp_kind { E_RSET, E_MAIL, E_RCPT, E_DATA };
+static const struct {
+	const char *verb;
+	size_t timeout;
+} exp_info[] = {
+	[E_RSET] = { "RSET", offsetof(struct smtp_timeouts, rset) },
+	[E_MAIL] = { "MAIL FROM", offsetof(struct smtp_timeouts, mail) },
+	[E_RCPT] = { "RCPT TO", offsetof(struct smtp_timeouts, rcpt) },
+	[E_DATA] = { "DATA", offsetof(struct smtp_timeouts, data) },
+};
+
+struct expect {
+	enum exp_kind kind;
+	int rcpt;
+};
+
+struct smtp_session {
+	struct loop *l;
+	struct smtp_params p;
+	char mx_host[256];
+	char helo[256];
+	smtp_event_fn *cb;
+	void *arg;
+	struct conn *conn;
+	struct loop_timer timer;
+	struct loop_task task; /* deferred events (connect failure, self-free) */
+	enum state st;
+	bool dead, quitting, in_cb, free_pending;
+	struct smtp_status status;
+	struct smtp_ehlo ehlo;
+	/* input framing */
+	char *ibuf;
+	size_t ilen;
+	/* transaction */
+	struct smtp_txn *txn;
+	struct expect *exp;
+	int nexp, head, issued;
+	int accepted;
+	bool mail_failed;
+	unsigned ntxn;
+	size_t body_off;
+	const char *wait_verb;
+};
+
+enum smtp_class smtp_classify(int code)
+{
+	if (code >= 200 && code < 400)
+		return SMTP_OK;
+	if (code >= 400 && code < 500)
+		return SMTP_TEMP;
+	return SMTP_PERM;
+}
+
+const char *smtp_session_state(const struct smtp_session *s)
+{
+	return states[s->st].name;
+}
+
+static uint32_t timeout_of(const struct smtp_session *s, size_t off)
+{
+	return *(const uint32_t *)(const void *)((const char *)s->p.to + off);
+}
+
+static void set_result(struct smtp_result *r, enum smtp_class cls, int code, const char *esc,
+		       const char *text, bool final)
+{
+	r->cls = cls;
+	r->code = code;
+	strlcpy_x(r->esc, esc ? esc : "", sizeof(r->esc));
+	/* one line: multi-line reply text is joined with spaces */
+	size_t i = 0;
+	for (; text && text[i] && i < sizeof(r->text) - 1; i++)
+		r->text[i] = (text[i] == '\n' || text[i] == '\r') ? ' ' : text[i];
+	r->text[i] = '\0';
+	r->final = final;
+}
+
+static void result_from_reply(struct smtp_result *r, const struct smtp_reply *rep, bool final)
+{
+	char esc[16];
+	strlcpy_x(esc, rep->esc, sizeof(esc));
+	if (esc[0] == '\0') /* synthesize a DSN code from the reply class */
+		snprintf(esc, sizeof(esc), "%d.0.0", rep->code / 100);
+	set_result(r, smtp_classify(rep->code), rep->code, esc, rep->text, final);
+}
+
+static void arm(struct smtp_session *s, size_t off)
+{
+	loop_timer_arm(s->l, &s->timer, timeout_of(s, off));
+}
+
+static void enter(struct smtp_session *s, enum state st)
+{
+	if (s->st != st)
+		log_trace("smtp %016llx: %s -> %s", (unsigned long long)s->p.id, states[s->st].name,
+			  states[st].name);
+	s->st = st;
+	if (st == S_READY || st == S_DEAD)
+		loop_timer_stop(s->l, &s->timer);
+	else
+		arm(s, states[st].timeout);
+}
+
+static void emit(struct smtp_session *s, enum smtp_event ev)
+{
+	s->in_cb = true;
+	s->cb(s->arg, s, ev, &s->status);
+	s->in_cb = false;
+}
+
+/* The session cannot go on: stop I/O and tell the owner once. */
+static void fail(struct smtp_session *s, enum smtp_fail why, enum smtp_class cls, int code,
+		 const char *esc, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static void fail(struct smtp_session *s, enum smtp_fail why, enum smtp_class cls, int code,
+		 const char *esc, const char *fmt, ...)
+{
+	if (s->dead)
+		return;
+	char text[400];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	log_info("evt=smtp_fail id=%016llx peer=%s[%s] state=%s code=%d esc=%s text=\"%s\"",
+		 (unsigned long long)s->p.id, s->mx_host, s->conn ? conn_peer(s->conn) : "-",
+		 states[s->st].name, code,
+		 esc, text);
+	s->dead = true;
+	enter(s, S_DEAD);
+	conn_close(s->conn);
+	s->conn = NULL;
+	s->status.fail = why;
+	set_result(&s->status.why, cls, code, esc, text, false);
+	if (s->quitting) { /* the owner already let go: nobody to tell */
+		loop_defer(s->l, &s->task);
+		return;
+	}
+	emit(s, SMTP_EV_FAIL);
+}
+
+static void cmd(struct smtp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void cmd(struct smtp_session *s, const char *fmt, ...)
+{
+	char line[SMTP_LINE_MAX];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(line) - 2)
+		log_panic("evt=smtp_command_too_long id=%016llx", (unsigned long long)s->p.id);
+	log_trace("smtp %016llx: >>> %s", (unsigned long long)s->p.id, line);
+	line[n++] = '\r';
+	line[n++] = '\n';
+	conn_write(s->conn, line, (size_t)n);
+}
+
+/* ---- transactions ---- */
+
+static bool ascii(const char *p)
+{
+	for (; *p; p++)
+		if ((unsigned char)*p >= 0x80)
+			return false;
+	return true;
+}
+
+static void issue_one(struct smtp_session *s)
+{
+	struct expect *e = &s->exp[s->issued++];
+	struct smtp_txn *t = s->txn;
+	switch (e->kind) {
+	case E_RSET:
+		cmd(s, "RSET");
+		break;
+	case E_MAIL: {
+		char params[128] = "";
+		size_t pl = 0;
+		if (s->ehlo.ext & SMTP_EXT_SIZE)
+			pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " SIZE=%zu", t->wire->len);
+		if (t->wire->has_8bit && (s->ehlo.ext & SMTP_EXT_8BITMIME))
+			pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " BODY=8BITMIME");
+		if ((s->ehlo.ext & SMTP_EXT_SMTPUTF8) &&
+		    (t->smtputf8_needed || t->wire->hdr_utf8 || !ascii(t->from)))
+			snprintf(params + pl, sizeof(params) - pl, " SMTPUTF8");
+		cmd(s, "MAIL FROM:<%s>%s", t->from, params);
+		break;
+	}
+	case E_RCPT:
+		cmd(s, "RCPT TO:<%s>", t->rcpts[e->rcpt]);
+		break;
+	case E_DATA:
+		cmd(s, "DATA");
+		break;
+	}
+}
+
+static void issue(struct smtp_session *s)
+{
+	bool pipe = (s->ehlo.ext & SMTP_EXT_PIPELINING) != 0;
+	while (s->issued < s->nexp && (pipe || s->issued == s->head)) {
+		/* Without pipelining, stop once the outcome makes the rest moot. */
+		if (!pipe && (s->mail_failed || (s->exp[s->issued].kind == E_DATA && s->accepted == 0)))
+			break;
+		issue_one(s);
+	}
+}
+
+static void txn_done(struct smtp_session *s)
+{
+	s->txn = NULL;
+	free(s->exp);
+	s->exp = NULL;
+	s->nexp = s->head = s->issued = 0;
+	s->ntxn++;
+	enter(s, S_READY);
+	emit(s, SMTP_EV_TXN_DONE);
+}
+
+/* Recipients accepted so far get the outcome of DATA or the final dot. */
+static void settle_accepted(struct smtp_session *s, const struct smtp_reply *r)
+{
+	struct smtp_txn *t = s->txn;
+	for (int i = 0; i < t->nrcpt; i++)
+		if (!t->res[i].final && t->res[i].cls == SMTP_OK && t->res[i].code != 0)
+			result_from_reply(&t->res[i], r, true);
+}
+
+static void body_pump(struct smtp_session *s)
+{
+	const struct msg_wire *w = s->txn->wire;
+	while (s->body_off < w->len && conn_out_pending(s->conn) < BODY_HIGH) {
+		size_t n = w->len - s->body_off;
+		if (n > BODY_CHUNK)
+			n = BODY_CHUNK;
+		conn_write(s->conn, w->data + s->body_off, n);
+		s->body_off += n;
+	}
+	if (s->body_off < w->len) {
+		arm(s, states[S_BODY].timeout); /* progress: a fresh block deadline */
+		return;
+	}
+	conn_write(s->conn, ".\r\n", 3);
+	enter(s, S_DOT);
+}
+
+void smtp_session_send(struct smtp_session *s, struct smtp_txn *t)
+{
+	if (s->st != S_READY || s->txn != NULL)
+		log_panic("evt=smtp_send_not_ready id=%016llx state=%s", (unsigned long long)s->p.id,
+			  states[s->st].name);
+	s->txn = t;
+	s->accepted = 0;
+	s->mail_failed = false;
+	s->body_off = 0;
+	for (int i = 0; i < t->nrcpt; i++)
+		memset(&t->res[i], 0, sizeof(t->res[i]));
+	/* What the server lacks and the message needs is a permanent failure:
+	 * RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8. No RSET needed:
+	 * nothing was sent. */
+	const char *esc = NULL, *why = NULL;
+	int code = 0;
+	char text[160];
+	if (s->ehlo.size_max && t->wire->len > s->ehlo.size_max) {
+		code = 552, esc = "5.3.4";
+		snprintf(text, sizeof(text), "message size %zu exceeds the server's SIZE limit %llu",
+			 t->wire->len, (unsigned long long)s->ehlo.size_max);
+		why = text;
+	} else if (t->wire->has_8bit && !(s->ehlo.ext & SMTP_EXT_8BITMIME)) {
+		code = 554, esc = "5.6.3", why = "message has 8-bit content and the server lacks 8BITMIME";
+	} else if (t->smtputf8_needed && !(s->ehlo.ext & SMTP_EXT_SMTPUTF8)) {
+		code = 553, esc = "5.6.7", why = "non-ASCII address and the server lacks SMTPUTF8";
+	}
+	if (why) {
+		for (int i = 0; i < t->nrcpt; i++)
+			set_result(&t->res[i], SMTP_PERM, code, esc, why, true);
+		s->txn = t;
+		s->exp = NULL;
+		/* report from a completion context, never inside our caller */
+		s->wait_verb = NULL;
+		loop_defer(s->l, &s->task);
+		return;
+	}
+	s->nexp = t->nrcpt + 2 + (s->ntxn > 0 ? 1 : 0);
+	s->exp = xcalloc((size_t)s->nexp, sizeof(*s->exp));
+	int k = 0;
+	if (s->ntxn > 0)
+		s->exp[k++] = (struct expect){ E_RSET, -1 };
+	s->exp[k++] = (struct expect){ E_MAIL, -1 };
+	for (int i = 0; i < t->nrcpt; i++)
+		s->exp[k++] = (struct expect){ E_RCPT, i };
+	s->exp[k++] = (struct expect){ E_DATA, -1 };
+	s->head = s->issued = 0;
+	enter(s, S_TXN);
+	arm(s, exp_info[s->exp[0].kind].timeout);
+	issue(s);
+}
+
+static void on_txn_reply(struct smtp_session *s, const struct smtp_reply *r)
+{
+	struct smtp_txn *t = s->txn;
+	struct expect *e = &s->exp[s->head++];
+	switch (e->kind) {
+	case E_RSET:
+		if (smtp_classify(r->code) != SMTP_OK) {
+			fail(s, SMTP_FAIL_LOST, SMTP_TEMP, r->code, "4.4.2", "RSET refused: %d %s", r->code,
+			     r->text);
+			return;
+		}
+		break;
+	case E_MAIL:
+		if (smtp_classify(r->code) != SMTP_OK) {
+			s->mail_failed = true;
+			for (int i = 0; i < t->nrcpt; i++)
+				result_from_reply(&t->res[i], r, true);
+		}
+		break;
+	case E_RCPT:
+		if (s->mail_failed)
+			break;
+		/* 2xx: accepted, decided by DATA/dot; 4xx/5xx: decided now */
+		result_from_reply(&t->res[e->rcpt], r, smtp_classify(r->code) != SMTP_OK);
+		if (smtp_classify(r->code) == SMTP_OK)
+			s->accepted++;
+		break;
+	case E_DATA:
+		if (r->code == 354 && (s->mail_failed || s->accepted == 0)) {
+			/* RFC 2920 3.1: a 354 with no valid recipient; end the empty
+			 * message and ignore the reply to it. */
+			conn_write(s->conn, ".\r\n", 3);
+			s->body_off = s->txn->wire->len;
+			s->accepted = -1;
+			enter(s, S_DOT);
+			return;
+		}
+		if (r->code == 354) {
+			enter(s, S_BODY);
+			body_pump(s);
+			return;
+		}
+		if (!s->mail_failed)
+			settle_accepted(s, r);
+		break;
+	}
+	if (s->head < s->nexp) {
+		issue(s);
+		if (s->head < s->issued) {
+			arm(s, exp_info[s->exp[s->head].kind].timeout);
+			return;
+		}
+	}
+	/* Nothing more is expected: the transaction is decided. */
+	txn_done(s);
+}
+
+/* ---- session set-up ---- */
+
+static void after_ehlo(struct smtp_session *s)
+{
+	bool tls_on = conn_tls(s->conn) != NULL;
+	enum tls_level lvl = s->p.level;
+	if (!tls_on && lvl != TLS_LEVEL_NONE && (s->ehlo.ext & SMTP_EXT_STARTTLS)) {
+		enter(s, S_STARTTLS);
+		cmd(s, "STARTTLS");
+		return;
+	}
+	if (!tls_on && lvl >= TLS_LEVEL_ENCRYPT) {
+		fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5", "STARTTLS not offered by %s (tls=%s required)",
+		     s->mx_host, tls_level_name(lvl));
+		return;
+	}
+	s->status.ext = s->ehlo.ext;
+	enter(s, S_READY);
+	emit(s, SMTP_EV_READY);
+}
+
+static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
+{
+	log_trace("smtp %016llx: <<< %d %s", (unsigned long long)s->p.id, r->code, r->text);
+	/* 421: the server is closing the channel, whatever we asked (RFC 5321 3.8). */
+	if (r->code == 421 && s->st != S_QUIT) {
+		fail(s, s->st <= S_EHLO_TLS ? SMTP_FAIL_GREETING : SMTP_FAIL_LOST, SMTP_TEMP, 421,
+		     r->esc[0] ? r->esc : "4.0.0", "%s", r->text);
+		return;
+	}
+	int cls = smtp_classify(r->code);
+	switch (s->st) {
+	case S_BANNER:
+		if (r->code != 220) {
+			/* A 5xx greeting is a refusal by this host; the owner moves on
+			 * (like Postfix smtp_skip_5xx_greeting). */
+			cmd(s, "QUIT");
+			fail(s, SMTP_FAIL_GREETING, cls == SMTP_PERM ? SMTP_PERM : SMTP_TEMP, r->code,
+			     r->esc[0] ? r->esc : (cls == SMTP_PERM ? "5.0.0" : "4.0.0"), "greeting: %s",
+			     r->text);
+			return;
+		}
+		enter(s, S_EHLO);
+		cmd(s, "EHLO %s", s->helo);
+		return;
+	case S_EHLO:
+	case S_EHLO_TLS:
+		if (cls == SMTP_OK) {
+			smtp_ehlo_parse(r, &s->ehlo);
+			after_ehlo(s);
+			return;
+		}
+		if (s->st == S_EHLO && cls == SMTP_PERM) {
+			enter(s, S_HELO);
+			cmd(s, "HELO %s", s->helo);
+			return;
+		}
+		fail(s, SMTP_FAIL_GREETING, cls == SMTP_PERM ? SMTP_PERM : SMTP_TEMP, r->code,
+		     r->esc[0] ? r->esc : "4.0.0", "EHLO refused: %s", r->text);
+		return;
+	case S_HELO:
+		if (cls != SMTP_OK) {
+			fail(s, SMTP_FAIL_GREETING, cls == SMTP_PERM ? SMTP_PERM : SMTP_TEMP, r->code,
+			     r->esc[0] ? r->esc : "4.0.0", "HELO refused: %s", r->text);
+			return;
+		}
+		memset(&s->ehlo, 0, sizeof(s->ehlo));
+		after_ehlo(s);
+		return;
+	case S_STARTTLS:
+		if (r->code != 220) {
+			if (s->p.level == TLS_LEVEL_MAY) {
+				s->ehlo.ext &= ~SMTP_EXT_STARTTLS;
+				after_ehlo(s);
+				return;
+			}
+			fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5", "STARTTLS refused: %d %s", r->code,
+			     r->text);
+			return;
+		}
+		/* RFC 3207 5: discard anything the server sent after its 220; it
+		 * could only be an injection attempt. */
+		s->ilen = 0;
+		{
+			char key[600];
+			int port = s->p.addr.ss_family == AF_INET6
+					   ? ntohs(((struct sockaddr_in6 *)&s->p.addr)->sin6_port)
+					   : ntohs(((struct sockaddr_in *)&s->p.addr)->sin_port);
+			bool verify = s->p.level == TLS_LEVEL_VERIFY;
+			snprintf(key, sizeof(key), "%s:%d:%s:%s", s->mx_host, port, s->mx_host,
+				 verify ? "verify" : "none");
+			struct tls *t = tls_new(s->p.tc, s->mx_host, s->mx_host, verify, key);
+			enter(s, S_TLS);
+			conn_starttls(s->conn, t);
+		}
+		return;
+	case S_TXN:
+		on_txn_reply(s, r);
+		return;
+	case S_DOT:
+		if (s->accepted >= 0)
+			settle_accepted(s, r);
+		txn_done(s);
+		return;
+	case S_QUIT:
+		enter(s, S_DEAD);
+		conn_close(s->conn);
+		s->conn = NULL;
+		loop_defer(s->l, &s->task);
+		return;
+	default:
+		fail(s, SMTP_FAIL_LOST, SMTP_TEMP, 451, "4.5.0", "unexpected reply %d in state %s",
+		     r->code, states[s->st].name);
+		return;
+	}
+}
+
+/* ---- conn callbacks ---- */
+
+static void c_connect(void *arg, int err)
+{
+	struct smtp_session *s = arg;
+	if (err < 0) {
+		fail(s, SMTP_FAIL_CONNECT, SMTP_TEMP, 451, "4.4.1", "connect to %s failed: %s",
+		     conn_peer(s->conn), strerror(-err));
+		return;
+	}
+	enter(s, S_BANNER);
+}
+
+static void c_read(void *arg, const char *data, size_t n)
+{
+	struct smtp_session *s = arg;
+	if (s->st == S_TLS || s->dead)
+		return; /* plaintext after STARTTLS 220: discarded (RFC 3207) */
+	while (n > 0 && !s->dead) {
+		size_t room = IBUF_CAP - s->ilen;
+		size_t take = n < room ? n : room;
+		memcpy(s->ibuf + s->ilen, data, take);
+		s->ilen += take;
+		data += take;
+		n -= take;
+		for (;;) {
+			struct smtp_reply r;
+			size_t used = 0;
+			const char *err = NULL;
+			enum smtp_parse_rc rc = smtp_reply_parse(s->ibuf, s->ilen, &r, &used, &err);
+			if (rc == SMTP_PARSE_AGAIN) {
+				if (s->ilen == IBUF_CAP)
+					rc = SMTP_PARSE_ERR, err = "reply too long";
+				else
+					break;
+			}
+			if (rc == SMTP_PARSE_ERR) {
+				fail(s, SMTP_FAIL_LOST, SMTP_TEMP, 451, "4.5.0", "protocol error %s: %s",
+				     states[s->st].action, err ? err : "malformed reply");
+				return;
+			}
+			memmove(s->ibuf, s->ibuf + used, s->ilen - used);
+			s->ilen -= used;
+			if (s->st == S_READY || s->st == S_CONNECTING || s->st == S_BODY) {
+				fail(s, SMTP_FAIL_LOST, SMTP_TEMP, r.code == 421 ? 421 : 451, "4.5.0",
+				     "unexpected reply in state %s: %d %s", states[s->st].name, r.code, r.text);
+				return;
+			}
+			on_reply(s, &r);
+			if (s->dead || s->conn == NULL || s->st == S_TLS)
+				return;
+		}
+	}
+}
+
+static void c_tls(void *arg, int err)
+{
+	struct smtp_session *s = arg;
+	struct tls *t = conn_tls(s->conn);
+	if (err < 0) {
+		const char *why = tls_error(t);
+		if (s->p.level == TLS_LEVEL_MAY)
+			fail(s, SMTP_FAIL_TLS_MAY, SMTP_TEMP, 451, "4.7.5", "%s", why);
+		else
+			fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5", "%s", why);
+		return;
+	}
+	s->status.tls = true;
+	tls_get_verdict(t, &s->status.verdict);
+	if (s->p.level == TLS_LEVEL_VERIFY && !s->status.verdict.verified) {
+		fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5", "certificate verify failed: %s",
+		     s->status.verdict.verify_text);
+		return;
+	}
+	log_debug("evt=tls id=%016llx peer=%s[%s] version=%s cipher=%s verified=%s resumed=%s",
+		  (unsigned long long)s->p.id, s->mx_host, conn_peer(s->conn), s->status.verdict.version,
+		  s->status.verdict.cipher, s->status.verdict.verified ? "yes" : "no",
+		  s->status.verdict.resumed ? "yes" : "no");
+	memset(&s->ehlo, 0, sizeof(s->ehlo));
+	enter(s, S_EHLO_TLS);
+	cmd(s, "EHLO %s", s->helo);
+}
+
+static void c_error(void *arg, int err)
+{
+	struct smtp_session *s = arg;
+	if (s->st == S_QUIT) {
+		enter(s, S_DEAD);
+		conn_close(s->conn);
+		s->conn = NULL;
+		loop_defer(s->l, &s->task);
+		return;
+	}
+	fail(s, SMTP_FAIL_LOST, SMTP_TEMP, 451, "4.4.2", "connection lost %s: %s", states[s->st].action,
+	     err == 0 ? "closed by peer" : strerror(-err));
+}
+
+static void c_drain(void *arg)
+{
+	struct smtp_session *s = arg;
+	if (s->st == S_BODY)
+		body_pump(s);
+}
+
+static const struct conn_cb conn_cbs = {
+	.on_connect = c_connect,
+	.on_read = c_read,
+	.on_tls = c_tls,
+	.on_error = c_error,
+	.on_drain = c_drain,
+};
+
+static void timer_fn(struct loop_timer *t)
+{
+	struct smtp_session *s = container_of(t, struct smtp_session, timer);
+	if (s->st == S_QUIT) {
+		enter(s, S_DEAD);
+		conn_close(s->conn);
+		s->conn = NULL;
+		loop_defer(s->l, &s->task);
+		return;
+	}
+	const char *what = states[s->st].action;
+	char buf[64];
+	if (s->st == S_TXN && s->head < s->nexp) {
+		snprintf(buf, sizeof(buf), "waiting for the reply to %s", exp_info[s->exp[s->head].kind].verb);
+		what = buf;
+	}
+	fail(s, s->st == S_CONNECTING ? SMTP_FAIL_CONNECT : (s->st == S_TLS ? (s->p.level == TLS_LEVEL_MAY ? SMTP_FAIL_TLS_MAY : SMTP_FAIL_TLS) : SMTP_FAIL_LOST),
+	     SMTP_TEMP, 451, "4.4.2", "timeout %s", what);
+}
+
+/* Deferred work: a transaction decided before it started (SIZE/8BITMIME/
+ * SMTPUTF8), or freeing a session that finished QUIT. */
+static void task_fn(struct loop_task *t)
+{
+	struct smtp_session *s = container_of(t, struct smtp_session, task);
+	if (s->st == S_DEAD && (s->quitting || s->free_pending)) {
+		loop_timer_stop(s->l, &s->timer);
+		free(s->exp);
+		free(s->ibuf);
+		free(s);
+		return;
+	}
+	if (s->txn != NULL && s->exp == NULL && s->st == S_READY) {
+		s->txn = NULL;
+		emit(s, SMTP_EV_TXN_DONE);
+	}
+}
+
+struct smtp_session *smtp_session_new(struct loop *l, const struct smtp_params *p,
+				      smtp_event_fn *cb, void *arg)
+{
+	struct smtp_session *s = xcalloc(1, sizeof(*s));
+	s->l = l;
+	s->p = *p;
+	strlcpy_x(s->mx_host, p->mx_host, sizeof(s->mx_host));
+	strlcpy_x(s->helo, p->helo, sizeof(s->helo));
+	s->p.mx_host = s->mx_host;
+	s->p.helo = s->helo;
+	s->cb = cb;
+	s->arg = arg;
+	s->ibuf = xmalloc(IBUF_CAP);
+	loop_timer_init(&s->timer, timer_fn);
+	loop_task_init(&s->task, task_fn);
+	s->st = S_CONNECTING;
+	return s;
+}
+
+int smtp_session_start(struct smtp_session *s)
+{
+	s->conn = conn_new(s->l, &conn_cbs, s);
+	int r = conn_connect(s->conn, (struct sockaddr *)&s->p.addr, s->p.addrlen);
+	if (r < 0) {
+		conn_close(s->conn);
+		s->conn = NULL;
+		return r;
+	}
+	enter(s, S_CONNECTING);
+	return 0;
+}
+
+void smtp_session_quit(struct smtp_session *s)
+{
+	if (s == NULL)
+		return;
+	s->quitting = true;
+	if (s->st == S_READY && s->conn != NULL) {
+		enter(s, S_QUIT);
+		cmd(s, "QUIT");
+		return;
+	}
+	smtp_session_free(s);
+}
+
+void smtp_session_free(struct smtp_session *s)
+{
+	if (s == NULL)
+		return;
+	s->free_pending = true;
+	s->dead = true;
+	conn_close(s->conn);
+	s->conn = NULL;
+	s->st = S_DEAD;
+	loop_timer_stop(s->l, &s->timer);
+	loop_defer(s->l, &s->task);
+}

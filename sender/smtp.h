@@ -1,0 +1,96 @@
+/* smtp.h: one SMTP client session (RFC 5321) over a conn, with STARTTLS (RFC
+ * 3207), PIPELINING (RFC 2920), SIZE, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES.
+ *
+ * Life of a session: smtp_session_new + smtp_session_start connects; the owner
+ * hears SMTP_EV_READY once the greeting, EHLO and (per the TLS level) STARTTLS
+ * are done, then hands it one transaction at a time with smtp_session_send
+ * (RSET is sent between transactions). SMTP_EV_TXN_DONE: the transaction's
+ * per-recipient results are filled and the session is READY again.
+ * SMTP_EV_FAIL: the session is unusable; results of the current transaction
+ * that are not marked final must be tried elsewhere. After EV_FAIL the owner
+ * calls smtp_session_free. smtp_session_quit sends QUIT and frees the session
+ * itself when done; no callback follows either call. Callbacks run only from
+ * loop completions, never inside smtp_* calls. */
+#ifndef SENDER_SMTP_H
+#define SENDER_SMTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "sender/config.h"
+#include "sender/tls.h"
+
+struct loop;
+struct tlscache;
+struct msg_wire;
+struct smtp_session;
+
+enum smtp_class { SMTP_OK, SMTP_TEMP, SMTP_PERM };
+
+struct smtp_result {
+	enum smtp_class cls;
+	int code;
+	char esc[16];
+	char text[400];
+	bool final; /* decided for this attempt; do not retry on another MX */
+};
+
+struct smtp_txn {
+	const char *from;           /* "" for <> */
+	const char *const *rcpts;
+	int nrcpt;
+	const struct msg_wire *wire; /* dot-stuffed CRLF body (borrowed) */
+	bool smtputf8_needed;       /* envelope has non-ASCII: SMTPUTF8 required */
+	struct smtp_result *res;    /* nrcpt entries, filled by the session */
+};
+
+struct smtp_params {
+	const char *helo;
+	const char *mx_host;        /* for SNI, verification and logs */
+	struct sockaddr_storage addr; /* with port */
+	socklen_t addrlen;
+	enum tls_level level;       /* none, may, encrypt, verify */
+	struct tlscache *tc;
+	const struct smtp_timeouts *to;
+	uint64_t id;                /* for logs */
+};
+
+enum smtp_event { SMTP_EV_READY, SMTP_EV_TXN_DONE, SMTP_EV_FAIL };
+
+/* Why a session failed (SMTP_EV_FAIL). */
+enum smtp_fail {
+	SMTP_FAIL_CONNECT,   /* could not connect */
+	SMTP_FAIL_GREETING,  /* 4xx/5xx greeting or EHLO/HELO refused */
+	SMTP_FAIL_TLS,       /* the TLS the level requires could not be had */
+	SMTP_FAIL_TLS_MAY,   /* opportunistic TLS handshake failed: retry in plaintext */
+	SMTP_FAIL_LOST,      /* timeout, disconnect, 421, protocol error mid-session */
+};
+
+struct smtp_status {
+	enum smtp_fail fail;        /* for SMTP_EV_FAIL */
+	struct smtp_result why;     /* for SMTP_EV_FAIL */
+	bool tls;                   /* TLS active */
+	struct tls_verdict verdict; /* valid when tls */
+	unsigned ext;               /* SMTP_EXT_* from the last EHLO */
+};
+
+typedef void smtp_event_fn(void *arg, struct smtp_session *s, enum smtp_event ev,
+			   const struct smtp_status *st);
+
+struct smtp_session *smtp_session_new(struct loop *l, const struct smtp_params *p,
+				      smtp_event_fn *cb, void *arg);
+/* Connect. Returns 0, or -errno (no callback follows then). */
+int smtp_session_start(struct smtp_session *s);
+/* Start a transaction (session must be READY). txn is borrowed until TXN_DONE/FAIL. */
+void smtp_session_send(struct smtp_session *s, struct smtp_txn *txn);
+void smtp_session_quit(struct smtp_session *s);
+void smtp_session_free(struct smtp_session *s);
+/* State name for logs. */
+const char *smtp_session_state(const struct smtp_session *s);
+
+/* Pure helper (unit-tested): classify a reply code into SMTP_OK/TEMP/PERM. */
+enum smtp_class smtp_classify(int code);
+
+#endif

@@ -1,0 +1,173 @@
+/* tls.c: OpenSSL client over memory BIOs.
+ *
+ * All SSL_get_error mapping happens in map_rc(); the error queue is cleared
+ * before each SSL call and its text kept for the log (Redis tls.c, nginx
+ * ngx_ssl_clear_error). Verification policy: the SSL_CTX from tlscache decides
+ * whether a bad chain aborts the handshake; the verdict (chain + host name via
+ * SSL_set1_host) is computed either way so `may` deliveries can report it. */
+#include "sender/tls.h"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sender/util.h"
+#include "tlscache/tlscache.h"
+
+struct tls {
+	SSL *ssl;
+	BIO *rbio; /* ciphertext in: we write, SSL reads */
+	BIO *wbio; /* ciphertext out: SSL writes, we read */
+	bool verify_failed;
+	char err[256];
+};
+
+/* OpenSSL allocation failure: like xmalloc, not recoverable. */
+static void __attribute__((noreturn)) oom(const char *where)
+{
+	fprintf(stderr, "mxsend: out of memory in %s\n", where);
+	abort();
+}
+
+struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_host,
+		    bool require_verify, const char *cache_key)
+{
+	struct tls *t = xcalloc(1, sizeof(*t));
+	t->ssl = SSL_new(tlscache_ctx(tc, require_verify));
+	t->rbio = BIO_new(BIO_s_mem());
+	t->wbio = BIO_new(BIO_s_mem());
+	if (t->ssl == NULL || t->rbio == NULL || t->wbio == NULL)
+		oom("tls_new");
+	BIO_set_mem_eof_return(t->rbio, -1);
+	SSL_set_bio(t->ssl, t->rbio, t->wbio);
+	SSL_set_connect_state(t->ssl);
+	if (sni && *sni && SSL_set_tlsext_host_name(t->ssl, sni) != 1)
+		oom("tls_new");
+	if (verify_host && *verify_host) {
+		SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		if (SSL_set1_host(t->ssl, verify_host) != 1)
+			oom("tls_new");
+	}
+	if (cache_key)
+		tlscache_attach(tc, t->ssl, cache_key);
+	return t;
+}
+
+void tls_free(struct tls *t)
+{
+	if (t == NULL)
+		return;
+	SSL_free(t->ssl); /* frees both BIOs */
+	free(t);
+}
+
+static void keep_error(struct tls *t, const char *what)
+{
+	unsigned long e = ERR_peek_last_error();
+	long vr = SSL_get_verify_result(t->ssl);
+	char buf[160] = "";
+	if (e)
+		ERR_error_string_n(e, buf, sizeof(buf));
+	if (ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED || (vr != X509_V_OK && e == 0)) {
+		t->verify_failed = true;
+		snprintf(t->err, sizeof(t->err), "%s: certificate verify failed: %s", what,
+			 X509_verify_cert_error_string(vr));
+	} else {
+		snprintf(t->err, sizeof(t->err), "%s: %s", what, e ? buf : "protocol error");
+	}
+	ERR_clear_error();
+}
+
+static enum tls_rc map_rc(struct tls *t, int r, const char *what)
+{
+	if (r > 0)
+		return TLS_OK;
+	switch (SSL_get_error(t->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		return TLS_AGAIN;
+	case SSL_ERROR_ZERO_RETURN:
+		snprintf(t->err, sizeof(t->err), "%s: peer closed TLS", what);
+		return TLS_CLOSED;
+	default:
+		keep_error(t, what);
+		return TLS_ERR;
+	}
+}
+
+enum tls_rc tls_handshake(struct tls *t)
+{
+	ERR_clear_error();
+	return map_rc(t, SSL_do_handshake(t->ssl), "TLS handshake");
+}
+
+enum tls_rc tls_read(struct tls *t, void *buf, size_t n, size_t *got)
+{
+	ERR_clear_error();
+	*got = 0;
+	int r = SSL_read_ex(t->ssl, buf, n, got);
+	return map_rc(t, r, "TLS read");
+}
+
+enum tls_rc tls_write(struct tls *t, const void *buf, size_t n, size_t *done)
+{
+	ERR_clear_error();
+	*done = 0;
+	if (n == 0)
+		return TLS_OK;
+	int r = SSL_write_ex(t->ssl, buf, n, done);
+	return map_rc(t, r, "TLS write");
+}
+
+void tls_net_in(struct tls *t, const void *buf, size_t n)
+{
+	if (n > 0 && BIO_write(t->rbio, buf, (int)n) != (int)n)
+		oom("tls_net_in");
+}
+
+size_t tls_net_pending(struct tls *t)
+{
+	return BIO_ctrl_pending(t->wbio);
+}
+
+size_t tls_net_out(struct tls *t, void *buf, size_t n)
+{
+	int r = BIO_read(t->wbio, buf, (int)(n > 0x7fffffff ? 0x7fffffff : n));
+	return r > 0 ? (size_t)r : 0;
+}
+
+void tls_get_verdict(struct tls *t, struct tls_verdict *v)
+{
+	memset(v, 0, sizeof(*v));
+	strlcpy_x(v->version, SSL_get_version(t->ssl), sizeof(v->version));
+	const char *c = SSL_get_cipher_name(t->ssl);
+	strlcpy_x(v->cipher, c ? c : "", sizeof(v->cipher));
+	v->resumed = SSL_session_reused(t->ssl) == 1;
+	X509 *peer = SSL_get0_peer_certificate(t->ssl);
+	long vr = SSL_get_verify_result(t->ssl);
+	v->verify_err = (int)vr;
+	v->have_cert = peer != NULL;
+	v->verified = peer != NULL && vr == X509_V_OK;
+	strlcpy_x(v->verify_text, peer == NULL ? "no peer certificate" : X509_verify_cert_error_string(vr),
+		  sizeof(v->verify_text));
+	if (peer) {
+		struct tm tm;
+		if (ASN1_TIME_to_tm(X509_get0_notAfter(peer), &tm) == 1)
+			v->not_after = timegm(&tm);
+		X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, v->subject_cn,
+					  sizeof(v->subject_cn));
+	}
+}
+
+const char *tls_error(const struct tls *t)
+{
+	return t->err;
+}
+
+bool tls_failed_verify(const struct tls *t)
+{
+	return t->verify_failed;
+}

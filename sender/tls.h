@@ -1,0 +1,60 @@
+/* tls.h: one client TLS session over memory BIOs (no sockets here).
+ *
+ * io_uring hands us bytes, not readiness, so OpenSSL runs over a pair of memory
+ * BIOs: conn.c feeds received ciphertext with tls_net_in() and sends what
+ * tls_net_out() yields. tls_handshake/read/write return TLS_OK, TLS_AGAIN (feed
+ * more input / flush output, then call again) or TLS_ERR (tls_error() says why);
+ * TLS_CLOSED when the peer sent close_notify. */
+#ifndef SENDER_TLS_H
+#define SENDER_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+struct tls;
+struct tlscache;
+
+enum tls_rc { TLS_OK, TLS_AGAIN, TLS_ERR, TLS_CLOSED };
+
+/* What we learned about the peer, for logs, results and policy. */
+struct tls_verdict {
+	char version[16];   /* "TLSv1.3" */
+	char cipher[64];
+	bool verified;      /* chain valid and name matches verify_host */
+	int verify_err;     /* X509_V_* code, 0 if ok */
+	char verify_text[96]; /* "certificate has expired", "Hostname mismatch", ... */
+	bool resumed;
+	bool have_cert;
+	time_t not_after;   /* peer certificate expiry, 0 if unknown */
+	char subject_cn[128];
+};
+
+/* New client session. sni and verify_host are copied (usually both the MX host
+ * name). require_verify: abort the handshake unless the chain and name verify.
+ * cache_key: where sessions are looked up/stored in tc (NULL: no resumption). */
+struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_host,
+		    bool require_verify, const char *cache_key);
+void tls_free(struct tls *t);
+
+enum tls_rc tls_handshake(struct tls *t);
+/* Read decrypted bytes: *got > 0 with TLS_OK. */
+enum tls_rc tls_read(struct tls *t, void *buf, size_t n, size_t *got);
+/* Encrypt up to n bytes; *done bytes consumed (TLS_OK). */
+enum tls_rc tls_write(struct tls *t, const void *buf, size_t n, size_t *done);
+
+/* Ciphertext from the network (all of it is taken). */
+void tls_net_in(struct tls *t, const void *buf, size_t n);
+/* Ciphertext waiting to go out. */
+size_t tls_net_pending(struct tls *t);
+/* Copy up to n bytes of pending ciphertext into buf; returns the count. */
+size_t tls_net_out(struct tls *t, void *buf, size_t n);
+
+void tls_get_verdict(struct tls *t, struct tls_verdict *v);
+/* Last error text (OpenSSL error queue / verify result), "" if none. */
+const char *tls_error(const struct tls *t);
+/* True when the last failure was certificate verification. */
+bool tls_failed_verify(const struct tls *t);
+
+#endif

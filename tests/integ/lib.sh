@@ -1,0 +1,696 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # the globals set here are read by the t_*.sh scripts
+# tests/integ/lib.sh: the integration-test harness (sourced, never run).
+#
+# Real servers on loopback only (127.0.0.0/8), each started from a config
+# generated in a private work directory, each stopped at exit:
+#   unbound      DNS for the test zones        start_unbound
+#   mxsink       the TLS SMTP sink (bench/)     start_sink, sink_stat, sink_find_msg
+#   redis-server the job queue                  start_redis
+# plus TAP-like reporting (ok/not_ok, run_case, run_case_bg/wait_cases) and
+# assertions that explain themselves on failure.
+#
+# Usage, in tests/integ/t_NAME.sh:
+#   . "$(dirname "$0")/lib.sh"
+#   integ_setup                      # workdir, ports, binaries, certs, traps
+#   integ_require mxsend mxsink      # a missing piece turns every case into "not ok"
+#   start_unbound "ok.test. MX 10 mx1.test." "mx1.test. A 127.0.3.1" || ...
+#   start_sink good --listen "127.0.3.1:$SINK_PORT"
+#   t_something() { ...; assert_eq "exit" 0 "$RUN_RC"; }
+#   run_case "something works" t_something
+#   integ_finish                     # "# N passed, M failed"; exit 1 on failure
+#
+# Rules kept by every function here: every wait is bounded in count and time,
+# every process started is registered and killed at exit (SIGTERM, SIGKILL
+# after 3 s), and nothing listens or connects outside 127.0.0.0/8.
+# KEEP=1 keeps the work directory (its path is printed on stderr).
+
+INTEG_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+INTEG_LIB_DIR=$INTEG_ROOT/tests/integ
+MXSEND=$INTEG_ROOT/build/mxsend
+MXSINK=$INTEG_ROOT/build/mxsink
+MKCERTS=$INTEG_ROOT/bench/mkcerts.sh
+DNSQ=$INTEG_LIB_DIR/dnsq.pl
+
+INTEG_DIR=""        # the run's work directory (mktemp -d)
+INTEG_MISSING=""    # what integ_require / integ_setup could not find or start
+INTEG_PASS=0
+INTEG_FAIL=0
+INTEG_NCASE=0
+INTEG_BG=()         # case directories of run_case_bg jobs not yet collected
+CERTS=""            # directory with ca.pem server.pem wrong.pem expired.pem selfsigned.pem (+ .key)
+CA=""               # $CERTS/ca.pem
+SINK_PORT=""        # one SMTP port shared by every sink (sinks differ by address)
+DNS=""              # ADDR:PORT of the last unbound started
+CASE_DIR=""         # inside a case: its private directory
+
+# Default MX host names in the run's server certificate (besides *.test and
+# localhost); integ_setup's arguments replace them.
+INTEG_CERT_NAMES=(mx1.test mx2.test mx3.test mx4.test mx5.test mx6.test mx7.test mx8.test mx9.test)
+
+# ---------------------------------------------------------------------------
+# Set-up and clean-up
+
+# integ_setup [CERT_NAME...]
+# Creates the work directory, installs the traps, picks a random block of
+# free ports (20000-40000) and SINK_PORT, and makes the run's certificates with
+# bench/mkcerts.sh (names: the arguments, or INTEG_CERT_NAMES). Never fails
+# hard: a missing piece is recorded in INTEG_MISSING.
+integ_setup() {
+	INTEG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/mxsend-integ.XXXXXX") || {
+		echo "integ_setup: mktemp failed" >&2
+		exit 1
+	}
+	: >"$INTEG_DIR/procs"
+	trap integ_cleanup EXIT
+	trap 'exit 143' TERM
+	trap 'exit 130' INT
+	trap 'exit 129' HUP
+	# A block of 400 ports; integ_port hands them out in order, skipping busy ones.
+	local base=$((20000 + (RANDOM % 49) * 400 + (RANDOM % 4) * 100))
+	echo "$base" >"$INTEG_DIR/next_port"
+	echo "$((base + 400))" >"$INTEG_DIR/end_port"
+	SINK_PORT=$(integ_port) || integ_missing "no free port"
+	if [ $# -gt 0 ]; then
+		INTEG_CERT_NAMES=("$@")
+	fi
+	CERTS=$INTEG_DIR/certs
+	CA=$CERTS/ca.pem
+	if [ ! -x "$MKCERTS" ] && [ ! -f "$MKCERTS" ]; then
+		integ_missing "bench/mkcerts.sh"
+	elif ! sh "$MKCERTS" "$CERTS" "${INTEG_CERT_NAMES[@]}" >"$INTEG_DIR/mkcerts.log" 2>&1 ||
+		[ ! -s "$CA" ] || [ ! -s "$CERTS/server.pem" ]; then
+		integ_missing "certificates (bench/mkcerts.sh failed: $(tail -n 3 "$INTEG_DIR/mkcerts.log" | tr '\n' ' '))"
+	fi
+	return 0
+}
+
+# integ_missing TEXT: record a missing prerequisite (every later run_case fails).
+integ_missing() {
+	INTEG_MISSING="${INTEG_MISSING:+$INTEG_MISSING; }$1"
+	echo "# missing: $1" >&2
+}
+
+# integ_require PROGRAM...: PROGRAM is mxsend, mxsink (build/) or any command.
+integ_require() {
+	local p
+	for p in "$@"; do
+		case $p in
+		mxsend) [ -x "$MXSEND" ] || integ_missing "build/mxsend (not built)" ;;
+		mxsink) [ -x "$MXSINK" ] || integ_missing "build/mxsink (not built)" ;;
+		*) command -v "$p" >/dev/null 2>&1 || integ_missing "command $p" ;;
+		esac
+	done
+}
+
+# integ_port: print the next free TCP/UDP port of the run's block.
+integ_port() {
+	local p end busy
+	p=$(<"$INTEG_DIR/next_port")
+	end=$(<"$INTEG_DIR/end_port")
+	busy=$(ss -Htuan 2>/dev/null | awk '{ n = split($5, a, ":"); print a[n] }')
+	while [ "$p" -lt "$end" ]; do
+		if ! grep -qx "$p" <<<"$busy"; then
+			echo "$((p + 1))" >"$INTEG_DIR/next_port"
+			echo "$p"
+			return 0
+		fi
+		p=$((p + 1))
+	done
+	echo "integ_port: no free port left in the block" >&2
+	return 1
+}
+
+# integ_spawn NAME LOGFILE COMMAND [ARG...]
+# Start COMMAND in the background (stdin /dev/null, stdout+stderr to LOGFILE)
+# and register it for clean-up under NAME. Sets SPAWN_PID.
+integ_spawn() {
+	local name=$1 log=$2
+	shift 2
+	"$@" </dev/null >"$log" 2>&1 &
+	SPAWN_PID=$!
+	disown "$SPAWN_PID" # no "Killed" job reports; clean-up goes by the registry
+	echo "$SPAWN_PID $name" >>"$INTEG_DIR/procs"
+}
+
+# proc_pid NAME: print the pid of the live process registered as NAME.
+proc_pid() {
+	local pid
+	pid=$(awk -v n="$1" '$2 == n { p = $1 } $2 == "-" && $1 == p { p = "" } END { print p }' \
+		"$INTEG_DIR/procs")
+	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+# stop_proc NAME [SIGNAL]: send SIGNAL (default TERM) to NAME and wait (at
+# most 3 s, then SIGKILL) until it is gone. SIGNAL KILL simulates a crash.
+stop_proc() {
+	local name=$1 sig=${2:-TERM} pid i
+	pid=$(proc_pid "$name") || return 0
+	kill "-$sig" "$pid" 2>/dev/null
+	for ((i = 0; i < 30; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null
+	echo "$pid -" >>"$INTEG_DIR/procs" # tombstone: already stopped
+}
+
+# integ_cleanup: the EXIT trap. Stops every registered process (SIGTERM, then
+# SIGKILL after 3 s), then removes the work directory unless KEEP=1.
+integ_cleanup() {
+	local rc=$? pids pid i alive
+	trap - EXIT
+	[ -n "$INTEG_DIR" ] && [ -d "$INTEG_DIR" ] || exit "$rc"
+	# background cases first (their processes are registered too)
+	for pid in $(jobs -p); do kill -TERM "$pid" 2>/dev/null; done
+	pids=$(awk '$2 == "-" { dead[$1] = 1; next } { p[NR] = $1 }
+		END { for (i in p) if (!(p[i] in dead)) print p[i] }' "$INTEG_DIR/procs")
+	for pid in $pids; do kill -TERM "$pid" 2>/dev/null; done
+	for ((i = 0; i < 30; i++)); do
+		alive=""
+		for pid in $pids; do
+			kill -0 "$pid" 2>/dev/null && alive="$alive $pid"
+		done
+		pids=$alive
+		[ -z "$pids" ] && break
+		sleep 0.1
+	done
+	for pid in $pids; do
+		echo "# cleanup: pid $pid ignored SIGTERM for 3 s, SIGKILL" >&2
+		kill -KILL "$pid" 2>/dev/null
+	done
+	wait 2>/dev/null
+	if [ "${KEEP:-0}" = 1 ]; then
+		echo "# KEEP=1: work directory kept: $INTEG_DIR" >&2
+	else
+		rm -rf "$INTEG_DIR"
+	fi
+	exit "$rc"
+}
+
+# ---------------------------------------------------------------------------
+# DNS: unbound
+
+# start_unbound [-a ADDR] [-n NAME] SPEC...
+# Runs unbound on ADDR (default 127.0.2.53) at a private port; sets DNS_ADDR,
+# DNS_PORT and DNS=ADDR:PORT (the value for --dns / "dns ="). Each SPEC is a
+# readable file or literal text; both hold lines of:
+#   ok.test. 60 IN MX 10 mx1.test.     a resource record (absolute names; TTL, class optional)
+#   servfail NAME                      names at and under NAME answer SERVFAIL (< 1 s)
+#   drop NAME                          queries at and under NAME get no answer (client times out)
+#   refuse NAME                        ... answer REFUSED
+#   server-option: value               passed into unbound's server: clause as is
+#   ; or # comments, blank lines
+# Built in: "test." is a static zone (unknown names under test. are NXDOMAIN),
+# "servfail.test." answers SERVFAIL, "drop.test." never answers, and the root
+# is static too, so nothing ever leaves the machine.
+# SERVFAIL works with a stub zone whose only server is 127.0.2.1 port 1, where
+# nothing listens: the ICMP port-unreachable makes unbound give up at once
+# (unknown-server-time-limit 50 ms, infra-host-ttl 1 s keep it from backing off).
+# Waits (at most 5 s) until unbound answers. Returns 1 (log on stderr) on failure.
+start_unbound() {
+	local addr=127.0.2.53 name=dns OPTIND opt
+	while getopts a:n: opt; do
+		case $opt in
+		a) addr=$OPTARG ;;
+		n) name=$OPTARG ;;
+		*) return 2 ;;
+		esac
+	done
+	shift $((OPTIND - 1))
+	local dir=$INTEG_DIR/unbound.$name port spec line conf z zones="" data="" opts="" stubs=""
+	mkdir -p "$dir"
+	port=$(integ_port) || return 1
+	zones+=$'\tlocal-zone: "." static\n\tlocal-zone: "test." static\n'
+	for spec in $'servfail servfail.test.\ndrop drop.test.' "$@"; do
+		[ -r "$spec" ] && [ -f "$spec" ] && spec=$(<"$spec")
+		while IFS= read -r line; do
+			line=${line%$'\r'}
+			line=${line#"${line%%[![:space:]]*}"}
+			if [[ -z $line || $line == ';'* || $line == '#'* ]]; then
+				continue
+			elif [[ $line =~ ^(servfail|drop|refuse)[[:space:]]+([^[:space:]]+)$ ]]; then
+				z=${BASH_REMATCH[2]%.}.
+				case ${BASH_REMATCH[1]} in
+				servfail)
+					zones+=$'\tlocal-zone: "'"$z"$'" transparent\n'
+					stubs+=$'stub-zone:\n\tname: "'"$z"$'"\n\tstub-addr: 127.0.2.1@1\n'
+					;;
+				drop) zones+=$'\tlocal-zone: "'"$z"$'" deny\n' ;;
+				refuse) zones+=$'\tlocal-zone: "'"$z"$'" refuse\n' ;;
+				esac
+			elif [[ $line =~ ^[a-z-]+:[[:space:]] ]]; then
+				opts+=$'\t'"$line"$'\n'
+			elif [[ $line == *'"'* ]]; then
+				data+=$'\tlocal-data: \''"$line"$'\'\n'
+			else
+				data+=$'\tlocal-data: "'"$line"$'"\n'
+			fi
+		done <<<"$spec"
+	done
+	conf=$dir/unbound.conf
+	cat >"$conf" <<EOF
+server:
+	interface: $addr@$port
+	port: $port
+	do-ip4: yes
+	do-ip6: no
+	do-udp: yes
+	do-tcp: yes
+	num-threads: 1
+	do-daemonize: no
+	username: ""
+	chroot: ""
+	directory: "$dir"
+	pidfile: "$dir/unbound.pid"
+	logfile: "$dir/unbound.log"
+	use-syslog: no
+	log-time-ascii: yes
+	verbosity: 1
+	access-control: 127.0.0.0/8 allow
+	do-not-query-localhost: no
+	module-config: "iterator"
+	auto-trust-anchor-file: ""
+	unknown-server-time-limit: 50
+	infra-host-ttl: 1
+	outbound-msg-retry: 1
+$opts$zones$data
+$stubs
+EOF
+	if ! unbound-checkconf "$conf" >"$dir/checkconf.log" 2>&1; then
+		echo "start_unbound: bad config:" >&2
+		cat "$dir/checkconf.log" >&2
+		return 1
+	fi
+	integ_spawn "unbound.$name" "$dir/stderr.log" unbound -d -c "$conf"
+	local pid=$SPAWN_PID i
+	for ((i = 0; i < 25; i++)); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			echo "start_unbound: unbound exited:" >&2
+			tail -n 20 "$dir/stderr.log" "$dir/unbound.log" >&2 2>/dev/null
+			return 1
+		fi
+		if perl "$DNSQ" "$addr" "$port" ready.test A 0.2 >/dev/null 2>&1; then
+			DNS_ADDR=$addr
+			DNS_PORT=$port
+			DNS=$addr:$port
+			return 0
+		fi
+	done
+	echo "start_unbound: no answer from $addr:$port within 5 s" >&2
+	tail -n 20 "$dir/stderr.log" "$dir/unbound.log" >&2 2>/dev/null
+	return 1
+}
+
+# dns_query NAME [TYPE]: ask the last unbound started; prints dnsq.pl's line
+# ("rcode=NOERROR ancount=1 MX:10:mx1.test.").
+dns_query() {
+	perl "$DNSQ" "$DNS_ADDR" "$DNS_PORT" "$1" "${2:-A}" 3
+}
+
+# ---------------------------------------------------------------------------
+# SMTP sink: build/mxsink
+
+# start_sink NAME ARG...
+# Starts build/mxsink with ARG... plus, unless ARG... already has them:
+#   --cert/--key (the run's server.pem), --threads 1, --maildir (sink_maildir NAME);
+# always --pidfile and --stats 127.0.0.1:<fresh port>. The caller gives --listen
+# (e.g. --listen "127.0.3.1:$SINK_PORT"). Waits (at most 5 s) for the pidfile
+# and the stats port. Returns 1 (log on stderr) on failure.
+start_sink() {
+	local name=$1
+	shift
+	local dir=$INTEG_DIR/sink.$name sport a extra=()
+	mkdir -p "$dir"
+	sport=$(integ_port) || return 1
+	local has_cert=0 has_threads=0 has_maildir=0
+	for a in "$@"; do
+		case $a in
+		--cert) has_cert=1 ;;
+		--threads) has_threads=1 ;;
+		--maildir) has_maildir=1 ;;
+		esac
+	done
+	[ "$has_cert" = 1 ] || extra+=(--cert "$CERTS/server.pem" --key "$CERTS/server.key")
+	[ "$has_threads" = 1 ] || extra+=(--threads 1)
+	[ "$has_maildir" = 1 ] || {
+		mkdir -p "$dir/maildir"
+		extra+=(--maildir "$dir/maildir")
+	}
+	echo "$sport" >"$dir/stats_port"
+	integ_spawn "sink.$name" "$dir/log" "$MXSINK" "$@" "${extra[@]}" \
+		--pidfile "$dir/pid" --stats "127.0.0.1:$sport"
+	local pid=$SPAWN_PID i fd
+	for ((i = 0; i < 50; i++)); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			echo "start_sink $name: mxsink exited:" >&2
+			tail -n 20 "$dir/log" >&2
+			return 1
+		fi
+		if [ -s "$dir/pid" ] && { exec {fd}<>"/dev/tcp/127.0.0.1/$sport"; } 2>/dev/null; then
+			exec {fd}<&-
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "start_sink $name: not ready within 5 s:" >&2
+	tail -n 20 "$dir/log" >&2
+	return 1
+}
+
+# stop_sink NAME: SIGTERM (the sink prints its stats into its log), wait.
+stop_sink() {
+	stop_proc "sink.$1" TERM
+}
+
+# sink_maildir NAME: print the sink's maildir (<n>.eml + <n>.env per message).
+sink_maildir() {
+	echo "$INTEG_DIR/sink.$1/maildir"
+}
+
+# sink_log NAME: print the path of the sink's stdout/stderr log.
+sink_log() {
+	echo "$INTEG_DIR/sink.$1/log"
+}
+
+# sink_stat NAME [KEY]: print counter KEY (connections handshakes resumed
+# messages recipients bytes active rejected) of sink NAME, or the whole stats
+# line without KEY. Returns 1 if the stats port does not answer (2 s).
+sink_stat() {
+	local port fd line kv
+	port=$(<"$INTEG_DIR/sink.$1/stats_port") || return 1
+	{ exec {fd}<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null || return 1
+	IFS= read -r -t 2 line <&"$fd"
+	exec {fd}<&-
+	line=${line%$'\r'}
+	[ -n "$line" ] || return 1
+	if [ $# -lt 2 ]; then
+		echo "$line"
+		return 0
+	fi
+	for kv in $line; do
+		if [ "${kv%%=*}" = "$2" ]; then
+			echo "${kv#*=}"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# sink_find_msg NAME RCPT [TIMEOUT_S]: print the .eml path of the message
+# sink NAME received for RCPT (an "rcpt=" line of its .env, with or without
+# <>); waits up to TIMEOUT_S (default 3) for the .env (written last).
+sink_find_msg() {
+	local md i f
+	md=$(sink_maildir "$1")
+	for ((i = 0; i < ${3:-3} * 10; i++)); do
+		for f in "$md"/*.env; do
+			[ -f "$f" ] || continue
+			if awk -v r="$2" 'sub(/^rcpt=/, "") { gsub(/^<|>$/, ""); if ($0 == r) f = 1 }
+				END { exit !f }' "$f"; then
+				echo "${f%.env}.eml"
+				return 0
+			fi
+		done
+		sleep 0.1
+	done
+	return 1
+}
+
+# sink_count NAME: number of complete messages (.env files) in the maildir.
+sink_count() {
+	local md n=0 f
+	md=$(sink_maildir "$1")
+	for f in "$md"/*.env; do
+		[ -f "$f" ] && n=$((n + 1))
+	done
+	echo "$n"
+}
+
+# ---------------------------------------------------------------------------
+# Redis
+
+# start_redis [-n NAME] [--aof]
+# redis-server on 127.0.0.1 at a private port, no RDB snapshots, AOF off (or
+# on, fsync always, with --aof), dir in the work directory, in the foreground
+# of a background job. Sets REDIS_PORT and REDIS_URL. Starting a NAME again
+# after stop_proc redis.NAME reuses its port and directory (so an AOF run
+# reloads its data: a crash-restart test). Waits (at most 5 s) for PING.
+start_redis() {
+	local name=redis aof=no
+	while [ $# -gt 0 ]; do
+		case $1 in
+		-n) name=$2; shift ;;
+		--aof) aof=yes ;;
+		*) echo "start_redis: unknown argument $1" >&2; return 2 ;;
+		esac
+		shift
+	done
+	local dir=$INTEG_DIR/redis.$name port
+	mkdir -p "$dir"
+	if [ -s "$dir/port" ]; then
+		port=$(<"$dir/port")
+	else
+		port=$(integ_port) || return 1
+		echo "$port" >"$dir/port"
+	fi
+	integ_spawn "redis.$name" "$dir/stderr.log" redis-server \
+		--bind 127.0.0.1 --port "$port" --daemonize no --save "" \
+		--appendonly "$aof" --appendfsync always --dir "$dir" \
+		--pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
+	local pid=$SPAWN_PID i
+	for ((i = 0; i < 50; i++)); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			echo "start_redis: redis-server exited:" >&2
+			tail -n 20 "$dir/stderr.log" "$dir/redis.log" >&2 2>/dev/null
+			return 1
+		fi
+		if [ "$(redis_ping "$port")" = PONG ]; then
+			REDIS_PORT=$port
+			REDIS_URL=redis://127.0.0.1:$port/0
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "start_redis: no PONG from 127.0.0.1:$port within 5 s" >&2
+	tail -n 20 "$dir/redis.log" >&2 2>/dev/null
+	return 1
+}
+
+# redis_ping PORT: print the reply to PING (PONG when up).
+redis_ping() {
+	if command -v redis-cli >/dev/null 2>&1; then
+		timeout 2 redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null
+	else
+		local fd line
+		{ exec {fd}<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
+		printf 'PING\r\n' >&"$fd"
+		IFS= read -r -t 2 line <&"$fd"
+		exec {fd}<&-
+		line=${line%$'\r'}
+		echo "${line#+}"
+	fi
+}
+
+# ---------------------------------------------------------------------------
+# mxsend helpers
+
+# integ_config FILE [EXTRA]: write an mxsend config pointing at the last
+# unbound (dns), the run's CA (ca_file) and the sinks' port ([domain *] port),
+# with helo client.test, then EXTRA (more INI text, e.g. a [timeouts] section;
+# do not repeat [mxsend] or [domain *] there).
+integ_config() {
+	{
+		printf '[mxsend]\ndns = %s\nca_file = %s\nhelo = client.test\n\n' "$DNS" "$CA"
+		printf '[domain *]\nport = %s\n\n' "$SINK_PORT"
+		[ $# -ge 2 ] && printf '%s\n' "$2"
+	} >"$1"
+}
+
+# timed_run LIMIT_S OUT ERR COMMAND [ARG...]: run COMMAND under timeout
+# (SIGTERM at LIMIT_S, SIGKILL 2 s later), stdout to OUT, stderr to ERR.
+# Sets RUN_RC (124/137: timed out) and RUN_MS (wall time, milliseconds).
+timed_run() {
+	local limit=$1 out=$2 err=$3 t0 t1
+	shift 3
+	t0=$(date +%s%N)
+	timeout -k 2 "$limit" "$@" >"$out" 2>"$err"
+	RUN_RC=$?
+	t1=$(date +%s%N)
+	RUN_MS=$(((t1 - t0) / 1000000))
+}
+
+# wire_expect IN OUT: what an SMTP server must receive for message file IN:
+# every bare LF becomes CRLF, and a final CRLF is added when missing.
+wire_expect() {
+	perl -0777 -pe 's/(?<!\r)\n/\r\n/g; $_ .= "\r\n" unless /\r\n\z/' <"$1" >"$2"
+}
+
+# re_escape TEXT: print TEXT with ERE metacharacters escaped.
+re_escape() {
+	printf '%s' "$1" | sed 's/[][\.*^$+?(){}|/]/\\&/g'
+}
+
+# ---------------------------------------------------------------------------
+# Reporting and assertions
+
+# ok NAME / not_ok NAME [REASON...]: the lines tests/run.sh counts.
+ok() {
+	INTEG_PASS=$((INTEG_PASS + 1))
+	echo "ok - $1"
+}
+not_ok() {
+	local name=$1
+	shift
+	INTEG_FAIL=$((INTEG_FAIL + 1))
+	echo "not ok - $name"
+	[ $# -gt 0 ] && printf '%s\n' "$@" | sed 's/^/#   /'
+	return 0
+}
+
+# diag TEXT...: diagnostic lines (shown under a failing case).
+diag() {
+	printf '%s\n' "$@" | sed 's/^/# /'
+}
+
+# fail TEXT...: mark the current case failed, say why, return 1.
+fail() {
+	CASE_FAILED=1
+	diag "$@"
+	return 1
+}
+
+# assert_eq WHAT EXPECTED ACTUAL
+assert_eq() {
+	[ "$2" == "$3" ] && return 0
+	if [[ $2 == *$'\n'* || $3 == *$'\n'* ]]; then
+		diag "$1: differs (- expected, + actual):"
+		diff -u <(printf '%s\n' "$2") <(printf '%s\n' "$3") | tail -n +3 | head -n 40 | sed 's/^/# /'
+	else
+		diag "$1: expected '$2', got '$3'"
+	fi
+	CASE_FAILED=1
+	return 1
+}
+
+# assert_match WHAT ERE TEXT: some line of TEXT matches ERE (grep -E).
+assert_match() {
+	grep -Eq -- "$2" <<<"$3" && return 0
+	diag "$1: no line matches /$2/ in:"
+	printf '%s\n' "$3" | head -n 20 | sed 's/^/#   | /'
+	CASE_FAILED=1
+	return 1
+}
+
+# assert_no_match WHAT ERE TEXT: no line of TEXT matches ERE.
+assert_no_match() {
+	grep -Eq -- "$2" <<<"$3" || return 0
+	diag "$1: unexpected line matching /$2/:"
+	grep -E -- "$2" <<<"$3" | head -n 5 | sed 's/^/#   | /'
+	CASE_FAILED=1
+	return 1
+}
+
+# assert_lt WHAT LIMIT VALUE / assert_ge WHAT LIMIT VALUE (integers)
+assert_lt() {
+	[ "$3" -lt "$2" ] 2>/dev/null && return 0
+	fail "$1: expected < $2, got $3"
+}
+assert_ge() {
+	[ "$3" -ge "$2" ] 2>/dev/null && return 0
+	fail "$1: expected >= $2, got $3"
+}
+
+# assert_file_eq WHAT EXPECTED_FILE ACTUAL_FILE: byte-exact (cmp), with the
+# first difference shown as escaped bytes on failure.
+assert_file_eq() {
+	local what=$1 exp=$2 act=$3 c off
+	if [ ! -f "$act" ]; then
+		fail "$what: no file $act"
+		return 1
+	fi
+	c=$(cmp -- "$exp" "$act" 2>&1) && return 0
+	diag "$what: $c (sizes: expected $(stat -c %s "$exp"), got $(stat -c %s "$act"))"
+	off=$(sed -n 's/.* byte \([0-9]*\),.*/\1/p' <<<"$c")
+	off=${off:-1}
+	off=$((off > 40 ? off - 40 : 1))
+	diag "expected from byte $off: $(tail -c "+$off" "$exp" | head -c 80 | od -An -c | tr -s ' \n' ' ')"
+	diag "actual   from byte $off: $(tail -c "+$off" "$act" | head -c 80 | od -An -c | tr -s ' \n' ' ')"
+	CASE_FAILED=1
+	return 1
+}
+
+# run_case NAME FUNC [ARG...]: run FUNC in a subshell with its own CASE_DIR;
+# "ok - NAME" if it returns 0 and no assertion failed (assertions set
+# CASE_FAILED=1, so a case may go on checking after a failure), else
+# "not ok - NAME" followed by everything the case printed, as '#' lines.
+# Every case fails at once while INTEG_MISSING is set.
+run_case() {
+	if [ -n "$INTEG_MISSING" ]; then
+		not_ok "$1" "skipped, missing: $INTEG_MISSING"
+		return 0
+	fi
+	INTEG_NCASE=$((INTEG_NCASE + 1))
+	case_exec "$INTEG_DIR/case.$INTEG_NCASE" "$@"
+}
+
+# case_exec DIR NAME FUNC [ARG...]: the body of run_case (DIR is created).
+case_exec() {
+	local dir=$1 name=$2
+	shift 2
+	mkdir -p "$dir"
+	if (
+		CASE_DIR=$dir
+		CASE_FAILED=0
+		"$@" && [ "$CASE_FAILED" = 0 ]
+	) >"$dir/log" 2>&1; then
+		ok "$name"
+	else
+		not_ok "$name"
+		sed -e '/^# /!s/^/# /' "$dir/log" | head -n 80
+	fi
+}
+
+# run_case_bg NAME FUNC [ARG...]: run_case in a background job; wait_cases
+# prints the reports in start order. For slow, independent cases.
+run_case_bg() {
+	if [ -n "$INTEG_MISSING" ]; then
+		run_case "$@"
+		return 0
+	fi
+	INTEG_NCASE=$((INTEG_NCASE + 1))
+	local dir=$INTEG_DIR/case.$INTEG_NCASE
+	mkdir -p "$dir"
+	case_exec "$dir" "$@" >"$dir/report" 2>&1 &
+	echo "$!" >"$dir/bg_pid"
+	INTEG_BG+=("$dir")
+}
+
+# wait_cases [LIMIT_S]: wait (at most LIMIT_S in all, default 120 s) for the
+# run_case_bg jobs, print their reports in start order and count them.
+wait_cases() {
+	local limit=${1:-120} dir pid t0=$SECONDS
+	for dir in "${INTEG_BG[@]}"; do
+		pid=$(<"$dir/bg_pid")
+		while kill -0 "$pid" 2>/dev/null && [ $((SECONDS - t0)) -lt "$limit" ]; do
+			sleep 0.1
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			kill -TERM "$pid" 2>/dev/null
+			echo "not ok - case in $dir still running after $limit s" >>"$dir/report"
+		fi
+		wait "$pid" 2>/dev/null
+		cat "$dir/report"
+		INTEG_PASS=$((INTEG_PASS + $(grep -c '^ok - ' "$dir/report")))
+		INTEG_FAIL=$((INTEG_FAIL + $(grep -c '^not ok - ' "$dir/report")))
+	done
+	INTEG_BG=()
+}
+
+# integ_finish: print "# N passed, M failed" and exit (1 if anything failed).
+integ_finish() {
+	[ ${#INTEG_BG[@]} -gt 0 ] && wait_cases 120
+	echo "# $INTEG_PASS passed, $INTEG_FAIL failed"
+	[ "$INTEG_FAIL" -eq 0 ] && [ "$INTEG_PASS" -gt 0 ] && exit 0
+	exit 1
+}

@@ -1,0 +1,451 @@
+#!/usr/bin/env bash
+# t_send.sh: `mxsend send` against real unbound and mxsink processes on loopback.
+# The delivery core: MX selection, DNS failures, TLS levels and certificates,
+# per-recipient replies, greetings, byte-exact bodies, per-stage timeouts, and
+# the command's exit statuses. Whole file: well under a minute.
+# shellcheck disable=SC2317,SC2031 # case functions run indirectly, each in its run_case subshell
+set -u
+. "$(dirname "$0")/lib.sh"
+
+integ_setup mx1.test mx2.test mx3.test mx4.test mx5.test mx6.test mx7.test mx8.test mx9.test mxbody.test mxbodyc.test
+integ_require mxsend mxsink unbound unbound-checkconf perl ss timeout
+
+STALLS=(banner ehlo starttls tls mail rcpt data dot)
+FROM=sender@client.test
+P=$SINK_PORT
+
+# --- DNS: one zone for every case ------------------------------------------
+ZONE=$INTEG_DIR/zone.txt
+{
+	cat <<'EOF'
+; MX hosts (127.0.3.9 = mx9.test: nothing listens there)
+mx1.test. A 127.0.3.1
+mx2.test. A 127.0.3.2
+mx3.test. A 127.0.3.3
+mx4.test. A 127.0.3.4
+mx5.test. A 127.0.3.5
+mx6.test. A 127.0.3.6
+mx7.test. A 127.0.3.7
+mx8.test. A 127.0.3.8
+mx9.test. A 127.0.3.9
+mxbody.test. A 127.0.3.10
+mxbodyc.test. A 127.0.3.11
+; recipient domains
+ok.test. MX 10 mx1.test.
+pref.test. MX 10 mx9.test.
+pref.test. MX 20 mx1.test.
+two.test. MX 10 mx1.test.
+two.test. MX 20 mx2.test.
+owt.test. MX 20 mx1.test.
+owt.test. MX 10 mx2.test.
+amx.test. A 127.0.3.1
+null.test. MX 0 .
+notls.test. MX 10 mx3.test.
+wrong.test. MX 10 mx4.test.
+expired.test. MX 10 mx5.test.
+mixed.test. MX 10 mx6.test.
+g421.test. MX 10 mx7.test.
+g554.test. MX 10 mx8.test.
+fb421.test. MX 10 mx7.test.
+fb421.test. MX 20 mx1.test.
+fb554.test. MX 10 mx8.test.
+fb554.test. MX 20 mx1.test.
+body.test. MX 10 mxbody.test.
+bodyc.test. MX 10 mxbodyc.test.
+; servfail.test. (SERVFAIL) is built into start_unbound
+EOF
+	i=20
+	for s in "${STALLS[@]}"; do
+		echo "stall-$s.test. MX 10 mxs-$s.test."
+		echo "mxs-$s.test. A 127.0.3.$i"
+		i=$((i + 1))
+	done
+} >"$ZONE"
+start_unbound "$ZONE" || integ_missing "unbound did not start"
+
+# --- SMTP sinks: one port, one address (range) per behaviour ----------------
+if [ -x "$MXSINK" ] && [ -s "$CA" ]; then
+	start_sink good --listen "127.0.3.1-127.0.3.2:$P" || integ_missing "sink good"
+	start_sink notls --listen "127.0.3.3:$P" --no-starttls || integ_missing "sink notls"
+	start_sink wrong --listen "127.0.3.4:$P" --cert "$CERTS/wrong.pem" --key "$CERTS/wrong.key" \
+		--threads 1 || integ_missing "sink wrong"
+	start_sink expired --listen "127.0.3.5:$P" --cert "$CERTS/expired.pem" --key "$CERTS/expired.key" \
+		--threads 1 || integ_missing "sink expired"
+	start_sink mixed --listen "127.0.3.6:$P" \
+		--rcpt 'temp*=450 4.2.0 later' --rcpt 'bad*=550 5.1.1 unknown' || integ_missing "sink mixed"
+	start_sink g421 --listen "127.0.3.7:$P" --greeting "421 4.3.2 busy" || integ_missing "sink g421"
+	start_sink g554 --listen "127.0.3.8:$P" --greeting "554 5.3.2 no service" || integ_missing "sink g554"
+	start_sink body --listen "127.0.3.10:$P" || integ_missing "sink body"
+	start_sink bodyc --listen "127.0.3.11:$P" --chunking || integ_missing "sink bodyc"
+	i=20
+	for s in "${STALLS[@]}"; do
+		start_sink "stall-$s" --listen "127.0.3.$i:$P" --stall "$s" || integ_missing "sink stall-$s"
+		i=$((i + 1))
+	done
+fi
+
+# --- configs ------------------------------------------------------------------
+CONF=$INTEG_DIR/send.ini
+integ_config "$CONF" $'[timeouts]\nconnect = 2s\nbanner = 10s\nhelo = 10s\nstarttls = 10s\nmail = 10s\nrcpt = 10s\ndata = 10s\nblock = 10s\ndot = 10s\nrset = 5s\nquit = 5s'
+CONF1S=$INTEG_DIR/send-1s.ini
+integ_config "$CONF1S" $'[timeouts]\nconnect = 1s\nbanner = 1s\nhelo = 1s\nstarttls = 1s\nmail = 1s\nrcpt = 1s\ndata = 1s\nblock = 1s\ndot = 1s\nrset = 1s\nquit = 1s'
+
+# --- helpers --------------------------------------------------------------------
+
+# send ARG...: `mxsend send ARG...` (30 s bound); stdout in $CASE_DIR/out,
+# stderr in $CASE_DIR/err; sets RUN_RC, RUN_MS.
+send() {
+	timed_run 30 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send "$@"
+}
+
+# show_run: the last send's exit, time, stdout and stderr tail, as diagnostics.
+show_run() {
+	diag "mxsend exit $RUN_RC after $RUN_MS ms; stdout:"
+	sed 's/^/  | /' "$CASE_DIR/out" | head -n 20 | sed 's/^/# /'
+	diag "stderr (last 15 lines):"
+	tail -n 15 "$CASE_DIR/err" | sed 's/^/  | /; s/^/# /'
+}
+
+# expect_rc CODE: the last send exited with CODE.
+expect_rc() {
+	[ "$RUN_RC" = "$1" ] && return 0
+	fail "exit status: expected $1, got $RUN_RC"
+	show_run
+	return 1
+}
+
+# expect_line RCPT ERE: stdout has exactly one line for RCPT and it matches
+# ^RCPT ERE$ (ERE covers "STATUS CODE DSN mx=... reply=...").
+expect_line() {
+	local rcpt=$1 re=$2 lines n
+	lines=$(grep -F -- "$rcpt " "$CASE_DIR/out" | grep -E -- "^$(re_escape "$rcpt") ")
+	n=$(grep -c . <<<"$lines")
+	if [ "$n" != 1 ]; then
+		fail "expected one result line for $rcpt, got $n"
+		show_run
+		return 1
+	fi
+	grep -Eq -- "^$(re_escape "$rcpt") $re\$" <<<"$lines" && return 0
+	fail "result line for $rcpt does not match" "  want: ^$rcpt $re\$" "  got:  $lines"
+	show_run
+	return 1
+}
+
+# mx HOST IP: the ERE for "mx=HOST[IP]:PORT".
+mx() {
+	printf 'mx=%s\\[%s\\]:%s' "$(re_escape "$1")" "$(re_escape "$2")" "$P"
+}
+
+# Common tails of a result line.
+NOMX='mx=- tls=none cipher=- verified=no policy=[a-z-]+ reply="[^"]*"'
+TLS13Y='tls=TLSv1\.3 cipher=[A-Za-z0-9_-]+ verified=yes'
+TLSANY_N='tls=TLSv1\.[23] cipher=[A-Za-z0-9_-]+ verified=no'
+PLAIN='tls=none cipher=- verified=no'
+REPLY='reply="[^"]*"'
+D250='delivered 250 2\.[0-9]{1,3}\.[0-9]{1,3}'
+DEF='deferred 4[0-9]{2} 4\.[0-9]{1,3}\.[0-9]{1,3}'
+BNC='bounced 5[0-9]{2} 5\.[0-9]{1,3}\.[0-9]{1,3}'
+
+# simple_msg FILE [SUBJECT]: a small LF message.
+simple_msg() {
+	printf 'From: %s\nTo: someone@ok.test\nSubject: %s\nMessage-ID: <%s@client.test>\n\nHello.\n' \
+		"$FROM" "${2:-test}" "$RANDOM$RANDOM" >"$1"
+}
+
+# --- 1. TLS 1.3, verified, message in the maildir ------------------------------
+t_tls13_verified() {
+	local m=$CASE_DIR/m.eml exp=$CASE_DIR/exp.eml got
+	simple_msg "$m" tls13
+	# flags only, no config file: --dns, --ca, --port, --helo
+	send --dns "$DNS" --ca "$CA" --port "$P" --helo client.test --from "$FROM" --to u1@ok.test "$m"
+	expect_rc 0
+	expect_line u1@ok.test "$D250 $(mx mx1.test 127.0.3.1) $TLS13Y policy=may $REPLY"
+	got=$(sink_find_msg good u1@ok.test) || {
+		fail "sink good has no message for u1@ok.test"
+		find "$(sink_maildir good)" -type f | sed 's/^/# /'
+		return 1
+	}
+	wire_expect "$m" "$exp"
+	assert_file_eq "message at the sink" "$exp" "$got"
+	assert_match "sink saw the envelope sender" "^mail=<?$(re_escape "$FROM")>?\$" "$(cat "${got%.eml}.env")"
+}
+run_case "TLS 1.3 with verified=yes (--ca), message in the sink's maildir" t_tls13_verified
+
+t_sni() {
+	local m=$CASE_DIR/m.eml got
+	simple_msg "$m" sni
+	send -c "$CONF" --from "$FROM" --to u-sni@ok.test "$m"
+	expect_rc 0 || return 1
+	got=$(sink_find_msg good u-sni@ok.test) || fail "sink good has no message for u-sni@ok.test" || return 1
+	assert_match "SNI sent is the MX host name" '^sni=mx1\.test$' "$(cat "${got%.eml}.env")"
+	assert_match "TLS version seen by the sink" '^tls=(TLSv)?1\.3$' "$(cat "${got%.eml}.env")"
+}
+run_case "SNI is the MX host name; the sink saw TLS 1.3" t_sni
+
+# --- 2. MX preference --------------------------------------------------------------
+t_mx_refused_next() {
+	local m=$CASE_DIR/m.eml
+	simple_msg "$m"
+	send -c "$CONF" --from "$FROM" --to u@pref.test "$m"
+	expect_rc 0
+	expect_line u@pref.test "$D250 $(mx mx1.test 127.0.3.1) $TLS13Y policy=may $REPLY"
+}
+run_case "MX 10 refuses connections: delivered via MX 20" t_mx_refused_next
+
+t_mx_pref_order() {
+	local m=$CASE_DIR/m.eml
+	simple_msg "$m"
+	send -c "$CONF" --from "$FROM" --to u@two.test "$m"
+	expect_rc 0
+	expect_line u@two.test "$D250 $(mx mx1.test 127.0.3.1) $TLS13Y policy=may $REPLY"
+	# the same with the preferences the other way round
+	send -c "$CONF" --from "$FROM" --to u@owt.test "$m"
+	expect_rc 0
+	expect_line u@owt.test "$D250 $(mx mx2.test 127.0.3.2) $TLS13Y policy=may $REPLY"
+}
+run_case "two working MX: delivered via the lower preference" t_mx_pref_order
+
+# --- 3. implicit MX ---------------------------------------------------------------
+t_implicit_mx() {
+	local m=$CASE_DIR/m.eml
+	simple_msg "$m"
+	send -c "$CONF" --from "$FROM" --to u@amx.test "$m"
+	expect_rc 0
+	expect_line u@amx.test "$D250 $(mx amx.test 127.0.3.1) $TLS13Y policy=may $REPLY"
+}
+run_case "implicit MX (A record only)" t_implicit_mx
+
+# --- 4-6. DNS failures ------------------------------------------------------------
+t_null_mx() {
+	local m=$CASE_DIR/m.eml
+	simple_msg "$m"
+	send -c "$CONF" --from "$FROM" --to u@null.test "$m"
+	expect_rc 69
+	expect_line u@null.test "bounced 556 5\.1\.10 $NOMX"
+}
+run_case "null MX: bounced 556 5.1.10, exit 69" t_null_mx
+
+t_nxdomain() {
+	local m=$CASE_DIR/m.eml
+	simple_msg "$m"
+	send -c "$CONF" --from "$FROM" --to u@nosuch.test "$m"
+	expect_rc 69
+	expect_line u@nosuch.test "$BNC $NOMX"
+}
+run_case "NXDOMAIN: bounced, exit 69" t_nxdomain
+
+t_servfail() {
+	local m=$CASE_DIR/m.eml
+	simple_msg "$m"
+	send -c "$CONF" --from "$FROM" --to u@servfail.test "$m"
+	expect_rc 75
+	expect_line u@servfail.test "$DEF $NOMX"
+}
+run_case "SERVFAIL: deferred, exit 75" t_servfail
+
+# --- 7. no STARTTLS offered ---------------------------------------------------------
+t_notls() { # LEVEL
+	local m=$CASE_DIR/m.eml
+	simple_msg "$m"
+	send -c "$CONF" --tls "$1" --from "$FROM" --to "u-$1@notls.test" "$m"
+	if [ "$1" = may ]; then
+		expect_rc 0
+		expect_line "u-$1@notls.test" "$D250 $(mx mx3.test 127.0.3.3) $PLAIN policy=may $REPLY"
+	else
+		expect_rc 75
+		expect_line "u-$1@notls.test" "$DEF $(mx mx3.test 127.0.3.3) $PLAIN policy=$1 $REPLY"
+	fi
+}
+run_case "no STARTTLS offered, --tls may: delivered, tls=none" t_notls may
+run_case "no STARTTLS offered, --tls encrypt: deferred, exit 75" t_notls encrypt
+run_case "no STARTTLS offered, --tls verify: deferred, exit 75" t_notls verify
+
+# --- 8. certificates that do not verify --------------------------------------------
+t_badcert() { # DOMAIN MXHOST IP LEVEL
+	local m=$CASE_DIR/m.eml d=$1 host=$2 ip=$3 lvl=$4
+	simple_msg "$m"
+	send -c "$CONF" --tls "$lvl" --from "$FROM" --to "u-$lvl@$d" "$m"
+	if [ "$lvl" = may ]; then
+		expect_rc 0
+		expect_line "u-$lvl@$d" "$D250 $(mx "$host" "$ip") $TLSANY_N policy=may $REPLY"
+	else
+		expect_rc 75
+		expect_line "u-$lvl@$d" "$DEF $(mx "$host" "$ip") tls=[^ ]+ cipher=[^ ]+ verified=no policy=verify $REPLY"
+	fi
+}
+run_case "certificate name mismatch, --tls may: delivered, verified=no" t_badcert wrong.test mx4.test 127.0.3.4 may
+run_case "certificate name mismatch, --tls verify: deferred, exit 75" t_badcert wrong.test mx4.test 127.0.3.4 verify
+run_case "expired certificate, --tls may: delivered, verified=no" t_badcert expired.test mx5.test 127.0.3.5 may
+run_case "expired certificate, --tls verify: deferred, exit 75" t_badcert expired.test mx5.test 127.0.3.5 verify
+
+# --- 9. per-recipient RCPT replies in one transaction -------------------------------
+t_mixed_rcpt() {
+	local m=$CASE_DIR/m.eml got env
+	simple_msg "$m" mixed
+	send -c "$CONF" --from "$FROM" --to good1@mixed.test --to temp1@mixed.test --to bad1@mixed.test "$m"
+	expect_rc 69
+	expect_line good1@mixed.test "$D250 $(mx mx6.test 127.0.3.6) $TLS13Y policy=may $REPLY"
+	expect_line temp1@mixed.test "deferred 450 4\.2\.0 $(mx mx6.test 127.0.3.6) $TLS13Y policy=may reply=\"[^\"]*later\""
+	expect_line bad1@mixed.test "bounced 550 5\.1\.1 $(mx mx6.test 127.0.3.6) $TLS13Y policy=may reply=\"[^\"]*unknown\""
+	assert_eq "lines on stdout" 3 "$(grep -c . "$CASE_DIR/out")"
+	got=$(sink_find_msg mixed good1@mixed.test) || fail "sink mixed has no message for good1" || return 1
+	env=$(cat "${got%.eml}.env")
+	assert_eq "messages in the sink's maildir" 1 "$(sink_count mixed)"
+	assert_eq "accepted recipients of the message" 1 "$(grep -c '^rcpt=' <<<"$env")"
+	assert_eq "sink messages counter" 1 "$(sink_stat mixed messages)"
+	assert_eq "sink recipients counter" 1 "$(sink_stat mixed recipients)"
+	assert_eq "sink connections (one transaction)" 1 "$(sink_stat mixed connections)"
+}
+run_case "RCPT 250/450/550 in one transaction: three statuses, exit 69, one message" t_mixed_rcpt
+
+# --- 10. greetings ---------------------------------------------------------------------
+t_greet421() {
+	local m=$CASE_DIR/m.eml
+	simple_msg "$m"
+	send -c "$CONF" --from "$FROM" --to u@g421.test "$m"
+	expect_rc 75
+	expect_line u@g421.test "$DEF $(mx mx7.test 127.0.3.7) $PLAIN policy=may $REPLY"
+}
+run_case "421 greeting: deferred, exit 75" t_greet421
+
+t_greet554() {
+	local m=$CASE_DIR/m.eml
+	simple_msg "$m"
+	send -c "$CONF" --from "$FROM" --to u@g554.test "$m"
+	expect_rc 69
+	expect_line u@g554.test "$BNC $(mx mx8.test 127.0.3.8) $PLAIN policy=may $REPLY"
+}
+run_case "554 greeting on the last MX: bounced, exit 69" t_greet554
+
+t_greet_fallback() { # DOMAIN
+	local m=$CASE_DIR/m.eml
+	simple_msg "$m"
+	send -c "$CONF" --from "$FROM" --to "u@$1" "$m"
+	expect_rc 0
+	expect_line "u@$1" "$D250 $(mx mx1.test 127.0.3.1) $TLS13Y policy=may $REPLY"
+}
+run_case "421 greeting on MX 10: delivered via MX 20" t_greet_fallback fb421.test
+run_case "554 greeting on MX 10: delivered via MX 20" t_greet_fallback fb554.test
+
+# --- 11. byte-exact bodies -------------------------------------------------------------
+# body_gen KIND FILE: write the input message of one body case.
+body_gen() {
+	case $1 in
+	dots)
+		printf 'Subject: dots\n\n.\n..\n...\n.leading dot\nmiddle . dot\n. space\n.\r\nx\n.\n' >"$2"
+		;;
+	lf)
+		printf 'Subject: bare LF\nX-Test: yes\n\nline 1\nline 2\n\nline 4\n' >"$2"
+		;;
+	mixed-eol)
+		printf 'Subject: mixed\r\n\r\ncrlf line\r\nlf line\ncrlf again\r\n\nend\n' >"$2"
+		;;
+	nofinal)
+		printf 'Subject: no final newline\n\nthe last line has no newline' >"$2"
+		;;
+	nofinal-dot)
+		printf 'Subject: ends in a dot\n\nlast line is a lone dot without newline\n.' >"$2"
+		;;
+	longline)
+		{
+			printf 'Subject: 998\n\n'
+			head -c 998 /dev/zero | tr '\0' 'x'
+			printf '\n.%s\nshort\n' "$(head -c 996 /dev/zero | tr '\0' 'y')"
+		} >"$2"
+		;;
+	8bit)
+		perl -e 'print "Subject: =?UTF-8?Q?gr=C3=BC=C3=9Fe?=\nContent-Type: text/plain; charset=utf-8\n",
+			"Content-Transfer-Encoding: 8bit\n\n",
+			"gr\xc3\xbc\xc3\x9fe \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e \xf0\x9f\x93\xa8\n",
+			(map { chr } 0x80 .. 0xff), "\n",
+			(grep { $_ ne "\r" && $_ ne "\n" } map { chr } 0x01 .. 0x7f), "\n",
+			".", (map { chr } 0xa0 .. 0xbf), "\n"' >"$2"
+		;;
+	big)
+		# 5 MB of 80-octet lines; every 97th starts with "." and every 1009th is "." alone
+		perl -e 'my ($n, $out) = (0, "Subject: big\n\n");
+			while (length($out) < 5 * 1024 * 1024) {
+				$n++;
+				if ($n % 1009 == 0) { $out .= ".\n"; next }
+				$out .= ($n % 97 == 0 ? "." : "") . sprintf("%09d ", $n) . ("0123456789" x 7) . "\n";
+			}
+			print $out' >"$2"
+		;;
+	esac
+}
+
+t_body() { # SINK DOMAIN KIND [stdin]
+	local sink=$1 dom=$2 kind=$3 m=$CASE_DIR/in.eml exp=$CASE_DIR/exp.eml got rcpt
+	rcpt="b-$kind-$sink@$dom"
+	body_gen "$kind" "$m"
+	wire_expect "$m" "$exp"
+	if [ "${4:-}" = stdin ]; then
+		timed_run 30 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send -c "$CONF" --from "$FROM" --to "$rcpt" - <"$m"
+	else
+		send -c "$CONF" --from "$FROM" --to "$rcpt" "$m"
+	fi
+	expect_rc 0 || return 1
+	expect_line "$rcpt" "$D250 mx=.* $TLS13Y policy=may $REPLY"
+	got=$(sink_find_msg "$sink" "$rcpt") || fail "sink $sink has no message for $rcpt" || return 1
+	assert_file_eq "message at the sink" "$exp" "$got"
+}
+run_case "body: lines starting with '.', lone '.', '..'" t_body body body.test dots
+run_case "body: bare LF line ends become CRLF (message on stdin)" t_body body body.test lf stdin
+run_case "body: mixed CRLF and LF line ends" t_body body body.test mixed-eol
+run_case "body: missing final newline gets CRLF" t_body body body.test nofinal
+run_case "body: missing final newline after a lone '.'" t_body body body.test nofinal-dot
+run_case "body: 998-octet lines" t_body body body.test longline
+run_case "body: 8-bit content (UTF-8, raw 0x80-0xff)" t_body body body.test 8bit
+run_case "body: 5 MB message" t_body body body.test big
+run_case "body over CHUNKING (BDAT): dot lines" t_body bodyc bodyc.test dots
+run_case "body over CHUNKING (BDAT): missing final newline" t_body bodyc bodyc.test nofinal
+run_case "body over CHUNKING (BDAT): 5 MB message" t_body bodyc bodyc.test big
+
+# --- exit statuses of the command itself --------------------------------------------
+t_usage() {
+	local m=$CASE_DIR/m.eml
+	simple_msg "$m"
+	send -c "$CONF" --from "$FROM" "$m"
+	expect_rc 64
+	assert_eq "stdout" "" "$(cat "$CASE_DIR/out")"
+}
+run_case "usage error (no --to): exit 64" t_usage
+
+t_bad_config() {
+	local m=$CASE_DIR/m.eml c=$CASE_DIR/bad.ini
+	simple_msg "$m"
+	printf '[mxsend]\nhelo = client.test\nno_such_key = 1\n' >"$c"
+	send -c "$c" --from "$FROM" --to u@ok.test "$m"
+	expect_rc 78
+	assert_match "stderr names file:line" 'bad\.ini:3([^0-9]|$)' "$(cat "$CASE_DIR/err")" || show_run
+}
+run_case "unknown config key: exit 78, file:line on stderr" t_bad_config
+
+t_bad_message_file() {
+	send -c "$CONF" --from "$FROM" --to u@ok.test "$CASE_DIR/does-not-exist.eml"
+	expect_rc 65
+	assert_eq "stdout" "" "$(cat "$CASE_DIR/out")"
+}
+run_case "unreadable message file: exit 65" t_bad_message_file
+
+# --- 12. stalled stages time out within their bound (in parallel) -----------------
+t_stall() { # STAGE
+	local m=$CASE_DIR/m.eml lvl=may
+	simple_msg "$m" "stall $1"
+	# Where the stall is in TLS set-up, "may" could legitimately fall back to a
+	# plaintext delivery; require TLS so the timeout is what decides.
+	case $1 in starttls | tls) lvl=encrypt ;; esac
+	send -c "$CONF1S" --tls "$lvl" --from "$FROM" --to "u@stall-$1.test" "$m"
+	expect_rc 75
+	expect_line "u@stall-$1.test" "$DEF $(mx "mxs-$1.test" "127.0.3.$2") tls=[^ ]+ cipher=[^ ]+ verified=(yes|no) policy=$lvl $REPLY"
+	assert_ge "elapsed ms (the stage timeout is 1 s)" 900 "$RUN_MS"
+	assert_lt "elapsed ms" 6000 "$RUN_MS"
+}
+i=20
+for s in "${STALLS[@]}"; do
+	run_case_bg "stall at $s: deferred within the 1 s stage timeout" t_stall "$s" "$i"
+	i=$((i + 1))
+done
+wait_cases 60
+
+integ_finish
