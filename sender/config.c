@@ -725,7 +725,7 @@ static void scan_line(struct parse *p, const char *s)
 static char *read_line(char *buf, int size, void *arg)
 {
 	struct parse *p = arg;
-	size_t n = 0, cap = size > 2 ? (size_t)size - 2 : 0; /* room for '\n' and NUL */
+	size_t n = 0, cap = size > 3 ? (size_t)size - 3 : 0; /* as inih: '\r', '\n', NUL */
 	int ch, any = 0, lead = 1, too_long = 0;
 	if (p->failed)
 		return NULL; /* stop at the first error */
@@ -747,7 +747,7 @@ static char *read_line(char *buf, int size, void *arg)
 	buf[n++] = '\n';
 	buf[n] = '\0';
 	if (too_long)
-		fail(p, "line too long (at most %zu characters)", cap - 1);
+		fail(p, "line too long (at most %zu characters)", cap);
 	else
 		scan_line(p, buf);
 	return p->failed ? NULL : buf;

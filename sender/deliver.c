@@ -43,6 +43,7 @@ struct deliver {
 	struct dns *dns;
 	struct tlscache *tc;
 	unsigned active;
+	unsigned sessions;
 	uint64_t next_id;
 	char helo[256];
 };
@@ -82,6 +83,11 @@ const char *deliver_status_name(enum deliver_status s)
 unsigned deliver_active(const struct deliver *d)
 {
 	return d->active;
+}
+
+unsigned deliver_sessions(const struct deliver *d)
+{
+	return d->sessions;
 }
 
 struct deliver *deliver_new(struct loop *l, const struct config *c, const struct deliver_opts *o,
@@ -218,6 +224,7 @@ static void start_session(struct job *j)
 	p.tc = j->d->tc;
 	p.to = &j->d->cfg->timeouts;
 	p.id = j->id;
+	p.live = &j->d->sessions;
 	j->have_last = true;
 	memset(&j->last, 0, sizeof(j->last));
 	j->tries++;

@@ -73,5 +73,7 @@ void deliver_free(struct deliver *d);
 int deliver_submit(struct deliver *d, struct deliver_req *req);
 /* Requests submitted and not yet done. */
 unsigned deliver_active(const struct deliver *d);
+/* SMTP sessions still alive (including ones finishing QUIT after their request). */
+unsigned deliver_sessions(const struct deliver *d);
 
 #endif

@@ -179,7 +179,10 @@ static enum dns_status map_status(int st, const char **reason)
 	case ARES_ESERVFAIL: *reason = "SERVFAIL"; return DNS_TEMP;
 	case ARES_EREFUSED: *reason = "REFUSED"; return DNS_TEMP;
 	case ARES_ETIMEOUT: *reason = "timeout"; return DNS_TEMP;
-	case ARES_ECONNREFUSED: *reason = "connection refused"; return DNS_TEMP;
+	/* c-ares 1.18 reports "every server answered SERVFAIL/REFUSED" (it moves
+	 * on to the next server unless NOCHECKRESP) and "no server reachable"
+	 * alike as ECONNREFUSED: the rcode itself is lost, the class is not. */
+	case ARES_ECONNREFUSED: *reason = "server failure (SERVFAIL, REFUSED or unreachable)"; return DNS_TEMP;
 	case ARES_ENOTIMP: *reason = "NOTIMP"; return DNS_TEMP;
 	case ARES_EFORMERR: *reason = "FORMERR"; return DNS_TEMP;
 	case ARES_EBADRESP: *reason = "bad response"; return DNS_TEMP;
@@ -1030,8 +1033,8 @@ struct dns *dns_new(struct loop *l, const struct dns_opts *o, char *err, size_t 
 
 	memset(&ao, 0, sizeof(ao));
 	/* STAYOPEN: keep the UDP sockets (and their watchers) between bursts.
-	 * No NOCHECKRESP: SERVFAIL/REFUSED move on to the next server and are
-	 * then reported.  No EDNS: c-ares 1.18 has no fallback for servers that
+	 * No NOCHECKRESP: a SERVFAIL/REFUSED answer moves on to the next server
+	 * (failover) and, from the last one, ends as ECONNREFUSED (map_status).  No EDNS: c-ares 1.18 has no fallback for servers that
 	 * reject it; truncated answers are retried over TCP. */
 	ao.flags = ARES_FLAG_STAYOPEN | ARES_FLAG_NOSEARCH;
 	ao.timeout = (int)(o->timeout_ms ? o->timeout_ms : 2000);

@@ -684,6 +684,8 @@ static void task_fn(struct loop_task *t)
 	struct smtp_session *s = container_of(t, struct smtp_session, task);
 	if (s->st == S_DEAD && (s->quitting || s->free_pending)) {
 		loop_timer_stop(s->l, &s->timer);
+		if (s->p.live)
+			(*s->p.live)--;
 		free(s->exp);
 		free(s->ibuf);
 		free(s);
@@ -711,6 +713,8 @@ struct smtp_session *smtp_session_new(struct loop *l, const struct smtp_params *
 	loop_timer_init(&s->timer, timer_fn);
 	loop_task_init(&s->task, task_fn);
 	s->st = S_CONNECTING;
+	if (s->p.live)
+		(*s->p.live)++;
 	return s;
 }
 

@@ -55,6 +55,7 @@ struct smtp_params {
 	struct tlscache *tc;
 	const struct smtp_timeouts *to;
 	uint64_t id;                /* for logs */
+	unsigned *live;             /* optional: incremented while the session exists */
 };
 
 enum smtp_event { SMTP_EV_READY, SMTP_EV_TXN_DONE, SMTP_EV_FAIL };
