@@ -102,7 +102,7 @@ struct loop *loop_new(unsigned entries, int *err)
 	struct io_uring_probe *probe = io_uring_get_probe_ring(&l->ring);
 	static const int ops[] = { IORING_OP_CONNECT, IORING_OP_SEND, IORING_OP_RECV,
 				   IORING_OP_CLOSE, IORING_OP_POLL_ADD, IORING_OP_POLL_REMOVE,
-				   IORING_OP_ASYNC_CANCEL, IORING_OP_READ };
+				   IORING_OP_ASYNC_CANCEL, IORING_OP_READ, IORING_OP_ACCEPT };
 	bool ok = probe != NULL;
 	for (unsigned i = 0; ok && i < ARRAY_LEN(ops); i++)
 		ok = io_uring_opcode_supported(probe, ops[i]);
@@ -166,6 +166,13 @@ void loop_recv(struct loop *l, struct loop_op *op, int fd, void *buf, size_t len
 {
 	struct io_uring_sqe *sqe = loop_sqe(l);
 	io_uring_prep_recv(sqe, fd, buf, len, 0);
+	queue_op(l, sqe, op);
+}
+
+void loop_accept(struct loop *l, struct loop_op *op, int fd)
+{
+	struct io_uring_sqe *sqe = loop_sqe(l);
+	io_uring_prep_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC);
 	queue_op(l, sqe, op);
 }
 

@@ -72,6 +72,8 @@ void loop_connect(struct loop *l, struct loop_op *op, int fd, const struct socka
 		  socklen_t salen);
 void loop_send(struct loop *l, struct loop_op *op, int fd, const void *buf, size_t len);
 void loop_recv(struct loop *l, struct loop_op *op, int fd, void *buf, size_t len);
+/* Accept one connection on a listening socket: res = new fd (SOCK_CLOEXEC). */
+void loop_accept(struct loop *l, struct loop_op *op, int fd);
 /* Read from an fd (files, eventfd). */
 void loop_read(struct loop *l, struct loop_op *op, int fd, void *buf, size_t len);
 /* Close fd through the ring; op may be NULL (completion ignored). */
