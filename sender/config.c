@@ -836,13 +836,16 @@ static const struct rule *best_match(const struct rule *r, int n, const char *na
 	return best;
 }
 
-static void overlay(struct rule *o, const struct rule *r)
+/* Lay rule r over o. A domain rule replaces the defaults of [domain *] (so one
+ * domain may ask for less TLS than the default, e.g. tls = none for a broken
+ * peer); an [mx] rule can only make tls/min_tls stricter (stricter = true). */
+static void overlay(struct rule *o, const struct rule *r, bool stricter)
 {
-	if ((r->set & RULE_TLS) && r->tls > o->tls)
+	if ((r->set & RULE_TLS) && (!stricter || r->tls > o->tls))
 		o->tls = r->tls;
 	if (r->set & RULE_ON_TLS_FAILURE)
 		o->on_tls_failure = r->on_tls_failure;
-	if ((r->set & RULE_MIN_TLS) && r->min_tls > o->min_tls)
+	if ((r->set & RULE_MIN_TLS) && (!stricter || r->min_tls > o->min_tls))
 		o->min_tls = r->min_tls;
 	if (r->set & RULE_PORT)
 		o->port = r->port;
@@ -877,9 +880,9 @@ void config_rule_for(const struct config *c, const char *domain, const char *mx_
 		star = &c->domains[0];
 	*out = *star;
 	if (domain && (d = best_match(c->domains, c->n_domains, domain, name_len(domain))))
-		overlay(out, d);
+		overlay(out, d, false);
 	if (mx_host && (m = best_match(c->mxs, c->n_mxs, mx_host, name_len(mx_host))))
-		overlay(out, m);
+		overlay(out, m, true);
 	if (out->min_tls < c->min_version) /* [tls] min_version is a floor under every rule */
 		out->min_tls = c->min_version;
 	/* A stricter tls from one layer with plaintext from another ([domain *]

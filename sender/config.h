@@ -92,7 +92,7 @@ struct config {
 	double jitter;            /* key jitter, fraction 0..1, default 0.1 */
 	/* [tls] */
 	int min_version;          /* key min_version 1.2|1.3 -> 12|13 */
-	bool mta_sts, tlsrpt;
+	bool mta_sts, tlsrpt;      /* keys mta_sts, tlsrpt: yes|no, both default yes */
 	uint64_t broken_tls_ttl_ms; /* key broken_tls_ttl, default 1h */
 	/* [timeouts] keys connect banner helo starttls mail rcpt data block dot rset quit */
 	struct smtp_timeouts timeouts;
@@ -101,6 +101,8 @@ struct config {
 	int reuse_max;            /* key reuse_max, messages per connection, 0 = unlimited (default 100) */
 	uint64_t idle_timeout_ms; /* key idle_timeout, default 30s */
 	/* rule sections, in file order */
+	/* domains[0] is always "[domain *]" (built in; a "[domain *]" section
+	 * overlays it). A rule's fields mean something only where `set` says so. */
 	struct rule *domains;
 	int n_domains;
 	struct rule *mxs;
@@ -112,15 +114,24 @@ struct config {
 void config_defaults(struct config *c);
 /* Defaults, then overlay the file. Returns 0, or -1 with "FILE:LINE: message"
  * in err. On error *c is still safe to config_fini. */
+/* *c need not be initialised (it is overwritten); err may be NULL if errlen is 0.
+ * A file that cannot be opened gives "FILE: strerror" without a line. Stops at
+ * the first error. Reads the file with stdio: start-up only, not on a ring. */
 int config_load(struct config *c, const char *path, char *err, size_t errlen);
 void config_fini(struct config *c);
 
 /* The effective rule for a recipient domain delivered through MX host mx_host
  * (NULL before MX resolution): start from "[domain *]", overlay the most
  * specific domain rule (exact beats the longest ".parent" match), then the most
- * specific [mx] rule (exact beats longest ".suffix"). tls and min_tls take the
- * stricter of the layers; other keys are overridden. out->pattern points to the
+ * specific [mx] rule (exact beats longest ".suffix"). A domain rule replaces
+ * what [domain *] says (it may lower tls for one domain); an [mx] rule can only
+ * make tls and min_tls stricter; other keys are overridden. out->pattern points to the
  * domain rule's pattern (borrowed from c). Pure; no allocation. */
+/* Also: [tls] min_version is a floor under out->min_tls. If the merged rule has
+ * tls >= encrypt and on_tls_failure == plaintext (the two came from different
+ * layers; one section cannot say both), out->on_tls_failure is defer. String
+ * fields of out (relay_host, auth_*) are borrowed from c as well. domain and
+ * mx_host compare case-insensitively; a trailing dot is ignored. */
 void config_rule_for(const struct config *c, const char *domain, const char *mx_host,
 		     struct rule *out);
 

@@ -402,7 +402,7 @@ int deliver_submit(struct deliver *d, struct deliver_req *req)
 		lvl = d->o.tls_level;
 	j->level = (enum tls_level)lvl;
 	j->port = d->o.port > 0 ? d->o.port : j->rule.port;
-	msg_wire_prepare(req->data, req->len, true, &j->wire);
+	msg_wire_prepare(req->data, req->len, false, &j->wire);
 	j->smtputf8 = nonascii(req->from);
 	for (int i = 0; i < req->nrcpt; i++)
 		j->smtputf8 |= nonascii(req->rcpts[i]);

@@ -131,7 +131,8 @@ struct dns {
 	struct entry *lru_head, *lru_tail;  /* most recent first */
 	struct entry *fifo_head, *fifo_tail;
 	unsigned ncached, nqueued, ninflight;
-	struct req *reqs;
+	struct req *reqs;                   /* every live req */
+	unsigned nreqs;
 	struct req *ready_head, *ready_tail;
 	struct sock *socks;
 	unsigned nsocks, capsocks;
@@ -157,13 +158,7 @@ const char *dns_status_name(enum dns_status s)
 
 static const char *type_name(int type)
 {
-	switch (type) {
-	case QT_A: return "A";
-	case QT_AAAA: return "AAAA";
-	case QT_MX: return "MX";
-	case QT_TXT: return "TXT";
-	default: return "?";
-	}
+	return type == QT_A ? "A" : type == QT_AAAA ? "AAAA" : type == QT_MX ? "MX" : "TXT";
 }
 
 /* The one place c-ares statuses become ours (STYLE §4).  A server that
@@ -412,18 +407,18 @@ static void pump_schedule(struct dns *d)
 	loop_defer(d->loop, &d->pump->task);
 }
 
-static struct req *req_new(struct dns *d, enum req_kind kind, const char *name, void *arg)
+static struct req *req_new(struct dns *d, enum req_kind kind, void *arg)
 {
 	struct req *r = xcalloc(1, sizeof(*r));
 	r->d = d;
 	r->kind = kind;
 	r->refs = 1; /* the caller's hold, dropped at the end of dns_resolve_* */
 	r->arg = arg;
-	strlcpy_x(r->name, name, sizeof(r->name));
 	r->next = d->reqs;
 	if (d->reqs)
 		d->reqs->prev = r;
 	d->reqs = r;
+	d->nreqs++;
 	return r;
 }
 
@@ -432,6 +427,7 @@ static void req_free(struct req *r)
 	struct dns *d = r->d;
 	if (r->prev) r->prev->next = r->next; else if (d->reqs == r) d->reqs = r->next;
 	if (r->next) r->next->prev = r->prev;
+	d->nreqs--;
 	if (r->kind == REQ_TXT)
 		for (int i = 0; i < r->u.txt.n; i++)
 			free(r->u.txt.rr[i]);
@@ -720,7 +716,7 @@ static int parse_mx(struct entry *e, const unsigned char *abuf, int alen)
 		e->n++;
 	}
 	ares_free_data(mx);
-	qsort(e->u.mx, (size_t)e->n, sizeof(*e->u.mx), cmp_mx); /* glibc qsort: merge sort, stable */
+	qsort(e->u.mx, (size_t)e->n, sizeof(*e->u.mx), cmp_mx); /* equal prefs: shuffled later */
 	return e->n > 0 ? ARES_SUCCESS : ARES_ENODATA;
 }
 
@@ -1111,44 +1107,44 @@ static bool name_norm(const char *in, char *out, size_t outlen)
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)in[i];
-		if (c <= 0x20 || c >= 0x7f || c == '\\')
+		if (c <= 0x20 || c >= 0x7f || c == '\\') {
+			out[0] = '\0';
 			return false;
+		}
 		out[i] = (char)tolower(c);
 	}
 	out[n] = '\0';
 	return true;
 }
 
-void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_fn *cb, void *arg)
+/* A name that cannot be asked fails at once, permanently, like NXDOMAIN. */
+static void resolve(struct req *r, const char *in, int type)
 {
-	char name[256];
-	bool ok = name_norm(domain, name, sizeof(name));
-	struct req *r = req_new(d, REQ_MX, ok ? name : "", arg);
-	r->mx_cb = cb;
-	if (!ok) {
+	if (name_norm(in, r->name, sizeof(r->name))) {
+		lookup(r->d, type, r->name, r, -1);
+		start_queued(r->d);
+	} else if (r->kind == REQ_MX) {
 		r->u.mx.res.status = DNS_NXDOMAIN;
-		snprintf(r->u.mx.res.why, sizeof(r->u.mx.res.why), "invalid domain name");
+		strlcpy_x(r->u.mx.res.why, "invalid domain name", sizeof(r->u.mx.res.why));
 	} else {
-		lookup(d, QT_MX, name, r, -1);
-		start_queued(d);
+		r->u.txt.status = DNS_NXDOMAIN;
+		strlcpy_x(r->u.txt.why, "invalid name", sizeof(r->u.txt.why));
 	}
 	req_unref(r);
 }
 
-void dns_resolve_txt(struct dns *d, const char *name_in, dns_txt_fn *cb, void *arg)
+void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_fn *cb, void *arg)
 {
-	char name[256];
-	bool ok = name_norm(name_in, name, sizeof(name));
-	struct req *r = req_new(d, REQ_TXT, ok ? name : "", arg);
+	struct req *r = req_new(d, REQ_MX, arg);
+	r->mx_cb = cb;
+	resolve(r, domain, QT_MX);
+}
+
+void dns_resolve_txt(struct dns *d, const char *name, dns_txt_fn *cb, void *arg)
+{
+	struct req *r = req_new(d, REQ_TXT, arg);
 	r->txt_cb = cb;
-	if (!ok) {
-		r->u.txt.status = DNS_NXDOMAIN;
-		snprintf(r->u.txt.why, sizeof(r->u.txt.why), "invalid name");
-	} else {
-		lookup(d, QT_TXT, name, r, -1);
-		start_queued(d);
-	}
-	req_unref(r);
+	resolve(r, name, QT_TXT);
 }
 
 void dns_get_stats(const struct dns *d, struct dns_stats *st)
@@ -1157,7 +1153,5 @@ void dns_get_stats(const struct dns *d, struct dns_stats *st)
 	st->inflight = d->ninflight;
 	st->queued = d->nqueued;
 	st->cached = d->ncached;
-	st->pending = 0;
-	for (const struct req *r = d->reqs; r; r = r->next)
-		st->pending++;
+	st->pending = d->nreqs;
 }

@@ -74,7 +74,7 @@ static const struct {
 	[S_DEAD] = { "CLOSED", "closed", 0 },
 };
 
-enum exp_kind { E_RSET, E_MAIL, E_RCPT, E_DATA };
+enum exp_kind { E_RSET, E_MAIL, E_RCPT, E_DATA, E_BDAT };
 static const struct {
 	const char *verb;
 	size_t timeout;
@@ -83,6 +83,7 @@ static const struct {
 	[E_MAIL] = { "MAIL FROM", offsetof(struct smtp_timeouts, mail) },
 	[E_RCPT] = { "RCPT TO", offsetof(struct smtp_timeouts, rcpt) },
 	[E_DATA] = { "DATA", offsetof(struct smtp_timeouts, data) },
+	[E_BDAT] = { "BDAT", offsetof(struct smtp_timeouts, dot) },
 };
 
 struct expect {
@@ -115,6 +116,9 @@ struct smtp_session {
 	bool mail_failed;
 	unsigned ntxn;
 	size_t body_off;
+	bool bdat;       /* CHUNKING: the body goes out as one BDAT LAST chunk */
+	bool body_on;    /* body streaming in progress */
+	bool at_bol;     /* dot-stuffing state: next byte starts a line */
 	const char *wait_verb;
 };
 
@@ -240,6 +244,8 @@ static bool ascii(const char *p)
 	return true;
 }
 
+static void body_pump(struct smtp_session *s);
+
 static void issue_one(struct smtp_session *s)
 {
 	struct expect *e = &s->exp[s->issued++];
@@ -267,6 +273,13 @@ static void issue_one(struct smtp_session *s)
 	case E_DATA:
 		cmd(s, "DATA");
 		break;
+	case E_BDAT:
+		/* RFC 3030: the whole message as one chunk, streamed right behind
+		 * the command; its reply is the message's outcome. */
+		cmd(s, "BDAT %zu LAST", t->wire->len);
+		s->body_on = true;
+		body_pump(s);
+		break;
 	}
 }
 
@@ -275,7 +288,8 @@ static void issue(struct smtp_session *s)
 	bool pipe = (s->ehlo.ext & SMTP_EXT_PIPELINING) != 0;
 	while (s->issued < s->nexp && (pipe || s->issued == s->head)) {
 		/* Without pipelining, stop once the outcome makes the rest moot. */
-		if (!pipe && (s->mail_failed || (s->exp[s->issued].kind == E_DATA && s->accepted == 0)))
+		enum exp_kind k = s->exp[s->issued].kind;
+		if (!pipe && (s->mail_failed || ((k == E_DATA || k == E_BDAT) && s->accepted == 0)))
 			break;
 		issue_one(s);
 	}
@@ -301,20 +315,52 @@ static void settle_accepted(struct smtp_session *s, const struct smtp_reply *r)
 			result_from_reply(&t->res[i], r, true);
 }
 
+/* Stream the body, keeping at most BODY_HIGH bytes unsent; on_drain resumes.
+ * The wire form is CRLF-normalised but not dot-stuffed, so one prepared copy
+ * serves BDAT as is and DATA with dots doubled here (RFC 5321 4.5.2): every
+ * LF in the normalised form ends a line. */
 static void body_pump(struct smtp_session *s)
 {
 	const struct msg_wire *w = s->txn->wire;
+	const char *d = w->data;
 	while (s->body_off < w->len && conn_out_pending(s->conn) < BODY_HIGH) {
-		size_t n = w->len - s->body_off;
-		if (n > BODY_CHUNK)
-			n = BODY_CHUNK;
-		conn_write(s->conn, w->data + s->body_off, n);
-		s->body_off += n;
+		size_t off = s->body_off, end = off + BODY_CHUNK;
+		if (end > w->len)
+			end = w->len;
+		if (s->bdat) {
+			conn_write(s->conn, d + off, end - off);
+			s->body_off = end;
+			continue;
+		}
+		size_t start = off;
+		while (off < end) {
+			if (s->at_bol) {
+				s->at_bol = false;
+				if (d[off] == '.') {
+					conn_write(s->conn, d + start, off - start);
+					conn_write(s->conn, ".", 1);
+					start = off;
+				}
+			}
+			const char *nl = memchr(d + off, '\n', end - off);
+			if (nl == NULL) {
+				off = end;
+				break;
+			}
+			off = (size_t)(nl - d) + 1;
+			s->at_bol = true;
+		}
+		conn_write(s->conn, d + start, off - start);
+		s->body_off = off;
 	}
 	if (s->body_off < w->len) {
-		arm(s, states[S_BODY].timeout); /* progress: a fresh block deadline */
+		if (!s->bdat)
+			arm(s, states[S_BODY].timeout); /* progress: a fresh block deadline */
 		return;
 	}
+	s->body_on = false;
+	if (s->bdat)
+		return; /* the BDAT reply is in the expectation FIFO */
 	conn_write(s->conn, ".\r\n", 3);
 	enter(s, S_DOT);
 }
@@ -328,6 +374,9 @@ void smtp_session_send(struct smtp_session *s, struct smtp_txn *t)
 	s->accepted = 0;
 	s->mail_failed = false;
 	s->body_off = 0;
+	s->body_on = false;
+	s->at_bol = true;
+	s->bdat = (s->ehlo.ext & SMTP_EXT_CHUNKING) != 0;
 	for (int i = 0; i < t->nrcpt; i++)
 		memset(&t->res[i], 0, sizeof(t->res[i]));
 	/* What the server lacks and the message needs is a permanent failure:
@@ -364,7 +413,7 @@ void smtp_session_send(struct smtp_session *s, struct smtp_txn *t)
 	s->exp[k++] = (struct expect){ E_MAIL, -1 };
 	for (int i = 0; i < t->nrcpt; i++)
 		s->exp[k++] = (struct expect){ E_RCPT, i };
-	s->exp[k++] = (struct expect){ E_DATA, -1 };
+	s->exp[k++] = (struct expect){ s->bdat ? E_BDAT : E_DATA, -1 };
 	s->head = s->issued = 0;
 	enter(s, S_TXN);
 	arm(s, exp_info[s->exp[0].kind].timeout);
@@ -414,6 +463,17 @@ static void on_txn_reply(struct smtp_session *s, const struct smtp_reply *r)
 			return;
 		}
 		if (!s->mail_failed)
+			settle_accepted(s, r);
+		break;
+	case E_BDAT:
+		if (s->body_on) {
+			/* A reply before the chunk was fully sent: the server gave up
+			 * on it; the connection's framing is now uncertain. */
+			fail(s, SMTP_FAIL_LOST, SMTP_TEMP, r->code, r->esc[0] ? r->esc : "4.0.0",
+			     "BDAT answered before the chunk was sent: %d %s", r->code, r->text);
+			return;
+		}
+		if (!s->mail_failed && s->accepted > 0)
 			settle_accepted(s, r);
 		break;
 	}
@@ -645,7 +705,7 @@ static void c_error(void *arg, int err)
 static void c_drain(void *arg)
 {
 	struct smtp_session *s = arg;
-	if (s->st == S_BODY)
+	if (s->st == S_BODY || (s->st == S_TXN && s->body_on))
 		body_pump(s);
 }
 

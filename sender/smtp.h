@@ -41,7 +41,8 @@ struct smtp_txn {
 	const char *from;           /* "" for <> */
 	const char *const *rcpts;
 	int nrcpt;
-	const struct msg_wire *wire; /* dot-stuffed CRLF body (borrowed) */
+	const struct msg_wire *wire; /* CRLF body, NOT dot-stuffed (borrowed); the
+	                             * session stuffs for DATA, sends as is for BDAT */
 	bool smtputf8_needed;       /* envelope has non-ASCII: SMTPUTF8 required */
 	struct smtp_result *res;    /* nrcpt entries, filled by the session */
 };
