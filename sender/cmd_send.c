@@ -328,6 +328,7 @@ int cmd_send(int argc, char **argv)
 		deferred += ctx.res[i].status == DELIVER_DEFERRED || ctx.res[i].status == DELIVER_HELD;
 	}
 	fflush(stdout);
+	deliver_flush_pool(d);
 	drain_quits(l, d, cfg.timeouts.quit);
 	deliver_free(d);
 	loop_free(l);

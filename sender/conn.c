@@ -38,20 +38,21 @@ struct conn {
 	void *arg;
 	int fd;
 	struct loop_op connect_op, recv_op, send_op, close_op;
-	struct loop_task free_task, hs_task;
+	struct loop_task free_task, hs_task, flush_task;
 	unsigned inflight;
 	bool closing, connected, recv_armed, sending;
 	struct tls *tls;
 	bool handshaking;
 	struct sockaddr_storage sa;
 	socklen_t salen;
+	struct buf plain; /* corked plaintext, encrypted once per iteration (TLS) */
 	struct buf pend, fly;
 	size_t fly_off;
 	char *rbuf;
 	char peer[64];
 };
 
-static void buf_append(struct buf *b, const void *p, size_t n)
+static void buf_reserve(struct buf *b, size_t n)
 {
 	if (b->len + n > b->cap) {
 		size_t cap = b->cap ? b->cap : 4096;
@@ -60,6 +61,11 @@ static void buf_append(struct buf *b, const void *p, size_t n)
 		b->p = xrealloc(b->p, cap);
 		b->cap = cap;
 	}
+}
+
+static void buf_append(struct buf *b, const void *p, size_t n)
+{
+	buf_reserve(b, n);
 	memcpy(b->p + b->len, p, n);
 	b->len += n;
 }
@@ -70,6 +76,7 @@ static void free_task_fn(struct loop_task *t)
 	if (c->inflight > 0) /* a close op is still out: its completion reschedules */
 		return;
 	tls_free(c->tls);
+	free(c->plain.p);
 	free(c->pend.p);
 	free(c->fly.p);
 	free(c->rbuf);
@@ -129,13 +136,45 @@ static void tls_flush(struct conn *c)
 {
 	size_t n;
 	while ((n = tls_net_pending(c->tls)) > 0) {
-		char tmp[16384];
-		size_t got = tls_net_out(c->tls, tmp, n < sizeof(tmp) ? n : sizeof(tmp));
+		buf_reserve(&c->pend, n);
+		size_t got = tls_net_out(c->tls, c->pend.p + c->pend.len, n);
 		if (got == 0)
 			break;
-		buf_append(&c->pend, tmp, got);
+		c->pend.len += got;
 	}
 	start_send(c);
+}
+
+/* Writes are corked: everything written during one loop iteration goes out as
+ * one TLS write (fewer records, fewer encrypt calls) and one send. */
+static void flush_task_fn(struct loop_task *t)
+{
+	struct conn *c = container_of(t, struct conn, flush_task);
+	if (c->closing)
+		return;
+	if (c->tls == NULL || c->plain.len == 0) {
+		start_send(c);
+		return;
+	}
+	size_t off = 0;
+	while (off < c->plain.len) {
+		size_t done = 0;
+		enum tls_rc rc = tls_write(c->tls, c->plain.p + off, c->plain.len - off, &done);
+		if (rc != TLS_OK) {
+			/* Memory BIOs never block writes; this is a real TLS failure. */
+			log_debug("evt=tls_write_failed peer=%s err=\"%s\"", c->peer, tls_error(c->tls));
+			c->plain.len = 0;
+			fail(c, -EPROTO);
+			return;
+		}
+		off += done;
+	}
+	c->plain.len = 0;
+	if (c->plain.cap > KEEP_BUF_MAX) {
+		free(c->plain.p);
+		c->plain = (struct buf){ 0 };
+	}
+	tls_flush(c);
 }
 
 static void send_cqe(struct loop_op *op, int res, unsigned flags)
@@ -286,6 +325,7 @@ struct conn *conn_new(struct loop *l, const struct conn_cb *cb, void *arg)
 	c->close_op.fn = close_cqe;
 	loop_task_init(&c->free_task, free_task_fn);
 	loop_task_init(&c->hs_task, hs_task_fn);
+	loop_task_init(&c->flush_task, flush_task_fn);
 	strlcpy_x(c->peer, "-", sizeof(c->peer));
 	return c;
 }
@@ -320,31 +360,13 @@ void conn_write(struct conn *c, const void *buf, size_t n)
 {
 	if (c->closing || n == 0)
 		return;
-	if (c->tls == NULL) {
-		buf_append(&c->pend, buf, n);
-		start_send(c);
-		return;
-	}
-	const char *p = buf;
-	while (n > 0) {
-		size_t done = 0;
-		enum tls_rc rc = tls_write(c->tls, p, n, &done);
-		if (rc != TLS_OK) {
-			/* Memory BIOs never block writes; this is a real TLS failure.
-			 * Report it from the next completion, not from inside our caller. */
-			log_debug("evt=tls_write_failed peer=%s err=\"%s\"", c->peer, tls_error(c->tls));
-			shutdown(c->fd, SHUT_RDWR);
-			break;
-		}
-		p += done;
-		n -= done;
-	}
-	tls_flush(c);
+	buf_append(c->tls ? &c->plain : &c->pend, buf, n);
+	loop_defer(c->l, &c->flush_task);
 }
 
 size_t conn_out_pending(const struct conn *c)
 {
-	return c->pend.len + (c->fly.len - c->fly_off);
+	return c->plain.len + c->pend.len + (c->fly.len - c->fly_off);
 }
 
 void conn_starttls(struct conn *c, struct tls *t)

@@ -35,6 +35,20 @@
 #include "tlscache/tlscache.h"
 
 #define MAX_ADDR_TRIES 10
+#define POOL_BUCKETS 1024
+
+/* An idle SMTP session parked for reuse, keyed by (MX host, IP, port, TLS
+ * level): a connection made under one TLS level only serves that level, so a
+ * session made under a weaker verification context never serves a stricter
+ * one. Parked sessions report to pool_event; a server that closes or sends
+ * 421 while we idle just removes its entry. */
+struct idle {
+	struct idle *next, **pprev;
+	struct deliver *d;
+	struct smtp_session *s;
+	struct loop_timer t;
+	char key[352];
+};
 
 struct deliver {
 	struct loop *l;
@@ -46,6 +60,9 @@ struct deliver {
 	unsigned sessions;
 	uint64_t next_id;
 	char helo[256];
+	struct idle *pool[POOL_BUCKETS];
+	unsigned pooled;
+	struct deliver_stats st;
 };
 
 struct job {
@@ -62,6 +79,8 @@ struct job {
 	int host_i, addr_i, tries;
 	bool plain_retry;     /* retrying this address without TLS */
 	struct smtp_session *sess;
+	char key[352];         /* pool key of the current session */
+	bool reused;           /* current session came from the pool */
 	struct smtp_txn txn;
 	struct smtp_result *res;  /* per transaction slot */
 	const char **trcpt;   /* recipients of the current transaction */
@@ -85,6 +104,11 @@ unsigned deliver_active(const struct deliver *d)
 	return d->active;
 }
 
+void deliver_get_stats(const struct deliver *d, struct deliver_stats *st)
+{
+	*st = d->st;
+}
+
 unsigned deliver_sessions(const struct deliver *d)
 {
 	return d->sessions;
@@ -96,6 +120,8 @@ struct deliver *deliver_new(struct loop *l, const struct config *c, const struct
 	struct deliver *d = xcalloc(1, sizeof(*d));
 	d->l = l;
 	d->cfg = c;
+	/* session ids for logs: unique per process and engine */
+	d->next_id = ((uint64_t)getpid() << 40) ^ ((uint64_t)(uintptr_t)d & 0xffffff0000ull);
 	if (o)
 		d->o = *o;
 	else
@@ -110,7 +136,7 @@ struct deliver *deliver_new(struct loop *l, const struct config *c, const struct
 		goto fail;
 	struct tlscache_opts topt = { .ca_file = d->o.ca_file ? d->o.ca_file : c->ca_file,
 				      .min_version = c->min_version,
-				      .max_sessions = 10000 };
+				      .max_sessions = d->o.no_resumption ? 0 : 10000 };
 	d->tc = tlscache_new(&topt, err, errlen);
 	if (d->tc == NULL)
 		goto fail;
@@ -124,9 +150,102 @@ void deliver_free(struct deliver *d)
 {
 	if (d == NULL)
 		return;
+	deliver_flush_pool(d);
 	dns_free(d->dns);
 	tlscache_free(d->tc);
 	free(d);
+}
+
+static unsigned key_hash(const char *k)
+{
+	unsigned h = 2166136261u;
+	for (; *k; k++)
+		h = (h ^ (unsigned char)*k) * 16777619u;
+	return h % POOL_BUCKETS;
+}
+
+static void pool_unlink(struct idle *e)
+{
+	*e->pprev = e->next;
+	if (e->next)
+		e->next->pprev = e->pprev;
+	e->d->pooled--;
+	loop_timer_stop(e->d->l, &e->t);
+}
+
+static void pool_idle_timeout(struct loop_timer *t)
+{
+	struct idle *e = container_of(t, struct idle, t);
+	pool_unlink(e);
+	smtp_session_quit(e->s);
+	free(e);
+}
+
+static void pool_event(void *arg, struct smtp_session *s, enum smtp_event ev,
+		       const struct smtp_status *st)
+{
+	struct idle *e = arg;
+	(void)st;
+	if (ev != SMTP_EV_FAIL) /* a parked session has no transaction */
+		log_panic("evt=pool_unexpected_event ev=%d", (int)ev);
+	pool_unlink(e);
+	smtp_session_free(s);
+	free(e);
+}
+
+static void pool_put(struct deliver *d, const char *key, struct smtp_session *s)
+{
+	struct idle *e = xcalloc(1, sizeof(*e));
+	e->d = d;
+	e->s = s;
+	strlcpy_x(e->key, key, sizeof(e->key));
+	struct idle **b = &d->pool[key_hash(key)];
+	e->next = *b;
+	if (*b)
+		(*b)->pprev = &e->next;
+	e->pprev = b;
+	*b = e;
+	d->pooled++;
+	loop_timer_init(&e->t, pool_idle_timeout);
+	loop_timer_arm(d->l, &e->t, d->cfg->idle_timeout_ms);
+	smtp_session_set_owner(s, pool_event, e);
+}
+
+static struct smtp_session *pool_take(struct deliver *d, const char *key)
+{
+	for (struct idle *e = d->pool[key_hash(key)]; e; e = e->next) {
+		if (strcmp(e->key, key) != 0)
+			continue;
+		struct smtp_session *s = e->s;
+		pool_unlink(e);
+		free(e);
+		return s;
+	}
+	return NULL;
+}
+
+/* After a transaction: park the session for the next message, or QUIT when it
+ * has served its time (reuse_time) or its count (reuse_max). */
+static void session_done(struct job *j, struct smtp_session *s)
+{
+	const struct config *c = j->d->cfg;
+	bool young = loop_now(j->d->l) - smtp_session_born(s) < c->reuse_time_ms;
+	bool fresh = c->reuse_max == 0 || smtp_session_txns(s) < (unsigned)c->reuse_max;
+	if (young && fresh && c->idle_timeout_ms > 0)
+		pool_put(j->d, j->key, s);
+	else
+		smtp_session_quit(s);
+}
+
+void deliver_flush_pool(struct deliver *d)
+{
+	for (unsigned i = 0; i < POOL_BUCKETS; i++)
+		while (d->pool[i]) {
+			struct idle *e = d->pool[i];
+			pool_unlink(e);
+			smtp_session_quit(e->s);
+			free(e);
+		}
 }
 
 static void job_free(struct job *j)
@@ -154,6 +273,7 @@ static void fill_common(struct job *j, struct deliver_result *r)
 		strlcpy_x(r->cipher, j->last.verdict.cipher, sizeof(r->cipher));
 		r->verified = j->last.verdict.verified;
 		r->resumed = j->last.verdict.resumed;
+		r->reused = j->reused;
 	} else {
 		strlcpy_x(r->tls, "none", sizeof(r->tls));
 	}
@@ -198,6 +318,7 @@ static void finish(struct job *j, enum deliver_status st, int code, const char *
 }
 
 static void try_next(struct job *j);
+static void send_txn(struct job *j, struct smtp_session *s);
 static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		       const struct smtp_status *st);
 
@@ -221,11 +342,24 @@ static void start_session(struct job *j)
 		inet_ntop(AF_INET6, &s6->sin6_addr, j->cur_ip, sizeof(j->cur_ip));
 	}
 	p.level = j->plain_retry ? TLS_LEVEL_NONE : j->level;
+	snprintf(j->key, sizeof(j->key), "%s|%s|%d|%d", h->name, j->cur_ip, j->port, (int)p.level);
+	j->have_last = true;
+	struct smtp_session *pooled = pool_take(j->d, j->key);
+	if (pooled != NULL) {
+		j->reused = true;
+		j->sess = pooled;
+		j->last = *smtp_session_status(pooled);
+		j->d->st.reused++;
+		smtp_session_set_owner(pooled, sess_event, j);
+		send_txn(j, pooled);
+		return;
+	}
+	j->reused = false;
+	j->d->st.opened++;
 	p.tc = j->d->tc;
 	p.to = &j->d->cfg->timeouts;
 	p.id = j->id;
 	p.live = &j->d->sessions;
-	j->have_last = true;
 	memset(&j->last, 0, sizeof(j->last));
 	j->tries++;
 	j->sess = smtp_session_new(j->d->l, &p, sess_event, j);
@@ -296,7 +430,7 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		return;
 	case SMTP_EV_TXN_DONE:
 		j->sess = NULL;
-		smtp_session_quit(s);
+		session_done(j, s);
 		for (int k = 0; k < j->txn.nrcpt; k++) {
 			const struct smtp_result *r = &j->res[k];
 			report(j, j->tidx[k], status_of(r->cls), r->code, r->esc, r->text);
@@ -392,7 +526,7 @@ int deliver_submit(struct deliver *d, struct deliver_req *req)
 	struct job *j = xcalloc(1, sizeof(*j));
 	j->d = d;
 	j->req = req;
-	j->id = ((uint64_t)getpid() << 40) ^ ++d->next_id;
+	j->id = ++d->next_id;
 	j->start = loop_now(d->l);
 	config_rule_for(d->cfg, req->domain, NULL, &j->rule);
 	int lvl = j->rule.tls;

@@ -60,6 +60,12 @@ struct deliver_opts {
 	const char *dns;        /* overrides config dns when not NULL */
 	int port;               /* > 0: overrides every rule's port */
 	int tls_level;          /* >= 0: overrides the effective tls level (send --tls) */
+	bool no_resumption;     /* benchmarks: never resume TLS sessions */
+};
+
+struct deliver_stats {
+	unsigned long opened;  /* new SMTP connections */
+	unsigned long reused;  /* transactions on a pooled connection */
 };
 
 /* Create an engine on loop with config c (borrowed for the engine's life).
@@ -75,5 +81,8 @@ int deliver_submit(struct deliver *d, struct deliver_req *req);
 unsigned deliver_active(const struct deliver *d);
 /* SMTP sessions still alive (including ones finishing QUIT after their request). */
 unsigned deliver_sessions(const struct deliver *d);
+/* QUIT every idle pooled connection (shutdown; `send` before exit). */
+void deliver_flush_pool(struct deliver *d);
+void deliver_get_stats(const struct deliver *d, struct deliver_stats *st);
 
 #endif

@@ -21,12 +21,14 @@
 #include "sender/dns.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/time.h>
 
 #include <ares.h>
@@ -902,10 +904,17 @@ static struct sock *sock_find(struct dns *d, int fd)
 	return NULL;
 }
 
+static int bytes_waiting(int fd)
+{
+	int n = 0;
+	return ioctl(fd, FIONREAD, &n) == 0 ? n : 0;
+}
+
 static void on_watch(void *arg, int fd, unsigned revents)
 {
 	struct dns *d = arg;
 	struct sock *s = sock_find(d, fd);
+	log_trace("evt=dns_ready fd=%d revents=%u", fd, revents);
 	if (s == NULL)
 		return;
 	ares_socket_t rfd = (revents & LOOP_READ) && (s->ev & LOOP_READ) ? fd : ARES_SOCKET_BAD;
@@ -913,6 +922,15 @@ static void on_watch(void *arg, int fd, unsigned revents)
 	if (rfd == ARES_SOCKET_BAD && wfd == ARES_SOCKET_BAD)
 		return;
 	ares_process_fd(d->chan, rfd, wfd); /* s may be gone after this */
+	/* Multishot poll reports wake-ups, not levels, and c-ares 1.18 reads a
+	 * TCP answer one step per call (length, then body): if both arrived in
+	 * one segment no second event comes.  Go on while c-ares keeps eating. */
+	int left = rfd == ARES_SOCKET_BAD ? 0 : bytes_waiting(fd), prev = INT_MAX;
+	while (left > 0 && left < prev && sock_find(d, fd) != NULL) {
+		ares_process_fd(d->chan, fd, ARES_SOCKET_BAD);
+		prev = left;
+		left = bytes_waiting(fd);
+	}
 	start_queued(d);
 }
 
@@ -930,6 +948,7 @@ static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writab
 	struct dns *d = data;
 	struct sock *s = sock_find(d, fd);
 	unsigned ev = (readable ? LOOP_READ : 0) | (writable ? LOOP_WRITE : 0);
+	log_trace("evt=dns_sock fd=%d read=%d write=%d", fd, readable, writable);
 	if (ev == 0) {
 		if (s == NULL)
 			return;

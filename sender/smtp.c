@@ -115,6 +115,7 @@ struct smtp_session {
 	int accepted;
 	bool mail_failed;
 	unsigned ntxn;
+	uint64_t born;
 	size_t body_off;
 	bool bdat;       /* CHUNKING: the body goes out as one BDAT LAST chunk */
 	bool body_on;    /* body streaming in progress */
@@ -773,6 +774,7 @@ struct smtp_session *smtp_session_new(struct loop *l, const struct smtp_params *
 	loop_timer_init(&s->timer, timer_fn);
 	loop_task_init(&s->task, task_fn);
 	s->st = S_CONNECTING;
+	s->born = loop_now(l);
 	if (s->p.live)
 		(*s->p.live)++;
 	return s;
@@ -802,6 +804,27 @@ void smtp_session_quit(struct smtp_session *s)
 		return;
 	}
 	smtp_session_free(s);
+}
+
+void smtp_session_set_owner(struct smtp_session *s, smtp_event_fn *cb, void *arg)
+{
+	s->cb = cb;
+	s->arg = arg;
+}
+
+const struct smtp_status *smtp_session_status(const struct smtp_session *s)
+{
+	return &s->status;
+}
+
+unsigned smtp_session_txns(const struct smtp_session *s)
+{
+	return s->ntxn;
+}
+
+uint64_t smtp_session_born(const struct smtp_session *s)
+{
+	return s->born;
 }
 
 void smtp_session_free(struct smtp_session *s)

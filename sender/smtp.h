@@ -88,6 +88,15 @@ int smtp_session_start(struct smtp_session *s);
 /* Start a transaction (session must be READY). txn is borrowed until TXN_DONE/FAIL. */
 void smtp_session_send(struct smtp_session *s, struct smtp_txn *txn);
 void smtp_session_quit(struct smtp_session *s);
+/* Hand a READY session to a new owner (connection reuse): later events go to
+ * cb(arg). */
+void smtp_session_set_owner(struct smtp_session *s, smtp_event_fn *cb, void *arg);
+/* What the session knows now (TLS verdict, extensions). Borrowed. */
+const struct smtp_status *smtp_session_status(const struct smtp_session *s);
+/* Transactions completed on this session. */
+unsigned smtp_session_txns(const struct smtp_session *s);
+/* loop_now() when the session was created. */
+uint64_t smtp_session_born(const struct smtp_session *s);
 void smtp_session_free(struct smtp_session *s);
 /* State name for logs. */
 const char *smtp_session_state(const struct smtp_session *s);

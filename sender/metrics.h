@@ -1,0 +1,140 @@
+/* metrics.h: Prometheus metrics: per-thread counter shards, a registry that
+ * sums them, and a small HTTP endpoint served through the loop.
+ *
+ * Model. The registry (struct metrics) holds nshards shards. Each shard has
+ * exactly ONE writer thread: a worker updates its own shard on its delivery
+ * path without locks or read-modify-write instructions (relaxed atomic load +
+ * store of a value only it writes). Give the feeder (queue side) a shard of
+ * its own too: it reports `expired` and `rejected` outcomes and the queue and
+ * retry depths. A scrape (metrics_render) sums the shards with atomic loads,
+ * from any thread, at any time: every counter it prints is monotonic from one
+ * scrape to the next, and within one scrape the histogram's +Inf bucket equals
+ * its _count. Gauges are per-shard too: the printed value is the sum of each
+ * writer's share (a worker sets its own in-flight count; the feeder sets the
+ * queue depth; others leave theirs at 0).
+ *
+ * Threads, in one table:
+ *   metrics_new / metrics_free       one thread, before the writers start /
+ *                                    after they stopped and the loop ended
+ *   metrics_shard                    any thread, any time (no side effects)
+ *   metrics_delivery ... _set_*      only the thread that owns that shard
+ *   metrics_render                   any thread, any time
+ *   metrics_serve / metrics_port     the thread of the loop passed to serve
+ *                                    (or before that loop runs)
+ * Every shard function accepts a NULL shard and then does nothing, so code
+ * that runs without metrics (mxsend send) needs no checks.
+ *
+ * Exposition: text format 0.0.4 (Content-Type: text/plain; version=0.0.4).
+ * Every series of a metric is printed even when zero (known label sets), so
+ * rate() works from the first sample. */
+#ifndef SENDER_METRICS_H
+#define SENDER_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct loop;
+struct metrics;
+struct metrics_shard;
+
+/* Outcome of one recipient (the `status` of a result entry). */
+enum metrics_status {
+	METRICS_DELIVERED,
+	METRICS_BOUNCED,
+	METRICS_DEFERRED,
+	METRICS_EXPIRED,
+	METRICS_REJECTED,
+	METRICS_HELD,
+	METRICS_STATUS_N
+};
+/* "delivered", "bounced", "deferred", "expired", "rejected", "held"; "?" if out of range. */
+const char *metrics_status_name(enum metrics_status s);
+/* The reverse; -1 if name is not one of those. */
+int metrics_status_parse(const char *name);
+
+enum metrics_tls_version { METRICS_TLS_NONE, METRICS_TLS_12, METRICS_TLS_13, METRICS_TLS_N };
+/* "none", "TLSv1.2", "TLSv1.3". */
+const char *metrics_tls_version_name(enum metrics_tls_version v);
+/* From a tls_verdict/deliver_result version string: "TLSv1.2" and "TLSv1.3" map
+ * to themselves, anything else (NULL, "", "none") to METRICS_TLS_NONE. */
+enum metrics_tls_version metrics_tls_version_parse(const char *name);
+
+enum metrics_conn_event { METRICS_CONN_OPENED, METRICS_CONN_REUSED, METRICS_CONN_CLOSED };
+
+/* DNS lookup classes. Map dns.h: DNS_OK, DNS_NULLMX, DNS_NODATA -> OK (the
+ * server answered); DNS_TEMP -> TEMP; DNS_NXDOMAIN -> NXDOMAIN. */
+enum metrics_dns_result { METRICS_DNS_OK, METRICS_DNS_TEMP, METRICS_DNS_NXDOMAIN, METRICS_DNS_N };
+
+/* Histogram upper bounds of mxsend_delivery_duration_seconds, in ms:
+ * 5ms 10 25 50 100 250 500 1s 2.5 5 10 30 60s, then +Inf. */
+#define METRICS_BUCKETS 13
+
+/* Caps of the HTTP endpoint. */
+#define METRICS_MAX_CONNS 16        /* concurrent scrape connections; more wait in the backlog */
+#define METRICS_REQ_MAX 8192        /* request line + headers; more gets 431 */
+#define METRICS_TIMEOUT_MS 5000     /* per connection, from accept to close */
+#define METRICS_RENDER_MAX 16384    /* the body always fits (fixed set of series) */
+
+/* ---- registry ---- */
+
+/* A registry with nshards (>= 1) zeroed shards. Never NULL (aborts on OOM). */
+struct metrics *metrics_new(int nshards);
+/* Close the endpoint's sockets and free everything. NULL is a no-op. Call
+ * after the serving loop has returned from loop_run for the last time (ring
+ * ops still in flight are abandoned, as with loop_free) and after every
+ * writer thread has stopped: shard pointers die here. */
+void metrics_free(struct metrics *m);
+/* Shard i (0 <= i < nshards; anything else panics). Owned by m. */
+struct metrics_shard *metrics_shard(struct metrics *m, int i);
+
+/* ---- updates: only the shard's writer thread; never block, never allocate ---- */
+
+/* One recipient outcome. elapsed_ms (the attempt's duration) is observed in the
+ * latency histogram unless it is negative (no attempt was made: pass -1 for a
+ * rejected job or one that expired before any attempt) or status is REJECTED. */
+void metrics_delivery(struct metrics_shard *s, enum metrics_status st, int64_t elapsed_ms);
+/* One new SMTP connection's TLS outcome, once it is known (after the STARTTLS
+ * handshake, or on deciding to go plaintext: v = NONE). Counts
+ * tls_sessions{version,verified}; for TLS also tls_handshakes and, if resumed,
+ * tls_resumed. A connection reused from the pool made no new handshake: do not
+ * call this again for it. verified is ignored (printed "no") for NONE. */
+void metrics_tls(struct metrics_shard *s, enum metrics_tls_version v, bool verified, bool resumed);
+/* OPENED: a new connection (+1 open). REUSED: a pooled connection taken for
+ * another transaction. CLOSED: a connection counted as OPENED on this same
+ * shard has gone (-1 open). */
+void metrics_conn(struct metrics_shard *s, enum metrics_conn_event ev);
+/* One MTA-STS policy fetch finished (ok: a policy, or mode none, was obtained). */
+void metrics_sts_fetch(struct metrics_shard *s, bool ok);
+/* One DNS query answered or failed (see the mapping above). */
+void metrics_dns(struct metrics_shard *s, enum metrics_dns_result r);
+/* Gauges: this writer's share of the total (see the model above). */
+void metrics_set_inflight(struct metrics_shard *s, int64_t n);
+void metrics_set_queue_depth(struct metrics_shard *s, int64_t n);
+void metrics_set_retry_depth(struct metrics_shard *s, int64_t n);
+
+/* ---- exposition ---- */
+
+/* Write the text exposition of all metrics into buf (cap bytes, NUL-terminated
+ * when cap > 0). Returns the full length, as snprintf does: a result >= cap
+ * means the output was cut. Reads shards with atomic loads only; any thread. */
+size_t metrics_render(const struct metrics *m, char *buf, size_t cap);
+
+/* Serve GET /metrics over HTTP/1.1 on addr_port ("127.0.0.1:9465",
+ * "[::1]:9465", "localhost:9465"; port 0 picks a free port, see metrics_port).
+ * Binds and listens now (blocking, start-up only; a numeric address is
+ * required, apart from "localhost"), then serves entirely through loop l: one
+ * accept at a time, at most METRICS_MAX_CONNS connections, each closed after
+ * its response or METRICS_TIMEOUT_MS. Paths other than /metrics get 404,
+ * methods other than GET and HEAD 405, malformed requests 400, requests larger
+ * than METRICS_REQ_MAX 431. A non-loopback address works but is logged as a
+ * warning (the endpoint has no authentication). l is borrowed for m's life.
+ * Returns 0, or -errno with err filled ("metrics: bind 127.0.0.1:9465:
+ * Address already in use"); -EALREADY if m already serves. Never calls back
+ * before returning. */
+int metrics_serve(struct metrics *m, struct loop *l, const char *addr_port, char *err,
+		  size_t errlen);
+/* The bound TCP port, or 0 if not serving. */
+int metrics_port(const struct metrics *m);
+
+#endif

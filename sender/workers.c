@@ -1,0 +1,352 @@
+/* workers.c: delivery threads and the queues between them and the feeder.
+ *
+ * Queues are Vyukov intrusive MPSC lists: any thread pushes with one atomic
+ * exchange, one thread pops. Producers then ask for a wake-up of the consumer's
+ * loop; the ask is coalesced into one eventfd write per producer-loop iteration
+ * (a deferred task), so a burst of results costs one syscall, not one each.
+ * A pop can briefly see an unfinished push (producer between exchange and
+ * link); it stops there, and the producer's own wake-up brings it back.
+ *
+ * Messages: feeder -> worker: REQ (a deliver_req to run), STOP.
+ *           worker -> feeder: RCPT (one recipient's result), DONE.
+ * The worker runs each REQ through a proxy request whose callbacks turn
+ * results into messages; the original request is only read by the worker. */
+#include "sender/workers.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sender/log.h"
+#include "sender/loop.h"
+#include "sender/util.h"
+
+enum msg_kind { M_REQ, M_STOP, M_RCPT, M_DONE };
+
+struct msg {
+	_Atomic(struct msg *) next;
+	enum msg_kind kind;
+	struct deliver_req *req; /* the feeder's request */
+	int idx;
+	struct deliver_result res;
+};
+
+struct mpsc {
+	_Atomic(struct msg *) head;
+	struct msg *tail;
+	struct msg stub;
+};
+
+struct worker;
+
+/* A wake-up of `target`, coalesced per iteration of the producer's loop. */
+struct waker {
+	struct loop_task task;
+	struct loop *target;
+};
+
+struct worker {
+	struct workers *pool;
+	int i;
+	pthread_t thr;
+	bool started;
+	struct loop *l;
+	struct deliver *d;
+	struct mpsc inbox;
+	struct waker wake_feeder; /* runs on this worker's loop */
+	struct waker wake_me;     /* runs on the feeder's loop */
+	bool stopping;
+	uint64_t stop_until;
+	struct loop_timer stop_timer;
+};
+
+struct workers {
+	struct loop *feeder;
+	int n;
+	struct worker *w;
+	struct mpsc outbox;
+	unsigned active;
+};
+
+struct proxy {
+	struct deliver_req req;
+	struct deliver_req *orig;
+	struct worker *w;
+};
+
+static void mpsc_init(struct mpsc *q)
+{
+	atomic_store(&q->stub.next, NULL);
+	atomic_store(&q->head, &q->stub);
+	q->tail = &q->stub;
+}
+
+static void mpsc_push(struct mpsc *q, struct msg *m)
+{
+	atomic_store_explicit(&m->next, NULL, memory_order_relaxed);
+	struct msg *prev = atomic_exchange_explicit(&q->head, m, memory_order_acq_rel);
+	atomic_store_explicit(&prev->next, m, memory_order_release);
+}
+
+static struct msg *mpsc_pop(struct mpsc *q)
+{
+	struct msg *tail = q->tail;
+	struct msg *next = atomic_load_explicit(&tail->next, memory_order_acquire);
+	if (tail == &q->stub) {
+		if (next == NULL)
+			return NULL;
+		q->tail = next;
+		tail = next;
+		next = atomic_load_explicit(&next->next, memory_order_acquire);
+	}
+	if (next != NULL) {
+		q->tail = next;
+		return tail;
+	}
+	if (tail != atomic_load_explicit(&q->head, memory_order_acquire))
+		return NULL; /* a push is half done; its wake-up will bring us back */
+	mpsc_push(q, &q->stub);
+	next = atomic_load_explicit(&tail->next, memory_order_acquire);
+	if (next != NULL) {
+		q->tail = next;
+		return tail;
+	}
+	return NULL;
+}
+
+static void waker_fn(struct loop_task *t)
+{
+	struct waker *k = container_of(t, struct waker, task);
+	loop_wake(k->target);
+}
+
+/* ---- worker side ---- */
+
+static void post(struct worker *w, struct msg *m)
+{
+	mpsc_push(&w->pool->outbox, m);
+	loop_defer(w->l, &w->wake_feeder.task);
+}
+
+static void proxy_rcpt(void *arg, int idx, const struct deliver_result *r)
+{
+	struct proxy *p = arg;
+	struct msg *m = xmalloc(sizeof(*m));
+	m->kind = M_RCPT;
+	m->req = p->orig;
+	m->idx = idx;
+	m->res = *r;
+	post(p->w, m);
+}
+
+static void proxy_done(void *arg)
+{
+	struct proxy *p = arg;
+	struct msg *m = xcalloc(1, sizeof(*m));
+	m->kind = M_DONE;
+	m->req = p->orig;
+	post(p->w, m);
+	free(p);
+}
+
+static void stop_tick(struct loop_timer *t)
+{
+	struct worker *w = container_of(t, struct worker, stop_timer);
+	if (deliver_sessions(w->d) == 0 || loop_now(w->l) >= w->stop_until)
+		loop_stop(w->l);
+	else
+		loop_timer_arm(w->l, t, 5);
+}
+
+static void worker_wake(void *arg)
+{
+	struct worker *w = arg;
+	struct msg *m;
+	while ((m = mpsc_pop(&w->inbox)) != NULL) {
+		if (m->kind == M_STOP) {
+			w->stopping = true;
+			deliver_flush_pool(w->d);
+			w->stop_until = loop_now(w->l) + (uint64_t)m->idx;
+			loop_timer_arm(w->l, &w->stop_timer, 0);
+			free(m);
+			continue;
+		}
+		struct proxy *p = xmalloc(sizeof(*p));
+		p->req = *m->req;
+		p->req.rcpt_done = proxy_rcpt;
+		p->req.done = proxy_done;
+		p->req.arg = p;
+		p->orig = m->req;
+		p->w = w;
+		free(m);
+		if (deliver_submit(w->d, &p->req) != 0) {
+			log_error("evt=worker_submit_failed worker=%d", w->i);
+			proxy_done(p);
+		}
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	int r = loop_run(w->l);
+	if (r < 0)
+		log_panic("evt=worker_loop_failed worker=%d err=%s", w->i, strerror(-r));
+	return NULL;
+}
+
+/* ---- feeder side ---- */
+
+static void feeder_wake(void *arg)
+{
+	struct workers *ws = arg;
+	struct msg *m;
+	while ((m = mpsc_pop(&ws->outbox)) != NULL) {
+		struct deliver_req *req = m->req;
+		if (m->kind == M_RCPT) {
+			req->rcpt_done(req->arg, m->idx, &m->res);
+		} else {
+			ws->active--;
+			req->done(req->arg);
+		}
+		free(m);
+	}
+}
+
+static unsigned domain_hash(const char *s)
+{
+	unsigned h = 2166136261u;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c >= 'A' && c <= 'Z')
+			c = (unsigned char)(c + 32);
+		h = (h ^ c) * 16777619u;
+	}
+	return h;
+}
+
+struct workers *workers_new(struct loop *feeder, int n, const struct config *c,
+			    const struct deliver_opts *o, char *err, size_t errlen)
+{
+	if (n <= 0) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		n = cpus > 0 ? (int)cpus : 1;
+	}
+	struct workers *ws = xcalloc(1, sizeof(*ws));
+	ws->feeder = feeder;
+	ws->n = n;
+	ws->w = xcalloc((size_t)n, sizeof(*ws->w));
+	mpsc_init(&ws->outbox);
+	int r = loop_wake_init(feeder, feeder_wake, ws);
+	if (r < 0) {
+		snprintf(err, errlen, "feeder wake-up: %s", strerror(-r));
+		goto fail;
+	}
+	for (int i = 0; i < n; i++) {
+		struct worker *w = &ws->w[i];
+		w->pool = ws;
+		w->i = i;
+		mpsc_init(&w->inbox);
+		int e = 0;
+		w->l = loop_new(4096, &e);
+		if (w->l == NULL) {
+			snprintf(err, errlen, "worker %d: io_uring: %s", i, strerror(-e));
+			goto fail;
+		}
+		w->d = deliver_new(w->l, c, o, err, errlen);
+		if (w->d == NULL)
+			goto fail;
+		if ((e = loop_wake_init(w->l, worker_wake, w)) < 0) {
+			snprintf(err, errlen, "worker %d wake-up: %s", i, strerror(-e));
+			goto fail;
+		}
+		loop_task_init(&w->wake_feeder.task, waker_fn);
+		w->wake_feeder.target = feeder;
+		loop_task_init(&w->wake_me.task, waker_fn);
+		w->wake_me.target = w->l;
+		loop_timer_init(&w->stop_timer, stop_tick);
+	}
+	for (int i = 0; i < n; i++) {
+		struct worker *w = &ws->w[i];
+		if ((r = pthread_create(&w->thr, NULL, worker_main, w)) != 0) {
+			snprintf(err, errlen, "worker %d: pthread_create: %s", i, strerror(r));
+			goto fail;
+		}
+		w->started = true;
+	}
+	return ws;
+fail:
+	workers_free(ws, 0);
+	return NULL;
+}
+
+int workers_count(const struct workers *ws)
+{
+	return ws->n;
+}
+
+int workers_submit(struct workers *ws, struct deliver_req *req)
+{
+	if (req->nrcpt <= 0 || req->domain == NULL || req->rcpt_done == NULL || req->done == NULL)
+		return -EINVAL;
+	struct worker *w = &ws->w[domain_hash(req->domain) % (unsigned)ws->n];
+	struct msg *m = xcalloc(1, sizeof(*m));
+	m->kind = M_REQ;
+	m->req = req;
+	ws->active++;
+	mpsc_push(&w->inbox, m);
+	loop_defer(ws->feeder, &w->wake_me.task);
+	return 0;
+}
+
+unsigned workers_active(const struct workers *ws)
+{
+	return ws->active;
+}
+
+void workers_get_stats(const struct workers *ws, struct deliver_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	for (int i = 0; i < ws->n; i++) {
+		struct deliver_stats s;
+		deliver_get_stats(ws->w[i].d, &s); /* plain reads of counters: approximate */
+		st->opened += s.opened;
+		st->reused += s.reused;
+	}
+}
+
+void workers_free(struct workers *ws, unsigned grace_ms)
+{
+	if (ws == NULL)
+		return;
+	for (int i = 0; i < ws->n; i++) {
+		struct worker *w = &ws->w[i];
+		if (!w->started)
+			continue;
+		struct msg *m = xcalloc(1, sizeof(*m));
+		m->kind = M_STOP;
+		m->idx = (int)grace_ms;
+		mpsc_push(&w->inbox, m);
+		loop_wake(w->l);
+	}
+	for (int i = 0; i < ws->n; i++) {
+		struct worker *w = &ws->w[i];
+		if (w->started)
+			pthread_join(w->thr, NULL);
+		deliver_free(w->d);
+		loop_free(w->l);
+		struct msg *m;
+		while ((m = mpsc_pop(&w->inbox)) != NULL)
+			if (m != &w->inbox.stub)
+				free(m);
+	}
+	struct msg *m;
+	while ((m = mpsc_pop(&ws->outbox)) != NULL)
+		free(m);
+	free(ws->w);
+	free(ws);
+}
