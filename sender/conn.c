@@ -25,7 +25,6 @@
 #include "sender/util.h"
 
 #define RBUF_SIZE (16 * 1024)
-#define KEEP_BUF_MAX (64 * 1024) /* larger idle buffers are released */
 
 struct buf {
 	char *p;
@@ -39,6 +38,7 @@ struct conn {
 	int fd;
 	struct loop_op connect_op, recv_op, send_op, close_op;
 	struct loop_task free_task, hs_task, flush_task;
+	struct loop_timer retry; /* re-arm a receive after -ENOBUFS */
 	unsigned inflight;
 	bool closing, connected, recv_armed, sending;
 	struct tls *tls;
@@ -75,6 +75,7 @@ static void free_task_fn(struct loop_task *t)
 	struct conn *c = container_of(t, struct conn, free_task);
 	if (c->inflight > 0) /* a close op is still out: its completion reschedules */
 		return;
+	loop_timer_stop(c->l, &c->retry);
 	tls_free(c->tls);
 	free(c->plain.p);
 	free(c->pend.p);
@@ -158,8 +159,12 @@ static void flush_task_fn(struct loop_task *t)
 	}
 	size_t off = 0;
 	while (off < c->plain.len) {
-		size_t done = 0;
-		enum tls_rc rc = tls_write(c->tls, c->plain.p + off, c->plain.len - off, &done);
+		size_t done = 0, n = c->plain.len - off;
+		/* one record at a time, draining the memory BIO in between, so
+		 * its buffer never grows past one record */
+		if (n > 16384)
+			n = 16384;
+		enum tls_rc rc = tls_write(c->tls, c->plain.p + off, n, &done);
 		if (rc != TLS_OK) {
 			/* Memory BIOs never block writes; this is a real TLS failure. */
 			log_debug("evt=tls_write_failed peer=%s err=\"%s\"", c->peer, tls_error(c->tls));
@@ -168,12 +173,14 @@ static void flush_task_fn(struct loop_task *t)
 			return;
 		}
 		off += done;
+		size_t m;
+		while ((m = tls_net_pending(c->tls)) > 0) {
+			buf_reserve(&c->pend, m);
+			c->pend.len += tls_net_out(c->tls, c->pend.p + c->pend.len, m);
+		}
 	}
-	c->plain.len = 0;
-	if (c->plain.cap > KEEP_BUF_MAX) {
-		free(c->plain.p);
-		c->plain = (struct buf){ 0 };
-	}
+	free(c->plain.p);
+	c->plain = (struct buf){ 0 };
 	tls_flush(c);
 }
 
@@ -195,9 +202,12 @@ static void send_cqe(struct loop_op *op, int res, unsigned flags)
 	if (c->fly_off >= c->fly.len) {
 		c->fly.len = 0;
 		c->fly_off = 0;
-		if (c->fly.cap > KEEP_BUF_MAX) {
+		if (c->pend.len == 0) {
+			/* Idle: hold no output memory (thousands of sessions wait
+			 * on replies at once). */
 			free(c->fly.p);
-			c->fly = (struct buf){ 0 };
+			free(c->pend.p);
+			c->fly = c->pend = (struct buf){ 0 };
 		}
 	}
 	start_send(c);
@@ -209,11 +219,19 @@ static void arm_recv(struct conn *c)
 {
 	if (c->recv_armed || c->closing)
 		return;
-	if (c->rbuf == NULL)
-		c->rbuf = xmalloc(RBUF_SIZE);
 	c->recv_armed = true;
 	c->inflight++;
+	if (c->rbuf == NULL && loop_recv_pooled(c->l, &c->recv_op, c->fd))
+		return;
+	if (c->rbuf == NULL)
+		c->rbuf = xmalloc(RBUF_SIZE);
 	loop_recv(c->l, &c->recv_op, c->fd, c->rbuf, RBUF_SIZE);
+}
+
+static void retry_fn(struct loop_timer *t)
+{
+	struct conn *c = container_of(t, struct conn, retry);
+	arm_recv(c);
 }
 
 static void hs_step(struct conn *c)
@@ -272,22 +290,35 @@ static void tls_input(struct conn *c, const char *data, size_t n)
 static void recv_cqe(struct loop_op *op, int res, unsigned flags)
 {
 	struct conn *c = container_of(op, struct conn, recv_op);
-	(void)flags;
 	c->inflight--;
 	c->recv_armed = false;
+	bool pooled = loop_recv_has_buf(flags);
 	if (c->closing) {
+		if (pooled)
+			loop_buf_put(c->l, flags);
 		maybe_free(c);
 		return;
 	}
+	if (res == -ENOBUFS) {
+		/* The shared pool is empty for now: busy peers will return buffers
+		 * within a loop iteration or two. */
+		loop_timer_arm(c->l, &c->retry, 1);
+		return;
+	}
 	if (res <= 0) {
+		if (pooled)
+			loop_buf_put(c->l, flags);
 		fail(c, res == 0 ? 0 : res);
 		return;
 	}
-	/* Consume rbuf before re-arming the recv that targets it. */
+	const char *data = pooled ? loop_recv_buf(c->l, flags) : c->rbuf;
+	/* Consume the buffer before re-arming the recv that may target it. */
 	if (c->tls)
-		tls_input(c, c->rbuf, (size_t)res);
+		tls_input(c, data, (size_t)res);
 	else
-		c->cb->on_read(c->arg, c->rbuf, (size_t)res);
+		c->cb->on_read(c->arg, data, (size_t)res);
+	if (pooled)
+		loop_buf_put(c->l, flags);
 	arm_recv(c);
 }
 
@@ -326,6 +357,7 @@ struct conn *conn_new(struct loop *l, const struct conn_cb *cb, void *arg)
 	loop_task_init(&c->free_task, free_task_fn);
 	loop_task_init(&c->hs_task, hs_task_fn);
 	loop_task_init(&c->flush_task, flush_task_fn);
+	loop_timer_init(&c->retry, retry_fn);
 	strlcpy_x(c->peer, "-", sizeof(c->peer));
 	return c;
 }

@@ -163,9 +163,11 @@ static const char *type_name(int type)
 	return type == QT_A ? "A" : type == QT_AAAA ? "AAAA" : type == QT_MX ? "MX" : "TXT";
 }
 
-/* The one place c-ares statuses become ours (STYLE §4).  A server that
- * answers SERVFAIL/REFUSED/NOTIMP makes c-ares try the next server and then
- * report that rcode; all of those, timeouts and local errors are temporary. */
+/* The one place c-ares statuses become ours (STYLE §4).  Without
+ * NOCHECKRESP, c-ares 1.18 answers SERVFAIL/REFUSED/NOTIMP by trying the next
+ * server (failover) and, when none is left, reports ECONNREFUSED, as it does
+ * for unreachable servers: the rcode is lost, the class (temporary) is not.
+ * ESERVFAIL/EREFUSED only appear with NOCHECKRESP, kept here for safety. */
 static enum dns_status map_status(int st, const char **reason)
 {
 	switch (st) {
@@ -176,10 +178,9 @@ static enum dns_status map_status(int st, const char **reason)
 	case ARES_ESERVFAIL: *reason = "SERVFAIL"; return DNS_TEMP;
 	case ARES_EREFUSED: *reason = "REFUSED"; return DNS_TEMP;
 	case ARES_ETIMEOUT: *reason = "timeout"; return DNS_TEMP;
-	/* c-ares 1.18 reports "every server answered SERVFAIL/REFUSED" (it moves
-	 * on to the next server unless NOCHECKRESP) and "no server reachable"
-	 * alike as ECONNREFUSED: the rcode itself is lost, the class is not. */
-	case ARES_ECONNREFUSED: *reason = "server failure (SERVFAIL, REFUSED or unreachable)"; return DNS_TEMP;
+	case ARES_ECONNREFUSED:
+		*reason = "server failure (SERVFAIL, REFUSED or unreachable)";
+		return DNS_TEMP;
 	case ARES_ENOTIMP: *reason = "NOTIMP"; return DNS_TEMP;
 	case ARES_EFORMERR: *reason = "FORMERR"; return DNS_TEMP;
 	case ARES_EBADRESP: *reason = "bad response"; return DNS_TEMP;
@@ -1049,8 +1050,9 @@ struct dns *dns_new(struct loop *l, const struct dns_opts *o, char *err, size_t 
 	memset(&ao, 0, sizeof(ao));
 	/* STAYOPEN: keep the UDP sockets (and their watchers) between bursts.
 	 * No NOCHECKRESP: a SERVFAIL/REFUSED answer moves on to the next server
-	 * (failover) and, from the last one, ends as ECONNREFUSED (map_status).  No EDNS: c-ares 1.18 has no fallback for servers that
-	 * reject it; truncated answers are retried over TCP. */
+	 * (failover) and, from the last one, ends as ECONNREFUSED (map_status).
+	 * No EDNS: c-ares 1.18 has no fallback for servers that reject it;
+	 * truncated answers are retried over TCP. */
 	ao.flags = ARES_FLAG_STAYOPEN | ARES_FLAG_NOSEARCH;
 	ao.timeout = (int)(o->timeout_ms ? o->timeout_ms : 2000);
 	ao.tries = (int)(o->tries ? o->tries : 3);
@@ -1157,6 +1159,25 @@ void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_fn *cb, void *arg)
 	struct req *r = req_new(d, REQ_MX, arg);
 	r->mx_cb = cb;
 	resolve(r, domain, QT_MX);
+}
+
+void dns_resolve_addr(struct dns *d, const char *host, dns_mx_fn *cb, void *arg)
+{
+	struct req *r = req_new(d, REQ_MX, arg);
+	r->mx_cb = cb;
+	struct dns_mx *m = &r->u.mx.res;
+	if (!name_norm(host, r->name, sizeof(r->name))) {
+		m->status = DNS_NXDOMAIN;
+		strlcpy_x(m->why, "invalid host name", sizeof(m->why));
+	} else {
+		/* The host itself, as for an implicit MX, without asking for MX. */
+		m->implicit = 1;
+		m->nhosts = 1;
+		strlcpy_x(m->hosts[0].name, r->name, sizeof(m->hosts[0].name));
+		start_host_lookups(r);
+		start_queued(d);
+	}
+	req_unref(r);
 }
 
 void dns_resolve_txt(struct dns *d, const char *name, dns_txt_fn *cb, void *arg)

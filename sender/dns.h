@@ -78,12 +78,17 @@ typedef void dns_txt_fn(void *arg, const struct dns_txt *txt);
 /* Create a resolver on loop. NULL with *err set ("bad dns servers ...") on failure. */
 struct dns *dns_new(struct loop *l, const struct dns_opts *o, char *err, size_t errlen);
 /* Cancel everything (callbacks are not called) and free. May be called from
- * inside a dns callback (the free then completes when that callback returns). */
+ * inside a dns callback (the free then completes when that callback returns).
+ * The loop must run once more afterwards (it finishes removing the socket
+ * watchers, and a delivery task that was already queued frees itself then). */
 void dns_free(struct dns *d);
 
 /* Resolve MX + addresses for domain (ASCII, any case). cb runs exactly once,
  * later, on the loop, unless dns_free is called first. */
 void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_fn *cb, void *arg);
+/* Resolve the A/AAAA of one host name (no MX lookup): the result is a dns_mx
+ * with one host (implicit = 1). Same callback rules as dns_resolve_mx. */
+void dns_resolve_addr(struct dns *d, const char *host, dns_mx_fn *cb, void *arg);
 /* Resolve the TXT records of name. */
 void dns_resolve_txt(struct dns *d, const char *name, dns_txt_fn *cb, void *arg);
 

@@ -19,21 +19,31 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "sender/log.h"
 #include "sender/util.h"
 
+#define BUF_GROUP 1
+#define BUF_COUNT 128 /* power of two; small so the ring of buffers stays cache-warm */
+#define BUF_SIZE (16 * 1024)
+
 struct loop {
 	struct io_uring ring;
+	/* provided receive buffers (one group) */
+	struct io_uring_buf_ring *br;
+	char *bufs;
 	bool stop;
 	uint64_t now;
 	unsigned inflight;
 	/* timer min-heap, 1-based */
 	struct loop_timer **heap;
 	unsigned nheap, capheap;
+	uint64_t timer_seq;
 	/* deferred tasks, FIFO */
 	struct loop_task *task_head, *task_tail;
+	unsigned ntasks;
 	/* cross-thread wake-up */
 	int wake_fd;
 	uint64_t wake_buf;
@@ -81,6 +91,40 @@ static void queue_op(struct loop *l, struct io_uring_sqe *sqe, struct loop_op *o
 		l->inflight++;
 }
 
+/* Register the shared receive-buffer ring. Memory is reserved, not touched:
+ * pages become resident only as data lands in them. Failure is not fatal:
+ * connections then use private buffers. */
+static void bufs_init(struct loop *l)
+{
+	size_t rsz = BUF_COUNT * sizeof(struct io_uring_buf);
+	if (getenv("MXSEND_NO_PBUF") != NULL) /* A/B benchmarking only */
+		return;
+	void *ring = mmap(NULL, rsz, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	void *mem = mmap(NULL, (size_t)BUF_COUNT * BUF_SIZE, PROT_READ | PROT_WRITE,
+			 MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE, -1, 0);
+	if (ring == MAP_FAILED || mem == MAP_FAILED)
+		goto fail;
+	struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)ring,
+					.ring_entries = BUF_COUNT,
+					.bgid = BUF_GROUP };
+	if (io_uring_register_buf_ring(&l->ring, &reg, 0) < 0)
+		goto fail;
+	l->br = ring;
+	l->bufs = mem;
+	io_uring_buf_ring_init(l->br);
+	for (unsigned i = 0; i < BUF_COUNT; i++)
+		io_uring_buf_ring_add(l->br, l->bufs + (size_t)i * BUF_SIZE, BUF_SIZE, (unsigned short)i,
+				      io_uring_buf_ring_mask(BUF_COUNT), (int)i);
+	io_uring_buf_ring_advance(l->br, BUF_COUNT);
+	return;
+fail:
+	if (ring != MAP_FAILED)
+		munmap(ring, rsz);
+	if (mem != MAP_FAILED)
+		munmap(mem, (size_t)BUF_COUNT * BUF_SIZE);
+	log_info("evt=loop_no_provided_buffers");
+}
+
 struct loop *loop_new(unsigned entries, int *err)
 {
 	struct loop *l = xcalloc(1, sizeof(*l));
@@ -116,6 +160,7 @@ struct loop *loop_new(unsigned entries, int *err)
 	}
 	l->wake_fd = -1;
 	l->now = now_ms();
+	bufs_init(l);
 	return l;
 }
 
@@ -126,6 +171,10 @@ void loop_free(struct loop *l)
 	if (l->wake_fd != -1)
 		close(l->wake_fd);
 	io_uring_queue_exit(&l->ring);
+	if (l->br) {
+		munmap(l->br, BUF_COUNT * sizeof(struct io_uring_buf));
+		munmap(l->bufs, (size_t)BUF_COUNT * BUF_SIZE);
+	}
 	free(l->heap);
 	free(l);
 }
@@ -167,6 +216,38 @@ void loop_recv(struct loop *l, struct loop_op *op, int fd, void *buf, size_t len
 	struct io_uring_sqe *sqe = loop_sqe(l);
 	io_uring_prep_recv(sqe, fd, buf, len, 0);
 	queue_op(l, sqe, op);
+}
+
+bool loop_recv_pooled(struct loop *l, struct loop_op *op, int fd)
+{
+	if (l->br == NULL)
+		return false;
+	struct io_uring_sqe *sqe = loop_sqe(l);
+	io_uring_prep_recv(sqe, fd, NULL, BUF_SIZE, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = BUF_GROUP;
+	queue_op(l, sqe, op);
+	return true;
+}
+
+bool loop_recv_has_buf(unsigned cqe_flags)
+{
+	return (cqe_flags & IORING_CQE_F_BUFFER) != 0;
+}
+
+const char *loop_recv_buf(struct loop *l, unsigned cqe_flags)
+{
+	if (!(cqe_flags & IORING_CQE_F_BUFFER))
+		log_panic("evt=loop_recv_without_buffer flags=%u", cqe_flags);
+	return l->bufs + (size_t)(cqe_flags >> IORING_CQE_BUFFER_SHIFT) * BUF_SIZE;
+}
+
+void loop_buf_put(struct loop *l, unsigned cqe_flags)
+{
+	unsigned bid = cqe_flags >> IORING_CQE_BUFFER_SHIFT;
+	io_uring_buf_ring_add(l->br, l->bufs + (size_t)bid * BUF_SIZE, BUF_SIZE, (unsigned short)bid,
+			      io_uring_buf_ring_mask(BUF_COUNT), 0);
+	io_uring_buf_ring_advance(l->br, 1);
 }
 
 void loop_accept(struct loop *l, struct loop_op *op, int fd)
@@ -212,10 +293,16 @@ static void heap_set(struct loop *l, unsigned i, struct loop_timer *t)
 	t->heap_idx = i;
 }
 
+/* Order by deadline, then by arming order. */
+static bool before(const struct loop_timer *a, const struct loop_timer *b)
+{
+	return a->when < b->when || (a->when == b->when && a->seq < b->seq);
+}
+
 static void heap_up(struct loop *l, unsigned i)
 {
 	struct loop_timer *t = l->heap[i];
-	while (i > 1 && l->heap[i / 2]->when > t->when) {
+	while (i > 1 && before(t, l->heap[i / 2])) {
 		heap_set(l, i, l->heap[i / 2]);
 		i /= 2;
 	}
@@ -229,9 +316,9 @@ static void heap_down(struct loop *l, unsigned i)
 		unsigned c = 2 * i;
 		if (c > l->nheap)
 			break;
-		if (c + 1 <= l->nheap && l->heap[c + 1]->when < l->heap[c]->when)
+		if (c + 1 <= l->nheap && before(l->heap[c + 1], l->heap[c]))
 			c++;
-		if (l->heap[c]->when >= t->when)
+		if (!before(l->heap[c], t))
 			break;
 		heap_set(l, i, l->heap[c]);
 		i = c;
@@ -257,6 +344,7 @@ void loop_timer_arm(struct loop *l, struct loop_timer *t, uint64_t after_ms)
 {
 	loop_timer_stop(l, t);
 	t->when = l->now + after_ms;
+	t->seq = ++l->timer_seq;
 	if (l->nheap + 1 >= l->capheap) {
 		l->capheap = l->capheap ? l->capheap * 2 : 64;
 		l->heap = xrealloc(l->heap, l->capheap * sizeof(*l->heap));
@@ -268,10 +356,10 @@ void loop_timer_arm(struct loop *l, struct loop_timer *t, uint64_t after_ms)
 
 static void run_timers(struct loop *l)
 {
-	/* A timer armed by a callback for "now" runs in the next iteration, so a
-	 * zero-delay re-arm cannot spin here forever. */
-	uint64_t now = l->now;
-	while (l->nheap > 0 && l->heap[1]->when <= now) {
+	/* Only timers armed before this pass run now: one re-armed by its own
+	 * callback for 0 ms runs in the next iteration, never spins here. */
+	uint64_t now = l->now, seq = l->timer_seq;
+	while (l->nheap > 0 && l->heap[1]->when <= now && l->heap[1]->seq <= seq) {
 		struct loop_timer *t = l->heap[1];
 		loop_timer_stop(l, t);
 		t->fn(t);
@@ -293,6 +381,7 @@ void loop_defer(struct loop *l, struct loop_task *t)
 		return;
 	t->queued = true;
 	t->next = NULL;
+	l->ntasks++;
 	if (l->task_tail)
 		l->task_tail->next = t;
 	else
@@ -300,20 +389,42 @@ void loop_defer(struct loop *l, struct loop_task *t)
 	l->task_tail = t;
 }
 
+void loop_task_cancel(struct loop *l, struct loop_task *t)
+{
+	if (!t->queued)
+		return;
+	struct loop_task *prev = NULL;
+	for (struct loop_task *p = l->task_head; p; prev = p, p = p->next) {
+		if (p != t)
+			continue;
+		if (prev)
+			prev->next = p->next;
+		else
+			l->task_head = p->next;
+		if (l->task_tail == p)
+			l->task_tail = prev;
+		l->ntasks--;
+		break;
+	}
+	t->queued = false;
+	t->next = NULL;
+}
+
 static void run_tasks(struct loop *l)
 {
-	/* Run only the tasks queued so far; tasks they queue run next time. */
-	struct loop_task *t = l->task_head, *end = l->task_tail;
-	l->task_head = l->task_tail = NULL;
-	while (t != NULL) {
-		struct loop_task *next = t->next;
-		bool last = t == end;
+	/* Pop from the live list (so loop_task_cancel works on tasks of this
+	 * batch too), at most as many as were queued: tasks queued by these
+	 * tasks mostly run next time, and nothing can spin here. */
+	unsigned budget = l->ntasks;
+	while (budget-- > 0 && l->task_head != NULL) {
+		struct loop_task *t = l->task_head;
+		l->task_head = t->next;
+		if (l->task_head == NULL)
+			l->task_tail = NULL;
+		l->ntasks--;
 		t->queued = false;
 		t->next = NULL;
 		t->fn(t);
-		if (last)
-			break;
-		t = next;
 	}
 }
 
@@ -327,7 +438,10 @@ static unsigned to_poll(unsigned ev)
 static void watch_arm(struct loop_watch *w)
 {
 	struct io_uring_sqe *sqe = loop_sqe(w->l);
-	io_uring_prep_poll_multishot(sqe, w->fd, to_poll(w->want));
+	/* One-shot: each poll checks readiness when armed, so data left unread
+	 * by the previous callback is reported again (level-triggered, which is
+	 * what c-ares and hiredis expect). Multishot would only report new data. */
+	io_uring_prep_poll_add(sqe, w->fd, to_poll(w->want));
 	queue_op(w->l, sqe, &w->op);
 	w->armed = w->want;
 }

@@ -10,7 +10,8 @@
  * Tasks: loop_defer() runs a function once, after the current batch of
  * completions has been dispatched (deferred frees, async-looking callbacks).
  * Watchers: readiness (poll) for libraries that think in poll terms (c-ares,
- * hiredis), implemented with multishot poll.
+ * hiredis), implemented with one-shot polls re-armed after each event
+ * (level-triggered).
  *
  * Nothing here calls back into the caller before returning: callbacks run only
  * from loop_run(). Not thread-safe; loop_wake() is the one call other threads
@@ -36,6 +37,7 @@ typedef void loop_timer_fn(struct loop_timer *t);
 struct loop_timer {
 	uint64_t when;     /* monotonic ms */
 	unsigned heap_idx; /* 0 = not armed; 1-based index in the heap */
+	uint64_t seq;      /* arming order, breaks ties */
 	loop_timer_fn *fn;
 };
 
@@ -72,6 +74,16 @@ void loop_connect(struct loop *l, struct loop_op *op, int fd, const struct socka
 		  socklen_t salen);
 void loop_send(struct loop *l, struct loop_op *op, int fd, const void *buf, size_t len);
 void loop_recv(struct loop *l, struct loop_op *op, int fd, void *buf, size_t len);
+/* Receive into a buffer the kernel picks from the loop's shared pool (io_uring
+ * provided buffers), so idle connections hold no receive buffer. On res > 0,
+ * loop_recv_buf(l, flags) is the data; give it back with loop_buf_put(l, flags)
+ * once consumed (before returning to the loop). res == -ENOBUFS: the pool was
+ * empty; try again later. Returns false (nothing queued) when the loop has no
+ * pool: use loop_recv with a private buffer then. */
+bool loop_recv_pooled(struct loop *l, struct loop_op *op, int fd);
+bool loop_recv_has_buf(unsigned cqe_flags);
+const char *loop_recv_buf(struct loop *l, unsigned cqe_flags);
+void loop_buf_put(struct loop *l, unsigned cqe_flags);
 /* Accept one connection on a listening socket: res = new fd (SOCK_CLOEXEC). */
 void loop_accept(struct loop *l, struct loop_op *op, int fd);
 /* Read from an fd (files, eventfd). */
@@ -95,6 +107,8 @@ static inline bool loop_timer_armed(const struct loop_timer *t)
  * already queued task is a no-op. */
 void loop_task_init(struct loop_task *t, loop_task_fn *fn);
 void loop_defer(struct loop *l, struct loop_task *t);
+/* Unqueue a task (no-op if not queued). O(queued tasks). */
+void loop_task_cancel(struct loop *l, struct loop_task *t);
 
 /* Watchers. loop_watch_new never arms anything; loop_watch_set(w, events)
  * arms/changes/disarms (events == 0). loop_watch_free disarms and frees the

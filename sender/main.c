@@ -15,6 +15,7 @@ static const struct {
 	{ "send", cmd_send, "send [-c FILE] [--dns A[:P]] [--ca FILE] [--tls LEVEL] [--port N] --from A --to B [--to C ...] MSG|-" },
 	{ "run", cmd_run, "run [-c FILE]" },
 	{ "enqueue", cmd_enqueue, "enqueue [-c FILE] --from A --to B [...] MSG|-" },
+	{ "check", cmd_check, "check [-c FILE] [--dns A[:P]] [--ca FILE] [--port N] [--https-port N] [--timeout S] [--json] DOMAIN" },
 	{ "held", cmd_held, "held [-c FILE]" },
 	{ "release", cmd_release, "release [-c FILE] [--domain D | ID...]" },
 };

@@ -619,25 +619,38 @@ static void c_connect(void *arg, int err)
 	enter(s, S_BANNER);
 }
 
+/* Frame replies. Complete replies are parsed straight from the received bytes;
+ * only an incomplete tail is kept, in ibuf, allocated while it is needed (most
+ * sessions wait on a reply with nothing buffered). */
 static void c_read(void *arg, const char *data, size_t n)
 {
 	struct smtp_session *s = arg;
 	if (s->st == S_TLS || s->dead)
 		return; /* plaintext after STARTTLS 220: discarded (RFC 3207) */
 	while (n > 0 && !s->dead) {
-		size_t room = IBUF_CAP - s->ilen;
-		size_t take = n < room ? n : room;
-		memcpy(s->ibuf + s->ilen, data, take);
-		s->ilen += take;
-		data += take;
-		n -= take;
+		const char *p = data;
+		size_t len = n;
+		if (s->ilen > 0) {
+			/* join the kept tail with new bytes (bounded by IBUF_CAP) */
+			size_t take = IBUF_CAP - s->ilen < n ? IBUF_CAP - s->ilen : n;
+			memcpy(s->ibuf + s->ilen, data, take);
+			s->ilen += take;
+			data += take;
+			n -= take;
+			p = s->ibuf;
+			len = s->ilen;
+		} else {
+			data += n;
+			n = 0;
+		}
+		size_t off = 0;
 		for (;;) {
 			struct smtp_reply r;
 			size_t used = 0;
 			const char *err = NULL;
-			enum smtp_parse_rc rc = smtp_reply_parse(s->ibuf, s->ilen, &r, &used, &err);
+			enum smtp_parse_rc rc = smtp_reply_parse(p + off, len - off, &r, &used, &err);
 			if (rc == SMTP_PARSE_AGAIN) {
-				if (s->ilen == IBUF_CAP)
+				if (len - off >= IBUF_CAP)
 					rc = SMTP_PARSE_ERR, err = "reply too long";
 				else
 					break;
@@ -647,16 +660,32 @@ static void c_read(void *arg, const char *data, size_t n)
 				     states[s->st].action, err ? err : "malformed reply");
 				return;
 			}
-			memmove(s->ibuf, s->ibuf + used, s->ilen - used);
-			s->ilen -= used;
+			off += used;
 			if (s->st == S_READY || s->st == S_CONNECTING || s->st == S_BODY) {
 				fail(s, SMTP_FAIL_LOST, SMTP_TEMP, r.code == 421 ? 421 : 451, "4.5.0",
 				     "unexpected reply in state %s: %d %s", states[s->st].name, r.code, r.text);
 				return;
 			}
 			on_reply(s, &r);
-			if (s->dead || s->conn == NULL || s->st == S_TLS)
+			if (s->dead || s->conn == NULL || s->st == S_TLS) {
+				s->ilen = 0;
 				return;
+			}
+		}
+		/* keep the incomplete tail */
+		size_t rest = len - off;
+		if (rest == 0) {
+			s->ilen = 0;
+			free(s->ibuf);
+			s->ibuf = NULL;
+		} else if (p == s->ibuf) {
+			memmove(s->ibuf, s->ibuf + off, rest);
+			s->ilen = rest;
+		} else {
+			if (s->ibuf == NULL)
+				s->ibuf = xmalloc(IBUF_CAP);
+			memcpy(s->ibuf, p + off, rest);
+			s->ilen = rest;
 		}
 	}
 }
@@ -770,7 +799,6 @@ struct smtp_session *smtp_session_new(struct loop *l, const struct smtp_params *
 	s->p.helo = s->helo;
 	s->cb = cb;
 	s->arg = arg;
-	s->ibuf = xmalloc(IBUF_CAP);
 	loop_timer_init(&s->timer, timer_fn);
 	loop_task_init(&s->task, task_fn);
 	s->st = S_CONNECTING;

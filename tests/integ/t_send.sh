@@ -7,7 +7,10 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-integ_setup mx1.test mx2.test mx3.test mx4.test mx5.test mx6.test mx7.test mx8.test mx9.test mxbody.test mxbodyc.test
+# Every name a case verifies is listed: the certificate's *.test SAN never
+# matches in OpenSSL (a wildcard needs two labels after it).
+integ_setup mx1.test mx2.test mx3.test mx4.test mx5.test mx6.test mx7.test mx8.test mx9.test \
+	amx.test mxbody.test mxbodyc.test
 integ_require mxsend mxsink unbound unbound-checkconf perl ss timeout
 
 STALLS=(banner ehlo starttls tls mail rcpt data dot)
@@ -86,16 +89,19 @@ fi
 
 # --- configs ------------------------------------------------------------------
 CONF=$INTEG_DIR/send.ini
-integ_config "$CONF" $'[timeouts]\nconnect = 2s\nbanner = 10s\nhelo = 10s\nstarttls = 10s\nmail = 10s\nrcpt = 10s\ndata = 10s\nblock = 10s\ndot = 10s\nrset = 5s\nquit = 5s'
+integ_config "$CONF" $'[timeouts]\nconnect = 2s\nbanner = 5s\nhelo = 5s\nstarttls = 5s\nmail = 5s\nrcpt = 5s\ndata = 5s\nblock = 5s\ndot = 5s\nrset = 5s\nquit = 5s'
 CONF1S=$INTEG_DIR/send-1s.ini
 integ_config "$CONF1S" $'[timeouts]\nconnect = 1s\nbanner = 1s\nhelo = 1s\nstarttls = 1s\nmail = 1s\nrcpt = 1s\ndata = 1s\nblock = 1s\ndot = 1s\nrset = 1s\nquit = 1s'
 
 # --- helpers --------------------------------------------------------------------
 
-# send ARG...: `mxsend send ARG...` (30 s bound); stdout in $CASE_DIR/out,
-# stderr in $CASE_DIR/err; sets RUN_RC, RUN_MS.
+# send ARG...: `mxsend send ARG...`; stdout in $CASE_DIR/out, stderr in
+# $CASE_DIR/err; sets RUN_RC, RUN_MS. 10 s bound: a normal case takes well
+# under a second, and even a hang in every case keeps the file under run.sh's
+# 600 s limit.
+SEND_LIMIT=10
 send() {
-	timed_run 30 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send "$@"
+	timed_run "$SEND_LIMIT" "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send "$@"
 }
 
 # show_run: the last send's exit, time, stdout and stderr tail, as diagnostics.
@@ -157,7 +163,7 @@ t_tls13_verified() {
 	local m=$CASE_DIR/m.eml exp=$CASE_DIR/exp.eml got
 	simple_msg "$m" tls13
 	# flags only, no config file: --dns, --ca, --port, --helo
-	send --dns "$DNS" --ca "$CA" --port "$P" --helo client.test --from "$FROM" --to u1@ok.test "$m"
+	send --dns "$DNS" --ca "$CA" --port "$P" --helo flag.client.test --from "$FROM" --to u1@ok.test "$m"
 	expect_rc 0
 	expect_line u1@ok.test "$D250 $(mx mx1.test 127.0.3.1) $TLS13Y policy=may $REPLY"
 	got=$(sink_find_msg good u1@ok.test) || {
@@ -168,6 +174,7 @@ t_tls13_verified() {
 	wire_expect "$m" "$exp"
 	assert_file_eq "message at the sink" "$exp" "$got"
 	assert_match "sink saw the envelope sender" "^mail=<?$(re_escape "$FROM")>?\$" "$(cat "${got%.eml}.env")"
+	assert_match "sink saw the --helo name" '^helo=flag\.client\.test$' "$(cat "${got%.eml}.env")"
 }
 run_case "TLS 1.3 with verified=yes (--ca), message in the sink's maildir" t_tls13_verified
 
@@ -179,6 +186,7 @@ t_sni() {
 	got=$(sink_find_msg good u-sni@ok.test) || fail "sink good has no message for u-sni@ok.test" || return 1
 	assert_match "SNI sent is the MX host name" '^sni=mx1\.test$' "$(cat "${got%.eml}.env")"
 	assert_match "TLS version seen by the sink" '^tls=(TLSv)?1\.3$' "$(cat "${got%.eml}.env")"
+	assert_match "sink saw the config's helo name" '^helo=client\.test$' "$(cat "${got%.eml}.env")"
 }
 run_case "SNI is the MX host name; the sink saw TLS 1.3" t_sni
 
@@ -380,7 +388,7 @@ t_body() { # SINK DOMAIN KIND [stdin]
 	body_gen "$kind" "$m"
 	wire_expect "$m" "$exp"
 	if [ "${4:-}" = stdin ]; then
-		timed_run 30 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send -c "$CONF" --from "$FROM" --to "$rcpt" - <"$m"
+		timed_run "$SEND_LIMIT" "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send -c "$CONF" --from "$FROM" --to "$rcpt" - <"$m"
 	else
 		send -c "$CONF" --from "$FROM" --to "$rcpt" "$m"
 	fi
@@ -421,12 +429,29 @@ t_bad_config() {
 }
 run_case "unknown config key: exit 78, file:line on stderr" t_bad_config
 
-t_bad_message_file() {
+t_unreadable_message() {
 	send -c "$CONF" --from "$FROM" --to u@ok.test "$CASE_DIR/does-not-exist.eml"
-	expect_rc 65
+	# EX_NOINPUT, as sender/cmd_send.c documents (DESIGN.md's list has no 66)
+	expect_rc 66
 	assert_eq "stdout" "" "$(cat "$CASE_DIR/out")"
 }
-run_case "unreadable message file: exit 65" t_bad_message_file
+run_case "unreadable message file: exit 66" t_unreadable_message
+
+t_bad_message() { # empty | address
+	local m=$CASE_DIR/m.eml to=u@ok.test
+	if [ "$1" = empty ]; then
+		: >"$m"
+	else
+		simple_msg "$m"
+		to=no-at-sign.ok.test
+	fi
+	send -c "$CONF" --from "$FROM" --to "$to" "$m"
+	expect_rc 65
+	assert_eq "stdout" "" "$(cat "$CASE_DIR/out")"
+	assert_eq "sink good connections before and after" "$2" "$(sink_stat good connections)"
+}
+run_case "empty message: exit 65, nothing sent" t_bad_message empty "$(sink_stat good connections)"
+run_case "bad recipient address: exit 65, nothing sent" t_bad_message address "$(sink_stat good connections)"
 
 # --- 12. stalled stages time out within their bound (in parallel) -----------------
 t_stall() { # STAGE
@@ -438,6 +463,7 @@ t_stall() { # STAGE
 	send -c "$CONF1S" --tls "$lvl" --from "$FROM" --to "u@stall-$1.test" "$m"
 	expect_rc 75
 	expect_line "u@stall-$1.test" "$DEF $(mx "mxs-$1.test" "127.0.3.$2") tls=[^ ]+ cipher=[^ ]+ verified=(yes|no) policy=$lvl $REPLY"
+	echo "elapsed: $RUN_MS ms"
 	assert_ge "elapsed ms (the stage timeout is 1 s)" 900 "$RUN_MS"
 	assert_lt "elapsed ms" 6000 "$RUN_MS"
 }

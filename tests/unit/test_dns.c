@@ -29,6 +29,15 @@
 #include "sender/util.h"
 #include "tests/t.h"
 
+/* Line-buffered stdout, so "ok" lines survive a sanitizer exit; TEST_DNS_DEBUG=1
+ * turns on the dns debug log. */
+__attribute__((constructor)) static void setup(void)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (getenv("TEST_DNS_DEBUG"))
+		log_set_level(LOG_DEBUG);
+}
+
 /* ---- pure: dns_sort_hosts ---- */
 
 static uint32_t xs_state = 2463534242u;
@@ -125,6 +134,7 @@ static struct {
 
 static const char *zone_lines =
 	"  local-zone: \"test.\" static\n"
+	"  local-data: \"test. 300 IN SOA ns.test. admin.test. 1 3600 600 86400 60\"\n"
 	"  local-data: \"a.test. 300 IN MX 10 mx1.a.test.\"\n"
 	"  local-data: \"a.test. 300 IN MX 20 mx2.a.test.\"\n"
 	"  local-data: \"a.test. 300 IN MX 10 MX3.A.TEST.\"\n"
@@ -138,8 +148,6 @@ static const char *zone_lines =
 	"  local-data: \"nohost.test. 300 IN MX 10 missing.nohost.test.\"\n"
 	"  local-data: \"partial.test. 300 IN MX 10 gone.partial.test.\"\n"
 	"  local-data: \"partial.test. 300 IN MX 20 mx2.a.test.\"\n"
-	"  local-data: \"cname.test. 300 IN MX 10 alias.cname.test.\"\n"
-	"  local-data: \"alias.cname.test. 300 IN CNAME mx2.a.test.\"\n"
 	"  local-data: 'txt.test. 300 IN TXT \"v=STSv1; id=20240101\"'\n"
 	"  local-data: 'txt.test. 300 IN TXT \"part1\" \"part2\"'\n"
 	"  local-zone: \"servfail.test.\" transparent\n"
@@ -180,13 +188,18 @@ static bool unbound_try(int port)
 		"  directory: \"%s\"\n  pidfile: \"%s/unbound.pid\"\n"
 		"  use-syslog: no\n  logfile: \"\"\n  verbosity: 0\n"
 		"  do-ip6: no\n  num-threads: 1\n"
+		"  so-reuseport: no\n" /* a taken port must fail to bind, not be shared */
 		"  access-control: 127.0.0.0/8 allow\n"
 		"  access-control: 127.0.2.55/32 refuse\n"
 		"  outgoing-interface: 127.0.2.55\n"
 		"  do-not-query-localhost: no\n"
-		"  module-config: \"iterator\"\n%s"
-		"stub-zone:\n  name: \"servfail.test.\"\n  stub-addr: 127.0.2.53@%d\n",
-		port, port, fx.dir, fx.dir, zone_lines, port);
+		"  module-config: \"iterator\"\n%s",
+		port, port, fx.dir, fx.dir, zone_lines);
+	/* > 512 bytes: truncated over UDP, so c-ares retries over TCP */
+	fprintf(f, "  local-data: 'big.test. 300 IN TXT");
+	for (int i = 0; i < 3; i++)
+		fprintf(f, " \"%c%0249d\"", 'a' + i, i);
+	fprintf(f, "'\nstub-zone:\n  name: \"servfail.test.\"\n  stub-addr: 127.0.2.53@%d\n", port);
 	fclose(f);
 	pid_t pid = fork();
 	if (pid == -1)
@@ -245,6 +258,14 @@ static bool fixture(void)
 
 static void test_unbound_stop(void)
 {
+	if (fx.pid > 0) {
+		int st = 0;
+		if (waitpid(fx.pid, &st, WNOHANG) == fx.pid) {
+			fprintf(stderr, "  unbound died during the tests (status 0x%x)\n", st);
+			CHECK(0);
+			fx.pid = 0;
+		}
+	}
 	if (fx.pid > 0) {
 		kill(fx.pid, SIGTERM);
 		int st = 0;
@@ -306,6 +327,14 @@ static bool run_for(unsigned ms)
 	return !g.fired;
 }
 
+/* Let the loop finish what dns_free left to it (poll removals, orphaned task). */
+static void drain(unsigned ms)
+{
+	pending = 1;
+	run_for(ms);
+	pending = 0;
+}
+
 struct mx_res {
 	bool done;
 	struct dns_mx mx;
@@ -325,7 +354,8 @@ struct txt_res {
 	bool done;
 	enum dns_status status;
 	int n;
-	char rr[4][128];
+	size_t len; /* of rr[0] */
+	char rr[4][800];
 };
 
 static void got_txt(void *arg, const struct dns_txt *t)
@@ -334,6 +364,7 @@ static void got_txt(void *arg, const struct dns_txt *t)
 	r->done = true;
 	r->status = t->status;
 	r->n = t->n;
+	r->len = t->n > 0 ? strlen(t->rr[0]) : 0;
 	for (int i = 0; i < t->n && i < 4; i++)
 		strlcpy_x(r->rr[i], t->rr[i], sizeof(r->rr[i]));
 	if (--pending == 0)
@@ -419,6 +450,7 @@ static void test_mx_sorted(void)
 	CHECK_INT(st.inflight, 0);
 	CHECK_INT(st.pending, 0);
 	dns_free(d);
+	drain(50);
 }
 
 static void test_mx_kinds(void)
@@ -462,17 +494,20 @@ static void test_mx_kinds(void)
 		CHECK_STR(r.mx.hosts[0].name, "mx2.a.test");
 		CHECK(strstr(r.mx.why, "gone.partial.test") != NULL);
 	}
-	if (resolve_mx(d, "cname.test", &r, 3000)) { /* MX target is a CNAME */
-		CHECK_INT(r.mx.status, DNS_OK);
-		CHECK_INT(r.mx.nhosts, 1);
-		CHECK_STR(r.mx.hosts[0].name, "alias.cname.test");
-		CHECK_STR(addr_str(&r.mx.hosts[0].addrs[0], b, sizeof(b)), "127.0.0.11");
-	}
+	/* negative answers are cached for min(SOA TTL, SOA MINIMUM) (RFC 2308) */
+	struct dns_stats s0, s1;
+	dns_get_stats(d, &s0);
+	if (resolve_mx(d, "nx.test", &r, 3000))
+		CHECK_INT(r.mx.status, DNS_NXDOMAIN);
+	dns_get_stats(d, &s1);
+	CHECK_INT(s1.queries, s0.queries);
+	CHECK_INT(s1.cache_hits, s0.cache_hits + 1);
 	if (resolve_mx(d, "bad name.test", &r, 3000))
 		CHECK_INT(r.mx.status, DNS_NXDOMAIN);
 	if (resolve_mx(d, "", &r, 3000))
 		CHECK_INT(r.mx.status, DNS_NXDOMAIN);
 	dns_free(d);
+	drain(50);
 }
 
 static void test_txt(void)
@@ -486,12 +521,13 @@ static void test_txt(void)
 		CHECK(0);
 		return;
 	}
-	struct txt_res t[3];
+	struct txt_res t[4];
 	memset(t, 0, sizeof(t));
-	pending = 3;
+	pending = 4;
 	dns_resolve_txt(d, "txt.test", got_txt, &t[0]);
 	dns_resolve_txt(d, "a.test", got_txt, &t[1]);
 	dns_resolve_txt(d, "nx.test", got_txt, &t[2]);
+	dns_resolve_txt(d, "big.test", got_txt, &t[3]);
 	CHECK(run_for(3000));
 	CHECK_INT(t[0].status, DNS_OK);
 	CHECK_INT(t[0].n, 2);
@@ -503,7 +539,12 @@ static void test_txt(void)
 	CHECK(sts && parts);
 	CHECK_INT(t[1].status, DNS_NODATA);
 	CHECK_INT(t[2].status, DNS_NXDOMAIN);
+	CHECK_INT(t[3].status, DNS_OK); /* over TCP */
+	CHECK_INT(t[3].n, 1);
+	CHECK_INT(t[3].len, 750);
+	CHECK(t[3].rr[0][0] == 'a' && t[3].rr[0][250] == 'b' && t[3].rr[0][500] == 'c');
 	dns_free(d);
+	drain(50);
 }
 
 static uint64_t elapsed_ms(uint64_t t0)
@@ -527,13 +568,13 @@ static void test_temp_fast(void)
 	uint64_t t0 = mono_ms();
 	if (resolve_mx(d, "x.servfail.test", &r, 5000)) {
 		CHECK_INT(r.mx.status, DNS_TEMP);
-		CHECK_STR(r.mx.why, "SERVFAIL for x.servfail.test MX");
+		CHECK(strstr(r.mx.why, "SERVFAIL") != NULL);
 	}
 	CHECK(elapsed_ms(t0) < 1500);
 	t0 = mono_ms();
 	if (resolve_mx(d, "x.refused.test", &r, 5000)) {
 		CHECK_INT(r.mx.status, DNS_TEMP);
-		CHECK_STR(r.mx.why, "REFUSED for x.refused.test MX");
+		CHECK(strstr(r.mx.why, "REFUSED") != NULL);
 	}
 	CHECK(elapsed_ms(t0) < 1500);
 	/* temporary answers are not cached: asked again */
@@ -544,6 +585,7 @@ static void test_temp_fast(void)
 	dns_get_stats(d, &s1);
 	CHECK_INT(s1.queries, s0.queries + 1);
 	dns_free(d);
+	drain(50);
 }
 
 /* A server that drops queries: 300 ms x 2 tries gives DNS_TEMP in about
@@ -581,6 +623,7 @@ static void test_drop_timeout(void)
 		dns_free(d2);
 	}
 	dns_free(d);
+	drain(50);
 }
 
 /* Identical lookups share one query; the in-flight cap queues the rest. */
@@ -608,6 +651,10 @@ static void test_coalesce_and_cap(void)
 	CHECK(st.queued >= 4);
 	CHECK_INT(st.coalesced, 2);
 	CHECK(run_for(5000));
+	for (size_t i = 0; i < ARRAY_LEN(names); i++)
+		if (r[i].mx.why[0])
+			fprintf(stderr, "  # %s: %s: %s\n", names[i], dns_status_name(r[i].mx.status),
+				r[i].mx.why);
 	CHECK_INT(r[0].mx.status, DNS_OK);
 	CHECK_INT(r[1].mx.status, DNS_OK);
 	CHECK_INT(r[6].mx.nhosts, 3);
@@ -619,6 +666,7 @@ static void test_coalesce_and_cap(void)
 	CHECK_INT(st.inflight, 0);
 	CHECK_INT(st.queued, 0);
 	dns_free(d);
+	drain(50);
 }
 
 static void must_not_run(void *arg, const struct dns_mx *mx)
@@ -648,9 +696,7 @@ static void test_free_cancels(void)
 	dns_resolve_mx(d, "implicit.test", must_not_run, &called); /* queued */
 	dns_resolve_mx(d, "a.test", must_not_run, &called);        /* cached, deferred */
 	dns_free(d);
-	pending = 1;
-	run_for(200); /* let the orphaned task and watcher removals run */
-	pending = 0;
+	drain(200);
 	CHECK(!called);
 }
 
@@ -688,7 +734,7 @@ static void test_free_in_callback(void)
 	dns_resolve_mx(d, "a.test", free_from_cb, &f);
 	run_for(500);
 	CHECK_INT(f.calls, 1);
-	pending = 0;
+	drain(100);
 }
 
 static void test_bad_servers(void)
@@ -713,8 +759,8 @@ static const struct t_case cases[] = {
 	{ "sort_real_rng", test_sort_real_rng },
 	{ "bad_servers", test_bad_servers },
 	{ "mx_two_prefs_sorted_and_cached", test_mx_sorted },
-	{ "mx_implicit_null_nx_nodata_partial_cname", test_mx_kinds },
-	{ "txt_records", test_txt },
+	{ "mx_implicit_null_nx_nodata_partial", test_mx_kinds },
+	{ "txt_records_and_tcp_fallback", test_txt },
 	{ "servfail_refused_temp_fast", test_temp_fast },
 	{ "drop_timeout_temp", test_drop_timeout },
 	{ "coalesce_and_inflight_cap", test_coalesce_and_cap },

@@ -1,0 +1,589 @@
+/* job.c: decode and validate a job stream entry; encode its results.
+ *
+ * Pure code: no I/O, no Redis. Everything a decoded job keeps lives in one
+ * arena (a chain of chunks) owned by the job and freed by job_fini, so a job is
+ * two or three allocations whatever its size. The message data is copied once.
+ *
+ * Validation reports the first problem, in a fixed order (missing fields,
+ * duplicates, sender, recipients, data, tls, expires, internal fields), so
+ * the same bad job always gets the same reason. Rejected jobs keep the raw
+ * `to` items, when there are any, so each recipient gets its own `rejected`
+ * result (DESIGN.md). Addresses are checked and normalized by the caller's
+ * job_addr_fn (sender/msg.c), since queue/ never includes sender/. */
+#include "queue/job.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- allocation: queue/ keeps its own OOM check (abort, as xmalloc does) ---- */
+
+static void *alloc_or_die(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (p == NULL) {
+		fprintf(stderr, "mxsend: out of memory allocating %zu bytes\n", n);
+		abort();
+	}
+	return p;
+}
+
+struct chunk {
+	struct chunk *next;
+	size_t used, cap;
+	char data[];
+};
+
+/* hint: the first chunk's size (the decoder sizes it to fit the whole job,
+ * so a small job costs one small allocation); later chunks are >= 1 KiB. */
+static char *arena_alloc_hint(struct job *j, size_t n, size_t hint)
+{
+	struct chunk *c = j->arena;
+	n = (n + 7) & ~(size_t)7;
+	if (c == NULL || c->cap - c->used < n) {
+		size_t cap = n > hint ? n : hint;
+		struct chunk *nc = alloc_or_die(sizeof(*nc) + cap);
+		nc->used = 0;
+		nc->cap = cap;
+		nc->next = c;
+		j->arena = c = nc;
+	}
+	char *p = c->data + c->used;
+	c->used += n;
+	return p;
+}
+
+static char *arena_alloc(struct job *j, size_t n)
+{
+	return arena_alloc_hint(j, n, 1024);
+}
+
+static char *arena_strndup(struct job *j, const char *s, size_t n)
+{
+	char *p = arena_alloc(j, n + 1);
+	memcpy(p, s, n);
+	p[n] = '\0';
+	return p;
+}
+
+/* ---- names ---- */
+
+static const char *const status_names[] = {
+	[JOB_PENDING] = "pending", [JOB_DELIVERED] = "delivered", [JOB_BOUNCED] = "bounced",
+	[JOB_DEFERRED] = "deferred", [JOB_EXPIRED] = "expired",   [JOB_REJECTED] = "rejected",
+	[JOB_HELD] = "held",
+};
+
+const char *job_status_name(enum job_status s)
+{
+	if ((unsigned)s >= sizeof(status_names) / sizeof(status_names[0]))
+		return "?";
+	return status_names[s];
+}
+
+const char *job_tls_name(enum job_tls t)
+{
+	switch (t) {
+	case JOB_TLS_ENCRYPT:
+		return "encrypt";
+	case JOB_TLS_VERIFY:
+		return "verify";
+	default:
+		return "";
+	}
+}
+
+const char *const job_result_names[JOB_RESULT_NFIELDS] = {
+	"id",  "job", "rcpt",     "status", "code",   "dsn",    "reply",   "mx",         "ip",  "port",
+	"tls", "cipher", "verified", "policy", "resumed", "reused", "attempt", "elapsed_ms", "meta",
+};
+
+/* ---- small parsers ---- */
+
+int job_entry_id_parse(const char *s, uint64_t *ms, uint64_t *seq)
+{
+	char *end;
+	if (*s < '0' || *s > '9')
+		return -1;
+	unsigned long long a = strtoull(s, &end, 10);
+	if (*end != '-' || end[1] < '0' || end[1] > '9')
+		return -1;
+	unsigned long long b = strtoull(end + 1, &end, 10);
+	if (*end != '\0')
+		return -1;
+	*ms = a;
+	*seq = b;
+	return 0;
+}
+
+/* A decimal integer in [0, max], nothing else. */
+static int parse_uint(const char *s, uint64_t max, uint64_t *out)
+{
+	uint64_t v = 0;
+	if (*s == '\0')
+		return -1;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return -1;
+		if (v > (max - (uint64_t)(*s - '0')) / 10)
+			return -1;
+		v = v * 10 + (uint64_t)(*s - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+/* Quote a value for a reason: at most 64 bytes, control bytes shown as '?'. */
+static void quote(char *out, size_t n, const char *s)
+{
+	size_t k = 0, i;
+	for (i = 0; s[i] != '\0' && k + 4 < n && i < 64; i++)
+		out[k++] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i];
+	if (s[i] != '\0' && k + 4 < n) {
+		memcpy(out + k, "...", 3);
+		k += 3;
+	}
+	out[k] = '\0';
+}
+
+/* ---- decoding ---- */
+
+enum { F_FROM, F_TO, F_DATA, F_ID, F_META, F_TLS, F_EXPIRES, F_JOB, F_ATTEMPT, F_SINCE, F_N };
+static const char *const field_names[F_N] = { "from", "to",      "data",   "id",      "meta",
+					      "tls",  "expires", "job",    "attempt", "since" };
+
+struct split_ctx {
+	const char *base;
+	size_t (*item)[2]; /* offset, length */
+	int n, cap;
+};
+
+static int split_item(void *arg, const char *item, size_t len)
+{
+	struct split_ctx *c = arg;
+	if (c->n >= JOB_MAX_RCPT) {
+		c->n++; /* counted, not kept: the job is rejected */
+		return 1;
+	}
+	if (c->n == c->cap) {
+		int cap = c->cap ? c->cap * 2 : 8;
+		size_t(*a)[2] = alloc_or_die((size_t)cap * sizeof(*a));
+		if (c->n > 0)
+			memcpy(a, c->item, (size_t)c->n * sizeof(*a));
+		free(c->item);
+		c->item = a;
+		c->cap = cap;
+	}
+	c->item[c->n][0] = (size_t)(item - c->base);
+	c->item[c->n][1] = len;
+	c->n++;
+	return 0;
+}
+
+static void reject(struct job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reject(struct job *j, const char *fmt, ...)
+{
+	va_list ap;
+	if (j->reason[0] != '\0')
+		return; /* the first problem wins */
+	va_start(ap, fmt);
+	vsnprintf(j->reason, sizeof(j->reason), fmt, ap);
+	va_end(ap);
+}
+
+static void reject_addr(struct job *j, const char *addr, const char *why)
+{
+	char q[80];
+	quote(q, sizeof(q), addr);
+	reject(j, "bad address \"%s\": %s", q, why);
+}
+
+static const char *domain_of(const char *norm)
+{
+	const char *at = strrchr(norm, '@');
+	return at ? at + 1 : norm + strlen(norm);
+}
+
+struct sort_ent {
+	int idx;
+	const char *domain, *norm;
+};
+
+static int cmp_ent(const void *pa, const void *pb)
+{
+	const struct sort_ent *a = pa, *b = pb;
+	int c = strcmp(a->domain, b->domain);
+	if (c == 0)
+		c = strcmp(a->norm, b->norm);
+	if (c == 0)
+		c = a->idx - b->idx;
+	return c;
+}
+
+/* Normalize, deduplicate and group the recipients of a job whose items all
+ * passed addr_ok. raw[i]/norm[i] are arena strings. */
+static void group_rcpts(struct job *j, int n, const char **raw, const char **norm)
+{
+	struct sort_ent *e = alloc_or_die((size_t)n * sizeof(*e));
+	for (int i = 0; i < n; i++) {
+		e[i].idx = i;
+		e[i].norm = norm[i];
+		e[i].domain = domain_of(norm[i]);
+	}
+	qsort(e, (size_t)n, sizeof(*e), cmp_ent);
+	j->rcpts = calloc((size_t)n, sizeof(*j->rcpts));
+	j->norm = calloc((size_t)n, sizeof(*j->norm));
+	j->domains = calloc((size_t)n, sizeof(*j->domains));
+	if (j->rcpts == NULL || j->norm == NULL || j->domains == NULL) {
+		fprintf(stderr, "mxsend: out of memory (job recipients)\n");
+		abort();
+	}
+	int k = 0;
+	for (int i = 0; i < n; i++) {
+		if (k > 0 && strcmp(j->norm[k - 1], e[i].norm) == 0)
+			continue; /* duplicate recipient: one RCPT, one result */
+		struct job_rcpt *r = &j->rcpts[k];
+		r->addr = raw[e[i].idx];
+		r->domain = e[i].domain;
+		r->status = JOB_PENDING;
+		j->norm[k] = e[i].norm;
+		if (j->ndomain == 0 || strcmp(j->domains[j->ndomain - 1].name, r->domain) != 0) {
+			struct job_domain *d = &j->domains[j->ndomain++];
+			d->name = r->domain;
+			d->first = k;
+			d->n = 0;
+			d->addrs = &j->norm[k];
+		}
+		r->dom = j->ndomain - 1;
+		j->domains[r->dom].n++;
+		k++;
+	}
+	j->nrcpt = k;
+	free(e);
+}
+
+int job_decode(struct job *j, const char *entry_id, size_t nkv, const char *const *kv,
+	       const size_t *kvlen, const struct job_limits *lim)
+{
+	int pos[F_N];
+	char *val[F_N];
+	size_t vlen[F_N];
+	char norm[JOB_ADDR_MAX];
+	const char *err;
+
+	memset(j, 0, sizeof(*j));
+	snprintf(j->entry, sizeof(j->entry), "%s", entry_id);
+	for (int f = 0; f < F_N; f++) {
+		pos[f] = -1;
+		val[f] = NULL;
+		vlen[f] = 0;
+	}
+	for (size_t i = 0; i + 1 < nkv; i += 2) {
+		for (int f = 0; f < F_N; f++) {
+			if (kvlen[i] == strlen(field_names[f]) &&
+			    memcmp(kv[i], field_names[f], kvlen[i]) == 0) {
+				if (pos[f] >= 0)
+					reject(j, "duplicate field: %s", field_names[f]);
+				else
+					pos[f] = (int)i + 1;
+				break;
+			}
+		}
+	}
+	/* One chunk for the whole job: each field once (8-byte rounded), the `to`
+	 * items twice more (raw and normalized, with their own rounding) and the
+	 * normalized sender. */
+	size_t need = 64;
+	for (int f = 0; f < F_N; f++) {
+		if (pos[f] < 0)
+			continue;
+		size_t l = kvlen[pos[f]];
+		need += l + 8;
+		if (f == F_TO || f == F_FROM) {
+			size_t items = 1;
+			for (const char *c = kv[pos[f]]; (c = memchr(c, ',', l - (size_t)(c - kv[pos[f]]))) != NULL; c++)
+				items++;
+			need += 2 * l + 16 * items;
+		}
+	}
+	arena_alloc_hint(j, 0, need);
+	/* Copy the fields we know (NUL-terminated; data stays binary). */
+	for (int f = 0; f < F_N; f++) {
+		if (pos[f] < 0)
+			continue;
+		vlen[f] = kvlen[pos[f]];
+		val[f] = arena_strndup(j, kv[pos[f]], vlen[f]);
+		if (f != F_DATA && memchr(val[f], '\0', vlen[f]) != NULL)
+			reject(j, "bad %s value: contains NUL", field_names[f]);
+	}
+	j->job_id = j->entry;
+	if (val[F_JOB] != NULL) {
+		uint64_t a, b;
+		if (job_entry_id_parse(val[F_JOB], &a, &b) == 0)
+			j->job_id = val[F_JOB];
+	}
+	j->id = val[F_ID] ? val[F_ID] : j->job_id;
+	j->meta = val[F_META] ? val[F_META] : "";
+	j->from = val[F_FROM] ? val[F_FROM] : "";
+	j->data = val[F_DATA] ? val[F_DATA] : "";
+	j->len = vlen[F_DATA];
+	uint64_t ems = 0, eseq = 0;
+	if (job_entry_id_parse(j->entry, &ems, &eseq) == 0)
+		j->since_ms = ems;
+
+	/* Split `to` first: rejected results go per recipient when it splits. */
+	const char **raw = NULL;
+	int nitems = 0;
+	if (val[F_TO] != NULL) {
+		struct split_ctx sc = { .base = val[F_TO] };
+		lim->split(val[F_TO], split_item, &sc);
+		if (sc.n > JOB_MAX_RCPT) {
+			reject(j, "too many recipients (more than %d)", JOB_MAX_RCPT);
+		} else if (sc.n > 0) {
+			raw = alloc_or_die((size_t)sc.n * sizeof(*raw));
+			for (int i = 0; i < sc.n; i++)
+				raw[i] = arena_strndup(j, val[F_TO] + sc.item[i][0], sc.item[i][1]);
+			nitems = sc.n;
+		}
+		free(sc.item);
+	}
+
+	/* Validation, in a fixed order (see the header comment). */
+	if (val[F_FROM] == NULL)
+		reject(j, "missing field: from");
+	if (val[F_TO] == NULL)
+		reject(j, "missing field: to");
+	if (val[F_DATA] == NULL)
+		reject(j, "missing field: data");
+	if (j->reason[0] == '\0' && j->from[0] != '\0') {
+		if (lim->addr_ok(j->from, norm, sizeof(norm), &err) != 0)
+			reject_addr(j, j->from, err);
+		else
+			j->from = arena_strndup(j, norm, strlen(norm));
+	}
+	if (val[F_TO] != NULL && nitems == 0)
+		reject(j, "no recipients");
+	const char **nrm = NULL;
+	if (nitems > 0) {
+		nrm = alloc_or_die((size_t)nitems * sizeof(*nrm));
+		for (int i = 0; i < nitems; i++) {
+			nrm[i] = NULL;
+			if (j->reason[0] != '\0')
+				continue;
+			if (lim->addr_ok(raw[i], norm, sizeof(norm), &err) != 0)
+				reject_addr(j, raw[i], err);
+			else if (*domain_of(norm) == '\0')
+				reject_addr(j, raw[i], "no domain");
+			else
+				nrm[i] = arena_strndup(j, norm, strlen(norm));
+		}
+	}
+	if (val[F_DATA] != NULL && vlen[F_DATA] == 0)
+		reject(j, "empty data");
+	if (val[F_DATA] != NULL && lim->max_size > 0 && vlen[F_DATA] > lim->max_size) {
+		reject(j, "data exceeds max_message_size (%llu)", (unsigned long long)lim->max_size);
+	}
+	if (val[F_TLS] != NULL) {
+		char q[80];
+		if (strcmp(val[F_TLS], "encrypt") == 0)
+			j->tls = JOB_TLS_ENCRYPT;
+		else if (strcmp(val[F_TLS], "verify") == 0)
+			j->tls = JOB_TLS_VERIFY;
+		else {
+			quote(q, sizeof(q), val[F_TLS]);
+			reject(j, "bad tls value \"%s\"", q);
+		}
+	}
+	const int nums[] = { F_EXPIRES, F_JOB, F_ATTEMPT, F_SINCE };
+	for (size_t k = 0; k < sizeof(nums) / sizeof(nums[0]); k++) {
+		int f = nums[k];
+		uint64_t v = 0, s2;
+		bool good;
+		if (val[f] == NULL)
+			continue;
+		switch (f) {
+		case F_EXPIRES:
+			good = parse_uint(val[f], JOB_MAX_EXPIRES, &v) == 0;
+			j->has_expires = good;
+			j->expires_s = (uint32_t)v;
+			break;
+		case F_JOB:
+			good = job_entry_id_parse(val[f], &v, &s2) == 0;
+			break;
+		case F_ATTEMPT:
+			good = parse_uint(val[f], 1000000, &v) == 0;
+			j->attempt = (int)v;
+			break;
+		default: /* F_SINCE */
+			good = parse_uint(val[f], UINT64_MAX / 2, &v) == 0;
+			if (good)
+				j->since_ms = v;
+			break;
+		}
+		if (!good) {
+			char q[80];
+			quote(q, sizeof(q), val[f]);
+			reject(j, "bad %s value \"%s\"", field_names[f], q);
+		}
+	}
+
+	int rc = 0;
+	if (j->reason[0] != '\0') {
+		/* Rejected: keep the raw items (if any) for per-recipient results. */
+		if (nitems > 0) {
+			j->rcpts = calloc((size_t)nitems, sizeof(*j->rcpts));
+			if (j->rcpts == NULL) {
+				fprintf(stderr, "mxsend: out of memory (job recipients)\n");
+				abort();
+			}
+			for (int i = 0; i < nitems; i++) {
+				j->rcpts[i].addr = raw[i];
+				j->rcpts[i].domain = "";
+				j->rcpts[i].dom = -1;
+				j->rcpts[i].status = JOB_REJECTED;
+			}
+			j->nrcpt = nitems;
+		}
+		rc = -1;
+	} else {
+		group_rcpts(j, nitems, raw, nrm);
+	}
+	free(raw);
+	free(nrm);
+	return rc;
+}
+
+void job_fini(struct job *j)
+{
+	if (j == NULL)
+		return;
+	for (int i = 0; i < j->nrcpt && j->rcpts != NULL; i++)
+		free(j->rcpts[i].text);
+	free(j->rcpts);
+	free(j->norm);
+	free(j->domains);
+	struct chunk *c = j->arena;
+	while (c != NULL) {
+		struct chunk *next = c->next;
+		free(c);
+		c = next;
+	}
+	j->arena = NULL;
+	j->rcpts = NULL;
+	j->norm = NULL;
+	j->domains = NULL;
+	j->nrcpt = j->ndomain = 0;
+}
+
+/* ---- outcomes ---- */
+
+enum { T_DSN, T_REPLY, T_MX, T_IP, T_TLS, T_CIPHER, T_POLICY, T_N };
+
+void job_set_outcome(struct job *j, int idx, const struct job_outcome *o)
+{
+	struct job_rcpt *r = &j->rcpts[idx];
+	const char *t[T_N] = { o->dsn, o->reply, o->mx, o->ip, o->tls, o->cipher, o->policy };
+	size_t n = 0, l[T_N];
+	for (int k = 0; k < T_N; k++) {
+		l[k] = t[k] ? strlen(t[k]) : 0;
+		n += l[k] + 1;
+	}
+	char *p = alloc_or_die(n);
+	free(r->text);
+	r->text = p;
+	for (int k = 0; k < T_N; k++) {
+		if (l[k])
+			memcpy(p, t[k], l[k]);
+		p[l[k]] = '\0';
+		p += l[k] + 1;
+	}
+	r->status = o->status;
+	r->code = o->code;
+	r->port = o->port;
+	r->elapsed_ms = o->elapsed_ms;
+	r->verified = o->verified;
+	r->resumed = o->resumed;
+	r->reused = o->reused;
+}
+
+bool job_complete(const struct job *j)
+{
+	for (int i = 0; i < j->nrcpt; i++)
+		if (j->rcpts[i].status == JOB_PENDING)
+			return false;
+	return true;
+}
+
+static const char *text_at(const struct job_rcpt *r, int k)
+{
+	if (r == NULL || r->text == NULL)
+		return "";
+	const char *p = r->text;
+	for (int i = 0; i < k; i++)
+		p += strlen(p) + 1;
+	return p;
+}
+
+/* ---- results ---- */
+
+void job_result_values(const struct job *j, int idx, enum job_status st, int attempt,
+		       const char *val[JOB_RESULT_NFIELDS], size_t len[JOB_RESULT_NFIELDS],
+		       char scratch[JOB_RESULT_SCRATCH])
+{
+	const struct job_rcpt *r = idx >= 0 ? &j->rcpts[idx] : NULL;
+	const struct job_rcpt *o = (r != NULL && r->text != NULL) ? r : NULL;
+	char *num = scratch;
+	const char *code, *port, *att, *el;
+
+	code = num;
+	num += snprintf(num, 16, "%d", o ? o->code : 0) + 1;
+	port = num;
+	num += snprintf(num, 16, "%d", o ? o->port : 0) + 1;
+	att = num;
+	num += snprintf(num, 16, "%d", attempt) + 1;
+	el = num;
+	snprintf(num, 16, "%u", o ? o->elapsed_ms : 0u);
+
+	const char *tls = text_at(o, T_TLS);
+	val[0] = j->id;
+	val[1] = j->job_id;
+	val[2] = r ? r->addr : "";
+	val[3] = job_status_name(st);
+	val[4] = code;
+	val[5] = text_at(o, T_DSN);
+	val[6] = st == JOB_REJECTED ? j->reason : text_at(o, T_REPLY);
+	val[7] = text_at(o, T_MX);
+	val[8] = text_at(o, T_IP);
+	val[9] = port;
+	val[10] = tls[0] ? tls : "none";
+	val[11] = text_at(o, T_CIPHER);
+	val[12] = o && o->verified ? "yes" : "no";
+	val[13] = text_at(o, T_POLICY);
+	val[14] = o && o->resumed ? "yes" : "no";
+	val[15] = o && o->reused ? "yes" : "no";
+	val[16] = att;
+	val[17] = el;
+	val[18] = j->meta;
+	for (int k = 0; k < JOB_RESULT_NFIELDS; k++)
+		len[k] = strlen(val[k]);
+}
+
+char *job_join_rcpts(const struct job *j, const int *idx, int n)
+{
+	size_t total = 1;
+	for (int i = 0; i < n; i++)
+		total += strlen(j->rcpts[idx[i]].addr) + 1;
+	char *s = malloc(total), *p = s;
+	if (s == NULL)
+		return NULL;
+	for (int i = 0; i < n; i++) {
+		size_t l = strlen(j->rcpts[idx[i]].addr);
+		if (i > 0)
+			*p++ = ',';
+		memcpy(p, j->rcpts[idx[i]].addr, l);
+		p += l;
+	}
+	*p = '\0';
+	return s;
+}

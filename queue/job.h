@@ -1,0 +1,160 @@
+/* job.h: one delivery job, decoded from a Redis stream entry, and the
+ * encoding of its results (pure: no I/O, no Redis, no loop).
+ *
+ * A job entry is a list of field/value pairs (DESIGN.md "Job"):
+ *   from (required, "" = null sender), to (required, comma-separated),
+ *   data (required), id, meta, tls (encrypt|verify), expires (seconds).
+ * Fields the queue adds when it puts a job back (retry, release):
+ *   job (the original stream entry id), attempt (attempts already made),
+ *   since (wall-clock ms when the job was first queued). Unknown fields are
+ *   ignored; a field given twice is an error.
+ *
+ * job_decode() copies everything it keeps: the caller's buffers (hiredis
+ * replies) may go away as soon as it returns. A job that cannot be parsed gets
+ * a reason ("missing field: from", "bad address \"x\": missing @", ...) and, if
+ * its `to` field could be split, one recipient per item so that each gets a
+ * `rejected` result. Recipients are deduplicated and grouped by domain, so a
+ * domain's recipients are contiguous (one SMTP transaction per domain).
+ *
+ * Results (DESIGN.md "Result") are encoded into the 19 values of one stream
+ * entry by job_result_values(); names in job_result_names. */
+#ifndef QUEUE_JOB_H
+#define QUEUE_JOB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Per-job TLS level (the job's `tls` field). */
+enum job_tls { JOB_TLS_DEFAULT, JOB_TLS_ENCRYPT, JOB_TLS_VERIFY };
+const char *job_tls_name(enum job_tls t); /* "", "encrypt", "verify" */
+
+/* Per-recipient status, as written in results ("delivered", ...). */
+enum job_status {
+	JOB_PENDING, /* no outcome yet */
+	JOB_DELIVERED,
+	JOB_BOUNCED,
+	JOB_DEFERRED,
+	JOB_EXPIRED,
+	JOB_REJECTED,
+	JOB_HELD
+};
+const char *job_status_name(enum job_status s);
+
+#define JOB_MAX_RCPT 10000     /* recipients per job; more is rejected */
+#define JOB_ADDR_MAX 512       /* normalized address, with NUL */
+#define JOB_REASON_MAX 256
+#define JOB_MAX_EXPIRES 315360000u /* 10 years, seconds */
+
+/* Address validator supplied by the caller (queue/ may not include sender/).
+ * addr: one trimmed recipient or sender, NUL-terminated. On success returns 0
+ * and writes the normalized "local@domain" (domain lowercased, no <>) into norm;
+ * on failure returns -1 and points *err at a static reason ("missing @"). */
+typedef int job_addr_fn(const char *addr, char *norm, size_t normlen, const char **err);
+
+/* List splitter supplied by the caller (same contract as msg_split_list):
+ * calls fn for each trimmed non-empty item of the comma-separated list;
+ * returns the number of items, or -1 if fn returned non-zero. */
+typedef int job_split_fn(const char *list, int (*fn)(void *arg, const char *item, size_t len),
+			 void *arg);
+
+struct job_limits {
+	uint64_t max_size;    /* max data bytes; 0 = unlimited */
+	job_addr_fn *addr_ok; /* required */
+	job_split_fn *split;  /* required */
+};
+
+/* The outcome of one recipient, as the delivery engine reports it. Strings are
+ * borrowed by job_set_outcome (which copies them); NULL means "". */
+struct job_outcome {
+	enum job_status status; /* JOB_DELIVERED, JOB_BOUNCED, JOB_DEFERRED or JOB_HELD */
+	int code;
+	const char *dsn, *reply, *mx, *ip;
+	int port;
+	const char *tls, *cipher, *policy;
+	bool verified, resumed, reused;
+	uint32_t elapsed_ms;
+};
+
+struct job_rcpt {
+	const char *addr;   /* as written in `to` (trimmed): echoed in results */
+	const char *domain; /* lowercase domain (points into the normalized form) */
+	int dom;            /* index in job.domains */
+	/* outcome, filled by job_set_outcome */
+	enum job_status status;
+	int code, port;
+	uint32_t elapsed_ms;
+	bool verified, resumed, reused;
+	char *text; /* heap: dsn\0reply\0mx\0ip\0tls\0cipher\0policy\0, or NULL */
+};
+
+struct job_domain {
+	const char *name;         /* lowercase */
+	int first, n;             /* rcpts[first .. first+n) */
+	const char *const *addrs; /* n normalized addresses (for RCPT TO), borrowed from the job */
+};
+
+struct job {
+	char entry[48];      /* this claim's stream entry id */
+	const char *job_id;  /* original entry id: field `job`, else entry */
+	const char *id;      /* application id: field `id`, else job_id */
+	const char *from;    /* "" = null sender (normalized if not empty) */
+	const char *meta;    /* "" if absent */
+	const char *data;    /* message bytes (may hold NULs), len bytes */
+	size_t len;
+	enum job_tls tls;
+	bool has_expires;
+	uint32_t expires_s;  /* field `expires` when has_expires */
+	int attempt;         /* attempts already made (field `attempt`, else 0) */
+	uint64_t since_ms;   /* wall ms first queued (field `since`, else the entry id's time) */
+	int nrcpt;
+	struct job_rcpt *rcpts;  /* grouped by domain (valid jobs) */
+	const char **norm;       /* nrcpt normalized addresses, parallel to rcpts */
+	int ndomain;
+	struct job_domain *domains;
+	char reason[JOB_REASON_MAX]; /* why the job is rejected, "" if valid */
+	/* private: the arena holding the strings above */
+	void *arena;
+};
+
+/* Decode a stream entry. kv holds nkv strings (field, value, field, value...),
+ * kvlen their lengths (binary safe). Returns 0 for a valid job, -1 for a
+ * rejected one (j->reason says why; j->nrcpt items, possibly 0, name the
+ * recipients for the rejected results). Either way j must be job_fini'd.
+ * Never calls back except lim->addr_ok. */
+int job_decode(struct job *j, const char *entry_id, size_t nkv, const char *const *kv,
+	       const size_t *kvlen, const struct job_limits *lim);
+/* Free what job_decode allocated (outcomes included). j itself is the caller's. */
+void job_fini(struct job *j);
+
+/* Record recipient idx's outcome (copies the strings; a second call replaces
+ * the first). */
+void job_set_outcome(struct job *j, int idx, const struct job_outcome *o);
+/* True when every recipient has an outcome. */
+bool job_complete(const struct job *j);
+
+/* Parse a stream entry id "MS-SEQ". 0 or -1. */
+int job_entry_id_parse(const char *s, uint64_t *ms, uint64_t *seq);
+
+/* ---- results ---- */
+
+#define JOB_RESULT_NFIELDS 19
+/* "id","job","rcpt","status","code","dsn","reply","mx","ip","port","tls",
+ * "cipher","verified","policy","resumed","reused","attempt","elapsed_ms","meta" */
+extern const char *const job_result_names[JOB_RESULT_NFIELDS];
+#define JOB_RESULT_SCRATCH 96
+
+/* The values of one result entry for recipient idx (-1: the job-wide rejected
+ * result, rcpt ""), with status st and attempt number `attempt` (1 = first).
+ * For JOB_REJECTED the reply is j->reason. The recipient's outcome supplies
+ * code, dsn, reply, mx, ...; without one those are 0/"". Pointers borrow from j
+ * and from scratch (numbers), valid while both are. */
+void job_result_values(const struct job *j, int idx, enum job_status st, int attempt,
+		       const char *val[JOB_RESULT_NFIELDS], size_t len[JOB_RESULT_NFIELDS],
+		       char scratch[JOB_RESULT_SCRATCH]);
+
+/* The raw addresses of recipients idx[0..n) joined with ","; malloc'd (NULL
+ * on OOM). Used for the `to` field of a job put back in the queue. */
+char *job_join_rcpts(const struct job *j, const int *idx, int n);
+
+#endif

@@ -1,0 +1,859 @@
+/* queue.c: the Redis job queue: connections, claims, reclaims, periodic work.
+ *
+ * Two hiredis async connections, attached to the host's loop by the host's
+ * attach function: "claim" runs only XREADGROUP ... BLOCK (so a blocked read
+ * never delays an acknowledgement), "cmd" runs everything else: commits
+ * (queue_commit.c), XAUTOCLAIM, heartbeats, the retry mover and statistics.
+ * Each connection goes DOWN -> INIT (AUTH, SELECT, SCRIPT LOAD, XGROUP CREATE,
+ * CLIENT SETNAME, pipelined) -> READY, and back to DOWN on any loss, with a
+ * reconnect after an exponential back-off (100 ms .. 5 s, jittered), so a dead
+ * Redis costs a few connects per second at most.
+ *
+ * Jobs: a claimed entry becomes a struct qjob (decoded, copied), linked in
+ * q->jobs and hashed by entry id, so an entry we already hold (claimed twice
+ * after a lost reply, or reclaimed from ourselves) is not delivered twice by
+ * this process. Admission control: a claim asks for at most max_inflight
+ * minus (jobs held + entries asked for by claims on the wire).
+ *
+ * Lifetimes (STYLE 5): hiredis owns replies (borrowed in callbacks); every
+ * command callback runs exactly once, with NULL when the connection dies, and
+ * those callbacks may run inside redisAsyncFree. A callback compares its ac
+ * with the connection's current one before touching connection state. The
+ * queue never calls hiredis from inside the host's job callback path back
+ * into itself: commits are flushed from a zero-delay timer. */
+#include "queue/queue.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "queue/queue_int.h"
+
+/* ---- small helpers ---- */
+
+void *qalloc(size_t n)
+{
+	void *p = calloc(1, n ? n : 1);
+	if (p == NULL) {
+		fprintf(stderr, "mxsend: out of memory allocating %zu bytes\n", n);
+		abort();
+	}
+	return p;
+}
+
+static char *qstrcat(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	char *s = qalloc(la + lb + 1);
+	memcpy(s, a, la);
+	memcpy(s + la, b, lb + 1);
+	return s;
+}
+
+void qlog(struct queue *q, int level, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	if (q->h.log == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	q->h.log(q->h.ctx, level, line);
+}
+
+uint64_t qnow(const struct queue *q)
+{
+	return q->h.mono_ms(q->h.ctx);
+}
+
+uint64_t qwall(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint32_t qrand(struct queue *q)
+{
+	q->rng ^= q->rng << 13;
+	q->rng ^= q->rng >> 17;
+	q->rng ^= q->rng << 5;
+	return q->rng;
+}
+
+static const char *errstr(const redisAsyncContext *ac)
+{
+	return (ac != NULL && ac->errstr != NULL && ac->errstr[0] != '\0') ? ac->errstr : "closed";
+}
+
+/* ---- the in-flight table: open addressing on (ms, seq), backward-shift delete ---- */
+
+static size_t tslot(const struct queue *q, uint64_t ms, uint64_t seq)
+{
+	uint64_t h = ms * 0x9E3779B97F4A7C15ull ^ (seq + 0x632BE59BD9B4E019ull) * 0xff51afd7ed558ccdull;
+	h ^= h >> 29;
+	return (size_t)h & (q->tabcap - 1);
+}
+
+static struct qjob *tfind(const struct queue *q, uint64_t ms, uint64_t seq)
+{
+	for (size_t i = tslot(q, ms, seq);; i = (i + 1) & (q->tabcap - 1)) {
+		struct qjob *j = q->tab[i];
+		if (j == NULL)
+			return NULL;
+		if (j->ms == ms && j->seq == seq)
+			return j;
+	}
+}
+
+static void tinsert(struct queue *q, struct qjob *qj)
+{
+	size_t i = tslot(q, qj->ms, qj->seq);
+	while (q->tab[i] != NULL)
+		i = (i + 1) & (q->tabcap - 1);
+	q->tab[i] = qj;
+}
+
+static void tdelete(struct queue *q, struct qjob *qj)
+{
+	size_t mask = q->tabcap - 1, i = tslot(q, qj->ms, qj->seq);
+	while (q->tab[i] != qj) {
+		if (q->tab[i] == NULL)
+			return;
+		i = (i + 1) & mask;
+	}
+	q->tab[i] = NULL;
+	for (size_t j = (i + 1) & mask; q->tab[j] != NULL; j = (j + 1) & mask) {
+		size_t k = tslot(q, q->tab[j]->ms, q->tab[j]->seq);
+		/* move tab[j] into the hole unless its home slot k lies in (i, j] */
+		bool stay = (i <= j) ? (i < k && k <= j) : (i < k || k <= j);
+		if (!stay) {
+			q->tab[i] = q->tab[j];
+			q->tab[j] = NULL;
+			i = j;
+		}
+	}
+}
+
+/* ---- jobs ---- */
+
+static void job_unlink_free(struct queue *q, struct qjob *qj)
+{
+	if (qj->prev)
+		qj->prev->next = qj->next;
+	else
+		q->jobs = qj->next;
+	if (qj->next)
+		qj->next->prev = qj->prev;
+	job_fini(&qj->job);
+	free(qj);
+}
+
+void qjob_committed(struct queue *q, struct qjob *qj, bool live)
+{
+	qj->queued = false;
+	qj->done = true;
+	tdelete(q, qj);
+	q->nactive--;
+	q->st.committed++;
+	if (live) {
+		for (int s = 0; s <= JOB_HELD; s++)
+			q->st.results[s] += qj->nres[s];
+	} else {
+		q->st.duplicates++;
+		qlog(q, QUEUE_LOG_INFO, "evt=commit_skipped entry=%s reason=already_finished",
+		     qj->job.entry);
+	}
+	if (!qj->with_host)
+		job_unlink_free(q, qj);
+}
+
+void queue_job_done(struct queue *q, struct job *j)
+{
+	struct qjob *qj = (struct qjob *)(void *)((char *)j - offsetof(struct qjob, job));
+	qj->with_host = false;
+	if (qj->done) {
+		job_unlink_free(q, qj); /* released and already committed */
+		return;
+	}
+	if (!qj->queued)
+		qcommit_enqueue(q, qj);
+}
+
+/* A claimed entry: decode it and hand it to the host, or commit its rejection. */
+static void take_entry(struct queue *q, const redisReply *e, bool reclaimed)
+{
+	const redisReply *id, *fields;
+	uint64_t ms, seq;
+
+	if (e->type != REDIS_REPLY_ARRAY || e->elements < 2)
+		return;
+	id = e->element[0];
+	fields = e->element[1];
+	if (id->type != REDIS_REPLY_STRING || job_entry_id_parse(id->str, &ms, &seq) != 0)
+		return;
+	if (tfind(q, ms, seq) != NULL)
+		return; /* already ours and in progress */
+	if (fields->type != REDIS_REPLY_ARRAY)
+		return; /* deleted entry (Redis 7 drops it from the PEL itself) */
+
+	size_t n = fields->elements;
+	const char **kv = qalloc((n + 1) * sizeof(*kv));
+	size_t *len = qalloc((n + 1) * sizeof(*len));
+	for (size_t i = 0; i < n; i++) {
+		const redisReply *f = fields->element[i];
+		bool s = f->type == REDIS_REPLY_STRING || f->type == REDIS_REPLY_STATUS;
+		kv[i] = s ? f->str : "";
+		len[i] = s ? f->len : 0;
+	}
+	struct qjob *qj = qalloc(sizeof(*qj));
+	int rc = job_decode(&qj->job, id->str, n, kv, len, &q->cfg.limits);
+	free(kv);
+	free(len);
+	qj->ms = ms;
+	qj->seq = seq;
+	qj->next = q->jobs;
+	if (q->jobs)
+		q->jobs->prev = qj;
+	q->jobs = qj;
+	tinsert(q, qj);
+	q->nactive++;
+	q->st.claimed++;
+	if (reclaimed) {
+		q->st.reclaimed++;
+		qlog(q, QUEUE_LOG_INFO, "evt=job_reclaimed entry=%s", qj->job.entry);
+	}
+	if (rc != 0) {
+		qj->rejected = true;
+		qlog(q, QUEUE_LOG_WARN, "evt=job_rejected entry=%s id=\"%s\" reason=\"%s\"",
+		     qj->job.entry, qj->job.id, qj->job.reason);
+		qcommit_enqueue(q, qj);
+	} else if (q->stopping) {
+		qj->released = true; /* arrived after stop: straight back to the queue */
+		qcommit_enqueue(q, qj);
+	} else {
+		qj->with_host = true;
+		q->h.job(q->h.ctx, &qj->job);
+	}
+}
+
+static void take_entries(struct queue *q, const redisReply *list, bool reclaimed)
+{
+	if (list == NULL || list->type != REDIS_REPLY_ARRAY)
+		return;
+	for (size_t i = 0; i < list->elements; i++)
+		take_entry(q, list->element[i], reclaimed);
+}
+
+/* ---- connections ---- */
+
+static void conn_connect(struct qconn *c);
+
+/* Arm the reconnect timer with the back-off: reset when the connection had
+ * been working for a while, doubled (up to 5 s) when it keeps failing. */
+static void schedule_reconnect(struct qconn *c, bool was_ready, const char *why)
+{
+	struct queue *q = c->q;
+	uint64_t now = qnow(q);
+	if (was_ready && now - c->ready_at > 2000)
+		c->backoff = Q_BACKOFF_MIN_MS;
+	else if (c->backoff == 0)
+		c->backoff = Q_BACKOFF_MIN_MS;
+	else
+		c->backoff = c->backoff * 2 > Q_BACKOFF_MAX_MS ? Q_BACKOFF_MAX_MS : c->backoff * 2;
+	uint64_t delay = c->backoff / 2 + qrand(q) % (c->backoff / 2 + 1);
+	/* warn when it stops working, and when it starts failing; then info */
+	bool first = was_ready || !c->failing;
+	c->failing = true;
+	qlog(q, first ? QUEUE_LOG_WARN : QUEUE_LOG_INFO,
+	     "evt=redis_down conn=%s err=\"%s\" retry_ms=%llu", c->name, why,
+	     (unsigned long long)delay);
+	q->h.timer_arm(c->reconnect, delay);
+}
+
+static void conn_lost(struct qconn *c, const redisAsyncContext *ac)
+{
+	if (c->ac != ac || ac == NULL)
+		return;
+	bool was_ready = c->state == QC_READY;
+	c->ac = NULL;
+	c->state = QC_DOWN;
+	c->pending = 0;
+	if (!c->q->freeing)
+		schedule_reconnect(c, was_ready, errstr(ac));
+}
+
+void qconn_drop(struct qconn *c)
+{
+	redisAsyncContext *ac = c->ac;
+	if (ac == NULL)
+		return;
+	conn_lost(c, ac);
+	redisAsyncFree(ac); /* deferred by hiredis when inside one of its callbacks */
+}
+
+struct qconn *qconn_reply(redisAsyncContext *ac, const void *reply)
+{
+	struct qconn *c = ac->data;
+	if (c->ac == ac) {
+		if (c->pending > 0)
+			c->pending--;
+		c->progress = qnow(c->q);
+		if (reply == NULL)
+			conn_lost(c, ac);
+	}
+	return c;
+}
+
+static int send_raw(struct qconn *c, redisCallbackFn *fn, void *priv, int argc,
+		    const char **argv, const size_t *len)
+{
+	if (c->ac == NULL)
+		return -1;
+	if (redisAsyncCommandArgv(c->ac, fn, priv, argc, argv, len) != REDIS_OK)
+		return -1;
+	if (c->pending++ == 0)
+		c->progress = qnow(c->q);
+	return 0;
+}
+
+int qconn_send(struct qconn *c, redisCallbackFn *fn, void *priv, int argc, const char **argv,
+	       const size_t *len)
+{
+	if (c->state != QC_READY)
+		return -1;
+	return send_raw(c, fn, priv, argc, argv, len);
+}
+
+static int sendv(struct qconn *c, redisCallbackFn *fn, void *priv, int argc, const char **argv)
+{
+	return qconn_send(c, fn, priv, argc, argv, NULL);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+	struct qconn *c = ac->data;
+	if (status != REDIS_OK)
+		conn_lost(c, ac);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+	(void)status;
+	conn_lost(ac->data, ac);
+}
+
+enum init_step { I_AUTH, I_SELECT, I_SCRIPT_COMMIT, I_SCRIPT_MOVE, I_SCRIPT_GC, I_GROUP, I_NAME };
+
+static void conn_ready(struct qconn *c)
+{
+	struct queue *q = c->q;
+	c->state = QC_READY;
+	c->ready_at = qnow(q);
+	c->failing = false;
+	qlog(q, QUEUE_LOG_INFO, "evt=redis_ready conn=%s", c->name);
+	if (c->claim)
+		qkick_claim(q);
+	else
+		qcommit_flush(q);
+}
+
+static void on_init(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct qconn *c = qconn_reply(ac, r);
+	struct queue *q = c->q;
+	redisReply *reply = r;
+	enum init_step step = (enum init_step)(intptr_t)priv;
+	if (reply == NULL || c->ac != ac || q->freeing)
+		return;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		if (step == I_GROUP && strncmp(reply->str, "BUSYGROUP", 9) == 0)
+			return; /* the group exists: fine */
+		qlog(q, QUEUE_LOG_ERROR, "evt=redis_init_failed conn=%s step=%d err=\"%s\"", c->name,
+		     (int)step, reply->str);
+		qconn_drop(c);
+		return;
+	}
+	char *sha = step == I_SCRIPT_COMMIT ? q->sha_commit
+		    : step == I_SCRIPT_MOVE ? q->sha_move
+		    : step == I_SCRIPT_GC   ? q->sha_gc
+					    : NULL;
+	if (sha != NULL && reply->type == REDIS_REPLY_STRING && reply->len == 40)
+		memcpy(sha, reply->str, 41);
+	if (step == I_NAME)
+		conn_ready(c);
+}
+
+static void init_cmd(struct qconn *c, enum init_step step, int argc, const char **argv)
+{
+	send_raw(c, on_init, (void *)(intptr_t)step, argc, argv, NULL);
+}
+
+static void conn_connect(struct qconn *c)
+{
+	struct queue *q = c->q;
+	redisAsyncContext *ac;
+	if (q->freeing || c->ac != NULL)
+		return;
+	if (q->addr.path[0] != '\0')
+		ac = redisAsyncConnectUnix(q->addr.path);
+	else
+		ac = redisAsyncConnect(q->addr.host, q->addr.port);
+	c->started = qnow(q);
+	if (ac == NULL || ac->err) {
+		/* A synchronous failure (refused at once): same as a loss. */
+		char why[128];
+		snprintf(why, sizeof(why), "%s", ac ? errstr(ac) : "out of memory");
+		if (ac != NULL)
+			redisAsyncFree(ac);
+		schedule_reconnect(c, false, why);
+		return;
+	}
+	ac->data = c;
+	int rc = q->h.attach(q->h.ctx, ac);
+	if (rc != 0) {
+		qlog(q, QUEUE_LOG_ERROR, "evt=redis_attach_failed conn=%s err=%d", c->name, rc);
+		redisAsyncFree(ac);
+		q->h.timer_arm(c->reconnect, Q_BACKOFF_MAX_MS);
+		return;
+	}
+	redisAsyncSetConnectCallback(ac, on_connect);
+	redisAsyncSetDisconnectCallback(ac, on_disconnect);
+	c->ac = ac;
+	c->state = QC_INIT;
+	c->pending = 0;
+
+	/* Pipelined initialization; CLIENT SETNAME comes last and marks READY. */
+	char db[16], name[300];
+	if (q->password != NULL && q->password[0] != '\0') {
+		const char *a[] = { "AUTH", q->password };
+		init_cmd(c, I_AUTH, 2, a);
+	}
+	if (q->addr.db != 0) {
+		snprintf(db, sizeof(db), "%d", q->addr.db);
+		const char *a[] = { "SELECT", db };
+		init_cmd(c, I_SELECT, 2, a);
+	}
+	if (!c->claim) {
+		const char *a1[] = { "SCRIPT", "LOAD", qscript_commit };
+		init_cmd(c, I_SCRIPT_COMMIT, 3, a1);
+		const char *a2[] = { "SCRIPT", "LOAD", qscript_move };
+		init_cmd(c, I_SCRIPT_MOVE, 3, a2);
+		const char *a3[] = { "SCRIPT", "LOAD", qscript_gc };
+		init_cmd(c, I_SCRIPT_GC, 3, a3);
+		const char *a4[] = { "XGROUP", "CREATE", q->cfg.jobs, q->cfg.group, "0", "MKSTREAM" };
+		init_cmd(c, I_GROUP, 6, a4);
+		q->need_group = false;
+	}
+	/* Client names may not contain spaces. */
+	snprintf(name, sizeof(name), "mxsend:%s:%s", c->name, q->cfg.consumer);
+	for (char *p = name; *p; p++)
+		if (*p == ' ')
+			*p = '_';
+	const char *a5[] = { "CLIENT", "SETNAME", name };
+	init_cmd(c, I_NAME, 3, a5);
+}
+
+static void on_reconnect(void *arg)
+{
+	conn_connect(arg);
+}
+
+/* Drop a connection that stopped answering (SIGSTOPped or wedged Redis, lost
+ * network): its callbacks all get NULL and we reconnect. */
+static void watchdog(struct qconn *c, uint64_t now)
+{
+	if (c->ac == NULL)
+		return;
+	uint64_t limit = Q_REPLY_TIMEOUT_MS + (c->claim ? Q_BLOCK_MS : 0);
+	if (c->state == QC_INIT && now - c->started > Q_CONNECT_TIMEOUT_MS) {
+		qlog(c->q, QUEUE_LOG_WARN, "evt=redis_timeout conn=%s what=connect", c->name);
+		qconn_drop(c);
+	} else if (c->pending > 0 && now - c->progress > limit) {
+		qlog(c->q, QUEUE_LOG_WARN, "evt=redis_timeout conn=%s what=reply pending=%u", c->name,
+		     c->pending);
+		qconn_drop(c);
+	}
+}
+
+/* ---- claiming ---- */
+
+static unsigned room(const struct queue *q)
+{
+	unsigned cap = (unsigned)q->cfg.max_inflight, used = q->nactive + q->claim_req;
+	return used >= cap ? 0 : cap - used;
+}
+
+static void on_claim(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct qconn *c = qconn_reply(ac, r);
+	struct queue *q = c->q;
+	redisReply *reply = r;
+	q->claim_out = false;
+	q->claim_req -= (unsigned)(uintptr_t)priv;
+	if (reply == NULL || q->freeing)
+		return; /* lost: any entries it got stay pending, reclaimed later */
+	if (reply->type == REDIS_REPLY_ERROR) {
+		qlog(q, QUEUE_LOG_ERROR, "evt=claim_failed err=\"%s\"", reply->str);
+		if (strncmp(reply->str, "NOGROUP", 7) == 0)
+			q->need_group = true;
+		return; /* the next tick tries again: no busy loop on errors */
+	}
+	if (reply->type == REDIS_REPLY_ARRAY) {
+		for (size_t i = 0; i < reply->elements; i++) {
+			const redisReply *s = reply->element[i];
+			if (s->type == REDIS_REPLY_ARRAY && s->elements == 2)
+				take_entries(q, s->element[1], false);
+		}
+	}
+	qkick_claim(q); /* a nil reply is a BLOCK timeout: read again */
+}
+
+void qkick_claim(struct queue *q)
+{
+	if (q->stopping || q->freeing || q->claim_out || q->clm.state != QC_READY ||
+	    q->cmd.state != QC_READY)
+		return;
+	unsigned n = room(q);
+	if (n > (unsigned)q->cfg.batch)
+		n = (unsigned)q->cfg.batch;
+	if (n == 0)
+		return;
+	char count[16], block[16];
+	snprintf(count, sizeof(count), "%u", n);
+	snprintf(block, sizeof(block), "%d", Q_BLOCK_MS);
+	const char *a[] = { "XREADGROUP", "GROUP", q->cfg.group, q->cfg.consumer, "COUNT", count,
+			    "BLOCK",      block,   "STREAMS",   q->cfg.jobs,     ">" };
+	if (sendv(&q->clm, on_claim, (void *)(uintptr_t)n, 11, a) == 0) {
+		q->claim_out = true;
+		q->claim_req += n;
+	}
+}
+
+static void on_reclaim(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct qconn *c = qconn_reply(ac, r);
+	struct queue *q = c->q;
+	redisReply *reply = r;
+	q->reclaim_out = false;
+	q->claim_req -= (unsigned)(uintptr_t)priv;
+	if (reply == NULL || q->freeing)
+		return;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		qlog(q, QUEUE_LOG_ERROR, "evt=reclaim_failed err=\"%s\"", reply->str);
+		if (strncmp(reply->str, "NOGROUP", 7) == 0)
+			q->need_group = true;
+		return;
+	}
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
+	    reply->element[0]->type != REDIS_REPLY_STRING)
+		return;
+	snprintf(q->reclaim_cursor, sizeof(q->reclaim_cursor), "%s", reply->element[0]->str);
+	size_t got = reply->element[1]->type == REDIS_REPLY_ARRAY ? reply->element[1]->elements : 0;
+	take_entries(q, reply->element[1], true);
+	/* More to scan: go on at the next tick rather than waiting a full period. */
+	if (got > 0 && strcmp(q->reclaim_cursor, "0-0") != 0)
+		q->next_reclaim = qnow(q);
+}
+
+static void reclaim(struct queue *q)
+{
+	unsigned n = room(q);
+	if (n > (unsigned)q->cfg.batch)
+		n = (unsigned)q->cfg.batch;
+	if (n == 0)
+		return;
+	char idle[24], count[16];
+	snprintf(idle, sizeof(idle), "%llu", (unsigned long long)q->cfg.visibility_ms);
+	snprintf(count, sizeof(count), "%u", n);
+	const char *a[] = { "XAUTOCLAIM", q->cfg.jobs, q->cfg.group, q->cfg.consumer,
+			    idle,         q->reclaim_cursor, "COUNT", count };
+	if (sendv(&q->cmd, on_reclaim, (void *)(uintptr_t)n, 8, a) == 0) {
+		q->reclaim_out = true;
+		q->claim_req += n;
+	}
+}
+
+/* ---- periodic work on the cmd connection ---- */
+
+static void on_simple(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct qconn *c = qconn_reply(ac, r);
+	struct queue *q = c->q;
+	redisReply *reply = r;
+	const char *what = priv;
+	if (strcmp(what, "heartbeat") == 0)
+		q->heartbeat_out--;
+	else if (strcmp(what, "gc") == 0)
+		q->gc_out = false;
+	if (reply != NULL && reply->type == REDIS_REPLY_ERROR && !q->freeing) {
+		qlog(q, QUEUE_LOG_WARN, "evt=redis_error what=%s err=\"%s\"", what, reply->str);
+		if (strncmp(reply->str, "NOSCRIPT", 8) == 0)
+			qconn_drop(c); /* reconnecting loads the scripts again */
+	} else if (reply != NULL && reply->type == REDIS_REPLY_INTEGER && strcmp(what, "gc") == 0 &&
+		   reply->integer > 0) {
+		qlog(q, QUEUE_LOG_INFO, "evt=consumers_removed n=%lld", reply->integer);
+	}
+}
+
+/* Keep the jobs we are delivering claimed: XCLAIM ... 0 ids JUSTID resets their
+ * idle time, so other processes' XAUTOCLAIM leaves them alone. */
+static void heartbeat(struct queue *q)
+{
+	const char *a[6 + Q_HEARTBEAT_IDS + 1];
+	int n = 0;
+	a[0] = "XCLAIM";
+	a[1] = q->cfg.jobs;
+	a[2] = q->cfg.group;
+	a[3] = q->cfg.consumer;
+	a[4] = "0";
+	for (struct qjob *qj = q->jobs; qj != NULL; qj = qj->next) {
+		if (qj->done)
+			continue;
+		a[5 + n++] = qj->job.entry;
+		if (n == Q_HEARTBEAT_IDS) {
+			a[5 + n] = "JUSTID";
+			if (sendv(&q->cmd, on_simple, "heartbeat", 6 + n, a) == 0)
+				q->heartbeat_out++;
+			n = 0;
+		}
+	}
+	if (n > 0) {
+		a[5 + n] = "JUSTID";
+		if (sendv(&q->cmd, on_simple, "heartbeat", 6 + n, a) == 0)
+			q->heartbeat_out++;
+	}
+}
+
+static void on_move(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct qconn *c = qconn_reply(ac, r);
+	struct queue *q = c->q;
+	redisReply *reply = r;
+	(void)priv;
+	q->move_out = false;
+	if (reply == NULL || q->freeing)
+		return;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		qlog(q, QUEUE_LOG_WARN, "evt=retry_move_failed err=\"%s\"", reply->str);
+		if (strncmp(reply->str, "NOSCRIPT", 8) == 0)
+			qconn_drop(c);
+	} else if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
+		qlog(q, QUEUE_LOG_DEBUG, "evt=retries_due n=%lld", reply->integer);
+		if (reply->integer >= Q_MOVE_LIMIT)
+			q->next_move = qnow(q); /* more are due: again at the next tick */
+	}
+}
+
+static void move_due(struct queue *q)
+{
+	char now[24], limit[16];
+	snprintf(now, sizeof(now), "%llu", (unsigned long long)qwall());
+	snprintf(limit, sizeof(limit), "%d", Q_MOVE_LIMIT);
+	const char *a[] = { "EVALSHA", q->sha_move, "2", q->retry_key, q->cfg.jobs, now, limit };
+	if (sendv(&q->cmd, on_move, NULL, 7, a) == 0)
+		q->move_out = true;
+}
+
+static void on_stat(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct qconn *c = qconn_reply(ac, r);
+	struct queue *q = c->q;
+	redisReply *reply = r;
+	intptr_t k = (intptr_t)priv;
+	long long *dst = k == 0 ? &q->st.depth : k == 1 ? &q->st.retry : &q->st.held;
+	if (k == 2)
+		q->stats_out = false;
+	if (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
+		*dst = reply->integer;
+}
+
+static void stats(struct queue *q)
+{
+	const char *a[] = { "XLEN", q->cfg.jobs };
+	const char *b[] = { "ZCARD", q->retry_key };
+	const char *c[] = { "ZCARD", q->held_key };
+	if (sendv(&q->cmd, on_stat, (void *)(intptr_t)0, 2, a) != 0 ||
+	    sendv(&q->cmd, on_stat, (void *)(intptr_t)1, 2, b) != 0 ||
+	    sendv(&q->cmd, on_stat, (void *)(intptr_t)2, 2, c) != 0)
+		return;
+	q->stats_out = true;
+}
+
+/* Forget consumers of dead processes once they hold nothing (host:pid names
+ * would otherwise pile up in XINFO CONSUMERS). */
+static void gc_consumers(struct queue *q)
+{
+	char idle[24];
+	uint64_t ms = q->cfg.visibility_ms * 10;
+	snprintf(idle, sizeof(idle), "%llu", (unsigned long long)(ms < 600000 ? 600000 : ms));
+	const char *a[] = { "EVALSHA", q->sha_gc, "1", q->cfg.jobs, q->cfg.group, q->cfg.consumer, idle };
+	if (sendv(&q->cmd, on_simple, "gc", 7, a) == 0)
+		q->gc_out = true;
+}
+
+static void on_group(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct qconn *c = qconn_reply(ac, r);
+	redisReply *reply = r;
+	(void)priv;
+	if (reply != NULL && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "BUSYGROUP", 9) != 0)
+		c->q->need_group = true;
+}
+
+static void on_tick(void *arg)
+{
+	struct queue *q = arg;
+	uint64_t now = qnow(q);
+	watchdog(&q->cmd, now);
+	watchdog(&q->clm, now);
+	if (q->cmd.state == QC_READY) {
+		if (q->need_group) {
+			const char *a[] = { "XGROUP", "CREATE", q->cfg.jobs, q->cfg.group, "0", "MKSTREAM" };
+			if (sendv(&q->cmd, on_group, NULL, 6, a) == 0)
+				q->need_group = false;
+		}
+		if (!q->stopping && !q->move_out && now >= q->next_move) {
+			move_due(q);
+			q->next_move = now + Q_MOVE_MS;
+		}
+		if (!q->stopping && !q->reclaim_out && now >= q->next_reclaim) {
+			q->next_reclaim = now + q->reclaim_ms;
+			reclaim(q);
+		}
+		if (q->heartbeat_out == 0 && now >= q->next_heartbeat) {
+			q->next_heartbeat = now + q->heartbeat_ms;
+			heartbeat(q);
+		}
+		if (!q->stats_out && now >= q->next_stats) {
+			q->next_stats = now + Q_STATS_MS;
+			stats(q);
+		}
+		if (!q->stopping && !q->gc_out && now >= q->next_gc) {
+			q->next_gc = now + Q_GC_MS;
+			gc_consumers(q);
+		}
+		qcommit_flush(q);
+	}
+	qkick_claim(q);
+	q->h.timer_arm(q->tick, Q_TICK_MS);
+}
+
+static void on_flush(void *arg)
+{
+	qcommit_flush(arg);
+}
+
+/* ---- public ---- */
+
+struct queue *queue_new(const struct queue_config *cfg, const struct queue_host *h, char *err,
+			size_t errlen)
+{
+	struct queue *q = qalloc(sizeof(*q));
+	q->cfg = *cfg;
+	q->h = *h;
+	if (queue_url_parse(cfg->url, &q->addr, err, errlen) != 0)
+		goto fail;
+	q->password = (cfg->password && cfg->password[0]) ? cfg->password : q->addr.password;
+	if (cfg->max_inflight <= 0 || cfg->batch <= 0 || cfg->limits.addr_ok == NULL ||
+	    cfg->limits.split == NULL || cfg->jobs == NULL || cfg->results == NULL ||
+	    cfg->group == NULL || cfg->consumer == NULL) {
+		snprintf(err, errlen, "queue: incomplete configuration");
+		goto fail;
+	}
+	q->retry_key = qstrcat(cfg->jobs, ":retry");
+	q->held_key = qstrcat(cfg->jobs, ":held");
+	q->tabcap = 64;
+	while (q->tabcap < 2 * (size_t)cfg->max_inflight + 16)
+		q->tabcap *= 2;
+	q->tab = qalloc(q->tabcap * sizeof(*q->tab));
+	q->rng = (uint32_t)qwall() ^ ((uint32_t)getpid() << 16) ^ 0x9e3779b9u;
+	if (q->rng == 0)
+		q->rng = 1;
+	q->cmd = (struct qconn){ .q = q, .name = "cmd" };
+	q->clm = (struct qconn){ .q = q, .name = "claim", .claim = true };
+	q->cmd.reconnect = h->timer_new(h->ctx, on_reconnect, &q->cmd);
+	q->clm.reconnect = h->timer_new(h->ctx, on_reconnect, &q->clm);
+	q->tick = h->timer_new(h->ctx, on_tick, q);
+	q->flush = h->timer_new(h->ctx, on_flush, q);
+	uint64_t v = cfg->visibility_ms ? cfg->visibility_ms : 300000;
+	q->cfg.visibility_ms = v;
+	q->reclaim_ms = v / 4 < 250 ? 250 : v / 4 > 30000 ? 30000 : v / 4;
+	q->heartbeat_ms = v / 3 < 250 ? 250 : v / 3;
+	strcpy(q->reclaim_cursor, "0-0");
+	q->st.depth = q->st.retry = q->st.held = -1;
+	return q;
+fail:
+	free(q);
+	return NULL;
+}
+
+void queue_start(struct queue *q)
+{
+	if (q->started)
+		return;
+	q->started = true;
+	conn_connect(&q->cmd);
+	conn_connect(&q->clm);
+	q->h.timer_arm(q->tick, Q_TICK_MS);
+}
+
+void queue_stop(struct queue *q)
+{
+	q->stopping = true;
+}
+
+void queue_release(struct queue *q)
+{
+	for (struct qjob *qj = q->jobs; qj != NULL; qj = qj->next) {
+		if (qj->with_host && !qj->done && !qj->queued) {
+			qj->released = true;
+			qcommit_enqueue(q, qj);
+		}
+	}
+}
+
+bool queue_idle(const struct queue *q)
+{
+	return q->nactive == 0 && q->commits_out == 0 && q->cq_head == NULL && !q->claim_out &&
+	       !q->reclaim_out;
+}
+
+void queue_get_stats(const struct queue *q, struct queue_stats *st)
+{
+	*st = q->st;
+	st->inflight = q->nactive;
+	st->connected = q->cmd.state == QC_READY && q->clm.state == QC_READY;
+}
+
+void queue_free(struct queue *q)
+{
+	if (q == NULL)
+		return;
+	q->freeing = true;
+	/* Callbacks run with NULL replies inside redisAsyncFree; they only do
+	 * bookkeeping now that freeing is set. */
+	struct qconn *conns[] = { &q->clm, &q->cmd };
+	for (int i = 0; i < 2; i++) {
+		redisAsyncContext *ac = conns[i]->ac;
+		if (ac != NULL) {
+			conns[i]->ac = NULL;
+			redisAsyncFree(ac);
+		}
+	}
+	while (q->jobs != NULL)
+		job_unlink_free(q, q->jobs);
+	q->h.timer_free(q->cmd.reconnect);
+	q->h.timer_free(q->clm.reconnect);
+	q->h.timer_free(q->tick);
+	q->h.timer_free(q->flush);
+	free(q->tab);
+	free(q->retry_key);
+	free(q->held_key);
+	free(q);
+}

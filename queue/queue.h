@@ -1,0 +1,182 @@
+/* queue.h: the Redis job queue (hiredis 0.14 async API; knows nothing of the
+ * event loop, which the host supplies through struct queue_host).
+ *
+ * Redis keys (J = config `jobs`, default mxsend:jobs):
+ *   J               stream of jobs; consumer group `group`, created at id 0
+ *                   (MKSTREAM) so jobs added before the first start are seen;
+ *                   one consumer per process (host:pid). Committed entries
+ *                   are acknowledged AND deleted, so XLEN J is the queue depth.
+ *   results         stream of results, one entry per recipient and outcome.
+ *   J:retry         sorted set of parked retries, score = due time (epoch ms);
+ *   J:retry:MEMBER  hash with the job's fields (to = the deferred recipients,
+ *                   attempt, since, job = original entry id).
+ *   J:held          sorted set of held jobs, score = time held (epoch ms);
+ *   J:held:MEMBER   hash with the job's fields + domain, reason, held_at.
+ *                   MEMBER = ENTRY/DOMAIN; `mxsend release` moves it back to J.
+ *
+ * Guarantees (DESIGN.md "Delivery guarantee"):
+ * - A job's results, its move to J:retry / J:held, its XACK and its XDEL are
+ *   one Lua script call (atomic like MULTI/EXEC). The script first checks that
+ *   the entry is still pending in the group; if it is not (another process or
+ *   an earlier attempt of ours already finished it) it writes nothing, so a
+ *   recipient never gets two final results, even when a commit whose reply was
+ *   lost is sent again after a reconnect.
+ * - Claims are bounded: at most max_inflight jobs are held in memory, counting
+ *   claims still on the wire (admission control at the claim step).
+ * - Each hiredis callback fires exactly once; a NULL reply means the connection
+ *   was lost and the command's effect is unknown. For a claim that means the
+ *   jobs may sit in our pending list: they are reclaimed (XAUTOCLAIM) by a live
+ *   process after visibility_timeout. For a commit it means "send it again"
+ *   (safe: see above). Replies are borrowed for the callback only.
+ * - Jobs being delivered are kept claimed by re-claiming them (XCLAIM JUSTID)
+ *   every visibility_timeout/3, so live processes do not steal each other's work.
+ * - Connection loss: reconnect with exponential back-off, 100 ms .. 5 s, with
+ *   jitter; commands time out (the connection is dropped) after 15 s without
+ *   a reply. Blocking reads (XREADGROUP BLOCK) use their own connection.
+ *
+ * Threading: everything runs on the host's loop thread. No function here calls
+ * back into the host before returning, except where stated. */
+#ifndef QUEUE_QUEUE_H
+#define QUEUE_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "queue/job.h"
+
+struct redisAsyncContext;
+struct queue;
+
+/* ---- Redis address ---- */
+
+struct queue_addr {
+	char host[256]; /* "" for a unix socket */
+	int port;
+	char path[256]; /* unix socket path, "" for TCP */
+	int db;
+	char password[256]; /* from the URL, "" if none */
+};
+/* Parse "redis://[:PASSWORD@]HOST[:PORT][/DB]" or "unix:/PATH[?db=N]".
+ * Returns 0, or -1 with a message in err. Pure. */
+int queue_url_parse(const char *url, struct queue_addr *a, char *err, size_t errlen);
+
+/* ---- configuration and host services ---- */
+
+struct queue_config {
+	const char *url;      /* see queue_url_parse */
+	const char *password; /* NULL or "": the URL's password, if any */
+	const char *jobs, *results, *group;
+	const char *consumer; /* this process's consumer name, e.g. "host:pid" */
+	uint64_t visibility_ms; /* reclaim entries idle longer than this */
+	int batch;              /* max entries per claim */
+	int max_inflight;       /* max jobs claimed and not yet committed */
+	struct job_limits limits;
+	const uint64_t *schedule_ms; /* retry delays; the last one repeats */
+	int n_schedule;
+	uint64_t lifetime_ms;   /* default job lifetime (field `expires` overrides) */
+	double jitter;          /* retry delay jitter, fraction 0..1 */
+};
+
+struct queue_timer; /* the host's */
+typedef void queue_timer_fn(void *arg);
+
+struct queue_host {
+	void *ctx;
+	/* Attach ac to the host's event loop (sender/redis_uring.c). 0 or -errno. */
+	int (*attach)(void *ctx, struct redisAsyncContext *ac);
+	/* One-shot timers: fn(arg) runs once per arm, from the loop, never from
+	 * inside timer_arm. Re-arming an armed timer moves it. */
+	struct queue_timer *(*timer_new)(void *ctx, queue_timer_fn *fn, void *arg);
+	void (*timer_arm)(struct queue_timer *t, uint64_t after_ms);
+	void (*timer_free)(struct queue_timer *t);
+	uint64_t (*mono_ms)(void *ctx); /* monotonic clock */
+	/* A claimed, valid job to deliver. The job stays valid (and owned by the
+	 * queue) until the host calls queue_job_done(q, j); the host records each
+	 * recipient's outcome with job_set_outcome() before that. Called from
+	 * inside a Redis reply callback: it must not free the queue. */
+	void (*job)(void *ctx, struct job *j);
+	/* One log line (key=value text, no newline), level QUEUE_LOG_*. */
+	void (*log)(void *ctx, int level, const char *line);
+};
+#define QUEUE_LOG_DEBUG 0
+#define QUEUE_LOG_INFO 1
+#define QUEUE_LOG_WARN 2
+#define QUEUE_LOG_ERROR 3
+
+/* Create the queue (no I/O yet). NULL with a message in err on a bad config.
+ * Borrows cfg's strings and h for the queue's life. */
+struct queue *queue_new(const struct queue_config *cfg, const struct queue_host *h, char *err,
+			size_t errlen);
+/* Connect (in the background) and start claiming. */
+void queue_start(struct queue *q);
+/* The host is done with j (every recipient has an outcome, or the host gave up
+ * on it after queue_release). The queue commits it (results, retry, held, ack)
+ * in the background and frees it afterwards. Recipients without an outcome are
+ * put back in the queue (due at once, attempt not counted), without a result. */
+void queue_job_done(struct queue *q, struct job *j);
+/* Stop claiming (SIGTERM). Jobs in flight carry on; jobs that arrive from a
+ * claim already on the wire are put back at once. */
+void queue_stop(struct queue *q);
+/* Shutdown deadline: commit every job the host still holds as it stands
+ * (finished recipients get their results, the others go back to the queue).
+ * The host must still call queue_job_done for each (or queue_free them). */
+void queue_release(struct queue *q);
+/* True when nothing is left to commit or claim (after queue_stop: safe to exit). */
+bool queue_idle(const struct queue *q);
+/* Disconnect and free everything, jobs the host still holds included (call at
+ * exit, after the host has dropped its references). Uncommitted jobs stay
+ * pending in Redis and are reclaimed after the visibility timeout. */
+void queue_free(struct queue *q);
+
+struct queue_stats {
+	uint64_t claimed;    /* entries claimed (XREADGROUP + XAUTOCLAIM) */
+	uint64_t reclaimed;  /* of which by XAUTOCLAIM */
+	uint64_t committed;  /* jobs committed */
+	uint64_t duplicates; /* commits skipped: the entry was already finished */
+	uint64_t results[JOB_HELD + 1]; /* results written, by status */
+	unsigned inflight;   /* jobs claimed and not committed */
+	long long depth;     /* XLEN jobs (-1 unknown), refreshed every second */
+	long long retry;     /* ZCARD J:retry (-1 unknown) */
+	long long held;      /* ZCARD J:held (-1 unknown) */
+	bool connected;      /* both connections ready */
+};
+void queue_get_stats(const struct queue *q, struct queue_stats *st);
+
+/* ---- synchronous administration (enqueue, held, release) ----
+ * For short-lived commands only: these block. Never call them on a loop. */
+
+struct queue_sync;
+/* Connect (timeout 5 s), AUTH, SELECT. NULL with a message in err. */
+struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, size_t errlen);
+void queue_sync_close(struct queue_sync *s);
+
+/* One job to enqueue: fields and values (binary safe), nf pairs. */
+struct queue_fields {
+	const char *const *name;
+	const char *const *value;
+	const size_t *vlen;
+	int n;
+};
+/* XADD the job `count` times, pipelined. id_fn (if not NULL) gets each new
+ * entry id in order. Returns the number added, or -1 (message in err). */
+int queue_sync_enqueue(struct queue_sync *s, const struct queue_fields *f, long count,
+		       void (*id_fn)(void *arg, const char *id), void *arg, char *err,
+		       size_t errlen);
+
+struct queue_held {
+	const char *member; /* the held ID: ENTRY/DOMAIN */
+	const char *id, *job, *domain, *reason, *to;
+	uint64_t held_at_ms;
+	uint64_t since_ms;  /* first queued, if known (0 if not) */
+};
+/* Call fn for each held job, oldest first. Returns the count, or -1. */
+int queue_sync_held(struct queue_sync *s, void (*fn)(void *arg, const struct queue_held *h),
+		    void *arg, char *err, size_t errlen);
+/* Put held jobs back in the queue: those of `domain` (if not NULL), else those
+ * named in ids (held IDs or application ids). Their lifetime starts again.
+ * Returns how many were released, or -1. */
+int queue_sync_release(struct queue_sync *s, const char *domain, const char *const *ids, int nids,
+		       char *err, size_t errlen);
+
+#endif

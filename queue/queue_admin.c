@@ -1,0 +1,310 @@
+/* queue_admin.c: the Redis URL, and the synchronous side of the queue used by
+ * short-lived commands (mxsend enqueue, held, release). These block on Redis
+ * (hiredis's synchronous API, 5 s timeouts) and must never run on a loop. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "queue/queue_int.h"
+
+/* ---- URL ---- */
+
+static int parse_int(const char *s, size_t n, int lo, int hi, int *out)
+{
+	long v = 0;
+	if (n == 0 || n > 9)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	if (v < lo || v > hi)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+static int copy_part(char *dst, size_t cap, const char *s, size_t n)
+{
+	if (n >= cap)
+		return -1;
+	memcpy(dst, s, n);
+	dst[n] = '\0';
+	return 0;
+}
+
+int queue_url_parse(const char *url, struct queue_addr *a, char *err, size_t errlen)
+{
+	memset(a, 0, sizeof(*a));
+	a->port = 6379;
+	if (url == NULL)
+		url = "redis://127.0.0.1:6379/0";
+	if (strncmp(url, "unix:", 5) == 0) {
+		const char *p = url + 5;
+		while (p[0] == '/' && p[1] == '/')
+			p++; /* unix:///path */
+		const char *q = strchr(p, '?');
+		size_t n = q ? (size_t)(q - p) : strlen(p);
+		if (n == 0 || p[0] != '/' || copy_part(a->path, sizeof(a->path), p, n) != 0) {
+			snprintf(err, errlen, "bad redis url \"%s\": expected unix:/PATH", url);
+			return -1;
+		}
+		if (q != NULL && (strncmp(q, "?db=", 4) != 0 ||
+				  parse_int(q + 4, strlen(q + 4), 0, 100000, &a->db) != 0)) {
+			snprintf(err, errlen, "bad redis url \"%s\": expected ?db=N", url);
+			return -1;
+		}
+		return 0;
+	}
+	if (strncmp(url, "redis://", 8) != 0) {
+		snprintf(err, errlen, "bad redis url \"%s\": expected redis:// or unix:", url);
+		return -1;
+	}
+	const char *p = url + 8, *end = p + strlen(p);
+	const char *slash = strchr(p, '/');
+	const char *hostend = slash ? slash : end;
+	const char *at = NULL;
+	for (const char *s = p; s < hostend; s++)
+		if (*s == '@')
+			at = s;
+	if (at != NULL) {
+		const char *colon = memchr(p, ':', (size_t)(at - p));
+		const char *pw = colon ? colon + 1 : p; /* [user:]password */
+		if (copy_part(a->password, sizeof(a->password), pw, (size_t)(at - pw)) != 0)
+			goto bad;
+		p = at + 1;
+	}
+	const char *portsep = NULL;
+	if (*p == '[') { /* [v6]:port */
+		const char *rb = memchr(p, ']', (size_t)(hostend - p));
+		if (rb == NULL || copy_part(a->host, sizeof(a->host), p + 1, (size_t)(rb - p - 1)) != 0)
+			goto bad;
+		if (rb + 1 < hostend) {
+			if (rb[1] != ':')
+				goto bad;
+			portsep = rb + 1;
+		}
+	} else {
+		portsep = memchr(p, ':', (size_t)(hostend - p));
+		const char *he = portsep ? portsep : hostend;
+		if (copy_part(a->host, sizeof(a->host), p, (size_t)(he - p)) != 0)
+			goto bad;
+	}
+	if (a->host[0] == '\0')
+		goto bad;
+	if (portsep != NULL &&
+	    parse_int(portsep + 1, (size_t)(hostend - portsep - 1), 1, 65535, &a->port) != 0)
+		goto bad;
+	if (slash != NULL && slash + 1 < end && parse_int(slash + 1, strlen(slash + 1), 0, 100000, &a->db) != 0)
+		goto bad;
+	return 0;
+bad:
+	snprintf(err, errlen, "bad redis url \"%s\": expected redis://[:PASSWORD@]HOST[:PORT][/DB]",
+		 url);
+	return -1;
+}
+
+/* ---- synchronous connection ---- */
+
+struct queue_sync {
+	redisContext *c;
+	const struct queue_config *cfg;
+	char *held_key;
+};
+
+static const char *ctx_err(const redisContext *c)
+{
+	/* hiredis reports a socket timeout as EAGAIN */
+	if (c->err == REDIS_ERR_IO && strstr(c->errstr, "temporarily unavailable") != NULL)
+		return "timed out (5 s)";
+	return c->errstr[0] ? c->errstr : "no reply";
+}
+
+static int reply_err(redisContext *c, redisReply *r, const char *what, char *err, size_t errlen)
+{
+	if (r == NULL) {
+		snprintf(err, errlen, "redis: %s: %s", what, ctx_err(c));
+		return -1;
+	}
+	if (r->type == REDIS_REPLY_ERROR) {
+		snprintf(err, errlen, "redis: %s: %s", what, r->str);
+		freeReplyObject(r);
+		return -1;
+	}
+	return 0;
+}
+
+struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, size_t errlen)
+{
+	struct queue_addr a;
+	struct timeval tv = { 5, 0 };
+	if (queue_url_parse(cfg->url, &a, err, errlen) != 0)
+		return NULL;
+	redisContext *c = a.path[0] ? redisConnectUnixWithTimeout(a.path, tv)
+				    : redisConnectWithTimeout(a.host, a.port, tv);
+	if (c == NULL || c->err) {
+		snprintf(err, errlen, "redis: connect to %s: %s", cfg->url,
+			 c ? ctx_err(c) : "out of memory");
+		if (c)
+			redisFree(c);
+		return NULL;
+	}
+	redisSetTimeout(c, tv);
+	const char *pw = (cfg->password && cfg->password[0]) ? cfg->password : a.password;
+	redisReply *r;
+	if (pw[0] != '\0') {
+		const char *av[] = { "AUTH", pw };
+		r = redisCommandArgv(c, 2, av, NULL);
+		if (reply_err(c, r, "AUTH", err, errlen) != 0)
+			goto fail;
+		freeReplyObject(r);
+	}
+	if (a.db != 0) {
+		char db[16];
+		snprintf(db, sizeof(db), "%d", a.db);
+		const char *av[] = { "SELECT", db };
+		r = redisCommandArgv(c, 2, av, NULL);
+		if (reply_err(c, r, "SELECT", err, errlen) != 0)
+			goto fail;
+		freeReplyObject(r);
+	}
+	struct queue_sync *s = qalloc(sizeof(*s));
+	s->c = c;
+	s->cfg = cfg;
+	size_t n = strlen(cfg->jobs);
+	s->held_key = qalloc(n + 6);
+	memcpy(s->held_key, cfg->jobs, n);
+	memcpy(s->held_key + n, ":held", 6);
+	return s;
+fail:
+	redisFree(c);
+	return NULL;
+}
+
+void queue_sync_close(struct queue_sync *s)
+{
+	if (s == NULL)
+		return;
+	redisFree(s->c);
+	free(s->held_key);
+	free(s);
+}
+
+int queue_sync_enqueue(struct queue_sync *s, const struct queue_fields *f, long count,
+		       void (*id_fn)(void *arg, const char *id), void *arg, char *err,
+		       size_t errlen)
+{
+	int argc = 3 + 2 * f->n;
+	const char **av = qalloc((size_t)argc * sizeof(*av));
+	size_t *al = qalloc((size_t)argc * sizeof(*al));
+	av[0] = "XADD";
+	av[1] = s->cfg->jobs;
+	av[2] = "*";
+	for (int i = 0; i < 3; i++)
+		al[i] = strlen(av[i]);
+	for (int i = 0; i < f->n; i++) {
+		av[3 + 2 * i] = f->name[i];
+		al[3 + 2 * i] = strlen(f->name[i]);
+		av[4 + 2 * i] = f->value[i];
+		al[4 + 2 * i] = f->vlen ? f->vlen[i] : strlen(f->value[i]);
+	}
+	/* Pipelined in windows so neither side buffers without bound. */
+	const long window = 1000;
+	long sent = 0, done = 0;
+	int rc = 0;
+	while (done < count) {
+		while (sent < count && sent - done < window) {
+			if (redisAppendCommandArgv(s->c, argc, av, al) != REDIS_OK) {
+				snprintf(err, errlen, "redis: XADD: %s", ctx_err(s->c));
+				rc = -1;
+				goto out;
+			}
+			sent++;
+		}
+		redisReply *r = NULL;
+		if (redisGetReply(s->c, (void **)&r) != REDIS_OK) {
+			snprintf(err, errlen, "redis: XADD: %s", ctx_err(s->c));
+			rc = -1;
+			goto out;
+		}
+		if (reply_err(s->c, r, "XADD", err, errlen) != 0) {
+			rc = -1;
+			goto out;
+		}
+		if (id_fn != NULL && r->type == REDIS_REPLY_STRING)
+			id_fn(arg, r->str);
+		freeReplyObject(r);
+		done++;
+	}
+out:
+	free(av);
+	free(al);
+	return rc == 0 ? (int)(done > 0x7fffffff ? 0x7fffffff : done) : -1;
+}
+
+int queue_sync_held(struct queue_sync *s, void (*fn)(void *arg, const struct queue_held *h),
+		    void *arg, char *err, size_t errlen)
+{
+	const char *av[] = { "ZRANGE", s->held_key, "0", "-1", "WITHSCORES" };
+	redisReply *list = redisCommandArgv(s->c, 5, av, NULL);
+	if (reply_err(s->c, list, "ZRANGE", err, errlen) != 0)
+		return -1;
+	int count = 0, rc = 0;
+	size_t n = list->type == REDIS_REPLY_ARRAY ? list->elements / 2 : 0;
+	for (size_t i = 0; i < n; i++) {
+		const redisReply *m = list->element[2 * i];
+		size_t kl = strlen(s->held_key);
+		char *key = qalloc(kl + 1 + m->len + 1);
+		memcpy(key, s->held_key, kl);
+		key[kl] = ':';
+		memcpy(key + kl + 1, m->str, m->len);
+		const char *hv[] = { "HMGET", key, "id", "job", "domain", "reason", "to", "held_at", "since" };
+		redisReply *r = redisCommandArgv(s->c, 9, hv, NULL);
+		free(key);
+		if (reply_err(s->c, r, "HMGET", err, errlen) != 0) {
+			rc = -1;
+			break;
+		}
+		const char *v[7];
+		for (int k = 0; k < 7; k++) {
+			const redisReply *e = (r->type == REDIS_REPLY_ARRAY && r->elements == 7) ? r->element[k] : NULL;
+			v[k] = (e != NULL && e->type == REDIS_REPLY_STRING) ? e->str : "";
+		}
+		struct queue_held h = { .member = m->str, .id = v[0], .job = v[1], .domain = v[2],
+					.reason = v[3], .to = v[4] };
+		h.held_at_ms = strtoull(v[5], NULL, 10);
+		h.since_ms = strtoull(v[6], NULL, 10);
+		fn(arg, &h);
+		freeReplyObject(r);
+		count++;
+	}
+	freeReplyObject(list);
+	return rc == 0 ? count : -1;
+}
+
+int queue_sync_release(struct queue_sync *s, const char *domain, const char *const *ids, int nids,
+		       char *err, size_t errlen)
+{
+	int argc = 6 + (domain != NULL ? 1 : nids);
+	const char **av = qalloc((size_t)argc * sizeof(*av));
+	av[0] = "EVAL";
+	av[1] = qscript_release;
+	av[2] = "2";
+	av[3] = s->held_key;
+	av[4] = s->cfg->jobs;
+	av[5] = domain != NULL ? "domain" : "ids";
+	if (domain != NULL)
+		av[6] = domain;
+	else
+		for (int i = 0; i < nids; i++)
+			av[6 + i] = ids[i];
+	redisReply *r = redisCommandArgv(s->c, argc, av, NULL);
+	free(av);
+	if (reply_err(s->c, r, "release", err, errlen) != 0)
+		return -1;
+	int n = r->type == REDIS_REPLY_ARRAY ? (int)r->elements : 0;
+	freeReplyObject(r);
+	return n;
+}

@@ -1,0 +1,532 @@
+/* queue_commit.c: what happens to a job once the host is done with it.
+ *
+ * Decisions, per recipient (one place, like Postfix's smtp_trouble.c):
+ *   delivered, bounced      -> a final result;
+ *   deferred                -> `expired` if the job's lifetime is over (since +
+ *                              expires or [retry] lifetime), else a `deferred`
+ *                              result and a park in J:retry, due after the
+ *                              schedule step for this attempt (+- jitter, never
+ *                              after the lifetime ends, so the last try happens
+ *                              at the deadline);
+ *   held                    -> a `held` result and a park in J:held, one per
+ *                              domain, with the reason;
+ *   no outcome (shutdown)   -> no result; parked in J:retry, due now, attempt
+ *                              not counted;
+ *   rejected job            -> one `rejected` result per recipient (or one
+ *                              with rcpt "") naming the problem.
+ *
+ * All of it, plus XACK and XDEL, is one call of the commit script (below),
+ * which first checks that the entry is still pending: a commit is idempotent,
+ * so one whose reply was lost is simply sent again after reconnecting.
+ * Up to 64 jobs share one call; up to 16 calls are on the wire (pipelined). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "queue/queue_int.h"
+
+/* ---- the scripts ---- */
+
+/* KEYS: jobs, results, retry, held. ARGV: group, njobs, then per job:
+ * entry, nres, nres*19 result values, npark, then per park:
+ * kind (r|h), member, score, nkv, nkv field/value pairs.
+ * Returns one integer per job: 1 written, 0 skipped (not pending any more). */
+const char qscript_commit[] =
+	"local names = {'id','job','rcpt','status','code','dsn','reply','mx','ip','port',"
+	"'tls','cipher','verified','policy','resumed','reused','attempt','elapsed_ms','meta'}\n"
+	"local group = ARGV[1]\n"
+	"local i = 3\n"
+	"local out = {}\n"
+	"for j = 1, tonumber(ARGV[2]) do\n"
+	"  local eid = ARGV[i]\n"
+	"  local nres = tonumber(ARGV[i + 1])\n"
+	"  i = i + 2\n"
+	"  local live = #redis.call('XPENDING', KEYS[1], group, eid, eid, 1) > 0\n"
+	"  if live then\n"
+	"    for r = 1, nres do\n"
+	"      local a = {}\n"
+	"      for k = 1, 19 do a[2 * k - 1] = names[k]; a[2 * k] = ARGV[i + k - 1] end\n"
+	"      redis.call('XADD', KEYS[2], '*', unpack(a))\n"
+	"      i = i + 19\n"
+	"    end\n"
+	"  else\n"
+	"    i = i + 19 * nres\n"
+	"  end\n"
+	"  local npark = tonumber(ARGV[i])\n"
+	"  i = i + 1\n"
+	"  for p = 1, npark do\n"
+	"    local z = KEYS[3]\n"
+	"    if ARGV[i] == 'h' then z = KEYS[4] end\n"
+	"    local member, score, nkv = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])\n"
+	"    i = i + 4\n"
+	"    if live then\n"
+	"      local h = z .. ':' .. member\n"
+	"      redis.call('DEL', h)\n"
+	"      redis.call('HSET', h, unpack(ARGV, i, i + 2 * nkv - 1))\n"
+	"      redis.call('ZADD', z, score, member)\n"
+	"    end\n"
+	"    i = i + 2 * nkv\n"
+	"  end\n"
+	"  if live then\n"
+	"    redis.call('XACK', KEYS[1], group, eid)\n"
+	"    redis.call('XDEL', KEYS[1], eid)\n"
+	"    out[j] = 1\n"
+	"  else\n"
+	"    out[j] = 0\n"
+	"  end\n"
+	"end\n"
+	"return out\n";
+
+/* KEYS: retry, jobs. ARGV: now (epoch ms), limit. Moves due retries back into
+ * the jobs stream (atomically: a retry is never lost nor queued twice) so
+ * they are claimed like new jobs. Returns how many moved. */
+const char qscript_move[] =
+	"local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))\n"
+	"for _, m in ipairs(due) do\n"
+	"  local h = KEYS[1] .. ':' .. m\n"
+	"  local f = redis.call('HGETALL', h)\n"
+	"  if #f > 0 then redis.call('XADD', KEYS[2], '*', unpack(f)) end\n"
+	"  redis.call('DEL', h)\n"
+	"  redis.call('ZREM', KEYS[1], m)\n"
+	"end\n"
+	"return #due\n";
+
+/* KEYS: jobs. ARGV: group, own consumer, idle ms. Deletes other consumers
+ * that hold nothing and have been idle that long (dead processes). */
+const char qscript_gc[] =
+	"local n = 0\n"
+	"for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do\n"
+	"  local name, pending, idle\n"
+	"  for k = 1, #c, 2 do\n"
+	"    if c[k] == 'name' then name = c[k + 1]\n"
+	"    elseif c[k] == 'pending' then pending = c[k + 1]\n"
+	"    elseif c[k] == 'idle' then idle = c[k + 1] end\n"
+	"  end\n"
+	"  if name ~= ARGV[2] and pending == 0 and idle ~= nil and idle > tonumber(ARGV[3]) then\n"
+	"    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)\n"
+	"    n = n + 1\n"
+	"  end\n"
+	"end\n"
+	"return n\n";
+
+/* KEYS: held, jobs. ARGV: "domain" D | "ids" ID... Moves held jobs back into
+ * the jobs stream without their held-only fields and without `since` (the
+ * lifetime starts again). An ID is a held member or an application id.
+ * Returns the members released. */
+const char qscript_release[] =
+	"local moved = {}\n"
+	"local skip = {domain = true, reason = true, held_at = true, since = true}\n"
+	"local function release(m)\n"
+	"  local h = KEYS[1] .. ':' .. m\n"
+	"  local f = redis.call('HGETALL', h)\n"
+	"  redis.call('ZREM', KEYS[1], m)\n"
+	"  if #f == 0 then return end\n"
+	"  local a = {}\n"
+	"  for k = 1, #f, 2 do\n"
+	"    if not skip[f[k]] then a[#a + 1] = f[k]; a[#a + 1] = f[k + 1] end\n"
+	"  end\n"
+	"  redis.call('XADD', KEYS[2], '*', unpack(a))\n"
+	"  redis.call('DEL', h)\n"
+	"  moved[#moved + 1] = m\n"
+	"end\n"
+	"local all = redis.call('ZRANGE', KEYS[1], 0, -1)\n"
+	"if ARGV[1] == 'domain' then\n"
+	"  for _, m in ipairs(all) do\n"
+	"    if redis.call('HGET', KEYS[1] .. ':' .. m, 'domain') == ARGV[2] then release(m) end\n"
+	"  end\n"
+	"else\n"
+	"  local want = {}\n"
+	"  for k = 2, #ARGV do want[ARGV[k]] = true end\n"
+	"  for _, m in ipairs(all) do\n"
+	"    if want[m] or want[redis.call('HGET', KEYS[1] .. ':' .. m, 'id')] then release(m) end\n"
+	"  end\n"
+	"end\n"
+	"return moved\n";
+
+/* ---- argument vectors with a string pool ---- */
+
+struct pchunk {
+	struct pchunk *next;
+	size_t used, cap;
+	char data[];
+};
+
+struct args {
+	const char **v;
+	size_t *l;
+	int n, cap;
+	size_t bytes;
+	struct pchunk *pool;
+};
+
+static void args_fini(struct args *a)
+{
+	free(a->v);
+	free(a->l);
+	while (a->pool) {
+		struct pchunk *next = a->pool->next;
+		free(a->pool);
+		a->pool = next;
+	}
+}
+
+static int arg(struct args *a, const char *s, size_t n)
+{
+	if (a->n == a->cap) {
+		int cap = a->cap ? a->cap * 2 : 256;
+		const char **v = qalloc((size_t)cap * sizeof(*v));
+		size_t *l = qalloc((size_t)cap * sizeof(*l));
+		if (a->n) {
+			memcpy(v, a->v, (size_t)a->n * sizeof(*v));
+			memcpy(l, a->l, (size_t)a->n * sizeof(*l));
+		}
+		free(a->v);
+		free(a->l);
+		a->v = v;
+		a->l = l;
+		a->cap = cap;
+	}
+	a->v[a->n] = s;
+	a->l[a->n] = n;
+	a->bytes += n + 16;
+	return a->n++;
+}
+
+static char *pool_alloc(struct args *a, size_t n)
+{
+	struct pchunk *c = a->pool;
+	if (c == NULL || c->cap - c->used < n) {
+		size_t cap = n > 8000 ? n : 8000;
+		c = qalloc(sizeof(*c) + cap);
+		c->cap = cap;
+		c->next = a->pool;
+		a->pool = c;
+	}
+	char *p = c->data + c->used;
+	c->used += n;
+	return p;
+}
+
+static int arg_copy(struct args *a, const char *s, size_t n)
+{
+	char *p = pool_alloc(a, n + 1);
+	memcpy(p, s, n);
+	p[n] = '\0';
+	return arg(a, p, n);
+}
+
+static int arg_str(struct args *a, const char *s)
+{
+	return arg(a, s, strlen(s));
+}
+
+static int arg_fmt(struct args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int arg_fmt(struct args *a, const char *fmt, ...)
+{
+	char buf[64];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	return arg_copy(a, buf, n < 0 ? 0 : (size_t)n >= sizeof(buf) ? sizeof(buf) - 1 : (size_t)n);
+}
+
+static void arg_set_fmt(struct args *a, int slot, const char *fmt, int v)
+{
+	char buf[24];
+	int n = snprintf(buf, sizeof(buf), fmt, v);
+	char *p = pool_alloc(a, (size_t)n + 1);
+	memcpy(p, buf, (size_t)n + 1);
+	a->v[slot] = p;
+	a->l[slot] = (size_t)n;
+}
+
+/* ---- building one job's part ---- */
+
+static void add_result(struct args *a, struct qjob *qj, int idx, enum job_status st, int attempt)
+{
+	const char *v[JOB_RESULT_NFIELDS];
+	size_t l[JOB_RESULT_NFIELDS];
+	char scratch[JOB_RESULT_SCRATCH];
+	job_result_values(&qj->job, idx, st, attempt, v, l, scratch);
+	for (int k = 0; k < JOB_RESULT_NFIELDS; k++) {
+		if (v[k] >= scratch && v[k] < scratch + sizeof(scratch))
+			arg_copy(a, v[k], l[k]);
+		else
+			arg(a, v[k], l[k]);
+	}
+	qj->nres[st]++;
+}
+
+/* One park (kind 'r' retry or 'h' held) of recipients idx[0..n). */
+static void add_park(struct args *a, const struct job *j, char kind, const char *member,
+		     uint64_t score, const int *idx, int n, int attempt, const char *domain,
+		     const char *reason)
+{
+	arg_str(a, kind == 'h' ? "h" : "r");
+	arg_copy(a, member, strlen(member));
+	arg_fmt(a, "%llu", (unsigned long long)score);
+	int nkv_slot = arg(a, "", 0);
+	int start = a->n;
+	char *to = job_join_rcpts(j, idx, n);
+	if (to == NULL) {
+		fprintf(stderr, "mxsend: out of memory (recipient list)\n");
+		abort();
+	}
+	arg_str(a, "from");
+	arg_str(a, j->from);
+	arg_str(a, "to");
+	arg_copy(a, to, strlen(to));
+	free(to);
+	arg_str(a, "data");
+	arg(a, j->data, j->len);
+	arg_str(a, "id");
+	arg_str(a, j->id);
+	arg_str(a, "job");
+	arg_str(a, j->job_id);
+	if (j->meta[0] != '\0') {
+		arg_str(a, "meta");
+		arg_str(a, j->meta);
+	}
+	if (j->tls != JOB_TLS_DEFAULT) {
+		arg_str(a, "tls");
+		arg_str(a, job_tls_name(j->tls));
+	}
+	if (j->has_expires) {
+		arg_str(a, "expires");
+		arg_fmt(a, "%u", j->expires_s);
+	}
+	arg_str(a, "attempt");
+	arg_fmt(a, "%d", attempt);
+	arg_str(a, "since");
+	arg_fmt(a, "%llu", (unsigned long long)j->since_ms);
+	if (kind == 'h') {
+		arg_str(a, "domain");
+		arg_str(a, domain);
+		arg_str(a, "reason");
+		arg_copy(a, reason, strlen(reason));
+		arg_str(a, "held_at");
+		arg_fmt(a, "%llu", (unsigned long long)score);
+	}
+	arg_set_fmt(a, nkv_slot, "%d", (a->n - start) / 2);
+}
+
+static uint64_t retry_delay(struct queue *q, int attempt)
+{
+	uint64_t base = 60000;
+	if (q->cfg.n_schedule > 0) {
+		int k = attempt - 1 < q->cfg.n_schedule ? attempt - 1 : q->cfg.n_schedule - 1;
+		base = q->cfg.schedule_ms[k < 0 ? 0 : k];
+	}
+	double j = q->cfg.jitter;
+	if (j > 0) {
+		double r = (double)qrand(q) / 4294967296.0; /* [0, 1) */
+		double d = (double)base * (1.0 + j * (2.0 * r - 1.0));
+		return d < 0 ? 0 : (uint64_t)d;
+	}
+	return base;
+}
+
+static void build_job(struct queue *q, struct args *a, struct qjob *qj, uint64_t now)
+{
+	struct job *j = &qj->job;
+	int attempt = j->attempt + 1;
+	memset(qj->nres, 0, sizeof(qj->nres));
+	arg_str(a, j->entry);
+	int nres_slot = arg(a, "", 0);
+	int first = a->n;
+
+	if (qj->rejected) {
+		if (j->nrcpt == 0)
+			add_result(a, qj, -1, JOB_REJECTED, attempt);
+		for (int i = 0; i < j->nrcpt; i++)
+			add_result(a, qj, i, JOB_REJECTED, attempt);
+		arg_set_fmt(a, nres_slot, "%d", (a->n - first) / JOB_RESULT_NFIELDS);
+		arg_str(a, "0");
+		return;
+	}
+
+	uint64_t life = j->has_expires ? (uint64_t)j->expires_s * 1000u : q->cfg.lifetime_ms;
+	uint64_t deadline = j->since_ms + life;
+	int *deferred = qalloc((size_t)j->nrcpt * sizeof(int));
+	int *unfinished = qalloc((size_t)j->nrcpt * sizeof(int));
+	int ndef = 0, nunf = 0;
+	bool any_held = false;
+	for (int i = 0; i < j->nrcpt; i++) {
+		enum job_status st = j->rcpts[i].status;
+		switch (st) {
+		case JOB_PENDING:
+			unfinished[nunf++] = i;
+			break;
+		case JOB_DEFERRED:
+			if (now >= deadline) {
+				add_result(a, qj, i, JOB_EXPIRED, attempt);
+			} else {
+				add_result(a, qj, i, JOB_DEFERRED, attempt);
+				deferred[ndef++] = i;
+			}
+			break;
+		case JOB_HELD:
+			add_result(a, qj, i, JOB_HELD, attempt);
+			any_held = true;
+			break;
+		default: /* delivered, bounced (expired/rejected are never set by hosts) */
+			add_result(a, qj, i, st, attempt);
+			break;
+		}
+	}
+	arg_set_fmt(a, nres_slot, "%d", (a->n - first) / JOB_RESULT_NFIELDS);
+
+	int npark_slot = arg(a, "", 0), npark = 0;
+	char member[400];
+	if (ndef > 0) {
+		uint64_t due = now + retry_delay(q, attempt);
+		if (due > deadline)
+			due = deadline;
+		add_park(a, j, 'r', j->entry, due, deferred, ndef, attempt, NULL, NULL);
+		npark++;
+	}
+	if (nunf > 0) {
+		snprintf(member, sizeof(member), "%s:u", j->entry);
+		add_park(a, j, 'r', member, now, unfinished, nunf, j->attempt, NULL, NULL);
+		npark++;
+	}
+	if (any_held) {
+		/* one park per domain, with the first recipient's reply as the reason */
+		for (int d = 0; d < j->ndomain; d++) {
+			int n = 0, first_held = -1;
+			for (int i = j->domains[d].first; i < j->domains[d].first + j->domains[d].n; i++) {
+				if (j->rcpts[i].status == JOB_HELD) {
+					if (first_held < 0)
+						first_held = i;
+					deferred[n++] = i; /* reuse as scratch */
+				}
+			}
+			if (n == 0)
+				continue;
+			const char *v[JOB_RESULT_NFIELDS];
+			size_t l[JOB_RESULT_NFIELDS];
+			char scratch[JOB_RESULT_SCRATCH];
+			job_result_values(j, first_held, JOB_HELD, attempt, v, l, scratch);
+			snprintf(member, sizeof(member), "%s/%s", j->entry, j->domains[d].name);
+			add_park(a, j, 'h', member, qwall(), deferred, n, attempt, j->domains[d].name,
+				 v[6][0] ? v[6] : "held by policy");
+			npark++;
+		}
+	}
+	arg_set_fmt(a, npark_slot, "%d", npark);
+	free(deferred);
+	free(unfinished);
+}
+
+/* ---- sending ---- */
+
+struct batch {
+	int n;
+	struct qjob *jobs[Q_COMMIT_MAX_JOBS];
+};
+
+static void requeue_front(struct queue *q, struct batch *b)
+{
+	for (int i = b->n - 1; i >= 0; i--) {
+		struct qjob *qj = b->jobs[i];
+		qj->cnext = q->cq_head;
+		q->cq_head = qj;
+		if (q->cq_tail == NULL)
+			q->cq_tail = qj;
+	}
+}
+
+static void on_commit(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct qconn *c = qconn_reply(ac, r);
+	struct queue *q = c->q;
+	struct batch *b = priv;
+	redisReply *reply = r;
+	q->commits_out--;
+	if (q->freeing) {
+		free(b);
+		return;
+	}
+	if (reply == NULL) {
+		requeue_front(q, b); /* effect unknown: sent again after reconnecting */
+	} else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != (size_t)b->n) {
+		const char *e = reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply";
+		q->commit_backoff = q->commit_backoff ? q->commit_backoff * 2 : Q_BACKOFF_MIN_MS;
+		if (q->commit_backoff > Q_BACKOFF_MAX_MS)
+			q->commit_backoff = Q_BACKOFF_MAX_MS;
+		q->commit_hold_until = qnow(q) + q->commit_backoff;
+		qlog(q, QUEUE_LOG_ERROR, "evt=commit_failed jobs=%d err=\"%s\" retry_ms=%llu", b->n, e,
+		     (unsigned long long)q->commit_backoff);
+		requeue_front(q, b);
+		if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0)
+			qconn_drop(c);
+	} else {
+		q->commit_backoff = 0;
+		for (int i = 0; i < b->n; i++) {
+			const redisReply *e = reply->element[i];
+			qjob_committed(q, b->jobs[i], e->type == REDIS_REPLY_INTEGER && e->integer == 1);
+		}
+		qkick_claim(q);
+	}
+	free(b);
+	if (q->cq_head != NULL)
+		q->h.timer_arm(q->flush, 0);
+}
+
+void qcommit_enqueue(struct queue *q, struct qjob *qj)
+{
+	qj->queued = true;
+	qj->cnext = NULL;
+	if (q->cq_tail)
+		q->cq_tail->cnext = qj;
+	else
+		q->cq_head = qj;
+	q->cq_tail = qj;
+	if (!q->freeing)
+		q->h.timer_arm(q->flush, 0);
+}
+
+void qcommit_flush(struct queue *q)
+{
+	if (q->freeing || q->cmd.state != QC_READY)
+		return;
+	uint64_t mono = qnow(q);
+	if (mono < q->commit_hold_until) {
+		q->h.timer_arm(q->flush, q->commit_hold_until - mono);
+		return;
+	}
+	while (q->cq_head != NULL && q->commits_out < Q_COMMITS_OUT) {
+		struct batch *b = qalloc(sizeof(*b));
+		struct args a = { 0 };
+		uint64_t now = qwall();
+		arg_str(&a, "EVALSHA");
+		arg_str(&a, q->sha_commit);
+		arg_str(&a, "4");
+		arg_str(&a, q->cfg.jobs);
+		arg_str(&a, q->cfg.results);
+		arg_str(&a, q->retry_key);
+		arg_str(&a, q->held_key);
+		arg_str(&a, q->cfg.group);
+		int njobs_slot = arg(&a, "", 0);
+		while (q->cq_head != NULL && b->n < Q_COMMIT_MAX_JOBS &&
+		       (b->n == 0 || a.bytes < Q_COMMIT_MAX_BYTES)) {
+			struct qjob *qj = q->cq_head;
+			q->cq_head = qj->cnext;
+			if (q->cq_head == NULL)
+				q->cq_tail = NULL;
+			b->jobs[b->n++] = qj;
+			build_job(q, &a, qj, now);
+		}
+		arg_set_fmt(&a, njobs_slot, "%d", b->n);
+		int rc = qconn_send(&q->cmd, on_commit, b, a.n, a.v, a.l);
+		args_fini(&a);
+		if (rc != 0) {
+			requeue_front(q, b);
+			free(b);
+			return;
+		}
+		q->commits_out++;
+	}
+}

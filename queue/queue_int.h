@@ -1,0 +1,112 @@
+/* queue_int.h: shared by queue.c (connections, claims, periodic work),
+ * queue_commit.c (results, retries, held jobs) and queue_admin.c (URL,
+ * synchronous administration). Never included outside queue/. */
+#ifndef QUEUE_QUEUE_INT_H
+#define QUEUE_QUEUE_INT_H
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "queue/queue.h"
+
+#define Q_BLOCK_MS 1000          /* XREADGROUP BLOCK: also bounds how long a stop waits */
+#define Q_TICK_MS 250            /* periodic work and watchdog */
+#define Q_REPLY_TIMEOUT_MS 15000 /* no reply for this long: drop the connection */
+#define Q_CONNECT_TIMEOUT_MS 5000
+#define Q_BACKOFF_MIN_MS 100
+#define Q_BACKOFF_MAX_MS 5000
+#define Q_COMMIT_MAX_JOBS 64          /* jobs per commit script call */
+#define Q_COMMIT_MAX_BYTES (4u << 20) /* bytes of arguments per call (at least one job) */
+#define Q_COMMITS_OUT 16              /* commit calls on the wire */
+#define Q_MOVE_LIMIT 500              /* due retries moved per call */
+#define Q_HEARTBEAT_IDS 500           /* ids per XCLAIM JUSTID */
+#define Q_STATS_MS 1000
+#define Q_MOVE_MS 1000
+#define Q_GC_MS 60000
+
+enum qconn_state { QC_DOWN, QC_INIT, QC_READY };
+
+/* One Redis connection: "cmd" (commits, reclaims, periodic work) or "claim"
+ * (blocking XREADGROUP only). */
+struct qconn {
+	struct queue *q;
+	const char *name;
+	bool claim;
+	redisAsyncContext *ac; /* NULL when down */
+	enum qconn_state state;
+	unsigned pending;  /* commands of this ac awaiting their reply */
+	uint64_t progress; /* mono ms: last reply, or when pending became non-zero */
+	uint64_t started;  /* mono ms: connect started */
+	uint64_t ready_at;
+	uint64_t backoff;
+	bool failing; /* connects fail since the last READY (log at info after the first) */
+	struct queue_timer *reconnect;
+};
+
+struct qjob {
+	struct job job;
+	struct qjob *prev, *next; /* q->jobs: every job not yet freed */
+	struct qjob *cnext;       /* commit FIFO */
+	uint64_t ms, seq;         /* parsed entry id (hash key) */
+	bool rejected;  /* failed to decode: commit `rejected` results */
+	bool with_host; /* the host holds it (until queue_job_done) */
+	bool released;  /* commit as it stands (shutdown), host may still hold it */
+	bool queued;    /* in the commit FIFO or in a commit on the wire */
+	bool done;      /* committed: no longer counted in flight */
+	uint32_t nres[JOB_HELD + 1]; /* results of the last commit built, by status */
+};
+
+struct queue {
+	struct queue_config cfg;
+	struct queue_host h;
+	struct queue_addr addr;
+	const char *password;
+	char *retry_key, *held_key;
+	char sha_commit[41], sha_move[41], sha_gc[41];
+	struct qconn cmd, clm;
+	struct queue_timer *tick, *flush;
+	bool started, stopping, freeing, need_group;
+
+	struct qjob *jobs;  /* all jobs (doubly linked) */
+	unsigned nactive;   /* claimed, not committed */
+	unsigned claim_req; /* entries asked for by claims on the wire */
+	bool claim_out, reclaim_out, move_out, stats_out, gc_out;
+	unsigned heartbeat_out;
+	struct qjob **tab; /* open addressing by entry id, active jobs */
+	size_t tabcap;
+
+	struct qjob *cq_head, *cq_tail; /* commit FIFO */
+	unsigned commits_out;
+	uint64_t commit_hold_until, commit_backoff;
+
+	uint64_t next_move, next_reclaim, next_heartbeat, next_stats, next_gc;
+	uint64_t reclaim_ms, heartbeat_ms;
+	char reclaim_cursor[48];
+	uint32_t rng;
+	struct queue_stats st;
+};
+
+/* queue.c */
+void qlog(struct queue *q, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+uint64_t qnow(const struct queue *q);
+uint64_t qwall(void);
+uint32_t qrand(struct queue *q);
+/* Send a command; 0, or -1 when the connection is not ready or refuses it (the
+ * callback will then never run). */
+int qconn_send(struct qconn *c, redisCallbackFn *fn, void *priv, int argc, const char **argv,
+	       const size_t *len);
+/* First thing in every reply callback: bookkeeping; NULL reply = connection lost. */
+struct qconn *qconn_reply(redisAsyncContext *ac, const void *reply);
+/* Drop the connection (reconnects after back-off). */
+void qconn_drop(struct qconn *c);
+/* A commit came back: live = 1 written, 0 skipped (already finished). */
+void qjob_committed(struct queue *q, struct qjob *qj, bool live);
+void qkick_claim(struct queue *q);
+void *qalloc(size_t n);
+
+/* queue_commit.c */
+void qcommit_enqueue(struct queue *q, struct qjob *qj);
+void qcommit_flush(struct queue *q);
+extern const char qscript_commit[], qscript_move[], qscript_gc[], qscript_release[];
+
+#endif

@@ -1,0 +1,570 @@
+/* cmd_run.c: `mxsend run`: drain the Redis queue until stopped.
+ *
+ * Wiring only: the feeder loop (this thread) runs the queue (queue/, through
+ * redis_uring) and hands each claimed job to the worker pool, one request per
+ * recipient domain; outcomes come back per recipient and go into the job
+ * (job_set_outcome); when a job's last domain is done the queue commits it.
+ *
+ * Shutdown (SIGTERM/SIGINT): stop claiming, let in-flight deliveries finish
+ * for up to RUN_DRAIN_MS, then commit every job as it stands (unfinished
+ * recipients go back to the queue, without a result), wait up to RUN_FINAL_MS
+ * for those commits, exit 0. A second signal skips the wait. Jobs whose commit
+ * could not be written stay pending in Redis and are reclaimed later.
+ *
+ * Ownership: a struct run_job exists per job handed to us, a struct run_req per
+ * (job, domain) submitted; both are freed when the pool reports done, or at
+ * exit after workers_free (which abandons what is still running). */
+#include "sender/cmds.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "queue/queue.h"
+#include "sender/config.h"
+#include "sender/deliver.h"
+#include "sender/log.h"
+#include "sender/loop.h"
+#include "sender/msg.h"
+#include "sender/redis_uring.h"
+#include "sender/util.h"
+#include "sender/workers.h"
+
+#define RUN_DRAIN_MS 10000   /* finish in-flight work after SIGTERM, at most */
+#define RUN_FINAL_MS 5000    /* then write what we have, at most */
+#define RUN_TTY_MS 1000      /* live status line on a terminal */
+#define RUN_LOG_MS 5000      /* status line in a log */
+
+struct run_job;
+
+struct run_req {
+	struct deliver_req req;
+	struct run *r;
+	struct run_job *rj;
+	int first; /* index of the domain's first recipient in the job */
+	struct run_req *prev, *next;
+};
+
+struct run_job {
+	struct job *j;
+	int left; /* domains not done */
+};
+
+struct run {
+	struct loop *l;
+	struct config cfg;
+	struct workers *w;
+	struct queue *q;
+	struct run_req *reqs; /* submitted, not done */
+	bool stopping, released, until_empty, tty, exiting;
+	int settle_ticks;
+	int empty_ticks;
+	struct loop_timer status, drain, final;
+	struct loop_op sig_op;
+	int sigfd;
+	struct signalfd_siginfo si;
+	uint64_t started, last_status, last_delivered, status_ms, signal_at;
+	uint64_t n_delivered, n_bounced, n_deferred, n_held, n_tls;
+};
+
+/* ---- queue host services ---- */
+
+struct queue_timer {
+	struct loop_timer t;
+	struct loop *l;
+	queue_timer_fn *fn;
+	void *arg;
+};
+
+static void qt_fire(struct loop_timer *t)
+{
+	struct queue_timer *qt = container_of(t, struct queue_timer, t);
+	qt->fn(qt->arg);
+}
+
+static struct queue_timer *qt_new(void *ctx, queue_timer_fn *fn, void *arg)
+{
+	struct run *r = ctx;
+	struct queue_timer *qt = xcalloc(1, sizeof(*qt));
+	loop_timer_init(&qt->t, qt_fire);
+	qt->l = r->l;
+	qt->fn = fn;
+	qt->arg = arg;
+	return qt;
+}
+
+static void qt_arm(struct queue_timer *qt, uint64_t ms)
+{
+	loop_timer_arm(qt->l, &qt->t, ms);
+}
+
+static void qt_free(struct queue_timer *qt)
+{
+	if (qt == NULL)
+		return;
+	loop_timer_stop(qt->l, &qt->t);
+	free(qt);
+}
+
+static uint64_t q_now(void *ctx)
+{
+	struct run *r = ctx;
+	return loop_now(r->l);
+}
+
+static int q_attach(void *ctx, struct redisAsyncContext *ac)
+{
+	struct run *r = ctx;
+	return redis_uring_attach(r->l, ac);
+}
+
+static void q_log(void *ctx, int level, const char *line)
+{
+	static const enum log_level map[] = { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+	(void)ctx;
+	enum log_level lvl = map[level < 0 ? 0 : level > 3 ? 3 : level];
+	if (log_enabled(lvl))
+		log_msg(lvl, "%s", line);
+}
+
+static int addr_ok(const char *addr, char *norm, size_t normlen, const char **err)
+{
+	struct msg_addr a;
+	if (msg_addr_parse(addr, &a, err) != 0)
+		return -1;
+	if (msg_addr_format(&a, norm, normlen) < 0) {
+		*err = "address too long";
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- deliveries ---- */
+
+static enum job_status job_status_of(enum deliver_status s)
+{
+	switch (s) {
+	case DELIVER_DELIVERED:
+		return JOB_DELIVERED;
+	case DELIVER_BOUNCED:
+		return JOB_BOUNCED;
+	case DELIVER_HELD:
+		return JOB_HELD;
+	default:
+		return JOB_DEFERRED;
+	}
+}
+
+static void on_rcpt(void *arg, int idx, const struct deliver_result *res)
+{
+	struct run_req *rr = arg;
+	struct run *r = rr->r;
+	struct job *j = rr->rj->j;
+	int i = rr->first + idx;
+	if (idx < 0 || idx >= rr->req.nrcpt)
+		log_panic("evt=bad_rcpt_index idx=%d n=%d", idx, rr->req.nrcpt);
+	struct job_outcome o = {
+		.status = job_status_of(res->status), .code = res->code, .dsn = res->dsn,
+		.reply = res->reply, .mx = res->mx, .ip = res->ip, .port = res->port,
+		.tls = res->tls, .cipher = res->cipher, .policy = res->policy,
+		.verified = res->verified, .resumed = res->resumed, .reused = res->reused,
+		.elapsed_ms = res->elapsed_ms,
+	};
+	job_set_outcome(j, i, &o);
+	switch (o.status) {
+	case JOB_DELIVERED:
+		r->n_delivered++;
+		if (res->tls[0] != '\0' && strcmp(res->tls, "none") != 0)
+			r->n_tls++;
+		break;
+	case JOB_BOUNCED:
+		r->n_bounced++;
+		break;
+	case JOB_HELD:
+		r->n_held++;
+		break;
+	default:
+		r->n_deferred++;
+		break;
+	}
+	log_info("evt=outcome job=%s id=\"%s\" rcpt=\"%s\" status=%s code=%d dsn=%s "
+		 "mx=%s[%s]:%d tls=%s cipher=%s verified=%s policy=%s attempt=%d reply=\"%s\"",
+		 j->job_id, j->id, j->rcpts[i].addr, deliver_status_name(res->status), res->code,
+		 res->dsn, res->mx, res->ip, res->port, res->tls, res->cipher,
+		 res->verified ? "yes" : "no", res->policy, j->attempt + 1, res->reply);
+}
+
+static void job_left(struct run *r, struct run_job *rj)
+{
+	if (--rj->left > 0)
+		return;
+	queue_job_done(r->q, rj->j);
+	free(rj);
+}
+
+static void req_unlink(struct run *r, struct run_req *rr)
+{
+	if (rr->prev)
+		rr->prev->next = rr->next;
+	else
+		r->reqs = rr->next;
+	if (rr->next)
+		rr->next->prev = rr->prev;
+}
+
+static void maybe_exit(struct run *r);
+
+static void on_req_done(void *arg)
+{
+	struct run_req *rr = arg;
+	struct run *r = rr->r;
+	req_unlink(r, rr);
+	job_left(r, rr->rj);
+	free(rr);
+	if (r->stopping)
+		maybe_exit(r);
+}
+
+static void on_job(void *ctx, struct job *j)
+{
+	struct run *r = ctx;
+	struct run_job *rj = xcalloc(1, sizeof(*rj));
+	rj->j = j;
+	rj->left = j->ndomain + 1; /* +1: held until every domain is submitted */
+	int tls = j->tls == JOB_TLS_VERIFY ? TLS_LEVEL_VERIFY
+		  : j->tls == JOB_TLS_ENCRYPT ? TLS_LEVEL_ENCRYPT
+					      : -1;
+	for (int d = 0; d < j->ndomain; d++) {
+		const struct job_domain *dom = &j->domains[d];
+		struct run_req *rr = xcalloc(1, sizeof(*rr));
+		rr->r = r;
+		rr->rj = rj;
+		rr->first = dom->first;
+		rr->req = (struct deliver_req){
+			.from = j->from, .domain = dom->name, .rcpts = dom->addrs, .nrcpt = dom->n,
+			.data = j->data, .len = j->len, .tls_min_level = tls,
+			.rcpt_done = on_rcpt, .done = on_req_done, .arg = rr,
+		};
+		rr->next = r->reqs;
+		if (r->reqs)
+			r->reqs->prev = rr;
+		r->reqs = rr;
+		if (workers_submit(r->w, &rr->req) != 0) {
+			/* Our bug if it happens; deferring keeps the job safe. */
+			log_error("evt=submit_failed job=%s domain=%s", j->job_id, dom->name);
+			struct job_outcome o = { .status = JOB_DEFERRED, .code = 451, .dsn = "4.3.0",
+						 .reply = "internal error: request refused" };
+			for (int i = 0; i < dom->n; i++)
+				job_set_outcome(j, dom->first + i, &o);
+			req_unlink(r, rr);
+			free(rr);
+			rj->left--;
+		}
+	}
+	job_left(r, rj);
+}
+
+/* ---- status ---- */
+
+static void status_line(struct run *r, bool final)
+{
+	struct queue_stats st;
+	queue_get_stats(r->q, &st);
+	uint64_t now = loop_now(r->l);
+	uint64_t dt = now - r->last_status;
+	double rate = dt ? (double)(r->n_delivered - r->last_delivered) * 1000.0 / (double)dt : 0;
+	r->last_status = now;
+	r->last_delivered = r->n_delivered;
+	double tls = r->n_delivered ? 100.0 * (double)r->n_tls / (double)r->n_delivered : 0;
+	char depth[24], retry[24], held[24];
+	snprintf(depth, sizeof(depth), st.depth < 0 ? "?" : "%lld", st.depth);
+	snprintf(retry, sizeof(retry), st.retry < 0 ? "?" : "%lld", st.retry);
+	snprintf(held, sizeof(held), st.held < 0 ? "?" : "%lld", st.held);
+	char line[512];
+	snprintf(line, sizeof(line),
+		 "delivered=%llu rate=%.0f/s inflight=%u queue=%s retries=%s held=%s "
+		 "bounced=%llu deferred=%llu tls=%.1f%% redis=%s",
+		 (unsigned long long)r->n_delivered, rate, st.inflight, depth, retry, held,
+		 (unsigned long long)r->n_bounced, (unsigned long long)r->n_deferred, tls,
+		 st.connected ? "up" : "down");
+	if (r->tty) {
+		fprintf(stderr, "\r\033[K%s%s", line, final ? "\n" : "");
+		fflush(stderr);
+	} else {
+		/* Always shown: the point of the status is to be seen in a log. */
+		struct timespec ts;
+		struct tm tm;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		gmtime_r(&ts.tv_sec, &tm);
+		fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02dZ status %s%s\n", tm.tm_year + 1900,
+			tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, line,
+			final ? " final=yes" : "");
+	}
+}
+
+static void begin_stop(struct run *r, const char *why)
+{
+	if (r->stopping)
+		return;
+	r->stopping = true;
+	log_info("evt=stopping why=%s", why);
+	queue_stop(r->q);
+	loop_timer_arm(r->l, &r->drain, RUN_DRAIN_MS);
+	maybe_exit(r);
+}
+
+static void maybe_exit(struct run *r)
+{
+	/* After queue_release the deliveries still out no longer matter. */
+	if (r->stopping && (r->reqs == NULL || r->released) && queue_idle(r->q))
+		loop_stop(r->l);
+}
+
+static void on_status(struct loop_timer *t)
+{
+	struct run *r = container_of(t, struct run, status);
+	uint64_t now = loop_now(r->l);
+	if (now - r->last_status >= r->status_ms)
+		status_line(r, false);
+	if (r->until_empty && !r->stopping) {
+		struct queue_stats st;
+		queue_get_stats(r->q, &st);
+		bool empty = st.connected && st.depth == 0 && st.retry == 0 && st.inflight == 0 &&
+			     r->reqs == NULL;
+		r->empty_ticks = empty ? r->empty_ticks + 1 : 0;
+		if (r->empty_ticks >= 3) /* three 500 ms looks, past a stats refresh */
+			begin_stop(r, "queue_empty");
+	}
+	maybe_exit(r);
+	loop_timer_arm(r->l, &r->status, r->stopping ? 100 : 500);
+}
+
+static void on_final(struct loop_timer *t)
+{
+	struct run *r = container_of(t, struct run, final);
+	log_warn("evt=shutdown_timeout what=commits");
+	loop_stop(r->l);
+}
+
+static void release_now(struct run *r)
+{
+	if (r->released)
+		return;
+	r->released = true;
+	unsigned n = 0;
+	for (struct run_req *rq = r->reqs; rq != NULL; rq = rq->next)
+		n++;
+	log_info("evt=releasing requests=%u", n);
+	queue_release(r->q);
+	loop_timer_arm(r->l, &r->final, RUN_FINAL_MS);
+	/* the jobs still out are done as far as we are concerned */
+	maybe_exit(r);
+}
+
+static void on_drain(struct loop_timer *t)
+{
+	struct run *r = container_of(t, struct run, drain);
+	log_warn("evt=shutdown_timeout what=deliveries");
+	release_now(r);
+}
+
+static void on_signal(struct loop_op *op, int res, unsigned flags)
+{
+	struct run *r = container_of(op, struct run, sig_op);
+	(void)flags;
+	if (r->exiting)
+		return; /* cancelled at exit */
+	if (res == (int)sizeof(r->si)) {
+		uint64_t now = loop_now(r->l);
+		if (!r->stopping) {
+			r->signal_at = now;
+			begin_stop(r, r->si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+		} else if (now - r->signal_at > 1000) {
+			/* A second signal (not the process-group copy of the first, as
+			 * timeout(1) sends): do not wait for deliveries. */
+			release_now(r);
+		}
+	} else if (res < 0 && res != -EAGAIN && res != -EINTR) {
+		log_error("evt=signalfd_failed err=%s", strerror(-res));
+		return;
+	}
+	loop_read(r->l, &r->sig_op, r->sigfd, &r->si, sizeof(r->si));
+}
+
+/* At exit: let the ring finish what is still in flight (the signalfd read we
+ * cancel, poll removals of freed watchers) so that nothing is abandoned. */
+static void on_settle(struct loop_timer *t)
+{
+	struct run *r = container_of(t, struct run, status);
+	if (loop_inflight(r->l) == 0 || ++r->settle_ticks >= 3)
+		loop_stop(r->l);
+	else
+		loop_timer_arm(r->l, &r->status, 20);
+}
+
+/* ---- the command ---- */
+
+static int usage(void)
+{
+	fprintf(stderr, "usage: mxsend run [-c FILE] [--dns A[:P]] [--ca FILE] [--port N] "
+			"[--until-empty]\n");
+	return EX_USAGE;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' }, { "dns", required_argument, NULL, 'd' },
+		{ "ca", required_argument, NULL, 'a' },     { "port", required_argument, NULL, 'p' },
+		{ "until-empty", no_argument, NULL, 'e' },  { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *cfile = NULL;
+	struct deliver_opts dopts = { .tls_level = -1 };
+	struct run rr0 = { .sigfd = -1 }, *r = &rr0;
+	int c, rc;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			cfile = optarg;
+			break;
+		case 'd':
+			dopts.dns = optarg;
+			break;
+		case 'a':
+			dopts.ca_file = optarg;
+			break;
+		case 'p':
+			dopts.port = atoi(optarg);
+			if (dopts.port <= 0 || dopts.port > 65535)
+				return usage();
+			break;
+		case 'e':
+			r->until_empty = true;
+			break;
+		default:
+			return usage();
+		}
+	}
+	if (optind != argc)
+		return usage();
+	if ((rc = cmd_load_config(&r->cfg, cfile)) != 0)
+		return rc;
+	log_set_level((enum log_level)r->cfg.log_level);
+
+	/* Signals are read through a signalfd on the loop; block them before the
+	 * worker threads start so that they inherit the mask. */
+	sigset_t mask, old;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, &old);
+	r->sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
+	int err = 0;
+	char ebuf[512];
+	r->l = loop_new(4096, &err);
+	if (r->l == NULL || r->sigfd == -1) {
+		fprintf(stderr, "mxsend: cannot start the loop: %s\n",
+			strerror(r->l ? errno : -err));
+		rc = EX_OSERR;
+		goto out;
+	}
+	r->w = workers_new(r->l, r->cfg.workers, &r->cfg, &dopts, ebuf, sizeof(ebuf));
+	if (r->w == NULL) {
+		fprintf(stderr, "mxsend: %s\n", ebuf);
+		rc = EX_CONFIG;
+		goto out;
+	}
+
+	char host[256], consumer[300];
+	if (gethostname(host, sizeof(host)) != 0)
+		strcpy(host, "localhost");
+	host[sizeof(host) - 1] = '\0';
+	snprintf(consumer, sizeof(consumer), "%s:%d", host, (int)getpid());
+	struct queue_config qc = {
+		.url = r->cfg.redis_url, .password = r->cfg.redis_password,
+		.jobs = r->cfg.jobs, .results = r->cfg.results, .group = r->cfg.group,
+		.consumer = consumer, .visibility_ms = r->cfg.visibility_timeout_ms,
+		.batch = r->cfg.batch, .max_inflight = r->cfg.max_inflight,
+		.limits = { .max_size = r->cfg.max_message_size, .addr_ok = addr_ok,
+			    .split = msg_split_list },
+		.schedule_ms = r->cfg.schedule_ms, .n_schedule = r->cfg.n_schedule,
+		.lifetime_ms = r->cfg.lifetime_ms, .jitter = r->cfg.jitter,
+	};
+	struct queue_host qh = {
+		.ctx = r, .attach = q_attach, .timer_new = qt_new, .timer_arm = qt_arm,
+		.timer_free = qt_free, .mono_ms = q_now, .job = on_job, .log = q_log,
+	};
+	r->q = queue_new(&qc, &qh, ebuf, sizeof(ebuf));
+	if (r->q == NULL) {
+		fprintf(stderr, "mxsend: %s\n", ebuf);
+		rc = EX_CONFIG;
+		goto out;
+	}
+
+	r->tty = isatty(STDERR_FILENO) == 1;
+	r->status_ms = r->tty ? RUN_TTY_MS : RUN_LOG_MS;
+	r->started = r->last_status = loop_now(r->l);
+	loop_timer_init(&r->status, on_status);
+	loop_timer_init(&r->drain, on_drain);
+	loop_timer_init(&r->final, on_final);
+	loop_timer_arm(r->l, &r->status, 500);
+	r->sig_op.fn = on_signal;
+	loop_read(r->l, &r->sig_op, r->sigfd, &r->si, sizeof(r->si));
+	log_info("evt=run_start consumer=%s redis=%s jobs=%s max_inflight=%d workers=%d", consumer,
+		 r->cfg.redis_url, r->cfg.jobs, r->cfg.max_inflight, workers_count(r->w));
+	queue_start(r->q);
+
+	int lr = loop_run(r->l);
+	if (lr < 0) {
+		log_error("evt=loop_failed err=%s", strerror(-lr));
+		rc = EX_SOFTWARE;
+	} else {
+		rc = EX_OK;
+	}
+	status_line(r, true);
+
+out:
+	/* Workers first (joins the threads, abandons what is still running),
+	 * then our requests, then the queue (jobs not committed stay pending). */
+	if (r->w != NULL)
+		workers_free(r->w, 1000);
+	while (r->reqs != NULL) {
+		struct run_req *rq = r->reqs;
+		req_unlink(r, rq);
+		if (--rq->rj->left == 0)
+			free(rq->rj); /* its last request */
+		free(rq);
+	}
+	queue_free(r->q);
+	if (r->l != NULL && r->sigfd != -1) {
+		r->exiting = true;
+		loop_cancel(r->l, &r->sig_op);
+		loop_timer_stop(r->l, &r->drain);
+		loop_timer_stop(r->l, &r->final);
+		loop_timer_stop(r->l, &r->status); /* before re-initializing it */
+		loop_timer_init(&r->status, on_settle);
+		loop_timer_arm(r->l, &r->status, 0);
+		loop_run(r->l);
+	}
+	if (r->l != NULL) {
+		loop_timer_stop(r->l, &r->status);
+		loop_timer_stop(r->l, &r->drain);
+		loop_timer_stop(r->l, &r->final);
+		loop_free(r->l);
+	}
+	if (r->sigfd != -1)
+		close(r->sigfd);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	config_fini(&r->cfg);
+	return rc;
+}

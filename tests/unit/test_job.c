@@ -1,0 +1,317 @@
+/* test_job.c: job decoding/validation and result encoding (queue/job.c),
+ * with the real address parser and list splitter from sender/msg.c, plus the
+ * Redis URL parser of queue/queue.c (pure). */
+#include "queue/job.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "queue/queue.h"
+#include "sender/msg.h"
+#include "tests/t.h"
+
+static int addr_ok(const char *addr, char *norm, size_t normlen, const char **err)
+{
+	struct msg_addr a;
+	if (msg_addr_parse(addr, &a, err) != 0)
+		return -1;
+	if (msg_addr_format(&a, norm, normlen) < 0) {
+		*err = "address too long";
+		return -1;
+	}
+	return 0;
+}
+
+static const struct job_limits lim = { .max_size = 1000, .addr_ok = addr_ok, .split = msg_split_list };
+
+/* Decode from a NULL-terminated list of C strings (field, value, ...). */
+static int decode(struct job *j, const char *const *kv)
+{
+	size_t n = 0, len[64];
+	while (kv[n] != NULL) {
+		len[n] = strlen(kv[n]);
+		n++;
+	}
+	return job_decode(j, "1700000000123-7", n, kv, len, &lim);
+}
+
+static void t_valid(void)
+{
+	struct job j;
+	const char *kv[] = { "from", "Sender@Example.ORG", "to",
+			     " b@Two.test, a@one.test,c@two.test ,<a@one.test>",
+			     "data", "Subject: x\n\nbody\n", "meta", "camp-1", "x-unknown", "ignored",
+			     NULL };
+	CHECK_INT(decode(&j, kv), 0);
+	CHECK_STR(j.reason, "");
+	CHECK_STR(j.entry, "1700000000123-7");
+	CHECK_STR(j.job_id, "1700000000123-7");
+	CHECK_STR(j.id, "1700000000123-7"); /* default id: the entry id */
+	CHECK_STR(j.meta, "camp-1");
+	CHECK_STR(j.from, "Sender@example.org");
+	CHECK_INT(j.len, strlen("Subject: x\n\nbody\n"));
+	CHECK_INT(j.tls, JOB_TLS_DEFAULT);
+	CHECK(!j.has_expires);
+	CHECK_INT(j.attempt, 0);
+	CHECK_INT(j.since_ms, 1700000000123ULL);
+	/* a@one.test twice (plain and <>) is one recipient */
+	CHECK_INT(j.nrcpt, 3);
+	CHECK_INT(j.ndomain, 2);
+	CHECK_STR(j.domains[0].name, "one.test");
+	CHECK_INT(j.domains[0].n, 1);
+	CHECK_STR(j.domains[0].addrs[0], "a@one.test");
+	CHECK_STR(j.domains[1].name, "two.test");
+	CHECK_INT(j.domains[1].first, 1);
+	CHECK_INT(j.domains[1].n, 2);
+	CHECK_STR(j.domains[1].addrs[0], "b@two.test");
+	CHECK_STR(j.domains[1].addrs[1], "c@two.test");
+	CHECK_STR(j.rcpts[1].addr, "b@Two.test"); /* results echo what was written */
+	CHECK_INT(j.rcpts[2].dom, 1);
+	CHECK(!job_complete(&j));
+	job_fini(&j);
+}
+
+static void t_fields(void)
+{
+	struct job j;
+	const char *kv[] = { "from", "", "to", "x@y.test", "data", "d", "id", "app-42",
+			     "tls", "verify", "expires", "3600", "job", "1600000000000-1",
+			     "attempt", "3", "since", "1600000000500", NULL };
+	CHECK_INT(decode(&j, kv), 0);
+	CHECK_STR(j.from, ""); /* null reverse-path */
+	CHECK_STR(j.id, "app-42");
+	CHECK_STR(j.job_id, "1600000000000-1");
+	CHECK_INT(j.tls, JOB_TLS_VERIFY);
+	CHECK(j.has_expires);
+	CHECK_INT(j.expires_s, 3600);
+	CHECK_INT(j.attempt, 3);
+	CHECK_INT(j.since_ms, 1600000000500ULL);
+	job_fini(&j);
+
+	const char *kv2[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "tls", "encrypt", NULL };
+	CHECK_INT(decode(&j, kv2), 0);
+	CHECK_INT(j.tls, JOB_TLS_ENCRYPT);
+	job_fini(&j);
+}
+
+/* Expect a rejection with this reason and this many per-recipient items. */
+static void expect_reject(const char *const *kv, const char *reason, int nrcpt)
+{
+	struct job j;
+	CHECK_INT(decode(&j, kv), -1);
+	CHECK_STR(j.reason, reason);
+	CHECK_INT(j.nrcpt, nrcpt);
+	for (int i = 0; i < j.nrcpt; i++)
+		CHECK_INT(j.rcpts[i].status, JOB_REJECTED);
+	job_fini(&j);
+}
+
+static void t_missing(void)
+{
+	const char *a[] = { "to", "x@y.test, z@y.test", "data", "d", NULL };
+	expect_reject(a, "missing field: from", 2);
+	const char *b[] = { "from", "a@b.test", "data", "d", NULL };
+	expect_reject(b, "missing field: to", 0);
+	const char *c[] = { "from", "a@b.test", "to", "x@y.test", NULL };
+	expect_reject(c, "missing field: data", 1);
+	const char *d[] = { NULL };
+	expect_reject(d, "missing field: from", 0);
+	const char *e[] = { "from", "a@b.test", "to", " , ", "data", "d", NULL };
+	expect_reject(e, "no recipients", 0);
+}
+
+static void t_bad_address(void)
+{
+	const char *a[] = { "from", "a@b.test", "to", "ok@y.test, x", "data", "d", NULL };
+	expect_reject(a, "bad address \"x\": missing @", 2);
+	const char *b[] = { "from", "nobody", "to", "ok@y.test", "data", "d", NULL };
+	expect_reject(b, "bad address \"nobody\": missing @", 1);
+	const char *c[] = { "from", "a@b.test", "to", "@y.test", "data", "d", NULL };
+	struct job j;
+	size_t len[6];
+	for (int i = 0; i < 6; i++)
+		len[i] = strlen(c[i]);
+	CHECK_INT(job_decode(&j, "1-1", 6, c, len, &lim), -1);
+	CHECK(strncmp(j.reason, "bad address \"@y.test\": ", 23) == 0);
+	job_fini(&j);
+	/* control bytes are not copied into the reason */
+	const char *d[] = { "from", "a@b.test", "to", "bad\001addr", "data", "d", NULL };
+	expect_reject(d, "bad address \"bad?addr\": control character in address", 1);
+}
+
+static void t_data(void)
+{
+	const char *a[] = { "from", "a@b.test", "to", "x@y.test", "data", "", NULL };
+	expect_reject(a, "empty data", 1);
+	char big[1200];
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	const char *b[] = { "from", "a@b.test", "to", "x@y.test", "data", big, NULL };
+	expect_reject(b, "data exceeds max_message_size (1000)", 1);
+	/* binary data with NULs is kept as is */
+	struct job j;
+	const char *kv[] = { "from", "", "to", "x@y.test", "data", "a\0b" };
+	size_t len[] = { 4, 0, 2, 8, 4, 3 };
+	CHECK_INT(job_decode(&j, "5-0", 6, kv, len, &lim), 0);
+	CHECK_INT(j.len, 3);
+	CHECK(memcmp(j.data, "a\0b", 3) == 0);
+	job_fini(&j);
+}
+
+static void t_tls_expires(void)
+{
+	const char *a[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "tls", "may", NULL };
+	expect_reject(a, "bad tls value \"may\"", 1);
+	const char *b[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "tls", "", NULL };
+	expect_reject(b, "bad tls value \"\"", 1);
+	const char *c[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "tls", "VERIFY", NULL };
+	expect_reject(c, "bad tls value \"VERIFY\"", 1);
+	const char *d[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "expires", "1h", NULL };
+	expect_reject(d, "bad expires value \"1h\"", 1);
+	const char *e[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "expires", "-5", NULL };
+	expect_reject(e, "bad expires value \"-5\"", 1);
+	const char *f[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "attempt", "x", NULL };
+	expect_reject(f, "bad attempt value \"x\"", 1);
+}
+
+static void t_duplicate_and_order(void)
+{
+	const char *a[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "to", "z@y.test", NULL };
+	expect_reject(a, "duplicate field: to", 1);
+	/* several problems: the first in the fixed order wins */
+	const char *b[] = { "from", "bad", "to", "x@y.test", "data", "", "tls", "no", NULL };
+	expect_reject(b, "bad address \"bad\": missing @", 1);
+	const char *c[] = { "to", "x@y.test", "tls", "no", NULL };
+	expect_reject(c, "missing field: from", 1);
+}
+
+static void t_too_many(void)
+{
+	size_t n = (JOB_MAX_RCPT + 1) * 9;
+	char *to = malloc(n + 1), *p = to;
+	for (int i = 0; i <= JOB_MAX_RCPT; i++)
+		p += sprintf(p, "%s%c@y.test", i ? "," : "", 'a' + i % 26);
+	const char *a[] = { "from", "a@b.test", "to", to, "data", "d", NULL };
+	expect_reject(a, "too many recipients (more than 10000)", 0);
+	free(to);
+}
+
+static void t_results(void)
+{
+	struct job j;
+	const char *kv[] = { "from", "a@b.test", "to", "x@y.test,w@z.test", "data", "d",
+			     "id", "app-1", "meta", "m", NULL };
+	CHECK_INT(decode(&j, kv), 0);
+	CHECK_STR(job_result_names[0], "id");
+	CHECK_STR(job_result_names[3], "status");
+	CHECK_STR(job_result_names[18], "meta");
+	struct job_outcome o = { .status = JOB_DELIVERED, .code = 250, .dsn = "2.0.0",
+				 .reply = "ok queued", .mx = "mx1.y.test", .ip = "127.0.3.1",
+				 .port = 25, .tls = "TLSv1.3", .cipher = "TLS_AES_256_GCM_SHA384",
+				 .policy = "may", .verified = true, .resumed = false, .reused = true,
+				 .elapsed_ms = 42 };
+	job_set_outcome(&j, 0, &o);
+	CHECK(!job_complete(&j));
+	o.status = JOB_DEFERRED;
+	o.code = 451;
+	o.reply = NULL;
+	o.tls = NULL;
+	job_set_outcome(&j, 1, &o);
+	CHECK(job_complete(&j));
+
+	const char *v[JOB_RESULT_NFIELDS];
+	size_t l[JOB_RESULT_NFIELDS];
+	char scratch[JOB_RESULT_SCRATCH];
+	job_result_values(&j, 0, JOB_DELIVERED, 1, v, l, scratch);
+	const char *want[] = { "app-1", "1700000000123-7", "x@y.test", "delivered", "250", "2.0.0",
+			       "ok queued", "mx1.y.test", "127.0.3.1", "25", "TLSv1.3",
+			       "TLS_AES_256_GCM_SHA384", "yes", "may", "no", "yes", "1", "42", "m" };
+	for (int k = 0; k < JOB_RESULT_NFIELDS; k++) {
+		CHECK_STR(v[k], want[k]);
+		CHECK_INT(l[k], strlen(want[k]));
+	}
+	job_result_values(&j, 1, JOB_EXPIRED, 4, v, l, scratch);
+	CHECK_STR(v[2], "w@z.test");
+	CHECK_STR(v[3], "expired");
+	CHECK_STR(v[4], "451");
+	CHECK_STR(v[6], "");
+	CHECK_STR(v[10], "none");
+	CHECK_STR(v[16], "4");
+
+	int idx[] = { 1, 0 };
+	char *to = job_join_rcpts(&j, idx, 2);
+	CHECK_STR(to, "w@z.test,x@y.test");
+	free(to);
+	job_fini(&j);
+
+	/* rejected, job-wide (no recipients): rcpt "", reply = reason */
+	const char *bad[] = { "from", "a@b.test", "data", "d", "id", "r1", NULL };
+	CHECK_INT(decode(&j, bad), -1);
+	job_result_values(&j, -1, JOB_REJECTED, 1, v, l, scratch);
+	CHECK_STR(v[0], "r1");
+	CHECK_STR(v[2], "");
+	CHECK_STR(v[3], "rejected");
+	CHECK_STR(v[4], "0");
+	CHECK_STR(v[6], "missing field: to");
+	CHECK_STR(v[12], "no");
+	job_fini(&j);
+}
+
+static void t_entry_id(void)
+{
+	uint64_t a, b;
+	CHECK_INT(job_entry_id_parse("1700000000000-12", &a, &b), 0);
+	CHECK_INT(a, 1700000000000ULL);
+	CHECK_INT(b, 12);
+	CHECK_INT(job_entry_id_parse("17-", &a, &b), -1);
+	CHECK_INT(job_entry_id_parse("x-1", &a, &b), -1);
+	CHECK_INT(job_entry_id_parse("1-1x", &a, &b), -1);
+	CHECK_INT(job_entry_id_parse("", &a, &b), -1);
+	CHECK_STR(job_status_name(JOB_HELD), "held");
+	CHECK_STR(job_status_name(JOB_REJECTED), "rejected");
+	CHECK_STR(job_tls_name(JOB_TLS_VERIFY), "verify");
+}
+
+static void t_redis_url(void)
+{
+	struct queue_addr a;
+	char err[128];
+	CHECK_INT(queue_url_parse("redis://127.0.0.1:6380/2", &a, err, sizeof(err)), 0);
+	CHECK_STR(a.host, "127.0.0.1");
+	CHECK_INT(a.port, 6380);
+	CHECK_INT(a.db, 2);
+	CHECK_STR(a.password, "");
+	CHECK_INT(queue_url_parse("redis://localhost", &a, err, sizeof(err)), 0);
+	CHECK_STR(a.host, "localhost");
+	CHECK_INT(a.port, 6379);
+	CHECK_INT(a.db, 0);
+	CHECK_INT(queue_url_parse("redis://:s3cret@10.0.0.1:7000/0", &a, err, sizeof(err)), 0);
+	CHECK_STR(a.password, "s3cret");
+	CHECK_STR(a.host, "10.0.0.1");
+	CHECK_INT(queue_url_parse("unix:/run/redis/redis.sock", &a, err, sizeof(err)), 0);
+	CHECK_STR(a.path, "/run/redis/redis.sock");
+	CHECK_STR(a.host, "");
+	CHECK_INT(queue_url_parse("unix:/tmp/r.sock?db=3", &a, err, sizeof(err)), 0);
+	CHECK_STR(a.path, "/tmp/r.sock");
+	CHECK_INT(a.db, 3);
+	CHECK_INT(queue_url_parse("http://x", &a, err, sizeof(err)), -1);
+	CHECK_INT(queue_url_parse("redis://h:99999", &a, err, sizeof(err)), -1);
+	CHECK_INT(queue_url_parse("redis://h:1/x", &a, err, sizeof(err)), -1);
+	CHECK_INT(queue_url_parse("unix:", &a, err, sizeof(err)), -1);
+}
+
+static const struct t_case cases[] = {
+	{ "valid job: fields, defaults, dedup, grouped by domain", t_valid },
+	{ "optional and internal fields", t_fields },
+	{ "missing fields", t_missing },
+	{ "bad addresses", t_bad_address },
+	{ "empty, oversized and binary data", t_data },
+	{ "bad tls, expires, attempt", t_tls_expires },
+	{ "duplicate field, first problem wins", t_duplicate_and_order },
+	{ "too many recipients", t_too_many },
+	{ "result values and joined recipients", t_results },
+	{ "entry ids and names", t_entry_id },
+	{ "redis url", t_redis_url },
+};
+
+T_MAIN(cases)
