@@ -13,7 +13,8 @@
 # (1,000 addresses: connections spread over many MX addresses). One certificate,
 # SAN *.bench.test, from bench/mkcerts.sh.
 #
-# Scenarios (--quick: small numbers, < 1 minute; default: ~10 minutes):
+# Scenarios (--quick: small numbers, one pass, < 1 minute; default: full sizes, the throughput
+# scenarios 3 times interleaved, keeping each one's least disturbed pass: ~3-4 minutes):
 #   a1  4 KB messages to 1 domain over reused connections
 #   a2  4 KB messages to 100 domains over reused connections
 #   b1  one message to each of 10,000 domains, --no-reuse, TLS resumption on
@@ -29,7 +30,11 @@
 # PERF_CG=dwarf: unwind with DWARF (mxsend and libcrypto have no frame pointers, so only then
 # does the inclusive "children" view say which of our functions the time is spent under).
 # --only a1,b0,...: run just those scenarios.
-# KEEP=1 keeps the work directory (logs of unbound, sinks, mxload).
+# Environment: KEEP=1 keeps the work directory (logs of unbound, sinks, mxload, perf.data);
+# BENCH_REPS=N passes (default 3); BENCH_SIZE=BYTES message size (default 4096);
+# MXLOAD=/path/to/mxload (and MXHSCOST) to compare another build on the same machine.
+# The machine is shared: every row says how much CPU the rest of the machine used meanwhile
+# (oth%), and carries OpenSSL's handshake cost measured just before it (ossl_*_us in the CSV).
 set -u
 
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)

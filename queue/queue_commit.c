@@ -357,6 +357,9 @@ static void build_job(struct queue *q, struct args *a, struct qjob *qj, uint64_t
 		enum job_status st = j->rcpts[i].status;
 		switch (st) {
 		case JOB_PENDING:
+			if (!qj->released)
+				qlog(q, QUEUE_LOG_ERROR, "evt=rcpt_without_outcome entry=%s rcpt=\"%s\"",
+				     j->entry, j->rcpts[i].addr);
 			unfinished[nunf++] = i;
 			break;
 		case JOB_DEFERRED:

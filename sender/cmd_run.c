@@ -32,6 +32,7 @@
 #include "sender/deliver.h"
 #include "sender/log.h"
 #include "sender/loop.h"
+#include "sender/metrics.h"
 #include "sender/msg.h"
 #include "sender/redis_uring.h"
 #include "sender/util.h"
@@ -62,6 +63,9 @@ struct run {
 	struct config cfg;
 	struct workers *w;
 	struct queue *q;
+	struct metrics *m;      /* NULL without [mxsend] metrics */
+	struct metrics_shard *ms; /* the feeder's shard */
+	uint64_t m_expired, m_rejected; /* reported so far */
 	struct run_req *reqs; /* submitted, not done */
 	bool stopping, released, until_empty, tty, exiting;
 	int settle_ticks;
@@ -273,6 +277,24 @@ static void on_job(void *ctx, struct job *j)
 
 /* ---- status ---- */
 
+/* The feeder's share of the metrics (metrics.h): queue-side outcomes
+ * (expired, rejected: no attempt, so no latency) and the gauges. Delivery
+ * outcomes are the workers' to report. */
+static void metrics_update(struct run *r, const struct queue_stats *st)
+{
+	if (r->ms == NULL)
+		return;
+	for (; r->m_expired < st->results[JOB_EXPIRED]; r->m_expired++)
+		metrics_delivery(r->ms, METRICS_EXPIRED, -1);
+	for (; r->m_rejected < st->results[JOB_REJECTED]; r->m_rejected++)
+		metrics_delivery(r->ms, METRICS_REJECTED, -1);
+	metrics_set_inflight(r->ms, st->inflight);
+	if (st->depth >= 0)
+		metrics_set_queue_depth(r->ms, st->depth);
+	if (st->retry >= 0)
+		metrics_set_retry_depth(r->ms, st->retry);
+}
+
 static void status_line(struct run *r, bool final)
 {
 	struct queue_stats st;
@@ -288,16 +310,22 @@ static void status_line(struct run *r, bool final)
 	snprintf(retry, sizeof(retry), st.retry < 0 ? "?" : "%lld", st.retry);
 	snprintf(held, sizeof(held), st.held < 0 ? "?" : "%lld", st.held);
 	char line[512];
-	snprintf(line, sizeof(line),
-		 "delivered=%llu rate=%.0f/s inflight=%u queue=%s retries=%s held=%s "
-		 "bounced=%llu deferred=%llu tls=%.1f%% redis=%s",
-		 (unsigned long long)r->n_delivered, rate, st.inflight, depth, retry, held,
-		 (unsigned long long)r->n_bounced, (unsigned long long)r->n_deferred, tls,
-		 st.connected ? "up" : "down");
 	if (r->tty) {
+		snprintf(line, sizeof(line),
+			 "%6.0f delivered/s | in flight %u | queue %s | retries %s | held %s | "
+			 "TLS %.1f%% | delivered %llu bounced %llu deferred %llu%s",
+			 rate, st.inflight, depth, retry, held, tls,
+			 (unsigned long long)r->n_delivered, (unsigned long long)r->n_bounced,
+			 (unsigned long long)r->n_deferred, st.connected ? "" : " | REDIS DOWN");
 		fprintf(stderr, "\r\033[K%s%s", line, final ? "\n" : "");
 		fflush(stderr);
 	} else {
+		snprintf(line, sizeof(line),
+			 "delivered=%llu rate=%.0f/s inflight=%u queue=%s retries=%s held=%s "
+			 "bounced=%llu deferred=%llu tls=%.1f%% redis=%s",
+			 (unsigned long long)r->n_delivered, rate, st.inflight, depth, retry, held,
+			 (unsigned long long)r->n_bounced, (unsigned long long)r->n_deferred, tls,
+			 st.connected ? "up" : "down");
 		/* Always shown: the point of the status is to be seen in a log. */
 		struct timespec ts;
 		struct tm tm;
@@ -333,6 +361,11 @@ static void on_status(struct loop_timer *t)
 	uint64_t now = loop_now(r->l);
 	if (now - r->last_status >= r->status_ms)
 		status_line(r, false);
+	if (r->ms != NULL) {
+		struct queue_stats st;
+		queue_get_stats(r->q, &st);
+		metrics_update(r, &st);
+	}
 	if (r->until_empty && !r->stopping) {
 		struct queue_stats st;
 		queue_get_stats(r->q, &st);
@@ -511,6 +544,16 @@ int cmd_run(int argc, char **argv)
 		goto out;
 	}
 
+	if (r->cfg.metrics != NULL) {
+		r->m = metrics_new(1);
+		r->ms = metrics_shard(r->m, 0);
+		if (metrics_serve(r->m, r->l, r->cfg.metrics, ebuf, sizeof(ebuf)) != 0) {
+			fprintf(stderr, "mxsend: %s\n", ebuf);
+			rc = EX_CONFIG;
+			goto out;
+		}
+	}
+
 	r->tty = isatty(STDERR_FILENO) == 1;
 	r->status_ms = r->tty ? RUN_TTY_MS : RUN_LOG_MS;
 	r->started = r->last_status = loop_now(r->l);
@@ -556,6 +599,7 @@ out:
 		loop_timer_arm(r->l, &r->status, 0);
 		loop_run(r->l);
 	}
+	metrics_free(r->m); /* after the loop's last run */
 	if (r->l != NULL) {
 		loop_timer_stop(r->l, &r->status);
 		loop_timer_stop(r->l, &r->drain);

@@ -31,7 +31,10 @@
 #include "sender/loop.h"
 #include "sender/msg.h"
 #include "sender/smtp.h"
+#include "sender/stspol.h"
+#include "sender/tls.h"
 #include "sender/util.h"
+#include "tlscache/sts.h"
 #include "tlscache/tlscache.h"
 
 #define MAX_ADDR_TRIES 10
@@ -63,6 +66,16 @@ struct deliver {
 	struct idle *pool[POOL_BUCKETS];
 	unsigned pooled;
 	struct deliver_stats st;
+	struct stspol *sts;       /* NULL when [tls] mta_sts = no */
+	struct broken *broken[POOL_BUCKETS]; /* hosts whose TLS handshake failed */
+};
+
+/* A (host, IP) whose opportunistic TLS handshake failed: `may` deliveries go
+ * straight to plaintext there until `until` ([tls] broken_tls_ttl). */
+struct broken {
+	struct broken *next;
+	uint64_t until;
+	char key[352];
 };
 
 struct job {
@@ -91,6 +104,12 @@ struct job {
 	char cur_ip[64];
 	struct smtp_status last;
 	bool have_last;
+	/* routing inputs, joined before the first session */
+	int waiting;          /* answers still to come: MX, MTA-STS */
+	struct dns_mx *mx_pending;
+	struct sts_policy pol; /* MTA-STS policy in force (copied) */
+	bool has_pol;
+	char policy[16];      /* result field: none may encrypt verify sts-enforce sts-testing */
 };
 
 const char *deliver_status_name(enum deliver_status s)
@@ -140,6 +159,12 @@ struct deliver *deliver_new(struct loop *l, const struct config *c, const struct
 	d->tc = tlscache_new(&topt, err, errlen);
 	if (d->tc == NULL)
 		goto fail;
+	if (c->mta_sts) {
+		struct stspol_opts so = { .https_port = d->o.sts_https_port,
+					  .on_store = d->o.on_sts_store,
+					  .store_arg = d->o.on_sts_store_arg };
+		d->sts = stspol_new(l, d->dns, d->tc, &so);
+	}
 	return d;
 fail:
 	deliver_free(d);
@@ -151,6 +176,13 @@ void deliver_free(struct deliver *d)
 	if (d == NULL)
 		return;
 	deliver_flush_pool(d);
+	stspol_free(d->sts);
+	for (unsigned i = 0; i < POOL_BUCKETS; i++)
+		while (d->broken[i]) {
+			struct broken *b = d->broken[i];
+			d->broken[i] = b->next;
+			free(b);
+		}
 	dns_free(d->dns);
 	tlscache_free(d->tc);
 	free(d);
@@ -248,8 +280,46 @@ void deliver_flush_pool(struct deliver *d)
 		}
 }
 
+void deliver_sts_load(struct deliver *d, const char *domain, const char *encoded)
+{
+	if (d->sts)
+		stspol_load(d->sts, domain, encoded);
+}
+
+static bool broken_tls(struct deliver *d, const char *key)
+{
+	uint64_t now = loop_now(d->l);
+	for (struct broken **pp = &d->broken[key_hash(key)]; *pp;) {
+		struct broken *b = *pp;
+		if (b->until <= now) { /* expired: drop on the way */
+			*pp = b->next;
+			free(b);
+			continue;
+		}
+		if (strcmp(b->key, key) == 0)
+			return true;
+		pp = &b->next;
+	}
+	return false;
+}
+
+static void remember_broken(struct deliver *d, const char *key)
+{
+	if (d->cfg->broken_tls_ttl_ms == 0 || broken_tls(d, key))
+		return;
+	struct broken *b = xcalloc(1, sizeof(*b));
+	strlcpy_x(b->key, key, sizeof(b->key));
+	b->until = loop_now(d->l) + d->cfg->broken_tls_ttl_ms;
+	unsigned h = key_hash(key);
+	b->next = d->broken[h];
+	d->broken[h] = b;
+}
+
 static void job_free(struct job *j)
 {
+	if (j->has_pol)
+		sts_policy_fini(&j->pol);
+	free(j->mx_pending);
 	msg_wire_fini(&j->wire);
 	free(j->mx);
 	free(j->res);
@@ -261,7 +331,7 @@ static void job_free(struct job *j)
 
 static void fill_common(struct job *j, struct deliver_result *r)
 {
-	strlcpy_x(r->policy, tls_level_name(j->level), sizeof(r->policy));
+	strlcpy_x(r->policy, j->policy, sizeof(r->policy));
 	r->elapsed_ms = (uint32_t)(loop_now(j->d->l) - j->start);
 	if (j->mx && j->host_i < j->mx->nhosts && j->have_last) {
 		strlcpy_x(r->mx, j->mx->hosts[j->host_i].name, sizeof(r->mx));
@@ -322,6 +392,57 @@ static void send_txn(struct job *j, struct smtp_session *s);
 static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		       const struct smtp_status *st);
 
+/* TLSRPT (RFC 8460): one event per TLS session attempt. With a policy, a
+ * session succeeds only with verified TLS to an MX the policy names; without
+ * one, when TLS was negotiated at all. */
+static void tls_event(struct job *j, const char *mx, const char *ip, const char *result,
+		      const char *detail)
+{
+	struct deliver *d = j->d;
+	if (d->o.on_tls == NULL)
+		return;
+	struct deliver_tls_event ev;
+	memset(&ev, 0, sizeof(ev));
+	strlcpy_x(ev.policy_domain, j->req->domain, sizeof(ev.policy_domain));
+	strlcpy_x(ev.policy_type, j->has_pol ? "sts" : "no-policy-found", sizeof(ev.policy_type));
+	if (j->has_pol) {
+		strlcpy_x(ev.policy_id, j->pol.id, sizeof(ev.policy_id));
+		strlcpy_x(ev.policy_mode, sts_mode_name(j->pol.mode), sizeof(ev.policy_mode));
+		size_t o = 0;
+		for (int i = 0; i < j->pol.n_mx && o + 2 < sizeof(ev.policy_mx); i++)
+			o += (size_t)snprintf(ev.policy_mx + o, sizeof(ev.policy_mx) - o, "%s%s",
+					      i ? "," : "", j->pol.mx[i]);
+	}
+	strlcpy_x(ev.mx, mx ? mx : "", sizeof(ev.mx));
+	strlcpy_x(ev.ip, ip ? ip : "", sizeof(ev.ip));
+	strlcpy_x(ev.result, result ? result : "", sizeof(ev.result));
+	strlcpy_x(ev.detail, detail ? detail : "", sizeof(ev.detail));
+	ev.max_age = j->has_pol ? j->pol.max_age : 0;
+	ev.when_ms = wall_ms();
+	d->o.on_tls(d->o.on_tls_arg, &ev);
+}
+
+/* The TLSRPT verdict on a new session that reached READY. */
+static void tls_event_ready(struct job *j, const struct smtp_status *st, enum tls_level lvl)
+{
+	const char *mx = j->mx->hosts[j->host_i].name;
+	if (lvl == TLS_LEVEL_NONE)
+		return; /* no TLS attempted by choice: nothing to report */
+	if (!st->tls) {
+		tls_event(j, mx, j->cur_ip, "starttls-not-supported", "STARTTLS not offered");
+		return;
+	}
+	if (j->has_pol && !st->verdict.verified) {
+		tls_event(j, mx, j->cur_ip, tls_tlsrpt_result(&st->verdict), st->verdict.verify_text);
+		return;
+	}
+	if (j->has_pol && !sts_policy_allows(&j->pol, mx)) {
+		tls_event(j, mx, j->cur_ip, "validation-failure", "MX host not listed in the MTA-STS policy");
+		return;
+	}
+	tls_event(j, mx, j->cur_ip, NULL, NULL);
+}
+
 static void start_session(struct job *j)
 {
 	struct dns_host *h = &j->mx->hosts[j->host_i];
@@ -342,6 +463,12 @@ static void start_session(struct job *j)
 		inet_ntop(AF_INET6, &s6->sin6_addr, j->cur_ip, sizeof(j->cur_ip));
 	}
 	p.level = j->plain_retry ? TLS_LEVEL_NONE : j->level;
+	if (p.level == TLS_LEVEL_MAY) {
+		/* a host known to break TLS: opportunistic delivery goes plaintext */
+		snprintf(j->key, sizeof(j->key), "%s|%s|%d", h->name, j->cur_ip, j->port);
+		if (broken_tls(j->d, j->key))
+			p.level = TLS_LEVEL_NONE;
+	}
 	snprintf(j->key, sizeof(j->key), "%s|%s|%d|%d", h->name, j->cur_ip, j->port, (int)p.level);
 	j->have_last = true;
 	struct smtp_session *pooled = pool_take(j->d, j->key);
@@ -426,6 +553,8 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 	j->last = *st;
 	switch (ev) {
 	case SMTP_EV_READY:
+		if (!j->reused)
+			tls_event_ready(j, st, j->plain_retry ? TLS_LEVEL_NONE : j->level);
 		send_txn(j, s);
 		return;
 	case SMTP_EV_TXN_DONE:
@@ -457,14 +586,31 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 	}
 	bool was_plain_retry = j->plain_retry;
 	j->plain_retry = false;
+	const char *mxname = j->mx->hosts[j->host_i].name;
+	if (st->fail == SMTP_FAIL_TLS || st->fail == SMTP_FAIL_TLS_MAY)
+		tls_event(j, mxname, j->cur_ip,
+			  st->no_starttls ? "starttls-not-supported"
+			  : (st->tls_tried && st->verdict.have_cert && !st->verdict.verified)
+				  ? tls_tlsrpt_result(&st->verdict)
+				  : "validation-failure",
+			  st->why.text);
 	if (st->fail == SMTP_FAIL_TLS_MAY && !was_plain_retry) {
-		/* Opportunistic TLS broke: same address, plaintext, once. */
+		/* Opportunistic TLS broke: same address, plaintext, once; and
+		 * remember the host so the next delivery does not try again. */
+		char bk[352];
+		snprintf(bk, sizeof(bk), "%s|%s|%d", mxname, j->cur_ip, j->port);
+		remember_broken(j->d, bk);
 		j->plain_retry = true;
 		start_session(j);
 		return;
 	}
 	if (st->fail == SMTP_FAIL_TLS) {
-		switch (j->rule.on_tls_failure) {
+		enum tls_fail_action act = j->rule.on_tls_failure;
+		/* MTA-STS enforce: a TLS failure is temporary (RFC 8461 5.1) and
+		 * never a reason for plaintext. */
+		if (j->has_pol && j->pol.mode == STS_MODE_ENFORCE && act == TLS_FAIL_BOUNCE)
+			act = TLS_FAIL_DEFER;
+		switch (act) {
 		case TLS_FAIL_DEFER:
 			finish(j, DELIVER_DEFERRED, st->why.code, st->why.esc, st->why.text);
 			return;
@@ -482,35 +628,85 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 	try_next(j);
 }
 
-static void dns_done(void *arg, const struct dns_mx *mx)
+/* Both answers are in (MX, and MTA-STS when enabled): decide the route. */
+static void route(struct job *j)
 {
-	struct job *j = arg;
+	struct dns_mx *mx = j->mx_pending;
+	j->mx_pending = NULL;
 	switch (mx->status) {
 	case DNS_OK:
 		break;
 	case DNS_NXDOMAIN:
 		finish(j, DELIVER_BOUNCED, 550, "5.1.2", mx->why[0] ? mx->why : "domain does not exist");
+		free(mx);
 		return;
 	case DNS_NULLMX:
 		/* RFC 7505 4.1: the domain accepts no mail. */
+		free(mx);
 		finish(j, DELIVER_BOUNCED, 556, "5.1.10", "recipient domain has a null MX (RFC 7505)");
 		return;
 	case DNS_NODATA:
 		finish(j, DELIVER_BOUNCED, 550, "5.4.4", mx->why[0] ? mx->why : "no address for any MX host");
+		free(mx);
 		return;
 	case DNS_TEMP:
 	default:
 		finish(j, DELIVER_DEFERRED, 451, "4.4.3", mx->why[0] ? mx->why : "DNS lookup failed");
+		free(mx);
 		return;
 	}
-	/* Keep only the hosts in use: the full struct is ~20 KiB, a job with
-	 * one MX needs ~1.5 KiB (thousands of jobs are in flight at once). */
-	size_t sz = offsetof(struct dns_mx, hosts) + (size_t)mx->nhosts * sizeof(mx->hosts[0]);
-	j->mx = xmalloc(sz);
-	memcpy(j->mx, mx, sz);
+	j->mx = mx;
+	if (j->has_pol && j->pol.mode == STS_MODE_ENFORCE) {
+		/* RFC 8461 4.1/5.1: only MX hosts the policy names, and only with
+		 * verified TLS; anything else is a temporary failure. */
+		int n = 0;
+		for (int i = 0; i < mx->nhosts; i++)
+			if (sts_policy_allows(&j->pol, mx->hosts[i].name))
+				mx->hosts[n++] = mx->hosts[i];
+		mx->nhosts = n;
+		if (n == 0) {
+			tls_event(j, NULL, NULL, "validation-failure",
+				  "no MX host matches the MTA-STS policy");
+			finish(j, DELIVER_DEFERRED, 451, "4.7.5",
+			       "no MX host matches the domain's MTA-STS policy (enforce)");
+			return;
+		}
+		if (j->level < TLS_LEVEL_VERIFY)
+			j->level = TLS_LEVEL_VERIFY;
+		if (j->rule.on_tls_failure == TLS_FAIL_PLAINTEXT)
+			j->rule.on_tls_failure = TLS_FAIL_NEXT_MX;
+		strlcpy_x(j->policy, "sts-enforce", sizeof(j->policy));
+	} else if (j->has_pol && j->pol.mode == STS_MODE_TESTING) {
+		strlcpy_x(j->policy, "sts-testing", sizeof(j->policy));
+	}
 	j->host_i = 0;
 	j->addr_i = 0;
 	start_session(j);
+}
+
+static void dns_done(void *arg, const struct dns_mx *mx)
+{
+	struct job *j = arg;
+	/* Keep only the hosts in use: the full struct is ~20 KiB, a job with
+	 * one MX needs ~1.5 KiB (thousands of jobs are in flight at once). */
+	size_t sz = offsetof(struct dns_mx, hosts) + (size_t)mx->nhosts * sizeof(mx->hosts[0]);
+	j->mx_pending = xmalloc(sz);
+	memcpy(j->mx_pending, mx, sz);
+	if (--j->waiting == 0)
+		route(j);
+}
+
+static void sts_done(void *arg, const struct stspol_answer *a)
+{
+	struct job *j = arg;
+	if (a->pol) {
+		sts_policy_copy(&j->pol, a->pol);
+		j->has_pol = true;
+	}
+	if (a->fail) /* discovery failed: reported whatever policy applies now */
+		tls_event(j, NULL, NULL, a->fail, a->detail);
+	if (--j->waiting == 0)
+		route(j);
 }
 
 static bool nonascii(const char *s)
@@ -548,7 +744,13 @@ int deliver_submit(struct deliver *d, struct deliver_req *req)
 	j->tidx = xcalloc((size_t)req->nrcpt, sizeof(*j->tidx));
 	j->reported = xcalloc((size_t)req->nrcpt, sizeof(*j->reported));
 	j->nleft = req->nrcpt;
+	strlcpy_x(j->policy, tls_level_name(j->level), sizeof(j->policy));
 	d->active++;
+	j->waiting = 1;
+	if (d->sts && !req->sts_exempt && j->level != TLS_LEVEL_NONE) {
+		j->waiting++;
+		stspol_lookup(d->sts, req->domain, sts_done, j);
+	}
 	dns_resolve_mx(d->dns, req->domain, dns_done, j);
 	return 0;
 }

@@ -50,10 +50,34 @@ struct deliver_req {
 	const char *data;       /* raw message bytes (LF or CRLF) */
 	size_t len;
 	int tls_min_level;      /* a stricter TLS level for this message (enum tls_level), -1 = none */
+	bool sts_exempt;        /* no MTA-STS (TLSRPT reports, RFC 8460 3) */
 	deliver_rcpt_fn *rcpt_done;
 	deliver_done_fn *done;
 	void *arg;
 };
+
+/* One TLS session attempt, for TLSRPT (RFC 8460 4.3): which policy applied
+ * to the recipient domain and how the session went. Emitted for every SMTP
+ * connection attempt that reached the TLS decision (STARTTLS offered or not),
+ * success or failure; never for reused connections. */
+struct deliver_tls_event {
+	char policy_domain[256];  /* the recipient domain */
+	char policy_type[20];     /* "sts" or "no-policy-found" */
+	char policy_id[40];       /* MTA-STS policy id, "" without one */
+	char policy_mode[12];     /* "enforce", "testing", "" */
+	char policy_mx[512];      /* the policy's mx patterns, comma-joined ("" without) */
+	char mx[256];             /* receiving MX host */
+	char ip[64];              /* its address */
+	char result[40];          /* "" on success, else an RFC 8460 result type:
+	                           * starttls-not-supported, certificate-host-mismatch,
+	                           * certificate-expired, certificate-not-trusted,
+	                           * validation-failure, sts-policy-fetch-error,
+	                           * sts-policy-invalid, sts-webpki-invalid */
+	char detail[200];         /* failure reason text */
+	uint32_t max_age;         /* policy max_age (policy-string) */
+	uint64_t when_ms;         /* wall clock */
+};
+typedef void deliver_tls_fn(void *arg, const struct deliver_tls_event *ev);
 
 struct deliver_opts {
 	const char *ca_file;    /* overrides config ca_file when not NULL */
@@ -61,6 +85,14 @@ struct deliver_opts {
 	int port;               /* > 0: overrides every rule's port */
 	int tls_level;          /* >= 0: overrides the effective tls level (send --tls) */
 	bool no_resumption;     /* benchmarks: never resume TLS sessions */
+	/* TLS session attempts (TLSRPT). Runs on the engine's loop thread; with
+	 * workers_new it is relayed to the feeder's thread. NULL: not reported. */
+	deliver_tls_fn *on_tls;
+	void *on_tls_arg;
+	/* MTA-STS policies fetched (sts_policy_encode form) for persistence. */
+	void (*on_sts_store)(void *arg, const char *domain, const char *encoded);
+	void *on_sts_store_arg;
+	int sts_https_port;     /* 0 = 443 (tests) */
 };
 
 struct deliver_stats {
@@ -84,5 +116,7 @@ unsigned deliver_sessions(const struct deliver *d);
 /* QUIT every idle pooled connection (shutdown; `send` before exit). */
 void deliver_flush_pool(struct deliver *d);
 void deliver_get_stats(const struct deliver *d, struct deliver_stats *st);
+/* Seed the MTA-STS cache with a policy persisted earlier. */
+void deliver_sts_load(struct deliver *d, const char *domain, const char *encoded);
 
 #endif

@@ -10,7 +10,9 @@
  *   lost, redisAsyncFree in a callback): then we only set `deleted`, and the
  *   dispatcher frees after the call returns. The watcher itself is released
  *   (loop_watch_free) at cleanup time, before hiredis closes the fd.
- * - a queued task cannot be unqueued, so the struct also waits for its task. */
+ * - reads: hiredis reads at most 16 KiB per redisAsyncHandleRead; a large
+ *   reply (a claim of 256 jobs) would cost one poll round trip per 16 KiB, so
+ *   we read again while FIONREAD says bytes are waiting (bounded per dispatch). */
 #include "sender/redis_uring.h"
 
 #include <errno.h>
@@ -87,8 +89,10 @@ static void do_write(struct redis_uring *e)
 
 static void maybe_free(struct redis_uring *e)
 {
-	if (e->deleted && !e->in_dispatch && !e->task.queued)
+	if (e->deleted && !e->in_dispatch) {
+		loop_task_cancel(e->loop, &e->task);
 		free(e);
+	}
 }
 
 static void on_task(struct loop_task *t)

@@ -5,9 +5,9 @@
  * delRead, addWrite, delWrite) and when the context goes away (cleanup). We keep
  * { ac, loop, fd, reading, writing, in_dispatch, deleted } and a watcher:
  * - reads: the watcher's read readiness calls redisAsyncHandleRead, which reads
- *   at most 16 KiB per call; since a multishot poll reports edges, we call it
- *   again while bytes are buffered (FIONREAD), up to 1 MiB per dispatch, then
- *   continue in a deferred task (fairness);
+ *   at most 16 KiB per call; we call it again while bytes are buffered
+ *   (FIONREAD), up to 1 MiB per dispatch, then continue in a deferred task
+ *   (fairness), instead of one poll round trip per 16 KiB;
  * - writes: a command only appends to hiredis's buffer, so addWrite queues a
  *   deferred flush (all commands of one loop iteration leave in one write);
  *   only when the socket is full, or still connecting, do we wait for write

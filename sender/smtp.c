@@ -501,6 +501,7 @@ static void after_ehlo(struct smtp_session *s)
 		return;
 	}
 	if (!tls_on && lvl >= TLS_LEVEL_ENCRYPT) {
+		s->status.no_starttls = true;
 		fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5", "STARTTLS not offered by %s (tls=%s required)",
 		     s->mx_host, tls_level_name(lvl));
 		return;
@@ -565,6 +566,7 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
 				after_ehlo(s);
 				return;
 			}
+			s->status.no_starttls = true;
 			fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5", "STARTTLS refused: %d %s", r->code,
 			     r->text);
 			return;
@@ -694,6 +696,8 @@ static void c_tls(void *arg, int err)
 {
 	struct smtp_session *s = arg;
 	struct tls *t = conn_tls(s->conn);
+	s->status.tls_tried = true;
+	tls_get_verdict(t, &s->status.verdict);
 	if (err < 0) {
 		const char *why = tls_error(t);
 		if (s->p.level == TLS_LEVEL_MAY)
@@ -703,7 +707,6 @@ static void c_tls(void *arg, int err)
 		return;
 	}
 	s->status.tls = true;
-	tls_get_verdict(t, &s->status.verdict);
 	if (s->p.level == TLS_LEVEL_VERIFY && !s->status.verdict.verified) {
 		fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5", "certificate verify failed: %s",
 		     s->status.verdict.verify_text);

@@ -74,6 +74,8 @@ struct smtp_status {
 	enum smtp_fail fail;        /* for SMTP_EV_FAIL */
 	struct smtp_result why;     /* for SMTP_EV_FAIL */
 	bool tls;                   /* TLS active */
+	bool no_starttls;           /* SMTP_FAIL_TLS because STARTTLS was not offered/refused */
+	bool tls_tried;             /* a handshake was attempted (verdict valid even on failure) */
 	struct tls_verdict verdict; /* valid when tls */
 	unsigned ext;               /* SMTP_EXT_* from the last EHLO */
 };

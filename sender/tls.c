@@ -159,6 +159,44 @@ void tls_get_verdict(struct tls *t, struct tls_verdict *v)
 			v->not_after = timegm(&tm);
 		X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, v->subject_cn,
 					  sizeof(v->subject_cn));
+		GENERAL_NAMES *gens = X509_get_ext_d2i(peer, NID_subject_alt_name, NULL, NULL);
+		size_t o = 0;
+		for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens); i++) {
+			const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+			if (g->type != GEN_DNS)
+				continue;
+			const char *n = (const char *)ASN1_STRING_get0_data(g->d.dNSName);
+			int len = ASN1_STRING_length(g->d.dNSName);
+			if (o + (size_t)len + 2 >= sizeof(v->san))
+				break;
+			if (o)
+				v->san[o++] = ',';
+			memcpy(v->san + o, n, (size_t)len);
+			o += (size_t)len;
+			v->san[o] = '\0';
+		}
+		GENERAL_NAMES_free(gens);
+	}
+}
+
+const char *tls_tlsrpt_result(const struct tls_verdict *v)
+{
+	if (!v->have_cert)
+		return "validation-failure";
+	switch (v->verify_err) {
+	case X509_V_ERR_HOSTNAME_MISMATCH:
+		return "certificate-host-mismatch";
+	case X509_V_ERR_CERT_HAS_EXPIRED:
+		return "certificate-expired";
+	case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+	case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+	case X509_V_ERR_CERT_UNTRUSTED:
+		return "certificate-not-trusted";
+	default:
+		return "validation-failure";
 	}
 }
 

@@ -29,6 +29,7 @@ struct tls_verdict {
 	bool have_cert;
 	time_t not_after;   /* peer certificate expiry, 0 if unknown */
 	char subject_cn[128];
+	char san[256];      /* DNS subjectAltNames, comma-joined (truncated) */
 };
 
 /* New client session. sni and verify_host are copied (usually both the MX host
@@ -52,6 +53,10 @@ size_t tls_net_pending(struct tls *t);
 size_t tls_net_out(struct tls *t, void *buf, size_t n);
 
 void tls_get_verdict(struct tls *t, struct tls_verdict *v);
+/* The RFC 8460 4.3 result type for a certificate that did not verify:
+ * certificate-host-mismatch, certificate-expired, certificate-not-trusted or
+ * validation-failure (also for "no certificate"). */
+const char *tls_tlsrpt_result(const struct tls_verdict *v);
 /* Last error text (OpenSSL error queue / verify result), "" if none. */
 const char *tls_error(const struct tls *t);
 /* True when the last failure was certificate verification. */

@@ -464,8 +464,6 @@ t_two_processes() {
 t_heartbeat() {
 	start_redis -n slow || return 1
 	local p=$REDIS_PORT conf=$CASE_DIR/m.conf n=20
-	mkconf "$conf" "$REDIS_URL" "redis:visibility_timeout = 1s"
-	sed -i 's/^visibility_timeout = 2s$//' "$conf"
 	start_sink slow --listen "127.0.3.8:$SINK_PORT" --delay-ms 800 || return 1
 	mkconf "$conf" "$REDIS_URL" "$(printf 'redis:batch = 5\nmax_inflight = 10')" \
 		"$(printf '[domain slow.test]\nport = %s\n' "$SINK_PORT")"

@@ -1,0 +1,49 @@
+/* stspol.h: MTA-STS policy discovery for one delivery engine (RFC 8461).
+ *
+ * stspol_lookup(domain) resolves _mta-sts.DOMAIN TXT, consults the policy
+ * cache (tlscache/sts.h), fetches https://mta-sts.DOMAIN/.well-known/mta-sts.txt
+ * when needed (one fetch per domain at a time; concurrent lookups wait for
+ * it), refreshes due policies in the background, and answers with the policy
+ * to apply (or none). A failed fetch keeps a cached policy (and is not retried
+ * for that id for 5 minutes); "mode: none" replaces a cached policy at once.
+ * Every fetched policy is handed to on_store (for Redis persistence).
+ * Callbacks run later on the loop, never inside stspol_lookup. */
+#ifndef SENDER_STSPOL_H
+#define SENDER_STSPOL_H
+
+#include <stdint.h>
+
+struct loop;
+struct dns;
+struct tlscache;
+struct sts_policy;
+struct stspol;
+
+struct stspol_answer {
+	const struct sts_policy *pol; /* NULL: no policy applies (borrowed for the callback) */
+	const char *fail;      /* RFC 8460 result type of a failed discovery/fetch
+	                        * (sts-policy-fetch-error, sts-policy-invalid,
+	                        * sts-webpki-invalid), or NULL */
+	const char *detail;    /* why, for logs and TLSRPT */
+};
+typedef void stspol_fn(void *arg, const struct stspol_answer *a);
+/* A policy fetched for domain, in sts_policy_encode form (persist it). */
+typedef void stspol_store_fn(void *arg, const char *domain, const char *encoded);
+
+struct stspol_opts {
+	int https_port;        /* 0 = 443 (tests use a private port) */
+	uint32_t timeout_ms;   /* per fetch, default 20 s */
+	unsigned cache_max;
+	stspol_store_fn *on_store;
+	void *store_arg;
+};
+
+struct stspol *stspol_new(struct loop *l, struct dns *d, struct tlscache *tc,
+			  const struct stspol_opts *o);
+/* Abandon pending lookups (no callbacks) and free. */
+void stspol_free(struct stspol *sp);
+void stspol_lookup(struct stspol *sp, const char *domain, stspol_fn *cb, void *arg);
+/* Seed the cache with a policy persisted earlier (sts_policy_encode form). */
+void stspol_load(struct stspol *sp, const char *domain, const char *encoded);
+
+#endif
