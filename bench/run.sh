@@ -436,7 +436,7 @@ FULL_US=$(kv full_client_us "$HS")
 RES_US=$(kv resumed_client_us "$HS")
 {
 	echo "mxsend bench $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -n): $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -r)"
-	echo "config: ${QUICK/1/--quick }domains=$NDOM mx_hosts=$NMX addrs_per_mx=$APH size=$SIZE tls=may(verdict computed) sinks: fast 2 threads, slow 2 threads --delay-ms $C_DELAY (every reply); unbound 1 thread"
+	echo "config: $([ "$QUICK" = 1 ] && echo "--quick ")reps=$REPS domains=$NDOM mx_hosts=$NMX addrs_per_mx=$APH size=$SIZE tls=may(verdict computed) sinks: fast 2 threads, slow 2 threads --delay-ms $C_DELAY (every reply); unbound 1 thread"
 	echo "machine busy before the start: ${BUSY_BEFORE}% of $(($(nproc) * 100))% (1 s sample; other processes compete for the same cores: oth% below)"
 	echo "openssl (mxhscost, one thread, memory BIOs, ECDSA P-256 cert, X25519): $HS"
 	echo
@@ -524,9 +524,13 @@ set style fill solid 0.8 border -1
 set boxwidth 0.7
 set grid ytics
 set key top right
-set yrange [0:*]
-set title "throughput (msgs/s)"
+set logscale y
+set yrange [10:*]
+set title "throughput (msgs/s, log scale)"
 plot "$INTEG_DIR/plot.dat" using 2:xtic(1) lc rgb "#4472c4" notitle
+unset logscale y
+set yrange [0:*]
+set key top left
 set title "mxsend CPU per message (us)"
 plot "$INTEG_DIR/plot.dat" using 3:xtic(1) lc rgb "#ed7d31" notitle, \
      $FULL_US with lines lw 2 lc rgb "#c00000" title "OpenSSL full handshake (client)", \

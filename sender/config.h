@@ -94,6 +94,7 @@ struct config {
 	int min_version;          /* key min_version 1.2|1.3 -> 12|13 */
 	bool mta_sts, tlsrpt;      /* keys mta_sts, tlsrpt: yes|no, both default yes */
 	uint64_t broken_tls_ttl_ms; /* key broken_tls_ttl, default 1h */
+	int sts_https_port;       /* key sts_https_port: MTA-STS policy fetches (443; labs/tests) */
 	/* [timeouts] keys connect banner helo starttls mail rcpt data block dot rset quit */
 	struct smtp_timeouts timeouts;
 	/* [pool] */

@@ -160,7 +160,8 @@ struct deliver *deliver_new(struct loop *l, const struct config *c, const struct
 	if (d->tc == NULL)
 		goto fail;
 	if (c->mta_sts) {
-		struct stspol_opts so = { .https_port = d->o.sts_https_port,
+		struct stspol_opts so = { .https_port = d->o.sts_https_port ? d->o.sts_https_port
+								    : c->sts_https_port,
 					  .on_store = d->o.on_sts_store,
 					  .store_arg = d->o.on_sts_store_arg };
 		d->sts = stspol_new(l, d->dns, d->tc, &so);

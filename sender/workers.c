@@ -7,8 +7,10 @@
  * A pop can briefly see an unfinished push (producer between exchange and
  * link); it stops there, and the producer's own wake-up brings it back.
  *
- * Messages: feeder -> worker: REQ (a deliver_req to run), STOP.
- *           worker -> feeder: RCPT (one recipient's result), DONE.
+ * Messages: feeder -> worker: REQ (a deliver_req to run), STS_LOAD (a persisted
+ *           MTA-STS policy for the worker owning the domain), STOP.
+ *           worker -> feeder: RCPT (one recipient's result), DONE, TLS (a TLSRPT
+ *           event), STS_STORE (a fetched policy to persist).
  * The worker runs each REQ through a proxy request whose callbacks turn
  * results into messages; the original request is only read by the worker. */
 #include "sender/workers.h"
@@ -25,14 +27,21 @@
 #include "sender/loop.h"
 #include "sender/util.h"
 
-enum msg_kind { M_REQ, M_STOP, M_RCPT, M_DONE };
+enum msg_kind { M_REQ, M_STOP, M_RCPT, M_DONE, M_TLS, M_STS_STORE, M_STS_LOAD };
 
 struct msg {
 	_Atomic(struct msg *) next;
 	enum msg_kind kind;
 	struct deliver_req *req; /* the feeder's request */
 	int idx;
-	struct deliver_result res;
+	union {
+		struct deliver_result res;     /* M_RCPT */
+		struct deliver_tls_event tls;  /* M_TLS */
+		struct {                       /* M_STS_STORE, M_STS_LOAD */
+			char domain[256];
+			char *encoded; /* heap */
+		} sts;
+	} u;
 };
 
 struct mpsc {
@@ -56,6 +65,7 @@ struct worker {
 	bool started;
 	struct loop *l;
 	struct deliver *d;
+	struct deliver_opts o;    /* hooks point at relays to the feeder */
 	struct mpsc inbox;
 	struct waker wake_feeder; /* runs on this worker's loop */
 	struct waker wake_me;     /* runs on the feeder's loop */
@@ -66,6 +76,7 @@ struct worker {
 
 struct workers {
 	struct loop *feeder;
+	struct deliver_opts o;    /* the caller's options (hooks run on the feeder) */
 	int n;
 	struct worker *w;
 	struct mpsc outbox;
@@ -139,7 +150,7 @@ static void proxy_rcpt(void *arg, int idx, const struct deliver_result *r)
 	m->kind = M_RCPT;
 	m->req = p->orig;
 	m->idx = idx;
-	m->res = *r;
+	m->u.res = *r;
 	post(p->w, m);
 }
 
@@ -151,6 +162,26 @@ static void proxy_done(void *arg)
 	m->req = p->orig;
 	post(p->w, m);
 	free(p);
+}
+
+static void relay_tls(void *arg, const struct deliver_tls_event *ev)
+{
+	struct worker *w = arg;
+	struct msg *m = xmalloc(sizeof(*m));
+	m->kind = M_TLS;
+	m->req = NULL;
+	m->u.tls = *ev;
+	post(w, m);
+}
+
+static void relay_sts(void *arg, const char *domain, const char *encoded)
+{
+	struct worker *w = arg;
+	struct msg *m = xcalloc(1, sizeof(*m));
+	m->kind = M_STS_STORE;
+	strlcpy_x(m->u.sts.domain, domain, sizeof(m->u.sts.domain));
+	m->u.sts.encoded = xstrdup(encoded);
+	post(w, m);
 }
 
 static void stop_tick(struct loop_timer *t)
@@ -167,6 +198,12 @@ static void worker_wake(void *arg)
 	struct worker *w = arg;
 	struct msg *m;
 	while ((m = mpsc_pop(&w->inbox)) != NULL) {
+		if (m->kind == M_STS_LOAD) {
+			deliver_sts_load(w->d, m->u.sts.domain, m->u.sts.encoded);
+			free(m->u.sts.encoded);
+			free(m);
+			continue;
+		}
 		if (m->kind == M_STOP) {
 			w->stopping = true;
 			deliver_flush_pool(w->d);
@@ -207,8 +244,13 @@ static void feeder_wake(void *arg)
 	struct msg *m;
 	while ((m = mpsc_pop(&ws->outbox)) != NULL) {
 		struct deliver_req *req = m->req;
-		if (m->kind == M_RCPT) {
-			req->rcpt_done(req->arg, m->idx, &m->res);
+		if (m->kind == M_TLS) {
+			ws->o.on_tls(ws->o.on_tls_arg, &m->u.tls);
+		} else if (m->kind == M_STS_STORE) {
+			ws->o.on_sts_store(ws->o.on_sts_store_arg, m->u.sts.domain, m->u.sts.encoded);
+			free(m->u.sts.encoded);
+		} else if (m->kind == M_RCPT) {
+			req->rcpt_done(req->arg, m->idx, &m->u.res);
 		} else {
 			ws->active--;
 			req->done(req->arg);
@@ -239,6 +281,10 @@ struct workers *workers_new(struct loop *feeder, int n, const struct config *c,
 	struct workers *ws = xcalloc(1, sizeof(*ws));
 	ws->feeder = feeder;
 	ws->n = n;
+	if (o)
+		ws->o = *o;
+	else
+		ws->o.tls_level = -1;
 	ws->w = xcalloc((size_t)n, sizeof(*ws->w));
 	mpsc_init(&ws->outbox);
 	int r = loop_wake_init(feeder, feeder_wake, ws);
@@ -257,7 +303,16 @@ struct workers *workers_new(struct loop *feeder, int n, const struct config *c,
 			snprintf(err, errlen, "worker %d: io_uring: %s", i, strerror(-e));
 			goto fail;
 		}
-		w->d = deliver_new(w->l, c, o, err, errlen);
+		w->o = ws->o;
+		if (ws->o.on_tls) {
+			w->o.on_tls = relay_tls;
+			w->o.on_tls_arg = w;
+		}
+		if (ws->o.on_sts_store) {
+			w->o.on_sts_store = relay_sts;
+			w->o.on_sts_store_arg = w;
+		}
+		w->d = deliver_new(w->l, c, &w->o, err, errlen);
 		if (w->d == NULL)
 			goto fail;
 		if ((e = loop_wake_init(w->l, worker_wake, w)) < 0) {
@@ -303,6 +358,17 @@ int workers_submit(struct workers *ws, struct deliver_req *req)
 	return 0;
 }
 
+void workers_sts_load(struct workers *ws, const char *domain, const char *encoded)
+{
+	struct worker *w = &ws->w[domain_hash(domain) % (unsigned)ws->n];
+	struct msg *m = xcalloc(1, sizeof(*m));
+	m->kind = M_STS_LOAD;
+	strlcpy_x(m->u.sts.domain, domain, sizeof(m->u.sts.domain));
+	m->u.sts.encoded = xstrdup(encoded);
+	mpsc_push(&w->inbox, m);
+	loop_defer(ws->feeder, &w->wake_me.task);
+}
+
 unsigned workers_active(const struct workers *ws)
 {
 	return ws->active;
@@ -341,12 +407,18 @@ void workers_free(struct workers *ws, unsigned grace_ms)
 		loop_free(w->l);
 		struct msg *m;
 		while ((m = mpsc_pop(&w->inbox)) != NULL)
-			if (m != &w->inbox.stub)
+			if (m != &w->inbox.stub) {
+				if (m->kind == M_STS_LOAD)
+					free(m->u.sts.encoded);
 				free(m);
+			}
 	}
 	struct msg *m;
-	while ((m = mpsc_pop(&ws->outbox)) != NULL)
+	while ((m = mpsc_pop(&ws->outbox)) != NULL) {
+		if (m->kind == M_STS_STORE)
+			free(m->u.sts.encoded);
 		free(m);
+	}
 	free(ws->w);
 	free(ws);
 }

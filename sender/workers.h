@@ -26,6 +26,10 @@ struct workers *workers_new(struct loop *feeder, int n, const struct config *c,
 int workers_count(const struct workers *w);
 /* Queue a request for its domain's worker. 0 or -EINVAL. */
 int workers_submit(struct workers *w, struct deliver_req *req);
+/* Hand a persisted MTA-STS policy (sts_policy_encode form) to the worker that
+ * owns domain. deliver_opts hooks (on_tls, on_sts_store) given to workers_new
+ * run on the feeder's thread. */
+void workers_sts_load(struct workers *w, const char *domain, const char *encoded);
 /* Requests submitted and not yet done. */
 unsigned workers_active(const struct workers *w);
 /* Sum of the workers' connection counters (approximate while running). */

@@ -106,6 +106,13 @@ wait_until() {
 	return 1
 }
 
+# Predicates for wait_until.
+finals_ge() { [ "$(final_count "$1")" -ge "$2" ]; }           # PORT MIN
+redis_is() { [ "$(rcli "$1" "${@:3}")" = "$2" ]; }            # PORT VALUE ARG...
+redis_ge() { [ "$(rcli "$1" "${@:3}")" -ge "$2" ] 2>/dev/null; } # PORT MIN ARG...
+results_has() { results "$1" | grep -Eq -- "$2"; }            # PORT ERE
+results_n() { [ "$(results "$1" | grep -Ec -- "$2")" = "$3" ]; } # PORT ERE COUNT
+
 # mx_start NAME CONF [ARG...]: `mxsend run` in the background (log, pid and
 # exit status in $CASE_DIR/NAME/), registered for clean-up. Sets MX_PID.
 mx_start() {
@@ -208,8 +215,8 @@ t_statuses() {
 		fail "enqueue s3"
 	rcli "$p" XADD mxsend:jobs '*' to u4@ok.test data x id s4 >/dev/null
 	mx_start run "$conf" || return 1
-	wait_until 30 eval '[ "$(final_count '"$p"')" -ge 4 ] && [ "$(rcli '"$p"' ZCARD mxsend:jobs:held)" = 1 ]' ||
-		fail "not all outcomes within 30 s"
+	wait_until 30 finals_ge "$p" 4 || fail "not all final outcomes within 30 s"
+	wait_until 5 redis_is "$p" 1 ZCARD mxsend:jobs:held || fail "not held within 5 s"
 	assert_eq "exit status on SIGTERM" 0 "$(mx_stop run)"
 	local r
 	r=$(results "$p")
@@ -250,7 +257,7 @@ t_malformed() {
 	local before
 	before=$(sink_stat good messages)
 	mx_start run "$conf" || return 1
-	wait_until 15 eval '[ "$(final_count '"$p"')" -ge 12 ]' || fail "not all rejected within 15 s"
+	wait_until 15 finals_ge "$p" 12 || fail "not all rejected within 15 s"
 	assert_eq "exit status" 0 "$(mx_stop run)"
 	local r
 	r=$(results "$p")
@@ -279,11 +286,11 @@ t_retry_success() {
 	start_sink flaky --listen "127.0.3.3:$SINK_PORT" --rcpt 'later*=451 4.3.0 not now' || return 1
 	"$MXSEND" enqueue -c "$conf" --from a@src.test --to later@flaky.test --id r1 "$MSG" >/dev/null
 	mx_start run "$conf" || return 1
-	wait_until 15 eval 'results '"$p"' | grep -q "|deferred|"' || fail "no deferred result"
+	wait_until 15 results_has "$p" '\|deferred\|' || fail "no deferred result"
 	# the MX host recovers: the next attempt (1 s later) succeeds
 	stop_sink flaky
 	start_sink flaky --listen "127.0.3.3:$SINK_PORT" || return 1
-	wait_until 20 eval 'results '"$p"' | grep -q "|delivered|"' || fail "not delivered after the retry"
+	wait_until 20 results_has "$p" '\|delivered\|' || fail "not delivered after the retry"
 	assert_eq "exit status" 0 "$(mx_stop run)"
 	local r
 	r=$(results "$p")
@@ -304,7 +311,7 @@ t_expiry() {
 	"$MXSEND" enqueue -c "$conf" --from a@src.test --to defer-x@ok.test --id e1 --expires 3 \
 		"$MSG" >/dev/null
 	mx_start run "$conf" || return 1
-	wait_until 20 eval 'results '"$p"' | grep -q "|expired|"' || fail "no expired result within 20 s"
+	wait_until 20 results_has "$p" '\|expired\|' || fail "no expired result within 20 s"
 	t1=$(date +%s%3N)
 	assert_eq "exit status" 0 "$(mx_stop run)"
 	local r
@@ -325,8 +332,8 @@ t_hold_release() {
 		--to mixed@ok.test --id h-1 "$MSG" >/dev/null
 	"$MXSEND" enqueue -c "$conf" --from a@src.test --to h3@held.test --id h-2 "$MSG" >/dev/null
 	mx_start run "$conf" || return 1
-	wait_until 15 eval '[ "$(rcli '"$p"' ZCARD mxsend:jobs:held)" = 2 ]' || fail "not held within 15 s"
-	wait_until 5 eval '[ "$(rcli '"$p"' XLEN mxsend:jobs)" = 0 ]' || fail "jobs still queued"
+	wait_until 15 redis_is "$p" 2 ZCARD mxsend:jobs:held || fail "not held within 15 s"
+	wait_until 5 redis_is "$p" 0 XLEN mxsend:jobs || fail "jobs still queued"
 	assert_eq "exit status" 0 "$(mx_stop run)"
 	local r
 	r=$(results "$p")
@@ -347,7 +354,7 @@ t_hold_release() {
 	assert_eq "release by domain" "released 1" "$("$MXSEND" release -c "$conf" --domain held.test)"
 	assert_eq "held list after release" "" "$("$MXSEND" held -c "$conf")"
 	mx_start run2 "$conf2" || return 1
-	wait_until 15 eval '[ "$(results '"$p"' | grep -c "@held.test|delivered|")" = 3 ]' ||
+	wait_until 15 results_n "$p" '@held\.test\|delivered\|' 3 ||
 		fail "released jobs not delivered"
 	assert_eq "exit status" 0 "$(mx_stop run2)"
 	sink_find_msg plain h3@held.test 3 >/dev/null || fail "h3 not at the sink"
@@ -376,8 +383,11 @@ t_unix_auth() {
 	mx_start unix "$c1" || return 1
 	mx_start url "$c2" || return 1
 	mx_start bad "$c3" || return 1
+	# shellcheck disable=SC2317 # called through wait_until
 	rc3() { timeout 5 redis-cli -s "$sock" -a s3cret --no-auth-warning -n "$1" --raw "${@:2}"; }
-	wait_until 15 eval '[ "$(rc3 3 XLEN mxsend:results)" = 1 ] && [ "$(rc3 2 XLEN mxsend:results)" = 1 ]' ||
+	# shellcheck disable=SC2317 # called through wait_until
+	both() { [ "$(rc3 3 XLEN mxsend:results)" = 1 ] && [ "$(rc3 2 XLEN mxsend:results)" = 1 ]; }
+	wait_until 15 both ||
 		fail "not delivered through both"
 	assert_eq "exit status (unix)" 0 "$(mx_stop unix)"
 	assert_eq "exit status (url)" 0 "$(mx_stop url)"
@@ -399,15 +409,15 @@ t_kill_drill() {
 	k=0
 	for at in 3000 8000 13000; do
 		mx_start "run$k" "$conf" || return 1
-		wait_until 60 eval '[ "$(rcli '"$p"' XLEN mxsend:results)" -ge '"$at"' ]' ||
+		wait_until 60 redis_ge "$p" "$at" XLEN mxsend:results ||
 			fail "run$k: fewer than $at results after 60 s"
 		assert_eq "run$k killed" 137 "$(mx_stop "run$k" KILL)"
 		k=$((k + 1))
 	done
 	mx_start "run$k" "$conf" || return 1
-	wait_until 90 eval '[ "$(final_count '"$p"')" -ge '"$n"' ]' ||
+	wait_until 90 finals_ge "$p" "$n" ||
 		fail "not all $n jobs finished within 90 s ($(final_count "$p"))"
-	wait_until 5 eval '[ "$(rcli '"$p"' XLEN mxsend:jobs)" = 0 ]'
+	wait_until 5 redis_is "$p" 0 XLEN mxsend:jobs
 	assert_eq "last run exit status" 0 "$(mx_stop "run$k")"
 	echo "kill drill: $n jobs, 3 x kill -9, $(( $(date +%s%3N) - t0 )) ms, sink got $(sink_msgs drill kd) messages for $(sink_jobs drill kd) jobs" >>"$FIG"
 	once_each "$p" "$n" delivered
@@ -422,13 +432,13 @@ t_redis_restart() {
 	mkconf "$conf" "$REDIS_URL" "$(printf 'max_inflight = 500\nredis:batch = 50')"
 	pipe_jobs "$p" "$n" "aof.test" aj || fail "enqueue"
 	mx_start run "$conf" || return 1
-	wait_until 30 eval '[ "$(rcli '"$p"' XLEN mxsend:results)" -ge 1000 ]' || fail "no progress"
+	wait_until 30 redis_ge "$p" 1000 XLEN mxsend:results || fail "no progress"
 	stop_proc redis.aof KILL
 	sleep 1
 	start_redis -n aof --aof || return 1
-	wait_until 60 eval '[ "$(final_count '"$p"')" -ge '"$n"' ]' ||
+	wait_until 60 finals_ge "$p" "$n" ||
 		fail "not all $n jobs finished within 60 s after the restart ($(final_count "$p"))"
-	wait_until 5 eval '[ "$(rcli '"$p"' XLEN mxsend:jobs)" = 0 ]'
+	wait_until 5 redis_is "$p" 0 XLEN mxsend:jobs
 	assert_eq "exit status" 0 "$(mx_stop run)"
 	assert_match "reconnected" 'evt=redis_down' "$(cat "$CASE_DIR/run/log")"
 	once_each "$p" "$n" delivered
@@ -444,7 +454,7 @@ t_two_processes() {
 	pipe_jobs "$p" "$n" "two.test" tw || fail "enqueue"
 	mx_start a "$conf" || return 1
 	mx_start b "$conf" || return 1
-	wait_until 60 eval '[ "$(final_count '"$p"')" -ge '"$n"' ]' ||
+	wait_until 60 finals_ge "$p" "$n" ||
 		fail "not all $n jobs finished within 60 s ($(final_count "$p"))"
 	assert_eq "exit status a" 0 "$(mx_stop a)"
 	assert_eq "exit status b" 0 "$(mx_stop b)"
@@ -471,7 +481,7 @@ t_heartbeat() {
 	pipe_jobs "$p" "$n" "slow.test" sl || fail "enqueue"
 	mx_start a "$conf" || return 1
 	mx_start b "$conf" || return 1
-	wait_until 60 eval '[ "$(final_count '"$p"')" -ge '"$n"' ]' ||
+	wait_until 60 finals_ge "$p" "$n" ||
 		fail "not all $n jobs finished within 60 s ($(final_count "$p"))"
 	assert_eq "exit status a" 0 "$(mx_stop a)"
 	assert_eq "exit status b" 0 "$(mx_stop b)"
@@ -495,7 +505,7 @@ t_redis_down() {
 	start_redis -n down || return 1
 	"$MXSEND" enqueue -c "$conf" --from a@src.test --to late@ok.test --id d1 "$MSG" >/dev/null ||
 		fail "enqueue"
-	wait_until 15 eval 'results '"$p"' | grep -q "^d1|.*|delivered|"' || fail "not delivered after Redis came up"
+	wait_until 15 results_has "$p" '^d1\|.*\|delivered\|' || fail "not delivered after Redis came up"
 	assert_eq "exit status" 0 "$(mx_stop run)"
 }
 

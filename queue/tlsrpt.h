@@ -1,0 +1,202 @@
+/* tlsrpt.h: SMTP TLS Reporting (RFC 8460): session counters in Redis, the
+ * JSON report, its gzip form, the mailto: report message, and the report
+ * URIs. Pure functions plus two Redis entry points: tlsrpt_queue_event (the
+ * async queue's command connection, `mxsend run`) and struct tlsrpt_store
+ * (synchronous hiredis, short-lived commands only: never on a loop).
+ *
+ * Redis keys (P = prefix, TLSRPT_PREFIX by default; DAY = YYYY-MM-DD, UTC;
+ * DOMAIN = the policy domain, lowercase):
+ *   P:DAY:DOMAIN        hash, the day's counters for DOMAIN. PK below is the
+ *                       policy key: "sts:ID" for an MTA-STS policy (ID = its
+ *                       id), else the policy type ("no-policy-found"). Fields:
+ *     ok:PK                    successful sessions (HINCRBY)
+ *     fail:PK|RESULT|MX|IP|SRC failed sessions of one RFC 8460 result type,
+ *                              receiving MX host, receiving IP and sending IP
+ *                              (any of the last three may be "")
+ *     why:PK|RESULT|MX|IP|SRC  the last failure reason text for that tuple
+ *     policy:PK                the policy-string lines joined with LF
+ *                              ("version: STSv1","mode: ...","mx: ...","max_age: N")
+ *     mx:PK                    the policy's mx patterns joined with ','
+ *   P:days:DAY          set of the domains with counters on DAY
+ *   P:sent:DAY:DOMAIN   hash, rua URI -> "sent ID UNIXTIME" | "sending ID UNIXTIME"
+ *                       (a run claims a rua before sending; a "sending" claim
+ *                       older than TLSRPT_STALE_S may be taken over)
+ *   All three expire TLSRPT_TTL_S after their last write.
+ * Several processes add into the same keys: counters only ever HINCRBY. */
+#ifndef QUEUE_TLSRPT_H
+#define QUEUE_TLSRPT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct queue;
+
+#define TLSRPT_PREFIX "mxsend:tlsrpt"
+#define TLSRPT_TTL_S 691200 /* 8 days: a day's counters outlive the next day's run */
+#define TLSRPT_STALE_S 3600 /* a "sending" claim this old was a crashed run */
+#define TLSRPT_MEDIA_TYPE "application/tlsrpt+gzip" /* RFC 8460 6.4 */
+
+/* One TLS session attempt (mirrors sender/deliver.h struct deliver_tls_event;
+ * strings are borrowed; NULL counts as ""). */
+struct tlsrpt_event {
+	const char *policy_domain; /* required */
+	const char *policy_type;   /* "sts", "no-policy-found" ("" = no-policy-found) */
+	const char *policy_id;     /* MTA-STS policy id */
+	const char *policy_mode;   /* "enforce", "testing", "none" */
+	const char *policy_mx;     /* mx patterns, comma-joined */
+	uint32_t max_age;
+	const char *mx, *ip;       /* receiving MX host and address */
+	const char *sending_ip;    /* our address ("" unknown) */
+	const char *result;        /* "" = success, else an RFC 8460 4.3 result type */
+	const char *detail;        /* failure reason text */
+	uint64_t when_ms;          /* wall clock: picks the UTC day */
+};
+
+/* ---- counters ---- */
+
+/* Receives one Redis command. argv/len are valid during the call only (copy
+ * them: hiredis's *CommandArgv do). Return 0, or non-zero to stop. */
+typedef int tlsrpt_cmd_fn(void *arg, int argc, const char **argv, const size_t *len);
+
+/* Turn one event into the Redis commands that count it (HINCRBY, HSET of the
+ * policy and reason, SADD to the day's set, EXPIREs), in order, through emit.
+ * prefix NULL = TLSRPT_PREFIX. Pure apart from emit, which it calls 4 or 5
+ * times before returning. Returns the number of commands emitted, -EINVAL for
+ * an event that cannot be counted (no domain, a domain or result with bytes
+ * outside [a-z0-9._-]), or emit's non-zero return (stopped part-way). */
+int tlsrpt_event_cmds(const struct tlsrpt_event *ev, const char *prefix, tlsrpt_cmd_fn *emit,
+		      void *arg);
+
+/* Count ev through the queue's command connection (async, fire-and-forget,
+ * wrapped in MULTI/EXEC so an event counts whole or not at all). For the
+ * feeder thread of `mxsend run` (the queue's loop thread). Never calls back
+ * into the host. Returns 0; -EINVAL (see above); -ENOTCONN when Redis is not
+ * connected (the event is not counted). A reply error is logged. */
+int tlsrpt_queue_event(struct queue *q, const struct tlsrpt_event *ev, const char *prefix);
+
+/* ---- a day's counters, read back ---- */
+
+struct tlsrpt_fail {
+	char *result, *mx, *ip, *sending_ip, *detail; /* "" when absent */
+	uint64_t count;
+};
+
+struct tlsrpt_policy {
+	char *key;     /* PK */
+	char *type;    /* "sts", "no-policy-found" */
+	char *strings; /* policy-string lines joined with LF, NULL if none */
+	char *mx;      /* mx patterns joined with ',', NULL if none */
+	uint64_t ok, failed;
+	int nfail;
+	struct tlsrpt_fail *fail;
+};
+
+struct tlsrpt_counts {
+	char domain[256];
+	int npol;
+	struct tlsrpt_policy *pol;
+};
+
+/* Add one hash field of P:DAY:DOMAIN (binary-safe lengths) into c (zeroed
+ * beforehand, with c->domain set). 0, or -1 for a field of unknown form
+ * (ignored: keep going). Copies what it keeps. */
+int tlsrpt_counts_add(struct tlsrpt_counts *c, const char *field, size_t flen, const char *val,
+		      size_t vlen);
+/* Sort policies by key and failures by (result, mx, ip, sending ip) and drop
+ * policies without sessions; call once after the last tlsrpt_counts_add. */
+void tlsrpt_counts_finish(struct tlsrpt_counts *c);
+void tlsrpt_counts_fini(struct tlsrpt_counts *c);
+
+/* ---- the report ---- */
+
+struct tlsrpt_meta {
+	const char *org;       /* organization-name */
+	const char *contact;   /* contact-info */
+	const char *report_id; /* report-id */
+	int64_t day_start;     /* the UTC day (epoch seconds at 00:00:00Z) */
+};
+
+/* The RFC 8460 4.4 JSON report for c (after tlsrpt_counts_finish): date-range
+ * 00:00:00Z .. 23:59:59Z of the day. pretty: indented (for people), else
+ * compact. Returns a malloc'd NUL-terminated string, or NULL (jansson OOM). */
+char *tlsrpt_json(const struct tlsrpt_counts *c, const struct tlsrpt_meta *m, bool pretty);
+
+/* gzip (RFC 1952) of in[0..n). 0 with *out malloc'd, or -ENOMEM. */
+int tlsrpt_gzip(const void *in, size_t n, unsigned char **out, size_t *outlen);
+
+/* RFC 8460 5.1 file name: "submitter!domain!begin!end!uniq.json.gz" (begin,
+ * end: epoch seconds of the report's first and last second). Returns the
+ * length, or -1 if it does not fit. */
+int tlsrpt_filename(char *buf, size_t n, const char *submitter, const char *domain,
+		    int64_t begin, int64_t end, const char *uniq);
+
+struct tlsrpt_mail {
+	const char *from;      /* From: and the message's sender */
+	const char *to;        /* the rua address */
+	const char *domain;    /* TLS-Report-Domain */
+	const char *submitter; /* TLS-Report-Submitter */
+	const char *report_id; /* Subject's Report-ID and the Message-ID */
+	const char *filename;  /* tlsrpt_filename */
+	const char *day;       /* YYYY-MM-DD, for the text part */
+	const unsigned char *gz; /* the gzipped report */
+	size_t gzlen;
+	int64_t date;          /* Date: (epoch seconds) */
+};
+/* The RFC 8460 5.3 report message: multipart/report; report-type="tlsrpt",
+ * a text/plain part and the report as an application/tlsrpt+gzip attachment,
+ * base64 in lines of 76; CRLF line ends. Header values must not hold CR/LF
+ * (-> NULL). Returns a malloc'd message (*len bytes, NUL-terminated). */
+char *tlsrpt_mail_build(const struct tlsrpt_mail *m, size_t *len);
+
+/* Base64 (RFC 2045) of in, CRLF after every 76 characters and at the end.
+ * Returns a malloc'd NUL-terminated string. */
+char *tlsrpt_base64(const unsigned char *in, size_t n, size_t *outlen);
+
+/* ---- URIs and days ---- */
+
+/* The address of a "mailto:" rua (RFC 6068: percent-decoded, anything from
+ * '?' on ignored). 0, or -1 if it is not one plain local@domain address. */
+int tlsrpt_mailto(const char *uri, char *addr, size_t n);
+/* Split an "https://host[:port][/path]" rua. port 0 when absent; path "/"
+ * when absent. 0, or -1 (userinfo, IP literals in brackets, bad bytes). */
+int tlsrpt_https(const char *uri, char *host, size_t hostlen, int *port, char *path,
+		 size_t pathlen);
+/* "YYYY-MM-DD" -> epoch seconds at 00:00:00Z. 0, or -1. */
+int tlsrpt_day_parse(const char *s, int64_t *start);
+/* Epoch seconds -> its UTC day "YYYY-MM-DD" (11 bytes with the NUL). */
+void tlsrpt_day_format(int64_t t, char out[11]);
+
+/* ---- synchronous store (short-lived commands: blocks, 5 s timeouts) ---- */
+
+struct tlsrpt_store;
+/* Connect to url (queue_url_parse form), AUTH (password, else the URL's),
+ * SELECT. prefix NULL = TLSRPT_PREFIX (copied). NULL with a message in err. */
+struct tlsrpt_store *tlsrpt_store_open(const char *url, const char *password,
+				       const char *prefix, char *err, size_t errlen);
+void tlsrpt_store_close(struct tlsrpt_store *s);
+/* Count one event now (pipelined, waits for the replies). 0 or -1. */
+int tlsrpt_store_record(struct tlsrpt_store *s, const struct tlsrpt_event *ev, char *err,
+			size_t errlen);
+/* The domains with counters on day: *out is a malloc'd array of malloc'd
+ * strings, sorted (free with tlsrpt_strv_free). Returns the count, or -1. */
+int tlsrpt_store_domains(struct tlsrpt_store *s, const char *day, char ***out, char *err,
+			 size_t errlen);
+void tlsrpt_strv_free(char **v, int n);
+/* Load (and finish) a day's counters for domain into c (tlsrpt_counts_fini
+ * it afterwards). 0 (c->npol may be 0), or -1. */
+int tlsrpt_store_load(struct tlsrpt_store *s, const char *day, const char *domain,
+		      struct tlsrpt_counts *c, char *err, size_t errlen);
+/* Claim rua for sending the report of (day, domain), atomically. Returns 1
+ * (claimed: send, then tlsrpt_store_finish), 0 (already sent, or being sent
+ * by another run; its state "sent ID TIME" is copied into state), or -1. */
+int tlsrpt_store_claim(struct tlsrpt_store *s, const char *day, const char *domain,
+		       const char *rua, const char *report_id, char *state, size_t statelen,
+		       char *err, size_t errlen);
+/* After a claim: sent -> mark rua sent; !sent -> drop the claim (a later run
+ * tries again). 0 or -1. */
+int tlsrpt_store_finish(struct tlsrpt_store *s, const char *day, const char *domain,
+			const char *rua, const char *report_id, bool sent, char *err,
+			size_t errlen);
+
+#endif
