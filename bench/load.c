@@ -136,6 +136,8 @@ int main(int argc, char **argv)
 		{ "domain-fmt", required_argument, NULL, 'f' }, { "config", required_argument, NULL, 'c' },
 		{ NULL, 0, NULL, 0 },
 	};
+	if (getenv("MXLOAD_TRIM") == NULL) /* A/B: default glibc trimming */
+		util_tune_malloc();
 	struct deliver_opts dopt = { .tls_level = -1 };
 	unsigned long total = 1000, ndomains = 1, size = 4096, conc = 100, nrcpt = 1;
 	int nworkers = 1;

@@ -530,7 +530,7 @@ set title "throughput (msgs/s, log scale)"
 plot "$INTEG_DIR/plot.dat" using 2:xtic(1) lc rgb "#4472c4" notitle
 unset logscale y
 set yrange [0:*]
-set key top left
+set key below
 set title "mxsend CPU per message (us)"
 plot "$INTEG_DIR/plot.dat" using 3:xtic(1) lc rgb "#ed7d31" notitle, \
      $FULL_US with lines lw 2 lc rgb "#c00000" title "OpenSSL full handshake (client)", \

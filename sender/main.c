@@ -6,6 +6,7 @@
 
 #include "sender/cmds.h"
 #include "sender/config.h"
+#include "sender/util.h"
 
 static const struct {
 	const char *name;
@@ -45,6 +46,7 @@ static int usage(void)
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
+	util_tune_malloc();
 	if (argc < 2)
 		return usage();
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)

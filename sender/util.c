@@ -3,6 +3,7 @@
  * we abort with a clear message (Postfix mymalloc, OpenSMTPD xmalloc). */
 #include "sender/util.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,12 @@ static uint64_t clock_ms(clockid_t id)
 	struct timespec ts;
 	clock_gettime(id, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void util_tune_malloc(void)
+{
+	mallopt(M_TRIM_THRESHOLD, 64 << 20);
+	mallopt(M_TOP_PAD, 4 << 20);
 }
 
 uint64_t mono_ms(void)

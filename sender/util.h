@@ -20,6 +20,12 @@ char *xstrndup(const char *s, size_t n);
 /* Copy src into dst (size dstlen), always NUL-terminated; returns strlen(src). */
 size_t strlcpy_x(char *dst, const char *src, size_t dstlen);
 
+/* Keep freed heap memory instead of returning it to the kernel at once:
+ * OpenSSL (SSL_MODE_RELEASE_BUFFERS) frees and reallocates ~17 KiB per record,
+ * and glibc's default trimming turned that into page faults (~25% of the CPU
+ * per message in bench/). Call once at start-up. */
+void util_tune_malloc(void);
+
 /* Monotonic and wall clocks, milliseconds. */
 uint64_t mono_ms(void);
 uint64_t wall_ms(void);
