@@ -12,7 +12,7 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 LDLIBS  = $(PKG_LIBS) -lpthread
 
 # Debian packages the project, its tests, demo and benchmarks need.
-DEB_PKGS := gcc make pkg-config liburing-dev libssl-dev libc-ares-dev libhiredis-dev \
+DEB_PKGS := gcc make pkg-config python3 liburing-dev libssl-dev libc-ares-dev libhiredis-dev \
 	libinih-dev libjansson-dev zlib1g-dev openssl unbound redis-server redis-tools \
 	nginx-light gnuplot-nox ca-certificates
 

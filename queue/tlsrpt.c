@@ -33,17 +33,19 @@
 
 /* ---- counters: event -> commands ---- */
 
-/* Lowercase copy of a name that must be [a-z0-9._-] (domains, result types,
- * policy ids); -1 if empty, too long or with another byte. */
-static int clean_name(char *dst, size_t n, const char *s, bool allow_empty)
+/* Copy of a name that must be [a-z0-9._-], lowercased (domains, result
+ * types), or [A-Za-z0-9] kept as is (policy ids: RFC 8461 3.1); -1 if
+ * empty (unless allowed), too long, or with another byte. */
+static int clean_name(char *dst, size_t n, const char *s, bool allow_empty, bool id)
 {
 	size_t i = 0;
 	for (; s[i] != '\0'; i++) {
 		char c = s[i];
-		if (c >= 'A' && c <= 'Z')
+		bool upper = c >= 'A' && c <= 'Z';
+		if (upper && !id)
 			c = (char)(c - 'A' + 'a');
-		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
-		      c == '_') ||
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || upper || c == '.' ||
+		      c == '-' || c == '_') ||
 		    i + 1 >= n)
 			return -1;
 		dst[i] = c;
@@ -75,13 +77,13 @@ int tlsrpt_event_cmds(const struct tlsrpt_event *ev, const char *prefix, tlsrpt_
 	char domain[254], type[24], id[40], result[48], mode[16];
 	if (prefix == NULL)
 		prefix = TLSRPT_PREFIX;
-	if (clean_name(domain, sizeof(domain), S(ev->policy_domain), false) != 0 ||
-	    clean_name(type, sizeof(type), ev->policy_type && *ev->policy_type ? ev->policy_type
-									 : "no-policy-found",
-		       false) != 0 ||
-	    clean_name(id, sizeof(id), S(ev->policy_id), true) != 0 ||
-	    clean_name(mode, sizeof(mode), S(ev->policy_mode), true) != 0 ||
-	    clean_name(result, sizeof(result), S(ev->result), true) != 0 || strlen(prefix) > 128)
+	const char *ptype = ev->policy_type && *ev->policy_type ? ev->policy_type : "no-policy-found";
+	if (clean_name(domain, sizeof(domain), S(ev->policy_domain), false, false) != 0 ||
+	    clean_name(type, sizeof(type), ptype, false, false) != 0 ||
+	    clean_name(id, sizeof(id), S(ev->policy_id), true, true) != 0 ||
+	    clean_name(mode, sizeof(mode), S(ev->policy_mode), true, false) != 0 ||
+	    clean_name(result, sizeof(result), S(ev->result), true, false) != 0 ||
+	    strlen(prefix) > 128)
 		return -EINVAL;
 	bool sts = strcmp(type, "sts") == 0;
 	char pk[72];
@@ -132,24 +134,21 @@ int tlsrpt_event_cmds(const struct tlsrpt_event *ev, const char *prefix, tlsrpt_
 	}
 	char ttl[24];
 	snprintf(ttl, sizeof(ttl), "%d", TLSRPT_TTL_S);
-
-	int rc, n = 0;
-	const char *c1[] = { "HINCRBY", key, field, "1" };
-	if ((rc = emit_cmd(emit, arg, 4, c1)) != 0)
-		return rc;
-	n++;
-	if (nh > 2) {
-		if ((rc = emit_cmd(emit, arg, nh, hset)) != 0)
+	const char *c1[] = { "HINCRBY", key, field, "1" }, *c3[] = { "EXPIRE", key, ttl },
+		   *c4[] = { "SADD", days, domain }, *c5[] = { "EXPIRE", days, ttl };
+	const struct { const char **argv; int argc; } cmds[] = {
+		{ c1, 4 }, { hset, nh }, { c3, 3 }, { c4, 3 }, { c5, 3 },
+	};
+	int n = 0;
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		if (cmds[i].argc == 2)
+			continue; /* HSET with nothing to set */
+		int rc = emit_cmd(emit, arg, cmds[i].argc, cmds[i].argv);
+		if (rc != 0)
 			return rc;
 		n++;
 	}
-	const char *c3[] = { "EXPIRE", key, ttl };
-	const char *c4[] = { "SADD", days, domain };
-	const char *c5[] = { "EXPIRE", days, ttl };
-	if ((rc = emit_cmd(emit, arg, 3, c3)) != 0 || (rc = emit_cmd(emit, arg, 3, c4)) != 0 ||
-	    (rc = emit_cmd(emit, arg, 3, c5)) != 0)
-		return rc;
-	return n + 3;
+	return n;
 }
 
 /* ---- counters: through the queue's command connection ---- */
@@ -178,7 +177,10 @@ static int q_emit(void *arg, int argc, const char **argv, const size_t *len)
 
 static int q_null(void *arg, int argc, const char **argv, const size_t *len)
 {
-	(void)arg, (void)argc, (void)argv, (void)len;
+	(void)arg;
+	(void)argc;
+	(void)argv;
+	(void)len;
 	return 0;
 }
 
@@ -193,7 +195,8 @@ int tlsrpt_queue_event(struct queue *q, const struct tlsrpt_event *ev, const cha
 	if (qconn_send(c, on_event_reply, NULL, 1, multi, NULL) != 0)
 		return -ENOTCONN;
 	if (tlsrpt_event_cmds(ev, prefix, q_emit, c) < 0) {
-		qconn_send(c, on_event_reply, NULL, 1, discard, NULL);
+		if (qconn_send(c, on_event_reply, NULL, 1, discard, NULL) != 0)
+			qconn_drop(c);
 		return -ENOTCONN;
 	}
 	if (qconn_send(c, on_event_reply, NULL, 1, exec, NULL) != 0) {
@@ -213,15 +216,21 @@ static char *dupn(const char *s, size_t n)
 	return d;
 }
 
+/* Room for one more element in *v (n elements of size sz). */
+static void *grow(void *v, int n, size_t sz)
+{
+	void *nv = realloc(v, (size_t)(n + 1) * sz);
+	if (nv == NULL)
+		abort(); /* like qalloc */
+	return nv;
+}
+
 static struct tlsrpt_policy *policy_get(struct tlsrpt_counts *c, const char *pk, size_t n)
 {
 	for (int i = 0; i < c->npol; i++)
 		if (strlen(c->pol[i].key) == n && memcmp(c->pol[i].key, pk, n) == 0)
 			return &c->pol[i];
-	struct tlsrpt_policy *np = realloc(c->pol, (size_t)(c->npol + 1) * sizeof(*np));
-	if (np == NULL)
-		abort();
-	c->pol = np;
+	c->pol = grow(c->pol, c->npol, sizeof(*c->pol));
 	struct tlsrpt_policy *p = &c->pol[c->npol++];
 	memset(p, 0, sizeof(*p));
 	p->key = dupn(pk, n);
@@ -258,10 +267,7 @@ static struct tlsrpt_fail *fail_get(struct tlsrpt_counts *c, const char *s, size
 		if (same)
 			return f;
 	}
-	struct tlsrpt_fail *nf = realloc(pol->fail, (size_t)(pol->nfail + 1) * sizeof(*nf));
-	if (nf == NULL)
-		abort();
-	pol->fail = nf;
+	pol->fail = grow(pol->fail, pol->nfail, sizeof(*pol->fail));
 	struct tlsrpt_fail *f = &pol->fail[pol->nfail++];
 	f->result = dupn(part[1], plen[1]);
 	f->mx = dupn(part[2], plen[2]);
@@ -374,11 +380,13 @@ void tlsrpt_counts_finish(struct tlsrpt_counts *c)
 			policy_fini(p);
 			continue;
 		}
-		qsort(p->fail, (size_t)p->nfail, sizeof(*p->fail), cmp_fail);
+		if (p->nfail > 1)
+			qsort(p->fail, (size_t)p->nfail, sizeof(*p->fail), cmp_fail);
 		c->pol[np++] = *p;
 	}
 	c->npol = np;
-	qsort(c->pol, (size_t)c->npol, sizeof(*c->pol), cmp_policy);
+	if (np > 1)
+		qsort(c->pol, (size_t)np, sizeof(*c->pol), cmp_policy);
 }
 
 void tlsrpt_counts_fini(struct tlsrpt_counts *c)
@@ -787,11 +795,6 @@ static int rerr(struct tlsrpt_store *s, redisReply *r, const char *what, char *e
 	return 0;
 }
 
-static redisReply *cmd(struct tlsrpt_store *s, int argc, const char **argv)
-{
-	return redisCommandArgv(s->c, argc, argv, NULL);
-}
-
 struct tlsrpt_store *tlsrpt_store_open(const char *url, const char *password,
 				       const char *prefix, char *err, size_t errlen)
 {
@@ -817,7 +820,7 @@ struct tlsrpt_store *tlsrpt_store_open(const char *url, const char *password,
 	const char *pw = (password && password[0]) ? password : a.password;
 	if (pw[0] != '\0') {
 		const char *av[] = { "AUTH", pw };
-		redisReply *r = cmd(s, 2, av);
+		redisReply *r = redisCommandArgv(s->c, 2, av, NULL);
 		if (rerr(s, r, "AUTH", err, errlen) != 0)
 			goto fail;
 		freeReplyObject(r);
@@ -826,7 +829,7 @@ struct tlsrpt_store *tlsrpt_store_open(const char *url, const char *password,
 		char db[16];
 		snprintf(db, sizeof(db), "%d", a.db);
 		const char *av[] = { "SELECT", db };
-		redisReply *r = cmd(s, 2, av);
+		redisReply *r = redisCommandArgv(s->c, 2, av, NULL);
 		if (rerr(s, r, "SELECT", err, errlen) != 0)
 			goto fail;
 		freeReplyObject(r);
@@ -889,7 +892,7 @@ int tlsrpt_store_domains(struct tlsrpt_store *s, const char *day, char ***out, c
 	char key[512];
 	snprintf(key, sizeof(key), "%s:days:%s", s->prefix, day);
 	const char *av[] = { "SMEMBERS", key };
-	redisReply *r = cmd(s, 2, av);
+	redisReply *r = redisCommandArgv(s->c, 2, av, NULL);
 	if (rerr(s, r, "SMEMBERS", err, errlen) != 0)
 		return -1;
 	int n = 0;
@@ -898,7 +901,8 @@ int tlsrpt_store_domains(struct tlsrpt_store *s, const char *day, char ***out, c
 		if (r->element[i]->type == REDIS_REPLY_STRING)
 			v[n++] = dupn(r->element[i]->str, r->element[i]->len);
 	freeReplyObject(r);
-	qsort(v, (size_t)n, sizeof(*v), cmp_str);
+	if (n > 1)
+		qsort(v, (size_t)n, sizeof(*v), cmp_str);
 	*out = v;
 	return n;
 }
@@ -918,7 +922,7 @@ int tlsrpt_store_load(struct tlsrpt_store *s, const char *day, const char *domai
 	char key[768];
 	snprintf(key, sizeof(key), "%s:%s:%s", s->prefix, day, domain);
 	const char *av[] = { "HGETALL", key };
-	redisReply *r = cmd(s, 2, av);
+	redisReply *r = redisCommandArgv(s->c, 2, av, NULL);
 	if (rerr(s, r, "HGETALL", err, errlen) != 0)
 		return -1;
 	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
@@ -963,7 +967,7 @@ int tlsrpt_store_claim(struct tlsrpt_store *s, const char *day, const char *doma
 	snprintf(stale, sizeof(stale), "%d", TLSRPT_STALE_S);
 	snprintf(ttl, sizeof(ttl), "%d", TLSRPT_TTL_S);
 	const char *av[] = { "EVAL", claim_lua, "1", key, rua, report_id, now, stale, ttl };
-	redisReply *r = cmd(s, 9, av);
+	redisReply *r = redisCommandArgv(s->c, 9, av, NULL);
 	if (rerr(s, r, "claim", err, errlen) != 0)
 		return -1;
 	int rc = 1;
@@ -988,7 +992,7 @@ int tlsrpt_store_finish(struct tlsrpt_store *s, const char *day, const char *dom
 		val[0] = '\0';
 	snprintf(ttl, sizeof(ttl), "%d", TLSRPT_TTL_S);
 	const char *av[] = { "EVAL", finish_lua, "1", key, rua, mine, val, ttl };
-	redisReply *r = cmd(s, 8, av);
+	redisReply *r = redisCommandArgv(s->c, 8, av, NULL);
 	if (rerr(s, r, "finish", err, errlen) != 0)
 		return -1;
 	freeReplyObject(r);

@@ -55,6 +55,15 @@ static char *read_all(const char *path, size_t *len)
 	return buf;
 }
 
+static void add_field(const char **name, const char **value, size_t *vlen, int *n, const char *k,
+		      const char *v, size_t l)
+{
+	name[*n] = k;
+	value[*n] = v;
+	vlen[*n] = l;
+	(*n)++;
+}
+
 static void print_id(void *arg, const char *id)
 {
 	(void)arg;
@@ -149,19 +158,17 @@ int cmd_enqueue(int argc, char **argv)
 	const char *name[8], *value[8];
 	size_t vlen[8];
 	int n = 0;
-#define FIELD(k, v, l) (name[n] = (k), value[n] = (v), vlen[n] = (l), n++)
-	FIELD("from", from, strlen(from));
-	FIELD("to", to, strlen(to));
-	FIELD("data", data, len);
+	add_field(name, value, vlen, &n, "from", from, strlen(from));
+	add_field(name, value, vlen, &n, "to", to, strlen(to));
+	add_field(name, value, vlen, &n, "data", data, len);
 	if (id != NULL)
-		FIELD("id", id, strlen(id));
+		add_field(name, value, vlen, &n, "id", id, strlen(id));
 	if (meta != NULL)
-		FIELD("meta", meta, strlen(meta));
+		add_field(name, value, vlen, &n, "meta", meta, strlen(meta));
 	if (tls != NULL)
-		FIELD("tls", tls, strlen(tls));
+		add_field(name, value, vlen, &n, "tls", tls, strlen(tls));
 	if (expires != NULL)
-		FIELD("expires", expires, strlen(expires));
-#undef FIELD
+		add_field(name, value, vlen, &n, "expires", expires, strlen(expires));
 	struct queue_fields f = { .name = name, .value = value, .vlen = vlen, .n = n };
 
 	struct queue_config qc;

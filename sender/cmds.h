@@ -13,6 +13,7 @@ int cmd_enqueue(int argc, char **argv);
 int cmd_held(int argc, char **argv);
 int cmd_release(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_tlsrpt(int argc, char **argv);
 
 /* Shared by commands: load config from path (NULL = defaults only). On error
  * prints "mxsend: FILE:LINE: ..." to stderr and returns 78; else 0. */

@@ -275,8 +275,10 @@ static void tls_input(struct conn *c, const char *data, size_t n)
 				return;
 			continue;
 		}
-		if (rc == TLS_AGAIN)
+		if (rc == TLS_AGAIN) {
+			tls_release_buffers(c->tls); /* all input consumed: wait light */
 			return;
+		}
 		if (rc == TLS_CLOSED) {
 			fail(c, 0);
 			return;

@@ -30,6 +30,7 @@
 #include "sender/log.h"
 #include "sender/loop.h"
 #include "sender/msg.h"
+#include "sender/route.h"
 #include "sender/smtp.h"
 #include "sender/stspol.h"
 #include "sender/tls.h"
@@ -51,6 +52,7 @@ struct idle {
 	struct smtp_session *s;
 	struct loop_timer t;
 	char key[352];
+	char slot[256];  /* the connection slot it holds (MX host) */
 };
 
 struct deliver {
@@ -67,6 +69,7 @@ struct deliver {
 	unsigned pooled;
 	struct deliver_stats st;
 	struct stspol *sts;       /* NULL when [tls] mta_sts = no */
+	struct route *route;      /* connection slots, rates, address back-off */
 	struct broken *broken[POOL_BUCKETS]; /* hosts whose TLS handshake failed */
 };
 
@@ -110,6 +113,10 @@ struct job {
 	struct sts_policy pol; /* MTA-STS policy in force (copied) */
 	bool has_pol;
 	char policy[16];      /* result field: none may encrypt verify sts-enforce sts-testing */
+	/* limits */
+	char slot[256];       /* connection slot held by the current session ("" none) */
+	struct route_waiter waiter;
+	struct loop_timer rate_timer;
 };
 
 const char *deliver_status_name(enum deliver_status s)
@@ -159,6 +166,7 @@ struct deliver *deliver_new(struct loop *l, const struct config *c, const struct
 	d->tc = tlscache_new(&topt, err, errlen);
 	if (d->tc == NULL)
 		goto fail;
+	d->route = route_new(l);
 	if (c->mta_sts) {
 		struct stspol_opts so = { .https_port = d->o.sts_https_port ? d->o.sts_https_port
 								    : c->sts_https_port,
@@ -178,6 +186,7 @@ void deliver_free(struct deliver *d)
 		return;
 	deliver_flush_pool(d);
 	stspol_free(d->sts);
+	route_free(d->route);
 	for (unsigned i = 0; i < POOL_BUCKETS; i++)
 		while (d->broken[i]) {
 			struct broken *b = d->broken[i];
@@ -211,6 +220,7 @@ static void pool_idle_timeout(struct loop_timer *t)
 	struct idle *e = container_of(t, struct idle, t);
 	pool_unlink(e);
 	smtp_session_quit(e->s);
+	route_slot_release(e->d->route, e->slot);
 	free(e);
 }
 
@@ -223,15 +233,17 @@ static void pool_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		log_panic("evt=pool_unexpected_event ev=%d", (int)ev);
 	pool_unlink(e);
 	smtp_session_free(s);
+	route_slot_release(e->d->route, e->slot);
 	free(e);
 }
 
-static void pool_put(struct deliver *d, const char *key, struct smtp_session *s)
+static void pool_put(struct deliver *d, const char *key, const char *slot, struct smtp_session *s)
 {
 	struct idle *e = xcalloc(1, sizeof(*e));
 	e->d = d;
 	e->s = s;
 	strlcpy_x(e->key, key, sizeof(e->key));
+	strlcpy_x(e->slot, slot, sizeof(e->slot));
 	struct idle **b = &d->pool[key_hash(key)];
 	e->next = *b;
 	if (*b)
@@ -244,12 +256,13 @@ static void pool_put(struct deliver *d, const char *key, struct smtp_session *s)
 	smtp_session_set_owner(s, pool_event, e);
 }
 
-static struct smtp_session *pool_take(struct deliver *d, const char *key)
+static struct smtp_session *pool_take(struct deliver *d, const char *key, char *slot, size_t slotlen)
 {
 	for (struct idle *e = d->pool[key_hash(key)]; e; e = e->next) {
 		if (strcmp(e->key, key) != 0)
 			continue;
 		struct smtp_session *s = e->s;
+		strlcpy_x(slot, e->slot, slotlen);
 		pool_unlink(e);
 		free(e);
 		return s;
@@ -264,10 +277,42 @@ static void session_done(struct job *j, struct smtp_session *s)
 	const struct config *c = j->d->cfg;
 	bool young = loop_now(j->d->l) - smtp_session_born(s) < c->reuse_time_ms;
 	bool fresh = c->reuse_max == 0 || smtp_session_txns(s) < (unsigned)c->reuse_max;
-	if (young && fresh && c->idle_timeout_ms > 0)
-		pool_put(j->d, j->key, s);
-	else
+	if (young && fresh && c->idle_timeout_ms > 0) {
+		pool_put(j->d, j->key, j->slot, s);
+		route_slot_kick(j->d->route, j->slot); /* a waiter may take it */
+	} else {
 		smtp_session_quit(s);
+		route_slot_release(j->d->route, j->slot);
+	}
+	j->slot[0] = '\0';
+}
+
+/* The job's session is gone (failed): its connection slot is free again. */
+static void slot_drop(struct job *j)
+{
+	if (j->slot[0]) {
+		route_slot_release(j->d->route, j->slot);
+		j->slot[0] = '\0';
+	}
+}
+
+/* Close one idle connection holding a slot for MX host `slot`, so a job
+ * that needs a connection of another kind there can open one. */
+static bool pool_evict_slot(struct deliver *d, const char *slot)
+{
+	if (d->pooled == 0)
+		return false;
+	for (unsigned i = 0; i < POOL_BUCKETS; i++)
+		for (struct idle *e = d->pool[i]; e; e = e->next) {
+			if (strcmp(e->slot, slot) != 0)
+				continue;
+			pool_unlink(e);
+			smtp_session_quit(e->s);
+			route_slot_release(d->route, e->slot);
+			free(e);
+			return true;
+		}
+	return false;
 }
 
 void deliver_flush_pool(struct deliver *d)
@@ -277,6 +322,7 @@ void deliver_flush_pool(struct deliver *d)
 			struct idle *e = d->pool[i];
 			pool_unlink(e);
 			smtp_session_quit(e->s);
+			route_slot_release(d->route, e->slot);
 			free(e);
 		}
 }
@@ -444,6 +490,13 @@ static void tls_event_ready(struct job *j, const struct smtp_status *st, enum tl
 	tls_event(j, mx, j->cur_ip, NULL, NULL);
 }
 
+static void start_session(struct job *j);
+
+static void slot_wake(struct route_waiter *w)
+{
+	start_session(container_of(w, struct job, waiter));
+}
+
 static void start_session(struct job *j)
 {
 	struct dns_host *h = &j->mx->hosts[j->host_i];
@@ -472,7 +525,7 @@ static void start_session(struct job *j)
 	}
 	snprintf(j->key, sizeof(j->key), "%s|%s|%d|%d", h->name, j->cur_ip, j->port, (int)p.level);
 	j->have_last = true;
-	struct smtp_session *pooled = pool_take(j->d, j->key);
+	struct smtp_session *pooled = pool_take(j->d, j->key, j->slot, sizeof(j->slot));
 	if (pooled != NULL) {
 		j->reused = true;
 		j->sess = pooled;
@@ -483,6 +536,31 @@ static void start_session(struct job *j)
 		return;
 	}
 	j->reused = false;
+	/* An address that keeps failing is backed off, not hammered. */
+	char addr[128];
+	snprintf(addr, sizeof(addr), "%s:%d", j->cur_ip, j->port);
+	if (route_addr_down(j->d->route, addr)) {
+		j->tries++;
+		memset(&j->last, 0, sizeof(j->last));
+		j->last.fail = SMTP_FAIL_CONNECT;
+		j->last.why.cls = SMTP_TEMP;
+		j->last.why.code = 451;
+		strlcpy_x(j->last.why.esc, "4.4.1", sizeof(j->last.why.esc));
+		snprintf(j->last.why.text, sizeof(j->last.why.text),
+			 "%s backed off after repeated connection failures", addr);
+		try_next(j);
+		return;
+	}
+	/* Connection slots per MX host ([domain]/[mx] max_connections). */
+	struct rule mr;
+	config_rule_for(j->d->cfg, j->req->domain, h->name, &mr);
+	if (!route_slot_take(j->d->route, h->name, mr.max_connections) &&
+	    !(pool_evict_slot(j->d, h->name) &&
+	      route_slot_take(j->d->route, h->name, mr.max_connections))) {
+		route_slot_wait(j->d->route, h->name, &j->waiter, slot_wake);
+		return;
+	}
+	strlcpy_x(j->slot, h->name, sizeof(j->slot));
 	j->d->st.opened++;
 	p.tc = j->d->tc;
 	p.to = &j->d->cfg->timeouts;
@@ -495,6 +573,7 @@ static void start_session(struct job *j)
 	if (r < 0) {
 		smtp_session_free(j->sess);
 		j->sess = NULL;
+		slot_drop(j);
 		j->last.fail = SMTP_FAIL_CONNECT;
 		j->last.why.cls = SMTP_TEMP;
 		j->last.why.code = 451;
@@ -530,8 +609,8 @@ static void try_next(struct job *j)
 /* The recipients not yet decided go into one transaction. */
 static void send_txn(struct job *j, struct smtp_session *s)
 {
-	int n = 0;
-	for (int i = 0; i < j->req->nrcpt; i++) {
+	int n = 0, max = j->rule.max_rcpt > 0 ? j->rule.max_rcpt : j->req->nrcpt;
+	for (int i = 0; i < j->req->nrcpt && n < max; i++) {
 		if (j->reported[i])
 			continue;
 		j->trcpt[n] = j->req->rcpts[i];
@@ -554,17 +633,25 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 	j->last = *st;
 	switch (ev) {
 	case SMTP_EV_READY:
-		if (!j->reused)
+		if (!j->reused) {
+			char addr[128];
+			snprintf(addr, sizeof(addr), "%s:%d", j->cur_ip, j->port);
+			route_addr_result(j->d->route, addr, true);
 			tls_event_ready(j, st, j->plain_retry ? TLS_LEVEL_NONE : j->level);
+		}
 		send_txn(j, s);
 		return;
 	case SMTP_EV_TXN_DONE:
-		j->sess = NULL;
-		session_done(j, s);
 		for (int k = 0; k < j->txn.nrcpt; k++) {
 			const struct smtp_result *r = &j->res[k];
 			report(j, j->tidx[k], status_of(r->cls), r->code, r->esc, r->text);
 		}
+		if (j->nleft > 0) { /* more than max_rcpt recipients: next transaction */
+			send_txn(j, s);
+			return;
+		}
+		j->sess = NULL;
+		session_done(j, s);
 		finish(j, DELIVER_DEFERRED, 451, "4.3.0", "internal: recipient left undecided");
 		return;
 	case SMTP_EV_FAIL:
@@ -573,6 +660,12 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 	/* Session failure: keep what it decided, then choose the next step. */
 	j->sess = NULL;
 	smtp_session_free(s);
+	slot_drop(j);
+	if (st->fail == SMTP_FAIL_CONNECT) {
+		char addr[128];
+		snprintf(addr, sizeof(addr), "%s:%d", j->cur_ip, j->port);
+		route_addr_result(j->d->route, addr, false);
+	}
 	if (j->txn.rcpts != NULL) {
 		for (int k = 0; k < j->txn.nrcpt; k++) {
 			const struct smtp_result *r = &j->res[k];
@@ -660,6 +753,7 @@ static void route(struct job *j)
 	if (j->has_pol && j->pol.mode == STS_MODE_ENFORCE) {
 		/* RFC 8461 4.1/5.1: only MX hosts the policy names, and only with
 		 * verified TLS; anything else is a temporary failure. */
+		strlcpy_x(j->policy, "sts-enforce", sizeof(j->policy));
 		int n = 0;
 		for (int i = 0; i < mx->nhosts; i++)
 			if (sts_policy_allows(&j->pol, mx->hosts[i].name))
@@ -676,13 +770,27 @@ static void route(struct job *j)
 			j->level = TLS_LEVEL_VERIFY;
 		if (j->rule.on_tls_failure == TLS_FAIL_PLAINTEXT)
 			j->rule.on_tls_failure = TLS_FAIL_NEXT_MX;
-		strlcpy_x(j->policy, "sts-enforce", sizeof(j->policy));
 	} else if (j->has_pol && j->pol.mode == STS_MODE_TESTING) {
 		strlcpy_x(j->policy, "sts-testing", sizeof(j->policy));
 	}
 	j->host_i = 0;
 	j->addr_i = 0;
+	uint64_t wait = route_rate_delay(j->d->route, j->req->domain, j->rule.max_rate);
+	if (wait > 0) { /* [domain] max_rate: messages per second */
+		loop_timer_arm(j->d->l, &j->rate_timer, wait);
+		return;
+	}
 	start_session(j);
+}
+
+static void rate_fn(struct loop_timer *t)
+{
+	struct job *j = container_of(t, struct job, rate_timer);
+	uint64_t wait = route_rate_delay(j->d->route, j->req->domain, j->rule.max_rate);
+	if (wait > 0)
+		loop_timer_arm(j->d->l, t, wait);
+	else
+		start_session(j);
 }
 
 static void dns_done(void *arg, const struct dns_mx *mx)
@@ -744,11 +852,15 @@ int deliver_submit(struct deliver *d, struct deliver_req *req)
 	j->trcpt = xcalloc((size_t)req->nrcpt, sizeof(*j->trcpt));
 	j->tidx = xcalloc((size_t)req->nrcpt, sizeof(*j->tidx));
 	j->reported = xcalloc((size_t)req->nrcpt, sizeof(*j->reported));
+	loop_timer_init(&j->rate_timer, rate_fn);
 	j->nleft = req->nrcpt;
 	strlcpy_x(j->policy, tls_level_name(j->level), sizeof(j->policy));
 	d->active++;
 	j->waiting = 1;
-	if (d->sts && !req->sts_exempt && j->level != TLS_LEVEL_NONE) {
+	/* MTA-STS applies whatever the local level: a discovered policy can only
+	 * make delivery stricter (even a domain rule tls = none never sends
+	 * plaintext to an enforce domain). */
+	if (d->sts && !req->sts_exempt) {
 		j->waiting++;
 		stspol_lookup(d->sts, req->domain, sts_done, j);
 	}

@@ -17,6 +17,7 @@ static const struct {
 	{ "run", cmd_run, "run [-c FILE]" },
 	{ "enqueue", cmd_enqueue, "enqueue [-c FILE] --from A --to B [...] MSG|-" },
 	{ "check", cmd_check, "check [-c FILE] [--dns A[:P]] [--ca FILE] [--port N] [--https-port N] [--timeout S] [--json] DOMAIN" },
+	{ "tlsrpt", cmd_tlsrpt, "tlsrpt [-c FILE] [--dry-run] [--day YYYY-MM-DD] [--delay MAX_S] [DOMAIN]" },
 	{ "held", cmd_held, "held [-c FILE]" },
 	{ "release", cmd_release, "release [-c FILE] [--domain D | ID...]" },
 };

@@ -45,6 +45,9 @@ enum tls_rc tls_read(struct tls *t, void *buf, size_t n, size_t *got);
 /* Encrypt up to n bytes; *done bytes consumed (TLS_OK). */
 enum tls_rc tls_write(struct tls *t, const void *buf, size_t n, size_t *done);
 
+/* Give OpenSSL's record buffers back while the session waits (idle sessions
+ * then hold ~21 KiB instead of ~38 KiB); no-op if data is pending. */
+void tls_release_buffers(struct tls *t);
 /* Ciphertext from the network (all of it is taken). */
 void tls_net_in(struct tls *t, const void *buf, size_t n);
 /* Ciphertext waiting to go out. */

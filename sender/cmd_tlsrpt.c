@@ -1,0 +1,625 @@
+/* cmd_tlsrpt.c: `mxsend tlsrpt`: build and send the day's TLS reports
+ * (RFC 8460) from the counters `mxsend run` keeps in Redis (queue/tlsrpt.h).
+ *
+ *   mxsend tlsrpt [-c FILE] [--dry-run] [--day YYYY-MM-DD] [--delay MAX_S]
+ *                 [--dns A[:P]] [--ca FILE] [--https-port N] [--timeout S]
+ *                 [--org NAME] [--contact ADDR] [--from ADDR] [--submitter HOST]
+ *                 [DOMAIN]
+ *
+ * For each policy domain with counters on the day (default: yesterday, UTC),
+ * or only DOMAIN: look up _smtp._tls.DOMAIN (sts_tlsrpt_parse), build the
+ * JSON report, gzip it and send it to every rua: mailto: as a multipart/report
+ * message ENQUEUED as an ordinary job (field exempt=tlsrpt: RFC 8460 3, the
+ * report must not be held back by the policy it reports on), https: as a POST
+ * of application/tlsrpt+gzip (any 2xx is success). Each (day, domain, rua) is
+ * claimed in Redis before sending and marked sent afterwards, so running the
+ * command again (cron retries, several hosts) sends nothing twice; a failed
+ * send drops its claim and the next run tries again. --dry-run prints each
+ * report (pretty JSON) and its rua targets and sends nothing. --delay waits a
+ * random 0..MAX_S seconds before sending (RFC 8460 4.1 asks for randomised
+ * submission times: run it from cron shortly after midnight UTC with e.g.
+ * --delay 3600).
+ *
+ * Redis is used synchronously (like cmd_queue.c) and never while the loop
+ * runs; DNS and HTTPS run on a loop, every wait bounded by --timeout.
+ * Output: one key=value line per rua. Exit: 0 all sent (or nothing to do),
+ * 75 something failed temporarily (retry later), 64 usage, 78 config. */
+#include "sender/cmds.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "queue/queue.h"
+#include "queue/tlsrpt.h"
+#include "sender/config.h"
+#include "sender/dns.h"
+#include "sender/https.h"
+#include "sender/log.h"
+#include "sender/loop.h"
+#include "sender/util.h"
+#include "tlscache/sts.h"
+#include "tlscache/tlscache.h"
+
+
+#define RPT_TIMEOUT_S 60 /* default --timeout: DNS, then the POSTs */
+
+struct rpt;
+struct rpt_dom;
+
+enum rua_state { RUA_TODO, RUA_SKIPPED, RUA_POSTING, RUA_SENT, RUA_FAILED };
+
+struct rpt_rua {
+	struct rpt_dom *d;
+	char uri[256];
+	enum rua_state st;
+	bool claimed;
+	struct https_req *hr;
+	int status;
+	char why[400];
+	char job[48]; /* the stream entry id of an enqueued message */
+};
+
+struct rpt_dom {
+	struct rpt *r;
+	char domain[256];
+	struct tlsrpt_counts counts;
+	bool looked_up;
+	char lookup_err[200]; /* no usable record: why */
+	bool lookup_temp;     /* ... and it may be temporary */
+	int nrua;
+	struct rpt_rua rua[STS_TLSRPT_MAX_RUA];
+	char uniq[24], report_id[320];
+	char *json;
+	unsigned char *gz;
+	size_t gzlen;
+};
+
+struct rpt {
+	struct config cfg;
+	struct loop *l;
+	struct dns *dns;
+	struct tlscache *tc;
+	struct loop_timer timer, deadline;
+	int pending;
+	bool timed_out, finishing;
+	bool lookups_over; /* late TXT answers are dropped */
+	struct rpt_dom *doms;
+	int ndoms;
+	char day[11];
+	int64_t day_start;
+	bool dry_run;
+	uint32_t delay_ms, timeout_ms;
+	int https_port;
+	const char *org, *contact, *from, *submitter;
+};
+
+static int usage(const char *why)
+{
+	if (why)
+		fprintf(stderr, "mxsend tlsrpt: %s\n", why);
+	fprintf(stderr, "usage: mxsend tlsrpt [-c FILE] [--dry-run] [--day YYYY-MM-DD] [--delay MAX_S]\n"
+			"                     [--dns A[:P]] [--ca FILE] [--https-port N] [--timeout S]\n"
+			"                     [--org NAME] [--contact ADDR] [--from ADDR] "
+			"[--submitter HOST] [DOMAIN]\n");
+	return EX_USAGE;
+}
+
+/* ---- loop side: TXT lookups and POSTs ---- */
+
+static void one_done(struct rpt *r)
+{
+	if (--r->pending == 0)
+		loop_stop(r->l);
+}
+
+static void on_txt(void *arg, const struct dns_txt *txt)
+{
+	struct rpt_dom *d = arg;
+	struct sts_tlsrpt t;
+	const char *err = NULL;
+	if (d->r->finishing || d->r->lookups_over)
+		return;
+	d->looked_up = true;
+	if (txt->status != DNS_OK) {
+		d->lookup_temp = txt->status == DNS_TEMP;
+		snprintf(d->lookup_err, sizeof(d->lookup_err), "%s",
+			 txt->status == DNS_TEMP ? txt->why : "no TLSRPT record");
+	} else if (sts_tlsrpt_parse((const char *const *)txt->rr, txt->n, &t, &err) != STS_TXT_OK) {
+		snprintf(d->lookup_err, sizeof(d->lookup_err), "%s%s",
+			 err && *err ? "invalid TLSRPT record: " : "no TLSRPT record", err ? err : "");
+	} else {
+		for (int i = 0; i < t.n_rua; i++)
+			strlcpy_x(d->rua[d->nrua++].uri, t.rua[i], sizeof(d->rua[0].uri));
+	}
+	one_done(d->r);
+}
+
+static void on_post(void *arg, const struct https_result *res)
+{
+	struct rpt_rua *u = arg;
+	u->hr = NULL; /* finished: https.c frees it */
+	u->status = res->status;
+	if (res->fail == HTTPS_OK) {
+		u->st = RUA_SENT;
+	} else {
+		u->st = RUA_FAILED;
+		snprintf(u->why, sizeof(u->why), "%s: %s", https_fail_name(res->fail), res->why);
+	}
+	one_done(u->d->r);
+}
+
+static void on_delay(struct loop_timer *t)
+{
+	struct rpt *r = container_of(t, struct rpt, timer);
+	char name[300];
+	loop_timer_arm(r->l, &r->deadline, r->timeout_ms);
+	r->pending = r->ndoms + 1;
+	for (int i = 0; i < r->ndoms; i++) {
+		snprintf(name, sizeof(name), "_smtp._tls.%s", r->doms[i].domain);
+		dns_resolve_txt(r->dns, name, on_txt, &r->doms[i]);
+	}
+	one_done(r);
+}
+
+static void on_deadline(struct loop_timer *t)
+{
+	struct rpt *r = container_of(t, struct rpt, deadline);
+	r->timed_out = true;
+	loop_stop(r->l);
+}
+
+/* Cancel what is still running, then free the resolver and let the ring
+ * finish (bounded: 2 s), as cmd_check.c does. */
+static void drain(struct rpt *r)
+{
+	r->finishing = true;
+	for (int i = 0; i < r->ndoms; i++)
+		for (int k = 0; k < r->doms[i].nrua; k++)
+			if (r->doms[i].rua[k].hr) {
+				https_cancel(r->doms[i].rua[k].hr);
+				r->doms[i].rua[k].hr = NULL;
+			}
+	loop_timer_stop(r->l, &r->timer);
+	loop_timer_stop(r->l, &r->deadline);
+	dns_free(r->dns);
+	r->dns = NULL;
+	uint64_t until = loop_now(r->l) + 2000;
+	for (int runs = 0; runs < 2 || (loop_inflight(r->l) > 0 && loop_now(r->l) < until); runs++) {
+		loop_timer_arm(r->l, &r->timer, 10);
+		loop_run(r->l);
+	}
+	loop_timer_stop(r->l, &r->timer);
+}
+
+static void stop_timer(struct loop_timer *t)
+{
+	struct rpt *r = container_of(t, struct rpt, timer);
+	loop_stop(r->l);
+}
+
+/* ---- building and sending ---- */
+
+static void print_rua(const struct rpt *r, const struct rpt_dom *d, const struct rpt_rua *u,
+		      const char *result)
+{
+	printf("tlsrpt day=%s domain=%s rua=%s result=%s", r->day, d->domain, u ? u->uri : "none",
+	       result);
+	if (u && u->job[0])
+		printf(" job=%s", u->job);
+	if (u && u->status)
+		printf(" status=%d", u->status);
+	if (u && (u->st == RUA_SENT || u->st == RUA_POSTING))
+		printf(" report_id=%s", d->report_id);
+	if (u && u->why[0])
+		printf(" why=\"%s\"", u->why);
+	else if (!u && d->lookup_err[0])
+		printf(" why=\"%s\"", d->lookup_err);
+	printf("\n");
+}
+
+static int build(struct rpt *r, struct rpt_dom *d)
+{
+	char compact[9];
+	snprintf(d->uniq, sizeof(d->uniq), "%08x%08x", rand_u32(), rand_u32());
+	memcpy(compact, r->day, 4);
+	memcpy(compact + 4, r->day + 5, 2);
+	memcpy(compact + 6, r->day + 8, 3);
+	snprintf(d->report_id, sizeof(d->report_id), "%s.%s@%s", compact, d->uniq, r->submitter);
+	struct tlsrpt_meta m = { .org = r->org, .contact = r->contact, .report_id = d->report_id,
+				 .day_start = r->day_start };
+	d->json = tlsrpt_json(&d->counts, &m, r->dry_run);
+	if (d->json == NULL || (!r->dry_run && tlsrpt_gzip(d->json, strlen(d->json), &d->gz,
+							    &d->gzlen) != 0)) {
+		fprintf(stderr, "mxsend tlsrpt: %s: cannot build the report (out of memory)\n",
+			d->domain);
+		return -1;
+	}
+	return 0;
+}
+
+static void got_id(void *arg, const char *id)
+{
+	strlcpy_x(arg, id, sizeof(((struct rpt_rua *)NULL)->job));
+}
+
+/* mailto: the report message, enqueued through mxsend's own queue. */
+static void send_mail(struct rpt *r, struct rpt_dom *d, struct rpt_rua *u, struct queue_sync *qs)
+{
+	char to[256], fname[700], err[512];
+	if (tlsrpt_mailto(u->uri, to, sizeof(to)) != 0) {
+		u->st = RUA_FAILED;
+		snprintf(u->why, sizeof(u->why), "not a usable mailto: address");
+		return;
+	}
+	tlsrpt_filename(fname, sizeof(fname), r->submitter, d->domain, r->day_start,
+			r->day_start + 86399, d->uniq);
+	struct tlsrpt_mail m = { .from = r->from, .to = to, .domain = d->domain,
+				 .submitter = r->submitter, .report_id = d->report_id,
+				 .filename = fname, .day = r->day, .gz = d->gz, .gzlen = d->gzlen,
+				 .date = (int64_t)time(NULL) };
+	size_t len;
+	char *msg = tlsrpt_mail_build(&m, &len);
+	if (msg == NULL) {
+		u->st = RUA_FAILED;
+		snprintf(u->why, sizeof(u->why), "cannot build the message (bad header value)");
+		return;
+	}
+	/* No `tls` field: the level comes from the rules; exempt=tlsrpt tells
+	 * the sender not to apply MTA-STS to it (RFC 8460 3). */
+	const char *name[] = { "from", "to", "data", "id", "meta", "exempt" };
+	const char *value[] = { r->from, to, msg, d->report_id, "tlsrpt", "tlsrpt" };
+	size_t vlen[] = { strlen(r->from), strlen(to), len, strlen(d->report_id), 6, 6 };
+	struct queue_fields f = { .name = name, .value = value, .vlen = vlen, .n = 6 };
+	if (queue_sync_enqueue(qs, &f, 1, got_id, u->job, err, sizeof(err)) == 1) {
+		u->st = RUA_SENT;
+	} else {
+		u->st = RUA_FAILED;
+		strlcpy_x(u->why, err, sizeof(u->why));
+	}
+	free(msg);
+}
+
+static void start_post(struct rpt *r, struct rpt_dom *d, struct rpt_rua *u)
+{
+	char host[256], path[256];
+	int port;
+	if (tlsrpt_https(u->uri, host, sizeof(host), &port, path, sizeof(path)) != 0) {
+		u->st = RUA_FAILED;
+		snprintf(u->why, sizeof(u->why), "not a usable https: URI");
+		return;
+	}
+	struct https_params hp = {
+		.method = "POST", .host = host, .port = port ? port : r->https_port, .path = path,
+		.content_type = TLSRPT_MEDIA_TYPE, .body = d->gz, .len = d->gzlen,
+		.timeout_ms = r->timeout_ms, .any_2xx = true,
+	};
+	u->st = RUA_POSTING;
+	r->pending++;
+	u->hr = https_request(r->l, r->dns, r->tc, &hp, on_post, u);
+}
+
+static int open_stores(struct rpt *r, struct tlsrpt_store **st, struct queue_sync **qs,
+		       struct queue_config *qc)
+{
+	char err[512];
+	*st = tlsrpt_store_open(r->cfg.redis_url, r->cfg.redis_password, NULL, err, sizeof(err));
+	if (*st == NULL) {
+		fprintf(stderr, "mxsend tlsrpt: %s\n", err);
+		return -1;
+	}
+	memset(qc, 0, sizeof(*qc));
+	qc->url = r->cfg.redis_url;
+	qc->password = r->cfg.redis_password;
+	qc->jobs = r->cfg.jobs;
+	qc->results = r->cfg.results;
+	qc->group = r->cfg.group;
+	if (qs != NULL && (*qs = queue_sync_open(qc, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "mxsend tlsrpt: %s\n", err);
+		return -1;
+	}
+	return 0;
+}
+
+/* Load the counters of the domains to report on. -1 on a Redis error. */
+static int load(struct rpt *r, struct tlsrpt_store *st, const char *only)
+{
+	char err[512], **names = NULL;
+	int n;
+	if (only != NULL) {
+		names = xcalloc(1, sizeof(*names));
+		names[0] = xstrdup(only);
+		n = 1;
+	} else if ((n = tlsrpt_store_domains(st, r->day, &names, err, sizeof(err))) < 0) {
+		fprintf(stderr, "mxsend tlsrpt: %s\n", err);
+		return -1;
+	}
+	r->doms = xcalloc((size_t)n + 1, sizeof(*r->doms));
+	int rc = 0;
+	for (int i = 0; i < n && rc == 0; i++) {
+		struct rpt_dom *d = &r->doms[r->ndoms];
+		if (tlsrpt_store_load(st, r->day, names[i], &d->counts, err, sizeof(err)) != 0) {
+			fprintf(stderr, "mxsend tlsrpt: %s\n", err);
+			rc = -1;
+		} else if (d->counts.npol == 0) {
+			tlsrpt_counts_fini(&d->counts);
+		} else {
+			d->r = r;
+			strlcpy_x(d->domain, names[i], sizeof(d->domain));
+			for (int k = 0; k < STS_TLSRPT_MAX_RUA; k++)
+				d->rua[k].d = d;
+			r->ndoms++;
+		}
+	}
+	tlsrpt_strv_free(names, n);
+	return rc;
+}
+
+static bool parse_uint(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+	if (*s == '\0' || *end != '\0' || v < lo || v > hi)
+		return false;
+	*out = v;
+	return true;
+}
+
+int cmd_tlsrpt(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' }, { "dry-run", no_argument, NULL, 'n' },
+		{ "day", required_argument, NULL, 'D' },    { "delay", required_argument, NULL, 'W' },
+		{ "dns", required_argument, NULL, 'd' },    { "ca", required_argument, NULL, 'a' },
+		{ "https-port", required_argument, NULL, 'P' },
+		{ "timeout", required_argument, NULL, 'T' }, { "org", required_argument, NULL, 'o' },
+		{ "contact", required_argument, NULL, 'C' }, { "from", required_argument, NULL, 'f' },
+		{ "submitter", required_argument, NULL, 's' }, { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct rpt *r = xcalloc(1, sizeof(*r));
+	const char *cfile = NULL, *day = NULL, *dns = NULL, *ca = NULL, *bad = NULL;
+	long v = 443, delay_s = 0, timeout_s = RPT_TIMEOUT_S;
+	int ch, rc = EX_OK;
+	r->https_port = 443;
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "c:hn", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': cfile = optarg; break;
+		case 'n': r->dry_run = true; break;
+		case 'D': day = optarg; break;
+		case 'd': dns = optarg; break;
+		case 'a': ca = optarg; break;
+		case 'o': r->org = optarg; break;
+		case 'C': r->contact = optarg; break;
+		case 'f': r->from = optarg; break;
+		case 's': r->submitter = optarg; break;
+		case 'W':
+			if (!parse_uint(optarg, 0, 86400, &delay_s))
+				bad = "bad --delay (seconds, 0-86400)";
+			break;
+		case 'T':
+			if (!parse_uint(optarg, 1, 3600, &timeout_s))
+				bad = "bad --timeout (seconds, 1-3600)";
+			break;
+		case 'P':
+			if (!parse_uint(optarg, 1, 65535, &v))
+				bad = "bad --https-port";
+			r->https_port = (int)v;
+			break;
+		case 'h': free(r); usage(NULL); return EX_OK;
+		default: bad = ""; break;
+		}
+	}
+	char only[256] = "";
+	if (bad == NULL && argc - optind > 1)
+		bad = "at most one DOMAIN";
+	if (bad == NULL && optind < argc) {
+		const char *a = argv[optind];
+		size_t n = strlen(a);
+		if (n > 0 && a[n - 1] == '.')
+			n--;
+		if (n == 0 || n >= sizeof(only))
+			bad = "bad DOMAIN";
+		for (size_t i = 0; bad == NULL && i < n; i++)
+			only[i] = (char)(a[i] >= 'A' && a[i] <= 'Z' ? a[i] - 'A' + 'a' : a[i]);
+	}
+	if (day == NULL) /* yesterday, UTC */
+		r->day_start = ((int64_t)time(NULL) / 86400 - 1) * 86400;
+	else if (bad == NULL && tlsrpt_day_parse(day, &r->day_start) != 0)
+		bad = "bad --day (YYYY-MM-DD)";
+	if (bad != NULL) {
+		free(r);
+		return usage(bad[0] ? bad : NULL);
+	}
+	tlsrpt_day_format(r->day_start, r->day);
+	r->timeout_ms = (uint32_t)timeout_s * 1000;
+	r->delay_ms = delay_s > 0 ? rand_u32() % ((uint32_t)delay_s * 1000 + 1) : 0;
+
+	if ((rc = cmd_load_config(&r->cfg, cfile)) != 0) {
+		config_fini(&r->cfg); /* safe after a failed load (config.h) */
+		free(r);
+		return rc;
+	}
+	log_set_level((enum log_level)r->cfg.log_level);
+	if (!r->cfg.tlsrpt && !r->dry_run) {
+		fprintf(stderr, "mxsend tlsrpt: [tls] tlsrpt = no: nothing sent\n");
+		config_fini(&r->cfg);
+		free(r);
+		return EX_OK;
+	}
+	char host[256], from[300], contact[300];
+	if (r->submitter == NULL) {
+		if (r->cfg.helo && r->cfg.helo[0]) {
+			strlcpy_x(host, r->cfg.helo, sizeof(host));
+		} else if (gethostname(host, sizeof(host)) != 0) {
+			strcpy(host, "localhost");
+		}
+		host[sizeof(host) - 1] = '\0';
+		r->submitter = host;
+	}
+	snprintf(from, sizeof(from), "tlsrpt-noreply@%s", r->submitter);
+	snprintf(contact, sizeof(contact), "postmaster@%s", r->submitter);
+	if (r->from == NULL)
+		r->from = from;
+	if (r->contact == NULL)
+		r->contact = contact;
+	if (r->org == NULL)
+		r->org = r->submitter;
+	if (strpbrk(r->submitter, " \t\r\n!\"") || strpbrk(r->from, " \t\r\n<>\"") ||
+	    strchr(r->from, '@') == NULL) {
+		config_fini(&r->cfg);
+		free(r);
+		return usage("bad --submitter or --from");
+	}
+
+	struct tlsrpt_store *st = NULL;
+	struct queue_sync *qs = NULL;
+	struct queue_config qc;
+	if (open_stores(r, &st, r->dry_run ? NULL : &qs, &qc) != 0 ||
+	    load(r, st, only[0] ? only : NULL) != 0) {
+		rc = EX_TEMPFAIL;
+		goto out;
+	}
+	if (r->ndoms == 0) {
+		fprintf(stderr, "mxsend tlsrpt: no TLS sessions counted on %s%s%s\n", r->day,
+			only[0] ? " for " : "", only);
+		goto out;
+	}
+
+	int lerr = 0;
+	char err[512];
+	r->l = loop_new(256, &lerr);
+	if (r->l == NULL) {
+		fprintf(stderr, "mxsend tlsrpt: io_uring unavailable: %s\n", strerror(-lerr));
+		rc = EX_OSERR;
+		goto out;
+	}
+	struct dns_opts dopt = { .servers = dns ? dns : r->cfg.dns, .timeout_ms = 2000, .tries = 2 };
+	struct tlscache_opts topt = { .ca_file = ca ? ca : r->cfg.ca_file,
+				      .min_version = r->cfg.min_version };
+	r->dns = dns_new(r->l, &dopt, err, sizeof(err));
+	r->tc = r->dns ? tlscache_new(&topt, err, sizeof(err)) : NULL;
+	if (r->dns == NULL || r->tc == NULL) {
+		fprintf(stderr, "mxsend tlsrpt: %s\n", err);
+		rc = EX_CONFIG;
+		goto out;
+	}
+	loop_timer_init(&r->timer, on_delay);
+	loop_timer_init(&r->deadline, on_deadline);
+
+	/* 1. the random delay (not for a dry run), then every TXT lookup at once */
+	if (r->delay_ms > 0 && !r->dry_run)
+		log_info("evt=tlsrpt_delay ms=%u", r->delay_ms);
+	loop_timer_arm(r->l, &r->timer, r->dry_run ? 0 : r->delay_ms);
+	loop_run(r->l);
+	loop_timer_stop(r->l, &r->deadline);
+	r->lookups_over = true;
+
+	/* 2. build; claim and send (mailto now, https on the loop) */
+	r->pending = 1;
+	for (int i = 0; i < r->ndoms; i++) {
+		struct rpt_dom *d = &r->doms[i];
+		if (d->nrua == 0) {
+			if (!d->looked_up)
+				snprintf(d->lookup_err, sizeof(d->lookup_err), "TXT lookup timed out");
+			if (!d->looked_up || d->lookup_temp)
+				rc = EX_TEMPFAIL;
+			print_rua(r, d, NULL, d->looked_up && !d->lookup_temp ? "none" : "failed");
+			continue;
+		}
+		if (build(r, d) != 0) {
+			rc = EX_TEMPFAIL;
+			continue;
+		}
+		if (r->dry_run) {
+			for (int k = 0; k < d->nrua; k++)
+				print_rua(r, d, &d->rua[k], "dry-run");
+			printf("%s\n", d->json);
+			continue;
+		}
+		for (int k = 0; k < d->nrua; k++) {
+			struct rpt_rua *u = &d->rua[k];
+			char state[128] = "";
+			int c = tlsrpt_store_claim(st, r->day, d->domain, u->uri, d->report_id, state,
+						   sizeof(state), err, sizeof(err));
+			if (c < 0) {
+				u->st = RUA_FAILED;
+				strlcpy_x(u->why, err, sizeof(u->why));
+				continue;
+			}
+			if (c == 0) {
+				u->st = RUA_SKIPPED;
+				strlcpy_x(u->why, state, sizeof(u->why));
+				continue;
+			}
+			u->claimed = true;
+			if (strncasecmp(u->uri, "mailto:", 7) == 0)
+				send_mail(r, d, u, qs);
+			else
+				start_post(r, d, u);
+		}
+	}
+	if (r->pending > 1) {
+		loop_timer_init(&r->timer, stop_timer);
+		loop_timer_arm(r->l, &r->deadline, r->timeout_ms + 1000);
+		one_done(r);
+		loop_run(r->l);
+		loop_timer_stop(r->l, &r->deadline);
+	}
+	loop_timer_init(&r->timer, stop_timer);
+	drain(r); /* cancels POSTs still running: they count as failed */
+
+	/* 3. record what was sent; release the claims of what was not */
+	for (int i = 0; i < r->ndoms && !r->dry_run; i++) {
+		struct rpt_dom *d = &r->doms[i];
+		for (int k = 0; k < d->nrua; k++) {
+			struct rpt_rua *u = &d->rua[k];
+			if (u->st == RUA_POSTING) {
+				u->st = RUA_FAILED;
+				snprintf(u->why, sizeof(u->why), "timed out after %ld s", timeout_s);
+			}
+			if (u->claimed && tlsrpt_store_finish(st, r->day, d->domain, u->uri,
+							      d->report_id, u->st == RUA_SENT, err,
+							      sizeof(err)) != 0) {
+				fprintf(stderr, "mxsend tlsrpt: %s\n", err);
+				rc = EX_TEMPFAIL;
+			}
+			if (u->st == RUA_FAILED)
+				rc = EX_TEMPFAIL;
+			static const char *const res[] = { [RUA_TODO] = "failed", [RUA_SKIPPED] = "skipped",
+							   [RUA_POSTING] = "failed", [RUA_SENT] = "sent",
+							   [RUA_FAILED] = "failed" };
+			print_rua(r, d, u, strncasecmp(u->uri, "mailto:", 7) == 0 && u->st == RUA_SENT
+						   ? "queued"
+						   : res[u->st]);
+		}
+	}
+	fflush(stdout);
+
+out:
+	for (int i = 0; i < r->ndoms; i++) {
+		tlsrpt_counts_fini(&r->doms[i].counts);
+		free(r->doms[i].json);
+		free(r->doms[i].gz);
+	}
+	free(r->doms);
+	if (r->l != NULL) {
+		if (r->dns != NULL) {
+			loop_timer_init(&r->timer, stop_timer);
+			drain(r);
+		}
+		tlscache_free(r->tc);
+		loop_free(r->l);
+	}
+	queue_sync_close(qs);
+	tlsrpt_store_close(st);
+	config_fini(&r->cfg);
+	free(r);
+	return rc;
+}

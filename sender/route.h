@@ -1,0 +1,56 @@
+/* route.h: limits and shaping for one delivery engine (one thread).
+ *
+ * - Connection slots: at most `max` connections per key (the MX host name:
+ *   connections to one MX host, whichever domain they serve; the limit comes
+ *   from the effective [domain]/[mx] rule's max_connections). A job that finds
+ *   no free slot waits in FIFO order; a released slot wakes the first waiter.
+ * - Rate: a token bucket per key (the recipient domain) for max_rate messages
+ *   per second (burst of one second's worth).
+ * - Circuit breaker per address ("ip:port"): consecutive connection failures
+ *   back the address off for 1 s, 2 s, 4 s ... up to 5 min; a success clears
+ *   it. A backed-off address is skipped, never hammered in a loop.
+ * Wake-ups run from a deferred task, never inside route_* calls. */
+#ifndef SENDER_ROUTE_H
+#define SENDER_ROUTE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sender/loop.h"
+
+struct route;
+
+struct route_waiter;
+typedef void route_wake_fn(struct route_waiter *w);
+struct route_waiter {
+	struct route_waiter *next;
+	route_wake_fn *fn;
+	bool queued;
+	char key[256];
+};
+
+struct route *route_new(struct loop *l);
+void route_free(struct route *r);
+
+/* Take a slot for key if fewer than max are in use (max <= 0: unlimited). */
+bool route_slot_take(struct route *r, const char *key, int max);
+/* Give a slot back; the first waiter for key (if any) is woken. */
+void route_slot_release(struct route *r, const char *key);
+/* Wait for a slot for key (w copied key). fn runs later, once; then try
+ * route_slot_take again. */
+void route_slot_wait(struct route *r, const char *key, struct route_waiter *w, route_wake_fn *fn);
+/* Wake the first waiter for key without freeing a slot (an idle connection
+ * for it was just parked: the waiter can take that). False if none waits. */
+bool route_slot_kick(struct route *r, const char *key);
+/* Connections counted for key now. */
+int route_slots_used(struct route *r, const char *key);
+
+/* 0: send now (a token was taken); else ms until a token is due. */
+uint64_t route_rate_delay(struct route *r, const char *key, double per_sec);
+
+/* Is addr backed off right now? */
+bool route_addr_down(struct route *r, const char *addr);
+/* Record a connection outcome for addr. */
+void route_addr_result(struct route *r, const char *addr, bool ok);
+
+#endif

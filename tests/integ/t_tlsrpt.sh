@@ -1,0 +1,689 @@
+#!/usr/bin/env bash
+# t_tlsrpt.sh: TLSRPT (RFC 8460) reports: counters in a real redis-server
+# (written by queue/tlsrpt.c's own event -> commands code, through a small
+# driver compiled here against build/libmxsend.a), `mxsend tlsrpt --dry-run`
+# (pretty JSON checked with python3), a mailto: rua (the multipart/report
+# message lands in the jobs stream, its gzip attachment decodes to the same
+# report), https: ruas POSTed to nginx on loopback (access log: method and
+# content type; the body nginx kept decodes to the report), a failing POST
+# (claim released, retried by the next run), no resending on a second run.
+# Loopback only: unbound 127.0.47.53, nginx 127.0.47.1, redis 127.0.0.1; all
+# on private ports. Whole file: a few seconds.
+# MXSEND_BIN=path runs another mxsend binary (one with `tlsrpt` wired in).
+# shellcheck disable=SC2317,SC2031 # case functions run indirectly, each in its run_case subshell
+set -u
+. "$(dirname "$0")/lib.sh"
+
+integ_setup report.rpt-https.test
+integ_require mxsend unbound unbound-checkconf nginx redis-server redis-cli python3 cc pkg-config timeout
+[ -n "${MXSEND_BIN:-}" ] && MXSEND=$MXSEND_BIN
+if [ -x "$MXSEND" ] && ! "$MXSEND" tlsrpt --help >/dev/null 2>&1; then
+	integ_missing "mxsend tlsrpt (not wired into main.c; MXSEND_BIN=... to test another binary)"
+fi
+
+DAY=2024-06-01
+DAY0=1717200000 # $DAY 00:00:00Z
+HTTPS_ADDR=127.0.47.1
+NGINX_PORT=$(integ_port) || integ_missing "no free port"
+
+# --- DNS ------------------------------------------------------------------------
+ZONE=$INTEG_DIR/zone.txt
+cat >"$ZONE" <<EOF
+report.rpt-https.test. A $HTTPS_ADDR
+_smtp._tls.rpt-mail.test. TXT "v=TLSRPTv1; rua=mailto:tls%2Dreports@rpt-mail.test?subject=x"
+_smtp._tls.rpt-https.test. TXT "v=TLSRPTv1;rua=https://report.rpt-https.test:$NGINX_PORT/v1"
+_smtp._tls.rpt-both.test. TXT "v=TLSRPTv1; rua=mailto:rua@rpt-both.test,https://report.rpt-https.test/v1"
+_smtp._tls.rpt-fail.test. TXT "v=TLSRPTv1; rua=https://report.rpt-https.test:$NGINX_PORT/fail"
+_smtp._tls.rpt-slow.test. TXT "v=TLSRPTv1; rua=https://report.rpt-https.test:$NGINX_PORT/slow"
+_smtp._tls.rpt-none.test. TXT "v=spf1 -all"
+EOF
+start_unbound -a 127.0.47.53 "$ZONE" || integ_missing "unbound did not start"
+start_redis -n redis || integ_missing "redis-server did not start"
+
+CONF=$INTEG_DIR/tlsrpt.ini
+integ_config "$CONF" "$(printf '[redis]\nurl = %s\n' "${REDIS_URL:-redis://127.0.0.1:1/0}")"
+NOCONF=$INTEG_DIR/tlsrpt-off.ini
+integ_config "$NOCONF" "$(printf '[redis]\nurl = %s\n\n[tls]\ntlsrpt = no\n' "${REDIS_URL:-redis://127.0.0.1:1/0}")"
+
+# --- the driver: events -> Redis (queue/tlsrpt.c), stream entries -> files --------
+DRV=$INTEG_DIR/drv
+cat >"$INTEG_DIR/drv.c" <<'EOF'
+/* drv record URL < TSV: each line "domain type id mode mx max_age mxhost ip
+ * src result detail count when_s" ("-" = empty) is counted `count` times with
+ * tlsrpt_store_record (synchronous). drv qrecord URL < TSV: the same through
+ * tlsrpt_queue_event on a running struct queue (the async path `mxsend run`
+ * uses; its own jobs key, so it claims nothing). drv xdump HOST PORT STREAM
+ * DIR: every entry's fields into DIR/N/FIELD (binary-safe). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <hiredis/hiredis.h>
+#include "queue/queue.h"
+#include "queue/tlsrpt.h"
+#include "sender/loop.h"
+#include "sender/redis_uring.h"
+
+#define MAXEV 64
+static struct tlsrpt_event evs[MAXEV];
+static int nev, counts[MAXEV];
+static char lines[MAXEV][2048];
+
+static const char *col(char **save);
+static void read_events(void)
+{
+	while (nev < MAXEV && fgets(lines[nev], sizeof(lines[0]), stdin)) {
+		char *save = NULL, *d = strtok_r(lines[nev], "\t\n", &save);
+		if (d == NULL || d[0] == '#')
+			continue;
+		struct tlsrpt_event *ev = &evs[nev];
+		ev->policy_domain = d;
+		ev->policy_type = col(&save);
+		ev->policy_id = col(&save);
+		ev->policy_mode = col(&save);
+		ev->policy_mx = col(&save);
+		ev->max_age = (uint32_t)atol(col(&save));
+		ev->mx = col(&save);
+		ev->ip = col(&save);
+		ev->sending_ip = col(&save);
+		ev->result = col(&save);
+		ev->detail = col(&save);
+		counts[nev] = atoi(col(&save));
+		ev->when_ms = (uint64_t)atoll(col(&save)) * 1000;
+		nev++;
+	}
+}
+
+/* the queue's host services, as sender/cmd_run.c provides them */
+struct queue_timer {
+	struct loop_timer t; /* first: the loop hands back &t */
+	struct loop *l;
+	queue_timer_fn *fn;
+	void *arg;
+};
+static void qt_fire(struct loop_timer *t)
+{
+	struct queue_timer *qt = (void *)t;
+	qt->fn(qt->arg);
+}
+static struct queue_timer *qt_new(void *ctx, queue_timer_fn *fn, void *arg)
+{
+	struct queue_timer *qt = calloc(1, sizeof(*qt));
+	loop_timer_init(&qt->t, qt_fire);
+	qt->l = ctx;
+	qt->fn = fn;
+	qt->arg = arg;
+	return qt;
+}
+static void qt_arm(struct queue_timer *qt, uint64_t ms) { loop_timer_arm(qt->l, &qt->t, ms); }
+static void qt_free(struct queue_timer *qt)
+{
+	if (qt) {
+		loop_timer_stop(qt->l, &qt->t);
+		free(qt);
+	}
+}
+static uint64_t q_now(void *ctx) { return loop_now(ctx); }
+static int q_attach(void *ctx, struct redisAsyncContext *ac) { return redis_uring_attach(ctx, ac); }
+static void q_job(void *ctx, struct job *j) { (void)ctx; (void)j; }
+static void q_log(void *ctx, int level, const char *line)
+{
+	(void)ctx;
+	(void)level;
+	fprintf(stderr, "%s\n", line);
+}
+static int addr_ok(const char *a, char *n, size_t nl, const char **e)
+{
+	(void)e;
+	snprintf(n, nl, "%s", a);
+	return 0;
+}
+static int split(const char *l, int (*fn)(void *, const char *, size_t), void *arg)
+{
+	return fn(arg, l, strlen(l)) ? -1 : 1;
+}
+
+static struct loop *L;
+static struct queue *Q;
+static struct loop_timer tick;
+static int ticks, sent = -1;
+static void on_tick(struct loop_timer *t)
+{
+	struct queue_stats st;
+	queue_get_stats(Q, &st);
+	if (sent < 0 && st.connected) {
+		sent = 0;
+		for (int i = 0; i < nev; i++)
+			for (int k = 0; k < counts[i]; k++)
+				if (tlsrpt_queue_event(Q, &evs[i], NULL) == 0)
+					sent++;
+	}
+	ticks++;
+	if ((sent >= 0 && ticks >= 15) || ticks > 250) /* ~300 ms for the replies; 5 s at most */
+		loop_stop(L);
+	else
+		loop_timer_arm(L, t, 20);
+}
+
+static int qrecord(const char *url)
+{
+	int err = 0;
+	static const uint64_t sched[] = { 1000 };
+	L = loop_new(256, &err);
+	struct queue_config qc = { .url = url, .jobs = "drv:jobs", .results = "drv:results",
+				   .group = "drv", .consumer = "drv", .visibility_ms = 60000,
+				   .batch = 1, .max_inflight = 1, .limits = { 0, addr_ok, split },
+				   .schedule_ms = sched, .n_schedule = 1, .lifetime_ms = 60000 };
+	struct queue_host qh = { .ctx = L, .attach = q_attach, .timer_new = qt_new,
+				 .timer_arm = qt_arm, .timer_free = qt_free, .mono_ms = q_now,
+				 .job = q_job, .log = q_log };
+	char ebuf[256];
+	Q = L ? queue_new(&qc, &qh, ebuf, sizeof(ebuf)) : NULL;
+	if (Q == NULL) {
+		fprintf(stderr, "queue_new failed\n");
+		return 1;
+	}
+	int early = tlsrpt_queue_event(Q, &evs[0], NULL); /* not connected yet */
+	queue_start(Q);
+	loop_timer_init(&tick, on_tick);
+	loop_timer_arm(L, &tick, 20);
+	loop_run(L);
+	loop_timer_stop(L, &tick);
+	printf("early=%d sent=%d\n", early, sent);
+	queue_free(Q);
+	loop_timer_arm(L, &tick, 50); /* let the ring finish the disconnect */
+	loop_run(L);
+	loop_timer_stop(L, &tick);
+	loop_free(L);
+	return sent > 0 ? 0 : 1;
+}
+
+static const char *col(char **save)
+{
+	char *t = strtok_r(NULL, "\t\n", save);
+	return (t == NULL || strcmp(t, "-") == 0) ? "" : t;
+}
+
+int main(int argc, char **argv)
+{
+	char err[512], line[2048];
+	if (argc == 3 && strcmp(argv[1], "qrecord") == 0) {
+		read_events();
+		return qrecord(argv[2]);
+	}
+	if (argc == 3 && strcmp(argv[1], "record") == 0) {
+		struct tlsrpt_store *s = tlsrpt_store_open(argv[2], NULL, NULL, err, sizeof(err));
+		if (s == NULL)
+			return fprintf(stderr, "%s\n", err), 1;
+		while (fgets(line, sizeof(line), stdin)) {
+			char *save = NULL, *d = strtok_r(line, "\t\n", &save);
+			if (d == NULL || d[0] == '#')
+				continue;
+			struct tlsrpt_event ev = { .policy_domain = d };
+			ev.policy_type = col(&save);
+			ev.policy_id = col(&save);
+			ev.policy_mode = col(&save);
+			ev.policy_mx = col(&save);
+			ev.max_age = (uint32_t)atol(col(&save));
+			ev.mx = col(&save);
+			ev.ip = col(&save);
+			ev.sending_ip = col(&save);
+			ev.result = col(&save);
+			ev.detail = col(&save);
+			int n = atoi(col(&save));
+			ev.when_ms = (uint64_t)atoll(col(&save)) * 1000;
+			for (int i = 0; i < n; i++)
+				if (tlsrpt_store_record(s, &ev, err, sizeof(err)) != 0)
+					return fprintf(stderr, "%s\n", err), 1;
+		}
+		tlsrpt_store_close(s);
+		return 0;
+	}
+	if (argc == 6 && strcmp(argv[1], "xdump") == 0) {
+		redisContext *c = redisConnect(argv[2], atoi(argv[3]));
+		if (c == NULL || c->err)
+			return fprintf(stderr, "connect failed\n"), 1;
+		redisReply *r = redisCommand(c, "XRANGE %s - +", argv[4]);
+		if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+			return fprintf(stderr, "XRANGE failed\n"), 1;
+		for (size_t i = 0; i < r->elements; i++) {
+			redisReply *e = r->element[i], *kv = e->element[1];
+			char dir[1024], path[1400];
+			snprintf(dir, sizeof(dir), "%s/%zu", argv[5], i);
+			mkdir(dir, 0700);
+			for (size_t k = 0; k + 1 < kv->elements; k += 2) {
+				snprintf(path, sizeof(path), "%s/%s", dir, kv->element[k]->str);
+				FILE *f = fopen(path, "wb");
+				if (f == NULL)
+					return perror(path), 1;
+				fwrite(kv->element[k + 1]->str, 1, kv->element[k + 1]->len, f);
+				fclose(f);
+			}
+		}
+		printf("%zu\n", r->elements);
+		freeReplyObject(r);
+		redisFree(c);
+		return 0;
+	}
+	fprintf(stderr, "usage: drv [q]record URL < TSV | drv xdump HOST PORT STREAM DIR\n");
+	return 2;
+}
+EOF
+if [ -f "$INTEG_ROOT/build/libmxsend.a" ] && command -v cc >/dev/null 2>&1; then
+	# shellcheck disable=SC2046 # pkg-config's flags are words
+	cc -std=gnu11 -O1 -I"$INTEG_ROOT" $(pkg-config --cflags hiredis) -o "$DRV" "$INTEG_DIR/drv.c" \
+		"$INTEG_ROOT/build/libmxsend.a" \
+		$(pkg-config --libs liburing openssl libcares hiredis inih jansson zlib) -lpthread \
+		>"$INTEG_DIR/drv.log" 2>&1 || integ_missing "test driver did not build: $(head -c 300 "$INTEG_DIR/drv.log")"
+else
+	integ_missing "build/libmxsend.a (make all)"
+fi
+
+# --- nginx: the https: rua endpoints ---------------------------------------------
+NGX=$INTEG_DIR/nginx
+ECHO_MOD=/usr/lib/nginx/modules/ngx_http_echo_module.so
+[ -f "$ECHO_MOD" ] || integ_missing "nginx echo module (libnginx-mod-http-echo)"
+start_nginx() {
+	local i fd
+	mkdir -p "$NGX/tmp"
+	cat >"$NGX/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $NGX/nginx.pid;
+error_log $NGX/error.log info;
+load_module $ECHO_MOD;
+events { worker_connections 64; }
+http {
+	log_format rpt '\$request_method \$uri \$status ct="\$content_type" len=\$content_length host=\$host';
+	access_log $NGX/access.log rpt;
+	client_body_temp_path $NGX/tmp/body;
+	proxy_temp_path $NGX/tmp/proxy;
+	fastcgi_temp_path $NGX/tmp/fastcgi;
+	uwsgi_temp_path $NGX/tmp/uwsgi;
+	scgi_temp_path $NGX/tmp/scgi;
+	ssl_certificate $CERTS/server.pem;
+	ssl_certificate_key $CERTS/server.key;
+	server {
+		listen $HTTPS_ADDR:$NGINX_PORT ssl;
+		server_name report.rpt-https.test;
+		# the body is read and kept in a file (client_body_in_file_only),
+		# the answer is 204 No Content
+		location = /v1 { client_body_in_file_only on; echo_status 204; echo_read_request_body; }
+		location = /fail { return 500; }
+		location = /slow { echo_sleep 20; echo ok; }
+	}
+}
+EOF
+	nginx -t -c "$NGX/nginx.conf" -p "$NGX" >"$NGX/check.log" 2>&1 || {
+		echo "start_nginx: bad config:" >&2
+		cat "$NGX/check.log" >&2
+		return 1
+	}
+	integ_spawn nginx "$NGX/stderr.log" nginx -c "$NGX/nginx.conf" -p "$NGX"
+	for ((i = 0; i < 50; i++)); do
+		kill -0 "$SPAWN_PID" 2>/dev/null || break
+		if { exec {fd}<>"/dev/tcp/$HTTPS_ADDR/$NGINX_PORT"; } 2>/dev/null; then
+			exec {fd}<&-
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "start_nginx: not listening:" >&2
+	tail -n 5 "$NGX/stderr.log" "$NGX/error.log" >&2 2>/dev/null
+	return 1
+}
+if [ -z "$INTEG_MISSING" ]; then
+	start_nginx || integ_missing "nginx did not start"
+fi
+
+# --- counters for $DAY (and one for the next day, which must not show) -------------
+T=$((DAY0 + 43200))
+MXP='mx1.rpt-mail.test,*.rpt-mail.test'
+if [ -z "$INTEG_MISSING" ]; then
+	tr '|' '\t' <<EOF | "$DRV" record "$REDIS_URL" || integ_missing "counters not recorded"
+rpt-mail.test|sts|20240601T0000|enforce|$MXP|86400|mx1.rpt-mail.test|127.0.47.10|-|-|-|7|$T
+rpt-mail.test|sts|20240601T0000|enforce|$MXP|86400|mx1.rpt-mail.test|127.0.47.10|192.0.2.25|certificate-expired|certificate has expired|2|$T
+rpt-mail.test|sts|20240601T0000|enforce|$MXP|86400|mx2.rpt-mail.test|127.0.47.11|-|starttls-not-supported|STARTTLS not offered|1|$T
+rpt-mail.test|sts|20240601T0000|enforce|$MXP|86400|mx1.rpt-mail.test|127.0.47.10|-|-|-|5|$((T + 86400))
+rpt-https.test|-|-|-|-|0|mx.rpt-https.test|127.0.47.12|-|-|-|3|$T
+rpt-https.test|-|-|-|-|0|mx.rpt-https.test|127.0.47.12|-|validation-failure|self-signed certificate|1|$T
+rpt-both.test|-|-|-|-|0|mx.rpt-both.test|127.0.47.13|-|-|-|4|$T
+rpt-fail.test|-|-|-|-|0|mx.rpt-fail.test|127.0.47.14|-|-|-|1|$T
+rpt-none.test|-|-|-|-|0|mx.rpt-none.test|127.0.47.15|-|-|-|1|$T
+rpt-slow.test|-|-|-|-|0|mx.rpt-slow.test|127.0.47.16|-|-|-|1|$T
+EOF
+fi
+
+# --- helpers --------------------------------------------------------------------
+
+# tlsrpt ARG...: `mxsend tlsrpt -c CONF --day DAY ARG...` (30 s bound); stdout in
+# $CASE_DIR/out, stderr in $CASE_DIR/err; RUN_RC, RUN_MS.
+tlsrpt() {
+	timed_run 30 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" tlsrpt -c "$CONF" --day "$DAY" --timeout 10 "$@"
+}
+
+show_run() {
+	diag "mxsend tlsrpt exit $RUN_RC after $RUN_MS ms; stdout:"
+	head -n 60 "$CASE_DIR/out" | sed 's/^/  | /; s/^/# /'
+	diag "stderr (last 10 lines):"
+	tail -n 10 "$CASE_DIR/err" | sed 's/^/  | /; s/^/# /'
+}
+
+expect_rc() {
+	[ "$RUN_RC" = "$1" ] && return 0
+	fail "exit status: expected $1, got $RUN_RC"
+	show_run
+	return 1
+}
+
+expect_out() {
+	grep -Eq -- "$1" "$CASE_DIR/out" && return 0
+	fail "no output line matches /$1/"
+	show_run
+	return 1
+}
+
+rcli() {
+	timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"
+}
+
+# check_report JSONFILE DOMAIN: the report's fields and counts for DOMAIN
+# (python3: only the standard library). Prints what is wrong; exit 1 then.
+check_report() {
+	python3 - "$1" "$2" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+dom = sys.argv[2]
+bad = []
+def want(what, got, exp):
+    if got != exp:
+        bad.append("%s: expected %r, got %r" % (what, exp, got))
+for k in ("organization-name", "date-range", "contact-info", "report-id", "policies"):
+    if k not in r:
+        bad.append("missing " + k)
+want("organization-name", r.get("organization-name"), "client.test")
+want("contact-info", r.get("contact-info"), "postmaster@client.test")
+want("date-range", r.get("date-range"), {"start-datetime": "2024-06-01T00:00:00Z",
+                                         "end-datetime": "2024-06-01T23:59:59Z"})
+pols = r.get("policies", [])
+want("number of policies", len(pols), 1)
+p = pols[0] if pols else {}
+pol, s, fd = p.get("policy", {}), p.get("summary", {}), p.get("failure-details", [])
+want("policy-domain", pol.get("policy-domain"), dom)
+if dom == "rpt-mail.test":
+    want("policy-type", pol.get("policy-type"), "sts")
+    want("policy-string", pol.get("policy-string"), ["version: STSv1", "mode: enforce",
+         "mx: mx1.rpt-mail.test", "mx: *.rpt-mail.test", "max_age: 86400"])
+    want("mx-host", pol.get("mx-host"), ["mx1.rpt-mail.test", "*.rpt-mail.test"])
+    want("successes", s.get("total-successful-session-count"), 7)
+    want("failures", s.get("total-failure-session-count"), 3)
+    want("failure-details", fd, [
+        {"result-type": "certificate-expired", "sending-mta-ip": "192.0.2.25",
+         "receiving-mx-hostname": "mx1.rpt-mail.test", "receiving-ip": "127.0.47.10",
+         "failed-session-count": 2, "failure-reason-code": "certificate has expired"},
+        {"result-type": "starttls-not-supported", "receiving-mx-hostname": "mx2.rpt-mail.test",
+         "receiving-ip": "127.0.47.11", "failed-session-count": 1,
+         "failure-reason-code": "STARTTLS not offered"}])
+elif dom == "rpt-https.test":
+    want("policy-type", pol.get("policy-type"), "no-policy-found")
+    want("no policy-string", "policy-string" in pol, False)
+    want("successes", s.get("total-successful-session-count"), 3)
+    want("failures", s.get("total-failure-session-count"), 1)
+    want("failure result", [f.get("result-type") for f in fd], ["validation-failure"])
+elif dom == "rpt-both.test":
+    want("successes", s.get("total-successful-session-count"), 4)
+    want("failures", s.get("total-failure-session-count"), 0)
+    want("no failure-details", "failure-details" in p, False)
+for b in bad:
+    print(b)
+sys.exit(1 if bad else 0)
+EOF
+}
+
+# split_dry_run: the JSON documents of a --dry-run in $CASE_DIR/json.N (N = 0..)
+split_dry_run() {
+	python3 - "$CASE_DIR/out" "$CASE_DIR/json" <<'EOF'
+import json, sys
+text = "".join(l for l in open(sys.argv[1]) if not l.startswith("tlsrpt "))
+dec, i, n = json.JSONDecoder(), 0, 0
+while True:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    if i >= len(text):
+        break
+    doc, i = dec.raw_decode(text, i)
+    json.dump(doc, open("%s.%d" % (sys.argv[2], n), "w"))
+    n += 1
+print(n)
+EOF
+}
+
+expect_report() { # FILE DOMAIN
+	local why
+	why=$(check_report "$1" "$2") && return 0
+	fail "report for $2: $why"
+	return 1
+}
+
+# --- 1. dry run --------------------------------------------------------------------
+t_dry_one() {
+	tlsrpt --dry-run rpt-mail.test
+	expect_rc 0 || return 1
+	expect_out "^tlsrpt day=2024-06-01 domain=rpt-mail\.test rua=mailto:tls%2Dreports@rpt-mail\.test\?subject=x result=dry-run$"
+	assert_match "pretty JSON (indented)" '^  "organization-name": "client\.test",$' "$(cat "$CASE_DIR/out")"
+	assert_eq "JSON documents" 1 "$(split_dry_run)"
+	expect_report "$CASE_DIR/json.0" rpt-mail.test
+	assert_eq "jobs enqueued by a dry run" 0 "$(rcli XLEN mxsend:jobs)"
+	assert_eq "sent marks left by a dry run" 0 "$(rcli EXISTS "mxsend:tlsrpt:sent:$DAY:rpt-mail.test")"
+	assert_lt "elapsed ms" 5000 "$RUN_MS"
+}
+run_case "--dry-run DOMAIN: the RFC 8460 JSON (fields, counts, policy-string) and its rua; nothing sent" t_dry_one
+
+t_dry_all() {
+	tlsrpt --dry-run
+	expect_rc 0 || return 1
+	local d
+	for d in rpt-both rpt-fail rpt-https rpt-mail rpt-slow; do
+		expect_out "^tlsrpt day=2024-06-01 domain=$d\.test rua=(mailto|https):[^ ]+ result=dry-run$"
+	done
+	expect_out '^tlsrpt day=2024-06-01 domain=rpt-none\.test rua=none result=none why="no TLSRPT record"$'
+	expect_out "^tlsrpt day=2024-06-01 domain=rpt-both\.test rua=https://report\.rpt-https\.test/v1 result=dry-run$"
+	assert_eq "JSON documents (one per domain with a rua)" 5 "$(split_dry_run)"
+	expect_report "$CASE_DIR/json.2" rpt-https.test
+	expect_report "$CASE_DIR/json.0" rpt-both.test
+	# the next day holds only rpt-mail.test's 5 sessions
+	tlsrpt --dry-run --day 2024-06-02
+	expect_rc 0
+	assert_match "next day" '"total-successful-session-count": 5' "$(cat "$CASE_DIR/out")"
+	tlsrpt --dry-run --day 2024-05-31
+	expect_rc 0
+	assert_eq "a day without counters prints nothing" "" "$(cat "$CASE_DIR/out")"
+}
+run_case "--dry-run: every domain of the day, sorted; a domain without TLSRPT record; other days" t_dry_all
+
+# --- 2. mailto: ----------------------------------------------------------------------
+t_mailto() {
+	tlsrpt --dry-run rpt-mail.test
+	split_dry_run >/dev/null
+	tlsrpt rpt-mail.test
+	expect_rc 0 || return 1
+	expect_out '^tlsrpt day=2024-06-01 domain=rpt-mail\.test rua=mailto:tls%2Dreports@rpt-mail\.test\?subject=x result=queued job=[0-9]+-[0-9]+ report_id=20240601\.[0-9a-f]{16}@client\.test$'
+	local rid
+	rid=$(sed -n 's/.* report_id=\([^ ]*\)$/\1/p' "$CASE_DIR/out")
+	mkdir -p "$CASE_DIR/x"
+	assert_eq "jobs in the stream" 1 "$("$DRV" xdump 127.0.0.1 "$REDIS_PORT" mxsend:jobs "$CASE_DIR/x")"
+	local j=$CASE_DIR/x/0
+	assert_eq "job from" "tlsrpt-noreply@client.test" "$(cat "$j/from")"
+	assert_eq "job to (percent-decoded, query dropped)" "tls-reports@rpt-mail.test" "$(cat "$j/to")"
+	assert_eq "job exempt" tlsrpt "$(cat "$j/exempt")"
+	assert_eq "job id" "$rid" "$(cat "$j/id")"
+	assert_eq "no tls field" no "$([ -e "$j/tls" ] && echo yes || echo no)"
+	local why
+	why=$(python3 - "$j/data" "$CASE_DIR/json.0" "$rid" "$CASE_DIR/att.json" <<'EOF'
+import email, email.policy, gzip, json, re, sys
+raw = open(sys.argv[1], "rb").read()
+bad = []
+if b"\n" in raw.replace(b"\r\n", b""):
+    bad.append("bare LF in the message")
+for l in raw.split(b"\r\n"):
+    if len(l) > 998:
+        bad.append("line over 998 octets")
+m = email.message_from_bytes(raw, policy=email.policy.default)
+def want(what, got, exp):
+    if got != exp:
+        bad.append("%s: expected %r, got %r" % (what, exp, got))
+rid = sys.argv[3]
+want("Content-Type", m.get_content_type(), "multipart/report")
+want("report-type", m.get_param("report-type"), "tlsrpt")
+want("TLS-Report-Domain", str(m["TLS-Report-Domain"]), "rpt-mail.test")
+want("TLS-Report-Submitter", str(m["TLS-Report-Submitter"]), "client.test")
+want("Subject", re.sub(r"\s+", " ", str(m["Subject"])),
+     "Report Domain: rpt-mail.test Submitter: client.test Report-ID: <%s>" % rid)
+want("To", str(m["To"]), "tls-reports@rpt-mail.test")
+parts = list(m.iter_parts())
+want("parts", [p.get_content_type() for p in parts], ["text/plain", "application/tlsrpt+gzip"])
+att = parts[1]
+want("transfer encoding", att["Content-Transfer-Encoding"], "base64")
+fn = att.get_filename() or ""
+if not re.fullmatch(r"client\.test!rpt-mail\.test!1717200000!1717286399![0-9a-f]{16}\.json\.gz", fn):
+    bad.append("attachment file name %r" % fn)
+body = att.get_payload(decode=False)
+for l in body.strip().split("\n"):
+    if len(l.rstrip("\r")) > 76:
+        bad.append("base64 line longer than 76")
+        break
+rep = json.loads(gzip.decompress(att.get_payload(decode=True)))
+json.dump(rep, open(sys.argv[4], "w"))
+want("report-id", rep.get("report-id"), rid)
+dry = json.load(open(sys.argv[2]))
+dry["report-id"] = rep["report-id"]
+want("the same report as the dry run", rep, dry)
+print("\n".join(bad))
+sys.exit(1 if bad else 0)
+EOF
+	) || fail "report message: $why"
+	expect_report "$CASE_DIR/att.json" rpt-mail.test
+	assert_match "sent mark" "^sent $(re_escape "$rid") [0-9]+$" \
+		"$(rcli HGET "mxsend:tlsrpt:sent:$DAY:rpt-mail.test" 'mailto:tls%2Dreports@rpt-mail.test?subject=x')"
+	# a second run sends nothing
+	tlsrpt rpt-mail.test
+	expect_rc 0
+	expect_out "^tlsrpt day=2024-06-01 domain=rpt-mail\.test rua=mailto:[^ ]+ result=skipped why=\"sent $(re_escape "$rid") [0-9]+\"$"
+	assert_eq "jobs after a second run" 1 "$(rcli XLEN mxsend:jobs)"
+}
+run_case "mailto: rua: a multipart/report message enqueued (headers, attachment = the report); not resent" t_mailto
+
+# --- 3. https: -----------------------------------------------------------------------
+t_https() {
+	tlsrpt rpt-https.test
+	expect_rc 0 || return 1
+	expect_out "^tlsrpt day=2024-06-01 domain=rpt-https\.test rua=https://report\.rpt-https\.test:$NGINX_PORT/v1 result=sent status=204 report_id=[^ ]+$"
+	assert_match "nginx saw the POST" '^POST /v1 204 ct="application/tlsrpt\+gzip" len=[0-9]+ host=report\.rpt-https\.test$' \
+		"$(cat "$NGX/access.log")"
+	local f="" b
+	for b in "$NGX"/tmp/body/*; do
+		[ -f "$b" ] || continue
+		if gzip -dc "$b" 2>/dev/null | grep -q '"rpt-https.test"'; then
+			f=$b
+			break
+		fi
+	done
+	if [ -z "$f" ]; then
+		fail "no gzip body for rpt-https.test kept by nginx"
+	else
+		gzip -dc "$f" >"$CASE_DIR/post.json"
+		expect_report "$CASE_DIR/post.json" rpt-https.test
+	fi
+	tlsrpt rpt-https.test
+	expect_rc 0
+	expect_out '^tlsrpt day=2024-06-01 domain=rpt-https\.test rua=https://[^ ]+ result=skipped why="sent [^"]+"$'
+	assert_eq "POSTs for rpt-https.test" 1 "$(grep -c '^POST /v1 ' "$NGX/access.log")"
+}
+run_case "https: rua: POST application/tlsrpt+gzip, 204 accepted; the body is the report; not resent" t_https
+
+t_both() {
+	tlsrpt --https-port "$NGINX_PORT" rpt-both.test
+	expect_rc 0 || return 1
+	expect_out '^tlsrpt day=2024-06-01 domain=rpt-both\.test rua=mailto:rua@rpt-both\.test result=queued job=[^ ]+ report_id=[^ ]+$'
+	expect_out '^tlsrpt day=2024-06-01 domain=rpt-both\.test rua=https://report\.rpt-https\.test/v1 result=sent status=204 report_id=[^ ]+$'
+	assert_eq "one report id for both" 1 "$(sed -n 's/.* report_id=\([^ ]*\)$/\1/p' "$CASE_DIR/out" | sort -u | wc -l)"
+	assert_eq "sent marks" 2 "$(rcli HLEN "mxsend:tlsrpt:sent:$DAY:rpt-both.test")"
+}
+run_case "two rua (mailto + https without a port: --https-port): both sent, one report id" t_both
+
+# --- 4. failures ------------------------------------------------------------------------
+t_fail() {
+	tlsrpt rpt-fail.test
+	expect_rc 75 || return 1
+	expect_out "^tlsrpt day=2024-06-01 domain=rpt-fail\.test rua=https://[^ ]+/fail result=failed status=500 why=\"status: HTTP 500[^\"]*\"$"
+	assert_eq "claim released" 0 "$(rcli HLEN "mxsend:tlsrpt:sent:$DAY:rpt-fail.test")"
+	tlsrpt rpt-fail.test
+	expect_rc 75
+	assert_eq "the next run tries again" 2 "$(grep -c '^POST /fail 500 ' "$NGX/access.log")"
+}
+run_case "https: rua answering 500: failed, exit 75, claim released, retried next run" t_fail
+
+t_slow() {
+	timed_run 30 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" tlsrpt -c "$CONF" --day "$DAY" --timeout 2 rpt-slow.test
+	expect_rc 75 || return 1
+	expect_out '^tlsrpt day=2024-06-01 domain=rpt-slow\.test rua=https://[^ ]+/slow result=failed why="timeout: timeout after 2000 ms[^"]*"$'
+	assert_lt "elapsed ms (--timeout 2)" 4500 "$RUN_MS"
+	assert_eq "claim released" 0 "$(rcli HLEN "mxsend:tlsrpt:sent:$DAY:rpt-slow.test")"
+}
+run_case "https: rua that stalls: failed within --timeout, exit 75" t_slow
+
+t_none() {
+	tlsrpt rpt-none.test
+	expect_rc 0
+	expect_out '^tlsrpt day=2024-06-01 domain=rpt-none\.test rua=none result=none why="no TLSRPT record"$'
+	tlsrpt nosuch.test
+	expect_rc 0
+	assert_match "nothing counted" 'no TLS sessions counted on 2024-06-01 for nosuch\.test' "$(cat "$CASE_DIR/err")"
+}
+run_case "no TLSRPT record, no counters: nothing to send, exit 0" t_none
+
+t_delay_and_off() {
+	tlsrpt --delay 1 rpt-mail.test # already sent: skipped after at most 1 s
+	expect_rc 0
+	expect_out 'result=skipped'
+	assert_lt "elapsed ms with --delay 1" 4000 "$RUN_MS"
+	timed_run 30 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" tlsrpt -c "$NOCONF" --day "$DAY" rpt-fail.test
+	expect_rc 0
+	assert_match "tlsrpt = no" 'tlsrpt = no: nothing sent' "$(cat "$CASE_DIR/err")"
+	assert_eq "no POST with tlsrpt = no" 2 "$(grep -c '^POST /fail ' "$NGX/access.log")"
+}
+run_case "--delay bounded; [tls] tlsrpt = no sends nothing" t_delay_and_off
+
+t_async() {
+	local t3=$((DAY0 + 2 * 86400 + 3600)) out k
+	out=$(tr '|' '\t' <<EOF | "$DRV" qrecord "$REDIS_URL" 2>"$CASE_DIR/drv.err"
+rpt-async.test|sts|idA|testing|*.rpt-async.test|600|mx1.rpt-async.test|127.0.47.20|-|-|-|3|$t3
+rpt-async.test|sts|idA|testing|*.rpt-async.test|600|mx2.rpt-async.test|127.0.47.21|-|certificate-host-mismatch|hostname mismatch|2|$t3
+EOF
+	) || fail "driver failed: $out $(tail -n 5 "$CASE_DIR/drv.err")"
+	assert_eq "driver" "early=-107 sent=5" "$out" # -ENOTCONN before the connection is up
+	rcli HGETALL "mxsend:tlsrpt:2024-06-03:rpt-async.test" >"$CASE_DIR/hash"
+	k='sts:idA|certificate-host-mismatch|mx2.rpt-async.test|127.0.47.21|'
+	assert_eq "successes" 3 "$(grep -A1 -Fx 'ok:sts:idA' "$CASE_DIR/hash" | tail -n 1)"
+	assert_eq "failures" 2 "$(grep -A1 -Fx "fail:$k" "$CASE_DIR/hash" | tail -n 1)"
+	assert_eq "reason" "hostname mismatch" "$(grep -A1 -Fx "why:$k" "$CASE_DIR/hash" | tail -n 1)"
+	assert_ge "hash TTL" 691000 "$(rcli TTL "mxsend:tlsrpt:2024-06-03:rpt-async.test")"
+	assert_ge "day set TTL" 691000 "$(rcli TTL "mxsend:tlsrpt:days:2024-06-03")"
+	timed_run 30 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" tlsrpt -c "$CONF" --day 2024-06-03 --dry-run
+	expect_rc 0
+	expect_out '^tlsrpt day=2024-06-03 domain=rpt-async\.test rua=none result=none why="no TLSRPT record"$'
+}
+run_case "async path (tlsrpt_queue_event on a running queue): counted whole, TTLs set" t_async
+
+t_usage() {
+	local a
+	for a in "--day 2024-02-30" "--day yesterday" "--delay -1" "--delay x" "--timeout 0" "a.test b.test" "--bogus"; do
+		# shellcheck disable=SC2086 # word splitting wanted
+		timed_run 10 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" tlsrpt -c "$CONF" $a
+		assert_eq "exit for '$a'" 64 "$RUN_RC"
+	done
+}
+run_case "usage errors: exit 64" t_usage
+
+integ_finish
