@@ -548,7 +548,9 @@ t_million() {
 	assert_lt "max RSS (KiB)" 204800 "$max1"
 	assert_lt "max RSS (KiB)" 204800 "$max2"
 	assert_ge "jobs done in 20 s" 10000 "$done0"
-	assert_ge "jobs still queued" 500000 "$left"
+	# RSS must have been measured while a long stream was still waiting
+	# (not a speed assertion: ~27k jobs/s leaves ~460k of 1M after 20 s)
+	assert_ge "jobs still queued" 100000 "$left"
 	assert_lt "ms to exit after SIGTERM" 15000 "$((t1 - t0))"
 	assert_eq "pending after a clean stop" 0 "$(rcli "$p" XPENDING mxsend:jobs mxsend | head -n 1)"
 	assert_eq "finished + queued + parked" "$n" "$((finals + left + retry))"
