@@ -149,9 +149,10 @@ static void quote(char *out, size_t n, const char *s)
 
 /* ---- decoding ---- */
 
-enum { F_FROM, F_TO, F_DATA, F_ID, F_META, F_TLS, F_EXPIRES, F_JOB, F_ATTEMPT, F_SINCE, F_N };
+enum { F_FROM, F_TO, F_DATA, F_ID, F_META, F_TLS, F_EXPIRES, F_JOB, F_ATTEMPT, F_SINCE, F_EXEMPT, F_N };
 static const char *const field_names[F_N] = { "from", "to",      "data",   "id",      "meta",
-					      "tls",  "expires", "job",    "attempt", "since" };
+					      "tls",  "expires", "job",    "attempt", "since",
+					      "exempt" };
 
 struct split_ctx {
 	const char *base;
@@ -393,6 +394,17 @@ int job_decode(struct job *j, const char *entry_id, size_t nkv, const char *cons
 		else {
 			quote(q, sizeof(q), val[F_TLS]);
 			reject(j, "bad tls value \"%s\"", q);
+		}
+	}
+	if (val[F_EXEMPT] != NULL) {
+		/* exempt=tlsrpt: a TLSRPT report, delivered regardless of the
+		 * MTA-STS policy it may be reporting on (RFC 8460 3) */
+		char q[80];
+		if (strcmp(val[F_EXEMPT], "tlsrpt") == 0) {
+			j->sts_exempt = true;
+		} else {
+			quote(q, sizeof(q), val[F_EXEMPT]);
+			reject(j, "bad exempt value \"%s\"", q);
 		}
 	}
 	const int nums[] = { F_EXPIRES, F_JOB, F_ATTEMPT, F_SINCE };

@@ -103,6 +103,7 @@ struct job {
 	const char *data;    /* message bytes (may hold NULs), len bytes */
 	size_t len;
 	enum job_tls tls;
+	bool sts_exempt;     /* field exempt=tlsrpt: no MTA-STS for this job */
 	bool has_expires;
 	uint32_t expires_s;  /* field `expires` when has_expires */
 	int attempt;         /* attempts already made (field `attempt`, else 0) */

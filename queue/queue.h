@@ -149,6 +149,14 @@ void queue_get_stats(const struct queue *q, struct queue_stats *st);
 struct queue_sync;
 /* Connect (timeout 5 s), AUTH, SELECT. NULL with a message in err. */
 struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, size_t errlen);
+/* SCAN keys matching pattern and GET each (string values): fn(key, value) per
+ * key. Returns how many, or -1 with err. Synchronous: start-up only. */
+int queue_sync_scan(struct queue_sync *s, const char *pattern,
+		    void (*fn)(void *arg, const char *key, const char *value), void *arg,
+		    char *err, size_t errlen);
+/* Fire-and-forget command on the running queue's command connection (errors
+ * are logged). 0, or -ENOTCONN when Redis is not connected right now. */
+int queue_command(struct queue *q, int argc, const char **argv);
 void queue_sync_close(struct queue_sync *s);
 
 /* One job to enqueue: fields and values (binary safe), nf pairs. */

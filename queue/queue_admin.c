@@ -1,6 +1,7 @@
 /* queue_admin.c: the Redis URL, and the synchronous side of the queue used by
  * short-lived commands (mxsend enqueue, held, release). These block on Redis
  * (hiredis's synchronous API, 5 s timeouts) and must never run on a loop. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,4 +308,59 @@ int queue_sync_release(struct queue_sync *s, const char *domain, const char *con
 	int n = r->type == REDIS_REPLY_ARRAY ? (int)r->elements : 0;
 	freeReplyObject(r);
 	return n;
+}
+
+/* ---- small generic helpers (MTA-STS policy persistence) ---- */
+
+int queue_sync_scan(struct queue_sync *s, const char *pattern,
+		    void (*fn)(void *arg, const char *key, const char *value), void *arg,
+		    char *err, size_t errlen)
+{
+	char cursor[32] = "0";
+	int n = 0;
+	do {
+		const char *av[] = { "SCAN", cursor, "MATCH", pattern, "COUNT", "1000" };
+		redisReply *r = redisCommandArgv(s->c, 6, av, NULL);
+		if (reply_err(s->c, r, "SCAN", err, errlen) != 0)
+			return -1;
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+			freeReplyObject(r);
+			snprintf(err, errlen, "redis: SCAN: unexpected reply");
+			return -1;
+		}
+		snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+		redisReply *keys = r->element[1];
+		for (size_t i = 0; i < keys->elements; i++) {
+			const char *gv[] = { "GET", keys->element[i]->str };
+			redisReply *g = redisCommandArgv(s->c, 2, gv, NULL);
+			if (reply_err(s->c, g, "GET", err, errlen) != 0) {
+				freeReplyObject(r);
+				return -1;
+			}
+			if (g->type == REDIS_REPLY_STRING) {
+				fn(arg, keys->element[i]->str, g->str);
+				n++;
+			}
+			freeReplyObject(g);
+		}
+		freeReplyObject(r);
+	} while (strcmp(cursor, "0") != 0);
+	return n;
+}
+
+static void on_fire_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct qconn *c = qconn_reply(ac, r);
+	redisReply *reply = r;
+	(void)priv;
+	if (reply != NULL && !c->q->freeing && reply->type == REDIS_REPLY_ERROR)
+		qlog(c->q, QUEUE_LOG_WARN, "evt=redis_command_failed err=\"%s\"", reply->str);
+}
+
+int queue_command(struct queue *q, int argc, const char **argv)
+{
+	struct qconn *c = &q->cmd;
+	if (c->state != QC_READY)
+		return -ENOTCONN;
+	return qconn_send(c, on_fire_reply, NULL, argc, argv, NULL) == 0 ? 0 : -ENOTCONN;
 }

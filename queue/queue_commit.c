@@ -293,6 +293,10 @@ static void add_park(struct args *a, const struct job *j, char kind, const char 
 		arg_str(a, "tls");
 		arg_str(a, job_tls_name(j->tls));
 	}
+	if (j->sts_exempt) {
+		arg_str(a, "exempt");
+		arg_str(a, "tlsrpt");
+	}
 	if (j->has_expires) {
 		arg_str(a, "expires");
 		arg_fmt(a, "%u", j->expires_s);

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "queue/queue.h"
+#include "queue/tlsrpt.h"
 #include "sender/config.h"
 #include "sender/deliver.h"
 #include "sender/log.h"
@@ -254,6 +255,7 @@ static void on_job(void *ctx, struct job *j)
 		rr->req = (struct deliver_req){
 			.from = j->from, .domain = dom->name, .rcpts = dom->addrs, .nrcpt = dom->n,
 			.data = j->data, .len = j->len, .tls_min_level = tls,
+			.sts_exempt = j->sts_exempt,
 			.rcpt_done = on_rcpt, .done = on_req_done, .arg = rr,
 		};
 		rr->next = r->reqs;
@@ -276,6 +278,71 @@ static void on_job(void *ctx, struct job *j)
 }
 
 /* ---- status ---- */
+
+/* TLSRPT: one event per TLS session attempt (relayed to this thread by
+ * workers.c), counted in Redis so every process adds to the same day. */
+static void on_tls(void *arg, const struct deliver_tls_event *e)
+{
+	struct run *r = arg;
+	if (r->q == NULL)
+		return;
+	struct tlsrpt_event te = {
+		.policy_domain = e->policy_domain, .policy_type = e->policy_type,
+		.policy_id = e->policy_id, .policy_mode = e->policy_mode, .policy_mx = e->policy_mx,
+		.max_age = e->max_age, .mx = e->mx, .ip = e->ip, .sending_ip = "",
+		.result = e->result, .detail = e->detail, .when_ms = e->when_ms,
+	};
+	int rc = tlsrpt_queue_event(r->q, &te, NULL);
+	if (rc != 0)
+		log_debug("evt=tlsrpt_not_counted domain=%s err=%s", e->policy_domain, strerror(-rc));
+}
+
+/* MTA-STS policies survive restarts and are shared by every process:
+ * mxsend:sts:DOMAIN = sts_policy_encode form, expiring with the policy. */
+#define STS_KEY_PREFIX "mxsend:sts:"
+
+static void on_sts_store(void *arg, const char *domain, const char *encoded)
+{
+	struct run *r = arg;
+	long long fetched = 0, max_age = 0;
+	int ver = 0;
+	char mode[16];
+	if (r->q == NULL ||
+	    sscanf(encoded, "%d %lld %15s %lld", &ver, &fetched, mode, &max_age) != 4)
+		return;
+	long long ttl = fetched + max_age - (long long)(wall_ms() / 1000);
+	if (ttl <= 0)
+		return;
+	char key[300], ex[24];
+	snprintf(key, sizeof(key), STS_KEY_PREFIX "%s", domain);
+	snprintf(ex, sizeof(ex), "%lld", ttl);
+	const char *av[] = { "SET", key, encoded, "EX", ex };
+	if (queue_command(r->q, 5, av) != 0)
+		log_info("evt=sts_not_persisted domain=%s", domain);
+}
+
+static void sts_loaded(void *arg, const char *key, const char *value)
+{
+	struct run *r = arg;
+	workers_sts_load(r->w, key + strlen(STS_KEY_PREFIX), value);
+}
+
+/* Start-up, before the loop runs: load persisted policies into the workers. */
+static void sts_load_all(struct run *r, const struct queue_config *qc)
+{
+	char err[256];
+	struct queue_sync *s = queue_sync_open(qc, err, sizeof(err));
+	if (s == NULL) {
+		log_warn("evt=sts_load_skipped err=\"%s\"", err);
+		return;
+	}
+	int n = queue_sync_scan(s, STS_KEY_PREFIX "*", sts_loaded, r, err, sizeof(err));
+	if (n < 0)
+		log_warn("evt=sts_load_failed err=\"%s\"", err);
+	else
+		log_info("evt=sts_loaded policies=%d", n);
+	queue_sync_close(s);
+}
 
 /* The feeder's share of the metrics (metrics.h): queue-side outcomes
  * (expired, rejected: no attempt, so no latency) and the gauges. Delivery
@@ -511,6 +578,14 @@ int cmd_run(int argc, char **argv)
 		rc = EX_OSERR;
 		goto out;
 	}
+	if (r->cfg.tlsrpt) {
+		dopts.on_tls = on_tls;
+		dopts.on_tls_arg = r;
+	}
+	if (r->cfg.mta_sts) {
+		dopts.on_sts_store = on_sts_store;
+		dopts.on_sts_store_arg = r;
+	}
 	r->w = workers_new(r->l, r->cfg.workers, &r->cfg, &dopts, ebuf, sizeof(ebuf));
 	if (r->w == NULL) {
 		fprintf(stderr, "mxsend: %s\n", ebuf);
@@ -543,6 +618,8 @@ int cmd_run(int argc, char **argv)
 		rc = EX_CONFIG;
 		goto out;
 	}
+	if (r->cfg.mta_sts)
+		sts_load_all(r, &qc);
 
 	if (r->cfg.metrics != NULL) {
 		r->m = metrics_new(1);
