@@ -183,6 +183,17 @@ static void on_rcpt(void *arg, int idx, const struct deliver_result *res)
 		.elapsed_ms = res->elapsed_ms,
 	};
 	job_set_outcome(j, i, &o);
+	/* Metrics: workers report to this thread, so the feeder's shard sees
+	 * every outcome (expired is counted when the queue decides it). */
+	static const enum metrics_status ms_of[] = {
+		[DELIVER_DELIVERED] = METRICS_DELIVERED, [DELIVER_BOUNCED] = METRICS_BOUNCED,
+		[DELIVER_DEFERRED] = METRICS_DEFERRED, [DELIVER_HELD] = METRICS_HELD,
+	};
+	metrics_delivery(r->ms, ms_of[res->status], res->elapsed_ms);
+	/* XXX(lead): TLS counted once per request on a new connection, from its
+	 * first recipient; connection open/close gauges need worker shards. */
+	if (idx == 0 && !res->reused)
+		metrics_tls(r->ms, metrics_tls_version_parse(res->tls), res->verified, res->resumed);
 	switch (o.status) {
 	case JOB_DELIVERED:
 		r->n_delivered++;

@@ -14,8 +14,8 @@ static const struct {
 	const char *usage;
 } cmds[] = {
 	{ "send", cmd_send, "send [-c FILE] [--dns A[:P]] [--ca FILE] [--tls LEVEL] [--port N] --from A --to B [--to C ...] MSG|-" },
-	{ "run", cmd_run, "run [-c FILE]" },
-	{ "enqueue", cmd_enqueue, "enqueue [-c FILE] --from A --to B [...] MSG|-" },
+	{ "run", cmd_run, "run [-c FILE] [--dns A[:P]] [--ca FILE] [--port N] [--until-empty]" },
+	{ "enqueue", cmd_enqueue, "enqueue [-c FILE] --from A --to B [--to C ...] [--id X] [--meta M] [--tls LEVEL] [--expires S] [--count N] MSG|-" },
 	{ "check", cmd_check, "check [-c FILE] [--dns A[:P]] [--ca FILE] [--port N] [--https-port N] [--timeout S] [--json] DOMAIN" },
 	{ "tlsrpt", cmd_tlsrpt, "tlsrpt [-c FILE] [--dry-run] [--day YYYY-MM-DD] [--delay MAX_S] [DOMAIN]" },
 	{ "held", cmd_held, "held [-c FILE]" },
