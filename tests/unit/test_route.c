@@ -1,0 +1,139 @@
+/* test_route.c: connection slots (limit, FIFO wake-up, kick), token-bucket
+ * rate, and the address circuit breaker, on a real loop. */
+#include <stdlib.h>
+
+#include "sender/loop.h"
+#include "sender/route.h"
+#include "sender/util.h"
+#include "tests/t.h"
+
+struct w {
+	struct route_waiter rw;
+	int woken;
+	int order;
+};
+
+static int seq;
+
+static void wake(struct route_waiter *rw)
+{
+	struct w *w = container_of(rw, struct w, rw);
+	w->woken++;
+	w->order = ++seq;
+}
+
+struct stopper {
+	struct loop_timer t;
+	struct loop *l;
+};
+
+static void stop_fn(struct loop_timer *t)
+{
+	struct stopper *s = container_of(t, struct stopper, t);
+	loop_stop(s->l);
+}
+
+/* Run the loop for about ms milliseconds. */
+static void spin(struct loop *l, unsigned ms)
+{
+	struct stopper s = { .l = l };
+	loop_timer_init(&s.t, stop_fn);
+	loop_timer_arm(l, &s.t, ms);
+	loop_run(l);
+}
+
+static struct loop *mk(void)
+{
+	int err;
+	struct loop *l = loop_new(64, &err);
+	if (l == NULL)
+		exit(1);
+	return l;
+}
+
+static void t_slots(void)
+{
+	struct loop *l = mk();
+	struct route *r = route_new(l);
+	CHECK(route_slot_take(r, "mx1", 2));
+	CHECK(route_slot_take(r, "mx1", 2));
+	CHECK(!route_slot_take(r, "mx1", 2));
+	CHECK(route_slot_take(r, "mx2", 2)); /* keys are independent */
+	CHECK(route_slot_take(r, "mx1", 0)); /* 0: unlimited */
+	CHECK_INT(route_slots_used(r, "mx1"), 3);
+	struct w a = { 0 }, b = { 0 };
+	seq = 0;
+	route_slot_wait(r, "mx1", &a.rw, wake);
+	route_slot_wait(r, "mx1", &b.rw, wake);
+	spin(l, 5);
+	CHECK_INT(a.woken + b.woken, 0); /* nothing released yet */
+	route_slot_release(r, "mx1");
+	CHECK_INT(a.woken, 0); /* never from inside route_* */
+	spin(l, 5);
+	CHECK_INT(a.woken, 1);
+	CHECK_INT(b.woken, 0); /* FIFO: one release, one waiter */
+	CHECK(route_slot_kick(r, "mx1")); /* an idle connection was parked */
+	spin(l, 5);
+	CHECK_INT(b.woken, 1);
+	CHECK(a.order < b.order);
+	CHECK(!route_slot_kick(r, "mx1")); /* nobody waits now */
+	route_free(r);
+	loop_free(l);
+}
+
+static void t_wait_with_nothing_in_use(void)
+{
+	struct loop *l = mk();
+	struct route *r = route_new(l);
+	struct w a = { 0 };
+	route_slot_wait(r, "idle", &a.rw, wake); /* no slot in use: woken at once */
+	spin(l, 5);
+	CHECK_INT(a.woken, 1);
+	route_free(r);
+	loop_free(l);
+}
+
+static void t_rate(void)
+{
+	struct loop *l = mk();
+	struct route *r = route_new(l);
+	spin(l, 1);
+	CHECK_INT(route_rate_delay(r, "d", 0), 0); /* unlimited */
+	/* 2/s: a burst of 2, then about 500 ms between messages */
+	CHECK_INT(route_rate_delay(r, "d", 2), 0);
+	CHECK_INT(route_rate_delay(r, "d", 2), 0);
+	uint64_t w = route_rate_delay(r, "d", 2);
+	CHECK(w > 400 && w <= 501);
+	spin(l, 520);
+	CHECK_INT(route_rate_delay(r, "d", 2), 0);
+	route_free(r);
+	loop_free(l);
+}
+
+static void t_breaker(void)
+{
+	struct loop *l = mk();
+	struct route *r = route_new(l);
+	spin(l, 1);
+	CHECK(!route_addr_down(r, "127.0.0.1:25"));
+	route_addr_result(r, "127.0.0.1:25", false);
+	CHECK(route_addr_down(r, "127.0.0.1:25")); /* backed off 1 s */
+	CHECK(!route_addr_down(r, "127.0.0.2:25"));
+	spin(l, 1050);
+	CHECK(!route_addr_down(r, "127.0.0.1:25")); /* 1 s passed */
+	route_addr_result(r, "127.0.0.1:25", false); /* second failure: 2 s */
+	spin(l, 1050);
+	CHECK(route_addr_down(r, "127.0.0.1:25"));
+	route_addr_result(r, "127.0.0.1:25", true); /* a success clears it */
+	CHECK(!route_addr_down(r, "127.0.0.1:25"));
+	route_free(r);
+	loop_free(l);
+}
+
+static const struct t_case cases[] = {
+	{ "slots: limit per key, FIFO wake-up on release, kick for a parked connection", t_slots },
+	{ "slots: waiting with nothing in use wakes at once", t_wait_with_nothing_in_use },
+	{ "rate: token bucket burst then spacing", t_rate },
+	{ "breaker: growing back-off, cleared by success", t_breaker },
+};
+T_MAIN(cases)
