@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# t_limits.sh: limits and shaping through `mxsend send` against the sink:
+# max_rcpt splits a message into transactions on one connection, and
+# max_connections makes domains that share an MX host wait for (and reuse)
+# the one connection allowed.
+# shellcheck disable=SC2317 # case functions run indirectly, each in its run_case subshell
+set -u
+. "$(dirname "$0")/lib.sh"
+
+integ_setup mxl1.test mxl2.test
+integ_require mxsend mxsink unbound
+
+P=$SINK_PORT
+ZONE=$INTEG_DIR/zone.txt
+cat >"$ZONE" <<'EOF2'
+mxl1.test. A 127.0.71.1
+mxl2.test. A 127.0.71.2
+rc.test. MX 10 mxl1.test.
+a.test. MX 10 mxl2.test.
+b.test. MX 10 mxl2.test.
+c.test. MX 10 mxl2.test.
+EOF2
+start_unbound -a 127.0.71.53 "$ZONE" || integ_missing "unbound did not start"
+start_sink rcpt --listen "127.0.71.1:$P" || integ_missing "sink rcpt"
+start_sink conn --listen "127.0.71.2:$P" || integ_missing "sink conn"
+
+msg() { printf 'Subject: limits\n\nHello.\n' >"$1"; }
+
+t_max_rcpt() {
+	local m=$CASE_DIR/m.eml conf=$CASE_DIR/c.ini
+	msg "$m"
+	integ_config "$conf" "$(printf '[domain rc.test]\nmax_rcpt = 2\n')"
+	timed_run 20 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send -c "$conf" --from s@client.test \
+		--to u1@rc.test --to u2@rc.test --to u3@rc.test --to u4@rc.test --to u5@rc.test "$m"
+	assert_eq "exit status" 0 "$RUN_RC"
+	assert_eq "delivered lines" 5 "$(grep -c ' delivered 250 ' "$CASE_DIR/out")"
+	assert_eq "messages at the sink (2+2+1 recipients)" 3 "$(sink_stat rcpt messages)"
+	assert_eq "connections (transactions share one)" 1 "$(sink_stat rcpt connections)"
+}
+run_case "max_rcpt = 2: five recipients in three transactions on one connection" t_max_rcpt
+
+t_max_conn() {
+	local m=$CASE_DIR/m.eml conf=$CASE_DIR/c.ini
+	msg "$m"
+	integ_config "$conf" "max_connections = 1" # lands in integ_config's [domain *]
+	timed_run 20 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send -c "$conf" --from s@client.test \
+		--to u@a.test --to u@b.test --to u@c.test "$m"
+	assert_eq "exit status" 0 "$RUN_RC"
+	assert_eq "delivered lines" 3 "$(grep -c ' delivered 250 ' "$CASE_DIR/out")"
+	assert_eq "messages at the sink" 3 "$(sink_stat conn messages)"
+	assert_eq "connections to the shared MX host" 1 "$(sink_stat conn connections)"
+}
+run_case "max_connections = 1: three domains on one MX wait and reuse one connection" t_max_conn
+
+integ_finish
