@@ -183,8 +183,12 @@ int main(int argc, char **argv)
 	ld.msg = xmalloc(size + 256);
 	int hl = snprintf(ld.msg, 256, "From: bench@mxload.test\r\nTo: you@bench.test\r\nSubject: mxload\r\n\r\n");
 	for (size_t i = (size_t)hl; i < size; i++)
-		ld.msg[i] = (i % 78 == 77) ? '\n' : (char)('a' + i % 26);
+		ld.msg[i] = (i % 78 == 77) ? '\n' : (i % 78 == 76) ? '\r' : (char)('a' + i % 26);
 	ld.msglen = size > (size_t)hl ? size : (size_t)hl;
+	if (ld.msglen >= (size_t)hl + 2) { /* CRLF lines throughout, as most applications send */
+		ld.msg[ld.msglen - 2] = '\r';
+		ld.msg[ld.msglen - 1] = '\n';
+	}
 	ld.lat = xcalloc(total, sizeof(*ld.lat));
 	int e = 0;
 	ld.l = loop_new(1024, &e);

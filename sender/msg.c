@@ -98,6 +98,14 @@ int msg_wire_prepare(const char *raw, size_t len, bool dot_stuff, struct msg_wir
 	}
 	if (out < len) /* only on size_t wrap-around */
 		return -EOVERFLOW;
+	if (out == len && len > 0) {
+		/* Already wire form (every line CRLF, nothing to stuff): borrow
+		 * the caller's bytes instead of copying the message. */
+		w->data = (char *)raw;
+		w->len = len;
+		w->borrowed = true;
+		return 0;
+	}
 
 	/* Pass 2: copy. */
 	char *d = xmalloc(out + 1);
@@ -130,7 +138,8 @@ void msg_wire_fini(struct msg_wire *w)
 {
 	if (w == NULL)
 		return;
-	free(w->data);
+	if (!w->borrowed)
+		free(w->data);
 	memset(w, 0, sizeof(*w));
 }
 

@@ -11,11 +11,14 @@
 #include <stddef.h>
 
 struct msg_wire {
-	char *data;        /* heap, owned; CRLF lines, dot-stuffed if asked */
+	char *data;        /* CRLF lines, dot-stuffed if asked: owned (heap), or
+	                    * the caller's raw bytes when they already were the
+	                    * wire form (borrowed: raw must outlive w) */
 	size_t len;        /* excludes the terminating ".\r\n" (the SMTP client adds it) */
 	bool has_8bit;     /* any byte >= 0x80 in the message */
 	bool hdr_utf8;     /* any byte >= 0x80 in the header section */
 	size_t longest_line; /* longest line in octets, excluding CRLF */
+	bool borrowed;     /* data points into raw */
 };
 
 /* Prepare raw bytes for the wire. dot_stuff: true for DATA, false for BDAT.
