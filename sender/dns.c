@@ -7,14 +7,11 @@
  * closes has its watcher disarmed at once and freed later from our task (never
  * inside the watcher's own callback).
  *
- * Objects: an `entry` is one (type, name) query: queued (FIFO, over the
- * in-flight cap), in flight (the c-ares arg), or cached (LRU, until its TTL).
- * All three live in one hash, so identical queries coalesce.  Waiters on an
- * entry hold a reference on their `req` (one dns_resolve_* call), the
- * refcounted parent of an MX lookup fanning out to A+AAAA per host [OpenSMTPD
- * dns.c].  When a req's count reaches zero its result is built and it joins the
- * ready list; our single deferred task delivers it, so no user callback ever
- * runs inside dns_resolve_* or inside a c-ares callback.
+ * Entries (one (type, name) query: queued, in flight, cached) and reqs (one
+ * dns_resolve_* call) live in dns_cache.c.  Here: parsing an answer into its
+ * entry, with the TTL (walked from the raw answer where c-ares 1.18 gives
+ * none), and the single deferred task that delivers finished reqs, so no user
+ * callback ever runs inside dns_resolve_* or inside a c-ares callback.
  * Ownership: dns owns entries, reqs, watchers.  An entry given to c-ares is
  * freed only in its callback (which c-ares always calls, ARES_EDESTRUCTION
  * included).  dns_free destroys the channel with user callbacks suppressed. */
@@ -23,7 +20,6 @@
 #include <ctype.h>
 #include <limits.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,80 +29,15 @@
 
 #include <ares.h>
 
+#include "sender/dns_int.h"
 #include "sender/log.h"
 #include "sender/loop.h"
 #include "sender/util.h"
 
-enum { QT_A = 1, QT_SOA = 6, QT_CNAME = 5, QT_MX = 15, QT_TXT = 16, QT_AAAA = 28 };
-
 #define POS_TTL_MAX 86400u   /* cap positive answers at one day */
 #define NEG_TTL_MAX 300u     /* RFC 2308 negative answers: at most 5 minutes */
 #define NEG_TTL_NOSOA 60     /* negative answer without a SOA */
-#define MX_STORE_MAX 64      /* MX records kept per answer */
 #define TXT_LEN_MAX 65535u   /* one concatenated TXT record */
-
-struct mx_rr {
-	int pref;
-	char *host; /* lowercase, no trailing dot; "" for the root (null MX) */
-};
-
-enum entry_state { E_QUEUED, E_INFLIGHT, E_CACHED, E_DONE };
-
-struct waiter {
-	struct waiter *next;
-	struct req *r;
-	int slot; /* -1: the req's own MX/TXT query; else the host index */
-};
-
-struct entry {
-	struct entry *hnext;              /* hash chain (while in the hash) */
-	struct entry *lprev, *lnext;      /* LRU list (E_CACHED) or FIFO (E_QUEUED) */
-	struct dns *d;
-	int type;
-	enum entry_state state;
-	enum dns_status status;
-	const char *reason;               /* static text for non-OK answers */
-	uint64_t expires;                 /* loop_now() ms */
-	struct waiter *waiters;
-	int n;                            /* items below */
-	union {
-		struct mx_rr *mx;
-		struct in_addr *a;
-		struct in6_addr *aaaa;
-		char **txt;
-	} u;
-	char name[];                      /* lowercase, no trailing dot */
-};
-
-enum req_kind { REQ_MX, REQ_TXT };
-
-struct host_work {
-	struct in_addr v4[DNS_MAX_ADDRS];
-	struct in6_addr v6[DNS_MAX_ADDRS];
-	int n4, n6;
-	enum dns_status st4, st6;
-	const char *why4, *why6;
-};
-
-struct req {
-	struct req *prev, *next; /* d->reqs: every live req */
-	struct req *rnext;       /* ready list */
-	struct dns *d;
-	int refs;
-	enum req_kind kind;
-	bool hosts_stage;        /* MX answer applied, host lookups started */
-	dns_mx_fn *mx_cb;
-	dns_txt_fn *txt_cb;
-	void *arg;
-	char name[256];
-	union {
-		struct {
-			struct dns_mx res;
-			struct host_work hw[DNS_MAX_MX];
-		} mx;
-		struct dns_txt txt;
-	} u;
-};
 
 struct sock {
 	int fd;
@@ -119,29 +50,6 @@ struct sock {
 struct pump {
 	struct loop_task task;
 	struct dns *d;
-};
-
-struct dns {
-	struct loop *loop;
-	ares_channel chan;
-	struct loop_timer timer;
-	struct pump *pump;
-	unsigned max_inflight, cache_max;
-	bool destroying;                    /* inside ares_destroy: no deliveries */
-	bool in_pump, dying;                /* dns_free called from a user callback */
-	struct entry **hash;
-	unsigned nbuckets;
-	struct entry *lru_head, *lru_tail;  /* most recent first */
-	struct entry *fifo_head, *fifo_tail;
-	unsigned ncached, nqueued, ninflight;
-	struct req *reqs;                   /* every live req */
-	unsigned nreqs;
-	struct req *ready_head, *ready_tail;
-	struct sock *socks;
-	unsigned nsocks, capsocks;
-	struct loop_watch **dead_w;         /* disarmed, to free from the task */
-	unsigned ndead_w, capdead_w;
-	struct dns_stats stats;
 };
 
 static const char *const status_names[] = {
@@ -159,7 +67,7 @@ const char *dns_status_name(enum dns_status s)
 	return "?";
 }
 
-static const char *type_name(int type)
+const char *dns_type_name(int type)
 {
 	return type == QT_A ? "A" : type == QT_AAAA ? "AAAA" : type == QT_MX ? "MX" : "TXT";
 }
@@ -188,49 +96,6 @@ static enum dns_status map_status(int st, const char **reason)
 	case ARES_ENOMEM: *reason = "out of memory"; return DNS_TEMP;
 	case ARES_ECANCELLED: *reason = "cancelled"; return DNS_TEMP;
 	default: *reason = "resolver error"; return DNS_TEMP;
-	}
-}
-
-/* snprintf that may truncate (why texts): no -Wformat-truncation noise. */
-static void __attribute__((format(printf, 3, 4)))
-setwhy(char *dst, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(dst, len, fmt, ap);
-	va_end(ap);
-}
-
-/* ---- MX ordering (RFC 5321 5.1) ---- */
-
-void dns_sort_hosts(struct dns_host *h, int n, uint32_t (*rnd)(void))
-{
-	/* Stable insertion sort by pref (n <= DNS_MAX_MX), then a Fisher-Yates
-	 * shuffle inside each run of equal prefs. */
-	for (int i = 1; i < n; i++) {
-		if (h[i].pref >= h[i - 1].pref)
-			continue;
-		struct dns_host tmp = h[i];
-		int j = i;
-		while (j > 0 && h[j - 1].pref > tmp.pref) {
-			h[j] = h[j - 1];
-			j--;
-		}
-		h[j] = tmp;
-	}
-	for (int s = 0; s < n;) {
-		int e = s + 1;
-		while (e < n && h[e].pref == h[s].pref)
-			e++;
-		for (int i = e - 1; i > s; i--) {
-			int j = s + (int)(rnd() % (uint32_t)(i - s + 1));
-			if (j != i) {
-				struct dns_host tmp = h[i];
-				h[i] = h[j];
-				h[j] = tmp;
-			}
-		}
-		s = e;
 	}
 }
 
@@ -300,391 +165,6 @@ static long answer_ttl(const unsigned char *abuf, int alen, bool negative)
 		p += rdlen;
 	}
 	return negative ? 0 : min;
-}
-
-/* ---- entries: hash, LRU, FIFO ---- */
-
-static unsigned key_hash(int type, const char *name)
-{
-	uint32_t h = 2166136261u ^ (uint32_t)type;
-	for (const unsigned char *s = (const unsigned char *)name; *s; s++)
-		h = (h ^ *s) * 16777619u;
-	return h;
-}
-
-static struct entry **bucket(struct dns *d, int type, const char *name)
-{
-	return &d->hash[key_hash(type, name) & (d->nbuckets - 1)];
-}
-
-static struct entry *hash_find(struct dns *d, int type, const char *name)
-{
-	for (struct entry *e = *bucket(d, type, name); e != NULL; e = e->hnext)
-		if (e->type == type && strcmp(e->name, name) == 0)
-			return e;
-	return NULL;
-}
-
-static void hash_remove(struct dns *d, struct entry *e)
-{
-	for (struct entry **pp = bucket(d, e->type, e->name); *pp != NULL; pp = &(*pp)->hnext) {
-		if (*pp == e) {
-			*pp = e->hnext;
-			e->hnext = NULL;
-			return;
-		}
-	}
-}
-
-/* Doubly linked list helpers shared by the LRU and the FIFO. */
-static void list_unlink(struct entry **head, struct entry **tail, struct entry *e)
-{
-	if (e->lprev) e->lprev->lnext = e->lnext; else *head = e->lnext;
-	if (e->lnext) e->lnext->lprev = e->lprev; else *tail = e->lprev;
-	e->lprev = e->lnext = NULL;
-}
-
-static void list_push_head(struct entry **head, struct entry **tail, struct entry *e)
-{
-	e->lprev = NULL;
-	e->lnext = *head;
-	if (*head) (*head)->lprev = e; else *tail = e;
-	*head = e;
-}
-
-static void list_push_tail(struct entry **head, struct entry **tail, struct entry *e)
-{
-	e->lnext = NULL;
-	e->lprev = *tail;
-	if (*tail) (*tail)->lnext = e; else *head = e;
-	*tail = e;
-}
-
-static void entry_free_items(struct entry *e)
-{
-	for (int i = 0; i < e->n; i++) {
-		if (e->type == QT_MX)
-			free(e->u.mx[i].host);
-		else if (e->type == QT_TXT)
-			free(e->u.txt[i]);
-	}
-	free(e->u.mx); /* any member: they share the pointer */
-	e->u.mx = NULL;
-	e->n = 0;
-}
-
-/* Unlink from every structure and free; the waiters go too, without touching
- * their reqs (callers decide what happens to those). */
-static void entry_free(struct entry *e)
-{
-	struct dns *d = e->d;
-	switch (e->state) {
-	case E_QUEUED:
-		list_unlink(&d->fifo_head, &d->fifo_tail, e);
-		d->nqueued--;
-		hash_remove(d, e);
-		break;
-	case E_CACHED:
-		list_unlink(&d->lru_head, &d->lru_tail, e);
-		d->ncached--;
-		hash_remove(d, e);
-		break;
-	case E_INFLIGHT:
-		hash_remove(d, e);
-		break;
-	case E_DONE:
-		break;
-	}
-	while (e->waiters) {
-		struct waiter *w = e->waiters;
-		e->waiters = w->next;
-		free(w);
-	}
-	entry_free_items(e);
-	free(e);
-}
-
-/* ---- requests ---- */
-
-static void pump_schedule(struct dns *d)
-{
-	loop_defer(d->loop, &d->pump->task);
-}
-
-static struct req *req_new(struct dns *d, enum req_kind kind, void *arg)
-{
-	/* A TXT request never touches the MX part of the union (~24 KiB that
-	 * calloc would clear on every lookup). */
-	size_t sz = kind == REQ_TXT ? offsetof(struct req, u) + sizeof(struct dns_txt) : sizeof(struct req);
-	struct req *r = xcalloc(1, sz);
-	r->d = d;
-	r->kind = kind;
-	r->refs = 1; /* the caller's hold, dropped at the end of dns_resolve_* */
-	r->arg = arg;
-	r->next = d->reqs;
-	if (d->reqs)
-		d->reqs->prev = r;
-	d->reqs = r;
-	d->nreqs++;
-	return r;
-}
-
-static void req_free(struct req *r)
-{
-	struct dns *d = r->d;
-	if (r->prev) r->prev->next = r->next; else if (d->reqs == r) d->reqs = r->next;
-	if (r->next) r->next->prev = r->prev;
-	d->nreqs--;
-	if (r->kind == REQ_TXT)
-		for (int i = 0; i < r->u.txt.n; i++)
-			free(r->u.txt.rr[i]);
-	free(r);
-}
-
-/* Build the host list once every A/AAAA lookup is in: IPv4 addresses first,
- * then IPv6 (at least half the slots kept for IPv6 when both overflow), hosts
- * with no address dropped but named in `why`, then sorted and shuffled. */
-static void mx_finish_hosts(struct req *r)
-{
-	struct dns_mx *m = &r->u.mx.res;
-	bool any_temp = false;
-	int out = 0;
-	size_t wl = strlen(m->why);
-	for (int i = 0; i < m->nhosts; i++) {
-		struct host_work *hw = &r->u.mx.hw[i];
-		struct dns_host h = m->hosts[i];
-		int n6 = hw->n6, n4 = hw->n4;
-		int max6 = DNS_MAX_ADDRS - n4 > DNS_MAX_ADDRS / 2 ? DNS_MAX_ADDRS - n4 : DNS_MAX_ADDRS / 2;
-		if (n6 > max6)
-			n6 = max6;
-		if (n4 > DNS_MAX_ADDRS - n6)
-			n4 = DNS_MAX_ADDRS - n6;
-		h.naddrs = 0;
-		memset(h.addrs, 0, sizeof(h.addrs));
-		for (int k = 0; k < n4; k++) {
-			struct sockaddr_in *sin = (struct sockaddr_in *)&h.addrs[h.naddrs++];
-			sin->sin_family = AF_INET;
-			sin->sin_addr = hw->v4[k];
-		}
-		for (int k = 0; k < n6; k++) {
-			struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&h.addrs[h.naddrs++];
-			sin6->sin6_family = AF_INET6;
-			sin6->sin6_addr = hw->v6[k];
-		}
-		if (h.naddrs > 0) {
-			h.status = DNS_OK;
-			m->hosts[out++] = h;
-			continue;
-		}
-		const char *why = hw->why4 ? hw->why4 : hw->why6;
-		if (hw->st4 == DNS_TEMP || hw->st6 == DNS_TEMP) {
-			h.status = DNS_TEMP;
-			any_temp = true;
-			why = hw->st4 == DNS_TEMP ? hw->why4 : hw->why6;
-		} else if (hw->st4 == DNS_NXDOMAIN && hw->st6 == DNS_NXDOMAIN) {
-			h.status = DNS_NXDOMAIN;
-		} else {
-			h.status = DNS_NODATA;
-		}
-		if (wl < sizeof(m->why)) {
-			int k = snprintf(m->why + wl, sizeof(m->why) - wl, "%s%s: %s",
-					 wl ? "; " : "", h.name, why ? why : dns_status_name(h.status));
-			wl = k < 0 ? sizeof(m->why) : wl + (size_t)k;
-		}
-	}
-	m->nhosts = out;
-	dns_sort_hosts(m->hosts, out, rand_u32);
-	if (out > 0) {
-		m->status = DNS_OK;
-		return;
-	}
-	char detail[sizeof(m->why)];
-	strlcpy_x(detail, m->why, sizeof(detail));
-	m->status = any_temp ? DNS_TEMP : DNS_NODATA;
-	setwhy(m->why, sizeof(m->why), "%s for %s (%s)",
-		 any_temp ? "temporary failure resolving MX hosts"
-			  : m->implicit ? "no MX and no address" : "no address for any MX host",
-		 r->name, detail);
-}
-
-static void req_unref(struct req *r)
-{
-	if (--r->refs > 0)
-		return;
-	if (r->kind == REQ_MX && r->hosts_stage)
-		mx_finish_hosts(r);
-	struct dns *d = r->d;
-	r->rnext = NULL;
-	if (d->ready_tail) d->ready_tail->rnext = r; else d->ready_head = r;
-	d->ready_tail = r;
-	pump_schedule(d);
-}
-
-/* ---- lookups ---- */
-
-static void apply(struct req *r, int slot, const struct entry *e);
-
-static struct entry *entry_new(struct dns *d, int type, const char *name)
-{
-	size_t len = strlen(name);
-	struct entry *e = xcalloc(1, sizeof(*e) + len + 1);
-	memcpy(e->name, name, len + 1);
-	e->d = d;
-	e->type = type;
-	e->state = E_QUEUED;
-	struct entry **b = bucket(d, type, name);
-	e->hnext = *b;
-	*b = e;
-	list_push_tail(&d->fifo_head, &d->fifo_tail, e);
-	d->nqueued++;
-	return e;
-}
-
-/* Ask for (type, name) on behalf of r; the answer comes through apply(), now
- * (cache hit) or later.  r is always held by the caller here. */
-static void lookup(struct dns *d, int type, const char *name, struct req *r, int slot)
-{
-	struct entry *e = hash_find(d, type, name);
-	if (e != NULL && e->state == E_CACHED && e->expires <= loop_now(d->loop)) {
-		entry_free(e);
-		e = NULL;
-	}
-	if (e != NULL && e->state == E_CACHED) {
-		d->stats.cache_hits++;
-		list_unlink(&d->lru_head, &d->lru_tail, e);
-		list_push_head(&d->lru_head, &d->lru_tail, e);
-		log_trace("evt=dns_cache_hit name=%s type=%s status=%s", name, type_name(type),
-			  dns_status_name(e->status));
-		apply(r, slot, e);
-		return;
-	}
-	if (e != NULL)
-		d->stats.coalesced++;
-	else
-		e = entry_new(d, type, name);
-	struct waiter *w = xmalloc(sizeof(*w));
-	w->r = r;
-	w->slot = slot;
-	w->next = e->waiters;
-	e->waiters = w;
-	r->refs++;
-}
-
-static void start_host_lookups(struct req *r)
-{
-	r->hosts_stage = true;
-	for (int i = 0; i < r->u.mx.res.nhosts; i++) {
-		const char *h = r->u.mx.res.hosts[i].name;
-		lookup(r->d, QT_A, h, r, i);
-		lookup(r->d, QT_AAAA, h, r, i);
-	}
-}
-
-/* Choose up to DNS_MAX_MX hosts from an MX answer (stored sorted by pref):
- * duplicates keep their lowest pref, root targets are skipped, and when the
- * cut falls inside a run of equal prefs the survivors are drawn at random. */
-static void mx_pick(struct req *r, const struct entry *e)
-{
-	int idx[MX_STORE_MAX], n = 0;
-	for (int i = 0; i < e->n; i++) {
-		if (e->u.mx[i].host[0] == '\0')
-			continue;
-		bool dup = false;
-		for (int k = 0; k < n && !dup; k++)
-			dup = strcmp(e->u.mx[idx[k]].host, e->u.mx[i].host) == 0;
-		if (!dup)
-			idx[n++] = i;
-	}
-	if (n > DNS_MAX_MX) {
-		int cut = e->u.mx[idx[DNS_MAX_MX - 1]].pref, lo = 0, hi = n;
-		while (e->u.mx[idx[lo]].pref < cut)
-			lo++;
-		while (e->u.mx[idx[hi - 1]].pref > cut)
-			hi--;
-		for (int i = lo; i < DNS_MAX_MX; i++) { /* partial Fisher-Yates on [lo,hi) */
-			int j = i + (int)(rand_u32() % (uint32_t)(hi - i));
-			int t = idx[i];
-			idx[i] = idx[j];
-			idx[j] = t;
-		}
-		n = DNS_MAX_MX;
-	}
-	struct dns_mx *m = &r->u.mx.res;
-	for (int i = 0; i < n; i++) {
-		strlcpy_x(m->hosts[i].name, e->u.mx[idx[i]].host, sizeof(m->hosts[i].name));
-		m->hosts[i].pref = e->u.mx[idx[i]].pref;
-	}
-	m->nhosts = n;
-}
-
-static void apply_mx(struct req *r, const struct entry *e)
-{
-	struct dns_mx *m = &r->u.mx.res;
-	switch (e->status) {
-	case DNS_OK:
-		/* RFC 7505 §3: a single MX whose exchange is "." with preference 0
-		 * says the domain accepts no mail. */
-		if (e->n == 1 && e->u.mx[0].host[0] == '\0' && e->u.mx[0].pref == 0) {
-			m->status = DNS_NULLMX;
-			setwhy(m->why, sizeof(m->why), "null MX for %s (RFC 7505)", r->name);
-			return;
-		}
-		mx_pick(r, e);
-		start_host_lookups(r); /* no host left: finishes as DNS_NODATA */
-		return;
-	case DNS_NODATA:
-		/* RFC 5321 §5.1: no MX records, the domain itself is the implicit MX. */
-		m->implicit = 1;
-		m->nhosts = 1;
-		strlcpy_x(m->hosts[0].name, r->name, sizeof(m->hosts[0].name));
-		m->hosts[0].pref = 0;
-		start_host_lookups(r);
-		return;
-	default:
-		m->status = e->status;
-		setwhy(m->why, sizeof(m->why), "%s for %s MX", e->reason ? e->reason : "error",
-			 r->name);
-		return;
-	}
-}
-
-static void apply_addrs(struct req *r, int slot, const struct entry *e)
-{
-	struct host_work *hw = &r->u.mx.hw[slot];
-	if (e->type == QT_A) {
-		hw->st4 = e->status;
-		hw->why4 = e->reason;
-		for (int i = 0; i < e->n && hw->n4 < DNS_MAX_ADDRS; i++)
-			hw->v4[hw->n4++] = e->u.a[i];
-	} else {
-		hw->st6 = e->status;
-		hw->why6 = e->reason;
-		for (int i = 0; i < e->n && hw->n6 < DNS_MAX_ADDRS; i++)
-			hw->v6[hw->n6++] = e->u.aaaa[i];
-	}
-}
-
-static void apply_txt(struct req *r, const struct entry *e)
-{
-	struct dns_txt *t = &r->u.txt;
-	t->status = e->status;
-	if (e->status != DNS_OK) {
-		setwhy(t->why, sizeof(t->why), "%s for %s TXT", e->reason ? e->reason : "error",
-			 r->name);
-		return;
-	}
-	for (int i = 0; i < e->n && t->n < (int)ARRAY_LEN(t->rr); i++)
-		t->rr[t->n++] = xstrdup(e->u.txt[i]);
-}
-
-static void apply(struct req *r, int slot, const struct entry *e)
-{
-	if (r->kind == REQ_TXT)
-		apply_txt(r, e);
-	else if (slot < 0)
-		apply_mx(r, e);
-	else
-		apply_addrs(r, slot, e);
 }
 
 /* ---- parsing answers into entries ---- */
@@ -802,7 +282,7 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
 	d->ninflight--;
 	if (status == ARES_EDESTRUCTION || d->destroying) {
 		/* dns_free: its reqs are freed there, no user callback runs */
-		entry_free(e);
+		dns_entry_free(e);
 		return;
 	}
 	long ttl = -1;
@@ -815,7 +295,7 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
 		else
 			st = parse_addrs(e, abuf, alen, &ttl);
 		if (st != ARES_SUCCESS)
-			entry_free_items(e);
+			dns_entry_free_items(e);
 	}
 	e->status = map_status(st, &e->reason);
 	if (e->status == DNS_OK) {
@@ -838,7 +318,7 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
 	if (ttl < 0)
 		ttl = 0;
 	log_debug("evt=dns name=%s type=%s status=%s ttl=%ld n=%d%s%s", e->name,
-		  type_name(e->type), dns_status_name(e->status), ttl, e->n,
+		  dns_type_name(e->type), dns_status_name(e->status), ttl, e->n,
 		  e->reason ? " reason=" : "", e->reason ? e->reason : "");
 
 	struct waiter *w = e->waiters;
@@ -846,11 +326,11 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
 	if (ttl > 0 && d->cache_max > 0) {
 		e->state = E_CACHED;
 		e->expires = loop_now(d->loop) + (uint64_t)ttl * 1000u;
-		list_push_head(&d->lru_head, &d->lru_tail, e);
+		dns_list_push_head(&d->lru_head, &d->lru_tail, e);
 		if (++d->ncached > d->cache_max)
-			entry_free(d->lru_tail); /* never e: e is the head */
+			dns_entry_free(d->lru_tail); /* never e: e is the head */
 	} else {
-		hash_remove(d, e);
+		dns_hash_remove(d, e);
 		e->state = E_DONE;
 	}
 	/* Waiters were pushed at the head: reverse to serve them in FIFO order. */
@@ -863,13 +343,13 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
 	}
 	while (rev) {
 		struct waiter *nx = rev->next;
-		apply(rev->r, rev->slot, e);
-		req_unref(rev->r);
+		dns_apply(rev->r, rev->slot, e);
+		dns_req_unref(rev->r);
 		free(rev);
 		rev = nx;
 	}
 	if (e->state == E_DONE)
-		entry_free(e);
+		dns_entry_free(e);
 }
 
 /* ---- loop adapter ---- */
@@ -894,12 +374,12 @@ static void start_queued(struct dns *d)
 {
 	while (d->fifo_head != NULL && d->ninflight < d->max_inflight) {
 		struct entry *e = d->fifo_head;
-		list_unlink(&d->fifo_head, &d->fifo_tail, e);
+		dns_list_unlink(&d->fifo_head, &d->fifo_tail, e);
 		d->nqueued--;
 		e->state = E_INFLIGHT;
 		d->ninflight++;
 		d->stats.queries++;
-		log_trace("evt=dns_query name=%s type=%s", e->name, type_name(e->type));
+		log_trace("evt=dns_query name=%s type=%s", e->name, dns_type_name(e->type));
 		ares_query(d->chan, e->name, 1 /* C_IN */, e->type, on_answer, e);
 	}
 	arm_timer(d);
@@ -971,7 +451,7 @@ static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writab
 		d->dead_w[d->ndead_w++] = s->w;
 		*s = d->socks[--d->nsocks];
 		if (!d->destroying)
-			pump_schedule(d);
+			dns_pump_schedule(d);
 		return;
 	}
 	if (s == NULL) {
@@ -995,6 +475,11 @@ static void free_dead_watchers(struct dns *d)
 }
 
 /* ---- delivery task ---- */
+
+void dns_pump_schedule(struct dns *d)
+{
+	loop_defer(d->loop, &d->pump->task);
+}
 
 static void destroy(struct dns *d);
 
@@ -1028,7 +513,7 @@ static void run_pump(struct loop_task *t)
 		struct req *nx = r->rnext;
 		if (!d->dying)
 			deliver(r);
-		req_free(r);
+		dns_req_free(r);
 		r = nx;
 	}
 	d->in_pump = false;
@@ -1103,9 +588,9 @@ static void destroy(struct dns *d)
 	loop_timer_stop(d->loop, &d->timer);
 	for (unsigned b = 0; d->hash && b < d->nbuckets; b++)
 		while (d->hash[b] != NULL)
-			entry_free(d->hash[b]);
+			dns_entry_free(d->hash[b]);
 	while (d->reqs != NULL)
-		req_free(d->reqs);
+		dns_req_free(d->reqs);
 	if (d->pump != NULL) {
 		if (d->pump->task.queued)
 			d->pump->d = NULL; /* it frees itself when the loop runs it */
@@ -1153,7 +638,7 @@ static bool name_norm(const char *in, char *out, size_t outlen)
 static void resolve(struct req *r, const char *in, int type)
 {
 	if (name_norm(in, r->name, sizeof(r->name))) {
-		lookup(r->d, type, r->name, r, -1);
+		dns_lookup(r->d, type, r->name, r, -1);
 		start_queued(r->d);
 	} else if (r->kind == REQ_MX) {
 		r->u.mx.res.status = DNS_NXDOMAIN;
@@ -1162,19 +647,19 @@ static void resolve(struct req *r, const char *in, int type)
 		r->u.txt.status = DNS_NXDOMAIN;
 		strlcpy_x(r->u.txt.why, "invalid name", sizeof(r->u.txt.why));
 	}
-	req_unref(r);
+	dns_req_unref(r);
 }
 
 void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_fn *cb, void *arg)
 {
-	struct req *r = req_new(d, REQ_MX, arg);
+	struct req *r = dns_req_new(d, REQ_MX, arg);
 	r->mx_cb = cb;
 	resolve(r, domain, QT_MX);
 }
 
 void dns_resolve_addr(struct dns *d, const char *host, dns_mx_fn *cb, void *arg)
 {
-	struct req *r = req_new(d, REQ_MX, arg);
+	struct req *r = dns_req_new(d, REQ_MX, arg);
 	r->mx_cb = cb;
 	struct dns_mx *m = &r->u.mx.res;
 	if (!name_norm(host, r->name, sizeof(r->name))) {
@@ -1185,15 +670,15 @@ void dns_resolve_addr(struct dns *d, const char *host, dns_mx_fn *cb, void *arg)
 		m->implicit = 1;
 		m->nhosts = 1;
 		strlcpy_x(m->hosts[0].name, r->name, sizeof(m->hosts[0].name));
-		start_host_lookups(r);
+		dns_start_host_lookups(r);
 		start_queued(d);
 	}
-	req_unref(r);
+	dns_req_unref(r);
 }
 
 void dns_resolve_txt(struct dns *d, const char *name, dns_txt_fn *cb, void *arg)
 {
-	struct req *r = req_new(d, REQ_TXT, arg);
+	struct req *r = dns_req_new(d, REQ_TXT, arg);
 	r->txt_cb = cb;
 	resolve(r, name, QT_TXT);
 }

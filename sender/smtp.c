@@ -120,7 +120,6 @@ struct smtp_session {
 	bool bdat;       /* CHUNKING: the body goes out as one BDAT LAST chunk */
 	bool body_on;    /* body streaming in progress */
 	bool at_bol;     /* dot-stuffing state: next byte starts a line */
-	const char *wait_verb;
 };
 
 enum smtp_class smtp_classify(int code)
@@ -402,7 +401,6 @@ void smtp_session_send(struct smtp_session *s, struct smtp_txn *t)
 		s->txn = t;
 		s->exp = NULL;
 		/* report from a completion context, never inside our caller */
-		s->wait_verb = NULL;
 		loop_defer(s->l, &s->task);
 		return;
 	}
