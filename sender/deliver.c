@@ -385,7 +385,10 @@ static void fill_common(struct job *j, struct deliver_result *r)
 		strlcpy_x(r->ip, j->cur_ip, sizeof(r->ip));
 		r->port = j->port;
 	}
-	if (j->have_last && j->last.tls) {
+	/* A handshake that reached the server's certificate and failed there
+	 * (verify) reports the version negotiated, verified=no: never "none",
+	 * which would read as plaintext. */
+	if (j->have_last && (j->last.tls || (j->last.tls_tried && j->last.verdict.have_cert))) {
 		strlcpy_x(r->tls, j->last.verdict.version, sizeof(r->tls));
 		strlcpy_x(r->cipher, j->last.verdict.cipher, sizeof(r->cipher));
 		r->verified = j->last.verdict.verified;
