@@ -117,6 +117,7 @@ struct job {
 	char slot[256];       /* connection slot held by the current session ("" none) */
 	struct route_waiter waiter;
 	struct loop_timer rate_timer;
+	struct loop_task lit_task; /* relay given as an IP literal: no DNS */
 };
 
 const char *deliver_status_name(enum deliver_status s)
@@ -526,7 +527,14 @@ static void start_session(struct job *j)
 		if (broken_tls(j->d, j->key))
 			p.level = TLS_LEVEL_NONE;
 	}
-	snprintf(j->key, sizeof(j->key), "%s|%s|%d|%d", h->name, j->cur_ip, j->port, (int)p.level);
+	if (j->rule.relay_host) {
+		p.implicit_tls = j->port == 465; /* RFC 8314 submissions port */
+		p.auth_user = j->rule.auth_user;
+		p.auth_password = j->rule.auth_password;
+	}
+	/* authenticated sessions serve only the same credentials */
+	snprintf(j->key, sizeof(j->key), "%s|%s|%d|%d|%s", h->name, j->cur_ip, j->port, (int)p.level,
+		 p.auth_user ? p.auth_user : "");
 	j->have_last = true;
 	struct smtp_session *pooled = pool_take(j->d, j->key, j->slot, sizeof(j->slot));
 	if (pooled != NULL) {
@@ -821,6 +829,40 @@ static void sts_done(void *arg, const struct stspol_answer *a)
 		route(j);
 }
 
+static void lit_task_fn(struct loop_task *t)
+{
+	struct job *j = container_of(t, struct job, lit_task);
+	if (--j->waiting == 0)
+		route(j);
+}
+
+/* relay = an IP address: the answer is known without DNS; continue from a
+ * deferred task (callbacks never run inside deliver_submit). */
+static bool relay_literal(struct job *j)
+{
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof(ss));
+	struct sockaddr_in *s4 = (void *)&ss;
+	struct sockaddr_in6 *s6 = (void *)&ss;
+	if (inet_pton(AF_INET, j->rule.relay_host, &s4->sin_addr) == 1)
+		s4->sin_family = AF_INET;
+	else if (inet_pton(AF_INET6, j->rule.relay_host, &s6->sin6_addr) == 1)
+		s6->sin6_family = AF_INET6;
+	else
+		return false;
+	size_t sz = offsetof(struct dns_mx, hosts) + sizeof(j->mx_pending->hosts[0]);
+	j->mx_pending = xcalloc(1, sz);
+	j->mx_pending->status = DNS_OK;
+	j->mx_pending->implicit = 1;
+	j->mx_pending->nhosts = 1;
+	strlcpy_x(j->mx_pending->hosts[0].name, j->rule.relay_host, sizeof(j->mx_pending->hosts[0].name));
+	j->mx_pending->hosts[0].naddrs = 1;
+	memcpy(&j->mx_pending->hosts[0].addrs[0], &ss, sizeof(ss));
+	loop_task_init(&j->lit_task, lit_task_fn);
+	loop_defer(j->d->l, &j->lit_task);
+	return true;
+}
+
 static bool nonascii(const char *s)
 {
 	for (; *s; s++)
@@ -846,7 +888,9 @@ int deliver_submit(struct deliver *d, struct deliver_req *req)
 	if (d->o.tls_level >= 0)
 		lvl = d->o.tls_level;
 	j->level = (enum tls_level)lvl;
-	j->port = d->o.port > 0 ? d->o.port : j->rule.port;
+	j->port = d->o.port > 0 ? d->o.port
+		  : j->rule.relay_host ? j->rule.relay_port
+				       : j->rule.port;
 	msg_wire_prepare(req->data, req->len, false, &j->wire);
 	j->smtputf8 = nonascii(req->from);
 	for (int i = 0; i < req->nrcpt; i++)
@@ -863,6 +907,14 @@ int deliver_submit(struct deliver *d, struct deliver_req *req)
 	/* MTA-STS applies whatever the local level: a discovered policy can only
 	 * make delivery stricter (even a domain rule tls = none never sends
 	 * plaintext to an enforce domain). */
+	if (j->rule.relay_host) {
+		/* A smarthost: its own address (no MX), and MTA-STS does not apply
+		 * (it governs the domain's MX hosts, which we do not contact). */
+		if (relay_literal(j))
+			return 0;
+		dns_resolve_addr(d->dns, j->rule.relay_host, dns_done, j);
+		return 0;
+	}
 	if (d->sts && !req->sts_exempt) {
 		j->waiting++;
 		stspol_lookup(d->sts, req->domain, sts_done, j);

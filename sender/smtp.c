@@ -46,6 +46,9 @@ enum state {
 	S_STARTTLS,
 	S_TLS,
 	S_EHLO_TLS,
+	S_AUTH,      /* AUTH PLAIN sent, or AUTH LOGIN password sent */
+	S_AUTH_USER, /* AUTH LOGIN: waiting for the user name prompt */
+	S_AUTH_PASS, /* AUTH LOGIN: waiting for the password prompt */
 	S_READY,
 	S_TXN, /* waiting for RSET/MAIL/RCPT/DATA replies (see expect FIFO) */
 	S_BODY,
@@ -66,6 +69,9 @@ static const struct {
 	[S_STARTTLS] = { "STARTTLS", "sending STARTTLS", offsetof(struct smtp_timeouts, starttls) },
 	[S_TLS] = { "TLS_HANDSHAKE", "in the TLS handshake", offsetof(struct smtp_timeouts, starttls) },
 	[S_EHLO_TLS] = { "EHLO_TLS", "sending EHLO after STARTTLS", offsetof(struct smtp_timeouts, helo) },
+	[S_AUTH] = { "AUTH", "authenticating", offsetof(struct smtp_timeouts, helo) },
+	[S_AUTH_USER] = { "AUTH_USER", "authenticating", offsetof(struct smtp_timeouts, helo) },
+	[S_AUTH_PASS] = { "AUTH_PASS", "authenticating", offsetof(struct smtp_timeouts, helo) },
 	[S_READY] = { "READY", "idle", 0 },
 	[S_TXN] = { "TXN", "sending MAIL/RCPT/DATA", offsetof(struct smtp_timeouts, mail) },
 	[S_BODY] = { "BODY", "sending the message body", offsetof(struct smtp_timeouts, block) },
@@ -96,6 +102,9 @@ struct smtp_session {
 	struct smtp_params p;
 	char mx_host[256];
 	char helo[256];
+	char auth_user[256];
+	char auth_pass[256];
+	bool authed;
 	smtp_event_fn *cb;
 	void *arg;
 	struct conn *conn;
@@ -218,20 +227,37 @@ static void fail(struct smtp_session *s, enum smtp_fail why, enum smtp_class cls
 	emit(s, SMTP_EV_FAIL);
 }
 
-static void cmd(struct smtp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void cmd(struct smtp_session *s, const char *fmt, ...)
+static void vcmd(struct smtp_session *s, bool secret, const char *fmt, va_list ap)
 {
 	char line[SMTP_LINE_MAX];
-	va_list ap;
-	va_start(ap, fmt);
 	int n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
-	va_end(ap);
 	if (n < 0 || (size_t)n >= sizeof(line) - 2)
 		log_panic("evt=smtp_command_too_long id=%016llx", (unsigned long long)s->p.id);
-	log_trace("smtp %016llx: >>> %s", (unsigned long long)s->p.id, line);
+	/* AUTH data is never logged, not even at trace (STYLE 10) */
+	log_trace("smtp %016llx: >>> %s", (unsigned long long)s->p.id, secret ? "(credentials)" : line);
 	line[n++] = '\r';
 	line[n++] = '\n';
 	conn_write(s->conn, line, (size_t)n);
+	memset(line, 0, sizeof(line));
+}
+
+static void cmd(struct smtp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void cmd(struct smtp_session *s, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vcmd(s, false, fmt, ap);
+	va_end(ap);
+}
+
+static void cmd_secret(struct smtp_session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void cmd_secret(struct smtp_session *s, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vcmd(s, true, fmt, ap);
+	va_end(ap);
 }
 
 /* ---- transactions ---- */
@@ -489,6 +515,39 @@ static void on_txn_reply(struct smtp_session *s, const struct smtp_reply *r)
 
 /* ---- session set-up ---- */
 
+/* RFC 4954: AUTH only over TLS (credentials never travel in plaintext),
+ * PLAIN when offered, else LOGIN. A refusal is a temporary failure for the
+ * messages: the operator must fix the credentials, the mail must not bounce. */
+static void start_auth(struct smtp_session *s, bool tls_on)
+{
+	char raw[600], b64[820];
+	if (!tls_on) {
+		fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.0",
+		     "AUTH configured but no TLS with %s: credentials are never sent in plaintext",
+		     s->mx_host);
+		return;
+	}
+	if (s->ehlo.auth & SMTP_AUTH_PLAIN) {
+		size_t ul = strlen(s->auth_user), pl = strlen(s->auth_pass);
+		raw[0] = '\0';
+		memcpy(raw + 1, s->auth_user, ul);
+		raw[1 + ul] = '\0';
+		memcpy(raw + 2 + ul, s->auth_pass, pl);
+		util_base64(raw, 2 + ul + pl, b64, sizeof(b64));
+		enter(s, S_AUTH);
+		cmd_secret(s, "AUTH PLAIN %s", b64);
+	} else if (s->ehlo.auth & SMTP_AUTH_LOGIN) {
+		enter(s, S_AUTH_USER);
+		cmd(s, "AUTH LOGIN");
+	} else {
+		fail(s, SMTP_FAIL_GREETING, SMTP_TEMP, 451, "4.7.0",
+		     "%s offers no AUTH PLAIN or LOGIN", s->mx_host);
+		return;
+	}
+	memset(raw, 0, sizeof(raw));
+	memset(b64, 0, sizeof(b64));
+}
+
 static void after_ehlo(struct smtp_session *s)
 {
 	bool tls_on = conn_tls(s->conn) != NULL;
@@ -505,8 +564,27 @@ static void after_ehlo(struct smtp_session *s)
 		return;
 	}
 	s->status.ext = s->ehlo.ext;
+	if (s->auth_user[0] && !s->authed) {
+		start_auth(s, tls_on);
+		return;
+	}
 	enter(s, S_READY);
 	emit(s, SMTP_EV_READY);
+}
+
+/* The TLS session for this MX, resumable under (host, port, SNI, verify). */
+static void start_tls(struct smtp_session *s)
+{
+	char key[600];
+	int port = s->p.addr.ss_family == AF_INET6
+			   ? ntohs(((struct sockaddr_in6 *)&s->p.addr)->sin6_port)
+			   : ntohs(((struct sockaddr_in *)&s->p.addr)->sin_port);
+	bool verify = s->p.level == TLS_LEVEL_VERIFY;
+	snprintf(key, sizeof(key), "%s:%d:%s:%s", s->mx_host, port, s->mx_host,
+		 verify ? "verify" : "none");
+	struct tls *t = tls_new(s->p.tc, s->mx_host, s->mx_host, verify, key);
+	enter(s, S_TLS);
+	conn_starttls(s->conn, t);
 }
 
 static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
@@ -514,7 +592,7 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
 	log_trace("smtp %016llx: <<< %d %s", (unsigned long long)s->p.id, r->code, r->text);
 	/* 421: the server is closing the channel, whatever we asked (RFC 5321 3.8). */
 	if (r->code == 421 && s->st != S_QUIT) {
-		fail(s, s->st <= S_EHLO_TLS ? SMTP_FAIL_GREETING : SMTP_FAIL_LOST, SMTP_TEMP, 421,
+		fail(s, s->st <= S_AUTH_PASS ? SMTP_FAIL_GREETING : SMTP_FAIL_LOST, SMTP_TEMP, 421,
 		     r->esc[0] ? r->esc : "4.0.0", "%s", r->text);
 		return;
 	}
@@ -572,18 +650,30 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
 		/* RFC 3207 5: discard anything the server sent after its 220; it
 		 * could only be an injection attempt. */
 		s->ilen = 0;
-		{
-			char key[600];
-			int port = s->p.addr.ss_family == AF_INET6
-					   ? ntohs(((struct sockaddr_in6 *)&s->p.addr)->sin6_port)
-					   : ntohs(((struct sockaddr_in *)&s->p.addr)->sin_port);
-			bool verify = s->p.level == TLS_LEVEL_VERIFY;
-			snprintf(key, sizeof(key), "%s:%d:%s:%s", s->mx_host, port, s->mx_host,
-				 verify ? "verify" : "none");
-			struct tls *t = tls_new(s->p.tc, s->mx_host, s->mx_host, verify, key);
-			enter(s, S_TLS);
-			conn_starttls(s->conn, t);
+		start_tls(s);
+		return;
+	case S_AUTH_USER:
+	case S_AUTH_PASS:
+		if (r->code == 334) {
+			char b64[400];
+			const char *v = s->st == S_AUTH_USER ? s->auth_user : s->auth_pass;
+			util_base64(v, strlen(v), b64, sizeof(b64));
+			enter(s, s->st == S_AUTH_USER ? S_AUTH_PASS : S_AUTH);
+			cmd_secret(s, "%s", b64);
+			memset(b64, 0, sizeof(b64));
+			return;
 		}
+		/* a refusal */
+		__attribute__((fallthrough));
+	case S_AUTH:
+		if (r->code == 235) {
+			s->authed = true;
+			enter(s, S_READY);
+			emit(s, SMTP_EV_READY);
+			return;
+		}
+		fail(s, SMTP_FAIL_GREETING, SMTP_TEMP, r->code, r->esc[0] ? r->esc : "4.7.8",
+		     "AUTH refused: %s", r->text);
 		return;
 	case S_TXN:
 		on_txn_reply(s, r);
@@ -614,6 +704,10 @@ static void c_connect(void *arg, int err)
 	if (err < 0) {
 		fail(s, SMTP_FAIL_CONNECT, SMTP_TEMP, 451, "4.4.1", "connect to %s failed: %s",
 		     conn_peer(s->conn), strerror(-err));
+		return;
+	}
+	if (s->p.implicit_tls) { /* RFC 8314: TLS first, then the greeting */
+		start_tls(s);
 		return;
 	}
 	enter(s, S_BANNER);
@@ -715,6 +809,10 @@ static void c_tls(void *arg, int err)
 		  s->status.verdict.cipher, s->status.verdict.verified ? "yes" : "no",
 		  s->status.verdict.resumed ? "yes" : "no");
 	memset(&s->ehlo, 0, sizeof(s->ehlo));
+	if (s->p.implicit_tls) {
+		enter(s, S_BANNER); /* the greeting comes over TLS */
+		return;
+	}
 	enter(s, S_EHLO_TLS);
 	cmd(s, "EHLO %s", s->helo);
 }
@@ -777,6 +875,7 @@ static void task_fn(struct loop_task *t)
 		loop_timer_stop(s->l, &s->timer);
 		if (s->p.live)
 			(*s->p.live)--;
+		memset(s->auth_pass, 0, sizeof(s->auth_pass));
 		free(s->exp);
 		free(s->ibuf);
 		free(s);
@@ -798,6 +897,10 @@ struct smtp_session *smtp_session_new(struct loop *l, const struct smtp_params *
 	strlcpy_x(s->helo, p->helo, sizeof(s->helo));
 	s->p.mx_host = s->mx_host;
 	s->p.helo = s->helo;
+	strlcpy_x(s->auth_user, p->auth_user ? p->auth_user : "", sizeof(s->auth_user));
+	strlcpy_x(s->auth_pass, p->auth_password ? p->auth_password : "", sizeof(s->auth_pass));
+	s->p.auth_user = NULL;
+	s->p.auth_password = NULL;
 	s->cb = cb;
 	s->arg = arg;
 	loop_timer_init(&s->timer, timer_fn);

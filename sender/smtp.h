@@ -57,6 +57,10 @@ struct smtp_params {
 	const struct smtp_timeouts *to;
 	uint64_t id;                /* for logs */
 	unsigned *live;             /* optional: incremented while the session exists */
+	bool implicit_tls;          /* TLS from the first byte (port 465, RFC 8314) */
+	const char *auth_user;      /* AUTH PLAIN/LOGIN after TLS when set (RFC 4954);
+	                             * never over plaintext, never logged */
+	const char *auth_password;
 };
 
 enum smtp_event { SMTP_EV_READY, SMTP_EV_TXN_DONE, SMTP_EV_FAIL };

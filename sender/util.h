@@ -26,6 +26,10 @@ size_t strlcpy_x(char *dst, const char *src, size_t dstlen);
  * per message in bench/). Call once at start-up. */
 void util_tune_malloc(void);
 
+/* Base64 (RFC 4648), one line, no wrapping, NUL-terminated into out (size
+ * at least 4*ceil(n/3)+1). Returns the length, or -1 if out is too small. */
+int util_base64(const void *in, size_t n, char *out, size_t outlen);
+
 /* Monotonic and wall clocks, milliseconds. */
 uint64_t mono_ms(void);
 uint64_t wall_ms(void);
