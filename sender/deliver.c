@@ -527,14 +527,15 @@ static void start_session(struct job *j)
 		if (broken_tls(j->d, j->key))
 			p.level = TLS_LEVEL_NONE;
 	}
+	p.min_tls = j->rule.min_tls;
 	if (j->rule.relay_host) {
 		p.implicit_tls = j->port == 465; /* RFC 8314 submissions port */
 		p.auth_user = j->rule.auth_user;
 		p.auth_password = j->rule.auth_password;
 	}
 	/* authenticated sessions serve only the same credentials */
-	snprintf(j->key, sizeof(j->key), "%s|%s|%d|%d|%s", h->name, j->cur_ip, j->port, (int)p.level,
-		 p.auth_user ? p.auth_user : "");
+	snprintf(j->key, sizeof(j->key), "%s|%s|%d|%d|%d|%s", h->name, j->cur_ip, j->port,
+		 (int)p.level, p.min_tls, p.auth_user ? p.auth_user : "");
 	j->have_last = true;
 	struct smtp_session *pooled = pool_take(j->d, j->key, j->slot, sizeof(j->slot));
 	if (pooled != NULL) {

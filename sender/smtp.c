@@ -799,6 +799,14 @@ static void c_tls(void *arg, int err)
 		return;
 	}
 	s->status.tls = true;
+	/* Rule min_tls = 1.3: a TLS 1.2 session does not count as the TLS
+	 * required. Under `may` it is kept (better than the plaintext fallback). */
+	if (s->p.min_tls >= 13 && s->p.level >= TLS_LEVEL_ENCRYPT &&
+	    strcmp(s->status.verdict.version, "TLSv1.3") != 0) {
+		fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5", "%s negotiated, min_tls 1.3 required",
+		     s->status.verdict.version);
+		return;
+	}
 	if (s->p.level == TLS_LEVEL_VERIFY && !s->status.verdict.verified) {
 		fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5", "certificate verify failed: %s",
 		     s->status.verdict.verify_text);

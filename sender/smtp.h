@@ -58,6 +58,7 @@ struct smtp_params {
 	uint64_t id;                /* for logs */
 	unsigned *live;             /* optional: incremented while the session exists */
 	bool implicit_tls;          /* TLS from the first byte (port 465, RFC 8314) */
+	int min_tls;                /* 12 or 13: enforced at encrypt/verify (below: reported) */
 	const char *auth_user;      /* AUTH PLAIN/LOGIN after TLS when set (RFC 4954);
 	                             * never over plaintext, never logged */
 	const char *auth_password;
