@@ -7,7 +7,7 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-integ_setup mxl1.test mxl2.test
+integ_setup mxl1.test mxl2.test mxl3.test
 integ_require mxsend mxsink unbound
 
 P=$SINK_PORT
@@ -15,14 +15,17 @@ ZONE=$INTEG_DIR/zone.txt
 cat >"$ZONE" <<'EOF2'
 mxl1.test. A 127.0.71.1
 mxl2.test. A 127.0.71.2
+mxl3.test. A 127.0.71.3
 rc.test. MX 10 mxl1.test.
 a.test. MX 10 mxl2.test.
 b.test. MX 10 mxl2.test.
 c.test. MX 10 mxl2.test.
+t12.test. MX 10 mxl3.test.
 EOF2
 start_unbound -a 127.0.71.53 "$ZONE" || integ_missing "unbound did not start"
 start_sink rcpt --listen "127.0.71.1:$P" || integ_missing "sink rcpt"
 start_sink conn --listen "127.0.71.2:$P" || integ_missing "sink conn"
+start_sink tls12 --listen "127.0.71.3:$P" --tls-max 1.2 || integ_missing "sink tls12"
 
 msg() { printf 'Subject: limits\n\nHello.\n' >"$1"; }
 
@@ -51,5 +54,21 @@ t_max_conn() {
 	assert_eq "connections to the shared MX host" 1 "$(sink_stat conn connections)"
 }
 run_case "max_connections = 1: three domains on one MX wait and reuse one connection" t_max_conn
+
+t_min_tls() {
+	local m=$CASE_DIR/m.eml conf=$CASE_DIR/c.ini
+	msg "$m"
+	integ_config "$conf" "$(printf '[domain t12.test]\ntls = encrypt\nmin_tls = 1.3\n')"
+	timed_run 20 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send -c "$conf" --from s@client.test \
+		--to u@t12.test "$m"
+	assert_eq "exit status (deferred)" 75 "$RUN_RC"
+	assert_match "result names the version" 'deferred 451 4\.7\.5 .*tls=TLSv1\.2 .*min_tls 1\.3' "$(cat "$CASE_DIR/out")"
+	assert_eq "messages at the sink" 0 "$(sink_stat tls12 messages)"
+	integ_config "$conf" "$(printf '[domain t12.test]\ntls = encrypt\n')"
+	timed_run 20 "$CASE_DIR/out2" "$CASE_DIR/err2" "$MXSEND" send -c "$conf" --from s@client.test \
+		--to u@t12.test "$m"
+	assert_eq "without min_tls: delivered over TLS 1.2" 0 "$RUN_RC"
+}
+run_case "min_tls = 1.3 with tls = encrypt: a TLS 1.2-only MX is a TLS failure (deferred)" t_min_tls
 
 integ_finish
