@@ -102,7 +102,7 @@ struct laddr {
 
 struct counters {
 	_Atomic uint64_t connections, handshakes, resumed, messages, recipients, bytes, active,
-		rejected, seq;
+		rejected, authfail, seq;
 };
 
 struct sink {
@@ -110,10 +110,12 @@ struct sink {
 	struct laddr *listen, *stats;
 	size_t nlisten, nstats;
 	const char *cert, *key, *hostname, *maildir, *pidfile;
+	char *auth_user, *auth_pass;   /* --auth USER:PASS; NULL: AUTH not offered */
+	size_t auth_ulen, auth_plen;
 	unsigned threads, delay_ms;
 	int tls_max;
 	int no_starttls, tls_fail, no_tickets, drop_in_data, no_pipelining, no_8bitmime,
-		no_smtputf8, no_ehlo, chunking;   /* int: getopt_long sets them */
+		no_smtputf8, no_ehlo, chunking, tls_on_connect;   /* int: getopt_long sets them */
 	int verbosity;            /* 0 --quiet, 1 errors, 2 -v: one line per session */
 	struct reply greeting, mail, dot;
 	struct rcpt_rule *rules;
@@ -151,6 +153,7 @@ struct worker {
 
 enum cstate { C_CMD, C_BODY, C_BDAT, C_TLS_HS, C_STALL, C_TLSFAIL, C_DRAIN };
 enum after { A_NONE, A_CLOSE, A_TLS, A_STALL, A_TLSFAIL };
+enum astep { AS_NONE, AS_PLAIN, AS_LOGIN_USER, AS_LOGIN_PASS };   /* a 334 is outstanding */
 enum bstate { B_BOL, B_MID, B_DOT, B_DOTCR };
 
 #define CL_ERROR (1u << 0)    /* conn_close(): log it as an error */
@@ -169,8 +172,9 @@ struct conn {
 	char *out;                /* unsent replies */
 	size_t olen, ooff, ocap;
 	const char *why;          /* why A_CLOSE closes */
-	uint8_t state, after, bstate, helo;
+	uint8_t state, after, bstate, helo, auth_step;
 	bool dead, delay_done, skip_line, no_service, in_mail, bdat_mode, bdat_last, too_big;
+	bool authed, auth_user_ok;   /* AUTH succeeded; AUTH LOGIN: the user name matched */
 	int bdat_err;             /* swallow this BDAT chunk, then answer with this error */
 	uint32_t ncmds, nrcpt_ok, nmsgs, rcap;
 	uint64_t msize, bdat_left, bdat_size;
@@ -283,10 +287,10 @@ static int stats_format(struct counters *k, char *buf, size_t n)
 	return snprintf(buf, n,
 		"connections=%" PRIu64 " handshakes=%" PRIu64 " resumed=%" PRIu64
 		" messages=%" PRIu64 " recipients=%" PRIu64 " bytes=%" PRIu64
-		" active=%" PRIu64 " rejected=%" PRIu64 "\n",
+		" active=%" PRIu64 " rejected=%" PRIu64 " authfail=%" PRIu64 "\n",
 		atomic_load(&k->connections), atomic_load(&k->handshakes), atomic_load(&k->resumed),
 		atomic_load(&k->messages), atomic_load(&k->recipients), atomic_load(&k->bytes),
-		atomic_load(&k->active), atomic_load(&k->rejected));
+		atomic_load(&k->active), atomic_load(&k->rejected), atomic_load(&k->authfail));
 }
 
 /* ---------- replies ---------- */
@@ -341,6 +345,8 @@ static void session_reset(struct conn *c)
 {
 	txn_reset(c);
 	c->helo = 0;
+	c->auth_step = AS_NONE;
+	c->authed = c->auth_user_ok = false;
 	free(c->helo_name);
 	free(c->in);
 	c->helo_name = c->in = NULL;
@@ -390,6 +396,23 @@ static void close_after_reply(struct conn *c, const char *why)
 	c->why = why;
 }
 
+/* The 220 banner (or the scripted greeting): at accept, or after the handshake with
+ * --tls-on-connect. */
+static void greet(struct conn *c)
+{
+	struct sink *sk = c->w->sk;
+	if (sk->stall == STALL_BANNER) {
+		c->state = C_STALL;
+	} else if (sk->greeting.code) {
+		reply(c, sk->greeting.wire);
+		if (sk->greeting.code / 100 == 4)
+			close_after_reply(c, "--greeting 4xx");
+		c->no_service = sk->greeting.code / 100 == 5;
+	} else {
+		reply(c, sk->banner);
+	}
+}
+
 /* ---------- TLS ---------- */
 
 /* The one place SSL_get_error is translated.  ret is what the SSL call returned; errno must
@@ -437,6 +460,8 @@ static int tls_handshake(struct conn *c)
 		if (SSL_session_reused(c->ssl))
 			count(&sk->k.resumed, 1);
 		c->state = C_CMD;
+		if (sk->tls_on_connect)   /* implicit TLS: the banner is the first thing in it */
+			greet(c);
 		return IO_OK;
 	}
 	if (tls_status(c, r, "handshake") == IO_AGAIN)
@@ -492,10 +517,10 @@ static bool maildir_store(struct conn *c, uint64_t seq)
 	for (uint32_t i = 0; i < c->nrcpt_ok; i++)
 		fprintf(f, "rcpt=%s\n", c->rcpts[i]);
 	const char *sni = c->ssl ? SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name) : NULL;
-	fprintf(f, "tls=%s\ncipher=%s\nsni=%s\nresumed=%s\nlocal=%s\nhelo=%s\n",
+	fprintf(f, "tls=%s\ncipher=%s\nsni=%s\nresumed=%s\nlocal=%s\nhelo=%s\nauth=%s\n",
 		c->ssl ? SSL_get_version(c->ssl) : "none", c->ssl ? SSL_get_cipher_name(c->ssl) : "none",
 		sni ? sni : "", c->ssl && SSL_session_reused(c->ssl) ? "yes" : "no", local,
-		c->helo_name ? c->helo_name : "");
+		c->helo_name ? c->helo_name : "", c->authed ? sk->auth_user : "-");
 	if (fclose(f) != 0 || !write_file(sk, seq, "env", env, envlen))
 		goto fail;
 	free(env);
@@ -706,6 +731,10 @@ static const char *cmd_mail(struct conn *c, char *arg)
 		return NULL;
 	if (!c->helo)
 		return "503 5.5.1 send HELO/EHLO first\r\n";
+	if (sk->auth_user && !c->authed) {
+		count(&sk->k.rejected, 1);
+		return "530 5.7.0 Authentication required\r\n";
+	}
 	if (c->in_mail)
 		return "503 5.5.1 nested MAIL command\r\n";
 	if (strncasecmp(arg, "FROM:", 5) || !parse_path(arg + 5, &addr, &alen, &rest))
@@ -873,6 +902,139 @@ static const char *cmd_starttls(struct conn *c, char *arg)
 	return "220 2.0.0 ready\r\n";
 }
 
+/* ---------- AUTH (RFC 4954; RFC 4616 PLAIN; the LOGIN draft) ---------- */
+
+/* Strict RFC 4648 base64: padding required, nothing else allowed.  out holds >= n*3/4 bytes.
+ * Returns the decoded length, or -1. */
+static long b64_decode(const char *s, size_t n, unsigned char *out)
+{
+	size_t o = 0;
+	if (n % 4)
+		return -1;
+	for (size_t i = 0; i < n; i += 4) {
+		uint32_t v = 0;
+		int pad = 0;
+		for (size_t j = 0; j < 4; j++) {
+			char ch = s[i + j];
+			uint32_t d;
+			if (ch >= 'A' && ch <= 'Z')
+				d = (uint32_t)(ch - 'A');
+			else if (ch >= 'a' && ch <= 'z')
+				d = (uint32_t)(ch - 'a') + 26;
+			else if (ch >= '0' && ch <= '9')
+				d = (uint32_t)(ch - '0') + 52;
+			else if (ch == '+' || ch == '/')
+				d = ch == '+' ? 62 : 63;
+			else if (ch == '=' && j >= 2 && i + 4 == n)
+				d = 0, pad++;
+			else
+				return -1;
+			if (pad && ch != '=')   /* data after padding */
+				return -1;
+			v = v << 6 | d;
+		}
+		out[o++] = (unsigned char)(v >> 16);
+		if (pad < 2)
+			out[o++] = (unsigned char)(v >> 8);
+		if (pad < 1)
+			out[o++] = (unsigned char)v;
+	}
+	return (long)o;
+}
+
+static bool auth_is(const char *want, size_t wlen, const unsigned char *p, size_t n)
+{
+	return n == wlen && CRYPTO_memcmp(want, p, n) == 0;
+}
+
+/* Every AUTH that does not end in 235 goes through here: it ends the exchange and counts. */
+static const char *auth_fail(struct conn *c, const char *r)
+{
+	c->auth_step = AS_NONE;
+	c->auth_user_ok = false;
+	count(&c->w->sk->k.authfail, 1);
+	return r;
+}
+
+static const char *auth_result(struct conn *c, bool ok)
+{
+	if (!ok)
+		return auth_fail(c, "535 5.7.8 Authentication credentials invalid\r\n");
+	c->auth_step = AS_NONE;
+	c->auth_user_ok = false;
+	c->authed = true;
+	return "235 2.7.0 Authentication successful\r\n";
+}
+
+/* One base64 response: the initial response of the AUTH command or a line after a 334.
+ * "=" is an empty initial response, "*" cancels (RFC 4954 §4). */
+static const char *auth_response(struct conn *c, const char *b64, size_t n, bool initial)
+{
+	struct sink *sk = c->w->sk;
+	unsigned char buf[CMD_LINE_MAX];   /* n <= CMD_LINE_MAX: decodes to 3/4 of that */
+	long k = 0;
+	if (n == 1 && b64[0] == '*')
+		return auth_fail(c, "501 5.7.0 Authentication cancelled\r\n");
+	bool empty = initial && n == 1 && b64[0] == '=';
+	if (!empty && (n > CMD_LINE_MAX || (k = b64_decode(b64, n, buf)) < 0))
+		return auth_fail(c, "501 5.5.2 Cannot decode response\r\n");
+	size_t len = (size_t)k;
+	switch (c->auth_step) {
+	case AS_PLAIN: {   /* [authzid] NUL authcid NUL passwd; authzid empty or = authcid */
+		unsigned char *n1 = memchr(buf, '\0', len), *n2 = NULL;
+		if (n1)
+			n2 = memchr(n1 + 1, '\0', len - (size_t)(n1 + 1 - buf));
+		if (!n2)
+			return auth_fail(c, "501 5.5.2 malformed PLAIN response\r\n");
+		size_t zlen = (size_t)(n1 - buf), ulen = (size_t)(n2 - n1 - 1);
+		bool ok = auth_is(sk->auth_user, sk->auth_ulen, n1 + 1, ulen) &&
+			(zlen == 0 || auth_is(sk->auth_user, sk->auth_ulen, buf, zlen)) &&
+			auth_is(sk->auth_pass, sk->auth_plen, n2 + 1, len - (size_t)(n2 + 1 - buf));
+		return auth_result(c, ok);
+	}
+	case AS_LOGIN_USER:
+		c->auth_user_ok = auth_is(sk->auth_user, sk->auth_ulen, buf, len);
+		c->auth_step = AS_LOGIN_PASS;
+		return "334 UGFzc3dvcmQ6\r\n";   /* "Password:" */
+	case AS_LOGIN_PASS:
+		return auth_result(c, c->auth_user_ok &&
+			auth_is(sk->auth_pass, sk->auth_plen, buf, len));
+	default:
+		return auth_fail(c, "503 5.5.1 no AUTH in progress\r\n");
+	}
+}
+
+static const char *cmd_auth(struct conn *c, char *arg)
+{
+	struct sink *sk = c->w->sk;
+	size_t mlen = strcspn(arg, " ");
+	char *ir = arg + mlen + strspn(arg + mlen, " ");
+	if (!sk->auth_user)
+		return auth_fail(c, "502 5.5.1 AUTH not available\r\n");
+	if (c->helo != 'E')
+		return auth_fail(c, "503 5.5.1 send EHLO first\r\n");
+	if (sk->ssl_ctx && !c->ssl)   /* offered only inside TLS, like smtpd_tls_auth_only */
+		return auth_fail(c,
+			"538 5.7.11 Encryption required for requested authentication mechanism\r\n");
+	if (c->authed)
+		return auth_fail(c, "503 5.5.1 already authenticated\r\n");
+	if (c->in_mail)
+		return auth_fail(c, "503 5.5.1 MAIL transaction in progress\r\n");
+	if (mlen == 5 && !strncasecmp(arg, "PLAIN", 5))
+		c->auth_step = AS_PLAIN;
+	else if (mlen == 5 && !strncasecmp(arg, "LOGIN", 5))
+		c->auth_step = AS_LOGIN_USER;
+	else if (mlen == 0)
+		return auth_fail(c, "501 5.5.4 syntax: AUTH mechanism [initial-response]\r\n");
+	else
+		return auth_fail(c, "504 5.5.4 unrecognized authentication type\r\n");
+	if (strchr(ir, ' '))
+		return auth_fail(c, "501 5.5.4 syntax: AUTH mechanism [initial-response]\r\n");
+	if (*ir)
+		return auth_response(c, ir, strlen(ir), true);
+	return c->auth_step == AS_PLAIN ? "334 \r\n" : "334 VXNlcm5hbWU6\r\n";   /* "Username:" */
+}
+
 static const struct cmd {
 	const char *name;
 	const char *(*fn)(struct conn *c, char *arg);
@@ -881,6 +1043,7 @@ static const struct cmd {
 	{ "RCPT", cmd_rcpt, NULL }, { "MAIL", cmd_mail, NULL }, { "DATA", cmd_data, NULL },
 	{ "BDAT", cmd_bdat, NULL }, { "RSET", cmd_rset, NULL }, { "EHLO", cmd_ehlo, NULL },
 	{ "HELO", cmd_helo, NULL }, { "QUIT", cmd_quit, NULL }, { "STARTTLS", cmd_starttls, NULL },
+	{ "AUTH", cmd_auth, NULL },
 	{ "NOOP", NULL, "250 2.0.0 ok\r\n" }, { "VRFY", NULL, "252 2.0.0 cannot VRFY user\r\n" },
 	{ "HELP", NULL, "214 2.0.0 mxsink: see RFC 5321\r\n" },
 };
@@ -892,6 +1055,11 @@ static void handle_line(struct conn *c, char *line, size_t len)
 	size_t vlen = strcspn(line, " ");
 	char *arg = line + vlen + strspn(line + vlen, " ");
 
+	if (c->auth_step != AS_NONE) {   /* the answer to our 334, not a command */
+		reply(c, len > CMD_LINE_MAX ? auth_fail(c, "500 5.5.2 line too long\r\n")
+					    : auth_response(c, line, len, false));
+		return;
+	}
 	c->ncmds++;
 	if (sk->after421 >= 0 && c->ncmds > (uint64_t)sk->after421) {
 		r = "421 4.4.2 closing connection\r\n";
@@ -1127,16 +1295,14 @@ static void conn_new(struct worker *w, int fd, const union saddr *peer)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	count(&sk->k.connections, 1);
 	count(&sk->k.active, 1);
-	if (sk->stall == STALL_BANNER) {
+	if (!sk->tls_on_connect)
+		greet(c);
+	else if (sk->stall == STALL_TLS)   /* RFC 8314 implicit TLS: handshake first */
 		c->state = C_STALL;
-	} else if (sk->greeting.code) {
-		reply(c, sk->greeting.wire);
-		if (sk->greeting.code / 100 == 4)
-			close_after_reply(c, "--greeting 4xx");
-		c->no_service = sk->greeting.code / 100 == 5;
-	} else {
-		reply(c, sk->banner);
-	}
+	else if (sk->tls_fail)
+		c->state = C_TLSFAIL;
+	else
+		tls_start(c);
 	conn_run(c);
 }
 
@@ -1406,6 +1572,7 @@ static void build_replies(struct sink *sk)
 		const char *ext[] = {
 			sk->no_pipelining ? NULL : "PIPELINING", size, sk->no_8bitmime ? NULL : "8BITMIME",
 			sk->no_smtputf8 ? NULL : "SMTPUTF8", "ENHANCEDSTATUSCODES",
+			sk->auth_user && t == (sk->ssl_ctx != NULL) ? "AUTH PLAIN LOGIN" : NULL,
 			sk->starttls && t == 0 ? "STARTTLS" : NULL, sk->chunking ? "CHUNKING" : NULL,
 		};
 		size_t len = (size_t)snprintf(buf, sizeof buf, "250-%s\r\n", sk->hostname), last = 0;
@@ -1433,9 +1600,15 @@ static void usage(FILE *f)
 	      "  --stall banner|ehlo|starttls|tls|mail|rcpt|data|dot|rset|quit\n"
 	      "  --421-after N | --drop-in-data | --delay-ms N | --size N | --chunking\n"
 	      "  --no-pipelining --no-8bitmime --no-smtputf8 --no-ehlo\n"
+	      "  --auth USER:PASS       offer AUTH PLAIN LOGIN (inside TLS when there is a cert) and\n"
+	      "                         require it for MAIL (530); 235 or 535; .env gets auth=USER|-\n"
+	      "  --tls-on-connect       implicit TLS (RFC 8314, port 465): handshake first, then the\n"
+	      "                         banner; STARTTLS is not offered (needs --cert or --tls-fail)\n"
 	      "  --maildir DIR          DIR/<n>.eml (un-stuffed message) then DIR/<n>.env\n"
 	      "  --stats A:P            plaintext: one stats line per connection\n"
 	      "  --pidfile F | --quiet | -v\n"
+	      "stats line: connections handshakes resumed messages recipients bytes active rejected\n"
+	      "  authfail (AUTH commands not answered 235)\n"
 	      "signals: SIGUSR1 prints the stats line; SIGTERM/SIGINT print it and exit 0\n",
 	      f);
 }
@@ -1443,6 +1616,7 @@ static void usage(FILE *f)
 enum {
 	O_LISTEN = 256, O_CERT, O_KEY, O_THREADS, O_HOSTNAME, O_TLS_MAX, O_GREETING, O_RCPT,
 	O_MAIL, O_DOT, O_STALL, O_421, O_SIZE, O_DELAY, O_MAILDIR, O_STATS, O_PIDFILE, O_HELP,
+	O_AUTH,
 };
 
 static void parse_args(struct sink *sk, int argc, char **argv)
@@ -1460,6 +1634,8 @@ static void parse_args(struct sink *sk, int argc, char **argv)
 		{ "maildir", required_argument, NULL, O_MAILDIR },
 		{ "stats", required_argument, NULL, O_STATS },
 		{ "pidfile", required_argument, NULL, O_PIDFILE },
+		{ "auth", required_argument, NULL, O_AUTH },
+		{ "tls-on-connect", no_argument, &sk->tls_on_connect, 1 },
 		{ "no-starttls", no_argument, &sk->no_starttls, 1 },
 		{ "tls-fail", no_argument, &sk->tls_fail, 1 },
 		{ "no-tickets", no_argument, &sk->no_tickets, 1 },
@@ -1492,6 +1668,17 @@ static void parse_args(struct sink *sk, int argc, char **argv)
 		case O_MAILDIR: sk->maildir = optarg; break;
 		case O_PIDFILE: sk->pidfile = optarg; break;
 		case O_HELP: usage(stdout); exit(0);
+		case O_AUTH:
+			if (!(eq = strchr(optarg, ':')) || eq == optarg || strpbrk(optarg, "\r\n") ||
+			    (size_t)(eq - optarg) > 255 || strlen(eq + 1) > 255)
+				die("bad --auth (USER:PASS, USER not empty, each at most 255 bytes)");
+			free(sk->auth_user);
+			free(sk->auth_pass);
+			sk->auth_ulen = (size_t)(eq - optarg);
+			sk->auth_user = xstrndup(optarg, sk->auth_ulen);
+			sk->auth_plen = strlen(eq + 1);
+			sk->auth_pass = xstrndup(eq + 1, sk->auth_plen);
+			break;
 		case O_LISTEN:
 			if (!parse_listen(optarg, &sk->listen, &sk->nlisten))
 				die("bad --listen '%s' (ADDR[-LAST]:PORT or [V6]:PORT)", optarg);
@@ -1564,7 +1751,9 @@ static void parse_args(struct sink *sk, int argc, char **argv)
 		die("--cert and --key go together");
 	if (sk->nlisten * sk->threads > MAX_LISTEN)
 		die("%zu addresses x %u threads: too many listening sockets", sk->nlisten, sk->threads);
-	sk->starttls = (sk->cert || sk->tls_fail) && !sk->no_starttls;
+	if (sk->tls_on_connect && !sk->cert && !sk->tls_fail)
+		die("--tls-on-connect needs --cert and --key (or --tls-fail)");
+	sk->starttls = (sk->cert || sk->tls_fail) && !sk->no_starttls && !sk->tls_on_connect;
 }
 
 int main(int argc, char **argv)

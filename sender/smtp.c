@@ -460,8 +460,17 @@ static void on_txn_reply(struct smtp_session *s, const struct smtp_reply *r)
 	case E_MAIL:
 		if (smtp_classify(r->code) != SMTP_OK) {
 			s->mail_failed = true;
-			for (int i = 0; i < t->nrcpt; i++)
+			for (int i = 0; i < t->nrcpt; i++) {
 				result_from_reply(&t->res[i], r, true);
+				if (r->code == 530) {
+					/* RFC 4954 530: authentication required. Our
+					 * configuration lacks it: defer, never bounce. */
+					char txt[400];
+					snprintf(txt, sizeof(txt), "530 %.300s (configure auth_user for this relay)",
+						 r->text);
+					set_result(&t->res[i], SMTP_TEMP, 451, "4.7.0", txt, true);
+				}
+			}
 		}
 		break;
 	case E_RCPT:
@@ -672,8 +681,11 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
 			emit(s, SMTP_EV_READY);
 			return;
 		}
-		fail(s, SMTP_FAIL_GREETING, SMTP_TEMP, r->code, r->esc[0] ? r->esc : "4.7.8",
-		     "AUTH refused: %s", r->text);
+		/* reported as a temporary failure (451 4.7.8): the credentials
+		 * need fixing, the mail must not bounce; the server's reply stays
+		 * in the text */
+		fail(s, SMTP_FAIL_GREETING, SMTP_TEMP, 451, "4.7.8", "AUTH refused: %d %s", r->code,
+		     r->text);
 		return;
 	case S_TXN:
 		on_txn_reply(s, r);
