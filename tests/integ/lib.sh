@@ -498,6 +498,56 @@ redis_ping() {
 # ---------------------------------------------------------------------------
 # mxsend helpers
 
+# nginx_start DIR ADDR PORT [MAIN]: a real nginx (Debian) in the foreground on a
+# throwaway config in DIR. The caller first writes the inside of `http { }`
+# (server blocks, log formats, access_log) to DIR/http.conf; MAIN goes at the
+# top level (e.g. "load_module ...;"). The run's server certificate is the
+# default. Returns once ADDR:PORT accepts connections (5 s at most).
+nginx_start() {
+	local dir=$1 addr=$2 port=$3 main=${4:-} conf=$1/nginx.conf i fd pid
+	mkdir -p "$dir/tmp"
+	cat >"$conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log info;
+$main
+events { worker_connections 256; }
+http {
+	client_body_temp_path $dir/tmp/body;
+	proxy_temp_path $dir/tmp/proxy;
+	fastcgi_temp_path $dir/tmp/fastcgi;
+	uwsgi_temp_path $dir/tmp/uwsgi;
+	scgi_temp_path $dir/tmp/scgi;
+	ssl_certificate $CERTS/server.pem;
+	ssl_certificate_key $CERTS/server.key;
+	include $dir/http.conf;
+}
+EOF
+	if ! nginx -t -c "$conf" -p "$dir" >"$dir/check.log" 2>&1; then
+		echo "nginx_start: bad config:" >&2
+		cat "$dir/check.log" >&2
+		return 1
+	fi
+	integ_spawn nginx "$dir/stderr.log" nginx -c "$conf" -p "$dir"
+	pid=$SPAWN_PID
+	for ((i = 0; i < 50; i++)); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			echo "nginx_start: nginx exited:" >&2
+			tail -n 20 "$dir/stderr.log" "$dir/error.log" >&2 2>/dev/null
+			return 1
+		fi
+		if { exec {fd}<>"/dev/tcp/$addr/$port"; } 2>/dev/null; then
+			exec {fd}<&-
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "nginx_start: not listening on $addr:$port within 5 s" >&2
+	return 1
+}
+
 # integ_config FILE [EXTRA]: write an mxsend config pointing at the last
 # unbound (dns), the run's CA (ca_file) and the sinks' port ([domain *] port),
 # with helo client.test, then EXTRA (more INI text, e.g. a [timeouts] section;

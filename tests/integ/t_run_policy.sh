@@ -73,30 +73,15 @@ put_policy() { # DOMAIN MODE MX
 }
 # start_nginx (after t_policy.sh): one foreground process on HTTPS_ADDR:NGINX_PORT.
 start_nginx() {
-	local dir=$INTEG_DIR/nginx conf i fd
-	mkdir -p "$dir/tmp"
+	local dir=$INTEG_DIR/nginx
 	put_policy "$E" enforce "$E_MX"
 	put_policy "$T" testing "$T_MX"
-	conf=$dir/nginx.conf
-	cat >"$conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log info;
-events { worker_connections 64; }
-http {
+	mkdir -p "$dir"
+	cat >"$dir/http.conf" <<EOF
 	log_format byhost '\$host "\$request" \$status';
 	access_log $dir/access.log byhost;
-	client_body_temp_path $dir/tmp/body;
-	proxy_temp_path $dir/tmp/proxy;
-	fastcgi_temp_path $dir/tmp/fastcgi;
-	uwsgi_temp_path $dir/tmp/uwsgi;
-	scgi_temp_path $dir/tmp/scgi;
 	types { text/plain txt; }
 	default_type application/octet-stream;
-	ssl_certificate $CERTS/server.pem;
-	ssl_certificate_key $CERTS/server.key;
 	server {
 		listen $HTTPS_ADDR:$NGINX_PORT ssl default_server;
 		server_name _;
@@ -107,29 +92,8 @@ http {
 		server_name mta-sts.$E mta-sts.$T;
 		root $WWW/\$host;
 	}
-}
 EOF
-	if ! nginx -t -c "$conf" -p "$dir" >"$dir/check.log" 2>&1; then
-		echo "start_nginx: bad config:" >&2
-		cat "$dir/check.log" >&2
-		return 1
-	fi
-	integ_spawn nginx "$dir/stderr.log" nginx -c "$conf" -p "$dir"
-	local pid=$SPAWN_PID
-	for ((i = 0; i < 50; i++)); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			echo "start_nginx: nginx exited:" >&2
-			tail -n 20 "$dir/stderr.log" "$dir/error.log" >&2 2>/dev/null
-			return 1
-		fi
-		if { exec {fd}<>"/dev/tcp/$HTTPS_ADDR/$NGINX_PORT"; } 2>/dev/null; then
-			exec {fd}<&-
-			return 0
-		fi
-		sleep 0.1
-	done
-	echo "start_nginx: not listening within 5 s" >&2
-	return 1
+	nginx_start "$dir" "$HTTPS_ADDR" "$NGINX_PORT"
 }
 if [ -z "$INTEG_MISSING" ]; then
 	start_nginx || integ_missing "nginx did not start"

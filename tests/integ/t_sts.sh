@@ -105,30 +105,13 @@ write_policies() {
 # user switch), on HTTPS_ADDR:NGINX_PORT, logs and temp files in the work
 # directory. Waits (at most 5 s) for the port.
 start_nginx() {
-	local dir=$INTEG_DIR/nginx conf d i fd
-	mkdir -p "$dir/tmp"
+	local dir=$INTEG_DIR/nginx d
 	write_policies
-	conf=$dir/nginx.conf
-	{
-		cat <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log info;
-load_module $ECHO_MOD;
-events { worker_connections 64; }
-http {
+	mkdir -p "$dir"
+	cat >"$dir/http.conf" <<EOF
 	access_log $dir/access.log;
-	client_body_temp_path $dir/tmp/body;
-	proxy_temp_path $dir/tmp/proxy;
-	fastcgi_temp_path $dir/tmp/fastcgi;
-	uwsgi_temp_path $dir/tmp/uwsgi;
-	scgi_temp_path $dir/tmp/scgi;
 	types { text/plain txt; }
 	default_type application/octet-stream;
-	ssl_certificate $CERTS/server.pem;
-	ssl_certificate_key $CERTS/server.key;
 	server {
 		listen $HTTPS_ADDR:$NGINX_PORT ssl default_server;
 		server_name _;
@@ -192,34 +175,12 @@ http {
 		ssl_certificate_key $CERTS/expired.key;
 		root $WWW/sts-expired;
 	}
-}
 EOF
-	} >"$conf"
 	# \$host above is for nginx: the server block serves mta-sts.D.test from $WWW/mta-sts.D.test
 	for d in sts-ok sts-64k sts-big sts-mismatch sts-none sts-badpolicy; do
 		ln -sfn "$WWW/$d" "$WWW/mta-sts.$d.test"
 	done
-	if ! nginx -t -c "$conf" -p "$dir" >"$dir/check.log" 2>&1; then
-		echo "start_nginx: bad config:" >&2
-		cat "$dir/check.log" >&2
-		return 1
-	fi
-	integ_spawn nginx "$dir/stderr.log" nginx -c "$conf" -p "$dir"
-	local pid=$SPAWN_PID
-	for ((i = 0; i < 50; i++)); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			echo "start_nginx: nginx exited:" >&2
-			tail -n 20 "$dir/stderr.log" "$dir/error.log" >&2 2>/dev/null
-			return 1
-		fi
-		if { exec {fd}<>"/dev/tcp/$HTTPS_ADDR/$NGINX_PORT"; } 2>/dev/null; then
-			exec {fd}<&-
-			return 0
-		fi
-		sleep 0.1
-	done
-	echo "start_nginx: not listening within 5 s" >&2
-	return 1
+	nginx_start "$dir" "$HTTPS_ADDR" "$NGINX_PORT" "load_module $ECHO_MOD;"
 }
 # start_s_server: `openssl s_server -WWW` serving $WWW/sts-close on
 # HTTP10_ADDR:NGINX_PORT (one connection at a time; HTTP/1.0, no length).

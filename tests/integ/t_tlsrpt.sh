@@ -284,26 +284,10 @@ NGX=$INTEG_DIR/nginx
 ECHO_MOD=/usr/lib/nginx/modules/ngx_http_echo_module.so
 [ -f "$ECHO_MOD" ] || integ_missing "nginx echo module (libnginx-mod-http-echo)"
 start_nginx() {
-	local i fd
-	mkdir -p "$NGX/tmp"
-	cat >"$NGX/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $NGX/nginx.pid;
-error_log $NGX/error.log info;
-load_module $ECHO_MOD;
-events { worker_connections 64; }
-http {
+	mkdir -p "$NGX"
+	cat >"$NGX/http.conf" <<EOF
 	log_format rpt '\$request_method \$uri \$status ct="\$content_type" len=\$content_length host=\$host';
 	access_log $NGX/access.log rpt;
-	client_body_temp_path $NGX/tmp/body;
-	proxy_temp_path $NGX/tmp/proxy;
-	fastcgi_temp_path $NGX/tmp/fastcgi;
-	uwsgi_temp_path $NGX/tmp/uwsgi;
-	scgi_temp_path $NGX/tmp/scgi;
-	ssl_certificate $CERTS/server.pem;
-	ssl_certificate_key $CERTS/server.key;
 	server {
 		listen $HTTPS_ADDR:$NGINX_PORT ssl;
 		server_name report.rpt-https.test;
@@ -313,25 +297,8 @@ http {
 		location = /fail { return 500; }
 		location = /slow { echo_sleep 20; echo ok; }
 	}
-}
 EOF
-	nginx -t -c "$NGX/nginx.conf" -p "$NGX" >"$NGX/check.log" 2>&1 || {
-		echo "start_nginx: bad config:" >&2
-		cat "$NGX/check.log" >&2
-		return 1
-	}
-	integ_spawn nginx "$NGX/stderr.log" nginx -c "$NGX/nginx.conf" -p "$NGX"
-	for ((i = 0; i < 50; i++)); do
-		kill -0 "$SPAWN_PID" 2>/dev/null || break
-		if { exec {fd}<>"/dev/tcp/$HTTPS_ADDR/$NGINX_PORT"; } 2>/dev/null; then
-			exec {fd}<&-
-			return 0
-		fi
-		sleep 0.1
-	done
-	echo "start_nginx: not listening:" >&2
-	tail -n 5 "$NGX/stderr.log" "$NGX/error.log" >&2 2>/dev/null
-	return 1
+	nginx_start "$NGX" "$HTTPS_ADDR" "$NGINX_PORT" "load_module $ECHO_MOD;"
 }
 if [ -z "$INTEG_MISSING" ]; then
 	start_nginx || integ_missing "nginx did not start"
