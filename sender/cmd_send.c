@@ -114,31 +114,9 @@ static void print_result(const char *rcpt, const struct deliver_result *r)
 	putchar('\n');
 }
 
-struct drain {
-	struct loop_timer t;
-	struct loop *l;
-	struct deliver *d;
-	uint64_t until;
-};
-
-static void drain_tick(struct loop_timer *t)
+static void stopped(void *arg)
 {
-	struct drain *dr = container_of(t, struct drain, t);
-	if (deliver_sessions(dr->d) == 0 || loop_now(dr->l) >= dr->until)
-		loop_stop(dr->l);
-	else
-		loop_timer_arm(dr->l, t, 5);
-}
-
-/* Sessions said QUIT after their last transaction; give them up to the QUIT
- * timeout (at most 2 s) to hear 221 so servers see a clean close. */
-static void drain_quits(struct loop *l, struct deliver *d, uint32_t quit_ms)
-{
-	struct drain dr = { .l = l, .d = d, .until = loop_now(l) + (quit_ms < 2000 ? quit_ms : 2000) };
-	loop_timer_init(&dr.t, drain_tick);
-	loop_timer_arm(l, &dr.t, 0);
-	loop_run(l);
-	loop_timer_stop(l, &dr.t);
+	loop_stop(arg);
 }
 
 static int send_usage(const char *why)
@@ -328,8 +306,10 @@ int cmd_send(int argc, char **argv)
 		deferred += ctx.res[i].status == DELIVER_DEFERRED || ctx.res[i].status == DELIVER_HELD;
 	}
 	fflush(stdout);
-	deliver_flush_pool(d);
-	drain_quits(l, d, cfg.timeouts.quit);
+	/* Sessions said QUIT after their last transaction; give them up to the
+	 * QUIT timeout (at most 2 s) to hear 221 so servers see a clean close. */
+	deliver_quiesce(d, cfg.timeouts.quit < 2000 ? cfg.timeouts.quit : 2000, stopped, l);
+	loop_run(l);
 	deliver_free(d);
 	loop_free(l);
 	for (int k = 0; k < ndr; k++) {

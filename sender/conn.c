@@ -133,7 +133,7 @@ static void start_send(struct conn *c)
 }
 
 /* Move ciphertext the TLS engine produced into the output. */
-static void tls_flush(struct conn *c)
+static void tls_drain(struct conn *c)
 {
 	size_t n;
 	while ((n = tls_net_pending(c->tls)) > 0) {
@@ -143,6 +143,11 @@ static void tls_flush(struct conn *c)
 			break;
 		c->pend.len += got;
 	}
+}
+
+static void tls_flush(struct conn *c)
+{
+	tls_drain(c);
 	start_send(c);
 }
 
@@ -173,11 +178,7 @@ static void flush_task_fn(struct loop_task *t)
 			return;
 		}
 		off += done;
-		size_t m;
-		while ((m = tls_net_pending(c->tls)) > 0) {
-			buf_reserve(&c->pend, m);
-			c->pend.len += tls_net_out(c->tls, c->pend.p + c->pend.len, m);
-		}
+		tls_drain(c);
 	}
 	free(c->plain.p);
 	c->plain = (struct buf){ 0 };

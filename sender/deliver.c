@@ -70,6 +70,10 @@ struct deliver {
 	struct deliver_stats st;
 	struct stspol *sts;       /* NULL when [tls] mta_sts = no */
 	struct route *route;      /* connection slots, rates, address back-off */
+	struct loop_timer quiesce; /* deliver_quiesce */
+	uint64_t quiesce_until;
+	deliver_done_fn *quiesce_done;
+	void *quiesce_arg;
 	struct broken *broken[POOL_BUCKETS]; /* hosts whose TLS handshake failed */
 };
 
@@ -186,6 +190,8 @@ void deliver_free(struct deliver *d)
 	if (d == NULL)
 		return;
 	deliver_flush_pool(d);
+	if (d->quiesce_done)
+		loop_timer_stop(d->l, &d->quiesce);
 	stspol_free(d->sts);
 	route_free(d->route);
 	for (unsigned i = 0; i < POOL_BUCKETS; i++)
@@ -314,6 +320,25 @@ static bool pool_evict_slot(struct deliver *d, const char *slot)
 			return true;
 		}
 	return false;
+}
+
+static void quiesce_tick(struct loop_timer *t)
+{
+	struct deliver *d = container_of(t, struct deliver, quiesce);
+	if (d->sessions == 0 || loop_now(d->l) >= d->quiesce_until)
+		d->quiesce_done(d->quiesce_arg);
+	else
+		loop_timer_arm(d->l, t, 5);
+}
+
+void deliver_quiesce(struct deliver *d, uint32_t grace_ms, deliver_done_fn *done, void *arg)
+{
+	deliver_flush_pool(d);
+	d->quiesce_until = loop_now(d->l) + grace_ms;
+	d->quiesce_done = done;
+	d->quiesce_arg = arg;
+	loop_timer_init(&d->quiesce, quiesce_tick);
+	loop_timer_arm(d->l, &d->quiesce, 0);
 }
 
 void deliver_flush_pool(struct deliver *d)

@@ -115,6 +115,9 @@ unsigned deliver_active(const struct deliver *d);
 unsigned deliver_sessions(const struct deliver *d);
 /* QUIT every idle pooled connection (shutdown; `send` before exit). */
 void deliver_flush_pool(struct deliver *d);
+/* Wind down: flush the pool, then call done(arg) once, from the loop, when no
+ * SMTP session is left (QUITs answered) or after grace_ms. */
+void deliver_quiesce(struct deliver *d, uint32_t grace_ms, deliver_done_fn *done, void *arg);
 void deliver_get_stats(const struct deliver *d, struct deliver_stats *st);
 /* Seed the MTA-STS cache with a policy persisted earlier. */
 void deliver_sts_load(struct deliver *d, const char *domain, const char *encoded);

@@ -70,8 +70,6 @@ struct worker {
 	struct waker wake_feeder; /* runs on this worker's loop */
 	struct waker wake_me;     /* runs on the feeder's loop */
 	bool stopping;
-	uint64_t stop_until;
-	struct loop_timer stop_timer;
 };
 
 struct workers {
@@ -184,13 +182,9 @@ static void relay_sts(void *arg, const char *domain, const char *encoded)
 	post(w, m);
 }
 
-static void stop_tick(struct loop_timer *t)
+static void stopped(void *arg)
 {
-	struct worker *w = container_of(t, struct worker, stop_timer);
-	if (deliver_sessions(w->d) == 0 || loop_now(w->l) >= w->stop_until)
-		loop_stop(w->l);
-	else
-		loop_timer_arm(w->l, t, 5);
+	loop_stop(arg);
 }
 
 static void worker_wake(void *arg)
@@ -206,9 +200,7 @@ static void worker_wake(void *arg)
 		}
 		if (m->kind == M_STOP) {
 			w->stopping = true;
-			deliver_flush_pool(w->d);
-			w->stop_until = loop_now(w->l) + (uint64_t)m->idx;
-			loop_timer_arm(w->l, &w->stop_timer, 0);
+			deliver_quiesce(w->d, (uint32_t)m->idx, stopped, w->l);
 			free(m);
 			continue;
 		}
@@ -323,7 +315,6 @@ struct workers *workers_new(struct loop *feeder, int n, const struct config *c,
 		w->wake_feeder.target = feeder;
 		loop_task_init(&w->wake_me.task, waker_fn);
 		w->wake_me.target = w->l;
-		loop_timer_init(&w->stop_timer, stop_tick);
 	}
 	for (int i = 0; i < n; i++) {
 		struct worker *w = &ws->w[i];
