@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sysexits.h>
 #include <time.h>
@@ -373,6 +374,25 @@ static void metrics_update(struct run *r, const struct queue_stats *st)
 		metrics_set_retry_depth(r->ms, st->retry);
 }
 
+/* At exit: what the run cost, from the process's own accounting (all threads),
+ * for operators sizing a machine and for bench/ (scenario q). */
+static void run_accounting(struct run *r)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+		     (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+	uint64_t done = r->n_delivered + r->n_bounced + r->n_deferred + r->n_held;
+	fprintf(stderr,
+		"mxsend run: elapsed_s=%.3f cpu_s=%.3f user_s=%.3f sys_s=%.3f outcomes=%llu "
+		"delivered=%llu cpu_us_per_msg=%.1f maxrss_kb=%ld\n",
+		(double)(loop_now(r->l) - r->started) / 1000.0, cpu,
+		(double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6,
+		(double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6,
+		(unsigned long long)done, (unsigned long long)r->n_delivered,
+		done ? cpu * 1e6 / (double)done : 0.0, ru.ru_maxrss);
+}
+
 static void status_line(struct run *r, bool final)
 {
 	struct queue_stats st;
@@ -413,6 +433,8 @@ static void status_line(struct run *r, bool final)
 			tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, line,
 			final ? " final=yes" : "");
 	}
+	if (final)
+		run_accounting(r);
 }
 
 static void begin_stop(struct run *r, const char *why)

@@ -358,7 +358,7 @@ void config_defaults(struct config *c)
 			      .starttls = 2 * MS_M, .mail = 5 * MS_M, .rcpt = 5 * MS_M,
 			      .data = 2 * MS_M, .block = 3 * MS_M, .dot = 10 * MS_M,
 			      .rset = 2 * MS_M, .quit = 1 * MS_M },
-		.reuse_time_ms = 5 * MS_M, .reuse_max = 100, .idle_timeout_ms = 30 * MS_S,
+		.reuse_time_ms = 5 * MS_M, .reuse_max = 0, .idle_timeout_ms = 30 * MS_S,
 	};
 	memcpy(c->schedule_ms, schedule, sizeof(schedule));
 	c->helo = xstrdup(host);

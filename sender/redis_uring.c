@@ -104,7 +104,10 @@ static void on_task(struct loop_task *t)
 		e->in_dispatch = true;
 		if (rd && e->reading)
 			do_read(e);
-		if (!e->deleted && fl && e->writing && !e->write_wait)
+		/* Also what reply callbacks queued during that read (add_write is
+		 * silent inside a dispatch): a claim answered by a reply too large
+		 * for one budget queues the next claim here. */
+		if (!e->deleted && (fl || rd) && e->writing && !e->write_wait)
 			do_write(e);
 		e->in_dispatch = false;
 		update_mask(e);

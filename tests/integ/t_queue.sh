@@ -144,15 +144,18 @@ mx_stop() {
 	fi
 }
 
-# pipe_jobs PORT N DOMAINS PREFIX: XADD N jobs through redis-cli --pipe, job i
-# to u<i>@<domain i % DOMAINS>, with a unique "X-Job: PREFIX-i" header.
-# DOMAINS is a space-separated list.
+# pipe_jobs PORT N DOMAINS PREFIX [PAD]: XADD N jobs through redis-cli --pipe, job i
+# to u<i>@<domain i % DOMAINS>, with a unique "X-Job: PREFIX-i" header (and PAD
+# more bytes of body). DOMAINS is a space-separated list.
 pipe_jobs() {
-	awk -v n="$2" -v doms="$3" -v pre="$4" 'BEGIN {
+	awk -v n="$2" -v doms="$3" -v pre="$4" -v pad="${5:-0}" 'BEGIN {
 		nd = split(doms, d, " ")
+		fill = ""
+		while (length(fill) < pad)
+			fill = fill "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxy\r\n"
 		for (i = 1; i <= n; i++) {
 			to = "u" i "@" d[(i % nd) + 1]
-			data = "X-Job: " pre "-" i "\r\nSubject: test " i "\r\n\r\nbody " i "\r\n"
+			data = "X-Job: " pre "-" i "\r\nSubject: test " i "\r\n\r\nbody " i "\r\n" fill
 			id = pre "-" i
 			printf "*11\r\n$4\r\nXADD\r\n$11\r\nmxsend:jobs\r\n$1\r\n*\r\n"
 			printf "$4\r\nfrom\r\n$15\r\nsender@src.test\r\n"
@@ -300,6 +303,23 @@ t_retry_success() {
 	# the retried job keeps the original entry id in `job`
 	assert_eq "job ids" 1 "$(cut -d'|' -f2 <<<"$r" | sort -u | wc -l)"
 	sink_find_msg flaky later@flaky.test 3 >/dev/null || fail "the sink has no message"
+	queue_clean "$p"
+}
+
+# A claim whose reply is larger than the adapter reads in one go (256 jobs of
+# 8 KB: 2 MB, the budget is 1 MB): the next claim must go out at once, not
+# after the reply watchdog (a lost write once left every batch waiting ~12 s).
+t_large_claims() {
+	start_redis -n large || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf
+	mkconf "$conf" "$REDIS_URL" "max_inflight = 1000"
+	pipe_jobs "$p" 1000 ok.test lg 8192 || return 1
+	assert_eq "queued" 1000 "$(rcli "$p" XLEN mxsend:jobs)"
+	mx_start run "$conf" || return 1
+	wait_until 60 finals_ge "$p" 1000 || fail "not all 1000 jobs finished"
+	assert_eq "exit status" 0 "$(mx_stop run)"
+	once_each "$p" 1000 delivered
+	assert_eq "claim replies that timed out" 0 "$(grep -c 'evt=redis_timeout' "$CASE_DIR/run/log")"
 	queue_clean "$p"
 }
 
@@ -568,6 +588,7 @@ qcase "every result status (delivered bounced deferred expired held rejected)" t
 qcase "malformed jobs are rejected with a reason and acknowledged" t_malformed
 qcase "retry then success" t_retry_success
 qcase "expiry after the job's lifetime" t_expiry
+qcase "claims larger than one read (256 jobs of 8 KB) follow each other at once" t_large_claims
 qcase "hold, list, release by id and by domain" t_hold_release
 qcase "Redis down at start: back-off, then delivery" t_redis_down
 qcase "unix socket, database number, password (config and URL)" t_unix_auth

@@ -117,7 +117,7 @@ static void t_defaults(void)
 	CHECK_INT(c.timeouts.rset, 120000);
 	CHECK_INT(c.timeouts.quit, 60000);
 	CHECK_INT(c.reuse_time_ms, 300000);
-	CHECK_INT(c.reuse_max, 100);
+	CHECK_INT(c.reuse_max, 0);
 	CHECK_INT(c.idle_timeout_ms, 30000);
 	CHECK_INT(c.n_mxs, 0);
 	CHECK_INT(c.n_domains, 1);
@@ -480,7 +480,7 @@ static void t_global_values(void)
 		    "[tls]\nmin_version = 1.3\nbroken_tls_ttl = 0\n"
 		    "[timeouts]\nconnect = 2.5s\nbanner = 1m\nhelo = 1m\nstarttls = 30s\nmail = 1m\n"
 		    "rcpt = 1m\ndata = 1m\nblock = 1m\ndot = 5m\nrset = 1m\nquit = 500ms\n"
-		    "[pool]\nreuse_time = 1m\nreuse_max = 0\nidle_timeout = 10s\n");
+		    "[pool]\nreuse_time = 1m\nreuse_max = 50\nidle_timeout = 10s\n");
 	CHECK_INT(c.log_level, LOG_DEBUG);
 	CHECK_INT(c.max_message_size, 65536);
 	CHECK_STR(c.dns, "127.0.0.1:5353,[::1]:53,10.0.0.1");
@@ -498,7 +498,7 @@ static void t_global_values(void)
 	CHECK_INT(c.timeouts.dot, 300000);
 	CHECK_INT(c.timeouts.quit, 500);
 	CHECK_INT(c.reuse_time_ms, 60000);
-	CHECK_INT(c.reuse_max, 0);
+	CHECK_INT(c.reuse_max, 50);
 	CHECK_INT(c.idle_timeout_ms, 10000);
 	config_fini(&c);
 }
