@@ -591,6 +591,7 @@ static void destroy(struct dns *d)
 			dns_entry_free(d->hash[b]);
 	while (d->reqs != NULL)
 		dns_req_free(d->reqs);
+	free(d->spare);
 	if (d->pump != NULL) {
 		if (d->pump->task.queued)
 			d->pump->d = NULL; /* it frees itself when the loop runs it */

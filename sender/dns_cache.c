@@ -173,10 +173,25 @@ void dns_entry_free(struct entry *e)
 
 struct req *dns_req_new(struct dns *d, enum req_kind kind, void *arg)
 {
-	/* A TXT request never touches the MX part of the union (~24 KiB that
-	 * calloc would clear on every lookup). */
-	size_t sz = kind == REQ_TXT ? offsetof(struct req, u) + sizeof(struct dns_txt) : sizeof(struct req);
-	struct req *r = xcalloc(1, sz);
+	struct req *r;
+	if (kind == REQ_TXT) {
+		/* A TXT request never touches the MX part of the union. */
+		r = xcalloc(1, offsetof(struct req, u) + sizeof(struct dns_txt));
+	} else {
+		/* An MX request is ~24 KiB, asked for once per delivery (most
+		 * answered from the cache): reuse the last one freed, and clear
+		 * only what is read before it is written: the header and the
+		 * result's counters here, each host's work in
+		 * dns_start_host_lookups. Hosts and addresses are read only up
+		 * to nhosts and naddrs. */
+		r = d->spare ? d->spare : xmalloc(sizeof(*r));
+		d->spare = NULL;
+		memset(r, 0, offsetof(struct req, u));
+		struct dns_mx *m = &r->u.mx.res;
+		m->status = 0;
+		m->implicit = m->nhosts = 0;
+		m->why[0] = '\0';
+	}
 	r->d = d;
 	r->kind = kind;
 	r->refs = 1; /* the caller's hold, dropped at the end of dns_resolve_* */
@@ -195,9 +210,13 @@ void dns_req_free(struct req *r)
 	if (r->prev) r->prev->next = r->next; else if (d->reqs == r) d->reqs = r->next;
 	if (r->next) r->next->prev = r->prev;
 	d->nreqs--;
-	if (r->kind == REQ_TXT)
+	if (r->kind == REQ_TXT) {
 		for (int i = 0; i < r->u.txt.n; i++)
 			free(r->u.txt.rr[i]);
+	} else if (d->spare == NULL && !d->destroying) {
+		d->spare = r;
+		return;
+	}
 	free(r);
 }
 
@@ -331,6 +350,12 @@ void dns_lookup(struct dns *d, int type, const char *name, struct req *r, int sl
 void dns_start_host_lookups(struct req *r)
 {
 	r->hosts_stage = true;
+	for (int i = 0; i < r->u.mx.res.nhosts; i++) {
+		struct host_work *hw = &r->u.mx.hw[i];
+		hw->n4 = hw->n6 = 0;
+		hw->st4 = hw->st6 = 0;
+		hw->why4 = hw->why6 = NULL;
+	}
 	for (int i = 0; i < r->u.mx.res.nhosts; i++) {
 		const char *h = r->u.mx.res.hosts[i].name;
 		dns_lookup(r->d, QT_A, h, r, i);

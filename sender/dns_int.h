@@ -102,6 +102,7 @@ struct dns {
 	unsigned ncached, nqueued, ninflight;
 	struct req *reqs;                   /* every live req */
 	unsigned nreqs;
+	struct req *spare;                  /* the last MX request freed, for reuse */
 	struct req *ready_head, *ready_tail;
 	struct sock *socks;
 	unsigned nsocks, capsocks;

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <liburing.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -46,6 +47,7 @@ struct loop {
 	unsigned ntasks;
 	/* cross-thread wake-up */
 	int wake_fd;
+	atomic_bool wake_pending; /* an eventfd write is on its way: later wakes need none */
 	uint64_t wake_buf;
 	struct loop_op wake_op;
 	loop_wake_fn *wake_fn;
@@ -545,6 +547,9 @@ static void wake_cqe(struct loop_op *op, int res, unsigned flags)
 	l->inflight--;
 	if (res < 0 && res != -EINTR && res != -EAGAIN)
 		log_error("evt=loop_wake_read_failed err=%s", strerror(-res));
+	/* Cleared before the callback drains its queues: a push it misses
+	 * was made after this, and that push's wake writes again. */
+	atomic_store(&l->wake_pending, false);
 	loop_read(l, &l->wake_op, l->wake_fd, &l->wake_buf, sizeof(l->wake_buf));
 	l->wake_fn(l->wake_arg);
 }
@@ -565,6 +570,8 @@ int loop_wake_init(struct loop *l, loop_wake_fn *fn, void *arg)
 
 void loop_wake(struct loop *l)
 {
+	if (atomic_exchange(&l->wake_pending, true))
+		return; /* the loop has not yet taken the last one: it will see ours too */
 	uint64_t one = 1;
 	ssize_t r = write(l->wake_fd, &one, sizeof(one));
 	(void)r; /* EAGAIN means the counter is saturated: a wake is pending anyway */

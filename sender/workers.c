@@ -13,6 +13,7 @@
  *           event), STS_STORE (a fetched policy to persist).
  * The worker runs each REQ through a proxy request whose callbacks turn
  * results into messages; the original request is only read by the worker. */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "sender/workers.h"
 
 #include <errno.h>
@@ -323,6 +324,9 @@ struct workers *workers_new(struct loop *feeder, int n, const struct config *c,
 			goto fail;
 		}
 		w->started = true;
+		char name[16]; /* for top -H, perf --comm */
+		snprintf(name, sizeof(name), "mxsend-w%u", (unsigned)i % 1000u);
+		pthread_setname_np(w->thr, name);
 	}
 	return ws;
 fail:
