@@ -286,6 +286,7 @@ static const struct key k_tls[] = {
 	{ "tlsrpt", BOOL(G(tlsrpt)), 0 },
 	{ "broken_tls_ttl", DUR(V_DUR, G(broken_tls_ttl_ms), 0, 30 * MS_D, "0..30d"), 0 },
 	{ "sts_https_port", INT(G(sts_https_port), 1, 65535), 0 },
+	{ "max_handshakes", INT(G(max_handshakes), 0, 100000), 0 },
 };
 static const struct key k_timeouts[] = {
 	TO(connect), TO(banner), TO(helo), TO(starttls), TO(mail), TO(rcpt),
@@ -354,6 +355,7 @@ void config_defaults(struct config *c)
 		.visibility_timeout_ms = 5 * MS_M, .batch = 256,
 		.n_schedule = (int)ARRAY_LEN(schedule), .lifetime_ms = 2 * MS_D, .jitter = 0.1,
 		.min_version = 12, .mta_sts = true, .tlsrpt = true, .broken_tls_ttl_ms = 1 * MS_H, .sts_https_port = 443,
+		.max_handshakes = 128,
 		.timeouts = { .connect = 10 * MS_S, .banner = 5 * MS_M, .helo = 5 * MS_M,
 			      .starttls = 2 * MS_M, .mail = 5 * MS_M, .rcpt = 5 * MS_M,
 			      .data = 2 * MS_M, .block = 3 * MS_M, .dot = 10 * MS_M,

@@ -95,6 +95,7 @@ struct config {
 	bool mta_sts, tlsrpt;      /* keys mta_sts, tlsrpt: yes|no, both default yes */
 	uint64_t broken_tls_ttl_ms; /* key broken_tls_ttl, default 1h */
 	int sts_https_port;       /* key sts_https_port: MTA-STS policy fetches (443; labs/tests) */
+	int max_handshakes;       /* key max_handshakes: TLS handshakes at once per worker (128; 0 no cap) */
 	/* [timeouts] keys connect banner helo starttls mail rcpt data block dot rset quit */
 	struct smtp_timeouts timeouts;
 	/* [pool] */

@@ -553,6 +553,7 @@ static void start_session(struct job *j)
 			p.level = TLS_LEVEL_NONE;
 	}
 	p.min_tls = j->rule.min_tls;
+	p.max_handshakes = (unsigned)j->d->cfg->max_handshakes;
 	if (j->rule.relay_host) {
 		p.implicit_tls = j->port == 465; /* RFC 8314 submissions port */
 		p.auth_user = j->rule.auth_user;
@@ -835,7 +836,7 @@ static void dns_done(void *arg, const struct dns_mx *mx)
 	struct job *j = arg;
 	/* Keep only the hosts in use: the full struct is ~20 KiB, a job with
 	 * one MX needs ~1.5 KiB (thousands of jobs are in flight at once). */
-	size_t sz = offsetof(struct dns_mx, hosts) + (size_t)mx->nhosts * sizeof(mx->hosts[0]);
+	size_t sz = DNS_MX_SIZE(mx->nhosts);
 	j->mx_pending = xmalloc(sz);
 	memcpy(j->mx_pending, mx, sz);
 	if (--j->waiting == 0)
@@ -876,7 +877,7 @@ static bool relay_literal(struct job *j)
 		s6->sin6_family = AF_INET6;
 	else
 		return false;
-	size_t sz = offsetof(struct dns_mx, hosts) + sizeof(j->mx_pending->hosts[0]);
+	size_t sz = DNS_MX_SIZE(1);
 	j->mx_pending = xcalloc(1, sz);
 	j->mx_pending->status = DNS_OK;
 	j->mx_pending->implicit = 1;

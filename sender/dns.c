@@ -486,7 +486,7 @@ static void destroy(struct dns *d);
 static void deliver(struct req *r)
 {
 	if (r->kind == REQ_MX) {
-		struct dns_mx *m = &r->u.mx.res;
+		struct dns_mx *m = r->u.mx.res;
 		log_debug("evt=dns_mx domain=%s status=%s hosts=%d implicit=%d why=\"%s\"", r->name,
 			  dns_status_name(m->status), m->nhosts, m->implicit, m->why);
 		r->mx_cb(r->arg, m);
@@ -591,7 +591,6 @@ static void destroy(struct dns *d)
 			dns_entry_free(d->hash[b]);
 	while (d->reqs != NULL)
 		dns_req_free(d->reqs);
-	free(d->spare);
 	if (d->pump != NULL) {
 		if (d->pump->task.queued)
 			d->pump->d = NULL; /* it frees itself when the loop runs it */
@@ -642,8 +641,8 @@ static void resolve(struct req *r, const char *in, int type)
 		dns_lookup(r->d, type, r->name, r, -1);
 		start_queued(r->d);
 	} else if (r->kind == REQ_MX) {
-		r->u.mx.res.status = DNS_NXDOMAIN;
-		strlcpy_x(r->u.mx.res.why, "invalid domain name", sizeof(r->u.mx.res.why));
+		r->u.mx.res->status = DNS_NXDOMAIN;
+		strlcpy_x(r->u.mx.res->why, "invalid domain name", sizeof(r->u.mx.res->why));
 	} else {
 		r->u.txt.status = DNS_NXDOMAIN;
 		strlcpy_x(r->u.txt.why, "invalid name", sizeof(r->u.txt.why));
@@ -662,14 +661,15 @@ void dns_resolve_addr(struct dns *d, const char *host, dns_mx_fn *cb, void *arg)
 {
 	struct req *r = dns_req_new(d, REQ_MX, arg);
 	r->mx_cb = cb;
-	struct dns_mx *m = &r->u.mx.res;
+	struct dns_mx *m = r->u.mx.res;
 	if (!name_norm(host, r->name, sizeof(r->name))) {
 		m->status = DNS_NXDOMAIN;
 		strlcpy_x(m->why, "invalid host name", sizeof(m->why));
 	} else {
 		/* The host itself, as for an implicit MX, without asking for MX. */
+		dns_mx_hosts(r, 1);
+		m = r->u.mx.res;
 		m->implicit = 1;
-		m->nhosts = 1;
 		strlcpy_x(m->hosts[0].name, r->name, sizeof(m->hosts[0].name));
 		dns_start_host_lookups(r);
 		start_queued(d);

@@ -20,6 +20,7 @@
 #ifndef SENDER_DNS_H
 #define SENDER_DNS_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -44,8 +45,10 @@ struct dns_mx {
 	enum dns_status status; /* DNS_OK if at least one host has an address */
 	int implicit;           /* 1: no MX records, the domain's own A/AAAA */
 	int nhosts;
-	struct dns_host hosts[DNS_MAX_MX];
 	char why[128];          /* human text for non-OK: "NXDOMAIN for example.com MX" */
+	/* last: results are allocated for nhosts only (offsetof(struct dns_mx,
+	 * hosts) + nhosts * sizeof(struct dns_host)) */
+	struct dns_host hosts[DNS_MAX_MX];
 };
 
 struct dns_txt {
@@ -72,7 +75,10 @@ struct dns_stats {
 	unsigned pending;    /* dns_resolve_* calls whose callback has not run yet */
 };
 
+/* mx is valid during the call and holds mx->nhosts hosts only: copy
+ * DNS_MX_SIZE(mx->nhosts) bytes, never sizeof(struct dns_mx). */
 typedef void dns_mx_fn(void *arg, const struct dns_mx *mx);
+#define DNS_MX_SIZE(n) (offsetof(struct dns_mx, hosts) + (size_t)(n) * sizeof(struct dns_host))
 typedef void dns_txt_fn(void *arg, const struct dns_txt *txt);
 
 /* Create a resolver on loop. NULL with *err set ("bad dns servers ...") on failure. */

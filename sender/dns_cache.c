@@ -175,22 +175,10 @@ struct req *dns_req_new(struct dns *d, enum req_kind kind, void *arg)
 {
 	struct req *r;
 	if (kind == REQ_TXT) {
-		/* A TXT request never touches the MX part of the union. */
 		r = xcalloc(1, offsetof(struct req, u) + sizeof(struct dns_txt));
 	} else {
-		/* An MX request is ~24 KiB, asked for once per delivery (most
-		 * answered from the cache): reuse the last one freed, and clear
-		 * only what is read before it is written: the header and the
-		 * result's counters here, each host's work in
-		 * dns_start_host_lookups. Hosts and addresses are read only up
-		 * to nhosts and naddrs. */
-		r = d->spare ? d->spare : xmalloc(sizeof(*r));
-		d->spare = NULL;
-		memset(r, 0, offsetof(struct req, u));
-		struct dns_mx *m = &r->u.mx.res;
-		m->status = 0;
-		m->implicit = m->nhosts = 0;
-		m->why[0] = '\0';
+		r = xcalloc(1, sizeof(*r));
+		r->u.mx.res = xcalloc(1, DNS_MX_SIZE(0)); /* no host yet */
 	}
 	r->d = d;
 	r->kind = kind;
@@ -213,11 +201,19 @@ void dns_req_free(struct req *r)
 	if (r->kind == REQ_TXT) {
 		for (int i = 0; i < r->u.txt.n; i++)
 			free(r->u.txt.rr[i]);
-	} else if (d->spare == NULL && !d->destroying) {
-		d->spare = r;
-		return;
+	} else {
+		free(r->u.mx.res);
+		free(r->u.mx.hw);
 	}
 	free(r);
+}
+
+void dns_mx_hosts(struct req *r, int n)
+{
+	r->u.mx.res = xrealloc(r->u.mx.res, DNS_MX_SIZE(n));
+	free(r->u.mx.hw);
+	r->u.mx.hw = n > 0 ? xcalloc((size_t)n, sizeof(*r->u.mx.hw)) : NULL;
+	r->u.mx.res->nhosts = n;
 }
 
 /* Build the host list once every A/AAAA lookup is in: IPv4 addresses first,
@@ -225,7 +221,7 @@ void dns_req_free(struct req *r)
  * with no address dropped but named in `why`, then sorted and shuffled. */
 static void mx_finish_hosts(struct req *r)
 {
-	struct dns_mx *m = &r->u.mx.res;
+	struct dns_mx *m = r->u.mx.res;
 	bool any_temp = false;
 	int out = 0;
 	size_t wl = strlen(m->why);
@@ -350,14 +346,8 @@ void dns_lookup(struct dns *d, int type, const char *name, struct req *r, int sl
 void dns_start_host_lookups(struct req *r)
 {
 	r->hosts_stage = true;
-	for (int i = 0; i < r->u.mx.res.nhosts; i++) {
-		struct host_work *hw = &r->u.mx.hw[i];
-		hw->n4 = hw->n6 = 0;
-		hw->st4 = hw->st6 = 0;
-		hw->why4 = hw->why6 = NULL;
-	}
-	for (int i = 0; i < r->u.mx.res.nhosts; i++) {
-		const char *h = r->u.mx.res.hosts[i].name;
+	for (int i = 0; i < r->u.mx.res->nhosts; i++) {
+		const char *h = r->u.mx.res->hosts[i].name;
 		dns_lookup(r->d, QT_A, h, r, i);
 		dns_lookup(r->d, QT_AAAA, h, r, i);
 	}
@@ -392,17 +382,17 @@ static void mx_pick(struct req *r, const struct entry *e)
 		}
 		n = DNS_MAX_MX;
 	}
-	struct dns_mx *m = &r->u.mx.res;
+	dns_mx_hosts(r, n);
+	struct dns_mx *m = r->u.mx.res;
 	for (int i = 0; i < n; i++) {
 		strlcpy_x(m->hosts[i].name, e->u.mx[idx[i]].host, sizeof(m->hosts[i].name));
 		m->hosts[i].pref = e->u.mx[idx[i]].pref;
 	}
-	m->nhosts = n;
 }
 
 static void apply_mx(struct req *r, const struct entry *e)
 {
-	struct dns_mx *m = &r->u.mx.res;
+	struct dns_mx *m = r->u.mx.res;
 	switch (e->status) {
 	case DNS_OK:
 		/* RFC 7505 §3: a single MX whose exchange is "." with preference 0
@@ -417,8 +407,9 @@ static void apply_mx(struct req *r, const struct entry *e)
 		return;
 	case DNS_NODATA:
 		/* RFC 5321 §5.1: no MX records, the domain itself is the implicit MX. */
+		dns_mx_hosts(r, 1);
+		m = r->u.mx.res;
 		m->implicit = 1;
-		m->nhosts = 1;
 		strlcpy_x(m->hosts[0].name, r->name, sizeof(m->hosts[0].name));
 		m->hosts[0].pref = 0;
 		dns_start_host_lookups(r);

@@ -80,8 +80,10 @@ struct req {
 	char name[256];
 	union {
 		struct {
-			struct dns_mx res;
-			struct host_work hw[DNS_MAX_MX];
+			/* sized to the answer (dns_mx_hosts): a pending lookup
+			 * holds ~150 bytes, not room for DNS_MAX_MX hosts */
+			struct dns_mx *res;
+			struct host_work *hw;
 		} mx;
 		struct dns_txt txt;
 	} u;
@@ -102,7 +104,6 @@ struct dns {
 	unsigned ncached, nqueued, ninflight;
 	struct req *reqs;                   /* every live req */
 	unsigned nreqs;
-	struct req *spare;                  /* the last MX request freed, for reuse */
 	struct req *ready_head, *ready_tail;
 	struct sock *socks;
 	unsigned nsocks, capsocks;
@@ -110,6 +111,10 @@ struct dns {
 	unsigned ndead_w, capdead_w;
 	struct dns_stats stats;
 };
+
+/* dns_cache.c: make room for n hosts in r's MX result (n <= DNS_MAX_MX);
+ * sets nhosts = n and clears the new hosts' work. */
+void dns_mx_hosts(struct req *r, int n);
 
 /* dns.c */
 const char *dns_type_name(int type);

@@ -129,7 +129,73 @@ struct smtp_session {
 	bool bdat;       /* CHUNKING: the body goes out as one BDAT LAST chunk */
 	bool body_on;    /* body streaming in progress */
 	bool at_bol;     /* dot-stuffing state: next byte starts a line */
+	/* the handshake gate (hs_gate_*) */
+	bool hs_holding, hs_waiting;
+	struct smtp_session *hs_next, *hs_prev;
+	struct loop_task hs_task;
 };
+
+/* ---- the handshake gate ----
+ * A TLS handshake in progress holds ~40-60 KiB (record and handshake buffers,
+ * key shares, the peer's chain) against ~20 KiB for an established session,
+ * and costs CPU, not waiting: thousands at once only queue for the core and
+ * raise the memory high-water mark (10,000 sessions whose STARTTLS replies
+ * arrive together). So each thread runs at most max_handshakes at once; the
+ * others wait in FIFO order in S_TLS (its timeout covers the wait), having
+ * sent nothing: the server is waiting for our ClientHello. */
+static _Thread_local struct {
+	unsigned active;
+	struct smtp_session *head, *tail;
+} hs_gate;
+
+static void begin_tls(struct smtp_session *s);
+
+static void hs_gate_leave(struct smtp_session *s)
+{
+	if (s->hs_waiting) {
+		if (s->hs_prev) s->hs_prev->hs_next = s->hs_next; else hs_gate.head = s->hs_next;
+		if (s->hs_next) s->hs_next->hs_prev = s->hs_prev; else hs_gate.tail = s->hs_prev;
+		s->hs_next = s->hs_prev = NULL;
+		s->hs_waiting = false;
+	}
+	loop_task_cancel(s->l, &s->hs_task);
+	if (!s->hs_holding)
+		return;
+	s->hs_holding = false;
+	hs_gate.active--;
+	struct smtp_session *w = hs_gate.head;
+	if (w == NULL)
+		return;
+	hs_gate.head = w->hs_next;
+	if (hs_gate.head) hs_gate.head->hs_prev = NULL; else hs_gate.tail = NULL;
+	w->hs_next = NULL;
+	w->hs_waiting = false;
+	w->hs_holding = true;
+	hs_gate.active++;
+	loop_defer(w->l, &w->hs_task); /* never inside the leaving session's call */
+}
+
+static void hs_task_fn(struct loop_task *t)
+{
+	struct smtp_session *s = container_of(t, struct smtp_session, hs_task);
+	if (s->hs_holding && s->st == S_TLS && !s->dead)
+		begin_tls(s);
+}
+
+/* True when s may handshake now; else it is queued and begin_tls runs later. */
+static bool hs_gate_enter(struct smtp_session *s)
+{
+	if (s->p.max_handshakes == 0 || hs_gate.active < s->p.max_handshakes) {
+		s->hs_holding = true;
+		hs_gate.active++;
+		return true;
+	}
+	s->hs_waiting = true;
+	s->hs_prev = hs_gate.tail;
+	if (hs_gate.tail) hs_gate.tail->hs_next = s; else hs_gate.head = s;
+	hs_gate.tail = s;
+	return false;
+}
 
 enum smtp_class smtp_classify(int code)
 {
@@ -180,6 +246,8 @@ static void arm(struct smtp_session *s, size_t off)
 
 static void enter(struct smtp_session *s, enum state st)
 {
+	if (s->st == S_TLS && st != S_TLS)
+		hs_gate_leave(s);
 	if (s->st != st)
 		log_trace("smtp %016llx: %s -> %s", (unsigned long long)s->p.id, states[s->st].name,
 			  states[st].name);
@@ -582,7 +650,7 @@ static void after_ehlo(struct smtp_session *s)
 }
 
 /* The TLS session for this MX, resumable under (host, port, SNI, verify). */
-static void start_tls(struct smtp_session *s)
+static void begin_tls(struct smtp_session *s)
 {
 	char key[600];
 	int port = s->p.addr.ss_family == AF_INET6
@@ -592,8 +660,14 @@ static void start_tls(struct smtp_session *s)
 	snprintf(key, sizeof(key), "%s:%d:%s:%s", s->mx_host, port, s->mx_host,
 		 verify ? "verify" : "none");
 	struct tls *t = tls_new(s->p.tc, s->mx_host, s->mx_host, verify, key);
-	enter(s, S_TLS);
 	conn_starttls(s->conn, t);
+}
+
+static void start_tls(struct smtp_session *s)
+{
+	enter(s, S_TLS);
+	if (hs_gate_enter(s))
+		begin_tls(s);
 }
 
 static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
@@ -925,6 +999,7 @@ struct smtp_session *smtp_session_new(struct loop *l, const struct smtp_params *
 	s->arg = arg;
 	loop_timer_init(&s->timer, timer_fn);
 	loop_task_init(&s->task, task_fn);
+	loop_task_init(&s->hs_task, hs_task_fn);
 	s->st = S_CONNECTING;
 	s->born = loop_now(l);
 	if (s->p.live)
@@ -987,6 +1062,8 @@ void smtp_session_free(struct smtp_session *s)
 	s->dead = true;
 	conn_close(s->conn);
 	s->conn = NULL;
+	if (s->st == S_TLS)
+		hs_gate_leave(s);
 	s->st = S_DEAD;
 	loop_timer_stop(s->l, &s->timer);
 	loop_defer(s->l, &s->task);

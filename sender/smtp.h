@@ -62,6 +62,7 @@ struct smtp_params {
 	const char *auth_user;      /* AUTH PLAIN/LOGIN after TLS when set (RFC 4954);
 	                             * never over plaintext, never logged */
 	const char *auth_password;
+	unsigned max_handshakes;    /* TLS handshakes at once in this thread; 0: no cap */
 };
 
 enum smtp_event { SMTP_EV_READY, SMTP_EV_TXN_DONE, SMTP_EV_FAIL };

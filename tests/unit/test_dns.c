@@ -345,7 +345,7 @@ static void got_mx(void *arg, const struct dns_mx *mx)
 	struct mx_res *r = arg;
 	CHECK(!r->done);
 	r->done = true;
-	r->mx = *mx;
+	memcpy(&r->mx, mx, DNS_MX_SIZE(mx->nhosts));
 	if (--pending == 0)
 		loop_stop(fx.loop);
 }
