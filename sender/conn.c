@@ -132,25 +132,6 @@ static void start_send(struct conn *c)
 	loop_send(c->l, &c->send_op, c->fd, c->fly.p + c->fly_off, c->fly.len - c->fly_off);
 }
 
-/* Move ciphertext the TLS engine produced into the output. */
-static void tls_drain(struct conn *c)
-{
-	size_t n;
-	while ((n = tls_net_pending(c->tls)) > 0) {
-		buf_reserve(&c->pend, n);
-		size_t got = tls_net_out(c->tls, c->pend.p + c->pend.len, n);
-		if (got == 0)
-			break;
-		c->pend.len += got;
-	}
-}
-
-static void tls_flush(struct conn *c)
-{
-	tls_drain(c);
-	start_send(c);
-}
-
 /* Writes are corked: everything written during one loop iteration goes out as
  * one TLS write (fewer records, fewer encrypt calls) and one send. */
 static void flush_task_fn(struct loop_task *t)
@@ -165,8 +146,7 @@ static void flush_task_fn(struct loop_task *t)
 	size_t off = 0;
 	while (off < c->plain.len) {
 		size_t done = 0, n = c->plain.len - off;
-		/* one record at a time, draining the memory BIO in between, so
-		 * its buffer never grows past one record */
+		/* one record at a time; the ciphertext lands in pend (tls_out) */
 		if (n > 16384)
 			n = 16384;
 		enum tls_rc rc = tls_write(c->tls, c->plain.p + off, n, &done);
@@ -178,11 +158,10 @@ static void flush_task_fn(struct loop_task *t)
 			return;
 		}
 		off += done;
-		tls_drain(c);
 	}
 	free(c->plain.p);
 	c->plain = (struct buf){ 0 };
-	tls_flush(c);
+	start_send(c);
 }
 
 static void send_cqe(struct loop_op *op, int res, unsigned flags)
@@ -238,7 +217,7 @@ static void retry_fn(struct loop_timer *t)
 static void hs_step(struct conn *c)
 {
 	enum tls_rc rc = tls_handshake(c->tls);
-	tls_flush(c);
+	start_send(c);
 	if (c->closing)
 		return;
 	if (rc == TLS_AGAIN)
@@ -267,7 +246,7 @@ static void tls_input(struct conn *c, const char *data, size_t n)
 		char plain[16384];
 		size_t got = 0;
 		enum tls_rc rc = tls_read(c->tls, plain, sizeof(plain), &got);
-		tls_flush(c); /* tickets, key updates, alerts */
+		start_send(c); /* tickets, key updates, alerts */
 		if (c->closing)
 			return;
 		if (rc == TLS_OK) {
@@ -404,10 +383,18 @@ size_t conn_out_pending(const struct conn *c)
 	return c->plain.len + c->pend.len + (c->fly.len - c->fly_off);
 }
 
+/* The TLS engine's output, straight into the pending output buffer. */
+static void tls_out(void *arg, const void *buf, size_t n)
+{
+	struct conn *c = arg;
+	buf_append(&c->pend, buf, n);
+}
+
 void conn_starttls(struct conn *c, struct tls *t)
 {
 	tls_free(c->tls);
 	c->tls = t;
+	tls_set_output(t, tls_out, c);
 	c->handshaking = true;
 	loop_defer(c->l, &c->hs_task);
 }

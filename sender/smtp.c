@@ -100,10 +100,8 @@ struct expect {
 struct smtp_session {
 	struct loop *l;
 	struct smtp_params p;
-	char mx_host[256];
-	char helo[256];
-	char auth_user[256];
-	char auth_pass[256];
+	/* copies, in one allocation (strs); auth_pass is wiped before free */
+	char *strs, *mx_host, *helo, *auth_user, *auth_pass;
 	bool authed;
 	smtp_event_fn *cb;
 	void *arg;
@@ -969,7 +967,8 @@ static void task_fn(struct loop_task *t)
 		loop_timer_stop(s->l, &s->timer);
 		if (s->p.live)
 			(*s->p.live)--;
-		memset(s->auth_pass, 0, sizeof(s->auth_pass));
+		explicit_bzero(s->auth_pass, strlen(s->auth_pass));
+		free(s->strs);
 		free(s->exp);
 		free(s->ibuf);
 		free(s);
@@ -987,12 +986,19 @@ struct smtp_session *smtp_session_new(struct loop *l, const struct smtp_params *
 	struct smtp_session *s = xcalloc(1, sizeof(*s));
 	s->l = l;
 	s->p = *p;
-	strlcpy_x(s->mx_host, p->mx_host, sizeof(s->mx_host));
-	strlcpy_x(s->helo, p->helo, sizeof(s->helo));
+	const char *src[4] = { p->mx_host, p->helo, p->auth_user ? p->auth_user : "",
+			       p->auth_password ? p->auth_password : "" };
+	size_t len[4], all = 0;
+	for (int i = 0; i < 4; i++)
+		all += (len[i] = strlen(src[i]) + 1);
+	char *b = s->strs = xmalloc(all), **dst[4] = { &s->mx_host, &s->helo, &s->auth_user,
+						       &s->auth_pass };
+	for (int i = 0; i < 4; i++) {
+		*dst[i] = memcpy(b, src[i], len[i]);
+		b += len[i];
+	}
 	s->p.mx_host = s->mx_host;
 	s->p.helo = s->helo;
-	strlcpy_x(s->auth_user, p->auth_user ? p->auth_user : "", sizeof(s->auth_user));
-	strlcpy_x(s->auth_pass, p->auth_password ? p->auth_password : "", sizeof(s->auth_pass));
 	s->p.auth_user = NULL;
 	s->p.auth_password = NULL;
 	s->cb = cb;

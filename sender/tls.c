@@ -10,6 +10,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,9 @@
 struct tls {
 	SSL *ssl;
 	BIO *rbio; /* ciphertext in: we write, SSL reads */
-	BIO *wbio; /* ciphertext out: SSL writes, we read */
+	BIO *wbio; /* ciphertext out: the sink BIO (tls_set_output), else a memory BIO */
+	tls_out_fn *out;
+	void *out_arg;
 	bool verify_failed;
 	bool fatal;      /* a TLS error ended the session: never resume it */
 	char err[256];
@@ -31,6 +34,55 @@ static void __attribute__((noreturn)) oom(const char *where)
 {
 	fprintf(stderr, "mxsend: out of memory in %s\n", where);
 	abort();
+}
+
+/* ---- the output sink: a BIO whose writes go straight to the owner's buffer ---- */
+
+static BIO_METHOD *sink_method;
+static pthread_once_t sink_once = PTHREAD_ONCE_INIT;
+
+static int sink_write(BIO *b, const char *p, int n)
+{
+	struct tls *t = BIO_get_data(b);
+	if (n > 0)
+		t->out(t->out_arg, p, (size_t)n);
+	return n;
+}
+
+static long sink_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)b;
+	(void)num;
+	(void)ptr;
+	return cmd == BIO_CTRL_FLUSH ? 1 : 0; /* nothing is ever pending here */
+}
+
+static int sink_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+static void sink_init(void)
+{
+	sink_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "mxsend output");
+	if (sink_method == NULL || BIO_meth_set_write(sink_method, sink_write) != 1 ||
+	    BIO_meth_set_ctrl(sink_method, sink_ctrl) != 1 ||
+	    BIO_meth_set_create(sink_method, sink_create) != 1)
+		oom("tls sink BIO");
+}
+
+void tls_set_output(struct tls *t, tls_out_fn *fn, void *arg)
+{
+	pthread_once(&sink_once, sink_init);
+	BIO *b = BIO_new(sink_method);
+	if (b == NULL)
+		oom("tls_set_output");
+	BIO_set_data(b, t);
+	t->out = fn;
+	t->out_arg = arg;
+	SSL_set0_wbio(t->ssl, b); /* frees the memory BIO */
+	t->wbio = b;
 }
 
 struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_host,
@@ -129,26 +181,35 @@ enum tls_rc tls_write(struct tls *t, const void *buf, size_t n, size_t *done)
 	return map_rc(t, r, "TLS write");
 }
 
+/* A drained memory BIO still holds the capacity of its largest burst (the
+ * server's certificate chain, a long reply): an empty one costs nothing until
+ * used. (Output needs no such care: it goes to the owner, tls_set_output.) */
+static BIO *fresh_if_drained(BIO *b)
+{
+	BUF_MEM *m = NULL;
+	if (BIO_ctrl_pending(b) != 0 || BIO_get_mem_ptr(b, &m) != 1 || m == NULL || m->max == 0)
+		return NULL;
+	BIO *nb = BIO_new(BIO_s_mem());
+	if (nb == NULL)
+		oom("tls_release_buffers");
+	return nb;
+}
+
 void tls_release_buffers(struct tls *t)
 {
 	SSL_free_buffers(t->ssl); /* refuses (harmlessly) while data is pending */
+	BIO *nb;
+	if ((nb = fresh_if_drained(t->rbio)) != NULL) {
+		BIO_set_mem_eof_return(nb, -1);
+		SSL_set0_rbio(t->ssl, nb); /* frees the old one */
+		t->rbio = nb;
+	}
 }
 
 void tls_net_in(struct tls *t, const void *buf, size_t n)
 {
 	if (n > 0 && BIO_write(t->rbio, buf, (int)n) != (int)n)
 		oom("tls_net_in");
-}
-
-size_t tls_net_pending(struct tls *t)
-{
-	return BIO_ctrl_pending(t->wbio);
-}
-
-size_t tls_net_out(struct tls *t, void *buf, size_t n)
-{
-	int r = BIO_read(t->wbio, buf, (int)(n > 0x7fffffff ? 0x7fffffff : n));
-	return r > 0 ? (size_t)r : 0;
 }
 
 void tls_get_verdict(struct tls *t, struct tls_verdict *v)

@@ -1,8 +1,8 @@
 /* tls.h: one client TLS session over memory BIOs (no sockets here).
  *
  * io_uring hands us bytes, not readiness, so OpenSSL runs over a pair of memory
- * BIOs: conn.c feeds received ciphertext with tls_net_in() and sends what
- * tls_net_out() yields. tls_handshake/read/write return TLS_OK, TLS_AGAIN (feed
+ * BIOs: conn.c feeds received ciphertext with tls_net_in(); what OpenSSL
+ * writes goes straight to conn.c's output buffer (tls_set_output). tls_handshake/read/write return TLS_OK, TLS_AGAIN (feed
  * more input / flush output, then call again) or TLS_ERR (tls_error() says why);
  * TLS_CLOSED when the peer sent close_notify. */
 #ifndef SENDER_TLS_H
@@ -48,12 +48,12 @@ enum tls_rc tls_write(struct tls *t, const void *buf, size_t n, size_t *done);
 /* Give OpenSSL's record buffers back while the session waits (idle sessions
  * then hold ~21 KiB instead of ~38 KiB); no-op if data is pending. */
 void tls_release_buffers(struct tls *t);
+/* Send ciphertext to fn(arg, bytes, n) as OpenSSL produces it (no copy, no
+ * buffer of its own). Required before the handshake; conn_starttls does it. */
+typedef void tls_out_fn(void *arg, const void *buf, size_t n);
+void tls_set_output(struct tls *t, tls_out_fn *fn, void *arg);
 /* Ciphertext from the network (all of it is taken). */
 void tls_net_in(struct tls *t, const void *buf, size_t n);
-/* Ciphertext waiting to go out. */
-size_t tls_net_pending(struct tls *t);
-/* Copy up to n bytes of pending ciphertext into buf; returns the count. */
-size_t tls_net_out(struct tls *t, void *buf, size_t n);
 
 void tls_get_verdict(struct tls *t, struct tls_verdict *v);
 /* The RFC 8460 4.3 result type for a certificate that did not verify:
