@@ -17,6 +17,9 @@
 # scenarios 3 times interleaved, keeping each one's least disturbed pass: ~3-4 minutes):
 #   a1  4 KB messages to 1 domain over reused connections
 #   a2  4 KB messages to 100 domains over reused connections
+#   a3  a1 against a sink without CHUNKING (DATA; the fast sink offers CHUNKING like Postfix/Exim)
+#   q1  a1's load queued in Redis and drained by `mxsend run --until-empty` (bench/qload.sh):
+#       mxsend's CPU includes claiming, parsing, results and XACK; redis-server's is beside it
 #   b1  one message to each of 10,000 domains, --no-reuse, TLS resumption on
 #   b0  the same, --no-resume (every handshake full)
 #   c   10,000 TLS sessions open at once against the slow sink (--delay-ms), --no-reuse
@@ -55,7 +58,7 @@ while [ $# -gt 0 ]; do
 	--perf=*) PERF=1 PERF_IDS=",${1#--perf=}," ;;
 	--only) ONLY=",$2,"; shift ;;
 	-h | --help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-	*) echo "usage: bench/run.sh [--quick] [--perf[=IDS]] [--only a1,a2,b1,b0,c,d1,d2]" >&2; exit 64 ;;
+	*) echo "usage: bench/run.sh [--quick] [--perf[=IDS]] [--only a1,a2,a3,q1,b1,b0,c,d1,d2]" >&2; exit 64 ;;
 	esac
 	shift
 done

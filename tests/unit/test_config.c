@@ -899,6 +899,7 @@ static void t_example_file_is_defaults(void)
 	CHECK_INT(c.broken_tls_ttl_ms, d.broken_tls_ttl_ms);
 	CHECK(memcmp(&c.timeouts, &d.timeouts, sizeof(c.timeouts)) == 0);
 	CHECK_INT(c.reuse_time_ms, d.reuse_time_ms);
+	CHECK_INT(c.max_handshakes, d.max_handshakes);
 	CHECK_INT(c.reuse_max, d.reuse_max);
 	CHECK_INT(c.idle_timeout_ms, d.idle_timeout_ms);
 	CHECK_INT(c.n_domains, 1);
