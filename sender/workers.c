@@ -32,6 +32,7 @@ enum msg_kind { M_REQ, M_STOP, M_RCPT, M_DONE, M_TLS, M_STS_STORE, M_STS_LOAD };
 
 struct msg {
 	_Atomic(struct msg *) next;
+	struct mpsc *home;       /* the sender's spares: where it goes when consumed */
 	enum msg_kind kind;
 	struct deliver_req *req; /* the feeder's request */
 	int idx;
@@ -68,6 +69,7 @@ struct worker {
 	struct deliver *d;
 	struct deliver_opts o;    /* hooks point at relays to the feeder */
 	struct mpsc inbox;
+	struct mpsc spare;        /* consumed messages of ours, back from the feeder */
 	struct waker wake_feeder; /* runs on this worker's loop */
 	struct waker wake_me;     /* runs on the feeder's loop */
 	bool stopping;
@@ -79,6 +81,7 @@ struct workers {
 	int n;
 	struct worker *w;
 	struct mpsc outbox;
+	struct mpsc spare;        /* consumed feeder messages, back from the workers */
 	unsigned active;
 };
 
@@ -128,6 +131,39 @@ static struct msg *mpsc_pop(struct mpsc *q)
 	return NULL;
 }
 
+/* Messages are recycled, never freed across threads: the consumer pushes a
+ * message back to its sender's spares, the sender pops one before it would
+ * allocate. (A free of another thread's chunk takes that arena's lock; on
+ * the queue path that was the feeder's largest cost.) Fields are set by
+ * each sender: spares are not cleared. */
+static struct msg *msg_get(struct mpsc *spare)
+{
+	struct msg *m = mpsc_pop(spare);
+	if (m == NULL || m == &spare->stub)
+		m = xmalloc(sizeof(*m));
+	m->home = spare;
+	return m;
+}
+
+static void msg_put(struct msg *m)
+{
+	mpsc_push(m->home, m);
+}
+
+/* At teardown: free every message left in q (threads are joined); those
+ * not yet consumed still own their strings. */
+static void msg_free_all(struct mpsc *q, bool consumed)
+{
+	struct msg *m;
+	while ((m = mpsc_pop(q)) != NULL) {
+		if (m == &q->stub)
+			continue;
+		if (!consumed && (m->kind == M_STS_LOAD || m->kind == M_STS_STORE))
+			free(m->u.sts.encoded);
+		free(m);
+	}
+}
+
 static void waker_fn(struct loop_task *t)
 {
 	struct waker *k = container_of(t, struct waker, task);
@@ -145,7 +181,7 @@ static void post(struct worker *w, struct msg *m)
 static void proxy_rcpt(void *arg, int idx, const struct deliver_result *r)
 {
 	struct proxy *p = arg;
-	struct msg *m = xmalloc(sizeof(*m));
+	struct msg *m = msg_get(&p->w->spare);
 	m->kind = M_RCPT;
 	m->req = p->orig;
 	m->idx = idx;
@@ -156,7 +192,7 @@ static void proxy_rcpt(void *arg, int idx, const struct deliver_result *r)
 static void proxy_done(void *arg)
 {
 	struct proxy *p = arg;
-	struct msg *m = xcalloc(1, sizeof(*m));
+	struct msg *m = msg_get(&p->w->spare);
 	m->kind = M_DONE;
 	m->req = p->orig;
 	post(p->w, m);
@@ -166,7 +202,7 @@ static void proxy_done(void *arg)
 static void relay_tls(void *arg, const struct deliver_tls_event *ev)
 {
 	struct worker *w = arg;
-	struct msg *m = xmalloc(sizeof(*m));
+	struct msg *m = msg_get(&w->spare);
 	m->kind = M_TLS;
 	m->req = NULL;
 	m->u.tls = *ev;
@@ -176,7 +212,7 @@ static void relay_tls(void *arg, const struct deliver_tls_event *ev)
 static void relay_sts(void *arg, const char *domain, const char *encoded)
 {
 	struct worker *w = arg;
-	struct msg *m = xcalloc(1, sizeof(*m));
+	struct msg *m = msg_get(&w->spare);
 	m->kind = M_STS_STORE;
 	strlcpy_x(m->u.sts.domain, domain, sizeof(m->u.sts.domain));
 	m->u.sts.encoded = xstrdup(encoded);
@@ -196,13 +232,13 @@ static void worker_wake(void *arg)
 		if (m->kind == M_STS_LOAD) {
 			deliver_sts_load(w->d, m->u.sts.domain, m->u.sts.encoded);
 			free(m->u.sts.encoded);
-			free(m);
+			msg_put(m);
 			continue;
 		}
 		if (m->kind == M_STOP) {
 			w->stopping = true;
 			deliver_quiesce(w->d, (uint32_t)m->idx, stopped, w->l);
-			free(m);
+			msg_put(m);
 			continue;
 		}
 		struct proxy *p = xmalloc(sizeof(*p));
@@ -212,7 +248,7 @@ static void worker_wake(void *arg)
 		p->req.arg = p;
 		p->orig = m->req;
 		p->w = w;
-		free(m);
+		msg_put(m);
 		if (deliver_submit(w->d, &p->req) != 0) {
 			log_error("evt=worker_submit_failed worker=%d", w->i);
 			proxy_done(p);
@@ -248,7 +284,7 @@ static void feeder_wake(void *arg)
 			ws->active--;
 			req->done(req->arg);
 		}
-		free(m);
+		msg_put(m);
 	}
 }
 
@@ -280,6 +316,11 @@ struct workers *workers_new(struct loop *feeder, int n, const struct config *c,
 		ws->o.tls_level = -1;
 	ws->w = xcalloc((size_t)n, sizeof(*ws->w));
 	mpsc_init(&ws->outbox);
+	mpsc_init(&ws->spare);
+	for (int i = 0; i < n; i++) { /* all of them first: workers_free drains every one */
+		mpsc_init(&ws->w[i].inbox);
+		mpsc_init(&ws->w[i].spare);
+	}
 	int r = loop_wake_init(feeder, feeder_wake, ws);
 	if (r < 0) {
 		snprintf(err, errlen, "feeder wake-up: %s", strerror(-r));
@@ -289,7 +330,6 @@ struct workers *workers_new(struct loop *feeder, int n, const struct config *c,
 		struct worker *w = &ws->w[i];
 		w->pool = ws;
 		w->i = i;
-		mpsc_init(&w->inbox);
 		int e = 0;
 		w->l = loop_new(4096, &e);
 		if (w->l == NULL) {
@@ -344,7 +384,7 @@ int workers_submit(struct workers *ws, struct deliver_req *req)
 	if (req->nrcpt <= 0 || req->domain == NULL || req->rcpt_done == NULL || req->done == NULL)
 		return -EINVAL;
 	struct worker *w = &ws->w[domain_hash(req->domain) % (unsigned)ws->n];
-	struct msg *m = xcalloc(1, sizeof(*m));
+	struct msg *m = msg_get(&ws->spare);
 	m->kind = M_REQ;
 	m->req = req;
 	ws->active++;
@@ -356,7 +396,7 @@ int workers_submit(struct workers *ws, struct deliver_req *req)
 void workers_sts_load(struct workers *ws, const char *domain, const char *encoded)
 {
 	struct worker *w = &ws->w[domain_hash(domain) % (unsigned)ws->n];
-	struct msg *m = xcalloc(1, sizeof(*m));
+	struct msg *m = msg_get(&ws->spare);
 	m->kind = M_STS_LOAD;
 	strlcpy_x(m->u.sts.domain, domain, sizeof(m->u.sts.domain));
 	m->u.sts.encoded = xstrdup(encoded);
@@ -388,7 +428,7 @@ void workers_free(struct workers *ws, unsigned grace_ms)
 		struct worker *w = &ws->w[i];
 		if (!w->started)
 			continue;
-		struct msg *m = xcalloc(1, sizeof(*m));
+		struct msg *m = msg_get(&ws->spare);
 		m->kind = M_STOP;
 		m->idx = (int)grace_ms;
 		mpsc_push(&w->inbox, m);
@@ -400,20 +440,12 @@ void workers_free(struct workers *ws, unsigned grace_ms)
 			pthread_join(w->thr, NULL);
 		deliver_free(w->d);
 		loop_free(w->l);
-		struct msg *m;
-		while ((m = mpsc_pop(&w->inbox)) != NULL)
-			if (m != &w->inbox.stub) {
-				if (m->kind == M_STS_LOAD)
-					free(m->u.sts.encoded);
-				free(m);
-			}
+		msg_free_all(&w->inbox, false);
 	}
-	struct msg *m;
-	while ((m = mpsc_pop(&ws->outbox)) != NULL) {
-		if (m->kind == M_STS_STORE)
-			free(m->u.sts.encoded);
-		free(m);
-	}
+	msg_free_all(&ws->outbox, false);
+	for (int i = 0; i < ws->n; i++)
+		msg_free_all(&ws->w[i].spare, true);
+	msg_free_all(&ws->spare, true);
 	free(ws->w);
 	free(ws);
 }
