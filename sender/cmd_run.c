@@ -191,10 +191,8 @@ static void on_rcpt(void *arg, int idx, const struct deliver_result *res)
 		[DELIVER_DEFERRED] = METRICS_DEFERRED, [DELIVER_HELD] = METRICS_HELD,
 	};
 	metrics_delivery(r->ms, ms_of[res->status], res->elapsed_ms);
-	/* XXX(lead): TLS counted once per request on a new connection, from its
-	 * first recipient; connection open/close gauges need worker shards. */
-	if (idx == 0 && !res->reused)
-		metrics_tls(r->ms, metrics_tls_version_parse(res->tls), res->verified, res->resumed);
+	/* Connections and TLS sessions are counted by the workers, in their
+	 * shards, when they happen (smtp.c, deliver.c). */
 	switch (o.status) {
 	case JOB_DELIVERED:
 		r->n_delivered++;
@@ -619,6 +617,13 @@ int cmd_run(int argc, char **argv)
 		dopts.on_sts_store = on_sts_store;
 		dopts.on_sts_store_arg = r;
 	}
+	/* Shard 0 is ours (deliveries, queue gauges); worker i writes 1 + i
+	 * (connections, TLS sessions). Served once the queue is up, below. */
+	if (r->cfg.metrics != NULL) {
+		r->m = metrics_new(1 + workers_resolve(r->cfg.workers));
+		r->ms = metrics_shard(r->m, 0);
+		dopts.metrics = r->m;
+	}
 	r->w = workers_new(r->l, r->cfg.workers, &r->cfg, &dopts, ebuf, sizeof(ebuf));
 	if (r->w == NULL) {
 		fprintf(stderr, "mxsend: %s\n", ebuf);
@@ -654,9 +659,7 @@ int cmd_run(int argc, char **argv)
 	if (r->cfg.mta_sts)
 		sts_load_all(r, &qc);
 
-	if (r->cfg.metrics != NULL) {
-		r->m = metrics_new(1);
-		r->ms = metrics_shard(r->m, 0);
+	if (r->m != NULL) {
 		if (metrics_serve(r->m, r->l, r->cfg.metrics, ebuf, sizeof(ebuf)) != 0) {
 			fprintf(stderr, "mxsend: %s\n", ebuf);
 			rc = EX_CONFIG;

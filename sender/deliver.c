@@ -29,6 +29,7 @@
 #include "sender/dns.h"
 #include "sender/log.h"
 #include "sender/loop.h"
+#include "sender/metrics.h"
 #include "sender/msg.h"
 #include "sender/route.h"
 #include "sender/smtp.h"
@@ -569,6 +570,7 @@ static void start_session(struct job *j)
 		j->sess = pooled;
 		j->last = *smtp_session_status(pooled);
 		j->d->st.reused++;
+		metrics_conn(j->d->o.metrics_shard, METRICS_CONN_REUSED);
 		smtp_session_set_owner(pooled, sess_event, j);
 		send_txn(j, pooled);
 		return;
@@ -604,6 +606,7 @@ static void start_session(struct job *j)
 	p.to = &j->d->cfg->timeouts;
 	p.id = j->id;
 	p.live = &j->d->sessions;
+	p.metrics = j->d->o.metrics_shard;
 	memset(&j->last, 0, sizeof(j->last));
 	j->tries++;
 	j->sess = smtp_session_new(j->d->l, &p, sess_event, j);

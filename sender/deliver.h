@@ -79,6 +79,9 @@ struct deliver_tls_event {
 };
 typedef void deliver_tls_fn(void *arg, const struct deliver_tls_event *ev);
 
+struct metrics;
+struct metrics_shard;
+
 struct deliver_opts {
 	const char *ca_file;    /* overrides config ca_file when not NULL */
 	const char *dns;        /* overrides config dns when not NULL */
@@ -93,6 +96,11 @@ struct deliver_opts {
 	void (*on_sts_store)(void *arg, const char *domain, const char *encoded);
 	void *on_sts_store_arg;
 	int sts_https_port;     /* 0 = 443 (tests) */
+	/* Metrics (NULL: none): this engine's shard (connections opened, open
+	 * and reused, TLS sessions), written only from its loop thread. For
+	 * workers_new, the registry instead: worker i gets shard 1 + i. */
+	struct metrics_shard *metrics_shard;
+	struct metrics *metrics;
 };
 
 struct deliver_stats {

@@ -30,6 +30,7 @@
 #include "sender/conn.h"
 #include "sender/log.h"
 #include "sender/loop.h"
+#include "sender/metrics.h"
 #include "sender/msg.h"
 #include "sender/smtp_reply.h"
 #include "sender/util.h"
@@ -129,6 +130,7 @@ struct smtp_session {
 	bool at_bol;     /* dot-stuffing state: next byte starts a line */
 	/* the handshake gate (hs_gate_*) */
 	bool hs_holding, hs_waiting;
+	bool m_opened, m_tls; /* counted in p.metrics: the connection, its TLS outcome */
 	struct smtp_session *hs_next, *hs_prev;
 	struct loop_task hs_task;
 };
@@ -639,6 +641,13 @@ static void after_ehlo(struct smtp_session *s)
 		return;
 	}
 	s->status.ext = s->ehlo.ext;
+	if (!s->m_tls) { /* the session's TLS outcome, once: TLS, or plaintext allowed */
+		s->m_tls = true;
+		const struct tls_verdict *v = &s->status.verdict;
+		metrics_tls(s->p.metrics,
+			    s->status.tls ? metrics_tls_version_parse(v->version) : METRICS_TLS_NONE,
+			    v->verified, v->resumed);
+	}
 	if (s->auth_user[0] && !s->authed) {
 		start_auth(s, tls_on);
 		return;
@@ -967,6 +976,8 @@ static void task_fn(struct loop_task *t)
 		loop_timer_stop(s->l, &s->timer);
 		if (s->p.live)
 			(*s->p.live)--;
+		if (s->m_opened)
+			metrics_conn(s->p.metrics, METRICS_CONN_CLOSED);
 		explicit_bzero(s->auth_pass, strlen(s->auth_pass));
 		free(s->strs);
 		free(s->exp);
@@ -1023,6 +1034,8 @@ int smtp_session_start(struct smtp_session *s)
 		return r;
 	}
 	enter(s, S_CONNECTING);
+	s->m_opened = true;
+	metrics_conn(s->p.metrics, METRICS_CONN_OPENED);
 	return 0;
 }
 

@@ -47,6 +47,8 @@ struct smtp_txn {
 	struct smtp_result *res;    /* nrcpt entries, filled by the session */
 };
 
+struct metrics_shard;
+
 struct smtp_params {
 	const char *helo;
 	const char *mx_host;        /* for SNI, verification and logs */
@@ -63,6 +65,7 @@ struct smtp_params {
 	                             * never over plaintext, never logged */
 	const char *auth_password;
 	unsigned max_handshakes;    /* TLS handshakes at once in this thread; 0: no cap */
+	struct metrics_shard *metrics; /* optional: connections opened/open, TLS sessions */
 };
 
 enum smtp_event { SMTP_EV_READY, SMTP_EV_TXN_DONE, SMTP_EV_FAIL };

@@ -26,6 +26,7 @@
 
 #include "sender/log.h"
 #include "sender/loop.h"
+#include "sender/metrics.h"
 #include "sender/util.h"
 
 enum msg_kind { M_REQ, M_STOP, M_RCPT, M_DONE, M_TLS, M_STS_STORE, M_STS_LOAD };
@@ -300,13 +301,18 @@ static unsigned domain_hash(const char *s)
 	return h;
 }
 
+int workers_resolve(int n)
+{
+	if (n > 0)
+		return n;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	return cpus > 0 ? (int)cpus : 1;
+}
+
 struct workers *workers_new(struct loop *feeder, int n, const struct config *c,
 			    const struct deliver_opts *o, char *err, size_t errlen)
 {
-	if (n <= 0) {
-		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-		n = cpus > 0 ? (int)cpus : 1;
-	}
+	n = workers_resolve(n);
 	struct workers *ws = xcalloc(1, sizeof(*ws));
 	ws->feeder = feeder;
 	ws->n = n;
@@ -337,6 +343,7 @@ struct workers *workers_new(struct loop *feeder, int n, const struct config *c,
 			goto fail;
 		}
 		w->o = ws->o;
+		w->o.metrics_shard = ws->o.metrics ? metrics_shard(ws->o.metrics, 1 + i) : NULL;
 		if (ws->o.on_tls) {
 			w->o.on_tls = relay_tls;
 			w->o.on_tls_arg = w;

@@ -23,6 +23,9 @@ struct workers;
  * failure. c is borrowed for the pool's life. */
 struct workers *workers_new(struct loop *feeder, int n, const struct config *c,
 			    const struct deliver_opts *o, char *err, size_t errlen);
+/* The number of workers workers_new makes for n (n <= 0: one per CPU). With
+ * o->metrics set, worker i writes shard 1 + i: make 1 + this many shards. */
+int workers_resolve(int n);
 int workers_count(const struct workers *w);
 /* Queue a request for its domain's worker. 0 or -EINVAL. */
 int workers_submit(struct workers *w, struct deliver_req *req);

@@ -323,6 +323,45 @@ t_large_claims() {
 	queue_clean "$p"
 }
 
+# scrape PORT: the Prometheus text of a running mxsend (GET /metrics).
+scrape() {
+	python3 -c 'import sys, urllib.request
+print(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode())' "$1"
+}
+
+# mval TEXT SERIES: the value of one series line (exact name with labels), or "".
+mval() { awk -v k="$2" '$1 == k { print $2 }' <<<"$1"; }
+
+# Metrics from every thread: the feeder's outcomes and the workers' connections
+# and TLS sessions (their own shards), scraped from a real `mxsend run`.
+t_metrics() {
+	start_redis -n metrics || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf mport m
+	mport=$(integ_port) || return 1
+	mkconf "$conf" "$REDIS_URL" "metrics = 127.0.0.1:$mport
+workers = 2"
+	pipe_jobs "$p" 40 "ok.test" mt || return 1
+	mx_start run "$conf" || return 1
+	wait_until 20 finals_ge "$p" 40 || fail "not all 40 jobs finished"
+	m=$(scrape "$mport") || fail "no /metrics from 127.0.0.1:$mport"
+	assert_eq "delivered" 40 "$(mval "$m" 'mxsend_deliveries_total{status="delivered"}')"
+	local opened reused open tls13
+	opened=$(mval "$m" mxsend_connections_opened_total)
+	reused=$(mval "$m" mxsend_connections_reused_total)
+	open=$(mval "$m" mxsend_connections_open)
+	tls13=$(mval "$m" 'mxsend_tls_sessions_total{version="TLSv1.3",verified="yes"}')
+	assert_ge "connections opened" 1 "$opened"
+	# every message went over a new connection or a reused one
+	assert_eq "opened + reused" 40 "$((opened + reused))"
+	assert_eq "TLS 1.3 verified sessions = connections opened" "$opened" "$tls13"
+	assert_eq "handshakes" "$opened" "$(mval "$m" mxsend_tls_handshakes_total)"
+	# idle pooled connections stay open until idle_timeout
+	assert_ge "connections open (pooled)" 1 "$open"
+	assert_lt "connections open" "$((opened + 1))" "$open"
+	assert_eq "exit status" 0 "$(mx_stop run)"
+	queue_clean "$p"
+}
+
 t_expiry() {
 	start_redis -n expiry || return 1
 	local p=$REDIS_PORT conf=$CASE_DIR/m.conf t0 t1
@@ -588,6 +627,7 @@ qcase "every result status (delivered bounced deferred expired held rejected)" t
 qcase "malformed jobs are rejected with a reason and acknowledged" t_malformed
 qcase "retry then success" t_retry_success
 qcase "expiry after the job's lifetime" t_expiry
+qcase "metrics: deliveries from the feeder, connections and TLS from the worker threads" t_metrics
 qcase "claims larger than one read (256 jobs of 8 KB) follow each other at once" t_large_claims
 qcase "hold, list, release by id and by domain" t_hold_release
 qcase "Redis down at start: back-off, then delivery" t_redis_down
