@@ -137,6 +137,7 @@ mxsend demo: $N messages, $DOMAINS domains, $MXS MX hosts ($nmx used), max_infli
   elapsed     $(awk -v ms="$ms" 'BEGIN { printf "%.1f s", ms / 1000 }')
   rate        $rate msgs/s over the whole run ($srate msgs/s from first to last result)
   TLS share   $(share "$tls" "$delivered")  (resumed sessions $(share "$resumed" "$delivered"), reused connections $(share "$reused" "$delivered"))
+  mxsend      $(grep -h -m1 '^mxsend run: ' "$INTEG_DIR/run.log" 2>/dev/null | cut -d' ' -f3- || echo '(its own accounting line is above)')
   sink        $(sink_stat demo 2>/dev/null || echo '?')
   exit        $rc
 EOF
