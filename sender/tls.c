@@ -21,7 +21,7 @@
 struct tls {
 	SSL *ssl;
 	BIO *rbio; /* ciphertext in: we write, SSL reads */
-	BIO *wbio; /* ciphertext out: the sink BIO (tls_set_output), else a memory BIO */
+	BIO *wbio; /* ciphertext out: the sink BIO, to out(out_arg, ...) (tls_set_output) */
 	tls_out_fn *out;
 	void *out_arg;
 	bool verify_failed;
@@ -44,6 +44,8 @@ static pthread_once_t sink_once = PTHREAD_ONCE_INIT;
 static int sink_write(BIO *b, const char *p, int n)
 {
 	struct tls *t = BIO_get_data(b);
+	if (t->out == NULL)
+		return -1; /* no owner yet: tls_set_output comes before the handshake */
 	if (n > 0)
 		t->out(t->out_arg, p, (size_t)n);
 	return n;
@@ -74,15 +76,8 @@ static void sink_init(void)
 
 void tls_set_output(struct tls *t, tls_out_fn *fn, void *arg)
 {
-	pthread_once(&sink_once, sink_init);
-	BIO *b = BIO_new(sink_method);
-	if (b == NULL)
-		oom("tls_set_output");
-	BIO_set_data(b, t);
 	t->out = fn;
 	t->out_arg = arg;
-	SSL_set0_wbio(t->ssl, b); /* frees the memory BIO */
-	t->wbio = b;
 }
 
 struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_host,
@@ -90,10 +85,12 @@ struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_hos
 {
 	struct tls *t = xcalloc(1, sizeof(*t));
 	t->ssl = SSL_new(tlscache_ctx(tc, require_verify));
+	pthread_once(&sink_once, sink_init);
 	t->rbio = BIO_new(BIO_s_mem());
-	t->wbio = BIO_new(BIO_s_mem());
+	t->wbio = BIO_new(sink_method);
 	if (t->ssl == NULL || t->rbio == NULL || t->wbio == NULL)
 		oom("tls_new");
+	BIO_set_data(t->wbio, t);
 	BIO_set_mem_eof_return(t->rbio, -1);
 	SSL_set_bio(t->ssl, t->rbio, t->wbio);
 	SSL_set_connect_state(t->ssl);
@@ -187,6 +184,8 @@ enum tls_rc tls_write(struct tls *t, const void *buf, size_t n, size_t *done)
 static BIO *fresh_if_drained(BIO *b)
 {
 	BUF_MEM *m = NULL;
+	/* even a reply leaves ~1 KiB: at 10,000 open sessions that is 10 MB,
+	 * against ~0.3 us for the new BIO */
 	if (BIO_ctrl_pending(b) != 0 || BIO_get_mem_ptr(b, &m) != 1 || m == NULL || m->max == 0)
 		return NULL;
 	BIO *nb = BIO_new(BIO_s_mem());
