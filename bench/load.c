@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "sender/config.h"
 #include "sender/deliver.h"
@@ -116,14 +115,6 @@ static long proc_kb(const char *key)
 	return v;
 }
 
-static double cpu_s(void)
-{
-	struct rusage ru;
-	getrusage(RUSAGE_SELF, &ru);
-	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -203,7 +194,7 @@ int main(int argc, char **argv)
 	}
 	long rss0 = proc_kb("VmRSS:");
 	struct slot *slots = xcalloc(conc, sizeof(*slots));
-	double c0 = cpu_s();
+	double c0 = cpu_s(NULL, NULL);
 	uint64_t t0 = mono_ms();
 	for (unsigned long i = 0; i < conc; i++) {
 		struct slot *s = &slots[i];
@@ -225,7 +216,7 @@ int main(int argc, char **argv)
 	}
 	loop_run(ld.l);
 	uint64_t t1 = mono_ms();
-	double c1 = cpu_s();
+	double c1 = cpu_s(NULL, NULL);
 	long hwm = proc_kb("VmHWM:"), rss = proc_kb("VmRSS:");
 	struct deliver_stats st;
 	workers_get_stats(ld.ws, &st);

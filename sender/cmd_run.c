@@ -377,16 +377,13 @@ static void metrics_update(struct run *r, const struct queue_stats *st)
 static void run_accounting(struct run *r)
 {
 	struct rusage ru;
-	getrusage(RUSAGE_SELF, &ru);
-	double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-		     (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+	getrusage(RUSAGE_SELF, &ru); /* for the peak RSS */
+	double user, sys, cpu = cpu_s(&user, &sys);
 	uint64_t done = r->n_delivered + r->n_bounced + r->n_deferred + r->n_held;
 	fprintf(stderr,
 		"mxsend run: elapsed_s=%.3f cpu_s=%.3f user_s=%.3f sys_s=%.3f outcomes=%llu "
 		"delivered=%llu cpu_us_per_msg=%.1f maxrss_kb=%ld\n",
-		(double)(loop_now(r->l) - r->started) / 1000.0, cpu,
-		(double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6,
-		(double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6,
+		(double)(loop_now(r->l) - r->started) / 1000.0, cpu, user, sys,
 		(unsigned long long)done, (unsigned long long)r->n_delivered,
 		done ? cpu * 1e6 / (double)done : 0.0, ru.ru_maxrss);
 }

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include "sender/conn.h"
 #include "sender/log.h"
@@ -131,7 +132,7 @@ struct smtp_session {
 	/* the handshake gate (hs_gate_*) */
 	bool hs_holding, hs_waiting;
 	bool m_opened, m_tls; /* counted in p.metrics: the connection, its TLS outcome */
-	struct smtp_session *hs_next, *hs_prev;
+	TAILQ_ENTRY(smtp_session) hs_link; /* while hs_waiting */
 	struct loop_task hs_task;
 };
 
@@ -145,7 +146,8 @@ struct smtp_session {
  * sent nothing: the server is waiting for our ClientHello. */
 static _Thread_local struct {
 	unsigned active;
-	struct smtp_session *head, *tail;
+	TAILQ_HEAD(, smtp_session) waiting;
+	bool ready; /* waiting initialised (per thread, on first use) */
 } hs_gate;
 
 static void begin_tls(struct smtp_session *s);
@@ -153,9 +155,7 @@ static void begin_tls(struct smtp_session *s);
 static void hs_gate_leave(struct smtp_session *s)
 {
 	if (s->hs_waiting) {
-		if (s->hs_prev) s->hs_prev->hs_next = s->hs_next; else hs_gate.head = s->hs_next;
-		if (s->hs_next) s->hs_next->hs_prev = s->hs_prev; else hs_gate.tail = s->hs_prev;
-		s->hs_next = s->hs_prev = NULL;
+		TAILQ_REMOVE(&hs_gate.waiting, s, hs_link);
 		s->hs_waiting = false;
 	}
 	loop_task_cancel(s->l, &s->hs_task);
@@ -163,12 +163,10 @@ static void hs_gate_leave(struct smtp_session *s)
 		return;
 	s->hs_holding = false;
 	hs_gate.active--;
-	struct smtp_session *w = hs_gate.head;
+	struct smtp_session *w = TAILQ_FIRST(&hs_gate.waiting);
 	if (w == NULL)
 		return;
-	hs_gate.head = w->hs_next;
-	if (hs_gate.head) hs_gate.head->hs_prev = NULL; else hs_gate.tail = NULL;
-	w->hs_next = NULL;
+	TAILQ_REMOVE(&hs_gate.waiting, w, hs_link);
 	w->hs_waiting = false;
 	w->hs_holding = true;
 	hs_gate.active++;
@@ -190,10 +188,12 @@ static bool hs_gate_enter(struct smtp_session *s)
 		hs_gate.active++;
 		return true;
 	}
+	if (!hs_gate.ready) {
+		TAILQ_INIT(&hs_gate.waiting);
+		hs_gate.ready = true;
+	}
 	s->hs_waiting = true;
-	s->hs_prev = hs_gate.tail;
-	if (hs_gate.tail) hs_gate.tail->hs_next = s; else hs_gate.head = s;
-	hs_gate.tail = s;
+	TAILQ_INSERT_TAIL(&hs_gate.waiting, s, hs_link);
 	return false;
 }
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static void oom(size_t n)
@@ -107,6 +108,19 @@ uint64_t mono_ms(void)
 uint64_t wall_ms(void)
 {
 	return clock_ms(CLOCK_REALTIME);
+}
+
+double cpu_s(double *user, double *sys)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	double u = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
+	double k = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+	if (user)
+		*user = u;
+	if (sys)
+		*sys = k;
+	return u + k;
 }
 
 uint32_t rand_u32(void)

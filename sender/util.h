@@ -33,6 +33,9 @@ int util_base64(const void *in, size_t n, char *out, size_t outlen);
 /* Monotonic and wall clocks, milliseconds. */
 uint64_t mono_ms(void);
 uint64_t wall_ms(void);
+/* CPU seconds this process used (all threads, getrusage); user and system
+ * parts through the pointers when not NULL. */
+double cpu_s(double *user, double *sys);
 
 /* Cheap per-thread PRNG (xorshift), seeded from getrandom on first use. */
 uint32_t rand_u32(void);

@@ -362,6 +362,28 @@ workers = 2"
 	queue_clean "$p"
 }
 
+# The handshake gate at its tightest (one TLS handshake at a time per worker):
+# sessions that open together wait their turn and all deliver over TLS.
+t_handshake_gate() {
+	start_redis -n gate || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf mport m
+	mport=$(integ_port) || return 1
+	mkconf "$conf" "$REDIS_URL" "metrics = 127.0.0.1:$mport
+workers = 1
+tls:max_handshakes = 1"
+	pipe_jobs "$p" 60 "ok.test" hg || return 1
+	mx_start run "$conf" || return 1
+	wait_until 30 finals_ge "$p" 60 || fail "not all 60 jobs finished"
+	m=$(scrape "$mport") || fail "no /metrics"
+	once_each "$p" 60 delivered
+	# several connections went through a gate of one
+	assert_ge "TLS handshakes" 2 "$(mval "$m" mxsend_tls_handshakes_total)"
+	assert_eq "TLS sessions = connections opened" "$(mval "$m" mxsend_connections_opened_total)" \
+		"$(mval "$m" 'mxsend_tls_sessions_total{version="TLSv1.3",verified="yes"}')"
+	assert_eq "exit status" 0 "$(mx_stop run)"
+	queue_clean "$p"
+}
+
 t_expiry() {
 	start_redis -n expiry || return 1
 	local p=$REDIS_PORT conf=$CASE_DIR/m.conf t0 t1
@@ -628,6 +650,7 @@ qcase "malformed jobs are rejected with a reason and acknowledged" t_malformed
 qcase "retry then success" t_retry_success
 qcase "expiry after the job's lifetime" t_expiry
 qcase "metrics: deliveries from the feeder, connections and TLS from the worker threads" t_metrics
+qcase "TLS handshakes one at a time (max_handshakes = 1): every session waits its turn" t_handshake_gate
 qcase "claims larger than one read (256 jobs of 8 KB) follow each other at once" t_large_claims
 qcase "hold, list, release by id and by domain" t_hold_release
 qcase "Redis down at start: back-off, then delivery" t_redis_down
