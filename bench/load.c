@@ -194,7 +194,7 @@ int main(int argc, char **argv)
 	}
 	long rss0 = proc_kb("VmRSS:");
 	struct slot *slots = xcalloc(conc, sizeof(*slots));
-	double c0 = cpu_s(NULL, NULL);
+	double u0, s0, c0 = cpu_s(&u0, &s0);
 	uint64_t t0 = mono_ms();
 	for (unsigned long i = 0; i < conc; i++) {
 		struct slot *s = &slots[i];
@@ -216,7 +216,7 @@ int main(int argc, char **argv)
 	}
 	loop_run(ld.l);
 	uint64_t t1 = mono_ms();
-	double c1 = cpu_s(NULL, NULL);
+	double u1, s1, c1 = cpu_s(&u1, &s1);
 	long hwm = proc_kb("VmHWM:"), rss = proc_kb("VmRSS:");
 	struct deliver_stats st;
 	workers_get_stats(ld.ws, &st);
@@ -224,11 +224,12 @@ int main(int argc, char **argv)
 	double el = (double)(t1 - t0) / 1000.0;
 	double msgs = (double)total;
 	printf("messages=%lu rcpts=%lu domains=%lu size=%lu concurrency=%lu workers=%d "
-	       "elapsed_s=%.3f msgs_per_s=%.0f cpu_s=%.3f cpu_us_per_msg=%.1f rss_kb=%ld hwm_kb=%ld "
+	       "elapsed_s=%.3f msgs_per_s=%.0f cpu_s=%.3f cpu_us_per_msg=%.1f user_us_per_msg=%.1f "
+	       "sys_us_per_msg=%.1f rss_kb=%ld hwm_kb=%ld "
 	       "base_rss_kb=%ld delivered=%lu deferred=%lu bounced=%lu tls13=%lu tls12=%lu verified=%lu "
 	       "resumed=%lu reused=%lu opened=%lu p50_ms=%u p99_ms=%u peak_inflight=%lu\n",
 	       total, nrcpt, ndomains, size, conc, workers_count(ld.ws), el, msgs / (el > 0 ? el : 1e-9),
-	       c1 - c0, (c1 - c0) * 1e6 / msgs, rss, hwm, rss0, ld.delivered, ld.deferred, ld.bounced,
+	       c1 - c0, (c1 - c0) * 1e6 / msgs, (u1 - u0) * 1e6 / msgs, (s1 - s0) * 1e6 / msgs, rss, hwm, rss0, ld.delivered, ld.deferred, ld.bounced,
 	       ld.tls13, ld.tls12, ld.verified, ld.resumed, ld.reused, st.opened,
 	       ld.lat[ld.nlat / 2], ld.lat[ld.nlat ? (ld.nlat * 99) / 100 : 0], ld.peak);
 	if (ld.last_fail[0])

@@ -215,7 +215,7 @@ calibrate() {
 # ---------------------------------------------------------------------------
 # One scenario: run_scn ID SINK PORT LIMIT_S DESCRIPTION -- MXLOAD_ARGS...
 # Appends one row to $ROWS (CSV) and prints it; the raw mxload line goes to raw.txt.
-HDR="id,description,workers,messages,msgs_per_s,cpu_us_per_msg,sender_cpu_pct,sink_cpu_pct,dns_cpu_pct,other_cpu_pct,rss_mb,hwm_mb,opened,hs_full,hs_resumed,reused,p50_ms,p99_ms,peak_inflight,max_open,max_tls_open,kb_per_session,delivered,udp_drops,ossl_full_us,ossl_res_us,thread_split,redis_us_per_msg"
+HDR="id,description,workers,messages,msgs_per_s,cpu_us_per_msg,sender_cpu_pct,sink_cpu_pct,dns_cpu_pct,other_cpu_pct,rss_mb,hwm_mb,opened,hs_full,hs_resumed,reused,p50_ms,p99_ms,peak_inflight,max_open,max_tls_open,kb_per_session,delivered,udp_drops,ossl_full_us,ossl_res_us,thread_split,redis_us_per_msg,sys_us_per_msg"
 run_scn() {
 	local id=$1 sink=$2 port=$3 limit=$4 desc=${5//,/;} # no commas inside CSV fields
 	shift 6
@@ -311,13 +311,13 @@ run_scn() {
 		hsr = kv(s1, "resumed") - kv(s0, "resumed")
 		peak = kv(poll, "max_tls_open") + 0; act = kv(poll, "max_active") + 0
 		kbs = peak > 0 ? (kv(line, "hwm_kb") - kv(line, "base_rss_kb")) / peak : ""
-		printf "%s,\"%s\",%s,%s,%s,%s,%.0f,%.0f,%.0f,%.0f,%.1f,%.1f,%s,%d,%d,%s,%s,%s,%s,%d,%d,%s,%s,%s,%s,%s,\"%s\",%s\n", \
+		printf "%s,\"%s\",%s,%s,%s,%s,%.0f,%.0f,%.0f,%.0f,%.1f,%.1f,%s,%d,%d,%s,%s,%s,%s,%d,%d,%s,%s,%s,%s,%s,\"%s\",%s,%s\n", \
 			id, desc, kv(line, "workers"), kv(line, "messages"), kv(line, "msgs_per_s"), \
 			kv(line, "cpu_us_per_msg"), snd, sink, dns, other, \
 			kv(line, "rss_kb") / 1024, kv(line, "hwm_kb") / 1024, kv(line, "opened"), hsf, hsr, \
 			kv(line, "reused"), kv(line, "p50_ms"), kv(line, "p99_ms"), kv(line, "peak_inflight"), \
 			act, peak, kbs == "" ? "" : sprintf("%.1f", kbs), kv(line, "delivered"), drops, osf, osr, tsplit, \
-			kv(line, "redis_cpu_us_per_msg")
+			kv(line, "redis_cpu_us_per_msg"), kv(line, "sys_us_per_msg")
 	}' >>"$ROWS"
 	tail -n 1 "$ROWS" >&2
 	if [ ${#pre[@]} -gt 0 ] && [ -s "$dir/perf.data" ]; then
@@ -510,7 +510,8 @@ RES_US=$(kv resumed_client_us "$HS")
 	  sink[id] = c("sink_cpu_pct"); dns[id] = c("dns_cpu_pct"); oth[id] = c("other_cpu_pct")
 	  kb[id] = c("kb_per_session"); tls[id] = c("max_tls_open"); hsr[id] = c("hs_resumed"); hsf[id] = c("hs_full")
 	  und[id] = c("messages") - c("delivered"); drops[id] = c("udp_drops")
-	  of[id] = c("ossl_full_us"); orr[id] = c("ossl_res_us"); rds[id] = c("redis_us_per_msg") }
+	  of[id] = c("ossl_full_us"); orr[id] = c("ossl_res_us"); rds[id] = c("redis_us_per_msg")
+	  sys[id] = c("sys_us_per_msg") }
 	function bott(i) {
 		tot = snd[i] + sink[i] + dns[i] + oth[i]
 		if (tot >= 170) return sprintf("machine CPU-bound: sender %s%% + sink %s%% + dns %s%% + other %s%% of 200%%", snd[i], sink[i], dns[i], oth[i])
@@ -529,6 +530,9 @@ RES_US=$(kv resumed_client_us "$HS")
 				cpu["b0"], of["b0"], cpu["b0"] / of["b0"], (cpu["b0"] / of["b0"] <= 1.2 ? "PASS" : "FAIL")
 		if ("b0" in cpu && full > 0)
 			printf "     (against the start-of-run yardstick, %s us: %.2fx)\n", full, cpu["b0"] / full
+		if ("b0" in cpu && sys["b0"] != "" && of["b0"] > 0)
+			printf "     of which kernel %s us/msg (TCP and UDP over loopback: the receivers\x27 packet processing runs in the sender\x27s context too); user space %.1f us = %.2fx\n", \
+				sys["b0"], cpu["b0"] - sys["b0"], (cpu["b0"] - sys["b0"]) / of["b0"]
 		if ("b1" in cpu && of["b1"] > 0)
 			printf "  b1 (resumption on, %s of %s handshakes resumed): %s us/msg = %.2fx full, %.2fx resumed client handshake (%s us)\n", \
 				hsr["b1"], hsr["b1"] + hsf["b1"], cpu["b1"], cpu["b1"] / of["b1"], cpu["b1"] / orr["b1"], orr["b1"]

@@ -102,7 +102,7 @@ struct laddr {
 
 struct counters {
 	_Atomic uint64_t connections, handshakes, resumed, messages, recipients, bytes, active,
-		rejected, authfail, seq;
+		rejected, authfail, quits, quits_pipelined, seq;
 };
 
 struct sink {
@@ -287,10 +287,12 @@ static int stats_format(struct counters *k, char *buf, size_t n)
 	return snprintf(buf, n,
 		"connections=%" PRIu64 " handshakes=%" PRIu64 " resumed=%" PRIu64
 		" messages=%" PRIu64 " recipients=%" PRIu64 " bytes=%" PRIu64
-		" active=%" PRIu64 " rejected=%" PRIu64 " authfail=%" PRIu64 "\n",
+		" active=%" PRIu64 " rejected=%" PRIu64 " authfail=%" PRIu64
+		" quits=%" PRIu64 " quits_pipelined=%" PRIu64 "\n",
 		atomic_load(&k->connections), atomic_load(&k->handshakes), atomic_load(&k->resumed),
 		atomic_load(&k->messages), atomic_load(&k->recipients), atomic_load(&k->bytes),
-		atomic_load(&k->active), atomic_load(&k->rejected), atomic_load(&k->authfail));
+		atomic_load(&k->active), atomic_load(&k->rejected), atomic_load(&k->authfail),
+		atomic_load(&k->quits), atomic_load(&k->quits_pipelined));
 }
 
 /* ---------- replies ---------- */
@@ -878,6 +880,9 @@ static const char *cmd_quit(struct conn *c, char *arg)
 	(void)arg;
 	if (stalled(c, STALL_QUIT))
 		return NULL;
+	count(&c->w->sk->k.quits, 1);
+	if (c->ooff < c->olen) /* came with the previous command, its reply not yet sent */
+		count(&c->w->sk->k.quits_pipelined, 1);
 	close_after_reply(c, "quit");
 	return "221 2.0.0 bye\r\n";
 }
@@ -1608,7 +1613,8 @@ static void usage(FILE *f)
 	      "  --stats A:P            plaintext: one stats line per connection\n"
 	      "  --pidfile F | --quiet | -v\n"
 	      "stats line: connections handshakes resumed messages recipients bytes active rejected\n"
-	      "  authfail (AUTH commands not answered 235)\n"
+	      "  authfail (AUTH commands not answered 235) quits (QUIT received)\n"
+	      "  quits_pipelined (QUIT read with the command before it, whose reply was not yet sent)\n"
 	      "signals: SIGUSR1 prints the stats line; SIGTERM/SIGINT print it and exit 0\n",
 	      f);
 }

@@ -70,6 +70,8 @@ struct queue_config {
 	const char *consumer; /* this process's consumer name, e.g. "host:pid" */
 	uint64_t visibility_ms; /* reclaim entries idle longer than this */
 	int batch;              /* max entries per claim */
+	int results_maxlen;     /* > 0: results stream trimmed to about this many
+	                         * entries (XADD MAXLEN ~), oldest first */
 	int max_inflight;       /* max jobs claimed and not yet committed */
 	struct job_limits limits;
 	const uint64_t *schedule_ms; /* retry delays; the last one repeats */

@@ -28,7 +28,8 @@
 
 /* ---- the scripts ---- */
 
-/* KEYS: jobs, results, retry, held. ARGV: group, njobs, then per job:
+/* KEYS: jobs, results, retry, held. ARGV: group, njobs, maxlen (results
+ * stream trim, 0 = none), then per job:
  * entry, nres, nres*19 result values, npark, then per park:
  * kind (r|h), member, score, nkv, nkv field/value pairs.
  * Returns one integer per job: 1 written, 0 skipped (not pending any more). */
@@ -36,7 +37,8 @@ const char qscript_commit[] =
 	"local names = {'id','job','rcpt','status','code','dsn','reply','mx','ip','port',"
 	"'tls','cipher','verified','policy','resumed','reused','attempt','elapsed_ms','meta'}\n"
 	"local group = ARGV[1]\n"
-	"local i = 3\n"
+	"local maxlen = tonumber(ARGV[3])\n"
+	"local i = 4\n"
 	"local out = {}\n"
 	"for j = 1, tonumber(ARGV[2]) do\n"
 	"  local eid = ARGV[i]\n"
@@ -47,7 +49,11 @@ const char qscript_commit[] =
 	"    for r = 1, nres do\n"
 	"      local a = {}\n"
 	"      for k = 1, 19 do a[2 * k - 1] = names[k]; a[2 * k] = ARGV[i + k - 1] end\n"
-	"      redis.call('XADD', KEYS[2], '*', unpack(a))\n"
+	"      if maxlen > 0 then\n"
+	"        redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', unpack(a))\n"
+	"      else\n"
+	"        redis.call('XADD', KEYS[2], '*', unpack(a))\n"
+	"      end\n"
 	"      i = i + 19\n"
 	"    end\n"
 	"  else\n"
@@ -517,6 +523,7 @@ void qcommit_flush(struct queue *q)
 		arg_str(&a, q->held_key);
 		arg_str(&a, q->cfg.group);
 		int njobs_slot = arg(&a, "", 0);
+		arg_fmt(&a, "%d", q->cfg.results_maxlen);
 		while (q->cq_head != NULL && b->n < Q_COMMIT_MAX_JOBS &&
 		       (b->n == 0 || a.bytes < Q_COMMIT_MAX_BYTES)) {
 			struct qjob *qj = q->cq_head;

@@ -637,7 +637,7 @@ int cmd_run(int argc, char **argv)
 		.url = r->cfg.redis_url, .password = r->cfg.redis_password,
 		.jobs = r->cfg.jobs, .results = r->cfg.results, .group = r->cfg.group,
 		.consumer = consumer, .visibility_ms = r->cfg.visibility_timeout_ms,
-		.batch = r->cfg.batch, .max_inflight = r->cfg.max_inflight,
+		.batch = r->cfg.batch, .results_maxlen = r->cfg.results_maxlen, .max_inflight = r->cfg.max_inflight,
 		.limits = { .max_size = r->cfg.max_message_size, .addr_ok = addr_ok,
 			    .split = msg_split_list },
 		.schedule_ms = r->cfg.schedule_ms, .n_schedule = r->cfg.n_schedule,

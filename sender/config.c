@@ -273,6 +273,7 @@ static const struct key k_redis[] = {
 	{ "group", STR(G(group), V_WORD, WORD), 0 },
 	{ "visibility_timeout", DUR(V_DUR, G(visibility_timeout_ms), MS_S, MS_D, "1s..1d"), 0 },
 	{ "batch", INT(G(batch), 1, 10000), 0 },
+	{ "results_maxlen", INT(G(results_maxlen), 0, 2000000000), 0 },
 };
 static const struct key k_retry[] = {
 	{ "schedule", G(schedule_ms), V_SCHEDULE, (double)MS_S, 30.0 * MS_D,

@@ -85,6 +85,8 @@ struct config {
 	char *jobs, *results, *group; /* mxsend:jobs, mxsend:results, mxsend */
 	uint64_t visibility_timeout_ms; /* key visibility_timeout, default 5m */
 	int batch;          /* key batch: XREADGROUP COUNT, default 256 */
+	int results_maxlen; /* key results_maxlen: trim the results stream to about
+	                     * this many entries (XADD MAXLEN ~); 0 = never (default) */
 	/* [retry] */
 	uint64_t schedule_ms[32]; /* key schedule = "1m 5m 15m 30m 1h 2h" */
 	int n_schedule;

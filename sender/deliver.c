@@ -278,14 +278,22 @@ static struct smtp_session *pool_take(struct deliver *d, const char *key, char *
 	return NULL;
 }
 
-/* After a transaction: park the session for the next message, or QUIT when it
- * has served its time (reuse_time) or its count (reuse_max). */
+/* May session s serve another message once it has done `txns` transactions?
+ * Not past its time (reuse_time) or count (reuse_max), nor when idle
+ * connections are not kept. Once false it stays false: send_txn asks before
+ * the last transaction (to pipeline QUIT), session_done after it. */
+static bool reusable(const struct deliver *d, struct smtp_session *s, unsigned txns)
+{
+	const struct config *c = d->cfg;
+	bool young = loop_now(d->l) - smtp_session_born(s) < c->reuse_time_ms;
+	bool fresh = c->reuse_max == 0 || txns < (unsigned)c->reuse_max;
+	return young && fresh && c->idle_timeout_ms > 0;
+}
+
+/* After a transaction: park the session for the next message, or QUIT. */
 static void session_done(struct job *j, struct smtp_session *s)
 {
-	const struct config *c = j->d->cfg;
-	bool young = loop_now(j->d->l) - smtp_session_born(s) < c->reuse_time_ms;
-	bool fresh = c->reuse_max == 0 || smtp_session_txns(s) < (unsigned)c->reuse_max;
-	if (young && fresh && c->idle_timeout_ms > 0) {
+	if (!j->txn.last && reusable(j->d, s, smtp_session_txns(s))) {
 		pool_put(j->d, j->key, j->slot, s);
 		route_slot_kick(j->d->route, j->slot); /* a waiter may take it */
 	} else {
@@ -664,6 +672,7 @@ static void send_txn(struct job *j, struct smtp_session *s)
 	j->txn.wire = &j->wire;
 	j->txn.smtputf8_needed = j->smtputf8;
 	j->txn.res = j->res;
+	j->txn.last = j->nleft == n && !reusable(j->d, s, smtp_session_txns(s) + 1);
 	smtp_session_send(s, &j->txn);
 }
 

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "sender/log.h"
@@ -36,6 +37,7 @@ struct loop {
 	struct io_uring_buf_ring *br;
 	char *bufs;
 	bool stop;
+	bool disabled; /* made IORING_SETUP_R_DISABLED: enabled by the first loop_run */
 	uint64_t now;
 	unsigned inflight;
 	/* timer min-heap, 1-based */
@@ -131,9 +133,24 @@ struct loop *loop_new(unsigned entries, int *err)
 {
 	struct loop *l = xcalloc(1, sizeof(*l));
 	struct io_uring_params p;
-	memset(&p, 0, sizeof(p));
-	p.flags = IORING_SETUP_CLAMP;
-	int r = io_uring_queue_init_params(entries, &l->ring, &p);
+	/* Completions as task work deferred to our own io_uring_enter (6.1+):
+	 * no interrupt of the running thread per completed recv or send; they
+	 * are posted in a batch when the loop waits. That needs one issuing
+	 * thread, and workers' rings are made by the main thread: the ring
+	 * starts disabled and loop_run enables it in the thread that runs it. */
+	int r = -EINVAL;
+	if (getenv("MXSEND_RING_PLAIN") == NULL) { /* A/B benchmarking only */
+		memset(&p, 0, sizeof(p));
+		p.flags = IORING_SETUP_CLAMP | IORING_SETUP_SINGLE_ISSUER |
+			  IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
+		r = io_uring_queue_init_params(entries, &l->ring, &p);
+		l->disabled = r == 0;
+	}
+	if (r == -EINVAL) { /* older kernel */
+		memset(&p, 0, sizeof(p));
+		p.flags = IORING_SETUP_CLAMP;
+		r = io_uring_queue_init_params(entries, &l->ring, &p);
+	}
 	if (r < 0) {
 		*err = r;
 		free(l);
@@ -581,6 +598,14 @@ void loop_wake(struct loop *l)
 
 int loop_run(struct loop *l)
 {
+	if (l->disabled) {
+		/* this thread becomes the issuer (liburing 2.3 declares
+		 * io_uring_enable_rings but its library lacks it) */
+		if (syscall(__NR_io_uring_register, l->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
+			    NULL, 0) < 0)
+			return -errno;
+		l->disabled = false;
+	}
 	l->stop = false;
 	while (!l->stop) {
 		l->now = now_ms();

@@ -112,6 +112,7 @@ struct smtp_session {
 	struct loop_task task; /* deferred events (connect failure, self-free) */
 	enum state st;
 	bool dead, quitting, in_cb, free_pending;
+	bool quit_sent; /* QUIT already went out behind the last message */
 	struct smtp_status status;
 	struct smtp_ehlo ehlo;
 	/* input framing */
@@ -453,10 +454,17 @@ static void body_pump(struct smtp_session *s)
 		return;
 	}
 	s->body_on = false;
-	if (s->bdat)
-		return; /* the BDAT reply is in the expectation FIFO */
-	conn_write(s->conn, ".\r\n", 3);
-	enter(s, S_DOT);
+	if (!s->bdat) {
+		conn_write(s->conn, ".\r\n", 3);
+		enter(s, S_DOT);
+	} /* else the BDAT reply is in the expectation FIFO */
+	/* RFC 2920 3.1: QUIT may end a group; the end of the message is no
+	 * command, so QUIT can follow it in the same packet. The session saves a
+	 * round trip and the server reads its last command with the message. */
+	if (s->txn->last && (s->ehlo.ext & SMTP_EXT_PIPELINING)) {
+		cmd(s, "QUIT");
+		s->quit_sent = true;
+	}
 }
 
 void smtp_session_send(struct smtp_session *s, struct smtp_txn *t)
@@ -1046,7 +1054,8 @@ void smtp_session_quit(struct smtp_session *s)
 	s->quitting = true;
 	if (s->st == S_READY && s->conn != NULL) {
 		enter(s, S_QUIT);
-		cmd(s, "QUIT");
+		if (!s->quit_sent)
+			cmd(s, "QUIT");
 		return;
 	}
 	smtp_session_free(s);

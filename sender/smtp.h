@@ -45,6 +45,10 @@ struct smtp_txn {
 	                             * session stuffs for DATA, sends as is for BDAT */
 	bool smtputf8_needed;       /* envelope has non-ASCII: SMTPUTF8 required */
 	struct smtp_result *res;    /* nrcpt entries, filled by the session */
+	bool last;                  /* nothing follows on this session: QUIT is
+	                             * pipelined behind the message (RFC 2920) where
+	                             * the server offers PIPELINING; the owner must
+	                             * then end the session with smtp_session_quit */
 };
 
 struct metrics_shard;

@@ -33,6 +33,8 @@ mx8.test. A 127.0.3.8
 mx6.test. A 127.0.3.6
 aof.test. MX 10 mx7.test.
 mx7.test. A 127.0.3.7
+chunk.test. MX 10 mx9.test.
+mx9.test. A 127.0.3.9
 "
 if [ -z "$INTEG_MISSING" ]; then
 	start_unbound "$DNS_SPEC" || integ_missing "unbound"
@@ -45,6 +47,7 @@ if [ -z "$INTEG_MISSING" ]; then
 	start_sink drill --listen "127.0.3.5:$SINK_PORT" --threads 2 || integ_missing "sink drill"
 	start_sink two --listen "127.0.3.6:$SINK_PORT" --threads 2 || integ_missing "sink two"
 	start_sink aof --listen "127.0.3.7:$SINK_PORT" --threads 2 || integ_missing "sink aof"
+	start_sink chunk --listen "127.0.3.9:$SINK_PORT" --chunking || integ_missing "sink chunk"
 fi
 
 # ---------------------------------------------------------------------------
@@ -320,6 +323,50 @@ t_large_claims() {
 	assert_eq "exit status" 0 "$(mx_stop run)"
 	once_each "$p" 1000 delivered
 	assert_eq "claim replies that timed out" 0 "$(grep -c 'evt=redis_timeout' "$CASE_DIR/run/log")"
+	queue_clean "$p"
+}
+
+# results_maxlen: the results stream is trimmed (XADD MAXLEN ~) while the
+# jobs are delivered and acknowledged as usual.
+t_results_trim() {
+	start_redis -n trim || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf n=1000 len
+	mkconf "$conf" "$REDIS_URL" "redis:results_maxlen = 100"
+	pipe_jobs "$p" "$n" two.test rt || return 1
+	mx_start run "$conf" || return 1
+	wait_until 60 redis_is "$p" 0 XLEN mxsend:jobs || fail "jobs left in the stream"
+	assert_eq "exit status" 0 "$(mx_stop run)"
+	len=$(rcli "$p" XLEN mxsend:results)
+	# MAXLEN ~ trims whole stream nodes (100 entries each by default)
+	assert_ge "results kept" 100 "$len"
+	assert_lt "results kept" 300 "$len"
+	assert_eq "messages at the sink" "$n" "$(sink_msgs two rt)"
+	queue_clean "$p"
+}
+
+# A connection that will not serve another message (reuse_max = 1) sends
+# QUIT behind the message (RFC 2920): after the final dot (DATA) and after
+# the last BDAT chunk (CHUNKING). The sink counts a QUIT that arrived before
+# it had sent the reply to the command before it.
+t_quit_pipelined() {
+	start_redis -n quit || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf n=30 sink k
+	local -A before
+	mkconf "$conf" "$REDIS_URL" "" "$(printf '[pool]\nreuse_max = 1')"
+	for sink in two chunk; do
+		for k in messages connections quits_pipelined; do
+			before[$k]=$(sink_stat $sink $k) || return 1
+		done
+		pipe_jobs "$p" "$n" "$sink.test" "qp$sink" || return 1
+		mx_start run "$conf" || return 1
+		wait_until 30 redis_is "$p" 0 XLEN mxsend:jobs || fail "$sink: jobs left"
+		assert_eq "$sink: exit status" 0 "$(mx_stop run)"
+		for k in messages connections quits_pipelined; do
+			assert_eq "$sink: $k (one each per message)" "$n" \
+				"$(($(sink_stat $sink $k) - ${before[$k]}))"
+		done
+	done
+	once_each "$p" $((2 * n)) delivered
 	queue_clean "$p"
 }
 
@@ -652,6 +699,8 @@ qcase "expiry after the job's lifetime" t_expiry
 qcase "metrics: deliveries from the feeder, connections and TLS from the worker threads" t_metrics
 qcase "TLS handshakes one at a time (max_handshakes = 1): every session waits its turn" t_handshake_gate
 qcase "claims larger than one read (256 jobs of 8 KB) follow each other at once" t_large_claims
+qcase "results_maxlen trims the results stream" t_results_trim
+qcase "QUIT pipelined behind the last message of a connection (DATA and BDAT)" t_quit_pipelined
 qcase "hold, list, release by id and by domain" t_hold_release
 qcase "Redis down at start: back-off, then delivery" t_redis_down
 qcase "unix socket, database number, password (config and URL)" t_unix_auth
