@@ -249,6 +249,7 @@ static void tls_input(struct conn *c, const char *data, size_t n)
 		if (c->closing || c->handshaking)
 			return;
 	}
+	bool any = false;
 	for (;;) {
 		char plain[16384];
 		size_t got = 0;
@@ -256,12 +257,17 @@ static void tls_input(struct conn *c, const char *data, size_t n)
 		if (c->pend.len > 0) /* key updates, alerts: with what we write next */
 			loop_defer(c->l, &c->flush_task);
 		if (rc == TLS_OK) {
+			any = true;
 			c->cb->on_read(c->arg, plain, got);
 			if (c->closing || c->tls == NULL)
 				return;
 			continue;
 		}
 		if (rc == TLS_AGAIN) {
+			/* only tickets/key updates: nothing of ours will carry the ACK
+			 * soon, and the server's next reply may wait for it (Nagle) */
+			if (!any)
+				conn_quickack(c);
 			tls_release_buffers(c->tls); /* all input consumed: wait light */
 			return;
 		}
@@ -403,6 +409,13 @@ void conn_starttls(struct conn *c, struct tls *t)
 	tls_set_output(t, tls_out, c);
 	c->handshaking = true;
 	loop_defer(c->l, &c->hs_task);
+}
+
+void conn_quickack(struct conn *c)
+{
+	int one = 1;
+	if (c->fd != -1 && !c->closing)
+		setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
 }
 
 struct tls *conn_tls(struct conn *c)

@@ -40,6 +40,10 @@ size_t conn_out_pending(const struct conn *c);
 void conn_starttls(struct conn *c, struct tls *t);
 /* The TLS session, or NULL (borrowed). */
 struct tls *conn_tls(struct conn *c);
+/* ACK what has arrived now, not after the delayed-ACK timer (TCP_QUICKACK):
+ * a server that sends its replies in two writes (Postfix: MAIL/RCPT replies,
+ * then the BDAT reply) holds the second behind Nagle until our ACK. */
+void conn_quickack(struct conn *c);
 /* Close: cancels I/O, frees once the kernel is done with it. NULL is a no-op. */
 void conn_close(struct conn *c);
 /* Local/peer text "IP:PORT" of the connected socket for logs (borrowed). */

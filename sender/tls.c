@@ -220,6 +220,14 @@ void tls_get_verdict(struct tls *t, struct tls_verdict *v)
 	v->resumed = SSL_session_reused(t->ssl) == 1;
 	X509 *peer = SSL_get0_peer_certificate(t->ssl);
 	long vr = SSL_get_verify_result(t->ssl);
+	if (peer == NULL) {
+		/* Under SSL_VERIFY_PEER (level verify) a chain that fails
+		 * verification aborts the handshake before OpenSSL records the peer
+		 * certificate; the leaf is still first in the chain received. */
+		STACK_OF(X509) *chain = SSL_get_peer_cert_chain(t->ssl);
+		if (chain != NULL && sk_X509_num(chain) > 0)
+			peer = sk_X509_value(chain, 0);
+	}
 	v->verify_err = (int)vr;
 	v->have_cert = peer != NULL;
 	v->verified = peer != NULL && vr == X509_V_OK;
