@@ -24,7 +24,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BA)/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(B)/mx%)
 
-.PHONY: all deps test test-unit test-integ bench demo clean
+.PHONY: all deps test test-unit test-integ bench bench-postfix demo clean
 all: $(B)/mxsend $(BENCH_BIN)
 
 deps:
@@ -73,6 +73,10 @@ test-integ: all
 
 bench: deps all
 	@bench/run.sh
+
+# Postfix and mxsend side by side through the same sink (installs Postfix for the run, purges it after)
+bench-postfix: deps all
+	@bench/postfix.sh
 
 demo: deps all
 	@tests/integ/demo.sh

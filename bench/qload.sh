@@ -13,18 +13,13 @@
 #     moment to be sure the queue stays empty; that wait is not delivery time);
 #   hwm_kb: mxsend's peak RSS. Counts come from mxsend:results, the contract, not from logs.
 set -u
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 usage() { echo "usage: qload.sh fill REDIS_PORT MESSAGES DOMAINS SIZE | run MXSEND REDIS_PORT CONFIG MESSAGES" >&2; exit 64; }
 rcli() { redis-cli -p "$PORT" "$@"; }
 
-redis_ticks() { # utime+stime of redis-server (clock ticks)
-	local pid line rest
-	pid=$(rcli --raw INFO server | awk -F: '/^process_id:/ { print $2 + 0 }')
-	read -r line <"/proc/$pid/stat" || { echo 0; return; }
-	rest=${line##*) }
-	# shellcheck disable=SC2086
-	set -- $rest
-	echo $((${12} + ${13}))
-}
+# utime+stime of redis-server (clock ticks)
+redis_ticks() { cpu_ticks "$(rcli --raw INFO server | awk -F: '/^process_id:/ { print $2 + 0 }')"; }
 
 if [ "${1:-}" = fill ]; then
 [ $# -eq 5 ] || usage
@@ -58,7 +53,6 @@ rc=$?
 r1=$(redis_ticks)
 acct=$(grep -m1 '^mxsend run: ' "$CONF.err")
 [ -n "$acct" ] || { echo "qload: no accounting line from mxsend run (exit $rc):" >&2; tail -n 5 "$CONF.err" >&2; exit 1; }
-kv() { local w; for w in $2; do [ "${w%%=*}" = "$1" ] && { echo "${w#*=}"; return; }; done; }
 
 # delivered, resumed, reused, the span of the results (ms)
 read -r delivered resumed reused span < <(rcli --raw EVAL "
@@ -84,7 +78,7 @@ cpu=$(kv cpu_s "$acct")
 workers=$(awk -F' *= *' '$1 == "workers" { print $2 }' "$CONF")
 awk -v n="$N" -v w="${workers:-2}" -v span="$span" -v cpu="$cpu" \
 	-v el="$(kv elapsed_s "$acct")" -v hwm="$(kv maxrss_kb "$acct")" -v d="$delivered" \
-	-v res="$resumed" -v reu="$reused" -v rcpu="$(((r1 - r0)))" -v hz="$hz" 'BEGIN {
+	-v res="$resumed" -v reu="$reused" -v rcpu="$((r1 - r0))" -v hz="$hz" 'BEGIN {
 	s = span > 0 ? span / 1000 : el
 	printf "messages=%d rcpts=%d concurrency=- workers=%d elapsed_s=%.3f msgs_per_s=%.0f cpu_s=%.3f cpu_us_per_msg=%.1f rss_kb=%d hwm_kb=%d base_rss_kb=0 delivered=%d deferred=%d bounced=0 resumed=%d reused=%d opened=%d p50_ms=- p99_ms=- peak_inflight=- run_elapsed_s=%.3f redis_cpu_s=%.3f redis_cpu_us_per_msg=%.1f\n", \
 		n, n, w, s, d / s, cpu, cpu * 1e6 / n, hwm, hwm, d, n - d, res, reu, d - reu, el, \

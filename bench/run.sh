@@ -77,42 +77,12 @@ else
 fi
 C_SESS=$((C_SESS > NDOM ? NDOM : C_SESS))
 
-want() { [ -z "$ONLY" ] || [[ $ONLY == *",$1,"* ]]; }
-
-say() { printf '%s\n' "$*" >&2; }
-die() {
-	say "bench: $*"
-	exit 1
-}
+BENCH_NAME=bench
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
 
 # ---------------------------------------------------------------------------
 # Helpers
-
-# kv KEY LINE: the value of KEY=... in a key=value line.
-kv() {
-	local w
-	for w in $2; do
-		[ "${w%%=*}" = "$1" ] && { echo "${w#*=}"; return 0; }
-	done
-	echo ""
-}
-
-# cpu_ticks PID: utime+stime of the process (all threads), clock ticks; 0 if gone.
-cpu_ticks() {
-	local line rest
-	[ -n "$1" ] && read -r line 2>/dev/null <"/proc/$1/stat" || { echo 0; return; }
-	rest=${line##*) }
-	# shellcheck disable=SC2086
-	set -- $rest
-	echo $((${12} + ${13}))
-}
-
-# busy_ticks: CPU ticks all CPUs spent not idle (/proc/stat), to see what else ran.
-busy_ticks() {
-	local _cpu u n s _idle _io irq soft steal _rest
-	read -r _cpu u n s _idle _io irq soft steal _rest </proc/stat
-	echo $((u + n + s + irq + soft + steal))
-}
 
 # udp_drops: the kernel's UDP RcvbufErrors counter (all sockets: a DNS client or server that
 # cannot keep up drops answers; mxsend then sees DNS timeouts).
