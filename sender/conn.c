@@ -39,6 +39,7 @@ struct conn {
 	struct loop_op connect_op, recv_op, send_op, close_op;
 	struct loop_task free_task, hs_task, flush_task;
 	struct loop_timer retry; /* re-arm a receive after -ENOBUFS */
+	struct loop_timer quiet; /* no input for CONN_QUIET_MS: give TLS buffers back */
 	unsigned inflight;
 	bool closing, connected, recv_armed, sending;
 	struct tls *tls;
@@ -52,20 +53,37 @@ struct conn {
 	char peer[64];
 };
 
-static void buf_reserve(struct buf *b, size_t n)
+/* Output buffers live only while there is output: an empty one goes back to
+ * the loop's spare blocks (loop_block_get), so a busy connection does not
+ * malloc and free ~16 KB per message and an idle one holds nothing. */
+static void buf_reserve(struct loop *l, struct buf *b, size_t n)
 {
-	if (b->len + n > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		while (cap < b->len + n)
-			cap *= 2;
-		b->p = xrealloc(b->p, cap);
-		b->cap = cap;
+	if (b->len + n <= b->cap)
+		return;
+	if (b->cap == 0 && n <= LOOP_BLOCK) {
+		b->p = loop_block_get(l);
+		b->cap = LOOP_BLOCK;
+		return;
 	}
+	size_t cap = b->cap ? b->cap : 4096;
+	while (cap < b->len + n)
+		cap *= 2;
+	b->p = xrealloc(b->p, cap);
+	b->cap = cap;
 }
 
-static void buf_append(struct buf *b, const void *p, size_t n)
+static void buf_release(struct loop *l, struct buf *b)
 {
-	buf_reserve(b, n);
+	if (b->cap == LOOP_BLOCK)
+		loop_block_put(l, b->p);
+	else
+		free(b->p);
+	*b = (struct buf){ 0 };
+}
+
+static void buf_append(struct loop *l, struct buf *b, const void *p, size_t n)
+{
+	buf_reserve(l, b, n);
 	memcpy(b->p + b->len, p, n);
 	b->len += n;
 }
@@ -76,10 +94,11 @@ static void free_task_fn(struct loop_task *t)
 	if (c->inflight > 0) /* a close op is still out: its completion reschedules */
 		return;
 	loop_timer_stop(c->l, &c->retry);
+	loop_timer_stop(c->l, &c->quiet);
 	tls_free(c->tls);
-	free(c->plain.p);
-	free(c->pend.p);
-	free(c->fly.p);
+	buf_release(c->l, &c->plain);
+	buf_release(c->l, &c->pend);
+	buf_release(c->l, &c->fly);
 	free(c->rbuf);
 	free(c);
 }
@@ -159,8 +178,7 @@ static void flush_task_fn(struct loop_task *t)
 		}
 		off += done;
 	}
-	free(c->plain.p);
-	c->plain = (struct buf){ 0 };
+	buf_release(c->l, &c->plain);
 	start_send(c);
 }
 
@@ -185,9 +203,8 @@ static void send_cqe(struct loop_op *op, int res, unsigned flags)
 		if (c->pend.len == 0) {
 			/* Idle: hold no output memory (thousands of sessions wait
 			 * on replies at once). */
-			free(c->fly.p);
-			free(c->pend.p);
-			c->fly = c->pend = (struct buf){ 0 };
+			buf_release(c->l, &c->fly);
+			buf_release(c->l, &c->pend);
 		}
 	}
 	start_send(c);
@@ -206,6 +223,18 @@ static void arm_recv(struct conn *c)
 	if (c->rbuf == NULL)
 		c->rbuf = xmalloc(RBUF_SIZE);
 	loop_recv(c->l, &c->recv_op, c->fd, c->rbuf, RBUF_SIZE);
+}
+
+/* A session that has had no input for a while gives OpenSSL's record buffers
+ * and its input BIO's capacity back (~17 KB): thousands of sessions waiting
+ * on slow servers stay light, and a busy one does not allocate them again
+ * for every message. */
+#define CONN_QUIET_MS 50
+static void quiet_fn(struct loop_timer *t)
+{
+	struct conn *c = container_of(t, struct conn, quiet);
+	if (c->tls != NULL && !c->handshaking && !c->closing)
+		tls_release_buffers(c->tls);
 }
 
 static void retry_fn(struct loop_timer *t)
@@ -268,7 +297,7 @@ static void tls_input(struct conn *c, const char *data, size_t n)
 			 * soon, and the server's next reply may wait for it (Nagle) */
 			if (!any)
 				conn_quickack(c);
-			tls_release_buffers(c->tls); /* all input consumed: wait light */
+			loop_timer_arm(c->l, &c->quiet, CONN_QUIET_MS); /* all input consumed */
 			return;
 		}
 		if (rc == TLS_CLOSED) {
@@ -352,6 +381,7 @@ struct conn *conn_new(struct loop *l, const struct conn_cb *cb, void *arg)
 	loop_task_init(&c->hs_task, hs_task_fn);
 	loop_task_init(&c->flush_task, flush_task_fn);
 	loop_timer_init(&c->retry, retry_fn);
+	loop_timer_init(&c->quiet, quiet_fn);
 	strlcpy_x(c->peer, "-", sizeof(c->peer));
 	return c;
 }
@@ -386,7 +416,7 @@ void conn_write(struct conn *c, const void *buf, size_t n)
 {
 	if (c->closing || n == 0)
 		return;
-	buf_append(c->tls ? &c->plain : &c->pend, buf, n);
+	buf_append(c->l, c->tls ? &c->plain : &c->pend, buf, n);
 	loop_defer(c->l, &c->flush_task);
 }
 
@@ -399,7 +429,7 @@ size_t conn_out_pending(const struct conn *c)
 static void tls_out(void *arg, const void *buf, size_t n)
 {
 	struct conn *c = arg;
-	buf_append(&c->pend, buf, n);
+	buf_append(c->l, &c->pend, buf, n);
 }
 
 void conn_starttls(struct conn *c, struct tls *t)

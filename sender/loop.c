@@ -36,6 +36,8 @@ struct loop {
 	/* provided receive buffers (one group) */
 	struct io_uring_buf_ring *br;
 	char *bufs;
+	void *spare[64]; /* loop_block_get/put */
+	unsigned nspare;
 	bool stop;
 	bool disabled; /* made IORING_SETUP_R_DISABLED: enabled by the first loop_run */
 	uint64_t now;
@@ -194,6 +196,8 @@ void loop_free(struct loop *l)
 		munmap(l->br, BUF_COUNT * sizeof(struct io_uring_buf));
 		munmap(l->bufs, (size_t)BUF_COUNT * BUF_SIZE);
 	}
+	while (l->nspare > 0)
+		free(l->spare[--l->nspare]);
 	free(l->heap);
 	free(l);
 }
@@ -267,6 +271,19 @@ void loop_buf_put(struct loop *l, unsigned cqe_flags)
 	io_uring_buf_ring_add(l->br, l->bufs + (size_t)bid * BUF_SIZE, BUF_SIZE, (unsigned short)bid,
 			      io_uring_buf_ring_mask(BUF_COUNT), 0);
 	io_uring_buf_ring_advance(l->br, 1);
+}
+
+void *loop_block_get(struct loop *l)
+{
+	return l->nspare > 0 ? l->spare[--l->nspare] : xmalloc(LOOP_BLOCK);
+}
+
+void loop_block_put(struct loop *l, void *p)
+{
+	if (l->nspare < ARRAY_LEN(l->spare))
+		l->spare[l->nspare++] = p;
+	else
+		free(p);
 }
 
 void loop_accept(struct loop *l, struct loop_op *op, int fd)

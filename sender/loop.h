@@ -84,6 +84,13 @@ bool loop_recv_pooled(struct loop *l, struct loop_op *op, int fd);
 bool loop_recv_has_buf(unsigned cqe_flags);
 const char *loop_recv_buf(struct loop *l, unsigned cqe_flags);
 void loop_buf_put(struct loop *l, unsigned cqe_flags);
+
+/* Spare blocks of LOOP_BLOCK bytes for short-lived output buffers: get one
+ * (malloc'd; realloc and free work on it), put it back when empty. The loop
+ * keeps a few (the rest are freed) and frees them with itself. */
+#define LOOP_BLOCK 16384
+void *loop_block_get(struct loop *l);
+void loop_block_put(struct loop *l, void *p);
 /* Accept one connection on a listening socket: res = new fd (SOCK_CLOEXEC). */
 void loop_accept(struct loop *l, struct loop_op *op, int fd);
 /* Read from an fd (files, eventfd). */
