@@ -45,8 +45,9 @@ enum tls_rc tls_read(struct tls *t, void *buf, size_t n, size_t *got);
 /* Encrypt up to n bytes; *done bytes consumed (TLS_OK). */
 enum tls_rc tls_write(struct tls *t, const void *buf, size_t n, size_t *done);
 
-/* Give OpenSSL's record buffers back while the session waits (conn.c: after 50 ms without input; idle sessions
- * then hold ~21 KiB instead of ~38 KiB); no-op if data is pending. */
+/* Give OpenSSL's record buffers back while the session waits (conn.c: after
+ * 50 ms without input; idle sessions then hold ~21 KiB instead of ~38 KiB);
+ * no-op if data is pending. */
 void tls_release_buffers(struct tls *t);
 /* Send ciphertext to fn(arg, bytes, n) as OpenSSL produces it (no copy, no
  * buffer of its own). Required before the handshake; conn_starttls does it. */
