@@ -25,12 +25,13 @@
 # adds a Received: header). Both Postfix phases also get a per-program split of Postfix's CPU
 # (sampled from /proc every second: processes that exit between samples lose their last second).
 #
-# Postfix: installed with apt-get if missing ('No configuration': no system instance is set up)
-# and purged again at exit, unless --keep-postfix (then it is left installed and stopped). The
-# instance is private: its main.cf, master.cf, queue and logs live in the run's work directory
-# (postfix -c DIR), smtpd listens on 127.0.9.1:2525 only, local delivery and address rewriting
-# are off, and every d<i>.bench.test goes to [127.0.9.<10+i>]:PORT (transport_maps; no DNS in
-# Postfix: it would ask /etc/resolv.conf, not our unbound) under smtp_tls_policy_maps
+# Postfix: from `make deps`; if missing, installed with apt-get ('No configuration': no system
+# instance is set up) and purged again at exit, unless --keep-postfix (then it is left installed
+# and stopped). The instance is private (tests/integ/postfix.sh, shared with tests/integ/t_mta.sh):
+# its main.cf, master.cf, queue and logs live in the run's work directory (postfix -c DIR),
+# smtpd listens on 127.0.9.1:2525 only, local delivery and address rewriting are off, and every
+# d<i>.bench.test goes to [127.0.9.<10+i>]:PORT (transport_maps; no DNS in Postfix: it would ask
+# /etc/resolv.conf, not our unbound) under smtp_tls_policy_maps
 # "verify match=mx<i>.bench.test", with the TLS session cache, TLS connection reuse through
 # tlsproxy (smtp_tls_connection_reuse), the connection cache, destination concurrency 100,
 # 100 delivery processes (PF_PROCS) of 1000 deliveries each (max_use), and in_flow_delay 0.
@@ -80,38 +81,18 @@ BENCH_NAME=bench/postfix
 . "$BENCH_DIR/lib.sh"
 
 # ---------------------------------------------------------------------------
-# Postfix: package, private instance, cgroup
+# Postfix: package, private instance (tests/integ/postfix.sh), cgroup
 
-PF_INSTALLED=0   # 1: this run installed the package (purged at exit unless --keep-postfix)
-PF_DIR=""        # the instance: $PF_DIR/etc (config), spool (queue), data, log
+# shellcheck source=tests/integ/postfix.sh
+. "$INTEG_LIB_DIR/postfix.sh"
 CG=""            # the cpuacct cgroup of the instance
-PF_STARTED=0
-
-pf() { postfix -c "$PF_DIR/etc" "$@"; }
-pfconf() { postconf -c "$PF_DIR/etc" "$@"; }
-
-pf_install() {
-	command -v postfix >/dev/null && command -v smtp-source >/dev/null && return 0
-	say "bench/postfix: installing postfix (apt-get, 'No configuration')"
-	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-	if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postfix \
-		>"$INTEG_DIR/apt.log" 2>&1; then
-		tail -n 5 "$INTEG_DIR/apt.log" >&2
-		return 1
-	fi
-	PF_INSTALLED=1
-	command -v smtp-source >/dev/null
-}
 
 # shellcheck disable=SC2317 # pf_cleanup and on_exit run from the EXIT trap
 # pf_cleanup: stop the instance, empty and remove its cgroup, purge the package if ours.
 # Runs from the EXIT trap, before lib.sh's integ_cleanup (which stops the sink, unbound, Redis).
 pf_cleanup() {
 	local i pids
-	if [ "$PF_STARTED" = 1 ]; then
-		pf stop >/dev/null 2>&1
-		PF_STARTED=0
-	fi
+	pf_stop
 	if [ -n "$CG" ] && [ -d "$CG" ]; then
 		for ((i = 0; i < 50; i++)); do # postfix stop lets children finish: 5 s at most
 			pids=$(cat "$CG/cgroup.procs" 2>/dev/null)
@@ -127,8 +108,7 @@ pf_cleanup() {
 	fi
 	if [ "$PF_INSTALLED" = 1 ] && [ "$KEEP_PF" = 0 ]; then
 		say "bench/postfix: purging the postfix package this run installed"
-		DEBIAN_FRONTEND=noninteractive apt-get purge -y postfix >/dev/null 2>&1 ||
-			say "bench/postfix: apt-get purge postfix failed"
+		pf_purge || say "bench/postfix: apt-get purge postfix failed"
 	fi
 }
 # shellcheck disable=SC2317
@@ -139,12 +119,9 @@ on_exit() {
 	integ_cleanup
 }
 
-# pf_setup: write the private instance (main.cf, master.cf, maps) into $PF_DIR.
+# pf_setup: the private instance (pf_init's basics plus the bench's settings and maps).
 pf_setup() {
-	PF_DIR=$INTEG_DIR/postfix
-	mkdir -p "$PF_DIR/etc" "$PF_DIR/spool" "$PF_DIR/data" "$PF_DIR/log"
-	chmod 755 "$INTEG_DIR" "$PF_DIR" "$PF_DIR/etc" "$PF_DIR/spool" "$PF_DIR/log"
-	chown postfix "$PF_DIR/data"
+	pf_init "$INTEG_DIR/postfix" postfix.bench.test || return 1
 	# transport and TLS policy: d<i> -> [127.0.9.<10+i>]:PORT, verified as mx<i>.bench.test
 	awk -v nd="$NDOM" -v first="$SINK_FIRST" -v port="$SINK_PORT" -v dir="$PF_DIR/etc" 'BEGIN {
 		for (i = 0; i < nd; i++) {
@@ -153,40 +130,14 @@ pf_setup() {
 				first + i, port, i, i > (dir "/tls_policy")
 		}
 	}'
-	cat >"$PF_DIR/etc/main.cf" <<EOF
-# bench/postfix.sh: a private Postfix instance (postfix -c $PF_DIR/etc)
-compatibility_level = 3.6
-queue_directory = $PF_DIR/spool
-data_directory = $PF_DIR/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix.bench.test
-mydomain = bench.test
-myorigin = \$myhostname
-append_dot_mydomain = no
-# only the smtpd line of master.cf listens (on $PF_ADDR:$PF_PORT); inet_interfaces must name an
-# interface address, which 127.0.9.1 is not (it is routed to lo by 127.0.0.0/8)
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mydestination =
-local_recipient_maps =
-local_transport = error:local delivery is disabled
-alias_maps =
-alias_database =
-relay_domains =
+	cat >>"$PF_DIR/etc/main.cf" <<EOF
+# bench/postfix.sh
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject
 # phase 1 parks every message on hold (released in phase 2: postsuper -H ALL)
 smtpd_end_of_data_restrictions = check_client_access static:HOLD
-smtpd_peername_lookup = no
 smtpd_tls_security_level = none
 in_flow_delay = 0
-biff = no
-# no address rewriting surprises
-masquerade_domains =
-canonical_maps =
-virtual_alias_maps =
-recipient_delimiter =
 # delivery: every domain to its sink address, TLS verify against the sink's CA
 transport_maps = texthash:$PF_DIR/etc/transport
 smtp_tls_security_level = verify
@@ -208,59 +159,18 @@ default_process_limit = $PF_PROCS
 max_use = 1000
 qmgr_message_active_limit = $((N > 20000 ? N : 20000))
 qmgr_message_recipient_limit = $((N > 20000 ? N : 20000))
-maillog_file = $PF_DIR/log/maillog
-maillog_file_prefixes = /var, /dev/stdout, $PF_DIR/log
 EOF
-	# master.cf from scratch: no chroot (it would need copies of /etc files in the queue), no
-	# listener but $PF_ADDR:$PF_PORT, tlsproxy for smtp_tls_connection_reuse
-	cat >"$PF_DIR/etc/master.cf" <<EOF
-$PF_ADDR:$PF_PORT inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-tlsproxy  unix  -       -       n       -       0       tlsproxy
-postlog   unix-dgram n  -       n       -       1       postlogd
-EOF
-	pf check >"$PF_DIR/log/check.log" 2>&1 || { cat "$PF_DIR/log/check.log" >&2; return 1; }
+	# the only listener (tlsproxy, in pf_init's master.cf, serves smtp_tls_connection_reuse)
+	pf_listen "$PF_ADDR:$PF_PORT"
 }
 
-# pf_start: start the master inside a fresh cpuacct cgroup (its children inherit it).
-pf_start() {
-	local root=/sys/fs/cgroup/cpuacct i fd
+# bench_pf_start: start the master inside a fresh cpuacct cgroup (its children inherit it).
+bench_pf_start() {
+	local root=/sys/fs/cgroup/cpuacct
 	[ -w "$root/cgroup.procs" ] || { say "bench/postfix: $root (cgroup v1 cpuacct) is not mounted"; return 1; }
 	CG=$root/mxsend-postfix-bench.$$
 	mkdir "$CG" || return 1
-	# shellcheck disable=SC2016 # $BASHPID is the subshell's own pid, expanded by bash -c
-	bash -c 'echo "$BASHPID" >"$1/cgroup.procs" && exec postfix -c "$2" start' _ "$CG" "$PF_DIR/etc" \
-		>"$PF_DIR/log/start.log" 2>&1 || { cat "$PF_DIR/log/start.log" >&2; return 1; }
-	PF_STARTED=1
-	for ((i = 0; i < 50; i++)); do
-		if { exec {fd}<>"/dev/tcp/$PF_ADDR/$PF_PORT"; } 2>/dev/null; then
-			exec {fd}<&-
-			return 0
-		fi
-		sleep 0.1
-	done
-	say "bench/postfix: smtpd not listening on $PF_ADDR:$PF_PORT within 5 s"
-	tail -n 20 "$PF_DIR/log/maillog" >&2 2>/dev/null
-	return 1
+	pf_start "$CG"
 }
 
 cg_ns() { cat "$CG/cpuacct.usage"; } # CPU of the instance so far, nanoseconds
@@ -402,9 +312,10 @@ awk -v size="$SIZE" 'BEGIN {
 # Postfix
 
 if want pf; then
-	pf_install || die "could not install postfix"
-	pf_setup || die "the Postfix instance did not pass postfix check"
-	pf_start || die "Postfix did not start"
+	pf_install "$INTEG_DIR/apt.log" || die "could not install postfix"
+	[ "$PF_INSTALLED" = 0 ] || say "bench/postfix: installed postfix (apt-get, 'No configuration'); purged at exit"
+	pf_setup || die "could not write the Postfix instance"
+	bench_pf_start || die "Postfix did not start"
 	say "bench/postfix: Postfix $(pfconf -h mail_version) on $PF_ADDR:$PF_PORT (config $PF_DIR/etc), $N messages"
 
 	# phase 1: injection (D smtp-source clients at once, one per domain, each reusing its connection)
@@ -474,8 +385,7 @@ if want pf; then
 	# (tlsproxy warns once per process that its server role is off: expected)
 	PF_LOG_ERR=$(grep -E 'warning|error|fatal|panic|status=(deferred|bounced)' "$PF_DIR/log/maillog" |
 		grep -vc 'TLS server role is disabled')
-	pf stop >/dev/null 2>&1
-	PF_STARTED=0
+	pf_stop
 fi
 
 # ---------------------------------------------------------------------------

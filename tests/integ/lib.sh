@@ -584,6 +584,111 @@ re_escape() {
 	printf '%s' "$1" | sed 's/[][\.*^$+?(){}|/]/\\&/g'
 }
 
+# A command run by timed_run with stdout in $CASE_DIR/out and stderr in
+# $CASE_DIR/err (for expect_line: `mxsend send`'s result lines).
+# show_run: its exit, time, stdout and stderr tail, as diagnostics; a test sets
+# SHOW_RUN_CMD (what ran), SHOW_RUN_OUT / SHOW_RUN_ERR (lines shown) and
+# SHOW_RUN_MASK (a secret shown as <SECRET>) when the defaults do not fit.
+SHOW_RUN_CMD=mxsend
+SHOW_RUN_OUT=20
+SHOW_RUN_ERR=15
+SHOW_RUN_MASK=""
+show_run() {
+	local mask=""
+	[ -n "$SHOW_RUN_MASK" ] && mask="s/$SHOW_RUN_MASK/<SECRET>/g; "
+	diag "$SHOW_RUN_CMD exit $RUN_RC after $RUN_MS ms; stdout:"
+	head -n "$SHOW_RUN_OUT" "$CASE_DIR/out" | sed 's/^/  | /; s/^/# /'
+	diag "stderr (last $SHOW_RUN_ERR lines${mask:+, secret masked}):"
+	tail -n "$SHOW_RUN_ERR" "$CASE_DIR/err" | sed "${mask}s/^/  | /; s/^/# /"
+}
+
+# expect_rc CODE: the last run exited with CODE.
+expect_rc() {
+	[ "$RUN_RC" = "$1" ] && return 0
+	fail "exit status: expected $1, got $RUN_RC"
+	show_run
+	return 1
+}
+
+# expect_line RCPT ERE: stdout has exactly one line for RCPT and it matches
+# ^RCPT ERE$ (ERE covers "STATUS CODE DSN mx=... reply=...").
+expect_line() {
+	local rcpt=$1 re=$2 lines n
+	lines=$(grep -F -- "$rcpt " "$CASE_DIR/out" | grep -E -- "^$(re_escape "$rcpt") ")
+	n=$(grep -c . <<<"$lines")
+	if [ "$n" != 1 ]; then
+		fail "expected one result line for $rcpt, got $n"
+		show_run
+		return 1
+	fi
+	grep -Eq -- "^$(re_escape "$rcpt") $re\$" <<<"$lines" && return 0
+	fail "result line for $rcpt does not match" "  want: ^$rcpt $re\$" "  got:  $lines"
+	show_run
+	return 1
+}
+
+# body_gen KIND FILE [MB]: write an awkward input message (LF line ends unless
+# said) for the byte-exact body cases of t_send.sh and t_mta.sh. KIND:
+#   dots         lines starting with '.', lone '.', '..', a '.' line ending CRLF
+#   lf           bare LF line ends only
+#   mixed-eol    CRLF and LF line ends mixed
+#   nofinal      no newline after the last line
+#   nofinal-dot  the last line is a lone '.' without newline
+#   longline     998-octet lines (one of them starting with '.')
+#   8bit         UTF-8 and raw 0x80-0xff in the body (needs BODY=8BITMIME)
+#   utf8         UTF-8 header fields and body (SMTPUTF8 with a UTF-8 envelope)
+#   big          MB (default 5) MB of 80-octet lines, some starting with '.', some lone '.'
+body_gen() {
+	case $1 in
+	dots)
+		printf 'Subject: dots\n\n.\n..\n...\n.leading dot\nmiddle . dot\n. space\n.\r\nx\n.\n' >"$2"
+		;;
+	lf)
+		printf 'Subject: bare LF\nX-Test: yes\n\nline 1\nline 2\n\nline 4\n' >"$2"
+		;;
+	mixed-eol)
+		printf 'Subject: mixed\r\n\r\ncrlf line\r\nlf line\ncrlf again\r\n\nend\n' >"$2"
+		;;
+	nofinal)
+		printf 'Subject: no final newline\n\nthe last line has no newline' >"$2"
+		;;
+	nofinal-dot)
+		printf 'Subject: ends in a dot\n\nlast line is a lone dot without newline\n.' >"$2"
+		;;
+	longline)
+		{
+			printf 'Subject: 998\n\n'
+			head -c 998 /dev/zero | tr '\0' 'x'
+			printf '\n.%s\nshort\n' "$(head -c 996 /dev/zero | tr '\0' 'y')"
+		} >"$2"
+		;;
+	8bit)
+		perl -e 'print "Subject: =?UTF-8?Q?gr=C3=BC=C3=9Fe?=\nContent-Type: text/plain; charset=utf-8\n",
+			"Content-Transfer-Encoding: 8bit\n\n",
+			"gr\xc3\xbc\xc3\x9fe \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e \xf0\x9f\x93\xa8\n",
+			(map { chr } 0x80 .. 0xff), "\n",
+			(grep { $_ ne "\r" && $_ ne "\n" } map { chr } 0x01 .. 0x7f), "\n",
+			".", (map { chr } 0xa0 .. 0xbf), "\n"' >"$2"
+		;;
+	utf8)
+		perl -e 'print "From: J\xc3\xb6s\xc3\xa9 <j\xc3\xb6s\xc3\xa9\@client.test>\n",
+			"Subject: gr\xc3\xbc\xc3\x9fe \xe2\x9c\x89\nMIME-Version: 1.0\n",
+			"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n",
+			"H\xc3\xa9llo J\xc3\xb6ran \xf0\x9f\x93\xa8\n"' >"$2"
+		;;
+	big)
+		# MB of 80-octet lines; every 97th starts with "." and every 1009th is "." alone
+		perl -e 'my ($n, $out, $mb) = (0, "Subject: big\n\n", $ARGV[0]);
+			while (length($out) < $mb * 1024 * 1024) {
+				$n++;
+				if ($n % 1009 == 0) { $out .= ".\n"; next }
+				$out .= ($n % 97 == 0 ? "." : "") . sprintf("%09d ", $n) . ("0123456789" x 7) . "\n";
+			}
+			print $out' "${3:-5}" >"$2"
+		;;
+	esac
+}
+
 # ---------------------------------------------------------------------------
 # Reporting and assertions
 

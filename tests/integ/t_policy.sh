@@ -15,6 +15,7 @@
 # host memory across deliveries (per process as well).
 # shellcheck disable=SC2317,SC2031 # case functions run indirectly, each in its run_case subshell
 set -u
+# shellcheck source=tests/integ/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 # Domains whose policy nginx serves (mta-sts.D.test -> 127.0.70.1).
@@ -311,36 +312,7 @@ send() {
 	timed_run "$SEND_LIMIT" "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send -c "$c" --log info "$@"
 }
 
-# show_run: the last send's exit, time, stdout and stderr tail, as diagnostics.
-show_run() {
-	diag "mxsend exit $RUN_RC after $RUN_MS ms; stdout:"
-	sed 's/^/  | /' "$CASE_DIR/out" | head -n 20 | sed 's/^/# /'
-	diag "stderr (last 15 lines):"
-	tail -n 15 "$CASE_DIR/err" | sed 's/^/  | /; s/^/# /'
-}
-
-expect_rc() {
-	[ "$RUN_RC" = "$1" ] && return 0
-	fail "exit status: expected $1, got $RUN_RC"
-	show_run
-	return 1
-}
-
-# expect_line RCPT ERE: stdout has exactly one line for RCPT, matching ^RCPT ERE$.
-expect_line() {
-	local rcpt=$1 re=$2 lines n
-	lines=$(grep -E -- "^$(re_escape "$rcpt") " "$CASE_DIR/out")
-	n=$(grep -c . <<<"$lines")
-	if [ "$n" != 1 ]; then
-		fail "expected one result line for $rcpt, got $n"
-		show_run
-		return 1
-	fi
-	grep -Eq -- "^$(re_escape "$rcpt") $re\$" <<<"$lines" && return 0
-	fail "result line for $rcpt does not match" "  want: ^$rcpt $re\$" "  got:  $lines"
-	show_run
-	return 1
-}
+# show_run, expect_rc, expect_line: lib.sh.
 
 # expect_field RCPT KEY VALUE: the result line of RCPT has KEY=VALUE.
 expect_field() {

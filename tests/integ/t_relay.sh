@@ -84,12 +84,9 @@ send() {
 	timed_run 10 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send "$@"
 }
 
-show_run() {
-	diag "mxsend exit $RUN_RC after $RUN_MS ms; stdout:"
-	sed 's/^/  | /' "$CASE_DIR/out" | head -n 10 | sed 's/^/# /'
-	diag "stderr (last 15 lines, password masked):"
-	tail -n 15 "$CASE_DIR/err" | sed "s/$PASS/<PASS>/g; s/^/  | /; s/^/# /"
-}
+# show_run (lib.sh): 10 lines of stdout, the password masked in stderr
+SHOW_RUN_OUT=10
+SHOW_RUN_MASK=$PASS
 
 # result RCPT: the one result line for RCPT (fails the case when not exactly one).
 result() {

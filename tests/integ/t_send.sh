@@ -5,6 +5,7 @@
 # the command's exit statuses. Whole file: well under a minute.
 # shellcheck disable=SC2317,SC2031 # case functions run indirectly, each in its run_case subshell
 set -u
+# shellcheck source=tests/integ/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 # Every name a case verifies is listed: the certificate's *.test SAN never
@@ -104,38 +105,7 @@ send() {
 	timed_run "$SEND_LIMIT" "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send "$@"
 }
 
-# show_run: the last send's exit, time, stdout and stderr tail, as diagnostics.
-show_run() {
-	diag "mxsend exit $RUN_RC after $RUN_MS ms; stdout:"
-	sed 's/^/  | /' "$CASE_DIR/out" | head -n 20 | sed 's/^/# /'
-	diag "stderr (last 15 lines):"
-	tail -n 15 "$CASE_DIR/err" | sed 's/^/  | /; s/^/# /'
-}
-
-# expect_rc CODE: the last send exited with CODE.
-expect_rc() {
-	[ "$RUN_RC" = "$1" ] && return 0
-	fail "exit status: expected $1, got $RUN_RC"
-	show_run
-	return 1
-}
-
-# expect_line RCPT ERE: stdout has exactly one line for RCPT and it matches
-# ^RCPT ERE$ (ERE covers "STATUS CODE DSN mx=... reply=...").
-expect_line() {
-	local rcpt=$1 re=$2 lines n
-	lines=$(grep -F -- "$rcpt " "$CASE_DIR/out" | grep -E -- "^$(re_escape "$rcpt") ")
-	n=$(grep -c . <<<"$lines")
-	if [ "$n" != 1 ]; then
-		fail "expected one result line for $rcpt, got $n"
-		show_run
-		return 1
-	fi
-	grep -Eq -- "^$(re_escape "$rcpt") $re\$" <<<"$lines" && return 0
-	fail "result line for $rcpt does not match" "  want: ^$rcpt $re\$" "  got:  $lines"
-	show_run
-	return 1
-}
+# show_run, expect_rc, expect_line: lib.sh.
 
 # mx HOST IP: the ERE for "mx=HOST[IP]:PORT".
 mx() {
@@ -337,52 +307,7 @@ run_case "421 greeting on MX 10: delivered via MX 20" t_greet_fallback fb421.tes
 run_case "554 greeting on MX 10: delivered via MX 20" t_greet_fallback fb554.test
 
 # --- 11. byte-exact bodies -------------------------------------------------------------
-# body_gen KIND FILE: write the input message of one body case.
-body_gen() {
-	case $1 in
-	dots)
-		printf 'Subject: dots\n\n.\n..\n...\n.leading dot\nmiddle . dot\n. space\n.\r\nx\n.\n' >"$2"
-		;;
-	lf)
-		printf 'Subject: bare LF\nX-Test: yes\n\nline 1\nline 2\n\nline 4\n' >"$2"
-		;;
-	mixed-eol)
-		printf 'Subject: mixed\r\n\r\ncrlf line\r\nlf line\ncrlf again\r\n\nend\n' >"$2"
-		;;
-	nofinal)
-		printf 'Subject: no final newline\n\nthe last line has no newline' >"$2"
-		;;
-	nofinal-dot)
-		printf 'Subject: ends in a dot\n\nlast line is a lone dot without newline\n.' >"$2"
-		;;
-	longline)
-		{
-			printf 'Subject: 998\n\n'
-			head -c 998 /dev/zero | tr '\0' 'x'
-			printf '\n.%s\nshort\n' "$(head -c 996 /dev/zero | tr '\0' 'y')"
-		} >"$2"
-		;;
-	8bit)
-		perl -e 'print "Subject: =?UTF-8?Q?gr=C3=BC=C3=9Fe?=\nContent-Type: text/plain; charset=utf-8\n",
-			"Content-Transfer-Encoding: 8bit\n\n",
-			"gr\xc3\xbc\xc3\x9fe \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e \xf0\x9f\x93\xa8\n",
-			(map { chr } 0x80 .. 0xff), "\n",
-			(grep { $_ ne "\r" && $_ ne "\n" } map { chr } 0x01 .. 0x7f), "\n",
-			".", (map { chr } 0xa0 .. 0xbf), "\n"' >"$2"
-		;;
-	big)
-		# 5 MB of 80-octet lines; every 97th starts with "." and every 1009th is "." alone
-		perl -e 'my ($n, $out) = (0, "Subject: big\n\n");
-			while (length($out) < 5 * 1024 * 1024) {
-				$n++;
-				if ($n % 1009 == 0) { $out .= ".\n"; next }
-				$out .= ($n % 97 == 0 ? "." : "") . sprintf("%09d ", $n) . ("0123456789" x 7) . "\n";
-			}
-			print $out' >"$2"
-		;;
-	esac
-}
-
+# body_gen (lib.sh) writes the input message of each body case.
 t_body() { # SINK DOMAIN KIND [stdin]
 	local sink=$1 dom=$2 kind=$3 m=$CASE_DIR/in.eml exp=$CASE_DIR/exp.eml got rcpt
 	rcpt="b-$kind-$sink@$dom"

@@ -10,6 +10,7 @@
 # MXSEND_BIN=path runs another mxsend binary (one with `check` wired in).
 # shellcheck disable=SC2317,SC2031 # case functions run indirectly, each in its run_case subshell
 set -u
+# shellcheck source=tests/integ/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 STS_DOMAINS=(sts-ok sts-chunked sts-64k sts-redir sts-404 sts-type sts-big sts-cert sts-expired
@@ -219,19 +220,10 @@ check() {
 	timed_run 30 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" check -c "$CONF" --https-port "$NGINX_PORT" "$@"
 }
 
-show_run() {
-	diag "mxsend check exit $RUN_RC after $RUN_MS ms; stdout:"
-	sed 's/^/  | /' "$CASE_DIR/out" | head -n 40 | sed 's/^/# /'
-	diag "stderr (last 10 lines):"
-	tail -n 10 "$CASE_DIR/err" | sed 's/^/  | /; s/^/# /'
-}
-
-expect_rc() {
-	[ "$RUN_RC" = "$1" ] && return 0
-	fail "exit status: expected $1, got $RUN_RC"
-	show_run
-	return 1
-}
+# show_run, expect_rc (lib.sh): for `mxsend check`
+SHOW_RUN_CMD="mxsend check"
+SHOW_RUN_OUT=40
+SHOW_RUN_ERR=10
 
 # expect_out ERE: some stdout line matches ERE.
 expect_out() {

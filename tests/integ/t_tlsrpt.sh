@@ -12,6 +12,7 @@
 # MXSEND_BIN=path runs another mxsend binary (one with `tlsrpt` wired in).
 # shellcheck disable=SC2317,SC2031 # case functions run indirectly, each in its run_case subshell
 set -u
+# shellcheck source=tests/integ/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 integ_setup report.rpt-https.test
@@ -330,19 +331,10 @@ tlsrpt() {
 	timed_run 30 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" tlsrpt -c "$CONF" --day "$DAY" --timeout 10 "$@"
 }
 
-show_run() {
-	diag "mxsend tlsrpt exit $RUN_RC after $RUN_MS ms; stdout:"
-	head -n 60 "$CASE_DIR/out" | sed 's/^/  | /; s/^/# /'
-	diag "stderr (last 10 lines):"
-	tail -n 10 "$CASE_DIR/err" | sed 's/^/  | /; s/^/# /'
-}
-
-expect_rc() {
-	[ "$RUN_RC" = "$1" ] && return 0
-	fail "exit status: expected $1, got $RUN_RC"
-	show_run
-	return 1
-}
+# show_run, expect_rc (lib.sh): for `mxsend tlsrpt`
+SHOW_RUN_CMD="mxsend tlsrpt"
+SHOW_RUN_OUT=60
+SHOW_RUN_ERR=10
 
 expect_out() {
 	grep -Eq -- "$1" "$CASE_DIR/out" && return 0
