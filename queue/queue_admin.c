@@ -123,7 +123,7 @@ static const char *ctx_err(const redisContext *c)
 	return c->errstr[0] ? c->errstr : "no reply";
 }
 
-static int reply_err(redisContext *c, redisReply *r, const char *what, char *err, size_t errlen)
+int qsync_reply_err(redisContext *c, redisReply *r, const char *what, char *err, size_t errlen)
 {
 	if (r == NULL) {
 		snprintf(err, errlen, "redis: %s: %s", what, ctx_err(c));
@@ -137,28 +137,28 @@ static int reply_err(redisContext *c, redisReply *r, const char *what, char *err
 	return 0;
 }
 
-struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, size_t errlen)
+redisContext *qsync_connect(const char *url, const char *password, char *err, size_t errlen)
 {
 	struct queue_addr a;
 	struct timeval tv = { 5, 0 };
-	if (queue_url_parse(cfg->url, &a, err, errlen) != 0)
+	if (queue_url_parse(url, &a, err, errlen) != 0)
 		return NULL;
 	redisContext *c = a.path[0] ? redisConnectUnixWithTimeout(a.path, tv)
 				    : redisConnectWithTimeout(a.host, a.port, tv);
 	if (c == NULL || c->err) {
-		snprintf(err, errlen, "redis: connect to %s: %s", cfg->url,
+		snprintf(err, errlen, "redis: connect to %s: %s", url ? url : "(default)",
 			 c ? ctx_err(c) : "out of memory");
 		if (c)
 			redisFree(c);
 		return NULL;
 	}
 	redisSetTimeout(c, tv);
-	const char *pw = (cfg->password && cfg->password[0]) ? cfg->password : a.password;
+	const char *pw = (password && password[0]) ? password : a.password;
 	redisReply *r;
 	if (pw[0] != '\0') {
 		const char *av[] = { "AUTH", pw };
 		r = redisCommandArgv(c, 2, av, NULL);
-		if (reply_err(c, r, "AUTH", err, errlen) != 0)
+		if (qsync_reply_err(c, r, "AUTH", err, errlen) != 0)
 			goto fail;
 		freeReplyObject(r);
 	}
@@ -167,10 +167,21 @@ struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, si
 		snprintf(db, sizeof(db), "%d", a.db);
 		const char *av[] = { "SELECT", db };
 		r = redisCommandArgv(c, 2, av, NULL);
-		if (reply_err(c, r, "SELECT", err, errlen) != 0)
+		if (qsync_reply_err(c, r, "SELECT", err, errlen) != 0)
 			goto fail;
 		freeReplyObject(r);
 	}
+	return c;
+fail:
+	redisFree(c);
+	return NULL;
+}
+
+struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, size_t errlen)
+{
+	redisContext *c = qsync_connect(cfg->url, cfg->password, err, errlen);
+	if (c == NULL)
+		return NULL;
 	struct queue_sync *s = qalloc(sizeof(*s));
 	s->c = c;
 	s->cfg = cfg;
@@ -179,9 +190,6 @@ struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, si
 	memcpy(s->held_key, cfg->jobs, n);
 	memcpy(s->held_key + n, ":held", 6);
 	return s;
-fail:
-	redisFree(c);
-	return NULL;
 }
 
 void queue_sync_close(struct queue_sync *s)
@@ -230,7 +238,7 @@ int queue_sync_enqueue(struct queue_sync *s, const struct queue_fields *f, long 
 			rc = -1;
 			goto out;
 		}
-		if (reply_err(s->c, r, "XADD", err, errlen) != 0) {
+		if (qsync_reply_err(s->c, r, "XADD", err, errlen) != 0) {
 			rc = -1;
 			goto out;
 		}
@@ -250,7 +258,7 @@ int queue_sync_held(struct queue_sync *s, void (*fn)(void *arg, const struct que
 {
 	const char *av[] = { "ZRANGE", s->held_key, "0", "-1", "WITHSCORES" };
 	redisReply *list = redisCommandArgv(s->c, 5, av, NULL);
-	if (reply_err(s->c, list, "ZRANGE", err, errlen) != 0)
+	if (qsync_reply_err(s->c, list, "ZRANGE", err, errlen) != 0)
 		return -1;
 	int count = 0, rc = 0;
 	size_t n = list->type == REDIS_REPLY_ARRAY ? list->elements / 2 : 0;
@@ -264,7 +272,7 @@ int queue_sync_held(struct queue_sync *s, void (*fn)(void *arg, const struct que
 		const char *hv[] = { "HMGET", key, "id", "job", "domain", "reason", "to", "held_at", "since" };
 		redisReply *r = redisCommandArgv(s->c, 9, hv, NULL);
 		free(key);
-		if (reply_err(s->c, r, "HMGET", err, errlen) != 0) {
+		if (qsync_reply_err(s->c, r, "HMGET", err, errlen) != 0) {
 			rc = -1;
 			break;
 		}
@@ -303,7 +311,7 @@ int queue_sync_release(struct queue_sync *s, const char *domain, const char *con
 			av[6 + i] = ids[i];
 	redisReply *r = redisCommandArgv(s->c, argc, av, NULL);
 	free(av);
-	if (reply_err(s->c, r, "release", err, errlen) != 0)
+	if (qsync_reply_err(s->c, r, "release", err, errlen) != 0)
 		return -1;
 	int n = r->type == REDIS_REPLY_ARRAY ? (int)r->elements : 0;
 	freeReplyObject(r);
@@ -321,7 +329,7 @@ int queue_sync_scan(struct queue_sync *s, const char *pattern,
 	do {
 		const char *av[] = { "SCAN", cursor, "MATCH", pattern, "COUNT", "1000" };
 		redisReply *r = redisCommandArgv(s->c, 6, av, NULL);
-		if (reply_err(s->c, r, "SCAN", err, errlen) != 0)
+		if (qsync_reply_err(s->c, r, "SCAN", err, errlen) != 0)
 			return -1;
 		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
 			freeReplyObject(r);
@@ -333,7 +341,7 @@ int queue_sync_scan(struct queue_sync *s, const char *pattern,
 		for (size_t i = 0; i < keys->elements; i++) {
 			const char *gv[] = { "GET", keys->element[i]->str };
 			redisReply *g = redisCommandArgv(s->c, 2, gv, NULL);
-			if (reply_err(s->c, g, "GET", err, errlen) != 0) {
+			if (qsync_reply_err(s->c, g, "GET", err, errlen) != 0) {
 				freeReplyObject(r);
 				return -1;
 			}

@@ -104,6 +104,15 @@ void qjob_committed(struct queue *q, struct qjob *qj, bool live);
 void qkick_claim(struct queue *q);
 void *qalloc(size_t n);
 
+/* Blocking Redis connection for the command-line tools (queue_admin.c): URL,
+ * password (or the URL's), database, 5 s timeouts. NULL with err set. */
+struct redisContext;
+struct redisReply;
+struct redisContext *qsync_connect(const char *url, const char *password, char *err, size_t errlen);
+/* 0 for a reply; -1 with err set for no reply or an error reply (freed). */
+int qsync_reply_err(struct redisContext *c, struct redisReply *r, const char *what, char *err,
+		    size_t errlen);
+
 /* queue_commit.c */
 void qcommit_enqueue(struct queue *q, struct qjob *qj);
 void qcommit_flush(struct queue *q);

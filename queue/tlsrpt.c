@@ -778,66 +778,18 @@ struct tlsrpt_store {
 	char *prefix;
 };
 
-static int rerr(struct tlsrpt_store *s, redisReply *r, const char *what, char *err, size_t errlen)
-{
-	if (r == NULL) {
-		const char *e = s->c->errstr[0] ? s->c->errstr : "no reply";
-		if (s->c->err == REDIS_ERR_IO && strstr(e, "temporarily unavailable") != NULL)
-			e = "timed out (5 s)";
-		snprintf(err, errlen, "redis: %s: %s", what, e);
-		return -1;
-	}
-	if (r->type == REDIS_REPLY_ERROR) {
-		snprintf(err, errlen, "redis: %s: %s", what, r->str);
-		freeReplyObject(r);
-		return -1;
-	}
-	return 0;
-}
-
 struct tlsrpt_store *tlsrpt_store_open(const char *url, const char *password,
 				       const char *prefix, char *err, size_t errlen)
 {
-	struct queue_addr a;
-	struct timeval tv = { 5, 0 };
-	if (queue_url_parse(url, &a, err, errlen) != 0)
+	redisContext *c = qsync_connect(url, password, err, errlen);
+	if (c == NULL)
 		return NULL;
-	redisContext *c = a.path[0] ? redisConnectUnixWithTimeout(a.path, tv)
-				    : redisConnectWithTimeout(a.host, a.port, tv);
-	if (c == NULL || c->err) {
-		snprintf(err, errlen, "redis: connect to %s: %s", url ? url : "(default)",
-			 c ? c->errstr : "out of memory");
-		if (c)
-			redisFree(c);
-		return NULL;
-	}
-	redisSetTimeout(c, tv);
 	struct tlsrpt_store *s = qalloc(sizeof(*s));
 	s->c = c;
 	s->prefix = strdup(prefix ? prefix : TLSRPT_PREFIX);
 	if (s->prefix == NULL)
 		abort();
-	const char *pw = (password && password[0]) ? password : a.password;
-	if (pw[0] != '\0') {
-		const char *av[] = { "AUTH", pw };
-		redisReply *r = redisCommandArgv(s->c, 2, av, NULL);
-		if (rerr(s, r, "AUTH", err, errlen) != 0)
-			goto fail;
-		freeReplyObject(r);
-	}
-	if (a.db != 0) {
-		char db[16];
-		snprintf(db, sizeof(db), "%d", a.db);
-		const char *av[] = { "SELECT", db };
-		redisReply *r = redisCommandArgv(s->c, 2, av, NULL);
-		if (rerr(s, r, "SELECT", err, errlen) != 0)
-			goto fail;
-		freeReplyObject(r);
-	}
 	return s;
-fail:
-	tlsrpt_store_close(s);
-	return NULL;
 }
 
 void tlsrpt_store_close(struct tlsrpt_store *s)
@@ -874,7 +826,7 @@ int tlsrpt_store_record(struct tlsrpt_store *s, const struct tlsrpt_event *ev, c
 		redisReply *r = NULL;
 		if (redisGetReply(s->c, (void **)&r) != REDIS_OK)
 			r = NULL;
-		if (rerr(s, r, "tlsrpt count", err, errlen) != 0)
+		if (qsync_reply_err(s->c, r, "tlsrpt count", err, errlen) != 0)
 			return -1;
 		freeReplyObject(r);
 	}
@@ -893,7 +845,7 @@ int tlsrpt_store_domains(struct tlsrpt_store *s, const char *day, char ***out, c
 	snprintf(key, sizeof(key), "%s:days:%s", s->prefix, day);
 	const char *av[] = { "SMEMBERS", key };
 	redisReply *r = redisCommandArgv(s->c, 2, av, NULL);
-	if (rerr(s, r, "SMEMBERS", err, errlen) != 0)
+	if (qsync_reply_err(s->c, r, "SMEMBERS", err, errlen) != 0)
 		return -1;
 	int n = 0;
 	char **v = qalloc((r->type == REDIS_REPLY_ARRAY ? r->elements : 0) * sizeof(*v) + 1);
@@ -923,7 +875,7 @@ int tlsrpt_store_load(struct tlsrpt_store *s, const char *day, const char *domai
 	snprintf(key, sizeof(key), "%s:%s:%s", s->prefix, day, domain);
 	const char *av[] = { "HGETALL", key };
 	redisReply *r = redisCommandArgv(s->c, 2, av, NULL);
-	if (rerr(s, r, "HGETALL", err, errlen) != 0)
+	if (qsync_reply_err(s->c, r, "HGETALL", err, errlen) != 0)
 		return -1;
 	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
 		const redisReply *f = r->element[i], *v = r->element[i + 1];
@@ -968,7 +920,7 @@ int tlsrpt_store_claim(struct tlsrpt_store *s, const char *day, const char *doma
 	snprintf(ttl, sizeof(ttl), "%d", TLSRPT_TTL_S);
 	const char *av[] = { "EVAL", claim_lua, "1", key, rua, report_id, now, stale, ttl };
 	redisReply *r = redisCommandArgv(s->c, 9, av, NULL);
-	if (rerr(s, r, "claim", err, errlen) != 0)
+	if (qsync_reply_err(s->c, r, "claim", err, errlen) != 0)
 		return -1;
 	int rc = 1;
 	if (r->type == REDIS_REPLY_STRING) {
@@ -993,7 +945,7 @@ int tlsrpt_store_finish(struct tlsrpt_store *s, const char *day, const char *dom
 	snprintf(ttl, sizeof(ttl), "%d", TLSRPT_TTL_S);
 	const char *av[] = { "EVAL", finish_lua, "1", key, rua, mine, val, ttl };
 	redisReply *r = redisCommandArgv(s->c, 8, av, NULL);
-	if (rerr(s, r, "finish", err, errlen) != 0)
+	if (qsync_reply_err(s->c, r, "finish", err, errlen) != 0)
 		return -1;
 	freeReplyObject(r);
 	return 0;
