@@ -16,7 +16,15 @@ LDLIBS  = $(PKG_LIBS) -lpthread
 # the test and the bench run private instances (postfix -c DIR) on 127.0.9.x.
 DEB_PKGS := gcc make pkg-config python3 liburing-dev libssl-dev libc-ares-dev libhiredis-dev \
 	libinih-dev libjansson-dev zlib1g-dev openssl unbound redis-server redis-tools \
-	nginx-light gnuplot-nox ca-certificates postfix
+	nginx-light gnuplot-nox ca-certificates postfix \
+	libgnutls-dane0 libgnutls30 libidn12 libevent-2.1-7 libnsl2 libdb5.3 libpam0g
+# Receiving MTAs for tests/integ/t_interop.sh that cannot be installed beside postfix (Debian's
+# exim4-daemon-light and opensmtpd conflict with it, all three provide mail-transport-agent):
+# their packages are downloaded and unpacked with dpkg -x into INTEROP_ROOT (no maintainer
+# scripts, no users, nothing system-wide); the libraries they link are in DEB_PKGS above.
+INTEROP_ROOT ?= /var/cache/mxsend/interop
+INTEROP_PKGS := exim4-daemon-light opensmtpd
+export INTEROP_ROOT
 
 LIB_SRC  := $(filter-out sender/main.c,$(wildcard sender/*.c queue/*.c tlscache/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(B)/%.o)
@@ -41,6 +49,14 @@ deps:
 		esac; \
 		apt-get install -y -q --no-install-recommends $$missing >/dev/null || \
 		{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null; } || exit 1; \
+	fi
+	@if [ ! -x $(INTEROP_ROOT)/usr/sbin/exim4 ] || [ ! -x $(INTEROP_ROOT)/usr/sbin/smtpd ]; then \
+		echo "deps: unpacking $(INTEROP_PKGS) into $(INTEROP_ROOT)"; \
+		d=$$(mktemp -d) && chown _apt $$d 2>/dev/null; cd $$d || exit 1; \
+		apt-get download -q $(INTEROP_PKGS) >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && apt-get download -q $(INTEROP_PKGS) >/dev/null; } || exit 1; \
+		mkdir -p $(INTEROP_ROOT) && for f in *.deb; do dpkg -x $$f $(INTEROP_ROOT) || exit 1; done; \
+		cd / && rm -rf $$d; \
 	fi
 
 $(B)/%.o: %.c

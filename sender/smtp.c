@@ -223,11 +223,19 @@ static void set_result(struct smtp_result *r, enum smtp_class cls, int code, con
 	r->cls = cls;
 	r->code = code;
 	strlcpy_x(r->esc, esc ? esc : "", sizeof(r->esc));
-	/* one line: multi-line reply text is joined with spaces */
-	size_t i = 0;
-	for (; text && text[i] && i < sizeof(r->text) - 1; i++)
-		r->text[i] = (text[i] == '\n' || text[i] == '\r') ? ' ' : text[i];
-	r->text[i] = '\0';
+	/* one line: multi-line reply text is joined with single spaces, and
+	 * leading or repeated blanks go (Exim answers BDAT with "250- 75 byte
+	 * chunk, ..."): the result line is read by people and split by scripts */
+	size_t o = 0;
+	for (size_t i = 0; text && text[i] && o < sizeof(r->text) - 1; i++) {
+		char c = (text[i] == '\n' || text[i] == '\r' || text[i] == '\t') ? ' ' : text[i];
+		if (c == ' ' && (o == 0 || r->text[o - 1] == ' '))
+			continue;
+		r->text[o++] = c;
+	}
+	while (o > 0 && r->text[o - 1] == ' ')
+		o--;
+	r->text[o] = '\0';
 	r->final = final;
 }
 
@@ -495,7 +503,7 @@ void smtp_session_send(struct smtp_session *s, struct smtp_txn *t)
 	} else if (t->wire->has_8bit && !(s->ehlo.ext & SMTP_EXT_8BITMIME)) {
 		code = 554, esc = "5.6.3", why = "message has 8-bit content and the server lacks 8BITMIME";
 	} else if (t->smtputf8_needed && !(s->ehlo.ext & SMTP_EXT_SMTPUTF8)) {
-		code = 553, esc = "5.6.7", why = "non-ASCII address and the server lacks SMTPUTF8";
+		code = 553, esc = "5.6.7", why = "an envelope address of the transaction is non-ASCII and the server lacks SMTPUTF8";
 	}
 	if (why) {
 		for (int i = 0; i < t->nrcpt; i++)

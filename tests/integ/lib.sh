@@ -480,6 +480,15 @@ start_redis() {
 	return 1
 }
 
+# redis_results PORT: one line per entry of mxsend:results, " field=value" pairs.
+redis_results() {
+	timeout 10 redis-cli -p "$1" --raw XRANGE mxsend:results - + | awk '
+		k == "" && /^[0-9]+-[0-9]+$/ { if (l != "") print l; l = ""; next }
+		k == "" { k = $0; next }
+		{ l = l " " k "=" $0; k = "" }
+		END { if (l != "") print l }'
+}
+
 # redis_ping PORT: print the reply to PING (PONG when up).
 redis_ping() {
 	if command -v redis-cli >/dev/null 2>&1; then
@@ -504,7 +513,7 @@ redis_ping() {
 # top level (e.g. "load_module ...;"). The run's server certificate is the
 # default. Returns once ADDR:PORT accepts connections (5 s at most).
 nginx_start() {
-	local dir=$1 addr=$2 port=$3 main=${4:-} conf=$1/nginx.conf i fd pid
+	local dir=$1 addr=$2 port=$3 main=${4:-} conf=$1/nginx.conf
 	mkdir -p "$dir/tmp"
 	cat >"$conf" <<EOF
 daemon off;
@@ -531,21 +540,26 @@ EOF
 		return 1
 	fi
 	integ_spawn nginx "$dir/stderr.log" nginx -c "$conf" -p "$dir"
-	pid=$SPAWN_PID
-	for ((i = 0; i < 50; i++)); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			echo "nginx_start: nginx exited:" >&2
-			tail -n 20 "$dir/stderr.log" "$dir/error.log" >&2 2>/dev/null
-			return 1
-		fi
-		if { exec {fd}<>"/dev/tcp/$addr/$port"; } 2>/dev/null; then
-			exec {fd}<&-
-			return 0
-		fi
-		sleep 0.1
+	if ! wait_listen "$SPAWN_PID" "$addr:$port"; then
+		echo "nginx_start: nginx is not listening on $addr:$port:" >&2
+		tail -n 20 "$dir/stderr.log" "$dir/error.log" >&2 2>/dev/null
+		return 1
+	fi
+}
+
+# wait_listen PID ADDR:PORT...: wait until every ADDR:PORT accepts a TCP
+# connection (5 s in all); returns 1 at once if process PID exits first.
+wait_listen() {
+	local pid=$1 l fd n=0
+	shift
+	for l in "$@"; do
+		until { exec {fd}<>"/dev/tcp/${l%:*}/${l##*:}"; } 2>/dev/null; do
+			n=$((n + 1))
+			[ "$n" -le 50 ] && kill -0 "$pid" 2>/dev/null || return 1
+			sleep 0.1
+		done
+		exec {fd}<&-
 	done
-	echo "nginx_start: not listening on $addr:$port within 5 s" >&2
-	return 1
 }
 
 # integ_config FILE [EXTRA]: write an mxsend config pointing at the last
@@ -577,6 +591,55 @@ timed_run() {
 # every bare LF becomes CRLF, and a final CRLF is added when missing.
 wire_expect() {
 	perl -0777 -pe 's/(?<!\r)\n/\r\n/g; $_ .= "\r\n" unless /\r\n\z/' <"$1" >"$2"
+}
+
+# run_body_cases TITLE FUNC [ARG...]: one run_case per awkward message of
+# body_gen, named "TITLE: what it is", each running FUNC ARG... KIND (and 1 for
+# big: a 1 MB message).
+run_body_cases() {
+	local title=$1 k w
+	shift
+	for k in dots lf mixed-eol nofinal nofinal-dot longline 8bit big; do
+		case $k in
+		dots) w="dot lines" ;;
+		lf) w="bare LF line ends" ;;
+		mixed-eol) w="mixed CRLF and LF line ends" ;;
+		nofinal) w="missing final newline" ;;
+		nofinal-dot) w="missing final newline after a lone '.'" ;;
+		longline) w="998-octet lines" ;;
+		8bit) w="8-bit body" ;;
+		big) w="1 MB message" ;;
+		esac
+		if [ "$k" = big ]; then
+			run_case "$title: $w" "$@" "$k" 1
+		else
+			run_case "$title: $w" "$@" "$k"
+		fi
+	done
+}
+
+# assert_copy MSG FILE [TRACE]: FILE, a receiving MTA's stored copy of message
+# MSG (line ends LF), holds MSG as sent. From MSG's first header line on it must
+# equal what went on the wire (wire_expect: bare LF to CRLF, a final CRLF added)
+# with CRLF stored as LF; before that only the trace fields the MTA prepends,
+# their names an ERE alternation TRACE (default Postfix's: Return-Path,
+# X-Original-To, Delivered-To, Received). Leaves the prepended part in
+# $CASE_DIR/trace.
+assert_copy() {
+	local msg=$1 got=$2 trace=${3:-Return-Path|X-Original-To|Delivered-To|Received}
+	local exp=$CASE_DIR/exp.mbox part=$CASE_DIR/got.mbox
+	wire_expect "$msg" "$exp.wire"
+	perl -0777 -pe 's/\r\n/\n/g' <"$exp.wire" >"$exp"
+	if ! perl -0777 -e 'open(my $e, "<:raw", $ARGV[0]) or die; my ($first) = <$e> =~ /\A([^\n]*\n)/;
+		open(my $g, "<:raw", $ARGV[1]) or die; my $y = "\n" . <$g>; my $i = index($y, "\n$first");
+		exit 2 if $i < 0; open(my $t, ">:raw", $ARGV[2]) or die; print $t substr($y, 1, $i);
+		open(my $p, ">:raw", $ARGV[3]) or die; print $p substr($y, $i + 1)' "$exp" "$got" "$CASE_DIR/trace" "$part"; then
+		fail "copy $got: the message's first line is not there" "$(head -c 600 "$got")"
+		return 1
+	fi
+	assert_eq "copy: fields before the message's own" "" \
+		"$(grep -Ev "^($trace):|^[[:space:]]" "$CASE_DIR/trace")"
+	assert_file_eq "copy, from the first header line on" "$exp" "$part"
 }
 
 # re_escape TEXT: print TEXT with ERE metacharacters escaped.

@@ -152,7 +152,7 @@ pf_listen() {
 # its process group) and waits (5 s each) until every listener accepts.
 # Returns 1 with the reason on stderr.
 pf_start() {
-	local cg=${1:-} l fd n
+	local cg=${1:-}
 	if ! timeout 60 postfix -c "$PF_DIR/etc" check >"$PF_DIR/log/check.log" 2>&1; then
 		echo "pf_start: postfix check failed:" >&2
 		cat "$PF_DIR/log/check.log" >&2
@@ -177,19 +177,11 @@ pf_start() {
 		return 1
 	fi
 	echo "$PF_MASTER postfix" >>"$INTEG_DIR/procs"
-	for l in "${PF_LISTEN[@]}"; do
-		n=0
-		until { exec {fd}<>"/dev/tcp/${l%:*}/${l##*:}"; } 2>/dev/null; do
-			n=$((n + 1))
-			if [ "$n" -gt 50 ] || ! kill -0 "$PF_MASTER" 2>/dev/null; then
-				echo "pf_start: Postfix is not listening on $l (master $PF_MASTER):" >&2
-				tail -n 20 "$PF_DIR/log/maillog" >&2 2>/dev/null
-				return 1
-			fi
-			sleep 0.1
-		done
-		exec {fd}<&-
-	done
+	if ! wait_listen "$PF_MASTER" "${PF_LISTEN[@]}"; then
+		echo "pf_start: Postfix is not listening on all of ${PF_LISTEN[*]} (master $PF_MASTER):" >&2
+		tail -n 20 "$PF_DIR/log/maillog" >&2 2>/dev/null
+		return 1
+	fi
 }
 
 # pf_stop: postfix stop (it waits 5 s for the master, then kills its process

@@ -157,27 +157,6 @@ maildir_files() {
 	[ "$n" -eq "$3" ]
 }
 
-# assert_copy MSG FILE: Maildir FILE holds message MSG as sent. From MSG's
-# first header line on it must equal what went on the wire (wire_expect: bare LF
-# to CRLF, a final CRLF added) with CRLF stored as LF; before that only the
-# trace fields Postfix prepends (Return-Path, X-Original-To, Delivered-To,
-# Received). Leaves the prepended part in $CASE_DIR/trace.
-assert_copy() {
-	local msg=$1 got=$2 exp=$CASE_DIR/exp.mbox part=$CASE_DIR/got.mbox
-	wire_expect "$msg" "$exp.wire"
-	perl -0777 -pe 's/\r\n/\n/g' <"$exp.wire" >"$exp"
-	if ! perl -0777 -e 'open(my $e, "<:raw", $ARGV[0]) or die; my ($first) = <$e> =~ /\A([^\n]*\n)/;
-		open(my $g, "<:raw", $ARGV[1]) or die; my $y = <$g>; my $i = index($y, "\n$first");
-		exit 2 if $i < 0; $i++; open(my $t, ">:raw", $ARGV[2]) or die; print $t substr($y, 0, $i);
-		open(my $p, ">:raw", $ARGV[3]) or die; print $p substr($y, $i)' "$exp" "$got" "$CASE_DIR/trace" "$part"; then
-		fail "Maildir copy $got: the message's first line is not there" "$(head -c 600 "$got")"
-		return 1
-	fi
-	assert_eq "Maildir copy: fields before the message's own" "" \
-		"$(grep -Ev '^(Return-Path|X-Original-To|Delivered-To|Received):|^[[:space:]]' "$CASE_DIR/trace")"
-	assert_file_eq "Maildir copy, from the first header line on" "$exp" "$part"
-}
-
 # check_session DOMAIN [ERE...]: Postfix logged one finished session of the
 # case, on DOMAIN's listener, its "disconnect" line matching every ERE (after
 # the listener's own: bdat= for mta.test, data=1 and no bdat for data.mta.test),
@@ -255,14 +234,7 @@ t_body() { # DOMAIN KIND [MB]
 }
 for dom in mta.test data.mta.test; do
 	if [ "$dom" = mta.test ]; then via="BDAT (CHUNKING)"; else via="DATA (CHUNKING withheld)"; fi
-	run_case "Postfix, $via: dot lines, Maildir copy exact" t_body "$dom" dots
-	run_case "Postfix, $via: bare LF line ends (bare_newline = reject)" t_body "$dom" lf
-	run_case "Postfix, $via: mixed CRLF and LF line ends" t_body "$dom" mixed-eol
-	run_case "Postfix, $via: missing final newline" t_body "$dom" nofinal
-	run_case "Postfix, $via: missing final newline after a lone '.'" t_body "$dom" nofinal-dot
-	run_case "Postfix, $via: 998-octet lines" t_body "$dom" longline
-	run_case "Postfix, $via: 8-bit body with BODY=8BITMIME" t_body "$dom" 8bit
-	run_case "Postfix, $via: 1 MB message" t_body "$dom" big 1
+	run_body_cases "Postfix, $via, Maildir copy exact" t_body "$dom"
 done
 
 t_utf8() {
@@ -380,15 +352,6 @@ t_controls() {
 }
 run_case "controls: Postfix refuses bare LF and MAIL pipelined behind EHLO from a raw client" t_controls
 
-# results PORT: one line per entry of mxsend:results, " field=value" pairs.
-results() {
-	timeout 10 redis-cli -p "$1" --raw XRANGE mxsend:results - + | awk '
-		k == "" && /^[0-9]+-[0-9]+$/ { if (l != "") print l; l = ""; next }
-		k == "" { k = $0; next }
-		{ l = l " " k "=" $0; k = "" }
-		END { if (l != "") print l }'
-}
-
 t_run_reuse1() {
 	local n=4 conf=$CASE_DIR/run.ini i dom m res f lines
 	start_redis -n mta || return 1
@@ -404,7 +367,7 @@ t_run_reuse1() {
 	log_mark
 	timed_run 40 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" run -c "$conf" --until-empty
 	expect_rc 0
-	res=$(results "$REDIS_PORT")
+	res=$(redis_results "$REDIS_PORT")
 	assert_eq "results" $((2 * n)) "$(grep -c . <<<"$res")"
 	assert_eq "results delivered, TLS 1.3 verified, policy verify" $((2 * n)) \
 		"$(grep -E ' status=delivered .* tls=TLSv1\.3 .* verified=yes policy=verify ' <<<"$res" | grep -c .)" ||
