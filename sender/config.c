@@ -365,7 +365,7 @@ void config_defaults(struct config *c)
 	};
 	memcpy(c->schedule_ms, schedule, sizeof(schedule));
 	c->helo = xstrdup(host);
-	c->ca_file = xstrdup("/etc/ssl/certs/ca-certificates.crt");
+	c->ca_file = xstrdup(""); /* the system store (tlscache: its hashed directory) */
 	c->redis_url = xstrdup("redis://127.0.0.1:6379/0");
 	c->jobs = xstrdup("mxsend:jobs");
 	c->results = xstrdup("mxsend:results");

@@ -334,10 +334,24 @@ static bool pool_evict_slot(struct deliver *d, const char *slot)
 static void quiesce_tick(struct loop_timer *t)
 {
 	struct deliver *d = container_of(t, struct deliver, quiesce);
-	if (d->sessions == 0 || loop_now(d->l) >= d->quiesce_until)
-		d->quiesce_done(d->quiesce_arg);
-	else
-		loop_timer_arm(d->l, t, 5);
+	uint64_t now = loop_now(d->l);
+	if (d->sessions == 0 || now >= d->quiesce_until) {
+		deliver_done_fn *done = d->quiesce_done;
+		d->quiesce_done = NULL;
+		done(d->quiesce_arg);
+	} else {
+		loop_timer_arm(d->l, t, d->quiesce_until - now);
+	}
+}
+
+/* The last session ended (smtp_params.live_zero): a quiesce waiting for it is
+ * done now, not at its deadline. Through the timer: never inside the session's
+ * own teardown. */
+static void sessions_zero(void *arg)
+{
+	struct deliver *d = arg;
+	if (d->quiesce_done)
+		loop_timer_arm(d->l, &d->quiesce, 0);
 }
 
 void deliver_quiesce(struct deliver *d, uint32_t grace_ms, deliver_done_fn *done, void *arg)
@@ -614,6 +628,8 @@ static void start_session(struct job *j)
 	p.to = &j->d->cfg->timeouts;
 	p.id = j->id;
 	p.live = &j->d->sessions;
+	p.live_zero = sessions_zero;
+	p.live_arg = j->d;
 	p.metrics = j->d->o.metrics_shard;
 	memset(&j->last, 0, sizeof(j->last));
 	j->tries++;

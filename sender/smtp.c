@@ -995,8 +995,8 @@ static void task_fn(struct loop_task *t)
 	struct smtp_session *s = container_of(t, struct smtp_session, task);
 	if (s->st == S_DEAD && (s->quitting || s->free_pending)) {
 		loop_timer_stop(s->l, &s->timer);
-		if (s->p.live)
-			(*s->p.live)--;
+		if (s->p.live && --*s->p.live == 0 && s->p.live_zero)
+			s->p.live_zero(s->p.live_arg);
 		if (s->m_opened)
 			metrics_conn(s->p.metrics, METRICS_CONN_CLOSED);
 		explicit_bzero(s->auth_pass, strlen(s->auth_pass));

@@ -63,6 +63,8 @@ struct smtp_params {
 	const struct smtp_timeouts *to;
 	uint64_t id;                /* for logs */
 	unsigned *live;             /* optional: incremented while the session exists */
+	void (*live_zero)(void *);  /* optional: called when a session's end brings *live to 0 */
+	void *live_arg;
 	bool implicit_tls;          /* TLS from the first byte (port 465, RFC 8314) */
 	int min_tls;                /* 12 or 13: enforced at encrypt/verify (below: reported) */
 	const char *auth_user;      /* AUTH PLAIN/LOGIN after TLS when set (RFC 4954);

@@ -8,8 +8,10 @@
  * Eviction: least recently used, once max_sessions is reached. */
 #include "tlscache/tlscache.h"
 
+#include <dirent.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,8 +150,45 @@ static void free_key(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long 
 	free(ptr);
 }
 
+/* Does DIR hold OpenSSL hash links ("5ad8a5d6.0", made by c_rehash, openssl
+ * rehash or Debian's update-ca-certificates)? */
+static bool has_hash_links(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (d == NULL)
+		return false;
+	bool found = false;
+	struct dirent *de;
+	while (!found && (de = readdir(d)) != NULL) {
+		const char *n = de->d_name;
+		size_t i = 0;
+		while (i < 8 && ((n[i] >= '0' && n[i] <= '9') || (n[i] >= 'a' && n[i] <= 'f')))
+			i++;
+		found = i == 8 && n[8] == '.' && n[9] >= '0' && n[9] <= '9';
+	}
+	closedir(d);
+	return found;
+}
+
+/* The system trust store. Its hashed directory is read lazily, only the roots
+ * a handshake asks for; the bundle file behind SSL_CTX_set_default_verify_paths
+ * is parsed whole (~140 roots, ~23 ms on Debian 12) at every start, which was
+ * most of the wall time of a one-message `mxsend send`. SSL_CERT_FILE set, or no
+ * hashed directory: the file, as OpenSSL's defaults. SSL_CERT_DIR is honoured. */
+static int load_default_store(SSL_CTX *ctx)
+{
+	if (getenv(X509_get_default_cert_file_env()) == NULL) {
+		const char *dir = getenv(X509_get_default_cert_dir_env());
+		if (dir != NULL || has_hash_links(X509_get_default_cert_dir()))
+			return SSL_CTX_set_default_verify_dir(ctx);
+	}
+	return SSL_CTX_set_default_verify_paths(ctx);
+}
+
+/* An SSL_CTX for verify (1) or not (0). The trust store is loaded once per
+ * cache: `store` NULL loads it, else the context shares it. */
 static SSL_CTX *make_ctx(OSSL_LIB_CTX *libctx, const struct tlscache_opts *o, bool verify,
-			 char *err, size_t errlen)
+			 X509_STORE *store, char *err, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new_ex(libctx, NULL, TLS_client_method());
 	if (ctx == NULL) {
@@ -161,11 +200,13 @@ static SSL_CTX *make_ctx(OSSL_LIB_CTX *libctx, const struct tlscache_opts *o, bo
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
 				      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-	int ok = o->ca_file ? SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL)
-			    : SSL_CTX_set_default_verify_paths(ctx);
+	bool file = o->ca_file != NULL && o->ca_file[0] != '\0';
+	int ok = store ? (SSL_CTX_set1_cert_store(ctx, store), 1)
+		 : file ? SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL)
+			: load_default_store(ctx);
 	if (ok != 1) {
 		unsigned long e = ERR_get_error();
-		snprintf(err, errlen, "cannot load CA file %s: %s", o->ca_file ? o->ca_file : "(default)",
+		snprintf(err, errlen, "cannot load CA file %s: %s", file ? o->ca_file : "(the system store)",
 			 e ? ERR_reason_error_string(e) : "unknown error");
 		ERR_clear_error();
 		SSL_CTX_free(ctx);
@@ -192,8 +233,9 @@ struct tlscache *tlscache_new(const struct tlscache_opts *o, char *err, size_t e
 		snprintf(err, errlen, "OSSL_LIB_CTX_new failed");
 		goto fail;
 	}
-	for (int v = 0; v < 2; v++) {
-		tc->ctx[v] = make_ctx(tc->libctx, o, v == 1, err, errlen);
+	for (int v = 1; v >= 0; v--) {
+		tc->ctx[v] = make_ctx(tc->libctx, o, v == 1, v == 1 ? NULL : SSL_CTX_get_cert_store(tc->ctx[1]),
+				      err, errlen);
 		if (tc->ctx[v] == NULL)
 			goto fail;
 	}

@@ -21,7 +21,7 @@ struct ssl_session_st;
 struct tlscache;
 
 struct tlscache_opts {
-	const char *ca_file;   /* PEM bundle; NULL = OpenSSL's default paths */
+	const char *ca_file;   /* PEM bundle; NULL or "" = the system store */
 	int min_version;       /* 12 or 13 */
 	unsigned max_sessions; /* LRU bound; 0 disables the session cache */
 };

@@ -160,6 +160,35 @@ t_sni() {
 }
 run_case "SNI is the MX host name; the sink saw TLS 1.3" t_sni
 
+# --- the system trust store (no --ca, no ca_file) --------------------------------
+# STORE: dir (SSL_CERT_DIR: a hashed directory, read lazily, SSL_CERT_FILE unset),
+# file (SSL_CERT_FILE: a PEM bundle), or empty (SSL_CERT_DIR: a directory without
+# the run's CA). The caller's own SSL_CERT_* variables are dropped.
+t_system_store() { # STORE
+	local m=$CASE_DIR/m.eml d=$CASE_DIR/certs
+	simple_msg "$m" "store $1"
+	mkdir -p "$d"
+	[ "$1" = empty ] || cp "$CA" "$d/ca.pem"
+	openssl rehash "$d" 2>/dev/null || fail "openssl rehash $d" || return 1
+	local envs=(-u SSL_CERT_FILE -u SSL_CERT_DIR)
+	case $1 in
+	dir | empty) envs+=("SSL_CERT_DIR=$d") ;;
+	file) envs+=("SSL_CERT_FILE=$d/ca.pem" "SSL_CERT_DIR=$CASE_DIR/none") ;;
+	esac
+	timed_run "$SEND_LIMIT" "$CASE_DIR/out" "$CASE_DIR/err" env "${envs[@]}" "$MXSEND" send \
+		--dns "$DNS" --port "$P" --tls verify --from "$FROM" --to "u-store-$1@ok.test" "$m"
+	if [ "$1" = empty ]; then
+		expect_rc 75
+		expect_line "u-store-$1@ok.test" "$DEF $(mx mx1.test 127.0.3.1) $TLSANY_N policy=verify reply=\"[^\"]*certificate[^\"]*\""
+	else
+		expect_rc 0
+		expect_line "u-store-$1@ok.test" "$D250 $(mx mx1.test 127.0.3.1) $TLS13Y policy=verify $REPLY"
+	fi
+}
+run_case "system store, hashed directory (SSL_CERT_DIR): --tls verify delivered, verified=yes" t_system_store dir
+run_case "system store, bundle file (SSL_CERT_FILE): --tls verify delivered, verified=yes" t_system_store file
+run_case "system store without the CA: --tls verify deferred, verified=no" t_system_store empty
+
 # --- 2. MX preference --------------------------------------------------------------
 t_mx_refused_next() {
 	local m=$CASE_DIR/m.eml

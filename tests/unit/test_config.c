@@ -83,7 +83,7 @@ static void t_defaults(void)
 	config_defaults(&c);
 	CHECK(c.path == NULL);
 	CHECK_INT(c.workers, 0);
-	CHECK_STR(c.ca_file, "/etc/ssl/certs/ca-certificates.crt");
+	CHECK_STR(c.ca_file, ""); /* the system store */
 	CHECK(c.dns == NULL);
 	CHECK(c.metrics == NULL);
 	CHECK_INT(c.max_inflight, 20000);
