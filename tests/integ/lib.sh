@@ -593,6 +593,18 @@ wire_expect() {
 	perl -0777 -pe 's/(?<!\r)\n/\r\n/g; $_ .= "\r\n" unless /\r\n\z/' <"$1" >"$2"
 }
 
+# log_mark [FILE]: the case's part of log FILE (default $CASE_LOG) starts here.
+# case_log [FILE]: FILE's lines written since the case's log_mark of it.
+CASE_LOG=""
+log_mark() {
+	local f=${1:-$CASE_LOG}
+	stat -c %s "$f" >"$CASE_DIR/mark.${f##*/}" 2>/dev/null || echo 0 >"$CASE_DIR/mark.${f##*/}"
+}
+case_log() {
+	local f=${1:-$CASE_LOG}
+	tail -c "+$(($(<"$CASE_DIR/mark.${f##*/}") + 1))" "$f" 2>/dev/null
+}
+
 # run_body_cases TITLE FUNC [ARG...]: one run_case per awkward message of
 # body_gen, named "TITLE: what it is", each running FUNC ARG... KIND (and 1 for
 # big: a 1 MB message).

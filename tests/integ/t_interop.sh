@@ -192,13 +192,6 @@ mx_re() {
 	printf 'mx=%s\\[%s\\]:%s' "$(re_escape "$1")" "$(re_escape "$a")" "$P"
 }
 
-# log_mark FILE / case_log FILE: FILE's lines written since log_mark (per case).
-log_mark() {
-	stat -c %s "$1" >"$CASE_DIR/mark.${1##*/}" 2>/dev/null || echo 0 >"$CASE_DIR/mark.${1##*/}"
-}
-case_log() {
-	tail -c "+$(($(<"$CASE_DIR/mark.${1##*/}") + 1))" "$1" 2>/dev/null
-}
 EXLOG=$EX_DIR/log/mainlog
 SMLOG=$SM_DIR/daemon.log
 

@@ -15,7 +15,8 @@
 # of a case is checked in its log: the command counts of the "disconnect" line, and no warning.
 # Addresses: Postfix and DNS on 127.0.9.x only (unbound 127.0.9.253); Redis on 127.0.0.1 (lib.sh).
 # Controls: a raw client's bare LF and improper pipelining are refused and logged. About 10 s.
-# shellcheck disable=SC2317,SC2031 # case functions run indirectly, each in its run_case subshell
+# shellcheck disable=SC2317,SC2031,SC2119 # case functions run indirectly, each in its run_case subshell;
+# log_mark and case_log take an optional FILE (default CASE_LOG)
 set -u
 # shellcheck source=tests/integ/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -120,14 +121,8 @@ mx_re() {
 	esac
 }
 
-# log_mark: the case's part of Postfix's maillog starts here.
-log_mark() {
-	stat -c %s "$PF_DIR/log/maillog" >"$CASE_DIR/logmark" 2>/dev/null || echo 0 >"$CASE_DIR/logmark"
-}
-# case_log: the maillog lines written since log_mark.
-case_log() {
-	tail -c "+$(($(<"$CASE_DIR/logmark") + 1))" "$PF_DIR/log/maillog"
-}
+# log_mark / case_log (lib.sh): the case's part of Postfix's maillog.
+CASE_LOG=$INTEG_DIR/postfix/log/maillog
 # sessions: the "disconnect" lines (one per SMTP session, with its command
 # counts) of case_log, but pf_start's probes (no command).
 sessions() {
