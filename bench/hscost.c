@@ -21,14 +21,13 @@
  * Record cost: SSL_write of 4096 bytes by the client plus draining the ciphertext (write4k),
  * and SSL_read of it on the server (read4k), over an established TLS 1.3 session.
  * Memory: K (<= 1000) established sessions are kept open; idle_client_kb is the heap in use
- * (mallinfo2) per client SSL with its two memory BIOs, after the tickets and one reply were
+ * (util_heap_allocated) per client SSL with its two memory BIOs, after the tickets and one reply were
  * read and the server side freed: OpenSSL's own share of what one open TLS session costs.
  * idle_client_freebuf_kb: the same after SSL_free_buffers() (SSL_MODE_RELEASE_BUFFERS does not
  * give the ~16 KB record read buffer back in this flow on OpenSSL 3.0).
  * Output: one key=value line; exit 0, or 1 when a handshake fails or does not resume. */
 #define _GNU_SOURCE
 #include <getopt.h>
-#include <malloc.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -382,7 +381,7 @@ int main(int argc, char **argv)
 	unsigned long k = n < 1000 ? n : 1000;
 	SSL **keep = xcalloc(k, sizeof(*keep));
 	struct cost mc = { 0 };
-	size_t h0 = mallinfo2().uordblks;
+	size_t h0 = util_heap_allocated();
 	for (unsigned long i = 0; i < k; i++) {
 		handshake(cctx, sctx, name, false, &mc, buf, true, &cl, &sv);
 		/* one reply read, as after EHLO: with RELEASE_BUFFERS the client drops its record
@@ -397,10 +396,10 @@ int main(int argc, char **argv)
 		SSL_free(sv.ssl);
 		keep[i] = cl.ssl;
 	}
-	size_t h1 = mallinfo2().uordblks;
+	size_t h1 = util_heap_allocated();
 	for (unsigned long i = 0; i < k; i++)
 		SSL_free_buffers(keep[i]); /* what an idle session needs without its record buffer */
-	size_t h2 = mallinfo2().uordblks;
+	size_t h2 = util_heap_allocated();
 	for (unsigned long i = 0; i < k; i++) {
 		SSL_shutdown(keep[i]);
 		SSL_free(keep[i]);

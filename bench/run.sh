@@ -301,7 +301,7 @@ run_scn() {
 				grep -E '^ +[0-9]' | head -n 40
 			echo "# mxsend/mxload functions, inclusive time (children; meaningful with PERF_CG=dwarf)"
 			perf report -i "$dir/perf.data" --children -g none --sort dso,symbol --stdio 2>/dev/null |
-				grep -E '^ +[0-9]' | grep -E ' mxload +\[' | head -n 50
+				grep -E '^ +[0-9]' | grep -E ' (mxload|mxsend) +\[' | head -n 50
 		} >"$OUT/perf-$id.txt"
 		say "bench: perf profile of $id in $OUT/perf-$id.txt"
 	fi

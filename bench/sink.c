@@ -28,7 +28,6 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -51,6 +50,8 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+
+#include "sender/util.h"
 
 #define CMD_LINE_MAX 2048             /* command line without CRLF (Postfix line_limit) */
 #define HARD_MSG_MAX (64ull << 20)    /* message cap when --size is not given */
@@ -212,31 +213,6 @@ static void log_line(const char *fmt, ...)
 	va_end(ap);
 }
 
-static void *xrealloc(void *p, size_t n)
-{
-	void *q = realloc(p, n ? n : 1);
-	if (!q) {
-		fputs("mxsink: out of memory\n", stderr);
-		abort();
-	}
-	return q;
-}
-
-static char *xstrndup(const char *s, size_t n)
-{
-	char *p = xrealloc(NULL, n + 1);
-	memcpy(p, s, n);
-	p[n] = '\0';
-	return p;
-}
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static bool parse_u64(const char *s, uint64_t max, uint64_t *out)
 {
 	char *end;
@@ -372,7 +348,7 @@ static void conn_close(struct conn *c, const char *why, unsigned how)
 			" why=\"%s\"", how & CL_ERROR ? "error" : "session", peer, local,
 			c->ssl ? SSL_get_version(c->ssl) : "none",
 			c->ssl && SSL_session_reused(c->ssl) ? "yes" : "no", c->ncmds, c->nmsgs,
-			now_ms() - c->t0, why);
+			mono_ms() - c->t0, why);
 	}
 	link_del(&c->plink);
 	link_del(&c->tlink);
@@ -1247,7 +1223,7 @@ static void conn_run(struct conn *c)
 			return;   /* replies held back by --delay-ms */
 		if (c->ooff < c->olen) {
 			if (sk->delay_ms && !c->delay_done) {
-				c->deadline = now_ms() + sk->delay_ms;
+				c->deadline = mono_ms() + sk->delay_ms;
 				link_add_tail(&c->w->timers, &c->tlink);
 				return;
 			}
@@ -1296,7 +1272,7 @@ static void conn_new(struct worker *w, int fd, const union saddr *peer)
 	link_init(&c->plink);
 	link_init(&c->tlink);
 	c->peer = *peer;
-	c->t0 = now_ms();
+	c->t0 = mono_ms();
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	count(&sk->k.connections, 1);
 	count(&sk->k.active, 1);
@@ -1364,7 +1340,7 @@ static void *worker_main(void *arg)
 	struct epoll_event evs[MAX_EVENTS];
 	for (;;) {
 		int timeout = -1;
-		uint64_t now = now_ms();
+		uint64_t now = mono_ms();
 		if (link_on(&w->pending)) {
 			timeout = 0;
 		} else if (link_on(&w->timers)) {
@@ -1385,7 +1361,7 @@ static void *worker_main(void *arg)
 			else if (it->kind == IT_STATS)
 				on_stats(w, it);
 		}
-		now = now_ms();
+		now = mono_ms();
 		while (link_on(&w->timers)) {
 			struct conn *c = container_of(w->timers.next, struct conn, tlink);
 			if (c->deadline > now)
@@ -1820,8 +1796,8 @@ int main(int argc, char **argv)
 
 	/* Handshakes hold ~35 KB each for a moment, interleaved with the ~15 KB every session
 	 * keeps, so a storm of them leaves the heap full of free holes: once connection churn
-	 * stops for a second, give those pages back (glibc malloc_trim releases free pages
-	 * inside the heap too).  This halves the RSS of 10,000 idle TLS sessions. */
+	 * stops for a second, give those pages back (util_heap_release: glibc malloc_trim
+	 * releases free pages inside the heap too; jemalloc purges its dirty pages).  This halves the RSS of 10,000 idle TLS sessions. */
 	uint64_t churn_seen = 0;
 	bool dirty = false;
 	for (;;) {
@@ -1835,7 +1811,7 @@ int main(int argc, char **argv)
 				churn_seen = churn;
 				dirty = true;
 			} else if (dirty) {
-				malloc_trim(0);
+				util_heap_release();
 				dirty = false;
 			}
 			continue;

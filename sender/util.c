@@ -94,10 +94,37 @@ int util_base64(const void *in, size_t n, char *out, size_t outlen)
 	return (int)o;
 }
 
+/* jemalloc's control interface; NULL (weak) when the program runs on glibc's malloc. */
+extern int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen)
+	__attribute__((weak));
+
 void util_tune_malloc(void)
 {
+	if (mallctl != NULL)
+		return;
 	mallopt(M_TRIM_THRESHOLD, 64 << 20);
 	mallopt(M_TOP_PAD, 4 << 20);
+}
+
+size_t util_heap_allocated(void)
+{
+	if (mallctl == NULL)
+		return mallinfo2().uordblks;
+	uint64_t epoch = 1;
+	size_t n = sizeof(epoch), allocated = 0, an = sizeof(allocated);
+	mallctl("epoch", &epoch, &n, &epoch, n); /* refresh the statistics */
+	return mallctl("stats.allocated", &allocated, &an, NULL, 0) == 0 ? allocated : 0;
+}
+
+void util_heap_release(void)
+{
+	if (mallctl == NULL) {
+		malloc_trim(0);
+		return;
+	}
+	char name[64];
+	snprintf(name, sizeof(name), "arena.%u.purge", 4096u); /* MALLCTL_ARENAS_ALL */
+	mallctl(name, NULL, NULL, NULL, 0);
 }
 
 uint64_t mono_ms(void)

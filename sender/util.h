@@ -20,11 +20,16 @@ char *xstrndup(const char *s, size_t n);
 /* Copy src into dst (size dstlen), always NUL-terminated; returns strlen(src). */
 size_t strlcpy_x(char *dst, const char *src, size_t dstlen);
 
-/* Keep freed heap memory instead of returning it to the kernel at once:
- * OpenSSL (SSL_MODE_RELEASE_BUFFERS) frees and reallocates ~17 KiB per record,
- * and glibc's default trimming turned that into page faults (~25% of the CPU
- * per message in bench/). Call once at start-up. */
+/* The allocator. The programs link jemalloc (Makefile MALLOC_LIBS); the ASan unit tests run
+ * on glibc's malloc (ASan's). util_tune_malloc: under glibc, no trimming below 64 MiB: OpenSSL
+ * (SSL_MODE_RELEASE_BUFFERS) frees and reallocates ~17 KiB per record and glibc's default
+ * trimming turned that into page faults (~25% of the CPU per message in bench/); jemalloc needs
+ * nothing. Call once at start-up. util_heap_allocated: bytes the program has allocated and not
+ * freed (jemalloc's stats.allocated, glibc's mallinfo2), for measurements. util_heap_release:
+ * give free pages back to the kernel (after a burst of connections). */
 void util_tune_malloc(void);
+size_t util_heap_allocated(void);
+void util_heap_release(void);
 
 /* Base64 (RFC 4648), one line, no wrapping, NUL-terminated into out (size
  * at least 4*ceil(n/3)+1). Returns the length, or -1 if out is too small. */
