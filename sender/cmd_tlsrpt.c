@@ -4,18 +4,21 @@
  *   mxsend tlsrpt [-c FILE] [--dry-run] [--day YYYY-MM-DD] [--delay MAX_S]
  *                 [--dns A[:P]] [--ca FILE] [--https-port N] [--timeout S]
  *                 [--org NAME] [--contact ADDR] [--from ADDR] [--submitter HOST]
- *                 [DOMAIN]
+ *                 [--dkim-key PEM] [--dkim-selector S] [--dkim-domain D] [DOMAIN]
  *
  * For each policy domain with counters on the day (default: yesterday, UTC),
  * or only DOMAIN: look up _smtp._tls.DOMAIN (sts_tlsrpt_parse), build the
  * JSON report, gzip it and send it to every rua: mailto: as a multipart/report
- * message ENQUEUED as an ordinary job (field exempt=tlsrpt: RFC 8460 3, the
+ * message, DKIM-signed (RFC 8460 3: receivers MUST ignore unsigned reports, so
+ * without a key a mailto: rua fails with that reason and nothing is queued),
+ * ENQUEUED as an ordinary job (field exempt=tlsrpt: RFC 8460 3, the
  * report must not be held back by the policy it reports on), https: as a POST
  * of application/tlsrpt+gzip (any 2xx is success). Each (day, domain, rua) is
  * claimed in Redis before sending and marked sent afterwards, so running the
  * command again (cron retries, several hosts) sends nothing twice; a failed
  * send drops its claim and the next run tries again. --dry-run prints each
- * report (pretty JSON) and its rua targets and sends nothing. --delay waits a
+ * report (pretty JSON) and its rua targets and sends nothing, and with a DKIM key
+ * the TXT record that publishes it (s=tlsrpt). --delay waits a
  * random 0..MAX_S seconds before sending (RFC 8460 4.1 asks for randomised
  * submission times: run it from cron shortly after midnight UTC with e.g.
  * --delay 3600).
@@ -23,7 +26,8 @@
  * Redis is used synchronously (like cmd_queue.c) and never while the loop
  * runs; DNS and HTTPS run on a loop, every wait bounded by --timeout.
  * Output: one key=value line per rua. Exit: 0 all sent (or nothing to do),
- * 75 something failed temporarily (retry later), 64 usage, 78 config. */
+ * 75 something failed temporarily (retry later), 64 usage, 78 config (also: a
+ * mailto: rua and no DKIM key). Settings: [tlsrpt] in the config, flags override. */
 #include "sender/cmds.h"
 
 #include <getopt.h>
@@ -38,6 +42,7 @@
 #include "queue/queue.h"
 #include "queue/tlsrpt.h"
 #include "sender/config.h"
+#include "sender/dkim.h"
 #include "sender/dns.h"
 #include "sender/https.h"
 #include "sender/log.h"
@@ -97,6 +102,15 @@ struct rpt {
 	uint32_t delay_ms, timeout_ms;
 	int https_port;
 	const char *org, *contact, *from, *submitter;
+	const char *dkim_file, *dkim_selector, *dkim_domain;
+	struct dkim_key *dkim; /* NULL: mailto: reports cannot be sent */
+	bool unsigned_fail;    /* a mailto: rua failed for want of a key */
+};
+
+/* The header fields a report's signature covers (RFC 8460 5.3 names the report ones). */
+static const char *const dkim_fields[] = {
+	"from", "to", "subject", "date", "message-id", "mime-version", "content-type",
+	"tls-report-domain", "tls-report-submitter", NULL,
 };
 
 static int usage(const char *why)
@@ -106,7 +120,9 @@ static int usage(const char *why)
 	fprintf(stderr, "usage: mxsend tlsrpt [-c FILE] [--dry-run] [--day YYYY-MM-DD] [--delay MAX_S]\n"
 			"                     [--dns A[:P]] [--ca FILE] [--https-port N] [--timeout S]\n"
 			"                     [--org NAME] [--contact ADDR] [--from ADDR] "
-			"[--submitter HOST] [DOMAIN]\n");
+			"[--submitter HOST]\n"
+			"                     [--dkim-key PEM] [--dkim-selector S] [--dkim-domain D] "
+			"[DOMAIN]\n");
 	return EX_USAGE;
 }
 
@@ -270,6 +286,19 @@ static void send_mail(struct rpt *r, struct rpt_dom *d, struct rpt_rua *u, struc
 		snprintf(u->why, sizeof(u->why), "cannot build the message (bad header value)");
 		return;
 	}
+	char *sig = dkim_sign(r->dkim, msg, len, dkim_fields, m.date, err, sizeof(err));
+	if (sig == NULL) {
+		u->st = RUA_FAILED;
+		strlcpy_x(u->why, err, sizeof(u->why));
+		free(msg);
+		return;
+	}
+	size_t slen = strlen(sig);
+	sig = xrealloc(sig, slen + len + 1);
+	memcpy(sig + slen, msg, len + 1);
+	free(msg);
+	msg = sig;
+	len += slen;
 	/* No `tls` field: the level comes from the rules; exempt=tlsrpt tells
 	 * the sender not to apply MTA-STS to it (RFC 8460 3). */
 	const char *name[] = { "from", "to", "data", "id", "meta", "exempt" };
@@ -380,6 +409,9 @@ int cmd_tlsrpt(int argc, char **argv)
 		{ "timeout", required_argument, NULL, 'T' }, { "org", required_argument, NULL, 'o' },
 		{ "contact", required_argument, NULL, 'C' }, { "from", required_argument, NULL, 'f' },
 		{ "submitter", required_argument, NULL, 's' }, { "help", no_argument, NULL, 'h' },
+		{ "dkim-key", required_argument, NULL, 'K' },
+		{ "dkim-selector", required_argument, NULL, 'S' },
+		{ "dkim-domain", required_argument, NULL, 'M' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct rpt *r = xcalloc(1, sizeof(*r));
@@ -399,6 +431,9 @@ int cmd_tlsrpt(int argc, char **argv)
 		case 'C': r->contact = optarg; break;
 		case 'f': r->from = optarg; break;
 		case 's': r->submitter = optarg; break;
+		case 'K': r->dkim_file = optarg; break;
+		case 'S': r->dkim_selector = optarg; break;
+		case 'M': r->dkim_domain = optarg; break;
 		case 'W':
 			if (!parse_uint(optarg, 0, 86400, &delay_s))
 				bad = "bad --delay (seconds, 0-86400)";
@@ -454,6 +489,14 @@ int cmd_tlsrpt(int argc, char **argv)
 		return EX_OK;
 	}
 	char host[256], from[300], contact[300];
+	const struct config *cf = &r->cfg; /* [tlsrpt] under the flags */
+	r->submitter = r->submitter ? r->submitter : cf->rpt_submitter;
+	r->from = r->from ? r->from : cf->rpt_from;
+	r->org = r->org ? r->org : cf->rpt_org;
+	r->contact = r->contact ? r->contact : cf->rpt_contact;
+	r->dkim_file = r->dkim_file ? r->dkim_file : cf->dkim_key;
+	r->dkim_selector = r->dkim_selector ? r->dkim_selector : cf->dkim_selector;
+	r->dkim_domain = r->dkim_domain ? r->dkim_domain : cf->dkim_domain;
 	if (r->submitter == NULL) {
 		if (r->cfg.helo && r->cfg.helo[0]) {
 			strlcpy_x(host, r->cfg.helo, sizeof(host));
@@ -476,6 +519,24 @@ int cmd_tlsrpt(int argc, char **argv)
 		config_fini(&r->cfg);
 		free(r);
 		return usage("bad --submitter or --from");
+	}
+	if (r->dkim_file != NULL && r->dkim_file[0] != '\0') {
+		char kerr[512];
+		r->dkim = dkim_key_load(r->dkim_file, r->dkim_domain ? r->dkim_domain
+								     : strchr(r->from, '@') + 1,
+					r->dkim_selector, kerr, sizeof(kerr));
+		if (r->dkim == NULL) {
+			fprintf(stderr, "mxsend tlsrpt: %s\n", kerr);
+			config_fini(&r->cfg);
+			free(r);
+			return EX_CONFIG;
+		}
+	}
+	if (r->dkim != NULL && r->dry_run) { /* the record to publish, counters or not */
+		char name[400];
+		char *rec = dkim_dns_record(r->dkim, "tlsrpt", name, sizeof(name));
+		printf("tlsrpt dkim=%s txt=\"%s\"\n", name, rec ? rec : "?");
+		free(rec);
 	}
 
 	struct tlsrpt_store *st = NULL;
@@ -546,6 +607,14 @@ int cmd_tlsrpt(int argc, char **argv)
 		for (int k = 0; k < d->nrua; k++) {
 			struct rpt_rua *u = &d->rua[k];
 			char state[128] = "";
+			if (r->dkim == NULL && strncasecmp(u->uri, "mailto:", 7) == 0) {
+				u->st = RUA_FAILED; /* not claimed: a run with a key sends it */
+				r->unsigned_fail = true;
+				snprintf(u->why, sizeof(u->why),
+					 "no DKIM key ([tlsrpt] dkim_key or --dkim-key): RFC 8460 3 has "
+					 "receivers ignore unsigned reports");
+				continue;
+			}
 			int c = tlsrpt_store_claim(st, r->day, d->domain, u->uri, d->report_id, state,
 						   sizeof(state), err, sizeof(err));
 			if (c < 0) {
@@ -620,6 +689,8 @@ out:
 	queue_sync_close(qs);
 	tlsrpt_store_close(st);
 	config_fini(&r->cfg);
+	dkim_key_free(r->dkim);
+	bool unsigned_fail = r->unsigned_fail;
 	free(r);
-	return rc;
+	return unsigned_fail ? EX_CONFIG : rc;
 }

@@ -289,6 +289,15 @@ static const struct key k_tls[] = {
 	{ "sts_https_port", INT(G(sts_https_port), 1, 65535), 0 },
 	{ "max_handshakes", INT(G(max_handshakes), 0, 100000), 0 },
 };
+static const struct key k_tlsrpt[] = {
+	{ "from", STR(G(rpt_from), V_WORD, "an address like tlsrpt-noreply@example.net"), 0 },
+	{ "submitter", STR(G(rpt_submitter), V_WORD, "a host name"), 0 },
+	{ "org", STR(G(rpt_org), V_STR, ""), 0 },
+	{ "contact", STR(G(rpt_contact), V_STR, ""), 0 },
+	{ "dkim_key", STR(G(dkim_key), V_STR, ""), 0 },
+	{ "dkim_selector", STR(G(dkim_selector), V_WORD, WORD), 0 },
+	{ "dkim_domain", STR(G(dkim_domain), V_WORD, "a domain name"), 0 },
+};
 static const struct key k_timeouts[] = {
 	TO(connect), TO(banner), TO(helo), TO(starttls), TO(mail), TO(rcpt),
 	TO(data), TO(block), TO(dot), TO(rset), TO(quit),
@@ -328,6 +337,7 @@ static const struct section {
 	{ "mxsend", k_mxsend, ARRAY_LEN(k_mxsend) }, { "redis", k_redis, ARRAY_LEN(k_redis) },
 	{ "retry", k_retry, ARRAY_LEN(k_retry) },    { "tls", k_tls, ARRAY_LEN(k_tls) },
 	{ "timeouts", k_timeouts, ARRAY_LEN(k_timeouts) }, { "pool", k_pool, ARRAY_LEN(k_pool) },
+	{ "tlsrpt", k_tlsrpt, ARRAY_LEN(k_tlsrpt) },
 };
 #define MAX_KEYS 16 /* >= the longest table above */
 
@@ -406,6 +416,13 @@ void config_fini(struct config *c)
 	free(c->jobs);
 	free(c->results);
 	free(c->group);
+	free(c->rpt_from);
+	free(c->rpt_submitter);
+	free(c->rpt_org);
+	free(c->rpt_contact);
+	free(c->dkim_key);
+	free(c->dkim_selector);
+	free(c->dkim_domain);
 	rules_free(c->domains, c->n_domains);
 	rules_free(c->mxs, c->n_mxs);
 	memset(c, 0, sizeof(*c));

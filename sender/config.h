@@ -98,6 +98,12 @@ struct config {
 	uint64_t broken_tls_ttl_ms; /* key broken_tls_ttl, default 1h */
 	int sts_https_port;       /* key sts_https_port: MTA-STS policy fetches (443; labs/tests) */
 	int max_handshakes;       /* key max_handshakes: TLS handshakes at once per worker (128; 0 no cap) */
+	/* [tlsrpt] what `mxsend tlsrpt` puts in its reports (flags override): keys from,
+	 * submitter, org, contact (defaults from helo), dkim_key (PEM private key, RSA or
+	 * Ed25519: report mails are signed, RFC 8460 3), dkim_selector, dkim_domain (default:
+	 * the domain of from) */
+	char *rpt_from, *rpt_submitter, *rpt_org, *rpt_contact;
+	char *dkim_key, *dkim_selector, *dkim_domain;
 	/* [timeouts] keys connect banner helo starttls mail rcpt data block dot rset quit */
 	struct smtp_timeouts timeouts;
 	/* [pool] */

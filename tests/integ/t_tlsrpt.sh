@@ -7,8 +7,13 @@
 # report), https: ruas POSTed to nginx on loopback (access log: method and
 # content type; the body nginx kept decodes to the report), a failing POST
 # (claim released, retried by the next run), no resending on a second run.
-# Loopback only: unbound 127.0.47.53, nginx 127.0.47.1, redis 127.0.0.1; all
-# on private ports. Whole file: a few seconds.
+# Report mails are DKIM-signed (RFC 8460 3): the keys' TXT records are published
+# in unbound, and python3-dkim (Debian's dkimpy, an independent verifier) checks
+# the signature of the report as the rua mailbox (a sink behind the domain's MX,
+# the job delivered by `mxsend run`) received it: RSA from [tlsrpt] in the
+# config, Ed25519 (RFC 8463) from the flags; no key: a mailto: rua fails, exit 78.
+# Loopback only: unbound 127.0.47.53, nginx 127.0.47.1, the rua sink 127.0.47.25,
+# redis 127.0.0.1; all on private ports. Whole file: a few seconds.
 # MXSEND_BIN=path runs another mxsend binary (one with `tlsrpt` wired in).
 # shellcheck disable=SC2317,SC2031 # case functions run indirectly, each in its run_case subshell
 set -u
@@ -16,7 +21,13 @@ set -u
 . "$(dirname "$0")/lib.sh"
 
 integ_setup report.rpt-https.test
-integ_require mxsend unbound unbound-checkconf nginx redis-server redis-cli python3 cc pkg-config timeout
+integ_require mxsend mxsink unbound unbound-checkconf nginx redis-server redis-cli python3 cc pkg-config timeout \
+	openssl base64
+# dkimpy is Debian's (python3-dkim, python3-nacl for Ed25519): /usr/bin/python3, whatever
+# python3 comes first in PATH
+SYS_PY=/usr/bin/python3
+"$SYS_PY" -c 'import dkim, nacl, dns.resolver' 2>/dev/null ||
+	integ_missing "python3-dkim, python3-nacl, python3-dnspython (make deps)"
 [ -n "${MXSEND_BIN:-}" ] && MXSEND=$MXSEND_BIN
 if [ -x "$MXSEND" ] && ! "$MXSEND" tlsrpt --help >/dev/null 2>&1; then
 	integ_missing "mxsend tlsrpt (not wired into main.c; MXSEND_BIN=... to test another binary)"
@@ -26,6 +37,17 @@ DAY=2024-06-01
 DAY0=1717200000 # $DAY 00:00:00Z
 HTTPS_ADDR=127.0.47.1
 NGINX_PORT=$(integ_port) || integ_missing "no free port"
+SINK_PORT=$(integ_port) || integ_missing "no free port"
+RUA_ADDR=127.0.47.25
+
+# --- DKIM keys (RSA 2048 in the config, Ed25519 by flags) and their TXT records ----
+DKIM_RSA=$INTEG_DIR/dkim-rsa.pem DKIM_ED=$INTEG_DIR/dkim-ed.pem
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$DKIM_RSA" 2>/dev/null &&
+	openssl genpkey -algorithm ED25519 -out "$DKIM_ED" 2>/dev/null ||
+	integ_missing "openssl genpkey (DKIM keys)"
+# RSA: SubjectPublicKeyInfo (~400 characters: two TXT strings); Ed25519: the raw 32 bytes
+RSA_P=$(openssl pkey -in "$DKIM_RSA" -pubout -outform DER 2>/dev/null | base64 -w0)
+ED_P=$(openssl pkey -in "$DKIM_ED" -pubout -outform DER 2>/dev/null | tail -c 32 | base64 -w0)
 
 # --- DNS ------------------------------------------------------------------------
 ZONE=$INTEG_DIR/zone.txt
@@ -37,12 +59,25 @@ _smtp._tls.rpt-both.test. TXT "v=TLSRPTv1; rua=mailto:rua@rpt-both.test,https://
 _smtp._tls.rpt-fail.test. TXT "v=TLSRPTv1; rua=https://report.rpt-https.test:$NGINX_PORT/fail"
 _smtp._tls.rpt-slow.test. TXT "v=TLSRPTv1; rua=https://report.rpt-https.test:$NGINX_PORT/slow"
 _smtp._tls.rpt-none.test. TXT "v=spf1 -all"
+_smtp._tls.rpt-ed.test. TXT "v=TLSRPTv1; rua=mailto:rua@rpt-ed.test"
+_smtp._tls.rpt-nokey.test. TXT "v=TLSRPTv1; rua=mailto:rua@rpt-nokey.test"
+rpt-mail.test. MX 10 mx.rpt-mail.test.
+rpt-ed.test. MX 10 mx.rpt-mail.test.
+mx.rpt-mail.test. A $RUA_ADDR
+rpt2026._domainkey.client.test. TXT "v=DKIM1; k=rsa; s=tlsrpt; p=${RSA_P:0:200}" "${RSA_P:200}"
+ed2026._domainkey.client.test. TXT "v=DKIM1; k=ed25519; s=tlsrpt; p=$ED_P"
 EOF
 start_unbound -a 127.0.47.53 "$ZONE" || integ_missing "unbound did not start"
 start_redis -n redis || integ_missing "redis-server did not start"
+if [ -z "$INTEG_MISSING" ]; then # the rua mailbox of rpt-mail.test and rpt-ed.test
+	start_sink rua --listen "$RUA_ADDR:$SINK_PORT" || integ_missing "mxsink did not start"
+fi
 
 CONF=$INTEG_DIR/tlsrpt.ini
-integ_config "$CONF" "$(printf '[redis]\nurl = %s\n' "${REDIS_URL:-redis://127.0.0.1:1/0}")"
+integ_config "$CONF" "$(printf '[redis]\nurl = %s\n\n[tlsrpt]\ndkim_key = %s\ndkim_selector = rpt2026\n' \
+	"${REDIS_URL:-redis://127.0.0.1:1/0}" "$DKIM_RSA")"
+NOKEYCONF=$INTEG_DIR/tlsrpt-nokey.ini
+integ_config "$NOKEYCONF" "$(printf '[redis]\nurl = %s\n' "${REDIS_URL:-redis://127.0.0.1:1/0}")"
 NOCONF=$INTEG_DIR/tlsrpt-off.ini
 integ_config "$NOCONF" "$(printf '[redis]\nurl = %s\n\n[tls]\ntlsrpt = no\n' "${REDIS_URL:-redis://127.0.0.1:1/0}")"
 
@@ -320,6 +355,8 @@ rpt-both.test|-|-|-|-|0|mx.rpt-both.test|127.0.47.13|-|-|-|4|$T
 rpt-fail.test|-|-|-|-|0|mx.rpt-fail.test|127.0.47.14|-|-|-|1|$T
 rpt-none.test|-|-|-|-|0|mx.rpt-none.test|127.0.47.15|-|-|-|1|$T
 rpt-slow.test|-|-|-|-|0|mx.rpt-slow.test|127.0.47.16|-|-|-|1|$T
+rpt-ed.test|-|-|-|-|0|mx.rpt-ed.test|127.0.47.17|-|-|-|2|$T
+rpt-nokey.test|-|-|-|-|0|mx.rpt-nokey.test|127.0.47.18|-|-|-|1|$T
 EOF
 fi
 
@@ -335,6 +372,45 @@ tlsrpt() {
 SHOW_RUN_CMD="mxsend tlsrpt"
 SHOW_RUN_OUT=60
 SHOW_RUN_ERR=10
+
+# dkim_verify FILE: python3-dkim verifies the DKIM signature of the message in FILE,
+# fetching the key from unbound; prints "ok a=.. d=.. s=..", or what is wrong and
+# returns 1.
+dkim_verify() {
+	"$SYS_PY" - "$1" "$DNS_ADDR" "$DNS_PORT" <<'EOF'
+import email, re, sys
+import dkim, dns.resolver
+raw = open(sys.argv[1], "rb").read()
+res = dns.resolver.Resolver(configure=False)
+res.nameservers = [sys.argv[2]]
+res.port = int(sys.argv[3])
+def txt(name, timeout=5):
+    ans = res.resolve(name.decode().rstrip("."), "TXT", lifetime=timeout)
+    return b"".join(b"".join(r.strings) for r in ans)
+bad = []
+try: # strict: a report, signed with a key whose record says s=tlsrpt (RFC 8460 3)
+    if not dkim.DKIM(raw, tlsrpt="strict").verify(dnsfunc=txt):
+        bad.append("dkimpy: the signature does not verify")
+except Exception as e:
+    bad.append("dkimpy: %s" % e)
+sig = re.sub(r"\s+", "", str(email.message_from_bytes(raw)["DKIM-Signature"] or ""))
+tags = dict(t.split("=", 1) for t in sig.split(";") if "=" in t)
+if "l" in tags:
+    bad.append("l= present (RFC 8460 3 forbids it)")
+h = tags.get("h", "").split(":")
+for f in ("from", "subject", "date", "tls-report-domain", "tls-report-submitter", "content-type"):
+    if f not in h:
+        bad.append("%s not signed (h=%s)" % (f, tags.get("h")))
+print("\n".join(bad) or "ok a=%s d=%s s=%s" % (tags.get("a"), tags.get("d"), tags.get("s")))
+sys.exit(1 if bad else 0)
+EOF
+}
+
+# deliver_jobs: `mxsend run --until-empty` (15 s bound) delivers the queued jobs.
+deliver_jobs() {
+	timed_run 15 "$CASE_DIR/run.out" "$CASE_DIR/run.err" "$MXSEND" run -c "$CONF" --until-empty
+	[ "$RUN_RC" = 0 ] || fail "mxsend run --until-empty: exit $RUN_RC" "$(tail -n 5 "$CASE_DIR/run.err")"
+}
 
 expect_out() {
 	grep -Eq -- "$1" "$CASE_DIR/out" && return 0
@@ -443,13 +519,16 @@ t_dry_all() {
 	tlsrpt --dry-run
 	expect_rc 0 || return 1
 	local d
-	for d in rpt-both rpt-fail rpt-https rpt-mail rpt-slow; do
+	for d in rpt-both rpt-ed rpt-fail rpt-https rpt-mail rpt-nokey rpt-slow; do
 		expect_out "^tlsrpt day=2024-06-01 domain=$d\.test rua=(mailto|https):[^ ]+ result=dry-run$"
 	done
+	# the key's DNS record, once, as the zone publishes it (two strings joined)
+	expect_out "^tlsrpt dkim=rpt2026\._domainkey\.client\.test txt=\"$(re_escape "v=DKIM1; k=rsa; s=tlsrpt; p=$RSA_P")\"\$"
+	assert_eq "dkim lines" 1 "$(grep -c '^tlsrpt dkim=' "$CASE_DIR/out")"
 	expect_out '^tlsrpt day=2024-06-01 domain=rpt-none\.test rua=none result=none why="no TLSRPT record"$'
 	expect_out "^tlsrpt day=2024-06-01 domain=rpt-both\.test rua=https://report\.rpt-https\.test/v1 result=dry-run$"
-	assert_eq "JSON documents (one per domain with a rua)" 5 "$(split_dry_run)"
-	expect_report "$CASE_DIR/json.2" rpt-https.test
+	assert_eq "JSON documents (one per domain with a rua)" 7 "$(split_dry_run)"
+	expect_report "$CASE_DIR/json.3" rpt-https.test
 	expect_report "$CASE_DIR/json.0" rpt-both.test
 	# the next day holds only rpt-mail.test's 5 sessions
 	tlsrpt --dry-run --day 2024-06-02
@@ -457,7 +536,7 @@ t_dry_all() {
 	assert_match "next day" '"total-successful-session-count": 5' "$(cat "$CASE_DIR/out")"
 	tlsrpt --dry-run --day 2024-05-31
 	expect_rc 0
-	assert_eq "a day without counters prints nothing" "" "$(cat "$CASE_DIR/out")"
+	assert_eq "a day without counters prints only the DKIM record" "tlsrpt dkim=rpt2026._domainkey.client.test" "$(cut -d" " -f1,2 "$CASE_DIR/out")"
 }
 run_case "--dry-run: every domain of the day, sorted; a domain without TLSRPT record; other days" t_dry_all
 
@@ -530,8 +609,54 @@ EOF
 	expect_rc 0
 	expect_out "^tlsrpt day=2024-06-01 domain=rpt-mail\.test rua=mailto:[^ ]+ result=skipped why=\"sent $(re_escape "$rid") [0-9]+\"$"
 	assert_eq "jobs after a second run" 1 "$(rcli XLEN mxsend:jobs)"
+	# the signature as enqueued, and as the rua mailbox received it
+	dkim_verify "$j/data" >"$CASE_DIR/dkim.q" || fail "DKIM of the queued report: $(cat "$CASE_DIR/dkim.q")"
+	deliver_jobs
+	local eml
+	eml=$(sink_find_msg rua tls-reports@rpt-mail.test 5) || fail "the rua mailbox has no report" || return 1
+	why=$(dkim_verify "$eml") || fail "DKIM of the delivered report: $why"
+	assert_eq "dkimpy" "ok a=rsa-sha256 d=client.test s=rpt2026" "$why"
+	# a changed byte in a signed field: dkimpy must say no (the check can fail)
+	sed 's/^Subject: Report/Subject: Rep0rt/' "$eml" >"$CASE_DIR/tampered.eml"
+	dkim_verify "$CASE_DIR/tampered.eml" >/dev/null && fail "dkimpy accepted a tampered report"
+	return 0
 }
-run_case "mailto: rua: a multipart/report message enqueued (headers, attachment = the report); not resent" t_mailto
+run_case "mailto: rua: a multipart/report message enqueued (headers, attachment = the report), DKIM-signed (RSA, [tlsrpt] dkim_key), delivered to the rua mailbox where python3-dkim verifies it; not resent" t_mailto
+
+t_ed25519() {
+	local k=(--dkim-key "$DKIM_ED" --dkim-selector ed2026)
+	tlsrpt --dry-run "${k[@]}" rpt-ed.test
+	expect_rc 0
+	expect_out "^tlsrpt dkim=ed2026\._domainkey\.client\.test txt=\"$(re_escape "v=DKIM1; k=ed25519; s=tlsrpt; p=$ED_P")\"\$"
+	tlsrpt "${k[@]}" rpt-ed.test
+	expect_rc 0 || return 1
+	expect_out '^tlsrpt day=2024-06-01 domain=rpt-ed\.test rua=mailto:rua@rpt-ed\.test result=queued '
+	deliver_jobs
+	local eml why
+	eml=$(sink_find_msg rua rua@rpt-ed.test 5) || fail "the rua mailbox has no report for rpt-ed.test" || return 1
+	why=$(dkim_verify "$eml") || fail "DKIM of the delivered report: $why"
+	assert_eq "dkimpy" "ok a=ed25519-sha256 d=client.test s=ed2026" "$why"
+}
+run_case "Ed25519 DKIM key from the flags (RFC 8463): --dry-run prints the TXT record to publish; the delivered report verifies" t_ed25519
+
+t_nokey() {
+	local n0
+	n0=$(rcli XLEN mxsend:jobs)
+	timed_run 30 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" tlsrpt -c "$NOKEYCONF" --day "$DAY" --timeout 10 rpt-nokey.test
+	expect_rc 78
+	expect_out '^tlsrpt day=2024-06-01 domain=rpt-nokey\.test rua=mailto:rua@rpt-nokey\.test result=failed why="no DKIM key \(\[tlsrpt\] dkim_key or --dkim-key\): RFC 8460 3 has receivers ignore unsigned reports"$'
+	assert_eq "nothing queued" "$n0" "$(rcli XLEN mxsend:jobs)"
+	assert_eq "nothing claimed" 0 "$(rcli HLEN "mxsend:tlsrpt:sent:$DAY:rpt-nokey.test")"
+	timed_run 10 "$CASE_DIR/out2" "$CASE_DIR/err2" "$MXSEND" tlsrpt -c "$NOKEYCONF" --day "$DAY" \
+		--dkim-key /nonexistent/key.pem --dkim-domain client.test --dkim-selector s rpt-nokey.test
+	assert_eq "exit with a missing key file" 78 "$RUN_RC"
+	assert_match "the reason" 'DKIM key /nonexistent/key\.pem: No such file' "$(cat "$CASE_DIR/err2")"
+	# with the key (CONF), the same report goes
+	tlsrpt rpt-nokey.test
+	expect_rc 0
+	expect_out '^tlsrpt day=2024-06-01 domain=rpt-nokey\.test rua=mailto:rua@rpt-nokey\.test result=queued '
+}
+run_case "no DKIM key: a mailto: rua fails (exit 78), nothing queued or claimed; a bad key file: exit 78; with a key it goes" t_nokey
 
 # --- 3. https: -----------------------------------------------------------------------
 t_https() {

@@ -918,7 +918,32 @@ static void t_example_file_is_defaults(void)
 	config_fini(&d);
 }
 
+/* [tlsrpt]: what `mxsend tlsrpt` signs and writes; all unset by default */
+static void t_tlsrpt_section(void)
+{
+	struct config c;
+	config_defaults(&c);
+	CHECK(c.dkim_key == NULL && c.dkim_selector == NULL && c.dkim_domain == NULL);
+	CHECK(c.rpt_from == NULL && c.rpt_submitter == NULL && c.rpt_org == NULL);
+	config_fini(&c);
+	load_ok(&c, "[tlsrpt]\nfrom = rpt@example.net\nsubmitter = mta.example.net\n"
+		    "org = Example Inc.\ncontact = postmaster@example.net\n"
+		    "dkim_key = /etc/mxsend/tlsrpt.pem\ndkim_selector = rpt2026\ndkim_domain = example.net\n");
+	CHECK_STR(c.rpt_from, "rpt@example.net");
+	CHECK_STR(c.rpt_submitter, "mta.example.net");
+	CHECK_STR(c.rpt_org, "Example Inc.");
+	CHECK_STR(c.rpt_contact, "postmaster@example.net");
+	CHECK_STR(c.dkim_key, "/etc/mxsend/tlsrpt.pem");
+	CHECK_STR(c.dkim_selector, "rpt2026");
+	CHECK_STR(c.dkim_domain, "example.net");
+	config_fini(&c);
+	load_err("[tlsrpt]\n\ndkim_selector = a b\n",
+		 "3: bad value \"a b\" for dkim_selector (a single word)");
+	load_err("[tlsrpt]\ndkim = x\n", "2: unknown key \"dkim\" in [tlsrpt]");
+}
+
 static const struct t_case cases[] = {
+	{ "[tlsrpt]: report identity and DKIM key settings; bad values name the line", t_tlsrpt_section },
 	{ "defaults", t_defaults },
 	{ "default_helo_is_hostname", t_default_helo_is_hostname },
 	{ "fini_is_safe", t_fini_is_safe },

@@ -1,0 +1,347 @@
+/* dkim.c: DKIM signing (RFC 6376; Ed25519: RFC 8463) for the messages mxsend writes
+ * itself (dkim.h). relaxed/relaxed, SHA-256, no l= (RFC 8460 3 forbids it). */
+#include "sender/dkim.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
+
+#include "sender/util.h"
+
+#define DKIM_MAX_FIELDS 64 /* header fields considered for signing */
+
+struct dkim_key {
+	EVP_PKEY *pkey;
+	bool ed25519;
+	char domain[254];
+	char selector[64];
+};
+
+/* A domain or selector: letters, digits, '-', '_', '.' (not at either end). */
+static bool good_name(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n >= max || s[0] == '.' || s[n - 1] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '.' || c == '_'))
+			return false;
+	}
+	return true;
+}
+
+struct dkim_key *dkim_key_load(const char *path, const char *domain, const char *selector,
+			       char *err, size_t errlen)
+{
+	if (domain == NULL || !good_name(domain, sizeof(((struct dkim_key *)NULL)->domain))) {
+		snprintf(err, errlen, "DKIM: bad signing domain \"%s\"", domain ? domain : "");
+		return NULL;
+	}
+	if (selector == NULL || !good_name(selector, sizeof(((struct dkim_key *)NULL)->selector))) {
+		snprintf(err, errlen, "DKIM: bad or missing selector \"%s\"", selector ? selector : "");
+		return NULL;
+	}
+	FILE *f = fopen(path, "r");
+	if (f == NULL) {
+		snprintf(err, errlen, "DKIM key %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	EVP_PKEY *pkey = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+	fclose(f);
+	if (pkey == NULL) {
+		snprintf(err, errlen, "DKIM key %s: not a PEM private key", path);
+		return NULL;
+	}
+	int id = EVP_PKEY_get_base_id(pkey);
+	if (id == EVP_PKEY_RSA && EVP_PKEY_get_bits(pkey) < 1024) {
+		snprintf(err, errlen, "DKIM key %s: RSA key of %d bits (1024 at least, RFC 8301)", path,
+			 EVP_PKEY_get_bits(pkey));
+		EVP_PKEY_free(pkey);
+		return NULL;
+	}
+	if (id != EVP_PKEY_RSA && id != EVP_PKEY_ED25519) {
+		snprintf(err, errlen, "DKIM key %s: not an RSA or Ed25519 key", path);
+		EVP_PKEY_free(pkey);
+		return NULL;
+	}
+	struct dkim_key *k = xcalloc(1, sizeof(*k));
+	k->pkey = pkey;
+	k->ed25519 = id == EVP_PKEY_ED25519;
+	for (size_t i = 0; domain[i]; i++)
+		k->domain[i] = (char)(domain[i] >= 'A' && domain[i] <= 'Z' ? domain[i] + 32 : domain[i]);
+	strlcpy_x(k->selector, selector, sizeof(k->selector));
+	return k;
+}
+
+void dkim_key_free(struct dkim_key *k)
+{
+	if (k == NULL)
+		return;
+	EVP_PKEY_free(k->pkey);
+	free(k);
+}
+
+/* malloc'd base64 (one line) of n bytes */
+static char *b64(const void *in, size_t n)
+{
+	size_t cap = 4 * ((n + 2) / 3) + 1;
+	char *out = xmalloc(cap);
+	util_base64(in, n, out, cap);
+	return out;
+}
+
+char *dkim_dns_record(const struct dkim_key *k, const char *service, char *name, size_t namelen)
+{
+	unsigned char raw[64], *der = NULL;
+	size_t n = sizeof(raw);
+	char *p;
+	snprintf(name, namelen, "%s._domainkey.%s", k->selector, k->domain);
+	if (k->ed25519) { /* RFC 8463 4.2: the bare 32-byte public key */
+		if (EVP_PKEY_get_raw_public_key(k->pkey, raw, &n) != 1)
+			return NULL;
+		p = b64(raw, n);
+	} else { /* RFC 6376 3.6.1: SubjectPublicKeyInfo, DER */
+		int dn = i2d_PUBKEY(k->pkey, &der);
+		if (dn <= 0)
+			return NULL;
+		p = b64(der, (size_t)dn);
+		OPENSSL_free(der);
+	}
+	size_t cap = strlen(p) + 64;
+	char *rec = xmalloc(cap);
+	snprintf(rec, cap, "v=DKIM1; k=%s;%s%s%s p=%s", k->ed25519 ? "ed25519" : "rsa",
+		 service ? " s=" : "", service ? service : "", service ? ";" : "", p);
+	free(p);
+	return rec;
+}
+
+static bool wsp(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+size_t dkim_canon_header(const char *field, size_t n, char *out)
+{
+	size_t o = 0, i = 0;
+	while (i < n && field[i] != ':') /* the name, lower case, without blanks before ':' */
+		i++;
+	size_t nend = i;
+	while (nend > 0 && wsp(field[nend - 1]))
+		nend--;
+	for (size_t j = 0; j < nend; j++)
+		out[o++] = (char)(field[j] >= 'A' && field[j] <= 'Z' ? field[j] + 32 : field[j]);
+	out[o++] = ':';
+	bool blank = false, any = false;
+	for (i++; i < n; i++) { /* unfold, one SP per run of blanks, none at either end */
+		char c = field[i];
+		if (c == '\r' || c == '\n')
+			continue;
+		if (wsp(c)) {
+			blank = true;
+			continue;
+		}
+		if (blank && any)
+			out[o++] = ' ';
+		blank = false;
+		any = true;
+		out[o++] = c;
+	}
+	out[o++] = '\r';
+	out[o++] = '\n';
+	return o;
+}
+
+char *dkim_canon_body(const char *body, size_t n, size_t *outlen)
+{
+	char *out = xmalloc(n + 3);
+	size_t o = 0, empty = 0, i = 0;
+	while (i < n) {
+		size_t e = i;
+		while (e < n && body[e] != '\n')
+			e++;
+		size_t le = e; /* the line's content, without CR LF and trailing blanks */
+		if (le > i && body[le - 1] == '\r')
+			le--;
+		while (le > i && wsp(body[le - 1]))
+			le--;
+		if (le == i) {
+			empty++; /* kept only if a non-empty line follows */
+		} else {
+			for (; empty > 0; empty--) {
+				out[o++] = '\r';
+				out[o++] = '\n';
+			}
+			bool blank = false;
+			for (size_t j = i; j < le; j++) {
+				if (wsp(body[j])) {
+					blank = true;
+					continue;
+				}
+				if (blank)
+					out[o++] = ' ';
+				blank = false;
+				out[o++] = body[j];
+			}
+			out[o++] = '\r';
+			out[o++] = '\n';
+		}
+		i = e < n ? e + 1 : n;
+	}
+	out[o] = '\0';
+	*outlen = o;
+	return out;
+}
+
+struct field {
+	const char *p;
+	size_t n;    /* with its CRLF */
+	size_t nlen; /* name length */
+	bool used;
+};
+
+/* Split the header block [h, h + n) into fields (a field's continuation lines
+ * start with a blank). Returns how many, at most max. */
+static int split_fields(const char *h, size_t n, struct field *f, int max)
+{
+	int nf = 0;
+	size_t i = 0;
+	while (i < n && nf < max) {
+		size_t s = i;
+		do { /* to the end of this line, then on while the next one continues it */
+			while (i < n && h[i] != '\n')
+				i++;
+			if (i < n)
+				i++;
+		} while (i < n && wsp(h[i]));
+		size_t nl = 0;
+		while (s + nl < i && h[s + nl] != ':')
+			nl++;
+		if (s + nl < i) /* a line without a colon is not a field */
+			f[nf++] = (struct field){ .p = h + s, .n = i - s, .nlen = nl };
+	}
+	return nf;
+}
+
+/* The last unused field named name (RFC 6376 5.4.2: instances are signed bottom-up). */
+static struct field *pick(struct field *f, int nf, const char *name)
+{
+	size_t len = strlen(name);
+	for (int i = nf - 1; i >= 0; i--) {
+		size_t nl = f[i].nlen;
+		while (nl > 0 && wsp(f[i].p[nl - 1]))
+			nl--;
+		if (!f[i].used && nl == len && strncasecmp(f[i].p, name, len) == 0)
+			return &f[i];
+	}
+	return NULL;
+}
+
+static bool sign_bytes(const struct dkim_key *k, const unsigned char *data, size_t n,
+		       unsigned char *sig, size_t *siglen)
+{
+	unsigned char hash[SHA256_DIGEST_LENGTH];
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	bool ok = md != NULL;
+	if (ok && k->ed25519) { /* RFC 8463 3: PureEdDSA over the SHA-256 hash */
+		SHA256(data, n, hash);
+		ok = EVP_DigestSignInit(md, NULL, NULL, NULL, k->pkey) == 1 &&
+		     EVP_DigestSign(md, sig, siglen, hash, sizeof(hash)) == 1;
+	} else if (ok) { /* RSASSA-PKCS1-v1_5 with SHA-256 */
+		ok = EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, k->pkey) == 1 &&
+		     EVP_DigestSign(md, sig, siglen, data, n) == 1;
+	}
+	EVP_MD_CTX_free(md);
+	return ok;
+}
+
+char *dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char *const *headers,
+		int64_t t, char *err, size_t errlen)
+{
+	/* header block (with its last CRLF) and body */
+	size_t hlen = len, boff = len;
+	for (size_t i = 0; i + 3 < len; i++)
+		if (msg[i] == '\r' && msg[i + 1] == '\n' && msg[i + 2] == '\r' && msg[i + 3] == '\n') {
+			hlen = i + 2;
+			boff = i + 4;
+			break;
+		}
+	struct field f[DKIM_MAX_FIELDS];
+	int nf = split_fields(msg, hlen, f, DKIM_MAX_FIELDS);
+
+	/* bh= */
+	size_t cblen;
+	char *cb = dkim_canon_body(msg + boff, len - boff, &cblen);
+	unsigned char bh[SHA256_DIGEST_LENGTH];
+	SHA256((const unsigned char *)cb, cblen, bh);
+	free(cb);
+	char *bh64 = b64(bh, sizeof(bh));
+
+	/* the signed fields, canonical, and h= */
+	char *data = xmalloc(hlen + 4096), hlist[600] = "";
+	size_t dn = 0, hl = 0;
+	bool from = false;
+	for (int i = 0; headers[i] != NULL; i++) {
+		struct field *x = pick(f, nf, headers[i]);
+		if (x == NULL || hl + strlen(headers[i]) + 2 >= sizeof(hlist))
+			continue;
+		x->used = true;
+		dn += dkim_canon_header(x->p, x->n, data + dn);
+		hl += (size_t)snprintf(hlist + hl, sizeof(hlist) - hl, "%s%s", hl ? ":" : "", headers[i]);
+		from |= strcasecmp(headers[i], "from") == 0;
+	}
+	for (size_t i = 0; i < hl; i++)
+		hlist[i] = (char)(hlist[i] >= 'A' && hlist[i] <= 'Z' ? hlist[i] + 32 : hlist[i]);
+	if (!from) {
+		snprintf(err, errlen, "DKIM: the message has no From field to sign");
+		free(bh64);
+		free(data);
+		return NULL;
+	}
+
+	/* the DKIM-Signature field with an empty b=, hashed last without its CRLF */
+	size_t cap = strlen(hlist) + strlen(bh64) + 1024;
+	char *sig = xmalloc(cap + 1024);
+	int sl = snprintf(sig, cap,
+			  "DKIM-Signature: v=1; a=%s; c=relaxed/relaxed; d=%s; s=%s;\r\n"
+			  "\tt=%lld; h=%s;\r\n\tbh=%s;\r\n\tb=",
+			  k->ed25519 ? "ed25519-sha256" : "rsa-sha256", k->domain, k->selector,
+			  (long long)t, hlist, bh64);
+	free(bh64);
+	data = xrealloc(data, dn + (size_t)sl + 4);
+	dn += dkim_canon_header(sig, (size_t)sl, data + dn) - 2;
+
+	unsigned char s[1024];
+	size_t slen = (size_t)EVP_PKEY_get_size(k->pkey);
+	if (slen > sizeof(s) || !sign_bytes(k, (const unsigned char *)data, dn, s, &slen)) {
+		snprintf(err, errlen, "DKIM: signing failed");
+		free(data);
+		free(sig);
+		return NULL;
+	}
+	free(data);
+	char *b = b64(s, slen);
+	size_t blen = strlen(b), o = (size_t)sl;
+	sig = xrealloc(sig, o + blen + blen / 72 * 3 + 8);
+	for (size_t i = 0; i < blen; i += 72) { /* folded; blanks in b= are ignored (3.5) */
+		size_t c = blen - i < 72 ? blen - i : 72;
+		if (i > 0) {
+			memcpy(sig + o, "\r\n\t", 3);
+			o += 3;
+		}
+		memcpy(sig + o, b + i, c);
+		o += c;
+	}
+	memcpy(sig + o, "\r\n", 3);
+	free(b);
+	return sig;
+}
