@@ -28,6 +28,7 @@
 #include <zlib.h>
 
 #include "queue/queue_int.h"
+#include "sender/util.h"
 
 #define S(x) ((x) ? (x) : "")
 
@@ -565,32 +566,13 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...)
 
 char *tlsrpt_base64(const unsigned char *in, size_t n, size_t *outlen)
 {
-	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	struct sbuf b = { 0 };
 	char line[80];
-	size_t col = 0;
 	sb_add(&b, "", 0);
-	for (size_t i = 0; i < n; i += 3) {
-		unsigned v = (unsigned)in[i] << 16;
-		if (i + 1 < n)
-			v |= (unsigned)in[i + 1] << 8;
-		if (i + 2 < n)
-			v |= in[i + 2];
-		line[col++] = tab[(v >> 18) & 63];
-		line[col++] = tab[(v >> 12) & 63];
-		line[col++] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
-		line[col++] = i + 2 < n ? tab[v & 63] : '=';
-		if (col == 76) { /* RFC 2045 6.8: at most 76 characters per line */
-			line[col++] = '\r';
-			line[col++] = '\n';
-			sb_add(&b, line, col);
-			col = 0;
-		}
-	}
-	if (col > 0) {
-		line[col++] = '\r';
-		line[col++] = '\n';
-		sb_add(&b, line, col);
+	for (size_t i = 0; i < n; i += 57) { /* 57 bytes = 76 characters, RFC 2045 6.8's limit */
+		int k = util_base64(in + i, n - i < 57 ? n - i : 57, line, sizeof(line));
+		memcpy(line + k, "\r\n", 2);
+		sb_add(&b, line, (size_t)k + 2);
 	}
 	if (outlen)
 		*outlen = b.len;
