@@ -20,7 +20,7 @@ MALLOC_LIBS := -ljemalloc
 # the test and the bench run private instances (postfix -c DIR) on 127.0.9.x.
 DEB_PKGS := gcc make pkg-config python3 liburing-dev libssl-dev libc-ares-dev libhiredis-dev \
 	libinih-dev libjansson-dev zlib1g-dev libjemalloc-dev \
-	python3-dkim python3-nacl python3-dnspython openssl unbound redis-server redis-tools \
+	python3-dkim python3-nacl python3-dnspython python3-redis openssl unbound redis-server redis-tools \
 	nginx-light gnuplot-nox ca-certificates postfix \
 	libgnutls-dane0 libgnutls30 libidn12 libevent-2.1-7 libnsl2 libdb5.3 libpam0g
 # Receiving MTAs for tests/integ/t_interop.sh that cannot be installed beside postfix (Debian's

@@ -9,6 +9,8 @@
 
 integ_setup
 integ_require mxsend mxsink redis-server redis-cli unbound
+SYS_PY=/usr/bin/python3 # Debian's, with python3-redis (make deps), whatever python3 is first in PATH
+"$SYS_PY" -c 'import redis' 2>/dev/null || integ_missing "python3-redis (make deps)"
 
 FIG=$INTEG_DIR/figures
 : >"$FIG"
@@ -698,6 +700,60 @@ t_million() {
 }
 
 # qcase NAME FUNC: run_case, unless ONLY (a function-name pattern) excludes it.
+# Jobs from another language's Redis client (Debian's python3-redis, redis-py): fields in
+# its own order, bytes with 8-bit content, bare LF and a dot line, an integer `expires`, a
+# JSON `meta`, two recipients in one `to`; a malformed job; then redis-py reads the results.
+t_other_client() {
+	start_redis -n pyclient || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf out
+	mkconf "$conf" "$REDIS_URL"
+	out=$("$SYS_PY" - "$p" "$CASE_DIR/body" enqueue <<'EOF'
+import sys, redis
+r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]))
+body = (b"Subject: from redis-py\n\n" + bytes(range(0x80, 0x100)) + b"\n.dot line\n"
+        + b"\xc3\xa9t\xc3\xa9 \xe2\x82\xac\r\nno final newline")
+open(sys.argv[2], "wb").write(body)
+a = r.xadd("mxsend:jobs", {"meta": '{"campaign": 7, "tag": "py"}', "expires": 3600,
+                           "data": body, "id": "py-1", "to": "py1@ok.test, py2@ok.test",
+                           "from": "app@src.test"})
+b = r.xadd("mxsend:jobs", {"from": "app@src.test", "to": "not an address", "data": "x", "id": "py-2"})
+print(a.decode(), b.decode())
+EOF
+	) || fail "redis-py XADD failed: $out" || return 1
+	mx_start run "$conf" || return 1
+	wait_until 30 finals_ge "$p" 3 || fail "not all final outcomes within 30 s"
+	assert_eq "exit status on SIGTERM" 0 "$(mx_stop run)"
+	out=$("$SYS_PY" - "$p" <<'EOF'
+import sys, json, redis
+r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]), decode_responses=True)
+got = {}
+for _, f in r.xrange("mxsend:results"):
+    got[(f["id"], f["rcpt"])] = f
+bad = []
+for rcpt in ("py1@ok.test", "py2@ok.test"):
+    f = got.get(("py-1", rcpt))
+    if f is None:
+        bad.append("no result for " + rcpt)
+        continue
+    if f["status"] != "delivered" or f["code"] != "250":
+        bad.append("%s: %s %s" % (rcpt, f["status"], f["code"]))
+    if json.loads(f["meta"]) != {"campaign": 7, "tag": "py"}:
+        bad.append("meta changed: %r" % f["meta"])
+f = got.get(("py-2", "not an address"))
+if f is None or f["status"] != "rejected" or "address" not in f["reply"]:
+    bad.append("py-2: %r" % (f,))
+if r.xpending("mxsend:jobs", "mxsend")["pending"] != 0:
+    bad.append("entries still pending (not acknowledged)")
+print("\n".join(bad))
+sys.exit(1 if bad else 0)
+EOF
+	) || fail "results read with redis-py: $out"
+	local eml
+	eml=$(sink_find_msg good py2@ok.test 5) || fail "sink good has no message for py2@ok.test" || return 1
+	wire_expect "$CASE_DIR/body" "$CASE_DIR/body.wire"
+	assert_file_eq "the body from redis-py, byte for byte (bare LF -> CRLF, final CRLF)" "$CASE_DIR/body.wire" "$eml"
+}
+
 qcase() {
 	# shellcheck disable=SC2053 # ONLY is a glob on purpose
 	[ -n "${ONLY:-}" ] && [[ $2 != $ONLY ]] && return 0
@@ -705,6 +761,7 @@ qcase() {
 }
 
 qcase "every result status (delivered bounced deferred expired held rejected)" t_statuses
+qcase "jobs from another language's client (python3-redis): 8-bit body byte for byte, JSON meta, two rcpts, a rejected job; results read back with it" t_other_client
 qcase "malformed jobs are rejected with a reason and acknowledged" t_malformed
 qcase "retry then success" t_retry_success
 qcase "expiry after the job's lifetime" t_expiry
