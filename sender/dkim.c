@@ -25,6 +25,11 @@ struct dkim_key {
 	char selector[64];
 };
 
+static char lc(char c)
+{
+	return c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
+}
+
 /* A domain or selector: letters, digits, '-', '_', '.' (not at either end). */
 static bool good_name(const char *s, size_t max)
 {
@@ -78,7 +83,7 @@ struct dkim_key *dkim_key_load(const char *path, const char *domain, const char 
 	k->pkey = pkey;
 	k->ed25519 = id == EVP_PKEY_ED25519;
 	for (size_t i = 0; domain[i]; i++)
-		k->domain[i] = (char)(domain[i] >= 'A' && domain[i] <= 'Z' ? domain[i] + 32 : domain[i]);
+		k->domain[i] = lc(domain[i]);
 	strlcpy_x(k->selector, selector, sizeof(k->selector));
 	return k;
 }
@@ -139,7 +144,7 @@ size_t dkim_canon_header(const char *field, size_t n, char *out)
 	while (nend > 0 && wsp(field[nend - 1]))
 		nend--;
 	for (size_t j = 0; j < nend; j++)
-		out[o++] = (char)(field[j] >= 'A' && field[j] <= 'Z' ? field[j] + 32 : field[j]);
+		out[o++] = lc(field[j]);
 	out[o++] = ':';
 	bool blank = false, any = false;
 	for (i++; i < n; i++) { /* unfold, one SP per run of blanks, none at either end */
@@ -300,7 +305,7 @@ char *dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const cha
 		from |= strcasecmp(headers[i], "from") == 0;
 	}
 	for (size_t i = 0; i < hl; i++)
-		hlist[i] = (char)(hlist[i] >= 'A' && hlist[i] <= 'Z' ? hlist[i] + 32 : hlist[i]);
+		hlist[i] = lc(hlist[i]);
 	if (!from) {
 		snprintf(err, errlen, "DKIM: the message has no From field to sign");
 		free(bh64);
@@ -310,7 +315,7 @@ char *dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const cha
 
 	/* the DKIM-Signature field with an empty b=, hashed last without its CRLF */
 	size_t cap = strlen(hlist) + strlen(bh64) + 1024;
-	char *sig = xmalloc(cap + 1024);
+	char *sig = xmalloc(cap);
 	int sl = snprintf(sig, cap,
 			  "DKIM-Signature: v=1; a=%s; c=relaxed/relaxed; d=%s; s=%s;\r\n"
 			  "\tt=%lld; h=%s;\r\n\tbh=%s;\r\n\tb=",

@@ -122,9 +122,7 @@ void util_heap_release(void)
 		malloc_trim(0);
 		return;
 	}
-	char name[64];
-	snprintf(name, sizeof(name), "arena.%u.purge", 4096u); /* MALLCTL_ARENAS_ALL */
-	mallctl(name, NULL, NULL, NULL, 0);
+	mallctl("arena.4096.purge", NULL, NULL, NULL, 0); /* 4096: MALLCTL_ARENAS_ALL */
 }
 
 uint64_t mono_ms(void)
