@@ -300,11 +300,13 @@ static void send_mail(struct rpt *r, struct rpt_dom *d, struct rpt_rua *u, struc
 	msg = sig;
 	len += slen;
 	/* No `tls` field: the level comes from the rules; exempt=tlsrpt tells
-	 * the sender not to apply MTA-STS to it (RFC 8460 3). */
-	const char *name[] = { "from", "to", "data", "id", "meta", "exempt" };
-	const char *value[] = { r->from, to, msg, d->report_id, "tlsrpt", "tlsrpt" };
-	size_t vlen[] = { strlen(r->from), strlen(to), len, strlen(d->report_id), 6, 6 };
-	struct queue_fields f = { .name = name, .value = value, .vlen = vlen, .n = 6 };
+	 * the sender not to apply MTA-STS to it (RFC 8460 3). Retried on the
+	 * queue's growing schedule for 24 hours, then expired (RFC 8460 5.3:
+	 * redelivery for up to 24 hours, with exponential backoff). */
+	const char *name[] = { "from", "to", "data", "id", "meta", "exempt", "expires" };
+	const char *value[] = { r->from, to, msg, d->report_id, "tlsrpt", "tlsrpt", "86400" };
+	size_t vlen[] = { strlen(r->from), strlen(to), len, strlen(d->report_id), 6, 6, 5 };
+	struct queue_fields f = { .name = name, .value = value, .vlen = vlen, .n = 7 };
 	if (queue_sync_enqueue(qs, &f, 1, got_id, u->job, err, sizeof(err)) == 1) {
 		u->st = RUA_SENT;
 	} else {
