@@ -305,8 +305,10 @@ static void send_mail(struct rpt *r, struct rpt_dom *d, struct rpt_rua *u, struc
 	 * redelivery for up to 24 hours, with exponential backoff). */
 	const char *name[] = { "from", "to", "data", "id", "meta", "exempt", "expires" };
 	const char *value[] = { r->from, to, msg, d->report_id, "tlsrpt", "tlsrpt", "86400" };
-	size_t vlen[] = { strlen(r->from), strlen(to), len, strlen(d->report_id), 6, 6, 5 };
-	struct queue_fields f = { .name = name, .value = value, .vlen = vlen, .n = 7 };
+	size_t vlen[ARRAY_LEN(value)];
+	for (size_t i = 0; i < ARRAY_LEN(value); i++)
+		vlen[i] = value[i] == msg ? len : strlen(value[i]);
+	struct queue_fields f = { .name = name, .value = value, .vlen = vlen, .n = (int)ARRAY_LEN(value) };
 	if (queue_sync_enqueue(qs, &f, 1, got_id, u->job, err, sizeof(err)) == 1) {
 		u->st = RUA_SENT;
 	} else {

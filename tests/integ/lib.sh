@@ -630,6 +630,14 @@ run_body_cases() {
 	done
 }
 
+# run_body_both MTA WHAT FUNC DOMAIN: run_body_cases for DOMAIN (the MTA offers
+# CHUNKING: BDAT) and for data.DOMAIN (CHUNKING withheld: DATA), FUNC getting
+# the domain; titles "MTA, BDAT (CHUNKING), WHAT: ...".
+run_body_both() {
+	run_body_cases "$1, BDAT (CHUNKING), $2" "$3" "$4"
+	run_body_cases "$1, DATA (CHUNKING withheld), $2" "$3" "data.$4"
+}
+
 # assert_copy MSG FILE [TRACE]: FILE, a receiving MTA's stored copy of message
 # MSG (line ends LF), holds MSG as sent. From MSG's first header line on it must
 # equal what went on the wire (wire_expect: bare LF to CRLF, a final CRLF added)

@@ -262,10 +262,7 @@ t_ex_body() { # DOMAIN KIND [MB]
 	ex_copy "$rcpt" || return 1
 	assert_copy "$m" "$CASE_DIR/copy" "$EX_TRACE"
 }
-for dom in exim.test data.exim.test; do
-	if [ "$dom" = exim.test ]; then via="BDAT (CHUNKING)"; else via="DATA (CHUNKING withheld)"; fi
-	run_body_cases "Exim, $via, stored copy exact" t_ex_body "$dom"
-done
+run_body_both Exim "stored copy exact" t_ex_body exim.test
 
 t_ex_utf8() {
 	local m=$CASE_DIR/m.eml rcpt='jöran@exim.test'
