@@ -6,7 +6,8 @@
  *
  *   mxload --dns 127.0.2.53:PORT --ca ca.pem --port 2525 --domains 100 \
  *          --messages 20000 --size 4096 --concurrency 200 --workers 1 \
- *          [--rcpts R] [--tls LEVEL] [--no-reuse] [--no-resume] [--domain-fmt d%u.bench.test]
+ *          [--rcpts R] [--tls LEVEL] [--no-reuse] [--no-resume] [--no-verify-cache]
+ *          [--domain-fmt d%u.bench.test]
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -125,6 +126,7 @@ int main(int argc, char **argv)
 		{ "rcpts", required_argument, NULL, 'r' },    { "tls", required_argument, NULL, 't' },
 		{ "no-reuse", no_argument, NULL, 'R' },       { "no-resume", no_argument, NULL, 'S' },
 		{ "domain-fmt", required_argument, NULL, 'f' }, { "config", required_argument, NULL, 'c' },
+		{ "no-verify-cache", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	if (getenv("MXLOAD_TRIM") == NULL) /* A/B: default glibc trimming */
@@ -149,6 +151,7 @@ int main(int argc, char **argv)
 		case 't': dopt.tls_level = tls_level_parse(optarg); break;
 		case 'R': no_reuse = true; break;
 		case 'S': dopt.no_resumption = true; break;
+		case 'V': dopt.no_verify_cache = true; break;
 		case 'f': fmt = optarg; break;
 		case 'c': cfile = optarg; break;
 		default: fprintf(stderr, "mxload: bad option (see the comment at the top of bench/load.c)\n"); return 64;

@@ -21,7 +21,9 @@
 #   q1  a1's load queued in Redis and drained by `mxsend run --until-empty` (bench/qload.sh):
 #       mxsend's CPU includes claiming, parsing, results and XACK; redis-server's is beside it
 #   b1  one message to each of 10,000 domains, --no-reuse, TLS resumption on
-#   b0  the same, --no-resume (every handshake full)
+#   b0  the same, --no-resume (every handshake full; a chain already verified for that MX
+#       name is not verified again: tlscache's verified-chain cache)
+#   bx  b0 with every chain verified afresh (--no-verify-cache), as mxhscost's handshake does
 #   c   10,000 TLS sessions open at once against the slow sink (--delay-ms), --no-reuse
 #   d1  = a2's load with 1 worker, d2 with 2 workers (throughput ratio, CPU split)
 # Verdicts against the targets: mxsend CPU per message / OpenSSL full client handshake
@@ -58,7 +60,7 @@ while [ $# -gt 0 ]; do
 	--perf=*) PERF=1 PERF_IDS=",${1#--perf=}," ;;
 	--only) ONLY=",$2,"; shift ;;
 	-h | --help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-	*) echo "usage: bench/run.sh [--quick] [--perf[=IDS]] [--only a1,a2,a3,q1,b1,b0,c,d1,d2]" >&2; exit 64 ;;
+	*) echo "usage: bench/run.sh [--quick] [--perf[=IDS]] [--only a1,a2,a3,q1,b1,b0,bx,c,d1,d2]" >&2; exit 64 ;;
 	esac
 	shift
 done
@@ -380,6 +382,9 @@ scn() {
 		--domains "$NDOM" --messages "$B_MSGS" --concurrency "$B_CONC" --workers 2 --no-reuse ;;
 	b0) run_scn b0 fast "$SINK_PORT" "$LIMIT" "1 msg x $NDOM domains, no reuse, no resumption" -- \
 		--domains "$NDOM" --messages "$B_MSGS" --concurrency "$B_CONC" --workers 2 --no-reuse --no-resume ;;
+	bx) run_scn bx fast "$SINK_PORT" "$LIMIT" "b0, every chain verified (no verify cache)" -- \
+		--domains "$NDOM" --messages "$B_MSGS" --concurrency "$B_CONC" --workers 2 --no-reuse --no-resume \
+		--no-verify-cache ;;
 	c) run_scn c slow "$SLOW_PORT" "$C_LIMIT" "$C_SESS sessions open at once, sink delay ${C_DELAY}ms" -- \
 		--domains "$C_SESS" --messages "$C_SESS" --concurrency "$C_SESS" --workers 2 --no-reuse \
 		--config "$INTEG_DIR/c.ini" ;;
@@ -403,7 +408,7 @@ REPS_CSV=$INTEG_DIR/reps.csv
 echo "rep,$HDR" >"$REPS_CSV"
 for ((rep = 1; rep <= REPS; rep++)); do
 	calibrate "repetition $rep" "$HS_CAL_N"
-	for id in a1 a2 a3 q1 b1 b0 d1 d2; do
+	for id in a1 a2 a3 q1 b1 b0 bx d1 d2; do
 		want "$id" || continue
 		ROWS=$INTEG_DIR/rows.$id
 		[ "$rep" = 1 ] && echo "$HDR" >"$ROWS"
@@ -413,7 +418,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
 	done
 done
 ROWS=$ALL_ROWS
-for id in a1 a2 a3 q1 b1 b0 c d1 d2; do
+for id in a1 a2 a3 q1 b1 b0 bx c d1 d2; do
 	want "$id" || continue
 	if [ "$id" = c ]; then
 		calibrate "before c" "$HS_CAL_N"
@@ -503,6 +508,9 @@ RES_US=$(kv resumed_client_us "$HS")
 		if ("b0" in cpu && sys["b0"] != "" && of["b0"] > 0)
 			printf "     of which kernel %s us/msg (TCP and UDP over loopback: the receivers\x27 packet processing runs in the sender\x27s context too); user space %.1f us = %.2fx\n", \
 				sys["b0"], cpu["b0"] - sys["b0"], (cpu["b0"] - sys["b0"]) / of["b0"]
+		if ("bx" in cpu && of["bx"] > 0)
+			printf "  bx (b0 with every chain verified, as the yardstick): %s us / %s us = %.2fx%s\n", cpu["bx"], of["bx"], cpu["bx"] / of["bx"], \
+				("b0" in cpu ? sprintf("; the verified-chain cache saves %.0f us/msg", cpu["bx"] - cpu["b0"]) : "")
 		if ("b1" in cpu && of["b1"] > 0)
 			printf "  b1 (resumption on, %s of %s handshakes resumed): %s us/msg = %.2fx full, %.2fx resumed client handshake (%s us)\n", \
 				hsr["b1"], hsr["b1"] + hsf["b1"], cpu["b1"], cpu["b1"] / of["b1"], cpu["b1"] / orr["b1"], orr["b1"]

@@ -174,7 +174,8 @@ struct deliver *deliver_new(struct loop *l, const struct config *c, const struct
 		goto fail;
 	struct tlscache_opts topt = { .ca_file = d->o.ca_file ? d->o.ca_file : c->ca_file,
 				      .min_version = c->min_version,
-				      .max_sessions = d->o.no_resumption ? 0 : 10000 };
+				      .max_sessions = d->o.no_resumption ? 0 : 10000,
+				      .verify_cache = d->o.no_verify_cache ? 0 : 1024 };
 	d->tc = tlscache_new(&topt, err, errlen);
 	if (d->tc == NULL)
 		goto fail;

@@ -88,6 +88,7 @@ struct deliver_opts {
 	int port;               /* > 0: overrides every rule's port */
 	int tls_level;          /* >= 0: overrides the effective tls level (send --tls) */
 	bool no_resumption;     /* benchmarks: never resume TLS sessions */
+	bool no_verify_cache;   /* benchmarks: verify every certificate chain afresh */
 	/* TLS session attempts (TLSRPT). Runs on the engine's loop thread; with
 	 * workers_new it is relayed to the feeder's thread. NULL: not reported. */
 	deliver_tls_fn *on_tls;

@@ -7,6 +7,8 @@
  *   made under the non-verifying context is never offered to a verifying
  *   connection because the context is part of the key. Entries expire with the
  *   session's own lifetime.
+ * - A verified-chain cache: a full handshake that presents exactly the chain
+ *   verified for the same name before skips X509_verify_cert (tlscache.c).
  * Not thread-safe: one tlscache per worker thread (SSL_CTXs may be shared
  * read-only). Knows nothing of sockets or the loop. */
 #ifndef TLSCACHE_TLSCACHE_H
@@ -24,10 +26,13 @@ struct tlscache_opts {
 	const char *ca_file;   /* PEM bundle; NULL or "" = the system store */
 	int min_version;       /* 12 or 13 */
 	unsigned max_sessions; /* LRU bound; 0 disables the session cache */
+	unsigned verify_cache; /* verified-chain cache slots (rounded up to a power of
+				* two); 0 verifies every chain from scratch */
 };
 
 struct tlscache_stats {
 	unsigned long hits, misses, stores, evictions, entries;
+	unsigned long verify_hits, verify_misses; /* verified-chain cache */
 };
 
 /* NULL with a message in err on failure (unreadable CA file, ...). */
