@@ -103,7 +103,7 @@ struct laddr {
 
 struct counters {
 	_Atomic uint64_t connections, handshakes, resumed, messages, recipients, bytes, active,
-		rejected, authfail, quits, quits_pipelined, seq;
+		peak, rejected, authfail, quits, quits_pipelined, seq;
 };
 
 struct sink {
@@ -263,11 +263,12 @@ static int stats_format(struct counters *k, char *buf, size_t n)
 	return snprintf(buf, n,
 		"connections=%" PRIu64 " handshakes=%" PRIu64 " resumed=%" PRIu64
 		" messages=%" PRIu64 " recipients=%" PRIu64 " bytes=%" PRIu64
-		" active=%" PRIu64 " rejected=%" PRIu64 " authfail=%" PRIu64
+		" active=%" PRIu64 " peak=%" PRIu64 " rejected=%" PRIu64 " authfail=%" PRIu64
 		" quits=%" PRIu64 " quits_pipelined=%" PRIu64 "\n",
 		atomic_load(&k->connections), atomic_load(&k->handshakes), atomic_load(&k->resumed),
 		atomic_load(&k->messages), atomic_load(&k->recipients), atomic_load(&k->bytes),
-		atomic_load(&k->active), atomic_load(&k->rejected), atomic_load(&k->authfail),
+		atomic_load(&k->active), atomic_load(&k->peak), atomic_load(&k->rejected),
+		atomic_load(&k->authfail),
 		atomic_load(&k->quits), atomic_load(&k->quits_pipelined));
 }
 
@@ -1275,7 +1276,10 @@ static void conn_new(struct worker *w, int fd, const union saddr *peer)
 	c->t0 = mono_ms();
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	count(&sk->k.connections, 1);
-	count(&sk->k.active, 1);
+	uint64_t now = atomic_fetch_add_explicit(&sk->k.active, 1, memory_order_relaxed) + 1;
+	uint64_t pk = atomic_load_explicit(&sk->k.peak, memory_order_relaxed);
+	while (pk < now && !atomic_compare_exchange_weak(&sk->k.peak, &pk, now))
+		;
 	if (!sk->tls_on_connect)
 		greet(c);
 	else if (sk->stall == STALL_TLS)   /* RFC 8314 implicit TLS: handshake first */
@@ -1588,8 +1592,9 @@ static void usage(FILE *f)
 	      "  --maildir DIR          DIR/<n>.eml (un-stuffed message) then DIR/<n>.env\n"
 	      "  --stats A:P            plaintext: one stats line per connection\n"
 	      "  --pidfile F | --quiet | -v\n"
-	      "stats line: connections handshakes resumed messages recipients bytes active rejected\n"
-	      "  authfail (AUTH commands not answered 235) quits (QUIT received)\n"
+	      "stats line: connections handshakes resumed messages recipients bytes active (open now)\n"
+	      "  peak (most open at once) rejected authfail (AUTH commands not answered 235)\n"
+	      "  quits (QUIT received)\n"
 	      "  quits_pipelined (QUIT read with the command before it, whose reply was not yet sent)\n"
 	      "signals: SIGUSR1 prints the stats line; SIGTERM/SIGINT print it and exit 0\n",
 	      f);

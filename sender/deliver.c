@@ -71,6 +71,7 @@ struct deliver {
 	struct deliver_stats st;
 	struct stspol *sts;       /* NULL when [tls] mta_sts = no */
 	struct route *route;      /* connection slots, rates, address back-off */
+	struct loop_timer sweep;  /* while connections idle and a shared count exists */
 	struct loop_timer quiesce; /* deliver_quiesce */
 	uint64_t quiesce_until;
 	deliver_done_fn *quiesce_done;
@@ -146,6 +147,8 @@ unsigned deliver_sessions(const struct deliver *d)
 	return d->sessions;
 }
 
+static void pool_sweep(struct loop_timer *t);
+
 struct deliver *deliver_new(struct loop *l, const struct config *c, const struct deliver_opts *o,
 			    char *err, size_t errlen)
 {
@@ -179,7 +182,8 @@ struct deliver *deliver_new(struct loop *l, const struct config *c, const struct
 	d->tc = tlscache_new(&topt, err, errlen);
 	if (d->tc == NULL)
 		goto fail;
-	d->route = route_new(l);
+	d->route = route_new(l, d->o.route_shared);
+	loop_timer_init(&d->sweep, pool_sweep);
 	if (c->mta_sts) {
 		struct stspol_opts so = { .https_port = d->o.sts_https_port ? d->o.sts_https_port
 								    : c->sts_https_port,
@@ -198,6 +202,7 @@ void deliver_free(struct deliver *d)
 	if (d == NULL)
 		return;
 	deliver_flush_pool(d);
+	loop_timer_stop(d->l, &d->sweep);
 	if (d->quiesce_done)
 		loop_timer_stop(d->l, &d->quiesce);
 	stspol_free(d->sts);
@@ -230,13 +235,45 @@ static void pool_unlink(struct idle *e)
 	loop_timer_stop(e->d->l, &e->t);
 }
 
+/* A session ended by QUIT is closed and gone: its connection slot (the MX
+ * host: smtp_params.mx_host is the slot key) is free again. */
+static void slot_gone(void *arg, const char *mx_host)
+{
+	struct deliver *d = arg;
+	route_slot_release(d->route, mx_host);
+}
+
+/* Close idle connection e: QUIT; its slot is free once the server closed. */
+static void pool_close(struct idle *e)
+{
+	pool_unlink(e);
+	smtp_session_quit_notify(e->s, slot_gone, e->d);
+	free(e);
+}
+
 static void pool_idle_timeout(struct loop_timer *t)
 {
-	struct idle *e = container_of(t, struct idle, t);
-	pool_unlink(e);
-	smtp_session_quit(e->s);
-	route_slot_release(e->d->route, e->slot);
-	free(e);
+	pool_close(container_of(t, struct idle, t));
+}
+
+#define SWEEP_MS 100
+
+/* Another worker's jobs wait for a host this one keeps idle connections to
+ * (the process-wide max_connections): close them (route_slot_yield). Runs
+ * every SWEEP_MS while connections idle; walks the pool only while some
+ * worker waits. */
+static void pool_sweep(struct loop_timer *t)
+{
+	struct deliver *d = container_of(t, struct deliver, sweep);
+	if (route_shared_wanting(d->o.route_shared) > 0)
+		for (unsigned i = 0; i < POOL_BUCKETS; i++)
+			for (struct idle *e = d->pool[i], *next; e; e = next) {
+				next = e->next;
+				if (route_slot_yield(d->route, e->slot))
+					pool_close(e);
+			}
+	if (d->pooled > 0)
+		loop_timer_arm(d->l, t, SWEEP_MS);
 }
 
 static void pool_event(void *arg, struct smtp_session *s, enum smtp_event ev,
@@ -268,6 +305,8 @@ static void pool_put(struct deliver *d, const char *key, const char *slot, struc
 	d->pooled++;
 	loop_timer_init(&e->t, pool_idle_timeout);
 	loop_timer_arm(d->l, &e->t, d->cfg->idle_timeout_ms);
+	if (d->o.route_shared && !loop_timer_armed(&d->sweep))
+		loop_timer_arm(d->l, &d->sweep, SWEEP_MS);
 	smtp_session_set_owner(s, pool_event, e);
 }
 
@@ -300,12 +339,12 @@ static bool reusable(const struct deliver *d, struct smtp_session *s, unsigned t
 /* After a transaction: park the session for the next message, or QUIT. */
 static void session_done(struct job *j, struct smtp_session *s)
 {
-	if (!j->txn.last && reusable(j->d, s, smtp_session_txns(s))) {
+	if (!j->txn.last && reusable(j->d, s, smtp_session_txns(s)) &&
+	    !route_slot_yield(j->d->route, j->slot)) {
 		pool_put(j->d, j->key, j->slot, s);
 		route_slot_kick(j->d->route, j->slot); /* a waiter may take it */
 	} else {
-		smtp_session_quit(s);
-		route_slot_release(j->d->route, j->slot);
+		smtp_session_quit_notify(s, slot_gone, j->d);
 	}
 	j->slot[0] = '\0';
 }
@@ -329,10 +368,7 @@ static bool pool_evict_slot(struct deliver *d, const char *slot)
 		for (struct idle *e = d->pool[i]; e; e = e->next) {
 			if (strcmp(e->slot, slot) != 0)
 				continue;
-			pool_unlink(e);
-			smtp_session_quit(e->s);
-			route_slot_release(d->route, e->slot);
-			free(e);
+			pool_close(e);
 			return true;
 		}
 	return false;
@@ -374,13 +410,8 @@ void deliver_quiesce(struct deliver *d, uint32_t grace_ms, deliver_done_fn *done
 void deliver_flush_pool(struct deliver *d)
 {
 	for (unsigned i = 0; i < POOL_BUCKETS; i++)
-		while (d->pool[i]) {
-			struct idle *e = d->pool[i];
-			pool_unlink(e);
-			smtp_session_quit(e->s);
-			route_slot_release(d->route, e->slot);
-			free(e);
-		}
+		while (d->pool[i])
+			pool_close(d->pool[i]);
 }
 
 void deliver_sts_load(struct deliver *d, const char *domain, const char *encoded)

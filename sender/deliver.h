@@ -18,6 +18,7 @@
 
 struct loop;
 struct deliver;
+struct route_shared;
 
 enum deliver_status { DELIVER_DELIVERED, DELIVER_BOUNCED, DELIVER_DEFERRED, DELIVER_HELD };
 const char *deliver_status_name(enum deliver_status s); /* "delivered","bounced","deferred","held" */
@@ -89,6 +90,9 @@ struct deliver_opts {
 	int tls_level;          /* >= 0: overrides the effective tls level (send --tls) */
 	bool no_resumption;     /* benchmarks: never resume TLS sessions */
 	bool no_verify_cache;   /* benchmarks: verify every certificate chain afresh */
+	/* Connections per MX host counted for the whole process (every worker's
+	 * engine shares it: workers_new sets it). NULL: this engine alone. */
+	struct route_shared *route_shared;
 	/* TLS session attempts (TLSRPT). Runs on the engine's loop thread; with
 	 * workers_new it is relayed to the feeder's thread. NULL: not reported. */
 	deliver_tls_fn *on_tls;

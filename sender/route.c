@@ -1,15 +1,31 @@
 /* route.c: connection slots with FIFO waiters, token buckets, and a circuit
  * breaker, in small hash tables keyed by strings. Entries are dropped when
  * they carry no state (no slot in use, nobody waiting, breaker clear), so the
- * tables stay as large as the set of destinations in use. */
+ * tables stay as large as the set of destinations in use.
+ *
+ * The process-wide connection count per MX host (struct route_shared) is one
+ * 64-bit word per bucket of a direct-mapped table: a 40-bit tag of the host
+ * name and a 24-bit count, changed by compare-and-swap only (no locks). A word
+ * whose count falls to 0 is empty again, so the table holds only the hosts with
+ * connections open now. A host whose bucket holds another host's tag is counted
+ * by each worker alone (as without the table) until the bucket frees up. A
+ * worker whose jobs wait for the shared count polls it (POLL_MS) while they
+ * wait and says so in the bucket's `wanted`; the others then hand over: an
+ * idle connection to that host is closed rather than kept (route_slot_yield),
+ * and a worker at or above its fair share (max / workers) takes no more. */
 #include "sender/route.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sender/util.h"
 
 #define NB 1024
+#define GBITS 16 /* shared table: 65,536 buckets, 1.25 MB */
+#define GN (1u << GBITS)
+#define COUNT_MASK ((UINT64_C(1) << 24) - 1)
+#define POLL_MS 20
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS (5 * 60 * 1000)
 
@@ -22,7 +38,19 @@ struct node {
 struct slot {
 	struct node n;
 	int used;
+	int gused;        /* of used: counted in the shared table too */
+	int gmax;         /* the max of the last take */
+	bool gfull;       /* that refusal: waiters poll the shared count */
+	bool wanting;     /* counted in the shared `wanted` of its bucket */
+	uint64_t gh;      /* hash of the key (shared table) */
 	struct route_waiter *head, *tail;
+};
+
+struct route_shared {
+	_Atomic uint64_t word[GN]; /* tag << 24 | count; 0 = empty */
+	_Atomic int wanted[GN];    /* workers with jobs waiting for this bucket */
+	_Atomic int routes;        /* workers attached */
+	_Atomic int wanting;       /* sum of wanted: 0 lets a sweep skip its walk */
 };
 
 struct bucket {
@@ -39,6 +67,8 @@ struct brk {
 
 struct route {
 	struct loop *l;
+	struct route_shared *g; /* NULL: connections counted in this thread only */
+	struct loop_timer poll; /* while jobs wait for the shared count */
 	struct node *slots[NB];
 	struct node *buckets[NB];
 	struct node *brks[NB];
@@ -91,11 +121,134 @@ static void run_ready(struct loop_task *t)
 	}
 }
 
-struct route *route_new(struct loop *l)
+static uint64_t hash64(const char *k)
+{
+	uint64_t x = UINT64_C(14695981039346656037); /* FNV-1a, then a murmur3 finaliser */
+	for (; *k; k++)
+		x = (x ^ (unsigned char)*k) * UINT64_C(1099511628211);
+	x ^= x >> 33;
+	x *= UINT64_C(0xff51afd7ed558ccd);
+	x ^= x >> 33;
+	return x;
+}
+
+static uint64_t gtag(uint64_t h)
+{
+	return (h >> 24) | 1; /* 40 bits, never 0 */
+}
+
+struct route_shared *route_shared_new(void)
+{
+	return xcalloc(1, sizeof(struct route_shared));
+}
+
+void route_shared_free(struct route_shared *g)
+{
+	free(g);
+}
+
+int route_shared_wanting(const struct route_shared *g)
+{
+	return g ? atomic_load_explicit(&g->wanting, memory_order_relaxed) : 0;
+}
+
+/* Count one more connection for the host hashed h, if fewer than max are
+ * counted: 1 counted, 0 the bucket holds another host (not counted here),
+ * -1 refused (max reached). */
+static int gtake(struct route_shared *g, uint64_t h, int max)
+{
+	_Atomic uint64_t *w = &g->word[h & (GN - 1)];
+	uint64_t tag = gtag(h), v = atomic_load(w);
+	for (;;) {
+		uint64_t nv;
+		if (v == 0)
+			nv = tag << 24 | 1;
+		else if (v >> 24 != tag || (v & COUNT_MASK) == COUNT_MASK)
+			return 0;
+		else if ((int)(v & COUNT_MASK) >= max)
+			return -1;
+		else
+			nv = v + 1;
+		if (atomic_compare_exchange_weak(w, &v, nv))
+			return 1;
+	}
+}
+
+static void grelease(struct route_shared *g, uint64_t h)
+{
+	_Atomic uint64_t *w = &g->word[h & (GN - 1)];
+	uint64_t v = atomic_load(w);
+	for (;;) {
+		if (v >> 24 != gtag(h) || (v & COUNT_MASK) == 0)
+			return; /* not ours: cannot happen while we hold a count */
+		uint64_t nv = (v & COUNT_MASK) == 1 ? 0 : v - 1;
+		if (atomic_compare_exchange_weak(w, &v, nv))
+			return;
+	}
+}
+
+/* How many connections the shared table counts for s's host (0 when its
+ * bucket holds another host). */
+static int gcount(const struct route *r, const struct slot *s)
+{
+	uint64_t v = atomic_load(&r->g->word[s->gh & (GN - 1)]);
+	return v >> 24 == gtag(s->gh) ? (int)(v & COUNT_MASK) : 0;
+}
+
+/* Do workers other than this one wait for s's host? */
+static bool others_want(const struct route *r, const struct slot *s)
+{
+	int n = atomic_load_explicit(&r->g->wanted[s->gh & (GN - 1)], memory_order_relaxed);
+	return n - (s->wanting ? 1 : 0) > 0;
+}
+
+/* Keep s's share of the bucket's `wanted` in step with its waiters. */
+static void want_sync(struct route *r, struct slot *s)
+{
+	bool want = r->g && s->gfull && s->head != NULL;
+	if (want == s->wanting)
+		return;
+	s->wanting = want;
+	atomic_fetch_add(&r->g->wanted[s->gh & (GN - 1)], want ? 1 : -1);
+	atomic_fetch_add(&r->g->wanting, want ? 1 : -1);
+	if (want && !loop_timer_armed(&r->poll))
+		loop_timer_arm(r->l, &r->poll, POLL_MS);
+}
+
+static void wake_first(struct route *r, struct slot *s);
+
+/* Jobs wait for the shared count: wake as many as it has room for now. */
+static void poll_fn(struct loop_timer *t)
+{
+	struct route *r = container_of(t, struct route, poll);
+	bool again = false;
+	for (unsigned i = 0; i < NB; i++)
+		for (struct node *n = r->slots[i]; n; n = n->next) {
+			struct slot *s = (struct slot *)n;
+			if (!s->wanting)
+				continue;
+			if (s->head == NULL) { /* woken a tick ago and gone elsewhere */
+				want_sync(r, s);
+				continue;
+			}
+			again = true;
+			int room = s->gmax - gcount(r, s);
+			for (; room > 0 && s->head; room--)
+				wake_first(r, s); /* still wanting until they take (or a tick) */
+		}
+	if (again)
+		loop_timer_arm(r->l, &r->poll, POLL_MS);
+}
+
+struct route *route_new(struct loop *l, struct route_shared *g)
 {
 	struct route *r = xcalloc(1, sizeof(*r));
 	r->l = l;
+	r->g = g;
+	if (g)
+		atomic_fetch_add(&g->routes, 1);
 	loop_task_init(&r->task, run_ready);
+	loop_timer_init(&r->poll, poll_fn);
 	return r;
 }
 
@@ -104,22 +257,33 @@ void route_free(struct route *r)
 	if (r == NULL)
 		return;
 	loop_task_cancel(r->l, &r->task);
+	loop_timer_stop(r->l, &r->poll);
 	for (unsigned i = 0; i < NB; i++) {
-		while (r->slots[i])
+		while (r->slots[i]) {
+			struct slot *s = (struct slot *)r->slots[i];
+			s->head = NULL;
+			want_sync(r, s);
+			for (; s->gused > 0; s->gused--)
+				grelease(r->g, s->gh);
 			drop(&r->slots[i]);
+		}
 		while (r->buckets[i])
 			drop(&r->buckets[i]);
 		while (r->brks[i])
 			drop(&r->brks[i]);
 	}
+	if (r->g)
+		atomic_fetch_sub(&r->g->routes, 1);
 	free(r);
 }
 
 static struct slot *slot_get(struct route *r, const char *key, bool create)
 {
 	struct node **pp = find(r->slots, key);
-	if (*pp == NULL && create)
-		add(pp, key, sizeof(struct slot));
+	if (*pp == NULL && create) {
+		struct slot *s = (struct slot *)add(pp, key, sizeof(struct slot));
+		s->gh = hash64(key);
+	}
 	return (struct slot *)*pp;
 }
 
@@ -127,19 +291,47 @@ static void slot_gc(struct route *r, const char *key)
 {
 	struct node **pp = find(r->slots, key);
 	struct slot *s = (struct slot *)*pp;
-	if (s && s->used <= 0 && s->head == NULL)
+	if (s && s->used <= 0 && s->head == NULL) {
+		want_sync(r, s);
 		drop(pp);
+	}
 }
 
 bool route_slot_take(struct route *r, const char *key, int max)
 {
 	struct slot *s = slot_get(r, key, true);
+	s->gfull = false;
+	s->gmax = max;
 	if (max > 0 && s->used >= max) {
+		want_sync(r, s);
 		slot_gc(r, key);
 		return false;
 	}
+	if (r->g && max > 0) {
+		int workers = atomic_load_explicit(&r->g->routes, memory_order_relaxed);
+		int fair = workers > 1 ? (max + workers - 1) / workers : max;
+		int t = s->gused >= fair && others_want(r, s) ? -1 : gtake(r->g, s->gh, max);
+		if (t < 0) { /* kept (even unused) for route_slot_wait to see gfull */
+			s->gfull = true;
+			want_sync(r, s);
+			return false;
+		}
+		s->gused += t;
+	}
+	want_sync(r, s);
 	s->used++;
 	return true;
+}
+
+bool route_slot_yield(struct route *r, const char *key)
+{
+	struct slot *s = r->g ? slot_get(r, key, false) : NULL;
+	if (s == NULL || s->gused == 0 || !others_want(r, s))
+		return false;
+	if (s->head == NULL)
+		return true; /* no job here wants it */
+	int workers = atomic_load_explicit(&r->g->routes, memory_order_relaxed);
+	return workers > 1 && s->gused > (s->gmax + workers - 1) / workers;
 }
 
 int route_slots_used(struct route *r, const char *key)
@@ -171,7 +363,12 @@ void route_slot_release(struct route *r, const char *key)
 	if (s == NULL)
 		return;
 	s->used--;
+	if (s->gused > 0 && s->gused > s->used) {
+		s->gused--;
+		grelease(r->g, s->gh);
+	}
 	wake_first(r, s);
+	want_sync(r, s);
 	slot_gc(r, key);
 }
 
@@ -191,7 +388,7 @@ void route_slot_wait(struct route *r, const char *key, struct route_waiter *w, r
 	w->next = NULL;
 	w->queued = true;
 	strlcpy_x(w->key, key, sizeof(w->key));
-	if (s->used <= 0) {
+	if (s->used <= 0 && !s->gfull) {
 		/* nothing in use will ever release a slot: wake at once */
 		if (r->ready_tail)
 			r->ready_tail->next = w;
@@ -206,6 +403,7 @@ void route_slot_wait(struct route *r, const char *key, struct route_waiter *w, r
 	else
 		s->head = w;
 	s->tail = w;
+	want_sync(r, s); /* refused by the shared count: poll it */
 }
 
 uint64_t route_rate_delay(struct route *r, const char *key, double per_sec)

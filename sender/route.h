@@ -4,6 +4,9 @@
  *   connections to one MX host, whichever domain they serve; the limit comes
  *   from the effective [domain]/[mx] rule's max_connections). A job that finds
  *   no free slot waits in FIFO order; a released slot wakes the first waiter.
+ *   With a route_shared, the count is the whole process's: every worker's
+ *   route counts its connections there too (route.c says how, and how the
+ *   workers hand connections over when another one's jobs wait).
  * - Rate: a token bucket per key (the recipient domain) for max_rate messages
  *   per second (burst of one second's worth).
  * - Circuit breaker per address ("ip:port"): consecutive connection failures
@@ -29,7 +32,16 @@ struct route_waiter {
 	char key[256];
 };
 
-struct route *route_new(struct loop *l);
+/* The process-wide connection counts, shared by the workers' routes (any
+ * thread). Free it after every route attached to it. */
+struct route_shared;
+struct route_shared *route_shared_new(void);
+void route_shared_free(struct route_shared *g);
+/* Jobs of some worker wait for the shared count now (0: none; g may be NULL). */
+int route_shared_wanting(const struct route_shared *g);
+
+/* g: the shared counts, or NULL to count this thread's connections only. */
+struct route *route_new(struct loop *l, struct route_shared *g);
 void route_free(struct route *r);
 
 /* Take a slot for key if fewer than max are in use (max <= 0: unlimited). */
@@ -42,6 +54,10 @@ void route_slot_wait(struct route *r, const char *key, struct route_waiter *w, r
 /* Wake the first waiter for key without freeing a slot (an idle connection
  * for it was just parked: the waiter can take that). False if none waits. */
 bool route_slot_kick(struct route *r, const char *key);
+/* A connection to key is about to idle: should it close instead, because
+ * another worker's jobs wait for the shared count (and none here does, or
+ * this worker holds more than its share, max / workers)? */
+bool route_slot_yield(struct route *r, const char *key);
 /* Connections counted for key now. */
 int route_slots_used(struct route *r, const char *key);
 

@@ -104,6 +104,8 @@ struct smtp_session {
 	struct smtp_params p;
 	/* copies, in one allocation (strs); auth_pass is wiped before free */
 	char *strs, *mx_host, *helo, *auth_user, *auth_pass;
+	void (*gone)(void *, const char *); /* smtp_session_quit_notify */
+	void *gone_arg;
 	bool authed;
 	smtp_event_fn *cb;
 	void *arg;
@@ -999,6 +1001,8 @@ static void task_fn(struct loop_task *t)
 			s->p.live_zero(s->p.live_arg);
 		if (s->m_opened)
 			metrics_conn(s->p.metrics, METRICS_CONN_CLOSED);
+		if (s->gone)
+			s->gone(s->gone_arg, s->mx_host);
 		explicit_bzero(s->auth_pass, strlen(s->auth_pass));
 		free(s->strs);
 		free(s->exp);
@@ -1072,6 +1076,14 @@ void smtp_session_quit(struct smtp_session *s)
 		return;
 	}
 	smtp_session_free(s);
+}
+
+void smtp_session_quit_notify(struct smtp_session *s, void (*gone)(void *arg, const char *mx_host),
+			      void *arg)
+{
+	s->gone = gone;
+	s->gone_arg = arg;
+	smtp_session_quit(s);
 }
 
 void smtp_session_set_owner(struct smtp_session *s, smtp_event_fn *cb, void *arg)

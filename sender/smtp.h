@@ -105,6 +105,12 @@ int smtp_session_start(struct smtp_session *s);
 /* Start a transaction (session must be READY). txn is borrowed until TXN_DONE/FAIL. */
 void smtp_session_send(struct smtp_session *s, struct smtp_txn *txn);
 void smtp_session_quit(struct smtp_session *s);
+/* smtp_session_quit, then gone(arg, mx_host) once the connection is closed
+ * and the session freed: a connection slot held for it is free only then
+ * (the server counts the connection until it closes). From a deferred task,
+ * never inside this call. */
+void smtp_session_quit_notify(struct smtp_session *s, void (*gone)(void *arg, const char *mx_host),
+			      void *arg);
 /* Hand a READY session to a new owner (connection reuse): later events go to
  * cb(arg). */
 void smtp_session_set_owner(struct smtp_session *s, smtp_event_fn *cb, void *arg);

@@ -27,6 +27,7 @@
 #include "sender/log.h"
 #include "sender/loop.h"
 #include "sender/metrics.h"
+#include "sender/route.h"
 #include "sender/util.h"
 
 enum msg_kind { M_REQ, M_STOP, M_RCPT, M_DONE, M_TLS, M_STS_STORE, M_STS_LOAD };
@@ -84,6 +85,7 @@ struct workers {
 	struct mpsc outbox;
 	struct mpsc spare;        /* consumed feeder messages, back from the workers */
 	unsigned active;
+	struct route_shared *conns; /* connections per MX host, all workers together */
 };
 
 struct proxy {
@@ -321,6 +323,8 @@ struct workers *workers_new(struct loop *feeder, int n, const struct config *c,
 	else
 		ws->o.tls_level = -1;
 	ws->w = xcalloc((size_t)n, sizeof(*ws->w));
+	if (n > 1) /* max_connections caps the process, not each worker */
+		ws->o.route_shared = ws->conns = route_shared_new();
 	mpsc_init(&ws->outbox);
 	mpsc_init(&ws->spare);
 	for (int i = 0; i < n; i++) { /* all of them first: workers_free drains every one */
@@ -453,6 +457,7 @@ void workers_free(struct workers *ws, unsigned grace_ms)
 	for (int i = 0; i < ws->n; i++)
 		msg_free_all(&ws->w[i].spare, true);
 	msg_free_all(&ws->spare, true);
+	route_shared_free(ws->conns); /* after every worker's route */
 	free(ws->w);
 	free(ws);
 }

@@ -45,6 +45,11 @@ BURST_N=1500
 BURST_DOMAINS=$(seq -f 'b%g.burst.test' 1 "$BURST_N" | tr '\n' ' ')
 DNS_SPEC+=$(awk -v n="$BURST_N" 'BEGIN { for (i = 1; i <= 100; i++) print "bmx" i ".test. A 127.0.60." i
 	for (i = 1; i <= n; i++) print "b" i ".burst.test. MX 10 bmx" (i % 100) + 1 ".test." }')
+# t_conn_cap: 20 domains c1.cap.test ... c20.cap.test on one MX host (mx10.test, the sink "cap")
+CAP_DOMAINS=$(seq -f 'c%g.cap.test' 1 20 | tr '\n' ' ')
+DNS_SPEC+="
+mx10.test. A 127.0.3.10
+"$(for d in $CAP_DOMAINS; do echo "$d. MX 10 mx10.test."; done)
 if [ -z "$INTEG_MISSING" ]; then
 	start_unbound "$DNS_SPEC" || integ_missing "unbound"
 	start_sink good --listen "127.0.3.1:$SINK_PORT" --threads 2 \
@@ -58,6 +63,7 @@ if [ -z "$INTEG_MISSING" ]; then
 	start_sink aof --listen "127.0.3.7:$SINK_PORT" --threads 2 || integ_missing "sink aof"
 	start_sink chunk --listen "127.0.3.9:$SINK_PORT" --chunking || integ_missing "sink chunk"
 	start_sink burst --listen "127.0.60.1-127.0.60.100:$SINK_PORT" --threads 2 || integ_missing "sink burst"
+	start_sink cap --listen "127.0.3.10:$SINK_PORT" --delay-ms 40 || integ_missing "sink cap"
 fi
 
 # ---------------------------------------------------------------------------
@@ -366,6 +372,27 @@ t_dns_burst() {
 	once_each "$p" "$BURST_N" delivered
 	assert_eq "deferred results (DNS timeouts would defer)" 0 "$(results "$p" | grep -c '|deferred|')"
 	assert_eq "distinct jobs at the sink" "$BURST_N" "$(sink_jobs burst dns)"
+	queue_clean "$p"
+}
+
+# max_connections caps the process, not each worker: 20 domains, sharded over
+# 2 workers, share one MX host ([mx mx10.test] max_connections = 3) whose
+# replies are slow (40 ms), so every worker has jobs waiting for a connection:
+# never more than 3 open at the sink at once. (Counted per worker, as before
+# route_shared, the sink saw 6.)
+t_conn_cap() {
+	start_redis -n cap || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf n=80 peak
+	mkconf "$conf" "$REDIS_URL" "workers = 2" "$(printf '[mx mx10.test]\nmax_connections = 3')"
+	pipe_jobs "$p" "$n" "$CAP_DOMAINS" cap || return 1
+	mx_start run "$conf" || return 1
+	wait_until 90 finals_ge "$p" "$n" || fail "not all $n jobs finished"
+	assert_eq "exit status" 0 "$(mx_stop run)"
+	once_each "$p" "$n" delivered
+	assert_eq "distinct jobs at the sink" "$n" "$(sink_jobs cap cap)"
+	peak=$(sink_stat cap peak)
+	assert_lt "most connections open at the sink at once (max_connections = 3)" 4 "$peak"
+	assert_ge "most connections open at the sink at once" 2 "$peak"
 	queue_clean "$p"
 }
 
@@ -798,6 +825,7 @@ qcase "metrics: deliveries from the feeder, connections and TLS from the worker 
 qcase "TLS handshakes one at a time (max_handshakes = 1): every session waits its turn" t_handshake_gate
 qcase "claims larger than one read (256 jobs of 8 KB) follow each other at once" t_large_claims
 qcase "a burst of 3,000 DNS queries (1,500 domains claimed at once): all answered, nothing deferred" t_dns_burst
+qcase "max_connections is per process: 2 workers, 20 domains on one MX host, never more than 3 connections" t_conn_cap
 qcase "results_maxlen trims the results stream" t_results_trim
 qcase "QUIT pipelined behind the last message of a connection (DATA and BDAT)" t_quit_pipelined
 qcase "hold, list, release by id and by domain" t_hold_release

@@ -1,5 +1,7 @@
-/* test_route.c: connection slots (limit, FIFO wake-up, kick), token-bucket
- * rate, and the address circuit breaker, on a real loop. */
+/* test_route.c: connection slots (limit, FIFO wake-up, kick), the
+ * process-wide count shared by workers' routes (two routes on one loop stand
+ * for two workers), token-bucket rate, and the address circuit breaker, on a
+ * real loop. */
 #include <stdlib.h>
 
 #include "sender/loop.h"
@@ -54,7 +56,7 @@ static struct loop *mk(void)
 static void t_slots(void)
 {
 	struct loop *l = mk();
-	struct route *r = route_new(l);
+	struct route *r = route_new(l, NULL);
 	CHECK(route_slot_take(r, "mx1", 2));
 	CHECK(route_slot_take(r, "mx1", 2));
 	CHECK(!route_slot_take(r, "mx1", 2));
@@ -84,7 +86,7 @@ static void t_slots(void)
 static void t_wait_with_nothing_in_use(void)
 {
 	struct loop *l = mk();
-	struct route *r = route_new(l);
+	struct route *r = route_new(l, NULL);
 	struct w a = { 0 };
 	route_slot_wait(r, "idle", &a.rw, wake); /* no slot in use: woken at once */
 	spin(l, 5);
@@ -93,10 +95,94 @@ static void t_wait_with_nothing_in_use(void)
 	loop_free(l);
 }
 
+/* Two workers share max = 2 for one MX host: the second waits until the
+ * first gives a connection back, and is woken by its own poll of the count. */
+static void t_shared_cap(void)
+{
+	struct loop *l = mk();
+	struct route_shared *g = route_shared_new();
+	struct route *r1 = route_new(l, g), *r2 = route_new(l, g);
+	CHECK(route_slot_take(r1, "mx", 2));
+	CHECK(route_slot_take(r1, "mx", 2));
+	CHECK(!route_slot_take(r2, "mx", 2)); /* the process has 2 already */
+	CHECK(route_slot_take(r2, "other", 2)); /* keys are independent */
+	CHECK_INT(route_shared_wanting(g), 0);
+	struct w a = { 0 };
+	route_slot_wait(r2, "mx", &a.rw, wake); /* not at once: r1 holds them */
+	CHECK_INT(route_shared_wanting(g), 1);
+	spin(l, 60);
+	CHECK_INT(a.woken, 0);
+	/* r1 would keep an idle connection; r2 waits: hand it over */
+	CHECK(route_slot_yield(r1, "mx"));
+	CHECK(!route_slot_yield(r2, "other")); /* nobody waits for that one */
+	route_slot_release(r1, "mx");
+	spin(l, 60); /* r2's poll (20 ms) sees the room */
+	CHECK_INT(a.woken, 1);
+	CHECK(route_slot_take(r2, "mx", 2));
+	CHECK_INT(route_shared_wanting(g), 0);
+	CHECK(!route_slot_yield(r1, "mx")); /* nobody waits now */
+	CHECK(!route_slot_take(r1, "mx", 2));
+	/* A route that goes away gives its connections back to the count. */
+	route_free(r2);
+	CHECK(route_slot_take(r1, "mx", 2));
+	CHECK(!route_slot_take(r1, "mx", 2));
+	route_free(r1);
+	route_shared_free(g);
+	loop_free(l);
+}
+
+/* A job waiting for a connection, as deliver.c's: woken, it tries again. */
+struct job_w {
+	struct route_waiter rw;
+	struct route *r;
+	int got;
+};
+
+static void retry(struct route_waiter *rw)
+{
+	struct job_w *j = container_of(rw, struct job_w, rw);
+	if (route_slot_take(j->r, "mx", 4))
+		j->got++;
+	else
+		route_slot_wait(j->r, "mx", &j->rw, retry);
+}
+
+/* max = 4 over two workers: one holding all 4 yields while the other waits,
+ * even with a job of its own waiting, and takes no more above its share (2)
+ * while the other still waits. */
+static void t_shared_fair(void)
+{
+	struct loop *l = mk();
+	struct route_shared *g = route_shared_new();
+	struct route *r1 = route_new(l, g), *r2 = route_new(l, g);
+	for (int i = 0; i < 4; i++)
+		CHECK(route_slot_take(r1, "mx", 4));
+	struct job_w own = { .r = r1 }, other = { .r = r2 };
+	retry(&own.rw);
+	retry(&other.rw);
+	CHECK_INT(own.got + other.got, 0);
+	CHECK(route_slot_yield(r1, "mx")); /* 4 > its share of 2 */
+	route_slot_release(r1, "mx");
+	spin(l, 60);
+	CHECK_INT(own.got, 0); /* woken first, but above its share */
+	CHECK_INT(other.got, 1);
+	CHECK(!route_slot_yield(r1, "mx")); /* nobody else waits now */
+	route_slot_release(r1, "mx");
+	spin(l, 10);
+	CHECK_INT(own.got, 1);
+	CHECK_INT(route_slots_used(r1, "mx"), 3);
+	CHECK_INT(route_slots_used(r2, "mx"), 1);
+	CHECK_INT(route_shared_wanting(g), 0);
+	route_free(r1);
+	route_free(r2);
+	route_shared_free(g);
+	loop_free(l);
+}
+
 static void t_rate(void)
 {
 	struct loop *l = mk();
-	struct route *r = route_new(l);
+	struct route *r = route_new(l, NULL);
 	spin(l, 1);
 	CHECK_INT(route_rate_delay(r, "d", 0), 0); /* unlimited */
 	/* 2/s: a burst of 2, then about 500 ms between messages */
@@ -113,7 +199,7 @@ static void t_rate(void)
 static void t_breaker(void)
 {
 	struct loop *l = mk();
-	struct route *r = route_new(l);
+	struct route *r = route_new(l, NULL);
 	spin(l, 1);
 	CHECK(!route_addr_down(r, "127.0.0.1:25"));
 	route_addr_result(r, "127.0.0.1:25", false);
@@ -133,6 +219,8 @@ static void t_breaker(void)
 static const struct t_case cases[] = {
 	{ "slots: limit per key, FIFO wake-up on release, kick for a parked connection", t_slots },
 	{ "slots: waiting with nothing in use wakes at once", t_wait_with_nothing_in_use },
+	{ "slots: a count shared by two workers caps both; the waiter polls, the holder yields", t_shared_cap },
+	{ "slots: shared count, a worker above its share (max / workers) yields and takes no more", t_shared_fair },
 	{ "rate: token bucket burst then spacing", t_rate },
 	{ "breaker: growing back-off, cleared by success", t_breaker },
 };
