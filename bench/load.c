@@ -230,10 +230,12 @@ int main(int argc, char **argv)
 	       "elapsed_s=%.3f msgs_per_s=%.0f cpu_s=%.3f cpu_us_per_msg=%.1f user_us_per_msg=%.1f "
 	       "sys_us_per_msg=%.1f rss_kb=%ld hwm_kb=%ld "
 	       "base_rss_kb=%ld delivered=%lu deferred=%lu bounced=%lu tls13=%lu tls12=%lu verified=%lu "
-	       "resumed=%lu reused=%lu opened=%lu p50_ms=%u p99_ms=%u peak_inflight=%lu\n",
+	       "resumed=%lu reused=%lu opened=%lu slot_waits=%lu chains_verified=%lu chains_cached=%lu "
+	       "p50_ms=%u p99_ms=%u peak_inflight=%lu\n",
 	       total, nrcpt, ndomains, size, conc, workers_count(ld.ws), el, msgs / (el > 0 ? el : 1e-9),
 	       c1 - c0, (c1 - c0) * 1e6 / msgs, (u1 - u0) * 1e6 / msgs, (s1 - s0) * 1e6 / msgs, rss, hwm, rss0, ld.delivered, ld.deferred, ld.bounced,
-	       ld.tls13, ld.tls12, ld.verified, ld.resumed, ld.reused, st.opened,
+	       ld.tls13, ld.tls12, ld.verified, ld.resumed, ld.reused, st.opened, st.slot_waits,
+	       st.chains_verified, st.chains_cached,
 	       ld.lat[ld.nlat / 2], ld.lat[ld.nlat ? (ld.nlat * 99) / 100 : 0], ld.peak);
 	if (ld.last_fail[0])
 		printf("last_failure=\"%s\"\n", ld.last_fail);

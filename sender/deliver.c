@@ -140,6 +140,10 @@ unsigned deliver_active(const struct deliver *d)
 void deliver_get_stats(const struct deliver *d, struct deliver_stats *st)
 {
 	*st = d->st;
+	struct tlscache_stats ts;
+	tlscache_get_stats(d->tc, &ts);
+	st->chains_verified = ts.verify_misses;
+	st->chains_cached = ts.verify_hits;
 }
 
 unsigned deliver_sessions(const struct deliver *d)
@@ -657,6 +661,7 @@ static void start_session(struct job *j)
 	if (!route_slot_take(j->d->route, h->name, mr.max_connections) &&
 	    !(pool_evict_slot(j->d, h->name) &&
 	      route_slot_take(j->d->route, h->name, mr.max_connections))) {
+		j->d->st.slot_waits++;
 		route_slot_wait(j->d->route, h->name, &j->waiter, slot_wake);
 		return;
 	}

@@ -111,6 +111,9 @@ struct deliver_opts {
 struct deliver_stats {
 	unsigned long opened;  /* new SMTP connections */
 	unsigned long reused;  /* transactions on a pooled connection */
+	unsigned long slot_waits;      /* jobs that waited for a connection slot (max_connections) */
+	unsigned long chains_verified; /* certificate chains verified (X509_verify_cert) */
+	unsigned long chains_cached;   /* ... taken from the verified-chain cache instead */
 };
 
 /* Create an engine on loop with config c (borrowed for the engine's life).

@@ -428,6 +428,9 @@ void workers_get_stats(const struct workers *ws, struct deliver_stats *st)
 		deliver_get_stats(ws->w[i].d, &s); /* plain reads of counters: approximate */
 		st->opened += s.opened;
 		st->reused += s.reused;
+		st->slot_waits += s.slot_waits;
+		st->chains_verified += s.chains_verified;
+		st->chains_cached += s.chains_cached;
 	}
 }
 

@@ -264,8 +264,10 @@ static int verify_cb(X509_STORE_CTX *xs, void *arg)
 {
 	struct tlscache *tc = arg;
 	unsigned char key[32];
-	if (tc->vc == NULL || !chain_key(tc, xs, key))
+	if (tc->vc == NULL || !chain_key(tc, xs, key)) {
+		tc->st.verify_misses++;
 		return X509_verify_cert(xs);
+	}
 	time_t now = time(NULL);
 	unsigned h;
 	memcpy(&h, key, sizeof(h));

@@ -32,7 +32,9 @@ struct tlscache_opts {
 
 struct tlscache_stats {
 	unsigned long hits, misses, stores, evictions, entries;
-	unsigned long verify_hits, verify_misses; /* verified-chain cache */
+	/* Certificate chains taken from the verified-chain cache / verified by
+	 * X509_verify_cert (every chain when the cache is off). */
+	unsigned long verify_hits, verify_misses;
 };
 
 /* NULL with a message in err on failure (unreadable CA file, ...). */
