@@ -380,12 +380,17 @@ static void run_accounting(struct run *r)
 	getrusage(RUSAGE_SELF, &ru); /* for the peak RSS */
 	double user, sys, cpu = cpu_s(&user, &sys);
 	uint64_t done = r->n_delivered + r->n_bounced + r->n_deferred + r->n_held;
+	struct deliver_stats ds = { 0 };
+	if (r->w != NULL)
+		workers_get_stats(r->w, &ds);
 	fprintf(stderr,
 		"mxsend run: elapsed_s=%.3f cpu_s=%.3f user_s=%.3f sys_s=%.3f outcomes=%llu "
-		"delivered=%llu cpu_us_per_msg=%.1f maxrss_kb=%ld\n",
+		"delivered=%llu cpu_us_per_msg=%.1f maxrss_kb=%ld connections=%lu reused=%lu "
+		"slot_waits=%lu chains_verified=%lu chains_cached=%lu\n",
 		(double)(loop_now(r->l) - r->started) / 1000.0, cpu, user, sys,
 		(unsigned long long)done, (unsigned long long)r->n_delivered,
-		done ? cpu * 1e6 / (double)done : 0.0, ru.ru_maxrss);
+		done ? cpu * 1e6 / (double)done : 0.0, ru.ru_maxrss, ds.opened, ds.reused,
+		ds.slot_waits, ds.chains_verified, ds.chains_cached);
 }
 
 static void status_line(struct run *r, bool final)
