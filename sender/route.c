@@ -137,6 +137,11 @@ static uint64_t gtag(uint64_t h)
 	return (h >> 24) | 1; /* 40 bits, never 0 */
 }
 
+static unsigned gb(uint64_t h) /* the bucket */
+{
+	return (unsigned)(h & (GN - 1));
+}
+
 struct route_shared *route_shared_new(void)
 {
 	return xcalloc(1, sizeof(struct route_shared));
@@ -157,7 +162,7 @@ int route_shared_wanting(const struct route_shared *g)
  * -1 refused (max reached). */
 static int gtake(struct route_shared *g, uint64_t h, int max)
 {
-	_Atomic uint64_t *w = &g->word[h & (GN - 1)];
+	_Atomic uint64_t *w = &g->word[gb(h)];
 	uint64_t tag = gtag(h), v = atomic_load(w);
 	for (;;) {
 		uint64_t nv;
@@ -176,7 +181,7 @@ static int gtake(struct route_shared *g, uint64_t h, int max)
 
 static void grelease(struct route_shared *g, uint64_t h)
 {
-	_Atomic uint64_t *w = &g->word[h & (GN - 1)];
+	_Atomic uint64_t *w = &g->word[gb(h)];
 	uint64_t v = atomic_load(w);
 	for (;;) {
 		if (v >> 24 != gtag(h) || (v & COUNT_MASK) == 0)
@@ -191,14 +196,14 @@ static void grelease(struct route_shared *g, uint64_t h)
  * bucket holds another host). */
 static int gcount(const struct route *r, const struct slot *s)
 {
-	uint64_t v = atomic_load(&r->g->word[s->gh & (GN - 1)]);
+	uint64_t v = atomic_load(&r->g->word[gb(s->gh)]);
 	return v >> 24 == gtag(s->gh) ? (int)(v & COUNT_MASK) : 0;
 }
 
 /* Do workers other than this one wait for s's host? */
 static bool others_want(const struct route *r, const struct slot *s)
 {
-	int n = atomic_load_explicit(&r->g->wanted[s->gh & (GN - 1)], memory_order_relaxed);
+	int n = atomic_load_explicit(&r->g->wanted[gb(s->gh)], memory_order_relaxed);
 	return n - (s->wanting ? 1 : 0) > 0;
 }
 
@@ -209,13 +214,20 @@ static void want_sync(struct route *r, struct slot *s)
 	if (want == s->wanting)
 		return;
 	s->wanting = want;
-	atomic_fetch_add(&r->g->wanted[s->gh & (GN - 1)], want ? 1 : -1);
+	atomic_fetch_add(&r->g->wanted[gb(s->gh)], want ? 1 : -1);
 	atomic_fetch_add(&r->g->wanting, want ? 1 : -1);
 	if (want && !loop_timer_armed(&r->poll))
 		loop_timer_arm(r->l, &r->poll, POLL_MS);
 }
 
 static void wake_first(struct route *r, struct slot *s);
+
+/* A worker's share of max when other workers want connections too. */
+static int fair_share(const struct route *r, int max)
+{
+	int workers = atomic_load_explicit(&r->g->routes, memory_order_relaxed);
+	return workers > 1 ? (max + workers - 1) / workers : max;
+}
 
 /* Jobs wait for the shared count: wake as many as it has room for now. */
 static void poll_fn(struct loop_timer *t)
@@ -308,9 +320,8 @@ bool route_slot_take(struct route *r, const char *key, int max)
 		return false;
 	}
 	if (r->g && max > 0) {
-		int workers = atomic_load_explicit(&r->g->routes, memory_order_relaxed);
-		int fair = workers > 1 ? (max + workers - 1) / workers : max;
-		int t = s->gused >= fair && others_want(r, s) ? -1 : gtake(r->g, s->gh, max);
+		int t = s->gused >= fair_share(r, max) && others_want(r, s) ? -1
+											: gtake(r->g, s->gh, max);
 		if (t < 0) { /* kept (even unused) for route_slot_wait to see gfull */
 			s->gfull = true;
 			want_sync(r, s);
@@ -330,8 +341,7 @@ bool route_slot_yield(struct route *r, const char *key)
 		return false;
 	if (s->head == NULL)
 		return true; /* no job here wants it */
-	int workers = atomic_load_explicit(&r->g->routes, memory_order_relaxed);
-	return workers > 1 && s->gused > (s->gmax + workers - 1) / workers;
+	return s->gused > fair_share(r, s->gmax);
 }
 
 int route_slots_used(struct route *r, const char *key)

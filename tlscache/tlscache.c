@@ -60,6 +60,7 @@ struct tlscache {
 	struct vc_entry *vc; /* direct-mapped, vc_n slots (a power of two); NULL: off */
 	unsigned vc_n;
 	EVP_MD *sha256;
+	EVP_MD_CTX *md;      /* for the chain keys, reused */
 	struct tlscache_stats st;
 };
 
@@ -220,9 +221,9 @@ static bool chain_key(struct tlscache *tc, X509_STORE_CTX *xs, unsigned char key
 		return false;
 	STACK_OF(X509) *rest = X509_STORE_CTX_get0_untrusted(xs);
 	int n = rest ? sk_X509_num(rest) : 0;
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	EVP_MD_CTX *md = tc->md;
 	unsigned flags = X509_VERIFY_PARAM_get_hostflags(vp);
-	bool ok = md != NULL && EVP_DigestInit_ex(md, tc->sha256, NULL) == 1 &&
+	bool ok = EVP_DigestInit_ex(md, tc->sha256, NULL) == 1 &&
 		  EVP_DigestUpdate(md, host, strlen(host) + 1) == 1 &&
 		  EVP_DigestUpdate(md, &flags, sizeof(flags)) == 1;
 	/* The leaf, then what the server sent with it (OpenSSL's untrusted
@@ -236,9 +237,7 @@ static bool chain_key(struct tlscache *tc, X509_STORE_CTX *xs, unsigned char key
 		ok = X509_digest(x, tc->sha256, d, &dl) == 1 && EVP_DigestUpdate(md, d, dl) == 1;
 	}
 	unsigned kl = 0;
-	ok = ok && EVP_DigestFinal_ex(md, key, &kl) == 1 && kl == 32;
-	EVP_MD_CTX_free(md);
-	return ok;
+	return ok && EVP_DigestFinal_ex(md, key, &kl) == 1 && kl == 32;
 }
 
 /* When a chain verified now stops being trustworthy from the cache: the
@@ -339,7 +338,8 @@ struct tlscache *tlscache_new(const struct tlscache_opts *o, char *err, size_t e
 	}
 	if (o->verify_cache > 0) {
 		tc->sha256 = EVP_MD_fetch(tc->libctx, "SHA256", NULL);
-		if (tc->sha256 == NULL) {
+		tc->md = EVP_MD_CTX_new();
+		if (tc->sha256 == NULL || tc->md == NULL) {
 			snprintf(err, errlen, "SHA256 not available");
 			goto fail;
 		}
@@ -368,6 +368,7 @@ void tlscache_free(struct tlscache *tc)
 	free(tc->buckets);
 	free(tc->vc);
 	EVP_MD_free(tc->sha256);
+	EVP_MD_CTX_free(tc->md);
 	SSL_CTX_free(tc->ctx[0]);
 	SSL_CTX_free(tc->ctx[1]);
 	OSSL_LIB_CTX_free(tc->libctx); /* after everything made under it */
