@@ -12,7 +12,12 @@
  * worker whose jobs wait for the shared count polls it (POLL_MS) while they
  * wait and says so in the bucket's `wanted`; the others then hand over: an
  * idle connection to that host is closed rather than kept (route_slot_yield),
- * and a worker at or above its fair share (max / workers) takes no more. */
+ * and a worker at or above its fair share (max / workers) takes no more.
+ * Where the shares do not divide evenly (max 1 over two workers, 3 over two),
+ * the workers take turns: one holding more than max / workers (rounded down)
+ * while another waits and the host is full gives a connection up after
+ * TURN_MS and takes none for TURN_MS while the other still waits, so a worker
+ * with steady work cannot keep the others out for good. */
 #include "sender/route.h"
 
 #include <stdatomic.h>
@@ -26,6 +31,7 @@
 #define GN (1u << GBITS)
 #define COUNT_MASK ((UINT64_C(1) << 24) - 1)
 #define POLL_MS 20
+#define TURN_MS 1000
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS (5 * 60 * 1000)
 
@@ -42,6 +48,8 @@ struct slot {
 	int gmax;         /* the max of the last take */
 	bool gfull;       /* that refusal: waiters poll the shared count */
 	bool wanting;     /* counted in the shared `wanted` of its bucket */
+	uint64_t gturn;   /* ms: this worker's turn began (first shared count) */
+	uint64_t gpause;  /* ms: takes none before, while others wait (turn over) */
 	uint64_t gh;      /* hash of the key (shared table) */
 	struct route_waiter *head, *tail;
 };
@@ -222,11 +230,16 @@ static void want_sync(struct route *r, struct slot *s)
 
 static void wake_first(struct route *r, struct slot *s);
 
+static int workers(const struct route *r)
+{
+	int n = atomic_load_explicit(&r->g->routes, memory_order_relaxed);
+	return n > 1 ? n : 1;
+}
+
 /* A worker's share of max when other workers want connections too. */
 static int fair_share(const struct route *r, int max)
 {
-	int workers = atomic_load_explicit(&r->g->routes, memory_order_relaxed);
-	return workers > 1 ? (max + workers - 1) / workers : max;
+	return (max + workers(r) - 1) / workers(r);
 }
 
 /* Jobs wait for the shared count: wake as many as it has room for now. */
@@ -303,7 +316,7 @@ static void slot_gc(struct route *r, const char *key)
 {
 	struct node **pp = find(r->slots, key);
 	struct slot *s = (struct slot *)*pp;
-	if (s && s->used <= 0 && s->head == NULL) {
+	if (s && s->used <= 0 && s->head == NULL && loop_now(r->l) >= s->gpause) {
 		want_sync(r, s);
 		drop(pp);
 	}
@@ -320,13 +333,15 @@ bool route_slot_take(struct route *r, const char *key, int max)
 		return false;
 	}
 	if (r->g && max > 0) {
-		int t = s->gused >= fair_share(r, max) && others_want(r, s) ? -1
-											: gtake(r->g, s->gh, max);
+		bool yield = s->gused >= fair_share(r, max) || loop_now(r->l) < s->gpause;
+		int t = yield && others_want(r, s) ? -1 : gtake(r->g, s->gh, max);
 		if (t < 0) { /* kept (even unused) for route_slot_wait to see gfull */
 			s->gfull = true;
 			want_sync(r, s);
 			return false;
 		}
+		if (t > 0 && s->gused == 0)
+			s->gturn = loop_now(r->l);
 		s->gused += t;
 	}
 	want_sync(r, s);
@@ -341,7 +356,16 @@ bool route_slot_yield(struct route *r, const char *key)
 		return false;
 	if (s->head == NULL)
 		return true; /* no job here wants it */
-	return s->gused > fair_share(r, s->gmax);
+	if (s->gused > fair_share(r, s->gmax))
+		return true;
+	uint64_t now = loop_now(r->l);
+	if (s->gused > s->gmax / workers(r) && gcount(r, s) >= s->gmax &&
+	    now - s->gturn >= TURN_MS) { /* turn over: the others' now */
+		s->gturn = now;
+		s->gpause = now + TURN_MS;
+		return true;
+	}
+	return false;
 }
 
 int route_slots_used(struct route *r, const char *key)

@@ -56,7 +56,8 @@ void route_slot_wait(struct route *r, const char *key, struct route_waiter *w, r
 bool route_slot_kick(struct route *r, const char *key);
 /* A connection to key is about to idle: should it close instead, because
  * another worker's jobs wait for the shared count (and none here does, or
- * this worker holds more than its share, max / workers)? */
+ * this worker holds more than its share, max / workers, or its turn is over:
+ * route.c)? */
 bool route_slot_yield(struct route *r, const char *key);
 /* Connections counted for key now. */
 int route_slots_used(struct route *r, const char *key);

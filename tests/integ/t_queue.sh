@@ -46,10 +46,14 @@ BURST_DOMAINS=$(seq -f 'b%g.burst.test' 1 "$BURST_N" | tr '\n' ' ')
 DNS_SPEC+=$(awk -v n="$BURST_N" 'BEGIN { for (i = 1; i <= 100; i++) print "bmx" i ".test. A 127.0.60." i
 	for (i = 1; i <= n; i++) print "b" i ".burst.test. MX 10 bmx" (i % 100) + 1 ".test." }')
 # t_conn_cap: 20 domains c1.cap.test ... c20.cap.test on one MX host (mx10.test, the sink "cap")
+# t_conn_turns: the same with c1.one.test ... on mx11.test (the sink "one").
 CAP_DOMAINS=$(seq -f 'c%g.cap.test' 1 20 | tr '\n' ' ')
+ONE_DOMAINS=$(seq -f 'c%g.one.test' 1 20 | tr '\n' ' ')
 DNS_SPEC+="
 mx10.test. A 127.0.3.10
-"$(for d in $CAP_DOMAINS; do echo "$d. MX 10 mx10.test."; done)
+mx11.test. A 127.0.3.11
+"$(for d in $CAP_DOMAINS; do echo "$d. MX 10 mx10.test."; done)"
+"$(for d in $ONE_DOMAINS; do echo "$d. MX 10 mx11.test."; done)
 if [ -z "$INTEG_MISSING" ]; then
 	start_unbound "$DNS_SPEC" || integ_missing "unbound"
 	start_sink good --listen "127.0.3.1:$SINK_PORT" --threads 2 \
@@ -64,6 +68,7 @@ if [ -z "$INTEG_MISSING" ]; then
 	start_sink chunk --listen "127.0.3.9:$SINK_PORT" --chunking || integ_missing "sink chunk"
 	start_sink burst --listen "127.0.60.1-127.0.60.100:$SINK_PORT" --threads 2 || integ_missing "sink burst"
 	start_sink cap --listen "127.0.3.10:$SINK_PORT" --delay-ms 40 || integ_missing "sink cap"
+	start_sink one --listen "127.0.3.11:$SINK_PORT" --delay-ms 40 || integ_missing "sink one"
 fi
 
 # ---------------------------------------------------------------------------
@@ -380,20 +385,33 @@ t_dns_burst() {
 # replies are slow (40 ms), so every worker has jobs waiting for a connection:
 # never more than 3 open at the sink at once. (Counted per worker, as before
 # route_shared, the sink saw 6.)
-t_conn_cap() {
-	start_redis -n cap || return 1
-	local p=$REDIS_PORT conf=$CASE_DIR/m.conf n=80 peak
-	mkconf "$conf" "$REDIS_URL" "workers = 2" "$(printf '[mx mx10.test]\nmax_connections = 3')"
-	pipe_jobs "$p" "$n" "$CAP_DOMAINS" cap || return 1
+# conn_cap SINK MXHOST MAX N DOMAINS: N jobs to DOMAINS (all on MXHOST, the
+# sink SINK) by 2 workers under [mx MXHOST] max_connections = MAX: all
+# delivered once, never more than MAX connections at the sink at once.
+conn_cap() {
+	start_redis -n "$1" || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf peak
+	mkconf "$conf" "$REDIS_URL" "workers = 2" "$(printf '[mx %s]\nmax_connections = %s' "$2" "$3")"
+	pipe_jobs "$p" "$4" "$5" "$1" || return 1
 	mx_start run "$conf" || return 1
-	wait_until 90 finals_ge "$p" "$n" || fail "not all $n jobs finished"
+	wait_until 90 finals_ge "$p" "$4" || fail "not all $4 jobs finished"
 	assert_eq "exit status" 0 "$(mx_stop run)"
-	once_each "$p" "$n" delivered
-	assert_eq "distinct jobs at the sink" "$n" "$(sink_jobs cap cap)"
-	peak=$(sink_stat cap peak)
-	assert_lt "most connections open at the sink at once (max_connections = 3)" 4 "$peak"
-	assert_ge "most connections open at the sink at once" 2 "$peak"
+	once_each "$p" "$4" delivered
+	assert_eq "distinct jobs at the sink" "$4" "$(sink_jobs "$1" "$1")"
+	peak=$(sink_stat "$1" peak)
+	assert_lt "most connections open at the sink at once (max_connections = $3)" $(($3 + 1)) "$peak"
+	assert_ge "most connections open at the sink at once" "$(($3 > 1 ? 2 : 1))" "$peak"
 	queue_clean "$p"
+}
+
+t_conn_cap() {
+	conn_cap cap mx10.test 3 80 "$CAP_DOMAINS"
+}
+
+# One connection for two workers that both have work: they take turns
+# (route.c, a second each), neither waits for the other to run dry.
+t_conn_turns() {
+	conn_cap one mx11.test 1 40 "$ONE_DOMAINS"
 }
 
 # results_maxlen: the results stream is trimmed (XADD MAXLEN ~) while the
@@ -826,6 +844,7 @@ qcase "TLS handshakes one at a time (max_handshakes = 1): every session waits it
 qcase "claims larger than one read (256 jobs of 8 KB) follow each other at once" t_large_claims
 qcase "a burst of 3,000 DNS queries (1,500 domains claimed at once): all answered, nothing deferred" t_dns_burst
 qcase "max_connections is per process: 2 workers, 20 domains on one MX host, never more than 3 connections" t_conn_cap
+qcase "max_connections = 1 under 2 workers: every job delivered over one connection at a time" t_conn_turns
 qcase "results_maxlen trims the results stream" t_results_trim
 qcase "QUIT pipelined behind the last message of a connection (DATA and BDAT)" t_quit_pipelined
 qcase "hold, list, release by id and by domain" t_hold_release

@@ -135,13 +135,14 @@ static void t_shared_cap(void)
 struct job_w {
 	struct route_waiter rw;
 	struct route *r;
+	int max; /* 0: 4 */
 	int got;
 };
 
 static void retry(struct route_waiter *rw)
 {
 	struct job_w *j = container_of(rw, struct job_w, rw);
-	if (route_slot_take(j->r, "mx", 4))
+	if (route_slot_take(j->r, "mx", j->max ? j->max : 4))
 		j->got++;
 	else
 		route_slot_wait(j->r, "mx", &j->rw, retry);
@@ -172,6 +173,47 @@ static void t_shared_fair(void)
 	CHECK_INT(own.got, 1);
 	CHECK_INT(route_slots_used(r1, "mx"), 3);
 	CHECK_INT(route_slots_used(r2, "mx"), 1);
+	CHECK_INT(route_shared_wanting(g), 0);
+	route_free(r1);
+	route_free(r2);
+	route_shared_free(g);
+	loop_free(l);
+}
+
+/* max = 1 over two workers, both with steady work: they take turns
+ * (TURN_MS, 1 s), neither keeps the other out for good. */
+static void t_shared_turns(void)
+{
+	struct loop *l = mk();
+	struct route_shared *g = route_shared_new();
+	struct route *r1 = route_new(l, g), *r2 = route_new(l, g);
+	spin(l, 1);
+	CHECK(route_slot_take(r1, "mx", 1));
+	struct job_w own = { .r = r1, .max = 1 }, other = { .r = r2, .max = 1 };
+	retry(&own.rw);
+	retry(&other.rw);
+	spin(l, 100);
+	CHECK(!route_slot_yield(r1, "mx")); /* its turn has just begun */
+	spin(l, 950);
+	CHECK(route_slot_yield(r1, "mx")); /* a second later: the other's turn */
+	route_slot_release(r1, "mx");
+	spin(l, 60);
+	CHECK_INT(own.got, 0); /* woken first, but its turn is over */
+	CHECK_INT(other.got, 1);
+	struct job_w next = { .r = r2, .max = 1 };
+	retry(&next.rw); /* r2 has steady work too */
+	spin(l, 100);
+	CHECK(!route_slot_yield(r2, "mx"));
+	spin(l, 950);
+	CHECK(route_slot_yield(r2, "mx"));
+	route_slot_release(r2, "mx");
+	spin(l, 60);
+	CHECK_INT(own.got, 1); /* back to r1 */
+	CHECK_INT(next.got, 0);
+	route_slot_release(r1, "mx"); /* r1 done: r2's job needs no turn */
+	spin(l, 60);
+	CHECK_INT(next.got, 1);
+	route_slot_release(r2, "mx");
 	CHECK_INT(route_shared_wanting(g), 0);
 	route_free(r1);
 	route_free(r2);
@@ -221,6 +263,7 @@ static const struct t_case cases[] = {
 	{ "slots: waiting with nothing in use wakes at once", t_wait_with_nothing_in_use },
 	{ "slots: a count shared by two workers caps both; the waiter polls, the holder yields", t_shared_cap },
 	{ "slots: shared count, a worker above its share (max / workers) yields and takes no more", t_shared_fair },
+	{ "slots: shared count, max 1 over two busy workers: they take turns", t_shared_turns },
 	{ "rate: token bucket burst then spacing", t_rate },
 	{ "breaker: growing back-off, cleared by success", t_breaker },
 };
