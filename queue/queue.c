@@ -348,7 +348,9 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 	conn_lost(ac->data, ac);
 }
 
-enum init_step { I_AUTH, I_SELECT, I_SCRIPT_COMMIT, I_SCRIPT_MOVE, I_SCRIPT_GC, I_GROUP, I_NAME };
+enum init_step {
+	I_AUTH, I_SELECT, I_SCRIPT_COMMIT, I_SCRIPT_MOVE, I_SCRIPT_GC, I_SCRIPT_PEERS, I_GROUP, I_NAME
+};
 
 static void conn_ready(struct qconn *c)
 {
@@ -382,6 +384,7 @@ static void on_init(redisAsyncContext *ac, void *r, void *priv)
 	char *sha = step == I_SCRIPT_COMMIT ? q->sha_commit
 		    : step == I_SCRIPT_MOVE ? q->sha_move
 		    : step == I_SCRIPT_GC   ? q->sha_gc
+		    : step == I_SCRIPT_PEERS ? q->sha_peers
 					    : NULL;
 	if (sha != NULL && reply->type == REDIS_REPLY_STRING && reply->len == 40)
 		memcpy(sha, reply->str, 41);
@@ -446,6 +449,8 @@ static void conn_connect(struct qconn *c)
 		init_cmd(c, I_SCRIPT_MOVE, 3, a2);
 		const char *a3[] = { "SCRIPT", "LOAD", qscript_gc };
 		init_cmd(c, I_SCRIPT_GC, 3, a3);
+		const char *a6[] = { "SCRIPT", "LOAD", qscript_peers };
+		init_cmd(c, I_SCRIPT_PEERS, 3, a6);
 		const char *a4[] = { "XGROUP", "CREATE", q->cfg.jobs, q->cfg.group, "0", "MKSTREAM" };
 		init_cmd(c, I_GROUP, 6, a4);
 		q->need_group = false;
@@ -514,10 +519,19 @@ static void on_claim(redisAsyncContext *ac, void *r, void *priv)
 	qkick_claim(q); /* a nil reply is a BLOCK timeout: read again */
 }
 
+/* May we take jobs yet? With cfg.peers_settle, not before the other processes
+ * have had a heartbeat period to see this one in J:procs (so none of them
+ * still counts itself alone when we start using our share). */
+static bool settled(const struct queue *q)
+{
+	return !q->cfg.peers_settle ||
+	       (q->peers_since != 0 && qnow(q) >= q->peers_since + Q_PEERS_SETTLE_MS);
+}
+
 void qkick_claim(struct queue *q)
 {
 	if (q->stopping || q->freeing || q->claim_out || q->clm.state != QC_READY ||
-	    q->cmd.state != QC_READY)
+	    q->cmd.state != QC_READY || !settled(q))
 		return;
 	unsigned n = room(q);
 	if (n > (unsigned)q->cfg.batch)
@@ -591,6 +605,20 @@ static void on_simple(redisAsyncContext *ac, void *r, void *priv)
 		q->heartbeat_out--;
 	else if (strcmp(what, "gc") == 0)
 		q->gc_out = false;
+	else if (strcmp(what, "peers") == 0) {
+		q->peers_out = false;
+		if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+		    reply->element[0]->type == REDIS_REPLY_INTEGER &&
+		    reply->element[1]->type == REDIS_REPLY_INTEGER) {
+			int n = (int)reply->element[0]->integer, rank = (int)reply->element[1]->integer;
+			if (q->peers_since == 0)
+				q->peers_since = qnow(q);
+			if ((n != q->st.peers || rank != q->st.peer_rank) && q->h.peers)
+				q->h.peers(q->h.ctx, n, rank);
+			q->st.peers = n;
+			q->st.peer_rank = rank;
+		}
+	}
 	if (reply != NULL && reply->type == REDIS_REPLY_ERROR && !q->freeing) {
 		qlog(q, QUEUE_LOG_WARN, "evt=redis_error what=%s err=\"%s\"", what, reply->str);
 		if (strncmp(reply->str, "NOSCRIPT", 8) == 0)
@@ -697,6 +725,17 @@ static void gc_consumers(struct queue *q)
 		q->gc_out = true;
 }
 
+/* Say we are alive in J:procs and learn how many processes share the queue
+ * (max_connections_total is split between them). */
+static void peers(struct queue *q)
+{
+	char gone[24];
+	snprintf(gone, sizeof(gone), "%d", Q_PEERS_GONE_MS);
+	const char *a[] = { "EVALSHA", q->sha_peers, "1", q->procs_key, q->cfg.consumer, gone };
+	if (sendv(&q->cmd, on_simple, "peers", 6, a) == 0)
+		q->peers_out = true;
+}
+
 static void on_group(redisAsyncContext *ac, void *r, void *priv)
 {
 	struct qconn *c = qconn_reply(ac, r);
@@ -722,7 +761,7 @@ static void on_tick(void *arg)
 			move_due(q);
 			q->next_move = now + Q_MOVE_MS;
 		}
-		if (!q->stopping && !q->reclaim_out && now >= q->next_reclaim) {
+		if (!q->stopping && !q->reclaim_out && now >= q->next_reclaim && settled(q)) {
 			q->next_reclaim = now + q->reclaim_ms;
 			reclaim(q);
 		}
@@ -733,6 +772,10 @@ static void on_tick(void *arg)
 		if (!q->stats_out && now >= q->next_stats) {
 			q->next_stats = now + Q_STATS_MS;
 			stats(q);
+		}
+		if (!q->peers_out && now >= q->next_peers) {
+			q->next_peers = now + Q_PEERS_MS;
+			peers(q);
 		}
 		if (!q->stopping && !q->gc_out && now >= q->next_gc) {
 			q->next_gc = now + Q_GC_MS;
@@ -768,6 +811,7 @@ struct queue *queue_new(const struct queue_config *cfg, const struct queue_host 
 	}
 	q->retry_key = qstrcat(cfg->jobs, ":retry");
 	q->held_key = qstrcat(cfg->jobs, ":held");
+	q->procs_key = qstrcat(cfg->jobs, ":procs");
 	q->tabcap = 64;
 	while (q->tabcap < 2 * (size_t)cfg->max_inflight + 16)
 		q->tabcap *= 2;
@@ -855,5 +899,6 @@ void queue_free(struct queue *q)
 	free(q->tab);
 	free(q->retry_key);
 	free(q->held_key);
+	free(q->procs_key);
 	free(q);
 }

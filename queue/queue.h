@@ -13,6 +13,9 @@
  *   J:held          sorted set of held jobs, score = time held (epoch ms);
  *   J:held:MEMBER   hash with the job's fields + domain, reason, held_at.
  *                   MEMBER = ENTRY/DOMAIN; `mxsend release` moves it back to J.
+ *   J:procs         hash: consumer -> last heartbeat (Redis's clock, ms), every
+ *                   2 s; a process silent for 10 s is forgotten. Gives each
+ *                   process the live count and its rank (queue_stats.peers).
  *
  * Guarantees (DESIGN.md "Delivery guarantee"):
  * - A job's results, its move to J:retry / J:held, its XACK and its XDEL are
@@ -78,6 +81,9 @@ struct queue_config {
 	int n_schedule;
 	uint64_t lifetime_ms;   /* default job lifetime (field `expires` overrides) */
 	double jitter;          /* retry delay jitter, fraction 0..1 */
+	bool peers_settle;      /* limits are split between the processes
+	                         * (max_connections_total): take no job until the
+	                         * others have seen this process in J:procs */
 };
 
 struct queue_timer; /* the host's */
@@ -98,6 +104,9 @@ struct queue_host {
 	 * recipient's outcome with job_set_outcome() before that. Called from
 	 * inside a Redis reply callback: it must not free the queue. */
 	void (*job)(void *ctx, struct job *j);
+	/* The processes sharing the queue changed: n alive, this one ranked rank
+	 * (0..n-1) by consumer name. Optional (NULL). */
+	void (*peers)(void *ctx, int n, int rank);
 	/* One log line (key=value text, no newline), level QUEUE_LOG_*. */
 	void (*log)(void *ctx, int level, const char *line);
 };
@@ -142,6 +151,8 @@ struct queue_stats {
 	long long retry;     /* ZCARD J:retry (-1 unknown) */
 	long long held;      /* ZCARD J:held (-1 unknown) */
 	bool connected;      /* both connections ready */
+	int peers;           /* processes sharing the queue, this one included (0 unknown) */
+	int peer_rank;       /* this one's rank among them by consumer name, 0.. */
 };
 void queue_get_stats(const struct queue *q, struct queue_stats *st);
 

@@ -116,6 +116,25 @@ const char qscript_gc[] =
 	"end\n"
 	"return n\n";
 
+/* KEYS: procs (hash: consumer -> last heartbeat, Redis's clock in ms). ARGV:
+ * own consumer, ms after which a silent process counts as gone. Records our
+ * heartbeat, forgets the gone, returns {live processes, our rank by name}. */
+const char qscript_peers[] =
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	"redis.call('HSET', KEYS[1], ARGV[1], now)\n"
+	"local all = redis.call('HGETALL', KEYS[1])\n"
+	"local n, rank = 0, 0\n"
+	"for i = 1, #all, 2 do\n"
+	"  if now - tonumber(all[i + 1]) > tonumber(ARGV[2]) then\n"
+	"    redis.call('HDEL', KEYS[1], all[i])\n"
+	"  else\n"
+	"    n = n + 1\n"
+	"    if all[i] < ARGV[1] then rank = rank + 1 end\n"
+	"  end\n"
+	"end\n"
+	"return {n, rank}\n";
+
 /* KEYS: held, jobs. ARGV: "domain" D | "ids" ID... Moves held jobs back into
  * the jobs stream without their held-only fields and without `since` (the
  * lifetime starts again). An ID is a held member or an application id.

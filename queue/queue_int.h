@@ -23,6 +23,9 @@
 #define Q_STATS_MS 1000
 #define Q_MOVE_MS 1000
 #define Q_GC_MS 60000
+#define Q_PEERS_MS 2000       /* process heartbeat (J:procs) */
+#define Q_PEERS_GONE_MS 10000 /* silent this long: the process is gone */
+#define Q_PEERS_SETTLE_MS (Q_PEERS_MS + 500) /* cfg.peers_settle: first claim after */
 
 enum qconn_state { QC_DOWN, QC_INIT, QC_READY };
 
@@ -61,8 +64,8 @@ struct queue {
 	struct queue_host h;
 	struct queue_addr addr;
 	const char *password;
-	char *retry_key, *held_key;
-	char sha_commit[41], sha_move[41], sha_gc[41];
+	char *retry_key, *held_key, *procs_key;
+	char sha_commit[41], sha_move[41], sha_gc[41], sha_peers[41];
 	struct qconn cmd, clm;
 	struct queue_timer *tick, *flush;
 	bool started, stopping, freeing, need_group;
@@ -70,7 +73,7 @@ struct queue {
 	struct qjob *jobs;  /* all jobs (doubly linked) */
 	unsigned nactive;   /* claimed, not committed */
 	unsigned claim_req; /* entries asked for by claims on the wire */
-	bool claim_out, reclaim_out, move_out, stats_out, gc_out;
+	bool claim_out, reclaim_out, move_out, stats_out, gc_out, peers_out;
 	unsigned heartbeat_out;
 	struct qjob **tab; /* open addressing by entry id, active jobs */
 	size_t tabcap;
@@ -79,8 +82,9 @@ struct queue {
 	unsigned commits_out;
 	uint64_t commit_hold_until, commit_backoff;
 
-	uint64_t next_move, next_reclaim, next_heartbeat, next_stats, next_gc;
+	uint64_t next_move, next_reclaim, next_heartbeat, next_stats, next_gc, next_peers;
 	uint64_t reclaim_ms, heartbeat_ms;
+	uint64_t peers_since; /* mono ms of the first J:procs reply (0: none yet) */
 	char reclaim_cursor[48];
 	uint32_t rng;
 	struct queue_stats st;
@@ -116,6 +120,7 @@ int qsync_reply_err(struct redisContext *c, struct redisReply *r, const char *wh
 /* queue_commit.c */
 void qcommit_enqueue(struct queue *q, struct qjob *qj);
 void qcommit_flush(struct queue *q);
-extern const char qscript_commit[], qscript_move[], qscript_gc[], qscript_release[];
+extern const char qscript_commit[], qscript_move[], qscript_gc[], qscript_peers[],
+	qscript_release[];
 
 #endif

@@ -291,6 +291,13 @@ static void on_job(void *ctx, struct job *j)
 
 /* TLSRPT: one event per TLS session attempt (relayed to this thread by
  * workers.c), counted in Redis so every process adds to the same day. */
+static void on_peers(void *ctx, int n, int rank)
+{
+	struct run *r = ctx;
+	log_info("evt=peers processes=%d rank=%d", n, rank);
+	workers_set_peers(r->w, n, rank);
+}
+
 static void on_tls(void *arg, const struct deliver_tls_event *e)
 {
 	struct run *r = arg;
@@ -461,14 +468,11 @@ static void on_status(struct loop_timer *t)
 	uint64_t now = loop_now(r->l);
 	if (now - r->last_status >= r->status_ms)
 		status_line(r, false);
-	if (r->ms != NULL) {
-		struct queue_stats st;
-		queue_get_stats(r->q, &st);
+	struct queue_stats st;
+	queue_get_stats(r->q, &st);
+	if (r->ms != NULL)
 		metrics_update(r, &st);
-	}
 	if (r->until_empty && !r->stopping) {
-		struct queue_stats st;
-		queue_get_stats(r->q, &st);
 		bool empty = st.connected && st.depth == 0 && st.retry == 0 && st.inflight == 0 &&
 			     r->reqs == NULL;
 		r->empty_ticks = empty ? r->empty_ticks + 1 : 0;
@@ -638,6 +642,8 @@ int cmd_run(int argc, char **argv)
 		strcpy(host, "localhost");
 	host[sizeof(host) - 1] = '\0';
 	snprintf(consumer, sizeof(consumer), "%s:%d", host, (int)getpid());
+	/* A cap split between processes: take no job before the others know us. */
+	bool split = config_rules_set(&r->cfg, RULE_MAX_CONN_TOTAL);
 	struct queue_config qc = {
 		.url = r->cfg.redis_url, .password = r->cfg.redis_password,
 		.jobs = r->cfg.jobs, .results = r->cfg.results, .group = r->cfg.group,
@@ -646,11 +652,12 @@ int cmd_run(int argc, char **argv)
 		.limits = { .max_size = r->cfg.max_message_size, .addr_ok = addr_ok,
 			    .split = msg_split_list },
 		.schedule_ms = r->cfg.schedule_ms, .n_schedule = r->cfg.n_schedule,
-		.lifetime_ms = r->cfg.lifetime_ms, .jitter = r->cfg.jitter,
+		.lifetime_ms = r->cfg.lifetime_ms, .jitter = r->cfg.jitter, .peers_settle = split,
 	};
 	struct queue_host qh = {
 		.ctx = r, .attach = q_attach, .timer_new = qt_new, .timer_arm = qt_arm,
-		.timer_free = qt_free, .mono_ms = q_now, .job = on_job, .log = q_log,
+		.timer_free = qt_free, .mono_ms = q_now, .job = on_job, .peers = on_peers,
+		.log = q_log,
 	};
 	r->q = queue_new(&qc, &qh, ebuf, sizeof(ebuf));
 	if (r->q == NULL) {

@@ -316,6 +316,7 @@ static const struct key k_rule[] = {
 	{ "port", INT(R(port), 1, 65535), RULE_PORT },
 	{ "relay", STR(R(relay_host), V_RELAY, "host, host:port or [ipv6]:port"), RULE_RELAY },
 	{ "max_connections", INT(R(max_connections), 1, 100000), RULE_MAX_CONN },
+	{ "max_connections_total", INT(R(max_connections_total), 1, 1000000), RULE_MAX_CONN_TOTAL },
 	{ "max_rate", R(max_rate), V_DOUBLE, 0, 1e6, "number 0..1000000", NULL, RULE_MAX_RATE },
 	{ "max_rcpt", INT(R(max_rcpt), 1, 100000), RULE_MAX_RCPT },
 	{ "auth_user", STR(R(auth_user), V_STR, ""), RULE_AUTH },
@@ -876,6 +877,8 @@ static void overlay(struct rule *o, const struct rule *r, bool stricter)
 	}
 	if (r->set & RULE_MAX_CONN)
 		o->max_connections = r->max_connections;
+	if (r->set & RULE_MAX_CONN_TOTAL)
+		o->max_connections_total = r->max_connections_total;
 	if (r->set & RULE_MAX_RATE)
 		o->max_rate = r->max_rate;
 	if (r->set & RULE_MAX_RCPT)
@@ -885,6 +888,17 @@ static void overlay(struct rule *o, const struct rule *r, bool stricter)
 		o->auth_password = r->auth_password;
 	}
 	o->set |= r->set;
+}
+
+bool config_rules_set(const struct config *c, unsigned bits)
+{
+	for (int i = 0; i < c->n_domains; i++)
+		if (c->domains[i].set & bits)
+			return true;
+	for (int i = 0; i < c->n_mxs; i++)
+		if (c->mxs[i].set & bits)
+			return true;
+	return false;
 }
 
 static size_t name_len(const char *s)

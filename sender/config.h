@@ -35,6 +35,7 @@ int tls_fail_action_parse(const char *s);                   /* -1 if bad */
 #define RULE_MAX_RATE (1u << 6)
 #define RULE_MAX_RCPT (1u << 7)
 #define RULE_AUTH (1u << 8)
+#define RULE_MAX_CONN_TOTAL (1u << 9)
 
 struct rule {
 	char *pattern;          /* section name as written: "example.com", ".example.com", "*" */
@@ -47,7 +48,9 @@ struct rule {
 	int relay_port;
 	char *auth_user;        /* key auth_user */
 	char *auth_password;    /* key auth_password (never logged) */
-	int max_connections;    /* key max_connections */
+	int max_connections;    /* key max_connections: per process, per MX host */
+	int max_connections_total; /* key max_connections_total: all processes
+	                         * sharing the Redis together (0 = no such cap) */
 	double max_rate;        /* key max_rate: messages per second, 0 = unlimited */
 	int max_rcpt;           /* key max_rcpt: recipients per transaction */
 	int line;               /* line of the section header */
@@ -144,6 +147,8 @@ void config_fini(struct config *c);
  * mx_host compare case-insensitively; a trailing dot is ignored. */
 void config_rule_for(const struct config *c, const char *domain, const char *mx_host,
 		     struct rule *out);
+/* Does any [domain]/[mx] section set one of the RULE_* bits? */
+bool config_rules_set(const struct config *c, unsigned bits);
 
 /* Parse a duration ("500ms", "30s", "5m", "1h", "2d", "1.5") into ms. 0 or -1. */
 int config_parse_duration(const char *s, uint64_t *ms);

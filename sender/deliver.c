@@ -21,6 +21,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,7 @@ struct deliver {
 	unsigned active;
 	unsigned sessions;
 	uint64_t next_id;
+	bool split;          /* some rule sets max_connections_total */
 	char helo[256];
 	struct idle *pool[POOL_BUCKETS];
 	unsigned pooled;
@@ -159,6 +161,7 @@ struct deliver *deliver_new(struct loop *l, const struct config *c, const struct
 	struct deliver *d = xcalloc(1, sizeof(*d));
 	d->l = l;
 	d->cfg = c;
+	d->split = config_rules_set(c, RULE_MAX_CONN_TOTAL);
 	/* session ids for logs: unique per process and engine */
 	d->next_id = ((uint64_t)getpid() << 40) ^ ((uint64_t)(uintptr_t)d & 0xffffff0000ull);
 	if (o)
@@ -328,6 +331,21 @@ static struct smtp_session *pool_take(struct deliver *d, const char *key, char *
 	return NULL;
 }
 
+/* Connections this process may have open to MX host `host` for j's domain:
+ * the rule's max_connections, or less: this process's share of the rule's
+ * max_connections_total (*total, 0 if none). 0: none now (the others hold
+ * them all). */
+static int conn_max(const struct job *j, const char *host, int *total)
+{
+	struct rule mr;
+	config_rule_for(j->d->cfg, j->req->domain, host, &mr);
+	*total = mr.max_connections_total;
+	if (*total <= 0)
+		return mr.max_connections;
+	int share = route_peers_share(j->d->o.peers, *total);
+	return share < mr.max_connections ? share : mr.max_connections;
+}
+
 /* May session s serve another message once it has done `txns` transactions?
  * Not past its time (reuse_time) or count (reuse_max), nor when idle
  * connections are not kept. Once false it stays false: send_txn asks before
@@ -343,8 +361,11 @@ static bool reusable(const struct deliver *d, struct smtp_session *s, unsigned t
 /* After a transaction: park the session for the next message, or QUIT. */
 static void session_done(struct job *j, struct smtp_session *s)
 {
+	int total;
 	if (!j->txn.last && reusable(j->d, s, smtp_session_txns(s)) &&
-	    !route_slot_yield(j->d->route, j->slot)) {
+	    !route_slot_yield(j->d->route, j->slot) &&
+	    (!j->d->split || /* our share of max_connections_total may have shrunk */
+	     route_slots_process(j->d->route, j->slot) <= conn_max(j, j->slot, &total))) {
 		pool_put(j->d, j->key, j->slot, s);
 		route_slot_kick(j->d->route, j->slot); /* a waiter may take it */
 	} else {
@@ -530,6 +551,24 @@ static void finish(struct job *j, enum deliver_status st, int code, const char *
 
 static void try_next(struct job *j);
 static void send_txn(struct job *j, struct smtp_session *s);
+
+/* This address cannot be tried now: a temporary failure (451 esc, text from
+ * fmt) becomes the job's last one, and the next address is tried. */
+static void __attribute__((format(printf, 3, 4))) skip_addr(struct job *j, const char *esc,
+							    const char *fmt, ...)
+{
+	memset(&j->last, 0, sizeof(j->last));
+	j->last.fail = SMTP_FAIL_CONNECT;
+	j->last.why.cls = SMTP_TEMP;
+	j->last.why.code = 451;
+	strlcpy_x(j->last.why.esc, esc, sizeof(j->last.why.esc));
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(j->last.why.text, sizeof(j->last.why.text), fmt, ap);
+	va_end(ap);
+	try_next(j);
+}
+
 static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		       const struct smtp_status *st);
 
@@ -645,22 +684,20 @@ static void start_session(struct job *j)
 	snprintf(addr, sizeof(addr), "%s:%d", j->cur_ip, j->port);
 	if (route_addr_down(j->d->route, addr)) {
 		j->tries++;
-		memset(&j->last, 0, sizeof(j->last));
-		j->last.fail = SMTP_FAIL_CONNECT;
-		j->last.why.cls = SMTP_TEMP;
-		j->last.why.code = 451;
-		strlcpy_x(j->last.why.esc, "4.4.1", sizeof(j->last.why.esc));
-		snprintf(j->last.why.text, sizeof(j->last.why.text),
-			 "%s backed off after repeated connection failures", addr);
-		try_next(j);
+		skip_addr(j, "4.4.1", "%s backed off after repeated connection failures", addr);
 		return;
 	}
-	/* Connection slots per MX host ([domain]/[mx] max_connections). */
-	struct rule mr;
-	config_rule_for(j->d->cfg, j->req->domain, h->name, &mr);
-	if (!route_slot_take(j->d->route, h->name, mr.max_connections) &&
-	    !(pool_evict_slot(j->d, h->name) &&
-	      route_slot_take(j->d->route, h->name, mr.max_connections))) {
+	/* Connection slots per MX host ([domain]/[mx] max_connections, and this
+	 * process's share of max_connections_total). */
+	int total, max = conn_max(j, h->name, &total);
+	if (max == 0) {
+		j->tries++;
+		skip_addr(j, "4.4.5", "%s: the other mxsend processes hold all of its "
+			  "max_connections_total (%d)", h->name, total);
+		return;
+	}
+	if (!route_slot_take(j->d->route, h->name, max) &&
+	    !(pool_evict_slot(j->d, h->name) && route_slot_take(j->d->route, h->name, max))) {
 		j->d->st.slot_waits++;
 		route_slot_wait(j->d->route, h->name, &j->waiter, slot_wake);
 		return;
@@ -682,12 +719,7 @@ static void start_session(struct job *j)
 		smtp_session_free(j->sess);
 		j->sess = NULL;
 		slot_drop(j);
-		j->last.fail = SMTP_FAIL_CONNECT;
-		j->last.why.cls = SMTP_TEMP;
-		j->last.why.code = 451;
-		strlcpy_x(j->last.why.esc, "4.4.1", sizeof(j->last.why.esc));
-		snprintf(j->last.why.text, sizeof(j->last.why.text), "socket: %s", strerror(-r));
-		try_next(j);
+		skip_addr(j, "4.4.1", "socket: %s", strerror(-r));
 	}
 }
 

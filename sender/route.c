@@ -265,6 +265,22 @@ static void poll_fn(struct loop_timer *t)
 		loop_timer_arm(r->l, &r->poll, POLL_MS);
 }
 
+void route_peers_set(struct route_peers *p, int n, int rank)
+{
+	bool ok = n > 0 && n < 0x10000 && rank >= 0 && rank < n;
+	atomic_store_explicit(&p->word, ok ? (uint32_t)n << 16 | (uint32_t)rank : 0,
+			      memory_order_relaxed);
+}
+
+int route_peers_share(const struct route_peers *p, int total)
+{
+	uint32_t v = p ? atomic_load_explicit(&p->word, memory_order_relaxed) : 0;
+	int n = (int)(v >> 16), rank = (int)(v & 0xffff);
+	if (n <= 1)
+		return total;
+	return total / n + (rank < total % n ? 1 : 0);
+}
+
 struct route *route_new(struct loop *l, struct route_shared *g)
 {
 	struct route *r = xcalloc(1, sizeof(*r));
@@ -372,6 +388,14 @@ int route_slots_used(struct route *r, const char *key)
 {
 	struct slot *s = slot_get(r, key, false);
 	return s ? s->used : 0;
+}
+
+int route_slots_process(struct route *r, const char *key)
+{
+	struct slot *s = slot_get(r, key, false);
+	if (s == NULL)
+		return 0;
+	return s->gused > 0 ? gcount(r, s) : s->used; /* gused > 0: the bucket is ours */
 }
 
 static void wake_first(struct route *r, struct slot *s)

@@ -16,6 +16,7 @@
 #ifndef SENDER_ROUTE_H
 #define SENDER_ROUTE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -40,6 +41,18 @@ void route_shared_free(struct route_shared *g);
 /* Jobs of some worker wait for the shared count now (0: none; g may be NULL). */
 int route_shared_wanting(const struct route_shared *g);
 
+/* The mxsend processes sharing one Redis (mxsend run): how many are alive and
+ * this one's rank among them (by consumer name), kept by the feeder from the
+ * queue's heartbeat and read by every worker. Zero-initialised: alone. */
+struct route_peers {
+	_Atomic uint32_t word; /* n << 16 | rank; 0 = not known (alone) */
+};
+void route_peers_set(struct route_peers *p, int n, int rank);
+/* This process's share of `total` connections spread over the live processes
+ * (max_connections_total): total / n, one more for the first total % n by
+ * rank. 0: the others hold all of them. p NULL or not known: total. */
+int route_peers_share(const struct route_peers *p, int total);
+
 /* g: the shared counts, or NULL to count this thread's connections only. */
 struct route *route_new(struct loop *l, struct route_shared *g);
 void route_free(struct route *r);
@@ -59,8 +72,10 @@ bool route_slot_kick(struct route *r, const char *key);
  * this worker holds more than its share, max / workers, or its turn is over:
  * route.c)? */
 bool route_slot_yield(struct route *r, const char *key);
-/* Connections counted for key now. */
+/* Connections counted for key now (this worker's). */
 int route_slots_used(struct route *r, const char *key);
+/* ... and the whole process's, where the shared count holds them. */
+int route_slots_process(struct route *r, const char *key);
 
 /* 0: send now (a token was taken); else ms until a token is due. */
 uint64_t route_rate_delay(struct route *r, const char *key, double per_sec);

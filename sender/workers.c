@@ -86,6 +86,7 @@ struct workers {
 	struct mpsc spare;        /* consumed feeder messages, back from the workers */
 	unsigned active;
 	struct route_shared *conns; /* connections per MX host, all workers together */
+	struct route_peers peers;   /* processes sharing the queue (workers_set_peers) */
 };
 
 struct proxy {
@@ -303,6 +304,11 @@ static unsigned domain_hash(const char *s)
 	return h;
 }
 
+void workers_set_peers(struct workers *ws, int n, int rank)
+{
+	route_peers_set(&ws->peers, n, rank);
+}
+
 int workers_resolve(int n)
 {
 	if (n > 0)
@@ -325,6 +331,7 @@ struct workers *workers_new(struct loop *feeder, int n, const struct config *c,
 	ws->w = xcalloc((size_t)n, sizeof(*ws->w));
 	if (n > 1) /* max_connections caps the process, not each worker */
 		ws->o.route_shared = ws->conns = route_shared_new();
+	ws->o.peers = &ws->peers;
 	mpsc_init(&ws->outbox);
 	mpsc_init(&ws->spare);
 	for (int i = 0; i < n; i++) { /* all of them first: workers_free drains every one */

@@ -26,6 +26,8 @@ struct workers *workers_new(struct loop *feeder, int n, const struct config *c,
 /* The number of workers workers_new makes for n (n <= 0: one per CPU). With
  * o->metrics set, worker i writes shard 1 + i: make 1 + this many shards. */
 int workers_resolve(int n);
+/* n processes share the queue, this one has rank (max_connections_total). */
+void workers_set_peers(struct workers *ws, int n, int rank);
 int workers_count(const struct workers *w);
 /* Queue a request for its domain's worker. 0 or -EINVAL. */
 int workers_submit(struct workers *w, struct deliver_req *req);

@@ -48,12 +48,16 @@ DNS_SPEC+=$(awk -v n="$BURST_N" 'BEGIN { for (i = 1; i <= 100; i++) print "bmx" 
 # t_conn_cap: 20 domains c1.cap.test ... c20.cap.test on one MX host (mx10.test, the sink "cap")
 # t_conn_turns: the same with c1.one.test ... on mx11.test (the sink "one").
 CAP_DOMAINS=$(seq -f 'c%g.cap.test' 1 20 | tr '\n' ' ')
+# t_conn_total: c1.tot.test ... on mx12.test (the sink "tot").
 ONE_DOMAINS=$(seq -f 'c%g.one.test' 1 20 | tr '\n' ' ')
+TOT_DOMAINS=$(seq -f 'c%g.tot.test' 1 20 | tr '\n' ' ')
 DNS_SPEC+="
 mx10.test. A 127.0.3.10
 mx11.test. A 127.0.3.11
+mx12.test. A 127.0.3.12
 "$(for d in $CAP_DOMAINS; do echo "$d. MX 10 mx10.test."; done)"
-"$(for d in $ONE_DOMAINS; do echo "$d. MX 10 mx11.test."; done)
+"$(for d in $ONE_DOMAINS; do echo "$d. MX 10 mx11.test."; done)"
+"$(for d in $TOT_DOMAINS; do echo "$d. MX 10 mx12.test."; done)
 if [ -z "$INTEG_MISSING" ]; then
 	start_unbound "$DNS_SPEC" || integ_missing "unbound"
 	start_sink good --listen "127.0.3.1:$SINK_PORT" --threads 2 \
@@ -69,6 +73,7 @@ if [ -z "$INTEG_MISSING" ]; then
 	start_sink burst --listen "127.0.60.1-127.0.60.100:$SINK_PORT" --threads 2 || integ_missing "sink burst"
 	start_sink cap --listen "127.0.3.10:$SINK_PORT" --delay-ms 40 || integ_missing "sink cap"
 	start_sink one --listen "127.0.3.11:$SINK_PORT" --delay-ms 40 || integ_missing "sink one"
+	start_sink tot --listen "127.0.3.12:$SINK_PORT" --delay-ms 40 || integ_missing "sink tot"
 fi
 
 # ---------------------------------------------------------------------------
@@ -234,6 +239,25 @@ once_each() {
 	assert_eq "recipients with two final results" "" "$dups"
 	assert_eq "final results" "$2" "$(grep -c . <<<"$finals")"
 	assert_eq "final results that are not $3" 0 "$(grep -vc "|$3|" <<<"$finals")"
+}
+
+# two_run PORT CONF N: processes a and b (CONF) drain the queue together: both
+# count themselves in mxsend:jobs:procs, exit 0 and deliver some; N delivered
+# in all, once each. Sets D1 and D2, what each delivered.
+two_run() {
+	mx_start a "$2" || return 1
+	mx_start b "$2" || return 1
+	wait_until 90 finals_ge "$1" "$3" ||
+		fail "not all $3 jobs finished within 90 s ($(final_count "$1"))"
+	assert_eq "processes in mxsend:jobs:procs" 2 "$(rcli "$1" HLEN mxsend:jobs:procs)"
+	assert_eq "exit status a" 0 "$(mx_stop a)"
+	assert_eq "exit status b" 0 "$(mx_stop b)"
+	D1=$(sed -n 's/.*status delivered=\([0-9]*\) .*final=yes.*/\1/p' "$CASE_DIR/a/log")
+	D2=$(sed -n 's/.*status delivered=\([0-9]*\) .*final=yes.*/\1/p' "$CASE_DIR/b/log")
+	assert_ge "process a delivered" 1 "${D1:-0}"
+	assert_ge "process b delivered" 1 "${D2:-0}"
+	assert_eq "delivered in all" "$3" "$((${D1:-0} + ${D2:-0}))"
+	once_each "$1" "$3" delivered
 }
 
 MSG=$INTEG_DIR/msg.eml
@@ -412,6 +436,23 @@ t_conn_cap() {
 # (route.c, a second each), neither waits for the other to run dry.
 t_conn_turns() {
 	conn_cap one mx11.test 1 40 "$ONE_DOMAINS"
+}
+
+# max_connections_total: two processes (started together) split the cap of
+# 2 between them (one each, by rank in J:procs), never more at the sink.
+t_conn_total() {
+	start_redis -n tot || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf n=120 peak
+	mkconf "$conf" "$REDIS_URL" "max_inflight = 50" \
+		"$(printf '[mx mx12.test]\nmax_connections = 4\nmax_connections_total = 2')"
+	pipe_jobs "$p" "$n" "$TOT_DOMAINS" tot || return 1
+	two_run "$p" "$conf" "$n" || return 1
+	assert_eq "distinct jobs at the sink" "$n" "$(sink_jobs tot tot)"
+	peak=$(sink_stat tot peak)
+	assert_lt "most connections open at the sink at once (max_connections_total = 2)" 3 "$peak"
+	assert_eq "most connections open at the sink at once" 2 "$peak"
+	echo "max_connections_total = 2, two processes: $n jobs split $D1 + $D2, sink peak $peak" >>"$FIG"
+	queue_clean "$p"
 }
 
 # results_maxlen: the results stream is trimmed (XADD MAXLEN ~) while the
@@ -665,22 +706,11 @@ t_redis_restart() {
 # Two processes share the consumer group.
 t_two_processes() {
 	start_redis -n two || return 1
-	local p=$REDIS_PORT conf=$CASE_DIR/m.conf n=6000 d1 d2
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf n=6000
 	mkconf "$conf" "$REDIS_URL" "$(printf 'max_inflight = 300\nredis:batch = 50')"
 	pipe_jobs "$p" "$n" "two.test" tw || fail "enqueue"
-	mx_start a "$conf" || return 1
-	mx_start b "$conf" || return 1
-	wait_until 60 finals_ge "$p" "$n" ||
-		fail "not all $n jobs finished within 60 s ($(final_count "$p"))"
-	assert_eq "exit status a" 0 "$(mx_stop a)"
-	assert_eq "exit status b" 0 "$(mx_stop b)"
-	d1=$(sed -n 's/.*status delivered=\([0-9]*\) .*final=yes.*/\1/p' "$CASE_DIR/a/log")
-	d2=$(sed -n 's/.*status delivered=\([0-9]*\) .*final=yes.*/\1/p' "$CASE_DIR/b/log")
-	echo "two processes: $n jobs split $d1 + $d2" >>"$FIG"
-	assert_ge "process a delivered" 1 "${d1:-0}"
-	assert_ge "process b delivered" 1 "${d2:-0}"
-	assert_eq "delivered in all" "$n" "$((${d1:-0} + ${d2:-0}))"
-	once_each "$p" "$n" delivered
+	two_run "$p" "$conf" "$n" || return 1
+	echo "two processes: $n jobs split $D1 + $D2" >>"$FIG"
 	assert_eq "messages at the sink (no double delivery)" "$n" "$(sink_msgs two tw)"
 	queue_clean "$p"
 }
@@ -845,6 +875,7 @@ qcase "claims larger than one read (256 jobs of 8 KB) follow each other at once"
 qcase "a burst of 3,000 DNS queries (1,500 domains claimed at once): all answered, nothing deferred" t_dns_burst
 qcase "max_connections is per process: 2 workers, 20 domains on one MX host, never more than 3 connections" t_conn_cap
 qcase "max_connections = 1 under 2 workers: every job delivered over one connection at a time" t_conn_turns
+qcase "max_connections_total: two processes split the cap (one connection each), never more at the sink" t_conn_total
 qcase "results_maxlen trims the results stream" t_results_trim
 qcase "QUIT pipelined behind the last message of a connection (DATA and BDAT)" t_quit_pipelined
 qcase "hold, list, release by id and by domain" t_hold_release

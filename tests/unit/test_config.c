@@ -218,7 +218,8 @@ static const char design_example[] =
 	"on_tls_failure = hold\n"
 	"\n"
 	"[mx .google.com]\n"
-	"max_connections = 50\n";
+	"max_connections = 50\n"
+	"max_connections_total = 200\n";
 
 static void t_design_example(void)
 {
@@ -254,8 +255,10 @@ static void t_design_example(void)
 	CHECK_INT(r.tls, TLS_LEVEL_MAY);
 	CHECK_INT(r.on_tls_failure, TLS_FAIL_PLAINTEXT);
 	CHECK_INT(r.max_connections, 50);
+	CHECK_INT(r.max_connections_total, 200);
 	r = rule_for(&c, "gmail.com", NULL); /* before MX resolution */
 	CHECK_INT(r.max_connections, 20);
+	CHECK_INT(r.max_connections_total, 0); /* no cap across processes */
 	config_fini(&c);
 }
 

@@ -173,6 +173,7 @@ static void t_shared_fair(void)
 	CHECK_INT(own.got, 1);
 	CHECK_INT(route_slots_used(r1, "mx"), 3);
 	CHECK_INT(route_slots_used(r2, "mx"), 1);
+	CHECK_INT(route_slots_process(r2, "mx"), 4); /* the process's */
 	CHECK_INT(route_shared_wanting(g), 0);
 	route_free(r1);
 	route_free(r2);
@@ -221,6 +222,24 @@ static void t_shared_turns(void)
 	loop_free(l);
 }
 
+/* max_connections_total split between processes by rank. */
+static void t_peers_share(void)
+{
+	struct route_peers p = { 0 };
+	CHECK_INT(route_peers_share(NULL, 5), 5); /* mxsend send: alone */
+	CHECK_INT(route_peers_share(&p, 5), 5);   /* not known yet: alone */
+	route_peers_set(&p, 2, 0);
+	CHECK_INT(route_peers_share(&p, 5), 3); /* the remainder to the first */
+	route_peers_set(&p, 2, 1);
+	CHECK_INT(route_peers_share(&p, 5), 2);
+	CHECK_INT(route_peers_share(&p, 1), 0); /* fewer than processes: the first only */
+	route_peers_set(&p, 3, 0);
+	CHECK_INT(route_peers_share(&p, 1), 1);
+	CHECK_INT(route_peers_share(&p, 200), 67);
+	route_peers_set(&p, 2, 2); /* nonsense (rank out of range): alone */
+	CHECK_INT(route_peers_share(&p, 5), 5);
+}
+
 static void t_rate(void)
 {
 	struct loop *l = mk();
@@ -264,6 +283,7 @@ static const struct t_case cases[] = {
 	{ "slots: a count shared by two workers caps both; the waiter polls, the holder yields", t_shared_cap },
 	{ "slots: shared count, a worker above its share (max / workers) yields and takes no more", t_shared_fair },
 	{ "slots: shared count, max 1 over two busy workers: they take turns", t_shared_turns },
+	{ "peers: max_connections_total split between processes by rank", t_peers_share },
 	{ "rate: token bucket burst then spacing", t_rate },
 	{ "breaker: growing back-off, cleared by success", t_breaker },
 };
