@@ -362,7 +362,8 @@ static void sts_load_all(struct run *r, const struct queue_config *qc)
 }
 
 /* The feeder's share of the metrics (metrics.h): queue-side outcomes
- * (expired, rejected: no attempt, so no latency) and the gauges. Delivery
+ * (expired, rejected: no attempt, so no latency) and the gauges (queue and
+ * retry depths, in flight, processes sharing the queue). Delivery
  * outcomes are the workers' to report. */
 static void metrics_update(struct run *r, const struct queue_stats *st)
 {
@@ -377,6 +378,8 @@ static void metrics_update(struct run *r, const struct queue_stats *st)
 		metrics_set_queue_depth(r->ms, st->depth);
 	if (st->retry >= 0)
 		metrics_set_retry_depth(r->ms, st->retry);
+	if (st->peers > 0) /* 0: no J:procs heartbeat answered yet */
+		metrics_set_processes(r->ms, st->peers);
 }
 
 /* At exit: what the run cost, from the process's own accounting (all threads),

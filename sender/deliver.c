@@ -699,6 +699,7 @@ static void start_session(struct job *j)
 	if (!route_slot_take(j->d->route, h->name, max) &&
 	    !(pool_evict_slot(j->d, h->name) && route_slot_take(j->d->route, h->name, max))) {
 		j->d->st.slot_waits++;
+		metrics_slot_wait(j->d->o.metrics_shard);
 		route_slot_wait(j->d->route, h->name, &j->waiter, slot_wake);
 		return;
 	}
@@ -767,11 +768,28 @@ static void send_txn(struct job *j, struct smtp_session *s)
 	smtp_session_send(s, &j->txn);
 }
 
+/* The chain counts live in this engine's tlscache, bumped by its verify
+ * callback during handshakes on this thread (SMTP and MTA-STS HTTPS alike).
+ * The shard gets a copy of the totals when a new session is READY or fails,
+ * the only moments right after a handshake: one copy per connection, nothing
+ * per message, and this thread stays the shard's one writer. A chain verified
+ * for an MTA-STS fetch shows at the next such moment. */
+static void chains_to_metrics(struct deliver *d)
+{
+	if (d->o.metrics_shard == NULL)
+		return;
+	struct tlscache_stats ts;
+	tlscache_get_stats(d->tc, &ts);
+	metrics_set_tls_chains(d->o.metrics_shard, ts.verify_misses, ts.verify_hits);
+}
+
 static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		       const struct smtp_status *st)
 {
 	struct job *j = arg;
 	j->last = *st;
+	if (!j->reused && ev != SMTP_EV_TXN_DONE)
+		chains_to_metrics(j->d);
 	switch (ev) {
 	case SMTP_EV_READY:
 		if (!j->reused) {

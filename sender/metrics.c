@@ -51,12 +51,13 @@ struct metrics_shard {
 	_Alignas(CACHELINE) _Atomic uint64_t deliveries[METRICS_STATUS_N];
 	_Atomic uint64_t tls_sessions[METRICS_TLS_N][2]; /* [version][verified] */
 	_Atomic uint64_t tls_handshakes, tls_resumed;
-	_Atomic uint64_t conn_opened, conn_reused;
+	_Atomic uint64_t conn_opened, conn_reused, slot_waits;
+	_Atomic uint64_t chains[2]; /* [0] verified, [1] cached: the writer's tlscache totals */
 	_Atomic uint64_t hist[METRICS_BUCKETS + 1]; /* per bucket, not cumulative; last: > 60 s */
 	_Atomic uint64_t hist_sum_ms;
 	_Atomic uint64_t sts[2]; /* [ok] */
 	_Atomic uint64_t dns[METRICS_DNS_N];
-	_Atomic int64_t conn_open, inflight, queue_depth, retry_depth;
+	_Atomic int64_t conn_open, inflight, queue_depth, retry_depth, processes;
 };
 
 /* ---- the HTTP endpoint's connection slots ---- */
@@ -246,6 +247,20 @@ void metrics_dns(struct metrics_shard *s, enum metrics_dns_result r)
 		add(&s->dns[r], 1);
 }
 
+void metrics_slot_wait(struct metrics_shard *s)
+{
+	if (s != NULL)
+		add(&s->slot_waits, 1);
+}
+
+void metrics_set_tls_chains(struct metrics_shard *s, uint64_t verified, uint64_t cached)
+{
+	if (s == NULL)
+		return;
+	atomic_store_explicit(&s->chains[0], verified, memory_order_relaxed);
+	atomic_store_explicit(&s->chains[1], cached, memory_order_relaxed);
+}
+
 void metrics_set_inflight(struct metrics_shard *s, int64_t n)
 {
 	if (s != NULL)
@@ -264,15 +279,21 @@ void metrics_set_retry_depth(struct metrics_shard *s, int64_t n)
 		atomic_store_explicit(&s->retry_depth, n, memory_order_relaxed);
 }
 
+void metrics_set_processes(struct metrics_shard *s, int64_t n)
+{
+	if (s != NULL)
+		atomic_store_explicit(&s->processes, n, memory_order_relaxed);
+}
+
 /* ---- exposition ---- */
 
 struct snap {
 	uint64_t deliveries[METRICS_STATUS_N];
 	uint64_t tls_sessions[METRICS_TLS_N][2];
-	uint64_t tls_handshakes, tls_resumed, conn_opened, conn_reused;
+	uint64_t tls_handshakes, tls_resumed, conn_opened, conn_reused, slot_waits, chains[2];
 	uint64_t hist[METRICS_BUCKETS + 1], hist_sum_ms;
 	uint64_t sts[2], dns[METRICS_DNS_N];
-	int64_t conn_open, inflight, queue_depth, retry_depth;
+	int64_t conn_open, inflight, queue_depth, retry_depth, processes;
 };
 
 static void snapshot(const struct metrics *m, struct snap *n)
@@ -289,6 +310,9 @@ static void snapshot(const struct metrics *m, struct snap *n)
 		n->tls_resumed += get(&s->tls_resumed);
 		n->conn_opened += get(&s->conn_opened);
 		n->conn_reused += get(&s->conn_reused);
+		n->slot_waits += get(&s->slot_waits);
+		n->chains[0] += get(&s->chains[0]);
+		n->chains[1] += get(&s->chains[1]);
 		for (int b = 0; b <= METRICS_BUCKETS; b++)
 			n->hist[b] += get(&s->hist[b]);
 		n->hist_sum_ms += get(&s->hist_sum_ms);
@@ -300,6 +324,7 @@ static void snapshot(const struct metrics *m, struct snap *n)
 		n->inflight += gauge_get(&s->inflight);
 		n->queue_depth += gauge_get(&s->queue_depth);
 		n->retry_depth += gauge_get(&s->retry_depth);
+		n->processes += gauge_get(&s->processes);
 	}
 }
 
@@ -354,11 +379,21 @@ size_t metrics_render(const struct metrics *m, char *buf, size_t cap)
 	put(&o, "mxsend_tls_handshakes_total %llu\n", (unsigned long long)n.tls_handshakes);
 	head(&o, "mxsend_tls_resumed_total", "counter", "TLS handshakes that resumed a session.");
 	put(&o, "mxsend_tls_resumed_total %llu\n", (unsigned long long)n.tls_resumed);
+	head(&o, "mxsend_tls_chains_total", "counter",
+	     "Server certificate chains verified with X509_verify_cert or taken from the "
+	     "verified-chain cache.");
+	put(&o, "mxsend_tls_chains_total{source=\"verified\"} %llu\n",
+	    (unsigned long long)n.chains[0]);
+	put(&o, "mxsend_tls_chains_total{source=\"cached\"} %llu\n",
+	    (unsigned long long)n.chains[1]);
 	head(&o, "mxsend_connections_opened_total", "counter", "SMTP connections opened.");
 	put(&o, "mxsend_connections_opened_total %llu\n", (unsigned long long)n.conn_opened);
 	head(&o, "mxsend_connections_reused_total", "counter",
 	     "Transactions sent on a pooled SMTP connection.");
 	put(&o, "mxsend_connections_reused_total %llu\n", (unsigned long long)n.conn_reused);
+	head(&o, "mxsend_connection_slot_waits_total", "counter",
+	     "Jobs that waited for a connection slot (max_connections).");
+	put(&o, "mxsend_connection_slot_waits_total %llu\n", (unsigned long long)n.slot_waits);
 
 	head(&o, "mxsend_connections_open", "gauge", "SMTP connections open now.");
 	put(&o, "mxsend_connections_open %lld\n", (long long)n.conn_open);
@@ -368,6 +403,9 @@ size_t metrics_render(const struct metrics *m, char *buf, size_t cap)
 	put(&o, "mxsend_queue_depth %lld\n", (long long)n.queue_depth);
 	head(&o, "mxsend_retry_depth", "gauge", "Jobs waiting in the retry set.");
 	put(&o, "mxsend_retry_depth %lld\n", (long long)n.retry_depth);
+	head(&o, "mxsend_processes", "gauge",
+	     "mxsend run processes sharing the Redis queue, this one included.");
+	put(&o, "mxsend_processes %lld\n", (long long)n.processes);
 
 	head(&o, "mxsend_delivery_duration_seconds", "histogram",
 	     "Duration of delivery attempts, per recipient outcome.");

@@ -11,7 +11,10 @@
  * scrape to the next, and within one scrape the histogram's +Inf bucket equals
  * its _count. Gauges are per-shard too: the printed value is the sum of each
  * writer's share (a worker sets its own in-flight count; the feeder sets the
- * queue depth; others leave theirs at 0).
+ * queue depth and the process count; others leave theirs at 0). A counter
+ * whose source is a running total kept elsewhere on the writer's thread (the
+ * worker's tlscache chain counts) is copied in with a set, not an add: still
+ * one writer, still monotonic, because the source never goes back.
  *
  * Threads, in one table:
  *   metrics_new / metrics_free       one thread, before the writers start /
@@ -108,10 +111,21 @@ void metrics_conn(struct metrics_shard *s, enum metrics_conn_event ev);
 void metrics_sts_fetch(struct metrics_shard *s, bool ok);
 /* One DNS query answered or failed (see the mapping above). */
 void metrics_dns(struct metrics_shard *s, enum metrics_dns_result r);
+/* One job found every connection slot of its MX host taken (max_connections,
+ * or this process's share of max_connections_total) and waits for one. */
+void metrics_slot_wait(struct metrics_shard *s);
+/* This writer's running totals of certificate chains verified with
+ * X509_verify_cert and taken from the verified-chain cache (a copy of its own
+ * tlscache's verify_misses and verify_hits). Replaces the previous values, so
+ * they must never decrease (the tlscache counters do not). */
+void metrics_set_tls_chains(struct metrics_shard *s, uint64_t verified, uint64_t cached);
 /* Gauges: this writer's share of the total (see the model above). */
 void metrics_set_inflight(struct metrics_shard *s, int64_t n);
 void metrics_set_queue_depth(struct metrics_shard *s, int64_t n);
 void metrics_set_retry_depth(struct metrics_shard *s, int64_t n);
+/* mxsend run processes sharing the Redis queue, this one included (the
+ * feeder's queue_stats.peers; only one shard should set it). */
+void metrics_set_processes(struct metrics_shard *s, int64_t n);
 
 /* ---- exposition ---- */
 

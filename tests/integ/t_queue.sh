@@ -521,7 +521,7 @@ workers = 2"
 	wait_until 20 finals_ge "$p" 40 || fail "not all 40 jobs finished"
 	m=$(scrape "$mport") || fail "no /metrics from 127.0.0.1:$mport"
 	assert_eq "delivered" 40 "$(mval "$m" 'mxsend_deliveries_total{status="delivered"}')"
-	local opened reused open tls13
+	local opened reused open tls13 verified cached
 	opened=$(mval "$m" mxsend_connections_opened_total)
 	reused=$(mval "$m" mxsend_connections_reused_total)
 	open=$(mval "$m" mxsend_connections_open)
@@ -534,7 +534,28 @@ workers = 2"
 	# idle pooled connections stay open until idle_timeout
 	assert_ge "connections open (pooled)" 1 "$open"
 	assert_lt "connections open" "$((opened + 1))" "$open"
+	# the feeder's J:procs count, this process alone (its first heartbeat
+	# answer may come after 40 quick deliveries; the feeder copies it every 0.5 s)
+	wait_until 5 eval '[ "$(mval "$(scrape "$mport")" mxsend_processes)" = 1 ]' ||
+		fail "mxsend_processes: expected 1, got '$(mval "$(scrape "$mport")" mxsend_processes)'"
+	local waits
+	waits=$(mval "$m" mxsend_connection_slot_waits_total)
+	assert_ge "slot waits" 0 "$waits"
+	# a full handshake checks one chain, afresh or from the worker's cache;
+	# a resumed one none (copied into each worker's shard per new connection)
+	verified=$(mval "$m" 'mxsend_tls_chains_total{source="verified"}')
+	cached=$(mval "$m" 'mxsend_tls_chains_total{source="cached"}')
+	assert_ge "chains verified" 1 "$verified"
+	assert_ge "chains cached" 0 "$cached"
+	assert_eq "chains = full handshakes" \
+		"$(($(mval "$m" mxsend_tls_handshakes_total) - $(mval "$m" mxsend_tls_resumed_total)))" \
+		"$((verified + cached))"
 	assert_eq "exit status" 0 "$(mx_stop run)"
+	# nothing was delivered after the scrape: the exit accounting agrees
+	local acct
+	acct=$(grep -E '^mxsend run: elapsed_s=' "$CASE_DIR/run/log")
+	assert_match "accounting: slot waits" " slot_waits=$waits( |\$)" "$acct"
+	assert_match "accounting: chains" " chains_verified=$verified chains_cached=$cached( |\$)" "$acct"
 	queue_clean "$p"
 }
 

@@ -1,6 +1,7 @@
 /* test_metrics.c: the metrics registry and its HTTP endpoint: exposition format
- * (HELP/TYPE, labels, cumulative histogram, +Inf = _count), sums across shards,
- * two writer threads against a concurrent reader, and real scrapes over
+ * (HELP/TYPE, labels, cumulative histogram, +Inf = _count), sums across shards
+ * (counters added, counters and gauges set from running totals), two writer
+ * threads against a concurrent reader, and real scrapes over
  * loopback (200, HEAD, 404, 405, 400, oversize 431, split request, the 16
  * connection cap and the 5 s deadline) against metrics_serve on a loop thread. */
 #include <arpa/inet.h>
@@ -68,10 +69,13 @@ static void check_format(const char *text)
 		{ "mxsend_tls_handshakes_total", "counter" },
 		{ "mxsend_connections_reused_total", "counter" },
 		{ "mxsend_connections_opened_total", "counter" },
+		{ "mxsend_connection_slot_waits_total", "counter" },
+		{ "mxsend_tls_chains_total", "counter" },
 		{ "mxsend_connections_open", "gauge" },
 		{ "mxsend_inflight", "gauge" },
 		{ "mxsend_queue_depth", "gauge" },
 		{ "mxsend_retry_depth", "gauge" },
+		{ "mxsend_processes", "gauge" },
 		{ "mxsend_delivery_duration_seconds", "histogram" },
 		{ "mxsend_sts_policy_fetches_total", "counter" },
 		{ "mxsend_dns_queries_total", "counter" },
@@ -131,6 +135,10 @@ static void t_render_empty(void)
 	CHECK(has_line(buf, "mxsend_sts_policy_fetches_total{result=\"error\"} 0"));
 	CHECK(has_line(buf, "mxsend_dns_queries_total{result=\"nxdomain\"} 0"));
 	CHECK(has_line(buf, "mxsend_connections_open 0"));
+	CHECK(has_line(buf, "mxsend_connection_slot_waits_total 0"));
+	CHECK(has_line(buf, "mxsend_tls_chains_total{source=\"verified\"} 0"));
+	CHECK(has_line(buf, "mxsend_tls_chains_total{source=\"cached\"} 0"));
+	CHECK(has_line(buf, "mxsend_processes 0"));
 	free(buf);
 	metrics_free(m);
 	metrics_free(NULL);
@@ -171,6 +179,17 @@ static void t_render_values(void)
 	metrics_set_inflight(a, 4); /* set, not add */
 	metrics_set_queue_depth(b, 1234);
 	metrics_set_retry_depth(b, 56);
+	metrics_slot_wait(a);
+	metrics_slot_wait(b);
+	metrics_slot_wait(b);
+	metrics_slot_wait(NULL); /* no-op */
+	metrics_set_tls_chains(a, 3, 1);
+	metrics_set_tls_chains(a, 5, 8); /* running totals: replaced, not added */
+	metrics_set_tls_chains(b, 10, 20);
+	metrics_set_tls_chains(NULL, 99, 99); /* no-op */
+	metrics_set_processes(a, 2);
+	metrics_set_processes(a, 3); /* set, not add */
+	metrics_set_processes(NULL, 7);
 
 	char *buf = xmalloc(BIG);
 	size_t n = metrics_render(m, buf, BIG);
@@ -194,6 +213,20 @@ static void t_render_values(void)
 	CHECK(has_line(buf, "mxsend_inflight 9"));
 	CHECK(has_line(buf, "mxsend_queue_depth 1234"));
 	CHECK(has_line(buf, "mxsend_retry_depth 56"));
+	CHECK(has_line(buf, "mxsend_connection_slot_waits_total 3"));
+	CHECK(has_line(buf, "mxsend_tls_chains_total{source=\"verified\"} 15"));
+	CHECK(has_line(buf, "mxsend_tls_chains_total{source=\"cached\"} 28"));
+	CHECK(has_line(buf, "mxsend_processes 3"));
+	/* each new metric: HELP, TYPE, then its series, in that order */
+	const char *ch = strstr(buf, "# HELP mxsend_tls_chains_total ");
+	const char *ct = strstr(buf, "# TYPE mxsend_tls_chains_total counter\n");
+	const char *cv = strstr(buf, "\nmxsend_tls_chains_total{source=\"verified\"} ");
+	const char *cc = strstr(buf, "\nmxsend_tls_chains_total{source=\"cached\"} ");
+	CHECK(ch && ct && cv && cc && ch < ct && ct < cv && cv < cc);
+	const char *pt = strstr(buf, "# TYPE mxsend_processes gauge\n");
+	CHECK(pt != NULL && strstr(buf, "\nmxsend_processes ") > pt);
+	const char *st = strstr(buf, "# TYPE mxsend_connection_slot_waits_total counter\n");
+	CHECK(st != NULL && strstr(buf, "\nmxsend_connection_slot_waits_total ") > st);
 	CHECK(has_line(buf, "mxsend_sts_policy_fetches_total{result=\"ok\"} 2"));
 	CHECK(has_line(buf, "mxsend_sts_policy_fetches_total{result=\"error\"} 1"));
 	CHECK(has_line(buf, "mxsend_dns_queries_total{result=\"ok\"} 2"));
@@ -250,6 +283,10 @@ static void *writer_main(void *arg)
 		metrics_tls(w->s, METRICS_TLS_13, true, i % 4 == 0);
 		metrics_conn(w->s, METRICS_CONN_CLOSED);
 		metrics_set_inflight(w->s, i % 100);
+		if (i % 3 == 0)
+			metrics_slot_wait(w->s);
+		/* running totals copied in, as a worker copies its tlscache's */
+		metrics_set_tls_chains(w->s, (uint64_t)i + 1, (uint64_t)(i + 1) / 2);
 	}
 	metrics_set_inflight(w->s, 0);
 	atomic_fetch_add(w->done, 1);
@@ -265,7 +302,8 @@ static void t_concurrent(void)
 	for (int i = 0; i < 2; i++)
 		CHECK(pthread_create(&th[i], NULL, writer_main, &w[i]) == 0);
 	char *buf = xmalloc(BIG);
-	long long last_deliv = 0, last_count = 0, last_hs = 0;
+	long long last_deliv = 0, last_count = 0, last_hs = 0, last_waits = 0, last_ver = 0,
+		  last_cached = 0;
 	int renders = 0, bad = 0;
 	do {
 		metrics_render(m, buf, BIG);
@@ -276,12 +314,19 @@ static void t_concurrent(void)
 		long long hs = value_of(buf, "mxsend_tls_handshakes_total");
 		long long open = value_of(buf, "mxsend_connections_open");
 		long long inflight = value_of(buf, "mxsend_inflight");
+		long long waits = value_of(buf, "mxsend_connection_slot_waits_total");
+		long long ver = value_of(buf, "mxsend_tls_chains_total{source=\"verified\"}");
+		long long cached = value_of(buf, "mxsend_tls_chains_total{source=\"cached\"}");
 		/* within one scrape: +Inf == _count; the gauges stay in range */
 		if (inf != count || open < 0 || open > 2 || inflight < 0 || inflight > 198)
 			bad++;
 		/* across scrapes: counters never go back */
-		if (deliv < last_deliv || count < last_count || hs < last_hs)
+		if (deliv < last_deliv || count < last_count || hs < last_hs ||
+		    waits < last_waits || ver < last_ver || cached < last_cached)
 			bad++;
+		last_waits = waits;
+		last_ver = ver;
+		last_cached = cached;
 		last_deliv = deliv;
 		last_count = count;
 		last_hs = hs;
@@ -300,6 +345,9 @@ static void t_concurrent(void)
 	CHECK_INT(value_of(buf, "mxsend_tls_handshakes_total"), 2 * ITERS);
 	CHECK_INT(value_of(buf, "mxsend_tls_resumed_total"), 2 * (ITERS / 4));
 	CHECK_INT(value_of(buf, "mxsend_inflight"), 0);
+	CHECK_INT(value_of(buf, "mxsend_connection_slot_waits_total"), 2 * ((ITERS + 2) / 3));
+	CHECK_INT(value_of(buf, "mxsend_tls_chains_total{source=\"verified\"}"), 2 * ITERS);
+	CHECK_INT(value_of(buf, "mxsend_tls_chains_total{source=\"cached\"}"), 2 * (ITERS / 2));
 	/* sum of i % 70000 over 0..ITERS-1, twice, in ms */
 	unsigned long long sum = 0;
 	for (int i = 0; i < ITERS; i++)
@@ -448,6 +496,7 @@ static void t_http(void)
 	/* this thread is shard 0's only writer */
 	metrics_delivery(metrics_shard(m, 0), METRICS_DELIVERED, 42);
 	metrics_set_queue_depth(metrics_shard(m, 0), 17);
+	metrics_set_processes(metrics_shard(m, 0), 2);
 	char *buf = xmalloc(BIG);
 
 	static const char get[] = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\n\r\n";
@@ -464,6 +513,8 @@ static void t_http(void)
 		check_format(body);
 		CHECK(has_line(body, "mxsend_deliveries_total{status=\"delivered\"} 1"));
 		CHECK(has_line(body, "mxsend_queue_depth 17"));
+		CHECK(has_line(body, "mxsend_processes 2"));
+		CHECK(has_line(body, "mxsend_tls_chains_total{source=\"cached\"} 0"));
 		CHECK(has_line(body, "mxsend_delivery_duration_seconds_bucket{le=\"0.05\"} 1"));
 	}
 
