@@ -40,8 +40,21 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BA)/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(B)/mx%)
+# Fuzzing: tests/fuzz/fuzz_NAME.c are libFuzzer targets. `make fuzz` (not part of all or test)
+# builds each with clang into build/fuzz/ and runs it FUZZ_TIME seconds on build/fuzz/corpus/NAME,
+# seeded from tests/fuzz/seeds/NAME/; a crash is saved as build/fuzz/crash-NAME-*. FUZZ_TARGETS
+# picks some, FUZZ_FLAGS adds libFuzzer flags. `make test` replays tests/fuzz/seeds/NAME/ through
+# build/fuzz/replay_NAME (tests/fuzz/replay.c, gcc with the unit tests' sanitizers).
+FZ          := build/fuzz
+FUZZ_CC     ?= clang
+FUZZ_TIME   ?= 60
+FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_NAMES  := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_TARGETS ?= $(FUZZ_NAMES)
+FUZZ_LIBOBJ := $(LIB_SRC:%.c=$(FZ)/obj/%.o)
+REPLAY_BIN  := $(FUZZ_NAMES:%=$(FZ)/replay_%)
 
-.PHONY: all deps test test-unit test-integ bench bench-postfix demo clean
+.PHONY: all deps test test-unit test-integ bench bench-postfix demo fuzz fuzz-deps clean
 all: $(B)/mxsend $(BENCH_BIN)
 
 deps:
@@ -89,11 +102,15 @@ $(B)/mx%: $(B)/bench/%.o $(B)/libmxsend.a
 $(BA)/test_%: $(BA)/tests/unit/test_%.o $(BA)/libmxsend.a
 	$(CC) $(SAN) -o $@ $^ $(LDLIBS)
 
+$(FZ)/replay_%: $(BA)/tests/fuzz/replay.o $(BA)/tests/fuzz/fuzz_%.o $(BA)/libmxsend.a
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) -o $@ $^ $(LDLIBS)
+
 test: deps
-	@$(MAKE) --no-print-directory all $(UNIT_BIN)
+	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(REPLAY_BIN)
 	@tests/run.sh
 
-test-unit: all $(UNIT_BIN)
+test-unit: all $(UNIT_BIN) $(REPLAY_BIN)
 	@tests/run.sh unit
 
 test-integ: all
@@ -108,6 +125,45 @@ bench-postfix: deps all
 
 demo: deps all
 	@tests/integ/demo.sh
+
+# clang and its libFuzzer runtime, installed only if missing (as deps does for the rest)
+fuzz-deps:
+	@missing=""; for p in clang libclang-rt-dev; do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "fuzz-deps: installing$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q --no-install-recommends $$missing >/dev/null || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null; } || exit 1; \
+	fi
+
+$(FZ)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(ALL_CFLAGS) -O1 -fsanitize=fuzzer-no-link $(FUZZ_SAN) -c -o $@ $<
+
+$(FZ)/libmxsend.a: $(FUZZ_LIBOBJ)
+	@rm -f $@; ar rcs $@ $^
+
+$(FZ)/fuzz_%: $(FZ)/obj/tests/fuzz/fuzz_%.o $(FZ)/libmxsend.a
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(LDLIBS)
+
+# Each target in turn; a crash does not stop the others, but fails the run.
+fuzz: fuzz-deps
+	@$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=$(FZ)/fuzz_%)
+	@failed=""; for n in $(FUZZ_TARGETS); do \
+		mkdir -p $(FZ)/corpus/$$n; \
+		[ -d tests/fuzz/seeds/$$n ] && cp -n tests/fuzz/seeds/$$n/* $(FZ)/corpus/$$n/ 2>/dev/null; \
+		dict=""; [ -f tests/fuzz/$$n.dict ] && dict=-dict=tests/fuzz/$$n.dict; \
+		echo "fuzz: $$n for $(FUZZ_TIME) s"; \
+		$(FZ)/fuzz_$$n -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
+			-artifact_prefix=$(FZ)/crash-$$n- $$dict $(FUZZ_FLAGS) $(FZ)/corpus/$$n \
+			>$(FZ)/fuzz-$$n.log 2>&1 || failed="$$failed $$n"; \
+		grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ *DONE)' $(FZ)/fuzz-$$n.log; \
+	done; \
+	if [ -n "$$failed" ]; then \
+		echo "fuzz: FAILED:$$failed (logs $(FZ)/fuzz-NAME.log; inputs $(FZ)/crash-NAME-*)"; exit 1; \
+	fi
 
 clean:
 	rm -rf $(B)

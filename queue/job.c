@@ -12,6 +12,7 @@
  * job_addr_fn (sender/msg.c), since queue/ never includes sender/. */
 #include "queue/job.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,11 +107,12 @@ int job_entry_id_parse(const char *s, uint64_t *ms, uint64_t *seq)
 	char *end;
 	if (*s < '0' || *s > '9')
 		return -1;
+	errno = 0;
 	unsigned long long a = strtoull(s, &end, 10);
 	if (*end != '-' || end[1] < '0' || end[1] > '9')
 		return -1;
 	unsigned long long b = strtoull(end + 1, &end, 10);
-	if (*end != '\0')
+	if (*end != '\0' || errno == ERANGE) /* both parts are 64-bit numbers */
 		return -1;
 	*ms = a;
 	*seq = b;

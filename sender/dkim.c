@@ -168,7 +168,12 @@ size_t dkim_canon_header(const char *field, size_t n, char *out)
 
 char *dkim_canon_body(const char *body, size_t n, size_t *outlen)
 {
-	char *out = xmalloc(n + 3);
+	/* A line grows by at most one byte (a bare LF becomes CRLF), the last one
+	 * by two (a CRLF where it had none): n + LFs + 2 bytes, and the NUL. */
+	size_t lfs = 0;
+	for (const char *q = body; n > 0 && (q = memchr(q, '\n', n - (size_t)(q - body))) != NULL; q++)
+		lfs++;
+	char *out = xmalloc(n + lfs + 3);
 	size_t o = 0, empty = 0, i = 0;
 	while (i < n) {
 		size_t e = i;

@@ -7,7 +7,9 @@
  * status line and headers (capped at HEAD_MAX), then the body by
  * Content-Length, chunked coding, or until close, never holding more than
  * max_body bytes (RFC 8461 3.3: policies are at most 64 KiB; "the sender MUST
- * NOT ... follow redirects", so 3xx fails).
+ * NOT ... follow redirects", so 3xx fails). The response parser (struct
+ * https_resp) is pure and knows nothing of the request, so tests/fuzz can drive
+ * it with a hostile server's bytes; the request copies its result in finish().
  *
  * Lifetime (STYLE 5): the request never frees itself inside a conn or dns
  * callback. finish() records the result, closes the connection (conn.c frees
@@ -53,10 +55,9 @@ struct https_req {
 	https_done_fn *cb;
 	void *arg;
 	/* copied parameters */
-	char *method, *host, *path, *ctype, *want_type, *reqbody;
-	size_t reqlen, max_body;
+	char *method, *host, *path, *ctype, *reqbody;
+	size_t reqlen;
 	int port;
-	bool any_2xx;
 	uint32_t timeout_ms;
 	/* addresses */
 	struct sockaddr_storage addrs[DNS_MAX_ADDRS];
@@ -66,15 +67,8 @@ struct https_req {
 	struct loop_timer timer;
 	struct loop_task task;
 	bool dns_pending, finished, cancelled, delivered, tls_up;
-	enum rstate st;
-	char *head;
-	size_t hlen;
-	char line[LINE_MAX_CHUNK];
-	size_t llen;
-	uint64_t left;
-	char *body;
-	size_t blen;
-	struct https_result res;
+	struct https_resp *resp;
+	struct https_result res; /* fail, why, peer; the rest comes from resp */
 };
 
 static const char *const fail_names[] = {
@@ -100,10 +94,8 @@ static void req_free(struct https_req *r)
 	free(r->host);
 	free(r->path);
 	free(r->ctype);
-	free(r->want_type);
 	free(r->reqbody);
-	free(r->head);
-	free(r->body);
+	https_resp_free(r->resp);
 	free(r);
 }
 
@@ -112,12 +104,22 @@ static void task_fn(struct loop_task *t)
 	struct https_req *r = container_of(t, struct https_req, task);
 	if (!r->cancelled && !r->delivered) {
 		r->delivered = true;
-		r->res.body = r->body ? r->body : "";
-		r->res.len = r->blen;
+		const struct https_result *pr = https_resp_result(r->resp);
+		r->res.body = pr->body;
+		r->res.len = pr->len;
 		r->cb(r->arg, &r->res);
 	}
 	if (!r->dns_pending)
 		req_free(r);
+}
+
+/* Set res's failure and, unless fmt is NULL, its why (printf-style). */
+static void __attribute__((format(printf, 3, 0)))
+set_fail(struct https_result *res, enum https_fail f, const char *fmt, va_list ap)
+{
+	res->fail = f;
+	if (fmt)
+		vsnprintf(res->why, sizeof(res->why), fmt, ap);
 }
 
 static void __attribute__((format(printf, 3, 4)))
@@ -126,146 +128,213 @@ finish(struct https_req *r, enum https_fail f, const char *fmt, ...)
 	if (r->finished)
 		return;
 	r->finished = true;
-	r->st = R_DONE;
 	loop_timer_stop(r->l, &r->timer);
 	if (r->conn) {
 		strlcpy_x(r->res.peer, conn_peer(r->conn), sizeof(r->res.peer));
 		conn_close(r->conn);
 		r->conn = NULL;
 	}
-	r->res.fail = f;
-	if (fmt) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(r->res.why, sizeof(r->res.why), fmt, ap);
-		va_end(ap);
-	}
+	const struct https_result *pr = https_resp_result(r->resp);
+	r->res.status = pr->status;
+	strlcpy_x(r->res.content_type, pr->content_type, sizeof(r->res.content_type));
+	va_list ap;
+	va_start(ap, fmt);
+	set_fail(&r->res, f, fmt, ap);
+	va_end(ap);
 	if (f != HTTPS_OK)
 		log_debug("evt=https_fail host=%s port=%d path=%s fail=%s why=\"%s\"", r->host, r->port,
 			  r->path, https_fail_name(f), r->res.why);
 	loop_defer(r->l, &r->task);
 }
 
+/* ---- the response parser (pure; https.h) ---- */
+
+struct https_resp {
+	enum rstate st;
+	size_t max_body;
+	char *want_type; /* NULL: any */
+	bool any_2xx, head_req;
+	char *head;      /* HEAD_MAX + 1, allocated on the first byte */
+	size_t hlen;
+	char line[LINE_MAX_CHUNK];
+	size_t llen;
+	uint64_t left;
+	char *body;      /* max_body + 1, allocated when the head is accepted */
+	size_t blen;
+	struct https_result res; /* body/len track body/blen; peer stays "" */
+};
+
+struct https_resp *https_resp_new(size_t max_body, const char *want_type, bool any_2xx,
+				  bool head_request)
+{
+	struct https_resp *p = xcalloc(1, sizeof(*p));
+	p->st = R_HEAD;
+	p->max_body = max_body ? max_body : HTTPS_BODY_MAX_DEFAULT;
+	p->want_type = want_type ? xstrdup(want_type) : NULL;
+	p->any_2xx = any_2xx;
+	p->head_req = head_request;
+	p->res.body = "";
+	return p;
+}
+
+void https_resp_free(struct https_resp *p)
+{
+	if (p == NULL)
+		return;
+	free(p->want_type);
+	free(p->head);
+	free(p->body);
+	free(p);
+}
+
+const struct https_result *https_resp_result(const struct https_resp *p)
+{
+	return &p->res;
+}
+
+bool https_resp_head_done(const struct https_resp *p)
+{
+	return p->body != NULL; /* allocated when the head is accepted */
+}
+
+/* The response ended: with HTTPS_OK, or with failure f and its reason. The
+ * first call wins. */
+static void __attribute__((format(printf, 3, 4)))
+resp_end(struct https_resp *p, enum https_fail f, const char *fmt, ...)
+{
+	if (p->st == R_DONE)
+		return;
+	p->st = R_DONE;
+	va_list ap;
+	va_start(ap, fmt);
+	set_fail(&p->res, f, fmt, ap);
+	va_end(ap);
+}
+
 /* ---- body ---- */
 
-/* Append body bytes; false (and the request finished) past the cap. */
-static bool body_add(struct https_req *r, const char *p, size_t n)
+/* Append body bytes; false (and the response ended) past the cap. What fits
+ * is kept either way, so a body over the cap always reports max_body bytes
+ * read, however the reads were cut. */
+static bool body_add(struct https_resp *p, const char *b, size_t n)
 {
-	if (n > r->max_body - r->blen) {
-		finish(r, HTTPS_E_TOO_BIG, "body larger than %zu bytes", r->max_body);
+	size_t room = p->max_body - p->blen, k = n < room ? n : room;
+	memcpy(p->body + p->blen, b, k);
+	p->blen += k;
+	p->body[p->blen] = '\0';
+	p->res.len = p->blen;
+	if (n > room) {
+		resp_end(p, HTTPS_E_TOO_BIG, "body larger than %zu bytes", p->max_body);
 		return false;
 	}
-	memcpy(r->body + r->blen, p, n);
-	r->blen += n;
-	r->body[r->blen] = '\0';
 	return true;
 }
 
-/* Collect one line (up to LF) into r->line; returns bytes used, and sets *done
+/* Collect one line (up to LF) into p->line; returns bytes used, and sets *done
  * when the line is complete (CR/LF stripped). */
-static size_t take_line(struct https_req *r, const char *p, size_t n, bool *done)
+static size_t take_line(struct https_resp *p, const char *b, size_t n, bool *done)
 {
-	const char *nl = memchr(p, '\n', n);
-	size_t use = nl ? (size_t)(nl - p) + 1 : n;
+	const char *nl = memchr(b, '\n', n);
+	size_t use = nl ? (size_t)(nl - b) + 1 : n;
 	size_t copy = nl ? use - 1 : use;
 	*done = false;
-	if (r->llen + copy >= sizeof(r->line)) {
-		finish(r, HTTPS_E_PROTO, "chunked coding line too long");
+	if (p->llen + copy >= sizeof(p->line)) {
+		resp_end(p, HTTPS_E_PROTO, "chunked coding line too long");
 		return n;
 	}
-	memcpy(r->line + r->llen, p, copy);
-	r->llen += copy;
+	memcpy(p->line + p->llen, b, copy);
+	p->llen += copy;
 	if (nl) {
-		if (r->llen > 0 && r->line[r->llen - 1] == '\r')
-			r->llen--;
-		r->line[r->llen] = '\0';
-		r->llen = 0;
+		if (p->llen > 0 && p->line[p->llen - 1] == '\r')
+			p->llen--;
+		p->line[p->llen] = '\0';
+		p->llen = 0;
 		*done = true;
 	}
 	return use;
 }
 
-static void body_done(struct https_req *r)
+static void body_done(struct https_resp *p)
 {
-	finish(r, HTTPS_OK, NULL);
+	resp_end(p, HTTPS_OK, NULL);
 }
 
 /* Feed response body bytes (everything after the headers). */
-static void body_input(struct https_req *r, const char *p, size_t n)
+static void body_input(struct https_resp *p, const char *b, size_t n)
 {
-	while (n > 0 && !r->finished) {
+	while (n > 0 && p->st != R_DONE) {
 		size_t use;
 		bool done;
-		switch (r->st) {
+		switch (p->st) {
 		case R_BODY_LEN:
-			use = n < r->left ? n : (size_t)r->left;
-			if (!body_add(r, p, use))
+			use = n < p->left ? n : (size_t)p->left;
+			if (!body_add(p, b, use))
 				return;
-			r->left -= use;
-			if (r->left == 0)
-				body_done(r);
+			p->left -= use;
+			if (p->left == 0)
+				body_done(p);
 			return; /* anything after the declared length is ignored */
 		case R_BODY_EOF:
-			body_add(r, p, n);
+			body_add(p, b, n);
 			return;
 		case R_CHUNK_SIZE: {
-			use = take_line(r, p, n, &done);
-			if (done && !r->finished) {
+			use = take_line(p, b, n, &done);
+			if (done && p->st != R_DONE) {
 				char *end;
-				unsigned long long sz = strtoull(r->line, &end, 16);
+				unsigned long long sz = strtoull(p->line, &end, 16);
 				while (*end == ' ' || *end == '\t')
 					end++;
-				if (end == r->line || (*end != '\0' && *end != ';') || r->line[0] == '-') {
-					finish(r, HTTPS_E_PROTO, "bad chunk size line");
+				if (end == p->line || (*end != '\0' && *end != ';') || p->line[0] == '-') {
+					resp_end(p, HTTPS_E_PROTO, "bad chunk size line");
 					return;
 				}
-				if (sz > r->max_body - r->blen) {
-					finish(r, HTTPS_E_TOO_BIG, "body larger than %zu bytes", r->max_body);
+				if (sz > p->max_body - p->blen) {
+					resp_end(p, HTTPS_E_TOO_BIG, "body larger than %zu bytes", p->max_body);
 					return;
 				}
-				r->left = sz;
-				r->st = sz == 0 ? R_TRAILER : R_CHUNK_DATA;
+				p->left = sz;
+				p->st = sz == 0 ? R_TRAILER : R_CHUNK_DATA;
 			}
 			break;
 		}
 		case R_CHUNK_DATA:
-			use = n < r->left ? n : (size_t)r->left;
-			if (!body_add(r, p, use))
+			use = n < p->left ? n : (size_t)p->left;
+			if (!body_add(p, b, use))
 				return;
-			r->left -= use;
-			if (r->left == 0)
-				r->st = R_CHUNK_END;
+			p->left -= use;
+			if (p->left == 0)
+				p->st = R_CHUNK_END;
 			break;
 		case R_CHUNK_END:
-			use = take_line(r, p, n, &done);
-			if (done && !r->finished) {
-				if (r->line[0] != '\0') {
-					finish(r, HTTPS_E_PROTO, "chunk data longer than its size");
+			use = take_line(p, b, n, &done);
+			if (done && p->st != R_DONE) {
+				if (p->line[0] != '\0') {
+					resp_end(p, HTTPS_E_PROTO, "chunk data longer than its size");
 					return;
 				}
-				r->st = R_CHUNK_SIZE;
+				p->st = R_CHUNK_SIZE;
 			}
 			break;
 		case R_TRAILER:
-			use = take_line(r, p, n, &done);
-			if (done && !r->finished && r->line[0] == '\0') {
-				body_done(r);
+			use = take_line(p, b, n, &done);
+			if (done && p->st != R_DONE && p->line[0] == '\0') {
+				body_done(p);
 				return;
 			}
 			break;
 		default:
 			return;
 		}
-		p += use;
+		b += use;
 		n -= use;
 	}
 }
 
 /* ---- head ---- */
 
-static bool status_ok(const struct https_req *r, int status)
+static bool status_ok(const struct https_resp *p, int status)
 {
-	return r->any_2xx ? status >= 200 && status <= 299 : status == 200;
+	return p->any_2xx ? status >= 200 && status <= 299 : status == 200;
 }
 
 /* Does the Content-Type value name media type want (parameters ignored)? */
@@ -280,25 +349,25 @@ static bool type_is(const char *v, const char *want)
 }
 
 /* Parse a complete head (hlen bytes, ends with an empty line). Returns false
- * when the request finished (error), or when it was an interim 1xx reply
+ * when the response ended (error), or when it was an interim 1xx reply
  * (*interim set) that the caller drops. */
-static bool parse_head(struct https_req *r, char *h, bool *interim)
+static bool parse_head(struct https_resp *p, char *h, bool *interim)
 {
 	*interim = false;
 	char *save = NULL;
 	char *line = strtok_r(h, "\n", &save);
 	if (line == NULL || strncmp(line, "HTTP/1.", 7) != 0 || strlen(line) < 12 || line[8] != ' ') {
-		finish(r, HTTPS_E_PROTO, "not an HTTP/1.x response");
+		resp_end(p, HTTPS_E_PROTO, "not an HTTP/1.x response");
 		return false;
 	}
 	line[strcspn(line, "\r")] = '\0';
 	char *end;
 	long status = strtol(line + 9, &end, 10);
 	if (end != line + 12 || status < 100 || status > 599 || (*end != ' ' && *end != '\0')) {
-		finish(r, HTTPS_E_PROTO, "bad status line \"%.60s\"", line);
+		resp_end(p, HTTPS_E_PROTO, "bad status line \"%.60s\"", line);
 		return false;
 	}
-	r->res.status = (int)status;
+	p->res.status = (int)status;
 	if (status < 200) {
 		*interim = true;
 		return false;
@@ -320,19 +389,19 @@ static bool parse_head(struct https_req *r, char *h, bool *interim)
 		while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
 			v[--vl] = '\0';
 		if (strcasecmp(line, "Content-Type") == 0) {
-			strlcpy_x(r->res.content_type, v, sizeof(r->res.content_type));
+			strlcpy_x(p->res.content_type, v, sizeof(p->res.content_type));
 		} else if (strcasecmp(line, "Content-Length") == 0) {
 			char *e2;
 			unsigned long long x = strtoull(v, &e2, 10);
 			if (e2 == v || *e2 != '\0' || v[0] == '-' || (have_len && x != clen)) {
-				finish(r, HTTPS_E_PROTO, "bad Content-Length \"%.40s\"", v);
+				resp_end(p, HTTPS_E_PROTO, "bad Content-Length \"%.40s\"", v);
 				return false;
 			}
 			clen = x;
 			have_len = true;
 		} else if (strcasecmp(line, "Transfer-Encoding") == 0) {
 			if (strcasecmp(v, "chunked") != 0) {
-				finish(r, HTTPS_E_PROTO, "unsupported Transfer-Encoding \"%.40s\"", v);
+				resp_end(p, HTTPS_E_PROTO, "unsupported Transfer-Encoding \"%.40s\"", v);
 				return false;
 			}
 			chunked = true;
@@ -341,39 +410,40 @@ static bool parse_head(struct https_req *r, char *h, bool *interim)
 		}
 	}
 	if (status >= 300 && status <= 399) {
-		finish(r, HTTPS_E_STATUS, "redirect (HTTP %ld) not followed%s%s", status,
-		       location[0] ? ": Location " : "", location);
+		resp_end(p, HTTPS_E_STATUS, "redirect (HTTP %ld) not followed%s%s", status,
+			 location[0] ? ": Location " : "", location);
 		return false;
 	}
-	if (!status_ok(r, (int)status)) {
-		finish(r, HTTPS_E_STATUS, "HTTP %ld %.60s", status, reason);
+	if (!status_ok(p, (int)status)) {
+		resp_end(p, HTTPS_E_STATUS, "HTTP %ld %.60s", status, reason);
 		return false;
 	}
-	if (r->want_type && !type_is(r->res.content_type, r->want_type)) {
-		finish(r, HTTPS_E_TYPE, "Content-Type is \"%.80s\", not %s",
-		       r->res.content_type[0] ? r->res.content_type : "(none)", r->want_type);
+	if (p->want_type && !type_is(p->res.content_type, p->want_type)) {
+		resp_end(p, HTTPS_E_TYPE, "Content-Type is \"%.80s\", not %s",
+			 p->res.content_type[0] ? p->res.content_type : "(none)", p->want_type);
 		return false;
 	}
-	r->body = xmalloc(r->max_body + 1);
-	r->body[0] = '\0';
-	if (status == 204 || status == 304 || strcmp(r->method, "HEAD") == 0) {
-		body_done(r);
+	p->body = xmalloc(p->max_body + 1);
+	p->body[0] = '\0';
+	p->res.body = p->body;
+	if (status == 204 || status == 304 || p->head_req) {
+		body_done(p);
 	} else if (chunked) { /* RFC 9112 6.3: chunked wins over Content-Length */
-		r->st = R_CHUNK_SIZE;
+		p->st = R_CHUNK_SIZE;
 	} else if (have_len) {
-		if (clen > r->max_body) {
-			finish(r, HTTPS_E_TOO_BIG, "body larger than %zu bytes (Content-Length %llu)",
-			       r->max_body, (unsigned long long)clen);
+		if (clen > p->max_body) {
+			resp_end(p, HTTPS_E_TOO_BIG, "body larger than %zu bytes (Content-Length %llu)",
+				 p->max_body, (unsigned long long)clen);
 			return false;
 		}
-		r->left = clen;
-		r->st = R_BODY_LEN;
+		p->left = clen;
+		p->st = R_BODY_LEN;
 		if (clen == 0)
-			body_done(r);
+			body_done(p);
 	} else {
-		r->st = R_BODY_EOF;
+		p->st = R_BODY_EOF;
 	}
-	return !r->finished;
+	return p->st != R_DONE;
 }
 
 /* Find the end of the head: "\r\n\r\n" or "\n\n"; returns its length or 0. */
@@ -390,39 +460,65 @@ static size_t head_end(const char *h, size_t n)
 	return 0;
 }
 
-static void on_read(void *arg, const char *data, size_t n)
+bool https_resp_input(struct https_resp *p, const char *data, size_t n)
 {
-	struct https_req *r = arg;
-	while (n > 0 && r->st == R_HEAD && !r->finished) {
-		if (r->head == NULL)
-			r->head = xmalloc(HEAD_MAX + 1);
-		size_t room = HEAD_MAX - r->hlen;
+	while (n > 0 && p->st == R_HEAD) {
+		if (p->head == NULL)
+			p->head = xmalloc(HEAD_MAX + 1);
+		size_t room = HEAD_MAX - p->hlen;
 		size_t take = n < room ? n : room;
-		size_t scan_from = r->hlen > 3 ? r->hlen - 3 : 0;
-		memcpy(r->head + r->hlen, data, take);
-		r->hlen += take;
-		size_t he = head_end(r->head + scan_from, r->hlen - scan_from);
+		size_t scan_from = p->hlen > 3 ? p->hlen - 3 : 0;
+		memcpy(p->head + p->hlen, data, take);
+		p->hlen += take;
+		size_t he = head_end(p->head + scan_from, p->hlen - scan_from);
 		if (he == 0) {
-			if (r->hlen == HEAD_MAX)
-				finish(r, HTTPS_E_PROTO, "response headers longer than %d bytes", HEAD_MAX);
-			return;
+			if (p->hlen == HEAD_MAX)
+				resp_end(p, HTTPS_E_PROTO, "response headers longer than %d bytes", HEAD_MAX);
+			return p->st == R_DONE;
 		}
 		he += scan_from;
 		/* bytes of this read past the head: the body (or the next head) */
-		size_t used = take - (r->hlen - he);
-		r->head[he] = '\0';
+		size_t used = take - (p->hlen - he);
+		p->head[he] = '\0';
 		bool interim;
-		bool go = parse_head(r, r->head, &interim);
+		bool go = parse_head(p, p->head, &interim);
 		data += used;
 		n -= used;
-		r->hlen = 0;
+		p->hlen = 0;
 		if (interim)
 			continue; /* 100 Continue and friends: read the next head */
 		if (!go)
-			return;
+			return true;
 	}
-	if (n > 0 && !r->finished)
-		body_input(r, data, n);
+	if (n > 0 && p->st != R_DONE)
+		body_input(p, data, n);
+	return p->st == R_DONE;
+}
+
+bool https_resp_eof(struct https_resp *p)
+{
+	if (p->st != R_BODY_EOF)
+		return false;
+	body_done(p);
+	return true;
+}
+
+/* ---- the request ---- */
+
+static void resp_done(struct https_req *r)
+{
+	const struct https_result *pr = https_resp_result(r->resp);
+	if (pr->fail == HTTPS_OK)
+		finish(r, HTTPS_OK, NULL);
+	else
+		finish(r, pr->fail, "%s", pr->why);
+}
+
+static void on_read(void *arg, const char *data, size_t n)
+{
+	struct https_req *r = arg;
+	if (!r->finished && https_resp_input(r->resp, data, n))
+		resp_done(r);
 }
 
 /* ---- connection ---- */
@@ -484,8 +580,8 @@ static void on_tls(void *arg, int err)
 static void on_error(void *arg, int err)
 {
 	struct https_req *r = arg;
-	if (err == 0 && r->st == R_BODY_EOF) {
-		body_done(r);
+	if (err == 0 && https_resp_eof(r->resp)) {
+		resp_done(r);
 		return;
 	}
 	if (!r->tls_up) {
@@ -499,8 +595,8 @@ static void on_error(void *arg, int err)
 		return;
 	}
 	finish(r, HTTPS_E_PROTO, "connection %s %s", err == 0 ? "closed" : strerror(-err),
-	       r->st == R_HEAD ? "before the end of the response headers"
-			       : "before the end of the body");
+	       https_resp_head_done(r->resp) ? "before the end of the body"
+					     : "before the end of the response headers");
 }
 
 static void on_drain(void *arg)
@@ -561,16 +657,11 @@ static void on_dns(void *arg, const struct dns_mx *mx)
 static void on_timeout(struct loop_timer *t)
 {
 	struct https_req *r = container_of(t, struct https_req, timer);
-	static const char *const where[] = {
-		[R_HEAD] = "waiting for the response", [R_BODY_LEN] = "reading the body",
-		[R_BODY_EOF] = "reading the body",     [R_CHUNK_SIZE] = "reading the body",
-		[R_CHUNK_DATA] = "reading the body",   [R_CHUNK_END] = "reading the body",
-		[R_TRAILER] = "reading the body",      [R_DONE] = "done",
-	};
 	const char *w = r->dns_pending ? "resolving the host"
 			: r->conn == NULL ? "connecting"
 			: !r->tls_up ? "connecting or in the TLS handshake"
-				     : where[r->st];
+			: https_resp_head_done(r->resp) ? "reading the body"
+							: "waiting for the response";
 	finish(r, HTTPS_E_TIMEOUT, "timeout after %u ms %s", r->timeout_ms, w);
 }
 
@@ -592,7 +683,6 @@ struct https_req *https_request(struct loop *l, struct dns *d, struct tlscache *
 	r->host = xstrdup(p->host ? p->host : "");
 	r->path = xstrdup(p->path && p->path[0] ? p->path : "/");
 	r->ctype = dup_or_null(p->content_type);
-	r->want_type = dup_or_null(p->want_type);
 	if (p->body && p->len > 0) {
 		r->reqbody = xmalloc(p->len);
 		memcpy(r->reqbody, p->body, p->len);
@@ -600,9 +690,7 @@ struct https_req *https_request(struct loop *l, struct dns *d, struct tlscache *
 	}
 	r->port = p->port > 0 ? p->port : 443;
 	r->timeout_ms = p->timeout_ms ? p->timeout_ms : HTTPS_TIMEOUT_DEFAULT;
-	r->max_body = p->max_body ? p->max_body : HTTPS_BODY_MAX_DEFAULT;
-	r->any_2xx = p->any_2xx;
-	r->st = R_HEAD;
+	r->resp = https_resp_new(p->max_body, p->want_type, p->any_2xx, strcmp(r->method, "HEAD") == 0);
 	loop_timer_init(&r->timer, on_timeout);
 	loop_task_init(&r->task, task_fn);
 	loop_timer_arm(l, &r->timer, r->timeout_ms);

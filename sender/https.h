@@ -94,4 +94,32 @@ struct https_req *https_request(struct loop *l, struct dns *d, struct tlscache *
  * already finished then). NULL is a no-op. */
 void https_cancel(struct https_req *r);
 
+/* ---- the response parser https_request uses (pure: no I/O, no loop) ----
+ * Status line, headers (16 KiB in all), interim 1xx replies (skipped), and
+ * the body by Content-Length, chunked coding or until close, capped at
+ * max_body. Bytes may arrive in pieces of any size: the result does not
+ * depend on how the response was split. */
+struct https_resp;
+
+/* A parser for one response. max_body: 0 = HTTPS_BODY_MAX_DEFAULT; want_type
+ * (copied), any_2xx: as in struct https_params; head_request: the request was
+ * HEAD (no body follows). Never returns NULL. */
+struct https_resp *https_resp_new(size_t max_body, const char *want_type, bool any_2xx,
+				  bool head_request);
+void https_resp_free(struct https_resp *p); /* NULL is a no-op */
+/* Feed n received bytes. Returns true once the response is complete or has
+ * failed (https_resp_result is then final; later input is ignored), false
+ * while more is needed. */
+bool https_resp_input(struct https_resp *p, const char *data, size_t n);
+/* The server closed the connection cleanly. True if that ends a body
+ * delimited by the close (the result is then final, HTTPS_OK); false if the
+ * response is not complete (the caller reports the truncation). */
+bool https_resp_eof(struct https_resp *p);
+/* Have the status line and headers been accepted (the body is being read)? */
+bool https_resp_head_done(const struct https_resp *p);
+/* The result so far: fail and why (final once input or eof returned true),
+ * status, content_type, body (NUL-terminated, "" if none) and len; peer is
+ * "". Borrowed until https_resp_free. */
+const struct https_result *https_resp_result(const struct https_resp *p);
+
 #endif

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs unit tests (build/asan/test_*) and integration tests (tests/integ/t_*.sh).
+# Runs unit tests (build/asan/test_*, and build/fuzz/replay_* over tests/fuzz/seeds/*) and
+# integration tests (tests/integ/t_*.sh).
 # Every program prints "ok - NAME" / "not ok - NAME" lines; we count them.
 # A program that exits non-zero without printing a "not ok" line counts as one
 # failure. Last line: "N passed, N failed".
@@ -29,6 +30,12 @@ if [ "$what" = all ] || [ "$what" = unit ]; then
 	for t in build/asan/test_*; do
 		[ -x "$t" ] || continue
 		ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 run_one "unit/$(basename "$t")" 120 "$t"
+	done
+	# libFuzzer targets' kept inputs (tests/fuzz/replay.c): one case per target
+	for t in build/fuzz/replay_*; do
+		[ -x "$t" ] || continue
+		n=${t##*/replay_}
+		ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 run_one "fuzz/$n" 120 "$t" "tests/fuzz/seeds/$n"
 	done
 fi
 if [ "$what" = all ] || [ "$what" = integ ]; then

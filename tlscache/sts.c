@@ -234,7 +234,7 @@ static bool mx_pattern_norm(const char *s, size_t len, char *out)
 	for (size_t i = off; i < len; i++) {
 		char c = s[i];
 		if (c == '.') {
-			if (label == 0)
+			if (label == 0 || s[i - 1] == '-')
 				return false;
 			label = 0;
 			numeric_last = true;
@@ -242,12 +242,16 @@ static bool mx_pattern_norm(const char *s, size_t len, char *out)
 		}
 		if (!is_alnum(c) && c != '-' && c != '_')
 			return false;
+		/* A host name label neither starts nor ends with '-' (RFC 1123
+		 * 2.1); "-" alone would also read back from Redis as "no mx". */
+		if (c == '-' && label == 0)
+			return false;
 		if (!(c >= '0' && c <= '9'))
 			numeric_last = false;
 		if (++label > 63)
 			return false;
 	}
-	if (label == 0)
+	if (label == 0 || s[len - 1] == '-')
 		return false;
 	/* An all-digit last label: an IPv4 literal (or a name no MX can have). */
 	if (numeric_last)
@@ -490,7 +494,7 @@ int sts_policy_decode(const char *s, struct sts_policy *p, int64_t *fetched_at, 
 		*err = "bad mode";
 		goto fail;
 	}
-	if (age > STS_MAX_AGE_MAX || s[2] == '-') {
+	if (age > STS_MAX_AGE_MAX || s[2] < '0' || s[2] > '9') { /* %lld skips blanks, takes a sign */
 		*err = "bad max_age or time";
 		goto fail;
 	}

@@ -22,7 +22,8 @@
  *   without "key:" makes the policy invalid. version, mode and max_age are
  *   required; when repeated, the first instance counts. mx is required at least
  *   once unless mode is none. An mx value that is not a host name pattern (an IP
- *   literal, "a.*.b", "*", bad characters) is skipped and counted in n_bad_mx;
+ *   literal, "a.*.b", "*", a label that starts or ends with '-', bad
+ *   characters) is skipped and counted in n_bad_mx;
  *   if no mx is left the policy is invalid (unless mode none). max_age is 1-10
  *   digits (ABNF); values above 31557600 are clamped to 31557600 (a policy
  *   never outlives a year; see RFC 8461 3.2 "maximum value of 31557600").

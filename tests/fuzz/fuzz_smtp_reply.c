@@ -1,10 +1,8 @@
 /* fuzz_smtp_reply.c: libFuzzer target for sender/smtp_reply.c. Not built by
- * default. Build and run (from the repository root):
- *
- *   clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -I. \
- *       tests/fuzz/fuzz_smtp_reply.c sender/smtp_reply.c -o build/fuzz_smtp_reply
- *   mkdir -p build/fuzz-corpus && build/fuzz_smtp_reply -max_total_time=60 \
- *       -max_len=20000 build/fuzz-corpus
+ * default: `make fuzz` builds and runs it (build/fuzz/fuzz_smtp_reply, corpus
+ * build/fuzz/corpus/smtp_reply seeded from tests/fuzz/seeds/smtp_reply/; add
+ * FUZZ_FLAGS=-max_len=20000 to reach the 8 KiB reply cap); `make test` replays
+ * the seeds (replay.c).
  *
  * The input is treated as a receive buffer: replies are parsed one after the
  * other, as the SMTP client does with pipelined replies (RFC 2920), and each
