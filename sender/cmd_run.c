@@ -140,18 +140,6 @@ static void q_log(void *ctx, int level, const char *line)
 		log_msg(lvl, "%s", line);
 }
 
-static int addr_ok(const char *addr, char *norm, size_t normlen, const char **err)
-{
-	struct msg_addr a;
-	if (msg_addr_parse(addr, &a, err) != 0)
-		return -1;
-	if (msg_addr_format(&a, norm, normlen) < 0) {
-		*err = "address too long";
-		return -1;
-	}
-	return 0;
-}
-
 /* ---- deliveries ---- */
 
 static enum job_status job_status_of(enum deliver_status s)
@@ -652,7 +640,7 @@ int cmd_run(int argc, char **argv)
 		.jobs = r->cfg.jobs, .results = r->cfg.results, .group = r->cfg.group,
 		.consumer = consumer, .visibility_ms = r->cfg.visibility_timeout_ms,
 		.batch = r->cfg.batch, .results_maxlen = r->cfg.results_maxlen, .max_inflight = r->cfg.max_inflight,
-		.limits = { .max_size = r->cfg.max_message_size, .addr_ok = addr_ok,
+		.limits = { .max_size = r->cfg.max_message_size, .addr_ok = msg_addr_norm,
 			    .split = msg_split_list },
 		.schedule_ms = r->cfg.schedule_ms, .n_schedule = r->cfg.n_schedule,
 		.lifetime_ms = r->cfg.lifetime_ms, .jitter = r->cfg.jitter, .peers_settle = split,

@@ -514,6 +514,18 @@ int msg_addr_format(const struct msg_addr *a, char *buf, size_t n)
 	return (int)(ll + 1 + dl);
 }
 
+int msg_addr_norm(const char *addr, char *norm, size_t n, const char **err)
+{
+	struct msg_addr a;
+	if (msg_addr_parse(addr, &a, err) != 0)
+		return -1;
+	if (msg_addr_format(&a, norm, n) < 0) {
+		*err = "address too long";
+		return -1;
+	}
+	return 0;
+}
+
 /* ---- recipient lists ---- */
 
 static bool is_trim(char c)

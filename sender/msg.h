@@ -41,6 +41,9 @@ struct msg_addr {
 int msg_addr_parse(const char *s, struct msg_addr *a, const char **err);
 /* Format "local@domain" into buf (size n). Returns length or -1 if it does not fit. */
 int msg_addr_format(const struct msg_addr *a, char *buf, size_t n);
+/* Parse addr and write its normal form "local@domain" into norm (size n): 0,
+ * or -1 with a reason in err. The job_addr_fn of mxsend run (queue/job.h). */
+int msg_addr_norm(const char *addr, char *norm, size_t n, const char **err);
 
 /* Split a comma-separated recipient list (the job's `to` field); calls fn for
  * each trimmed, non-empty item. Returns the number of items, or -1 if fn

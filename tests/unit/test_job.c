@@ -10,19 +10,7 @@
 #include "sender/msg.h"
 #include "tests/t.h"
 
-static int addr_ok(const char *addr, char *norm, size_t normlen, const char **err)
-{
-	struct msg_addr a;
-	if (msg_addr_parse(addr, &a, err) != 0)
-		return -1;
-	if (msg_addr_format(&a, norm, normlen) < 0) {
-		*err = "address too long";
-		return -1;
-	}
-	return 0;
-}
-
-static const struct job_limits lim = { .max_size = 1000, .addr_ok = addr_ok, .split = msg_split_list };
+static const struct job_limits lim = { .max_size = 1000, .addr_ok = msg_addr_norm, .split = msg_split_list };
 
 /* Decode from a NULL-terminated list of C strings (field, value, ...). */
 static int decode(struct job *j, const char *const *kv)
