@@ -32,8 +32,9 @@
 # 2-core machine the sink shares the cores, the CPU columns say who used them).
 # --perf[=a2,b0]: record those scenarios (default a2 and b0) with `perf record -e cpu-clock -g`
 # and write the top of each report to build/bench/perf-ID.txt (perf slows them down a little).
-# PERF_CG=dwarf: unwind with DWARF (mxsend and libcrypto have no frame pointers, so only then
-# does the inclusive "children" view say which of our functions the time is spent under).
+# PERF_CG=dwarf: unwind with DWARF (PERF_FREQ samples/s, default 300; mxsend and libcrypto have
+# no frame pointers, so only then does the inclusive "children" view say which of our functions
+# the time is spent under).
 # --only a1,b0,...: run just those scenarios.
 # Environment: KEEP=1 keeps the work directory (logs of unbound, sinks, mxload, perf.data);
 # BENCH_REPS=N passes (default 3); BENCH_SIZE=BYTES message size (default 4096);
@@ -205,7 +206,7 @@ run_scn() {
 	local pre=()
 	if [ "$PERF" = 1 ] && [[ $PERF_IDS == *",$id,"* ]] && [ "${rep:-1}" = 1 ]; then # the first repetition only
 		if [ "${PERF_CG:-fp}" = dwarf ]; then
-			pre=(perf record -e cpu-clock -F 300 --call-graph "dwarf,16384" -o "$dir/perf.data" --)
+			pre=(perf record -e cpu-clock -F "${PERF_FREQ:-300}" --call-graph "dwarf,16384" -o "$dir/perf.data" --)
 		else
 			pre=(perf record -e cpu-clock -g -o "$dir/perf.data" --)
 		fi

@@ -376,6 +376,8 @@ static void run_accounting(struct run *r)
 {
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru); /* for the peak RSS */
+	struct timespec thread_cpu = { 0 }; /* this thread: Redis, jobs, results */
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &thread_cpu);
 	double user, sys, cpu = cpu_s(&user, &sys);
 	uint64_t done = r->n_delivered + r->n_bounced + r->n_deferred + r->n_held;
 	struct deliver_stats ds = { 0 };
@@ -384,11 +386,13 @@ static void run_accounting(struct run *r)
 	fprintf(stderr,
 		"mxsend run: elapsed_s=%.3f cpu_s=%.3f user_s=%.3f sys_s=%.3f outcomes=%llu "
 		"delivered=%llu cpu_us_per_msg=%.1f maxrss_kb=%ld connections=%lu reused=%lu "
-		"slot_waits=%lu chains_verified=%lu chains_cached=%lu\n",
+		"slot_waits=%lu chains_verified=%lu chains_cached=%lu ctx_switches=%ld "
+		"queue_thread_cpu_s=%.3f\n",
 		(double)(loop_now(r->l) - r->started) / 1000.0, cpu, user, sys,
 		(unsigned long long)done, (unsigned long long)r->n_delivered,
 		done ? cpu * 1e6 / (double)done : 0.0, ru.ru_maxrss, ds.opened, ds.reused,
-		ds.slot_waits, ds.chains_verified, ds.chains_cached);
+		ds.slot_waits, ds.chains_verified, ds.chains_cached, ru.ru_nvcsw + ru.ru_nivcsw,
+		(double)thread_cpu.tv_sec + (double)thread_cpu.tv_nsec / 1e9);
 }
 
 static void status_line(struct run *r, bool final)

@@ -10,23 +10,33 @@
  *   lost, redisAsyncFree in a callback): then we only set `deleted`, and the
  *   dispatcher frees after the call returns. The watcher itself is released
  *   (loop_watch_free) at cleanup time, before hiredis closes the fd.
- * - reads: hiredis reads at most 16 KiB per redisAsyncHandleRead; a large
- *   reply (a claim of 256 jobs) would cost one poll round trip per 16 KiB, so
- *   we read again while FIONREAD says bytes are waiting (bounded per dispatch). */
+ * - reads: hiredis reads at most 16 KiB per redisAsyncHandleRead, through a
+ *   stack buffer it then copies into its reader. A claim of 256 jobs of 4 KiB
+ *   is a 1 MiB reply: 64 read and FIONREAD calls and a copy of every byte. So
+ *   we read ourselves, up to READ_CHUNK at a time, straight into the reader's
+ *   buffer (redisReader and its sds are hiredis's public API), then call
+ *   redisAsyncHandleRead: its own read finds the socket drained (or takes a
+ *   little more), and it parses and dispatches as usual; end of file and
+ *   errors reach hiredis's disconnect path the same way. The reader's maxbuf
+ *   is 0 (hiredis would otherwise free the grown buffer whenever it empties);
+ *   we release it ourselves when empty and over READ_KEEP. */
 #include "sender/redis_uring.h"
 
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
-#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <hiredis/sds.h>
 
 #include "sender/loop.h"
 #include "sender/util.h"
 
-#define READ_BUDGET 64 /* redisAsyncHandleRead calls (16 KiB each) per dispatch */
+#define READ_CHUNK (256u << 10) /* bytes asked of one read() */
+#define READ_KEEP (1u << 20)    /* an empty reader buffer larger than this is released */
+#define READ_BUDGET 8           /* read() calls per dispatch */
 
 struct redis_uring {
 	redisAsyncContext *ac;
@@ -56,18 +66,50 @@ static void update_mask(struct redis_uring *e)
 	}
 }
 
-static bool bytes_buffered(const struct redis_uring *e)
+/* One read() into hiredis's reader buffer, then redisAsyncHandleRead parses
+ * and runs the callbacks (its own read finds the socket drained, or takes a
+ * little more). Returns true when our read filled what it asked for: more may
+ * be waiting. */
+static bool read_some(struct redis_uring *e)
 {
-	int n = 0;
-	return ioctl(e->fd, FIONREAD, &n) == 0 && n > 0;
+	redisReader *r = e->ac->c.reader;
+	if (!connected(e) || r->err) {
+		redisAsyncHandleRead(e->ac);
+		return false;
+	}
+	if (r->pos == r->len && sdsalloc(r->buf) > READ_KEEP) {
+		sds empty = sdsempty();
+		if (empty != NULL) {
+			sdsfree(r->buf);
+			r->buf = empty;
+			r->pos = r->len = 0;
+		}
+	}
+	sds b = sdsMakeRoomFor(r->buf, READ_CHUNK);
+	ssize_t n = -1;
+	size_t room = 0;
+	if (b != NULL) {
+		r->buf = b;
+		room = sdsavail(b);
+		n = read(e->fd, b + sdslen(b), room);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return false;
+		if (n > 0) {
+			sdsIncrLen(b, (int)n);
+			r->len = sdslen(b);
+		}
+	}
+	/* n <= 0 (end of file, an error, no memory): hiredis meets it too and
+	 * disconnects */
+	redisAsyncHandleRead(e->ac);
+	return n > 0 && (size_t)n == room;
 }
 
 /* Read until the socket is drained or the budget is spent. */
 static void do_read(struct redis_uring *e)
 {
 	for (int i = 0; i < READ_BUDGET; i++) {
-		redisAsyncHandleRead(e->ac);
-		if (e->deleted || !e->reading || !bytes_buffered(e))
+		if (!read_some(e) || e->deleted || !e->reading)
 			return;
 	}
 	e->want_read = true; /* more buffered: continue next iteration */
@@ -210,6 +252,7 @@ int redis_uring_attach(struct loop *l, redisAsyncContext *ac)
 	ac->ev.delWrite = del_write;
 	ac->ev.cleanup = cleanup;
 	ac->ev.data = e;
+	ac->c.reader->maxbuf = 0; /* see "reads" above */
 	/* Watch for the connect to complete (hiredis 0.14 only notices it on the
 	 * first read or write event). */
 	e->writing = true;

@@ -2,8 +2,12 @@
  *
  * Queues are Vyukov intrusive MPSC lists: any thread pushes with one atomic
  * exchange, one thread pops. Producers then ask for a wake-up of the consumer's
- * loop; the ask is coalesced into one eventfd write per producer-loop iteration
- * (a deferred task), so a burst of results costs one syscall, not one each.
+ * loop. The feeder's asks (new work) are coalesced into one eventfd write per
+ * feeder-loop iteration (a deferred task). A worker's (results) wait up to
+ * RESULT_WAKE_MS on a timer: results are not urgent (the queue commits them in
+ * batches anyway), and a worker finishing a transaction or two per iteration
+ * would otherwise wake the feeder that often, each wake-up a syscall and a
+ * context switch on both sides.
  * A pop can briefly see an unfinished push (producer between exchange and
  * link); it stops there, and the producer's own wake-up brings it back.
  *
@@ -29,6 +33,8 @@
 #include "sender/metrics.h"
 #include "sender/route.h"
 #include "sender/util.h"
+
+#define RESULT_WAKE_MS 1 /* results wait at most this long (plus timer slack) for the feeder */
 
 enum msg_kind { M_REQ, M_STOP, M_RCPT, M_DONE, M_TLS, M_STS_STORE, M_STS_LOAD };
 
@@ -72,7 +78,7 @@ struct worker {
 	struct deliver_opts o;    /* hooks point at relays to the feeder */
 	struct mpsc inbox;
 	struct mpsc spare;        /* consumed messages of ours, back from the feeder */
-	struct waker wake_feeder; /* runs on this worker's loop */
+	struct loop_timer wake_feeder; /* on this worker's loop: results are waiting */
 	struct waker wake_me;     /* runs on the feeder's loop */
 	bool stopping;
 };
@@ -176,10 +182,17 @@ static void waker_fn(struct loop_task *t)
 
 /* ---- worker side ---- */
 
+static void wake_feeder_fn(struct loop_timer *t)
+{
+	struct worker *w = container_of(t, struct worker, wake_feeder);
+	loop_wake(w->pool->feeder);
+}
+
 static void post(struct worker *w, struct msg *m)
 {
 	mpsc_push(&w->pool->outbox, m);
-	loop_defer(w->l, &w->wake_feeder.task);
+	if (!loop_timer_armed(&w->wake_feeder))
+		loop_timer_arm(w->l, &w->wake_feeder, RESULT_WAKE_MS);
 }
 
 static void proxy_rcpt(void *arg, int idx, const struct deliver_result *r)
@@ -225,7 +238,12 @@ static void relay_sts(void *arg, const char *domain, const char *encoded)
 
 static void stopped(void *arg)
 {
-	loop_stop(arg);
+	struct worker *w = arg;
+	if (loop_timer_armed(&w->wake_feeder)) { /* the last results: now */
+		loop_timer_stop(w->l, &w->wake_feeder);
+		loop_wake(w->pool->feeder);
+	}
+	loop_stop(w->l);
 }
 
 static void worker_wake(void *arg)
@@ -241,7 +259,7 @@ static void worker_wake(void *arg)
 		}
 		if (m->kind == M_STOP) {
 			w->stopping = true;
-			deliver_quiesce(w->d, (uint32_t)m->idx, stopped, w->l);
+			deliver_quiesce(w->d, (uint32_t)m->idx, stopped, w);
 			msg_put(m);
 			continue;
 		}
@@ -370,8 +388,7 @@ struct workers *workers_new(struct loop *feeder, int n, const struct config *c,
 			snprintf(err, errlen, "worker %d wake-up: %s", i, strerror(-e));
 			goto fail;
 		}
-		loop_task_init(&w->wake_feeder.task, waker_fn);
-		w->wake_feeder.target = feeder;
+		loop_timer_init(&w->wake_feeder, wake_feeder_fn);
 		loop_task_init(&w->wake_me.task, waker_fn);
 		w->wake_me.target = w->l;
 	}
