@@ -269,6 +269,12 @@ static void group_rcpts(struct job *j, int n, const char **raw, const char **nor
 int job_decode(struct job *j, const char *entry_id, size_t nkv, const char *const *kv,
 	       const size_t *kvlen, const struct job_limits *lim)
 {
+	return job_decode_adopt(j, entry_id, nkv, kv, kvlen, NULL, lim);
+}
+
+int job_decode_adopt(struct job *j, const char *entry_id, size_t nkv, const char *const *kv,
+		     const size_t *kvlen, char **adopt, const struct job_limits *lim)
+{
 	int pos[F_N];
 	char *val[F_N];
 	size_t vlen[F_N];
@@ -297,9 +303,10 @@ int job_decode(struct job *j, const char *entry_id, size_t nkv, const char *cons
 	/* One chunk for the whole job: each field once (8-byte rounded), the `to`
 	 * items twice more (raw and normalized, with their own rounding) and the
 	 * normalized sender. */
+	bool adopt_data = adopt != NULL && pos[F_DATA] >= 0 && adopt[pos[F_DATA]] == kv[pos[F_DATA]];
 	size_t need = 64;
 	for (int f = 0; f < F_N; f++) {
-		if (pos[f] < 0)
+		if (pos[f] < 0 || (f == F_DATA && adopt_data))
 			continue;
 		size_t l = kvlen[pos[f]];
 		need += l + 8;
@@ -316,6 +323,11 @@ int job_decode(struct job *j, const char *entry_id, size_t nkv, const char *cons
 		if (pos[f] < 0)
 			continue;
 		vlen[f] = kvlen[pos[f]];
+		if (f == F_DATA && adopt_data) {
+			val[f] = j->data_owned = adopt[pos[f]];
+			adopt[pos[f]] = NULL;
+			continue;
+		}
 		val[f] = arena_strndup(j, kv[pos[f]], vlen[f]);
 		if (f != F_DATA && memchr(val[f], '\0', vlen[f]) != NULL)
 			reject(j, "bad %s value: contains NUL", field_names[f]);
@@ -484,6 +496,8 @@ void job_fini(struct job *j)
 		c = next;
 	}
 	j->arena = NULL;
+	free(j->data_owned);
+	j->data_owned = NULL;
 	j->rcpts = NULL;
 	j->norm = NULL;
 	j->domains = NULL;

@@ -114,8 +114,9 @@ struct job {
 	int ndomain;
 	struct job_domain *domains;
 	char reason[JOB_REASON_MAX]; /* why the job is rejected, "" if valid */
-	/* private: the arena holding the strings above */
+	/* private: the arena holding the strings above, and data when adopted */
 	void *arena;
+	char *data_owned;
 };
 
 /* Decode a stream entry. kv holds nkv strings (field, value, field, value...),
@@ -125,6 +126,12 @@ struct job {
  * Never calls back except lim->addr_ok. */
 int job_decode(struct job *j, const char *entry_id, size_t nkv, const char *const *kv,
 	       const size_t *kvlen, const struct job_limits *lim);
+/* job_decode, adopting the message bytes instead of copying them: adopt holds
+ * nkv pointers, each NULL or kv[i] itself as a malloc'd buffer with a NUL at
+ * kvlen[i] (a hiredis reply string). When the data value is one of them, the
+ * job takes it (freed by job_fini) and sets that slot to NULL. */
+int job_decode_adopt(struct job *j, const char *entry_id, size_t nkv, const char *const *kv,
+		     const size_t *kvlen, char **adopt, const struct job_limits *lim);
 /* Free what job_decode allocated (outcomes included). j itself is the caller's. */
 void job_fini(struct job *j);
 

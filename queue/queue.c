@@ -202,19 +202,29 @@ static void take_entry(struct queue *q, const redisReply *e, bool reclaimed)
 	if (fields->type != REDIS_REPLY_ARRAY)
 		return; /* deleted entry (Redis 7 drops it from the PEL itself) */
 
+	/* The job adopts the message bytes from the reply (no copy of them): a
+	 * string it takes leaves the reply, which is freed after this. */
 	size_t n = fields->elements;
 	const char **kv = qalloc((n + 1) * sizeof(*kv));
 	size_t *len = qalloc((n + 1) * sizeof(*len));
+	char **adopt = qalloc((n + 1) * sizeof(*adopt));
 	for (size_t i = 0; i < n; i++) {
 		const redisReply *f = fields->element[i];
 		bool s = f->type == REDIS_REPLY_STRING || f->type == REDIS_REPLY_STATUS;
 		kv[i] = s ? f->str : "";
 		len[i] = s ? f->len : 0;
+		adopt[i] = s ? f->str : NULL;
 	}
 	struct qjob *qj = qalloc(sizeof(*qj));
-	int rc = job_decode(&qj->job, id->str, n, kv, len, &q->cfg.limits);
+	int rc = job_decode_adopt(&qj->job, id->str, n, kv, len, adopt, &q->cfg.limits);
+	for (size_t i = 0; i < n; i++) {
+		redisReply *f = fields->element[i];
+		if ((f->type == REDIS_REPLY_STRING || f->type == REDIS_REPLY_STATUS) && adopt[i] == NULL)
+			f->str = NULL; /* the job's now (freeReplyObject frees NULL) */
+	}
 	free(kv);
 	free(len);
+	free(adopt);
 	qj->ms = ms;
 	qj->seq = seq;
 	qj->next = q->jobs;

@@ -146,6 +146,47 @@ static void t_data(void)
 	job_fini(&j);
 }
 
+/* job_decode_adopt: the data value is taken, not copied; other strings and a
+ * data value not offered stay the caller's. ASan checks the frees. */
+static void t_adopt(void)
+{
+	char *from = strdup("a@b.test"), *to = strdup("x@y.test"), *data = malloc(5);
+	memcpy(data, "a\0bc", 5); /* NUL at len, as hiredis's */
+	const char *kv[] = { "from", from, "to", to, "data", data };
+	size_t len[] = { 4, 8, 2, 8, 4, 4 };
+	char *adopt[] = { NULL, from, NULL, to, NULL, data };
+	struct job j;
+	CHECK_INT(job_decode_adopt(&j, "5-0", 6, kv, len, adopt, &lim), 0);
+	CHECK(j.data == data);
+	CHECK_INT(j.len, 4);
+	CHECK(memcmp(j.data, "a\0bc", 4) == 0);
+	CHECK(adopt[5] == NULL);
+	CHECK(adopt[1] == from && adopt[3] == to);
+	CHECK_STR(j.from, "a@b.test");
+	CHECK(j.from != from);
+	job_fini(&j); /* frees data */
+	free(from);
+	free(to);
+	/* not offered: copied */
+	char *d2 = strdup("body");
+	const char *kv2[] = { "from", "", "to", "x@y.test", "data", d2 };
+	size_t len2[] = { 4, 0, 2, 8, 4, 4 };
+	char *adopt2[] = { NULL, NULL, NULL, NULL, NULL, NULL };
+	CHECK_INT(job_decode_adopt(&j, "5-1", 6, kv2, len2, adopt2, &lim), 0);
+	CHECK(j.data != d2);
+	CHECK_STR(j.data, "body");
+	job_fini(&j);
+	free(d2);
+	/* a rejected job still frees what it took */
+	char *d3 = strdup("x");
+	const char *kv3[] = { "from", "", "to", "not an address", "data", d3 };
+	size_t len3[] = { 4, 0, 2, 14, 4, 1 };
+	char *adopt3[] = { NULL, NULL, NULL, NULL, NULL, d3 };
+	CHECK_INT(job_decode_adopt(&j, "5-2", 6, kv3, len3, adopt3, &lim), -1);
+	CHECK(adopt3[5] == NULL);
+	job_fini(&j);
+}
+
 static void t_tls_expires(void)
 {
 	const char *a[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "tls", "may", NULL };
@@ -294,6 +335,7 @@ static const struct t_case cases[] = {
 	{ "missing fields", t_missing },
 	{ "bad addresses", t_bad_address },
 	{ "empty, oversized and binary data", t_data },
+	{ "the data value adopted, not copied", t_adopt },
 	{ "bad tls, expires, attempt", t_tls_expires },
 	{ "duplicate field, first problem wins", t_duplicate_and_order },
 	{ "too many recipients", t_too_many },
