@@ -34,7 +34,7 @@
 #include "sender/route.h"
 #include "sender/util.h"
 
-#define RESULT_WAKE_MS 1 /* results wait at most this long (plus timer slack) for the feeder */
+#define RESULT_WAKE_MS 2 /* results wait at most this long (plus timer slack) for the feeder */
 
 enum msg_kind { M_REQ, M_STOP, M_RCPT, M_DONE, M_TLS, M_STS_STORE, M_STS_LOAD };
 
