@@ -555,6 +555,28 @@ static const char *text_at(const struct job_rcpt *r, int k)
 
 /* ---- results ---- */
 
+size_t u64_dec(char *out, uint64_t v)
+{
+	char tmp[20];
+	size_t k = 0, n = 0;
+	do {
+		tmp[k++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	while (k > 0)
+		out[n++] = tmp[--k];
+	out[n] = '\0';
+	return n;
+}
+
+static size_t int_dec(char *out, int v)
+{
+	if (v >= 0)
+		return u64_dec(out, (uint64_t)v);
+	out[0] = '-';
+	return 1 + u64_dec(out + 1, (uint64_t)-(int64_t)v);
+}
+
 void job_result_values(const struct job *j, int idx, enum job_status st, int attempt,
 		       const char *val[JOB_RESULT_NFIELDS], size_t len[JOB_RESULT_NFIELDS],
 		       char scratch[JOB_RESULT_SCRATCH])
@@ -565,13 +587,13 @@ void job_result_values(const struct job *j, int idx, enum job_status st, int att
 	const char *code, *port, *att, *el;
 
 	code = num;
-	num += snprintf(num, 16, "%d", o ? o->code : 0) + 1;
+	num += int_dec(num, o ? o->code : 0) + 1;
 	port = num;
-	num += snprintf(num, 16, "%d", o ? o->port : 0) + 1;
+	num += int_dec(num, o ? o->port : 0) + 1;
 	att = num;
-	num += snprintf(num, 16, "%d", attempt) + 1;
+	num += int_dec(num, attempt) + 1;
 	el = num;
-	snprintf(num, 16, "%u", o ? o->elapsed_ms : 0u);
+	u64_dec(num, o ? o->elapsed_ms : 0u);
 
 	const char *tls = text_at(o, T_TLS);
 	val[0] = j->id;

@@ -322,15 +322,8 @@ struct qconn *qconn_reply(redisAsyncContext *ac, const void *reply)
 
 static char *put_len(char *p, char tag, size_t n)
 {
-	char digits[24];
-	int k = 0;
-	do {
-		digits[k++] = (char)('0' + n % 10);
-		n /= 10;
-	} while (n != 0);
 	*p++ = tag;
-	while (k > 0)
-		*p++ = digits[--k];
+	p += u64_dec(p, n);
 	*p++ = '\r';
 	*p++ = '\n';
 	return p;

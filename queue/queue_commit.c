@@ -19,7 +19,6 @@
  * which first checks that the entry is still pending: a commit is idempotent,
  * so one whose reply was lost is simply sent again after reconnecting.
  * Up to 64 jobs share one call; up to 16 calls are on the wire (pipelined). */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -246,25 +245,17 @@ static int arg_str(struct args *a, const char *s)
 	return arg(a, s, strlen(s));
 }
 
-static int arg_fmt(struct args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int arg_fmt(struct args *a, const char *fmt, ...)
-{
-	char buf[64];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	return arg_copy(a, buf, n < 0 ? 0 : (size_t)n >= sizeof(buf) ? sizeof(buf) - 1 : (size_t)n);
-}
-
-static void arg_set_fmt(struct args *a, int slot, const char *fmt, int v)
+static int arg_u64(struct args *a, uint64_t v)
 {
 	char buf[24];
-	int n = snprintf(buf, sizeof(buf), fmt, v);
-	char *p = pool_alloc(a, (size_t)n + 1);
-	memcpy(p, buf, (size_t)n + 1);
+	return arg_copy(a, buf, u64_dec(buf, v));
+}
+
+static void arg_set_u64(struct args *a, int slot, uint64_t v)
+{
+	char *p = pool_alloc(a, 24);
 	a->v[slot] = p;
-	a->l[slot] = (size_t)n;
+	a->l[slot] = u64_dec(p, v);
 }
 
 /* ---- building one job's part ---- */
@@ -291,7 +282,7 @@ static void add_park(struct args *a, const struct job *j, char kind, const char 
 {
 	arg_str(a, kind == 'h' ? "h" : "r");
 	arg_copy(a, member, strlen(member));
-	arg_fmt(a, "%llu", (unsigned long long)score);
+	arg_u64(a, (uint64_t)score);
 	int nkv_slot = arg(a, "", 0);
 	int start = a->n;
 	char *to = job_join_rcpts(j, idx, n);
@@ -324,21 +315,21 @@ static void add_park(struct args *a, const struct job *j, char kind, const char 
 	}
 	if (j->has_expires) {
 		arg_str(a, "expires");
-		arg_fmt(a, "%u", j->expires_s);
+		arg_u64(a, (uint64_t)j->expires_s);
 	}
 	arg_str(a, "attempt");
-	arg_fmt(a, "%d", attempt);
+	arg_u64(a, (uint64_t)attempt);
 	arg_str(a, "since");
-	arg_fmt(a, "%llu", (unsigned long long)j->since_ms);
+	arg_u64(a, (uint64_t)j->since_ms);
 	if (kind == 'h') {
 		arg_str(a, "domain");
 		arg_str(a, domain);
 		arg_str(a, "reason");
 		arg_copy(a, reason, strlen(reason));
 		arg_str(a, "held_at");
-		arg_fmt(a, "%llu", (unsigned long long)score);
+		arg_u64(a, (uint64_t)score);
 	}
-	arg_set_fmt(a, nkv_slot, "%d", (a->n - start) / 2);
+	arg_set_u64(a, nkv_slot, (uint64_t)((a->n - start) / 2));
 }
 
 static uint64_t retry_delay(struct queue *q, int attempt)
@@ -371,7 +362,7 @@ static void build_job(struct queue *q, struct args *a, struct qjob *qj, uint64_t
 			add_result(a, qj, -1, JOB_REJECTED, attempt);
 		for (int i = 0; i < j->nrcpt; i++)
 			add_result(a, qj, i, JOB_REJECTED, attempt);
-		arg_set_fmt(a, nres_slot, "%d", (a->n - first) / JOB_RESULT_NFIELDS);
+		arg_set_u64(a, nres_slot, (uint64_t)((a->n - first) / JOB_RESULT_NFIELDS));
 		arg_str(a, "0");
 		return;
 	}
@@ -408,7 +399,7 @@ static void build_job(struct queue *q, struct args *a, struct qjob *qj, uint64_t
 			break;
 		}
 	}
-	arg_set_fmt(a, nres_slot, "%d", (a->n - first) / JOB_RESULT_NFIELDS);
+	arg_set_u64(a, nres_slot, (uint64_t)((a->n - first) / JOB_RESULT_NFIELDS));
 
 	int npark_slot = arg(a, "", 0), npark = 0;
 	char member[400];
@@ -447,7 +438,7 @@ static void build_job(struct queue *q, struct args *a, struct qjob *qj, uint64_t
 			npark++;
 		}
 	}
-	arg_set_fmt(a, npark_slot, "%d", npark);
+	arg_set_u64(a, npark_slot, (uint64_t)(npark));
 	free(deferred);
 	free(unfinished);
 }
@@ -542,7 +533,7 @@ void qcommit_flush(struct queue *q)
 		arg_str(&a, q->held_key);
 		arg_str(&a, q->cfg.group);
 		int njobs_slot = arg(&a, "", 0);
-		arg_fmt(&a, "%d", q->cfg.results_maxlen);
+		arg_u64(&a, (uint64_t)q->cfg.results_maxlen);
 		while (q->cq_head != NULL && b->n < Q_COMMIT_MAX_JOBS &&
 		       (b->n == 0 || a.bytes < Q_COMMIT_MAX_BYTES)) {
 			struct qjob *qj = q->cq_head;
@@ -552,7 +543,7 @@ void qcommit_flush(struct queue *q)
 			b->jobs[b->n++] = qj;
 			build_job(q, &a, qj, now);
 		}
-		arg_set_fmt(&a, njobs_slot, "%d", b->n);
+		arg_set_u64(&a, njobs_slot, (uint64_t)(b->n));
 		int rc = qconn_send(&q->cmd, on_commit, b, a.n, a.v, a.l);
 		args_fini(&a);
 		if (rc != 0) {

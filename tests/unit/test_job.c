@@ -329,6 +329,17 @@ static void t_redis_url(void)
 	CHECK_INT(queue_url_parse("unix:", &a, err, sizeof(err)), -1);
 }
 
+static void t_dec(void)
+{
+	char b[24];
+	CHECK_INT(u64_dec(b, 0), 1);
+	CHECK_STR(b, "0");
+	CHECK_INT(u64_dec(b, 450), 3);
+	CHECK_STR(b, "450");
+	CHECK_INT(u64_dec(b, UINT64_MAX), 20);
+	CHECK_STR(b, "18446744073709551615");
+}
+
 static const struct t_case cases[] = {
 	{ "valid job: fields, defaults, dedup, grouped by domain", t_valid },
 	{ "optional and internal fields", t_fields },
@@ -342,6 +353,7 @@ static const struct t_case cases[] = {
 	{ "result values and joined recipients", t_results },
 	{ "entry ids and names", t_entry_id },
 	{ "redis url", t_redis_url },
+	{ "decimal numbers", t_dec },
 };
 
 T_MAIN(cases)
