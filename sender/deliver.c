@@ -445,6 +445,37 @@ void deliver_sts_load(struct deliver *d, const char *domain, const char *encoded
 		stspol_load(d->sts, domain, encoded);
 }
 
+/* Keys are built with these, not snprintf (start_session runs once per
+ * message): key_put appends s, then v in decimal when v >= 0, truncating at
+ * cap as snprintf would; returns the new length. */
+static size_t key_put(char *k, size_t cap, size_t n, const char *s, int v)
+{
+	char digits[16], *d = digits + sizeof(digits);
+	*--d = '\0';
+	if (v >= 0) {
+		unsigned u = (unsigned)v;
+		do {
+			*--d = (char)('0' + u % 10);
+			u /= 10;
+		} while (u != 0);
+	}
+	for (const char *p = s; *p != '\0' && n + 1 < cap; p++)
+		k[n++] = *p;
+	for (const char *p = d; *p != '\0' && n + 1 < cap; p++)
+		k[n++] = *p;
+	k[n] = '\0';
+	return n;
+}
+
+/* "host|ip|port": the address part of the pool key, and the broken-TLS key. */
+static size_t addr_key(char *k, size_t cap, const char *host, const char *ip, int port)
+{
+	size_t n = key_put(k, cap, 0, host, -1);
+	n = key_put(k, cap, n, "|", -1);
+	n = key_put(k, cap, n, ip, -1);
+	return key_put(k, cap, n, "|", port);
+}
+
 static bool broken_tls(struct deliver *d, const char *key)
 {
 	uint64_t now = loop_now(d->l);
@@ -650,12 +681,10 @@ static void start_session(struct job *j)
 		inet_ntop(AF_INET6, &s6->sin6_addr, j->cur_ip, sizeof(j->cur_ip));
 	}
 	p.level = j->plain_retry ? TLS_LEVEL_NONE : j->level;
-	if (p.level == TLS_LEVEL_MAY) {
-		/* a host known to break TLS: opportunistic delivery goes plaintext */
-		snprintf(j->key, sizeof(j->key), "%s|%s|%d", h->name, j->cur_ip, j->port);
-		if (broken_tls(j->d, j->key))
-			p.level = TLS_LEVEL_NONE;
-	}
+	size_t kn = addr_key(j->key, sizeof(j->key), h->name, j->cur_ip, j->port);
+	/* a host known to break TLS: opportunistic delivery goes plaintext */
+	if (p.level == TLS_LEVEL_MAY && broken_tls(j->d, j->key))
+		p.level = TLS_LEVEL_NONE;
 	p.min_tls = j->rule.min_tls;
 	p.max_handshakes = (unsigned)j->d->cfg->max_handshakes;
 	if (j->rule.relay_host) {
@@ -663,9 +692,12 @@ static void start_session(struct job *j)
 		p.auth_user = j->rule.auth_user;
 		p.auth_password = j->rule.auth_password;
 	}
-	/* authenticated sessions serve only the same credentials */
-	snprintf(j->key, sizeof(j->key), "%s|%s|%d|%d|%d|%s", h->name, j->cur_ip, j->port,
-		 (int)p.level, p.min_tls, p.auth_user ? p.auth_user : "");
+	/* the pool key: address, TLS level and minimum version, and the user:
+	 * authenticated sessions serve only the same credentials */
+	kn = key_put(j->key, sizeof(j->key), kn, "|", (int)p.level);
+	kn = key_put(j->key, sizeof(j->key), kn, "|", p.min_tls);
+	kn = key_put(j->key, sizeof(j->key), kn, "|", -1);
+	key_put(j->key, sizeof(j->key), kn, p.auth_user ? p.auth_user : "", -1);
 	j->have_last = true;
 	struct smtp_session *pooled = pool_take(j->d, j->key, j->slot, sizeof(j->slot));
 	if (pooled != NULL) {
@@ -851,7 +883,7 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		/* Opportunistic TLS broke: same address, plaintext, once; and
 		 * remember the host so the next delivery does not try again. */
 		char bk[352];
-		snprintf(bk, sizeof(bk), "%s|%s|%d", mxname, j->cur_ip, j->port);
+		addr_key(bk, sizeof(bk), mxname, j->cur_ip, j->port);
 		remember_broken(j->d, bk);
 		j->plain_retry = true;
 		start_session(j);
