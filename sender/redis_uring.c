@@ -17,9 +17,14 @@
  *   buffer (redisReader and its sds are hiredis's public API), then call
  *   redisAsyncHandleRead: its own read finds the socket drained (or takes a
  *   little more), and it parses and dispatches as usual; end of file and
- *   errors reach hiredis's disconnect path the same way. The reader's maxbuf
- *   is 0 (hiredis would otherwise free the grown buffer whenever it empties);
- *   we release it ourselves when empty and over READ_KEEP. */
+ *   errors reach hiredis's disconnect path the same way. (One difference: when
+ *   the server's last bytes and its close arrive together, hiredis meets the
+ *   close before parsing them, and those replies are lost with the connection.
+ *   The queue already treats a lost connection's replies as unknown: commits
+ *   are sent again, and are idempotent; claimed entries are reclaimed.)
+ *   The reader's maxbuf is 0 (hiredis would otherwise free the grown buffer
+ *   whenever it empties); we release it ourselves when empty and over
+ *   READ_KEEP. */
 #include "sender/redis_uring.h"
 
 #include <errno.h>
