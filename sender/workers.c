@@ -256,10 +256,10 @@ static void relay_sts(void *arg, const char *domain, const char *encoded)
 static void stopped(void *arg)
 {
 	struct worker *w = arg;
-	if (loop_timer_armed(&w->wake_feeder)) { /* the last results: now */
-		loop_timer_stop(w->l, &w->wake_feeder);
-		loop_wake(w->pool->feeder);
-	}
+	/* the last results, held back or not: now (the loop ends with this
+	 * iteration, the timer and a deferred wake-up with it) */
+	loop_timer_stop(w->l, &w->wake_feeder);
+	loop_wake(w->pool->feeder);
 	loop_stop(w->l);
 }
 
