@@ -272,19 +272,10 @@ static int parse_txt(struct entry *e, const unsigned char *abuf, int alen)
 	return e->n > 0 ? ARES_SUCCESS : ARES_ENODATA;
 }
 
-/* ---- c-ares callback ---- */
+/* ---- an answer into its entry ---- */
 
-static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+long dns_answer_apply(struct entry *e, int status, const unsigned char *abuf, int alen)
 {
-	struct entry *e = arg;
-	struct dns *d = e->d;
-	(void)timeouts;
-	d->ninflight--;
-	if (status == ARES_EDESTRUCTION || d->destroying) {
-		/* dns_free: its reqs are freed there, no user callback runs */
-		dns_entry_free(e);
-		return;
-	}
 	long ttl = -1;
 	int st = status;
 	if (st == ARES_SUCCESS) {
@@ -317,6 +308,23 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
 	}
 	if (ttl < 0)
 		ttl = 0;
+	return ttl;
+}
+
+/* ---- c-ares callback ---- */
+
+static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	struct entry *e = arg;
+	struct dns *d = e->d;
+	(void)timeouts;
+	d->ninflight--;
+	if (status == ARES_EDESTRUCTION || d->destroying) {
+		/* dns_free: its reqs are freed there, no user callback runs */
+		dns_entry_free(e);
+		return;
+	}
+	long ttl = dns_answer_apply(e, status, abuf, alen);
 	log_debug("evt=dns name=%s type=%s status=%s ttl=%ld n=%d%s%s", e->name,
 		  dns_type_name(e->type), dns_status_name(e->status), ttl, e->n,
 		  e->reason ? " reason=" : "", e->reason ? e->reason : "");

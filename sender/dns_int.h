@@ -120,6 +120,11 @@ void dns_mx_hosts(struct req *r, int n);
 const char *dns_type_name(int type);
 /* Queue the delivery task (idempotent while it is queued). */
 void dns_pump_schedule(struct dns *d);
+/* What c-ares answered for e (its type set, no items yet): status (an
+ * ARES_* code) and the raw answer abuf/alen (NULL/0 allowed) become e's
+ * items, status and reason. Returns how long to cache it, seconds (0: not).
+ * Pure: no loop, no channel (tests/fuzz/fuzz_dns_answer.c feeds it). */
+long dns_answer_apply(struct entry *e, int status, const unsigned char *abuf, int alen);
 
 /* dns_cache.c: entries */
 void dns_hash_remove(struct dns *d, struct entry *e);
