@@ -4,10 +4,10 @@
  * hiredis 0.14 tells an adapter when it wants to read or write (addRead,
  * delRead, addWrite, delWrite) and when the context goes away (cleanup). We keep
  * { ac, loop, fd, reading, writing, in_dispatch, deleted } and a watcher:
- * - reads: on read readiness we read up to 256 KiB straight into hiredis's
+ * - reads: on read readiness we read up to 64 KiB straight into hiredis's
  *   reader buffer, then redisAsyncHandleRead parses and dispatches (hiredis
  *   alone reads 16 KiB per call, through a stack buffer it copies from); up
- *   to 2 MiB per dispatch, then we continue in a deferred task (fairness);
+ *   to 1 MiB per dispatch, then we continue in a deferred task (fairness);
  * - writes: a command only appends to hiredis's buffer, so addWrite queues a
  *   deferred flush (all commands of one loop iteration leave in one write);
  *   only when the socket is full, or still connecting, do we wait for write
