@@ -150,6 +150,7 @@ static void job_unlink_free(struct queue *q, struct qjob *qj)
 		q->jobs = qj->next;
 	if (qj->next)
 		qj->next->prev = qj->prev;
+	q->bytes_active -= qj->bytes;
 	job_fini(&qj->job);
 	free(qj);
 }
@@ -208,14 +209,19 @@ static void take_entry(struct queue *q, const redisReply *e, bool reclaimed)
 	const char **kv = qalloc((n + 1) * sizeof(*kv));
 	size_t *len = qalloc((n + 1) * sizeof(*len));
 	char **adopt = qalloc((n + 1) * sizeof(*adopt));
+	uint64_t bytes = 0;
 	for (size_t i = 0; i < n; i++) {
 		const redisReply *f = fields->element[i];
 		bool s = f->type == REDIS_REPLY_STRING || f->type == REDIS_REPLY_STATUS;
 		kv[i] = s ? f->str : "";
 		len[i] = s ? f->len : 0;
 		adopt[i] = s ? f->str : NULL;
+		bytes += len[i];
 	}
 	struct qjob *qj = qalloc(sizeof(*qj));
+	qj->bytes = bytes;
+	q->bytes_active += bytes;
+	q->bytes_avg = q->bytes_avg ? (q->bytes_avg * 7 + bytes) / 8 : bytes;
 	int rc = job_decode_adopt(&qj->job, id->str, n, kv, len, adopt, &q->cfg.limits);
 	for (size_t i = 0; i < n; i++) {
 		redisReply *f = fields->element[i];
@@ -576,21 +582,37 @@ static bool settled(const struct queue *q)
 	       (q->peers_since != 0 && qnow(q) >= q->peers_since + Q_PEERS_SETTLE_MS);
 }
 
+/* Claims wait for room for a quarter of what the caps hold (or a full batch):
+ * a claim for every few jobs finished would cost a round trip, a reply and a
+ * wake-up of the workers each. */
+unsigned qclaim_count(unsigned room, unsigned batch, unsigned max_inflight, uint64_t cap_bytes,
+		      uint64_t active_bytes, uint64_t avg_bytes, uint64_t max_size, bool idle)
+{
+	uint64_t n = room < batch ? room : batch;
+	uint64_t low = max_inflight / 4 < batch ? max_inflight / 4 : batch;
+	if (cap_bytes > 0) {
+		uint64_t avg = avg_bytes ? avg_bytes : max_size ? max_size : 1;
+		uint64_t fit = active_bytes < cap_bytes ? (cap_bytes - active_bytes) / avg : 0;
+		if (fit < n)
+			n = fit;
+		if (cap_bytes / avg / 4 < low)
+			low = cap_bytes / avg / 4;
+	}
+	if (idle) /* nothing in flight: no reason to wait, and a job larger than
+		   * the byte cap still goes, alone */
+		return n > 0 ? (unsigned)n : room > 0;
+	return n == 0 || n < low ? 0 : (unsigned)n;
+}
+
 void qkick_claim(struct queue *q)
 {
 	if (q->stopping || q->freeing || q->claim_out || q->clm.state != QC_READY ||
 	    q->cmd.state != QC_READY || !settled(q))
 		return;
-	/* Claims wait for room for a quarter of max_inflight (or a full batch):
-	 * a claim for every few jobs finished would cost a round trip, a reply
-	 * and a wake-up of the workers each. */
-	unsigned n = room(q), batch = (unsigned)q->cfg.batch;
-	unsigned low = (unsigned)q->cfg.max_inflight / 4;
-	if (low > batch)
-		low = batch;
-	if (n > batch)
-		n = batch;
-	if (n == 0 || n < low)
+	unsigned n = qclaim_count(room(q), (unsigned)q->cfg.batch, (unsigned)q->cfg.max_inflight,
+				  q->cfg.max_inflight_bytes, q->bytes_active, q->bytes_avg,
+				  q->cfg.limits.max_size, q->nactive == 0 && q->claim_req == 0);
+	if (n == 0)
 		return;
 	char count[16], block[16];
 	snprintf(count, sizeof(count), "%u", n);

@@ -25,7 +25,9 @@
  *   recipient never gets two final results, even when a commit whose reply was
  *   lost is sent again after a reconnect.
  * - Claims are bounded: at most max_inflight jobs are held in memory, counting
- *   claims still on the wire (admission control at the claim step).
+ *   claims still on the wire (admission control at the claim step), and about
+ *   max_inflight_bytes of message data (the claim's COUNT is what fits at the
+ *   recent average job size; a job larger than the cap goes alone).
  * - Each hiredis callback fires exactly once; a NULL reply means the connection
  *   was lost and the command's effect is unknown. For a claim that means the
  *   jobs may sit in our pending list: they are reclaimed (XAUTOCLAIM) by a live
@@ -76,6 +78,9 @@ struct queue_config {
 	int results_maxlen;     /* > 0: results stream trimmed to about this many
 	                         * entries (XADD MAXLEN ~), oldest first */
 	int max_inflight;       /* max jobs claimed and not yet committed */
+	uint64_t max_inflight_bytes; /* and their message bytes (0: no cap); a claim
+	                         * asks for as many as fit at the recent average
+	                         * size; with nothing in flight, at least one */
 	struct job_limits limits;
 	const uint64_t *schedule_ms; /* retry delays; the last one repeats */
 	int n_schedule;
@@ -199,5 +204,14 @@ int queue_sync_held(struct queue_sync *s, void (*fn)(void *arg, const struct que
  * Returns how many were released, or -1. */
 int queue_sync_release(struct queue_sync *s, const char *domain, const char *const *ids, int nids,
 		       char *err, size_t errlen);
+
+/* How many entries to claim now (0: not yet). room: jobs max_inflight still
+ * allows (claims on the wire counted); the claim waits for room for
+ * min(batch, max_inflight / 4) jobs, and, with cap_bytes > 0, asks only for
+ * what fits in cap_bytes - active_bytes at avg_bytes per job (before any job:
+ * max_size), waiting for room for a quarter of what the cap holds. idle
+ * (nothing claimed or in flight): at least 1, whatever the sizes. Pure. */
+unsigned qclaim_count(unsigned room, unsigned batch, unsigned max_inflight, uint64_t cap_bytes,
+		      uint64_t active_bytes, uint64_t avg_bytes, uint64_t max_size, bool idle);
 
 #endif

@@ -56,6 +56,7 @@ struct qjob {
 	bool released;  /* commit as it stands (shutdown), host may still hold it */
 	bool queued;    /* in the commit FIFO or in a commit on the wire */
 	bool done;      /* committed: no longer counted in flight */
+	uint64_t bytes; /* the entry's field bytes, in q->bytes_active until freed */
 	uint32_t nres[JOB_HELD + 1]; /* results of the last commit built, by status */
 };
 
@@ -72,6 +73,7 @@ struct queue {
 
 	struct qjob *jobs;  /* all jobs (doubly linked) */
 	unsigned nactive;   /* claimed, not committed */
+	uint64_t bytes_active, bytes_avg; /* their bytes (until freed); recent average per job */
 	unsigned claim_req; /* entries asked for by claims on the wire */
 	bool claim_out, reclaim_out, move_out, stats_out, gc_out, peers_out;
 	unsigned heartbeat_out;

@@ -644,6 +644,7 @@ int cmd_run(int argc, char **argv)
 		.jobs = r->cfg.jobs, .results = r->cfg.results, .group = r->cfg.group,
 		.consumer = consumer, .visibility_ms = r->cfg.visibility_timeout_ms,
 		.batch = r->cfg.batch, .results_maxlen = r->cfg.results_maxlen, .max_inflight = r->cfg.max_inflight,
+		.max_inflight_bytes = r->cfg.max_inflight_bytes,
 		.limits = { .max_size = r->cfg.max_message_size, .addr_ok = msg_addr_norm,
 			    .split = msg_split_list },
 		.schedule_ms = r->cfg.schedule_ms, .n_schedule = r->cfg.n_schedule,

@@ -260,6 +260,8 @@ static const struct key k_mxsend[] = {
 	{ "dns", STR(G(dns), V_DNS, "comma-separated addr, addr:port or [ipv6]:port"), 0 },
 	{ "ca_file", STR(G(ca_file), V_STR, ""), 0 },
 	{ "max_inflight", INT(G(max_inflight), 1, 10000000), 0 },
+	{ "max_inflight_bytes", G(max_inflight_bytes), V_SIZE, 1048576, 1099511627776.0,
+	  "size like 64M, 1G; 1M..1T", NULL, 0 },
 	{ "metrics", STR(G(metrics), V_HOSTPORT, "host:port or [ipv6]:port"), 0 },
 	{ "max_message_size", G(max_message_size), V_SIZE, 1024, 4294967296.0,
 	  "size like 1000, 64k, 50M, 1G; 1k..4G", NULL, 0 },
@@ -363,7 +365,7 @@ void config_defaults(struct config *c)
 	if (gethostname(host, sizeof(host) - 1) == -1 || host[0] == '\0')
 		strlcpy_x(host, "localhost", sizeof(host));
 	*c = (struct config){
-		.max_inflight = 20000, .max_message_size = 50ull << 20, .log_level = LOG_WARN,
+		.max_inflight = 20000, .max_inflight_bytes = 1ull << 30, .max_message_size = 50ull << 20, .log_level = LOG_WARN,
 		.visibility_timeout_ms = 5 * MS_M, .batch = 256,
 		.n_schedule = (int)ARRAY_LEN(schedule), .lifetime_ms = 2 * MS_D, .jitter = 0.1,
 		.min_version = 12, .mta_sts = true, .tlsrpt = true, .broken_tls_ttl_ms = 1 * MS_H, .sts_https_port = 443,

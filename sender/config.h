@@ -79,6 +79,7 @@ struct config {
 	char *dns;          /* "127.0.0.1:5353,..." or NULL = /etc/resolv.conf */
 	char *ca_file;      /* default /etc/ssl/certs/ca-certificates.crt */
 	int max_inflight;   /* default 20000 */
+	uint64_t max_inflight_bytes; /* message bytes claimed and not yet finished; default 1 GiB */
 	char *metrics;      /* "127.0.0.1:9465" or NULL */
 	uint64_t max_message_size; /* bytes, default 50 MiB; key max_message_size (accepts k/M suffix) */
 	int log_level;      /* key log = trace|debug|info|warn|error, default warn */

@@ -241,6 +241,15 @@ once_each() {
 	assert_eq "final results that are not $3" 0 "$(grep -vc "|$3|" <<<"$finals")"
 }
 
+# drain_all PORT CONF N [LIMIT_S]: `mxsend run` (CONF) until N jobs have final results (60 s
+# unless LIMIT_S), then SIGTERM: exit 0, each of the N delivered exactly once.
+drain_all() {
+	mx_start run "$2" || return 1
+	wait_until "${4:-60}" finals_ge "$1" "$3" || fail "not all $3 jobs finished"
+	assert_eq "exit status" 0 "$(mx_stop run)"
+	once_each "$1" "$3" delivered
+}
+
 # two_run PORT CONF N: processes a and b (CONF) drain the queue together: both
 # count themselves in mxsend:jobs:procs, exit 0 and deliver some; N delivered
 # in all, once each. Sets D1 and D2, what each delivered.
@@ -375,11 +384,23 @@ t_large_claims() {
 	mkconf "$conf" "$REDIS_URL" "max_inflight = 1000"
 	pipe_jobs "$p" 1000 ok.test lg 8192 || return 1
 	assert_eq "queued" 1000 "$(rcli "$p" XLEN mxsend:jobs)"
-	mx_start run "$conf" || return 1
-	wait_until 60 finals_ge "$p" 1000 || fail "not all 1000 jobs finished"
-	assert_eq "exit status" 0 "$(mx_stop run)"
-	once_each "$p" 1000 delivered
+	drain_all "$p" "$conf" 1000
 	assert_eq "claim replies that timed out" 0 "$(grep -c 'evt=redis_timeout' "$CASE_DIR/run/log")"
+	queue_clean "$p"
+}
+
+# max_inflight_bytes = 1M: 40 jobs of 100 KB and one of 2 MB, larger than the cap. The claims
+# ask for what fits at the average size (about 10 jobs at a time), and the large job goes alone
+# when nothing else is in flight: everything is delivered, once, and nothing stalls.
+t_bytes_cap() {
+	start_redis -n bytes || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf
+	mkconf "$conf" "$REDIS_URL" "max_inflight_bytes = 1M"
+	pipe_jobs "$p" 20 ok.test bc 100000 || return 1
+	pipe_jobs "$p" 1 ok.test big 2097152 || return 1
+	pipe_jobs "$p" 20 ok.test bd 100000 || return 1
+	assert_eq "queued" 41 "$(rcli "$p" XLEN mxsend:jobs)"
+	drain_all "$p" "$conf" 41
 	queue_clean "$p"
 }
 
@@ -395,10 +416,7 @@ t_dns_burst() {
 	local p=$REDIS_PORT conf=$CASE_DIR/m.conf
 	mkconf "$conf" "$REDIS_URL" "max_inflight = 2000"
 	pipe_jobs "$p" "$BURST_N" "$BURST_DOMAINS" dns || return 1
-	mx_start run "$conf" || return 1
-	wait_until 60 finals_ge "$p" "$BURST_N" || fail "not all $BURST_N jobs finished"
-	assert_eq "exit status" 0 "$(mx_stop run)"
-	once_each "$p" "$BURST_N" delivered
+	drain_all "$p" "$conf" "$BURST_N"
 	assert_eq "deferred results (DNS timeouts would defer)" 0 "$(results "$p" | grep -c '|deferred|')"
 	assert_eq "distinct jobs at the sink" "$BURST_N" "$(sink_jobs burst dns)"
 	queue_clean "$p"
@@ -417,10 +435,7 @@ conn_cap() {
 	local p=$REDIS_PORT conf=$CASE_DIR/m.conf peak
 	mkconf "$conf" "$REDIS_URL" "workers = 2" "$(printf '[mx %s]\nmax_connections = %s' "$2" "$3")"
 	pipe_jobs "$p" "$4" "$5" "$1" || return 1
-	mx_start run "$conf" || return 1
-	wait_until 90 finals_ge "$p" "$4" || fail "not all $4 jobs finished"
-	assert_eq "exit status" 0 "$(mx_stop run)"
-	once_each "$p" "$4" delivered
+	drain_all "$p" "$conf" "$4" 90
 	assert_eq "distinct jobs at the sink" "$4" "$(sink_jobs "$1" "$1")"
 	peak=$(sink_stat "$1" peak)
 	assert_lt "most connections open at the sink at once (max_connections = $3)" $(($3 + 1)) "$peak"
@@ -893,6 +908,7 @@ qcase "expiry after the job's lifetime" t_expiry
 qcase "metrics: deliveries from the feeder, connections and TLS from the worker threads" t_metrics
 qcase "TLS handshakes one at a time (max_handshakes = 1): every session waits its turn" t_handshake_gate
 qcase "claims larger than one read (256 jobs of 8 KB) follow each other at once" t_large_claims
+qcase "max_inflight_bytes: claims sized by bytes, a job larger than the cap goes alone" t_bytes_cap
 qcase "a burst of 3,000 DNS queries (1,500 domains claimed at once): all answered, nothing deferred" t_dns_burst
 qcase "max_connections is per process: 2 workers, 20 domains on one MX host, never more than 3 connections" t_conn_cap
 qcase "max_connections = 1 under 2 workers: every job delivered over one connection at a time" t_conn_turns

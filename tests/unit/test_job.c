@@ -340,6 +340,35 @@ static void t_dec(void)
 	CHECK_STR(b, "18446744073709551615");
 }
 
+/* qclaim_count: the claim's COUNT from max_inflight, batch and the byte cap. */
+static void t_claim_count(void)
+{
+	/* count only: up to a batch, once room for a quarter of max_inflight */
+	CHECK_INT(qclaim_count(20000, 256, 20000, 0, 0, 0, 0, true), 256);
+	CHECK_INT(qclaim_count(255, 256, 20000, 0, 0, 0, 0, false), 0);
+	CHECK_INT(qclaim_count(256, 256, 20000, 0, 0, 0, 0, false), 256);
+	CHECK_INT(qclaim_count(249, 256, 1000, 0, 0, 0, 0, false), 0);
+	CHECK_INT(qclaim_count(250, 256, 1000, 0, 0, 0, 0, false), 250);
+	CHECK_INT(qclaim_count(0, 256, 1000, 0, 0, 0, 0, false), 0);
+	CHECK_INT(qclaim_count(3, 256, 3, 0, 0, 0, 0, false), 3); /* max_inflight < 4 */
+	/* bytes: 1 GiB cap, 4 KB jobs: the count rules */
+	CHECK_INT(qclaim_count(20000, 256, 20000, 1u << 30, 8u << 20, 4096, 50u << 20, false), 256);
+	/* 1 MiB jobs, 900 MiB in flight: 124 fit, a quarter of the cap is 256: wait */
+	CHECK_INT(qclaim_count(20000, 256, 20000, 1u << 30, 900u << 20, 1u << 20, 50u << 20, false), 0);
+	/* 700 MiB in flight: 324 fit, so a batch */
+	CHECK_INT(qclaim_count(20000, 256, 20000, 1u << 30, 700u << 20, 1u << 20, 50u << 20, false), 256);
+	/* 10 MiB jobs: 102 fit in an empty cap, a quarter is 25 */
+	CHECK_INT(qclaim_count(20000, 256, 20000, 1u << 30, 0, 10u << 20, 50u << 20, false), 102);
+	CHECK_INT(qclaim_count(20000, 256, 20000, 1u << 30, 800u << 20, 10u << 20, 50u << 20, false), 0);
+	CHECK_INT(qclaim_count(20000, 256, 20000, 1u << 30, 700u << 20, 10u << 20, 50u << 20, false), 32);
+	/* before any job: sized at max_message_size (50 MiB): 20 */
+	CHECK_INT(qclaim_count(20000, 256, 20000, 1u << 30, 0, 0, 50u << 20, true), 20);
+	/* a cap below one job: idle, one at a time; busy, none */
+	CHECK_INT(qclaim_count(20000, 256, 20000, 1u << 20, 0, 4u << 20, 50u << 20, true), 1);
+	CHECK_INT(qclaim_count(19999, 256, 20000, 1u << 20, 4u << 20, 4u << 20, 50u << 20, false), 0);
+	CHECK_INT(qclaim_count(20000, 256, 20000, 1u << 20, 2u << 20, 4096, 50u << 20, false), 0);
+}
+
 static const struct t_case cases[] = {
 	{ "valid job: fields, defaults, dedup, grouped by domain", t_valid },
 	{ "optional and internal fields", t_fields },
@@ -354,6 +383,7 @@ static const struct t_case cases[] = {
 	{ "entry ids and names", t_entry_id },
 	{ "redis url", t_redis_url },
 	{ "decimal numbers", t_dec },
+	{ "claim count: max_inflight, batch, max_inflight_bytes", t_claim_count },
 };
 
 T_MAIN(cases)
