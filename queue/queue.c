@@ -206,9 +206,11 @@ static void take_entry(struct queue *q, const redisReply *e, bool reclaimed)
 	/* The job adopts the message bytes from the reply (no copy of them): a
 	 * string it takes leaves the reply, which is freed after this. */
 	size_t n = fields->elements;
-	const char **kv = qalloc((n + 1) * sizeof(*kv));
-	size_t *len = qalloc((n + 1) * sizeof(*len));
-	char **adopt = qalloc((n + 1) * sizeof(*adopt));
+	/* kv, adopt and len in one allocation (per job: this is the claim path) */
+	char **block = qalloc(n * (2 * sizeof(char *) + sizeof(size_t)) + 1);
+	const char **kv = (const char **)block;
+	char **adopt = block + n;
+	size_t *len = (size_t *)(void *)(block + 2 * n);
 	uint64_t bytes = 0;
 	for (size_t i = 0; i < n; i++) {
 		const redisReply *f = fields->element[i];
@@ -228,9 +230,7 @@ static void take_entry(struct queue *q, const redisReply *e, bool reclaimed)
 		if ((f->type == REDIS_REPLY_STRING || f->type == REDIS_REPLY_STATUS) && adopt[i] == NULL)
 			f->str = NULL; /* the job's now (freeReplyObject frees NULL) */
 	}
-	free(kv);
-	free(len);
-	free(adopt);
+	free(block);
 	qj->ms = ms;
 	qj->seq = seq;
 	qj->next = q->jobs;

@@ -282,7 +282,7 @@ static void add_park(struct args *a, const struct job *j, char kind, const char 
 {
 	arg_str(a, kind == 'h' ? "h" : "r");
 	arg_copy(a, member, strlen(member));
-	arg_u64(a, (uint64_t)score);
+	arg_u64(a, score);
 	int nkv_slot = arg(a, "", 0);
 	int start = a->n;
 	char *to = job_join_rcpts(j, idx, n);
@@ -320,14 +320,14 @@ static void add_park(struct args *a, const struct job *j, char kind, const char 
 	arg_str(a, "attempt");
 	arg_u64(a, (uint64_t)attempt);
 	arg_str(a, "since");
-	arg_u64(a, (uint64_t)j->since_ms);
+	arg_u64(a, j->since_ms);
 	if (kind == 'h') {
 		arg_str(a, "domain");
 		arg_str(a, domain);
 		arg_str(a, "reason");
 		arg_copy(a, reason, strlen(reason));
 		arg_str(a, "held_at");
-		arg_u64(a, (uint64_t)score);
+		arg_u64(a, score);
 	}
 	arg_set_u64(a, nkv_slot, (uint64_t)((a->n - start) / 2));
 }
@@ -438,7 +438,7 @@ static void build_job(struct queue *q, struct args *a, struct qjob *qj, uint64_t
 			npark++;
 		}
 	}
-	arg_set_u64(a, npark_slot, (uint64_t)(npark));
+	arg_set_u64(a, npark_slot, (uint64_t)npark);
 	free(deferred);
 	free(unfinished);
 }
@@ -543,7 +543,7 @@ void qcommit_flush(struct queue *q)
 			b->jobs[b->n++] = qj;
 			build_job(q, &a, qj, now);
 		}
-		arg_set_u64(&a, njobs_slot, (uint64_t)(b->n));
+		arg_set_u64(&a, njobs_slot, (uint64_t)b->n);
 		int rc = qconn_send(&q->cmd, on_commit, b, a.n, a.v, a.l);
 		args_fini(&a);
 		if (rc != 0) {
