@@ -78,6 +78,17 @@ deps:
 		mkdir -p $(INTEROP_ROOT) && for f in *.deb; do dpkg -x $$f $(INTEROP_ROOT) || exit 1; done; \
 		cd / && rm -rf $$d; \
 	fi
+	@# The unpacked MTAs look up their compiled-in users at start, whatever their config says:
+	@# Exim its Debian-exim (exits "failed to find uid for user name"), OpenSMTPD opensmtpd and
+	@# opensmtpq. Debian's maintainer scripts (not run by dpkg -x) would create them; so do we,
+	@# as system users with no login and no home, once.
+	@for u in Debian-exim opensmtpd opensmtpq; do \
+		getent passwd $$u >/dev/null && continue; \
+		echo "deps: creating system user $$u"; \
+		getent group $$u >/dev/null || groupadd --system $$u || exit 1; \
+		useradd --system --gid $$u --no-create-home --home-dir /nonexistent \
+			--shell /usr/sbin/nologin $$u || exit 1; \
+	done
 
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
