@@ -655,13 +655,23 @@ int cmd_run(int argc, char **argv)
 		.timer_free = qt_free, .mono_ms = q_now, .job = on_job, .peers = on_peers,
 		.log = q_log,
 	};
+	/* Wrong credentials (or database) are a configuration error, named at
+	 * start-up; Redis down is not: the queue keeps reconnecting. */
+	int qchk = queue_sync_check(&qc, ebuf, sizeof(ebuf));
+	if (qchk == -2) {
+		fprintf(stderr, "mxsend: %s\n", ebuf);
+		rc = EX_CONFIG;
+		goto out;
+	}
+	if (qchk < 0)
+		log_warn("evt=redis_unreachable err=\"%s\"", ebuf);
 	r->q = queue_new(&qc, &qh, ebuf, sizeof(ebuf));
 	if (r->q == NULL) {
 		fprintf(stderr, "mxsend: %s\n", ebuf);
 		rc = EX_CONFIG;
 		goto out;
 	}
-	if (r->cfg.mta_sts)
+	if (r->cfg.mta_sts && qchk == 0)
 		sts_load_all(r, &qc);
 
 	if (r->m != NULL) {
@@ -681,8 +691,10 @@ int cmd_run(int argc, char **argv)
 	loop_timer_arm(r->l, &r->status, 500);
 	r->sig_op.fn = on_signal;
 	loop_read(r->l, &r->sig_op, r->sigfd, &r->si, sizeof(r->si));
+	char shown[512];
 	log_info("evt=run_start consumer=%s redis=%s jobs=%s max_inflight=%d workers=%d", consumer,
-		 r->cfg.redis_url, r->cfg.jobs, r->cfg.max_inflight, workers_count(r->w));
+		 queue_url_redact(r->cfg.redis_url, shown, sizeof(shown)), r->cfg.jobs,
+		 r->cfg.max_inflight, workers_count(r->w));
 	queue_start(r->q);
 
 	int lr = loop_run(r->l);
