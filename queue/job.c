@@ -420,7 +420,7 @@ int job_decode_adopt(struct job *j, const char *entry_id, size_t nkv, const char
 		char q[80];
 		if (strcmp(val[F_EXEMPT], "tlsrpt") == 0) {
 			j->exempt_tlsrpt = true;
-			if (val[F_EXEMPT_MAC] != NULL && vlen[F_EXEMPT_MAC] < sizeof(j->exempt_mac) &&
+			if (val[F_EXEMPT_MAC] != NULL && vlen[F_EXEMPT_MAC] == sizeof(j->exempt_mac) - 1 &&
 			    strspn(val[F_EXEMPT_MAC], "0123456789abcdef") == vlen[F_EXEMPT_MAC])
 				memcpy(j->exempt_mac, val[F_EXEMPT_MAC], vlen[F_EXEMPT_MAC] + 1);
 		} else {

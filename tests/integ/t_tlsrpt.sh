@@ -570,6 +570,7 @@ t_mailto() {
 	assert_eq "job from" "tlsrpt-noreply@client.test" "$(cat "$j/from")"
 	assert_eq "job to (percent-decoded, query dropped)" "tls-reports@rpt-mail.test" "$(cat "$j/to")"
 	assert_eq "job exempt" tlsrpt "$(cat "$j/exempt")"
+	assert_match "job exempt_mac (the proof keyed from [tlsrpt] dkim_key)" '^[0-9a-f]{64}$' "$(cat "$j/exempt_mac")"
 	assert_eq "job expires (RFC 8460 5.3: retried for up to 24 hours)" 86400 "$(cat "$j/expires")"
 	assert_eq "job id" "$rid" "$(cat "$j/id")"
 	assert_eq "no tls field" no "$([ -e "$j/tls" ] && echo yes || echo no)"
