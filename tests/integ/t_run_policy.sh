@@ -13,7 +13,8 @@
 #      key deleted, nothing cached, nothing fetchable -> delivered policy=may;
 #   3. exempt=tlsrpt skips MTA-STS only for a report `mxsend tlsrpt` queued (its
 #      exempt_mac verifies): an application job asking for it stays under the
-#      enforce policy (deferred, policy=sts-enforce).
+#      enforce policy (deferred, policy=sts-enforce);
+#   4. the report's proof survives the queue's retries (MX down, then back).
 # The cases build on each other (one redis-server, one zone), in order.
 #
 # Addresses: unbound 127.0.80.53, nginx 127.0.81.1 (private port; every
@@ -408,6 +409,41 @@ t_exempt() {
 	sink_find_msg e-plain "tlsrpt@$E" 3 >/dev/null || fail "sink e-plain has no report for tlsrpt@$E"
 	assert_eq "messages at E's MX (the report only)" 1 "$(sink_count e-plain)"
 }
+# --- 4. the proof survives a retry ------------------------------------------------------------------
+# The report for E queued again (its sent mark dropped) while E's MX is down:
+# the first attempts are deferred; the retries (written back by the queue with
+# exempt and exempt_mac) still verify: delivered exempt once the MX is back.
+t_exempt_retry() {
+	local conf3=$CASE_DIR/run4.ini day rid r pid i
+	day=$(<"$STATE/day")
+	sed -n '/^\[tlsrpt\]/,$p' "$INTEG_DIR/case.3/run3.ini" >"$CASE_DIR/tlsrpt.part"
+	cp "$CONF" "$conf3"
+	{ echo; cat "$CASE_DIR/tlsrpt.part"; } >>"$conf3"
+	grep -q '^dkim_key' "$conf3" || fail "no [tlsrpt] section from case 3" || return 1
+	stop_sink e-plain
+	rcli DEL "mxsend:tlsrpt:sent:$day:$E" >/dev/null
+	timed_run 10 "$CASE_DIR/rpt.out" "$CASE_DIR/rpt.err" "$MXSEND" tlsrpt -c "$conf3" --day "$day" "$E"
+	assert_eq "mxsend tlsrpt exit" 0 "$RUN_RC" || diag "$(cat "$CASE_DIR/rpt.out" "$CASE_DIR/rpt.err")"
+	rid=$(sed -n 's/.* report_id=\([^ ]*\)$/\1/p' "$CASE_DIR/rpt.out")
+	[ -n "$rid" ] || fail "no report queued" || return 1
+	timeout 30 "$MXSEND" run -c "$conf3" --until-empty >"$CASE_DIR/run4.out" 2>"$CASE_DIR/run4.log" &
+	pid=$!
+	for ((i = 0; i < 100; i++)); do # the first attempt deferred (10 s at most)
+		grep -q '|deferred|' <<<"$(results "$rid")" && break
+		sleep 0.1
+	done
+	sleep 1.5 # a retry or two while the MX is still down
+	start_sink e-back --listen "$E_IP:$SINK_PORT" --no-starttls || fail "sink e-back did not start"
+	wait "$pid"
+	assert_eq "mxsend run --until-empty exit" 0 "$?" || show_log run4
+	r=$(results "$rid")
+	assert_match "deferred while the MX was down (exempt: policy may)" "^tlsrpt@$(re_escape "$E")\|deferred\|none\|no\|may\|" "$r"
+	assert_match "delivered exempt on a retry" "^tlsrpt@$(re_escape "$E")\|delivered\|none\|no\|may\|$(re_escape "$E_MX")\|$E_IP\|[2-9]\|" "$r"
+	assert_no_match "never under sts-enforce" '\|sts-enforce\|' "$r"
+	assert_eq "exemption warnings" 0 "$(grep -c 'evt=exempt_ignored' "$CASE_DIR/run4.log")"
+	sink_find_msg e-back "tlsrpt@$E" 3 >/dev/null || fail "sink e-back has no report"
+}
+
 T_START=$SECONDS
 run_case "1. run --until-empty: enforce (verified) and testing (name mismatch) delivered; policy persisted with TTL; TLSRPT counters and --dry-run reports agree" \
 	t_run_enforce_testing
@@ -415,5 +451,7 @@ run_case "2. restart with nginx down, E's MX on a wrong-name cert: the persisted
 	t_cache_restart
 run_case "3. exempt=tlsrpt: application jobs (no proof, forged, replayed) to the enforce domain whose MX lacks STARTTLS: deferred policy=sts-enforce; the real report from mxsend tlsrpt: delivered exempt" \
 	t_exempt
+run_case "4. the real report deferred (MX down), its retries keep exempt and exempt_mac: delivered exempt on a retry" \
+	t_exempt_retry
 echo "# elapsed: $((SECONDS - T_START)) s"
 integ_finish
