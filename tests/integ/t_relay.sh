@@ -370,7 +370,7 @@ RPASS=Rp-$RANDOM$RANDOM-right
 RWRONG=Rw-$RANDOM$RANDOM-wrong
 t_redis_password() {
 	local conf=$CASE_DIR/run.ini s
-	start_redis || { fail "redis did not start"; return 1; }
+	start_redis -n auth || { fail "redis did not start"; return 1; }
 	timeout 5 redis-cli -p "$REDIS_PORT" CONFIG SET requirepass "$RPASS" >/dev/null ||
 		{ fail "CONFIG SET requirepass"; return 1; }
 	SHOW_RUN_MASK=$RWRONG
