@@ -134,6 +134,9 @@ struct config {
 void config_defaults(struct config *c);
 /* Defaults, then overlay the file. Returns 0, or -1 with "FILE:LINE: message"
  * in err. On error *c is still safe to config_fini. */
+/* Credentials (auth_user) need, in every rule as it applies over [domain *], a
+ * relay and tls = verify (or auth_insecure = yes with tls may/encrypt): else an
+ * error at the auth_user line (or the inheriting section's header). */
 /* *c need not be initialised (it is overwritten); err may be NULL if errlen is 0.
  * A file that cannot be opened gives "FILE: strerror" without a line. Stops at
  * the first error. Reads the file with stdio: start-up only, not on a ring. */
