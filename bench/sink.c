@@ -103,7 +103,7 @@ struct laddr {
 
 struct counters {
 	_Atomic uint64_t connections, handshakes, resumed, messages, recipients, bytes, active,
-		peak, rejected, authfail, quits, quits_pipelined, seq;
+		peak, rejected, authfail, quits, quits_pipelined, seq, auths, mails;
 };
 
 struct sink {
@@ -264,12 +264,13 @@ static int stats_format(struct counters *k, char *buf, size_t n)
 		"connections=%" PRIu64 " handshakes=%" PRIu64 " resumed=%" PRIu64
 		" messages=%" PRIu64 " recipients=%" PRIu64 " bytes=%" PRIu64
 		" active=%" PRIu64 " peak=%" PRIu64 " rejected=%" PRIu64 " authfail=%" PRIu64
-		" quits=%" PRIu64 " quits_pipelined=%" PRIu64 "\n",
+		" quits=%" PRIu64 " quits_pipelined=%" PRIu64 " auths=%" PRIu64 " mails=%" PRIu64 "\n",
 		atomic_load(&k->connections), atomic_load(&k->handshakes), atomic_load(&k->resumed),
 		atomic_load(&k->messages), atomic_load(&k->recipients), atomic_load(&k->bytes),
 		atomic_load(&k->active), atomic_load(&k->peak), atomic_load(&k->rejected),
 		atomic_load(&k->authfail),
-		atomic_load(&k->quits), atomic_load(&k->quits_pipelined));
+		atomic_load(&k->quits), atomic_load(&k->quits_pipelined), atomic_load(&k->auths),
+		atomic_load(&k->mails));
 }
 
 /* ---------- replies ---------- */
@@ -708,6 +709,7 @@ static const char *cmd_mail(struct conn *c, char *arg)
 	uint64_t v;
 	if (stalled(c, STALL_MAIL))
 		return NULL;
+	count(&sk->k.mails, 1);
 	if (!c->helo)
 		return "503 5.5.1 send HELO/EHLO first\r\n";
 	if (sk->auth_user && !c->authed) {
@@ -991,6 +993,7 @@ static const char *cmd_auth(struct conn *c, char *arg)
 	struct sink *sk = c->w->sk;
 	size_t mlen = strcspn(arg, " ");
 	char *ir = arg + mlen + strspn(arg + mlen, " ");
+	count(&sk->k.auths, 1);
 	if (!sk->auth_user)
 		return auth_fail(c, "502 5.5.1 AUTH not available\r\n");
 	if (c->helo != 'E')
@@ -1594,7 +1597,7 @@ static void usage(FILE *f)
 	      "  --pidfile F | --quiet | -v\n"
 	      "stats line: connections handshakes resumed messages recipients bytes active (open now)\n"
 	      "  peak (most open at once) rejected authfail (AUTH commands not answered 235)\n"
-	      "  quits (QUIT received)\n"
+	      "  quits (QUIT received) auths (AUTH commands received) mails (MAIL commands received)\n"
 	      "  quits_pipelined (QUIT read with the command before it, whose reply was not yet sent)\n"
 	      "signals: SIGUSR1 prints the stats line; SIGTERM/SIGINT print it and exit 0\n",
 	      f);

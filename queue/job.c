@@ -151,10 +151,11 @@ static void quote(char *out, size_t n, const char *s)
 
 /* ---- decoding ---- */
 
-enum { F_FROM, F_TO, F_DATA, F_ID, F_META, F_TLS, F_EXPIRES, F_JOB, F_ATTEMPT, F_SINCE, F_EXEMPT, F_N };
+enum { F_FROM, F_TO, F_DATA, F_ID, F_META, F_TLS, F_EXPIRES, F_JOB, F_ATTEMPT, F_SINCE, F_EXEMPT,
+       F_EXEMPT_MAC, F_N };
 static const char *const field_names[F_N] = { "from", "to",      "data",   "id",      "meta",
 					      "tls",  "expires", "job",    "attempt", "since",
-					      "exempt" };
+					      "exempt", "exempt_mac" };
 
 struct split_ctx {
 	const char *base;
@@ -329,7 +330,7 @@ int job_decode_adopt(struct job *j, const char *entry_id, size_t nkv, const char
 			continue;
 		}
 		val[f] = arena_strndup(j, kv[pos[f]], vlen[f]);
-		if (f != F_DATA && memchr(val[f], '\0', vlen[f]) != NULL)
+		if (f != F_DATA && f != F_EXEMPT_MAC && memchr(val[f], '\0', vlen[f]) != NULL)
 			reject(j, "bad %s value: contains NUL", field_names[f]);
 	}
 	j->job_id = j->entry;
@@ -411,11 +412,17 @@ int job_decode_adopt(struct job *j, const char *entry_id, size_t nkv, const char
 		}
 	}
 	if (val[F_EXEMPT] != NULL) {
-		/* exempt=tlsrpt: a TLSRPT report, delivered regardless of the
-		 * MTA-STS policy it may be reporting on (RFC 8460 3) */
+		/* exempt=tlsrpt: a TLSRPT report ASKS to be delivered regardless
+		 * of the MTA-STS policy it may be reporting on (RFC 8460 3). Only
+		 * asks: the sender honours it when exempt_mac proves that `mxsend
+		 * tlsrpt` queued it (sender/exempt.h); a bad or missing proof is
+		 * never a rejection, the job just keeps the normal policy. */
 		char q[80];
 		if (strcmp(val[F_EXEMPT], "tlsrpt") == 0) {
-			j->sts_exempt = true;
+			j->exempt_tlsrpt = true;
+			if (val[F_EXEMPT_MAC] != NULL && vlen[F_EXEMPT_MAC] == sizeof(j->exempt_mac) - 1 &&
+			    strspn(val[F_EXEMPT_MAC], "0123456789abcdef") == vlen[F_EXEMPT_MAC])
+				memcpy(j->exempt_mac, val[F_EXEMPT_MAC], vlen[F_EXEMPT_MAC] + 1);
 		} else {
 			quote(q, sizeof(q), val[F_EXEMPT]);
 			reject(j, "bad exempt value \"%s\"", q);

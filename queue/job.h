@@ -103,7 +103,9 @@ struct job {
 	const char *data;    /* message bytes (may hold NULs), len bytes */
 	size_t len;
 	enum job_tls tls;
-	bool sts_exempt;     /* field exempt=tlsrpt: no MTA-STS for this job */
+	bool exempt_tlsrpt;  /* field exempt=tlsrpt: ASKS for no MTA-STS; honoured only
+	                      * when exempt_mac verifies (sender/exempt.h) */
+	char exempt_mac[65]; /* field exempt_mac: lowercase hex, "" if absent or malformed */
 	bool has_expires;
 	uint32_t expires_s;  /* field `expires` when has_expires */
 	int attempt;         /* attempts already made (field `attempt`, else 0) */

@@ -65,6 +65,11 @@ struct queue_addr {
 /* Parse "redis://[:PASSWORD@]HOST[:PORT][/DB]" or "unix:/PATH[?db=N]".
  * Returns 0, or -1 with a message in err. Pure. */
 int queue_url_parse(const char *url, struct queue_addr *a, char *err, size_t errlen);
+/* url as it may be shown: a password in it replaced by "***"
+ * ("redis://:***@host", "redis://user:***@host"), whatever else the URL
+ * holds (also when it does not parse). Writes into out (n bytes, truncated)
+ * and returns out; url NULL gives "(default)". Pure. */
+const char *queue_url_redact(const char *url, char *out, size_t n);
 
 /* ---- configuration and host services ---- */
 
@@ -167,6 +172,11 @@ void queue_get_stats(const struct queue *q, struct queue_stats *st);
 struct queue_sync;
 /* Connect (timeout 5 s), AUTH, SELECT. NULL with a message in err. */
 struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, size_t errlen);
+/* Connect, AUTH and SELECT as the queue will, then disconnect (start-up check
+ * of `mxsend run`; blocks up to 5 s). 0; -1 Redis not reachable (a passing
+ * fault: the queue keeps retrying); -2 Redis refused the credentials or the
+ * database (configuration). err never holds the password. */
+int queue_sync_check(const struct queue_config *cfg, char *err, size_t errlen);
 /* SCAN keys matching pattern and GET each (string values): fn(key, value) per
  * key. Returns how many, or -1 with err. Synchronous: start-up only. */
 int queue_sync_scan(struct queue_sync *s, const char *pattern,

@@ -38,6 +38,7 @@ static int copy_part(char *dst, size_t cap, const char *s, size_t n)
 
 int queue_url_parse(const char *url, struct queue_addr *a, char *err, size_t errlen)
 {
+	char shown[512]; /* the URL in messages, password redacted */
 	memset(a, 0, sizeof(*a));
 	a->port = 6379;
 	if (url == NULL)
@@ -49,18 +50,21 @@ int queue_url_parse(const char *url, struct queue_addr *a, char *err, size_t err
 		const char *q = strchr(p, '?');
 		size_t n = q ? (size_t)(q - p) : strlen(p);
 		if (n == 0 || p[0] != '/' || copy_part(a->path, sizeof(a->path), p, n) != 0) {
-			snprintf(err, errlen, "bad redis url \"%s\": expected unix:/PATH", url);
+			snprintf(err, errlen, "bad redis url \"%s\": expected unix:/PATH",
+				 queue_url_redact(url, shown, sizeof(shown)));
 			return -1;
 		}
 		if (q != NULL && (strncmp(q, "?db=", 4) != 0 ||
 				  parse_int(q + 4, strlen(q + 4), 0, 100000, &a->db) != 0)) {
-			snprintf(err, errlen, "bad redis url \"%s\": expected ?db=N", url);
+			snprintf(err, errlen, "bad redis url \"%s\": expected ?db=N",
+				 queue_url_redact(url, shown, sizeof(shown)));
 			return -1;
 		}
 		return 0;
 	}
 	if (strncmp(url, "redis://", 8) != 0) {
-		snprintf(err, errlen, "bad redis url \"%s\": expected redis:// or unix:", url);
+		snprintf(err, errlen, "bad redis url \"%s\": expected redis:// or unix:",
+			 queue_url_redact(url, shown, sizeof(shown)));
 		return -1;
 	}
 	const char *p = url + 8, *end = p + strlen(p);
@@ -103,8 +107,32 @@ int queue_url_parse(const char *url, struct queue_addr *a, char *err, size_t err
 	return 0;
 bad:
 	snprintf(err, errlen, "bad redis url \"%s\": expected redis://[:PASSWORD@]HOST[:PORT][/DB]",
-		 url);
+		 queue_url_redact(url, shown, sizeof(shown)));
 	return -1;
+}
+
+const char *queue_url_redact(const char *url, char *out, size_t n)
+{
+	if (n == 0)
+		return out;
+	if (url == NULL) {
+		snprintf(out, n, "(default)");
+		return out;
+	}
+	/* userinfo: from after "://" (or the start) to the last '@' anywhere (a
+	 * password may hold '/' or '@', and a URL that does not parse is shown
+	 * too); the parser takes "[user:]password" there */
+	const char *sch = strstr(url, "://");
+	const char *auth = sch ? sch + 3 : url;
+	const char *at = strrchr(url, '@');
+	if (at == NULL || at < auth) {
+		snprintf(out, n, "%s", url);
+		return out;
+	}
+	const char *colon = memchr(auth, ':', (size_t)(at - auth));
+	int keep = colon ? (int)(colon + 1 - url) : (int)(auth - url); /* scheme and user */
+	snprintf(out, n, "%.*s***%s", keep, url, at);
+	return out;
 }
 
 /* ---- synchronous connection ---- */
@@ -137,7 +165,23 @@ int qsync_reply_err(redisContext *c, redisReply *r, const char *what, char *err,
 	return 0;
 }
 
-redisContext *qsync_connect(const char *url, const char *password, char *err, size_t errlen)
+/* Redis never echoes a password in its errors today; should one ever do, it
+ * is cut from the message here. */
+static void scrub(char *err, const char *pw)
+{
+	size_t n = strlen(pw), k = n < 3 ? n : 3;
+	char *p, *from = err;
+	while (n > 0 && (p = strstr(from, pw)) != NULL) {
+		memset(p, '*', k);
+		memmove(p + k, p + n, strlen(p + n) + 1);
+		from = p + k;
+	}
+}
+
+/* qsync_connect; *refused = true when Redis answered AUTH or SELECT with an
+ * error (wrong credentials or database: configuration, not a passing fault). */
+static redisContext *connect_sync(const char *url, const char *password, bool *refused, char *err,
+				  size_t errlen)
 {
 	struct queue_addr a;
 	struct timeval tv = { 5, 0 };
@@ -146,7 +190,8 @@ redisContext *qsync_connect(const char *url, const char *password, char *err, si
 	redisContext *c = a.path[0] ? redisConnectUnixWithTimeout(a.path, tv)
 				    : redisConnectWithTimeout(a.host, a.port, tv);
 	if (c == NULL || c->err) {
-		snprintf(err, errlen, "redis: connect to %s: %s", url ? url : "(default)",
+		char shown[512];
+		snprintf(err, errlen, "redis: connect to %s: %s", queue_url_redact(url, shown, sizeof(shown)),
 			 c ? ctx_err(c) : "out of memory");
 		if (c)
 			redisFree(c);
@@ -158,6 +203,7 @@ redisContext *qsync_connect(const char *url, const char *password, char *err, si
 	if (pw[0] != '\0') {
 		const char *av[] = { "AUTH", pw };
 		r = redisCommandArgv(c, 2, av, NULL);
+		*refused = r != NULL && r->type == REDIS_REPLY_ERROR;
 		if (qsync_reply_err(c, r, "AUTH", err, errlen) != 0)
 			goto fail;
 		freeReplyObject(r);
@@ -167,14 +213,35 @@ redisContext *qsync_connect(const char *url, const char *password, char *err, si
 		snprintf(db, sizeof(db), "%d", a.db);
 		const char *av[] = { "SELECT", db };
 		r = redisCommandArgv(c, 2, av, NULL);
+		*refused = r != NULL && r->type == REDIS_REPLY_ERROR;
 		if (qsync_reply_err(c, r, "SELECT", err, errlen) != 0)
 			goto fail;
 		freeReplyObject(r);
 	}
+	explicit_bzero(a.password, sizeof(a.password));
 	return c;
 fail:
+	if (errlen > 0)
+		scrub(err, pw);
+	explicit_bzero(a.password, sizeof(a.password));
 	redisFree(c);
 	return NULL;
+}
+
+redisContext *qsync_connect(const char *url, const char *password, char *err, size_t errlen)
+{
+	bool refused = false;
+	return connect_sync(url, password, &refused, err, errlen);
+}
+
+int queue_sync_check(const struct queue_config *cfg, char *err, size_t errlen)
+{
+	bool refused = false;
+	redisContext *c = connect_sync(cfg->url, cfg->password, &refused, err, errlen);
+	if (c == NULL)
+		return refused ? -2 : -1;
+	redisFree(c);
+	return 0;
 }
 
 struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, size_t errlen)

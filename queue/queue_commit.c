@@ -309,9 +309,13 @@ static void add_park(struct args *a, const struct job *j, char kind, const char 
 		arg_str(a, "tls");
 		arg_str(a, job_tls_name(j->tls));
 	}
-	if (j->sts_exempt) {
+	if (j->exempt_tlsrpt) { /* the claim and its proof, as given: checked again next time */
 		arg_str(a, "exempt");
 		arg_str(a, "tlsrpt");
+		if (j->exempt_mac[0] != '\0') {
+			arg_str(a, "exempt_mac");
+			arg_str(a, j->exempt_mac);
+		}
 	}
 	if (j->has_expires) {
 		arg_str(a, "expires");

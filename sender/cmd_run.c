@@ -32,6 +32,7 @@
 #include "queue/tlsrpt.h"
 #include "sender/config.h"
 #include "sender/deliver.h"
+#include "sender/exempt.h"
 #include "sender/log.h"
 #include "sender/loop.h"
 #include "sender/metrics.h"
@@ -78,6 +79,8 @@ struct run {
 	struct signalfd_siginfo si;
 	uint64_t started, last_status, last_delivered, status_ms, signal_at;
 	uint64_t n_delivered, n_bounced, n_deferred, n_held, n_tls;
+	bool have_exempt_key; /* [tlsrpt] dkim_key loaded: report jobs can prove themselves */
+	unsigned char exempt_key[EXEMPT_KEY_LEN];
 };
 
 /* ---- queue host services ---- */
@@ -235,9 +238,45 @@ static void on_req_done(void *arg)
 		maybe_exit(r);
 }
 
+/* s for a log line: at most 64 bytes, '"', '\\' and bytes outside printable
+ * ASCII as '?'. */
+static const char *log_safe(const char *s, char *out, size_t n)
+{
+	size_t k = 0;
+	for (; *s && k + 1 < n && k < 64; s++)
+		out[k++] = (*s < 0x20 || *s > 0x7e || *s == '"' || *s == '\\') ? '?' : *s;
+	out[k] = '\0';
+	return out;
+}
+
+/* exempt=tlsrpt is honoured only for a job `mxsend tlsrpt` queued: its
+ * exempt_mac verifies under the key both derive from [tlsrpt] dkim_key. Any
+ * other job asking is delivered under the normal policy, with a warning. */
+static bool exempt_ok(struct run *r, const struct job *j)
+{
+	if (!j->exempt_tlsrpt)
+		return false;
+	struct exempt_msg m = {
+		.kind = "tlsrpt", .from = j->from, .rcpts = j->norm, .nrcpt = j->nrcpt,
+		.data = j->data, .len = j->len, .has_expires = j->has_expires, .expires_s = j->expires_s,
+	};
+	const char *why = !r->have_exempt_key ? "no [tlsrpt] dkim_key in this config"
+			  : j->exempt_mac[0] == '\0' ? "no valid exempt_mac field"
+			  : !exempt_mac_ok(r->exempt_key, &m, j->exempt_mac) ? "exempt_mac does not verify"
+								      : NULL;
+	if (why != NULL) {
+		char id[80];
+		log_warn("evt=exempt_ignored job=%s id=\"%s\" why=\"%s\" (delivered under the normal policy)",
+			 j->job_id, log_safe(j->id, id, sizeof(id)), why);
+		return false;
+	}
+	return true;
+}
+
 static void on_job(void *ctx, struct job *j)
 {
 	struct run *r = ctx;
+	bool exempt = exempt_ok(r, j);
 	struct run_job *rj = xcalloc(1, sizeof(*rj));
 	rj->j = j;
 	rj->left = j->ndomain + 1; /* +1: held until every domain is submitted */
@@ -253,7 +292,7 @@ static void on_job(void *ctx, struct job *j)
 		rr->req = (struct deliver_req){
 			.from = j->from, .domain = dom->name, .rcpts = dom->addrs, .nrcpt = dom->n,
 			.data = j->data, .len = j->len, .tls_min_level = tls,
-			.sts_exempt = j->sts_exempt,
+			.sts_exempt = exempt,
 			.rcpt_done = on_rcpt, .done = on_req_done, .arg = rr,
 		};
 		rr->next = r->reqs;
@@ -614,6 +653,14 @@ int cmd_run(int argc, char **argv)
 		dopts.on_tls = on_tls;
 		dopts.on_tls_arg = r;
 	}
+	if (r->cfg.dkim_key != NULL && r->cfg.dkim_key[0] != '\0') {
+		/* A key that does not load costs the report jobs their exemption,
+		 * not the run: they are then delivered under the normal policy. */
+		if (exempt_key_load(r->cfg.dkim_key, r->exempt_key, ebuf, sizeof(ebuf)) == 0)
+			r->have_exempt_key = true;
+		else
+			log_warn("evt=exempt_key_failed err=\"[tlsrpt] dkim_key %s\"", ebuf);
+	}
 	if (r->cfg.mta_sts) {
 		dopts.on_sts_store = on_sts_store;
 		dopts.on_sts_store_arg = r;
@@ -655,13 +702,23 @@ int cmd_run(int argc, char **argv)
 		.timer_free = qt_free, .mono_ms = q_now, .job = on_job, .peers = on_peers,
 		.log = q_log,
 	};
+	/* Wrong credentials (or database) are a configuration error, named at
+	 * start-up; Redis down is not: the queue keeps reconnecting. */
+	int qchk = queue_sync_check(&qc, ebuf, sizeof(ebuf));
+	if (qchk == -2) {
+		fprintf(stderr, "mxsend: %s\n", ebuf);
+		rc = EX_CONFIG;
+		goto out;
+	}
+	if (qchk < 0)
+		log_warn("evt=redis_unreachable err=\"%s\"", ebuf);
 	r->q = queue_new(&qc, &qh, ebuf, sizeof(ebuf));
 	if (r->q == NULL) {
 		fprintf(stderr, "mxsend: %s\n", ebuf);
 		rc = EX_CONFIG;
 		goto out;
 	}
-	if (r->cfg.mta_sts)
+	if (r->cfg.mta_sts && qchk == 0)
 		sts_load_all(r, &qc);
 
 	if (r->m != NULL) {
@@ -681,8 +738,10 @@ int cmd_run(int argc, char **argv)
 	loop_timer_arm(r->l, &r->status, 500);
 	r->sig_op.fn = on_signal;
 	loop_read(r->l, &r->sig_op, r->sigfd, &r->si, sizeof(r->si));
+	char shown[512];
 	log_info("evt=run_start consumer=%s redis=%s jobs=%s max_inflight=%d workers=%d", consumer,
-		 r->cfg.redis_url, r->cfg.jobs, r->cfg.max_inflight, workers_count(r->w));
+		 queue_url_redact(r->cfg.redis_url, shown, sizeof(shown)), r->cfg.jobs,
+		 r->cfg.max_inflight, workers_count(r->w));
 	queue_start(r->q);
 
 	int lr = loop_run(r->l);
@@ -727,6 +786,7 @@ out:
 	if (r->sigfd != -1)
 		close(r->sigfd);
 	sigprocmask(SIG_SETMASK, &old, NULL);
+	explicit_bzero(r->exempt_key, sizeof(r->exempt_key));
 	config_fini(&r->cfg);
 	return rc;
 }

@@ -6,7 +6,13 @@
  *
  * Exit status (sysexits): 0 all delivered, 75 some deferred and none bounced,
  * 69 some bounced, 64 usage, 65 bad message or address, 66 unreadable message,
- * 78 bad config. */
+ * 78 bad config.
+ *
+ * TLSRPT (DESIGN "Command line"): when the config names Redis ([redis] url)
+ * and [tls] tlsrpt is on, the TLS session attempts are kept in memory and,
+ * once the deliveries are done (the ring is idle), added to the counters in
+ * Redis with synchronous hiredis, as `mxsend run` adds its own. Redis
+ * unreachable: a warning; the exit status stays the deliveries'. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -17,6 +23,7 @@
 #include <sysexits.h>
 #include <unistd.h>
 
+#include "queue/tlsrpt.h"
 #include "sender/cmds.h"
 #include "sender/config.h"
 #include "sender/deliver.h"
@@ -26,12 +33,15 @@
 #include "sender/util.h"
 
 #define MAX_RCPTS 1000
+#define MAX_TLS_EVENTS 4096 /* TLS session attempts kept for TLSRPT; more are not counted */
 
 struct send_ctx {
 	struct loop *l;
 	int pending;
 	struct deliver_result *res; /* per recipient, in command-line order */
 	bool *have;
+	struct deliver_tls_event *ev; /* TLS session attempts, for the TLSRPT counters */
+	int nev, cap_ev, lost_ev;
 };
 
 struct domain_req {
@@ -54,6 +64,51 @@ static void req_done(void *arg)
 	struct domain_req *dr = arg;
 	if (--dr->ctx->pending == 0)
 		loop_stop(dr->ctx->l);
+}
+
+static void tls_event(void *arg, const struct deliver_tls_event *e)
+{
+	struct send_ctx *ctx = arg;
+	if (ctx->nev == MAX_TLS_EVENTS) {
+		ctx->lost_ev++;
+		return;
+	}
+	if (ctx->nev == ctx->cap_ev) {
+		ctx->cap_ev = ctx->cap_ev ? ctx->cap_ev * 2 : 8;
+		ctx->ev = xrealloc(ctx->ev, (size_t)ctx->cap_ev * sizeof(*ctx->ev));
+	}
+	ctx->ev[ctx->nev++] = *e;
+}
+
+/* Add the kept TLS session attempts to the TLSRPT counters in Redis. A
+ * failure is a warning: the mail went (or not) whatever Redis says. */
+static void tlsrpt_flush(const struct config *cfg, struct send_ctx *ctx)
+{
+	char err[512];
+	if (ctx->lost_ev > 0)
+		fprintf(stderr, "mxsend send: warning: %d TLS session attempts not counted (more than %d)\n",
+			ctx->lost_ev, MAX_TLS_EVENTS);
+	if (ctx->nev == 0)
+		return;
+	struct tlsrpt_store *st = tlsrpt_store_open(cfg->redis_url, cfg->redis_password, NULL, err, sizeof(err));
+	if (st == NULL) {
+		fprintf(stderr, "mxsend send: warning: TLSRPT counters not written: %s\n", err);
+		return;
+	}
+	for (int i = 0; i < ctx->nev; i++) {
+		const struct deliver_tls_event *e = &ctx->ev[i];
+		struct tlsrpt_event te = {
+			.policy_domain = e->policy_domain, .policy_type = e->policy_type,
+			.policy_id = e->policy_id, .policy_mode = e->policy_mode, .policy_mx = e->policy_mx,
+			.max_age = e->max_age, .mx = e->mx, .ip = e->ip, .sending_ip = "",
+			.result = e->result, .detail = e->detail, .when_ms = e->when_ms,
+		};
+		if (tlsrpt_store_record(st, &te, err, sizeof(err)) != 0) {
+			fprintf(stderr, "mxsend send: warning: TLSRPT counters not written: %s\n", err);
+			break;
+		}
+	}
+	tlsrpt_store_close(st);
 }
 
 /* Read a whole file (or stdin for "-"). Returns 0 or -errno. */
@@ -246,6 +301,11 @@ int cmd_send(int argc, char **argv)
 		return EX_OSERR;
 	}
 	char e2[512];
+	struct send_ctx ctx = { .l = l };
+	if (cfg.redis_named && cfg.tlsrpt) {
+		dopt.on_tls = tls_event;
+		dopt.on_tls_arg = &ctx;
+	}
 	struct deliver *d = deliver_new(l, &cfg, &dopt, e2, sizeof(e2));
 	if (d == NULL) {
 		fprintf(stderr, "mxsend send: %s\n", e2);
@@ -254,7 +314,6 @@ int cmd_send(int argc, char **argv)
 	}
 
 	/* One request per recipient domain, recipients kept in command-line order. */
-	struct send_ctx ctx = { .l = l };
 	ctx.res = xcalloc((size_t)nrcpt, sizeof(*ctx.res));
 	ctx.have = xcalloc((size_t)nrcpt, sizeof(*ctx.have));
 	struct domain_req *drs = xcalloc((size_t)nrcpt, sizeof(*drs));
@@ -310,6 +369,7 @@ int cmd_send(int argc, char **argv)
 	 * QUIT timeout (at most 2 s) to hear 221 so servers see a clean close. */
 	deliver_quiesce(d, cfg.timeouts.quit < 2000 ? cfg.timeouts.quit : 2000, stopped, l);
 	loop_run(l);
+	tlsrpt_flush(&cfg, &ctx);
 	deliver_free(d);
 	loop_free(l);
 	for (int k = 0; k < ndr; k++) {
@@ -319,6 +379,7 @@ int cmd_send(int argc, char **argv)
 	free(drs);
 	free(ctx.res);
 	free(ctx.have);
+	free(ctx.ev);
 	free(ra);
 	free(rx);
 	free(data);

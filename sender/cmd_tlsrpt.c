@@ -12,7 +12,10 @@
  * message, DKIM-signed (RFC 8460 3: receivers MUST ignore unsigned reports, so
  * without a key a mailto: rua fails with that reason and nothing is queued),
  * ENQUEUED as an ordinary job (field exempt=tlsrpt: RFC 8460 3, the
- * report must not be held back by the policy it reports on), https: as a POST
+ * report must not be held back by the policy it reports on; with exempt_mac,
+ * the proof that it is ours, keyed from [tlsrpt] dkim_key, else --dkim-key:
+ * sender/exempt.h; `mxsend run` honours the exemption only when the proof
+ * verifies under its own config's key), https: as a POST
  * of application/tlsrpt+gzip (any 2xx is success). Each (day, domain, rua) is
  * claimed in Redis before sending and marked sent afterwards, so running the
  * command again (cron retries, several hosts) sends nothing twice; a failed
@@ -43,6 +46,8 @@
 #include "queue/tlsrpt.h"
 #include "sender/config.h"
 #include "sender/dkim.h"
+#include "sender/exempt.h"
+#include "sender/msg.h"
 #include "sender/dns.h"
 #include "sender/https.h"
 #include "sender/log.h"
@@ -104,6 +109,8 @@ struct rpt {
 	const char *org, *contact, *from, *submitter;
 	const char *dkim_file, *dkim_selector, *dkim_domain;
 	struct dkim_key *dkim; /* NULL: mailto: reports cannot be sent */
+	bool have_exempt_key;  /* report jobs carry exempt_mac (sender/exempt.h) */
+	unsigned char exempt_key[EXEMPT_KEY_LEN];
 	bool unsigned_fail;    /* a mailto: rua failed for want of a key */
 };
 
@@ -303,12 +310,21 @@ static void send_mail(struct rpt *r, struct rpt_dom *d, struct rpt_rua *u, struc
 	 * the sender not to apply MTA-STS to it (RFC 8460 3). Retried on the
 	 * queue's growing schedule for 24 hours, then expired (RFC 8460 5.3:
 	 * redelivery for up to 24 hours, with exponential backoff). */
-	const char *name[] = { "from", "to", "data", "id", "meta", "exempt", "expires" };
-	const char *value[] = { r->from, to, msg, d->report_id, "tlsrpt", "tlsrpt", "86400" };
+	char mac[EXEMPT_MAC_HEX + 1] = "", nfrom[600], nto[600];
+	const char *nerr = NULL, *nrcpt[1] = { nto };
+	if (r->have_exempt_key && msg_addr_norm(r->from, nfrom, sizeof(nfrom), &nerr) == 0 &&
+	    msg_addr_norm(to, nto, sizeof(nto), &nerr) == 0) {
+		struct exempt_msg em = { .kind = "tlsrpt", .from = nfrom, .rcpts = nrcpt, .nrcpt = 1,
+					 .data = msg, .len = len, .has_expires = true, .expires_s = 86400 };
+		exempt_mac(r->exempt_key, &em, mac);
+	}
+	const char *name[] = { "from", "to", "data", "id", "meta", "exempt", "expires", "exempt_mac" };
+	const char *value[] = { r->from, to, msg, d->report_id, "tlsrpt", "tlsrpt", "86400", mac };
 	size_t vlen[ARRAY_LEN(value)];
 	for (size_t i = 0; i < ARRAY_LEN(value); i++)
 		vlen[i] = value[i] == msg ? len : strlen(value[i]);
-	struct queue_fields f = { .name = name, .value = value, .vlen = vlen, .n = (int)ARRAY_LEN(value) };
+	struct queue_fields f = { .name = name, .value = value, .vlen = vlen,
+				  .n = (int)ARRAY_LEN(value) - (mac[0] == '\0') };
 	if (queue_sync_enqueue(qs, &f, 1, got_id, u->job, err, sizeof(err)) == 1) {
 		u->st = RUA_SENT;
 	} else {
@@ -535,6 +551,15 @@ int cmd_tlsrpt(int argc, char **argv)
 			free(r);
 			return EX_CONFIG;
 		}
+		/* The exemption proof is keyed from the config's key, which `mxsend
+		 * run` reads too; --dkim-key alone only helps a run given the same
+		 * file in its config. */
+		const char *mac_file = cf->dkim_key && cf->dkim_key[0] ? cf->dkim_key : r->dkim_file;
+		if (exempt_key_load(mac_file, r->exempt_key, kerr, sizeof(kerr)) == 0)
+			r->have_exempt_key = true;
+		else
+			fprintf(stderr, "mxsend tlsrpt: warning: %s: report jobs will not be exempt from MTA-STS\n",
+				kerr);
 	}
 	if (r->dkim != NULL && r->dry_run) { /* the record to publish, counters or not */
 		char name[400];
@@ -694,6 +719,7 @@ out:
 	tlsrpt_store_close(st);
 	config_fini(&r->cfg);
 	dkim_key_free(r->dkim);
+	explicit_bzero(r->exempt_key, sizeof(r->exempt_key));
 	bool unsigned_fail = r->unsigned_fail;
 	free(r);
 	return unsigned_fail ? EX_CONFIG : rc;

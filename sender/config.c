@@ -29,6 +29,7 @@
 
 #include <ini.h>
 
+#include "queue/queue.h"
 #include "sender/log.h"
 #include "sender/util.h"
 
@@ -323,6 +324,7 @@ static const struct key k_rule[] = {
 	{ "max_rcpt", INT(R(max_rcpt), 1, 100000), RULE_MAX_RCPT },
 	{ "auth_user", STR(R(auth_user), V_STR, ""), RULE_AUTH },
 	{ "auth_password", STR(R(auth_password), V_STR, ""), RULE_AUTH },
+	{ "auth_insecure", BOOL(R(auth_insecure)), RULE_AUTH_INSECURE },
 };
 #undef INT
 #undef DUR
@@ -487,6 +489,9 @@ static struct rule *cur_rule(struct parse *p)
 
 static int bad_value(struct parse *p, const struct key *k, const char *v)
 {
+	char url[512];
+	if (k->type == V_URL) /* a password in the URL is never shown */
+		v = queue_url_redact(v, url, sizeof(url));
 	fail(p, "bad value \"%s\" for %s (%s)", v, k->name, k->hint);
 	return -1;
 }
@@ -804,6 +809,10 @@ static int on_key(void *arg, const char *section, const char *name, const char *
 		p->seen[i] = p->line;
 		if (r)
 			r->set |= keys[i].bit;
+		if (r && keys[i].off == offsetof(struct rule, auth_user))
+			r->auth_line = p->line;
+		if (!r && keys[i].off == offsetof(struct config, redis_url))
+			p->c->redis_named = true;
 	}
 	/* DESIGN "TLS policy": plaintext fallback only below encrypt. Judged on
 	 * what this section says; differing layers are settled in config_rule_for(). */
@@ -812,6 +821,39 @@ static int on_key(void *arg, const char *section, const char *name, const char *
 		fail(p, "on_tls_failure = plaintext is not allowed with tls = %s in %s "
 			"(plaintext needs tls = none or may)", tls_level_name(r->tls), p->sec_name);
 	return !p->failed;
+}
+
+static void overlay(struct rule *o, const struct rule *r, bool stricter);
+
+/* DESIGN "TLS policy": never send AUTH credentials to a peer whose
+ * certificate did not verify. For every rule as it applies ([domain *] under
+ * it): credentials need a relay (they are for a smarthost, never for a
+ * recipient's MX) and tls = verify, unless the operator said auth_insecure =
+ * yes (TLS still required: smtp.c never sends AUTH in plaintext). smtp.c checks
+ * the verdict again right before AUTH. Named at the line that sets auth_user,
+ * else at the section that inherits it. */
+static void check_credentials(struct parse *p)
+{
+	const struct config *c = p->c;
+	for (int k = 0; k < c->n_domains + c->n_mxs && !p->failed; k++) {
+		bool is_mx = k >= c->n_domains;
+		const struct rule *r = is_mx ? &c->mxs[k - c->n_domains] : &c->domains[k];
+		struct rule o = c->domains[0];
+		if (k > 0)
+			overlay(&o, r, is_mx);
+		if (o.auth_user == NULL)
+			continue;
+		int line = r->auth_line ? r->auth_line : r->line;
+		const char *kind = is_mx ? "mx" : "domain";
+		if (o.relay_host == NULL)
+			fail_at(p, line, "auth_user in [%s %s] without relay: credentials are only for a relay "
+				"(set relay = host:port)", kind, r->pattern);
+		else if (o.tls == TLS_LEVEL_NONE || (o.tls < TLS_LEVEL_VERIFY && !o.auth_insecure))
+			fail_at(p, line, "auth_user in [%s %s] with tls = %s: credentials go only to a relay "
+				"whose certificate verifies (set tls = verify%s)", kind, r->pattern,
+				tls_level_name(o.tls),
+				o.tls == TLS_LEVEL_NONE ? "" : ", or auth_insecure = yes to accept any certificate");
+	}
 }
 
 int config_load(struct config *c, const char *path, char *err, size_t errlen)
@@ -834,6 +876,8 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
 	if (rc != 0) /* our reader catches inih's syntax errors first; this is a backstop */
 		fail_at(&p, rc > 0 ? rc : p.line, "syntax error");
 	end_section(&p);
+	if (!p.failed)
+		check_credentials(&p);
 	return p.failed ? -1 : 0;
 }
 
@@ -889,6 +933,8 @@ static void overlay(struct rule *o, const struct rule *r, bool stricter)
 		o->auth_user = r->auth_user;
 		o->auth_password = r->auth_password;
 	}
+	if (r->set & RULE_AUTH_INSECURE)
+		o->auth_insecure = r->auth_insecure;
 	o->set |= r->set;
 }
 

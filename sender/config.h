@@ -36,6 +36,7 @@ int tls_fail_action_parse(const char *s);                   /* -1 if bad */
 #define RULE_MAX_RCPT (1u << 7)
 #define RULE_AUTH (1u << 8)
 #define RULE_MAX_CONN_TOTAL (1u << 9)
+#define RULE_AUTH_INSECURE (1u << 10)
 
 struct rule {
 	char *pattern;          /* section name as written: "example.com", ".example.com", "*" */
@@ -48,6 +49,10 @@ struct rule {
 	int relay_port;
 	char *auth_user;        /* key auth_user */
 	char *auth_password;    /* key auth_password (never logged) */
+	bool auth_insecure;     /* key auth_insecure = yes: AUTH also over TLS whose
+	                         * certificate did not verify (never over plaintext);
+	                         * without it credentials need tls = verify */
+	int auth_line;          /* line of auth_user (0: not set in this section) */
 	int max_connections;    /* key max_connections: per process, per MX host */
 	int max_connections_total; /* key max_connections_total: all processes
 	                         * sharing the Redis together (0 = no such cap) */
@@ -85,7 +90,8 @@ struct config {
 	int log_level;      /* key log = trace|debug|info|warn|error, default warn */
 	/* [redis] */
 	char *redis_url;    /* default redis://127.0.0.1:6379/0 */
-	char *redis_password;
+	char *redis_password;  /* never logged (nor the URL's: see queue_url_redact) */
+	bool redis_named;      /* the file sets [redis] url: `send` adds to the TLSRPT counters */
 	char *jobs, *results, *group; /* mxsend:jobs, mxsend:results, mxsend */
 	uint64_t visibility_timeout_ms; /* key visibility_timeout, default 5m */
 	int batch;          /* key batch: XREADGROUP COUNT, default 256 */
@@ -128,6 +134,9 @@ struct config {
 void config_defaults(struct config *c);
 /* Defaults, then overlay the file. Returns 0, or -1 with "FILE:LINE: message"
  * in err. On error *c is still safe to config_fini. */
+/* Credentials (auth_user) need, in every rule as it applies over [domain *], a
+ * relay and tls = verify (or auth_insecure = yes with tls may/encrypt): else an
+ * error at the auth_user line (or the inheriting section's header). */
 /* *c need not be initialised (it is overwritten); err may be NULL if errlen is 0.
  * A file that cannot be opened gives "FILE: strerror" without a line. Stops at
  * the first error. Reads the file with stdio: start-up only, not on a ring. */

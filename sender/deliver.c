@@ -691,12 +691,13 @@ static void start_session(struct job *j)
 		p.implicit_tls = j->port == 465; /* RFC 8314 submissions port */
 		p.auth_user = j->rule.auth_user;
 		p.auth_password = j->rule.auth_password;
+		p.auth_insecure = j->rule.auth_insecure;
 	}
 	/* the pool key: address, TLS level and minimum version, and the user:
 	 * authenticated sessions serve only the same credentials */
 	kn = key_put(j->key, sizeof(j->key), kn, "|", (int)p.level);
 	kn = key_put(j->key, sizeof(j->key), kn, "|", p.min_tls);
-	kn = key_put(j->key, sizeof(j->key), kn, "|", -1);
+	kn = key_put(j->key, sizeof(j->key), kn, p.auth_insecure ? "|!" : "|", -1);
 	key_put(j->key, sizeof(j->key), kn, p.auth_user ? p.auth_user : "", -1);
 	j->have_last = true;
 	struct smtp_session *pooled = pool_take(j->d, j->key, j->slot, sizeof(j->slot));

@@ -612,14 +612,25 @@ static void on_txn_reply(struct smtp_session *s, const struct smtp_reply *r)
 
 /* RFC 4954: AUTH only over TLS (credentials never travel in plaintext),
  * PLAIN when offered, else LOGIN. A refusal is a temporary failure for the
- * messages: the operator must fix the credentials, the mail must not bounce. */
+ * messages: the operator must fix the credentials, the mail must not bounce.
+ * DESIGN: credentials only to a peer whose certificate verified for the relay's
+ * name, under the verify context; config.c demands tls = verify already, but
+ * the verdict of THIS connection is what is checked here, right before AUTH
+ * (`send --tls`, a weaker pooled context, or a future code path cannot
+ * slip through). auth_insecure = yes relaxes the certificate, never the TLS. */
 static void start_auth(struct smtp_session *s, bool tls_on)
 {
 	char raw[600], b64[820];
-	if (!tls_on) {
+	if (!tls_on || !s->status.tls) {
 		fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.0",
 		     "AUTH configured but no TLS with %s: credentials are never sent in plaintext",
 		     s->mx_host);
+		return;
+	}
+	if (!s->p.auth_insecure && (s->p.level != TLS_LEVEL_VERIFY || !s->status.verdict.verified)) {
+		fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.0",
+		     "AUTH configured but the certificate of %s was not verified (tls=%s): "
+		     "credentials go only to a verified relay", s->mx_host, tls_level_name(s->p.level));
 		return;
 	}
 	if (s->ehlo.auth & SMTP_AUTH_PLAIN) {

@@ -70,6 +70,9 @@ struct smtp_params {
 	const char *auth_user;      /* AUTH PLAIN/LOGIN after TLS when set (RFC 4954);
 	                             * never over plaintext, never logged */
 	const char *auth_password;
+	bool auth_insecure;         /* AUTH also when the certificate did not verify
+	                            * (still never without TLS); else only at
+	                            * level verify with a verified certificate */
 	unsigned max_handshakes;    /* TLS handshakes at once in this thread; 0: no cap */
 	struct metrics_shard *metrics; /* optional: connections opened/open, TLS sessions */
 };

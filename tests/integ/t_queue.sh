@@ -655,7 +655,7 @@ t_hold_release() {
 }
 
 # A unix socket with a database number, AUTH from [redis] password or from
-# the URL; a wrong password is reported, not fatal.
+# the URL; a wrong password is a configuration error at start-up (exit 78).
 t_unix_auth() {
 	local dir=$CASE_DIR/redis port sock r
 	mkdir -p "$dir"
@@ -684,10 +684,10 @@ t_unix_auth() {
 		fail "not delivered through both"
 	assert_eq "exit status (unix)" 0 "$(mx_stop unix)"
 	assert_eq "exit status (url)" 0 "$(mx_stop url)"
-	assert_eq "exit status (wrong password)" 0 "$(mx_stop bad)"
+	assert_eq "exit status (wrong password)" 78 "$(mx_stop bad)"
 	assert_match "db 3 result" 'u1@ok.test' "$(rc3 3 XRANGE mxsend:results - +)"
 	assert_match "db 2 result" 'u2@ok.test' "$(rc3 2 XRANGE mxsend:results - +)"
-	assert_match "wrong password logged" 'evt=redis_init_failed .*(WRONGPASS|invalid)' "$(cat "$CASE_DIR/bad/log")"
+	assert_match "wrong password reported" 'redis: AUTH: .*(WRONGPASS|invalid)' "$(cat "$CASE_DIR/bad/log")"
 	stop_proc redis.auth
 }
 

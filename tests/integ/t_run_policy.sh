@@ -11,7 +11,10 @@
 #      succeed) and the enforce domain's MX now shows a wrong-name certificate:
 #      a new process defers (policy=sts-enforce), never delivers; control: the
 #      key deleted, nothing cached, nothing fetchable -> delivered policy=may;
-#   3. a job with exempt=tlsrpt skips MTA-STS (the policy being in Redis).
+#   3. exempt=tlsrpt skips MTA-STS only for a report `mxsend tlsrpt` queued (its
+#      exempt_mac verifies): an application job asking for it stays under the
+#      enforce policy (deferred, policy=sts-enforce);
+#   4. the report's proof survives the queue's retries (MX down, then back).
 # The cases build on each other (one redis-server, one zone), in order.
 #
 # Addresses: unbound 127.0.80.53, nginx 127.0.81.1 (private port; every
@@ -37,7 +40,7 @@ FROM=sender@client.test
 
 # The enforce MX and both policy hosts must verify; T's MX gets wrong.pem anyway.
 integ_setup "$E_MX" "mta-sts.$E" "mta-sts.$T"
-integ_require mxsend mxsink unbound unbound-checkconf nginx redis-server redis-cli python3 perl ss timeout
+integ_require mxsend mxsink unbound unbound-checkconf nginx redis-server redis-cli python3 perl ss timeout openssl
 NGINX_PORT=$(integ_port) || integ_missing "no free port"
 STATE=$INTEG_DIR/state # what one case leaves for the next
 mkdir -p "$STATE"
@@ -344,25 +347,101 @@ t_cache_restart() {
 	assert_eq "mxsend:sts:$E after the control run" "" "$(rcli GET "mxsend:sts:$E")"
 }
 
-# --- 3. exempt=tlsrpt skips MTA-STS ------------------------------------------------------------------
+# --- 3. exempt=tlsrpt: only for the reports `mxsend tlsrpt` queues ------------------------------------
+# E's MX now offers no STARTTLS (and the enforce policy is persisted again):
+# an application job carrying `exempt tlsrpt` (no proof, a forged proof, or a
+# real report's proof replayed for another recipient) keeps the policy: deferred
+# policy=sts-enforce, nothing at the sink, a warning naming the job. A real
+# report, queued by `mxsend tlsrpt` with the config's DKIM key, is delivered
+# exempt (policy=may, in plaintext here: the MX has no STARTTLS).
 t_exempt() {
-	local v at ttl data
+	local v at ttl data conf3=$CASE_DIR/run3.ini key=$CASE_DIR/dkim.pem day r mac id
 	v=$(<"$STATE/sts_e")
 	at=$(cut -d' ' -f2 <<<"$v")
 	[[ $at =~ ^[0-9]+$ ]] || fail "no policy saved by case 1" || return 1
 	ttl=$((at + 86400 - $(date +%s)))
-	# the enforce policy persisted again (as case 1 left it); nginx is still down
 	assert_eq "SET mxsend:sts:$E" OK "$(rcli SET "mxsend:sts:$E" "$v" EX "$ttl")"
-	proc_pid sink.e-wrong >/dev/null || fail "sink e-wrong (wrong certificate at E's MX) is not running" || return 1
+	stop_sink e-wrong
+	start_sink e-plain --listen "$E_IP:$SINK_PORT" --no-starttls ||
+		fail "sink e-plain did not start" || return 1
+	openssl genpkey -algorithm ED25519 -out "$key" 2>/dev/null || fail "openssl genpkey" || return 1
+	cp "$CONF" "$conf3"
+	printf '\n[tlsrpt]\ndkim_key = %s\ndkim_selector = s3\ndkim_domain = client.test\n' "$key" >>"$conf3"
 	data=$(printf 'From: %s\r\nTo: tlsrpt@%s\r\nSubject: Report Domain: %s\r\n\r\nreport\r\n' "$FROM" "$E" "$E")
-	assert_match "XADD" '^[0-9]+-[0-9]+$' \
-		"$(rcli XADD mxsend:jobs '*' from "$FROM" to "u3@$E" data "$data" id c3 exempt tlsrpt expires 10)"
-	run_until_empty run3
-	assert_match "the enforce policy was loaded" 'evt=sts_loaded policies=2' "$(cat "$CASE_DIR/run3.log")"
-	expect_result c3 "u3@$E" "delivered\|[^|]*\|no\|may\|$(re_escape "$E_MX")\|$E_IP\|1\|.*"
-	assert_eq "results of c3" 1 "$(results c3 | grep -c .)"
-	assert_no_match "c3: not deferred" '\|deferred\|' "$(results c3)"
-	sink_find_msg e-wrong "u3@$E" 3 >/dev/null || fail "sink e-wrong has no message for u3@$E"
+	# the id with a quote and a TAB: logged escaped
+	id=$(printf 'c3a"\tx')
+	assert_match "XADD without proof" '^[0-9]+-[0-9]+$' \
+		"$(rcli XADD mxsend:jobs '*' from "$FROM" to "u3@$E" data "$data" id "$id" exempt tlsrpt expires 3)"
+	assert_match "XADD with a forged proof" '^[0-9]+-[0-9]+$' \
+		"$(rcli XADD mxsend:jobs '*' from "$FROM" to "u3b@$E" data "$data" id c3b exempt tlsrpt \
+			exempt_mac "$(printf '%064d' 0)" expires 3)"
+	# a real report for E (counters from case 1), its proof read back from the stream
+	day=$(<"$STATE/day")
+	timed_run 10 "$CASE_DIR/rpt.out" "$CASE_DIR/rpt.err" "$MXSEND" tlsrpt -c "$conf3" --day "$day" "$E"
+	assert_eq "mxsend tlsrpt exit" 0 "$RUN_RC" || diag "$(cat "$CASE_DIR/rpt.out" "$CASE_DIR/rpt.err")"
+	assert_match "report queued" "^tlsrpt day=$day domain=$(re_escape "$E") .*result=queued " "$(cat "$CASE_DIR/rpt.out")"
+	mac=$(rcli XRANGE mxsend:jobs - + | awk 'p == "exempt_mac" { print; exit } { p = $0 }')
+	assert_match "the report job's exempt_mac" '^[0-9a-f]{64}$' "$mac"
+	# that proof replayed on an application job to another recipient
+	assert_match "XADD with a replayed proof" '^[0-9]+-[0-9]+$' \
+		"$(rcli XADD mxsend:jobs '*' from "tlsrpt-noreply@client.test" to "u3c@$E" data "$data" id c3c \
+			exempt tlsrpt exempt_mac "$mac" expires 3)"
+	timed_run 20 "$CASE_DIR/run3.out" "$CASE_DIR/run3.log" "$MXSEND" run -c "$conf3" --until-empty
+	assert_eq "mxsend run --until-empty exit" 0 "$RUN_RC" || show_log run3
+	for id in c3a c3b c3c; do
+		r=$(results "$id")
+		[ "$id" = c3a ] && r=$(rcli EVAL "$RES_LUA" 1 mxsend:results "$(printf 'c3a"\tx')")
+		assert_match "$id: deferred under the enforce policy" "^u3[a-c]?@$(re_escape "$E")\|deferred\|[^|]*\|no\|sts-enforce\|" "$r"
+		assert_no_match "$id: never delivered" '\|delivered\|' "$r"
+		assert_eq "$id: results under another policy than sts-enforce" "" "$(awk -F'|' '$5 != "sts-enforce"' <<<"$r")"
+	done
+	local log
+	log=$(cat "$CASE_DIR/run3.log")
+	assert_match "warning for the job without proof (id escaped)" \
+		'evt=exempt_ignored job=[0-9]+-[0-9]+ id="c3a\?\?x" why="no valid exempt_mac field"' "$log"
+	assert_match "warning for the forged proof" 'evt=exempt_ignored job=[0-9-]+ id="c3b" why="exempt_mac does not verify"' "$log"
+	assert_match "warning for the replayed proof" 'evt=exempt_ignored job=[0-9-]+ id="c3c" why="exempt_mac does not verify"' "$log"
+	assert_eq "warnings for other jobs (none for the real report)" 0 \
+		"$(grep 'evt=exempt_ignored' <<<"$log" | grep -cv 'id="c3')"
+	# the real report: exempt, delivered at the MX without STARTTLS
+	expect_result "$(sed -n 's/.* report_id=\([^ ]*\)$/\1/p' "$CASE_DIR/rpt.out")" "tlsrpt@$E" \
+		"delivered\|none\|no\|may\|$(re_escape "$E_MX")\|$E_IP\|1\|.*"
+	sink_find_msg e-plain "tlsrpt@$E" 3 >/dev/null || fail "sink e-plain has no report for tlsrpt@$E"
+	assert_eq "messages at E's MX (the report only)" 1 "$(sink_count e-plain)"
+}
+# --- 4. the proof survives a retry ------------------------------------------------------------------
+# The report for E queued again (its sent mark dropped) while E's MX is down:
+# the first attempts are deferred; the retries (written back by the queue with
+# exempt and exempt_mac) still verify: delivered exempt once the MX is back.
+t_exempt_retry() {
+	local conf3=$CASE_DIR/run4.ini day rid r pid i
+	day=$(<"$STATE/day")
+	sed -n '/^\[tlsrpt\]/,$p' "$INTEG_DIR/case.3/run3.ini" >"$CASE_DIR/tlsrpt.part"
+	cp "$CONF" "$conf3"
+	{ echo; cat "$CASE_DIR/tlsrpt.part"; } >>"$conf3"
+	grep -q '^dkim_key' "$conf3" || fail "no [tlsrpt] section from case 3" || return 1
+	stop_sink e-plain
+	rcli DEL "mxsend:tlsrpt:sent:$day:$E" >/dev/null
+	timed_run 10 "$CASE_DIR/rpt.out" "$CASE_DIR/rpt.err" "$MXSEND" tlsrpt -c "$conf3" --day "$day" "$E"
+	assert_eq "mxsend tlsrpt exit" 0 "$RUN_RC" || diag "$(cat "$CASE_DIR/rpt.out" "$CASE_DIR/rpt.err")"
+	rid=$(sed -n 's/.* report_id=\([^ ]*\)$/\1/p' "$CASE_DIR/rpt.out")
+	[ -n "$rid" ] || fail "no report queued" || return 1
+	timeout 30 "$MXSEND" run -c "$conf3" --until-empty >"$CASE_DIR/run4.out" 2>"$CASE_DIR/run4.log" &
+	pid=$!
+	for ((i = 0; i < 100; i++)); do # the first attempt deferred (10 s at most)
+		grep -q '|deferred|' <<<"$(results "$rid")" && break
+		sleep 0.1
+	done
+	sleep 1.5 # a retry or two while the MX is still down
+	start_sink e-back --listen "$E_IP:$SINK_PORT" --no-starttls || fail "sink e-back did not start"
+	wait "$pid"
+	assert_eq "mxsend run --until-empty exit" 0 "$?" || show_log run4
+	r=$(results "$rid")
+	assert_match "deferred while the MX was down (exempt: policy may)" "^tlsrpt@$(re_escape "$E")\|deferred\|none\|no\|may\|" "$r"
+	assert_match "delivered exempt on a retry" "^tlsrpt@$(re_escape "$E")\|delivered\|none\|no\|may\|$(re_escape "$E_MX")\|$E_IP\|[2-9]\|" "$r"
+	assert_no_match "never under sts-enforce" '\|sts-enforce\|' "$r"
+	assert_eq "exemption warnings" 0 "$(grep -c 'evt=exempt_ignored' "$CASE_DIR/run4.log")"
+	sink_find_msg e-back "tlsrpt@$E" 3 >/dev/null || fail "sink e-back has no report"
 }
 
 T_START=$SECONDS
@@ -370,7 +449,9 @@ run_case "1. run --until-empty: enforce (verified) and testing (name mismatch) d
 	t_run_enforce_testing
 run_case "2. restart with nginx down, E's MX on a wrong-name cert: the persisted enforce policy defers; control (key deleted): delivered as may" \
 	t_cache_restart
-run_case "3. exempt=tlsrpt job to the enforce domain (policy persisted, wrong-cert MX): delivered policy=may, not deferred" \
+run_case "3. exempt=tlsrpt: application jobs (no proof, forged, replayed) to the enforce domain whose MX lacks STARTTLS: deferred policy=sts-enforce; the real report from mxsend tlsrpt: delivered exempt" \
 	t_exempt
+run_case "4. the real report deferred (MX down), its retries keep exempt and exempt_mac: delivered exempt on a retry" \
+	t_exempt_retry
 echo "# elapsed: $((SECONDS - T_START)) s"
 integ_finish

@@ -20,7 +20,7 @@ set -u
 # shellcheck source=tests/integ/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-integ_setup report.rpt-https.test
+integ_setup report.rpt-https.test mta-sts.rpt-send.test mx.rpt-send.test
 integ_require mxsend mxsink unbound unbound-checkconf nginx redis-server redis-cli python3 cc pkg-config timeout \
 	openssl base64
 # dkimpy is Debian's (python3-dkim, python3-nacl for Ed25519): /usr/bin/python3, whatever
@@ -39,6 +39,7 @@ HTTPS_ADDR=127.0.47.1
 NGINX_PORT=$(integ_port) || integ_missing "no free port"
 SINK_PORT=$(integ_port) || integ_missing "no free port"
 RUA_ADDR=127.0.47.25
+SEND_MX_ADDR=127.0.47.26 # mx.rpt-send.test: MTA-STS enforce domain for `mxsend send`
 
 # --- DKIM keys (RSA 2048 in the config, Ed25519 by flags) and their TXT records ----
 DKIM_RSA=$INTEG_DIR/dkim-rsa.pem DKIM_ED=$INTEG_DIR/dkim-ed.pem
@@ -66,11 +67,17 @@ rpt-ed.test. MX 10 mx.rpt-mail.test.
 mx.rpt-mail.test. A $RUA_ADDR
 rpt2026._domainkey.client.test. TXT "v=DKIM1; k=rsa; s=tlsrpt; p=${RSA_P:0:200}" "${RSA_P:200}"
 ed2026._domainkey.client.test. TXT "v=DKIM1; k=ed25519; s=tlsrpt; p=$ED_P"
+rpt-send.test. MX 10 mx.rpt-send.test.
+mx.rpt-send.test. A $SEND_MX_ADDR
+_mta-sts.rpt-send.test. TXT "v=STSv1; id=send1"
+mta-sts.rpt-send.test. A $HTTPS_ADDR
+_smtp._tls.rpt-send.test. TXT "v=TLSRPTv1; rua=mailto:rua@rpt-send.test"
 EOF
 start_unbound -a 127.0.47.53 "$ZONE" || integ_missing "unbound did not start"
 start_redis -n redis || integ_missing "redis-server did not start"
 if [ -z "$INTEG_MISSING" ]; then # the rua mailbox of rpt-mail.test and rpt-ed.test
 	start_sink rua --listen "$RUA_ADDR:$SINK_PORT" || integ_missing "mxsink did not start"
+	start_sink sendmx --listen "$SEND_MX_ADDR:$SINK_PORT" || integ_missing "mxsink (sendmx) did not start"
 fi
 
 CONF=$INTEG_DIR/tlsrpt.ini
@@ -333,6 +340,14 @@ start_nginx() {
 		location = /fail { return 500; }
 		location = /slow { echo_sleep 20; echo ok; }
 	}
+	server {
+		listen $HTTPS_ADDR:$NGINX_PORT ssl;
+		server_name mta-sts.rpt-send.test;
+		location = /.well-known/mta-sts.txt {
+			default_type text/plain;
+			return 200 "version: STSv1\\nmode: enforce\\nmx: mx.rpt-send.test\\nmax_age: 86400\\n";
+		}
+	}
 EOF
 	nginx_start "$NGX" "$HTTPS_ADDR" "$NGINX_PORT" "load_module $ECHO_MOD;"
 }
@@ -555,6 +570,7 @@ t_mailto() {
 	assert_eq "job from" "tlsrpt-noreply@client.test" "$(cat "$j/from")"
 	assert_eq "job to (percent-decoded, query dropped)" "tls-reports@rpt-mail.test" "$(cat "$j/to")"
 	assert_eq "job exempt" tlsrpt "$(cat "$j/exempt")"
+	assert_match "job exempt_mac (the proof keyed from [tlsrpt] dkim_key)" '^[0-9a-f]{64}$' "$(cat "$j/exempt_mac")"
 	assert_eq "job expires (RFC 8460 5.3: retried for up to 24 hours)" 86400 "$(cat "$j/expires")"
 	assert_eq "job id" "$rid" "$(cat "$j/id")"
 	assert_eq "no tls field" no "$([ -e "$j/tls" ] && echo yes || echo no)"
@@ -760,6 +776,51 @@ EOF
 	expect_out '^tlsrpt day=2024-06-03 domain=rpt-async\.test rua=none result=none why="no TLSRPT record"$'
 }
 run_case "async path (tlsrpt_queue_event on a running queue): counted whole, TTLs set" t_async
+
+# --- `mxsend send` adds its TLS sessions to the counters (DESIGN "Command line") ----
+t_send_counts() {
+	local m=$CASE_DIR/m.eml conf=$CASE_DIR/send.ini today i ok0 n
+	today=$(date -u +%F)
+	integ_config "$conf" "$(printf '[redis]\nurl = %s\n\n[tls]\nsts_https_port = %s\n' "$REDIS_URL" "$NGINX_PORT")"
+	printf 'From: a@client.test\nSubject: send\n\nhello\n' >"$m"
+	ok0=$(rcli HGET "mxsend:tlsrpt:$today:rpt-send.test" ok:sts:send1)
+	for i in 1 2; do
+		timed_run 20 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send -c "$conf" --from a@client.test \
+			--to "u$i@rpt-send.test" "$m"
+		assert_eq "send $i: exit status" 0 "$RUN_RC" || show_run
+		expect_out "^u$i@rpt-send\.test delivered 250 .* verified=yes policy=sts-enforce "
+	done
+	assert_eq "successful sessions counted in Redis" "$((${ok0:-0} + 2))" \
+		"$(rcli HGET "mxsend:tlsrpt:$today:rpt-send.test" ok:sts:send1)"
+	timed_run 30 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" tlsrpt -c "$CONF" --dry-run --day "$today" rpt-send.test
+	expect_rc 0 || return 1
+	expect_out "^tlsrpt day=$today domain=rpt-send\.test rua=mailto:rua@rpt-send\.test result=dry-run$"
+	n=$(python3 - "$CASE_DIR/out" <<'PY'
+import json, sys
+text = open(sys.argv[1]).read()
+doc = json.loads(text[text.index("{"):text.rindex("}") + 1])
+p = doc["policies"][0]
+print(p["policy"]["policy-type"], p["summary"]["total-successful-session-count"],
+      p["summary"]["total-failure-session-count"], "mode: enforce" in p["policy"]["policy-string"])
+PY
+	) || fail "the dry-run JSON does not parse"
+	assert_eq "report: type, successes, failures, enforce" "sts $((${ok0:-0} + 2)) 0 True" "$n"
+	# Redis unreachable: delivered all the same, exit 0, a warning
+	integ_config "$conf" "$(printf '[redis]\nurl = redis://127.0.0.1:1/0\n\n[tls]\nsts_https_port = %s\n' "$NGINX_PORT")"
+	timed_run 20 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send -c "$conf" --from a@client.test --to u3@rpt-send.test "$m"
+	assert_eq "Redis down: exit status" 0 "$RUN_RC" || show_run
+	expect_out '^u3@rpt-send\.test delivered 250 '
+	assert_match "Redis down: a warning" 'warning: TLSRPT counters not written: .*connect' "$(cat "$CASE_DIR/err")"
+	# no [redis] url: nothing counted (and no warning)
+	integ_config "$conf" "$(printf '[tls]\nsts_https_port = %s\n' "$NGINX_PORT")"
+	timed_run 20 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send -c "$conf" --from a@client.test --to u4@rpt-send.test "$m"
+	assert_eq "no Redis named: exit status" 0 "$RUN_RC" || show_run
+	assert_eq "no Redis named: nothing on stderr" "" "$(cat "$CASE_DIR/err")"
+	assert_eq "no Redis named: counters unchanged" "$((${ok0:-0} + 2))" \
+		"$(rcli HGET "mxsend:tlsrpt:$today:rpt-send.test" ok:sts:send1)"
+	assert_eq "messages at the MX" 4 "$(sink_count sendmx)"
+}
+run_case "mxsend send adds its TLS sessions to the TLSRPT counters (STS enforce domain, twice; tlsrpt --dry-run shows them); Redis down: delivered, warning; no [redis] url: not counted" t_send_counts
 
 t_usage() {
 	local a

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "queue/queue.h"
 #include "sender/log.h"
 #include "tests/t.h"
 
@@ -395,6 +396,78 @@ static void t_err_patterns(void)
 	load_err("[redis main]\n", "1: section [redis] takes no name");
 }
 
+/* Credentials only to a relay whose certificate verifies (issue 17, 4). */
+static void t_credentials_need_verify(void)
+{
+	struct config c;
+	const char *cred = "auth_user = bob\nauth_password = pw\n";
+	char text[512];
+	/* tls below verify: named at the auth_user line */
+	snprintf(text, sizeof(text), "[domain a.com]\nrelay = r.example:587\n%s", cred);
+	load_err(text, "3: auth_user in [domain a.com] with tls = may: credentials go only to a relay "
+		       "whose certificate verifies (set tls = verify, or auth_insecure = yes to accept any "
+		       "certificate)");
+	snprintf(text, sizeof(text), "[domain a.com]\nrelay = r.example:587\ntls = encrypt\n%s", cred);
+	load_err(text, "4: auth_user in [domain a.com] with tls = encrypt: credentials go only to a "
+		       "relay whose certificate verifies (set tls = verify, or auth_insecure = yes to "
+		       "accept any certificate)");
+	/* without a relay */
+	snprintf(text, sizeof(text), "[mxsend]\n[domain a.com]\ntls = verify\n%s", cred);
+	load_err(text, "4: auth_user in [domain a.com] without relay: credentials are only for a relay "
+		       "(set relay = host:port)");
+	/* inherited from [domain *]: a rule lowering tls is named at its header */
+	snprintf(text, sizeof(text), "[domain *]\nrelay = r.example\ntls = verify\n%s[domain b.com]\ntls = may\n",
+		 cred);
+	load_err(text, "6: auth_user in [domain b.com] with tls = may: credentials go only to a relay "
+		       "whose certificate verifies (set tls = verify, or auth_insecure = yes to accept any "
+		       "certificate)");
+	/* tls = none never carries credentials, auth_insecure or not */
+	snprintf(text, sizeof(text), "[domain a.com]\nrelay = r.example\ntls = none\nauth_insecure = yes\n%s", cred);
+	load_err(text, "5: auth_user in [domain a.com] with tls = none: credentials go only to a relay "
+		       "whose certificate verifies (set tls = verify)");
+	/* fine: verify; or an explicit auth_insecure = yes */
+	snprintf(text, sizeof(text), "[domain *]\nrelay = r.example\ntls = verify\n%s[domain b.com]\nport = 26\n", cred);
+	load_ok(&c, text);
+	config_fini(&c);
+	snprintf(text, sizeof(text), "[domain a.com]\nrelay = r.example\nauth_insecure = yes\n%s", cred);
+	load_ok(&c, text);
+	struct rule r = rule_for(&c, "a.com", NULL);
+	CHECK(r.auth_insecure);
+	CHECK_INT(r.tls, TLS_LEVEL_MAY);
+	r = rule_for(&c, "b.com", NULL);
+	CHECK(!r.auth_insecure && r.auth_user == NULL);
+	config_fini(&c);
+}
+
+/* A password in the Redis URL is never shown (issue 17, 4). */
+static void t_redis_url_redacted(void)
+{
+	static const struct { const char *in, *out; } cases[] = {
+		{ "redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0" },
+		{ "redis://user:s3cret@h:1/2", "redis://user:***@h:1/2" },
+		{ "redis://s3cret@h", "redis://***@h" },
+		{ "redis://:pa/ss@w@rd@h/3", "redis://:***@h/3" },
+		{ "redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0" },
+		{ "unix:/run/redis.sock?db=2", "unix:/run/redis.sock?db=2" },
+		{ "rediss://:s3cret@h", "rediss://:***@h" },
+		{ "redis:/:s3cret@h", "redis:***@h" },
+		{ "", "" },
+	};
+	char buf[128];
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		CHECK_STR(queue_url_redact(cases[i].in, buf, sizeof(buf)), cases[i].out);
+	CHECK_STR(queue_url_redact(NULL, buf, sizeof(buf)), "(default)");
+	CHECK_STR(queue_url_redact("redis://:s3cret@host", buf, 12), "redis://:**");
+	/* a bad URL in the config is named without its password */
+	load_err("[redis]\nurl = redis:/:s3cret@h\n",
+		 "2: bad value \"redis:***@h\" for url (redis://HOST:PORT/DB or unix:/PATH)");
+	char err[256];
+	struct queue_addr a;
+	CHECK_INT(queue_url_parse("redis://:s3cret@h:99999", &a, err, sizeof(err)), -1);
+	CHECK(strstr(err, "s3cret") == NULL);
+	CHECK(strstr(err, "redis://:***@h:99999") != NULL);
+}
+
 static void t_err_auth_pairs(void)
 {
 	load_err("[mxsend]\n[domain a.com]\nauth_user = bob\n[domain b.com]\n",
@@ -540,13 +613,14 @@ static void t_relay(void)
 {
 	struct config c;
 	load_ok(&c, "[domain a.com]\nrelay = smtp.relay.example:587\nauth_user = bob\nauth_password = pw\n"
+		    "tls = verify\n"
 		    "[domain b.com]\nrelay = [2001:db8::1]:2525\n"
 		    "[domain c.com]\nrelay = relay.example\n"
 		    "[domain d.com]\nrelay = 192.0.2.7:26\n"
 		    "[domain e.com]\nrelay = [::1]\n");
 	CHECK_STR(c.domains[1].relay_host, "smtp.relay.example");
 	CHECK_INT(c.domains[1].relay_port, 587);
-	CHECK_INT(c.domains[1].set, RULE_RELAY | RULE_AUTH);
+	CHECK_INT(c.domains[1].set, RULE_RELAY | RULE_AUTH | RULE_TLS);
 	CHECK_STR(c.domains[2].relay_host, "2001:db8::1");
 	CHECK_INT(c.domains[2].relay_port, 2525);
 	CHECK_STR(c.domains[3].relay_host, "relay.example");
@@ -590,6 +664,8 @@ static void t_comments_and_layout(void)
 		    "   tls = verify\n"
 		    "   on_tls_failure = hold ; comment\n"
 		    "[domain b.com]\n"
+		    "relay = r.example\n"
+		    "tls = verify\n"
 		    "auth_user = u\n"
 		    "auth_password = p;w#x\n");
 	CHECK_INT(c.workers, 3);
@@ -963,6 +1039,8 @@ static const struct t_case cases[] = {
 	{ "err_ranges", t_err_ranges },
 	{ "err_patterns", t_err_patterns },
 	{ "err_auth_pairs", t_err_auth_pairs },
+	{ "credentials_need_verify", t_credentials_need_verify },
+	{ "redis_url_redacted", t_redis_url_redacted },
 	{ "err_long_line", t_err_long_line },
 	{ "parse_duration", t_parse_duration },
 	{ "parse_size", t_parse_size },
