@@ -550,6 +550,19 @@ fail:
 	return -1;
 }
 
+int msg_rcpt_parse(const char *s, struct msg_addr *a, const char **err)
+{
+	if (msg_addr_parse(s, a, err) != 0)
+		return -1;
+	if (a->domain[0] == '[') {
+		memset(a, 0, sizeof(*a));
+		if (err != NULL)
+			*err = "address literals are not supported";
+		return -1;
+	}
+	return 0;
+}
+
 int msg_addr_format(const struct msg_addr *a, char *buf, size_t n)
 {
 	size_t ll = strlen(a->local), dl = strlen(a->domain);

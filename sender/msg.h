@@ -43,6 +43,10 @@ struct msg_addr {
 	bool utf8;            /* non-ASCII anywhere: needs SMTPUTF8 */
 };
 int msg_addr_parse(const char *s, struct msg_addr *a, const char **err);
+/* msg_addr_parse for a recipient: an address literal ("u@[192.0.2.1]") is
+ * refused with "address literals are not supported" (mxsend delivers by MX
+ * only; a literal would otherwise end as a permanent NXDOMAIN bounce). */
+int msg_rcpt_parse(const char *s, struct msg_addr *a, const char **err);
 /* Format "local@domain" into buf (size n). Returns length or -1 if it does not fit. */
 int msg_addr_format(const struct msg_addr *a, char *buf, size_t n);
 /* Parse addr and write its normal form "local@domain" into norm (size n): 0,

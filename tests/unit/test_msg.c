@@ -658,6 +658,25 @@ static void t_split_then_parse(void)
 	CHECK_STR(a.local, "\"q,r\"");
 }
 
+static void t_rcpt_literal(void)
+{
+	struct msg_addr a;
+	const char *err = NULL;
+	CHECK_INT(msg_rcpt_parse("u@[192.0.2.1]", &a, &err), -1);
+	CHECK_STR(err, "address literals are not supported");
+	CHECK_INT(msg_rcpt_parse("<u@[IPv6:::1]>", &a, &err), -1);
+	CHECK_STR(err, "address literals are not supported");
+	CHECK_INT(msg_rcpt_parse("u@[127.0.3.1]", &a, &err), -1);
+	CHECK_STR(a.domain, "");
+	/* other errors are msg_addr_parse's; names are fine */
+	CHECK_INT(msg_rcpt_parse("u@[bad", &a, &err), -1);
+	CHECK_STR(err, "bad address literal");
+	CHECK_INT(msg_rcpt_parse("U@X.Test", &a, &err), 0);
+	CHECK_STR(a.domain, "x.test");
+	/* a literal is still a valid mailbox (a sender may use one) */
+	CHECK_INT(msg_addr_parse("u@[192.0.2.1]", &a, &err), 0);
+}
+
 static const struct t_case cases[] = {
 	{ "wire LF to CRLF", t_wire_lf_to_crlf },
 	{ "wire CRLF unchanged", t_wire_crlf_unchanged },
@@ -684,6 +703,7 @@ static const struct t_case cases[] = {
 	{ "addr quoted local part", t_addr_quoted },
 	{ "addr UTF-8", t_addr_utf8 },
 	{ "addr literal", t_addr_literal },
+	{ "recipient address literal refused", t_rcpt_literal },
 	{ "addr reject missing parts", t_addr_reject_missing },
 	{ "addr reject syntax", t_addr_reject_syntax },
 	{ "addr reject domain", t_addr_reject_domain },
