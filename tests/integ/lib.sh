@@ -588,9 +588,10 @@ timed_run() {
 }
 
 # wire_expect IN OUT: what an SMTP server must receive for message file IN:
-# every bare LF becomes CRLF, and a final CRLF is added when missing.
+# every bare CR and every bare LF becomes CRLF, and a final CRLF is added when
+# missing.
 wire_expect() {
-	perl -0777 -pe 's/(?<!\r)\n/\r\n/g; $_ .= "\r\n" unless /\r\n\z/' <"$1" >"$2"
+	perl -0777 -pe 's/\r(?!\n)/\r\n/g; s/(?<!\r)\n/\r\n/g; $_ .= "\r\n" unless /\r\n\z/' <"$1" >"$2"
 }
 
 # log_mark [FILE]: the case's part of log FILE (default $CASE_LOG) starts here.
