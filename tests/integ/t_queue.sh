@@ -392,6 +392,19 @@ t_content() {
 	assert_eq "results" 7 "$(grep -c . <<<"$r")"
 	assert_eq "messages sent (only c7)" "$((before + 1))" "$(sink_stat good messages)"
 	queue_clean "$p"
+	# mxsend enqueue refuses the same content: exit 65, nothing queued
+	local m=$CASE_DIR/nul.eml rc
+	printf 'Subject: x\n\nli\0ne 3\n' >"$m"
+	timeout 10 "$MXSEND" enqueue -c "$conf" --from a@src.test --to e1@ok.test "$m" >"$CASE_DIR/enq.out" 2>&1
+	rc=$?
+	assert_eq "enqueue NUL: exit" 65 "$rc"
+	assert_match "enqueue NUL: stderr" 'NUL byte at line 3$' "$(cat "$CASE_DIR/enq.out")"
+	{ printf 'Subject: x\n\n'; head -c 1200 /dev/zero | tr '\0' y; printf '\n'; } >"$m"
+	timeout 10 "$MXSEND" enqueue -c "$conf" --from a@src.test --to e1@ok.test "$m" >"$CASE_DIR/enq.out" 2>&1
+	rc=$?
+	assert_eq "enqueue long line: exit" 65 "$rc"
+	assert_match "enqueue long line: stderr" 'line 3 exceeds 998 octets$' "$(cat "$CASE_DIR/enq.out")"
+	assert_eq "jobs queued by the refused enqueues" 0 "$(rcli "$p" XLEN mxsend:jobs)"
 }
 
 t_retry_success() {
