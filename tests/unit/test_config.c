@@ -893,6 +893,8 @@ static void t_example_file_is_defaults(void)
 	CHECK_STR(c.group, d.group);
 	CHECK_INT(c.visibility_timeout_ms, d.visibility_timeout_ms);
 	CHECK_INT(c.batch, d.batch);
+	CHECK_INT(c.max_id_len, d.max_id_len);
+	CHECK_INT(c.max_meta_len, d.max_meta_len);
 	CHECK_INT(c.n_schedule, d.n_schedule);
 	CHECK(memcmp(c.schedule_ms, d.schedule_ms, sizeof(c.schedule_ms)) == 0);
 	CHECK_INT(c.lifetime_ms, d.lifetime_ms);
