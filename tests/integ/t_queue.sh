@@ -368,11 +368,12 @@ t_content() {
 		redis.call('XADD', j, '*', 'id', 'c6', 'from', 'a@src.test', 'to', 'x\\27[31m\\r\\n@ok.test', 'data', 'x')
 		redis.call('XADD', j, '*', 'id', 'c7', 'meta', string.rep('m', 128), 'from', 'a@src.test', 'to', 'c7@ok.test',
 			'data', 'Subject: 998\\n\\n' .. string.rep('z', 998) .. '\\n.' .. string.rep('w', 997) .. '\\r\\n')
-		return 7" 1 mxsend:jobs >/dev/null
+		redis.call('XADD', j, '*', 'id', 'c8\\27]0;x\\7', 'from', 'a@src.test', 'to', 'c8@ok.test', 'data', 'x', 'tls', 'no')
+		return 8" 1 mxsend:jobs >/dev/null
 	local before
 	before=$(sink_stat good messages)
 	mx_start run "$conf" || return 1
-	wait_until 15 finals_ge "$p" 7 || fail "not all final within 15 s"
+	wait_until 15 finals_ge "$p" 8 || fail "not all final within 15 s"
 	assert_eq "exit status" 0 "$(mx_stop run)"
 	local r
 	r=$(results "$p")
@@ -386,12 +387,22 @@ t_content() {
 	assert_eq "meta of the rejected job cut to 128 bytes" 128 \
 		"$(rcli "$p" EVAL "for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
 			if e[2][2] == 'c4' then return string.len(e[2][38]) end end return -1" 1 mxsend:results)"
-	assert_eq "raw control bytes in any result" 0 \
+	assert_eq "raw control bytes in any result field but id" 0 \
 		"$(rcli "$p" EVAL "local n = 0 for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
-			for _, v in ipairs(e[2]) do if string.find(v, '[%c]') then n = n + 1 end end end return n" 1 mxsend:results)"
-	assert_eq "results" 7 "$(grep -c . <<<"$r")"
+			for i, v in ipairs(e[2]) do if i > 2 and string.find(v, '[%c]') then n = n + 1 end end end return n" 1 mxsend:results)"
+	assert_eq "an id with ESC and BEL comes back byte for byte" 1 \
+		"$(rcli "$p" EVAL "for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+			if e[2][2] == 'c8\\27]0;x\\7' then return 1 end end return 0" 1 mxsend:results)"
+	assert_eq "results" 8 "$(grep -c . <<<"$r")"
 	assert_eq "messages sent (only c7)" "$((before + 1))" "$(sink_stat good messages)"
 	queue_clean "$p"
+	# the log: every rejection named, escaped, no raw control byte
+	assert_match "log: hostile rcpt's rejection, quotes escaped" \
+		'evt=job_rejected entry=[0-9-]+ id="c6" reason="bad address \\"x\?\[31m\?\?@ok\.test\\": control character in address"' \
+		"$(cat "$CASE_DIR/run/log")"
+	assert_match "log: id with ESC and BEL escaped" 'evt=job_rejected entry=[0-9-]+ id="c8\\x1b\]0;x\\x07" reason="bad tls value \\"no\\""' \
+		"$(cat "$CASE_DIR/run/log")"
+	assert_eq "log: raw control bytes" 0 "$(tr -d '\n' <"$CASE_DIR/run/log" | LC_ALL=C tr -cd '\000-\037\177' | wc -c)"
 	# mxsend enqueue refuses the same content: exit 65, nothing queued
 	local m=$CASE_DIR/nul.eml rc
 	printf 'Subject: x\n\nli\0ne 3\n' >"$m"
