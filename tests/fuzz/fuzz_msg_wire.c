@@ -14,12 +14,16 @@
  * against a byte-at-a-time model written from that text; the target aborts
  * if the output differs. Independently of the model, the output is checked for
  * the no-smuggling invariant: no CR without LF after it, no LF without CR
- * before it, and (DATA) no line that is "." alone. */
+ * before it, and (DATA) no line that is "." alone. And job_data_check
+ * (queue/job.c), which refuses a message before it gets here, must agree with
+ * the model: refused exactly when the input holds a NUL or a wire line over
+ * 998 octets. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "queue/job.h"
 #include "sender/msg.h"
 #include "tests/fuzz/fuzz.h"
 
@@ -119,6 +123,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_NEED(n > 0 || w.len == 0);
 	FUZZ_NEED(w.len == 0 || (w.len >= 2 && w.data[w.len - 2] == '\r' && w.data[w.len - 1] == '\n'));
 	check_invariant(w.data, w.len, stuff);
+	char why[64];
+	bool refused = job_data_check(raw, n, why, sizeof(why)) != 0;
+	FUZZ_NEED(refused == ((n > 0 && memchr(raw, '\0', n) != NULL) || m.longest > JOB_LINE_MAX));
 	if (w.borrowed) /* already the wire form: nothing may change */
 		FUZZ_NEED(w.data == raw && w.len == n && m.len == n && memcmp(m.out, raw, n) == 0);
 	else if (w.len > 0)
