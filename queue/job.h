@@ -74,10 +74,10 @@ typedef int job_split_fn(const char *list, int (*fn)(void *arg, const char *item
 
 struct job_limits {
 	uint64_t max_size;    /* max data bytes; 0 = unlimited */
-	size_t max_id;        /* max `id` bytes; 0 = JOB_ID_MAX_DEFAULT */
-	size_t max_meta;      /* max `meta` bytes; 0 = JOB_META_MAX_DEFAULT */
 	job_addr_fn *addr_ok; /* required */
 	job_split_fn *split;  /* required */
+	size_t max_id;        /* max `id` bytes; 0 = JOB_ID_MAX_DEFAULT */
+	size_t max_meta;      /* max `meta` bytes; 0 = JOB_META_MAX_DEFAULT */
 };
 
 /* The outcome of one recipient, as the delivery engine reports it. Strings are
