@@ -10,6 +10,7 @@
  * `to` items, when there are any, so each recipient gets its own `rejected`
  * result (DESIGN.md). Addresses are checked and normalized by the caller's
  * job_addr_fn (sender/msg.c), since queue/ never includes sender/. */
+#define _GNU_SOURCE /* memrchr */
 #include "queue/job.h"
 
 #include <errno.h>
@@ -149,6 +150,178 @@ static void quote(char *out, size_t n, const char *s)
 	out[k] = '\0';
 }
 
+/* ---- message content ---- */
+
+/* Lines over JOB_LINE_MAX octets in seg[0..n) (a line that ended at LF, its
+ * CR of CRLF already removed), lone CRs splitting it as on the wire. */
+static bool seg_too_long(const char *seg, size_t n)
+{
+	while (n > JOB_LINE_MAX) {
+		const char *cr = memchr(seg, '\r', JOB_LINE_MAX + 1);
+		if (cr == NULL)
+			return true;
+		n -= (size_t)(cr - seg) + 1;
+		seg = cr + 1;
+	}
+	return false;
+}
+
+/* 1 + the LFs in data[0..x): x's line number. */
+static unsigned long line_of(const char *data, const char *x)
+{
+	unsigned long n = 1;
+	for (const char *p = data; (p = memchr(p, '\n', (size_t)(x - p))) != NULL; p++)
+		n++;
+	return n;
+}
+
+int job_data_check(const char *data, size_t len, char *why, size_t whylen)
+{
+	const char *end = data + len, *p = data, *long_at = NULL;
+	const char *nul = len > 0 ? memchr(data, '\0', len) : NULL;
+
+	/* Lines: a window of JOB_LINE_MAX + 1 bytes from a line start that
+	 * holds an LF holds only short lines up to its last LF, so most of a
+	 * message is passed over one memrchr() per ~1000 bytes, not one
+	 * memchr() per line. A window without an LF is looked at exactly. */
+	while ((size_t)(end - p) > JOB_LINE_MAX) {
+		const char *q = memrchr(p, '\n', JOB_LINE_MAX + 1);
+		if (q != NULL) {
+			p = q + 1;
+			continue;
+		}
+		const char *lf = memchr(p, '\n', (size_t)(end - p));
+		const char *le = lf != NULL ? lf : end;
+		size_t n = (size_t)(le - p);
+		if (n > 0 && p[n - 1] == '\r')
+			n--; /* the CR of CRLF, or a last lone CR: a line end either way */
+		if (n > JOB_LINE_MAX && seg_too_long(p, n)) {
+			long_at = p;
+			break;
+		}
+		if (lf == NULL)
+			break;
+		p = lf + 1;
+	}
+	if (nul != NULL && (long_at == NULL || nul < long_at)) {
+		snprintf(why, whylen, "NUL byte at line %lu", line_of(data, nul));
+		return -1;
+	}
+	if (long_at != NULL) {
+		snprintf(why, whylen, "line %lu exceeds %d octets", line_of(data, long_at), JOB_LINE_MAX);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- escaping ---- */
+
+/* Length of a well-formed UTF-8 sequence of 2-4 bytes at p (RFC 3629 4), or 0. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+	unsigned char c = p[0], lo = 0x80, hi = 0xbf;
+	size_t k;
+
+	if (c >= 0xc2 && c <= 0xdf) {
+		k = 2;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		k = 3;
+		if (c == 0xe0)
+			lo = 0xa0;
+		else if (c == 0xed)
+			hi = 0x9f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		k = 4;
+		if (c == 0xf0)
+			lo = 0x90;
+		else if (c == 0xf4)
+			hi = 0x8f;
+	} else {
+		return 0;
+	}
+	if (n < k || p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < k; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return k;
+}
+
+/* The escaped form of the item at p (one byte, or one UTF-8 sequence) into
+ * e (at least 9 bytes); returns its length and the input consumed in *used. */
+static size_t esc_item(const unsigned char *p, size_t n, unsigned flags, char *e, size_t *used)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char c = p[0];
+
+	*used = 1;
+	if (c >= 0x80) {
+		size_t k = utf8_seq(p, n);
+		if (k > 0 && !(c == 0xc2 && p[1] <= 0x9f)) { /* not a C1 control */
+			memcpy(e, p, k);
+			*used = k;
+			return k;
+		}
+	} else if (c >= 0x20 && c != 0x7f) {
+		if ((c == '\\' && !(flags & JOB_ESC_KEEP_BACKSLASH)) ||
+		    (c == '"' && (flags & JOB_ESC_QUOTED))) {
+			e[0] = '\\';
+			e[1] = (char)c;
+			return 2;
+		}
+		e[0] = (char)c;
+		return 1;
+	} else if (c == '\r' || c == '\n' || c == '\t') {
+		e[0] = '\\';
+		e[1] = c == '\r' ? 'r' : c == '\n' ? 'n' : 't';
+		return 2;
+	}
+	e[0] = '\\';
+	e[1] = 'x';
+	e[2] = hex[c >> 4];
+	e[3] = hex[c & 15];
+	return 4;
+}
+
+size_t job_escape(char *out, size_t outlen, const char *s, size_t len, unsigned flags)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t total = 0, o = 0, used;
+	bool full = out == NULL || outlen == 0;
+	char e[9];
+
+	for (size_t i = 0; i < len; i += used) {
+		size_t k = esc_item(p + i, len - i, flags, e, &used);
+		if (!full && o + k < outlen) {
+			memcpy(out + o, e, k);
+			o += k;
+		} else {
+			full = true;
+		}
+		total += k;
+	}
+	if (out != NULL && outlen > 0)
+		out[o] = '\0';
+	return total;
+}
+
+bool job_escape_needed(const char *s, size_t len, unsigned flags)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t used;
+	char e[9];
+
+	for (size_t i = 0; i < len; i += used) {
+		unsigned char c = p[i];
+		used = 1;
+		if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"')
+			continue;
+		if (esc_item(p + i, len - i, flags, e, &used) != used)
+			return true;
+	}
+	return false;
+}
+
 /* ---- decoding ---- */
 
 enum { F_FROM, F_TO, F_DATA, F_ID, F_META, F_TLS, F_EXPIRES, F_JOB, F_ATTEMPT, F_SINCE, F_EXEMPT,
@@ -201,6 +374,18 @@ static void reject_addr(struct job *j, const char *addr, const char *why)
 	char q[80];
 	quote(q, sizeof(q), addr);
 	reject(j, "bad address \"%s\": %s", q, why);
+}
+
+/* A raw `to` item as a rejected result echoes it: escaped (it may hold
+ * anything) and cut to JOB_ADDR_MAX bytes. */
+static const char *echo_item(struct job *j, const char *raw)
+{
+	size_t n = strlen(raw);
+	if (n < JOB_ADDR_MAX && !job_escape_needed(raw, n, 0))
+		return raw;
+	char *e = arena_alloc(j, JOB_ADDR_MAX);
+	job_escape(e, JOB_ADDR_MAX, raw, n < JOB_ADDR_MAX ? n : JOB_ADDR_MAX, 0);
+	return e;
 }
 
 static const char *domain_of(const char *norm)
@@ -339,6 +524,18 @@ int job_decode_adopt(struct job *j, const char *entry_id, size_t nkv, const char
 		if (job_entry_id_parse(val[F_JOB], &a, &b) == 0)
 			j->job_id = val[F_JOB];
 	}
+	/* Caps on what every result echoes: an oversized value rejects the job
+	 * and is cut to the cap here, so the rejected results stay small. */
+	size_t max_id = lim->max_id ? lim->max_id : JOB_ID_MAX_DEFAULT;
+	size_t max_meta = lim->max_meta ? lim->max_meta : JOB_META_MAX_DEFAULT;
+	if (val[F_ID] != NULL && vlen[F_ID] > max_id) {
+		reject(j, "id exceeds %zu bytes", max_id);
+		val[F_ID][max_id] = '\0';
+	}
+	if (val[F_META] != NULL && vlen[F_META] > max_meta) {
+		reject(j, "meta exceeds %zu bytes", max_meta);
+		val[F_META][max_meta] = '\0';
+	}
 	j->id = val[F_ID] ? val[F_ID] : j->job_id;
 	j->meta = val[F_META] ? val[F_META] : "";
 	j->from = val[F_FROM] ? val[F_FROM] : "";
@@ -391,6 +588,8 @@ int job_decode_adopt(struct job *j, const char *entry_id, size_t nkv, const char
 				reject_addr(j, raw[i], err);
 			else if (*domain_of(norm) == '\0')
 				reject_addr(j, raw[i], "no domain");
+			else if (*domain_of(norm) == '[')
+				reject_addr(j, raw[i], "address literals are not supported");
 			else
 				nrm[i] = arena_strndup(j, norm, strlen(norm));
 		}
@@ -399,6 +598,11 @@ int job_decode_adopt(struct job *j, const char *entry_id, size_t nkv, const char
 		reject(j, "empty data");
 	if (val[F_DATA] != NULL && lim->max_size > 0 && vlen[F_DATA] > lim->max_size) {
 		reject(j, "data exceeds max_message_size (%llu)", (unsigned long long)lim->max_size);
+	}
+	if (val[F_DATA] != NULL && j->reason[0] == '\0') {
+		char why[64];
+		if (job_data_check(j->data, j->len, why, sizeof(why)) != 0)
+			reject(j, "data: %s", why);
 	}
 	if (val[F_TLS] != NULL) {
 		char q[80];
@@ -471,7 +675,7 @@ int job_decode_adopt(struct job *j, const char *entry_id, size_t nkv, const char
 				abort();
 			}
 			for (int i = 0; i < nitems; i++) {
-				j->rcpts[i].addr = raw[i];
+				j->rcpts[i].addr = echo_item(j, raw[i]);
 				j->rcpts[i].domain = "";
 				j->rcpts[i].dom = -1;
 				j->rcpts[i].status = JOB_REJECTED;
@@ -519,19 +723,24 @@ void job_set_outcome(struct job *j, int idx, const struct job_outcome *o)
 {
 	struct job_rcpt *r = &j->rcpts[idx];
 	const char *t[T_N] = { o->dsn, o->reply, o->mx, o->ip, o->tls, o->cipher, o->policy };
-	size_t n = 0, l[T_N];
+	size_t n = 0, l[T_N], e[T_N];
+	/* A remote server wrote the reply (and DNS the MX name): results carry
+	 * them escaped (job_escape), never a raw control byte. */
 	for (int k = 0; k < T_N; k++) {
 		l[k] = t[k] ? strlen(t[k]) : 0;
-		n += l[k] + 1;
+		e[k] = job_escape(NULL, 0, t[k] ? t[k] : "", l[k], 0);
+		n += e[k] + 1;
 	}
 	char *p = alloc_or_die(n);
 	free(r->text);
 	r->text = p;
 	for (int k = 0; k < T_N; k++) {
-		if (l[k])
+		if (e[k] == l[k] && l[k] > 0)
 			memcpy(p, t[k], l[k]);
-		p[l[k]] = '\0';
-		p += l[k] + 1;
+		else if (l[k] > 0)
+			job_escape(p, e[k] + 1, t[k], l[k], 0);
+		p[e[k]] = '\0';
+		p += e[k] + 1;
 	}
 	r->status = o->status;
 	r->code = o->code;

@@ -16,8 +16,19 @@
  * `rejected` result. Recipients are deduplicated and grouped by domain, so a
  * domain's recipients are contiguous (one SMTP transaction per domain).
  *
+ * Limits: `id` and `meta` are capped (job_limits); a larger one rejects the job
+ * ("id exceeds 1024 bytes") and is cut to the cap in its rejected results, so
+ * an oversized job cannot grow the results stream. `data` may hold no NUL byte
+ * and no line over 998 octets (job_data_check). A recipient that is an address
+ * literal ("u@[192.0.2.1]") is refused: mxsend delivers by MX only.
+ *
  * Results (DESIGN.md "Result") are encoded into the 19 values of one stream
- * entry by job_result_values(); names in job_result_names. */
+ * entry by job_result_values(); names in job_result_names. What a result
+ * echoes: `id` and `meta` byte for byte (the application's own data, within
+ * the caps); `rcpt` as written when the address is valid (it then holds no
+ * control byte), escaped (job_escape) in a rejected result; the outcome's
+ * text fields (reply, dsn, mx, ...) escaped, since a remote server wrote
+ * them. */
 #ifndef QUEUE_JOB_H
 #define QUEUE_JOB_H
 
@@ -45,6 +56,9 @@ const char *job_status_name(enum job_status s);
 #define JOB_ADDR_MAX 512       /* normalized address, with NUL */
 #define JOB_REASON_MAX 256
 #define JOB_MAX_EXPIRES 315360000u /* 10 years, seconds */
+#define JOB_LINE_MAX 998           /* octets per line, CRLF excluded (RFC 5322 2.1.1) */
+#define JOB_ID_MAX_DEFAULT 1024    /* `id` bytes (job_limits.max_id 0) */
+#define JOB_META_MAX_DEFAULT 4096  /* `meta` bytes (job_limits.max_meta 0) */
 
 /* Address validator supplied by the caller (queue/ may not include sender/).
  * addr: one trimmed recipient or sender, NUL-terminated. On success returns 0
@@ -62,6 +76,8 @@ struct job_limits {
 	uint64_t max_size;    /* max data bytes; 0 = unlimited */
 	job_addr_fn *addr_ok; /* required */
 	job_split_fn *split;  /* required */
+	size_t max_id;        /* max `id` bytes; 0 = JOB_ID_MAX_DEFAULT */
+	size_t max_meta;      /* max `meta` bytes; 0 = JOB_META_MAX_DEFAULT */
 };
 
 /* The outcome of one recipient, as the delivery engine reports it. Strings are
@@ -134,6 +150,15 @@ int job_decode(struct job *j, const char *entry_id, size_t nkv, const char *cons
  * job takes it (freed by job_fini) and sets that slot to NULL. */
 int job_decode_adopt(struct job *j, const char *entry_id, size_t nkv, const char *const *kv,
 		     const size_t *kvlen, char **adopt, const struct job_limits *lim);
+/* Is data[0..len) content SMTP can carry as given? Refuses a NUL byte and a
+ * line over JOB_LINE_MAX octets (RFC 5322 2.1.1, 2.3; RFC 5321 4.5.3.1.6),
+ * whichever comes first. Lines are counted as msg_wire_prepare makes them (a
+ * line ends at CRLF, LF or a lone CR); the line number given is 1-based and
+ * counts LF-terminated lines, as an editor shows them. Returns 0, or -1 with
+ * "NUL byte at line 3" / "line 7 exceeds 998 octets" in why (size whylen).
+ * One memchr() pass for LF plus one for NUL; pure, no allocation. */
+int job_data_check(const char *data, size_t len, char *why, size_t whylen);
+
 /* Free what job_decode allocated (outcomes included). j itself is the caller's. */
 void job_fini(struct job *j);
 
@@ -147,6 +172,20 @@ bool job_complete(const struct job *j);
  * length. snprintf's "%llu" costs ~10x as much, felt where every result
  * written to Redis carries several numbers. */
 size_t u64_dec(char *out, uint64_t v);
+
+/* Escape s[0..len) for a log line, a terminal or a result field: bytes
+ * 0x00-0x1f and 0x7f become \r \n \t or \xNN, a backslash becomes \\, bytes
+ * that are not well-formed UTF-8 and the C1 controls U+0080..U+009F become
+ * \xNN per byte; with JOB_ESC_QUOTED a double quote becomes \"; with
+ * JOB_ESC_KEEP_BACKSLASH a backslash stays as it is (for text that may already
+ * hold escapes: the log's last-resort pass). Writes at most outlen-1 bytes and a
+ * NUL (never half an escape or half a UTF-8 sequence) when out is not NULL;
+ * returns the full escaped length (without the NUL), so out == NULL sizes it. */
+#define JOB_ESC_QUOTED (1u << 0)
+#define JOB_ESC_KEEP_BACKSLASH (1u << 1)
+size_t job_escape(char *out, size_t outlen, const char *s, size_t len, unsigned flags);
+/* True when job_escape would change s[0..len). */
+bool job_escape_needed(const char *s, size_t len, unsigned flags);
 
 /* Parse a stream entry id "MS-SEQ". 0 or -1. */
 int job_entry_id_parse(const char *s, uint64_t *ms, uint64_t *seq);

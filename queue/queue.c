@@ -246,8 +246,12 @@ static void take_entry(struct queue *q, const redisReply *e, bool reclaimed)
 	}
 	if (rc != 0) {
 		qj->rejected = true;
+		/* id and reason quoted: escaped (job_escape), the id cut */
+		char qid[256], qwhy[2 * JOB_REASON_MAX];
+		job_escape(qid, sizeof(qid), qj->job.id, strlen(qj->job.id), JOB_ESC_QUOTED);
+		job_escape(qwhy, sizeof(qwhy), qj->job.reason, strlen(qj->job.reason), JOB_ESC_QUOTED);
 		qlog(q, QUEUE_LOG_WARN, "evt=job_rejected entry=%s id=\"%s\" reason=\"%s\"",
-		     qj->job.entry, qj->job.id, qj->job.reason);
+		     qj->job.entry, qid, qwhy);
 		qcommit_enqueue(q, qj);
 	} else if (q->stopping) {
 		qj->released = true; /* arrived after stop: straight back to the queue */

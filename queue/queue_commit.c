@@ -381,9 +381,13 @@ static void build_job(struct queue *q, struct args *a, struct qjob *qj, uint64_t
 		enum job_status st = j->rcpts[i].status;
 		switch (st) {
 		case JOB_PENDING:
-			if (!qj->released)
+			if (!qj->released) {
+				char qr[JOB_ADDR_MAX * 2];
+				job_escape(qr, sizeof(qr), j->rcpts[i].addr, strlen(j->rcpts[i].addr),
+					   JOB_ESC_QUOTED);
 				qlog(q, QUEUE_LOG_ERROR, "evt=rcpt_without_outcome entry=%s rcpt=\"%s\"",
-				     j->entry, j->rcpts[i].addr);
+				     j->entry, qr);
+			}
 			unfinished[nunf++] = i;
 			break;
 		case JOB_DEFERRED:

@@ -654,7 +654,11 @@ int cmd_check(int argc, char **argv)
 	while ((ch = getopt_long(argc, argv, "c:", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': cfile = optarg; break;
-		case 'd': dns = optarg; break;
+		case 'd':
+			if (config_check_dns(optarg) < 0)
+				return check_usage("bad --dns (addr, addr:port or [ipv6]:port; port 1..65535)");
+			dns = optarg;
+			break;
 		case 'a': ca = optarg; break;
 		case 'p':
 			if ((port = parse_port(optarg)) < 0)
@@ -672,7 +676,11 @@ int cmd_check(int argc, char **argv)
 			break;
 		}
 		case 'j': json = true; break;
-		case 'H': helo = optarg; break;
+		case 'H':
+			if (config_check_word(optarg) < 0)
+				return check_usage("bad --helo (a single word: no blanks or control characters)");
+			helo = optarg;
+			break;
 		case 'L':
 			if ((loglvl = log_level_parse(optarg)) < 0)
 				return check_usage("bad --log level");

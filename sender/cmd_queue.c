@@ -155,6 +155,14 @@ int cmd_enqueue(int argc, char **argv)
 		return EX_NOINPUT;
 	}
 
+	char why[64];
+	if (job_data_check(data, len, why, sizeof(why)) != 0) {
+		fprintf(stderr, "mxsend enqueue: message %s: %s\n", argv[optind], why);
+		free(data);
+		free(to);
+		config_fini(&cfg);
+		return EX_DATAERR;
+	}
 	const char *name[8], *value[8];
 	size_t vlen[8];
 	int n = 0;

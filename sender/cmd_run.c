@@ -200,11 +200,17 @@ static void on_rcpt(void *arg, int idx, const struct deliver_result *res)
 		r->n_deferred++;
 		break;
 	}
+	if (!log_enabled(LOG_INFO))
+		return;
+	/* id (the application's), rcpt and reply (a server's) escaped: no raw
+	 * control byte, quote or backslash reaches the log line. */
+	char qid[256], qrcpt[256], qreply[1024];
 	log_info("evt=outcome job=%s id=\"%s\" rcpt=\"%s\" status=%s code=%d dsn=%s "
 		 "mx=%s[%s]:%d tls=%s cipher=%s verified=%s policy=%s attempt=%d reply=\"%s\"",
-		 j->job_id, j->id, j->rcpts[i].addr, deliver_status_name(res->status), res->code,
-		 res->dsn, res->mx, res->ip, res->port, res->tls, res->cipher,
-		 res->verified ? "yes" : "no", res->policy, j->attempt + 1, res->reply);
+		 j->job_id, log_q(qid, sizeof(qid), j->id), log_q(qrcpt, sizeof(qrcpt), j->rcpts[i].addr),
+		 deliver_status_name(res->status), res->code, res->dsn, res->mx, res->ip, res->port,
+		 res->tls, res->cipher, res->verified ? "yes" : "no", res->policy, j->attempt + 1,
+		 log_q(qreply, sizeof(qreply), res->reply));
 }
 
 static void job_left(struct run *r, struct run_job *rj)
@@ -609,6 +615,10 @@ int cmd_run(int argc, char **argv)
 			cfile = optarg;
 			break;
 		case 'd':
+			if (config_check_dns(optarg) < 0) {
+				fprintf(stderr, "mxsend run: bad --dns \"%s\"\n", optarg);
+				return usage();
+			}
 			dopts.dns = optarg;
 			break;
 		case 'a':
@@ -692,7 +702,8 @@ int cmd_run(int argc, char **argv)
 		.consumer = consumer, .visibility_ms = r->cfg.visibility_timeout_ms,
 		.batch = r->cfg.batch, .results_maxlen = r->cfg.results_maxlen, .max_inflight = r->cfg.max_inflight,
 		.max_inflight_bytes = r->cfg.max_inflight_bytes,
-		.limits = { .max_size = r->cfg.max_message_size, .addr_ok = msg_addr_norm,
+		.limits = { .max_size = r->cfg.max_message_size, .max_id = (size_t)r->cfg.max_id_len,
+			    .max_meta = (size_t)r->cfg.max_meta_len, .addr_ok = msg_addr_norm,
 			    .split = msg_split_list },
 		.schedule_ms = r->cfg.schedule_ms, .n_schedule = r->cfg.n_schedule,
 		.lifetime_ms = r->cfg.lifetime_ms, .jitter = r->cfg.jitter, .peers_settle = split,

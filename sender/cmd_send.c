@@ -31,6 +31,7 @@
 #include "sender/loop.h"
 #include "sender/msg.h"
 #include "sender/util.h"
+#include "queue/job.h"
 
 #define MAX_RCPTS 1000
 #define MAX_TLS_EVENTS 4096 /* TLS session attempts kept for TLSRPT; more are not counted */
@@ -143,29 +144,35 @@ static int slurp(const char *path, char **out, size_t *len)
 	return 0;
 }
 
-/* Print a reply text quoted: " and \ escaped, control characters dropped. */
-static void print_quoted(const char *s)
+/* Print a server's (or DNS's) text: escaped (job_escape), so no control byte
+ * reaches the terminal; quoted, a quote and a backslash escaped too. */
+static void print_text(const char *s, bool quoted)
 {
-	putchar('"');
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			putchar('\\');
-		if ((unsigned char)*s >= 0x20 || (unsigned char)*s >= 0x80)
-			putchar(*s);
-	}
-	putchar('"');
+	size_t n = strlen(s), e = job_escape(NULL, 0, s, n, quoted ? JOB_ESC_QUOTED : 0);
+	char *buf = xmalloc(e + 1);
+	job_escape(buf, e + 1, s, n, quoted ? JOB_ESC_QUOTED : 0);
+	if (quoted)
+		putchar('"');
+	fputs(buf, stdout);
+	if (quoted)
+		putchar('"');
+	free(buf);
 }
 
 static void print_result(const char *rcpt, const struct deliver_result *r)
 {
-	printf("%s %s %d %s ", rcpt, deliver_status_name(r->status), r->code, r->dsn);
-	if (r->mx[0])
-		printf("mx=%s[%s]:%d ", r->mx, r->ip, r->port);
-	else
-		printf("mx=- ");
+	printf("%s %s %d ", rcpt, deliver_status_name(r->status), r->code);
+	print_text(r->dsn, false);
+	if (r->mx[0]) {
+		fputs(" mx=", stdout);
+		print_text(r->mx, false);
+		printf("[%s]:%d ", r->ip, r->port);
+	} else {
+		printf(" mx=- ");
+	}
 	printf("tls=%s cipher=%s verified=%s policy=%s reply=", r->tls[0] ? r->tls : "none",
 	       r->cipher[0] ? r->cipher : "-", r->verified ? "yes" : "no", r->policy);
-	print_quoted(r->reply);
+	print_text(r->reply, true);
 	putchar('\n');
 }
 
@@ -203,7 +210,11 @@ int cmd_send(int argc, char **argv)
 	while ((ch = getopt_long(argc, argv, "c:v", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': cfile = optarg; break;
-		case 'd': dopt.dns = optarg; break;
+		case 'd':
+			if (config_check_dns(optarg) < 0)
+				return send_usage("bad --dns (comma-separated addr, addr:port or [ipv6]:port; port 1..65535)");
+			dopt.dns = optarg;
+			break;
 		case 'a': dopt.ca_file = optarg; break;
 		case 't':
 			dopt.tls_level = tls_level_parse(optarg);
@@ -224,7 +235,11 @@ int cmd_send(int argc, char **argv)
 				return send_usage("too many recipients");
 			rcpts[nrcpt++] = optarg;
 			break;
-		case 'H': helo = optarg; break;
+		case 'H':
+			if (config_check_word(optarg) < 0)
+				return send_usage("bad --helo (a single word: no blanks or control characters)");
+			helo = optarg;
+			break;
 		case 'L':
 			loglvl = log_level_parse(optarg);
 			if (loglvl < 0)
@@ -256,7 +271,9 @@ int cmd_send(int argc, char **argv)
 	char fromx[600] = "";
 	if (from[0] != '\0' && strcmp(from, "<>") != 0) {
 		if (msg_addr_parse(from, &fa, &err) != 0) {
-			fprintf(stderr, "mxsend send: bad --from address \"%s\": %s\n", from, err);
+			char q[256];
+			fprintf(stderr, "mxsend send: bad --from address \"%s\": %s\n",
+				log_q(q, sizeof(q), from), err);
 			config_fini(&cfg);
 			return EX_DATAERR;
 		}
@@ -265,8 +282,10 @@ int cmd_send(int argc, char **argv)
 	struct msg_addr *ra = xcalloc((size_t)nrcpt, sizeof(*ra));
 	char (*rx)[600] = xcalloc((size_t)nrcpt, sizeof(*rx));
 	for (int i = 0; i < nrcpt; i++) {
-		if (msg_addr_parse(rcpts[i], &ra[i], &err) != 0) {
-			fprintf(stderr, "mxsend send: bad --to address \"%s\": %s\n", rcpts[i], err);
+		if (msg_rcpt_parse(rcpts[i], &ra[i], &err) != 0) {
+			char q[256];
+			fprintf(stderr, "mxsend send: bad --to address \"%s\": %s\n",
+				log_q(q, sizeof(q), rcpts[i]), err);
 			free(ra);
 			free(rx);
 			config_fini(&cfg);
@@ -287,6 +306,16 @@ int cmd_send(int argc, char **argv)
 	if (len == 0 || len > cfg.max_message_size) {
 		fprintf(stderr, "mxsend send: message is %s (%zu bytes, limit %llu)\n",
 			len == 0 ? "empty" : "too large", len, (unsigned long long)cfg.max_message_size);
+		free(data);
+		free(ra);
+		free(rx);
+		config_fini(&cfg);
+		return EX_DATAERR;
+	}
+
+	char why[64];
+	if (job_data_check(data, len, why, sizeof(why)) != 0) {
+		fprintf(stderr, "mxsend send: message %s: %s\n", argv[optind], why);
 		free(data);
 		free(ra);
 		free(rx);

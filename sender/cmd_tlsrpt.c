@@ -445,7 +445,11 @@ int cmd_tlsrpt(int argc, char **argv)
 		case 'c': cfile = optarg; break;
 		case 'n': r->dry_run = true; break;
 		case 'D': day = optarg; break;
-		case 'd': dns = optarg; break;
+		case 'd':
+			if (config_check_dns(optarg) < 0)
+				return usage("bad --dns (addr, addr:port or [ipv6]:port; port 1..65535)");
+			dns = optarg;
+			break;
 		case 'a': ca = optarg; break;
 		case 'o': r->org = optarg; break;
 		case 'C': r->contact = optarg; break;

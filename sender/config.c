@@ -200,6 +200,28 @@ static int parse_hostport(const char *s, size_t len, char **host_out, int *port)
 	return 0;
 }
 
+int config_check_word(const char *s)
+{
+	if (*s == '\0')
+		return -1;
+	for (; *s; s++)
+		if ((unsigned char)*s <= ' ' || *s == 0x7f)
+			return -1;
+	return 0;
+}
+
+int config_check_dns(const char *v)
+{
+	int port;
+	for (const char *s = v;; s++) {
+		size_t len = strcspn(s, ",");
+		if (parse_hostport(s, len, NULL, &port) < 0)
+			return -1;
+		if (*(s += len) == '\0')
+			return 0;
+	}
+}
+
 /* A [domain]/[mx] pattern: "*" (domain only), ".suffix" or an exact name.
  * Returns NULL if good, else why not. */
 static const char *check_pattern(const char *s, int is_mx)
@@ -277,6 +299,8 @@ static const struct key k_redis[] = {
 	{ "visibility_timeout", DUR(V_DUR, G(visibility_timeout_ms), MS_S, MS_D, "1s..1d"), 0 },
 	{ "batch", INT(G(batch), 1, 10000), 0 },
 	{ "results_maxlen", INT(G(results_maxlen), 0, 2000000000), 0 },
+	{ "max_id_len", G(max_id_len), V_SIZE, 16, 1048576, "size like 256, 1k; 16..1M", NULL, 0 },
+	{ "max_meta_len", G(max_meta_len), V_SIZE, 16, 16777216, "size like 512, 4k; 16..16M", NULL, 0 },
 };
 static const struct key k_retry[] = {
 	{ "schedule", G(schedule_ms), V_SCHEDULE, (double)MS_S, 30.0 * MS_D,
@@ -368,7 +392,7 @@ void config_defaults(struct config *c)
 		strlcpy_x(host, "localhost", sizeof(host));
 	*c = (struct config){
 		.max_inflight = 20000, .max_inflight_bytes = 1ull << 30, .max_message_size = 50ull << 20, .log_level = LOG_WARN,
-		.visibility_timeout_ms = 5 * MS_M, .batch = 256,
+		.visibility_timeout_ms = 5 * MS_M, .batch = 256, .max_id_len = 1024, .max_meta_len = 4096,
 		.n_schedule = (int)ARRAY_LEN(schedule), .lifetime_ms = 2 * MS_D, .jitter = 0.1,
 		.min_version = 12, .mta_sts = true, .tlsrpt = true, .broken_tls_ttl_ms = 1 * MS_H, .sts_https_port = 443,
 		.max_handshakes = 128,
@@ -587,22 +611,16 @@ static int set_value(struct parse *p, const struct key *k, char *base, const cha
 			return bad_value(p, k, v);
 		break;
 	case V_DNS:
-		for (const char *s = v;; s++) {
-			size_t len = strcspn(s, ",");
-			if (parse_hostport(s, len, NULL, &x) < 0)
-				return bad_value(p, k, v);
-			if (*(s += len) == '\0')
-				break;
-		}
+		if (config_check_dns(v) < 0)
+			return bad_value(p, k, v);
 		break;
 	case V_URL:
 		if (!((strncmp(v, "redis://", 8) == 0 && v[8]) || (strncmp(v, "unix:", 5) == 0 && v[5])))
 			return bad_value(p, k, v);
 		break;
 	case V_WORD:
-		for (const char *s = v; *s; s++)
-			if ((unsigned char)*s <= ' ' || *s == 0x7f)
-				return bad_value(p, k, v);
+		if (config_check_word(v) < 0)
+			return bad_value(p, k, v);
 		break;
 	case V_STR:
 		break;

@@ -97,6 +97,8 @@ struct config {
 	int batch;          /* key batch: XREADGROUP COUNT, default 256 */
 	int results_maxlen; /* key results_maxlen: trim the results stream to about
 	                     * this many entries (XADD MAXLEN ~); 0 = never (default) */
+	uint64_t max_id_len;   /* key max_id_len: a job's `id` bytes, default 1024 */
+	uint64_t max_meta_len; /* key max_meta_len: a job's `meta` bytes, default 4096 */
 	/* [retry] */
 	uint64_t schedule_ms[32]; /* key schedule = "1m 5m 15m 30m 1h 2h" */
 	int n_schedule;
@@ -164,5 +166,12 @@ bool config_rules_set(const struct config *c, unsigned bits);
 int config_parse_duration(const char *s, uint64_t *ms);
 /* Parse a size ("1000", "64k", "50M", "1G") into bytes. 0 or -1. */
 int config_parse_size(const char *s, uint64_t *bytes);
+/* The checks behind the file's values, shared with the command-line flags that
+ * override them: config_check_word is `helo` (one non-empty word: no blank,
+ * control byte or DEL, so no CR/LF can reach an SMTP command);
+ * config_check_dns is `dns` (comma-separated addr, addr:port or [ipv6]:port,
+ * port 1..65535). 0 or -1. */
+int config_check_word(const char *s);
+int config_check_dns(const char *s);
 
 #endif

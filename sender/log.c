@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "queue/job.h"
+
 static enum log_level threshold = LOG_WARN;
 static const char *const names[] = { "trace", "debug", "info", "warn", "error" };
 
@@ -47,9 +49,25 @@ static void vlog(const char *lvl, const char *fmt, va_list ap)
 	size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
 	if (len > sizeof(line) - 2)
 		len = sizeof(line) - 2;
-	line[len++] = '\n';
-	ssize_t w = write(STDERR_FILENO, line, len);
+	char safe[sizeof(line)];
+	char *out = line;
+	if (job_escape_needed(line + n, len - (size_t)n, JOB_ESC_KEEP_BACKSLASH)) {
+		/* a raw control byte from an unescaped value: never write it */
+		memcpy(safe, line, (size_t)n);
+		job_escape(safe + n, sizeof(safe) - (size_t)n - 1, line + n, len - (size_t)n,
+			   JOB_ESC_KEEP_BACKSLASH);
+		len = strlen(safe);
+		out = safe;
+	}
+	out[len++] = '\n';
+	ssize_t w = write(STDERR_FILENO, out, len);
 	(void)w;
+}
+
+const char *log_q(char *buf, size_t n, const char *s)
+{
+	job_escape(buf, n, s ? s : "", s ? strlen(s) : 0, JOB_ESC_QUOTED);
+	return buf;
 }
 
 void log_msg(enum log_level lvl, const char *fmt, ...)

@@ -2,15 +2,18 @@
  *
  * msg_wire_prepare() makes the bytes that go after DATA (or in BDAT chunks)
  * once per message, since one message goes out on many connections. Two
- * passes over the input, both driven by memchr(): the first counts the output
- * size and gathers the flags, the second copies whole line spans with memcpy.
+ * passes over the input, both driven by memchr() (for CR and for LF): the
+ * first counts the output size and gathers the flags, the second copies whole
+ * line spans with memcpy.
  * So there is exactly one allocation of the exact size (a 50 MB message does
  * not cost a 100 MB worst-case buffer) and no per-byte branching in the copy.
  *
- * Line rules (RFC 5321 §2.3.8, §4.5.2): a line ends at LF; a bare LF becomes
- * CRLF, CRLF stays, a CR not followed by LF is ordinary data and stays. A last
- * line without LF gets CRLF. With dot_stuff a line that starts with "." gets
- * one more. An empty input gives an empty output (len 0): there is no line to
+ * Line rules (RFC 5321 §2.3.8, §4.5.2): a line ends at CRLF, at a bare LF or at
+ * a bare CR; CRLF stays, a bare LF and a bare CR each become CRLF, so the
+ * output never holds a CR or LF outside a CRLF pair (no SMTP smuggling: a
+ * receiver cannot see a line end, or a "." line, that we did not). A last
+ * line without a line end gets CRLF. With dot_stuff a line that starts with
+ * "." gets one more. An empty input gives an empty output (len 0): there is no line to
  * terminate, and DATA then sends just ".\r\n" (RFC 5321 §4.1.1.4), BDAT sends
  * "BDAT 0 LAST" (RFC 3030 §2). Whether an empty message is acceptable at all
  * is the job layer's decision, not this one's.
@@ -59,24 +62,65 @@ static bool any_8bit(const char *p, size_t n)
 	return false;
 }
 
+/* Line scanner shared by both passes. A line ends at CRLF, at a bare LF or at
+ * a bare CR (RFC 5321 §2.3.8: CR and LF appear only together as a line end;
+ * a receiver that took a lone CR or LF for a line end while we did not is how
+ * SMTP smuggling works, so every lone one ends a line here and becomes CRLF).
+ * The next CR and the next LF are each found with memchr() and cached until
+ * the scan passes them, so each byte is looked at once per character kind. */
+struct scan {
+	const char *end, *cr, *lf; /* next CR / LF at or after the position, or end */
+};
+
+static void scan_init(struct scan *sc, const char *p, const char *end)
+{
+	sc->end = end;
+	sc->cr = p < end ? memchr(p, '\r', (size_t)(end - p)) : NULL;
+	sc->lf = p < end ? memchr(p, '\n', (size_t)(end - p)) : NULL;
+	if (sc->cr == NULL)
+		sc->cr = end;
+	if (sc->lf == NULL)
+		sc->lf = end;
+}
+
+/* The line at p (p < end): its text is p[0 .. *text), the terminator (CRLF, CR,
+ * LF or the end of input) follows; returns where the next line starts. */
+static const char *scan_line(struct scan *sc, const char *p, size_t *text)
+{
+	const char *e = sc->cr < sc->lf ? sc->cr : sc->lf, *next;
+
+	*text = (size_t)(e - p);
+	if (e == sc->end)
+		return e;
+	next = e + 1;
+	if (*e == '\r' && next < sc->end && next == sc->lf)
+		next++; /* CRLF */
+	if (sc->cr < next) {
+		const char *c = memchr(next, '\r', (size_t)(sc->end - next));
+		sc->cr = c != NULL ? c : sc->end;
+	}
+	if (sc->lf < next) {
+		const char *c = memchr(next, '\n', (size_t)(sc->end - next));
+		sc->lf = c != NULL ? c : sc->end;
+	}
+	return next;
+}
+
 int msg_wire_prepare(const char *raw, size_t len, bool dot_stuff, struct msg_wire *w)
 {
 	const char *p = raw, *end = raw + len;
-	size_t out = 0;
-	bool in_hdr = true;
+	size_t out = 0, text;
+	bool in_hdr = true, same = true;
+	struct scan sc;
 
 	memset(w, 0, sizeof(*w));
 	if (raw == NULL && len > 0)
 		return -EINVAL;
 
 	/* Pass 1: output size, flags, longest line. */
+	scan_init(&sc, p, end);
 	while (p < end) {
-		const char *lf = memchr(p, '\n', (size_t)(end - p));
-		const char *le = lf != NULL ? lf : end;   /* line end, at LF or EOF */
-		size_t n = (size_t)(le - p);              /* line bytes before LF */
-		size_t text = n;                          /* ... without the CR of CRLF */
-		if (lf != NULL && n > 0 && p[n - 1] == '\r')
-			text--;
+		const char *next = scan_line(&sc, p, &text);
 
 		/* Octets of the line, excluding CRLF and any stuffed dot:
 		 * RFC 5321 §4.5.3.1.6 counts neither. */
@@ -84,23 +128,30 @@ int msg_wire_prepare(const char *raw, size_t len, bool dot_stuff, struct msg_wir
 			w->longest_line = text;
 		/* The header section ends at the first empty line
 		 * (RFC 5322 §2.1); with none, the whole message is header. */
-		if (in_hdr && text == 0 && lf != NULL)
+		if (in_hdr && text == 0) /* p < end: the line has its end */
 			in_hdr = false;
-		if ((!w->has_8bit || in_hdr) && any_8bit(p, n)) {
+		if ((!w->has_8bit || in_hdr) && any_8bit(p, text)) {
 			w->has_8bit = true;
 			if (in_hdr)
 				w->hdr_utf8 = true;
 		}
 		out += text + 2; /* the line, CRLF */
-		if (dot_stuff && n > 0 && p[0] == '.')
+		/* Anything but a CRLF terminator, or a stuffed dot, changes the
+		 * bytes. */
+		if ((size_t)(next - p) != text + 2)
+			same = false;
+		if (dot_stuff && text > 0 && p[0] == '.') {
 			out++;
-		p = lf != NULL ? lf + 1 : end;
+			same = false;
+		}
+		p = next;
 	}
 	if (out < len) /* only on size_t wrap-around */
 		return -EOVERFLOW;
-	if (out == len && len > 0) {
-		/* Already wire form (every line CRLF, nothing to stuff): borrow
-		 * the caller's bytes instead of copying the message. */
+	if (same && len > 0) {
+		/* Already wire form (every line ends in CRLF, no lone CR or
+		 * LF, nothing to stuff): borrow the caller's bytes instead of
+		 * copying the message. */
 		w->data = (char *)raw;
 		w->len = len;
 		w->borrowed = true;
@@ -110,22 +161,20 @@ int msg_wire_prepare(const char *raw, size_t len, bool dot_stuff, struct msg_wir
 	/* Pass 2: copy. */
 	char *d = xmalloc(out + 1);
 	w->data = d;
-	for (p = raw; p < end;) {
-		const char *lf = memchr(p, '\n', (size_t)(end - p));
-		const char *le = lf != NULL ? lf : end;
-		size_t n = (size_t)(le - p);
-		if (lf != NULL && n > 0 && p[n - 1] == '\r')
-			n--;
+	p = raw;
+	scan_init(&sc, p, end);
+	while (p < end) {
+		const char *next = scan_line(&sc, p, &text);
 		/* RFC 5321 §4.5.2: "Before sending a line of mail text, the SMTP
 		 * client checks the first character of the line. If it is a
 		 * period, one additional period is inserted". */
-		if (dot_stuff && p < le && p[0] == '.')
+		if (dot_stuff && text > 0 && p[0] == '.')
 			*d++ = '.';
-		memcpy(d, p, n);
-		d += n;
+		memcpy(d, p, text);
+		d += text;
 		*d++ = '\r';
 		*d++ = '\n';
-		p = lf != NULL ? lf + 1 : end;
+		p = next;
 	}
 	*d = '\0'; /* not part of len; keeps the buffer printable in a debugger */
 	w->len = (size_t)(d - w->data);
@@ -499,6 +548,19 @@ fail:
 	if (err != NULL)
 		*err = why;
 	return -1;
+}
+
+int msg_rcpt_parse(const char *s, struct msg_addr *a, const char **err)
+{
+	if (msg_addr_parse(s, a, err) != 0)
+		return -1;
+	if (a->domain[0] == '[') {
+		memset(a, 0, sizeof(*a));
+		if (err != NULL)
+			*err = "address literals are not supported";
+		return -1;
+	}
+	return 0;
 }
 
 int msg_addr_format(const struct msg_addr *a, char *buf, size_t n)

@@ -1,9 +1,12 @@
 /* msg.h: message and address handling (pure; unit-tested).
  *
- * A message body is prepared once for the wire: bare LF becomes CRLF, a final
- * CRLF is added when missing, and (for DATA) a line starting with "." gets one
- * more "."; every other byte is unchanged (RFC 5321 4.5.2). The same message may
- * be sent on many connections, so the prepared form is kept. */
+ * A message body is prepared once for the wire: a bare LF and a bare CR each
+ * become CRLF (so the output never holds a CR or LF outside a CRLF pair: no
+ * SMTP smuggling, on the DATA and the BDAT path alike), a final CRLF is added
+ * when missing, and (for DATA) a line starting with "." gets one more "."; every
+ * other byte is unchanged (RFC 5321 2.3.8, 4.5.2). The same message may be sent
+ * on many connections, so the prepared form is kept. NUL bytes and lines over
+ * 998 octets are the job layer's to refuse (job_data_check, queue/job.h). */
 #ifndef SENDER_MSG_H
 #define SENDER_MSG_H
 
@@ -13,11 +16,12 @@
 struct msg_wire {
 	char *data;        /* CRLF lines, dot-stuffed if asked: owned (heap), or
 	                    * the caller's raw bytes when they already were the
-	                    * wire form (borrowed: raw must outlive w) */
+	                    * wire form, with no bare CR or LF and nothing to
+	                    * stuff (borrowed: raw must outlive w) */
 	size_t len;        /* excludes the terminating ".\r\n" (the SMTP client adds it) */
 	bool has_8bit;     /* any byte >= 0x80 in the message */
 	bool hdr_utf8;     /* any byte >= 0x80 in the header section */
-	size_t longest_line; /* longest line in octets, excluding CRLF */
+	size_t longest_line; /* longest wire line in octets, excluding CRLF */
 	bool borrowed;     /* data points into raw */
 };
 
@@ -39,6 +43,10 @@ struct msg_addr {
 	bool utf8;            /* non-ASCII anywhere: needs SMTPUTF8 */
 };
 int msg_addr_parse(const char *s, struct msg_addr *a, const char **err);
+/* msg_addr_parse for a recipient: an address literal ("u@[192.0.2.1]") is
+ * refused with "address literals are not supported" (mxsend delivers by MX
+ * only; a literal would otherwise end as a permanent NXDOMAIN bounce). */
+int msg_rcpt_parse(const char *s, struct msg_addr *a, const char **err);
 /* Format "local@domain" into buf (size n). Returns length or -1 if it does not fit. */
 int msg_addr_format(const struct msg_addr *a, char *buf, size_t n);
 /* Parse addr and write its normal form "local@domain" into norm (size n): 0,

@@ -81,6 +81,11 @@ static void check_results(const struct job *j)
 			FUZZ_NEED(val[k] != NULL && strlen(val[k]) == len[k]);
 		FUZZ_NEED(strcmp(val[2], i < 0 ? "" : j->rcpts[i].addr) == 0);
 		FUZZ_NEED(strcmp(val[0], j->id) == 0 && strcmp(val[1], j->job_id) == 0);
+		/* bounded echoes, even for a rejected job (job.h caps) */
+		FUZZ_NEED(len[0] <= JOB_ID_MAX_DEFAULT || j->id == j->job_id);
+		FUZZ_NEED(len[18] <= JOB_META_MAX_DEFAULT && len[2] < JOB_ADDR_MAX);
+		for (size_t k = 0; k < len[2]; k++) /* valid or escaped: no controls */
+			FUZZ_NEED((unsigned char)val[2][k] >= 0x20 && val[2][k] != 0x7f);
 	}
 }
 
@@ -102,6 +107,8 @@ static void check_valid(const struct job *j, const char *data, size_t dlen)
 	FUZZ_NEED(j->ndomain >= 1 && j->ndomain <= j->nrcpt);
 	FUZZ_NEED(j->len == dlen && j->len >= 1 && j->len <= MAX_SIZE);
 	FUZZ_NEED(memcmp(j->data, data, dlen) == 0);
+	char why[64];
+	FUZZ_NEED(job_data_check(j->data, j->len, why, sizeof(why)) == 0);
 	FUZZ_NEED(j->from[0] == '\0' || strchr(j->from, '@') != NULL);
 	FUZZ_NEED(j->tls == JOB_TLS_DEFAULT || j->tls == JOB_TLS_ENCRYPT || j->tls == JOB_TLS_VERIFY);
 	FUZZ_NEED(!j->has_expires || j->expires_s <= JOB_MAX_EXPIRES);

@@ -6,18 +6,24 @@
  * (replay.c).
  *
  * Input: one option byte (bit 0: dot_stuff, as for DATA), then the message.
- * The promise (msg.h, msg.c): a line ends at LF; a bare LF becomes CRLF, CRLF
- * stays, a CR not before LF is data; a last line without LF gets CRLF; empty
- * stays empty; with dot_stuff a line starting with "." gets one more, so no
- * line of the output starts with a lone "." and removing one leading dot per
- * line gives the unstuffed form back. The flags and longest_line are checked
+ * The promise (msg.h, msg.c): a line ends at CRLF, a bare LF or a bare CR, and
+ * each becomes CRLF; a last line without a line end gets CRLF; empty stays
+ * empty; with dot_stuff a line starting with "." gets one more, so no line of
+ * the output starts with a lone "." and removing one leading dot per line
+ * gives the unstuffed form back. The flags and longest_line are checked
  * against a byte-at-a-time model written from that text; the target aborts
- * if the output differs. */
+ * if the output differs. Independently of the model, the output is checked for
+ * the no-smuggling invariant: no CR without LF after it, no LF without CR
+ * before it, and (DATA) no line that is "." alone. And job_data_check
+ * (queue/job.c), which refuses a message before it gets here, must agree with
+ * the model: refused exactly when the input holds a NUL or a wire line over
+ * 998 octets. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "queue/job.h"
 #include "sender/msg.h"
 #include "tests/fuzz/fuzz.h"
 
@@ -42,15 +48,14 @@ static void model_build(struct model *m, const unsigned char *in, size_t n)
 			m->has_8bit = true;
 			m->hdr_utf8 |= in_hdr;
 		}
-		if (c == '\n') {
-			bool crlf = i > 0 && in[i - 1] == '\r';
-			if (!crlf)
-				m->out[m->len++] = '\r';
+		if (c == '\n' || c == '\r') {
+			if (c == '\r' && i + 1 < n && in[i + 1] == '\n')
+				i++; /* CRLF */
+			m->out[m->len++] = '\r';
 			m->out[m->len++] = '\n';
-			size_t text = crlf ? line - 1 : line;
-			if (text > m->longest)
-				m->longest = text;
-			if (text == 0)
+			if (line > m->longest)
+				m->longest = line;
+			if (line == 0)
 				in_hdr = false; /* the empty line ends the header section */
 			line = 0;
 			continue;
@@ -58,11 +63,25 @@ static void model_build(struct model *m, const unsigned char *in, size_t n)
 		m->out[m->len++] = (char)c;
 		line++;
 	}
-	if (n > 0 && in[n - 1] != '\n') {
+	if (n > 0 && in[n - 1] != '\n' && in[n - 1] != '\r') {
 		m->out[m->len++] = '\r';
 		m->out[m->len++] = '\n';
 		if (line > m->longest)
 			m->longest = line;
+	}
+}
+
+/* No bare CR, no bare LF; with dot_stuff, no line that is "." alone (it
+ * would end the DATA early at the receiver). */
+static void check_invariant(const char *w, size_t n, bool stuff)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (w[i] == '\r')
+			FUZZ_NEED(i + 1 < n && w[i + 1] == '\n');
+		if (w[i] == '\n')
+			FUZZ_NEED(i > 0 && w[i - 1] == '\r');
+		if (stuff && w[i] == '.' && (i == 0 || w[i - 1] == '\n'))
+			FUZZ_NEED(!(i + 2 < n && w[i + 1] == '\r' && w[i + 2] == '\n'));
 	}
 }
 
@@ -103,6 +122,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_NEED(w.longest_line == m.longest);
 	FUZZ_NEED(n > 0 || w.len == 0);
 	FUZZ_NEED(w.len == 0 || (w.len >= 2 && w.data[w.len - 2] == '\r' && w.data[w.len - 1] == '\n'));
+	check_invariant(w.data, w.len, stuff);
+	char why[64];
+	bool refused = job_data_check(raw, n, why, sizeof(why)) != 0;
+	FUZZ_NEED(refused == ((n > 0 && memchr(raw, '\0', n) != NULL) || m.longest > JOB_LINE_MAX));
 	if (w.borrowed) /* already the wire form: nothing may change */
 		FUZZ_NEED(w.data == raw && w.len == n && m.len == n && memcmp(m.out, raw, n) == 0);
 	else if (w.len > 0)

@@ -588,9 +588,10 @@ timed_run() {
 }
 
 # wire_expect IN OUT: what an SMTP server must receive for message file IN:
-# every bare LF becomes CRLF, and a final CRLF is added when missing.
+# every bare CR and every bare LF becomes CRLF, and a final CRLF is added when
+# missing.
 wire_expect() {
-	perl -0777 -pe 's/(?<!\r)\n/\r\n/g; $_ .= "\r\n" unless /\r\n\z/' <"$1" >"$2"
+	perl -0777 -pe 's/\r(?!\n)/\r\n/g; s/(?<!\r)\n/\r\n/g; $_ .= "\r\n" unless /\r\n\z/' <"$1" >"$2"
 }
 
 # log_mark [FILE]: the case's part of log FILE (default $CASE_LOG) starts here.
@@ -611,7 +612,7 @@ case_log() {
 run_body_cases() {
 	local title=$1 k w
 	shift
-	for k in dots lf mixed-eol nofinal nofinal-dot longline 8bit big; do
+	for k in dots lf mixed-eol nofinal nofinal-dot longline 8bit smuggle big; do
 		case $k in
 		dots) w="dot lines" ;;
 		lf) w="bare LF line ends" ;;
@@ -620,6 +621,7 @@ run_body_cases() {
 		nofinal-dot) w="missing final newline after a lone '.'" ;;
 		longline) w="998-octet lines" ;;
 		8bit) w="8-bit body" ;;
+		smuggle) w="bare CR and '\\r.\\r' then SMTP commands: one message, the commands as text" ;;
 		big) w="1 MB message" ;;
 		esac
 		if [ "$k" = big ]; then
@@ -719,6 +721,7 @@ expect_line() {
 #   nofinal-dot  the last line is a lone '.' without newline
 #   longline     998-octet lines (one of them starting with '.')
 #   8bit         UTF-8 and raw 0x80-0xff in the body (needs BODY=8BITMIME)
+#   smuggle      bare CRs, "\r.\r" and "\n.\r\n" followed by SMTP commands (one message)
 #   utf8         UTF-8 header fields and body (SMTPUTF8 with a UTF-8 envelope)
 #   big          MB (default 5) MB of 80-octet lines, some starting with '.', some lone '.'
 body_gen() {
@@ -752,6 +755,11 @@ body_gen() {
 			(map { chr } 0x80 .. 0xff), "\n",
 			(grep { $_ ne "\r" && $_ ne "\n" } map { chr } 0x01 .. 0x7f), "\n",
 			".", (map { chr } 0xa0 .. 0xbf), "\n"' >"$2"
+		;;
+	smuggle)
+		# SMTP smuggling: "\r.\r" and "\n.\r\n" followed by commands; every
+		# bare CR and LF must reach the server as CRLF (wire_expect)
+		printf 'Subject: smuggle\r\n\r\nhi\r.\rMAIL FROM:<x@smuggle.test>\r\nRCPT TO:<victim@smuggle.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nevil\n.\r\nQUIT\r\nend\rdone\n' >"$2"
 		;;
 	utf8)
 		perl -e 'print "From: J\xc3\xb6s\xc3\xa9 <j\xc3\xb6s\xc3\xa9\@client.test>\n",

@@ -60,7 +60,7 @@ mta_postfix() {
 	# regexp substitutions); nobody@ is unknown
 	local dom loc
 	for dom in mta.test data.mta.test mm.mta.test; do
-		for loc in tls b-dots b-lf b-mixed-eol b-nofinal b-nofinal-dot b-longline b-8bit b-big \
+		for loc in tls b-dots b-lf b-mixed-eol b-nofinal b-nofinal-dot b-longline b-8bit b-smuggle b-big \
 			jöran mixed1 mixed2 mmv mmm q1 q2 q3 q4 ctl; do
 			printf '%s@%s %s/%s/\n' "$loc" "$dom" "$dom" "$loc"
 		done

@@ -351,6 +351,73 @@ t_malformed() {
 	queue_clean "$p"
 }
 
+# Content and fields a job may not carry: a NUL byte, a line over 998 octets,
+# an id or meta over the configured caps, an address literal recipient; each
+# gets a rejected result naming the problem (oversized id/meta cut to the cap,
+# a hostile recipient escaped), nothing is sent; 998-octet lines still go.
+t_content() {
+	start_redis -n content || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/c.conf
+	mkconf "$conf" "$REDIS_URL" $'redis:max_id_len = 64\nredis:max_meta_len = 128'
+	rcli "$p" EVAL "local j = KEYS[1]
+		redis.call('XADD', j, '*', 'id', 'c1', 'from', 'a@src.test', 'to', 'c1@ok.test', 'data', 'Subject: x\\n\\nli\\0ne 3\\n')
+		redis.call('XADD', j, '*', 'id', 'c2', 'from', 'a@src.test', 'to', 'c2@ok.test', 'data', 'Subject: x\\r\\n' .. string.rep('y', 999) .. '\\r\\n')
+		redis.call('XADD', j, '*', 'id', string.rep('i', 5000), 'from', 'a@src.test', 'to', 'c3@ok.test', 'data', 'x')
+		redis.call('XADD', j, '*', 'id', 'c4', 'meta', string.rep('m', 100000), 'from', 'a@src.test', 'to', 'c4@ok.test', 'data', 'x')
+		redis.call('XADD', j, '*', 'id', 'c5', 'from', 'a@src.test', 'to', 'u@[127.0.3.1]', 'data', 'x')
+		redis.call('XADD', j, '*', 'id', 'c6', 'from', 'a@src.test', 'to', 'x\\27[31m\\r\\n@ok.test', 'data', 'x')
+		redis.call('XADD', j, '*', 'id', 'c7', 'meta', string.rep('m', 128), 'from', 'a@src.test', 'to', 'c7@ok.test',
+			'data', 'Subject: 998\\n\\n' .. string.rep('z', 998) .. '\\n.' .. string.rep('w', 997) .. '\\r\\n')
+		redis.call('XADD', j, '*', 'id', 'c8\\27]0;x\\7', 'from', 'a@src.test', 'to', 'c8@ok.test', 'data', 'x', 'tls', 'no')
+		return 8" 1 mxsend:jobs >/dev/null
+	local before
+	before=$(sink_stat good messages)
+	mx_start run "$conf" || return 1
+	wait_until 15 finals_ge "$p" 8 || fail "not all final within 15 s"
+	assert_eq "exit status" 0 "$(mx_stop run)"
+	local r
+	r=$(results "$p")
+	assert_match "NUL byte" '^c1\|.*\|c1@ok\.test\|rejected\|0\|1\|data: NUL byte at line 3$' "$r"
+	assert_match "long line" '^c2\|.*\|c2@ok\.test\|rejected\|0\|1\|data: line 2 exceeds 998 octets$' "$r"
+	assert_match "oversized id, cut to the cap" "^$(printf 'i%.0s' {1..64})\\|.*\\|c3@ok\\.test\\|rejected\\|0\\|1\\|id exceeds 64 bytes\$" "$r"
+	assert_match "oversized meta" '^c4\|.*\|c4@ok\.test\|rejected\|0\|1\|meta exceeds 128 bytes$' "$r"
+	assert_match "address literal" '^c5\|.*\|u@\[127\.0\.3\.1\]\|rejected\|0\|1\|bad address "u@\[127\.0\.3\.1\]": address literals are not supported$' "$r"
+	assert_match "hostile rcpt escaped" '^c6\|.*\|x\\x1b\[31m\\r\\n@ok\.test\|rejected\|0\|1\|bad address "x\?\[31m\?\?@ok\.test": control character in address$' "$r"
+	assert_match "998-octet lines delivered" '^c7\|.*\|c7@ok\.test\|delivered\|250\|1\|' "$r"
+	assert_eq "meta of the rejected job cut to 128 bytes" 128 \
+		"$(rcli "$p" EVAL "for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+			if e[2][2] == 'c4' then return string.len(e[2][38]) end end return -1" 1 mxsend:results)"
+	assert_eq "raw control bytes in any result field but id" 0 \
+		"$(rcli "$p" EVAL "local n = 0 for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+			for i, v in ipairs(e[2]) do if i > 2 and string.find(v, '[%c]') then n = n + 1 end end end return n" 1 mxsend:results)"
+	assert_eq "an id with ESC and BEL comes back byte for byte" 1 \
+		"$(rcli "$p" EVAL "for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+			if e[2][2] == 'c8\\27]0;x\\7' then return 1 end end return 0" 1 mxsend:results)"
+	assert_eq "results" 8 "$(grep -c . <<<"$r")"
+	assert_eq "messages sent (only c7)" "$((before + 1))" "$(sink_stat good messages)"
+	queue_clean "$p"
+	# the log: every rejection named, escaped, no raw control byte
+	assert_match "log: hostile rcpt's rejection, quotes escaped" \
+		'evt=job_rejected entry=[0-9-]+ id="c6" reason="bad address \\"x\?\[31m\?\?@ok\.test\\": control character in address"' \
+		"$(cat "$CASE_DIR/run/log")"
+	assert_match "log: id with ESC and BEL escaped" 'evt=job_rejected entry=[0-9-]+ id="c8\\x1b\]0;x\\x07" reason="bad tls value \\"no\\""' \
+		"$(cat "$CASE_DIR/run/log")"
+	assert_eq "log: raw control bytes" 0 "$(tr -d '\n' <"$CASE_DIR/run/log" | LC_ALL=C tr -cd '\000-\037\177' | wc -c)"
+	# mxsend enqueue refuses the same content: exit 65, nothing queued
+	local m=$CASE_DIR/nul.eml rc
+	printf 'Subject: x\n\nli\0ne 3\n' >"$m"
+	timeout 10 "$MXSEND" enqueue -c "$conf" --from a@src.test --to e1@ok.test "$m" >"$CASE_DIR/enq.out" 2>&1
+	rc=$?
+	assert_eq "enqueue NUL: exit" 65 "$rc"
+	assert_match "enqueue NUL: stderr" 'NUL byte at line 3$' "$(cat "$CASE_DIR/enq.out")"
+	{ printf 'Subject: x\n\n'; head -c 1200 /dev/zero | tr '\0' y; printf '\n'; } >"$m"
+	timeout 10 "$MXSEND" enqueue -c "$conf" --from a@src.test --to e1@ok.test "$m" >"$CASE_DIR/enq.out" 2>&1
+	rc=$?
+	assert_eq "enqueue long line: exit" 65 "$rc"
+	assert_match "enqueue long line: stderr" 'line 3 exceeds 998 octets$' "$(cat "$CASE_DIR/enq.out")"
+	assert_eq "jobs queued by the refused enqueues" 0 "$(rcli "$p" XLEN mxsend:jobs)"
+}
+
 t_retry_success() {
 	start_redis -n retry || return 1
 	local p=$REDIS_PORT conf=$CASE_DIR/m.conf
@@ -903,6 +970,7 @@ qcase() {
 qcase "every result status (delivered bounced deferred expired held rejected)" t_statuses
 qcase "jobs from another language's client (python3-redis): 8-bit body byte for byte, JSON meta, two rcpts, a rejected job; results read back with it" t_other_client
 qcase "malformed jobs are rejected with a reason and acknowledged" t_malformed
+qcase "content and field caps: NUL, 999-octet line, id/meta over the cap, address literal, hostile rcpt: rejected naming it" t_content
 qcase "retry then success" t_retry_success
 qcase "expiry after the job's lifetime" t_expiry
 qcase "metrics: deliveries from the feeder, connections and TLS from the worker threads" t_metrics

@@ -76,7 +76,8 @@ if [ -x "$MXSINK" ] && [ -s "$CA" ]; then
 	start_sink expired --listen "127.0.3.5:$P" --cert "$CERTS/expired.pem" --key "$CERTS/expired.key" \
 		--threads 1 || integ_missing "sink expired"
 	start_sink mixed --listen "127.0.3.6:$P" \
-		--rcpt 'temp*=450 4.2.0 later' --rcpt 'bad*=550 5.1.1 unknown' || integ_missing "sink mixed"
+		--rcpt 'temp*=450 4.2.0 later' --rcpt 'bad*=550 5.1.1 unknown' \
+		--rcpt $'esc*=550 5.7.1 no\e]0;pwned\a\e[31mred\b\x7f"q"\\x' || integ_missing "sink mixed"
 	start_sink g421 --listen "127.0.3.7:$P" --greeting "421 4.3.2 busy" || integ_missing "sink g421"
 	start_sink g554 --listen "127.0.3.8:$P" --greeting "554 5.3.2 no service" || integ_missing "sink g554"
 	start_sink body --listen "127.0.3.10:$P" || integ_missing "sink body"
@@ -429,6 +430,105 @@ t_bad_message() { # empty | address
 }
 run_case "empty message: exit 65, nothing sent" t_bad_message empty "$(sink_stat good connections)"
 run_case "bad recipient address: exit 65, nothing sent" t_bad_message address "$(sink_stat good connections)"
+
+# --- 13. content that could be read differently downstream --------------------------
+# SMTP smuggling: a bare CR (and "\r.\r") in a message must reach the server as
+# CRLF (and "..": dot-stuffed on DATA), so the server sees ONE message whose
+# body still holds the would-be commands as text. body: DATA (no CHUNKING);
+# bodyc: BDAT.
+t_smuggle() { # SINK DOMAIN
+	local sink=$1 dom=$2 m=$CASE_DIR/in.eml exp=$CASE_DIR/exp.eml got rcpt before
+	rcpt="smuggle-$sink@$dom"
+	printf 'Subject: smuggle\r\n\r\nhello\r.\rMAIL FROM:<x@y>\r\nRCPT TO:<victim-%s@%s>\r\nDATA\r\nevil\r\n\n.\r\nmore\rend\r\n' \
+		"$sink" "$dom" >"$m"
+	wire_expect "$m" "$exp"
+	before=$(sink_stat "$sink" messages)
+	send -c "$CONF" --from "$FROM" --to "$rcpt" "$m"
+	expect_rc 0 || return 1
+	expect_line "$rcpt" "$D250 mx=.* $TLS13Y policy=may $REPLY"
+	got=$(sink_find_msg "$sink" "$rcpt") || fail "sink $sink has no message for $rcpt" || return 1
+	assert_eq "sink messages counter: one message more" "$((before + 1))" "$(sink_stat "$sink" messages)"
+	assert_file_eq "message at the sink (bare CR became CRLF)" "$exp" "$got"
+	assert_match "the would-be commands are body text" $'^MAIL FROM:<x@y>\r$' "$(cat "$got")"
+	assert_eq "no message for the smuggled recipient" "" \
+		"$(sink_find_msg "$sink" "victim-$sink@$dom" 1)"
+	assert_eq "bare CR or bare LF in the stored copy" 0 \
+		"$(perl -0777 -ne 'print scalar(() = /\r(?!\n)|(?<!\r)\n/g)' "$got")"
+}
+run_case "no smuggling, DATA: '\\r.\\r' and commands after it stay in one message" t_smuggle body body.test
+run_case "no smuggling, BDAT: '\\r.\\r' and commands after it stay in one message" t_smuggle bodyc bodyc.test
+
+# Content SMTP cannot carry as given is refused before anything is sent: exit
+# 65 naming the problem and the line.
+t_bad_content() { # nul | long
+	local m=$CASE_DIR/m.eml before
+	before=$(sink_stat good connections)
+	if [ "$1" = nul ]; then
+		printf 'Subject: nul\n\nline 3 \0 here\n' >"$m"
+	else
+		{
+			printf 'Subject: long\n\nshort\n'
+			head -c 998 /dev/zero | tr '\0' 'x'
+			printf '\n'
+			head -c 999 /dev/zero | tr '\0' 'y'
+			printf '\r\nend\n'
+		} >"$m"
+	fi
+	send -c "$CONF" --from "$FROM" --to u-content@ok.test "$m"
+	expect_rc 65
+	assert_eq "stdout" "" "$(cat "$CASE_DIR/out")"
+	if [ "$1" = nul ]; then
+		assert_match "stderr names the NUL and its line" 'NUL byte at line 3$' "$(cat "$CASE_DIR/err")"
+	else
+		assert_match "stderr names the long line" 'line 5 exceeds 998 octets$' "$(cat "$CASE_DIR/err")"
+	fi
+	assert_eq "sink good connections before and after" "$before" "$(sink_stat good connections)"
+}
+run_case "NUL byte in the message: exit 65 naming line 3, nothing sent" t_bad_content nul
+run_case "999-octet line: exit 65 naming line 5, nothing sent" t_bad_content long
+
+# A server's reply holding ESC, BEL, BS, DEL, quotes and a backslash reaches
+# the terminal escaped, never raw.
+t_reply_escaped() {
+	local m=$CASE_DIR/m.eml
+	simple_msg "$m" escape
+	send -c "$CONF" --from "$FROM" --to esc1@mixed.test "$m"
+	expect_rc 69
+	expect_line esc1@mixed.test "bounced 550 5\.7\.1 $(mx mx6.test 127.0.3.6) $TLS13Y policy=may reply=\"[^\"]*$(re_escape 'no\x1b]0;pwned\x07\x1b[31mred\x08\x7f\"q\"\\x')\""
+	assert_eq "raw control bytes on stdout" 0 "$(tr -d '\n' <"$CASE_DIR/out" | LC_ALL=C tr -cd '\000-\037\177' | wc -c)"
+}
+run_case "reply with ESC/BEL/BS/DEL: printed escaped (\\x1b, \\x07, ...), no raw control byte" t_reply_escaped
+
+# --helo and --dns are checked as the config file's helo and dns are: a usage
+# error (exit 64), nothing sent.
+t_bad_flag() { # helo | dns
+	local m=$CASE_DIR/m.eml before
+	simple_msg "$m" flag
+	before=$(sink_stat good connections)
+	if [ "$1" = helo ]; then
+		send -c "$CONF" --helo $'a\r\nMAIL FROM:<x@y>' --from "$FROM" --to u-flag@ok.test "$m"
+	else
+		send --dns 127.0.0.1:70000 --ca "$CA" --port "$P" --from "$FROM" --to u-flag@ok.test "$m"
+	fi
+	expect_rc 64
+	assert_match "stderr names the flag" "bad --$1" "$(cat "$CASE_DIR/err")"
+	assert_eq "stdout" "" "$(cat "$CASE_DIR/out")"
+	assert_eq "sink good connections before and after" "$before" "$(sink_stat good connections)"
+}
+run_case "--helo with CR LF: exit 64, nothing sent" t_bad_flag helo
+run_case "--dns 127.0.0.1:70000: exit 64, nothing sent" t_bad_flag dns
+
+# An address literal recipient is refused at parse time, not bounced as NXDOMAIN.
+t_literal() { # ADDR
+	local m=$CASE_DIR/m.eml
+	simple_msg "$m" literal
+	send -c "$CONF" --from "$FROM" --to "$1" "$m"
+	expect_rc 65
+	assert_match "stderr says why" 'address literals are not supported' "$(cat "$CASE_DIR/err")"
+	assert_eq "stdout" "" "$(cat "$CASE_DIR/out")"
+}
+run_case "recipient u@[127.0.3.1]: exit 65, address literals are not supported" t_literal 'u@[127.0.3.1]'
+run_case "recipient u@[IPv6:::1]: exit 65, address literals are not supported" t_literal 'u@[IPv6:::1]'
 
 # --- 12. stalled stages time out within their bound (in parallel) -----------------
 t_stall() { # STAGE

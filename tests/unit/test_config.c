@@ -969,6 +969,8 @@ static void t_example_file_is_defaults(void)
 	CHECK_STR(c.group, d.group);
 	CHECK_INT(c.visibility_timeout_ms, d.visibility_timeout_ms);
 	CHECK_INT(c.batch, d.batch);
+	CHECK_INT(c.max_id_len, d.max_id_len);
+	CHECK_INT(c.max_meta_len, d.max_meta_len);
 	CHECK_INT(c.n_schedule, d.n_schedule);
 	CHECK(memcmp(c.schedule_ms, d.schedule_ms, sizeof(c.schedule_ms)) == 0);
 	CHECK_INT(c.lifetime_ms, d.lifetime_ms);
@@ -1021,7 +1023,40 @@ static void t_tlsrpt_section(void)
 	load_err("[tlsrpt]\ndkim = x\n", "2: unknown key \"dkim\" in [tlsrpt]");
 }
 
+/* The caps on a job's id and meta, and the validators the command-line
+ * flags share with the file (--helo, --dns). */
+static void t_job_caps_and_shared_checks(void)
+{
+	struct config c;
+	config_defaults(&c);
+	CHECK_INT(c.max_id_len, 1024);
+	CHECK_INT(c.max_meta_len, 4096);
+	config_fini(&c);
+	load_ok(&c, "[redis]\nmax_id_len = 256\nmax_meta_len = 64k\n");
+	CHECK_INT(c.max_id_len, 256);
+	CHECK_INT(c.max_meta_len, 65536);
+	config_fini(&c);
+	load_err("[redis]\nmax_id_len = 8\n",
+		 "2: bad value \"8\" for max_id_len (size like 256, 1k; 16..1M)");
+	load_err("[redis]\nmax_meta_len = 1G\n",
+		 "2: bad value \"1G\" for max_meta_len (size like 512, 4k; 16..16M)");
+	CHECK_INT(config_check_word("mta1.example.net"), 0);
+	CHECK_INT(config_check_word("a\r\nb"), -1);
+	CHECK_INT(config_check_word("a b"), -1);
+	CHECK_INT(config_check_word("a\x7f"), -1);
+	CHECK_INT(config_check_word(""), -1);
+	CHECK_INT(config_check_dns("127.0.0.1:5353,[::1]:53,10.0.0.1"), 0);
+	CHECK_INT(config_check_dns("127.0.0.1:65535"), 0);
+	CHECK_INT(config_check_dns("127.0.0.1:70000"), -1);
+	CHECK_INT(config_check_dns("127.0.0.1:0"), -1);
+	CHECK_INT(config_check_dns("127.0.0.1:"), -1);
+	CHECK_INT(config_check_dns(""), -1);
+	load_err("[mxsend]\ndns = 127.0.0.1:70000\n",
+		 "2: bad value \"127.0.0.1:70000\" for dns (comma-separated addr, addr:port or [ipv6]:port)");
+}
+
 static const struct t_case cases[] = {
+	{ "job caps; helo and dns checks shared with the flags", t_job_caps_and_shared_checks },
 	{ "[tlsrpt]: report identity and DKIM key settings; bad values name the line", t_tlsrpt_section },
 	{ "defaults", t_defaults },
 	{ "default_helo_is_hostname", t_default_helo_is_hostname },

@@ -136,13 +136,208 @@ static void t_data(void)
 	big[sizeof(big) - 1] = '\0';
 	const char *b[] = { "from", "a@b.test", "to", "x@y.test", "data", big, NULL };
 	expect_reject(b, "data exceeds max_message_size (1000)", 1);
-	/* binary data with NULs is kept as is */
+	/* a NUL byte is refused, naming its line */
 	struct job j;
-	const char *kv[] = { "from", "", "to", "x@y.test", "data", "a\0b" };
-	size_t len[] = { 4, 0, 2, 8, 4, 3 };
-	CHECK_INT(job_decode(&j, "5-0", 6, kv, len, &lim), 0);
-	CHECK_INT(j.len, 3);
-	CHECK(memcmp(j.data, "a\0b", 3) == 0);
+	const char *kv[] = { "from", "", "to", "x@y.test", "data", "a\nb\r\nc\0d" };
+	size_t len[] = { 4, 0, 2, 8, 4, 9 };
+	CHECK_INT(job_decode(&j, "5-0", 6, kv, len, &lim), -1);
+	CHECK_STR(j.reason, "data: NUL byte at line 3");
+	CHECK_INT(j.nrcpt, 1);
+	job_fini(&j);
+}
+
+static void t_data_check(void)
+{
+	char why[64];
+	static char buf[8192];
+	CHECK_INT(job_data_check("", 0, why, sizeof(why)), 0);
+	CHECK_INT(job_data_check("a\nb", 3, why, sizeof(why)), 0);
+	CHECK_INT(job_data_check("\0", 1, why, sizeof(why)), -1);
+	CHECK_STR(why, "NUL byte at line 1");
+	CHECK_INT(job_data_check("a\n\n\nx\0", 6, why, sizeof(why)), -1);
+	CHECK_STR(why, "NUL byte at line 4");
+	/* 998 octets + CRLF or LF is the limit (RFC 5322 2.1.1), CRLF excluded */
+	memset(buf, 'x', sizeof(buf));
+	memcpy(buf + 998, "\r\n", 2);
+	CHECK_INT(job_data_check(buf, 1000, why, sizeof(why)), 0);
+	buf[998] = '\n';
+	CHECK_INT(job_data_check(buf, 999, why, sizeof(why)), 0);
+	CHECK_INT(job_data_check(buf, 998, why, sizeof(why)), 0); /* last line, no LF */
+	CHECK_INT(job_data_check(buf, 999 - 1 + 1, why, sizeof(why)), 0);
+	memset(buf, 'x', sizeof(buf));
+	CHECK_INT(job_data_check(buf, 999, why, sizeof(why)), -1);
+	CHECK_STR(why, "line 1 exceeds 998 octets");
+	/* line 7 of 8 is 999 octets */
+	memset(buf, 'y', sizeof(buf));
+	size_t o = 0;
+	for (int i = 1; i <= 8; i++) {
+		size_t n = i == 7 ? 999 : 10;
+		o += n;
+		memcpy(buf + o, "\r\n", 2);
+		o += 2;
+	}
+	CHECK_INT(job_data_check(buf, o, why, sizeof(why)), -1);
+	CHECK_STR(why, "line 7 exceeds 998 octets");
+	/* the earlier problem wins: NUL on line 2, long line 7 */
+	buf[13] = '\0';
+	CHECK_INT(job_data_check(buf, o, why, sizeof(why)), -1);
+	CHECK_STR(why, "NUL byte at line 2");
+	/* a lone CR ends a line on the wire: 2 x 600 octets is fine, and a
+	 * trailing lone CR is a line end too */
+	memset(buf, 'z', sizeof(buf));
+	buf[600] = '\r';
+	CHECK_INT(job_data_check(buf, 1201, why, sizeof(why)), 0);
+	buf[1200] = '\r';
+	CHECK_INT(job_data_check(buf, 1201, why, sizeof(why)), 0);
+	buf[600] = 'z';
+	CHECK_INT(job_data_check(buf, 1201, why, sizeof(why)), -1);
+	CHECK_STR(why, "line 1 exceeds 998 octets");
+	/* the same through a job: a 1 MB message of 998-octet lines passes */
+	size_t big = 1000 * 1000;
+	char *m = malloc(big);
+	for (size_t i = 0; i < big; i += 1000) {
+		memset(m + i, 'q', 998);
+		memcpy(m + i + 998, "\r\n", 2);
+	}
+	CHECK_INT(job_data_check(m, big, why, sizeof(why)), 0);
+	m[500 * 1000 + 998] = 'q'; /* line 501 runs into 502 */
+	CHECK_INT(job_data_check(m, big, why, sizeof(why)), -1);
+	CHECK_STR(why, "line 501 exceeds 998 octets");
+	free(m);
+	struct job j;
+	memset(buf, 'w', 1000);
+	buf[1000] = '\0';
+	const char *kv[] = { "from", "a@b.test", "to", "x@y.test", "data", buf, NULL };
+	static const struct job_limits big_lim = { .max_size = 100000, .addr_ok = msg_addr_norm,
+						   .split = msg_split_list };
+	size_t len[6];
+	for (int i = 0; i < 6; i++)
+		len[i] = strlen(kv[i]);
+	CHECK_INT(job_decode(&j, "1-1", 6, kv, len, &big_lim), -1);
+	CHECK_STR(j.reason, "data: line 1 exceeds 998 octets");
+	job_fini(&j);
+}
+
+static void t_caps(void)
+{
+	static char id[3000], meta[6000];
+	memset(id, 'i', sizeof(id) - 1);
+	memset(meta, 'm', sizeof(meta) - 1);
+	struct job j;
+	const char *v[JOB_RESULT_NFIELDS];
+	size_t l[JOB_RESULT_NFIELDS];
+	char scratch[JOB_RESULT_SCRATCH];
+	/* at the default caps: fine */
+	id[1024] = '\0';
+	meta[4096] = '\0';
+	const char *a[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "id", id, "meta", meta, NULL };
+	CHECK_INT(decode(&j, a), 0);
+	CHECK_INT(strlen(j.id), 1024);
+	job_fini(&j);
+	/* one byte over: rejected naming the field, echoed cut to the cap */
+	id[1024] = 'i';
+	CHECK_INT(decode(&j, a), -1);
+	CHECK_STR(j.reason, "id exceeds 1024 bytes");
+	CHECK_INT(j.nrcpt, 1);
+	job_result_values(&j, 0, JOB_REJECTED, 1, v, l, scratch);
+	CHECK_INT(l[0], 1024);
+	CHECK_INT(l[18], 4096);
+	job_fini(&j);
+	id[1024] = '\0';
+	meta[4096] = 'm';
+	CHECK_INT(decode(&j, a), -1);
+	CHECK_STR(j.reason, "meta exceeds 4096 bytes");
+	job_result_values(&j, -1, JOB_REJECTED, 1, v, l, scratch);
+	CHECK_INT(l[18], 4096);
+	job_fini(&j);
+	/* configured caps */
+	static const struct job_limits small = { .max_size = 1000, .max_id = 8, .max_meta = 4,
+						 .addr_ok = msg_addr_norm, .split = msg_split_list };
+	const char *b[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "id", "123456789", "meta", "abcd", NULL };
+	size_t len[10];
+	for (int i = 0; i < 10; i++)
+		len[i] = strlen(b[i]);
+	CHECK_INT(job_decode(&j, "1-1", 10, b, len, &small), -1);
+	CHECK_STR(j.reason, "id exceeds 8 bytes");
+	CHECK_STR(j.id, "12345678");
+	CHECK_STR(j.meta, "abcd");
+	job_fini(&j);
+	/* an oversized, hostile `to` item is echoed escaped and cut */
+	static char to[3000];
+	memset(to, 'r', sizeof(to) - 1);
+	to[0] = '\x1b';
+	const char *c[] = { "from", "a@b.test", "to", to, "data", "d", NULL };
+	CHECK_INT(decode(&j, c), -1);
+	CHECK_INT(j.nrcpt, 1);
+	CHECK(strlen(j.rcpts[0].addr) < JOB_ADDR_MAX);
+	CHECK(strncmp(j.rcpts[0].addr, "\\x1brrr", 7) == 0);
+	job_fini(&j);
+	const char *d[] = { "from", "a@b.test", "to", "ok@x.test, \"a\r\n\"@x.test", "data", "d", NULL };
+	CHECK_INT(decode(&j, d), -1);
+	CHECK_INT(j.nrcpt, 2);
+	CHECK_STR(j.rcpts[0].addr, "ok@x.test");
+	CHECK_STR(j.rcpts[1].addr, "\"a\\r\\n\"@x.test");
+	job_fini(&j);
+}
+
+static void t_literal_rcpt(void)
+{
+	const char *a[] = { "from", "a@b.test", "to", "u@[192.0.2.1]", "data", "d", NULL };
+	expect_reject(a, "bad address \"u@[192.0.2.1]\": address literals are not supported", 1);
+	const char *b[] = { "from", "a@b.test", "to", "ok@x.test,u@[IPv6:::1]", "data", "d", NULL };
+	expect_reject(b, "bad address \"u@[IPv6:::1]\": address literals are not supported", 2);
+	/* a literal sender is fine (it is not where we deliver) */
+	const char *c[] = { "from", "a@[192.0.2.1]", "to", "ok@x.test", "data", "d", NULL };
+	struct job j;
+	CHECK_INT(decode(&j, c), 0);
+	job_fini(&j);
+}
+
+static void t_escape(void)
+{
+	char out[64];
+	CHECK_INT(job_escape(out, sizeof(out), "plain text", 10, 0), 10);
+	CHECK_STR(out, "plain text");
+	CHECK(!job_escape_needed("plain text", 10, 0));
+	CHECK_INT(job_escape(out, sizeof(out), "a\r\nb\x1b[31m\a\b\x7f\t", 13, 0), 28);
+	CHECK_STR(out, "a\\r\\nb\\x1b[31m\\x07\\x08\\x7f\\t");
+	CHECK(job_escape_needed("a\rb", 3, 0));
+	/* backslash always, quote only when quoted */
+	job_escape(out, sizeof(out), "\\\"", 2, 0);
+	CHECK_STR(out, "\\\\\"");
+	job_escape(out, sizeof(out), "\\\"", 2, JOB_ESC_QUOTED);
+	CHECK_STR(out, "\\\\\\\"");
+	CHECK(job_escape_needed("\"", 1, JOB_ESC_QUOTED));
+	CHECK(!job_escape_needed("\"", 1, 0));
+	job_escape(out, sizeof(out), "\\n", 2, JOB_ESC_KEEP_BACKSLASH);
+	CHECK_STR(out, "\\n");
+	/* UTF-8 stays; invalid bytes and C1 controls (U+009B, CSI) do not */
+	job_escape(out, sizeof(out), "h\xc3\xa9 \xff \xc2\x9b", 8, 0);
+	CHECK_STR(out, "h\xc3\xa9 \\xff \\xc2\\x9b");
+	CHECK(!job_escape_needed("h\xc3\xa9", 3, 0));
+	CHECK(job_escape_needed("\xc3", 1, 0));
+	/* NUL inside the given length */
+	CHECK_INT(job_escape(out, sizeof(out), "a\0b", 3, 0), 6);
+	CHECK_STR(out, "a\\x00b");
+	/* truncation: never half an escape, length still the full one */
+	CHECK_INT(job_escape(out, 4, "ab\x1b", 3, 0), 6);
+	CHECK_STR(out, "ab");
+	CHECK_INT(job_escape(NULL, 0, "\n\n", 2, 0), 4);
+	/* results: reply text escaped, id/meta byte for byte */
+	struct job j;
+	const char *kv[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "id", "i\x01d", "meta", "m\tx", NULL };
+	CHECK_INT(decode(&j, kv), 0);
+	struct job_outcome o = { .status = JOB_BOUNCED, .code = 550, .dsn = "5.0.0",
+				 .reply = "no\x1b]0;pwned\x07 \\ x\r\nRCPT", .mx = "m", .ip = "1", .port = 25 };
+	job_set_outcome(&j, 0, &o);
+	const char *v[JOB_RESULT_NFIELDS];
+	size_t l[JOB_RESULT_NFIELDS];
+	char scratch[JOB_RESULT_SCRATCH];
+	job_result_values(&j, 0, JOB_BOUNCED, 1, v, l, scratch);
+	CHECK_STR(v[6], "no\\x1b]0;pwned\\x07 \\\\ x\\r\\nRCPT");
+	CHECK_INT(l[6], strlen(v[6]));
+	CHECK_STR(v[0], "i\x01d");
+	CHECK_STR(v[18], "m\tx");
 	job_fini(&j);
 }
 
@@ -151,7 +346,7 @@ static void t_data(void)
 static void t_adopt(void)
 {
 	char *from = strdup("a@b.test"), *to = strdup("x@y.test"), *data = malloc(5);
-	memcpy(data, "a\0bc", 5); /* NUL at len, as hiredis's */
+	memcpy(data, "a\nbc", 5); /* NUL at len, as hiredis's */
 	const char *kv[] = { "from", from, "to", to, "data", data };
 	size_t len[] = { 4, 8, 2, 8, 4, 4 };
 	char *adopt[] = { NULL, from, NULL, to, NULL, data };
@@ -159,7 +354,7 @@ static void t_adopt(void)
 	CHECK_INT(job_decode_adopt(&j, "5-0", 6, kv, len, adopt, &lim), 0);
 	CHECK(j.data == data);
 	CHECK_INT(j.len, 4);
-	CHECK(memcmp(j.data, "a\0bc", 4) == 0);
+	CHECK(memcmp(j.data, "a\nbc", 4) == 0);
 	CHECK(adopt[5] == NULL);
 	CHECK(adopt[1] == from && adopt[3] == to);
 	CHECK_STR(j.from, "a@b.test");
@@ -374,8 +569,12 @@ static const struct t_case cases[] = {
 	{ "optional and internal fields", t_fields },
 	{ "missing fields", t_missing },
 	{ "bad addresses", t_bad_address },
-	{ "empty, oversized and binary data", t_data },
+	{ "empty, oversized and NUL-holding data", t_data },
 	{ "the data value adopted, not copied", t_adopt },
+	{ "data check: NUL byte, lines over 998 octets, line numbers", t_data_check },
+	{ "id and meta caps, oversized echoes cut and escaped", t_caps },
+	{ "address literal recipients refused", t_literal_rcpt },
+	{ "escaping: controls, backslash, quotes, UTF-8, results", t_escape },
 	{ "bad tls, expires, attempt", t_tls_expires },
 	{ "duplicate field, first problem wins", t_duplicate_and_order },
 	{ "too many recipients", t_too_many },

@@ -45,13 +45,54 @@ static void t_wire_crlf_unchanged(void)
 
 static void t_wire_lone_cr(void)
 {
-	/* A CR not followed by LF is data (it is not a line end on the wire). */
-	wire("a\rb\n", true, "a\rb\r\n");
-	wire("\r\r\n", true, "\r\r\n");
-	wire("a\r", true, "a\r\r\n");
-	wire("\r", true, "\r\r\n");
-	/* A lone CR does not start a line: no stuffing after it. */
-	wire("a\r.b\n", true, "a\r.b\r\n");
+	/* A CR not followed by LF ends a line and becomes CRLF, as a bare LF
+	 * does: no CR or LF outside a CRLF pair reaches the wire. */
+	wire("a\rb\n", true, "a\r\nb\r\n");
+	wire("a\rb\n", false, "a\r\nb\r\n");
+	wire("a\r", true, "a\r\n");
+	wire("\r", true, "\r\n");
+	wire("\r", false, "\r\n");
+	wire("a\r\r", false, "a\r\n\r\n");
+	/* CR CR LF: a bare CR, then CRLF. */
+	wire("\r\r\n", true, "\r\n\r\n");
+	wire("a\r\r\nb", false, "a\r\n\r\nb\r\n");
+	/* LF CR: a bare LF, then a bare CR. */
+	wire("a\n\rb", true, "a\r\n\r\nb\r\n");
+	/* A lone CR starts a line: the dot after it is stuffed for DATA. */
+	wire("a\r.b\n", true, "a\r\n..b\r\n");
+	wire("a\r.b\n", false, "a\r\n.b\r\n");
+}
+
+/* SMTP smuggling (CVE-2023-51766 and kin): "\r.\r\n", "\n.\r\n", "\r\n.\r"
+ * and "\n.\n" must never leave a "." line on the wire for DATA, and never a
+ * bare CR or LF on either path. */
+static void t_wire_smuggling(void)
+{
+	const char *in = "Subject: x\r\n\r\nhi\r.\rMAIL FROM:<x@y>\r\nRCPT TO:<v@z>\r\nDATA\r\nevil\r\n";
+	wire(in, true, "Subject: x\r\n\r\nhi\r\n..\r\nMAIL FROM:<x@y>\r\nRCPT TO:<v@z>\r\nDATA\r\nevil\r\n");
+	wire(in, false, "Subject: x\r\n\r\nhi\r\n.\r\nMAIL FROM:<x@y>\r\nRCPT TO:<v@z>\r\nDATA\r\nevil\r\n");
+	wire("a\r.\r\nb", true, "a\r\n..\r\nb\r\n");
+	wire("a\n.\r\nb", true, "a\r\n..\r\nb\r\n");
+	wire("a\r\n.\rb", true, "a\r\n..\r\nb\r\n");
+	wire("a\n.\nb", true, "a\r\n..\r\nb\r\n");
+	wire("a\r.\r", true, "a\r\n..\r\n");
+	wire("a\r.\r\n", false, "a\r\n.\r\n");
+	/* Already-wire-form input is borrowed, but never with a bare CR. */
+	struct msg_wire w;
+	const char *crlf = "a\r\nb\r\n", *cr = "a\r\nb\rc\r\n";
+	CHECK_INT(msg_wire_prepare(crlf, strlen(crlf), false, &w), 0);
+	CHECK(w.borrowed && w.data == crlf);
+	msg_wire_fini(&w);
+	for (int dot = 0; dot < 2; dot++) {
+		CHECK_INT(msg_wire_prepare(cr, strlen(cr), dot, &w), 0);
+		CHECK(!w.borrowed);
+		CHECK_INT(w.len, strlen(cr) + 1);
+		CHECK(memcmp(w.data, "a\r\nb\r\nc\r\n", w.len) == 0);
+		msg_wire_fini(&w);
+	}
+	CHECK_INT(msg_wire_prepare("a\r\n\r", 4, false, &w), 0);
+	CHECK(!w.borrowed);
+	msg_wire_fini(&w);
 }
 
 static void t_wire_final_crlf(void)
@@ -150,9 +191,9 @@ static void t_longest_line(void)
 	w = prep("...\r\n", true);
 	CHECK_INT(w.longest_line, 3);
 	msg_wire_fini(&w);
-	/* A lone CR is data and counts. */
-	w = prep("a\r\rb\n", true);
-	CHECK_INT(w.longest_line, 4);
+	/* A lone CR ends a line. */
+	w = prep("abc\r\rb\n", true);
+	CHECK_INT(w.longest_line, 3);
 	msg_wire_fini(&w);
 	w = prep("abcdef", true);
 	CHECK_INT(w.longest_line, 6);
@@ -241,41 +282,42 @@ static void t_8bit_every_offset(void)
 	}
 }
 
-/* The obvious byte-at-a-time definition, to compare against. */
+/* The obvious byte-at-a-time definition, to compare against: a line ends at
+ * CRLF, a lone CR or a lone LF; each becomes CRLF. */
 static size_t ref_wire(const char *in, size_t n, bool dot, char *out, size_t *longest,
 		       bool *has8, bool *hdr8)
 {
 	size_t o = 0, cur = 0;
-	bool hdr = true;
+	bool hdr = true, bol = true;
 	*longest = 0;
 	*has8 = *hdr8 = false;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)in[i];
-		bool bol = i == 0 || in[i - 1] == '\n';
+		if (c == '\r' || c == '\n') {
+			if (c == '\r' && i + 1 < n && in[i + 1] == '\n')
+				i++;
+			if (cur > *longest)
+				*longest = cur;
+			if (cur == 0)
+				hdr = false;
+			out[o++] = '\r';
+			out[o++] = '\n';
+			cur = 0;
+			bol = true;
+			continue;
+		}
 		if (bol && dot && c == '.')
 			out[o++] = '.';
+		bol = false;
 		if (c >= 0x80) {
 			*has8 = true;
 			if (hdr)
 				*hdr8 = true;
 		}
-		if (c == '\n') {
-			size_t len = cur;
-			if (i > 0 && in[i - 1] == '\r' && cur > 0)
-				len--;
-			if (len > *longest)
-				*longest = len;
-			if (len == 0)
-				hdr = false;
-			if (i == 0 || in[i - 1] != '\r')
-				out[o++] = '\r';
-			cur = 0;
-		} else {
-			cur++;
-		}
+		cur++;
 		out[o++] = (char)c;
 	}
-	if (n > 0 && in[n - 1] != '\n') {
+	if (n > 0 && in[n - 1] != '\n' && in[n - 1] != '\r') {
 		if (cur > *longest)
 			*longest = cur;
 		out[o++] = '\r';
@@ -616,10 +658,30 @@ static void t_split_then_parse(void)
 	CHECK_STR(a.local, "\"q,r\"");
 }
 
+static void t_rcpt_literal(void)
+{
+	struct msg_addr a;
+	const char *err = NULL;
+	CHECK_INT(msg_rcpt_parse("u@[192.0.2.1]", &a, &err), -1);
+	CHECK_STR(err, "address literals are not supported");
+	CHECK_INT(msg_rcpt_parse("<u@[IPv6:::1]>", &a, &err), -1);
+	CHECK_STR(err, "address literals are not supported");
+	CHECK_INT(msg_rcpt_parse("u@[127.0.3.1]", &a, &err), -1);
+	CHECK_STR(a.domain, "");
+	/* other errors are msg_addr_parse's; names are fine */
+	CHECK_INT(msg_rcpt_parse("u@[bad", &a, &err), -1);
+	CHECK_STR(err, "bad address literal");
+	CHECK_INT(msg_rcpt_parse("U@X.Test", &a, &err), 0);
+	CHECK_STR(a.domain, "x.test");
+	/* a literal is still a valid mailbox (a sender may use one) */
+	CHECK_INT(msg_addr_parse("u@[192.0.2.1]", &a, &err), 0);
+}
+
 static const struct t_case cases[] = {
 	{ "wire LF to CRLF", t_wire_lf_to_crlf },
 	{ "wire CRLF unchanged", t_wire_crlf_unchanged },
-	{ "wire lone CR unchanged", t_wire_lone_cr },
+	{ "wire lone CR becomes CRLF", t_wire_lone_cr },
+	{ "wire no smuggling (bare CR, CR CR LF, \\r.\\r\\n)", t_wire_smuggling },
 	{ "wire final CRLF added", t_wire_final_crlf },
 	{ "wire empty message", t_wire_empty },
 	{ "wire fini twice", t_wire_fini_twice },
@@ -641,6 +703,7 @@ static const struct t_case cases[] = {
 	{ "addr quoted local part", t_addr_quoted },
 	{ "addr UTF-8", t_addr_utf8 },
 	{ "addr literal", t_addr_literal },
+	{ "recipient address literal refused", t_rcpt_literal },
 	{ "addr reject missing parts", t_addr_reject_missing },
 	{ "addr reject syntax", t_addr_reject_syntax },
 	{ "addr reject domain", t_addr_reject_domain },
