@@ -162,6 +162,10 @@ enum cstate { C_CMD, C_BODY, C_BDAT, C_TLS_HS, C_STALL, C_TLSFAIL, C_DRAIN };
 enum after { A_NONE, A_CLOSE, A_TLS, A_STALL, A_TLSFAIL };
 enum astep { AS_NONE, AS_PLAIN, AS_LOGIN_USER, AS_LOGIN_PASS };   /* a 334 is outstanding */
 enum bstate { B_BOL, B_MID, B_DOT, B_DOTCR };
+/* --extra-reply MS, after a final reply to the end of data: owed (input after it is kept,
+ * unread); MS later the extra reply goes out; if input was kept, it is read MS after that,
+ * so the extra reply reaches the client on its own, before the answers to what it sent. */
+enum { EX_NONE, EX_DUE, EX_REPLY, EX_HOLD_DUE, EX_HOLD };
 
 #define CL_ERROR (1u << 0)    /* conn_close(): log it as an error */
 #define CL_CLEAN (1u << 1)    /* send TLS close_notify */
@@ -182,7 +186,7 @@ struct conn {
 	uint8_t state, after, bstate, helo, auth_step;
 	bool dead, delay_done, skip_line, no_service, in_mail, bdat_mode, bdat_last, too_big;
 	bool authed, auth_user_ok;   /* AUTH succeeded; AUTH LOGIN: the user name matched */
-	bool extra_due, extra_wait;  /* --extra-reply: owed after the final reply; timer running */
+	uint8_t extra;            /* --extra-reply: EX_* */
 	uint64_t nfinal;          /* final replies to DATA/BDAT LAST on this connection */
 	int bdat_err;             /* swallow this BDAT chunk, then answer with this error */
 	uint32_t ncmds, nrcpt_ok, nmsgs, rcap;
@@ -574,7 +578,7 @@ static void message_done(struct conn *c)
 	}
 	if (sk->stall != STALL_DOT) {
 		c->nfinal++;
-		c->extra_due = sk->extra_ms > 0;
+		c->extra = sk->extra_ms ? EX_DUE : EX_NONE;
 	}
 	txn_reset(c);
 }
@@ -1108,7 +1112,7 @@ static size_t feed_cmd(struct conn *c, char *p, size_t n)
 static void process_input(struct conn *c, char *p, size_t n)
 {
 	while (n > 0 && !c->dead && c->after == A_NONE) {
-		if (c->extra_due) {
+		if (c->extra == EX_DUE) {
 			/* --extra-reply owes a reply first: keep the rest (it is what the client
 			 * pipelined behind the message) for after it; a test fault, so at most
 			 * SCRATCH_PREFIX bytes are kept */
@@ -1254,9 +1258,13 @@ static void conn_run(struct conn *c)
 	while (!c->dead) {
 		if (link_on(&c->tlink))
 			return;   /* replies held back by --delay-ms or --extra-reply */
-		if (c->extra_wait) {   /* the timer ran: the reply nobody asked for */
-			c->extra_wait = c->delay_done = false;
+		if (c->extra == EX_REPLY) {   /* the timer ran: the reply nobody asked for */
+			c->delay_done = false;
 			reply(c, "250 2.0.0 extra reply\r\n");
+			c->extra = c->inlen ? EX_HOLD_DUE : EX_NONE;
+		} else if (c->extra == EX_HOLD) {
+			c->delay_done = false;
+			c->extra = EX_NONE;
 			if (c->inlen) {   /* then the input kept behind the message */
 				char *buf = c->w->scratch + SCRATCH_PREFIX, *kept = c->in;
 				size_t n = c->inlen;
@@ -1282,12 +1290,11 @@ static void conn_run(struct conn *c)
 			}
 			c->delay_done = false;
 		}
-		if (c->extra_due && c->after == A_NONE) {
+		if ((c->extra == EX_DUE || c->extra == EX_HOLD_DUE) && c->after == A_NONE) {
 			/* --extra-reply: a second reply to the end of data, MS later; until then
 			 * the session reads nothing, so it lands before the answers to whatever
 			 * the client pipelined behind the message */
-			c->extra_due = false;
-			c->extra_wait = true;
+			c->extra = c->extra == EX_DUE ? EX_REPLY : EX_HOLD;
 			c->deadline = mono_ms() + sk->extra_ms;
 			link_add_tail(&c->w->timers, &c->tlink);
 			return;

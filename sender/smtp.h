@@ -45,10 +45,14 @@ struct smtp_txn {
 	                             * session stuffs for DATA, sends as is for BDAT */
 	bool smtputf8_needed;       /* envelope has non-ASCII: SMTPUTF8 required */
 	struct smtp_result *res;    /* nrcpt entries, filled by the session */
-	bool last;                  /* nothing follows on this session: QUIT is
-	                             * pipelined behind the message (RFC 2920) where
-	                             * the server offers PIPELINING; the owner must
-	                             * then end the session with smtp_session_quit */
+	bool last;                  /* nothing follows on this session: QUIT ends
+	                             * the transaction (pipelined behind the message
+	                             * where the server offers PIPELINING, RFC 2920)
+	                             * and its 221 is awaited before TXN_DONE; the
+	                             * owner must then end the session with
+	                             * smtp_session_quit */
+	bool no_bdat;               /* send with DATA even where CHUNKING is offered
+	                             * (the server refused BDAT before) */
 };
 
 struct metrics_shard;
@@ -91,6 +95,8 @@ struct smtp_status {
 	bool tls;                   /* TLS active */
 	bool no_starttls;           /* SMTP_FAIL_TLS because STARTTLS was not offered/refused */
 	bool tls_tried;             /* a handshake was attempted (verdict valid even on failure) */
+	bool bdat_refused;          /* SMTP_FAIL_LOST: BDAT answered 500/502/504 although
+	                             * CHUNKING was offered; resend with DATA (no_bdat) */
 	struct tls_verdict verdict; /* valid when tls */
 	unsigned ext;               /* SMTP_EXT_* from the last EHLO */
 };
