@@ -121,7 +121,8 @@ struct sink {
 	int no_starttls, no_tickets, drop_in_data, no_pipelining, no_8bitmime,
 		no_smtputf8, no_ehlo, chunking, tls_on_connect, bdat_refuse;   /* int: getopt_long sets them */
 	int tls_fail;             /* TLS_FAIL_*: how the handshake fails (0: it does not) */
-	unsigned extra_ms;        /* --extra-reply MS: 0 off */
+	unsigned extra_ms;        /* --extra-reply MS */
+	bool extra_on;            /* --extra-reply given (MS 0: in the same write) */
 	uint64_t dot_after;       /* --dot-after N: --dot applies from message N+1 of a connection */
 	int verbosity;            /* 0 --quiet, 1 errors, 2 -v: one line per session */
 	struct reply greeting, mail, dot;
@@ -578,7 +579,10 @@ static void message_done(struct conn *c)
 	}
 	if (sk->stall != STALL_DOT) {
 		c->nfinal++;
-		c->extra = sk->extra_ms ? EX_DUE : EX_NONE;
+		if (sk->extra_on && sk->extra_ms == 0)
+			reply(c, "250 2.0.0 extra reply\r\n");
+		else
+			c->extra = sk->extra_on ? EX_DUE : EX_NONE;
 	}
 	txn_reset(c);
 }
@@ -1654,7 +1658,8 @@ static void usage(FILE *f)
 	      "  --421-after N | --drop-in-data | --delay-ms N | --size N | --chunking\n"
 	      "  --dot-after N          --dot applies only after a connection's first N messages\n"
 	      "  --extra-reply MS       fault: a second '250' MS ms after each final reply to DATA or\n"
-	      "                         BDAT LAST, before reading anything else (not with --delay-ms)\n"
+	      "                         BDAT LAST, before reading anything else (not with --delay-ms);\n"
+	      "                         MS 0: in the same write as the final reply\n"
 	      "  --bdat-refuse          fault (with --chunking): offer CHUNKING, answer BDAT 502 and\n"
 	      "                         read its chunk as command lines\n"
 	      "  --no-pipelining --no-8bitmime --no-smtputf8 --no-ehlo\n"
@@ -1783,9 +1788,10 @@ static void parse_args(struct sink *sk, int argc, char **argv)
 				die("bad --tls-fail '%s' (garbage, alert or cut)", optarg);
 			break;
 		case O_EXTRA:
-			if (!parse_u64(optarg, 60000, &v) || v == 0)
-				die("bad --extra-reply '%s' (1..60000 ms)", optarg);
+			if (!parse_u64(optarg, 60000, &v))
+				die("bad --extra-reply '%s' (0..60000 ms)", optarg);
 			sk->extra_ms = (unsigned)v;
+			sk->extra_on = true;
 			break;
 		case O_DOT_AFTER:
 			if (!parse_u64(optarg, UINT32_MAX, &v))

@@ -18,7 +18,7 @@ set -u
 
 integ_setup mx1.xb.test mx1.xd.test mx1.br.test mx1.t10.test mx1.tal.test mx1.tcut.test \
 	mx1.last.test mx2.last.test
-integ_require mxsend mxsink unbound unbound-checkconf perl ss timeout
+integ_require mxsend mxsink unbound unbound-checkconf perl ss timeout redis-server redis-cli
 
 FROM=sender@client.test
 P=$SINK_PORT
@@ -30,6 +30,10 @@ xb.test. MX 10 mx1.xb.test.
 mx1.xb.test. A 127.0.90.1
 xd.test. MX 10 mx1.xd.test.
 mx1.xd.test. A 127.0.90.2
+xz.test. MX 10 mx1.xz.test.
+mx1.xz.test. A 127.0.90.12
+xi.test. MX 10 mx1.xi.test.
+mx1.xi.test. A 127.0.90.11
 br.test. MX 10 mx1.br.test.
 mx1.br.test. A 127.0.90.3
 t10.test. MX 10 mx1.t10.test.
@@ -67,6 +71,10 @@ if [ -x "$MXSINK" ] && [ -s "$CA" ]; then
 		--dot '550 5.7.1 second message refused' --dot-after 1 || integ_missing "sink xb"
 	start_sink xd --listen "127.0.90.2:$P" --extra-reply 100 \
 		--dot '550 5.7.1 second message refused' --dot-after 1 || integ_missing "sink xd"
+	# the extra 250 in the same write as the final reply
+	start_sink xz --listen "127.0.90.12:$P" --chunking --extra-reply 0 || integ_missing "sink xz"
+	# the extra 250 100 ms late, every message accepted (a connection idle in the pool)
+	start_sink xi --listen "127.0.90.11:$P" --chunking --extra-reply 100 || integ_missing "sink xi"
 	start_sink br --listen "127.0.90.3:$P" --chunking --bdat-refuse || integ_missing "sink br"
 	start_sink t10 --listen "127.0.90.4:$P" --tls-max 1.0 || integ_missing "sink t10"
 	start_sink tal --listen "127.0.90.5:$P" --tls-fail=alert || integ_missing "sink tal"
@@ -142,6 +150,57 @@ run_case "1a. extra 250 after the end of data, next message over BDAT refused 55
 	t_extra_reply xb xb.test 1
 run_case "1b. extra 250 after the end of data, next message over DATA refused 550: deferred, never delivered" \
 	t_extra_reply xd xd.test 0
+
+# The extra 250 in the same write as the message's final reply: mxsend reads it
+# as the QUIT's reply and finds the real 221 behind it, in the same read.
+# Nothing is known for sure then: deferred (a retry may deliver it twice,
+# never lose it).
+t_extra_same_read() {
+	local m=$CASE_DIR/m.eml
+	simple_msg "$m"
+	send --from "$FROM" --to u@xz.test "$m"
+	expect_rc 75
+	expect_line u@xz.test "deferred 451 4\.5\.0 .*reply=\"replies out of step: bytes after the last reply[^\"]*\""
+}
+run_case "1c. extra 250 in the same read as the last expected reply: caught, deferred" t_extra_same_read
+
+# `mxsend run` with a connection parked in the pool: the first job's check
+# (RSET) gets the extra 250; the real RSET reply arrives while the connection
+# idles: it is closed, and the next job goes over a new one.
+t_extra_idle_pool() {
+	local conf=$CASE_DIR/run.ini m=$CASE_DIR/m.eml i n
+	start_redis -n idle || return 1
+	integ_config "$conf" "$(printf '[redis]\nurl = %s\n\n[pool]\nidle_timeout = 30s\n' "$REDIS_URL")"
+	sed -i '/^\[mxsend\]/a log = info' "$conf"
+	simple_msg "$m"
+	integ_spawn mxrun "$CASE_DIR/run.log" "$MXSEND" run -c "$conf"
+	timed_run 10 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" enqueue -c "$conf" --from "$FROM" --to a@xi.test "$m"
+	expect_rc 0
+	for ((i = 0; i < 50; i++)); do
+		n=$(redis-cli -p "$REDIS_PORT" XLEN mxsend:results 2>/dev/null)
+		[ "${n:-0}" -ge 1 ] && break
+		sleep 0.1
+	done
+	sleep 0.5 # the late RSET reply reaches the idle connection
+	timed_run 10 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" enqueue -c "$conf" --from "$FROM" --to b@xi.test "$m"
+	expect_rc 0
+	for ((i = 0; i < 50; i++)); do
+		n=$(redis-cli -p "$REDIS_PORT" XLEN mxsend:results 2>/dev/null)
+		[ "${n:-0}" -ge 2 ] && break
+		sleep 0.1
+	done
+	stop_proc mxrun TERM
+	local res
+	res=$(redis-cli -p "$REDIS_PORT" --raw EVAL "local o = {} for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+		local f, r = e[2], {} for i = 1, #f, 2 do r[f[i]] = f[i + 1] end
+		o[#o + 1] = r.rcpt .. ' ' .. r.status .. ' reused=' .. r.reused end return o" 1 mxsend:results)
+	assert_match "first job delivered on a new connection" "^a@xi\.test delivered reused=no\$" "$(grep '^a@' <<<"$res")"
+	assert_match "second job delivered, not over the idle connection" "^b@xi\.test delivered reused=no\$" "$(grep '^b@' <<<"$res")"
+	assert_eq "connections at the sink" 2 "$(sink_stat xi connections)"
+	assert_match "the idle connection was dropped for the reply nobody asked for" \
+		"evt=smtp_fail .*state=READY .*unexpected reply" "$(cat "$CASE_DIR/run.log")"
+}
+run_case "1d. a reply while the connection idles in the pool: closed, the next job on a new connection" t_extra_idle_pool
 
 # --- 2. the result names the host and address tried last --------------------------------
 t_last_tried() { # DOMAIN MXHOST IP CODE
