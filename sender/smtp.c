@@ -6,12 +6,14 @@
  * state's entry action and arms its deadline (RFC 5321 4.5.3.2 timeouts from
  * the config, indexed by state in a table).
  *
- * Pipelining (RFC 2920): a transaction is a list of expected replies (RSET,
- * MAIL, one per RCPT, DATA). With PIPELINING they are all written at once and
- * the FIFO matches replies to commands; without it, the next command goes out
- * when the previous reply arrives. Either way the send cursor (`issued`) and
- * the receive cursor (`head`) are separate, as in Postfix's smtp_loop. The
- * session waits only after DATA and after the final dot.
+ * Pipelining (RFC 2920): a transaction is a list of expected replies (MAIL,
+ * one per RCPT, DATA and the end of data, or BDAT; then the RSET or QUIT that
+ * checks the replies were in step: see "Replies in step"). With PIPELINING
+ * they are written in as few groups as RFC 2920 allows and the FIFO matches
+ * replies to commands; without it, the next command goes out when the
+ * previous reply arrives. Either way the send cursor (`issued`) and the
+ * receive cursor (`head`) are separate, as in Postfix's smtp_loop. The
+ * session waits only after DATA and after the end of the message.
  *
  * Failure meaning: per-recipient outcomes of a transaction are data
  * (smtp_result, `final` when this attempt decided them); anything that breaks
@@ -959,7 +961,13 @@ static void c_read(void *arg, const char *data, size_t n)
 				return;
 			}
 			off += used;
-			if (s->st == S_READY || s->st == S_CONNECTING || s->st == S_BODY) {
+			if (s->st == S_BODY) { /* DATA's 354 came; the end of data is not sent */
+				out_of_step(s, "a reply while the body is sent", r.code, r.text);
+				return;
+			}
+			if (s->st == S_READY || s->st == S_CONNECTING) {
+				/* idle (in the pool): nothing was asked; the connection
+				 * is closed, never reused */
 				fail(s, SMTP_FAIL_LOST, SMTP_TEMP, r.code == 421 ? 421 : 451, "4.5.0",
 				     "unexpected reply in state %s: %d %s", states[s->st].name, r.code, r.text);
 				return;

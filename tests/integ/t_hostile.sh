@@ -30,6 +30,8 @@ xb.test. MX 10 mx1.xb.test.
 mx1.xb.test. A 127.0.90.1
 xd.test. MX 10 mx1.xd.test.
 mx1.xd.test. A 127.0.90.2
+xn.test. MX 10 mx1.xn.test.
+mx1.xn.test. A 127.0.90.13
 xz.test. MX 10 mx1.xz.test.
 mx1.xz.test. A 127.0.90.12
 xi.test. MX 10 mx1.xi.test.
@@ -71,6 +73,8 @@ if [ -x "$MXSINK" ] && [ -s "$CA" ]; then
 		--dot '550 5.7.1 second message refused' --dot-after 1 || integ_missing "sink xb"
 	start_sink xd --listen "127.0.90.2:$P" --extra-reply 100 \
 		--dot '550 5.7.1 second message refused' --dot-after 1 || integ_missing "sink xd"
+	start_sink xn --listen "127.0.90.13:$P" --no-pipelining --extra-reply 100 \
+		--dot '550 5.7.1 second message refused' --dot-after 1 || integ_missing "sink xn"
 	# the extra 250 in the same write as the final reply
 	start_sink xz --listen "127.0.90.12:$P" --chunking --extra-reply 0 || integ_missing "sink xz"
 	# the extra 250 100 ms late, every message accepted (a connection idle in the pool)
@@ -106,6 +110,9 @@ quit = 5s
 max_rcpt = 1
 
 [domain xd.test]
+max_rcpt = 1
+
+[domain xn.test]
 max_rcpt = 1
 EOF
 )"
@@ -150,6 +157,8 @@ run_case "1a. extra 250 after the end of data, next message over BDAT refused 55
 	t_extra_reply xb xb.test 1
 run_case "1b. extra 250 after the end of data, next message over DATA refused 550: deferred, never delivered" \
 	t_extra_reply xd xd.test 0
+run_case "1e. the same without PIPELINING (one command at a time): deferred, never delivered" \
+	t_extra_reply xn xn.test 0
 
 # The extra 250 in the same write as the message's final reply: mxsend reads it
 # as the QUIT's reply and finds the real 221 behind it, in the same read.
