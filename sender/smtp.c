@@ -442,7 +442,9 @@ static void issue(struct smtp_session *s)
  *    message's real final reply lands on the check; a 4xx/5xx there puts the
  *    replies out of step. The RSET replaces the one the next transaction
  *    would have started with: no command more than before;
- *  - the transaction's results are reported only once the check is answered.
+ *  - the transaction's results are reported only once the check is answered;
+ *  - where the server gives enhanced status codes, the message's 2xx must
+ *    not carry the one RCPT gets (2.1.5).
  * Out of step: nothing the transaction decided stands (results not final),
  * the connection is closed, never reused, and every recipient is retried. */
 static void out_of_step(struct smtp_session *s, const char *what, int code, const char *text)
@@ -607,6 +609,13 @@ static void on_txn_reply(struct smtp_session *s, const struct smtp_reply *r)
 	bool fits = e->kind == E_DATA		       ? r->code == 354 || cls == 4 || cls == 5
 		    : e->kind == E_RSET || e->kind == E_QUIT ? cls == 2
 							     : cls == 2 || cls == 4 || cls == 5;
+	/* RFC 3463 X.1.5 "destination address valid" is what RCPT gets: on the
+	 * message's 2xx (end of data, BDAT) it is a RCPT reply one place late,
+	 * the case the check cannot see (the real final reply a 2xx too, but
+	 * the recipients' replies shifted: RCPT 2's 550 read as RCPT 3's). */
+	if (fits && cls == 2 && (e->kind == E_DOT || e->kind == E_BDAT) &&
+	    (s->ehlo.ext & SMTP_EXT_ENHANCEDSTATUSCODES) && strcmp(r->esc, "2.1.5") == 0)
+		fits = false;
 	if (!fits) {
 		char what[64];
 		snprintf(what, sizeof(what), "%s answered", exp_info[e->kind].verb);

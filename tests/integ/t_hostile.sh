@@ -30,6 +30,8 @@ xb.test. MX 10 mx1.xb.test.
 mx1.xb.test. A 127.0.90.1
 xd.test. MX 10 mx1.xd.test.
 mx1.xd.test. A 127.0.90.2
+xr.test. MX 10 mx1.xr.test.
+mx1.xr.test. A 127.0.90.14
 xn.test. MX 10 mx1.xn.test.
 mx1.xn.test. A 127.0.90.13
 xz.test. MX 10 mx1.xz.test.
@@ -73,6 +75,9 @@ if [ -x "$MXSINK" ] && [ -s "$CA" ]; then
 		--dot '550 5.7.1 second message refused' --dot-after 1 || integ_missing "sink xb"
 	start_sink xd --listen "127.0.90.2:$P" --extra-reply 100 \
 		--dot '550 5.7.1 second message refused' --dot-after 1 || integ_missing "sink xd"
+	# the same as xb, RCPT answered without an enhanced status code
+	start_sink xr --listen "127.0.90.14:$P" --chunking --extra-reply 100 --rcpt '*=250 accepted' \
+		--dot '550 5.7.1 second message refused' --dot-after 1 || integ_missing "sink xr"
 	start_sink xn --listen "127.0.90.13:$P" --no-pipelining --extra-reply 100 \
 		--dot '550 5.7.1 second message refused' --dot-after 1 || integ_missing "sink xn"
 	# the extra 250 in the same write as the final reply
@@ -114,6 +119,9 @@ max_rcpt = 1
 
 [domain xn.test]
 max_rcpt = 1
+
+[domain xr.test]
+max_rcpt = 1
 EOF
 )"
 
@@ -137,9 +145,10 @@ simple_msg() { # FILE
 # first 250, then sends an extra 250 while mxsend's check (RSET) is on the
 # wire: mxsend reads it as the RSET's reply and starts the second message;
 # every later reply is one behind (MAIL gets the RSET's 250, RCPT the MAIL's,
-# BDAT the RCPT's, and the real 550 comes as the answer to the QUIT; over
-# DATA, DATA gets a 250). The second recipient must be deferred, never
-# delivered; the connection is dropped.
+# BDAT the RCPT's "250 2.1.5", caught by its code; without an enhanced code
+# (xr) the real 550 comes as the answer to the QUIT, caught there; over DATA,
+# DATA gets a 250). The second recipient must be deferred, never delivered;
+# the connection is dropped.
 t_extra_reply() { # SINK DOMAIN REFUSED (messages the sink refused: 0 when mxsend stops at DATA)
 	local m=$CASE_DIR/m.eml
 	simple_msg "$m"
@@ -157,6 +166,8 @@ run_case "1a. extra 250 after the end of data, next message over BDAT refused 55
 	t_extra_reply xb xb.test 1
 run_case "1b. extra 250 after the end of data, next message over DATA refused 550: deferred, never delivered" \
 	t_extra_reply xd xd.test 0
+run_case "1f. the same over BDAT, RCPT replies without enhanced code: the 550 lands on the QUIT, deferred" \
+	t_extra_reply xr xr.test 1
 run_case "1e. the same without PIPELINING (one command at a time): deferred, never delivered" \
 	t_extra_reply xn xn.test 0
 
