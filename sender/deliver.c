@@ -14,6 +14,10 @@
  *   address in plaintext. Required TLS that cannot be had follows the rule's
  *   on_tls_failure: next-mx, defer, hold, bounce (plaintext is not possible
  *   above `may`, so it acts as next-mx there).
+ * - A server that offers CHUNKING and refuses BDAT (500/502/504) gets the
+ *   message again on the same address with DATA; the host is remembered.
+ * - A session whose replies went out of step (smtp.c) decided nothing: its
+ *   recipients go on to the next address, or are deferred.
  * Ownership: a struct job lives from deliver_submit until req->done returns;
  * its session is handed to QUIT (it frees itself) before we report. */
 #include "sender/deliver.h"

@@ -431,7 +431,7 @@ static void issue(struct smtp_session *s)
  * arriving late, once the next transaction is on the wire) would shift every
  * later reply onto the command after the one it answers: the RCPT's 250 read
  * as the BDAT reply, the real BDAT 550 read afterwards as something else, and
- * a refused message reported delivered. Three rules keep each reply with its
+ * a refused message reported delivered. These rules keep each reply with its
  * command, or drop the connection:
  *  - a reply that no command of its kind gets (2xx to DATA, 3xx to anything
  *    but DATA), or one that arrives while no command is outstanding (idle in
