@@ -67,6 +67,9 @@
 
 enum { IO_OK, IO_AGAIN, IO_EOF, IO_ERR };
 
+/* --tls-fail[=KIND]: what answers the ClientHello */
+enum { TLS_FAIL_NONE, TLS_FAIL_GARBAGE, TLS_FAIL_ALERT, TLS_FAIL_CUT };
+
 enum stall {
 	STALL_NONE, STALL_BANNER, STALL_EHLO, STALL_STARTTLS, STALL_TLS, STALL_MAIL,
 	STALL_RCPT, STALL_DATA, STALL_DOT, STALL_RSET, STALL_QUIT, STALL_N
@@ -115,8 +118,12 @@ struct sink {
 	size_t auth_ulen, auth_plen;
 	unsigned threads, delay_ms;
 	int tls_max;
-	int no_starttls, tls_fail, no_tickets, drop_in_data, no_pipelining, no_8bitmime,
-		no_smtputf8, no_ehlo, chunking, tls_on_connect;   /* int: getopt_long sets them */
+	int no_starttls, no_tickets, drop_in_data, no_pipelining, no_8bitmime,
+		no_smtputf8, no_ehlo, chunking, tls_on_connect, bdat_refuse;   /* int: getopt_long sets them */
+	int tls_fail;             /* TLS_FAIL_*: how the handshake fails (0: it does not) */
+	unsigned extra_ms;        /* --extra-reply MS */
+	bool extra_on;            /* --extra-reply given (MS 0: in the same write) */
+	uint64_t dot_after;       /* --dot-after N: --dot applies from message N+1 of a connection */
 	int verbosity;            /* 0 --quiet, 1 errors, 2 -v: one line per session */
 	struct reply greeting, mail, dot;
 	struct rcpt_rule *rules;
@@ -156,6 +163,10 @@ enum cstate { C_CMD, C_BODY, C_BDAT, C_TLS_HS, C_STALL, C_TLSFAIL, C_DRAIN };
 enum after { A_NONE, A_CLOSE, A_TLS, A_STALL, A_TLSFAIL };
 enum astep { AS_NONE, AS_PLAIN, AS_LOGIN_USER, AS_LOGIN_PASS };   /* a 334 is outstanding */
 enum bstate { B_BOL, B_MID, B_DOT, B_DOTCR };
+/* --extra-reply MS, after a final reply to the end of data: owed (input after it is kept,
+ * unread); MS later the extra reply goes out; if input was kept, it is read MS after that,
+ * so the extra reply reaches the client on its own, before the answers to what it sent. */
+enum { EX_NONE, EX_DUE, EX_REPLY, EX_HOLD_DUE, EX_HOLD };
 
 #define CL_ERROR (1u << 0)    /* conn_close(): log it as an error */
 #define CL_CLEAN (1u << 1)    /* send TLS close_notify */
@@ -176,6 +187,8 @@ struct conn {
 	uint8_t state, after, bstate, helo, auth_step;
 	bool dead, delay_done, skip_line, no_service, in_mail, bdat_mode, bdat_last, too_big;
 	bool authed, auth_user_ok;   /* AUTH succeeded; AUTH LOGIN: the user name matched */
+	uint8_t extra;            /* --extra-reply: EX_* */
+	uint64_t nfinal;          /* final replies to DATA/BDAT LAST on this connection */
 	int bdat_err;             /* swallow this BDAT chunk, then answer with this error */
 	uint32_t ncmds, nrcpt_ok, nmsgs, rcap;
 	uint64_t msize, bdat_left, bdat_size;
@@ -548,7 +561,7 @@ static void message_done(struct conn *c)
 	} else if (c->too_big || c->msize > sk->msg_max) {
 		reply(c, "552 5.3.4 message size exceeds fixed limit\r\n");
 		count(&sk->k.rejected, 1);
-	} else if (sk->dot.code && sk->dot.code / 100 != 2) {
+	} else if (sk->dot.code && sk->dot.code / 100 != 2 && c->nfinal >= sk->dot_after) {
 		reply(c, sk->dot.wire);
 		count(&sk->k.rejected, 1);
 	} else {
@@ -559,11 +572,18 @@ static void message_done(struct conn *c)
 			count(&sk->k.messages, 1);
 			count(&sk->k.recipients, c->nrcpt_ok);
 			c->nmsgs++;
-			if (sk->dot.code)
+			if (sk->dot.code && c->nfinal >= sk->dot_after)
 				reply(c, sk->dot.wire);
 			else
 				replyf(c, "250 2.0.0 ok queued as %" PRIu64 "\r\n", seq);
 		}
+	}
+	if (sk->stall != STALL_DOT) {
+		c->nfinal++;
+		if (sk->extra_on && sk->extra_ms == 0)
+			reply(c, "250 2.0.0 extra reply\r\n");
+		else
+			c->extra = sk->extra_on ? EX_DUE : EX_NONE;
 	}
 	txn_reset(c);
 }
@@ -825,6 +845,8 @@ static const char *cmd_bdat(struct conn *c, char *arg)
 	char *sp = strchr(arg, ' ');
 	if (!c->w->sk->chunking)
 		return "502 5.5.1 BDAT not supported\r\n";
+	if (c->w->sk->bdat_refuse)   /* the chunk that follows is read as command lines */
+		return "502 5.5.2 command not implemented\r\n";
 	if (sp)
 		*sp++ = '\0';
 	if (!parse_u64(arg, UINT64_MAX / 2, &n) || (sp && strcasecmp(sp, "LAST")))
@@ -1097,6 +1119,17 @@ static size_t feed_cmd(struct conn *c, char *p, size_t n)
 static void process_input(struct conn *c, char *p, size_t n)
 {
 	while (n > 0 && !c->dead && c->after == A_NONE) {
+		if (c->extra == EX_DUE) {
+			/* --extra-reply owes a reply first: keep the rest (it is what the client
+			 * pipelined behind the message) for after it; a test fault, so at most
+			 * SCRATCH_PREFIX bytes are kept */
+			size_t k = n < SCRATCH_PREFIX ? n : SCRATCH_PREFIX;
+			free(c->in);
+			c->in = xmalloc(k);
+			memcpy(c->in, p, k);
+			c->inlen = k;
+			return;
+		}
 		size_t used;
 		switch (c->state) {
 		case C_CMD: used = feed_cmd(c, p, n); break;
@@ -1204,8 +1237,15 @@ static int conn_step(struct conn *c)
 		process_input(c, p, got);
 		break;
 	case C_TLSFAIL:
-		/* The ClientHello arrived: answer it with garbage, then wait for the client to go. */
-		if (send(c->it.fd, "this is not TLS\r\n", 17, MSG_NOSIGNAL) == -1) {
+		/* The ClientHello arrived: cut the connection, or answer it with a fatal
+		 * handshake_failure alert or with garbage, then wait for the client to go. */
+		if (c->w->sk->tls_fail == TLS_FAIL_CUT) {
+			conn_close(c, "tls-fail=cut", CL_ABRUPT);
+			return IO_ERR;
+		}
+		if (c->w->sk->tls_fail == TLS_FAIL_ALERT
+			    ? send(c->it.fd, "\x15\x03\x03\x00\x02\x02\x28", 7, MSG_NOSIGNAL) == -1
+			    : send(c->it.fd, "this is not TLS\r\n", 17, MSG_NOSIGNAL) == -1) {
 			conn_close(c, "tls-fail: write failed", 0);
 			return IO_ERR;
 		}
@@ -1224,7 +1264,24 @@ static void conn_run(struct conn *c)
 	unsigned budget = RUN_BUDGET;
 	while (!c->dead) {
 		if (link_on(&c->tlink))
-			return;   /* replies held back by --delay-ms */
+			return;   /* replies held back by --delay-ms or --extra-reply */
+		if (c->extra == EX_REPLY) {   /* the timer ran: the reply nobody asked for */
+			c->delay_done = false;
+			reply(c, "250 2.0.0 extra reply\r\n");
+			c->extra = c->inlen ? EX_HOLD_DUE : EX_NONE;
+		} else if (c->extra == EX_HOLD) {
+			c->delay_done = false;
+			c->extra = EX_NONE;
+			if (c->inlen) {   /* then the input kept behind the message */
+				char *buf = c->w->scratch + SCRATCH_PREFIX, *kept = c->in;
+				size_t n = c->inlen;
+				memcpy(buf, kept, n);
+				c->in = NULL;
+				c->inlen = 0;
+				free(kept);
+				process_input(c, buf, n);
+			}
+		}
 		if (c->ooff < c->olen) {
 			if (sk->delay_ms && !c->delay_done) {
 				c->deadline = mono_ms() + sk->delay_ms;
@@ -1239,6 +1296,15 @@ static void conn_run(struct conn *c)
 				return;
 			}
 			c->delay_done = false;
+		}
+		if ((c->extra == EX_DUE || c->extra == EX_HOLD_DUE) && c->after == A_NONE) {
+			/* --extra-reply: a second reply to the end of data, MS later; until then
+			 * the session reads nothing, so it lands before the answers to whatever
+			 * the client pipelined behind the message */
+			c->extra = c->extra == EX_DUE ? EX_REPLY : EX_HOLD;
+			c->deadline = mono_ms() + sk->extra_ms;
+			link_add_tail(&c->w->timers, &c->tlink);
+			return;
 		}
 		enum after a = c->after;   /* the replies are out: do what waited for them */
 		c->after = A_NONE;
@@ -1527,7 +1593,11 @@ static bool parse_listen(const char *arg, struct laddr **v, size_t *n)
 static SSL_CTX *tls_ctx_new(const struct sink *sk)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-	if (!ctx || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
+	/* --tls-max 1.0/1.1: an old server. OpenSSL 3 refuses those versions at the default
+	 * security level (their handshake signs with SHA-1), so this mode drops to level 0. */
+	if (ctx && sk->tls_max < TLS1_2_VERSION)
+		SSL_CTX_set_security_level(ctx, 0);
+	if (!ctx || !SSL_CTX_set_min_proto_version(ctx, sk->tls_max < TLS1_2_VERSION ? sk->tls_max : TLS1_2_VERSION) ||
 	    !SSL_CTX_set_max_proto_version(ctx, sk->tls_max) ||
 	    SSL_CTX_use_certificate_chain_file(ctx, sk->cert) != 1 ||
 	    SSL_CTX_use_PrivateKey_file(ctx, sk->key, SSL_FILETYPE_PEM) != 1 ||
@@ -1581,12 +1651,20 @@ static void usage(FILE *f)
 	      "  --cert F --key F       PEM chain and key; without them STARTTLS is not offered\n"
 	      "  --threads N            worker threads (default 1)\n"
 	      "  --hostname NAME        greeting/EHLO name (default mxsink.test)\n"
-	      "  --no-starttls | --tls-fail | --tls-max 1.2|1.3 | --no-tickets\n"
+	      "  --no-starttls | --tls-max 1.0|1.1|1.2|1.3 | --no-tickets\n"
+	      "  --tls-fail[=garbage|alert|cut]  offer STARTTLS, then answer the ClientHello with\n"
+	      "                         garbage (default), a fatal handshake_failure alert, or a reset\n"
 	      "  --greeting 'CODE TEXT' --mail 'CODE TEXT' --dot 'CODE TEXT'\n"
 	      "  --rcpt 'PATTERN=CODE TEXT'  (repeatable; PATTERN exact or prefix*, case-insensitive)\n"
 	      "                         TEXT may contain \\n for a multi-line reply\n"
 	      "  --stall banner|ehlo|starttls|tls|mail|rcpt|data|dot|rset|quit\n"
 	      "  --421-after N | --drop-in-data | --delay-ms N | --size N | --chunking\n"
+	      "  --dot-after N          --dot applies only after a connection's first N messages\n"
+	      "  --extra-reply MS       fault: a second '250' MS ms after each final reply to DATA or\n"
+	      "                         BDAT LAST, before reading anything else (not with --delay-ms);\n"
+	      "                         MS 0: in the same write as the final reply\n"
+	      "  --bdat-refuse          fault (with --chunking): offer CHUNKING, answer BDAT 502 and\n"
+	      "                         read its chunk as command lines\n"
 	      "  --no-pipelining --no-8bitmime --no-smtputf8 --no-ehlo\n"
 	      "  --auth USER:PASS       offer AUTH PLAIN LOGIN (inside TLS when there is a cert) and\n"
 	      "                         require it for MAIL (530); 235 or 535; .env gets auth=USER|-\n"
@@ -1606,7 +1684,7 @@ static void usage(FILE *f)
 enum {
 	O_LISTEN = 256, O_CERT, O_KEY, O_THREADS, O_HOSTNAME, O_TLS_MAX, O_GREETING, O_RCPT,
 	O_MAIL, O_DOT, O_STALL, O_421, O_SIZE, O_DELAY, O_MAILDIR, O_STATS, O_PIDFILE, O_HELP,
-	O_AUTH,
+	O_AUTH, O_TLS_FAIL, O_EXTRA, O_DOT_AFTER,
 };
 
 static void parse_args(struct sink *sk, int argc, char **argv)
@@ -1627,7 +1705,10 @@ static void parse_args(struct sink *sk, int argc, char **argv)
 		{ "auth", required_argument, NULL, O_AUTH },
 		{ "tls-on-connect", no_argument, &sk->tls_on_connect, 1 },
 		{ "no-starttls", no_argument, &sk->no_starttls, 1 },
-		{ "tls-fail", no_argument, &sk->tls_fail, 1 },
+		{ "tls-fail", optional_argument, NULL, O_TLS_FAIL },
+		{ "extra-reply", required_argument, NULL, O_EXTRA },
+		{ "dot-after", required_argument, NULL, O_DOT_AFTER },
+		{ "bdat-refuse", no_argument, &sk->bdat_refuse, 1 },
 		{ "no-tickets", no_argument, &sk->no_tickets, 1 },
 		{ "drop-in-data", no_argument, &sk->drop_in_data, 1 },
 		{ "no-pipelining", no_argument, &sk->no_pipelining, 1 },
@@ -1688,9 +1769,37 @@ static void parse_args(struct sink *sk, int argc, char **argv)
 			sk->hostname = optarg;
 			break;
 		case O_TLS_MAX:
-			if (strcmp(optarg, "1.2") && strcmp(optarg, "1.3"))
-				die("bad --tls-max '%s' (1.2 or 1.3)", optarg);
-			sk->tls_max = strcmp(optarg, "1.2") ? TLS1_3_VERSION : TLS1_2_VERSION;
+			if (!strcmp(optarg, "1.0"))
+				sk->tls_max = TLS1_VERSION;
+			else if (!strcmp(optarg, "1.1"))
+				sk->tls_max = TLS1_1_VERSION;
+			else if (!strcmp(optarg, "1.2"))
+				sk->tls_max = TLS1_2_VERSION;
+			else if (!strcmp(optarg, "1.3"))
+				sk->tls_max = TLS1_3_VERSION;
+			else
+				die("bad --tls-max '%s' (1.0, 1.1, 1.2 or 1.3)", optarg);
+			break;
+		case O_TLS_FAIL:
+			if (!optarg || !strcmp(optarg, "garbage"))
+				sk->tls_fail = TLS_FAIL_GARBAGE;
+			else if (!strcmp(optarg, "alert"))
+				sk->tls_fail = TLS_FAIL_ALERT;
+			else if (!strcmp(optarg, "cut"))
+				sk->tls_fail = TLS_FAIL_CUT;
+			else
+				die("bad --tls-fail '%s' (garbage, alert or cut)", optarg);
+			break;
+		case O_EXTRA:
+			if (!parse_u64(optarg, 60000, &v))
+				die("bad --extra-reply '%s' (0..60000 ms)", optarg);
+			sk->extra_ms = (unsigned)v;
+			sk->extra_on = true;
+			break;
+		case O_DOT_AFTER:
+			if (!parse_u64(optarg, UINT32_MAX, &v))
+				die("bad --dot-after '%s'", optarg);
+			sk->dot_after = v;
 			break;
 		case O_GREETING:
 		case O_MAIL:
@@ -1741,6 +1850,10 @@ static void parse_args(struct sink *sk, int argc, char **argv)
 		die("--cert and --key go together");
 	if (sk->nlisten * sk->threads > MAX_LISTEN)
 		die("%zu addresses x %u threads: too many listening sockets", sk->nlisten, sk->threads);
+	if (sk->extra_ms && sk->delay_ms)
+		die("--extra-reply and --delay-ms do not go together (one timer delay per sink)");
+	if (sk->bdat_refuse && !sk->chunking)
+		die("--bdat-refuse needs --chunking");
 	if (sk->tls_on_connect && !sk->cert && !sk->tls_fail)
 		die("--tls-on-connect needs --cert and --key (or --tls-fail)");
 	sk->starttls = (sk->cert || sk->tls_fail) && !sk->no_starttls && !sk->tls_on_connect;

@@ -14,6 +14,10 @@
  *   address in plaintext. Required TLS that cannot be had follows the rule's
  *   on_tls_failure: next-mx, defer, hold, bounce (plaintext is not possible
  *   above `may`, so it acts as next-mx there).
+ * - A server that offers CHUNKING and refuses BDAT (500/502/504) gets the
+ *   message again on the same address with DATA; the host is remembered.
+ * - A session whose replies went out of step (smtp.c) decided nothing: its
+ *   recipients go on to the next address, or are deferred.
  * Ownership: a struct job lives from deliver_submit until req->done returns;
  * its session is handed to QUIT (it frees itself) before we report. */
 #include "sender/deliver.h"
@@ -78,11 +82,15 @@ struct deliver {
 	uint64_t quiesce_until;
 	deliver_done_fn *quiesce_done;
 	void *quiesce_arg;
-	struct broken *broken[POOL_BUCKETS]; /* hosts whose TLS handshake failed */
+	struct broken *broken[POOL_BUCKETS]; /* hosts whose TLS handshake (or BDAT) failed */
+	unsigned broken_bdat;     /* entries "bdat|host|ip|port" made (lookups only then) */
 };
 
 /* A (host, IP) whose opportunistic TLS handshake failed: `may` deliveries go
- * straight to plaintext there until `until` ([tls] broken_tls_ttl). */
+ * straight to plaintext there until `until` ([tls] broken_tls_ttl). Keys
+ * "bdat|host|ip|port": the host offered CHUNKING and refused BDAT; messages go
+ * there with DATA for BROKEN_BDAT_MS. */
+#define BROKEN_BDAT_MS (60 * 60 * 1000)
 struct broken {
 	struct broken *next;
 	uint64_t until;
@@ -102,6 +110,7 @@ struct job {
 	struct dns_mx *mx;
 	int host_i, addr_i, tries;
 	bool plain_retry;     /* retrying this address without TLS */
+	bool no_bdat;         /* DATA, not BDAT: the server refused BDAT */
 	struct smtp_session *sess;
 	char key[352];         /* pool key of the current session */
 	bool reused;           /* current session came from the pool */
@@ -493,13 +502,13 @@ static bool broken_tls(struct deliver *d, const char *key)
 	return false;
 }
 
-static void remember_broken(struct deliver *d, const char *key)
+static void remember_broken(struct deliver *d, const char *key, uint64_t ttl_ms)
 {
-	if (d->cfg->broken_tls_ttl_ms == 0 || broken_tls(d, key))
+	if (ttl_ms == 0 || broken_tls(d, key))
 		return;
 	struct broken *b = xcalloc(1, sizeof(*b));
 	strlcpy_x(b->key, key, sizeof(b->key));
-	b->until = loop_now(d->l) + d->cfg->broken_tls_ttl_ms;
+	b->until = loop_now(d->l) + ttl_ms;
 	unsigned h = key_hash(key);
 	b->next = d->broken[h];
 	d->broken[h] = b;
@@ -685,6 +694,12 @@ static void start_session(struct job *j)
 	/* a host known to break TLS: opportunistic delivery goes plaintext */
 	if (p.level == TLS_LEVEL_MAY && broken_tls(j->d, j->key))
 		p.level = TLS_LEVEL_NONE;
+	/* a host known to refuse BDAT: DATA (on a pooled connection too) */
+	if (j->d->broken_bdat > 0 && !j->no_bdat) {
+		char bk[360];
+		key_put(bk, sizeof(bk), key_put(bk, sizeof(bk), 0, "bdat|", -1), j->key, -1);
+		j->no_bdat = broken_tls(j->d, bk);
+	}
 	p.min_tls = j->rule.min_tls;
 	p.max_handshakes = (unsigned)j->d->cfg->max_handshakes;
 	if (j->rule.relay_host) {
@@ -762,20 +777,21 @@ static void start_session(struct job *j)
 static void try_next(struct job *j)
 {
 	struct dns_host *h = &j->mx->hosts[j->host_i];
+	bool more = j->plain_retry || j->addr_i + 1 < h->naddrs || j->host_i + 1 < j->mx->nhosts;
+	if (!more || j->tries >= MAX_ADDR_TRIES) {
+		/* decided before moving on: the result names the host and address
+		 * tried last (host_i, cur_ip), never the next one with the last's IP */
+		const struct smtp_result *w = &j->last.why;
+		finish(j, status_of(w->cls == SMTP_OK ? SMTP_TEMP : w->cls), w->code, w->esc, w->text);
+		return;
+	}
 	if (j->plain_retry) {
 		/* stays on this address; start_session uses TLS_LEVEL_NONE */
 	} else if (j->addr_i + 1 < h->naddrs) {
 		j->addr_i++;
-	} else if (j->host_i + 1 < j->mx->nhosts) {
+	} else {
 		j->host_i++;
 		j->addr_i = 0;
-	} else {
-		j->tries = MAX_ADDR_TRIES;
-	}
-	if (j->tries >= MAX_ADDR_TRIES) {
-		const struct smtp_result *w = &j->last.why;
-		finish(j, status_of(w->cls == SMTP_OK ? SMTP_TEMP : w->cls), w->code, w->esc, w->text);
-		return;
 	}
 	start_session(j);
 }
@@ -797,6 +813,7 @@ static void send_txn(struct job *j, struct smtp_session *s)
 	j->txn.wire = &j->wire;
 	j->txn.smtputf8_needed = j->smtputf8;
 	j->txn.res = j->res;
+	j->txn.no_bdat = j->no_bdat;
 	j->txn.last = j->nleft == n && !reusable(j->d, s, smtp_session_txns(s) + 1);
 	smtp_session_send(s, &j->txn);
 }
@@ -870,9 +887,23 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		finish(j, DELIVER_DEFERRED, 451, "4.3.0", "");
 		return;
 	}
+	const char *mxname = j->mx->hosts[j->host_i].name;
+	if (st->bdat_refused && !j->no_bdat) {
+		/* CHUNKING offered, BDAT refused: the same address again, with
+		 * DATA, on a new connection; later jobs there use DATA at once. */
+		char bk[360];
+		size_t n = key_put(bk, sizeof(bk), 0, "bdat|", -1);
+		addr_key(bk + n, sizeof(bk) - n, mxname, j->cur_ip, j->port);
+		if (!broken_tls(j->d, bk)) {
+			remember_broken(j->d, bk, BROKEN_BDAT_MS);
+			j->d->broken_bdat++;
+		}
+		j->no_bdat = true;
+		start_session(j);
+		return;
+	}
 	bool was_plain_retry = j->plain_retry;
 	j->plain_retry = false;
-	const char *mxname = j->mx->hosts[j->host_i].name;
 	if (st->fail == SMTP_FAIL_TLS || st->fail == SMTP_FAIL_TLS_MAY)
 		tls_event(j, mxname, j->cur_ip,
 			  st->no_starttls ? "starttls-not-supported"
@@ -885,7 +916,7 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		 * remember the host so the next delivery does not try again. */
 		char bk[352];
 		addr_key(bk, sizeof(bk), mxname, j->cur_ip, j->port);
-		remember_broken(j->d, bk);
+		remember_broken(j->d, bk, j->d->cfg->broken_tls_ttl_ms);
 		j->plain_retry = true;
 		start_session(j);
 		return;

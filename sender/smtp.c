@@ -6,12 +6,14 @@
  * state's entry action and arms its deadline (RFC 5321 4.5.3.2 timeouts from
  * the config, indexed by state in a table).
  *
- * Pipelining (RFC 2920): a transaction is a list of expected replies (RSET,
- * MAIL, one per RCPT, DATA). With PIPELINING they are all written at once and
- * the FIFO matches replies to commands; without it, the next command goes out
- * when the previous reply arrives. Either way the send cursor (`issued`) and
- * the receive cursor (`head`) are separate, as in Postfix's smtp_loop. The
- * session waits only after DATA and after the final dot.
+ * Pipelining (RFC 2920): a transaction is a list of expected replies (MAIL,
+ * one per RCPT, DATA and the end of data, or BDAT; then the RSET or QUIT that
+ * checks the replies were in step: see "Replies in step"). With PIPELINING
+ * they are written in as few groups as RFC 2920 allows and the FIFO matches
+ * replies to commands; without it, the next command goes out when the
+ * previous reply arrives. Either way the send cursor (`issued`) and the
+ * receive cursor (`head`) are separate, as in Postfix's smtp_loop. The
+ * session waits only after DATA and after the end of the message.
  *
  * Failure meaning: per-recipient outcomes of a transaction are data
  * (smtp_result, `final` when this attempt decided them); anything that breaks
@@ -82,7 +84,11 @@ static const struct {
 	[S_DEAD] = { "CLOSED", "closed", 0 },
 };
 
-enum exp_kind { E_RSET, E_MAIL, E_RCPT, E_DATA, E_BDAT };
+/* A transaction's expected replies, in order: MAIL, one per RCPT, DATA and the
+ * end of data (DOT), or BDAT; then RSET, or QUIT when nothing follows on the
+ * session. That last command is the check that the replies were in step: see
+ * "Replies in step" below. */
+enum exp_kind { E_RSET, E_MAIL, E_RCPT, E_DATA, E_DOT, E_BDAT, E_QUIT };
 static const struct {
 	const char *verb;
 	size_t timeout;
@@ -91,7 +97,9 @@ static const struct {
 	[E_MAIL] = { "MAIL FROM", offsetof(struct smtp_timeouts, mail) },
 	[E_RCPT] = { "RCPT TO", offsetof(struct smtp_timeouts, rcpt) },
 	[E_DATA] = { "DATA", offsetof(struct smtp_timeouts, data) },
+	[E_DOT] = { "the end of data", offsetof(struct smtp_timeouts, dot) },
 	[E_BDAT] = { "BDAT", offsetof(struct smtp_timeouts, dot) },
+	[E_QUIT] = { "QUIT", offsetof(struct smtp_timeouts, quit) },
 };
 
 struct expect {
@@ -131,6 +139,9 @@ struct smtp_session {
 	size_t body_off;
 	bool bdat;       /* CHUNKING: the body goes out as one BDAT LAST chunk */
 	bool body_on;    /* body streaming in progress */
+	bool body_done;  /* the body and its end (dot, or the BDAT chunk) are written */
+	bool rx_more;    /* c_read: bytes follow the reply being handled */
+	bool quit_acked; /* the QUIT that ended the last transaction was answered */
 	bool at_bol;     /* dot-stuffing state: next byte starts a line */
 	/* the handshake gate (hs_gate_*) */
 	bool hs_holding, hs_waiting;
@@ -359,6 +370,12 @@ static void issue_one(struct smtp_session *s)
 	case E_RSET:
 		cmd(s, "RSET");
 		break;
+	case E_QUIT:
+		cmd(s, "QUIT");
+		s->quit_sent = true;
+		break;
+	case E_DOT: /* written by body_pump, never issued here */
+		log_panic("evt=smtp_issue_dot id=%016llx", (unsigned long long)s->p.id);
 	case E_MAIL: {
 		char params[128] = "";
 		size_t pl = 0;
@@ -392,16 +409,59 @@ static void issue(struct smtp_session *s)
 {
 	bool pipe = (s->ehlo.ext & SMTP_EXT_PIPELINING) != 0;
 	while (s->issued < s->nexp && (pipe || s->issued == s->head)) {
-		/* Without pipelining, stop once the outcome makes the rest moot. */
 		enum exp_kind k = s->exp[s->issued].kind;
-		if (!pipe && (s->mail_failed || ((k == E_DATA || k == E_BDAT) && s->accepted == 0)))
-			break;
+		if (k == E_DOT)
+			break; /* body_pump writes it, after the 354 and the body */
+		if ((k == E_RSET || k == E_QUIT) && !s->body_done)
+			break; /* the check goes behind the message (DATA ends a group, RFC 2920 3.1) */
+		if (!pipe && k != E_RSET && k != E_QUIT &&
+		    (s->mail_failed || ((k == E_DATA || k == E_BDAT) && s->accepted == 0))) {
+			/* Without pipelining, once the outcome makes the rest moot
+			 * nothing more of the message goes out: straight to the check. */
+			s->issued = s->head = s->nexp - 1;
+			s->body_done = true;
+			continue;
+		}
 		issue_one(s);
 	}
 }
 
+/* ---- Replies in step ----
+ * A server that sends one reply too many (a second 250 after the end of data,
+ * arriving late, once the next transaction is on the wire) would shift every
+ * later reply onto the command after the one it answers: the RCPT's 250 read
+ * as the BDAT reply, the real BDAT 550 read afterwards as something else, and
+ * a refused message reported delivered. These rules keep each reply with its
+ * command, or drop the connection:
+ *  - a reply that no command of its kind gets (2xx to DATA, 3xx to anything
+ *    but DATA), or one that arrives while no command is outstanding (idle in
+ *    the pool, in the body, after the transaction's last reply in the same
+ *    read), puts the replies out of step;
+ *  - every transaction ends with a check: RSET (QUIT when nothing follows)
+ *    pipelined behind the message, answered 2xx. Where replies shifted, the
+ *    message's real final reply lands on the check; a 4xx/5xx there puts the
+ *    replies out of step. The RSET replaces the one the next transaction
+ *    would have started with: no command more than before;
+ *  - the transaction's results are reported only once the check is answered;
+ *  - where the server gives enhanced status codes, the message's 2xx must
+ *    not carry the one RCPT gets (2.1.5).
+ * Out of step: nothing the transaction decided stands (results not final),
+ * the connection is closed, never reused, and every recipient is retried. */
+static void out_of_step(struct smtp_session *s, const char *what, int code, const char *text)
+{
+	if (s->txn)
+		for (int i = 0; i < s->txn->nrcpt; i++)
+			s->txn->res[i].final = false;
+	fail(s, SMTP_FAIL_LOST, SMTP_TEMP, 451, "4.5.0", "replies out of step: %s: %d %s", what, code,
+	     text);
+}
+
 static void txn_done(struct smtp_session *s)
 {
+	if (s->rx_more) { /* in the same read as the check's reply: nobody asked */
+		out_of_step(s, "bytes after the last reply of the transaction", 0, "");
+		return;
+	}
 	s->txn = NULL;
 	free(s->exp);
 	s->exp = NULL;
@@ -464,22 +524,20 @@ static void body_pump(struct smtp_session *s)
 		return;
 	}
 	s->body_on = false;
+	s->body_done = true;
 	if (!s->bdat) {
 		conn_write(s->conn, ".\r\n", 3);
+		s->issued++; /* E_DOT */
 		enter(s, S_DOT);
 	} /* else the BDAT reply is in the expectation FIFO */
-	/* RFC 2920 3.1: QUIT may end a group; the end of the message is no
-	 * command, so QUIT can follow it in the same packet. The session saves a
-	 * round trip and the server reads its last command with the message. */
-	if (s->txn->last && (s->ehlo.ext & SMTP_EXT_PIPELINING)) {
-		cmd(s, "QUIT");
-		s->quit_sent = true;
-	}
+	/* With PIPELINING the check (RSET, or QUIT: RFC 2920 3.1 lets it end a
+	 * group) follows the message in the same packet: no round trip more. */
+	issue(s);
 }
 
 void smtp_session_send(struct smtp_session *s, struct smtp_txn *t)
 {
-	if (s->st != S_READY || s->txn != NULL)
+	if (s->st != S_READY || s->txn != NULL || s->quit_sent)
 		log_panic("evt=smtp_send_not_ready id=%016llx state=%s", (unsigned long long)s->p.id,
 			  states[s->st].name);
 	s->txn = t;
@@ -488,7 +546,8 @@ void smtp_session_send(struct smtp_session *s, struct smtp_txn *t)
 	s->body_off = 0;
 	s->body_on = false;
 	s->at_bol = true;
-	s->bdat = (s->ehlo.ext & SMTP_EXT_CHUNKING) != 0;
+	s->body_done = false;
+	s->bdat = (s->ehlo.ext & SMTP_EXT_CHUNKING) != 0 && !t->no_bdat;
 	for (int i = 0; i < t->nrcpt; i++)
 		memset(&t->res[i], 0, sizeof(t->res[i]));
 	/* What the server lacks and the message needs is a permanent failure:
@@ -516,15 +575,21 @@ void smtp_session_send(struct smtp_session *s, struct smtp_txn *t)
 		loop_defer(s->l, &s->task);
 		return;
 	}
-	s->nexp = t->nrcpt + 2 + (s->ntxn > 0 ? 1 : 0);
+	s->nexp = t->nrcpt + (s->bdat ? 3 : 4);
 	s->exp = xcalloc((size_t)s->nexp, sizeof(*s->exp));
 	int k = 0;
-	if (s->ntxn > 0)
-		s->exp[k++] = (struct expect){ E_RSET, -1 };
 	s->exp[k++] = (struct expect){ E_MAIL, -1 };
 	for (int i = 0; i < t->nrcpt; i++)
 		s->exp[k++] = (struct expect){ E_RCPT, i };
-	s->exp[k++] = (struct expect){ s->bdat ? E_BDAT : E_DATA, -1 };
+	if (s->bdat) {
+		s->exp[k++] = (struct expect){ E_BDAT, -1 };
+	} else {
+		s->exp[k++] = (struct expect){ E_DATA, -1 };
+		s->exp[k++] = (struct expect){ E_DOT, -1 };
+	}
+	/* the check that the replies were in step; it also resets the
+	 * transaction state for the next message (no RSET before it) */
+	s->exp[k++] = (struct expect){ t->last ? E_QUIT : E_RSET, -1 };
 	s->head = s->issued = 0;
 	enter(s, S_TXN);
 	arm(s, exp_info[s->exp[0].kind].timeout);
@@ -534,14 +599,34 @@ void smtp_session_send(struct smtp_session *s, struct smtp_txn *t)
 static void on_txn_reply(struct smtp_session *s, const struct smtp_reply *r)
 {
 	struct smtp_txn *t = s->txn;
+	if (s->head >= s->issued) {
+		out_of_step(s, "a reply with no command outstanding", r->code, r->text);
+		return;
+	}
 	struct expect *e = &s->exp[s->head++];
+	int cls = r->code / 100;
+	/* DATA alone gets 354 and never 2xx (RFC 5321 4.3.2); the check, only 2xx */
+	bool fits = e->kind == E_DATA		       ? r->code == 354 || cls == 4 || cls == 5
+		    : e->kind == E_RSET || e->kind == E_QUIT ? cls == 2
+							     : cls == 2 || cls == 4 || cls == 5;
+	/* RFC 3463 X.1.5 "destination address valid" is what RCPT gets: on the
+	 * message's 2xx (end of data, BDAT) it is a RCPT reply one place late,
+	 * the case the check cannot see (the real final reply a 2xx too, but
+	 * the recipients' replies shifted: RCPT 2's 550 read as RCPT 3's). */
+	if (fits && cls == 2 && (e->kind == E_DOT || e->kind == E_BDAT) &&
+	    (s->ehlo.ext & SMTP_EXT_ENHANCEDSTATUSCODES) && strcmp(r->esc, "2.1.5") == 0)
+		fits = false;
+	if (!fits) {
+		char what[64];
+		snprintf(what, sizeof(what), "%s answered", exp_info[e->kind].verb);
+		out_of_step(s, what, r->code, r->text);
+		return;
+	}
 	switch (e->kind) {
 	case E_RSET:
-		if (smtp_classify(r->code) != SMTP_OK) {
-			fail(s, SMTP_FAIL_LOST, SMTP_TEMP, r->code, "4.4.2", "RSET refused: %d %s", r->code,
-			     r->text);
-			return;
-		}
+		break;
+	case E_QUIT:
+		s->quit_acked = true;
 		break;
 	case E_MAIL:
 		if (smtp_classify(r->code) != SMTP_OK) {
@@ -574,7 +659,10 @@ static void on_txn_reply(struct smtp_session *s, const struct smtp_reply *r)
 			conn_write(s->conn, ".\r\n", 3);
 			s->body_off = s->txn->wire->len;
 			s->accepted = -1;
+			s->issued++; /* E_DOT */
+			s->body_done = true;
 			enter(s, S_DOT);
+			issue(s);
 			return;
 		}
 		if (r->code == 354) {
@@ -583,6 +671,13 @@ static void on_txn_reply(struct smtp_session *s, const struct smtp_reply *r)
 			return;
 		}
 		if (!s->mail_failed)
+			settle_accepted(s, r);
+		s->issued++; /* DATA refused: no end of data, no reply to it */
+		s->head++;
+		s->body_done = true;
+		break;
+	case E_DOT:
+		if (s->accepted >= 0)
 			settle_accepted(s, r);
 		break;
 	case E_BDAT:
@@ -593,6 +688,15 @@ static void on_txn_reply(struct smtp_session *s, const struct smtp_reply *r)
 			     "BDAT answered before the chunk was sent: %d %s", r->code, r->text);
 			return;
 		}
+		if (r->code == 500 || r->code == 502 || r->code == 504) {
+			/* CHUNKING offered, BDAT not understood (RFC 5321 4.2.4):
+			 * the chunk was read as command lines, so nothing after
+			 * it can be trusted. The owner resends with DATA on a
+			 * new connection. */
+			s->status.bdat_refused = true;
+			out_of_step(s, "BDAT refused although CHUNKING was offered", r->code, r->text);
+			return;
+		}
 		if (!s->mail_failed && s->accepted > 0)
 			settle_accepted(s, r);
 		break;
@@ -600,6 +704,8 @@ static void on_txn_reply(struct smtp_session *s, const struct smtp_reply *r)
 	if (s->head < s->nexp) {
 		issue(s);
 		if (s->head < s->issued) {
+			if (s->st != S_TXN)
+				enter(s, S_TXN); /* after the dot: waiting for the check */
 			arm(s, exp_info[s->exp[s->head].kind].timeout);
 			return;
 		}
@@ -801,9 +907,7 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
 		on_txn_reply(s, r);
 		return;
 	case S_DOT:
-		if (s->accepted >= 0)
-			settle_accepted(s, r);
-		txn_done(s);
+		on_txn_reply(s, r);
 		return;
 	case S_QUIT:
 		enter(s, S_DEAD);
@@ -877,12 +981,20 @@ static void c_read(void *arg, const char *data, size_t n)
 				return;
 			}
 			off += used;
-			if (s->st == S_READY || s->st == S_CONNECTING || s->st == S_BODY) {
+			if (s->st == S_BODY) { /* DATA's 354 came; the end of data is not sent */
+				out_of_step(s, "a reply while the body is sent", r.code, r.text);
+				return;
+			}
+			if (s->st == S_READY || s->st == S_CONNECTING) {
+				/* idle (in the pool): nothing was asked; the connection
+				 * is closed, never reused */
 				fail(s, SMTP_FAIL_LOST, SMTP_TEMP, r.code == 421 ? 421 : 451, "4.5.0",
 				     "unexpected reply in state %s: %d %s", states[s->st].name, r.code, r.text);
 				return;
 			}
+			s->rx_more = off < len || n > 0;
 			on_reply(s, &r);
+			s->rx_more = false;
 			if (s->dead || s->conn == NULL || s->st == S_TLS) {
 				s->ilen = 0;
 				return;
@@ -960,6 +1072,15 @@ static void c_error(void *arg, int err)
 		conn_close(s->conn);
 		s->conn = NULL;
 		loop_defer(s->l, &s->task);
+		return;
+	}
+	if (s->st == S_TLS) {
+		/* Cut in the handshake (a reset or close after the ClientHello): a
+		 * failed handshake like any other, so `may` goes on in plaintext. */
+		s->status.tls_tried = true;
+		fail(s, s->p.level == TLS_LEVEL_MAY ? SMTP_FAIL_TLS_MAY : SMTP_FAIL_TLS, SMTP_TEMP, 451,
+		     "4.7.5", "connection lost in the TLS handshake: %s",
+		     err == 0 ? "closed by peer" : strerror(-err));
 		return;
 	}
 	fail(s, SMTP_FAIL_LOST, SMTP_TEMP, 451, "4.4.2", "connection lost %s: %s", states[s->st].action,
@@ -1080,6 +1201,14 @@ void smtp_session_quit(struct smtp_session *s)
 	if (s == NULL)
 		return;
 	s->quitting = true;
+	if (s->st == S_READY && s->conn != NULL && s->quit_acked) {
+		/* the QUIT behind the last message is answered: just close */
+		enter(s, S_DEAD);
+		conn_close(s->conn);
+		s->conn = NULL;
+		loop_defer(s->l, &s->task);
+		return;
+	}
 	if (s->st == S_READY && s->conn != NULL) {
 		enter(s, S_QUIT);
 		if (!s->quit_sent)

@@ -4,7 +4,8 @@
  * Life of a session: smtp_session_new + smtp_session_start connects; the owner
  * hears SMTP_EV_READY once the greeting, EHLO and (per the TLS level) STARTTLS
  * are done, then hands it one transaction at a time with smtp_session_send
- * (RSET is sent between transactions). SMTP_EV_TXN_DONE: the transaction's
+ * (each ends with RSET, or QUIT when it is the last, pipelined behind the
+ * message: its 2xx shows the replies were in step; see smtp.c). SMTP_EV_TXN_DONE: the transaction's
  * per-recipient results are filled and the session is READY again.
  * SMTP_EV_FAIL: the session is unusable; results of the current transaction
  * that are not marked final must be tried elsewhere. After EV_FAIL the owner
@@ -45,10 +46,14 @@ struct smtp_txn {
 	                             * session stuffs for DATA, sends as is for BDAT */
 	bool smtputf8_needed;       /* envelope has non-ASCII: SMTPUTF8 required */
 	struct smtp_result *res;    /* nrcpt entries, filled by the session */
-	bool last;                  /* nothing follows on this session: QUIT is
-	                             * pipelined behind the message (RFC 2920) where
-	                             * the server offers PIPELINING; the owner must
-	                             * then end the session with smtp_session_quit */
+	bool last;                  /* nothing follows on this session: QUIT ends
+	                             * the transaction (pipelined behind the message
+	                             * where the server offers PIPELINING, RFC 2920)
+	                             * and its 221 is awaited before TXN_DONE; the
+	                             * owner must then end the session with
+	                             * smtp_session_quit */
+	bool no_bdat;               /* send with DATA even where CHUNKING is offered
+	                             * (the server refused BDAT before) */
 };
 
 struct metrics_shard;
@@ -94,6 +99,8 @@ struct smtp_status {
 	bool tls;                   /* TLS active */
 	bool no_starttls;           /* SMTP_FAIL_TLS because STARTTLS was not offered/refused */
 	bool tls_tried;             /* a handshake was attempted (verdict valid even on failure) */
+	bool bdat_refused;          /* SMTP_FAIL_LOST: BDAT answered 500/502/504 although
+	                             * CHUNKING was offered; resend with DATA (no_bdat) */
 	struct tls_verdict verdict; /* valid when tls */
 	unsigned ext;               /* SMTP_EXT_* from the last EHLO */
 };
