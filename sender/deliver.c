@@ -565,11 +565,15 @@ static void report(struct job *j, int idx, enum deliver_status st, int code, con
 	strlcpy_x(r.reply, text, sizeof(r.reply));
 	j->reported[idx] = true;
 	j->nleft--;
-	log_info("evt=delivery id=%016llx rcpt=%s status=%s code=%d dsn=%s mx=%s ip=%s port=%d tls=%s "
-		 "cipher=%s verified=%s policy=%s reply=\"%s\"",
-		 (unsigned long long)j->id, j->req->rcpts[idx], deliver_status_name(st), code, dsn,
-		 r.mx[0] ? r.mx : "-", r.ip[0] ? r.ip : "-", r.port, r.tls, r.cipher[0] ? r.cipher : "-",
-		 r.verified ? "yes" : "no", r.policy, text);
+	if (log_enabled(LOG_INFO)) { /* recipient and reply escaped (log.h) */
+		char qrcpt[640], qreply[sizeof(r.reply) * 2];
+		log_info("evt=delivery id=%016llx rcpt=\"%s\" status=%s code=%d dsn=%s mx=%s ip=%s "
+			 "port=%d tls=%s cipher=%s verified=%s policy=%s reply=\"%s\"",
+			 (unsigned long long)j->id, log_q(qrcpt, sizeof(qrcpt), j->req->rcpts[idx]),
+			 deliver_status_name(st), code, dsn, r.mx[0] ? r.mx : "-", r.ip[0] ? r.ip : "-",
+			 r.port, r.tls, r.cipher[0] ? r.cipher : "-", r.verified ? "yes" : "no", r.policy,
+			 log_q(qreply, sizeof(qreply), r.reply));
+	}
 	j->req->rcpt_done(j->req->arg, idx, &r);
 }
 

@@ -300,10 +300,10 @@ static void fail(struct smtp_session *s, enum smtp_fail why, enum smtp_class cls
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
+	char qtext[sizeof(text) * 2]; /* the server's words: escaped (log.h) */
 	log_info("evt=smtp_fail id=%016llx peer=%s[%s] state=%s code=%d esc=%s text=\"%s\"",
 		 (unsigned long long)s->p.id, s->mx_host, s->conn ? conn_peer(s->conn) : "-",
-		 states[s->st].name, code,
-		 esc, text);
+		 states[s->st].name, code, esc, log_q(qtext, sizeof(qtext), text));
 	s->dead = true;
 	enter(s, S_DEAD);
 	conn_close(s->conn);
