@@ -492,10 +492,15 @@ run_case "999-octet line: exit 65 naming line 5, nothing sent" t_bad_content lon
 t_reply_escaped() {
 	local m=$CASE_DIR/m.eml
 	simple_msg "$m" escape
-	send -c "$CONF" --from "$FROM" --to esc1@mixed.test "$m"
+	send -c "$CONF" --log info --from "$FROM" --to esc1@mixed.test "$m"
 	expect_rc 69
 	expect_line esc1@mixed.test "bounced 550 5\.7\.1 $(mx mx6.test 127.0.3.6) $TLS13Y policy=may reply=\"[^\"]*$(re_escape 'no\x1b]0;pwned\x07\x1b[31mred\x08\x7f\"q\"\\x')\""
 	assert_eq "raw control bytes on stdout" 0 "$(tr -d '\n' <"$CASE_DIR/out" | LC_ALL=C tr -cd '\000-\037\177' | wc -c)"
+	# the log lines (stderr, --log info): the same text, quotes and backslash escaped too
+	assert_match "evt=delivery line, reply escaped" \
+		"evt=delivery .*rcpt=\"esc1@mixed.test\" status=bounced .*reply=\"[^\"]*$(re_escape 'no\x1b]0;pwned\x07\x1b[31mred\x08\x7f\"q\"\\x')\"" \
+		"$(cat "$CASE_DIR/err")"
+	assert_eq "raw control bytes on stderr" 0 "$(tr -d '\n' <"$CASE_DIR/err" | LC_ALL=C tr -cd '\000-\037\177' | wc -c)"
 }
 run_case "reply with ESC/BEL/BS/DEL: printed escaped (\\x1b, \\x07, ...), no raw control byte" t_reply_escaped
 
