@@ -58,7 +58,9 @@ typedef void loop_watch_fn(void *arg, int fd, unsigned revents);
 /* Create a loop with a ring of `entries` SQEs. Returns NULL and sets *err
  * (-errno) on failure; checks the kernel supports the ops we use. */
 struct loop *loop_new(unsigned entries, int *err);
-/* Free the loop. Ops still in flight are abandoned (call at exit only). */
+/* Free the loop. Ops still in flight are abandoned (call at exit only); the
+ * watchers their owners freed (loop_watch_free) whose polls were still armed
+ * are freed here. */
 void loop_free(struct loop *l);
 /* Run until loop_stop(). Returns 0, or -errno if the ring itself fails. */
 int loop_run(struct loop *l);
@@ -130,5 +132,8 @@ void loop_watch_free(struct loop_watch *w);
 typedef void loop_wake_fn(void *arg);
 int loop_wake_init(struct loop *l, loop_wake_fn *fn, void *arg);
 void loop_wake(struct loop *l);
+/* fn is never called again (its arg may be freed); a wake still in flight
+ * completes into nothing. The eventfd stays until loop_free. */
+void loop_wake_fini(struct loop *l);
 
 #endif

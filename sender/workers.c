@@ -500,6 +500,9 @@ void workers_free(struct workers *ws, unsigned grace_ms)
 		loop_free(w->l);
 		msg_free_all(&w->inbox, false);
 	}
+	/* The feeder's loop runs again (the final settle pass) after this:
+	 * its wake-up must not reach ws. */
+	loop_wake_fini(ws->feeder);
 	msg_free_all(&ws->outbox, false);
 	for (int i = 0; i < ws->n; i++)
 		msg_free_all(&ws->w[i].spare, true);
