@@ -403,7 +403,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 }
 
 enum init_step {
-	I_AUTH, I_SELECT, I_SCRIPT_COMMIT, I_SCRIPT_MOVE, I_SCRIPT_GC, I_SCRIPT_PEERS, I_GROUP, I_NAME
+	I_AUTH, I_SELECT, I_SCRIPT_COMMIT, I_SCRIPT_MOVE, I_SCRIPT_GC, I_SCRIPT_PEERS, I_GROUP, I_NAME,
+	I_SCRIPT_DEAD /* last: the numbers above appear in logs (step=) */
 };
 
 static void conn_ready(struct qconn *c)
@@ -439,6 +440,7 @@ static void on_init(redisAsyncContext *ac, void *r, void *priv)
 		    : step == I_SCRIPT_MOVE ? q->sha_move
 		    : step == I_SCRIPT_GC   ? q->sha_gc
 		    : step == I_SCRIPT_PEERS ? q->sha_peers
+		    : step == I_SCRIPT_DEAD ? q->sha_dead
 					    : NULL;
 	if (sha != NULL && reply->type == REDIS_REPLY_STRING && reply->len == 40)
 		memcpy(sha, reply->str, 41);
@@ -505,6 +507,8 @@ static void conn_connect(struct qconn *c)
 		init_cmd(c, I_SCRIPT_GC, 3, a3);
 		const char *a6[] = { "SCRIPT", "LOAD", qscript_peers };
 		init_cmd(c, I_SCRIPT_PEERS, 3, a6);
+		const char *a7[] = { "SCRIPT", "LOAD", qscript_dead };
+		init_cmd(c, I_SCRIPT_DEAD, 3, a7);
 		const char *a4[] = { "XGROUP", "CREATE", q->cfg.jobs, q->cfg.group, "0", "MKSTREAM" };
 		init_cmd(c, I_GROUP, 6, a4);
 		q->need_group = false;
@@ -665,6 +669,58 @@ static void reclaim(struct queue *q)
 			    idle,         q->reclaim_cursor, "COUNT", count };
 	if (sendv(&q->cmd, on_reclaim, (void *)(uintptr_t)n, 8, a) == 0) {
 		q->reclaim_out = true;
+		q->claim_req += n;
+	}
+}
+
+/* Crash recovery in seconds: the pending entries of consumers whose process
+ * stopped its heartbeat (qscript_dead) are claimed at once, not after the
+ * visibility timeout (which stays, for a live process that is stuck). */
+static void on_dead(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct qconn *c = qconn_reply(ac, r);
+	struct queue *q = c->q;
+	redisReply *reply = r;
+	q->dead_out = false;
+	q->claim_req -= (unsigned)(uintptr_t)priv;
+	if (reply == NULL || q->freeing)
+		return;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		qlog(q, QUEUE_LOG_WARN, "evt=redis_error what=dead err=\"%s\"", reply->str);
+		if (strncmp(reply->str, "NOSCRIPT", 8) == 0)
+			qconn_drop(c);
+		else if (strstr(reply->str, "NOGROUP") != NULL)
+			q->need_group = true;
+		return;
+	}
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+	    reply->element[1]->type != REDIS_REPLY_INTEGER ||
+	    reply->element[2]->type != REDIS_REPLY_INTEGER)
+		return;
+	const redisReply *got = reply->element[0];
+	size_t n = got->type == REDIS_REPLY_ARRAY ? got->elements : 0;
+	long long left = reply->element[1]->integer, removed = reply->element[2]->integer;
+	if (n > 0 || removed > 0)
+		qlog(q, QUEUE_LOG_WARN, "evt=dead_consumers claimed=%zu left=%lld removed=%lld", n,
+		     left, removed);
+	take_entries(q, got, true);
+	if (left > 0 && n > 0)
+		q->next_dead = qnow(q); /* more: again at the next tick */
+}
+
+static void dead_reclaim(struct queue *q)
+{
+	unsigned n = room(q);
+	if (n > (unsigned)q->cfg.batch)
+		n = (unsigned)q->cfg.batch;
+	char gone[24], count[16], idle[24];
+	snprintf(gone, sizeof(gone), "%d", Q_PEERS_GONE_MS);
+	snprintf(count, sizeof(count), "%u", n);
+	snprintf(idle, sizeof(idle), "%d", Q_DEAD_MIN_IDLE_MS);
+	const char *a[] = { "EVALSHA",	   q->sha_dead, "2",   q->cfg.jobs, q->procs_key,
+			    q->cfg.group, q->cfg.consumer, gone, count,	idle };
+	if (sendv(&q->cmd, on_dead, (void *)(uintptr_t)n, 10, a) == 0) {
+		q->dead_out = true;
 		q->claim_req += n;
 	}
 }
@@ -841,6 +897,10 @@ static void on_tick(void *arg)
 			q->next_reclaim = now + q->reclaim_ms;
 			reclaim(q);
 		}
+		if (!q->stopping && !q->dead_out && now >= q->next_dead && settled(q)) {
+			q->next_dead = now + Q_DEAD_MS;
+			dead_reclaim(q);
+		}
 		if (q->heartbeat_out == 0 && now >= q->next_heartbeat) {
 			q->next_heartbeat = now + q->heartbeat_ms;
 			heartbeat(q);
@@ -941,7 +1001,7 @@ void queue_release(struct queue *q)
 bool queue_idle(const struct queue *q)
 {
 	return q->nactive == 0 && q->commits_out == 0 && q->cq_head == NULL && !q->claim_out &&
-	       !q->reclaim_out;
+	       !q->reclaim_out && !q->dead_out;
 }
 
 void queue_get_stats(const struct queue *q, struct queue_stats *st)

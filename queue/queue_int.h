@@ -26,6 +26,8 @@
 #define Q_PEERS_MS 2000       /* process heartbeat (J:procs) */
 #define Q_PEERS_GONE_MS 10000 /* silent this long: the process is gone */
 #define Q_PEERS_SETTLE_MS (Q_PEERS_MS + 500) /* cfg.peers_settle: first claim after */
+#define Q_DEAD_MS Q_PEERS_MS  /* look for dead processes' consumers this often */
+#define Q_DEAD_MIN_IDLE_MS (Q_PEERS_GONE_MS / 2) /* their entries untouched this long */
 
 enum qconn_state { QC_DOWN, QC_INIT, QC_READY };
 
@@ -66,7 +68,7 @@ struct queue {
 	struct queue_addr addr;
 	const char *password;
 	char *retry_key, *held_key, *procs_key;
-	char sha_commit[41], sha_move[41], sha_gc[41], sha_peers[41];
+	char sha_commit[41], sha_move[41], sha_gc[41], sha_peers[41], sha_dead[41];
 	struct qconn cmd, clm;
 	struct queue_timer *tick, *flush;
 	bool started, stopping, freeing, need_group;
@@ -75,7 +77,7 @@ struct queue {
 	unsigned nactive;   /* claimed, not committed */
 	uint64_t bytes_active, bytes_avg; /* their bytes (until freed); recent average per job */
 	unsigned claim_req; /* entries asked for by claims on the wire */
-	bool claim_out, reclaim_out, move_out, stats_out, gc_out, peers_out;
+	bool claim_out, reclaim_out, move_out, stats_out, gc_out, peers_out, dead_out;
 	unsigned heartbeat_out;
 	struct qjob **tab; /* open addressing by entry id, active jobs */
 	size_t tabcap;
@@ -84,7 +86,7 @@ struct queue {
 	unsigned commits_out;
 	uint64_t commit_hold_until, commit_backoff;
 
-	uint64_t next_move, next_reclaim, next_heartbeat, next_stats, next_gc, next_peers;
+	uint64_t next_move, next_reclaim, next_heartbeat, next_stats, next_gc, next_peers, next_dead;
 	uint64_t reclaim_ms, heartbeat_ms;
 	uint64_t peers_since; /* mono ms of the first J:procs reply (0: none yet) */
 	char reclaim_cursor[48];
@@ -123,6 +125,6 @@ int qsync_reply_err(struct redisContext *c, struct redisReply *r, const char *wh
 void qcommit_enqueue(struct queue *q, struct qjob *qj);
 void qcommit_flush(struct queue *q);
 extern const char qscript_commit[], qscript_move[], qscript_gc[], qscript_peers[],
-	qscript_release[];
+	qscript_release[], qscript_dead[];
 
 #endif

@@ -38,6 +38,8 @@ aof.test. MX 10 mx7.test.
 mx7.test. A 127.0.3.7
 chunk.test. MX 10 mx9.test.
 mx9.test. A 127.0.3.9
+crash.test. MX 10 mx13.test.
+mx13.test. A 127.0.3.13
 "
 # t_dns_burst: 1,500 domains (b1.burst.test ... b1500.burst.test) over 100 MX hosts
 # (bmx1.test ... bmx100.test = 127.0.60.1-100, the sink "burst")
@@ -69,6 +71,7 @@ if [ -z "$INTEG_MISSING" ]; then
 	start_sink drill --listen "127.0.3.5:$SINK_PORT" --threads 2 || integ_missing "sink drill"
 	start_sink two --listen "127.0.3.6:$SINK_PORT" --threads 2 || integ_missing "sink two"
 	start_sink aof --listen "127.0.3.7:$SINK_PORT" --threads 2 || integ_missing "sink aof"
+	start_sink crash --listen "127.0.3.13:$SINK_PORT" --threads 2 || integ_missing "sink crash"
 	start_sink chunk --listen "127.0.3.9:$SINK_PORT" --chunking || integ_missing "sink chunk"
 	start_sink burst --listen "127.0.60.1-127.0.60.100:$SINK_PORT" --threads 2 || integ_missing "sink burst"
 	start_sink cap --listen "127.0.3.10:$SINK_PORT" --delay-ms 40 || integ_missing "sink cap"
@@ -718,6 +721,60 @@ t_kill_drill() {
 	queue_clean "$p"
 }
 
+# Crash recovery in seconds: CRASH_N (default 6,000; the README's figure is
+# from CRASH_N=20000 ONLY=t_crash_restart) jobs of 4 KB, `mxsend run` killed
+# with -9 at ~30 % and restarted at once. The visibility timeout is 5 min, so
+# the dead consumer's entries coming back within seconds is the heartbeat's
+# doing (qscript_dead): the new process claims them once the old heartbeat in
+# mxsend:jobs:procs is 10 s old, then deletes the old consumer. Every
+# recipient ends with one final result, nothing stays pending, duplicates are
+# at most what the dead process held. Figures: ms from the restart to the
+# first delivery, to the old consumer's last entry claimed, to the end.
+t_crash_restart() {
+	start_redis -n crash || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf n=${CRASH_N:-6000} at old pend0 r0 t0 now
+	local first="" back="" i dups
+	mkconf "$conf" "$REDIS_URL" "max_inflight = 2000" \
+		"$(printf '[domain crash.test]\nport = %s\nmax_connections = 20\n' "$SINK_PORT")"
+	sed -i 's/^visibility_timeout = 2s$/visibility_timeout = 5m/' "$conf"
+	pipe_jobs "$p" "$n" "crash.test" cr 4000 || fail "enqueue"
+	assert_eq "queued" "$n" "$(rcli "$p" XLEN mxsend:jobs)"
+	at=$((n * 3 / 10))
+	mx_start run0 "$conf" || return 1
+	old=$(hostname):$MX_PID
+	wait_until 120 redis_ge "$p" "$at" XLEN mxsend:results || fail "fewer than $at results after 120 s"
+	assert_eq "run0 killed" 137 "$(mx_stop run0 KILL)"
+	pend0=$(rcli "$p" XPENDING mxsend:jobs mxsend | head -n 1)
+	r0=$(rcli "$p" XLEN mxsend:results)
+	assert_ge "entries the killed process left pending" 1 "$pend0"
+	t0=$(date +%s%3N)
+	mx_start run1 "$conf" || return 1
+	for ((i = 0; i < 300; i++)); do
+		now=$(date +%s%3N)
+		[ -z "$first" ] && [ "$(rcli "$p" XLEN mxsend:results)" -gt "$r0" ] && first=$((now - t0))
+		if [ -z "$back" ] && ! rcli "$p" XINFO CONSUMERS mxsend:jobs mxsend | grep -qxF "$old"; then
+			back=$((now - t0))
+		fi
+		[ -n "$first" ] && [ -n "$back" ] && break
+		sleep 0.1
+	done
+	wait_until 120 finals_ge "$p" "$n" ||
+		fail "not all $n jobs finished within 120 s ($(final_count "$p"))"
+	now=$(date +%s%3N)
+	wait_until 5 redis_is "$p" 0 XLEN mxsend:jobs
+	assert_eq "run1 exit status" 0 "$(mx_stop run1)"
+	dups=$(($(sink_msgs crash cr) - $(sink_jobs crash cr)))
+	echo "crash: $n jobs of 4 KB, kill -9 after $r0 results ($pend0 pending), restart: first delivery ${first:-never} ms, old consumer's entries claimed and consumer deleted ${back:-never} ms, all done $((now - t0)) ms; duplicates $dups" >>"$FIG"
+	assert_lt "ms from the restart to the first delivery" 15000 "${first:-999999}"
+	assert_lt "ms from the restart to the dead consumer's entries claimed" 15000 "${back:-999999}"
+	assert_match "run1 claimed the dead consumer's entries" 'evt=dead_consumers claimed=[1-9]' \
+		"$(cat "$CASE_DIR/run1/log")"
+	once_each "$p" "$n" delivered
+	assert_eq "distinct jobs at the sink" "$n" "$(sink_jobs crash cr)"
+	assert_ge "duplicates at most what the killed process held ($pend0)" "$dups" "$pend0"
+	queue_clean "$p"
+}
+
 # redis-server (AOF, fsync always) is killed and restarted in the middle.
 t_redis_restart() {
 	start_redis -n aof --aof || return 1
@@ -919,6 +976,7 @@ qcase "hold, list, release by id and by domain" t_hold_release
 qcase "Redis down at start: back-off, then delivery" t_redis_down
 qcase "unix socket, database number, password (config and URL)" t_unix_auth
 qcase "kill -9 three times during 20,000 jobs: one final result each" t_kill_drill
+qcase "kill -9 at 30 % and restart: the dead process's jobs claimed within 15 s (heartbeat, not the 5 min visibility timeout), one final result each, nothing pending" t_crash_restart
 qcase "redis-server killed and restarted (AOF): no job lost" t_redis_restart
 qcase "two processes share the group, no double delivery" t_two_processes
 qcase "deliveries slower than the visibility timeout stay claimed" t_heartbeat
