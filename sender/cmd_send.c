@@ -311,6 +311,7 @@ int cmd_send(int argc, char **argv)
 	deliver_quiesce(d, cfg.timeouts.quit < 2000 ? cfg.timeouts.quit : 2000, stopped, l);
 	loop_run(l);
 	deliver_free(d);
+	loop_drain(l, 1000); /* connections and watchers let go of, then freed */
 	loop_free(l);
 	for (int k = 0; k < ndr; k++) {
 		free(drs[k].rcpts);

@@ -57,6 +57,7 @@ struct loop {
 	loop_wake_fn *wake_fn; /* NULL after loop_wake_fini */
 	void *wake_arg;
 	struct loop_watch *watches; /* every watcher not yet freed (loop_free frees the dead) */
+	uint64_t drain_until;       /* loop_drain's deadline (0: not draining) */
 };
 
 struct loop_watch {
@@ -221,6 +222,18 @@ void loop_free(struct loop *l)
 		free(l->spare[--l->nspare]);
 	free(l->heap);
 	free(l);
+}
+
+int loop_drain(struct loop *l, unsigned limit_ms)
+{
+	if (l->task_head == NULL && l->inflight <= (l->wake_fd != -1 ? 1u : 0u))
+		return 0; /* nothing to settle (and a loop never run stays unclaimed) */
+	l->drain_until = now_ms() + (limit_ms ? limit_ms : 1);
+	int r = loop_run(l);
+	l->drain_until = 0;
+	if (r == 0 && (l->task_head != NULL || l->inflight > (l->wake_fd != -1 ? 1u : 0u)))
+		r = -ETIMEDOUT;
+	return r;
 }
 
 void loop_stop(struct loop *l)
@@ -661,13 +674,20 @@ int loop_run(struct loop *l)
 		run_tasks(l);
 		if (l->stop)
 			break;
+		/* loop_drain: done when only the wake-up read is left, or at the deadline */
+		if (l->drain_until != 0 &&
+		    ((l->task_head == NULL && l->inflight <= (l->wake_fd != -1 ? 1u : 0u)) ||
+		     l->now >= l->drain_until))
+			break;
 		struct __kernel_timespec ts, *tsp = NULL;
 		if (l->task_head != NULL) {
 			ts.tv_sec = 0;
 			ts.tv_nsec = 0;
 			tsp = &ts;
-		} else if (l->nheap > 0) {
-			uint64_t when = l->heap[1]->when;
+		} else if (l->nheap > 0 || l->drain_until != 0) {
+			uint64_t when = l->nheap > 0 ? l->heap[1]->when : l->drain_until;
+			if (l->drain_until != 0 && l->drain_until < when)
+				when = l->drain_until;
 			uint64_t d = when > l->now ? when - l->now : 0;
 			ts.tv_sec = (long long)(d / 1000);
 			ts.tv_nsec = (long long)(d % 1000) * 1000000;

@@ -64,6 +64,11 @@ struct loop *loop_new(unsigned entries, int *err);
 void loop_free(struct loop *l);
 /* Run until loop_stop(). Returns 0, or -errno if the ring itself fails. */
 int loop_run(struct loop *l);
+/* At exit, before loop_free: run until no task is queued and no op is in
+ * flight (the wake-up read aside), e.g. connections closing after their
+ * owners were freed, at most limit_ms (also stops at loop_stop). 0, -ETIMEDOUT
+ * if something is still in flight then, or -errno. On the loop's own thread. */
+int loop_drain(struct loop *l, unsigned limit_ms);
 /* Make loop_run() return after the current iteration. Callable from callbacks. */
 void loop_stop(struct loop *l);
 /* Monotonic milliseconds, refreshed once per iteration (cheap). */
