@@ -324,6 +324,8 @@ static void *worker_main(void *arg)
 	 * more results) and settles its connections on this thread, the ring's
 	 * only issuer; then the requests' proxies go. The engine itself is
 	 * freed by workers_free, on the thread that made its TLS contexts. */
+	loop_wake_fini(w->l); /* no request reaches the engine now: the rest of
+			       * the inbox is freed by workers_free */
 	deliver_abandon(w->d);
 	while (w->proxies) {
 		struct proxy *p = w->proxies;
