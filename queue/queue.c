@@ -608,6 +608,8 @@ unsigned qclaim_count(unsigned room, unsigned batch, unsigned max_inflight, uint
 	return n == 0 || n < low ? 0 : (unsigned)n;
 }
 
+static void dead_reclaim(struct queue *q, unsigned n);
+
 void qkick_claim(struct queue *q)
 {
 	if (q->stopping || q->freeing || q->claim_out || q->clm.state != QC_READY ||
@@ -618,6 +620,11 @@ void qkick_claim(struct queue *q)
 				  q->cfg.limits.max_size, q->nactive == 0 && q->claim_req == 0);
 	if (n == 0)
 		return;
+	if (q->dead_left > 0) { /* a dead process's jobs first: they are the older */
+		if (!q->dead_out)
+			dead_reclaim(q, n);
+		return;
+	}
 	char count[16], block[16];
 	snprintf(count, sizeof(count), "%u", n);
 	snprintf(block, sizeof(block), "%d", Q_BLOCK_MS);
@@ -683,6 +690,7 @@ static void on_dead(redisAsyncContext *ac, void *r, void *priv)
 	redisReply *reply = r;
 	q->dead_out = false;
 	q->claim_req -= (unsigned)(uintptr_t)priv;
+	q->dead_left = 0; /* unknown until this reply says: claims are not held back */
 	if (reply == NULL || q->freeing)
 		return;
 	if (reply->type == REDIS_REPLY_ERROR) {
@@ -703,16 +711,18 @@ static void on_dead(redisAsyncContext *ac, void *r, void *priv)
 	if (n > 0 || removed > 0)
 		qlog(q, QUEUE_LOG_WARN, "evt=dead_consumers claimed=%zu left=%lld removed=%lld", n,
 		     left, removed);
+	/* More to take: the next claims go on with it (qkick_claim), as room
+	 * allows; unless this one asked and got nothing (entries touched less
+	 * than Q_DEAD_MIN_IDLE_MS ago): then the next period. */
+	q->dead_left = left > 0 && !(n == 0 && (uintptr_t)priv > 0) ? (uint64_t)left : 0;
 	take_entries(q, got, true);
-	if (left > 0 && n > 0)
-		q->next_dead = qnow(q); /* more: again at the next tick */
+	qkick_claim(q);
 }
 
-static void dead_reclaim(struct queue *q)
+/* Ask for up to n entries of dead consumers (n = 0: only look for them and
+ * delete those left with nothing). */
+static void dead_reclaim(struct queue *q, unsigned n)
 {
-	unsigned n = room(q);
-	if (n > (unsigned)q->cfg.batch)
-		n = (unsigned)q->cfg.batch;
 	char gone[24], count[16], idle[24];
 	snprintf(gone, sizeof(gone), "%d", Q_PEERS_GONE_MS);
 	snprintf(count, sizeof(count), "%u", n);
@@ -897,9 +907,14 @@ static void on_tick(void *arg)
 			q->next_reclaim = now + q->reclaim_ms;
 			reclaim(q);
 		}
-		if (!q->stopping && !q->dead_out && now >= q->next_dead && settled(q)) {
+		/* Only once connected for a heartbeat expiry: after an outage of
+		 * Redis (or of our link to it) the others need that long to say
+		 * again that they are alive. */
+		if (!q->stopping && !q->dead_out && now >= q->next_dead && settled(q) &&
+		    now - q->cmd.ready_at >= Q_PEERS_GONE_MS) {
 			q->next_dead = now + Q_DEAD_MS;
-			dead_reclaim(q);
+			unsigned n = room(q);
+			dead_reclaim(q, n < (unsigned)q->cfg.batch ? n : (unsigned)q->cfg.batch);
 		}
 		if (q->heartbeat_out == 0 && now >= q->next_heartbeat) {
 			q->next_heartbeat = now + q->heartbeat_ms;

@@ -89,6 +89,7 @@ struct queue {
 	uint64_t next_move, next_reclaim, next_heartbeat, next_stats, next_gc, next_peers, next_dead;
 	uint64_t reclaim_ms, heartbeat_ms;
 	uint64_t peers_since; /* mono ms of the first J:procs reply (0: none yet) */
+	uint64_t dead_left;   /* entries still pending at dead consumers (last qscript_dead) */
 	char reclaim_cursor[48];
 	uint32_t rng;
 	struct queue_stats st;

@@ -775,6 +775,52 @@ t_crash_restart() {
 	queue_clean "$p"
 }
 
+# Consumers that are not mxsend processes we started: "ghost:1" holds 50
+# entries and never had a heartbeat in mxsend:jobs:procs (a process that died
+# before its first one); "live:2" holds 50 and its heartbeat is kept fresh by
+# the test. With a 5 min visibility timeout, mxsend takes the ghost's entries
+# within ~12 s and deletes it, leaves live:2's alone while its heartbeat goes
+# on, and takes them within ~12 s of the heartbeat stopping.
+t_dead_ghost() {
+	start_redis -n ghost || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf n=200 t0 hb i
+	mkconf "$conf" "$REDIS_URL" "" "$(printf '[domain crash.test]\nport = %s\n' "$SINK_PORT")"
+	sed -i 's/^visibility_timeout = 2s$/visibility_timeout = 5m/' "$conf"
+	pipe_jobs "$p" "$n" "crash.test" gh || fail "enqueue"
+	rcli "$p" XGROUP CREATE mxsend:jobs mxsend 0 >/dev/null
+	rcli "$p" XREADGROUP GROUP mxsend ghost:1 COUNT 50 STREAMS mxsend:jobs '>' >/dev/null
+	rcli "$p" XREADGROUP GROUP mxsend live:2 COUNT 50 STREAMS mxsend:jobs '>' >/dev/null
+	: >"$CASE_DIR/hb.on"
+	( # live:2's heartbeat, every 0.5 s while hb.on exists (60 s at most)
+		for ((i = 0; i < 120; i++)); do
+			[ -e "$CASE_DIR/hb.on" ] || break
+			rcli "$p" EVAL "local t = redis.call('TIME')
+				redis.call('HSET', KEYS[1], 'live:2', t[1] * 1000 + math.floor(t[2] / 1000))" \
+				1 mxsend:jobs:procs >/dev/null
+			sleep 0.5
+		done
+	) &
+	hb=$!
+	t0=$(date +%s%3N)
+	mx_start run "$conf" || return 1
+	wait_until 25 finals_ge "$p" 150 || fail "the 100 unclaimed and the ghost's 50 not finished in 25 s"
+	assert_lt "ms to the ghost's entries done" 16000 "$(($(date +%s%3N) - t0))"
+	assert_eq "ghost:1 deleted" "" "$(rcli "$p" XINFO CONSUMERS mxsend:jobs mxsend | grep -x 'ghost:1')"
+	assert_eq "live:2's entries left alone (heartbeat fresh)" 50 \
+		"$(rcli "$p" XPENDING mxsend:jobs mxsend - + 100 live:2 | grep -c '^live:2$')"
+	rm -f "$CASE_DIR/hb.on"
+	wait "$hb"
+	t0=$(date +%s%3N)
+	wait_until 25 finals_ge "$p" "$n" || fail "live:2's entries not taken in 25 s after its heartbeat stopped"
+	assert_ge "ms before live:2's entries were taken (heartbeat 10 s old)" 8000 "$(($(date +%s%3N) - t0))"
+	assert_lt "ms to live:2's entries done" 16000 "$(($(date +%s%3N) - t0))"
+	wait_until 5 redis_is "$p" 0 XLEN mxsend:jobs
+	assert_eq "exit status" 0 "$(mx_stop run)"
+	assert_match "dead consumers claimed" 'evt=dead_consumers claimed=50 left=0 removed=1' "$(cat "$CASE_DIR/run/log")"
+	once_each "$p" "$n" delivered
+	queue_clean "$p"
+}
+
 # redis-server (AOF, fsync always) is killed and restarted in the middle.
 t_redis_restart() {
 	start_redis -n aof --aof || return 1
@@ -977,6 +1023,7 @@ qcase "Redis down at start: back-off, then delivery" t_redis_down
 qcase "unix socket, database number, password (config and URL)" t_unix_auth
 qcase "kill -9 three times during 20,000 jobs: one final result each" t_kill_drill
 qcase "kill -9 at 30 % and restart: the dead process's jobs claimed within 15 s (heartbeat, not the 5 min visibility timeout), one final result each, nothing pending" t_crash_restart
+qcase "a consumer that never had a heartbeat is taken over within ~12 s, one whose heartbeat is fresh is not, until it stops" t_dead_ghost
 qcase "redis-server killed and restarted (AOF): no job lost" t_redis_restart
 qcase "two processes share the group, no double delivery" t_two_processes
 qcase "deliveries slower than the visibility timeout stay claimed" t_heartbeat
