@@ -156,17 +156,24 @@ t_term_idle() {
 	clean_stderr "run, SIGTERM while idle" "$CASE_DIR/run.err"
 }
 
+# With the metrics listener on (its accept and connections on the feeder's ring
+# at exit), one scrape while busy, and 200 jobs whose DNS never answers
+# (drop.test: lookups in flight at SIGTERM, deferred during the shutdown).
 t_term_busy() {
 	start_redis -n busy || return 1
-	local p=$REDIS_PORT conf=$CASE_DIR/m.conf rc i n=3000 fin left retry
-	runconf "$conf" "$REDIS_URL" "" "max_inflight = 1000"
-	pipe_jobs "$p" "$n" slow.test tb || fail "enqueue"
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf rc i n=3000 fin left retry mport
+	mport=$(integ_port) || return 1
+	runconf "$conf" "$REDIS_URL" "" "max_inflight = 1000\nmetrics = 127.0.0.1:$mport"
+	pipe_jobs "$p" 200 x.drop.test td || fail "enqueue"
+	pipe_jobs "$p" "$((n - 200))" slow.test tb || fail "enqueue"
 	mx_bg run "$conf"
 	for ((i = 0; i < 300; i++)); do
 		[ "$(rcli "$p" XLEN mxsend:results)" -ge 50 ] 2>/dev/null && break
 		sleep 0.1
 	done
 	assert_ge "results before SIGTERM" 50 "$(rcli "$p" XLEN mxsend:results)"
+	assert_match "metrics scraped while busy" '^mxsend_' "$(python3 -c 'import sys, urllib.request
+print(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode())' "$mport")"
 	assert_ge "pending (in flight) at SIGTERM" 100 "$(rcli "$p" XPENDING mxsend:jobs mxsend | head -n 1)"
 	kill -TERM "$MX_PID"
 	rc=$(mx_wait run 30)
