@@ -610,6 +610,41 @@ unsigned qclaim_count(unsigned room, unsigned batch, unsigned max_inflight, uint
 
 static void dead_reclaim(struct queue *q, unsigned n);
 
+/* Our consumer's own pending entries, read back once at start: a process
+ * restarted under the same name (same host and pid: pid 1 in a container)
+ * finds its previous life's jobs there, which neither XREADGROUP > nor the
+ * dead-consumer look-up would give it before the visibility timeout. */
+static void on_own(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct qconn *c = qconn_reply(ac, r);
+	struct queue *q = c->q;
+	redisReply *reply = r;
+	q->claim_out = false;
+	q->claim_req -= (unsigned)(uintptr_t)priv;
+	if (reply == NULL || q->freeing)
+		return;
+	size_t got = 0;
+	if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
+	    reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements == 2) {
+		const redisReply *list = reply->element[0]->element[1];
+		if (list->type == REDIS_REPLY_ARRAY && list->elements > 0) {
+			got = list->elements;
+			const redisReply *last = list->element[got - 1];
+			if (last->type == REDIS_REPLY_ARRAY && last->elements >= 1 &&
+			    last->element[0]->type == REDIS_REPLY_STRING)
+				snprintf(q->own_cursor, sizeof(q->own_cursor), "%s", last->element[0]->str);
+			else
+				got = 0;
+		}
+		if (got > 0)
+			qlog(q, QUEUE_LOG_WARN, "evt=own_pending_reclaimed n=%zu", got);
+		take_entries(q, list, true);
+	}
+	if (got == 0)
+		q->own_done = true; /* error, none, or none left: on to new entries */
+	qkick_claim(q);
+}
+
 void qkick_claim(struct queue *q)
 {
 	if (q->stopping || q->freeing || q->claim_out || q->clm.state != QC_READY ||
@@ -627,6 +662,15 @@ void qkick_claim(struct queue *q)
 	}
 	char count[16], block[16];
 	snprintf(count, sizeof(count), "%u", n);
+	if (!q->own_done) {
+		const char *o[] = { "XREADGROUP", "GROUP", q->cfg.group, q->cfg.consumer, "COUNT",
+				    count,	  "STREAMS", q->cfg.jobs,  q->own_cursor };
+		if (sendv(&q->clm, on_own, (void *)(uintptr_t)n, 9, o) == 0) {
+			q->claim_out = true;
+			q->claim_req += n;
+		}
+		return;
+	}
 	snprintf(block, sizeof(block), "%d", Q_BLOCK_MS);
 	const char *a[] = { "XREADGROUP", "GROUP", q->cfg.group, q->cfg.consumer, "COUNT", count,
 			    "BLOCK",      block,   "STREAMS",   q->cfg.jobs,     ">" };
@@ -981,6 +1025,7 @@ struct queue *queue_new(const struct queue_config *cfg, const struct queue_host 
 	q->reclaim_ms = v / 4 < 250 ? 250 : v / 4 > 30000 ? 30000 : v / 4;
 	q->heartbeat_ms = v / 3 < 250 ? 250 : v / 3;
 	strcpy(q->reclaim_cursor, "0-0");
+	strcpy(q->own_cursor, "0-0");
 	q->st.depth = q->st.retry = q->st.held = -1;
 	return q;
 fail:

@@ -90,6 +90,8 @@ struct queue {
 	uint64_t reclaim_ms, heartbeat_ms;
 	uint64_t peers_since; /* mono ms of the first J:procs reply (0: none yet) */
 	uint64_t dead_left;   /* entries still pending at dead consumers (last qscript_dead) */
+	bool own_done;        /* our consumer's pending entries read back once (on_own) */
+	char own_cursor[48];
 	char reclaim_cursor[48];
 	uint32_t rng;
 	struct queue_stats st;

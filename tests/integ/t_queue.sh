@@ -821,6 +821,32 @@ t_dead_ghost() {
 	queue_clean "$p"
 }
 
+# A process restarted under its old consumer name (same host and pid, as pid 1
+# in a container is): 40 entries already pending under that name are read
+# back at start (XREADGROUP ... 0), not left for the 5 min visibility timeout.
+t_same_name() {
+	start_redis -n same || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf n=100 t0
+	mkconf "$conf" "$REDIS_URL" "" "$(printf '[domain crash.test]\nport = %s\n' "$SINK_PORT")"
+	sed -i 's/^visibility_timeout = 2s$/visibility_timeout = 5m/' "$conf"
+	pipe_jobs "$p" "$n" "crash.test" sn || fail "enqueue"
+	rcli "$p" XGROUP CREATE mxsend:jobs mxsend 0 >/dev/null
+	# the wrapper claims 40 under "host:its pid", then becomes mxsend (same pid)
+	printf '#!/bin/bash\nredis-cli -p %s XREADGROUP GROUP mxsend "$(hostname):$$" COUNT 40 STREAMS mxsend:jobs ">" >/dev/null\nexec %q "$@"\n' \
+		"$p" "$MXSEND" >"$CASE_DIR/wrap.sh"
+	chmod +x "$CASE_DIR/wrap.sh"
+	t0=$(date +%s%3N)
+	MXSEND=$CASE_DIR/wrap.sh mx_start run "$conf" || return 1
+	wait_until 30 finals_ge "$p" "$n" || fail "not all $n finished within 30 s"
+	assert_lt "ms to all delivered (no 10 s heartbeat wait, no visibility timeout)" 8000 "$(($(date +%s%3N) - t0))"
+	wait_until 5 redis_is "$p" 0 XLEN mxsend:jobs
+	assert_eq "exit status" 0 "$(mx_stop run)"
+	assert_eq "own pending entries read back" 40 \
+		"$(sed -n 's/.*evt=own_pending_reclaimed n=\([0-9]*\).*/\1/p' "$CASE_DIR/run/log" | awk '{ s += $1 } END { print s + 0 }')"
+	once_each "$p" "$n" delivered
+	queue_clean "$p"
+}
+
 # redis-server (AOF, fsync always) is killed and restarted in the middle.
 t_redis_restart() {
 	start_redis -n aof --aof || return 1
@@ -1024,6 +1050,7 @@ qcase "unix socket, database number, password (config and URL)" t_unix_auth
 qcase "kill -9 three times during 20,000 jobs: one final result each" t_kill_drill
 qcase "kill -9 at 30 % and restart: the dead process's jobs claimed within 15 s (heartbeat, not the 5 min visibility timeout), one final result each, nothing pending" t_crash_restart
 qcase "a consumer that never had a heartbeat is taken over within ~12 s, one whose heartbeat is fresh is not, until it stops" t_dead_ghost
+qcase "restarted under its old consumer name (host:pid reused): its old pending entries read back at once" t_same_name
 qcase "redis-server killed and restarted (AOF): no job lost" t_redis_restart
 qcase "two processes share the group, no double delivery" t_two_processes
 qcase "deliveries slower than the visibility timeout stay claimed" t_heartbeat
