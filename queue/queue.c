@@ -3,7 +3,8 @@
  * Two hiredis async connections, attached to the host's loop by the host's
  * attach function: "claim" runs only XREADGROUP ... BLOCK (so a blocked read
  * never delays an acknowledgement), "cmd" runs everything else: commits
- * (queue_commit.c), XAUTOCLAIM, heartbeats, the retry mover and statistics.
+ * (queue_commit.c), reclaims (queue_reclaim.c), heartbeats, the retry mover
+ * and statistics.
  * Each connection goes DOWN -> INIT (AUTH, SELECT, SCRIPT LOAD, XGROUP CREATE,
  * CLIENT SETNAME, pipelined) -> READY, and back to DOWN on any loss, with a
  * reconnect after an exponential back-off (100 ms .. 5 s, jittered), so a dead
@@ -258,7 +259,7 @@ static void take_entry(struct queue *q, const redisReply *e, bool reclaimed)
 	}
 }
 
-static void take_entries(struct queue *q, const redisReply *list, bool reclaimed)
+void qtake_entries(struct queue *q, const redisReply *list, bool reclaimed)
 {
 	if (list == NULL || list->type != REDIS_REPLY_ARRAY)
 		return;
@@ -546,7 +547,7 @@ static void watchdog(struct qconn *c, uint64_t now)
 
 /* ---- claiming ---- */
 
-static unsigned room(const struct queue *q)
+unsigned qroom(const struct queue *q)
 {
 	unsigned cap = (unsigned)q->cfg.max_inflight, used = q->nactive + q->claim_req;
 	return used >= cap ? 0 : cap - used;
@@ -571,7 +572,7 @@ static void on_claim(redisAsyncContext *ac, void *r, void *priv)
 		for (size_t i = 0; i < reply->elements; i++) {
 			const redisReply *s = reply->element[i];
 			if (s->type == REDIS_REPLY_ARRAY && s->elements == 2)
-				take_entries(q, s->element[1], false);
+				qtake_entries(q, s->element[1], false);
 		}
 	}
 	qkick_claim(q); /* a nil reply is a BLOCK timeout: read again */
@@ -608,67 +609,25 @@ unsigned qclaim_count(unsigned room, unsigned batch, unsigned max_inflight, uint
 	return n == 0 || n < low ? 0 : (unsigned)n;
 }
 
-static void dead_reclaim(struct queue *q, unsigned n);
-
-/* Our consumer's own pending entries, read back once at start: a process
- * restarted under the same name (same host and pid: pid 1 in a container)
- * finds its previous life's jobs there, which neither XREADGROUP > nor the
- * dead-consumer look-up would give it before the visibility timeout. */
-static void on_own(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct qconn *c = qconn_reply(ac, r);
-	struct queue *q = c->q;
-	redisReply *reply = r;
-	q->claim_out = false;
-	q->claim_req -= (unsigned)(uintptr_t)priv;
-	if (reply == NULL || q->freeing)
-		return;
-	size_t got = 0;
-	if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
-	    reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements == 2) {
-		const redisReply *list = reply->element[0]->element[1];
-		if (list->type == REDIS_REPLY_ARRAY && list->elements > 0) {
-			got = list->elements;
-			const redisReply *last = list->element[got - 1];
-			if (last->type == REDIS_REPLY_ARRAY && last->elements >= 1 &&
-			    last->element[0]->type == REDIS_REPLY_STRING)
-				snprintf(q->own_cursor, sizeof(q->own_cursor), "%s", last->element[0]->str);
-			else
-				got = 0;
-		}
-		if (got > 0)
-			qlog(q, QUEUE_LOG_WARN, "evt=own_pending_reclaimed n=%zu", got);
-		take_entries(q, list, true);
-	}
-	if (got == 0)
-		q->own_done = true; /* error, none, or none left: on to new entries */
-	qkick_claim(q);
-}
-
 void qkick_claim(struct queue *q)
 {
 	if (q->stopping || q->freeing || q->claim_out || q->clm.state != QC_READY ||
 	    q->cmd.state != QC_READY || !settled(q))
 		return;
-	unsigned n = qclaim_count(room(q), (unsigned)q->cfg.batch, (unsigned)q->cfg.max_inflight,
+	unsigned n = qclaim_count(qroom(q), (unsigned)q->cfg.batch, (unsigned)q->cfg.max_inflight,
 				  q->cfg.max_inflight_bytes, q->bytes_active, q->bytes_avg,
 				  q->cfg.limits.max_size, q->nactive == 0 && q->claim_req == 0);
 	if (n == 0)
 		return;
 	if (q->dead_left > 0) { /* a dead process's jobs first: they are the older */
 		if (!q->dead_out)
-			dead_reclaim(q, n);
+			qdead_reclaim(q, n);
 		return;
 	}
 	char count[16], block[16];
 	snprintf(count, sizeof(count), "%u", n);
 	if (!q->own_done) {
-		const char *o[] = { "XREADGROUP", "GROUP", q->cfg.group, q->cfg.consumer, "COUNT",
-				    count,	  "STREAMS", q->cfg.jobs,  q->own_cursor };
-		if (sendv(&q->clm, on_own, (void *)(uintptr_t)n, 9, o) == 0) {
-			q->claim_out = true;
-			q->claim_req += n;
-		}
+		qclaim_own(q, n);
 		return;
 	}
 	snprintf(block, sizeof(block), "%d", Q_BLOCK_MS);
@@ -676,105 +635,6 @@ void qkick_claim(struct queue *q)
 			    "BLOCK",      block,   "STREAMS",   q->cfg.jobs,     ">" };
 	if (sendv(&q->clm, on_claim, (void *)(uintptr_t)n, 11, a) == 0) {
 		q->claim_out = true;
-		q->claim_req += n;
-	}
-}
-
-static void on_reclaim(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct qconn *c = qconn_reply(ac, r);
-	struct queue *q = c->q;
-	redisReply *reply = r;
-	q->reclaim_out = false;
-	q->claim_req -= (unsigned)(uintptr_t)priv;
-	if (reply == NULL || q->freeing)
-		return;
-	if (reply->type == REDIS_REPLY_ERROR) {
-		qlog(q, QUEUE_LOG_ERROR, "evt=reclaim_failed err=\"%s\"", reply->str);
-		if (strncmp(reply->str, "NOGROUP", 7) == 0)
-			q->need_group = true;
-		return;
-	}
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
-	    reply->element[0]->type != REDIS_REPLY_STRING)
-		return;
-	snprintf(q->reclaim_cursor, sizeof(q->reclaim_cursor), "%s", reply->element[0]->str);
-	size_t got = reply->element[1]->type == REDIS_REPLY_ARRAY ? reply->element[1]->elements : 0;
-	take_entries(q, reply->element[1], true);
-	/* More to scan: go on at the next tick rather than waiting a full period. */
-	if (got > 0 && strcmp(q->reclaim_cursor, "0-0") != 0)
-		q->next_reclaim = qnow(q);
-}
-
-static void reclaim(struct queue *q)
-{
-	unsigned n = room(q);
-	if (n > (unsigned)q->cfg.batch)
-		n = (unsigned)q->cfg.batch;
-	if (n == 0)
-		return;
-	char idle[24], count[16];
-	snprintf(idle, sizeof(idle), "%llu", (unsigned long long)q->cfg.visibility_ms);
-	snprintf(count, sizeof(count), "%u", n);
-	const char *a[] = { "XAUTOCLAIM", q->cfg.jobs, q->cfg.group, q->cfg.consumer,
-			    idle,         q->reclaim_cursor, "COUNT", count };
-	if (sendv(&q->cmd, on_reclaim, (void *)(uintptr_t)n, 8, a) == 0) {
-		q->reclaim_out = true;
-		q->claim_req += n;
-	}
-}
-
-/* Crash recovery in seconds: the pending entries of consumers whose process
- * stopped its heartbeat (qscript_dead) are claimed at once, not after the
- * visibility timeout (which stays, for a live process that is stuck). */
-static void on_dead(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct qconn *c = qconn_reply(ac, r);
-	struct queue *q = c->q;
-	redisReply *reply = r;
-	q->dead_out = false;
-	q->claim_req -= (unsigned)(uintptr_t)priv;
-	q->dead_left = 0; /* unknown until this reply says: claims are not held back */
-	if (reply == NULL || q->freeing)
-		return;
-	if (reply->type == REDIS_REPLY_ERROR) {
-		qlog(q, QUEUE_LOG_WARN, "evt=redis_error what=dead err=\"%s\"", reply->str);
-		if (strncmp(reply->str, "NOSCRIPT", 8) == 0)
-			qconn_drop(c);
-		else if (strstr(reply->str, "NOGROUP") != NULL)
-			q->need_group = true;
-		return;
-	}
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
-	    reply->element[1]->type != REDIS_REPLY_INTEGER ||
-	    reply->element[2]->type != REDIS_REPLY_INTEGER)
-		return;
-	const redisReply *got = reply->element[0];
-	size_t n = got->type == REDIS_REPLY_ARRAY ? got->elements : 0;
-	long long left = reply->element[1]->integer, removed = reply->element[2]->integer;
-	if (n > 0 || removed > 0)
-		qlog(q, QUEUE_LOG_WARN, "evt=dead_consumers claimed=%zu left=%lld removed=%lld", n,
-		     left, removed);
-	/* More to take: the next claims go on with it (qkick_claim), as room
-	 * allows; unless this one asked and got nothing (entries touched less
-	 * than Q_DEAD_MIN_IDLE_MS ago): then the next period. */
-	q->dead_left = left > 0 && !(n == 0 && (uintptr_t)priv > 0) ? (uint64_t)left : 0;
-	take_entries(q, got, true);
-	qkick_claim(q);
-}
-
-/* Ask for up to n entries of dead consumers (n = 0: only look for them and
- * delete those left with nothing). */
-static void dead_reclaim(struct queue *q, unsigned n)
-{
-	char gone[24], count[16], idle[24];
-	snprintf(gone, sizeof(gone), "%d", Q_PEERS_GONE_MS);
-	snprintf(count, sizeof(count), "%u", n);
-	snprintf(idle, sizeof(idle), "%d", Q_DEAD_MIN_IDLE_MS);
-	const char *a[] = { "EVALSHA",	   q->sha_dead, "2",   q->cfg.jobs, q->procs_key,
-			    q->cfg.group, q->cfg.consumer, gone, count,	idle };
-	if (sendv(&q->cmd, on_dead, (void *)(uintptr_t)n, 10, a) == 0) {
-		q->dead_out = true;
 		q->claim_req += n;
 	}
 }
@@ -949,7 +809,7 @@ static void on_tick(void *arg)
 		}
 		if (!q->stopping && !q->reclaim_out && now >= q->next_reclaim && settled(q)) {
 			q->next_reclaim = now + q->reclaim_ms;
-			reclaim(q);
+			qreclaim(q);
 		}
 		/* Only once connected for a heartbeat expiry: after an outage of
 		 * Redis (or of our link to it) the others need that long to say
@@ -957,8 +817,8 @@ static void on_tick(void *arg)
 		if (!q->stopping && !q->dead_out && now >= q->next_dead && settled(q) &&
 		    now - q->cmd.ready_at >= Q_PEERS_GONE_MS) {
 			q->next_dead = now + Q_DEAD_MS;
-			unsigned n = room(q);
-			dead_reclaim(q, n < (unsigned)q->cfg.batch ? n : (unsigned)q->cfg.batch);
+			unsigned n = qroom(q);
+			qdead_reclaim(q, n < (unsigned)q->cfg.batch ? n : (unsigned)q->cfg.batch);
 		}
 		if (q->heartbeat_out == 0 && now >= q->next_heartbeat) {
 			q->next_heartbeat = now + q->heartbeat_ms;

@@ -1,6 +1,7 @@
 /* queue_int.h: shared by queue.c (connections, claims, periodic work),
- * queue_commit.c (results, retries, held jobs) and queue_admin.c (URL,
- * synchronous administration). Never included outside queue/. */
+ * queue_reclaim.c (crash recovery), queue_commit.c (results, retries, held
+ * jobs) and queue_admin.c (URL, synchronous administration). Never included
+ * outside queue/. */
 #ifndef QUEUE_QUEUE_INT_H
 #define QUEUE_QUEUE_INT_H
 
@@ -123,6 +124,22 @@ struct redisContext *qsync_connect(const char *url, const char *password, char *
 /* 0 for a reply; -1 with err set for no reply or an error reply (freed). */
 int qsync_reply_err(struct redisContext *c, struct redisReply *r, const char *what, char *err,
 		    size_t errlen);
+
+unsigned qroom(const struct queue *q); /* claims that fit under max_inflight now */
+/* Hand the entries of an XREADGROUP/XCLAIM reply list to the host (or commit
+ * their rejection); reclaimed: counted and logged as such. */
+void qtake_entries(struct queue *q, const struct redisReply *list, bool reclaimed);
+static inline int qconn_sendv(struct qconn *c, redisCallbackFn *fn, void *priv, int argc,
+			      const char **argv)
+{
+	return qconn_send(c, fn, priv, argc, argv, NULL);
+}
+
+/* queue_reclaim.c: crash recovery. Each sends one command (nothing when the
+ * connection is not ready) and counts its n in q->claim_req. */
+void qreclaim(struct queue *q);                      /* XAUTOCLAIM after visibility_timeout */
+void qdead_reclaim(struct queue *q, unsigned n);     /* qscript_dead: up to n entries */
+void qclaim_own(struct queue *q, unsigned n);        /* our own pending entries (at start) */
 
 /* queue_commit.c */
 void qcommit_enqueue(struct queue *q, struct qjob *qj);
