@@ -93,7 +93,7 @@ struct broken {
 
 struct job {
 	struct deliver *d;
-	struct job *prev, *next; /* d->jobs: deliver_free drops those left */
+	struct job *prev, *next; /* d->jobs: deliver_abandon drops those left */
 	struct deliver_req *req;
 	uint64_t id;
 	uint64_t start;
