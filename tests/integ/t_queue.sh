@@ -821,6 +821,41 @@ t_dead_ghost() {
 	queue_clean "$p"
 }
 
+# Three processes share the group; one is killed with -9 at ~30 % and not
+# restarted: the two left both run qscript_dead and race for its entries
+# (5 min visibility timeout): within 15 s they are all taken, each by one of
+# them, and the dead consumer is deleted; one final result per recipient.
+t_kill_one_of_three() {
+	start_redis -n three || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf n=6000 old t0 pend0 c
+	mkconf "$conf" "$REDIS_URL" "$(printf 'max_inflight = 1000\nredis:batch = 100')" \
+		"$(printf '[domain crash.test]\nport = %s\n' "$SINK_PORT")"
+	sed -i 's/^visibility_timeout = 2s$/visibility_timeout = 5m/' "$conf"
+	pipe_jobs "$p" "$n" "crash.test" k3 1000 || fail "enqueue"
+	mx_start a "$conf" || return 1
+	old=$(hostname):$MX_PID
+	mx_start b "$conf" || return 1
+	mx_start c "$conf" || return 1
+	wait_until 60 redis_ge "$p" $((n * 3 / 10)) XLEN mxsend:results || fail "no progress"
+	assert_eq "a killed" 137 "$(mx_stop a KILL)"
+	pend0=$(rcli "$p" XPENDING mxsend:jobs mxsend - + 5000 "$old" | grep -c "^$old\$")
+	assert_ge "entries a left pending" 1 "$pend0"
+	t0=$(date +%s%3N)
+	wait_until 20 eval '! rcli "$p" XINFO CONSUMERS mxsend:jobs mxsend | grep -qxF "$old"' ||
+		fail "a's consumer still there 20 s after the kill"
+	assert_lt "ms from the kill to a's entries all taken" 15000 "$(($(date +%s%3N) - t0))"
+	wait_until 90 finals_ge "$p" "$n" || fail "not all $n finished within 90 s ($(final_count "$p"))"
+	wait_until 5 redis_is "$p" 0 XLEN mxsend:jobs
+	assert_eq "exit status b" 0 "$(mx_stop b)"
+	assert_eq "exit status c" 0 "$(mx_stop c)"
+	c=$(cat "$CASE_DIR/b/log" "$CASE_DIR/c/log" | sed -n 's/.*evt=dead_consumers claimed=\([0-9]*\).*/\1/p' |
+		awk '{ s += $1 } END { print s + 0 }')
+	assert_eq "entries of a taken by b and c together, each once" "$pend0" "$c"
+	once_each "$p" "$n" delivered
+	assert_eq "distinct jobs at the sink" "$n" "$(sink_jobs crash k3)"
+	queue_clean "$p"
+}
+
 # A process restarted under its old consumer name (same host and pid, as pid 1
 # in a container is): 40 entries already pending under that name are read
 # back at start (XREADGROUP ... 0), not left for the 5 min visibility timeout.
@@ -1050,6 +1085,7 @@ qcase "unix socket, database number, password (config and URL)" t_unix_auth
 qcase "kill -9 three times during 20,000 jobs: one final result each" t_kill_drill
 qcase "kill -9 at 30 % and restart: the dead process's jobs claimed within 15 s (heartbeat, not the 5 min visibility timeout), one final result each, nothing pending" t_crash_restart
 qcase "a consumer that never had a heartbeat is taken over within ~12 s, one whose heartbeat is fresh is not, until it stops" t_dead_ghost
+qcase "three processes, one killed with -9: the two others race for its entries, each taken once, within 15 s" t_kill_one_of_three
 qcase "restarted under its old consumer name (host:pid reused): its old pending entries read back at once" t_same_name
 qcase "redis-server killed and restarted (AOF): no job lost" t_redis_restart
 qcase "two processes share the group, no double delivery" t_two_processes
