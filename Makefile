@@ -110,6 +110,10 @@ $(B)/mxsend: $(B)/sender/main.o $(B)/libmxsend.a
 $(B)/mx%: $(B)/bench/%.o $(B)/libmxsend.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(MALLOC_LIBS)
 
+# mxsend under ASan/UBSan (glibc malloc: ASan replaces it), run by tests/integ/t_asan.sh
+$(BA)/mxsend: $(BA)/sender/main.o $(BA)/libmxsend.a
+	$(CC) $(SAN) -o $@ $^ $(LDLIBS)
+
 $(BA)/test_%: $(BA)/tests/unit/test_%.o $(BA)/libmxsend.a
 	$(CC) $(SAN) -o $@ $^ $(LDLIBS)
 
@@ -118,13 +122,13 @@ $(FZ)/replay_%: $(BA)/tests/fuzz/replay.o $(BA)/tests/fuzz/fuzz_%.o $(BA)/libmxs
 	$(CC) $(SAN) -o $@ $^ $(LDLIBS)
 
 test: deps
-	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(REPLAY_BIN)
+	@$(MAKE) --no-print-directory all $(BA)/mxsend $(UNIT_BIN) $(REPLAY_BIN)
 	@tests/run.sh
 
 test-unit: all $(UNIT_BIN) $(REPLAY_BIN)
 	@tests/run.sh unit
 
-test-integ: all
+test-integ: all $(BA)/mxsend
 	@tests/run.sh integ
 
 bench: deps all

@@ -3,7 +3,8 @@
  * Two hiredis async connections, attached to the host's loop by the host's
  * attach function: "claim" runs only XREADGROUP ... BLOCK (so a blocked read
  * never delays an acknowledgement), "cmd" runs everything else: commits
- * (queue_commit.c), XAUTOCLAIM, heartbeats, the retry mover and statistics.
+ * (queue_commit.c), reclaims (queue_reclaim.c), heartbeats, the retry mover
+ * and statistics.
  * Each connection goes DOWN -> INIT (AUTH, SELECT, SCRIPT LOAD, XGROUP CREATE,
  * CLIENT SETNAME, pipelined) -> READY, and back to DOWN on any loss, with a
  * reconnect after an exponential back-off (100 ms .. 5 s, jittered), so a dead
@@ -262,7 +263,7 @@ static void take_entry(struct queue *q, const redisReply *e, bool reclaimed)
 	}
 }
 
-static void take_entries(struct queue *q, const redisReply *list, bool reclaimed)
+void qtake_entries(struct queue *q, const redisReply *list, bool reclaimed)
 {
 	if (list == NULL || list->type != REDIS_REPLY_ARRAY)
 		return;
@@ -407,7 +408,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 }
 
 enum init_step {
-	I_AUTH, I_SELECT, I_SCRIPT_COMMIT, I_SCRIPT_MOVE, I_SCRIPT_GC, I_SCRIPT_PEERS, I_GROUP, I_NAME
+	I_AUTH, I_SELECT, I_SCRIPT_COMMIT, I_SCRIPT_MOVE, I_SCRIPT_GC, I_SCRIPT_PEERS, I_GROUP, I_NAME,
+	I_SCRIPT_DEAD /* last: the numbers above appear in logs (step=) */
 };
 
 static void conn_ready(struct qconn *c)
@@ -443,6 +445,7 @@ static void on_init(redisAsyncContext *ac, void *r, void *priv)
 		    : step == I_SCRIPT_MOVE ? q->sha_move
 		    : step == I_SCRIPT_GC   ? q->sha_gc
 		    : step == I_SCRIPT_PEERS ? q->sha_peers
+		    : step == I_SCRIPT_DEAD ? q->sha_dead
 					    : NULL;
 	if (sha != NULL && reply->type == REDIS_REPLY_STRING && reply->len == 40)
 		memcpy(sha, reply->str, 41);
@@ -509,6 +512,8 @@ static void conn_connect(struct qconn *c)
 		init_cmd(c, I_SCRIPT_GC, 3, a3);
 		const char *a6[] = { "SCRIPT", "LOAD", qscript_peers };
 		init_cmd(c, I_SCRIPT_PEERS, 3, a6);
+		const char *a7[] = { "SCRIPT", "LOAD", qscript_dead };
+		init_cmd(c, I_SCRIPT_DEAD, 3, a7);
 		const char *a4[] = { "XGROUP", "CREATE", q->cfg.jobs, q->cfg.group, "0", "MKSTREAM" };
 		init_cmd(c, I_GROUP, 6, a4);
 		q->need_group = false;
@@ -546,7 +551,7 @@ static void watchdog(struct qconn *c, uint64_t now)
 
 /* ---- claiming ---- */
 
-static unsigned room(const struct queue *q)
+unsigned qroom(const struct queue *q)
 {
 	unsigned cap = (unsigned)q->cfg.max_inflight, used = q->nactive + q->claim_req;
 	return used >= cap ? 0 : cap - used;
@@ -571,7 +576,7 @@ static void on_claim(redisAsyncContext *ac, void *r, void *priv)
 		for (size_t i = 0; i < reply->elements; i++) {
 			const redisReply *s = reply->element[i];
 			if (s->type == REDIS_REPLY_ARRAY && s->elements == 2)
-				take_entries(q, s->element[1], false);
+				qtake_entries(q, s->element[1], false);
 		}
 	}
 	qkick_claim(q); /* a nil reply is a BLOCK timeout: read again */
@@ -613,62 +618,27 @@ void qkick_claim(struct queue *q)
 	if (q->stopping || q->freeing || q->claim_out || q->clm.state != QC_READY ||
 	    q->cmd.state != QC_READY || !settled(q))
 		return;
-	unsigned n = qclaim_count(room(q), (unsigned)q->cfg.batch, (unsigned)q->cfg.max_inflight,
+	unsigned n = qclaim_count(qroom(q), (unsigned)q->cfg.batch, (unsigned)q->cfg.max_inflight,
 				  q->cfg.max_inflight_bytes, q->bytes_active, q->bytes_avg,
 				  q->cfg.limits.max_size, q->nactive == 0 && q->claim_req == 0);
 	if (n == 0)
 		return;
+	if (q->dead_left > 0) { /* a dead process's jobs first: they are the older */
+		if (!q->dead_out)
+			qdead_reclaim(q, n);
+		return;
+	}
 	char count[16], block[16];
 	snprintf(count, sizeof(count), "%u", n);
+	if (!q->own_done) {
+		qclaim_own(q, n);
+		return;
+	}
 	snprintf(block, sizeof(block), "%d", Q_BLOCK_MS);
 	const char *a[] = { "XREADGROUP", "GROUP", q->cfg.group, q->cfg.consumer, "COUNT", count,
 			    "BLOCK",      block,   "STREAMS",   q->cfg.jobs,     ">" };
 	if (sendv(&q->clm, on_claim, (void *)(uintptr_t)n, 11, a) == 0) {
 		q->claim_out = true;
-		q->claim_req += n;
-	}
-}
-
-static void on_reclaim(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct qconn *c = qconn_reply(ac, r);
-	struct queue *q = c->q;
-	redisReply *reply = r;
-	q->reclaim_out = false;
-	q->claim_req -= (unsigned)(uintptr_t)priv;
-	if (reply == NULL || q->freeing)
-		return;
-	if (reply->type == REDIS_REPLY_ERROR) {
-		qlog(q, QUEUE_LOG_ERROR, "evt=reclaim_failed err=\"%s\"", reply->str);
-		if (strncmp(reply->str, "NOGROUP", 7) == 0)
-			q->need_group = true;
-		return;
-	}
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
-	    reply->element[0]->type != REDIS_REPLY_STRING)
-		return;
-	snprintf(q->reclaim_cursor, sizeof(q->reclaim_cursor), "%s", reply->element[0]->str);
-	size_t got = reply->element[1]->type == REDIS_REPLY_ARRAY ? reply->element[1]->elements : 0;
-	take_entries(q, reply->element[1], true);
-	/* More to scan: go on at the next tick rather than waiting a full period. */
-	if (got > 0 && strcmp(q->reclaim_cursor, "0-0") != 0)
-		q->next_reclaim = qnow(q);
-}
-
-static void reclaim(struct queue *q)
-{
-	unsigned n = room(q);
-	if (n > (unsigned)q->cfg.batch)
-		n = (unsigned)q->cfg.batch;
-	if (n == 0)
-		return;
-	char idle[24], count[16];
-	snprintf(idle, sizeof(idle), "%llu", (unsigned long long)q->cfg.visibility_ms);
-	snprintf(count, sizeof(count), "%u", n);
-	const char *a[] = { "XAUTOCLAIM", q->cfg.jobs, q->cfg.group, q->cfg.consumer,
-			    idle,         q->reclaim_cursor, "COUNT", count };
-	if (sendv(&q->cmd, on_reclaim, (void *)(uintptr_t)n, 8, a) == 0) {
-		q->reclaim_out = true;
 		q->claim_req += n;
 	}
 }
@@ -843,7 +813,16 @@ static void on_tick(void *arg)
 		}
 		if (!q->stopping && !q->reclaim_out && now >= q->next_reclaim && settled(q)) {
 			q->next_reclaim = now + q->reclaim_ms;
-			reclaim(q);
+			qreclaim(q);
+		}
+		/* Only once connected for a heartbeat expiry: after an outage of
+		 * Redis (or of our link to it) the others need that long to say
+		 * again that they are alive. */
+		if (!q->stopping && !q->dead_out && now >= q->next_dead && settled(q) &&
+		    now - q->cmd.ready_at >= Q_PEERS_GONE_MS) {
+			q->next_dead = now + Q_DEAD_MS;
+			unsigned n = qroom(q);
+			qdead_reclaim(q, n < (unsigned)q->cfg.batch ? n : (unsigned)q->cfg.batch);
 		}
 		if (q->heartbeat_out == 0 && now >= q->next_heartbeat) {
 			q->next_heartbeat = now + q->heartbeat_ms;
@@ -910,6 +889,7 @@ struct queue *queue_new(const struct queue_config *cfg, const struct queue_host 
 	q->reclaim_ms = v / 4 < 250 ? 250 : v / 4 > 30000 ? 30000 : v / 4;
 	q->heartbeat_ms = v / 3 < 250 ? 250 : v / 3;
 	strcpy(q->reclaim_cursor, "0-0");
+	strcpy(q->own_cursor, "0-0");
 	q->st.depth = q->st.retry = q->st.held = -1;
 	return q;
 fail:
@@ -945,7 +925,7 @@ void queue_release(struct queue *q)
 bool queue_idle(const struct queue *q)
 {
 	return q->nactive == 0 && q->commits_out == 0 && q->cq_head == NULL && !q->claim_out &&
-	       !q->reclaim_out;
+	       !q->reclaim_out && !q->dead_out;
 }
 
 void queue_get_stats(const struct queue *q, struct queue_stats *st)

@@ -31,7 +31,8 @@
  * - Each hiredis callback fires exactly once; a NULL reply means the connection
  *   was lost and the command's effect is unknown. For a claim that means the
  *   jobs may sit in our pending list: they are reclaimed (XAUTOCLAIM) by a live
- *   process after visibility_timeout. For a commit it means "send it again"
+ *   process after visibility_timeout, or at once by the others when this
+ *   process's heartbeat stops (qscript_dead). For a commit it means "send it again"
  *   (safe: see above). Replies are borrowed for the callback only.
  * - Jobs being delivered are kept claimed by re-claiming them (XCLAIM JUSTID)
  *   every visibility_timeout/3, so live processes do not steal each other's work.
@@ -147,12 +148,13 @@ void queue_release(struct queue *q);
 bool queue_idle(const struct queue *q);
 /* Disconnect and free everything, jobs the host still holds included (call at
  * exit, after the host has dropped its references). Uncommitted jobs stay
- * pending in Redis and are reclaimed after the visibility timeout. */
+ * pending in Redis: the other processes claim them once this one's heartbeat
+ * in J:procs is 10 s old (or after the visibility timeout). */
 void queue_free(struct queue *q);
 
 struct queue_stats {
-	uint64_t claimed;    /* entries claimed (XREADGROUP + XAUTOCLAIM) */
-	uint64_t reclaimed;  /* of which by XAUTOCLAIM */
+	uint64_t claimed;    /* entries claimed (XREADGROUP, XAUTOCLAIM, XCLAIM) */
+	uint64_t reclaimed;  /* of which by XAUTOCLAIM or from dead processes */
 	uint64_t committed;  /* jobs committed */
 	uint64_t duplicates; /* commits skipped: the entry was already finished */
 	uint64_t results[JOB_HELD + 1]; /* results written, by status */

@@ -134,6 +134,59 @@ const char qscript_peers[] =
 	"end\n"
 	"return {n, rank}\n";
 
+/* KEYS: jobs, procs. ARGV: group, own consumer, gone ms, count, min idle ms.
+ * Crash recovery: a consumer other than ours is dead when its process's
+ * heartbeat in procs is older than `gone` or absent (died before its first
+ * one, or already forgotten) and the consumer itself has been idle that long
+ * (no read, no claim: so a process that just started, and has not yet
+ * written its heartbeat, is not taken for dead). Up to `count` of the dead
+ * consumers' pending entries idle at least `min idle` are claimed for us
+ * (XPENDING by consumer + XCLAIM, one script: of processes racing, one gets
+ * each entry); a dead consumer left with nothing pending is deleted (only
+ * then: XGROUP DELCONSUMER drops a consumer's pending entries) and its
+ * heartbeat forgotten. Returns {entries claimed (XCLAIM's form), entries
+ * still pending at dead consumers, consumers deleted}. */
+const char qscript_dead[] =
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	"local group, me, gone = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
+	"local want = tonumber(ARGV[4])\n"
+	"local out, left, removed = {}, 0, 0\n"
+	"for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], group)) do\n"
+	"  local name, idle\n"
+	"  for k = 1, #c, 2 do\n"
+	"    if c[k] == 'name' then name = c[k + 1]\n"
+	"    elseif c[k] == 'idle' then idle = c[k + 1] end\n"
+	"  end\n"
+	"  local hb = name and redis.call('HGET', KEYS[2], name)\n"
+	"  if name and name ~= me and idle and idle > gone and\n"
+	"     (not hb or now - tonumber(hb) > gone) then\n"
+	"    if want > 0 then\n"
+	"      local p = redis.call('XPENDING', KEYS[1], group, 'IDLE', ARGV[5], '-', '+', want, name)\n"
+	"      for i = 1, #p, 500 do\n"
+	"        local ids = {}\n"
+	"        for j = i, math.min(i + 499, #p) do ids[#ids + 1] = p[j][1] end\n"
+	"        for _, e in ipairs(redis.call('XCLAIM', KEYS[1], group, me, ARGV[5], unpack(ids))) do\n"
+	"          out[#out + 1] = e\n"
+	"        end\n"
+	"      end\n"
+	"      want = want - #p\n"
+	"    end\n"
+	"    local rest = redis.call('XPENDING', KEYS[1], group, '-', '+', 1, name)\n"
+	"    if #rest == 0 then\n"
+	"      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], group, name)\n"
+	"      redis.call('HDEL', KEYS[2], name)\n"
+	"      removed = removed + 1\n"
+	"    else\n"
+	"      local sum = redis.call('XPENDING', KEYS[1], group)\n"
+	"      for _, cc in ipairs(sum[4] or {}) do\n"
+	"        if cc[1] == name then left = left + tonumber(cc[2]) end\n"
+	"      end\n"
+	"    end\n"
+	"  end\n"
+	"end\n"
+	"return {out, left, removed}\n";
+
 /* KEYS: held, jobs. ARGV: "domain" D | "ids" ID... Moves held jobs back into
  * the jobs stream without their held-only fields and without `since` (the
  * lifetime starts again). An ID is a held member or an application id.

@@ -1,6 +1,7 @@
 /* queue_int.h: shared by queue.c (connections, claims, periodic work),
- * queue_commit.c (results, retries, held jobs) and queue_admin.c (URL,
- * synchronous administration). Never included outside queue/. */
+ * queue_reclaim.c (crash recovery), queue_commit.c (results, retries, held
+ * jobs) and queue_admin.c (URL, synchronous administration). Never included
+ * outside queue/. */
 #ifndef QUEUE_QUEUE_INT_H
 #define QUEUE_QUEUE_INT_H
 
@@ -26,6 +27,8 @@
 #define Q_PEERS_MS 2000       /* process heartbeat (J:procs) */
 #define Q_PEERS_GONE_MS 10000 /* silent this long: the process is gone */
 #define Q_PEERS_SETTLE_MS (Q_PEERS_MS + 500) /* cfg.peers_settle: first claim after */
+#define Q_DEAD_MS Q_PEERS_MS  /* look for dead processes' consumers this often */
+#define Q_DEAD_MIN_IDLE_MS (Q_PEERS_GONE_MS / 2) /* their entries untouched this long */
 
 enum qconn_state { QC_DOWN, QC_INIT, QC_READY };
 
@@ -66,7 +69,7 @@ struct queue {
 	struct queue_addr addr;
 	const char *password;
 	char *retry_key, *held_key, *procs_key;
-	char sha_commit[41], sha_move[41], sha_gc[41], sha_peers[41];
+	char sha_commit[41], sha_move[41], sha_gc[41], sha_peers[41], sha_dead[41];
 	struct qconn cmd, clm;
 	struct queue_timer *tick, *flush;
 	bool started, stopping, freeing, need_group;
@@ -75,7 +78,7 @@ struct queue {
 	unsigned nactive;   /* claimed, not committed */
 	uint64_t bytes_active, bytes_avg; /* their bytes (until freed); recent average per job */
 	unsigned claim_req; /* entries asked for by claims on the wire */
-	bool claim_out, reclaim_out, move_out, stats_out, gc_out, peers_out;
+	bool claim_out, reclaim_out, move_out, stats_out, gc_out, peers_out, dead_out;
 	unsigned heartbeat_out;
 	struct qjob **tab; /* open addressing by entry id, active jobs */
 	size_t tabcap;
@@ -84,9 +87,12 @@ struct queue {
 	unsigned commits_out;
 	uint64_t commit_hold_until, commit_backoff;
 
-	uint64_t next_move, next_reclaim, next_heartbeat, next_stats, next_gc, next_peers;
+	uint64_t next_move, next_reclaim, next_heartbeat, next_stats, next_gc, next_peers, next_dead;
 	uint64_t reclaim_ms, heartbeat_ms;
 	uint64_t peers_since; /* mono ms of the first J:procs reply (0: none yet) */
+	uint64_t dead_left;   /* entries still pending at dead consumers (last qscript_dead) */
+	bool own_done;        /* our consumer's pending entries read back once (on_own) */
+	char own_cursor[48];
 	char reclaim_cursor[48];
 	uint32_t rng;
 	struct queue_stats st;
@@ -119,10 +125,26 @@ struct redisContext *qsync_connect(const char *url, const char *password, char *
 int qsync_reply_err(struct redisContext *c, struct redisReply *r, const char *what, char *err,
 		    size_t errlen);
 
+unsigned qroom(const struct queue *q); /* claims that fit under max_inflight now */
+/* Hand the entries of an XREADGROUP/XCLAIM reply list to the host (or commit
+ * their rejection); reclaimed: counted and logged as such. */
+void qtake_entries(struct queue *q, const struct redisReply *list, bool reclaimed);
+static inline int qconn_sendv(struct qconn *c, redisCallbackFn *fn, void *priv, int argc,
+			      const char **argv)
+{
+	return qconn_send(c, fn, priv, argc, argv, NULL);
+}
+
+/* queue_reclaim.c: crash recovery. Each sends one command (nothing when the
+ * connection is not ready) and counts its n in q->claim_req. */
+void qreclaim(struct queue *q);                      /* XAUTOCLAIM after visibility_timeout */
+void qdead_reclaim(struct queue *q, unsigned n);     /* qscript_dead: up to n entries */
+void qclaim_own(struct queue *q, unsigned n);        /* our own pending entries (at start) */
+
 /* queue_commit.c */
 void qcommit_enqueue(struct queue *q, struct qjob *qj);
 void qcommit_flush(struct queue *q);
 extern const char qscript_commit[], qscript_move[], qscript_gc[], qscript_peers[],
-	qscript_release[];
+	qscript_release[], qscript_dead[];
 
 #endif

@@ -400,6 +400,7 @@ int cmd_send(int argc, char **argv)
 	loop_run(l);
 	tlsrpt_flush(&cfg, &ctx);
 	deliver_free(d);
+	loop_drain(l, 1000); /* connections and watchers let go of, then freed */
 	loop_free(l);
 	for (int k = 0; k < ndr; k++) {
 		free(drs[k].rcpts);

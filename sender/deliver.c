@@ -68,6 +68,8 @@ struct deliver {
 	struct dns *dns;
 	struct tlscache *tc;
 	unsigned active;
+	struct job *jobs; /* every job not yet freed */
+	bool abandoned;   /* deliver_abandon ran */
 	unsigned sessions;
 	uint64_t next_id;
 	bool split;          /* some rule sets max_connections_total */
@@ -99,6 +101,7 @@ struct broken {
 
 struct job {
 	struct deliver *d;
+	struct job *prev, *next; /* d->jobs: deliver_abandon drops those left */
 	struct deliver_req *req;
 	uint64_t id;
 	uint64_t start;
@@ -213,23 +216,77 @@ fail:
 	return NULL;
 }
 
+static void sess_ignore(void *arg, struct smtp_session *s, enum smtp_event ev,
+			const struct smtp_status *st)
+{
+	(void)arg;
+	(void)s;
+	(void)ev;
+	(void)st;
+}
+
+static void pool_unlink(struct idle *e);
+static void job_free(struct job *j);
+
+void deliver_abandon(struct deliver *d)
+{
+	if (d == NULL || d->abandoned)
+		return;
+	d->abandoned = true;
+	loop_timer_stop(d->l, &d->sweep);
+	if (d->quiesce_done)
+		loop_timer_stop(d->l, &d->quiesce);
+	/* Exit: idle sessions and the sessions of jobs still running are closed
+	 * at once, without a QUIT; the jobs are dropped without callbacks (the
+	 * host gave up on them). Nothing may reach a job once it is freed: the
+	 * route (slot waiters), the MTA-STS lookups and DNS (their callbacks)
+	 * go first. */
+	for (unsigned i = 0; i < POOL_BUCKETS; i++)
+		while (d->pool[i]) {
+			struct idle *e = d->pool[i];
+			pool_unlink(e);
+			smtp_session_set_owner(e->s, sess_ignore, NULL);
+			smtp_session_free(e->s);
+			free(e);
+		}
+	for (struct job *j = d->jobs; j != NULL; j = j->next) {
+		loop_timer_stop(d->l, &j->rate_timer);
+		loop_task_cancel(d->l, &j->lit_task);
+		if (j->sess) {
+			smtp_session_set_owner(j->sess, sess_ignore, NULL);
+			smtp_session_free(j->sess);
+			j->sess = NULL;
+		}
+	}
+	route_free(d->route);
+	d->route = NULL;
+	stspol_free(d->sts);
+	d->sts = NULL;
+	dns_free(d->dns);
+	d->dns = NULL;
+	while (d->jobs) {
+		d->active--;
+		job_free(d->jobs);
+	}
+	/* The sessions' own teardown (a deferred task each) counts them down
+	 * in d->sessions: d stays until it has run. */
+	if (d->sessions > 0 && loop_drain(d->l, 2000) != 0 && d->sessions > 0)
+		log_warn("evt=deliver_abandon_sessions_left n=%u", d->sessions);
+}
+
 void deliver_free(struct deliver *d)
 {
 	if (d == NULL)
 		return;
-	deliver_flush_pool(d);
-	loop_timer_stop(d->l, &d->sweep);
-	if (d->quiesce_done)
-		loop_timer_stop(d->l, &d->quiesce);
-	stspol_free(d->sts);
-	route_free(d->route);
+	deliver_abandon(d);
+	if (d->sessions > 0)
+		return; /* at exit: a leak rather than a use after free */
 	for (unsigned i = 0; i < POOL_BUCKETS; i++)
 		while (d->broken[i]) {
 			struct broken *b = d->broken[i];
 			d->broken[i] = b->next;
 			free(b);
 		}
-	dns_free(d->dns);
 	tlscache_free(d->tc);
 	free(d);
 }
@@ -256,7 +313,8 @@ static void pool_unlink(struct idle *e)
 static void slot_gone(void *arg, const char *mx_host)
 {
 	struct deliver *d = arg;
-	route_slot_release(d->route, mx_host);
+	if (d->route) /* NULL: deliver_free is settling the last sessions */
+		route_slot_release(d->route, mx_host);
 }
 
 /* Close idle connection e: QUIT; its slot is free once the server closed. */
@@ -516,6 +574,12 @@ static void remember_broken(struct deliver *d, const char *key, uint64_t ttl_ms)
 
 static void job_free(struct job *j)
 {
+	if (j->prev)
+		j->prev->next = j->next;
+	else
+		j->d->jobs = j->next;
+	if (j->next)
+		j->next->prev = j->prev;
 	if (j->has_pol)
 		sts_policy_fini(&j->pol);
 	free(j->mx_pending);
@@ -1095,6 +1159,10 @@ int deliver_submit(struct deliver *d, struct deliver_req *req)
 	struct job *j = xcalloc(1, sizeof(*j));
 	j->d = d;
 	j->req = req;
+	j->next = d->jobs;
+	if (d->jobs)
+		d->jobs->prev = j;
+	d->jobs = j;
 	j->id = ++d->next_id;
 	j->start = loop_now(d->l);
 	config_rule_for(d->cfg, req->domain, NULL, &j->rule);

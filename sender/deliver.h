@@ -124,8 +124,15 @@ struct deliver_stats {
  * NULL with err filled on failure (bad CA file, bad DNS servers). */
 struct deliver *deliver_new(struct loop *l, const struct config *c, const struct deliver_opts *o,
 			    char *err, size_t errlen);
-/* Free the engine. Requests still running are abandoned without callbacks
- * (call only when idle or at exit). */
+/* At exit, on the loop's thread: requests still running are dropped without
+ * callbacks, every session is closed at once (no QUIT), and the loop runs
+ * (loop_drain, at most 2 s) until they are gone. Nothing works afterwards but
+ * deliver_free. Idempotent. */
+void deliver_abandon(struct deliver *d);
+/* Free the engine: deliver_abandon first (so, with requests or sessions left,
+ * on the loop's thread), then the rest, which any thread may free (TLS
+ * contexts: free them where they were made, OpenSSL 3.0's thread-stop
+ * handlers outlive an OSSL_LIB_CTX freed on another thread). */
 void deliver_free(struct deliver *d);
 /* Start delivering. Returns 0, or -EINVAL if req is malformed (no callbacks then). */
 int deliver_submit(struct deliver *d, struct deliver_req *req);

@@ -54,8 +54,10 @@ struct loop {
 	atomic_bool wake_pending; /* an eventfd write is on its way: later wakes need none */
 	uint64_t wake_buf;
 	struct loop_op wake_op;
-	loop_wake_fn *wake_fn;
+	loop_wake_fn *wake_fn; /* NULL after loop_wake_fini */
 	void *wake_arg;
+	struct loop_watch *watches; /* every watcher not yet freed (loop_free frees the dead) */
+	uint64_t drain_until;       /* loop_drain's deadline (0: not draining) */
 };
 
 struct loop_watch {
@@ -70,7 +72,19 @@ struct loop_watch {
 	bool in_cb;       /* inside fn: never free here (STYLE 5.1) */
 	loop_watch_fn *fn;
 	void *arg;
+	struct loop_watch *prev, *next; /* l->watches */
 };
+
+static void watch_destroy(struct loop_watch *w)
+{
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		w->l->watches = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	free(w);
+}
 
 static uint64_t now_ms(void)
 {
@@ -192,6 +206,14 @@ void loop_free(struct loop *l)
 	if (l->wake_fd != -1)
 		close(l->wake_fd);
 	io_uring_queue_exit(&l->ring);
+	/* Watchers freed by their owners whose poll (or poll-remove) never
+	 * completed: the kernel has let go of them with the ring. A live one
+	 * stays its owner's. */
+	for (struct loop_watch *w = l->watches, *next; w != NULL; w = next) {
+		next = w->next;
+		if (w->dead)
+			watch_destroy(w);
+	}
 	if (l->br) {
 		munmap(l->br, BUF_COUNT * sizeof(struct io_uring_buf));
 		munmap(l->bufs, (size_t)BUF_COUNT * BUF_SIZE);
@@ -200,6 +222,18 @@ void loop_free(struct loop *l)
 		free(l->spare[--l->nspare]);
 	free(l->heap);
 	free(l);
+}
+
+int loop_drain(struct loop *l, unsigned limit_ms)
+{
+	if (l->task_head == NULL && l->inflight <= (l->wake_fd != -1 ? 1u : 0u))
+		return 0; /* nothing to settle (and a loop never run stays unclaimed) */
+	l->drain_until = now_ms() + (limit_ms ? limit_ms : 1);
+	int r = loop_run(l);
+	l->drain_until = 0;
+	if (r == 0 && (l->task_head != NULL || l->inflight > (l->wake_fd != -1 ? 1u : 0u)))
+		r = -ETIMEDOUT;
+	return r;
 }
 
 void loop_stop(struct loop *l)
@@ -505,7 +539,7 @@ static void watch_settle(struct loop_watch *w)
 	}
 	if (w->dead) {
 		if (!w->in_cb)
-			free(w);
+			watch_destroy(w);
 	} else if (w->want != 0)
 		watch_arm(w);
 }
@@ -554,6 +588,10 @@ struct loop_watch *loop_watch_new(struct loop *l, int fd, loop_watch_fn *fn, voi
 	w->fd = fd;
 	w->fn = fn;
 	w->arg = arg;
+	w->next = l->watches;
+	if (l->watches)
+		l->watches->prev = w;
+	l->watches = w;
 	return w;
 }
 
@@ -585,7 +623,14 @@ static void wake_cqe(struct loop_op *op, int res, unsigned flags)
 	 * was made after this, and that push's wake writes again. */
 	atomic_store(&l->wake_pending, false);
 	loop_read(l, &l->wake_op, l->wake_fd, &l->wake_buf, sizeof(l->wake_buf));
-	l->wake_fn(l->wake_arg);
+	if (l->wake_fn != NULL)
+		l->wake_fn(l->wake_arg);
+}
+
+void loop_wake_fini(struct loop *l)
+{
+	l->wake_fn = NULL;
+	l->wake_arg = NULL;
 }
 
 int loop_wake_init(struct loop *l, loop_wake_fn *fn, void *arg)
@@ -629,13 +674,20 @@ int loop_run(struct loop *l)
 		run_tasks(l);
 		if (l->stop)
 			break;
+		/* loop_drain: done when only the wake-up read is left, or at the deadline */
+		if (l->drain_until != 0 &&
+		    ((l->task_head == NULL && l->inflight <= (l->wake_fd != -1 ? 1u : 0u)) ||
+		     l->now >= l->drain_until))
+			break;
 		struct __kernel_timespec ts, *tsp = NULL;
 		if (l->task_head != NULL) {
 			ts.tv_sec = 0;
 			ts.tv_nsec = 0;
 			tsp = &ts;
-		} else if (l->nheap > 0) {
-			uint64_t when = l->heap[1]->when;
+		} else if (l->nheap > 0 || l->drain_until != 0) {
+			uint64_t when = l->nheap > 0 ? l->heap[1]->when : l->drain_until;
+			if (l->drain_until != 0 && l->drain_until < when)
+				when = l->drain_until;
 			uint64_t d = when > l->now ? when - l->now : 0;
 			ts.tv_sec = (long long)(d / 1000);
 			ts.tv_nsec = (long long)(d % 1000) * 1000000;

@@ -58,10 +58,17 @@ typedef void loop_watch_fn(void *arg, int fd, unsigned revents);
 /* Create a loop with a ring of `entries` SQEs. Returns NULL and sets *err
  * (-errno) on failure; checks the kernel supports the ops we use. */
 struct loop *loop_new(unsigned entries, int *err);
-/* Free the loop. Ops still in flight are abandoned (call at exit only). */
+/* Free the loop. Ops still in flight are abandoned (call at exit only); the
+ * watchers their owners freed (loop_watch_free) whose polls were still armed
+ * are freed here. */
 void loop_free(struct loop *l);
 /* Run until loop_stop(). Returns 0, or -errno if the ring itself fails. */
 int loop_run(struct loop *l);
+/* At exit, before loop_free: run until no task is queued and no op is in
+ * flight (the wake-up read aside), e.g. connections closing after their
+ * owners were freed, at most limit_ms (also stops at loop_stop). 0, -ETIMEDOUT
+ * if something is still in flight then, or -errno. On the loop's own thread. */
+int loop_drain(struct loop *l, unsigned limit_ms);
 /* Make loop_run() return after the current iteration. Callable from callbacks. */
 void loop_stop(struct loop *l);
 /* Monotonic milliseconds, refreshed once per iteration (cheap). */
@@ -130,5 +137,8 @@ void loop_watch_free(struct loop_watch *w);
 typedef void loop_wake_fn(void *arg);
 int loop_wake_init(struct loop *l, loop_wake_fn *fn, void *arg);
 void loop_wake(struct loop *l);
+/* fn is never called again (its arg may be freed); a wake still in flight
+ * completes into nothing. The eventfd stays until loop_free. */
+void loop_wake_fini(struct loop *l);
 
 #endif

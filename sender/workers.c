@@ -89,6 +89,7 @@ struct worker {
 	struct waker wake_feeder_now;  /* the same, at the end of this iteration */
 	unsigned unwoken;              /* results posted since the feeder was last woken */
 	unsigned holding;              /* requests taken and not yet done */
+	struct proxy *proxies;         /* ... each one's proxy */
 	struct waker wake_me;     /* runs on the feeder's loop */
 	bool stopping;
 };
@@ -109,6 +110,7 @@ struct proxy {
 	struct deliver_req req;
 	struct deliver_req *orig;
 	struct worker *w;
+	struct proxy *prev, *next; /* w->proxies: freed at exit if still running */
 };
 
 static void mpsc_init(struct mpsc *q)
@@ -222,10 +224,21 @@ static void proxy_rcpt(void *arg, int idx, const struct deliver_result *r)
 	post(p->w, m);
 }
 
+static void proxy_unlink(struct proxy *p)
+{
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		p->w->proxies = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+}
+
 static void proxy_done(void *arg)
 {
 	struct proxy *p = arg;
 	p->w->holding--;
+	proxy_unlink(p);
 	struct msg *m = msg_get(&p->w->spare);
 	m->kind = M_DONE;
 	m->req = p->orig;
@@ -288,6 +301,11 @@ static void worker_wake(void *arg)
 		p->req.arg = p;
 		p->orig = m->req;
 		p->w = w;
+		p->prev = NULL;
+		p->next = w->proxies;
+		if (w->proxies)
+			w->proxies->prev = p;
+		w->proxies = p;
 		msg_put(m);
 		if (deliver_submit(w->d, &p->req) != 0) {
 			log_error("evt=worker_submit_failed worker=%d", w->i);
@@ -302,6 +320,20 @@ static void *worker_main(void *arg)
 	int r = loop_run(w->l);
 	if (r < 0)
 		log_panic("evt=worker_loop_failed worker=%d err=%s", w->i, strerror(-r));
+	/* Stopped: the engine drops what still runs (no callbacks, so no
+	 * more results) and settles its connections on this thread, the ring's
+	 * only issuer; then the requests' proxies go. The engine itself is
+	 * freed by workers_free, on the thread that made its TLS contexts. */
+	loop_wake_fini(w->l); /* no request reaches the engine now: the rest of
+			       * the inbox is freed by workers_free */
+	deliver_abandon(w->d);
+	while (w->proxies) {
+		struct proxy *p = w->proxies;
+		proxy_unlink(p);
+		free(p);
+	}
+	if ((r = loop_drain(w->l, 1000)) < 0)
+		log_warn("evt=worker_drain worker=%d err=%s", w->i, strerror(-r));
 	return NULL;
 }
 
@@ -500,6 +532,9 @@ void workers_free(struct workers *ws, unsigned grace_ms)
 		loop_free(w->l);
 		msg_free_all(&w->inbox, false);
 	}
+	/* The feeder's loop runs again (the final settle pass) after this:
+	 * its wake-up must not reach ws. */
+	loop_wake_fini(ws->feeder);
 	msg_free_all(&ws->outbox, false);
 	for (int i = 0; i < ws->n; i++)
 		msg_free_all(&ws->w[i].spare, true);

@@ -38,6 +38,8 @@ aof.test. MX 10 mx7.test.
 mx7.test. A 127.0.3.7
 chunk.test. MX 10 mx9.test.
 mx9.test. A 127.0.3.9
+crash.test. MX 10 mx13.test.
+mx13.test. A 127.0.3.13
 "
 # t_dns_burst: 1,500 domains (b1.burst.test ... b1500.burst.test) over 100 MX hosts
 # (bmx1.test ... bmx100.test = 127.0.60.1-100, the sink "burst")
@@ -69,6 +71,7 @@ if [ -z "$INTEG_MISSING" ]; then
 	start_sink drill --listen "127.0.3.5:$SINK_PORT" --threads 2 || integ_missing "sink drill"
 	start_sink two --listen "127.0.3.6:$SINK_PORT" --threads 2 || integ_missing "sink two"
 	start_sink aof --listen "127.0.3.7:$SINK_PORT" --threads 2 || integ_missing "sink aof"
+	start_sink crash --listen "127.0.3.13:$SINK_PORT" --threads 2 || integ_missing "sink crash"
 	start_sink chunk --listen "127.0.3.9:$SINK_PORT" --chunking || integ_missing "sink chunk"
 	start_sink burst --listen "127.0.60.1-127.0.60.100:$SINK_PORT" --threads 2 || integ_missing "sink burst"
 	start_sink cap --listen "127.0.3.10:$SINK_PORT" --delay-ms 40 || integ_missing "sink cap"
@@ -785,6 +788,167 @@ t_kill_drill() {
 	queue_clean "$p"
 }
 
+# Crash recovery in seconds: CRASH_N (default 6,000; the README's figure is
+# from CRASH_N=20000 ONLY=t_crash_restart) jobs of 4 KB, `mxsend run` killed
+# with -9 at ~30 % and restarted at once. The visibility timeout is 5 min, so
+# the dead consumer's entries coming back within seconds is the heartbeat's
+# doing (qscript_dead): the new process claims them once the old heartbeat in
+# mxsend:jobs:procs is 10 s old, then deletes the old consumer. Every
+# recipient ends with one final result, nothing stays pending, duplicates are
+# at most what the dead process held. Figures: ms from the restart to the
+# first delivery, to the old consumer's last entry claimed, to the end.
+t_crash_restart() {
+	start_redis -n crash || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf n=${CRASH_N:-6000} at old pend0 r0 t0 now
+	local first="" back="" i dups
+	mkconf "$conf" "$REDIS_URL" "max_inflight = 2000" \
+		"$(printf '[domain crash.test]\nport = %s\nmax_connections = 20\n' "$SINK_PORT")"
+	sed -i 's/^visibility_timeout = 2s$/visibility_timeout = 5m/' "$conf"
+	pipe_jobs "$p" "$n" "crash.test" cr 4000 || fail "enqueue"
+	assert_eq "queued" "$n" "$(rcli "$p" XLEN mxsend:jobs)"
+	at=$((n * 3 / 10))
+	mx_start run0 "$conf" || return 1
+	old=$(hostname):$MX_PID
+	wait_until 120 redis_ge "$p" "$at" XLEN mxsend:results || fail "fewer than $at results after 120 s"
+	assert_eq "run0 killed" 137 "$(mx_stop run0 KILL)"
+	pend0=$(rcli "$p" XPENDING mxsend:jobs mxsend | head -n 1)
+	r0=$(rcli "$p" XLEN mxsend:results)
+	assert_ge "entries the killed process left pending" 1 "$pend0"
+	t0=$(date +%s%3N)
+	mx_start run1 "$conf" || return 1
+	for ((i = 0; i < 300; i++)); do
+		now=$(date +%s%3N)
+		[ -z "$first" ] && [ "$(rcli "$p" XLEN mxsend:results)" -gt "$r0" ] && first=$((now - t0))
+		if [ -z "$back" ] && ! rcli "$p" XINFO CONSUMERS mxsend:jobs mxsend | grep -qxF "$old"; then
+			back=$((now - t0))
+		fi
+		[ -n "$first" ] && [ -n "$back" ] && break
+		sleep 0.1
+	done
+	wait_until 120 finals_ge "$p" "$n" ||
+		fail "not all $n jobs finished within 120 s ($(final_count "$p"))"
+	now=$(date +%s%3N)
+	wait_until 5 redis_is "$p" 0 XLEN mxsend:jobs
+	assert_eq "run1 exit status" 0 "$(mx_stop run1)"
+	dups=$(($(sink_msgs crash cr) - $(sink_jobs crash cr)))
+	echo "crash: $n jobs of 4 KB, kill -9 after $r0 results ($pend0 pending), restart: first delivery ${first:-never} ms, old consumer's entries claimed and consumer deleted ${back:-never} ms, all done $((now - t0)) ms; duplicates $dups" >>"$FIG"
+	assert_lt "ms from the restart to the first delivery" 15000 "${first:-999999}"
+	assert_lt "ms from the restart to the dead consumer's entries claimed" 15000 "${back:-999999}"
+	assert_match "run1 claimed the dead consumer's entries" 'evt=dead_consumers claimed=[1-9]' \
+		"$(cat "$CASE_DIR/run1/log")"
+	once_each "$p" "$n" delivered
+	assert_eq "distinct jobs at the sink" "$n" "$(sink_jobs crash cr)"
+	assert_ge "duplicates at most what the killed process held ($pend0)" "$dups" "$pend0"
+	queue_clean "$p"
+}
+
+# Consumers that are not mxsend processes we started: "ghost:1" holds 50
+# entries and never had a heartbeat in mxsend:jobs:procs (a process that died
+# before its first one); "live:2" holds 50 and its heartbeat is kept fresh by
+# the test. With a 5 min visibility timeout, mxsend takes the ghost's entries
+# within ~12 s and deletes it, leaves live:2's alone while its heartbeat goes
+# on, and takes them within ~12 s of the heartbeat stopping.
+t_dead_ghost() {
+	start_redis -n ghost || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf n=200 t0 hb i
+	mkconf "$conf" "$REDIS_URL" "" "$(printf '[domain crash.test]\nport = %s\n' "$SINK_PORT")"
+	sed -i 's/^visibility_timeout = 2s$/visibility_timeout = 5m/' "$conf"
+	pipe_jobs "$p" "$n" "crash.test" gh || fail "enqueue"
+	rcli "$p" XGROUP CREATE mxsend:jobs mxsend 0 >/dev/null
+	rcli "$p" XREADGROUP GROUP mxsend ghost:1 COUNT 50 STREAMS mxsend:jobs '>' >/dev/null
+	rcli "$p" XREADGROUP GROUP mxsend live:2 COUNT 50 STREAMS mxsend:jobs '>' >/dev/null
+	: >"$CASE_DIR/hb.on"
+	( # live:2's heartbeat, every 0.5 s while hb.on exists (60 s at most)
+		for ((i = 0; i < 120; i++)); do
+			[ -e "$CASE_DIR/hb.on" ] || break
+			rcli "$p" EVAL "local t = redis.call('TIME')
+				redis.call('HSET', KEYS[1], 'live:2', t[1] * 1000 + math.floor(t[2] / 1000))" \
+				1 mxsend:jobs:procs >/dev/null
+			sleep 0.5
+		done
+	) &
+	hb=$!
+	t0=$(date +%s%3N)
+	mx_start run "$conf" || return 1
+	wait_until 25 finals_ge "$p" 150 || fail "the 100 unclaimed and the ghost's 50 not finished in 25 s"
+	assert_lt "ms to the ghost's entries done" 16000 "$(($(date +%s%3N) - t0))"
+	assert_eq "ghost:1 deleted" "" "$(rcli "$p" XINFO CONSUMERS mxsend:jobs mxsend | grep -x 'ghost:1')"
+	assert_eq "live:2's entries left alone (heartbeat fresh)" 50 \
+		"$(rcli "$p" XPENDING mxsend:jobs mxsend - + 100 live:2 | grep -c '^live:2$')"
+	rm -f "$CASE_DIR/hb.on"
+	wait "$hb"
+	t0=$(date +%s%3N)
+	wait_until 25 finals_ge "$p" "$n" || fail "live:2's entries not taken in 25 s after its heartbeat stopped"
+	assert_ge "ms before live:2's entries were taken (heartbeat 10 s old)" 8000 "$(($(date +%s%3N) - t0))"
+	assert_lt "ms to live:2's entries done" 16000 "$(($(date +%s%3N) - t0))"
+	wait_until 5 redis_is "$p" 0 XLEN mxsend:jobs
+	assert_eq "exit status" 0 "$(mx_stop run)"
+	assert_match "dead consumers claimed" 'evt=dead_consumers claimed=50 left=0 removed=1' "$(cat "$CASE_DIR/run/log")"
+	once_each "$p" "$n" delivered
+	queue_clean "$p"
+}
+
+# Three processes share the group; one is killed with -9 at ~30 % and not
+# restarted: the two left both run qscript_dead and race for its entries
+# (5 min visibility timeout): within 15 s they are all taken, each by one of
+# them, and the dead consumer is deleted; one final result per recipient.
+t_kill_one_of_three() {
+	start_redis -n three || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf n=6000 old t0 pend0 c
+	mkconf "$conf" "$REDIS_URL" "$(printf 'max_inflight = 1000\nredis:batch = 100')" \
+		"$(printf '[domain crash.test]\nport = %s\n' "$SINK_PORT")"
+	sed -i 's/^visibility_timeout = 2s$/visibility_timeout = 5m/' "$conf"
+	pipe_jobs "$p" "$n" "crash.test" k3 1000 || fail "enqueue"
+	mx_start a "$conf" || return 1
+	old=$(hostname):$MX_PID
+	mx_start b "$conf" || return 1
+	mx_start c "$conf" || return 1
+	wait_until 60 redis_ge "$p" $((n * 3 / 10)) XLEN mxsend:results || fail "no progress"
+	assert_eq "a killed" 137 "$(mx_stop a KILL)"
+	pend0=$(rcli "$p" XPENDING mxsend:jobs mxsend - + 5000 "$old" | grep -c "^$old\$")
+	assert_ge "entries a left pending" 1 "$pend0"
+	t0=$(date +%s%3N)
+	wait_until 20 eval '! rcli "$p" XINFO CONSUMERS mxsend:jobs mxsend | grep -qxF "$old"' ||
+		fail "a's consumer still there 20 s after the kill"
+	assert_lt "ms from the kill to a's entries all taken" 15000 "$(($(date +%s%3N) - t0))"
+	wait_until 90 finals_ge "$p" "$n" || fail "not all $n finished within 90 s ($(final_count "$p"))"
+	wait_until 5 redis_is "$p" 0 XLEN mxsend:jobs
+	assert_eq "exit status b" 0 "$(mx_stop b)"
+	assert_eq "exit status c" 0 "$(mx_stop c)"
+	c=$(cat "$CASE_DIR/b/log" "$CASE_DIR/c/log" | sed -n 's/.*evt=dead_consumers claimed=\([0-9]*\).*/\1/p' |
+		awk '{ s += $1 } END { print s + 0 }')
+	assert_eq "entries of a taken by b and c together, each once" "$pend0" "$c"
+	once_each "$p" "$n" delivered
+	assert_eq "distinct jobs at the sink" "$n" "$(sink_jobs crash k3)"
+	queue_clean "$p"
+}
+
+# A process restarted under its old consumer name (same host and pid, as pid 1
+# in a container is): 40 entries already pending under that name are read
+# back at start (XREADGROUP ... 0), not left for the 5 min visibility timeout.
+t_same_name() {
+	start_redis -n same || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf n=100 t0
+	mkconf "$conf" "$REDIS_URL" "" "$(printf '[domain crash.test]\nport = %s\n' "$SINK_PORT")"
+	sed -i 's/^visibility_timeout = 2s$/visibility_timeout = 5m/' "$conf"
+	pipe_jobs "$p" "$n" "crash.test" sn || fail "enqueue"
+	rcli "$p" XGROUP CREATE mxsend:jobs mxsend 0 >/dev/null
+	# the wrapper claims 40 under "host:its pid", then becomes mxsend (same pid)
+	printf '#!/bin/bash\nredis-cli -p %s XREADGROUP GROUP mxsend "$(hostname):$$" COUNT 40 STREAMS mxsend:jobs ">" >/dev/null\nexec %q "$@"\n' \
+		"$p" "$MXSEND" >"$CASE_DIR/wrap.sh"
+	chmod +x "$CASE_DIR/wrap.sh"
+	t0=$(date +%s%3N)
+	MXSEND=$CASE_DIR/wrap.sh mx_start run "$conf" || return 1
+	wait_until 30 finals_ge "$p" "$n" || fail "not all $n finished within 30 s"
+	assert_lt "ms to all delivered (no 10 s heartbeat wait, no visibility timeout)" 8000 "$(($(date +%s%3N) - t0))"
+	wait_until 5 redis_is "$p" 0 XLEN mxsend:jobs
+	assert_eq "exit status" 0 "$(mx_stop run)"
+	assert_eq "own pending entries read back" 40 \
+		"$(sed -n 's/.*evt=own_pending_reclaimed n=\([0-9]*\).*/\1/p' "$CASE_DIR/run/log" | awk '{ s += $1 } END { print s + 0 }')"
+	once_each "$p" "$n" delivered
+	queue_clean "$p"
+}
+
 # redis-server (AOF, fsync always) is killed and restarted in the middle.
 t_redis_restart() {
 	start_redis -n aof --aof || return 1
@@ -987,6 +1151,10 @@ qcase "hold, list, release by id and by domain" t_hold_release
 qcase "Redis down at start: back-off, then delivery" t_redis_down
 qcase "unix socket, database number, password (config and URL)" t_unix_auth
 qcase "kill -9 three times during 20,000 jobs: one final result each" t_kill_drill
+qcase "kill -9 at 30 % and restart: the dead process's jobs claimed within 15 s (heartbeat, not the 5 min visibility timeout), one final result each, nothing pending" t_crash_restart
+qcase "a consumer that never had a heartbeat is taken over within ~12 s, one whose heartbeat is fresh is not, until it stops" t_dead_ghost
+qcase "three processes, one killed with -9: the two others race for its entries, each taken once, within 15 s" t_kill_one_of_three
+qcase "restarted under its old consumer name (host:pid reused): its old pending entries read back at once" t_same_name
 qcase "redis-server killed and restarted (AOF): no job lost" t_redis_restart
 qcase "two processes share the group, no double delivery" t_two_processes
 qcase "deliveries slower than the visibility timeout stay claimed" t_heartbeat

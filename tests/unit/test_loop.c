@@ -146,6 +146,13 @@ static void stop_timer(struct loop_timer *t)
 	(void)t;
 }
 
+static struct loop *stop_l;
+static void stop_timer_l(struct loop_timer *t)
+{
+	(void)t;
+	loop_stop(stop_l);
+}
+
 static void t_watch(void)
 {
 	struct loop *l = mk();
@@ -188,10 +195,77 @@ static void t_watch(void)
 	loop_free(l);
 }
 
+static int wakes;
+static void wake_fn(void *arg)
+{
+	(void)arg;
+	wakes++;
+}
+
+/* Exit paths: a watcher freed while its poll is armed and the loop never run
+ * again is freed by loop_free (LeakSanitizer checks); loop_drain settles
+ * what is in flight and gives up at its deadline; after loop_wake_fini a
+ * wake-up reaches nothing (its arg may be freed). */
+static void t_exit(void)
+{
+	struct loop *l = mk();
+	int p[2];
+	CHECK(pipe(p) == 0);
+	struct wctx w = { .l = l };
+	struct loop_watch *rd = loop_watch_new(l, p[0], watch_fn, &w);
+	loop_watch_set(rd, LOOP_READ);
+	loop_watch_free(rd); /* the poll was never even submitted */
+	loop_free(l);
+
+	l = mk();
+	CHECK_INT(loop_drain(l, 100), 0); /* nothing to settle: at once */
+	rd = loop_watch_new(l, p[0], watch_fn, &w);
+	loop_watch_set(rd, LOOP_READ);
+	loop_watch_free(rd);
+	CHECK_INT(loop_drain(l, 1000), 0); /* poll + poll-remove completed */
+	CHECK_INT(loop_inflight(l), 0);
+	CHECK_INT(w.calls, 0);
+	/* a read that never completes: drain stops at its deadline */
+	char buf[4];
+	struct io rx = { .op.fn = io_done, .l = l };
+	loop_read(l, &rx.op, p[0], buf, sizeof(buf));
+	uint64_t t0 = mono_ms();
+	CHECK_INT(loop_drain(l, 100), -ETIMEDOUT);
+	uint64_t dt = mono_ms() - t0;
+	CHECK(dt >= 90 && dt < 1000);
+	CHECK_INT(rx.count, 0);
+	CHECK(write(p[1], "z", 1) == 1);
+	CHECK_INT(loop_drain(l, 1000), 0);
+	CHECK_INT(rx.count, 1);
+	CHECK_INT(rx.res, 1);
+
+	/* wake-up: delivered, then nothing after loop_wake_fini */
+	CHECK_INT(loop_wake_init(l, wake_fn, NULL), 0);
+	struct loop_timer t;
+	loop_timer_init(&t, stop_timer_l);
+	stop_l = l;
+	loop_wake(l);
+	for (int i = 0; i < 50 && wakes == 0; i++) {
+		loop_timer_arm(l, &t, 20);
+		loop_run(l);
+	}
+	CHECK_INT(wakes, 1);
+	loop_wake_fini(l);
+	loop_wake(l);
+	loop_timer_arm(l, &t, 50);
+	loop_run(l);
+	CHECK_INT(wakes, 1);
+	CHECK_INT(loop_drain(l, 100), 0); /* the wake-up read does not count */
+	close(p[0]);
+	close(p[1]);
+	loop_free(l);
+}
+
 static const struct t_case cases[] = {
 	{ "timers fire in deadline order; stopped timer never fires", t_timers },
 	{ "send/recv over socketpair; cancel gives -ECANCELED", t_send_recv },
 	{ "deferred task runs once", t_defer },
 	{ "watchers: write/read readiness, mask change, free while armed", t_watch },
+	{ "exit: loop_free frees watchers freed while armed, loop_drain, loop_wake_fini", t_exit },
 };
 T_MAIN(cases)

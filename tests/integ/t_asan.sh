@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# tests/integ/t_asan.sh: mxsend built with ASan/UBSan (build/asan/mxsend, no
+# jemalloc) through its start-up and shutdown paths: `mxsend send` (delivered,
+# DNS failure), `mxsend run --until-empty`, and SIGTERM while idle and while
+# many jobs are in flight. Every case asserts the exit status, the results
+# written, and a stderr free of AddressSanitizer, UBSan ("runtime error") and
+# LeakSanitizer reports (detect_leaks=1).
+# shellcheck disable=SC2317 # case functions run indirectly, each in its run_case subshell
+set -u
+MXSEND=${MXSEND_ASAN:-$(cd "$(dirname "$0")/../.." && pwd)/build/asan/mxsend}
+# shellcheck source=tests/integ/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+integ_setup mx1.test mx2.test
+integ_require mxsend mxsink redis-server redis-cli unbound timeout
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export LSAN_OPTIONS=exitcode=98
+
+if [ -z "$INTEG_MISSING" ]; then
+	start_unbound "ok.test. MX 10 mx1.test.
+mx1.test. A 127.0.3.1
+slow.test. MX 10 mx2.test.
+mx2.test. A 127.0.3.2" || integ_missing "unbound"
+	start_sink good --listen "127.0.3.1:$SINK_PORT" --threads 2 --rcpt 'bounce*=550 5.1.1 no such user' ||
+		integ_missing "sink good"
+	start_sink slow --listen "127.0.3.2:$SINK_PORT" --threads 2 --delay-ms 300 || integ_missing "sink slow"
+fi
+MSG=$INTEG_DIR/msg.eml
+printf 'Subject: asan test\nFrom: a@src.test\n\nhello\n' >"$MSG"
+
+# clean_stderr FILE: no sanitizer report in FILE.
+clean_stderr() {
+	local what=$1 f=$2
+	assert_no_match "$what: sanitizer report" 'ERROR: AddressSanitizer|runtime error|LeakSanitizer|SUMMARY: (Address|Undefined)' \
+		"$(cat "$f" 2>/dev/null)" || { diag "stderr tail:"; tail -n 40 "$f" | sed 's/^/  | /'; }
+}
+
+rcli() {
+	local p=$1
+	shift
+	timeout 10 redis-cli -p "$p" --raw "$@"
+}
+
+# pipe_jobs PORT N DOMAIN PREFIX: N jobs to u<i>@DOMAIN.
+pipe_jobs() {
+	awk -v n="$2" -v dom="$3" -v pre="$4" 'BEGIN {
+		for (i = 1; i <= n; i++) {
+			to = "u" i "@" dom
+			data = "X-Job: " pre "-" i "\r\nSubject: test " i "\r\n\r\nbody " i "\r\n"
+			id = pre "-" i
+			printf "*11\r\n$4\r\nXADD\r\n$11\r\nmxsend:jobs\r\n$1\r\n*\r\n"
+			printf "$4\r\nfrom\r\n$15\r\nsender@src.test\r\n"
+			printf "$2\r\nto\r\n$%d\r\n%s\r\n", length(to), to
+			printf "$4\r\ndata\r\n$%d\r\n%s\r\n", length(data), data
+			printf "$2\r\nid\r\n$%d\r\n%s\r\n", length(id), id
+		}
+	}' | timeout 60 redis-cli -p "$1" --pipe >/dev/null
+}
+
+# status_count PORT STATUS: results with STATUS.
+status_count() {
+	rcli "$1" EVAL "local n = 0 for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+		if e[2][8] == ARGV[1] then n = n + 1 end end return n" 1 mxsend:results "$2"
+}
+
+runconf() {
+	integ_config "$1" "$(printf '[redis]\nurl = %s\n\n[retry]\nschedule = 1s\njitter = 0\n\n%s' "$2" "${3:-}")"
+	[ -n "${4:-}" ] && sed -i "/^\[mxsend\]/a $4" "$1"
+	return 0
+}
+
+# mx_bg NAME CONF ARG...: `mxsend run` in the background, stdout+stderr in
+# $CASE_DIR/NAME.err, its exit status (once it exits) in $CASE_DIR/NAME.rc.
+mx_bg() {
+	local name=$1 conf=$2
+	shift 2
+	rm -f "$CASE_DIR/$name.rc" "$CASE_DIR/$name.pid"
+	(
+		"$MXSEND" run -c "$conf" "$@" </dev/null >"$CASE_DIR/$name.err" 2>&1 &
+		echo $! >"$CASE_DIR/$name.pid"
+		wait $!
+		echo $? >"$CASE_DIR/$name.rc"
+	) &
+	for ((MX_I = 0; MX_I < 50; MX_I++)); do
+		[ -s "$CASE_DIR/$name.pid" ] && break
+		sleep 0.1
+	done
+	MX_PID=$(<"$CASE_DIR/$name.pid")
+	echo "$MX_PID asan.$name" >>"$INTEG_DIR/procs"
+}
+
+# mx_wait NAME LIMIT_S: wait for it to exit; prints its exit status or "timeout".
+mx_wait() {
+	local i
+	for ((i = 0; i < $2 * 10; i++)); do
+		[ -s "$CASE_DIR/$1.rc" ] && break
+		sleep 0.1
+	done
+	if [ -s "$CASE_DIR/$1.rc" ]; then
+		cat "$CASE_DIR/$1.rc"
+	else
+		kill -KILL "$(<"$CASE_DIR/$1.pid")" 2>/dev/null
+		echo timeout
+	fi
+}
+
+t_send_ok() {
+	timed_run 60 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send --dns "$DNS" --ca "$CA" --port "$SINK_PORT" \
+		--from a@src.test --to u1@ok.test --to bounce1@ok.test "$MSG"
+	assert_eq "exit status (one bounced)" 69 "$RUN_RC" || show_run
+	assert_match "delivered line" '^u1@ok.test delivered 250 ' "$(cat "$CASE_DIR/out")"
+	assert_match "bounced line" '^bounce1@ok.test bounced 550 ' "$(cat "$CASE_DIR/out")"
+	clean_stderr "send" "$CASE_DIR/err"
+}
+
+t_send_dnsfail() {
+	timed_run 60 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send --dns "$DNS" --ca "$CA" --port "$SINK_PORT" \
+		--from a@src.test --to u1@servfail.test --to u2@ok.test "$MSG"
+	assert_eq "exit status (one deferred)" 75 "$RUN_RC" || show_run
+	assert_match "deferred line" '^u1@servfail.test deferred ' "$(cat "$CASE_DIR/out")"
+	assert_match "delivered line" '^u2@ok.test delivered 250 ' "$(cat "$CASE_DIR/out")"
+	clean_stderr "send" "$CASE_DIR/err"
+}
+
+t_until_empty() {
+	start_redis -n empty || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf rc n=300
+	runconf "$conf" "$REDIS_URL"
+	pipe_jobs "$p" "$n" ok.test ue || fail "enqueue"
+	"$MXSEND" enqueue -c "$conf" --from a@src.test --to bounce9@ok.test --id b9 "$MSG" >/dev/null || fail "enqueue"
+	mx_bg run "$conf" --until-empty
+	rc=$(mx_wait run 60)
+	assert_eq "exit status" 0 "$rc"
+	assert_eq "delivered results" "$n" "$(status_count "$p" delivered)"
+	assert_eq "bounced results" 1 "$(status_count "$p" bounced)"
+	assert_eq "pending" 0 "$(rcli "$p" XPENDING mxsend:jobs mxsend | head -n 1)"
+	clean_stderr "run --until-empty" "$CASE_DIR/run.err"
+}
+
+t_term_idle() {
+	start_redis -n idle || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf rc i
+	runconf "$conf" "$REDIS_URL"
+	"$MXSEND" enqueue -c "$conf" --from a@src.test --to one@ok.test --id i1 "$MSG" >/dev/null || fail "enqueue"
+	mx_bg run "$conf"
+	for ((i = 0; i < 150; i++)); do
+		[ "$(status_count "$p" delivered)" = 1 ] && break
+		sleep 0.2
+	done
+	assert_eq "delivered before SIGTERM" 1 "$(status_count "$p" delivered)"
+	sleep 1
+	kill -TERM "$MX_PID"
+	rc=$(mx_wait run 20)
+	assert_eq "exit status" 0 "$rc"
+	clean_stderr "run, SIGTERM while idle" "$CASE_DIR/run.err"
+}
+
+# With the metrics listener on (its accept and connections on the feeder's ring
+# at exit), one scrape while busy, and 200 jobs whose DNS never answers
+# (drop.test: lookups in flight at SIGTERM, deferred during the shutdown).
+t_term_busy() {
+	start_redis -n busy || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf rc i n=3000 fin left retry mport
+	mport=$(integ_port) || return 1
+	runconf "$conf" "$REDIS_URL" "" "max_inflight = 1000\nmetrics = 127.0.0.1:$mport"
+	pipe_jobs "$p" 200 x.drop.test td || fail "enqueue"
+	pipe_jobs "$p" "$((n - 200))" slow.test tb || fail "enqueue"
+	mx_bg run "$conf"
+	for ((i = 0; i < 300; i++)); do
+		[ "$(rcli "$p" XLEN mxsend:results)" -ge 50 ] 2>/dev/null && break
+		sleep 0.1
+	done
+	assert_ge "results before SIGTERM" 50 "$(rcli "$p" XLEN mxsend:results)"
+	assert_match "metrics scraped while busy" '^mxsend_' "$(python3 -c 'import sys, urllib.request
+print(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode())' "$mport")"
+	assert_ge "pending (in flight) at SIGTERM" 100 "$(rcli "$p" XPENDING mxsend:jobs mxsend | head -n 1)"
+	kill -TERM "$MX_PID"
+	rc=$(mx_wait run 30)
+	assert_eq "exit status" 0 "$rc"
+	fin=$(status_count "$p" delivered)
+	left=$(rcli "$p" XLEN mxsend:jobs)
+	retry=$(rcli "$p" ZCARD mxsend:jobs:retry)
+	assert_ge "delivered" 50 "$fin"
+	assert_eq "pending after SIGTERM" 0 "$(rcli "$p" XPENDING mxsend:jobs mxsend | head -n 1)"
+	assert_eq "delivered + queued + parked for retry" "$n" "$((fin + left + retry))"
+	clean_stderr "run, SIGTERM while busy" "$CASE_DIR/run.err"
+}
+
+# acase NAME FUNC: run_case, unless ONLY (a function-name pattern) excludes it.
+acase() {
+	# shellcheck disable=SC2053 # ONLY is a glob on purpose
+	[ -n "${ONLY:-}" ] && [[ $2 != $ONLY ]] && return 0
+	run_case "$@"
+}
+
+acase "ASan: mxsend send, one delivered one bounced: exit 69, no leak" t_send_ok
+acase "ASan: mxsend send, DNS SERVFAIL + delivered: exit 75, no leak" t_send_dnsfail
+acase "ASan: mxsend run --until-empty: exit 0, results written, no report" t_until_empty
+acase "ASan: mxsend run, SIGTERM while idle: exit 0, no report" t_term_idle
+acase "ASan: mxsend run, SIGTERM with ~1,000 jobs in flight: exit 0, nothing pending, no report" t_term_busy
+integ_finish
