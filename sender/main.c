@@ -4,7 +4,7 @@
 #include <string.h>
 #include <sysexits.h>
 
-#include "sender/cmds.h"
+#include "sender/cmd/cmd.h"
 #include "sender/config.h"
 #include "sender/util.h"
 

@@ -1,4 +1,4 @@
-/* cmd_run.c: `mxsend run`: drain the Redis queue until stopped.
+/* sender/cmd/run.c: `mxsend run`: drain the Redis queue until stopped.
  *
  * Wiring only: the feeder loop (this thread) runs the queue (queue/, through
  * redis_uring) and hands each claimed job to the worker pool, one request per
@@ -14,7 +14,7 @@
  * Ownership: a struct run_job exists per job handed to us, a struct run_req per
  * (job, domain) submitted; both are freed when the pool reports done, or at
  * exit after workers_free (which abandons what is still running). */
-#include "sender/cmds.h"
+#include "sender/cmd/cmd.h"
 
 #include <errno.h>
 #include <getopt.h>

@@ -1,4 +1,4 @@
-/* cmd_check.c: `mxsend check DOMAIN`: a domain's TLS posture, for operators.
+/* sender/cmd/check.c: `mxsend check DOMAIN`: a domain's TLS posture, for operators.
  *
  *   mxsend check [-c FILE] [--dns A[:P]] [--ca FILE] [--port N] [--https-port N]
  *                [--timeout S] [--json] DOMAIN
@@ -29,7 +29,7 @@
 
 #include <jansson.h>
 
-#include "sender/cmds.h"
+#include "sender/cmd/cmd.h"
 #include "sender/config.h"
 #include "sender/dns.h"
 #include "sender/https.h"

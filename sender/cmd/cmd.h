@@ -1,9 +1,9 @@
-/* cmds.h: the subcommands of the mxsend program. Each parses its own argv
+/* sender/cmd/cmd.h: the subcommands of the mxsend program. Each parses its own argv
  * (argv[0] is the subcommand name) and returns the process exit status
  * (sysexits: 0 ok, 64 usage, 65 bad message, 69 bounced, 75 deferred,
  * 78 bad config). */
-#ifndef SENDER_CMDS_H
-#define SENDER_CMDS_H
+#ifndef SENDER_CMD_CMD_H
+#define SENDER_CMD_CMD_H
 
 struct config;
 

@@ -1,4 +1,4 @@
-/* cmd_send.c: `mxsend send`: deliver one message directly (no Redis) and print
+/* sender/cmd/send.c: `mxsend send`: deliver one message directly (no Redis) and print
  * one line per recipient. A diagnostic tool for operators and the harness of
  * the delivery tests.
  *
@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "queue/tlsrpt.h"
-#include "sender/cmds.h"
+#include "sender/cmd/cmd.h"
 #include "sender/config.h"
 #include "sender/deliver.h"
 #include "sender/log.h"

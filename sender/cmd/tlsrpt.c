@@ -1,4 +1,4 @@
-/* cmd_tlsrpt.c: `mxsend tlsrpt`: build and send the day's TLS reports
+/* sender/cmd/tlsrpt.c: `mxsend tlsrpt`: build and send the day's TLS reports
  * (RFC 8460) from the counters `mxsend run` keeps in Redis (queue/tlsrpt.h).
  *
  *   mxsend tlsrpt [-c FILE] [--dry-run] [--day YYYY-MM-DD] [--delay MAX_S]
@@ -26,12 +26,12 @@
  * submission times: run it from cron shortly after midnight UTC with e.g.
  * --delay 3600).
  *
- * Redis is used synchronously (like cmd_queue.c) and never while the loop
+ * Redis is used synchronously (like cmd/queue.c) and never while the loop
  * runs; DNS and HTTPS run on a loop, every wait bounded by --timeout.
  * Output: one key=value line per rua. Exit: 0 all sent (or nothing to do),
  * 75 something failed temporarily (retry later), 64 usage, 78 config (also: a
  * mailto: rua and no DKIM key). Settings: [tlsrpt] in the config, flags override. */
-#include "sender/cmds.h"
+#include "sender/cmd/cmd.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -198,7 +198,7 @@ static void on_deadline(struct loop_timer *t)
 }
 
 /* Cancel what is still running, then free the resolver and let the ring
- * finish (bounded: 2 s), as cmd_check.c does. */
+ * finish (bounded: 2 s), as cmd/check.c does. */
 static void drain(struct rpt *r)
 {
 	r->finishing = true;

@@ -1,8 +1,8 @@
-/* cmd_queue.c: the queue's short-lived commands: `mxsend enqueue` (push a job,
+/* sender/cmd/queue.c: the queue's short-lived commands: `mxsend enqueue` (push a job,
  * for scripts, tests and benchmarks), `mxsend held` (list held jobs) and
  * `mxsend release` (put held jobs back in the queue). They talk to Redis
  * synchronously through queue/ (no loop here, nothing else to block). */
-#include "sender/cmds.h"
+#include "sender/cmd/cmd.h"
 
 #include <errno.h>
 #include <getopt.h>
