@@ -13,18 +13,14 @@
  * once the deliveries are done (the ring is idle), added to the counters in
  * Redis with synchronous hiredis, as `mxsend run` adds its own. Redis
  * unreachable: a warning; the exit status stays the deliveries'. */
-#include <errno.h>
-#include <fcntl.h>
-#include <getopt.h>
+#include "sender/cmd/send.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sysexits.h>
-#include <unistd.h>
 
 #include "queue/tlsrpt.h"
-#include "sender/cmd/cmd.h"
 #include "sender/config.h"
 #include "sender/deliver.h"
 #include "sender/log.h"
@@ -33,7 +29,6 @@
 #include "sender/util.h"
 #include "queue/job.h"
 
-#define MAX_RCPTS 1000
 #define MAX_TLS_EVENTS 4096 /* TLS session attempts kept for TLSRPT; more are not counted */
 
 struct send_ctx {
@@ -112,38 +107,6 @@ static void tlsrpt_flush(const struct config *cfg, struct send_ctx *ctx)
 	tlsrpt_store_close(st);
 }
 
-/* Read a whole file (or stdin for "-"). Returns 0 or -errno. */
-static int slurp(const char *path, char **out, size_t *len)
-{
-	int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
-	if (fd == -1)
-		return -errno;
-	size_t cap = 65536, n = 0;
-	char *buf = xmalloc(cap);
-	for (;;) {
-		if (n == cap)
-			buf = xrealloc(buf, cap *= 2);
-		ssize_t r = read(fd, buf + n, cap - n);
-		if (r == 0)
-			break;
-		if (r == -1) {
-			if (errno == EINTR)
-				continue;
-			int e = -errno;
-			free(buf);
-			if (fd != STDIN_FILENO)
-				close(fd);
-			return e;
-		}
-		n += (size_t)r;
-	}
-	if (fd != STDIN_FILENO)
-		close(fd);
-	*out = buf;
-	*len = n;
-	return 0;
-}
-
 /* Print a server's (or DNS's) text: escaped (job_escape), so no control byte
  * reaches the terminal; quoted, a quote and a backslash escaped too. */
 static void print_text(const char *s, bool quoted)
@@ -181,237 +144,256 @@ static void stopped(void *arg)
 	loop_stop(arg);
 }
 
-static int send_usage(const char *why)
+static int send_flag(void *opts, int ch, const char *arg, const char **why)
 {
-	if (why)
-		fprintf(stderr, "mxsend send: %s\n", why);
-	fprintf(stderr, "usage: mxsend send [-c FILE] [--dns A[:P]] [--ca FILE] [--tls none|may|encrypt|verify]\n"
-			"                   [--port N] [--helo NAME] [--log LEVEL] --from A --to B [--to C ...] MSG|-\n");
-	return EX_USAGE;
+	struct cmd_send_opts *o = opts;
+	switch (ch) {
+	case 'f':
+		o->from = arg;
+		return 0;
+	case 'r':
+		if (o->nrcpt == CMD_SEND_MAX_RCPTS) {
+			*why = "too many recipients";
+			return -1;
+		}
+		o->rcpts[o->nrcpt++] = arg;
+		return 0;
+	default:
+		return -1;
+	}
 }
 
-int cmd_send(int argc, char **argv)
+int cmd_send_parse(int argc, char **argv, struct cmd_send_opts *o)
 {
-	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' }, { "dns", required_argument, NULL, 'd' },
-		{ "ca", required_argument, NULL, 'a' },     { "tls", required_argument, NULL, 't' },
-		{ "port", required_argument, NULL, 'p' },   { "from", required_argument, NULL, 'f' },
-		{ "to", required_argument, NULL, 'r' },     { "helo", required_argument, NULL, 'H' },
-		{ "log", required_argument, NULL, 'L' },    { "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	static const struct option longs[] = {
+		CMD_OPT_CONFIG, CMD_OPT_DNS, CMD_OPT_CA, CMD_OPT_TLS, CMD_OPT_PORT, CMD_OPT_HELO,
+		CMD_OPT_LOG, CMD_OPT_HELP,
+		{ "from", required_argument, NULL, 'f' }, { "to", required_argument, NULL, 'r' },
+		CMD_OPT_END,
 	};
-	const char *cfile = NULL, *from = NULL, *helo = NULL;
-	const char *rcpts[MAX_RCPTS];
-	int nrcpt = 0;
-	struct deliver_opts dopt = { .tls_level = -1 };
-	int loglvl = -1;
-	optind = 1;
-	int ch;
-	while ((ch = getopt_long(argc, argv, "c:v", opts, NULL)) != -1) {
-		switch (ch) {
-		case 'c': cfile = optarg; break;
-		case 'd':
-			if (config_check_dns(optarg) < 0)
-				return send_usage("bad --dns (comma-separated addr, addr:port or [ipv6]:port; port 1..65535)");
-			dopt.dns = optarg;
-			break;
-		case 'a': dopt.ca_file = optarg; break;
-		case 't':
-			dopt.tls_level = tls_level_parse(optarg);
-			if (dopt.tls_level < 0)
-				return send_usage("bad --tls value (none|may|encrypt|verify)");
-			break;
-		case 'p': {
-			char *end;
-			long p = strtol(optarg, &end, 10);
-			if (*end || p <= 0 || p > 65535)
-				return send_usage("bad --port");
-			dopt.port = (int)p;
-			break;
-		}
-		case 'f': from = optarg; break;
-		case 'r':
-			if (nrcpt == MAX_RCPTS)
-				return send_usage("too many recipients");
-			rcpts[nrcpt++] = optarg;
-			break;
-		case 'H':
-			if (config_check_word(optarg) < 0)
-				return send_usage("bad --helo (a single word: no blanks or control characters)");
-			helo = optarg;
-			break;
-		case 'L':
-			loglvl = log_level_parse(optarg);
-			if (loglvl < 0)
-				return send_usage("bad --log level");
-			break;
-		case 'v': loglvl = LOG_INFO; break;
-		case 'h': send_usage(NULL); return 0;
-		default: return send_usage(NULL);
-		}
-	}
-	if (from == NULL || nrcpt == 0 || optind != argc - 1)
-		return send_usage(from == NULL ? "--from is required" : nrcpt == 0 ? "--to is required" : "one message file (or -) is required");
-
-	struct config cfg;
-	int rc = cmd_load_config(&cfg, cfile);
-	if (rc != 0) {
-		config_fini(&cfg);
+	memset(o, 0, sizeof(*o));
+	int first, rc = cmd_parse(argc, argv, "c:hv", longs, &o->c, send_flag, o, &first);
+	if (rc != 0)
 		return rc;
-	}
-	log_set_level(loglvl >= 0 ? (enum log_level)loglvl : (enum log_level)cfg.log_level);
-	if (helo) {
-		free(cfg.helo);
-		cfg.helo = xstrdup(helo);
-	}
+	o->c.why = o->from == NULL ? "--from is required"
+		   : o->nrcpt == 0 ? "--to is required"
+		   : first != argc - 1 ? "one message file (or -) is required"
+				       : NULL;
+	if (o->c.why != NULL)
+		return EX_USAGE;
+	o->msg = argv[first];
+	return 0;
+}
 
-	/* Envelope: validate every address before touching the network. */
+/* The message and its envelope, checked before touching the network. */
+struct envelope {
+	char from[600];     /* formatted (msg_addr_format); "" the null sender */
+	struct msg_addr *ra; /* per recipient, in command-line order */
+	char (*rx)[600];     /* ... formatted */
+	char *data;
+	size_t len;
+};
+
+static void envelope_fini(struct envelope *e)
+{
+	free(e->ra);
+	free(e->rx);
+	free(e->data);
+}
+
+/* Check the addresses. 0, or EX_DATAERR after saying which is bad. */
+static int envelope_addrs(const struct cmd_send_opts *o, struct envelope *e)
+{
 	struct msg_addr fa;
-	const char *err = NULL;
-	char fromx[600] = "";
-	if (from[0] != '\0' && strcmp(from, "<>") != 0) {
-		if (msg_addr_parse(from, &fa, &err) != 0) {
-			char q[256];
-			fprintf(stderr, "mxsend send: bad --from address \"%s\": %s\n",
-				log_q(q, sizeof(q), from), err);
-			config_fini(&cfg);
-			return EX_DATAERR;
-		}
-		msg_addr_format(&fa, fromx, sizeof(fromx));
+	const char *err = NULL, *bad = NULL, *flag = "from";
+	if (o->from[0] != '\0' && strcmp(o->from, "<>") != 0) {
+		if (msg_addr_parse(o->from, &fa, &err) != 0)
+			bad = o->from;
+		else
+			msg_addr_format(&fa, e->from, sizeof(e->from));
 	}
-	struct msg_addr *ra = xcalloc((size_t)nrcpt, sizeof(*ra));
-	char (*rx)[600] = xcalloc((size_t)nrcpt, sizeof(*rx));
-	for (int i = 0; i < nrcpt; i++) {
-		if (msg_rcpt_parse(rcpts[i], &ra[i], &err) != 0) {
-			char q[256];
-			fprintf(stderr, "mxsend send: bad --to address \"%s\": %s\n",
-				log_q(q, sizeof(q), rcpts[i]), err);
-			free(ra);
-			free(rx);
-			config_fini(&cfg);
-			return EX_DATAERR;
+	e->ra = xcalloc((size_t)o->nrcpt, sizeof(*e->ra));
+	e->rx = xcalloc((size_t)o->nrcpt, sizeof(*e->rx));
+	for (int i = 0; bad == NULL && i < o->nrcpt; i++) {
+		if (msg_rcpt_parse(o->rcpts[i], &e->ra[i], &err) != 0) {
+			bad = o->rcpts[i];
+			flag = "to";
+		} else {
+			msg_addr_format(&e->ra[i], e->rx[i], sizeof(e->rx[i]));
 		}
-		msg_addr_format(&ra[i], rx[i], sizeof(rx[i]));
 	}
-	char *data = NULL;
-	size_t len = 0;
-	int r = slurp(argv[optind], &data, &len);
+	if (bad == NULL)
+		return 0;
+	char q[256];
+	fprintf(stderr, "mxsend send: bad --%s address \"%s\": %s\n", flag, log_q(q, sizeof(q), bad), err);
+	return EX_DATAERR;
+}
+
+/* Read and check the message. 0, EX_NOINPUT or EX_DATAERR (said on stderr). */
+static int envelope_data(const struct cmd_send_opts *o, const struct config *cfg, struct envelope *e)
+{
+	int r = cmd_read_file(o->msg, &e->data, &e->len);
 	if (r < 0) {
-		fprintf(stderr, "mxsend send: cannot read message %s: %s\n", argv[optind], strerror(-r));
-		free(ra);
-		free(rx);
-		config_fini(&cfg);
+		fprintf(stderr, "mxsend send: cannot read message %s: %s\n", o->msg, strerror(-r));
 		return EX_NOINPUT;
 	}
-	if (len == 0 || len > cfg.max_message_size) {
+	if (e->len == 0 || e->len > cfg->max_message_size) {
 		fprintf(stderr, "mxsend send: message is %s (%zu bytes, limit %llu)\n",
-			len == 0 ? "empty" : "too large", len, (unsigned long long)cfg.max_message_size);
-		free(data);
-		free(ra);
-		free(rx);
-		config_fini(&cfg);
+			e->len == 0 ? "empty" : "too large", e->len, (unsigned long long)cfg->max_message_size);
 		return EX_DATAERR;
 	}
-
 	char why[64];
-	if (job_data_check(data, len, why, sizeof(why)) != 0) {
-		fprintf(stderr, "mxsend send: message %s: %s\n", argv[optind], why);
-		free(data);
-		free(ra);
-		free(rx);
-		config_fini(&cfg);
+	if (job_data_check(e->data, e->len, why, sizeof(why)) != 0) {
+		fprintf(stderr, "mxsend send: message %s: %s\n", o->msg, why);
 		return EX_DATAERR;
 	}
+	return 0;
+}
 
+/* One request per recipient domain, recipients kept in command-line order.
+ * Returns the requests (*ndr of them; free with free_requests). */
+static struct domain_req *submit_all(struct deliver *d, struct send_ctx *ctx,
+				     const struct envelope *e, int nrcpt, int *ndr)
+{
+	struct domain_req *drs = xcalloc((size_t)nrcpt, sizeof(*drs));
+	int n = 0;
+	for (int i = 0; i < nrcpt; i++) {
+		struct domain_req *dr = NULL;
+		for (int k = 0; k < n; k++)
+			if (strcmp(drs[k].domain, e->ra[i].domain) == 0)
+				dr = &drs[k];
+		if (dr == NULL) {
+			dr = &drs[n++];
+			strlcpy_x(dr->domain, e->ra[i].domain, sizeof(dr->domain));
+			dr->rcpts = xcalloc((size_t)nrcpt, sizeof(*dr->rcpts));
+			dr->idx = xcalloc((size_t)nrcpt, sizeof(*dr->idx));
+			dr->ctx = ctx;
+		}
+		dr->rcpts[dr->req.nrcpt] = e->rx[i];
+		dr->idx[dr->req.nrcpt] = i;
+		dr->req.nrcpt++;
+	}
+	for (int k = 0; k < n; k++) {
+		struct deliver_req *q = &drs[k].req;
+		q->from = e->from;
+		q->domain = drs[k].domain;
+		q->rcpts = drs[k].rcpts;
+		q->data = e->data;
+		q->len = e->len;
+		q->tls_min_level = -1;
+		q->rcpt_done = rcpt_done;
+		q->done = req_done;
+		q->arg = &drs[k];
+		if (deliver_submit(d, q) == 0)
+			ctx->pending++;
+	}
+	*ndr = n;
+	return drs;
+}
+
+static void free_requests(struct domain_req *drs, int ndr)
+{
+	for (int k = 0; k < ndr; k++) {
+		free(drs[k].rcpts);
+		free(drs[k].idx);
+	}
+	free(drs);
+}
+
+/* Print one line per recipient (never attempted: deferred) and return the
+ * exit status. */
+static int report(struct send_ctx *ctx, const struct envelope *e, int nrcpt)
+{
+	int bounced = 0, deferred = 0;
+	for (int i = 0; i < nrcpt; i++) {
+		struct deliver_result *r = &ctx->res[i];
+		if (!ctx->have[i]) {
+			memset(r, 0, sizeof(*r));
+			r->status = DELIVER_DEFERRED;
+			r->code = 451;
+			strlcpy_x(r->dsn, "4.3.0", sizeof(r->dsn));
+			strlcpy_x(r->reply, "not attempted", sizeof(r->reply));
+		}
+		print_result(e->rx[i], r);
+		bounced += r->status == DELIVER_BOUNCED;
+		deferred += r->status == DELIVER_DEFERRED || r->status == DELIVER_HELD;
+	}
+	fflush(stdout);
+	return bounced ? EX_UNAVAILABLE : deferred ? EX_TEMPFAIL : EX_OK;
+}
+
+/* Deliver e on a loop of our own: the engine, the requests, the results. */
+static int deliver_all(const struct cmd_send_opts *o, const struct config *cfg,
+		       const struct envelope *e)
+{
 	int lerr = 0;
 	struct loop *l = loop_new(4096, &lerr);
 	if (l == NULL) {
 		fprintf(stderr, "mxsend send: io_uring unavailable: %s\n", strerror(-lerr));
 		return EX_OSERR;
 	}
-	char e2[512];
+	char err[512];
 	struct send_ctx ctx = { .l = l };
-	if (cfg.redis_named && cfg.tlsrpt) {
+	struct deliver_opts dopt = { .port = o->c.port, .tls_level = o->c.tls_level };
+	if (cfg->redis_named && cfg->tlsrpt) {
 		dopt.on_tls = tls_event;
 		dopt.on_tls_arg = &ctx;
 	}
-	struct deliver *d = deliver_new(l, &cfg, &dopt, e2, sizeof(e2));
+	struct deliver *d = deliver_new(l, cfg, &dopt, err, sizeof(err));
 	if (d == NULL) {
-		fprintf(stderr, "mxsend send: %s\n", e2);
+		fprintf(stderr, "mxsend send: %s\n", err);
 		loop_free(l);
 		return EX_CONFIG;
 	}
-
-	/* One request per recipient domain, recipients kept in command-line order. */
-	ctx.res = xcalloc((size_t)nrcpt, sizeof(*ctx.res));
-	ctx.have = xcalloc((size_t)nrcpt, sizeof(*ctx.have));
-	struct domain_req *drs = xcalloc((size_t)nrcpt, sizeof(*drs));
-	int ndr = 0;
-	for (int i = 0; i < nrcpt; i++) {
-		struct domain_req *dr = NULL;
-		for (int k = 0; k < ndr; k++)
-			if (strcmp(drs[k].domain, ra[i].domain) == 0)
-				dr = &drs[k];
-		if (dr == NULL) {
-			dr = &drs[ndr++];
-			strlcpy_x(dr->domain, ra[i].domain, sizeof(dr->domain));
-			dr->rcpts = xcalloc((size_t)nrcpt, sizeof(*dr->rcpts));
-			dr->idx = xcalloc((size_t)nrcpt, sizeof(*dr->idx));
-			dr->ctx = &ctx;
-		}
-		dr->rcpts[dr->req.nrcpt] = rx[i];
-		dr->idx[dr->req.nrcpt] = i;
-		dr->req.nrcpt++;
-	}
-	for (int k = 0; k < ndr; k++) {
-		struct deliver_req *q = &drs[k].req;
-		q->from = fromx;
-		q->domain = drs[k].domain;
-		q->rcpts = drs[k].rcpts;
-		q->data = data;
-		q->len = len;
-		q->tls_min_level = -1;
-		q->rcpt_done = rcpt_done;
-		q->done = req_done;
-		q->arg = &drs[k];
-		if (deliver_submit(d, q) == 0)
-			ctx.pending++;
-	}
+	ctx.res = xcalloc((size_t)o->nrcpt, sizeof(*ctx.res));
+	ctx.have = xcalloc((size_t)o->nrcpt, sizeof(*ctx.have));
+	int ndr;
+	struct domain_req *drs = submit_all(d, &ctx, e, o->nrcpt, &ndr);
 	if (ctx.pending > 0)
 		loop_run(l);
-
-	int bounced = 0, deferred = 0;
-	for (int i = 0; i < nrcpt; i++) {
-		if (!ctx.have[i]) {
-			memset(&ctx.res[i], 0, sizeof(ctx.res[i]));
-			ctx.res[i].status = DELIVER_DEFERRED;
-			ctx.res[i].code = 451;
-			strlcpy_x(ctx.res[i].dsn, "4.3.0", sizeof(ctx.res[i].dsn));
-			strlcpy_x(ctx.res[i].reply, "not attempted", sizeof(ctx.res[i].reply));
-		}
-		print_result(rx[i], &ctx.res[i]);
-		bounced += ctx.res[i].status == DELIVER_BOUNCED;
-		deferred += ctx.res[i].status == DELIVER_DEFERRED || ctx.res[i].status == DELIVER_HELD;
-	}
-	fflush(stdout);
+	int rc = report(&ctx, e, o->nrcpt);
 	/* Sessions said QUIT after their last transaction; give them up to the
 	 * QUIT timeout (at most 2 s) to hear 221 so servers see a clean close. */
-	deliver_quiesce(d, cfg.timeouts.quit < 2000 ? cfg.timeouts.quit : 2000, stopped, l);
+	deliver_quiesce(d, cfg->timeouts.quit < 2000 ? cfg->timeouts.quit : 2000, stopped, l);
 	loop_run(l);
-	tlsrpt_flush(&cfg, &ctx);
+	tlsrpt_flush(cfg, &ctx);
 	deliver_free(d);
 	loop_free(l);
-	for (int k = 0; k < ndr; k++) {
-		free(drs[k].rcpts);
-		free(drs[k].idx);
-	}
-	free(drs);
+	free_requests(drs, ndr);
 	free(ctx.res);
 	free(ctx.have);
 	free(ctx.ev);
-	free(ra);
-	free(rx);
-	free(data);
-	config_fini(&cfg);
-	return bounced ? EX_UNAVAILABLE : deferred ? EX_TEMPFAIL : EX_OK;
+	return rc;
 }
+
+int cmd_send_run(const struct cmd_send_opts *o)
+{
+	struct config cfg;
+	int rc = cmd_setup(&cfg, &o->c);
+	if (rc != 0)
+		return rc;
+	struct envelope e = { .from = "" };
+	rc = envelope_addrs(o, &e);
+	if (rc == 0)
+		rc = envelope_data(o, &cfg, &e);
+	if (rc == 0)
+		rc = deliver_all(o, &cfg, &e);
+	envelope_fini(&e);
+	config_fini(&cfg);
+	return rc;
+}
+
+static int cmd_send(int argc, char **argv)
+{
+	struct cmd_send_opts *o = xmalloc(sizeof(*o));
+	int rc = cmd_send_parse(argc, argv, o);
+	rc = rc != 0 ? cmd_usage(&cmd_send_def, rc, o->c.why) : cmd_send_run(o);
+	free(o);
+	return rc;
+}
+
+const struct cmd_def cmd_send_def = {
+	"send", cmd_send,
+	"send [-c FILE] [--dns A[:P]] [--ca FILE] [--tls none|may|encrypt|verify]\n"
+	"[--port N] [--helo NAME] [--log LEVEL] --from A --to B [--to C ...] MSG|-",
+};
