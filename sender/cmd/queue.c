@@ -2,10 +2,8 @@
  * for scripts, tests and benchmarks), `mxsend held` (list held jobs) and
  * `mxsend release` (put held jobs back in the queue). They talk to Redis
  * synchronously through queue/ (no loop here, nothing else to block). */
-#include "sender/cmd/cmd.h"
+#include "sender/cmd/queue.h"
 
-#include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,44 +14,7 @@
 #include "sender/config.h"
 #include "sender/util.h"
 
-static void queue_cfg(const struct config *c, struct queue_config *qc)
-{
-	memset(qc, 0, sizeof(*qc));
-	qc->url = c->redis_url;
-	qc->password = c->redis_password;
-	qc->jobs = c->jobs;
-	qc->results = c->results;
-	qc->group = c->group;
-}
-
-/* Read a whole file (or stdin for "-"). NULL with errno-style message. */
-static char *read_all(const char *path, size_t *len)
-{
-	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-	if (f == NULL)
-		return NULL;
-	size_t cap = 65536, n = 0;
-	char *buf = xmalloc(cap);
-	for (;;) {
-		if (n == cap) {
-			cap *= 2;
-			buf = xrealloc(buf, cap);
-		}
-		size_t got = fread(buf + n, 1, cap - n, f);
-		n += got;
-		if (got == 0)
-			break;
-	}
-	bool bad = ferror(f) != 0;
-	if (f != stdin)
-		fclose(f);
-	if (bad) {
-		free(buf);
-		return NULL;
-	}
-	*len = n;
-	return buf;
-}
+/* ---- enqueue ---- */
 
 static void add_field(const char **name, const char **value, size_t *vlen, int *n, const char *k,
 		      const char *v, size_t l)
@@ -70,140 +31,141 @@ static void print_id(void *arg, const char *id)
 	printf("%s\n", id);
 }
 
-static int enqueue_usage(void)
+static int enqueue_flag(void *opts, int ch, const char *arg, const char **why)
 {
-	fprintf(stderr, "usage: mxsend enqueue [-c FILE] --from A --to B [--to C ...] [--id X] "
-			"[--meta M] [--tls encrypt|verify] [--expires SECS] [--count N] MSG|-\n");
-	return EX_USAGE;
+	struct cmd_enqueue_opts *o = opts;
+	switch (ch) {
+	case 'f': o->from = arg; return 0;
+	case 'i': o->id = arg; return 0;
+	case 'm': o->meta = arg; return 0;
+	case 'T': o->tls = arg; return 0; /* passed as given: the worker validates (and may reject) */
+	case 'e': o->expires = arg; return 0;
+	case 't': {
+		size_t a = o->to ? strlen(o->to) : 0, b = strlen(arg);
+		o->to = xrealloc(o->to, a + b + 2);
+		if (a > 0)
+			o->to[a++] = ',';
+		memcpy(o->to + a, arg, b + 1);
+		return 0;
+	}
+	case 'n':
+		if (!cmd_parse_long(arg, 1, 100000000, &o->count)) {
+			*why = "bad --count (1-100000000)";
+			return -1;
+		}
+		o->counted = true;
+		return 0;
+	default:
+		return -1;
+	}
 }
 
-int cmd_enqueue(int argc, char **argv)
+int cmd_enqueue_parse(int argc, char **argv, struct cmd_enqueue_opts *o)
 {
-	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' }, { "from", required_argument, NULL, 'f' },
-		{ "to", required_argument, NULL, 't' },     { "id", required_argument, NULL, 'i' },
-		{ "meta", required_argument, NULL, 'm' },   { "tls", required_argument, NULL, 'T' },
-		{ "expires", required_argument, NULL, 'e' }, { "count", required_argument, NULL, 'n' },
-		{ "help", no_argument, NULL, 'h' },         { NULL, 0, NULL, 0 },
+	static const struct option longs[] = {
+		CMD_OPT_CONFIG, CMD_OPT_HELP,
+		{ "from", required_argument, NULL, 'f' }, { "to", required_argument, NULL, 't' },
+		{ "id", required_argument, NULL, 'i' },   { "meta", required_argument, NULL, 'm' },
+		{ "tls", required_argument, NULL, 'T' },  { "expires", required_argument, NULL, 'e' },
+		{ "count", required_argument, NULL, 'n' }, CMD_OPT_END,
 	};
-	const char *cfile = NULL, *from = NULL, *id = NULL, *meta = NULL, *tls = NULL,
-		   *expires = NULL;
-	char *to = NULL;
-	long count = 1;
-	bool counted = false;
-	int c, rc;
-
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'c':
-			cfile = optarg;
-			break;
-		case 'f':
-			from = optarg;
-			break;
-		case 't': {
-			size_t a = to ? strlen(to) : 0, b = strlen(optarg);
-			to = xrealloc(to, a + b + 2);
-			if (a > 0)
-				to[a++] = ',';
-			memcpy(to + a, optarg, b + 1);
-			break;
-		}
-		case 'i':
-			id = optarg;
-			break;
-		case 'm':
-			meta = optarg;
-			break;
-		case 'T':
-			tls = optarg; /* passed as given: the worker validates (and may reject) */
-			break;
-		case 'e':
-			expires = optarg;
-			break;
-		case 'n': {
-			char *end;
-			count = strtol(optarg, &end, 10);
-			if (*end != '\0' || count < 1 || count > 100000000) {
-				free(to);
-				return enqueue_usage();
-			}
-			counted = true;
-			break;
-		}
-		default:
-			free(to);
-			return enqueue_usage();
-		}
-	}
-	if (from == NULL || to == NULL || optind != argc - 1) {
-		free(to);
-		return enqueue_usage();
-	}
-	struct config cfg;
-	if ((rc = cmd_load_config(&cfg, cfile)) != 0) {
-		free(to);
+	*o = (struct cmd_enqueue_opts){ .count = 1 };
+	int first, rc = cmd_parse(argc, argv, "c:h", longs, &o->c, enqueue_flag, o, &first);
+	if (rc != 0)
 		return rc;
-	}
-	size_t len = 0;
-	char *data = read_all(argv[optind], &len);
-	if (data == NULL) {
-		fprintf(stderr, "mxsend: %s: %s\n", argv[optind], strerror(errno));
-		free(to);
-		config_fini(&cfg);
-		return EX_NOINPUT;
-	}
+	o->c.why = o->from == NULL ? "--from is required"
+		   : o->to == NULL ? "--to is required"
+		   : first != argc - 1 ? "one message file (or -) is required"
+				       : NULL;
+	if (o->c.why != NULL)
+		return EX_USAGE;
+	o->msg = argv[first];
+	return 0;
+}
 
-	char why[64];
-	if (job_data_check(data, len, why, sizeof(why)) != 0) {
-		fprintf(stderr, "mxsend enqueue: message %s: %s\n", argv[optind], why);
-		free(data);
-		free(to);
-		config_fini(&cfg);
-		return EX_DATAERR;
-	}
+void cmd_enqueue_opts_fini(struct cmd_enqueue_opts *o)
+{
+	free(o->to);
+	o->to = NULL;
+}
+
+static int enqueue_push(const struct cmd_enqueue_opts *o, const struct config *cfg,
+			const char *data, size_t len)
+{
 	const char *name[8], *value[8];
 	size_t vlen[8];
 	int n = 0;
-	add_field(name, value, vlen, &n, "from", from, strlen(from));
-	add_field(name, value, vlen, &n, "to", to, strlen(to));
+	add_field(name, value, vlen, &n, "from", o->from, strlen(o->from));
+	add_field(name, value, vlen, &n, "to", o->to, strlen(o->to));
 	add_field(name, value, vlen, &n, "data", data, len);
-	if (id != NULL)
-		add_field(name, value, vlen, &n, "id", id, strlen(id));
-	if (meta != NULL)
-		add_field(name, value, vlen, &n, "meta", meta, strlen(meta));
-	if (tls != NULL)
-		add_field(name, value, vlen, &n, "tls", tls, strlen(tls));
-	if (expires != NULL)
-		add_field(name, value, vlen, &n, "expires", expires, strlen(expires));
+	if (o->id != NULL)
+		add_field(name, value, vlen, &n, "id", o->id, strlen(o->id));
+	if (o->meta != NULL)
+		add_field(name, value, vlen, &n, "meta", o->meta, strlen(o->meta));
+	if (o->tls != NULL)
+		add_field(name, value, vlen, &n, "tls", o->tls, strlen(o->tls));
+	if (o->expires != NULL)
+		add_field(name, value, vlen, &n, "expires", o->expires, strlen(o->expires));
 	struct queue_fields f = { .name = name, .value = value, .vlen = vlen, .n = n };
 
 	struct queue_config qc;
 	char err[512];
-	queue_cfg(&cfg, &qc);
+	cmd_queue_config(cfg, &qc);
 	struct queue_sync *s = queue_sync_open(&qc, err, sizeof(err));
 	if (s == NULL) {
 		fprintf(stderr, "mxsend: %s\n", err);
+		return EX_TEMPFAIL;
+	}
+	int rc = EX_OK;
+	int added = queue_sync_enqueue(s, &f, o->count, o->counted ? NULL : print_id, NULL, err,
+				       sizeof(err));
+	if (added < 0) {
+		fprintf(stderr, "mxsend: %s\n", err);
 		rc = EX_TEMPFAIL;
+	} else if (o->counted) {
+		printf("%d\n", added);
+	}
+	queue_sync_close(s);
+	return rc;
+}
+
+int cmd_enqueue_run(const struct cmd_enqueue_opts *o)
+{
+	struct config cfg;
+	int rc = cmd_setup(&cfg, &o->c);
+	if (rc != 0)
+		return rc;
+	size_t len = 0;
+	char *data = NULL, why[64];
+	int r = cmd_read_file(o->msg, &data, &len);
+	if (r < 0) {
+		fprintf(stderr, "mxsend: %s: %s\n", o->msg, strerror(-r));
+		rc = EX_NOINPUT;
+	} else if (job_data_check(data, len, why, sizeof(why)) != 0) {
+		fprintf(stderr, "mxsend enqueue: message %s: %s\n", o->msg, why);
+		rc = EX_DATAERR;
 	} else {
-		int added = queue_sync_enqueue(s, &f, count, counted ? NULL : print_id, NULL, err,
-					       sizeof(err));
-		if (added < 0) {
-			fprintf(stderr, "mxsend: %s\n", err);
-			rc = EX_TEMPFAIL;
-		} else {
-			if (counted)
-				printf("%d\n", added);
-			rc = EX_OK;
-		}
-		queue_sync_close(s);
+		rc = enqueue_push(o, &cfg, data, len);
 	}
 	free(data);
-	free(to);
 	config_fini(&cfg);
 	return rc;
 }
+
+static int cmd_enqueue(int argc, char **argv)
+{
+	struct cmd_enqueue_opts o;
+	int rc = cmd_enqueue_parse(argc, argv, &o);
+	rc = rc != 0 ? cmd_usage(&cmd_enqueue_def, rc, o.c.why) : cmd_enqueue_run(&o);
+	cmd_enqueue_opts_fini(&o);
+	return rc;
+}
+
+const struct cmd_def cmd_enqueue_def = {
+	"enqueue", cmd_enqueue,
+	"enqueue [-c FILE] --from A --to B [--to C ...] [--id X] [--meta M] [--tls encrypt|verify]\n"
+	"[--expires SECS] [--count N] MSG|-",
+};
 
 /* ---- held / release ---- */
 
@@ -229,30 +191,16 @@ static void print_held(void *arg, const struct queue_held *h)
 	       h->member, h->domain, since, held, h->id, h->job, h->to, h->reason);
 }
 
-/* Parse -c FILE; leaves optind at the first other argument. */
-static int admin_open(int argc, char **argv, const struct option *opts, struct config *cfg,
-		      const char **domain, struct queue_sync **s, struct queue_config *qc)
+/* The config and a synchronous queue. 0, or the exit status (said on stderr). */
+static int admin_open(const struct cmd_common *c, struct config *cfg, struct queue_sync **s)
 {
-	const char *cfile = NULL;
-	int c, rc;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'c':
-			cfile = optarg;
-			break;
-		case 'd':
-			*domain = optarg;
-			break;
-		default:
-			return EX_USAGE;
-		}
-	}
-	if ((rc = cmd_load_config(cfg, cfile)) != 0)
+	int rc = cmd_setup(cfg, c);
+	if (rc != 0)
 		return rc;
 	char err[512];
-	queue_cfg(cfg, qc);
-	*s = queue_sync_open(qc, err, sizeof(err));
+	struct queue_config qc;
+	cmd_queue_config(cfg, &qc);
+	*s = queue_sync_open(&qc, err, sizeof(err));
 	if (*s == NULL) {
 		fprintf(stderr, "mxsend: %s\n", err);
 		config_fini(cfg);
@@ -261,74 +209,96 @@ static int admin_open(int argc, char **argv, const struct option *opts, struct c
 	return 0;
 }
 
-int cmd_held(int argc, char **argv)
+/* n < 0 from a queue_sync call: say err, EX_TEMPFAIL; else 0. Closes s and cfg. */
+static int admin_close(int n, const char *err, struct queue_sync *s, struct config *cfg)
 {
-	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct config cfg;
-	struct queue_config qc;
-	struct queue_sync *s = NULL;
-	const char *domain = NULL;
-	int rc = admin_open(argc, argv, opts, &cfg, &domain, &s, &qc);
-	if (rc == EX_USAGE || (rc == 0 && optind != argc)) {
-		if (rc == 0) {
-			queue_sync_close(s);
-			config_fini(&cfg);
-		}
-		fprintf(stderr, "usage: mxsend held [-c FILE]\n");
-		return EX_USAGE;
+	if (n < 0)
+		fprintf(stderr, "mxsend: %s\n", err);
+	queue_sync_close(s);
+	config_fini(cfg);
+	return n < 0 ? EX_TEMPFAIL : EX_OK;
+}
+
+int cmd_held_parse(int argc, char **argv, struct cmd_common *o)
+{
+	static const struct option longs[] = { CMD_OPT_CONFIG, CMD_OPT_HELP, CMD_OPT_END };
+	int first, rc = cmd_parse(argc, argv, "c:h", longs, o, NULL, NULL, &first);
+	if (rc == 0 && first != argc) {
+		o->why = "no operands";
+		rc = EX_USAGE;
 	}
+	return rc;
+}
+
+int cmd_held_run(const struct cmd_common *o)
+{
+	struct config cfg;
+	struct queue_sync *s;
+	int rc = admin_open(o, &cfg, &s);
 	if (rc != 0)
 		return rc;
 	char err[512];
 	int n = queue_sync_held(s, print_held, NULL, err, sizeof(err));
-	if (n < 0) {
-		fprintf(stderr, "mxsend: %s\n", err);
-		rc = EX_TEMPFAIL;
-	}
-	queue_sync_close(s);
-	config_fini(&cfg);
-	return rc;
+	return admin_close(n, err, s, &cfg);
 }
 
-int cmd_release(int argc, char **argv)
+static int cmd_held(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "domain", required_argument, NULL, 'd' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	struct cmd_common o;
+	int rc = cmd_held_parse(argc, argv, &o);
+	return rc != 0 ? cmd_usage(&cmd_held_def, rc, o.why) : cmd_held_run(&o);
+}
+
+const struct cmd_def cmd_held_def = { "held", cmd_held, "held [-c FILE]" };
+
+static int release_flag(void *opts, int ch, const char *arg, const char **why)
+{
+	struct cmd_release_opts *o = opts;
+	(void)why;
+	if (ch != 'd')
+		return -1;
+	o->domain = arg;
+	return 0;
+}
+
+int cmd_release_parse(int argc, char **argv, struct cmd_release_opts *o)
+{
+	static const struct option longs[] = {
+		CMD_OPT_CONFIG, CMD_OPT_HELP, { "domain", required_argument, NULL, 'd' }, CMD_OPT_END,
 	};
-	struct config cfg;
-	struct queue_config qc;
-	struct queue_sync *s = NULL;
-	const char *domain = NULL;
-	int rc = admin_open(argc, argv, opts, &cfg, &domain, &s, &qc);
-	bool bad = rc == EX_USAGE ||
-		   (rc == 0 && ((domain != NULL) == (optind != argc) || (domain && !domain[0])));
-	if (bad) {
-		if (rc == 0) {
-			queue_sync_close(s);
-			config_fini(&cfg);
-		}
-		fprintf(stderr, "usage: mxsend release [-c FILE] [--domain D | ID...]\n");
+	memset(o, 0, sizeof(*o));
+	int first, rc = cmd_parse(argc, argv, "c:h", longs, &o->c, release_flag, o, &first);
+	if (rc != 0)
+		return rc;
+	o->ids = (const char *const *)argv + first;
+	o->nids = argc - first;
+	if ((o->domain != NULL) == (o->nids > 0) || (o->domain != NULL && o->domain[0] == '\0')) {
+		o->c.why = "one of a non-empty --domain or IDs";
 		return EX_USAGE;
 	}
+	return 0;
+}
+
+int cmd_release_run(const struct cmd_release_opts *o)
+{
+	struct config cfg;
+	struct queue_sync *s;
+	int rc = admin_open(&o->c, &cfg, &s);
 	if (rc != 0)
 		return rc;
 	char err[512];
-	int n = queue_sync_release(s, domain, (const char *const *)argv + optind, argc - optind,
-				   err, sizeof(err));
-	if (n < 0) {
-		fprintf(stderr, "mxsend: %s\n", err);
-		rc = EX_TEMPFAIL;
-	} else {
+	int n = queue_sync_release(s, o->domain, o->ids, o->nids, err, sizeof(err));
+	if (n >= 0)
 		printf("released %d\n", n);
-	}
-	queue_sync_close(s);
-	config_fini(&cfg);
-	return rc;
+	return admin_close(n, err, s, &cfg);
 }
+
+static int cmd_release(int argc, char **argv)
+{
+	struct cmd_release_opts o;
+	int rc = cmd_release_parse(argc, argv, &o);
+	return rc != 0 ? cmd_usage(&cmd_release_def, rc, o.c.why) : cmd_release_run(&o);
+}
+
+const struct cmd_def cmd_release_def = { "release", cmd_release,
+					 "release [-c FILE] [--domain D | ID...]" };
