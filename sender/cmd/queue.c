@@ -191,16 +191,17 @@ static void print_held(void *arg, const struct queue_held *h)
 	       h->member, h->domain, since, held, h->id, h->job, h->to, h->reason);
 }
 
-/* The config and a synchronous queue. 0, or the exit status (said on stderr). */
-static int admin_open(const struct cmd_common *c, struct config *cfg, struct queue_sync **s)
+/* The config and a synchronous queue (which borrows *qc). 0, or the exit
+ * status (said on stderr). */
+static int admin_open(const struct cmd_common *c, struct config *cfg, struct queue_config *qc,
+		      struct queue_sync **s)
 {
 	int rc = cmd_setup(cfg, c);
 	if (rc != 0)
 		return rc;
 	char err[512];
-	struct queue_config qc;
-	cmd_queue_config(cfg, &qc);
-	*s = queue_sync_open(&qc, err, sizeof(err));
+	cmd_queue_config(cfg, qc);
+	*s = queue_sync_open(qc, err, sizeof(err));
 	if (*s == NULL) {
 		fprintf(stderr, "mxsend: %s\n", err);
 		config_fini(cfg);
@@ -233,8 +234,9 @@ int cmd_held_parse(int argc, char **argv, struct cmd_common *o)
 int cmd_held_run(const struct cmd_common *o)
 {
 	struct config cfg;
+	struct queue_config qc;
 	struct queue_sync *s;
-	int rc = admin_open(o, &cfg, &s);
+	int rc = admin_open(o, &cfg, &qc, &s);
 	if (rc != 0)
 		return rc;
 	char err[512];
@@ -282,8 +284,9 @@ int cmd_release_parse(int argc, char **argv, struct cmd_release_opts *o)
 int cmd_release_run(const struct cmd_release_opts *o)
 {
 	struct config cfg;
+	struct queue_config qc;
 	struct queue_sync *s;
-	int rc = admin_open(&o->c, &cfg, &s);
+	int rc = admin_open(&o->c, &cfg, &qc, &s);
 	if (rc != 0)
 		return rc;
 	char err[512];

@@ -81,6 +81,7 @@ struct run {
 	uint64_t started, last_status, last_delivered, status_ms, signal_at;
 	uint64_t n_delivered, n_bounced, n_deferred, n_held, n_tls;
 	char consumer[300]; /* HOST:PID, our name in the consumer group */
+	struct queue_host qh; /* borrowed by the queue for its life */
 	bool have_exempt_key; /* [tlsrpt] dkim_key loaded: report jobs can prove themselves */
 	unsigned char exempt_key[EXEMPT_KEY_LEN];
 };
@@ -687,7 +688,7 @@ static int run_open_queue(struct run *r)
 	qc.jitter = r->cfg.jitter;
 	/* A cap split between processes: take no job before the others know us. */
 	qc.peers_settle = config_rules_set(&r->cfg, RULE_MAX_CONN_TOTAL);
-	struct queue_host qh = {
+	r->qh = (struct queue_host){
 		.ctx = r, .attach = q_attach, .timer_new = qt_new, .timer_arm = qt_arm,
 		.timer_free = qt_free, .mono_ms = q_now, .job = on_job, .peers = on_peers,
 		.log = q_log,
@@ -701,7 +702,7 @@ static int run_open_queue(struct run *r)
 	}
 	if (qchk < 0)
 		log_warn("evt=redis_unreachable err=\"%s\"", ebuf);
-	r->q = queue_new(&qc, &qh, ebuf, sizeof(ebuf));
+	r->q = queue_new(&qc, &r->qh, ebuf, sizeof(ebuf)); /* copies qc */
 	if (r->q == NULL) {
 		fprintf(stderr, "mxsend: %s\n", ebuf);
 		return EX_CONFIG;

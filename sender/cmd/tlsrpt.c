@@ -112,6 +112,7 @@ struct rpt {
 	unsigned char exempt_key[EXEMPT_KEY_LEN];
 	bool unsigned_fail;    /* a mailto: rua failed for want of a key */
 	char host[256], from_dflt[300], contact_dflt[300]; /* the defaults' storage */
+	struct queue_config qc; /* borrowed by the queue_sync */
 };
 
 /* The header fields a report's signature covers (RFC 8460 5.3 names the report ones). */
@@ -348,9 +349,8 @@ static int open_stores(struct rpt *r, struct tlsrpt_store **st, struct queue_syn
 		fprintf(stderr, "mxsend tlsrpt: %s\n", err);
 		return -1;
 	}
-	struct queue_config qc;
-	cmd_queue_config(&r->cfg, &qc);
-	if (qs != NULL && (*qs = queue_sync_open(&qc, err, sizeof(err))) == NULL) {
+	cmd_queue_config(&r->cfg, &r->qc);
+	if (qs != NULL && (*qs = queue_sync_open(&r->qc, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "mxsend tlsrpt: %s\n", err);
 		return -1;
 	}
