@@ -357,10 +357,10 @@ static void put_q(const char *s)
 	putchar('"');
 }
 
-static void print_text(const struct check *ck, int rc, const char *summary)
+/* The "mx" lines: the lookup, then one per host probed. */
+static void text_mx(const struct check *ck)
 {
 	char tb[40];
-	printf("domain %s\n", ck->domain);
 	printf("mx status=%s hosts=%d implicit=%s", ck->mx_done ? dns_status_name(ck->mx_status) : "timeout",
 	       ck->nprobes, ck->mx_implicit ? "yes" : "no");
 	if (ck->mx_why[0]) {
@@ -398,6 +398,11 @@ static void print_text(const struct check *ck, int rc, const char *summary)
 		}
 		putchar('\n');
 	}
+}
+
+/* The "mta-sts" lines: the TXT record, then the fetch and the policy. */
+static void text_sts(const struct check *ck)
+{
 	printf("mta-sts txt=%s", !ck->sts_txt_done ? "timeout"
 				  : ck->sts_dns == DNS_TEMP ? "temp"
 							    : sts_txt_rc_name(ck->sts_rc));
@@ -442,6 +447,13 @@ static void print_text(const struct check *ck, int rc, const char *summary)
 			putchar('\n');
 		}
 	}
+}
+
+static void print_text(const struct check *ck, int rc, const char *summary)
+{
+	printf("domain %s\n", ck->domain);
+	text_mx(ck);
+	text_sts(ck);
 	printf("tlsrpt txt=%s", !ck->rpt_done ? "timeout"
 				: ck->rpt_dns == DNS_TEMP ? "temp"
 							  : sts_txt_rc_name(ck->rpt_rc));
@@ -464,11 +476,10 @@ static void jset_str(json_t *o, const char *k, const char *v)
 	json_object_set_new(o, k, v ? json_string(v) : json_null());
 }
 
-static int print_json(const struct check *ck, int rc, const char *summary)
+/* "mx": the lookup and the hosts probed. */
+static json_t *json_mx(const struct check *ck)
 {
 	char tb[40];
-	json_t *root = json_object();
-	jset_str(root, "domain", ck->domain);
 	json_t *mx = json_object();
 	jset_str(mx, "status", ck->mx_done ? dns_status_name(ck->mx_status) : "timeout");
 	json_object_set_new(mx, "implicit", json_boolean(ck->mx_implicit));
@@ -509,8 +520,12 @@ static int print_json(const struct check *ck, int rc, const char *summary)
 		json_array_append_new(hosts, h);
 	}
 	json_object_set_new(mx, "hosts", hosts);
-	json_object_set_new(root, "mx", mx);
+	return mx;
+}
 
+/* "mta_sts": the TXT record, the fetch, the policy. */
+static json_t *json_sts(const struct check *ck)
+{
 	json_t *sts = json_object();
 	jset_str(sts, "txt", !ck->sts_txt_done ? "timeout"
 			     : ck->sts_dns == DNS_TEMP ? "temp"
@@ -549,8 +564,15 @@ static int print_json(const struct check *ck, int rc, const char *summary)
 		json_object_set_new(sts, "policy", json_null());
 	}
 	jset_str(sts, "policy_error", ck->pol_err[0] ? ck->pol_err : NULL);
-	json_object_set_new(root, "mta_sts", sts);
+	return sts;
+}
 
+static int print_json(const struct check *ck, int rc, const char *summary)
+{
+	json_t *root = json_object();
+	jset_str(root, "domain", ck->domain);
+	json_object_set_new(root, "mx", json_mx(ck));
+	json_object_set_new(root, "mta_sts", json_sts(ck));
 	json_t *rpt = json_object();
 	jset_str(rpt, "txt", !ck->rpt_done ? "timeout"
 			     : ck->rpt_dns == DNS_TEMP ? "temp"
