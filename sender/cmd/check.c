@@ -3,6 +3,9 @@
  *   mxsend check [-c FILE] [--dns A[:P]] [--ca FILE] [--port N] [--https-port N]
  *                [--timeout S] [--json] DOMAIN
  *
+ * cmd_check_parse (check.h) reads the flags; cmd_check_run opens, looks and
+ * reports. The policy fetch is stspol_fetch, the one `mxsend run` makes.
+ *
  * In parallel: the MX hosts and their addresses; the _mta-sts TXT record and,
  * when it is valid, the policy over HTTPS (https.h: WebPKI, no redirects,
  * text/plain, 64 KiB); the _smtp._tls TXT record (TLSRPT rua). For each MX

@@ -1,7 +1,8 @@
 /* sender/cmd/queue.c: the queue's short-lived commands: `mxsend enqueue` (push a job,
  * for scripts, tests and benchmarks), `mxsend held` (list held jobs) and
  * `mxsend release` (put held jobs back in the queue). They talk to Redis
- * synchronously through queue/ (no loop here, nothing else to block). */
+ * synchronously through queue/ (no loop here, nothing else to block). Each
+ * has its cmd_X_parse (queue.h) apart from its cmd_X_run. */
 #include "sender/cmd/queue.h"
 
 #include <stdio.h>

@@ -1,5 +1,8 @@
 /* sender/cmd/run.c: `mxsend run`: drain the Redis queue until stopped.
  *
+ * cmd_run_parse (run.h) reads the flags; cmd_run_run wires and runs, in steps:
+ * run_open_engine, run_open_queue, run_loop, run_close.
+ *
  * Wiring only: the feeder loop (this thread) runs the queue (queue/, through
  * redis_uring) and hands each claimed job to the worker pool, one request per
  * recipient domain; outcomes come back per recipient and go into the job

@@ -8,6 +8,9 @@
  * 69 some bounced, 64 usage, 65 bad message or address, 66 unreadable message,
  * 78 bad config.
  *
+ * cmd_send_parse (send.h) reads the flags; cmd_send_run checks the envelope
+ * and the message, then deliver_all delivers on a loop of its own.
+ *
  * TLSRPT (DESIGN "Command line"): when the config names Redis ([redis] url)
  * and [tls] tlsrpt is on, the TLS session attempts are kept in memory and,
  * once the deliveries are done (the ring is idle), added to the counters in

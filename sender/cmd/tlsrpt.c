@@ -6,6 +6,9 @@
  *                 [--org NAME] [--contact ADDR] [--from ADDR] [--submitter HOST]
  *                 [--dkim-key PEM] [--dkim-selector S] [--dkim-domain D] [DOMAIN]
  *
+ * cmd_tlsrpt_parse (tlsrpt.h) reads the flags; cmd_tlsrpt_run settles the
+ * settings (flags over [tlsrpt]), loads the keys, then reports (rpt_report).
+ *
  * For each policy domain with counters on the day (default: yesterday, UTC),
  * or only DOMAIN: look up _smtp._tls.DOMAIN (sts_tlsrpt_parse), build the
  * JSON report, gzip it and send it to every rua: mailto: as a multipart/report
