@@ -7,7 +7,7 @@
  * 8460 4.4: one "policies" entry per policy applied). Reading back
  * (tlsrpt_counts_*) accepts the fields in any order (HGETALL has none).
  * Reports: jansson builds the JSON, zlib gzips it, the mailto: message is
- * composed here; sending is the caller's (sender/cmd_tlsrpt.c): it enqueues
+ * composed here; sending is the caller's (sender/cmd/tlsrpt.c): it enqueues
  * the message as an ordinary job, or POSTs the gzip over HTTPS.
  * The store functions block (hiredis synchronous API, 5 s timeouts): they are
  * for `mxsend tlsrpt` and other short-lived commands only.
