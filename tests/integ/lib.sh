@@ -20,6 +20,17 @@
 #   run_case "something works" t_something
 #   integ_finish                     # "# N passed, M failed"; exit 1 on failure
 #
+# One case by name, or the list of cases (every t_*.sh, parsed here from the
+# script's own arguments, or ONLY in the environment):
+#   bash tests/integ/t_x.sh -k PATTERN   only the cases whose function matches
+#   ONLY=PATTERN bash tests/integ/t_x.sh   the glob PATTERN or whose name contains
+#                                          it (e.g. -k t_enforce_ok, -k 'enforce*MX 20');
+#                                          the others are not run and not counted
+#   bash tests/integ/t_x.sh --list       print "FUNCTION<TAB>NAME" per case; starts no
+#                                          server, runs no case, exits 0
+# A case that builds on an earlier one's state (t_run_policy.sh's numbered
+# cases) needs that one selected too.
+#
 # Rules kept by every function here: every wait is bounded in count and time,
 # every process started is registered and killed at exit (SIGTERM, SIGKILL
 # after 3 s), and nothing listens or connects outside 127.0.0.0/8.
@@ -32,6 +43,26 @@ MXSEND=${MXSEND:-$INTEG_ROOT/build/mxsend} # overridable, e.g. an ASan build
 MXSINK=${MXSINK:-$INTEG_ROOT/build/mxsink}
 MKCERTS=$INTEG_ROOT/bench/mkcerts.sh
 DNSQ=$INTEG_LIB_DIR/dnsq.pl
+
+# The script's arguments (lib.sh is sourced without any: "$@" is the script's).
+INTEG_ONLY=${ONLY:-} # a case's function glob or part of its name (-k, ONLY)
+INTEG_LIST=0         # --list: print the cases, run nothing
+integ_args() {
+	while [ $# -gt 0 ]; do
+		case $1 in
+		-k) [ $# -ge 2 ] || { echo "-k needs a PATTERN" >&2; exit 2; }; INTEG_ONLY=$2; shift ;;
+		-k*) INTEG_ONLY=${1#-k} ;;
+		--list | -l) INTEG_LIST=1 ;;
+		-h | --help)
+			echo "usage: bash $0 [-k PATTERN] [--list]  (or ONLY=PATTERN; see tests/integ/lib.sh)"
+			exit 0
+			;;
+		*) echo "$0: unknown argument '$1' (usage: [-k PATTERN] [--list])" >&2; exit 2 ;;
+		esac
+		shift
+	done
+}
+integ_args "$@"
 
 INTEG_DIR=""        # the run's work directory (mktemp -d)
 INTEG_MISSING=""    # what integ_require / integ_setup could not find or start
@@ -66,6 +97,17 @@ integ_setup() {
 	}
 	: >"$INTEG_DIR/procs"
 	trap integ_cleanup EXIT
+	if [ "$INTEG_LIST" = 1 ]; then
+		# --list: no certificates, no servers (start_* return at once); the
+		# scripts' "[ -z "$INTEG_MISSING" ]" guards skip the rest of their set-up
+		INTEG_MISSING="(--list)"
+		echo 20000 >"$INTEG_DIR/next_port"
+		echo 20400 >"$INTEG_DIR/end_port"
+		SINK_PORT=20000
+		CERTS=$INTEG_DIR/certs
+		CA=$CERTS/ca.pem
+		return 0
+	fi
 	trap 'exit 143' TERM
 	trap 'exit 130' INT
 	trap 'exit 129' HUP
@@ -90,6 +132,7 @@ integ_setup() {
 
 # integ_missing TEXT: record a missing prerequisite (every later run_case fails).
 integ_missing() {
+	[ "$INTEG_LIST" = 1 ] && return 0
 	INTEG_MISSING="${INTEG_MISSING:+$INTEG_MISSING; }$1"
 	echo "# missing: $1" >&2
 }
@@ -212,6 +255,7 @@ integ_cleanup() {
 # (unknown-server-time-limit 50 ms, infra-host-ttl 1 s keep it from backing off).
 # Waits (at most 5 s) until unbound answers. Returns 1 (log on stderr) on failure.
 start_unbound() {
+	[ "$INTEG_LIST" = 1 ] && return 0 # --list: nothing starts
 	local addr=127.0.2.53 name=dns OPTIND opt
 	while getopts a:n: opt; do
 		case $opt in
@@ -321,6 +365,7 @@ dns_query() {
 # (e.g. --listen "127.0.3.1:$SINK_PORT"). Waits (at most 5 s) for the pidfile
 # and the stats port. Returns 1 (log on stderr) on failure.
 start_sink() {
+	[ "$INTEG_LIST" = 1 ] && return 0 # --list: nothing starts
 	local name=$1
 	shift
 	local dir=$INTEG_DIR/sink.$name sport a extra=()
@@ -381,6 +426,7 @@ sink_log() {
 # line without KEY. Returns 1 if the stats port does not answer (2 s).
 sink_stat() {
 	local port fd line kv
+	[ -r "$INTEG_DIR/sink.$1/stats_port" ] || return 1
 	port=$(<"$INTEG_DIR/sink.$1/stats_port") || return 1
 	{ exec {fd}<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null || return 1
 	IFS= read -r -t 2 line <&"$fd"
@@ -440,6 +486,7 @@ sink_count() {
 # after stop_proc redis.NAME reuses its port and directory (so an AOF run
 # reloads its data: a crash-restart test). Waits (at most 5 s) for PING.
 start_redis() {
+	[ "$INTEG_LIST" = 1 ] && return 0 # --list: nothing starts
 	local name=redis aof=no
 	while [ $# -gt 0 ]; do
 		case $1 in
@@ -513,6 +560,7 @@ redis_ping() {
 # top level (e.g. "load_module ...;"). The run's server certificate is the
 # default. Returns once ADDR:PORT accepts connections (5 s at most).
 nginx_start() {
+	[ "$INTEG_LIST" = 1 ] && return 0 # --list: nothing starts
 	local dir=$1 addr=$2 port=$3 main=${4:-} conf=$1/nginx.conf
 	mkdir -p "$dir/tmp"
 	cat >"$conf" <<EOF
@@ -875,12 +923,25 @@ assert_file_eq() {
 # "not ok - NAME" followed by everything the case printed, as '#' lines.
 # Every case fails at once while INTEG_MISSING is set.
 run_case() {
+	case_selected "$@" || return 0
 	if [ -n "$INTEG_MISSING" ]; then
 		not_ok "$1" "skipped, missing: $INTEG_MISSING"
 		return 0
 	fi
 	INTEG_NCASE=$((INTEG_NCASE + 1))
 	case_exec "$INTEG_DIR/case.$INTEG_NCASE" "$@"
+}
+
+# case_selected NAME FUNC [ARG...]: whether the case runs (-k / ONLY: FUNC
+# matches the glob, or NAME contains it); under --list, prints it and says no.
+case_selected() {
+	# shellcheck disable=SC2053 # INTEG_ONLY is a glob on purpose
+	[ -z "$INTEG_ONLY" ] || [[ $2 == $INTEG_ONLY ]] || [[ $1 == *$INTEG_ONLY* ]] || return 1
+	if [ "$INTEG_LIST" = 1 ]; then
+		printf '%s\t%s\n' "$2" "$1"
+		return 1
+	fi
+	return 0
 }
 
 # case_exec DIR NAME FUNC [ARG...]: the body of run_case (DIR is created).
@@ -903,6 +964,7 @@ case_exec() {
 # run_case_bg NAME FUNC [ARG...]: run_case in a background job; wait_cases
 # prints the reports in start order. For slow, independent cases.
 run_case_bg() {
+	case_selected "$@" || return 0
 	if [ -n "$INTEG_MISSING" ]; then
 		run_case "$@"
 		return 0
@@ -938,7 +1000,12 @@ wait_cases() {
 
 # integ_finish: print "# N passed, M failed" and exit (1 if anything failed).
 integ_finish() {
+	[ "$INTEG_LIST" = 1 ] && exit 0
 	[ ${#INTEG_BG[@]} -gt 0 ] && wait_cases 120
+	if [ -n "$INTEG_ONLY" ] && [ $((INTEG_PASS + INTEG_FAIL)) -eq 0 ]; then
+		echo "# no case matches '$INTEG_ONLY' (--list shows them)"
+		exit 1
+	fi
 	echo "# $INTEG_PASS passed, $INTEG_FAIL failed"
 	[ "$INTEG_FAIL" -eq 0 ] && [ "$INTEG_PASS" -gt 0 ] && exit 0
 	exit 1

@@ -187,16 +187,10 @@ print(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeou
 	clean_stderr "run, SIGTERM while busy" "$CASE_DIR/run.err"
 }
 
-# acase NAME FUNC: run_case, unless ONLY (a function-name pattern) excludes it.
-acase() {
-	# shellcheck disable=SC2053 # ONLY is a glob on purpose
-	[ -n "${ONLY:-}" ] && [[ $2 != $ONLY ]] && return 0
-	run_case "$@"
-}
 
-acase "ASan: mxsend send, one delivered one bounced: exit 69, no leak" t_send_ok
-acase "ASan: mxsend send, DNS SERVFAIL + delivered: exit 75, no leak" t_send_dnsfail
-acase "ASan: mxsend run --until-empty: exit 0, results written, no report" t_until_empty
-acase "ASan: mxsend run, SIGTERM while idle: exit 0, no report" t_term_idle
-acase "ASan: mxsend run, SIGTERM with ~1,000 jobs in flight: exit 0, nothing pending, no report" t_term_busy
+run_case "ASan: mxsend send, one delivered one bounced: exit 69, no leak" t_send_ok
+run_case "ASan: mxsend send, DNS SERVFAIL + delivered: exit 75, no leak" t_send_dnsfail
+run_case "ASan: mxsend run --until-empty: exit 0, results written, no report" t_until_empty
+run_case "ASan: mxsend run, SIGTERM while idle: exit 0, no report" t_term_idle
+run_case "ASan: mxsend run, SIGTERM with ~1,000 jobs in flight: exit 0, nothing pending, no report" t_term_busy
 integ_finish
