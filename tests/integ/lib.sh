@@ -44,7 +44,8 @@ MXSINK=${MXSINK:-$INTEG_ROOT/build/mxsink}
 MKCERTS=$INTEG_ROOT/bench/mkcerts.sh
 DNSQ=$INTEG_LIB_DIR/dnsq.pl
 
-# The script's arguments (lib.sh is sourced without any: "$@" is the script's).
+# A t_*.sh script's arguments (lib.sh is sourced without any: "$@" is the
+# script's; demo.sh and bench/ scripts keep theirs).
 INTEG_ONLY=${ONLY:-} # a case's function glob or part of its name (-k, ONLY)
 INTEG_LIST=0         # --list: print the cases, run nothing
 integ_args() {
@@ -62,7 +63,7 @@ integ_args() {
 		shift
 	done
 }
-integ_args "$@"
+[[ ${0##*/} == t_*.sh ]] && integ_args "$@"
 
 INTEG_DIR=""        # the run's work directory (mktemp -d)
 INTEG_MISSING=""    # what integ_require / integ_setup could not find or start
@@ -536,6 +537,28 @@ redis_results() {
 		END { if (l != "") print l }'
 }
 
+# rcli PORT ARG...: redis-cli on 127.0.0.1:PORT (10 s bound), raw replies.
+rcli() {
+	local p=$1
+	shift
+	timeout 10 redis-cli -h 127.0.0.1 -p "$p" --raw "$@"
+}
+
+# results PORT [FIELDS [ID]]: one line per entry of mxsend:results (only job
+# ID's, by its `id` field, when ID is given), the values of FIELDS (names,
+# comma-separated; default id,job,rcpt,status,code,attempt,reply) joined by
+# '|', a field the entry lacks as empty. One EVAL (stay well under Redis's 5 s
+# busy-script limit: a few tens of thousands of entries).
+RESULTS_LUA="local want, o = {}, {} for w in string.gmatch(ARGV[1], '[^,]+') do want[#want + 1] = w end
+for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+local f, m = e[2], {} for i = 1, #f, 2 do m[f[i]] = f[i + 1] end
+if ARGV[2] == nil or m.id == ARGV[2] then local l = {} for i, w in ipairs(want) do l[i] = m[w] or '' end
+o[#o + 1] = table.concat(l, '|') end end return o"
+results() {
+	rcli "$1" EVAL "$RESULTS_LUA" 1 mxsend:results "${2:-id,job,rcpt,status,code,attempt,reply}" \
+		${3+"$3"}
+}
+
 # redis_ping PORT: print the reply to PING (PONG when up).
 redis_ping() {
 	if command -v redis-cli >/dev/null 2>&1; then
@@ -553,6 +576,57 @@ redis_ping() {
 
 # ---------------------------------------------------------------------------
 # mxsend helpers
+
+# send ARG...: `mxsend send SEND_ARGS... ARG...` under SEND_LIMIT seconds
+# (default 10: a normal case takes well under a second); stdout in
+# $CASE_DIR/out, stderr in $CASE_DIR/err (show_run, expect_rc, expect_line
+# read them); sets RUN_RC and RUN_MS. A script sets SEND_ARGS (an array) to
+# what every call shares, e.g. (-c "$CONF") or (--dns "$DNS" --ca "$CA").
+SEND_LIMIT=10
+SEND_ARGS=()
+send() {
+	timed_run "$SEND_LIMIT" "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send "${SEND_ARGS[@]}" "$@"
+}
+
+# msg FILE [SUBJECT [BODY]]: a small LF message from $FROM (default
+# sender@client.test) with a fresh Message-ID; SUBJECT default "test", BODY
+# default "Hello.".
+msg() {
+	printf 'From: %s\nTo: someone@example.test\nSubject: %s\nMessage-ID: <%s@client.test>\n\n%s\n' \
+		"${FROM:-sender@client.test}" "${2:-test}" "$RANDOM$RANDOM" "${3:-Hello.}" >"$1"
+}
+
+# mx HOST IP: the ERE for a result line's "mx=HOST[IP]:PORT" (PORT: $P, else
+# SINK_PORT).
+mx() {
+	printf 'mx=%s\\[%s\\]:%s' "$(re_escape "$1")" "$(re_escape "$2")" "${P:-$SINK_PORT}"
+}
+
+# start_nginx [MAIN] <SERVERS: nginx (nginx_start) on HTTPS_ADDR:NGINX_PORT,
+# both set by the script, in $INTEG_DIR/nginx; the policy server of the MTA-STS
+# tests and the https: rua of the TLSRPT ones. Its http { } holds what they
+# share, then the script's server blocks read from stdin:
+#   access log $INTEG_DIR/nginx/access.log, format NGINX_LOG_FORMAT (default
+#   '$host "$request" $status'); .txt served as text/plain, the rest as
+#   application/octet-stream; unless NGINX_DEFAULT=no, a default server that
+#   answers 421 to names no block serves.
+# MAIN goes at nginx.conf's top level (e.g. "load_module ...;").
+NGINX_LOG_FORMAT='$host "$request" $status'
+NGINX_DEFAULT=yes
+start_nginx() {
+	[ "$INTEG_LIST" = 1 ] && return 0 # --list: nothing starts
+	local dir=$INTEG_DIR/nginx
+	mkdir -p "$dir"
+	{
+		printf "\tlog_format integ '%s';\n\taccess_log %s/access.log integ;\n" "$NGINX_LOG_FORMAT" "$dir"
+		printf '\ttypes { text/plain txt; }\n\tdefault_type application/octet-stream;\n'
+		[ "$NGINX_DEFAULT" = no ] ||
+			printf '\tserver {\n\t\tlisten %s:%s ssl default_server;\n\t\tserver_name _;\n\t\treturn 421;\n\t}\n' \
+				"$HTTPS_ADDR" "$NGINX_PORT"
+		cat
+	} >"$dir/http.conf"
+	nginx_start "$dir" "$HTTPS_ADDR" "$NGINX_PORT" "${1:-}"
+}
 
 # nginx_start DIR ADDR PORT [MAIN]: a real nginx (Debian) in the foreground on a
 # throwaway config in DIR. The caller first writes the inside of `http { }`

@@ -36,12 +36,6 @@ clean_stderr() {
 		"$(cat "$f" 2>/dev/null)" || { diag "stderr tail:"; tail -n 40 "$f" | sed 's/^/  | /'; }
 }
 
-rcli() {
-	local p=$1
-	shift
-	timeout 10 redis-cli -p "$p" --raw "$@"
-}
-
 # pipe_jobs PORT N DOMAIN PREFIX: N jobs to u<i>@DOMAIN.
 pipe_jobs() {
 	awk -v n="$2" -v dom="$3" -v pre="$4" 'BEGIN {

@@ -125,20 +125,12 @@ max_rcpt = 1
 EOF
 )"
 
+# send, mx (lib.sh): `mxsend send -c CONF` within 15 s
 SEND_LIMIT=15
-send() {
-	timed_run "$SEND_LIMIT" "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send -c "$CONF" "$@"
-}
-mx() { # HOST IP: the ERE for "mx=HOST[IP]:PORT"
-	printf 'mx=%s\\[%s\\]:%s' "$(re_escape "$1")" "$(re_escape "$2")" "$P"
-}
+SEND_ARGS=(-c "$CONF")
 REPLY='reply="[^"]*"'
 D250='delivered 250 2\.[0-9]{1,3}\.[0-9]{1,3}'
 PLAIN='tls=none cipher=- verified=no'
-simple_msg() { # FILE
-	printf 'From: %s\nTo: someone@x.test\nSubject: hostile\nMessage-ID: <%s@client.test>\n\nHello.\n' \
-		"$FROM" "$RANDOM$RANDOM" >"$1"
-}
 
 # --- 1. replies in step ------------------------------------------------------------------
 # Two messages (one recipient each) on one connection. The sink answers the
@@ -151,7 +143,7 @@ simple_msg() { # FILE
 # the connection is dropped.
 t_extra_reply() { # SINK DOMAIN REFUSED (messages the sink refused: 0 when mxsend stops at DATA)
 	local m=$CASE_DIR/m.eml
-	simple_msg "$m"
+	msg "$m" hostile
 	send --from "$FROM" --to "a@$2" --to "b@$2" "$m"
 	expect_rc 75
 	expect_line "a@$2" "$D250 .*"
@@ -177,7 +169,7 @@ run_case "1e. the same without PIPELINING (one command at a time): deferred, nev
 # never lose it).
 t_extra_same_read() {
 	local m=$CASE_DIR/m.eml
-	simple_msg "$m"
+	msg "$m" hostile
 	send --from "$FROM" --to u@xz.test "$m"
 	expect_rc 75
 	expect_line u@xz.test "deferred 451 4\.5\.0 .*reply=\"replies out of step: bytes after the last reply[^\"]*\""
@@ -192,7 +184,7 @@ t_extra_idle_pool() {
 	start_redis -n idle || return 1
 	integ_config "$conf" "$(printf '[redis]\nurl = %s\n\n[pool]\nidle_timeout = 30s\n' "$REDIS_URL")"
 	sed -i '/^\[mxsend\]/a log = info' "$conf"
-	simple_msg "$m"
+	msg "$m" hostile
 	integ_spawn mxrun "$CASE_DIR/run.log" "$MXSEND" run -c "$conf"
 	timed_run 10 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" enqueue -c "$conf" --from "$FROM" --to a@xi.test "$m"
 	expect_rc 0
@@ -225,7 +217,7 @@ run_case "1d. a reply while the connection idles in the pool: closed, the next j
 # --- 2. the result names the host and address tried last --------------------------------
 t_last_tried() { # DOMAIN MXHOST IP CODE
 	local m=$CASE_DIR/m.eml
-	simple_msg "$m"
+	msg "$m" hostile
 	send --from "$FROM" --to "u@$1" "$m"
 	expect_rc 75
 	expect_line "u@$1" "deferred $4 [0-9.]+ $(mx "$2" "$3") $PLAIN policy=may $REPLY|deferred $4 [0-9.]+ $(mx "$2" "$3") tls=TLSv1\.[23] .*"
@@ -239,7 +231,7 @@ run_case "2b. MX 10 refuses the connection, MX 20 greets 451: result mx=MX 20 [i
 # the result names MX 20 and one of its addresses, not MX 30 with MX 20's.
 t_last_of_ten() {
 	local m=$CASE_DIR/m.eml
-	simple_msg "$m"
+	msg "$m" hostile
 	send --from "$FROM" --to u@many.test "$m"
 	expect_rc 75
 	expect_line u@many.test "deferred 451 4\.4\.1 mx=mxb\.many\.test\[127\.0\.91\.1[12]\]:$P $PLAIN policy=may reply=\"[^\"]*(refused|backed off)[^\"]*\""
@@ -251,7 +243,7 @@ run_case "2c. ten addresses refuse, MX 30 left untried: result names the last tr
 # --- 3. CHUNKING offered, BDAT refused ---------------------------------------------------
 t_bdat_refused() {
 	local m=$CASE_DIR/m.eml got exp=$CASE_DIR/exp.eml
-	simple_msg "$m"
+	msg "$m" hostile
 	send --from "$FROM" --to u1@br.test --to u2@br.test "$m"
 	expect_rc 0
 	expect_line u1@br.test "$D250 $(mx mx1.br.test 127.0.90.3) .*"
@@ -267,7 +259,7 @@ run_case "3. CHUNKING offered, BDAT answered 502: delivered with DATA on a new c
 # --- 4. tls = may: a failed handshake goes on in plaintext -----------------------------
 t_may_plain() { # SINK DOMAIN
 	local m=$CASE_DIR/m.eml
-	simple_msg "$m"
+	msg "$m" hostile
 	send --tls may --from "$FROM" --to "u@$2" "$m"
 	expect_rc 0
 	expect_line "u@$2" "$D250 $(mx "mx1.$2" "$(grep -F "mx1.$2. A" "$ZONE" | cut -d' ' -f3)") $PLAIN policy=may $REPLY"

@@ -99,25 +99,11 @@ mkconf() {
 	done <<<"${3:-}"
 }
 
-# rcli PORT ARG...: redis-cli on the case's server.
-rcli() {
-	local p=$1
-	shift
-	timeout 10 redis-cli -p "$p" --raw "$@"
-}
-
-# results PORT: one line per result entry: id|job|rcpt|status|code|attempt|reply
-RES_LUA="local o = {} for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do local f = e[2]
-o[#o + 1] = f[2]..'|'..f[4]..'|'..f[6]..'|'..f[8]..'|'..f[10]..'|'..f[34]..'|'..f[14] end return o"
-results() {
-	rcli "$1" EVAL "$RES_LUA" 1 mxsend:results
-}
-
+# rcli PORT ARG... (lib.sh): redis-cli on the case's server.
+# results PORT (lib.sh): one line per result entry: id|job|rcpt|status|code|attempt|reply
 # results_tls PORT: rcpt|status|tls|verified|policy|mx|ip|dsn|meta per result.
-TLS_LUA="local o = {} for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do local f = e[2]
-o[#o + 1] = f[6]..'|'..f[8]..'|'..f[22]..'|'..f[26]..'|'..f[28]..'|'..f[16]..'|'..f[18]..'|'..f[12]..'|'..f[38] end return o"
 results_tls() {
-	rcli "$1" EVAL "$TLS_LUA" 1 mxsend:results
+	results "$1" rcpt,status,tls,verified,policy,mx,ip,dsn,meta
 }
 
 # final_count PORT: number of final results (delivered, bounced, expired, rejected).

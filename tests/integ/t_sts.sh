@@ -102,22 +102,17 @@ write_policies() {
 	printf 'version: STSv1\nmode: testing\nmx: *.test\nmax_age: 120\n' >"$(policy_file sts-close)"
 }
 
-# start_nginx: nginx in the foreground (master_process off: one process, no
-# user switch), on HTTPS_ADDR:NGINX_PORT, logs and temp files in the work
-# directory. Waits (at most 5 s) for the port.
-start_nginx() {
-	local dir=$INTEG_DIR/nginx d
+# policy_server: the policies, then nginx (lib.sh's start_nginx: one foreground
+# process on HTTPS_ADDR:NGINX_PORT, a default server answering 421) with a
+# server block per kind of answer.
+policy_server() {
+	local d
 	write_policies
-	mkdir -p "$dir"
-	cat >"$dir/http.conf" <<EOF
-	access_log $dir/access.log;
-	types { text/plain txt; }
-	default_type application/octet-stream;
-	server {
-		listen $HTTPS_ADDR:$NGINX_PORT ssl default_server;
-		server_name _;
-		return 421;
-	}
+	# \$host below is for nginx: the server block serves mta-sts.D.test from $WWW/mta-sts.D.test
+	for d in sts-ok sts-64k sts-big sts-mismatch sts-none sts-badpolicy; do
+		ln -sfn "$WWW/$d" "$WWW/mta-sts.$d.test"
+	done
+	start_nginx "load_module $ECHO_MOD;" <<EOF
 	server {
 		listen $HTTPS_ADDR:$NGINX_PORT ssl;
 		server_name mta-sts.sts-ok.test mta-sts.sts-64k.test mta-sts.sts-big.test
@@ -177,11 +172,6 @@ start_nginx() {
 		root $WWW/sts-expired;
 	}
 EOF
-	# \$host above is for nginx: the server block serves mta-sts.D.test from $WWW/mta-sts.D.test
-	for d in sts-ok sts-64k sts-big sts-mismatch sts-none sts-badpolicy; do
-		ln -sfn "$WWW/$d" "$WWW/mta-sts.$d.test"
-	done
-	nginx_start "$dir" "$HTTPS_ADDR" "$NGINX_PORT" "load_module $ECHO_MOD;"
 }
 # start_s_server: `openssl s_server -WWW` serving $WWW/sts-close on
 # HTTP10_ADDR:NGINX_PORT (one connection at a time; HTTP/1.0, no length).
@@ -205,7 +195,7 @@ start_s_server() {
 	return 1
 }
 if [ -s "$CA" ] && command -v nginx >/dev/null 2>&1 && [ -f "$ECHO_MOD" ]; then
-	start_nginx || integ_missing "nginx did not start"
+	policy_server || integ_missing "nginx did not start"
 	start_s_server || integ_missing "openssl s_server did not start"
 fi
 
