@@ -28,7 +28,7 @@
 #                                          the others are not run and not counted
 #   bash tests/integ/t_x.sh --list       print "FUNCTION<TAB>NAME" per case; starts no
 #                                          server, runs no case, exits 0
-# A case that builds on an earlier one's state (t_run_policy.sh's numbered
+# A case that builds on an earlier one's state (sts/run.sh's numbered
 # cases) needs that one selected too.
 #
 # Rules kept by every function here: every wait is bounded in count and time,
@@ -44,8 +44,8 @@ MXSINK=${MXSINK:-$INTEG_ROOT/build/mxsink}
 MKCERTS=$INTEG_ROOT/bench/mkcerts.sh
 DNSQ=$INTEG_LIB_DIR/dnsq.pl
 
-# A t_*.sh script's arguments (lib.sh is sourced without any: "$@" is the
-# script's; demo.sh and bench/ scripts keep theirs).
+# A t_*.sh script's (or a part's, tests/integ/FEATURE/*.sh) arguments (lib.sh
+# is sourced without any: "$@" is the script's; demo.sh and bench/ keep theirs).
 INTEG_ONLY=${ONLY:-} # a case's function glob or part of its name (-k, ONLY)
 INTEG_LIST=0         # --list: print the cases, run nothing
 integ_args() {
@@ -63,7 +63,7 @@ integ_args() {
 		shift
 	done
 }
-[[ ${0##*/} == t_*.sh ]] && integ_args "$@"
+[[ ${0##*/} == t_*.sh || $0 == *integ/*/*.sh ]] && integ_args "$@"
 
 INTEG_DIR=""        # the run's work directory (mktemp -d)
 INTEG_MISSING=""    # what integ_require / integ_setup could not find or start
@@ -1070,6 +1070,42 @@ wait_cases() {
 		INTEG_FAIL=$((INTEG_FAIL + $(grep -c '^not ok - ' "$dir/report")))
 	done
 	INTEG_BG=()
+}
+
+# integ_parts PART...: the body of a feature script whose cases live in parts,
+# tests/integ/FEATURE/PART.sh, each a complete script (its own work directory,
+# servers and set-up, as if run alone; `bash tests/integ/FEATURE/PART.sh -k ...`
+# works too). Runs them one after the other with this script's -k / --list,
+# prints their lines, and ends as integ_finish does with the sum. A part that
+# exits non-zero without a "not ok" line counts as one failure.
+integ_parts() {
+	local part out rc p f args=()
+	[ -n "$INTEG_ONLY" ] && args+=(-k "$INTEG_ONLY")
+	[ "$INTEG_LIST" = 1 ] && args+=(--list)
+	out=$(mktemp "${TMPDIR:-/tmp}/mxsend-parts.XXXXXX") || exit 1
+	for part in "$@"; do
+		[ "$INTEG_LIST" = 1 ] || echo "# part ${part#"$INTEG_LIB_DIR"/}"
+		bash "$part" "${args[@]}" >"$out" 2>&1
+		rc=$?
+		grep -v '^# no case matches\|^# [0-9]* passed, [0-9]* failed$' "$out"
+		p=$(grep -c '^ok - ' "$out")
+		f=$(grep -c '^not ok - ' "$out")
+		# (-k selecting nothing in this part is no failure)
+		if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && ! grep -q '^# no case matches' "$out"; then
+			not_ok "part ${part#"$INTEG_LIB_DIR"/} (exit $rc)"
+		fi
+		INTEG_PASS=$((INTEG_PASS + p))
+		INTEG_FAIL=$((INTEG_FAIL + f))
+	done
+	rm -f "$out"
+	[ "$INTEG_LIST" = 1 ] && exit 0
+	if [ -n "$INTEG_ONLY" ] && [ $((INTEG_PASS + INTEG_FAIL)) -eq 0 ]; then
+		echo "# no case matches '$INTEG_ONLY' (--list shows them)"
+		exit 1
+	fi
+	echo "# $INTEG_PASS passed, $INTEG_FAIL failed"
+	[ "$INTEG_FAIL" -eq 0 ] && [ "$INTEG_PASS" -gt 0 ] && exit 0
+	exit 1
 }
 
 # integ_finish: print "# N passed, M failed" and exit (1 if anything failed).

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# t_policy.sh: TLS policy in delivery (DESIGN.md "TLS policy") with `mxsend
+# tests/integ/sts/send.sh, part of t_sts.sh: TLS policy in delivery
+# (DESIGN.md "TLS policy") with `mxsend
 # send`: MTA-STS enforce/testing/none as discovered through real DNS (unbound)
 # and a real HTTPS policy server (nginx), and the per-domain on_tls_failure
 # rules without MTA-STS, against mxsink processes on loopback.
@@ -16,7 +17,7 @@
 # shellcheck disable=SC2317,SC2031 # case functions run indirectly, each in its run_case subshell
 set -u
 # shellcheck source=tests/integ/lib.sh
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 
 # Domains whose policy nginx serves (mta-sts.D.test -> 127.0.70.1).
 STS_DOMAINS=(enf-ok enf-wrong enf-strip enf-prune enf-nomatch tst-wrong redir p404 ptype chg pnone

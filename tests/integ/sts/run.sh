@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# t_run_policy.sh: MTA-STS and TLSRPT in `mxsend run --until-empty` (the queue
+# tests/integ/sts/run.sh, part of t_sts.sh: MTA-STS and TLSRPT in
+# `mxsend run --until-empty` (the queue
 # path), against a real redis-server, unbound, nginx (the policy server) and
 # mxsink sinks on loopback:
 #   1. one run delivers to an enforce domain (valid certificate) and a testing
@@ -24,7 +25,7 @@
 # (each run is bounded at 15 s, each tlsrpt at 10 s: at most ~85 s).
 # shellcheck disable=SC2317,SC2031 # case functions run indirectly, each in its run_case subshell
 set -u
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 
 E=enf-run.test
 T=tst-run.test
@@ -425,5 +426,5 @@ run_case "3. exempt=tlsrpt: application jobs (no proof, forged, replayed) to the
 	t_exempt
 run_case "4. the real report deferred (MX down), its retries keep exempt and exempt_mac: delivered exempt on a retry" \
 	t_exempt_retry
-echo "# elapsed: $((SECONDS - T_START)) s"
+[ "$INTEG_LIST" = 1 ] || echo "# elapsed: $((SECONDS - T_START)) s"
 integ_finish
