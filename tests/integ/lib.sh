@@ -611,6 +611,7 @@ mx() {
 #   application/octet-stream; unless NGINX_DEFAULT=no, a default server that
 #   answers 421 to names no block serves.
 # MAIN goes at nginx.conf's top level (e.g. "load_module ...;").
+# shellcheck disable=SC2016 # nginx's variables, not the shell's
 NGINX_LOG_FORMAT='$host "$request" $status'
 NGINX_DEFAULT=yes
 start_nginx() {

@@ -101,6 +101,7 @@ ECHO_MOD=/usr/lib/nginx/modules/ngx_http_echo_module.so
 [ -f "$ECHO_MOD" ] || integ_missing "nginx echo module (libnginx-mod-http-echo)"
 # start_nginx (lib.sh): no default server (the first block is), this log format
 NGINX_DEFAULT=no
+# shellcheck disable=SC2016 # nginx's variables, not the shell's
 NGINX_LOG_FORMAT='$request_method $uri $status ct="$content_type" len=$content_length host=$host'
 if [ -z "$INTEG_MISSING" ]; then
 	start_nginx "load_module $ECHO_MOD;" <<EOF || integ_missing "nginx did not start"

@@ -206,7 +206,7 @@ policy_server() {
 	write_policies
 	mkdir -p "$WWW/mta-sts.redir.test/elsewhere"
 	cp "$(policy_file redir)" "$WWW/mta-sts.redir.test/elsewhere/mta-sts.txt"
-	start_nginx <<EOF
+	start_nginx "" <<EOF
 	server {
 		listen $HTTPS_ADDR:$NGINX_PORT ssl;
 		server_name mta-sts.enf-ok.test mta-sts.enf-wrong.test mta-sts.enf-strip.test
