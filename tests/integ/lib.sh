@@ -559,6 +559,28 @@ results() {
 		${3+"$3"}
 }
 
+# pipe_jobs PORT N DOMAINS PREFIX [PAD]: XADD N jobs through redis-cli --pipe, job i
+# to u<i>@<domain i % DOMAINS>, with a unique "X-Job: PREFIX-i" header (and PAD
+# more bytes of body). DOMAINS is a space-separated list.
+pipe_jobs() {
+	awk -v n="$2" -v doms="$3" -v pre="$4" -v pad="${5:-0}" 'BEGIN {
+		nd = split(doms, d, " ")
+		fill = ""
+		while (length(fill) < pad)
+			fill = fill "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxy\r\n"
+		for (i = 1; i <= n; i++) {
+			to = "u" i "@" d[(i % nd) + 1]
+			data = "X-Job: " pre "-" i "\r\nSubject: test " i "\r\n\r\nbody " i "\r\n" fill
+			id = pre "-" i
+			printf "*11\r\n$4\r\nXADD\r\n$11\r\nmxsend:jobs\r\n$1\r\n*\r\n"
+			printf "$4\r\nfrom\r\n$15\r\nsender@src.test\r\n"
+			printf "$2\r\nto\r\n$%d\r\n%s\r\n", length(to), to
+			printf "$4\r\ndata\r\n$%d\r\n%s\r\n", length(data), data
+			printf "$2\r\nid\r\n$%d\r\n%s\r\n", length(id), id
+		}
+	}' | timeout 60 redis-cli -p "$1" --pipe >/dev/null
+}
+
 # redis_ping PORT: print the reply to PING (PONG when up).
 redis_ping() {
 	if command -v redis-cli >/dev/null 2>&1; then
@@ -816,6 +838,24 @@ expect_rc() {
 	fail "exit status: expected $1, got $RUN_RC"
 	show_run
 	return 1
+}
+
+# expect_out ERE: some stdout line matches ERE.
+expect_out() {
+	grep -Eq -- "$1" "$CASE_DIR/out" && return 0
+	fail "no output line matches /$1/"
+	show_run
+	return 1
+}
+
+# expect_sink SINK KEY VALUE: counter KEY of sink SINK.
+expect_sink() {
+	local v
+	v=$(sink_stat "$1" "$2") || {
+		fail "sink $1: stats port did not answer"
+		return 1
+	}
+	assert_eq "sink $1 $2" "$3" "$v"
 }
 
 # expect_line RCPT ERE: stdout has exactly one line for RCPT and it matches

@@ -36,21 +36,7 @@ clean_stderr() {
 		"$(cat "$f" 2>/dev/null)" || { diag "stderr tail:"; tail -n 40 "$f" | sed 's/^/  | /'; }
 }
 
-# pipe_jobs PORT N DOMAIN PREFIX: N jobs to u<i>@DOMAIN.
-pipe_jobs() {
-	awk -v n="$2" -v dom="$3" -v pre="$4" 'BEGIN {
-		for (i = 1; i <= n; i++) {
-			to = "u" i "@" dom
-			data = "X-Job: " pre "-" i "\r\nSubject: test " i "\r\n\r\nbody " i "\r\n"
-			id = pre "-" i
-			printf "*11\r\n$4\r\nXADD\r\n$11\r\nmxsend:jobs\r\n$1\r\n*\r\n"
-			printf "$4\r\nfrom\r\n$15\r\nsender@src.test\r\n"
-			printf "$2\r\nto\r\n$%d\r\n%s\r\n", length(to), to
-			printf "$4\r\ndata\r\n$%d\r\n%s\r\n", length(data), data
-			printf "$2\r\nid\r\n$%d\r\n%s\r\n", length(id), id
-		}
-	}' | timeout 60 redis-cli -p "$1" --pipe >/dev/null
-}
+# pipe_jobs PORT N DOMAIN PREFIX (lib.sh): N jobs to u<i>@DOMAIN.
 
 # status_count PORT STATUS: results with STATUS.
 status_count() {
@@ -180,7 +166,6 @@ print(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeou
 	assert_eq "delivered + queued + parked for retry" "$n" "$((fin + left + retry))"
 	clean_stderr "run, SIGTERM while busy" "$CASE_DIR/run.err"
 }
-
 
 run_case "ASan: mxsend send, one delivered one bounced: exit 69, no leak" t_send_ok
 run_case "ASan: mxsend send, DNS SERVFAIL + delivered: exit 75, no leak" t_send_dnsfail

@@ -174,27 +174,7 @@ mx_stop() {
 	fi
 }
 
-# pipe_jobs PORT N DOMAINS PREFIX [PAD]: XADD N jobs through redis-cli --pipe, job i
-# to u<i>@<domain i % DOMAINS>, with a unique "X-Job: PREFIX-i" header (and PAD
-# more bytes of body). DOMAINS is a space-separated list.
-pipe_jobs() {
-	awk -v n="$2" -v doms="$3" -v pre="$4" -v pad="${5:-0}" 'BEGIN {
-		nd = split(doms, d, " ")
-		fill = ""
-		while (length(fill) < pad)
-			fill = fill "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxy\r\n"
-		for (i = 1; i <= n; i++) {
-			to = "u" i "@" d[(i % nd) + 1]
-			data = "X-Job: " pre "-" i "\r\nSubject: test " i "\r\n\r\nbody " i "\r\n" fill
-			id = pre "-" i
-			printf "*11\r\n$4\r\nXADD\r\n$11\r\nmxsend:jobs\r\n$1\r\n*\r\n"
-			printf "$4\r\nfrom\r\n$15\r\nsender@src.test\r\n"
-			printf "$2\r\nto\r\n$%d\r\n%s\r\n", length(to), to
-			printf "$4\r\ndata\r\n$%d\r\n%s\r\n", length(data), data
-			printf "$2\r\nid\r\n$%d\r\n%s\r\n", length(id), id
-		}
-	}' | timeout 60 redis-cli -p "$1" --pipe >/dev/null
-}
+# pipe_jobs (lib.sh)
 
 # sink_jobs NAME PREFIX: distinct X-Job values (PREFIX-*) the sink stored.
 sink_jobs() {
@@ -1109,7 +1089,6 @@ EOF
 	wire_expect "$CASE_DIR/body" "$CASE_DIR/body.wire"
 	assert_file_eq "the body from redis-py, byte for byte (bare LF -> CRLF, final CRLF)" "$CASE_DIR/body.wire" "$eml"
 }
-
 
 run_case "every result status (delivered bounced deferred expired held rejected)" t_statuses
 run_case "jobs from another language's client (python3-redis): 8-bit body byte for byte, JSON meta, two rcpts, a rejected job; results read back with it" t_other_client

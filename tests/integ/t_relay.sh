@@ -116,7 +116,6 @@ result() {
 	echo "$lines"
 }
 
-
 # env_of SINK RCPT: the .env text of the message SINK stored for RCPT.
 env_of() {
 	local eml

@@ -197,14 +197,7 @@ deliver_jobs() {
 	[ "$RUN_RC" = 0 ] || fail "mxsend run --until-empty: exit $RUN_RC" "$(tail -n 5 "$CASE_DIR/run.err")"
 }
 
-expect_out() {
-	grep -Eq -- "$1" "$CASE_DIR/out" && return 0
-	fail "no output line matches /$1/"
-	show_run
-	return 1
-}
-
-# rcli PORT ARG... (lib.sh), on the run's redis-server
+# expect_out ERE, rcli PORT ARG... (lib.sh)
 
 # check_report JSONFILE DOMAIN: the report's fields and counts for DOMAIN
 # (python3: only the standard library). Prints what is wrong; exit 1 then.

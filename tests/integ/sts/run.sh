@@ -126,7 +126,6 @@ job_results() {
 	results "${REDIS_PORT:-1}" rcpt,status,tls,verified,policy,mx,ip,attempt,reply "$1"
 }
 
-
 # enqueue ID RCPT [ARG...]: `mxsend enqueue` one job.
 enqueue() {
 	local id=$1 rcpt=$2 m=$CASE_DIR/m-$1.eml
@@ -161,15 +160,7 @@ expect_result() {
 	return 1
 }
 
-expect_sink() { # SINK KEY VALUE
-	local v
-	v=$(sink_stat "$1" "$2") || {
-		fail "sink $1: stats port did not answer"
-		return 1
-	}
-	assert_eq "sink $1 $2" "$3" "$v"
-}
-
+# expect_sink (lib.sh)
 TLSV='TLSv1\.[23]'
 DAY_NOW() { date -u +%F; }
 

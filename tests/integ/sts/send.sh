@@ -304,17 +304,7 @@ expect_field() {
 	return 1
 }
 
-# mx HOST IP (lib.sh): the ERE for "mx=HOST[IP]:PORT".
-
-# expect_sink SINK KEY VALUE: counter KEY of sink SINK.
-expect_sink() {
-	local v
-	v=$(sink_stat "$1" "$2") || {
-		fail "sink $1: stats port did not answer"
-		return 1
-	}
-	assert_eq "sink $1 $2" "$3" "$v"
-}
+# mx HOST IP, expect_sink SINK KEY VALUE (lib.sh)
 
 # expect_no_mail SINK: the sink stored nothing and counted no message.
 expect_no_mail() {
@@ -339,7 +329,6 @@ expect_fetch() {
 		"^mta-sts\.$(re_escape "$1")\.test \"GET /\.well-known/mta-sts\.txt HTTP/1\.[01]\" $2\$" \
 		"$(cat "$INTEG_DIR/nginx/access.log")"
 }
-
 
 TLSOK='tls=TLSv1\.[23] cipher=[A-Za-z0-9_-]+ verified=yes'
 TLSBAD='tls=TLSv1\.[23] cipher=[A-Za-z0-9_-]+ verified=no'
