@@ -1,4 +1,5 @@
-# mxsend: one non-recursive Makefile. `make test` = deps + build + unit (ASan/UBSan) + integration.
+# mxsend: one non-recursive Makefile. `make test` = deps + layering check + build + unit
+# (ASan/UBSan) + integration.
 CC      ?= cc
 PKGS    := liburing openssl libcares hiredis inih jansson zlib
 B       := build

@@ -7,8 +7,12 @@
 #   unbound      DNS for the test zones        start_unbound
 #   mxsink       the TLS SMTP sink (bench/)     start_sink, sink_stat, sink_find_msg
 #   redis-server the job queue                  start_redis
-# plus TAP-like reporting (ok/not_ok, run_case, run_case_bg/wait_cases) and
-# assertions that explain themselves on failure.
+# plus TAP-like reporting (ok/not_ok, run_case, run_case_bg/wait_cases),
+# assertions that explain themselves on failure, and the fixtures the scripts
+# share (defined here once): send, msg, mx, expect_rc/expect_line/expect_out,
+# expect_sink, rcli, results, pipe_jobs, start_nginx, integ_config, body_gen.
+# A feature whose cases need several set-ups keeps them as parts
+# (tests/integ/FEATURE/*.sh) that its t_FEATURE.sh runs (integ_parts).
 #
 # Usage, in tests/integ/t_NAME.sh:
 #   . "$(dirname "$0")/lib.sh"
