@@ -7,8 +7,12 @@
 #   unbound      DNS for the test zones        start_unbound
 #   mxsink       the TLS SMTP sink (bench/)     start_sink, sink_stat, sink_find_msg
 #   redis-server the job queue                  start_redis
-# plus TAP-like reporting (ok/not_ok, run_case, run_case_bg/wait_cases) and
-# assertions that explain themselves on failure.
+# plus TAP-like reporting (ok/not_ok, run_case, run_case_bg/wait_cases),
+# assertions that explain themselves on failure, and the fixtures the scripts
+# share (defined here once): send, msg, mx, expect_rc/expect_line/expect_out,
+# expect_sink, rcli, results, pipe_jobs, start_nginx, integ_config, body_gen.
+# A feature whose cases need several set-ups keeps them as parts
+# (tests/integ/FEATURE/*.sh) that its t_FEATURE.sh runs (integ_parts).
 #
 # Usage, in tests/integ/t_NAME.sh:
 #   . "$(dirname "$0")/lib.sh"
@@ -19,6 +23,17 @@
 #   t_something() { ...; assert_eq "exit" 0 "$RUN_RC"; }
 #   run_case "something works" t_something
 #   integ_finish                     # "# N passed, M failed"; exit 1 on failure
+#
+# One case by name, or the list of cases (every t_*.sh, parsed here from the
+# script's own arguments, or ONLY in the environment):
+#   bash tests/integ/t_x.sh -k PATTERN   only the cases whose function matches
+#   ONLY=PATTERN bash tests/integ/t_x.sh   the glob PATTERN or whose name contains
+#                                          it (e.g. -k t_enforce_ok, -k 'enforce*MX 20');
+#                                          the others are not run and not counted
+#   bash tests/integ/t_x.sh --list       print "FUNCTION<TAB>NAME" per case; starts no
+#                                          server, runs no case, exits 0
+# A case that builds on an earlier one's state (sts/run.sh's numbered
+# cases) needs that one selected too.
 #
 # Rules kept by every function here: every wait is bounded in count and time,
 # every process started is registered and killed at exit (SIGTERM, SIGKILL
@@ -32,6 +47,27 @@ MXSEND=${MXSEND:-$INTEG_ROOT/build/mxsend} # overridable, e.g. an ASan build
 MXSINK=${MXSINK:-$INTEG_ROOT/build/mxsink}
 MKCERTS=$INTEG_ROOT/bench/mkcerts.sh
 DNSQ=$INTEG_LIB_DIR/dnsq.pl
+
+# A t_*.sh script's (or a part's, tests/integ/FEATURE/*.sh) arguments (lib.sh
+# is sourced without any: "$@" is the script's; demo.sh and bench/ keep theirs).
+INTEG_ONLY=${ONLY:-} # a case's function glob or part of its name (-k, ONLY)
+INTEG_LIST=0         # --list: print the cases, run nothing
+integ_args() {
+	while [ $# -gt 0 ]; do
+		case $1 in
+		-k) [ $# -ge 2 ] || { echo "-k needs a PATTERN" >&2; exit 2; }; INTEG_ONLY=$2; shift ;;
+		-k*) INTEG_ONLY=${1#-k} ;;
+		--list | -l) INTEG_LIST=1 ;;
+		-h | --help)
+			echo "usage: bash $0 [-k PATTERN] [--list]  (or ONLY=PATTERN; see tests/integ/lib.sh)"
+			exit 0
+			;;
+		*) echo "$0: unknown argument '$1' (usage: [-k PATTERN] [--list])" >&2; exit 2 ;;
+		esac
+		shift
+	done
+}
+[[ ${0##*/} == t_*.sh || $0 == *integ/*/*.sh ]] && integ_args "$@"
 
 INTEG_DIR=""        # the run's work directory (mktemp -d)
 INTEG_MISSING=""    # what integ_require / integ_setup could not find or start
@@ -66,6 +102,17 @@ integ_setup() {
 	}
 	: >"$INTEG_DIR/procs"
 	trap integ_cleanup EXIT
+	if [ "$INTEG_LIST" = 1 ]; then
+		# --list: no certificates, no servers (start_* return at once); the
+		# scripts' "[ -z "$INTEG_MISSING" ]" guards skip the rest of their set-up
+		INTEG_MISSING="(--list)"
+		echo 20000 >"$INTEG_DIR/next_port"
+		echo 20400 >"$INTEG_DIR/end_port"
+		SINK_PORT=20000
+		CERTS=$INTEG_DIR/certs
+		CA=$CERTS/ca.pem
+		return 0
+	fi
 	trap 'exit 143' TERM
 	trap 'exit 130' INT
 	trap 'exit 129' HUP
@@ -90,6 +137,7 @@ integ_setup() {
 
 # integ_missing TEXT: record a missing prerequisite (every later run_case fails).
 integ_missing() {
+	[ "$INTEG_LIST" = 1 ] && return 0
 	INTEG_MISSING="${INTEG_MISSING:+$INTEG_MISSING; }$1"
 	echo "# missing: $1" >&2
 }
@@ -212,6 +260,7 @@ integ_cleanup() {
 # (unknown-server-time-limit 50 ms, infra-host-ttl 1 s keep it from backing off).
 # Waits (at most 5 s) until unbound answers. Returns 1 (log on stderr) on failure.
 start_unbound() {
+	[ "$INTEG_LIST" = 1 ] && return 0 # --list: nothing starts
 	local addr=127.0.2.53 name=dns OPTIND opt
 	while getopts a:n: opt; do
 		case $opt in
@@ -321,6 +370,7 @@ dns_query() {
 # (e.g. --listen "127.0.3.1:$SINK_PORT"). Waits (at most 5 s) for the pidfile
 # and the stats port. Returns 1 (log on stderr) on failure.
 start_sink() {
+	[ "$INTEG_LIST" = 1 ] && return 0 # --list: nothing starts
 	local name=$1
 	shift
 	local dir=$INTEG_DIR/sink.$name sport a extra=()
@@ -381,6 +431,7 @@ sink_log() {
 # line without KEY. Returns 1 if the stats port does not answer (2 s).
 sink_stat() {
 	local port fd line kv
+	[ -r "$INTEG_DIR/sink.$1/stats_port" ] || return 1
 	port=$(<"$INTEG_DIR/sink.$1/stats_port") || return 1
 	{ exec {fd}<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null || return 1
 	IFS= read -r -t 2 line <&"$fd"
@@ -440,6 +491,7 @@ sink_count() {
 # after stop_proc redis.NAME reuses its port and directory (so an AOF run
 # reloads its data: a crash-restart test). Waits (at most 5 s) for PING.
 start_redis() {
+	[ "$INTEG_LIST" = 1 ] && return 0 # --list: nothing starts
 	local name=redis aof=no
 	while [ $# -gt 0 ]; do
 		case $1 in
@@ -489,6 +541,50 @@ redis_results() {
 		END { if (l != "") print l }'
 }
 
+# rcli PORT ARG...: redis-cli on 127.0.0.1:PORT (10 s bound), raw replies.
+rcli() {
+	local p=$1
+	shift
+	timeout 10 redis-cli -h 127.0.0.1 -p "$p" --raw "$@"
+}
+
+# results PORT [FIELDS [ID]]: one line per entry of mxsend:results (only job
+# ID's, by its `id` field, when ID is given), the values of FIELDS (names,
+# comma-separated; default id,job,rcpt,status,code,attempt,reply) joined by
+# '|', a field the entry lacks as empty. One EVAL (stay well under Redis's 5 s
+# busy-script limit: a few tens of thousands of entries).
+RESULTS_LUA="local want, o = {}, {} for w in string.gmatch(ARGV[1], '[^,]+') do want[#want + 1] = w end
+for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+local f, m = e[2], {} for i = 1, #f, 2 do m[f[i]] = f[i + 1] end
+if ARGV[2] == nil or m.id == ARGV[2] then local l = {} for i, w in ipairs(want) do l[i] = m[w] or '' end
+o[#o + 1] = table.concat(l, '|') end end return o"
+results() {
+	rcli "$1" EVAL "$RESULTS_LUA" 1 mxsend:results "${2:-id,job,rcpt,status,code,attempt,reply}" \
+		${3+"$3"}
+}
+
+# pipe_jobs PORT N DOMAINS PREFIX [PAD]: XADD N jobs through redis-cli --pipe, job i
+# to u<i>@<domain i % DOMAINS>, with a unique "X-Job: PREFIX-i" header (and PAD
+# more bytes of body). DOMAINS is a space-separated list.
+pipe_jobs() {
+	awk -v n="$2" -v doms="$3" -v pre="$4" -v pad="${5:-0}" 'BEGIN {
+		nd = split(doms, d, " ")
+		fill = ""
+		while (length(fill) < pad)
+			fill = fill "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxy\r\n"
+		for (i = 1; i <= n; i++) {
+			to = "u" i "@" d[(i % nd) + 1]
+			data = "X-Job: " pre "-" i "\r\nSubject: test " i "\r\n\r\nbody " i "\r\n" fill
+			id = pre "-" i
+			printf "*11\r\n$4\r\nXADD\r\n$11\r\nmxsend:jobs\r\n$1\r\n*\r\n"
+			printf "$4\r\nfrom\r\n$15\r\nsender@src.test\r\n"
+			printf "$2\r\nto\r\n$%d\r\n%s\r\n", length(to), to
+			printf "$4\r\ndata\r\n$%d\r\n%s\r\n", length(data), data
+			printf "$2\r\nid\r\n$%d\r\n%s\r\n", length(id), id
+		}
+	}' | timeout 60 redis-cli -p "$1" --pipe >/dev/null
+}
+
 # redis_ping PORT: print the reply to PING (PONG when up).
 redis_ping() {
 	if command -v redis-cli >/dev/null 2>&1; then
@@ -507,12 +603,65 @@ redis_ping() {
 # ---------------------------------------------------------------------------
 # mxsend helpers
 
+# send ARG...: `mxsend send SEND_ARGS... ARG...` under SEND_LIMIT seconds
+# (default 10: a normal case takes well under a second); stdout in
+# $CASE_DIR/out, stderr in $CASE_DIR/err (show_run, expect_rc, expect_line
+# read them); sets RUN_RC and RUN_MS. A script sets SEND_ARGS (an array) to
+# what every call shares, e.g. (-c "$CONF") or (--dns "$DNS" --ca "$CA").
+SEND_LIMIT=10
+SEND_ARGS=()
+send() {
+	timed_run "$SEND_LIMIT" "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send "${SEND_ARGS[@]}" "$@"
+}
+
+# msg FILE [SUBJECT [BODY]]: a small LF message from $FROM (default
+# sender@client.test) with a fresh Message-ID; SUBJECT default "test", BODY
+# default "Hello.".
+msg() {
+	printf 'From: %s\nTo: someone@example.test\nSubject: %s\nMessage-ID: <%s@client.test>\n\n%s\n' \
+		"${FROM:-sender@client.test}" "${2:-test}" "$RANDOM$RANDOM" "${3:-Hello.}" >"$1"
+}
+
+# mx HOST IP: the ERE for a result line's "mx=HOST[IP]:PORT" (PORT: $P, else
+# SINK_PORT).
+mx() {
+	printf 'mx=%s\\[%s\\]:%s' "$(re_escape "$1")" "$(re_escape "$2")" "${P:-$SINK_PORT}"
+}
+
+# start_nginx [MAIN] <SERVERS: nginx (nginx_start) on HTTPS_ADDR:NGINX_PORT,
+# both set by the script, in $INTEG_DIR/nginx; the policy server of the MTA-STS
+# tests and the https: rua of the TLSRPT ones. Its http { } holds what they
+# share, then the script's server blocks read from stdin:
+#   access log $INTEG_DIR/nginx/access.log, format NGINX_LOG_FORMAT (default
+#   '$host "$request" $status'); .txt served as text/plain, the rest as
+#   application/octet-stream; unless NGINX_DEFAULT=no, a default server that
+#   answers 421 to names no block serves.
+# MAIN goes at nginx.conf's top level (e.g. "load_module ...;").
+# shellcheck disable=SC2016 # nginx's variables, not the shell's
+NGINX_LOG_FORMAT='$host "$request" $status'
+NGINX_DEFAULT=yes
+start_nginx() {
+	[ "$INTEG_LIST" = 1 ] && return 0 # --list: nothing starts
+	local dir=$INTEG_DIR/nginx
+	mkdir -p "$dir"
+	{
+		printf "\tlog_format integ '%s';\n\taccess_log %s/access.log integ;\n" "$NGINX_LOG_FORMAT" "$dir"
+		printf '\ttypes { text/plain txt; }\n\tdefault_type application/octet-stream;\n'
+		[ "$NGINX_DEFAULT" = no ] ||
+			printf '\tserver {\n\t\tlisten %s:%s ssl default_server;\n\t\tserver_name _;\n\t\treturn 421;\n\t}\n' \
+				"$HTTPS_ADDR" "$NGINX_PORT"
+		cat
+	} >"$dir/http.conf"
+	nginx_start "$dir" "$HTTPS_ADDR" "$NGINX_PORT" "${1:-}"
+}
+
 # nginx_start DIR ADDR PORT [MAIN]: a real nginx (Debian) in the foreground on a
 # throwaway config in DIR. The caller first writes the inside of `http { }`
 # (server blocks, log formats, access_log) to DIR/http.conf; MAIN goes at the
 # top level (e.g. "load_module ...;"). The run's server certificate is the
 # default. Returns once ADDR:PORT accepts connections (5 s at most).
 nginx_start() {
+	[ "$INTEG_LIST" = 1 ] && return 0 # --list: nothing starts
 	local dir=$1 addr=$2 port=$3 main=${4:-} conf=$1/nginx.conf
 	mkdir -p "$dir/tmp"
 	cat >"$conf" <<EOF
@@ -695,6 +844,24 @@ expect_rc() {
 	return 1
 }
 
+# expect_out ERE: some stdout line matches ERE.
+expect_out() {
+	grep -Eq -- "$1" "$CASE_DIR/out" && return 0
+	fail "no output line matches /$1/"
+	show_run
+	return 1
+}
+
+# expect_sink SINK KEY VALUE: counter KEY of sink SINK.
+expect_sink() {
+	local v
+	v=$(sink_stat "$1" "$2") || {
+		fail "sink $1: stats port did not answer"
+		return 1
+	}
+	assert_eq "sink $1 $2" "$3" "$v"
+}
+
 # expect_line RCPT ERE: stdout has exactly one line for RCPT and it matches
 # ^RCPT ERE$ (ERE covers "STATUS CODE DSN mx=... reply=...").
 expect_line() {
@@ -875,12 +1042,25 @@ assert_file_eq() {
 # "not ok - NAME" followed by everything the case printed, as '#' lines.
 # Every case fails at once while INTEG_MISSING is set.
 run_case() {
+	case_selected "$@" || return 0
 	if [ -n "$INTEG_MISSING" ]; then
 		not_ok "$1" "skipped, missing: $INTEG_MISSING"
 		return 0
 	fi
 	INTEG_NCASE=$((INTEG_NCASE + 1))
 	case_exec "$INTEG_DIR/case.$INTEG_NCASE" "$@"
+}
+
+# case_selected NAME FUNC [ARG...]: whether the case runs (-k / ONLY: FUNC
+# matches the glob, or NAME contains it); under --list, prints it and says no.
+case_selected() {
+	# shellcheck disable=SC2053 # INTEG_ONLY is a glob on purpose
+	[ -z "$INTEG_ONLY" ] || [[ $2 == $INTEG_ONLY ]] || [[ $1 == *$INTEG_ONLY* ]] || return 1
+	if [ "$INTEG_LIST" = 1 ]; then
+		printf '%s\t%s\n' "$2" "$1"
+		return 1
+	fi
+	return 0
 }
 
 # case_exec DIR NAME FUNC [ARG...]: the body of run_case (DIR is created).
@@ -903,6 +1083,7 @@ case_exec() {
 # run_case_bg NAME FUNC [ARG...]: run_case in a background job; wait_cases
 # prints the reports in start order. For slow, independent cases.
 run_case_bg() {
+	case_selected "$@" || return 0
 	if [ -n "$INTEG_MISSING" ]; then
 		run_case "$@"
 		return 0
@@ -936,9 +1117,50 @@ wait_cases() {
 	INTEG_BG=()
 }
 
+# integ_parts PART...: the body of a feature script whose cases live in parts,
+# tests/integ/FEATURE/PART.sh, each a complete script (its own work directory,
+# servers and set-up, as if run alone; `bash tests/integ/FEATURE/PART.sh -k ...`
+# works too). Runs them one after the other with this script's -k / --list,
+# prints their lines, and ends as integ_finish does with the sum. A part that
+# exits non-zero without a "not ok" line counts as one failure.
+integ_parts() {
+	local part out rc p f args=()
+	[ -n "$INTEG_ONLY" ] && args+=(-k "$INTEG_ONLY")
+	[ "$INTEG_LIST" = 1 ] && args+=(--list)
+	out=$(mktemp "${TMPDIR:-/tmp}/mxsend-parts.XXXXXX") || exit 1
+	for part in "$@"; do
+		[ "$INTEG_LIST" = 1 ] || echo "# part ${part#"$INTEG_LIB_DIR"/}"
+		bash "$part" "${args[@]}" >"$out" 2>&1
+		rc=$?
+		grep -v '^# no case matches\|^# [0-9]* passed, [0-9]* failed$' "$out"
+		p=$(grep -c '^ok - ' "$out")
+		f=$(grep -c '^not ok - ' "$out")
+		# (-k selecting nothing in this part is no failure)
+		if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && ! grep -q '^# no case matches' "$out"; then
+			not_ok "part ${part#"$INTEG_LIB_DIR"/} (exit $rc)"
+		fi
+		INTEG_PASS=$((INTEG_PASS + p))
+		INTEG_FAIL=$((INTEG_FAIL + f))
+	done
+	rm -f "$out"
+	[ "$INTEG_LIST" = 1 ] && exit 0
+	if [ -n "$INTEG_ONLY" ] && [ $((INTEG_PASS + INTEG_FAIL)) -eq 0 ]; then
+		echo "# no case matches '$INTEG_ONLY' (--list shows them)"
+		exit 1
+	fi
+	echo "# $INTEG_PASS passed, $INTEG_FAIL failed"
+	[ "$INTEG_FAIL" -eq 0 ] && [ "$INTEG_PASS" -gt 0 ] && exit 0
+	exit 1
+}
+
 # integ_finish: print "# N passed, M failed" and exit (1 if anything failed).
 integ_finish() {
+	[ "$INTEG_LIST" = 1 ] && exit 0
 	[ ${#INTEG_BG[@]} -gt 0 ] && wait_cases 120
+	if [ -n "$INTEG_ONLY" ] && [ $((INTEG_PASS + INTEG_FAIL)) -eq 0 ]; then
+		echo "# no case matches '$INTEG_ONLY' (--list shows them)"
+		exit 1
+	fi
 	echo "# $INTEG_PASS passed, $INTEG_FAIL failed"
 	[ "$INTEG_FAIL" -eq 0 ] && [ "$INTEG_PASS" -gt 0 ] && exit 0
 	exit 1

@@ -36,27 +36,7 @@ clean_stderr() {
 		"$(cat "$f" 2>/dev/null)" || { diag "stderr tail:"; tail -n 40 "$f" | sed 's/^/  | /'; }
 }
 
-rcli() {
-	local p=$1
-	shift
-	timeout 10 redis-cli -p "$p" --raw "$@"
-}
-
-# pipe_jobs PORT N DOMAIN PREFIX: N jobs to u<i>@DOMAIN.
-pipe_jobs() {
-	awk -v n="$2" -v dom="$3" -v pre="$4" 'BEGIN {
-		for (i = 1; i <= n; i++) {
-			to = "u" i "@" dom
-			data = "X-Job: " pre "-" i "\r\nSubject: test " i "\r\n\r\nbody " i "\r\n"
-			id = pre "-" i
-			printf "*11\r\n$4\r\nXADD\r\n$11\r\nmxsend:jobs\r\n$1\r\n*\r\n"
-			printf "$4\r\nfrom\r\n$15\r\nsender@src.test\r\n"
-			printf "$2\r\nto\r\n$%d\r\n%s\r\n", length(to), to
-			printf "$4\r\ndata\r\n$%d\r\n%s\r\n", length(data), data
-			printf "$2\r\nid\r\n$%d\r\n%s\r\n", length(id), id
-		}
-	}' | timeout 60 redis-cli -p "$1" --pipe >/dev/null
-}
+# pipe_jobs PORT N DOMAIN PREFIX (lib.sh): N jobs to u<i>@DOMAIN.
 
 # status_count PORT STATUS: results with STATUS.
 status_count() {
@@ -187,16 +167,9 @@ print(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeou
 	clean_stderr "run, SIGTERM while busy" "$CASE_DIR/run.err"
 }
 
-# acase NAME FUNC: run_case, unless ONLY (a function-name pattern) excludes it.
-acase() {
-	# shellcheck disable=SC2053 # ONLY is a glob on purpose
-	[ -n "${ONLY:-}" ] && [[ $2 != $ONLY ]] && return 0
-	run_case "$@"
-}
-
-acase "ASan: mxsend send, one delivered one bounced: exit 69, no leak" t_send_ok
-acase "ASan: mxsend send, DNS SERVFAIL + delivered: exit 75, no leak" t_send_dnsfail
-acase "ASan: mxsend run --until-empty: exit 0, results written, no report" t_until_empty
-acase "ASan: mxsend run, SIGTERM while idle: exit 0, no report" t_term_idle
-acase "ASan: mxsend run, SIGTERM with ~1,000 jobs in flight: exit 0, nothing pending, no report" t_term_busy
+run_case "ASan: mxsend send, one delivered one bounced: exit 69, no leak" t_send_ok
+run_case "ASan: mxsend send, DNS SERVFAIL + delivered: exit 75, no leak" t_send_dnsfail
+run_case "ASan: mxsend run --until-empty: exit 0, results written, no report" t_until_empty
+run_case "ASan: mxsend run, SIGTERM while idle: exit 0, no report" t_term_idle
+run_case "ASan: mxsend run, SIGTERM with ~1,000 jobs in flight: exit 0, nothing pending, no report" t_term_busy
 integ_finish

@@ -8,16 +8,18 @@
 #   2. the result names the MX host and address tried last;
 #   3. CHUNKING offered, BDAT refused: the message goes by DATA;
 #   4. tls = may and a handshake that fails (alert, TLS 1.0-only server, the
-#      connection cut mid-handshake): the message goes in plaintext.
-# Addresses 127.0.90.x on SINK_PORT (127.0.90.9: nothing listens). Whole
-# file: a few seconds.
+#      connection cut mid-handshake): the message goes in plaintext;
+#   5. a greeting that refuses (421, 554): deferred, bounced, or the next MX;
+#   6. a server that stalls at each stage: deferred within the stage's timeout.
+# Addresses 127.0.90.x and 127.0.91.x (5, 6: 127.0.92.x) on SINK_PORT
+# (127.0.90.9: nothing listens). Whole file: about 15 s.
 # shellcheck disable=SC2317,SC2031 # case functions run indirectly, each in its run_case subshell
 set -u
 # shellcheck source=tests/integ/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 integ_setup mx1.xb.test mx1.xd.test mx1.br.test mx1.t10.test mx1.tal.test mx1.tcut.test \
-	mx1.last.test mx2.last.test
+	mx1.last.test mx2.last.test mx1.test
 integ_require mxsend mxsink unbound unbound-checkconf perl ss timeout redis-server redis-cli
 
 FROM=sender@client.test
@@ -64,6 +66,27 @@ EOF
 for i in 1 2 3 4 5 6 7 8; do
 	echo "mxa.many.test. A 127.0.91.$i"
 done >>"$ZONE"
+# 5. greetings (MX 20 of fb*: a sink that accepts); 6. one sink per stalled stage
+STALLS=(banner ehlo starttls tls mail rcpt data dot)
+{
+	cat <<'EOF'
+mx1.test. A 127.0.92.1
+mx7.test. A 127.0.92.7
+mx8.test. A 127.0.92.8
+g421.test. MX 10 mx7.test.
+g554.test. MX 10 mx8.test.
+fb421.test. MX 10 mx7.test.
+fb421.test. MX 20 mx1.test.
+fb554.test. MX 10 mx8.test.
+fb554.test. MX 20 mx1.test.
+EOF
+	i=20
+	for s in "${STALLS[@]}"; do
+		echo "stall-$s.test. MX 10 mxs-$s.test."
+		echo "mxs-$s.test. A 127.0.92.$i"
+		i=$((i + 1))
+	done
+} >>"$ZONE"
 start_unbound "$ZONE" || integ_missing "unbound did not start"
 
 # --- sinks ----------------------------------------------------------------------------
@@ -91,6 +114,14 @@ if [ -x "$MXSINK" ] && [ -s "$CA" ]; then
 	start_sink last --listen "127.0.90.7:$P" --rcpt '*=451 4.2.1 mailbox busy, try later' ||
 		integ_missing "sink last"
 	start_sink lastg --listen "127.0.90.8:$P" --greeting '451 4.3.2 not now' || integ_missing "sink lastg"
+	start_sink good --listen "127.0.92.1:$P" || integ_missing "sink good"
+	start_sink g421 --listen "127.0.92.7:$P" --greeting "421 4.3.2 busy" || integ_missing "sink g421"
+	start_sink g554 --listen "127.0.92.8:$P" --greeting "554 5.3.2 no service" || integ_missing "sink g554"
+	i=20
+	for s in "${STALLS[@]}"; do
+		start_sink "stall-$s" --listen "127.0.92.$i:$P" --stall "$s" || integ_missing "sink stall-$s"
+		i=$((i + 1))
+	done
 	start_sink many3 --listen "127.0.90.10:$P" || integ_missing "sink many3"
 fi
 
@@ -125,20 +156,19 @@ max_rcpt = 1
 EOF
 )"
 
+# every stage's timeout 1 s (6. stalls)
+CONF1S=$INTEG_DIR/send-1s.ini
+integ_config "$CONF1S" $'[timeouts]\nconnect = 1s\nbanner = 1s\nhelo = 1s\nstarttls = 1s\nmail = 1s\nrcpt = 1s\ndata = 1s\nblock = 1s\ndot = 1s\nrset = 1s\nquit = 1s'
+
+# send, mx (lib.sh): `mxsend send -c CONF` within 15 s
 SEND_LIMIT=15
-send() {
-	timed_run "$SEND_LIMIT" "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send -c "$CONF" "$@"
-}
-mx() { # HOST IP: the ERE for "mx=HOST[IP]:PORT"
-	printf 'mx=%s\\[%s\\]:%s' "$(re_escape "$1")" "$(re_escape "$2")" "$P"
-}
+SEND_ARGS=(-c "$CONF")
 REPLY='reply="[^"]*"'
 D250='delivered 250 2\.[0-9]{1,3}\.[0-9]{1,3}'
+DEF='deferred 4[0-9]{2} 4\.[0-9]{1,3}\.[0-9]{1,3}'
+BNC='bounced 5[0-9]{2} 5\.[0-9]{1,3}\.[0-9]{1,3}'
 PLAIN='tls=none cipher=- verified=no'
-simple_msg() { # FILE
-	printf 'From: %s\nTo: someone@x.test\nSubject: hostile\nMessage-ID: <%s@client.test>\n\nHello.\n' \
-		"$FROM" "$RANDOM$RANDOM" >"$1"
-}
+TLS13Y='tls=TLSv1\.3 cipher=[A-Za-z0-9_-]+ verified=yes'
 
 # --- 1. replies in step ------------------------------------------------------------------
 # Two messages (one recipient each) on one connection. The sink answers the
@@ -151,7 +181,7 @@ simple_msg() { # FILE
 # the connection is dropped.
 t_extra_reply() { # SINK DOMAIN REFUSED (messages the sink refused: 0 when mxsend stops at DATA)
 	local m=$CASE_DIR/m.eml
-	simple_msg "$m"
+	msg "$m" hostile
 	send --from "$FROM" --to "a@$2" --to "b@$2" "$m"
 	expect_rc 75
 	expect_line "a@$2" "$D250 .*"
@@ -177,7 +207,7 @@ run_case "1e. the same without PIPELINING (one command at a time): deferred, nev
 # never lose it).
 t_extra_same_read() {
 	local m=$CASE_DIR/m.eml
-	simple_msg "$m"
+	msg "$m" hostile
 	send --from "$FROM" --to u@xz.test "$m"
 	expect_rc 75
 	expect_line u@xz.test "deferred 451 4\.5\.0 .*reply=\"replies out of step: bytes after the last reply[^\"]*\""
@@ -192,7 +222,7 @@ t_extra_idle_pool() {
 	start_redis -n idle || return 1
 	integ_config "$conf" "$(printf '[redis]\nurl = %s\n\n[pool]\nidle_timeout = 30s\n' "$REDIS_URL")"
 	sed -i '/^\[mxsend\]/a log = info' "$conf"
-	simple_msg "$m"
+	msg "$m" hostile
 	integ_spawn mxrun "$CASE_DIR/run.log" "$MXSEND" run -c "$conf"
 	timed_run 10 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" enqueue -c "$conf" --from "$FROM" --to a@xi.test "$m"
 	expect_rc 0
@@ -225,7 +255,7 @@ run_case "1d. a reply while the connection idles in the pool: closed, the next j
 # --- 2. the result names the host and address tried last --------------------------------
 t_last_tried() { # DOMAIN MXHOST IP CODE
 	local m=$CASE_DIR/m.eml
-	simple_msg "$m"
+	msg "$m" hostile
 	send --from "$FROM" --to "u@$1" "$m"
 	expect_rc 75
 	expect_line "u@$1" "deferred $4 [0-9.]+ $(mx "$2" "$3") $PLAIN policy=may $REPLY|deferred $4 [0-9.]+ $(mx "$2" "$3") tls=TLSv1\.[23] .*"
@@ -239,7 +269,7 @@ run_case "2b. MX 10 refuses the connection, MX 20 greets 451: result mx=MX 20 [i
 # the result names MX 20 and one of its addresses, not MX 30 with MX 20's.
 t_last_of_ten() {
 	local m=$CASE_DIR/m.eml
-	simple_msg "$m"
+	msg "$m" hostile
 	send --from "$FROM" --to u@many.test "$m"
 	expect_rc 75
 	expect_line u@many.test "deferred 451 4\.4\.1 mx=mxb\.many\.test\[127\.0\.91\.1[12]\]:$P $PLAIN policy=may reply=\"[^\"]*(refused|backed off)[^\"]*\""
@@ -251,7 +281,7 @@ run_case "2c. ten addresses refuse, MX 30 left untried: result names the last tr
 # --- 3. CHUNKING offered, BDAT refused ---------------------------------------------------
 t_bdat_refused() {
 	local m=$CASE_DIR/m.eml got exp=$CASE_DIR/exp.eml
-	simple_msg "$m"
+	msg "$m" hostile
 	send --from "$FROM" --to u1@br.test --to u2@br.test "$m"
 	expect_rc 0
 	expect_line u1@br.test "$D250 $(mx mx1.br.test 127.0.90.3) .*"
@@ -267,7 +297,7 @@ run_case "3. CHUNKING offered, BDAT answered 502: delivered with DATA on a new c
 # --- 4. tls = may: a failed handshake goes on in plaintext -----------------------------
 t_may_plain() { # SINK DOMAIN
 	local m=$CASE_DIR/m.eml
-	simple_msg "$m"
+	msg "$m" hostile
 	send --tls may --from "$FROM" --to "u@$2" "$m"
 	expect_rc 0
 	expect_line "u@$2" "$D250 $(mx "mx1.$2" "$(grep -F "mx1.$2. A" "$ZONE" | cut -d' ' -f3)") $PLAIN policy=may $REPLY"
@@ -280,5 +310,56 @@ run_case "4a. tls=may, the server answers the ClientHello with a handshake_failu
 run_case "4b. tls=may, a TLS 1.0-only server: delivered in plaintext" t_may_plain t10 t10.test
 run_case "4c. tls=may, the server cuts the connection mid-handshake: delivered in plaintext" \
 	t_may_plain tcut tcut.test
+
+# --- 5. greetings that refuse (from t_send.sh) --------------------------------------------
+t_greet421() {
+	local m=$CASE_DIR/m.eml
+	msg "$m"
+	send --from "$FROM" --to u@g421.test "$m"
+	expect_rc 75
+	expect_line u@g421.test "$DEF $(mx mx7.test 127.0.92.7) $PLAIN policy=may $REPLY"
+}
+run_case "421 greeting: deferred, exit 75" t_greet421
+
+t_greet554() {
+	local m=$CASE_DIR/m.eml
+	msg "$m"
+	send --from "$FROM" --to u@g554.test "$m"
+	expect_rc 69
+	expect_line u@g554.test "$BNC $(mx mx8.test 127.0.92.8) $PLAIN policy=may $REPLY"
+}
+run_case "554 greeting on the last MX: bounced, exit 69" t_greet554
+
+t_greet_fallback() { # DOMAIN
+	local m=$CASE_DIR/m.eml
+	msg "$m"
+	send --from "$FROM" --to "u@$1" "$m"
+	expect_rc 0
+	expect_line "u@$1" "$D250 $(mx mx1.test 127.0.92.1) $TLS13Y policy=may $REPLY"
+}
+run_case "421 greeting on MX 10: delivered via MX 20" t_greet_fallback fb421.test
+run_case "554 greeting on MX 10: delivered via MX 20" t_greet_fallback fb554.test
+
+# --- 6. stalled stages time out within their bound (in parallel; from t_send.sh) ---------
+t_stall() { # STAGE
+	local m=$CASE_DIR/m.eml lvl=may
+	msg "$m" "stall $1"
+	# Where the stall is in TLS set-up, "may" could legitimately fall back to a
+	# plaintext delivery; require TLS so the timeout is what decides.
+	case $1 in starttls | tls) lvl=encrypt ;; esac
+	SEND_ARGS=(-c "$CONF1S") # this case's subshell only
+	send --tls "$lvl" --from "$FROM" --to "u@stall-$1.test" "$m"
+	expect_rc 75
+	expect_line "u@stall-$1.test" "$DEF $(mx "mxs-$1.test" "127.0.92.$2") tls=[^ ]+ cipher=[^ ]+ verified=(yes|no) policy=$lvl $REPLY"
+	echo "elapsed: $RUN_MS ms"
+	assert_ge "elapsed ms (the stage timeout is 1 s)" 900 "$RUN_MS"
+	assert_lt "elapsed ms" 6000 "$RUN_MS"
+}
+i=20
+for s in "${STALLS[@]}"; do
+	run_case_bg "stall at $s: deferred within the 1 s stage timeout" t_stall "$s" "$i"
+	i=$((i + 1))
+done
+wait_cases 60
 
 integ_finish

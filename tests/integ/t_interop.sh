@@ -173,11 +173,9 @@ fi
 # ---------------------------------------------------------------------------
 # helpers
 
-# send ARG...: `mxsend send` with the run's DNS, CA and port (20 s bound).
-send() {
-	timed_run 20 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send --dns "$DNS" --ca "$CA" \
-		--port "$P" --helo client.test "$@"
-}
+# send (lib.sh): `mxsend send` with the run's DNS, CA and port (20 s bound).
+SEND_LIMIT=20
+SEND_ARGS=(--dns "$DNS" --ca "$CA" --port "$P" --helo client.test)
 
 # mx_re HOST: the ERE for "mx=HOST[ADDR]:PORT" of MX host HOST.
 mx_re() {

@@ -27,11 +27,9 @@ start_sink rcpt --listen "127.0.71.1:$P" || integ_missing "sink rcpt"
 start_sink conn --listen "127.0.71.2:$P" || integ_missing "sink conn"
 start_sink tls12 --listen "127.0.71.3:$P" --tls-max 1.2 || integ_missing "sink tls12"
 
-msg() { printf 'Subject: limits\n\nHello.\n' >"$1"; }
-
 t_max_rcpt() {
 	local m=$CASE_DIR/m.eml conf=$CASE_DIR/c.ini
-	msg "$m"
+	msg "$m" limits
 	integ_config "$conf" "$(printf '[domain rc.test]\nmax_rcpt = 2\n')"
 	timed_run 20 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send -c "$conf" --from s@client.test \
 		--to u1@rc.test --to u2@rc.test --to u3@rc.test --to u4@rc.test --to u5@rc.test "$m"
@@ -44,7 +42,7 @@ run_case "max_rcpt = 2: five recipients in three transactions on one connection"
 
 t_max_conn() {
 	local m=$CASE_DIR/m.eml conf=$CASE_DIR/c.ini
-	msg "$m"
+	msg "$m" limits
 	integ_config "$conf" "max_connections = 1" # lands in integ_config's [domain *]
 	timed_run 20 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send -c "$conf" --from s@client.test \
 		--to u@a.test --to u@b.test --to u@c.test "$m"
@@ -57,7 +55,7 @@ run_case "max_connections = 1: three domains on one MX wait and reuse one connec
 
 t_min_tls() {
 	local m=$CASE_DIR/m.eml conf=$CASE_DIR/c.ini
-	msg "$m"
+	msg "$m" limits
 	integ_config "$conf" "$(printf '[domain t12.test]\ntls = encrypt\nmin_tls = 1.3\n')"
 	timed_run 20 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send -c "$conf" --from s@client.test \
 		--to u@t12.test "$m"

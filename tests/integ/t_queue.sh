@@ -99,25 +99,11 @@ mkconf() {
 	done <<<"${3:-}"
 }
 
-# rcli PORT ARG...: redis-cli on the case's server.
-rcli() {
-	local p=$1
-	shift
-	timeout 10 redis-cli -p "$p" --raw "$@"
-}
-
-# results PORT: one line per result entry: id|job|rcpt|status|code|attempt|reply
-RES_LUA="local o = {} for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do local f = e[2]
-o[#o + 1] = f[2]..'|'..f[4]..'|'..f[6]..'|'..f[8]..'|'..f[10]..'|'..f[34]..'|'..f[14] end return o"
-results() {
-	rcli "$1" EVAL "$RES_LUA" 1 mxsend:results
-}
-
+# rcli PORT ARG... (lib.sh): redis-cli on the case's server.
+# results PORT (lib.sh): one line per result entry: id|job|rcpt|status|code|attempt|reply
 # results_tls PORT: rcpt|status|tls|verified|policy|mx|ip|dsn|meta per result.
-TLS_LUA="local o = {} for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do local f = e[2]
-o[#o + 1] = f[6]..'|'..f[8]..'|'..f[22]..'|'..f[26]..'|'..f[28]..'|'..f[16]..'|'..f[18]..'|'..f[12]..'|'..f[38] end return o"
 results_tls() {
-	rcli "$1" EVAL "$TLS_LUA" 1 mxsend:results
+	results "$1" rcpt,status,tls,verified,policy,mx,ip,dsn,meta
 }
 
 # final_count PORT: number of final results (delivered, bounced, expired, rejected).
@@ -188,27 +174,7 @@ mx_stop() {
 	fi
 }
 
-# pipe_jobs PORT N DOMAINS PREFIX [PAD]: XADD N jobs through redis-cli --pipe, job i
-# to u<i>@<domain i % DOMAINS>, with a unique "X-Job: PREFIX-i" header (and PAD
-# more bytes of body). DOMAINS is a space-separated list.
-pipe_jobs() {
-	awk -v n="$2" -v doms="$3" -v pre="$4" -v pad="${5:-0}" 'BEGIN {
-		nd = split(doms, d, " ")
-		fill = ""
-		while (length(fill) < pad)
-			fill = fill "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxy\r\n"
-		for (i = 1; i <= n; i++) {
-			to = "u" i "@" d[(i % nd) + 1]
-			data = "X-Job: " pre "-" i "\r\nSubject: test " i "\r\n\r\nbody " i "\r\n" fill
-			id = pre "-" i
-			printf "*11\r\n$4\r\nXADD\r\n$11\r\nmxsend:jobs\r\n$1\r\n*\r\n"
-			printf "$4\r\nfrom\r\n$15\r\nsender@src.test\r\n"
-			printf "$2\r\nto\r\n$%d\r\n%s\r\n", length(to), to
-			printf "$4\r\ndata\r\n$%d\r\n%s\r\n", length(data), data
-			printf "$2\r\nid\r\n$%d\r\n%s\r\n", length(id), id
-		}
-	}' | timeout 60 redis-cli -p "$1" --pipe >/dev/null
-}
+# pipe_jobs (lib.sh)
 
 # sink_jobs NAME PREFIX: distinct X-Job values (PREFIX-*) the sink stored.
 sink_jobs() {
@@ -1070,7 +1036,6 @@ t_million() {
 	rcli "$p" FLUSHALL >/dev/null
 }
 
-# qcase NAME FUNC: run_case, unless ONLY (a function-name pattern) excludes it.
 # Jobs from another language's Redis client (Debian's python3-redis, redis-py): fields in
 # its own order, bytes with 8-bit content, bare LF and a dot line, an integer `expires`, a
 # JSON `meta`, two recipients in one `to`; a malformed job; then redis-py reads the results.
@@ -1125,39 +1090,33 @@ EOF
 	assert_file_eq "the body from redis-py, byte for byte (bare LF -> CRLF, final CRLF)" "$CASE_DIR/body.wire" "$eml"
 }
 
-qcase() {
-	# shellcheck disable=SC2053 # ONLY is a glob on purpose
-	[ -n "${ONLY:-}" ] && [[ $2 != $ONLY ]] && return 0
-	run_case "$@"
-}
-
-qcase "every result status (delivered bounced deferred expired held rejected)" t_statuses
-qcase "jobs from another language's client (python3-redis): 8-bit body byte for byte, JSON meta, two rcpts, a rejected job; results read back with it" t_other_client
-qcase "malformed jobs are rejected with a reason and acknowledged" t_malformed
-qcase "content and field caps: NUL, 999-octet line, id/meta over the cap, address literal, hostile rcpt: rejected naming it" t_content
-qcase "retry then success" t_retry_success
-qcase "expiry after the job's lifetime" t_expiry
-qcase "metrics: deliveries from the feeder, connections and TLS from the worker threads" t_metrics
-qcase "TLS handshakes one at a time (max_handshakes = 1): every session waits its turn" t_handshake_gate
-qcase "claims larger than one read (256 jobs of 8 KB) follow each other at once" t_large_claims
-qcase "max_inflight_bytes: claims sized by bytes, a job larger than the cap goes alone" t_bytes_cap
-qcase "a burst of 3,000 DNS queries (1,500 domains claimed at once): all answered, nothing deferred" t_dns_burst
-qcase "max_connections is per process: 2 workers, 20 domains on one MX host, never more than 3 connections" t_conn_cap
-qcase "max_connections = 1 under 2 workers: every job delivered over one connection at a time" t_conn_turns
-qcase "max_connections_total: two processes split the cap (one connection each), never more at the sink" t_conn_total
-qcase "results_maxlen trims the results stream" t_results_trim
-qcase "QUIT pipelined behind the last message of a connection (DATA and BDAT)" t_quit_pipelined
-qcase "hold, list, release by id and by domain" t_hold_release
-qcase "Redis down at start: back-off, then delivery" t_redis_down
-qcase "unix socket, database number, password (config and URL)" t_unix_auth
-qcase "kill -9 three times during 20,000 jobs: one final result each" t_kill_drill
-qcase "kill -9 at 30 % and restart: the dead process's jobs claimed within 15 s (heartbeat, not the 5 min visibility timeout), one final result each, nothing pending" t_crash_restart
-qcase "a consumer that never had a heartbeat is taken over within ~12 s, one whose heartbeat is fresh is not, until it stops" t_dead_ghost
-qcase "three processes, one killed with -9: the two others race for its entries, each taken once, within 15 s" t_kill_one_of_three
-qcase "restarted under its old consumer name (host:pid reused): its old pending entries read back at once" t_same_name
-qcase "redis-server killed and restarted (AOF): no job lost" t_redis_restart
-qcase "two processes share the group, no double delivery" t_two_processes
-qcase "deliveries slower than the visibility timeout stay claimed" t_heartbeat
-qcase "1,000,000 queued jobs: bounded RSS, clean SIGTERM" t_million
+run_case "every result status (delivered bounced deferred expired held rejected)" t_statuses
+run_case "jobs from another language's client (python3-redis): 8-bit body byte for byte, JSON meta, two rcpts, a rejected job; results read back with it" t_other_client
+run_case "malformed jobs are rejected with a reason and acknowledged" t_malformed
+run_case "content and field caps: NUL, 999-octet line, id/meta over the cap, address literal, hostile rcpt: rejected naming it" t_content
+run_case "retry then success" t_retry_success
+run_case "expiry after the job's lifetime" t_expiry
+run_case "metrics: deliveries from the feeder, connections and TLS from the worker threads" t_metrics
+run_case "TLS handshakes one at a time (max_handshakes = 1): every session waits its turn" t_handshake_gate
+run_case "claims larger than one read (256 jobs of 8 KB) follow each other at once" t_large_claims
+run_case "max_inflight_bytes: claims sized by bytes, a job larger than the cap goes alone" t_bytes_cap
+run_case "a burst of 3,000 DNS queries (1,500 domains claimed at once): all answered, nothing deferred" t_dns_burst
+run_case "max_connections is per process: 2 workers, 20 domains on one MX host, never more than 3 connections" t_conn_cap
+run_case "max_connections = 1 under 2 workers: every job delivered over one connection at a time" t_conn_turns
+run_case "max_connections_total: two processes split the cap (one connection each), never more at the sink" t_conn_total
+run_case "results_maxlen trims the results stream" t_results_trim
+run_case "QUIT pipelined behind the last message of a connection (DATA and BDAT)" t_quit_pipelined
+run_case "hold, list, release by id and by domain" t_hold_release
+run_case "Redis down at start: back-off, then delivery" t_redis_down
+run_case "unix socket, database number, password (config and URL)" t_unix_auth
+run_case "kill -9 three times during 20,000 jobs: one final result each" t_kill_drill
+run_case "kill -9 at 30 % and restart: the dead process's jobs claimed within 15 s (heartbeat, not the 5 min visibility timeout), one final result each, nothing pending" t_crash_restart
+run_case "a consumer that never had a heartbeat is taken over within ~12 s, one whose heartbeat is fresh is not, until it stops" t_dead_ghost
+run_case "three processes, one killed with -9: the two others race for its entries, each taken once, within 15 s" t_kill_one_of_three
+run_case "restarted under its old consumer name (host:pid reused): its old pending entries read back at once" t_same_name
+run_case "redis-server killed and restarted (AOF): no job lost" t_redis_restart
+run_case "two processes share the group, no double delivery" t_two_processes
+run_case "deliveries slower than the visibility timeout stay claimed" t_heartbeat
+run_case "1,000,000 queued jobs: bounded RSS, clean SIGTERM" t_million
 sed 's/^/# /' "$FIG"
 integ_finish

@@ -96,11 +96,8 @@ integ_config "$CONF" "$(
 	printf '[domain relinsecure.test]\nrelay = wrongrelay.test:%s\ntls = encrypt\nauth_insecure = yes\nauth_user = %s\nauth_password = %s\n' "$P" "$USER" "$PASS"
 )"
 
-# send ARG...: `mxsend send -c CONF ARG...` (10 s bound), stdout and stderr in
+# send ARG... (lib.sh): `mxsend send ARG...` (10 s bound), stdout and stderr in
 # the case directory; sets RUN_RC and RUN_MS.
-send() {
-	timed_run 10 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send "$@"
-}
 
 # show_run (lib.sh): 10 lines of stdout, the password masked in stderr
 SHOW_RUN_OUT=10
@@ -119,11 +116,6 @@ result() {
 	echo "$lines"
 }
 
-msg() {
-	printf 'From: %s\nSubject: %s\nMessage-ID: <%s@client.test>\n\nHello via the relay.\n' \
-		"$FROM" "$2" "$RANDOM$RANDOM" >"$1"
-}
-
 # env_of SINK RCPT: the .env text of the message SINK stored for RCPT.
 env_of() {
 	local eml
@@ -134,7 +126,7 @@ env_of() {
 # --- 1. STARTTLS relay with AUTH ------------------------------------------------
 t_starttls_auth() {
 	local m=$CASE_DIR/m.eml line env
-	msg "$m" starttls
+	msg "$m" starttls "Hello via the relay."
 	send -c "$CONF" --from "$FROM" --to u1@rel.test "$m"
 	assert_eq "exit status" 0 "$RUN_RC" || show_run
 	line=$(result u1@rel.test) || return 1
@@ -152,7 +144,7 @@ run_case "relay host:port: STARTTLS, AUTH, delivered at the relay (auth=$USER), 
 # --- 2. implicit TLS on port 465 --------------------------------------------------
 t_implicit() {
 	local m=$CASE_DIR/m.eml line env hs0
-	msg "$m" implicit
+	msg "$m" implicit "Hello via the relay."
 	hs0=$(sink_stat relay465 handshakes)
 	send -c "$CONF" --from "$FROM" --to u2@rel465.test "$m"
 	assert_eq "exit status" 0 "$RUN_RC" || show_run
@@ -170,7 +162,7 @@ run_case "relay host:465: implicit TLS from the first byte, AUTH, delivered with
 # --- 3. wrong password --------------------------------------------------------------
 t_wrong_password() {
 	local m=$CASE_DIR/m.eml line af0
-	msg "$m" wrong
+	msg "$m" wrong "Hello via the relay."
 	af0=$(sink_stat relay authfail)
 	send -c "$CONF" --from "$FROM" --to u3@relbad.test "$m"
 	line=$(result u3@relbad.test) || return 1
@@ -189,7 +181,7 @@ run_case "relay with a wrong password: 535 -> deferred 451 4.7.8, not delivered"
 # --- 4. the password never reaches the log ----------------------------------------
 t_no_password_in_log() {
 	local m=$CASE_DIR/m.eml plain login s
-	msg "$m" trace
+	msg "$m" trace "Hello via the relay."
 	send -c "$CONF" --log trace --from "$FROM" --to u4@rel.test "$m"
 	assert_eq "exit status" 0 "$RUN_RC" || show_run
 	assert_ge "trace lines on stderr" 5 "$(grep -c . "$CASE_DIR/err")"
@@ -207,7 +199,7 @@ run_case "--log trace: the password (plain or base64) appears nowhere" t_no_pass
 # --- 5. relay requires AUTH, none configured ----------------------------------------
 t_no_auth_user() {
 	local m=$CASE_DIR/m.eml line rj0 af0
-	msg "$m" noauth
+	msg "$m" noauth "Hello via the relay."
 	rj0=$(sink_stat relay rejected)
 	af0=$(sink_stat relay authfail)
 	send -c "$CONF" --from "$FROM" --to u5@relnoauth.test "$m"
@@ -224,7 +216,7 @@ run_case "relay wants AUTH, no auth_user configured: MAIL gets 530 -> deferred" 
 # --- 6. no TLS, no AUTH ------------------------------------------------------------------
 t_no_plaintext_auth() {
 	local m=$CASE_DIR/m.eml line
-	msg "$m" plain
+	msg "$m" plain "Hello via the relay."
 	send -c "$CONF" --from "$FROM" --to u7@relplain.test "$m"
 	assert_eq "exit status (deferred)" 75 "$RUN_RC" || show_run
 	line=$(result u7@relplain.test) || return 1
@@ -238,7 +230,7 @@ run_case "relay without STARTTLS that offers AUTH in plaintext: no AUTH sent, de
 # --- 6b. auth_insecure = yes still never sends AUTH in plaintext --------------------------
 t_insecure_no_plaintext() {
 	local m=$CASE_DIR/m.eml line a0
-	msg "$m" plainok
+	msg "$m" plainok "Hello via the relay."
 	a0=$(sink_stat plain auths)
 	send -c "$CONF" --from "$FROM" --to u8@relplainok.test "$m"
 	assert_eq "exit status (deferred)" 75 "$RUN_RC" || show_run
@@ -254,7 +246,7 @@ run_case "auth_insecure = yes, relay without STARTTLS (tls = may): still no AUTH
 # drop.test never answers, so an MX lookup for it would hang until the DNS timeout.
 t_star_relay() {
 	local m=$CASE_DIR/m.eml conf=$CASE_DIR/star.ini line env
-	msg "$m" star
+	msg "$m" star "Hello via the relay."
 	{
 		printf '[mxsend]\ndns = %s\nca_file = %s\nhelo = client.test\n\n' "$DNS" "$CA"
 		printf '[domain *]\nrelay = smarthost.test:%s\ntls = verify\nauth_user = %s\nauth_password = %s\n' "$P" "$USER" "$PASS"
@@ -281,7 +273,7 @@ sink_quiet() {
 unverified() {
 	local sink=$1 rcpt=$2 m=$CASE_DIR/m.eml line hs0 q0
 	shift 2
-	msg "$m" unverified
+	msg "$m" unverified "Hello via the relay."
 	hs0=$(sink_stat "$sink" connections)
 	q0=$(sink_quiet "$sink")
 	send -c "$CONF" "$@" --from "$FROM" --to "$rcpt" "$m"
@@ -321,7 +313,7 @@ run_case "send --tls encrypt to a verify+auth relay with a wrong-name certificat
 # AUTH over TLS to the wrong-name relay (the documented risk).
 t_insecure_opt_out() {
 	local m=$CASE_DIR/m.eml line env
-	msg "$m" insecure
+	msg "$m" insecure "Hello via the relay."
 	send -c "$CONF" --from "$FROM" --to u12@relinsecure.test "$m"
 	assert_eq "exit status" 0 "$RUN_RC" || show_run
 	line=$(result u12@relinsecure.test) || return 1
@@ -336,7 +328,7 @@ run_case "auth_insecure = yes, tls = encrypt: AUTH over unverified TLS, as the o
 conf_err() {
 	local conf=$CASE_DIR/bad.ini m=$CASE_DIR/m.eml
 	printf '%s' "$1" >"$conf"
-	msg "$m" conferr
+	msg "$m" conferr "Hello via the relay."
 	send -c "$conf" --from "$FROM" --to u@rel.test "$m"
 	assert_eq "exit status" 78 "$RUN_RC" || show_run
 	assert_match "error names file:line" "^mxsend: $(re_escape "$conf:$2")" "$(head -n 1 "$CASE_DIR/err")"

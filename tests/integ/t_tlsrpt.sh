@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # t_tlsrpt.sh: TLSRPT (RFC 8460) reports: counters in a real redis-server
 # (written by queue/tlsrpt.c's own event -> commands code, through a small
-# driver compiled here against build/libmxsend.a), `mxsend tlsrpt --dry-run`
+# driver, tests/integ/tlsrpt_driver.c: build/asan/tlsrpt_driver, built by the
+# Makefile), `mxsend tlsrpt --dry-run`
 # (pretty JSON checked with python3), a mailto: rua (the multipart/report
 # message lands in the jobs stream, its gzip attachment decodes to the same
 # report), https: ruas POSTed to nginx on loopback (access log: method and
@@ -21,7 +22,7 @@ set -u
 . "$(dirname "$0")/lib.sh"
 
 integ_setup report.rpt-https.test mta-sts.rpt-send.test mx.rpt-send.test
-integ_require mxsend mxsink unbound unbound-checkconf nginx redis-server redis-cli python3 cc pkg-config timeout \
+integ_require mxsend mxsink unbound unbound-checkconf nginx redis-server redis-cli python3 timeout \
 	openssl base64
 # dkimpy is Debian's (python3-dkim, python3-nacl for Ed25519): /usr/bin/python3, whatever
 # python3 comes first in PATH
@@ -89,248 +90,21 @@ NOCONF=$INTEG_DIR/tlsrpt-off.ini
 integ_config "$NOCONF" "$(printf '[redis]\nurl = %s\n\n[tls]\ntlsrpt = no\n' "${REDIS_URL:-redis://127.0.0.1:1/0}")"
 
 # --- the driver: events -> Redis (queue/tlsrpt.c), stream entries -> files --------
-DRV=$INTEG_DIR/drv
-cat >"$INTEG_DIR/drv.c" <<'EOF'
-/* drv record URL < TSV: each line "domain type id mode mx max_age mxhost ip
- * src result detail count when_s" ("-" = empty) is counted `count` times with
- * tlsrpt_store_record (synchronous). drv qrecord URL < TSV: the same through
- * tlsrpt_queue_event on a running struct queue (the async path `mxsend run`
- * uses; its own jobs key, so it claims nothing). drv xdump HOST PORT STREAM
- * DIR: every entry's fields into DIR/N/FIELD (binary-safe). */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <hiredis/hiredis.h>
-#include "queue/queue.h"
-#include "queue/tlsrpt.h"
-#include "sender/loop.h"
-#include "sender/redis_uring.h"
-
-#define MAXEV 64
-static struct tlsrpt_event evs[MAXEV];
-static int nev, counts[MAXEV];
-static char lines[MAXEV][2048];
-
-static const char *col(char **save);
-static void read_events(void)
-{
-	while (nev < MAXEV && fgets(lines[nev], sizeof(lines[0]), stdin)) {
-		char *save = NULL, *d = strtok_r(lines[nev], "\t\n", &save);
-		if (d == NULL || d[0] == '#')
-			continue;
-		struct tlsrpt_event *ev = &evs[nev];
-		ev->policy_domain = d;
-		ev->policy_type = col(&save);
-		ev->policy_id = col(&save);
-		ev->policy_mode = col(&save);
-		ev->policy_mx = col(&save);
-		ev->max_age = (uint32_t)atol(col(&save));
-		ev->mx = col(&save);
-		ev->ip = col(&save);
-		ev->sending_ip = col(&save);
-		ev->result = col(&save);
-		ev->detail = col(&save);
-		counts[nev] = atoi(col(&save));
-		ev->when_ms = (uint64_t)atoll(col(&save)) * 1000;
-		nev++;
-	}
-}
-
-/* the queue's host services, as sender/cmd/run.c provides them */
-struct queue_timer {
-	struct loop_timer t; /* first: the loop hands back &t */
-	struct loop *l;
-	queue_timer_fn *fn;
-	void *arg;
-};
-static void qt_fire(struct loop_timer *t)
-{
-	struct queue_timer *qt = (void *)t;
-	qt->fn(qt->arg);
-}
-static struct queue_timer *qt_new(void *ctx, queue_timer_fn *fn, void *arg)
-{
-	struct queue_timer *qt = calloc(1, sizeof(*qt));
-	loop_timer_init(&qt->t, qt_fire);
-	qt->l = ctx;
-	qt->fn = fn;
-	qt->arg = arg;
-	return qt;
-}
-static void qt_arm(struct queue_timer *qt, uint64_t ms) { loop_timer_arm(qt->l, &qt->t, ms); }
-static void qt_free(struct queue_timer *qt)
-{
-	if (qt) {
-		loop_timer_stop(qt->l, &qt->t);
-		free(qt);
-	}
-}
-static uint64_t q_now(void *ctx) { return loop_now(ctx); }
-static int q_attach(void *ctx, struct redisAsyncContext *ac) { return redis_uring_attach(ctx, ac); }
-static void q_job(void *ctx, struct job *j) { (void)ctx; (void)j; }
-static void q_log(void *ctx, int level, const char *line)
-{
-	(void)ctx;
-	(void)level;
-	fprintf(stderr, "%s\n", line);
-}
-static int addr_ok(const char *a, char *n, size_t nl, const char **e)
-{
-	(void)e;
-	snprintf(n, nl, "%s", a);
-	return 0;
-}
-static int split(const char *l, int (*fn)(void *, const char *, size_t), void *arg)
-{
-	return fn(arg, l, strlen(l)) ? -1 : 1;
-}
-
-static struct loop *L;
-static struct queue *Q;
-static struct loop_timer tick;
-static int ticks, sent = -1;
-static void on_tick(struct loop_timer *t)
-{
-	struct queue_stats st;
-	queue_get_stats(Q, &st);
-	if (sent < 0 && st.connected) {
-		sent = 0;
-		for (int i = 0; i < nev; i++)
-			for (int k = 0; k < counts[i]; k++)
-				if (tlsrpt_queue_event(Q, &evs[i], NULL) == 0)
-					sent++;
-	}
-	ticks++;
-	if ((sent >= 0 && ticks >= 15) || ticks > 250) /* ~300 ms for the replies; 5 s at most */
-		loop_stop(L);
-	else
-		loop_timer_arm(L, t, 20);
-}
-
-static int qrecord(const char *url)
-{
-	int err = 0;
-	static const uint64_t sched[] = { 1000 };
-	L = loop_new(256, &err);
-	struct queue_config qc = { .url = url, .jobs = "drv:jobs", .results = "drv:results",
-				   .group = "drv", .consumer = "drv", .visibility_ms = 60000,
-				   .batch = 1, .max_inflight = 1, .limits = { 0, addr_ok, split },
-				   .schedule_ms = sched, .n_schedule = 1, .lifetime_ms = 60000 };
-	struct queue_host qh = { .ctx = L, .attach = q_attach, .timer_new = qt_new,
-				 .timer_arm = qt_arm, .timer_free = qt_free, .mono_ms = q_now,
-				 .job = q_job, .log = q_log };
-	char ebuf[256];
-	Q = L ? queue_new(&qc, &qh, ebuf, sizeof(ebuf)) : NULL;
-	if (Q == NULL) {
-		fprintf(stderr, "queue_new failed\n");
-		return 1;
-	}
-	int early = tlsrpt_queue_event(Q, &evs[0], NULL); /* not connected yet */
-	queue_start(Q);
-	loop_timer_init(&tick, on_tick);
-	loop_timer_arm(L, &tick, 20);
-	loop_run(L);
-	loop_timer_stop(L, &tick);
-	printf("early=%d sent=%d\n", early, sent);
-	queue_free(Q);
-	loop_timer_arm(L, &tick, 50); /* let the ring finish the disconnect */
-	loop_run(L);
-	loop_timer_stop(L, &tick);
-	loop_free(L);
-	return sent > 0 ? 0 : 1;
-}
-
-static const char *col(char **save)
-{
-	char *t = strtok_r(NULL, "\t\n", save);
-	return (t == NULL || strcmp(t, "-") == 0) ? "" : t;
-}
-
-int main(int argc, char **argv)
-{
-	char err[512], line[2048];
-	if (argc == 3 && strcmp(argv[1], "qrecord") == 0) {
-		read_events();
-		return qrecord(argv[2]);
-	}
-	if (argc == 3 && strcmp(argv[1], "record") == 0) {
-		struct tlsrpt_store *s = tlsrpt_store_open(argv[2], NULL, NULL, err, sizeof(err));
-		if (s == NULL)
-			return fprintf(stderr, "%s\n", err), 1;
-		while (fgets(line, sizeof(line), stdin)) {
-			char *save = NULL, *d = strtok_r(line, "\t\n", &save);
-			if (d == NULL || d[0] == '#')
-				continue;
-			struct tlsrpt_event ev = { .policy_domain = d };
-			ev.policy_type = col(&save);
-			ev.policy_id = col(&save);
-			ev.policy_mode = col(&save);
-			ev.policy_mx = col(&save);
-			ev.max_age = (uint32_t)atol(col(&save));
-			ev.mx = col(&save);
-			ev.ip = col(&save);
-			ev.sending_ip = col(&save);
-			ev.result = col(&save);
-			ev.detail = col(&save);
-			int n = atoi(col(&save));
-			ev.when_ms = (uint64_t)atoll(col(&save)) * 1000;
-			for (int i = 0; i < n; i++)
-				if (tlsrpt_store_record(s, &ev, err, sizeof(err)) != 0)
-					return fprintf(stderr, "%s\n", err), 1;
-		}
-		tlsrpt_store_close(s);
-		return 0;
-	}
-	if (argc == 6 && strcmp(argv[1], "xdump") == 0) {
-		redisContext *c = redisConnect(argv[2], atoi(argv[3]));
-		if (c == NULL || c->err)
-			return fprintf(stderr, "connect failed\n"), 1;
-		redisReply *r = redisCommand(c, "XRANGE %s - +", argv[4]);
-		if (r == NULL || r->type != REDIS_REPLY_ARRAY)
-			return fprintf(stderr, "XRANGE failed\n"), 1;
-		for (size_t i = 0; i < r->elements; i++) {
-			redisReply *e = r->element[i], *kv = e->element[1];
-			char dir[1024], path[1400];
-			snprintf(dir, sizeof(dir), "%s/%zu", argv[5], i);
-			mkdir(dir, 0700);
-			for (size_t k = 0; k + 1 < kv->elements; k += 2) {
-				snprintf(path, sizeof(path), "%s/%s", dir, kv->element[k]->str);
-				FILE *f = fopen(path, "wb");
-				if (f == NULL)
-					return perror(path), 1;
-				fwrite(kv->element[k + 1]->str, 1, kv->element[k + 1]->len, f);
-				fclose(f);
-			}
-		}
-		printf("%zu\n", r->elements);
-		freeReplyObject(r);
-		redisFree(c);
-		return 0;
-	}
-	fprintf(stderr, "usage: drv [q]record URL < TSV | drv xdump HOST PORT STREAM DIR\n");
-	return 2;
-}
-EOF
-if [ -f "$INTEG_ROOT/build/libmxsend.a" ] && command -v cc >/dev/null 2>&1; then
-	# shellcheck disable=SC2046 # pkg-config's flags are words
-	cc -std=gnu11 -O1 -I"$INTEG_ROOT" $(pkg-config --cflags hiredis) -o "$DRV" "$INTEG_DIR/drv.c" \
-		"$INTEG_ROOT/build/libmxsend.a" \
-		$(pkg-config --libs liburing openssl libcares hiredis inih jansson zlib) -lpthread \
-		>"$INTEG_DIR/drv.log" 2>&1 || integ_missing "test driver did not build: $(head -c 300 "$INTEG_DIR/drv.log")"
-else
-	integ_missing "build/libmxsend.a (make all)"
-fi
+# tests/integ/tlsrpt_driver.c, built by the Makefile (make test) with the project's
+# warnings and ASan/UBSan; TLSRPT_DRV=... runs another build of it.
+DRV=${TLSRPT_DRV:-$INTEG_ROOT/build/asan/tlsrpt_driver}
+[ -x "$DRV" ] || integ_missing "$DRV (not built: make build/asan/tlsrpt_driver, or make test)"
 
 # --- nginx: the https: rua endpoints ---------------------------------------------
 NGX=$INTEG_DIR/nginx
 ECHO_MOD=/usr/lib/nginx/modules/ngx_http_echo_module.so
 [ -f "$ECHO_MOD" ] || integ_missing "nginx echo module (libnginx-mod-http-echo)"
-start_nginx() {
-	mkdir -p "$NGX"
-	cat >"$NGX/http.conf" <<EOF
-	log_format rpt '\$request_method \$uri \$status ct="\$content_type" len=\$content_length host=\$host';
-	access_log $NGX/access.log rpt;
+# start_nginx (lib.sh): no default server (the first block is), this log format
+NGINX_DEFAULT=no
+# shellcheck disable=SC2016 # nginx's variables, not the shell's
+NGINX_LOG_FORMAT='$request_method $uri $status ct="$content_type" len=$content_length host=$host'
+if [ -z "$INTEG_MISSING" ]; then
+	start_nginx "load_module $ECHO_MOD;" <<EOF || integ_missing "nginx did not start"
 	server {
 		listen $HTTPS_ADDR:$NGINX_PORT ssl;
 		server_name report.rpt-https.test;
@@ -349,10 +123,6 @@ start_nginx() {
 		}
 	}
 EOF
-	nginx_start "$NGX" "$HTTPS_ADDR" "$NGINX_PORT" "load_module $ECHO_MOD;"
-}
-if [ -z "$INTEG_MISSING" ]; then
-	start_nginx || integ_missing "nginx did not start"
 fi
 
 # --- counters for $DAY (and one for the next day, which must not show) -------------
@@ -427,16 +197,7 @@ deliver_jobs() {
 	[ "$RUN_RC" = 0 ] || fail "mxsend run --until-empty: exit $RUN_RC" "$(tail -n 5 "$CASE_DIR/run.err")"
 }
 
-expect_out() {
-	grep -Eq -- "$1" "$CASE_DIR/out" && return 0
-	fail "no output line matches /$1/"
-	show_run
-	return 1
-}
-
-rcli() {
-	timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"
-}
+# expect_out ERE, rcli PORT ARG... (lib.sh)
 
 # check_report JSONFILE DOMAIN: the report's fields and counts for DOMAIN
 # (python3: only the standard library). Prints what is wrong; exit 1 then.
@@ -524,8 +285,8 @@ t_dry_one() {
 	assert_match "pretty JSON (indented)" '^  "organization-name": "client\.test",$' "$(cat "$CASE_DIR/out")"
 	assert_eq "JSON documents" 1 "$(split_dry_run)"
 	expect_report "$CASE_DIR/json.0" rpt-mail.test
-	assert_eq "jobs enqueued by a dry run" 0 "$(rcli XLEN mxsend:jobs)"
-	assert_eq "sent marks left by a dry run" 0 "$(rcli EXISTS "mxsend:tlsrpt:sent:$DAY:rpt-mail.test")"
+	assert_eq "jobs enqueued by a dry run" 0 "$(rcli "$REDIS_PORT" XLEN mxsend:jobs)"
+	assert_eq "sent marks left by a dry run" 0 "$(rcli "$REDIS_PORT" EXISTS "mxsend:tlsrpt:sent:$DAY:rpt-mail.test")"
 	assert_lt "elapsed ms" 5000 "$RUN_MS"
 }
 run_case "--dry-run DOMAIN: the RFC 8460 JSON (fields, counts, policy-string) and its rua; nothing sent" t_dry_one
@@ -620,12 +381,12 @@ EOF
 	) || fail "report message: $why"
 	expect_report "$CASE_DIR/att.json" rpt-mail.test
 	assert_match "sent mark" "^sent $(re_escape "$rid") [0-9]+$" \
-		"$(rcli HGET "mxsend:tlsrpt:sent:$DAY:rpt-mail.test" 'mailto:tls%2Dreports@rpt-mail.test?subject=x')"
+		"$(rcli "$REDIS_PORT" HGET "mxsend:tlsrpt:sent:$DAY:rpt-mail.test" 'mailto:tls%2Dreports@rpt-mail.test?subject=x')"
 	# a second run sends nothing
 	tlsrpt rpt-mail.test
 	expect_rc 0
 	expect_out "^tlsrpt day=2024-06-01 domain=rpt-mail\.test rua=mailto:[^ ]+ result=skipped why=\"sent $(re_escape "$rid") [0-9]+\"$"
-	assert_eq "jobs after a second run" 1 "$(rcli XLEN mxsend:jobs)"
+	assert_eq "jobs after a second run" 1 "$(rcli "$REDIS_PORT" XLEN mxsend:jobs)"
 	# the signature as enqueued, and as the rua mailbox received it
 	dkim_verify "$j/data" >"$CASE_DIR/dkim.q" || fail "DKIM of the queued report: $(cat "$CASE_DIR/dkim.q")"
 	deliver_jobs
@@ -658,12 +419,12 @@ run_case "Ed25519 DKIM key from the flags (RFC 8463): --dry-run prints the TXT r
 
 t_nokey() {
 	local n0
-	n0=$(rcli XLEN mxsend:jobs)
+	n0=$(rcli "$REDIS_PORT" XLEN mxsend:jobs)
 	timed_run 30 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" tlsrpt -c "$NOKEYCONF" --day "$DAY" --timeout 10 rpt-nokey.test
 	expect_rc 78
 	expect_out '^tlsrpt day=2024-06-01 domain=rpt-nokey\.test rua=mailto:rua@rpt-nokey\.test result=failed why="no DKIM key \(\[tlsrpt\] dkim_key or --dkim-key\): RFC 8460 3 has receivers ignore unsigned reports"$'
-	assert_eq "nothing queued" "$n0" "$(rcli XLEN mxsend:jobs)"
-	assert_eq "nothing claimed" 0 "$(rcli HLEN "mxsend:tlsrpt:sent:$DAY:rpt-nokey.test")"
+	assert_eq "nothing queued" "$n0" "$(rcli "$REDIS_PORT" XLEN mxsend:jobs)"
+	assert_eq "nothing claimed" 0 "$(rcli "$REDIS_PORT" HLEN "mxsend:tlsrpt:sent:$DAY:rpt-nokey.test")"
 	timed_run 10 "$CASE_DIR/out2" "$CASE_DIR/err2" "$MXSEND" tlsrpt -c "$NOKEYCONF" --day "$DAY" \
 		--dkim-key /nonexistent/key.pem --dkim-domain client.test --dkim-selector s rpt-nokey.test
 	assert_eq "exit with a missing key file" 78 "$RUN_RC"
@@ -709,7 +470,7 @@ t_both() {
 	expect_out '^tlsrpt day=2024-06-01 domain=rpt-both\.test rua=mailto:rua@rpt-both\.test result=queued job=[^ ]+ report_id=[^ ]+$'
 	expect_out '^tlsrpt day=2024-06-01 domain=rpt-both\.test rua=https://report\.rpt-https\.test/v1 result=sent status=204 report_id=[^ ]+$'
 	assert_eq "one report id for both" 1 "$(sed -n 's/.* report_id=\([^ ]*\)$/\1/p' "$CASE_DIR/out" | sort -u | wc -l)"
-	assert_eq "sent marks" 2 "$(rcli HLEN "mxsend:tlsrpt:sent:$DAY:rpt-both.test")"
+	assert_eq "sent marks" 2 "$(rcli "$REDIS_PORT" HLEN "mxsend:tlsrpt:sent:$DAY:rpt-both.test")"
 }
 run_case "two rua (mailto + https without a port: --https-port): both sent, one report id" t_both
 
@@ -718,7 +479,7 @@ t_fail() {
 	tlsrpt rpt-fail.test
 	expect_rc 75 || return 1
 	expect_out "^tlsrpt day=2024-06-01 domain=rpt-fail\.test rua=https://[^ ]+/fail result=failed status=500 why=\"status: HTTP 500[^\"]*\"$"
-	assert_eq "claim released" 0 "$(rcli HLEN "mxsend:tlsrpt:sent:$DAY:rpt-fail.test")"
+	assert_eq "claim released" 0 "$(rcli "$REDIS_PORT" HLEN "mxsend:tlsrpt:sent:$DAY:rpt-fail.test")"
 	tlsrpt rpt-fail.test
 	expect_rc 75
 	assert_eq "the next run tries again" 2 "$(grep -c '^POST /fail 500 ' "$NGX/access.log")"
@@ -730,7 +491,7 @@ t_slow() {
 	expect_rc 75 || return 1
 	expect_out '^tlsrpt day=2024-06-01 domain=rpt-slow\.test rua=https://[^ ]+/slow result=failed why="timeout: timeout after 2000 ms[^"]*"$'
 	assert_lt "elapsed ms (--timeout 2)" 4500 "$RUN_MS"
-	assert_eq "claim released" 0 "$(rcli HLEN "mxsend:tlsrpt:sent:$DAY:rpt-slow.test")"
+	assert_eq "claim released" 0 "$(rcli "$REDIS_PORT" HLEN "mxsend:tlsrpt:sent:$DAY:rpt-slow.test")"
 }
 run_case "https: rua that stalls: failed within --timeout, exit 75" t_slow
 
@@ -764,13 +525,13 @@ rpt-async.test|sts|idA|testing|*.rpt-async.test|600|mx2.rpt-async.test|127.0.47.
 EOF
 	) || fail "driver failed: $out $(tail -n 5 "$CASE_DIR/drv.err")"
 	assert_eq "driver" "early=-107 sent=5" "$out" # -ENOTCONN before the connection is up
-	rcli HGETALL "mxsend:tlsrpt:2024-06-03:rpt-async.test" >"$CASE_DIR/hash"
+	rcli "$REDIS_PORT" HGETALL "mxsend:tlsrpt:2024-06-03:rpt-async.test" >"$CASE_DIR/hash"
 	k='sts:idA|certificate-host-mismatch|mx2.rpt-async.test|127.0.47.21|'
 	assert_eq "successes" 3 "$(grep -A1 -Fx 'ok:sts:idA' "$CASE_DIR/hash" | tail -n 1)"
 	assert_eq "failures" 2 "$(grep -A1 -Fx "fail:$k" "$CASE_DIR/hash" | tail -n 1)"
 	assert_eq "reason" "hostname mismatch" "$(grep -A1 -Fx "why:$k" "$CASE_DIR/hash" | tail -n 1)"
-	assert_ge "hash TTL" 691000 "$(rcli TTL "mxsend:tlsrpt:2024-06-03:rpt-async.test")"
-	assert_ge "day set TTL" 691000 "$(rcli TTL "mxsend:tlsrpt:days:2024-06-03")"
+	assert_ge "hash TTL" 691000 "$(rcli "$REDIS_PORT" TTL "mxsend:tlsrpt:2024-06-03:rpt-async.test")"
+	assert_ge "day set TTL" 691000 "$(rcli "$REDIS_PORT" TTL "mxsend:tlsrpt:days:2024-06-03")"
 	timed_run 30 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" tlsrpt -c "$CONF" --day 2024-06-03 --dry-run
 	expect_rc 0
 	expect_out '^tlsrpt day=2024-06-03 domain=rpt-async\.test rua=none result=none why="no TLSRPT record"$'
@@ -783,7 +544,7 @@ t_send_counts() {
 	today=$(date -u +%F)
 	integ_config "$conf" "$(printf '[redis]\nurl = %s\n\n[tls]\nsts_https_port = %s\n' "$REDIS_URL" "$NGINX_PORT")"
 	printf 'From: a@client.test\nSubject: send\n\nhello\n' >"$m"
-	ok0=$(rcli HGET "mxsend:tlsrpt:$today:rpt-send.test" ok:sts:send1)
+	ok0=$(rcli "$REDIS_PORT" HGET "mxsend:tlsrpt:$today:rpt-send.test" ok:sts:send1)
 	for i in 1 2; do
 		timed_run 20 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send -c "$conf" --from a@client.test \
 			--to "u$i@rpt-send.test" "$m"
@@ -791,7 +552,7 @@ t_send_counts() {
 		expect_out "^u$i@rpt-send\.test delivered 250 .* verified=yes policy=sts-enforce "
 	done
 	assert_eq "successful sessions counted in Redis" "$((${ok0:-0} + 2))" \
-		"$(rcli HGET "mxsend:tlsrpt:$today:rpt-send.test" ok:sts:send1)"
+		"$(rcli "$REDIS_PORT" HGET "mxsend:tlsrpt:$today:rpt-send.test" ok:sts:send1)"
 	timed_run 30 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" tlsrpt -c "$CONF" --dry-run --day "$today" rpt-send.test
 	expect_rc 0 || return 1
 	expect_out "^tlsrpt day=$today domain=rpt-send\.test rua=mailto:rua@rpt-send\.test result=dry-run$"
@@ -817,7 +578,7 @@ PY
 	assert_eq "no Redis named: exit status" 0 "$RUN_RC" || show_run
 	assert_eq "no Redis named: nothing on stderr" "" "$(cat "$CASE_DIR/err")"
 	assert_eq "no Redis named: counters unchanged" "$((${ok0:-0} + 2))" \
-		"$(rcli HGET "mxsend:tlsrpt:$today:rpt-send.test" ok:sts:send1)"
+		"$(rcli "$REDIS_PORT" HGET "mxsend:tlsrpt:$today:rpt-send.test" ok:sts:send1)"
 	assert_eq "messages at the MX" 4 "$(sink_count sendmx)"
 }
 run_case "mxsend send adds its TLS sessions to the TLSRPT counters (STS enforce domain, twice; tlsrpt --dry-run shows them); Redis down: delivered, warning; no [redis] url: not counted" t_send_counts

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# t_policy.sh: TLS policy in delivery (DESIGN.md "TLS policy") with `mxsend
+# tests/integ/sts/send.sh, part of t_sts.sh: TLS policy in delivery
+# (DESIGN.md "TLS policy") with `mxsend
 # send`: MTA-STS enforce/testing/none as discovered through real DNS (unbound)
 # and a real HTTPS policy server (nginx), and the per-domain on_tls_failure
 # rules without MTA-STS, against mxsink processes on loopback.
@@ -16,7 +17,7 @@
 # shellcheck disable=SC2317,SC2031 # case functions run indirectly, each in its run_case subshell
 set -u
 # shellcheck source=tests/integ/lib.sh
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 
 # Domains whose policy nginx serves (mta-sts.D.test -> 127.0.70.1).
 STS_DOMAINS=(enf-ok enf-wrong enf-strip enf-prune enf-nomatch tst-wrong redir p404 ptype chg pnone
@@ -198,24 +199,14 @@ write_policies() {
 	put_policy enf-sh enforce mx1.sh.test
 }
 
-# start_nginx (after t_sts.sh): nginx in the foreground (master_process off:
-# one process, no user switch) on HTTPS_ADDR:NGINX_PORT with the run's
-# server certificate; logs and temp files in the work directory. Policies are
-# files under $WWW/$host. Waits (at most 5 s) for the port.
-start_nginx() {
-	local dir=$INTEG_DIR/nginx
+# policy_server: the policies (files under $WWW/$host), then nginx (lib.sh's
+# start_nginx: one foreground process on HTTPS_ADDR:NGINX_PORT, access log
+# '$host "$request" $status', a default server answering 421).
+policy_server() {
 	write_policies
-	mkdir -p "$dir"
-	cat >"$dir/http.conf" <<EOF
-	log_format byhost '\$host "\$request" \$status';
-	access_log $dir/access.log byhost;
-	types { text/plain txt; }
-	default_type application/octet-stream;
-	server {
-		listen $HTTPS_ADDR:$NGINX_PORT ssl default_server;
-		server_name _;
-		return 421;
-	}
+	mkdir -p "$WWW/mta-sts.redir.test/elsewhere"
+	cp "$(policy_file redir)" "$WWW/mta-sts.redir.test/elsewhere/mta-sts.txt"
+	start_nginx "" <<EOF
 	server {
 		listen $HTTPS_ADDR:$NGINX_PORT ssl;
 		server_name mta-sts.enf-ok.test mta-sts.enf-wrong.test mta-sts.enf-strip.test
@@ -242,12 +233,9 @@ start_nginx() {
 		types { text/html txt; }
 	}
 EOF
-	mkdir -p "$WWW/mta-sts.redir.test/elsewhere"
-	cp "$(policy_file redir)" "$WWW/mta-sts.redir.test/elsewhere/mta-sts.txt"
-	nginx_start "$dir" "$HTTPS_ADDR" "$NGINX_PORT"
 }
 if [ -s "$CA" ] && command -v nginx >/dev/null 2>&1; then
-	start_nginx || integ_missing "nginx did not start"
+	policy_server || integ_missing "nginx did not start"
 fi
 
 # --- configs ---------------------------------------------------------------------------
@@ -303,16 +291,9 @@ sed "s/^dns = .*/dns = $DNS_CHG1/" "$CONF" >"$CONF_CHG1"
 
 # --- helpers ------------------------------------------------------------------------------
 
-# send CONF ARG...: `mxsend send -c CONF --log info ARG...` (10 s bound);
-# stdout in $CASE_DIR/out, stderr in $CASE_DIR/err; sets RUN_RC, RUN_MS.
-SEND_LIMIT=10
-send() {
-	local c=$1
-	shift
-	timed_run "$SEND_LIMIT" "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send -c "$c" --log info "$@"
-}
-
-# show_run, expect_rc, expect_line: lib.sh.
+# send -c CONF ARG... (lib.sh): `mxsend send --log info -c CONF ARG...` (10 s
+# bound); show_run, expect_rc, expect_line: lib.sh.
+SEND_ARGS=(--log info)
 
 # expect_field RCPT KEY VALUE: the result line of RCPT has KEY=VALUE.
 expect_field() {
@@ -323,20 +304,7 @@ expect_field() {
 	return 1
 }
 
-# mx HOST IP: the ERE for "mx=HOST[IP]:PORT".
-mx() {
-	printf 'mx=%s\\[%s\\]:%s' "$(re_escape "$1")" "$(re_escape "$2")" "$P"
-}
-
-# expect_sink SINK KEY VALUE: counter KEY of sink SINK.
-expect_sink() {
-	local v
-	v=$(sink_stat "$1" "$2") || {
-		fail "sink $1: stats port did not answer"
-		return 1
-	}
-	assert_eq "sink $1 $2" "$3" "$v"
-}
+# mx HOST IP, expect_sink SINK KEY VALUE (lib.sh)
 
 # expect_no_mail SINK: the sink stored nothing and counted no message.
 expect_no_mail() {
@@ -362,11 +330,6 @@ expect_fetch() {
 		"$(cat "$INTEG_DIR/nginx/access.log")"
 }
 
-msg() { # FILE
-	printf 'From: %s\nTo: someone@example.test\nSubject: policy\nMessage-ID: <%s@client.test>\n\nHello.\n' \
-		"$FROM" "$RANDOM$RANDOM" >"$1"
-}
-
 TLSOK='tls=TLSv1\.[23] cipher=[A-Za-z0-9_-]+ verified=yes'
 TLSBAD='tls=TLSv1\.[23] cipher=[A-Za-z0-9_-]+ verified=no'
 TLSANY='tls=[^ ]+ cipher=[^ ]+ verified=(yes|no)'
@@ -378,8 +341,8 @@ DEF='deferred 4[0-9]{2} 4\.[0-9]{1,3}\.[0-9]{1,3}'
 # --- 1. enforce, all right --------------------------------------------------------------
 t_enforce_ok() {
 	local m=$CASE_DIR/m.eml r=u@enf-ok.test
-	msg "$m"
-	send "$CONF" --from "$FROM" --to "$r" "$m"
+	msg "$m" policy
+	send -c "$CONF" --from "$FROM" --to "$r" "$m"
 	expect_rc 0
 	expect_line "$r" "$D250 $(mx mx1.enf-ok.test 127.0.60.1) $TLSOK policy=sts-enforce $REPLY"
 	expect_mail enf-ok "$r" '^tls=TLSv1\.[23]$'
@@ -390,8 +353,8 @@ run_case_bg "1. enforce, verified MX in the policy: delivered, policy=sts-enforc
 # --- 2. enforce + certificate for another name --------------------------------------------
 t_enforce_wrong() {
 	local m=$CASE_DIR/m.eml r=u@enf-wrong.test
-	msg "$m"
-	send "$CONF" --from "$FROM" --to "$r" "$m"
+	msg "$m" policy
+	send -c "$CONF" --from "$FROM" --to "$r" "$m"
 	expect_rc 75
 	expect_line "$r" "$DEF $(mx mx1.enf-wrong.test 127.0.60.2) $TLSANY policy=sts-enforce $REPLY"
 	expect_field "$r" verified no
@@ -404,8 +367,8 @@ run_case_bg "2. enforce, certificate for another name: deferred 75, nothing deli
 
 t_enforce_bounce() {
 	local m=$CASE_DIR/m.eml r=u@enf-bounce.test
-	msg "$m"
-	send "$CONF" --from "$FROM" --to "$r" "$m"
+	msg "$m" policy
+	send -c "$CONF" --from "$FROM" --to "$r" "$m"
 	expect_rc 75
 	expect_line "$r" "$DEF $(mx mx1.enf-bounce.test 127.0.62.1) $TLSANY policy=sts-enforce $REPLY"
 	expect_no_mail enf-bounce
@@ -416,8 +379,8 @@ run_case_bg "2b. enforce, wrong certificate, domain rule on_tls_failure=bounce: 
 # --- 3. enforce + STARTTLS stripped ----------------------------------------------------------
 t_enforce_strip() {
 	local m=$CASE_DIR/m.eml r=u@enf-strip.test
-	msg "$m"
-	send "$CONF" --from "$FROM" --to "$r" "$m"
+	msg "$m" policy
+	send -c "$CONF" --from "$FROM" --to "$r" "$m"
 	expect_rc 75
 	expect_line "$r" "$DEF $(mx mx1.enf-strip.test 127.0.60.3) $PLAIN policy=sts-enforce $REPLY"
 	expect_no_mail enf-strip
@@ -428,8 +391,8 @@ run_case_bg "3. enforce, STARTTLS stripped: deferred 75, nothing delivered in pl
 # --- 4. enforce prunes MX hosts the policy does not name -----------------------------------------
 t_enforce_prune() {
 	local m=$CASE_DIR/m.eml r=u@enf-prune.test
-	msg "$m"
-	send "$CONF" --from "$FROM" --to "$r" "$m"
+	msg "$m" policy
+	send -c "$CONF" --from "$FROM" --to "$r" "$m"
 	expect_rc 0
 	expect_line "$r" "$D250 $(mx mx1.enf-prune.test 127.0.60.5) $TLSOK policy=sts-enforce $REPLY"
 	expect_mail prune-mx1 "$r"
@@ -441,8 +404,8 @@ run_case_bg "4. enforce, MX 10 not in the policy: delivered via MX 20 only, MX 1
 
 t_enforce_nomatch() {
 	local m=$CASE_DIR/m.eml r=u@enf-nomatch.test
-	msg "$m"
-	send "$CONF" --from "$FROM" --to "$r" "$m"
+	msg "$m" policy
+	send -c "$CONF" --from "$FROM" --to "$r" "$m"
 	expect_rc 75
 	expect_line "$r" "$DEF mx=- $PLAIN policy=[a-z-]+ $REPLY"
 	expect_no_mail nomatch-evil
@@ -455,8 +418,8 @@ run_case_bg "4b. enforce, the only MX not in the policy: deferred 75 (policy=sts
 
 t_enforce_next() {
 	local m=$CASE_DIR/m.eml r=u@enf-next.test
-	msg "$m"
-	send "$CONF" --from "$FROM" --to "$r" "$m"
+	msg "$m" policy
+	send -c "$CONF" --from "$FROM" --to "$r" "$m"
 	expect_rc 0
 	expect_line "$r" "$D250 $(mx mx2.enf-next.test 127.0.62.3) $TLSOK policy=sts-enforce $REPLY"
 	expect_mail enf-next2 "$r"
@@ -471,8 +434,8 @@ run_case_bg "4c. enforce (mx: *.D), MX 10 wrong certificate: no plaintext retry,
 # --- 5. testing + bad certificate --------------------------------------------------------------
 t_testing_wrong() {
 	local m=$CASE_DIR/m.eml r=u@tst-wrong.test
-	msg "$m"
-	send "$CONF" --from "$FROM" --to "$r" "$m"
+	msg "$m" policy
+	send -c "$CONF" --from "$FROM" --to "$r" "$m"
 	expect_rc 0
 	expect_line "$r" "$D250 $(mx mx1.tst-wrong.test 127.0.60.7) $TLSBAD policy=sts-testing $REPLY"
 	expect_mail tst-wrong "$r" '^tls=TLSv1\.[23]$'
@@ -483,8 +446,8 @@ run_case_bg "5. testing, certificate for another name: delivered over TLS, verif
 # --- 6./7./9. answers that mean "no policy" ---------------------------------------------------------
 t_no_policy() { # D SINK IP NGINX_STATUS
 	local m=$CASE_DIR/m.eml r=u@$1.test
-	msg "$m"
-	send "$CONF" --from "$FROM" --to "$r" "$m"
+	msg "$m" policy
+	send -c "$CONF" --from "$FROM" --to "$r" "$m"
 	expect_rc 0
 	expect_line "$r" "$D250 $(mx "mx1.$1.test" "$3") $TLSBAD policy=may $REPLY"
 	expect_mail "$2" "$r" '^tls=TLSv1\.[23]$'
@@ -506,8 +469,8 @@ run_case_bg "9. mode: none: no policy: delivered as may to a wrong-cert MX" \
 # is replaced on an id change (that needs one long-lived process: `mxsend run`).
 t_policy_change() {
 	local m=$CASE_DIR/m.eml r1=u1@chg.test r2=u2@chg.test c2=$CASE_DIR/chg2.ini
-	msg "$m"
-	send "$CONF_CHG1" --from "$FROM" --to "$r1" "$m"
+	msg "$m" policy
+	send -c "$CONF_CHG1" --from "$FROM" --to "$r1" "$m"
 	expect_rc 75
 	expect_line "$r1" "$DEF $(mx mx1.chg.test 127.0.60.11) $TLSANY policy=sts-enforce $REPLY"
 	expect_no_mail chg
@@ -517,7 +480,7 @@ t_policy_change() {
 	start_unbound -a "$DNS_CHG_ADDR" -n chg2 "$INTEG_DIR/zone-chg2.txt" || fail "unbound (chg2) did not start" || return 1
 	assert_match "the restarted unbound answers" 'rcode=NOERROR ancount=1' "$(dns_query _mta-sts.chg.test TXT)"
 	sed "s/^dns = .*/dns = $DNS/" "$CONF" >"$c2"
-	send "$c2" --from "$FROM" --to "$r2" "$m"
+	send -c "$c2" --from "$FROM" --to "$r2" "$m"
 	expect_rc 0
 	expect_line "$r2" "$D250 $(mx mx1.chg.test 127.0.60.11) $TLSBAD policy=sts-testing $REPLY"
 	expect_mail chg "$r2"
@@ -529,8 +492,8 @@ run_case_bg "8. enforce (id=1) defers to a wrong-cert MX; after the change to te
 # --- 10. on_tls_failure without MTA-STS -----------------------------------------------------------------
 t_fb_simple() { # D ACTION RC STATUS_ERE
 	local m=$CASE_DIR/m.eml r=u@$1.test
-	msg "$m"
-	send "$CONF" --from "$FROM" --to "$r" "$m"
+	msg "$m" policy
+	send -c "$CONF" --from "$FROM" --to "$r" "$m"
 	expect_rc "$3"
 	expect_line "$r" "$4 $(mx "mx1.$1.test" "127.0.61.$5") $PLAIN policy=encrypt $REPLY"
 	expect_no_mail "$1"
@@ -546,8 +509,8 @@ run_case_bg "10c. tls=encrypt, no STARTTLS, on_tls_failure=hold: held (4xx), exi
 
 t_fb_next() {
 	local m=$CASE_DIR/m.eml r=u@fb-next.test
-	msg "$m"
-	send "$CONF" --from "$FROM" --to "$r" "$m"
+	msg "$m" policy
+	send -c "$CONF" --from "$FROM" --to "$r" "$m"
 	expect_rc 0
 	expect_line "$r" "$D250 $(mx mx2.fb-next.test 127.0.61.5) $TLSANY policy=encrypt $REPLY"
 	expect_field "$r" tls TLSv1.3 || expect_field "$r" tls TLSv1.2
@@ -559,8 +522,8 @@ run_case_bg "10d. tls=encrypt, MX 10 without STARTTLS, on_tls_failure=next-mx: d
 
 t_fb_plain() {
 	local m=$CASE_DIR/m.eml r=u@fb-plain.test
-	msg "$m"
-	send "$CONF" --from "$FROM" --to "$r" "$m"
+	msg "$m" policy
+	send -c "$CONF" --from "$FROM" --to "$r" "$m"
 	expect_rc 0
 	expect_line "$r" "$D250 $(mx mx1.fb-plain.test 127.0.61.6) $PLAIN policy=may $REPLY"
 	expect_mail fb-plain "$r" '^tls=none$'
@@ -574,10 +537,10 @@ run_case_bg "10e. tls=may, on_tls_failure=plaintext, broken handshake: delivered
 # --- 11. an invalid combination in one section -----------------------------------------------------------
 t_bad_combo() { # FIRST SECOND
 	local m=$CASE_DIR/m.eml c=$CASE_DIR/combo.ini line
-	msg "$m"
+	msg "$m" policy
 	integ_config "$c" "$(printf '[domain combo.test]\n%s\n%s\n' "$1" "$2")"
 	line=$(grep -nxF -- "$2" "$c" | cut -d: -f1)
-	send "$c" --from "$FROM" --to u@fb-defer.test "$m"
+	send -c "$c" --from "$FROM" --to u@fb-defer.test "$m"
 	expect_rc 78
 	assert_eq "stdout" "" "$(cat "$CASE_DIR/out")"
 	assert_match "stderr names file:line of the offending key" \
@@ -591,10 +554,10 @@ run_case_bg "11b. the same, keys in the other order (and encrypt): exit 78, file
 # --- 12. SERVFAIL on the TXT lookup, nothing cached ---------------------------------------------------------
 t_txt_servfail() {
 	local m=$CASE_DIR/m.eml r=u@sf.test
-	msg "$m"
+	msg "$m" policy
 	assert_match "unbound answers SERVFAIL for _mta-sts.sf.test" 'rcode=SERVFAIL' \
 		"$(dns_query _mta-sts.sf.test TXT)"
-	send "$CONF" --from "$FROM" --to "$r" "$m"
+	send -c "$CONF" --from "$FROM" --to "$r" "$m"
 	expect_rc 0
 	expect_line "$r" "$D250 $(mx mx1.sf.test 127.0.60.13) $TLSBAD policy=may $REPLY"
 	expect_mail sf "$r"
@@ -607,8 +570,8 @@ run_case_bg "12. SERVFAIL on _mta-sts TXT with nothing cached: no policy, delive
 # "Never: deliver in plaintext to an MTA-STS enforce domain".
 t_enforce_rule_none() {
 	local m=$CASE_DIR/m.eml r=u@enf-none.test
-	msg "$m"
-	send "$CONF" --from "$FROM" --to "$r" "$m"
+	msg "$m" policy
+	send -c "$CONF" --from "$FROM" --to "$r" "$m"
 	expect_rc 0
 	expect_line "$r" "$D250 $(mx mx1.enf-none.test 127.0.62.4) $TLSOK policy=sts-enforce $REPLY"
 	expect_mail enf-none "$r" '^tls=TLSv1\.[23]$'
@@ -619,8 +582,8 @@ run_case_bg "13. enforce domain with a domain rule tls=none: the policy wins, de
 # --- 14. one MX host for a domain without policy and an enforce domain, one process ---------------------
 t_shared_mx() {
 	local m=$CASE_DIR/m.eml r1=u@may-sh.test r2=u@enf-sh.test
-	msg "$m"
-	send "$CONF" --from "$FROM" --to "$r1" --to "$r2" "$m"
+	msg "$m" policy
+	send -c "$CONF" --from "$FROM" --to "$r1" --to "$r2" "$m"
 	expect_rc 75
 	expect_line "$r1" "$D250 $(mx mx1.sh.test 127.0.62.5) $TLSBAD policy=may $REPLY"
 	expect_line "$r2" "$DEF $(mx mx1.sh.test 127.0.62.5) $TLSANY policy=sts-enforce $REPLY"
