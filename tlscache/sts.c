@@ -535,6 +535,19 @@ fail:
 	return -1;
 }
 
+int64_t sts_policy_ttl(const char *s, int64_t now)
+{
+	struct sts_policy p;
+	int64_t fetched_at;
+	if (sts_policy_decode(s, &p, &fetched_at, NULL) != 0)
+		return 0;
+	int64_t max_age = p.max_age;
+	sts_policy_fini(&p);
+	if (fetched_at > INT64_MAX / 2 || now < -(INT64_MAX / 2)) /* no overflow below */
+		return 0;
+	return fetched_at + max_age - now;
+}
+
 /* ---- cache ---- */
 
 struct entry {

@@ -98,6 +98,10 @@ size_t sts_policy_encode(const struct sts_policy *p, int64_t fetched_at, char *b
 /* Parse the form above. 0 and *p filled (fini later), or -1 with *err set and
  * *p empty. Patterns are re-validated; an unknown format version is an error. */
 int sts_policy_decode(const char *s, struct sts_policy *p, int64_t *fetched_at, const char **err);
+/* The seconds an encoded policy (the form above) has left at now (wall-clock
+ * seconds): FETCHED_AT + MAX_AGE - now, for a key that expires with its
+ * policy (Redis EX). <= 0: expired, or s is not an encoded policy. */
+int64_t sts_policy_ttl(const char *s, int64_t now);
 
 /* ---- the policy cache (RFC 8461 3.3, 5.1) ---- */
 
