@@ -193,6 +193,22 @@ static void fetch_done(void *arg, const struct https_result *r)
 	fetch_free(f);
 }
 
+struct https_req *stspol_fetch(struct loop *l, struct dns *d, struct tlscache *tc,
+			      const char *domain, int https_port, uint32_t timeout_ms,
+			      https_done_fn *cb, void *arg)
+{
+	char host[300];
+	snprintf(host, sizeof(host), "mta-sts.%s", domain);
+	struct https_params p = { .method = "GET",
+				  .host = host,
+				  .port = https_port,
+				  .path = "/.well-known/mta-sts.txt",
+				  .timeout_ms = timeout_ms,
+				  .max_body = STS_POLICY_MAX,
+				  .want_type = "text/plain" };
+	return https_request(l, d, tc, &p, cb, arg);
+}
+
 static struct fetch *fetch_start(struct stspol *sp, const char *domain, const char *id)
 {
 	for (struct fetch *f = sp->fetches; f; f = f->next)
@@ -203,16 +219,8 @@ static struct fetch *fetch_start(struct stspol *sp, const char *domain, const ch
 	strlcpy_x(f->domain, domain, sizeof(f->domain));
 	strlcpy_x(f->id, id, sizeof(f->id));
 	LINK(sp->fetches, f);
-	char host[300];
-	snprintf(host, sizeof(host), "mta-sts.%s", domain);
-	struct https_params p = { .method = "GET",
-				  .host = host,
-				  .port = sp->o.https_port,
-				  .path = "/.well-known/mta-sts.txt",
-				  .timeout_ms = sp->o.timeout_ms,
-				  .max_body = STS_POLICY_MAX,
-				  .want_type = "text/plain" };
-	f->req = https_request(sp->l, sp->dns, sp->tc, &p, fetch_done, f);
+	f->req = stspol_fetch(sp->l, sp->dns, sp->tc, domain, sp->o.https_port, sp->o.timeout_ms,
+			      fetch_done, f);
 	return f;
 }
 

@@ -13,6 +13,8 @@
 
 #include <stdint.h>
 
+#include "sender/https.h"
+
 struct loop;
 struct dns;
 struct tlscache;
@@ -43,6 +45,14 @@ struct stspol *stspol_new(struct loop *l, struct dns *d, struct tlscache *tc,
 /* Abandon pending lookups (no callbacks) and free. */
 void stspol_free(struct stspol *sp);
 void stspol_lookup(struct stspol *sp, const char *domain, stspol_fn *cb, void *arg);
+/* The policy fetch stspol_lookup makes, for callers that want the raw answer
+ * (`mxsend check`): GET https://mta-sts.DOMAIN[:https_port]/.well-known/mta-sts.txt,
+ * WebPKI-verified, text/plain, at most STS_POLICY_MAX bytes, within
+ * timeout_ms (0: https.h's default). https_port 0 = 443. Returns and calls
+ * back as https_request does (cb never before this returns). */
+struct https_req *stspol_fetch(struct loop *l, struct dns *d, struct tlscache *tc,
+			      const char *domain, int https_port, uint32_t timeout_ms,
+			      https_done_fn *cb, void *arg);
 /* Seed the cache with a policy persisted earlier (sts_policy_encode form). */
 void stspol_load(struct stspol *sp, const char *domain, const char *encoded);
 
