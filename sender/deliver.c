@@ -38,7 +38,7 @@
 #include "sender/msg.h"
 #include "sender/route.h"
 #include "sender/smtp.h"
-#include "sender/stspol.h"
+#include "sender/policy/stspol.h"
 #include "sender/tls.h"
 #include "sender/util.h"
 #include "tlscache/sts.h"
