@@ -1,5 +1,5 @@
 /* fuzz_tlsrpt_counts.c: libFuzzer target for the TLSRPT counters of
- * queue/tlsrpt.c: tlsrpt_event_cmds (an event whose MX host, addresses and
+ * tlscache/tlsrpt.c: tlsrpt_event_cmds (an event whose MX host, addresses and
  * failure reason come from a remote peer's session), tlsrpt_counts_add /
  * _finish / _fini (a day's Redis hash, which every mxsend process sharing the
  * Redis writes into) and tlsrpt_json (the RFC 8460 4.4 report built from it).
@@ -25,7 +25,7 @@
 
 #include <jansson.h>
 
-#include "queue/tlsrpt.h"
+#include "tlscache/tlsrpt.h"
 #include "tests/fuzz/fuzz.h"
 
 #define MAX_LINES 64

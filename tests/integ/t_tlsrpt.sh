@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # t_tlsrpt.sh: TLSRPT (RFC 8460) reports: counters in a real redis-server
-# (written by queue/tlsrpt.c's own event -> commands code, through a small
+# (written by tlscache/tlsrpt.c's own event -> commands code, through a small
 # driver compiled here against build/libmxsend.a), `mxsend tlsrpt --dry-run`
 # (pretty JSON checked with python3), a mailto: rua (the multipart/report
 # message lands in the jobs stream, its gzip attachment decodes to the same
@@ -88,7 +88,7 @@ integ_config "$NOKEYCONF" "$(printf '[redis]\nurl = %s\n' "${REDIS_URL:-redis://
 NOCONF=$INTEG_DIR/tlsrpt-off.ini
 integ_config "$NOCONF" "$(printf '[redis]\nurl = %s\n\n[tls]\ntlsrpt = no\n' "${REDIS_URL:-redis://127.0.0.1:1/0}")"
 
-# --- the driver: events -> Redis (queue/tlsrpt.c), stream entries -> files --------
+# --- the driver: events -> Redis (tlscache/tlsrpt.c, queue/tlsrpt_store.c), stream entries -> files --------
 DRV=$INTEG_DIR/drv
 cat >"$INTEG_DIR/drv.c" <<'EOF'
 /* drv record URL < TSV: each line "domain type id mode mx max_age mxhost ip
@@ -103,7 +103,7 @@ cat >"$INTEG_DIR/drv.c" <<'EOF'
 #include <sys/stat.h>
 #include <hiredis/hiredis.h>
 #include "queue/queue.h"
-#include "queue/tlsrpt.h"
+#include "queue/tlsrpt_store.h"
 #include "sender/loop.h"
 #include "sender/redis_uring.h"
 

@@ -7,7 +7,7 @@
 #include <jansson.h>
 #include <zlib.h>
 
-#include "queue/tlsrpt.h"
+#include "tlscache/tlsrpt.h"
 #include "tests/t.h"
 
 #define DAY0 1717200000LL /* 2024-06-01T00:00:00Z */
