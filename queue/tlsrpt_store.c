@@ -51,7 +51,7 @@ static int q_null(void *arg, int argc, const char **argv, const size_t *len)
 	return 0;
 }
 
-int tlsrpt_queue_event(struct queue *q, const struct tlsrpt_event *ev, const char *prefix)
+int tlsrpt_queue_event(struct queue *q, const struct tls_event *ev, const char *prefix)
 {
 	struct qconn *c = &q->cmd;
 	if (tlsrpt_event_cmds(ev, prefix, q_null, NULL) < 0)
@@ -109,11 +109,11 @@ static int sync_emit(void *arg, int argc, const char **argv, const size_t *len)
 	return redisAppendCommandArgv(s->c, argc, argv, len) == REDIS_OK ? 0 : -EIO;
 }
 
-int tlsrpt_store_record(struct tlsrpt_store *s, const struct tlsrpt_event *ev, char *err,
+int tlsrpt_store_record(struct tlsrpt_store *s, const struct tls_event *ev, char *err,
 			size_t errlen)
 {
 	if (tlsrpt_event_cmds(ev, s->prefix, q_null, NULL) < 0) {
-		snprintf(err, errlen, "tlsrpt: event for \"%s\" cannot be counted", ev->policy_domain ? ev->policy_domain : "");
+		snprintf(err, errlen, "tlsrpt: event for \"%s\" cannot be counted", ev->policy_domain);
 		return -1;
 	}
 	const char *multi[] = { "MULTI" }, *exec[] = { "EXEC" };

@@ -22,7 +22,7 @@ struct queue;
  * into the host. prefix NULL = TLSRPT_PREFIX. Returns 0; -EINVAL (an event
  * tlsrpt_event_cmds refuses); -ENOTCONN when Redis is not connected (the
  * event is not counted). A reply error is logged. */
-int tlsrpt_queue_event(struct queue *q, const struct tlsrpt_event *ev, const char *prefix);
+int tlsrpt_queue_event(struct queue *q, const struct tls_event *ev, const char *prefix);
 
 struct tlsrpt_store;
 /* Connect to url (queue_url_parse form), AUTH (password, else the URL's),
@@ -31,7 +31,7 @@ struct tlsrpt_store *tlsrpt_store_open(const char *url, const char *password,
 				       const char *prefix, char *err, size_t errlen);
 void tlsrpt_store_close(struct tlsrpt_store *s);
 /* Count one event now (pipelined, waits for the replies). 0 or -1. */
-int tlsrpt_store_record(struct tlsrpt_store *s, const struct tlsrpt_event *ev, char *err,
+int tlsrpt_store_record(struct tlsrpt_store *s, const struct tls_event *ev, char *err,
 			size_t errlen);
 /* The domains with counters on day: *out is a malloc'd array of malloc'd
  * strings, sorted (free with tlsrpt_strv_free). Returns the count, or -1. */

@@ -42,6 +42,7 @@
 #include "sender/tls.h"
 #include "sender/util.h"
 #include "tlscache/sts.h"
+#include "tlscache/tls_event.h"
 #include "tlscache/tlscache.h"
 
 #define MAX_ADDR_TRIES 10
@@ -689,7 +690,7 @@ static void tls_event(struct job *j, const char *mx, const char *ip, const char 
 	struct deliver *d = j->d;
 	if (d->o.on_tls == NULL)
 		return;
-	struct deliver_tls_event ev;
+	struct tls_event ev;
 	memset(&ev, 0, sizeof(ev));
 	strlcpy_x(ev.policy_domain, j->req->domain, sizeof(ev.policy_domain));
 	strlcpy_x(ev.policy_type, j->has_pol ? "sts" : "no-policy-found", sizeof(ev.policy_type));

@@ -99,18 +99,18 @@ int tlsrpt_key(char *buf, size_t n, const char *prefix, enum tlsrpt_key_kind kin
 	return k < 0 || (size_t)k >= n ? -1 : k;
 }
 
-int tlsrpt_event_cmds(const struct tlsrpt_event *ev, const char *prefix, tlsrpt_cmd_fn *emit,
+int tlsrpt_event_cmds(const struct tls_event *ev, const char *prefix, tlsrpt_cmd_fn *emit,
 		      void *arg)
 {
 	char domain[254], type[24], id[40], result[48], mode[16];
 	if (prefix == NULL)
 		prefix = TLSRPT_PREFIX;
-	const char *ptype = ev->policy_type && *ev->policy_type ? ev->policy_type : "no-policy-found";
-	if (clean_name(domain, sizeof(domain), S(ev->policy_domain), false, false) != 0 ||
+	const char *ptype = ev->policy_type[0] ? ev->policy_type : "no-policy-found";
+	if (clean_name(domain, sizeof(domain), ev->policy_domain, false, false) != 0 ||
 	    clean_name(type, sizeof(type), ptype, false, false) != 0 ||
-	    clean_name(id, sizeof(id), S(ev->policy_id), true, true) != 0 ||
-	    clean_name(mode, sizeof(mode), S(ev->policy_mode), true, false) != 0 ||
-	    clean_name(result, sizeof(result), S(ev->result), true, false) != 0 ||
+	    clean_name(id, sizeof(id), ev->policy_id, true, true) != 0 ||
+	    clean_name(mode, sizeof(mode), ev->policy_mode, true, false) != 0 ||
+	    clean_name(result, sizeof(result), ev->result, true, false) != 0 ||
 	    strlen(prefix) > 128)
 		return -EINVAL;
 	bool sts = strcmp(type, "sts") == 0;
@@ -126,9 +126,9 @@ int tlsrpt_event_cmds(const struct tlsrpt_event *ev, const char *prefix, tlsrpt_
 		snprintf(field, sizeof(field), "ok:%s", pk);
 	} else {
 		char h[256], ip[64], src[64];
-		clean_part(h, sizeof(h), S(ev->mx));
-		clean_part(ip, sizeof(ip), S(ev->ip));
-		clean_part(src, sizeof(src), S(ev->sending_ip));
+		clean_part(h, sizeof(h), ev->mx);
+		clean_part(ip, sizeof(ip), ev->ip);
+		clean_part(src, sizeof(src), ev->sending_ip);
 		snprintf(field, sizeof(field), "fail:%s|%s|%s|%s|%s", pk, result, h, ip, src);
 		snprintf(why, sizeof(why), "why:%s", field + 5);
 	}
@@ -140,7 +140,7 @@ int tlsrpt_event_cmds(const struct tlsrpt_event *ev, const char *prefix, tlsrpt_
 		/* RFC 8460 4.4 policy-string: the policy's lines (RFC 8461 3.2) */
 		size_t o = (size_t)snprintf(pol, sizeof(pol), "version: STSv1\nmode: %s",
 					    mode[0] ? mode : "enforce");
-		clean_part(mx, sizeof(mx), S(ev->policy_mx));
+		clean_part(mx, sizeof(mx), ev->policy_mx);
 		for (char *p = mx; *p && o < sizeof(pol);) {
 			size_t l = strcspn(p, ",");
 			if (l > 0)
@@ -156,7 +156,7 @@ int tlsrpt_event_cmds(const struct tlsrpt_event *ev, const char *prefix, tlsrpt_
 		hset[nh++] = fmx;
 		hset[nh++] = mx;
 	}
-	if (result[0] != '\0' && ev->detail != NULL && ev->detail[0] != '\0') {
+	if (result[0] != '\0' && ev->detail[0] != '\0') {
 		hset[nh++] = why;
 		hset[nh++] = ev->detail;
 	}

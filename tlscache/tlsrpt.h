@@ -30,26 +30,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tlscache/tls_event.h"
+
 #define TLSRPT_PREFIX "mxsend:tlsrpt"
 #define TLSRPT_TTL_S 691200 /* 8 days: a day's counters outlive the next day's run */
 #define TLSRPT_STALE_S 3600 /* a "sending" claim this old was a crashed run */
 #define TLSRPT_MEDIA_TYPE "application/tlsrpt+gzip" /* RFC 8460 6.4 */
 
-/* One TLS session attempt (mirrors sender/deliver.h struct deliver_tls_event;
- * strings are borrowed; NULL counts as ""). */
-struct tlsrpt_event {
-	const char *policy_domain; /* required */
-	const char *policy_type;   /* "sts", "no-policy-found" ("" = no-policy-found) */
-	const char *policy_id;     /* MTA-STS policy id */
-	const char *policy_mode;   /* "enforce", "testing", "none" */
-	const char *policy_mx;     /* mx patterns, comma-joined */
-	uint32_t max_age;
-	const char *mx, *ip;       /* receiving MX host and address */
-	const char *sending_ip;    /* our address ("" unknown) */
-	const char *result;        /* "" = success, else an RFC 8460 4.3 result type */
-	const char *detail;        /* failure reason text */
-	uint64_t when_ms;          /* wall clock: picks the UTC day */
-};
 
 /* ---- counters ---- */
 
@@ -63,7 +50,7 @@ typedef int tlsrpt_cmd_fn(void *arg, int argc, const char **argv, const size_t *
  * times before returning. Returns the number of commands emitted, -EINVAL for
  * an event that cannot be counted (no domain, a domain or result with bytes
  * outside [a-z0-9._-]), or emit's non-zero return (stopped part-way). */
-int tlsrpt_event_cmds(const struct tlsrpt_event *ev, const char *prefix, tlsrpt_cmd_fn *emit,
+int tlsrpt_event_cmds(const struct tls_event *ev, const char *prefix, tlsrpt_cmd_fn *emit,
 		      void *arg);
 
 enum tlsrpt_key_kind {
