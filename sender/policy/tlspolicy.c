@@ -28,5 +28,6 @@ void tlspolicy_decide(struct tlspolicy *tp, const struct rule *rule, int job_min
 	} else if (sts != NULL && sts->mode == STS_MODE_TESTING) {
 		snprintf(tp->name, sizeof(tp->name), "sts-testing");
 	}
-	/* XXX(DANE): TLSA records for the MX host decide here, before MTA-STS. */
+	/* XXX(DANE): usable TLSA records for the MX host will decide here and
+	 * take precedence over MTA-STS (RFC 8461 2). */
 }
