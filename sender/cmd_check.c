@@ -32,7 +32,7 @@
 #include "sender/cmds.h"
 #include "sender/config.h"
 #include "sender/dns.h"
-#include "sender/https.h"
+#include "sender/policy/https.h"
 #include "sender/log.h"
 #include "sender/loop.h"
 #include "sender/smtp.h"

@@ -29,7 +29,8 @@
 #include <unistd.h>
 
 #include "queue/queue.h"
-#include "queue/tlsrpt.h"
+#include "queue/sts_store.h"
+#include "queue/tlsrpt_store.h"
 #include "sender/config.h"
 #include "sender/deliver.h"
 #include "sender/exempt.h"
@@ -331,50 +332,29 @@ static void on_peers(void *ctx, int n, int rank)
 	workers_set_peers(r->w, n, rank);
 }
 
-static void on_tls(void *arg, const struct deliver_tls_event *e)
+static void on_tls(void *arg, const struct tls_event *e)
 {
 	struct run *r = arg;
 	if (r->q == NULL)
 		return;
-	struct tlsrpt_event te = {
-		.policy_domain = e->policy_domain, .policy_type = e->policy_type,
-		.policy_id = e->policy_id, .policy_mode = e->policy_mode, .policy_mx = e->policy_mx,
-		.max_age = e->max_age, .mx = e->mx, .ip = e->ip, .sending_ip = "",
-		.result = e->result, .detail = e->detail, .when_ms = e->when_ms,
-	};
-	int rc = tlsrpt_queue_event(r->q, &te, NULL);
+	int rc = tlsrpt_queue_event(r->q, e, NULL);
 	if (rc != 0)
 		log_debug("evt=tlsrpt_not_counted domain=%s err=%s", e->policy_domain, strerror(-rc));
 }
 
-/* MTA-STS policies survive restarts and are shared by every process:
- * mxsend:sts:DOMAIN = sts_policy_encode form, expiring with the policy. */
-#define STS_KEY_PREFIX "mxsend:sts:"
-
+/* MTA-STS policies survive restarts and are shared by every process
+ * (queue/sts_store.h). */
 static void on_sts_store(void *arg, const char *domain, const char *encoded)
 {
 	struct run *r = arg;
-	long long fetched = 0, max_age = 0;
-	int ver = 0;
-	char mode[16];
-	if (r->q == NULL ||
-	    sscanf(encoded, "%d %lld %15s %lld", &ver, &fetched, mode, &max_age) != 4)
-		return;
-	long long ttl = fetched + max_age - (long long)(wall_ms() / 1000);
-	if (ttl <= 0)
-		return;
-	char key[300], ex[24];
-	snprintf(key, sizeof(key), STS_KEY_PREFIX "%s", domain);
-	snprintf(ex, sizeof(ex), "%lld", ttl);
-	const char *av[] = { "SET", key, encoded, "EX", ex };
-	if (queue_command(r->q, 5, av) != 0)
+	if (r->q != NULL && sts_store_save(r->q, domain, encoded, (int64_t)(wall_ms() / 1000)) != 0)
 		log_info("evt=sts_not_persisted domain=%s", domain);
 }
 
-static void sts_loaded(void *arg, const char *key, const char *value)
+static void sts_loaded(void *arg, const char *domain, const char *encoded)
 {
 	struct run *r = arg;
-	workers_sts_load(r->w, key + strlen(STS_KEY_PREFIX), value);
+	workers_sts_load(r->w, domain, encoded);
 }
 
 /* Start-up, before the loop runs: load persisted policies into the workers. */
@@ -386,7 +366,7 @@ static void sts_load_all(struct run *r, const struct queue_config *qc)
 		log_warn("evt=sts_load_skipped err=\"%s\"", err);
 		return;
 	}
-	int n = queue_sync_scan(s, STS_KEY_PREFIX "*", sts_loaded, r, err, sizeof(err));
+	int n = sts_store_load(s, sts_loaded, r, err, sizeof(err));
 	if (n < 0)
 		log_warn("evt=sts_load_failed err=\"%s\"", err);
 	else
