@@ -43,7 +43,7 @@
 #include "sender/tls.h"
 #include "sender/util.h"
 #include "tlscache/sts.h"
-#include "tlscache/tls_event.h"
+#include "tlscache/tlsrpt.h"
 #include "tlscache/tlscache.h"
 
 #define MAX_ADDR_TRIES 10
@@ -692,21 +692,11 @@ static void tls_event(struct job *j, const char *mx, const char *ip, const char 
 		return;
 	struct tls_event ev;
 	memset(&ev, 0, sizeof(ev));
-	strlcpy_x(ev.policy_domain, j->req->domain, sizeof(ev.policy_domain));
-	strlcpy_x(ev.policy_type, j->has_pol ? "sts" : "no-policy-found", sizeof(ev.policy_type));
-	if (j->has_pol) {
-		strlcpy_x(ev.policy_id, j->pol.id, sizeof(ev.policy_id));
-		strlcpy_x(ev.policy_mode, sts_mode_name(j->pol.mode), sizeof(ev.policy_mode));
-		size_t o = 0;
-		for (int i = 0; i < j->pol.n_mx && o + 2 < sizeof(ev.policy_mx); i++)
-			o += (size_t)snprintf(ev.policy_mx + o, sizeof(ev.policy_mx) - o, "%s%s",
-					      i ? "," : "", j->pol.mx[i]);
-	}
+	tlsrpt_event_policy(&ev, j->req->domain, j->has_pol ? &j->pol : NULL);
 	strlcpy_x(ev.mx, mx ? mx : "", sizeof(ev.mx));
 	strlcpy_x(ev.ip, ip ? ip : "", sizeof(ev.ip));
 	strlcpy_x(ev.result, result ? result : "", sizeof(ev.result));
 	strlcpy_x(ev.detail, detail ? detail : "", sizeof(ev.detail));
-	ev.max_age = j->has_pol ? j->pol.max_age : 0;
 	ev.when_ms = wall_ms();
 	d->o.on_tls(d->o.on_tls_arg, &ev);
 }

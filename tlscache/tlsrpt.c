@@ -28,6 +28,8 @@
 #include <jansson.h>
 #include <zlib.h>
 
+#include "tlscache/sts.h"
+
 static void *must(void *p)
 {
 	if (p == NULL)
@@ -36,6 +38,25 @@ static void *must(void *p)
 }
 
 #define S(x) ((x) ? (x) : "")
+
+/* ---- the event's policy ---- */
+
+void tlsrpt_event_policy(struct tls_event *ev, const char *domain, const struct sts_policy *pol)
+{
+	snprintf(ev->policy_domain, sizeof(ev->policy_domain), "%s", domain);
+	snprintf(ev->policy_type, sizeof(ev->policy_type), "%s", pol ? "sts" : "no-policy-found");
+	ev->policy_id[0] = ev->policy_mode[0] = ev->policy_mx[0] = '\0';
+	ev->max_age = 0;
+	if (pol == NULL)
+		return;
+	snprintf(ev->policy_id, sizeof(ev->policy_id), "%s", pol->id);
+	snprintf(ev->policy_mode, sizeof(ev->policy_mode), "%s", sts_mode_name(pol->mode));
+	size_t o = 0;
+	for (int i = 0; i < pol->n_mx && o + 2 < sizeof(ev->policy_mx); i++)
+		o += (size_t)snprintf(ev->policy_mx + o, sizeof(ev->policy_mx) - o, "%s%s",
+				      i ? "," : "", pol->mx[i]);
+	ev->max_age = pol->max_age;
+}
 
 /* ---- counters: event -> commands ---- */
 

@@ -38,6 +38,15 @@
 #define TLSRPT_MEDIA_TYPE "application/tlsrpt+gzip" /* RFC 8460 6.4 */
 
 
+/* ---- the event's policy ---- */
+
+struct sts_policy;
+/* Fill the policy part of ev (policy_domain, type, id, mode, mx, max_age)
+ * for domain: from pol, the MTA-STS policy that applied ("sts"), or
+ * "no-policy-found" when pol is NULL. Fields too long are cut. The other
+ * fields are left as they are. XXX(DANE): a TLSA policy fills "tlsa" here. */
+void tlsrpt_event_policy(struct tls_event *ev, const char *domain, const struct sts_policy *pol);
+
 /* ---- counters ---- */
 
 /* Receives one Redis command. argv/len are valid during the call only (copy

@@ -9,6 +9,7 @@
 
 #include "tlscache/tlsrpt.h"
 #include "tests/t.h"
+#include "tlscache/sts.h"
 
 #define DAY0 1717200000LL /* 2024-06-01T00:00:00Z */
 #define NOON 1717243200000ULL /* 2024-06-01T12:00:00Z, ms */
@@ -598,7 +599,38 @@ static void t_days(void)
 		CHECK_INT(tlsrpt_day_parse(bad[i], &t), -1);
 }
 
+/* An event's policy fields from the MTA-STS policy that applied count as
+ * sts_ok's, which spells them out; no policy: no-policy-found, empty fields. */
+static void t_event_policy(void)
+{
+	const char body[] = "version: STSv1\nmode: enforce\nmx: mx1.example.com\n"
+			    "mx: *.backup.example.com\nmax_age: 86400\n";
+	struct sts_policy pol;
+	CHECK_INT(sts_policy_parse(body, strlen(body), &pol, NULL), 0);
+	strcpy(pol.id, "20240601T00");
+	struct tls_event ev = sts_ok();
+	SET(ev.policy_id, "stale");
+	tlsrpt_event_policy(&ev, "example.com", &pol);
+	struct tls_event want = sts_ok();
+	CHECK_STR(ev.policy_domain, want.policy_domain);
+	CHECK_STR(ev.policy_type, want.policy_type);
+	CHECK_STR(ev.policy_id, want.policy_id);
+	CHECK_STR(ev.policy_mode, want.policy_mode);
+	CHECK_STR(ev.policy_mx, want.policy_mx);
+	CHECK_INT(ev.max_age, want.max_age);
+	sts_policy_fini(&pol);
+	tlsrpt_event_policy(&ev, "example.net", NULL);
+	CHECK_STR(ev.policy_domain, "example.net");
+	CHECK_STR(ev.policy_type, "no-policy-found");
+	CHECK_STR(ev.policy_id, "");
+	CHECK_STR(ev.policy_mode, "");
+	CHECK_STR(ev.policy_mx, "");
+	CHECK_INT(ev.max_age, 0);
+	CHECK_STR(ev.mx, "mx1.example.com"); /* the session's fields are left alone */
+}
+
 static const struct t_case cases[] = {
+	{ "event: policy fields from the MTA-STS policy, or none", t_event_policy },
 	{ "event -> commands: success under an MTA-STS policy (keys, policy-string)", t_cmds_success },
 	{ "event -> commands: failure (field, reason, no-policy-found, UTC day edge)", t_cmds_failure },
 	{ "event -> commands: bad events emit nothing; emit's error comes back", t_cmds_invalid },
