@@ -33,7 +33,7 @@ INTEROP_ROOT ?= /var/cache/mxsend/interop
 INTEROP_PKGS := exim4-daemon-light opensmtpd
 export INTEROP_ROOT
 
-LIB_SRC  := $(filter-out sender/main.c,$(wildcard sender/*.c sender/policy/*.c queue/*.c tlscache/*.c))
+LIB_SRC  := $(filter-out sender/main.c,$(wildcard sender/*.c sender/cmd/*.c sender/policy/*.c queue/*.c tlscache/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(B)/%.o)
 LIBA_OBJ := $(LIB_SRC:%.c=$(BA)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)

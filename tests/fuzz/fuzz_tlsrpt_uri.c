@@ -7,7 +7,7 @@
  * `make test` replays the seeds (replay.c).
  *
  * The input, up to its first NUL, goes to all three. Output buffers are heap
- * blocks of exactly the size passed (cmd_tlsrpt.c's, and small ones), so a
+ * blocks of exactly the size passed (sender/cmd/tlsrpt.c's, and small ones), so a
  * write past one is an ASan report. Besides the sanitizers, the target checks
  * tlsrpt.h's promises (and what https_request will accept) and aborts if one
  * is broken. */

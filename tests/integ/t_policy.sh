@@ -540,7 +540,7 @@ run_case_bg "10a. tls=encrypt, no STARTTLS, on_tls_failure=defer: deferred 75" \
 	t_fb_simple fb-defer defer 75 "$DEF" 1
 run_case_bg "10b. tls=encrypt, no STARTTLS, on_tls_failure=bounce: bounced 550 5.7.10, exit 69" \
 	t_fb_simple fb-bounce bounce 69 'bounced 550 5\.7\.10' 2
-# cmd_send.c counts DELIVER_HELD with the deferred (exit 75) and prints "held".
+# sender/cmd/send.c counts DELIVER_HELD with the deferred (exit 75) and prints "held".
 run_case_bg "10c. tls=encrypt, no STARTTLS, on_tls_failure=hold: held (4xx), exit 75" \
 	t_fb_simple fb-hold hold 75 'held 4[0-9]{2} 4\.[0-9]{1,3}\.[0-9]{1,3}' 3
 

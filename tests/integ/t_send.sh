@@ -409,7 +409,7 @@ run_case "unknown config key: exit 78, file:line on stderr" t_bad_config
 
 t_unreadable_message() {
 	send -c "$CONF" --from "$FROM" --to u@ok.test "$CASE_DIR/does-not-exist.eml"
-	# EX_NOINPUT, as sender/cmd_send.c documents (DESIGN.md's list has no 66)
+	# EX_NOINPUT, as sender/cmd/send.c documents (DESIGN.md's list has no 66)
 	expect_rc 66
 	assert_eq "stdout" "" "$(cat "$CASE_DIR/out")"
 }

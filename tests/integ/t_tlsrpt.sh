@@ -143,7 +143,7 @@ static void read_events(void)
 	}
 }
 
-/* the queue's host services, as sender/cmd_run.c provides them */
+/* the queue's host services, as sender/cmd/run.c provides them */
 struct queue_timer {
 	struct loop_timer t; /* first: the loop hands back &t */
 	struct loop *l;

@@ -334,6 +334,22 @@ static void t_encode_decode(void)
 	CHECK_INT(sts_policy_decode("", &q, &at, &err), -1);
 }
 
+/* The Redis TTL of a persisted policy (mxsend run): from the encoding's own
+ * fields, through the one decoder. */
+static void t_policy_ttl(void)
+{
+	CHECK_INT(sts_policy_ttl("1 1717000000 enforce 86400 abc1 mx.a.com,*.b.com", 1717000000), 86400);
+	CHECK_INT(sts_policy_ttl("1 1717000000 enforce 86400 abc1 mx.a.com", 1717000000 + 86000), 400);
+	CHECK(sts_policy_ttl("1 1717000000 enforce 86400 abc1 mx.a.com", 1717000000 + 86400) <= 0);
+	CHECK_INT(sts_policy_ttl("1 5 none 300 - -", 5), 300);
+	/* not an encoded policy: nothing to keep */
+	CHECK_INT(sts_policy_ttl("", 0), 0);
+	CHECK_INT(sts_policy_ttl("2 5 none 300 - -", 0), 0);
+	CHECK_INT(sts_policy_ttl("1 5 bogus 300 - -", 0), 0);
+	CHECK_INT(sts_policy_ttl("1 -5 none 300 - -", 0), 0);
+	CHECK_INT(sts_policy_ttl("1 9223372036854775807 none 300 - -", 0), 0); /* no overflow */
+}
+
 /* ---- cache decisions ---- */
 
 static struct sts_policy mkpol(enum sts_mode mode, uint32_t max_age)
@@ -561,6 +577,7 @@ static void t_redis_key(void)
 }
 
 static const struct t_case cases[] = {
+	{ "policy: ttl of an encoded policy (Redis EX)", t_policy_ttl },
 	{ "txt: basic forms", t_txt_basic },
 	{ "txt: non-STS records ignored; none", t_txt_none_and_ignored },
 	{ "txt: two STSv1 records = invalid", t_txt_two_records },

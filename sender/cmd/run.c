@@ -1,4 +1,7 @@
-/* cmd_run.c: `mxsend run`: drain the Redis queue until stopped.
+/* sender/cmd/run.c: `mxsend run`: drain the Redis queue until stopped.
+ *
+ * cmd_run_parse (run.h) reads the flags; cmd_run_run wires and runs, in steps:
+ * run_open_engine, run_open_queue, run_loop, run_close.
  *
  * Wiring only: the feeder loop (this thread) runs the queue (queue/, through
  * redis_uring) and hands each claimed job to the worker pool, one request per
@@ -14,10 +17,9 @@
  * Ownership: a struct run_job exists per job handed to us, a struct run_req per
  * (job, domain) submitted; both are freed when the pool reports done, or at
  * exit after workers_free (which abandons what is still running). */
-#include "sender/cmds.h"
+#include "sender/cmd/run.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +82,8 @@ struct run {
 	struct signalfd_siginfo si;
 	uint64_t started, last_status, last_delivered, status_ms, signal_at;
 	uint64_t n_delivered, n_bounced, n_deferred, n_held, n_tls;
+	char consumer[300]; /* HOST:PID, our name in the consumer group */
+	struct queue_host qh; /* borrowed by the queue for its life */
 	bool have_exempt_key; /* [tlsrpt] dkim_key loaded: report jobs can prove themselves */
 	unsigned char exempt_key[EXEMPT_KEY_LEN];
 };
@@ -568,77 +572,51 @@ static void on_settle(struct loop_timer *t)
 
 /* ---- the command ---- */
 
-static int usage(void)
+static int run_flag(void *opts, int ch, const char *arg, const char **why)
 {
-	fprintf(stderr, "usage: mxsend run [-c FILE] [--dns A[:P]] [--ca FILE] [--port N] "
-			"[--until-empty]\n");
-	return EX_USAGE;
+	struct cmd_run_opts *o = opts;
+	(void)arg;
+	(void)why;
+	if (ch != 'e')
+		return -1;
+	o->until_empty = true;
+	return 0;
 }
 
-int cmd_run(int argc, char **argv)
+int cmd_run_parse(int argc, char **argv, struct cmd_run_opts *o)
 {
-	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' }, { "dns", required_argument, NULL, 'd' },
-		{ "ca", required_argument, NULL, 'a' },     { "port", required_argument, NULL, 'p' },
-		{ "until-empty", no_argument, NULL, 'e' },  { "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	static const struct option longs[] = {
+		CMD_OPT_CONFIG, CMD_OPT_DNS, CMD_OPT_CA, CMD_OPT_PORT, CMD_OPT_HELP,
+		{ "until-empty", no_argument, NULL, 'e' }, CMD_OPT_END,
 	};
-	const char *cfile = NULL;
-	struct deliver_opts dopts = { .tls_level = -1 };
-	struct run rr0 = { .sigfd = -1 }, *r = &rr0;
-	int c, rc;
-
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'c':
-			cfile = optarg;
-			break;
-		case 'd':
-			if (config_check_dns(optarg) < 0) {
-				fprintf(stderr, "mxsend run: bad --dns \"%s\"\n", optarg);
-				return usage();
-			}
-			dopts.dns = optarg;
-			break;
-		case 'a':
-			dopts.ca_file = optarg;
-			break;
-		case 'p':
-			dopts.port = atoi(optarg);
-			if (dopts.port <= 0 || dopts.port > 65535)
-				return usage();
-			break;
-		case 'e':
-			r->until_empty = true;
-			break;
-		default:
-			return usage();
-		}
+	memset(o, 0, sizeof(*o));
+	int first, rc = cmd_parse(argc, argv, "c:h", longs, &o->c, run_flag, o, &first);
+	if (rc == 0 && first != argc) {
+		o->c.why = "no operands";
+		rc = EX_USAGE;
 	}
-	if (optind != argc)
-		return usage();
-	if ((rc = cmd_load_config(&r->cfg, cfile)) != 0)
-		return rc;
-	log_set_level((enum log_level)r->cfg.log_level);
+	return rc;
+}
 
-	/* Signals are read through a signalfd on the loop; block them before the
-	 * worker threads start so that they inherit the mask. */
-	sigset_t mask, old;
+/* The loop, the signalfd (SIGTERM, SIGINT blocked first, so that the worker
+ * threads inherit the mask; the old mask in *old), the exemption key and the
+ * worker pool. 0 or an exit status (said on stderr). */
+static int run_open_engine(struct run *r, const struct cmd_run_opts *o, sigset_t *old)
+{
+	sigset_t mask;
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
-	sigprocmask(SIG_BLOCK, &mask, &old);
+	sigprocmask(SIG_BLOCK, &mask, old);
 	r->sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
 	int err = 0;
 	char ebuf[512];
 	r->l = loop_new(4096, &err);
 	if (r->l == NULL || r->sigfd == -1) {
-		fprintf(stderr, "mxsend: cannot start the loop: %s\n",
-			strerror(r->l ? errno : -err));
-		rc = EX_OSERR;
-		goto out;
+		fprintf(stderr, "mxsend: cannot start the loop: %s\n", strerror(r->l ? errno : -err));
+		return EX_OSERR;
 	}
+	struct deliver_opts dopts = { .port = o->c.port, .tls_level = -1 };
 	if (r->cfg.tlsrpt) {
 		dopts.on_tls = on_tls;
 		dopts.on_tls_arg = r;
@@ -656,7 +634,7 @@ int cmd_run(int argc, char **argv)
 		dopts.on_sts_store_arg = r;
 	}
 	/* Shard 0 is ours (deliveries, queue gauges); worker i writes 1 + i
-	 * (connections, TLS sessions). Served once the queue is up, below. */
+	 * (connections, TLS sessions). Served once the queue is up. */
 	if (r->cfg.metrics != NULL) {
 		r->m = metrics_new(1 + workers_resolve(r->cfg.workers));
 		r->ms = metrics_shard(r->m, 0);
@@ -665,30 +643,39 @@ int cmd_run(int argc, char **argv)
 	r->w = workers_new(r->l, r->cfg.workers, &r->cfg, &dopts, ebuf, sizeof(ebuf));
 	if (r->w == NULL) {
 		fprintf(stderr, "mxsend: %s\n", ebuf);
-		rc = EX_CONFIG;
-		goto out;
+		return EX_CONFIG;
 	}
+	return 0;
+}
 
-	char host[256], consumer[300];
+/* The queue (consumer HOST:PID), the persisted MTA-STS policies, the metrics
+ * endpoint. 0 or an exit status (said on stderr). */
+static int run_open_queue(struct run *r)
+{
+	char host[256], ebuf[512];
 	if (gethostname(host, sizeof(host)) != 0)
 		strcpy(host, "localhost");
 	host[sizeof(host) - 1] = '\0';
-	snprintf(consumer, sizeof(consumer), "%s:%d", host, (int)getpid());
+	snprintf(r->consumer, sizeof(r->consumer), "%s:%d", host, (int)getpid());
+	struct queue_config qc;
+	cmd_queue_config(&r->cfg, &qc);
+	qc.consumer = r->consumer;
+	qc.visibility_ms = r->cfg.visibility_timeout_ms;
+	qc.batch = r->cfg.batch;
+	qc.results_maxlen = r->cfg.results_maxlen;
+	qc.max_inflight = r->cfg.max_inflight;
+	qc.max_inflight_bytes = r->cfg.max_inflight_bytes;
+	qc.limits = (struct job_limits){ .max_size = r->cfg.max_message_size,
+					 .max_id = (size_t)r->cfg.max_id_len,
+					 .max_meta = (size_t)r->cfg.max_meta_len,
+					 .addr_ok = msg_addr_norm, .split = msg_split_list };
+	qc.schedule_ms = r->cfg.schedule_ms;
+	qc.n_schedule = r->cfg.n_schedule;
+	qc.lifetime_ms = r->cfg.lifetime_ms;
+	qc.jitter = r->cfg.jitter;
 	/* A cap split between processes: take no job before the others know us. */
-	bool split = config_rules_set(&r->cfg, RULE_MAX_CONN_TOTAL);
-	struct queue_config qc = {
-		.url = r->cfg.redis_url, .password = r->cfg.redis_password,
-		.jobs = r->cfg.jobs, .results = r->cfg.results, .group = r->cfg.group,
-		.consumer = consumer, .visibility_ms = r->cfg.visibility_timeout_ms,
-		.batch = r->cfg.batch, .results_maxlen = r->cfg.results_maxlen, .max_inflight = r->cfg.max_inflight,
-		.max_inflight_bytes = r->cfg.max_inflight_bytes,
-		.limits = { .max_size = r->cfg.max_message_size, .max_id = (size_t)r->cfg.max_id_len,
-			    .max_meta = (size_t)r->cfg.max_meta_len, .addr_ok = msg_addr_norm,
-			    .split = msg_split_list },
-		.schedule_ms = r->cfg.schedule_ms, .n_schedule = r->cfg.n_schedule,
-		.lifetime_ms = r->cfg.lifetime_ms, .jitter = r->cfg.jitter, .peers_settle = split,
-	};
-	struct queue_host qh = {
+	qc.peers_settle = config_rules_set(&r->cfg, RULE_MAX_CONN_TOTAL);
+	r->qh = (struct queue_host){
 		.ctx = r, .attach = q_attach, .timer_new = qt_new, .timer_arm = qt_arm,
 		.timer_free = qt_free, .mono_ms = q_now, .job = on_job, .peers = on_peers,
 		.log = q_log,
@@ -698,28 +685,27 @@ int cmd_run(int argc, char **argv)
 	int qchk = queue_sync_check(&qc, ebuf, sizeof(ebuf));
 	if (qchk == -2) {
 		fprintf(stderr, "mxsend: %s\n", ebuf);
-		rc = EX_CONFIG;
-		goto out;
+		return EX_CONFIG;
 	}
 	if (qchk < 0)
 		log_warn("evt=redis_unreachable err=\"%s\"", ebuf);
-	r->q = queue_new(&qc, &qh, ebuf, sizeof(ebuf));
+	r->q = queue_new(&qc, &r->qh, ebuf, sizeof(ebuf)); /* copies qc */
 	if (r->q == NULL) {
 		fprintf(stderr, "mxsend: %s\n", ebuf);
-		rc = EX_CONFIG;
-		goto out;
+		return EX_CONFIG;
 	}
 	if (r->cfg.mta_sts && qchk == 0)
 		sts_load_all(r, &qc);
-
-	if (r->m != NULL) {
-		if (metrics_serve(r->m, r->l, r->cfg.metrics, ebuf, sizeof(ebuf)) != 0) {
-			fprintf(stderr, "mxsend: %s\n", ebuf);
-			rc = EX_CONFIG;
-			goto out;
-		}
+	if (r->m != NULL && metrics_serve(r->m, r->l, r->cfg.metrics, ebuf, sizeof(ebuf)) != 0) {
+		fprintf(stderr, "mxsend: %s\n", ebuf);
+		return EX_CONFIG;
 	}
+	return 0;
+}
 
+/* Arm the timers and the signal read, start the queue, run until stopped. */
+static int run_loop(struct run *r)
+{
 	r->tty = isatty(STDERR_FILENO) == 1;
 	r->status_ms = r->tty ? RUN_TTY_MS : RUN_LOG_MS;
 	r->started = r->last_status = loop_now(r->l);
@@ -730,23 +716,24 @@ int cmd_run(int argc, char **argv)
 	r->sig_op.fn = on_signal;
 	loop_read(r->l, &r->sig_op, r->sigfd, &r->si, sizeof(r->si));
 	char shown[512];
-	log_info("evt=run_start consumer=%s redis=%s jobs=%s max_inflight=%d workers=%d", consumer,
+	log_info("evt=run_start consumer=%s redis=%s jobs=%s max_inflight=%d workers=%d", r->consumer,
 		 queue_url_redact(r->cfg.redis_url, shown, sizeof(shown)), r->cfg.jobs,
 		 r->cfg.max_inflight, workers_count(r->w));
 	queue_start(r->q);
-
-	int lr = loop_run(r->l);
+	int rc = EX_OK, lr = loop_run(r->l);
 	if (lr < 0) {
 		log_error("evt=loop_failed err=%s", strerror(-lr));
 		rc = EX_SOFTWARE;
-	} else {
-		rc = EX_OK;
 	}
 	status_line(r, true);
+	return rc;
+}
 
-out:
-	/* Workers first (joins the threads, abandons what is still running),
-	 * then our requests, then the queue (jobs not committed stay pending). */
+/* Workers first (joins the threads, abandons what is still running), then our
+ * requests, then the queue (jobs not committed stay pending), then let the
+ * ring settle and free it. */
+static void run_close(struct run *r)
+{
 	if (r->w != NULL)
 		workers_free(r->w, 1000);
 	while (r->reqs != NULL) {
@@ -776,8 +763,34 @@ out:
 	}
 	if (r->sigfd != -1)
 		close(r->sigfd);
+}
+
+int cmd_run_run(const struct cmd_run_opts *o)
+{
+	struct run rr0 = { .sigfd = -1, .until_empty = o->until_empty }, *r = &rr0;
+	int rc = cmd_setup(&r->cfg, &o->c);
+	if (rc != 0)
+		return rc;
+	sigset_t old;
+	rc = run_open_engine(r, o, &old);
+	if (rc == 0)
+		rc = run_open_queue(r);
+	if (rc == 0)
+		rc = run_loop(r);
+	run_close(r);
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	explicit_bzero(r->exempt_key, sizeof(r->exempt_key));
 	config_fini(&r->cfg);
 	return rc;
 }
+
+static int cmd_run(int argc, char **argv)
+{
+	struct cmd_run_opts o;
+	int rc = cmd_run_parse(argc, argv, &o);
+	return rc != 0 ? cmd_usage(&cmd_run_def, rc, o.c.why) : cmd_run_run(&o);
+}
+
+const struct cmd_def cmd_run_def = {
+	"run", cmd_run, "run [-c FILE] [--dns A[:P]] [--ca FILE] [--port N] [--until-empty]",
+};

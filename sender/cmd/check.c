@@ -1,7 +1,10 @@
-/* cmd_check.c: `mxsend check DOMAIN`: a domain's TLS posture, for operators.
+/* sender/cmd/check.c: `mxsend check DOMAIN`: a domain's TLS posture, for operators.
  *
  *   mxsend check [-c FILE] [--dns A[:P]] [--ca FILE] [--port N] [--https-port N]
  *                [--timeout S] [--json] DOMAIN
+ *
+ * cmd_check_parse (check.h) reads the flags; cmd_check_run opens, looks and
+ * reports. The policy fetch is stspol_fetch, the one `mxsend run` makes.
  *
  * In parallel: the MX hosts and their addresses; the _mta-sts TXT record and,
  * when it is valid, the policy over HTTPS (https.h: WebPKI, no redirects,
@@ -18,8 +21,9 @@
  * temporary failure, an MX host unreachable or timing out); 69
  * (EX_UNAVAILABLE) when it is known not to hold (no MX / null MX / NXDOMAIN,
  * or every MX host answered without verified TLS); 64 usage; 78 config. */
+#include "sender/cmd/check.h"
+
 #include <arpa/inet.h>
-#include <getopt.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +33,6 @@
 
 #include <jansson.h>
 
-#include "sender/cmds.h"
 #include "sender/config.h"
 #include "sender/dns.h"
 #include "sender/policy/https.h"
@@ -37,6 +40,7 @@
 #include "sender/loop.h"
 #include "sender/smtp.h"
 #include "sender/smtp_reply.h"
+#include "sender/policy/stspol.h"
 #include "sender/util.h"
 #include "tlscache/sts.h"
 #include "tlscache/tlscache.h"
@@ -232,19 +236,9 @@ static void on_sts_txt(void *arg, const struct dns_txt *txt)
 		strlcpy_x(ck->sts_err, txt->why, sizeof(ck->sts_err));
 	}
 	if (ck->sts_rc == STS_TXT_OK) {
-		char host[300];
-		snprintf(host, sizeof(host), "mta-sts.%s", ck->domain);
-		struct https_params hp = {
-			.method = "GET",
-			.host = host,
-			.port = ck->https_port,
-			.path = "/.well-known/mta-sts.txt",
-			.want_type = "text/plain",
-			.max_body = STS_POLICY_MAX,
-			.timeout_ms = ck->fetch_timeout_ms,
-		};
 		ck->fetch_started = true;
-		ck->hr = https_request(ck->l, ck->dns, ck->tc, &hp, on_policy, ck);
+		ck->hr = stspol_fetch(ck->l, ck->dns, ck->tc, ck->domain, ck->https_port,
+				      ck->fetch_timeout_ms, on_policy, ck);
 		ck->pending++;
 	}
 	one_done(ck);
@@ -366,10 +360,10 @@ static void put_q(const char *s)
 	putchar('"');
 }
 
-static void print_text(const struct check *ck, int rc, const char *summary)
+/* The "mx" lines: the lookup, then one per host probed. */
+static void text_mx(const struct check *ck)
 {
 	char tb[40];
-	printf("domain %s\n", ck->domain);
 	printf("mx status=%s hosts=%d implicit=%s", ck->mx_done ? dns_status_name(ck->mx_status) : "timeout",
 	       ck->nprobes, ck->mx_implicit ? "yes" : "no");
 	if (ck->mx_why[0]) {
@@ -407,6 +401,11 @@ static void print_text(const struct check *ck, int rc, const char *summary)
 		}
 		putchar('\n');
 	}
+}
+
+/* The "mta-sts" lines: the TXT record, then the fetch and the policy. */
+static void text_sts(const struct check *ck)
+{
 	printf("mta-sts txt=%s", !ck->sts_txt_done ? "timeout"
 				  : ck->sts_dns == DNS_TEMP ? "temp"
 							    : sts_txt_rc_name(ck->sts_rc));
@@ -451,6 +450,13 @@ static void print_text(const struct check *ck, int rc, const char *summary)
 			putchar('\n');
 		}
 	}
+}
+
+static void print_text(const struct check *ck, int rc, const char *summary)
+{
+	printf("domain %s\n", ck->domain);
+	text_mx(ck);
+	text_sts(ck);
 	printf("tlsrpt txt=%s", !ck->rpt_done ? "timeout"
 				: ck->rpt_dns == DNS_TEMP ? "temp"
 							  : sts_txt_rc_name(ck->rpt_rc));
@@ -473,11 +479,10 @@ static void jset_str(json_t *o, const char *k, const char *v)
 	json_object_set_new(o, k, v ? json_string(v) : json_null());
 }
 
-static int print_json(const struct check *ck, int rc, const char *summary)
+/* "mx": the lookup and the hosts probed. */
+static json_t *json_mx(const struct check *ck)
 {
 	char tb[40];
-	json_t *root = json_object();
-	jset_str(root, "domain", ck->domain);
 	json_t *mx = json_object();
 	jset_str(mx, "status", ck->mx_done ? dns_status_name(ck->mx_status) : "timeout");
 	json_object_set_new(mx, "implicit", json_boolean(ck->mx_implicit));
@@ -518,8 +523,12 @@ static int print_json(const struct check *ck, int rc, const char *summary)
 		json_array_append_new(hosts, h);
 	}
 	json_object_set_new(mx, "hosts", hosts);
-	json_object_set_new(root, "mx", mx);
+	return mx;
+}
 
+/* "mta_sts": the TXT record, the fetch, the policy. */
+static json_t *json_sts(const struct check *ck)
+{
 	json_t *sts = json_object();
 	jset_str(sts, "txt", !ck->sts_txt_done ? "timeout"
 			     : ck->sts_dns == DNS_TEMP ? "temp"
@@ -558,8 +567,15 @@ static int print_json(const struct check *ck, int rc, const char *summary)
 		json_object_set_new(sts, "policy", json_null());
 	}
 	jset_str(sts, "policy_error", ck->pol_err[0] ? ck->pol_err : NULL);
-	json_object_set_new(root, "mta_sts", sts);
+	return sts;
+}
 
+static int print_json(const struct check *ck, int rc, const char *summary)
+{
+	json_t *root = json_object();
+	jset_str(root, "domain", ck->domain);
+	json_object_set_new(root, "mx", json_mx(ck));
+	json_object_set_new(root, "mta_sts", json_sts(ck));
 	json_t *rpt = json_object();
 	jset_str(rpt, "txt", !ck->rpt_done ? "timeout"
 			     : ck->rpt_dns == DNS_TEMP ? "temp"
@@ -584,21 +600,45 @@ static int print_json(const struct check *ck, int rc, const char *summary)
 
 /* ---- command ---- */
 
-
-static int check_usage(const char *why)
+static int check_flag(void *opts, int ch, const char *arg, const char **why)
 {
-	if (why)
-		fprintf(stderr, "mxsend check: %s\n", why);
-	fprintf(stderr, "usage: mxsend check [-c FILE] [--dns A[:P]] [--ca FILE] [--port N] [--https-port N]\n"
-			"                    [--timeout S] [--helo NAME] [--log LEVEL] [--json] DOMAIN\n");
-	return EX_USAGE;
+	struct cmd_check_opts *o = opts;
+	long v;
+	switch (ch) {
+	case 'P':
+		*why = "bad --https-port";
+		if (!cmd_parse_long(arg, 1, 65535, &v))
+			return -1;
+		o->https_port = (int)v;
+		return 0;
+	case 'T':
+		*why = "bad --timeout (seconds, 1-3600)";
+		return cmd_parse_long(arg, 1, 3600, &o->timeout_s) ? 0 : -1;
+	case 'j':
+		o->json = true;
+		return 0;
+	default:
+		return -1;
+	}
 }
 
-static int parse_port(const char *s)
+int cmd_check_parse(int argc, char **argv, struct cmd_check_opts *o)
 {
-	char *end;
-	long p = strtol(s, &end, 10);
-	return (*end || p <= 0 || p > 65535) ? -1 : (int)p;
+	static const struct option longs[] = {
+		CMD_OPT_CONFIG, CMD_OPT_DNS, CMD_OPT_CA, CMD_OPT_PORT, CMD_OPT_HELO, CMD_OPT_LOG,
+		CMD_OPT_HELP,
+		{ "https-port", required_argument, NULL, 'P' }, { "timeout", required_argument, NULL, 'T' },
+		{ "json", no_argument, NULL, 'j' }, CMD_OPT_END,
+	};
+	*o = (struct cmd_check_opts){ .timeout_s = 30 };
+	int first, rc = cmd_parse(argc, argv, "c:h", longs, &o->c, check_flag, o, &first);
+	if (rc != 0)
+		return rc;
+	if (first != argc - 1)
+		o->c.why = "one DOMAIN is required";
+	else if (cmd_domain_arg(argv[first], o->domain, sizeof(o->domain)) != 0)
+		o->c.why = "bad DOMAIN";
+	return o->c.why != NULL ? EX_USAGE : 0;
 }
 
 /* Stop everything, let QUITs finish and the kernel give back every buffer
@@ -635,116 +675,32 @@ static void drain(struct check *ck)
 	ck->dns = NULL;
 }
 
-int cmd_check(int argc, char **argv)
+/* The loop, the resolver and the TLS contexts. 0 or an exit status (said). */
+static int check_open(struct check *ck)
 {
-	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' }, { "dns", required_argument, NULL, 'd' },
-		{ "ca", required_argument, NULL, 'a' },     { "port", required_argument, NULL, 'p' },
-		{ "https-port", required_argument, NULL, 'P' }, { "timeout", required_argument, NULL, 'T' },
-		{ "json", no_argument, NULL, 'j' },         { "helo", required_argument, NULL, 'H' },
-		{ "log", required_argument, NULL, 'L' },    { "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *cfile = NULL, *dns = NULL, *ca = NULL, *helo = NULL;
-	int port = 0, https_port = 0, loglvl = -1;
-	long timeout_s = 30;
-	bool json = false;
-	optind = 1;
-	int ch;
-	while ((ch = getopt_long(argc, argv, "c:", opts, NULL)) != -1) {
-		switch (ch) {
-		case 'c': cfile = optarg; break;
-		case 'd':
-			if (config_check_dns(optarg) < 0)
-				return check_usage("bad --dns (addr, addr:port or [ipv6]:port; port 1..65535)");
-			dns = optarg;
-			break;
-		case 'a': ca = optarg; break;
-		case 'p':
-			if ((port = parse_port(optarg)) < 0)
-				return check_usage("bad --port");
-			break;
-		case 'P':
-			if ((https_port = parse_port(optarg)) < 0)
-				return check_usage("bad --https-port");
-			break;
-		case 'T': {
-			char *end;
-			timeout_s = strtol(optarg, &end, 10);
-			if (*end || timeout_s <= 0 || timeout_s > 3600)
-				return check_usage("bad --timeout (seconds, 1-3600)");
-			break;
-		}
-		case 'j': json = true; break;
-		case 'H':
-			if (config_check_word(optarg) < 0)
-				return check_usage("bad --helo (a single word: no blanks or control characters)");
-			helo = optarg;
-			break;
-		case 'L':
-			if ((loglvl = log_level_parse(optarg)) < 0)
-				return check_usage("bad --log level");
-			break;
-		case 'h': check_usage(NULL); return 0;
-		default: return check_usage(NULL);
-		}
-	}
-	if (optind != argc - 1)
-		return check_usage("one DOMAIN is required");
-
-	struct config cfg;
-	int rc = cmd_load_config(&cfg, cfile);
-	if (rc != 0) {
-		config_fini(&cfg);
-		return rc;
-	}
-	log_set_level(loglvl >= 0 ? (enum log_level)loglvl : (enum log_level)cfg.log_level);
-	if (helo) {
-		free(cfg.helo);
-		cfg.helo = xstrdup(helo);
-	}
-
-	struct check *ck = xcalloc(1, sizeof(*ck));
-	size_t dl = strlen(argv[optind]);
-	if (dl > 0 && argv[optind][dl - 1] == '.')
-		dl--;
-	if (dl == 0 || dl >= sizeof(ck->domain) - 20) {
-		free(ck);
-		config_fini(&cfg);
-		return check_usage("bad DOMAIN");
-	}
-	for (size_t i = 0; i < dl; i++)
-		ck->domain[i] = (char)((argv[optind][i] >= 'A' && argv[optind][i] <= 'Z')
-					       ? argv[optind][i] - 'A' + 'a'
-					       : argv[optind][i]);
-	ck->cfg = &cfg;
-	ck->port = port;
-	ck->https_port = https_port;
-	ck->fetch_timeout_ms = (uint32_t)(timeout_s * 1000 * 2 / 3);
-
 	int lerr = 0;
 	char err[512];
 	ck->l = loop_new(1024, &lerr);
 	if (ck->l == NULL) {
 		fprintf(stderr, "mxsend check: io_uring unavailable: %s\n", strerror(-lerr));
-		free(ck);
-		config_fini(&cfg);
 		return EX_OSERR;
 	}
-	struct dns_opts dopt = { .servers = dns ? dns : cfg.dns, .timeout_ms = 2000, .tries = 2 };
+	struct dns_opts dopt = { .servers = ck->cfg->dns, .timeout_ms = 2000, .tries = 2 };
 	ck->dns = dns_new(ck->l, &dopt, err, sizeof(err));
-	struct tlscache_opts topt = { .ca_file = ca ? ca : cfg.ca_file, .min_version = cfg.min_version,
+	struct tlscache_opts topt = { .ca_file = ck->cfg->ca_file, .min_version = ck->cfg->min_version,
 				      .max_sessions = 0 };
 	ck->tc = ck->dns ? tlscache_new(&topt, err, sizeof(err)) : NULL;
 	if (ck->dns == NULL || ck->tc == NULL) {
 		fprintf(stderr, "mxsend check: %s\n", err);
-		dns_free(ck->dns);
-		loop_free(ck->l);
-		free(ck);
-		config_fini(&cfg);
 		return EX_CONFIG;
 	}
+	return 0;
+}
 
+/* The three lookups at once (MX, _mta-sts, _smtp._tls), and what they start
+ * (probes, the policy fetch), until all are done or the deadline. */
+static void check_look(struct check *ck, long timeout_s)
+{
 	char name[300];
 	ck->pending = 3;
 	dns_resolve_mx(ck->dns, ck->domain, on_mx, ck);
@@ -756,14 +712,18 @@ int cmd_check(int argc, char **argv)
 	loop_timer_arm(ck->l, &ck->deadline, (uint64_t)timeout_s * 1000);
 	loop_run(ck->l);
 	loop_timer_stop(ck->l, &ck->deadline);
+	if (ck->timed_out)
+		log_info("evt=check_timeout domain=%s after_s=%ld", ck->domain, timeout_s);
+}
 
+/* The verdict, printed; returns the exit status. */
+static int check_report(struct check *ck, bool json)
+{
 	if (ck->have_policy)
 		for (int i = 0; i < ck->nprobes; i++)
 			ck->probes[i].sts_allowed = sts_policy_allows(&ck->pol, ck->probes[i].host);
 	const char *summary = "";
-	rc = verdict(ck, &summary);
-	if (ck->timed_out)
-		log_info("evt=check_timeout domain=%s after_s=%ld", ck->domain, timeout_s);
+	int rc = verdict(ck, &summary);
 	if (json) {
 		if (print_json(ck, rc, summary) != 0)
 			rc = EX_SOFTWARE;
@@ -771,8 +731,28 @@ int cmd_check(int argc, char **argv)
 		print_text(ck, rc, summary);
 	}
 	fflush(stdout);
+	return rc;
+}
 
-	drain(ck);
+int cmd_check_run(const struct cmd_check_opts *o)
+{
+	struct config cfg;
+	int rc = cmd_setup(&cfg, &o->c);
+	if (rc != 0)
+		return rc;
+	struct check *ck = xcalloc(1, sizeof(*ck));
+	strlcpy_x(ck->domain, o->domain, sizeof(ck->domain));
+	ck->cfg = &cfg;
+	ck->port = o->c.port;
+	ck->https_port = o->https_port;
+	ck->fetch_timeout_ms = (uint32_t)(o->timeout_s * 1000 * 2 / 3);
+	rc = check_open(ck);
+	if (rc == 0) {
+		check_look(ck, o->timeout_s);
+		rc = check_report(ck, o->json);
+		drain(ck);
+	}
+	dns_free(ck->dns);
 	tlscache_free(ck->tc);
 	loop_free(ck->l);
 	sts_policy_fini(&ck->pol);
@@ -780,3 +760,16 @@ int cmd_check(int argc, char **argv)
 	config_fini(&cfg);
 	return rc;
 }
+
+static int cmd_check(int argc, char **argv)
+{
+	struct cmd_check_opts o;
+	int rc = cmd_check_parse(argc, argv, &o);
+	return rc != 0 ? cmd_usage(&cmd_check_def, rc, o.c.why) : cmd_check_run(&o);
+}
+
+const struct cmd_def cmd_check_def = {
+	"check", cmd_check,
+	"check [-c FILE] [--dns A[:P]] [--ca FILE] [--port N] [--https-port N]\n"
+	"[--timeout S] [--helo NAME] [--log LEVEL] [--json] DOMAIN",
+};

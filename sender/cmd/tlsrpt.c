@@ -1,10 +1,13 @@
-/* cmd_tlsrpt.c: `mxsend tlsrpt`: build and send the day's TLS reports
+/* sender/cmd/tlsrpt.c: `mxsend tlsrpt`: build and send the day's TLS reports
  * (RFC 8460) from the counters `mxsend run` keeps in Redis (queue/tlsrpt_store.h).
  *
  *   mxsend tlsrpt [-c FILE] [--dry-run] [--day YYYY-MM-DD] [--delay MAX_S]
  *                 [--dns A[:P]] [--ca FILE] [--https-port N] [--timeout S]
  *                 [--org NAME] [--contact ADDR] [--from ADDR] [--submitter HOST]
  *                 [--dkim-key PEM] [--dkim-selector S] [--dkim-domain D] [DOMAIN]
+ *
+ * cmd_tlsrpt_parse (tlsrpt.h) reads the flags; cmd_tlsrpt_run settles the
+ * settings (flags over [tlsrpt]), loads the keys, then reports (rpt_report).
  *
  * For each policy domain with counters on the day (default: yesterday, UTC),
  * or only DOMAIN: look up _smtp._tls.DOMAIN (sts_tlsrpt_parse), build the
@@ -26,14 +29,13 @@
  * submission times: run it from cron shortly after midnight UTC with e.g.
  * --delay 3600).
  *
- * Redis is used synchronously (like cmd_queue.c) and never while the loop
+ * Redis is used synchronously (like cmd/queue.c) and never while the loop
  * runs; DNS and HTTPS run on a loop, every wait bounded by --timeout.
  * Output: one key=value line per rua. Exit: 0 all sent (or nothing to do),
  * 75 something failed temporarily (retry later), 64 usage, 78 config (also: a
  * mailto: rua and no DKIM key). Settings: [tlsrpt] in the config, flags override. */
-#include "sender/cmds.h"
+#include "sender/cmd/tlsrpt.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +114,8 @@ struct rpt {
 	bool have_exempt_key;  /* report jobs carry exempt_mac (sender/exempt.h) */
 	unsigned char exempt_key[EXEMPT_KEY_LEN];
 	bool unsigned_fail;    /* a mailto: rua failed for want of a key */
+	char host[256], from_dflt[300], contact_dflt[300]; /* the defaults' storage */
+	struct queue_config qc; /* borrowed by the queue_sync */
 };
 
 /* The header fields a report's signature covers (RFC 8460 5.3 names the report ones). */
@@ -119,19 +123,6 @@ static const char *const dkim_fields[] = {
 	"from", "to", "subject", "date", "message-id", "mime-version", "content-type",
 	"tls-report-domain", "tls-report-submitter", NULL,
 };
-
-static int usage(const char *why)
-{
-	if (why)
-		fprintf(stderr, "mxsend tlsrpt: %s\n", why);
-	fprintf(stderr, "usage: mxsend tlsrpt [-c FILE] [--dry-run] [--day YYYY-MM-DD] [--delay MAX_S]\n"
-			"                     [--dns A[:P]] [--ca FILE] [--https-port N] [--timeout S]\n"
-			"                     [--org NAME] [--contact ADDR] [--from ADDR] "
-			"[--submitter HOST]\n"
-			"                     [--dkim-key PEM] [--dkim-selector S] [--dkim-domain D] "
-			"[DOMAIN]\n");
-	return EX_USAGE;
-}
 
 /* ---- loop side: TXT lookups and POSTs ---- */
 
@@ -198,7 +189,7 @@ static void on_deadline(struct loop_timer *t)
 }
 
 /* Cancel what is still running, then free the resolver and let the ring
- * finish (bounded: 2 s), as cmd_check.c does. */
+ * finish (bounded: 2 s), as cmd/check.c does. */
 static void drain(struct rpt *r)
 {
 	r->finishing = true;
@@ -353,8 +344,7 @@ static void start_post(struct rpt *r, struct rpt_dom *d, struct rpt_rua *u)
 	u->hr = https_request(r->l, r->dns, r->tc, &hp, on_post, u);
 }
 
-static int open_stores(struct rpt *r, struct tlsrpt_store **st, struct queue_sync **qs,
-		       struct queue_config *qc)
+static int open_stores(struct rpt *r, struct tlsrpt_store **st, struct queue_sync **qs)
 {
 	char err[512];
 	*st = tlsrpt_store_open(r->cfg.redis_url, r->cfg.redis_password, NULL, err, sizeof(err));
@@ -362,13 +352,8 @@ static int open_stores(struct rpt *r, struct tlsrpt_store **st, struct queue_syn
 		fprintf(stderr, "mxsend tlsrpt: %s\n", err);
 		return -1;
 	}
-	memset(qc, 0, sizeof(*qc));
-	qc->url = r->cfg.redis_url;
-	qc->password = r->cfg.redis_password;
-	qc->jobs = r->cfg.jobs;
-	qc->results = r->cfg.results;
-	qc->group = r->cfg.group;
-	if (qs != NULL && (*qs = queue_sync_open(qc, err, sizeof(err))) == NULL) {
+	cmd_queue_config(&r->cfg, &r->qc);
+	if (qs != NULL && (*qs = queue_sync_open(&r->qc, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "mxsend tlsrpt: %s\n", err);
 		return -1;
 	}
@@ -409,156 +394,122 @@ static int load(struct rpt *r, struct tlsrpt_store *st, const char *only)
 	return rc;
 }
 
-static bool parse_uint(const char *s, long lo, long hi, long *out)
+/* ---- the command ---- */
+
+static int tlsrpt_flag(void *opts, int ch, const char *arg, const char **why)
 {
-	char *end;
-	long v = strtol(s, &end, 10);
-	if (*s == '\0' || *end != '\0' || v < lo || v > hi)
-		return false;
-	*out = v;
-	return true;
+	struct cmd_tlsrpt_opts *o = opts;
+	long v;
+	switch (ch) {
+	case 'n': o->dry_run = true; return 0;
+	case 'D':
+		*why = "bad --day (YYYY-MM-DD)";
+		return tlsrpt_day_parse(arg, &o->day_start) == 0 ? 0 : -1;
+	case 'o': o->org = arg; return 0;
+	case 'C': o->contact = arg; return 0;
+	case 'f': o->from = arg; return 0;
+	case 's': o->submitter = arg; return 0;
+	case 'K': o->dkim_file = arg; return 0;
+	case 'S': o->dkim_selector = arg; return 0;
+	case 'M': o->dkim_domain = arg; return 0;
+	case 'W':
+		*why = "bad --delay (seconds, 0-86400)";
+		return cmd_parse_long(arg, 0, 86400, &o->delay_s) ? 0 : -1;
+	case 'T':
+		*why = "bad --timeout (seconds, 1-3600)";
+		return cmd_parse_long(arg, 1, 3600, &o->timeout_s) ? 0 : -1;
+	case 'P':
+		*why = "bad --https-port";
+		if (!cmd_parse_long(arg, 1, 65535, &v))
+			return -1;
+		o->https_port = (int)v;
+		return 0;
+	default:
+		return -1;
+	}
 }
 
-int cmd_tlsrpt(int argc, char **argv)
+int cmd_tlsrpt_parse(int argc, char **argv, struct cmd_tlsrpt_opts *o)
 {
-	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' }, { "dry-run", no_argument, NULL, 'n' },
-		{ "day", required_argument, NULL, 'D' },    { "delay", required_argument, NULL, 'W' },
-		{ "dns", required_argument, NULL, 'd' },    { "ca", required_argument, NULL, 'a' },
-		{ "https-port", required_argument, NULL, 'P' },
-		{ "timeout", required_argument, NULL, 'T' }, { "org", required_argument, NULL, 'o' },
-		{ "contact", required_argument, NULL, 'C' }, { "from", required_argument, NULL, 'f' },
-		{ "submitter", required_argument, NULL, 's' }, { "help", no_argument, NULL, 'h' },
-		{ "dkim-key", required_argument, NULL, 'K' },
+	static const struct option longs[] = {
+		CMD_OPT_CONFIG, CMD_OPT_DNS, CMD_OPT_CA, CMD_OPT_HELP,
+		{ "dry-run", no_argument, NULL, 'n' },          { "day", required_argument, NULL, 'D' },
+		{ "delay", required_argument, NULL, 'W' },      { "https-port", required_argument, NULL, 'P' },
+		{ "timeout", required_argument, NULL, 'T' },    { "org", required_argument, NULL, 'o' },
+		{ "contact", required_argument, NULL, 'C' },    { "from", required_argument, NULL, 'f' },
+		{ "submitter", required_argument, NULL, 's' },  { "dkim-key", required_argument, NULL, 'K' },
 		{ "dkim-selector", required_argument, NULL, 'S' },
-		{ "dkim-domain", required_argument, NULL, 'M' },
-		{ NULL, 0, NULL, 0 },
+		{ "dkim-domain", required_argument, NULL, 'M' }, CMD_OPT_END,
 	};
-	struct rpt *r = xcalloc(1, sizeof(*r));
-	const char *cfile = NULL, *day = NULL, *dns = NULL, *ca = NULL, *bad = NULL;
-	long v = 443, delay_s = 0, timeout_s = RPT_TIMEOUT_S;
-	int ch, rc = EX_OK;
-	r->https_port = 443;
-	optind = 1;
-	while ((ch = getopt_long(argc, argv, "c:hn", opts, NULL)) != -1) {
-		switch (ch) {
-		case 'c': cfile = optarg; break;
-		case 'n': r->dry_run = true; break;
-		case 'D': day = optarg; break;
-		case 'd':
-			if (config_check_dns(optarg) < 0)
-				return usage("bad --dns (addr, addr:port or [ipv6]:port; port 1..65535)");
-			dns = optarg;
-			break;
-		case 'a': ca = optarg; break;
-		case 'o': r->org = optarg; break;
-		case 'C': r->contact = optarg; break;
-		case 'f': r->from = optarg; break;
-		case 's': r->submitter = optarg; break;
-		case 'K': r->dkim_file = optarg; break;
-		case 'S': r->dkim_selector = optarg; break;
-		case 'M': r->dkim_domain = optarg; break;
-		case 'W':
-			if (!parse_uint(optarg, 0, 86400, &delay_s))
-				bad = "bad --delay (seconds, 0-86400)";
-			break;
-		case 'T':
-			if (!parse_uint(optarg, 1, 3600, &timeout_s))
-				bad = "bad --timeout (seconds, 1-3600)";
-			break;
-		case 'P':
-			if (!parse_uint(optarg, 1, 65535, &v))
-				bad = "bad --https-port";
-			r->https_port = (int)v;
-			break;
-		case 'h': free(r); usage(NULL); return EX_OK;
-		default: bad = ""; break;
-		}
-	}
-	char only[256] = "";
-	if (bad == NULL && argc - optind > 1)
-		bad = "at most one DOMAIN";
-	if (bad == NULL && optind < argc) {
-		const char *a = argv[optind];
-		size_t n = strlen(a);
-		if (n > 0 && a[n - 1] == '.')
-			n--;
-		if (n == 0 || n >= sizeof(only))
-			bad = "bad DOMAIN";
-		for (size_t i = 0; bad == NULL && i < n; i++)
-			only[i] = (char)(a[i] >= 'A' && a[i] <= 'Z' ? a[i] - 'A' + 'a' : a[i]);
-	}
-	if (day == NULL) /* yesterday, UTC */
-		r->day_start = ((int64_t)time(NULL) / 86400 - 1) * 86400;
-	else if (bad == NULL && tlsrpt_day_parse(day, &r->day_start) != 0)
-		bad = "bad --day (YYYY-MM-DD)";
-	if (bad != NULL) {
-		free(r);
-		return usage(bad[0] ? bad : NULL);
-	}
-	tlsrpt_day_format(r->day_start, r->day);
-	r->timeout_ms = (uint32_t)timeout_s * 1000;
-	r->delay_ms = delay_s > 0 ? rand_u32() % ((uint32_t)delay_s * 1000 + 1) : 0;
-
-	if ((rc = cmd_load_config(&r->cfg, cfile)) != 0) {
-		config_fini(&r->cfg); /* safe after a failed load (config.h) */
-		free(r);
+	*o = (struct cmd_tlsrpt_opts){ .day_start = ((int64_t)time(NULL) / 86400 - 1) * 86400, /* yesterday, UTC */
+				       .timeout_s = RPT_TIMEOUT_S, .https_port = 443 };
+	int first, rc = cmd_parse(argc, argv, "c:hn", longs, &o->c, tlsrpt_flag, o, &first);
+	if (rc != 0)
 		return rc;
-	}
-	log_set_level((enum log_level)r->cfg.log_level);
-	if (!r->cfg.tlsrpt && !r->dry_run) {
-		fprintf(stderr, "mxsend tlsrpt: [tls] tlsrpt = no: nothing sent\n");
-		config_fini(&r->cfg);
-		free(r);
-		return EX_OK;
-	}
-	char host[256], from[300], contact[300];
-	const struct config *cf = &r->cfg; /* [tlsrpt] under the flags */
-	r->submitter = r->submitter ? r->submitter : cf->rpt_submitter;
-	r->from = r->from ? r->from : cf->rpt_from;
-	r->org = r->org ? r->org : cf->rpt_org;
-	r->contact = r->contact ? r->contact : cf->rpt_contact;
-	r->dkim_file = r->dkim_file ? r->dkim_file : cf->dkim_key;
-	r->dkim_selector = r->dkim_selector ? r->dkim_selector : cf->dkim_selector;
-	r->dkim_domain = r->dkim_domain ? r->dkim_domain : cf->dkim_domain;
+	if (argc - first > 1)
+		o->c.why = "at most one DOMAIN";
+	else if (first < argc && cmd_domain_arg(argv[first], o->only, sizeof(o->only)) != 0)
+		o->c.why = "bad DOMAIN";
+	return o->c.why != NULL ? EX_USAGE : 0;
+}
+
+/* The settings: the flags over [tlsrpt], then the defaults (submitter: the
+ * helo name, else the host name). 0, or -1 when --submitter or --from is bad. */
+static int rpt_settings(struct rpt *r, const struct cmd_tlsrpt_opts *o)
+{
+	const struct config *cf = &r->cfg;
+	r->dry_run = o->dry_run;
+	r->day_start = o->day_start;
+	tlsrpt_day_format(r->day_start, r->day);
+	r->timeout_ms = (uint32_t)o->timeout_s * 1000;
+	r->delay_ms = o->delay_s > 0 ? rand_u32() % ((uint32_t)o->delay_s * 1000 + 1) : 0;
+	r->https_port = o->https_port;
+	r->submitter = o->submitter ? o->submitter : cf->rpt_submitter;
+	r->from = o->from ? o->from : cf->rpt_from;
+	r->org = o->org ? o->org : cf->rpt_org;
+	r->contact = o->contact ? o->contact : cf->rpt_contact;
+	r->dkim_file = o->dkim_file ? o->dkim_file : cf->dkim_key;
+	r->dkim_selector = o->dkim_selector ? o->dkim_selector : cf->dkim_selector;
+	r->dkim_domain = o->dkim_domain ? o->dkim_domain : cf->dkim_domain;
 	if (r->submitter == NULL) {
-		if (r->cfg.helo && r->cfg.helo[0]) {
-			strlcpy_x(host, r->cfg.helo, sizeof(host));
-		} else if (gethostname(host, sizeof(host)) != 0) {
-			strcpy(host, "localhost");
-		}
-		host[sizeof(host) - 1] = '\0';
-		r->submitter = host;
+		if (cf->helo && cf->helo[0])
+			strlcpy_x(r->host, cf->helo, sizeof(r->host));
+		else if (gethostname(r->host, sizeof(r->host)) != 0)
+			strcpy(r->host, "localhost");
+		r->host[sizeof(r->host) - 1] = '\0';
+		r->submitter = r->host;
 	}
-	snprintf(from, sizeof(from), "tlsrpt-noreply@%s", r->submitter);
-	snprintf(contact, sizeof(contact), "postmaster@%s", r->submitter);
+	snprintf(r->from_dflt, sizeof(r->from_dflt), "tlsrpt-noreply@%s", r->submitter);
+	snprintf(r->contact_dflt, sizeof(r->contact_dflt), "postmaster@%s", r->submitter);
 	if (r->from == NULL)
-		r->from = from;
+		r->from = r->from_dflt;
 	if (r->contact == NULL)
-		r->contact = contact;
+		r->contact = r->contact_dflt;
 	if (r->org == NULL)
 		r->org = r->submitter;
 	if (strpbrk(r->submitter, " \t\r\n!\"") || strpbrk(r->from, " \t\r\n<>\"") ||
-	    strchr(r->from, '@') == NULL) {
-		config_fini(&r->cfg);
-		free(r);
-		return usage("bad --submitter or --from");
-	}
+	    strchr(r->from, '@') == NULL)
+		return -1;
+	return 0;
+}
+
+/* The DKIM key (when one is named) and the exemption key; with --dry-run,
+ * the TXT record to publish. 0, or EX_CONFIG (said). */
+static int rpt_keys(struct rpt *r)
+{
 	if (r->dkim_file != NULL && r->dkim_file[0] != '\0') {
 		char kerr[512];
-		r->dkim = dkim_key_load(r->dkim_file, r->dkim_domain ? r->dkim_domain
-								     : strchr(r->from, '@') + 1,
+		r->dkim = dkim_key_load(r->dkim_file, r->dkim_domain ? r->dkim_domain : strchr(r->from, '@') + 1,
 					r->dkim_selector, kerr, sizeof(kerr));
 		if (r->dkim == NULL) {
 			fprintf(stderr, "mxsend tlsrpt: %s\n", kerr);
-			config_fini(&r->cfg);
-			free(r);
 			return EX_CONFIG;
 		}
 		/* The exemption proof is keyed from the config's key, which `mxsend
 		 * run` reads too; --dkim-key alone only helps a run given the same
 		 * file in its config. */
-		const char *mac_file = cf->dkim_key && cf->dkim_key[0] ? cf->dkim_key : r->dkim_file;
+		const char *cfk = r->cfg.dkim_key;
+		const char *mac_file = cfk && cfk[0] ? cfk : r->dkim_file;
 		if (exempt_key_load(mac_file, r->exempt_key, kerr, sizeof(kerr)) == 0)
 			r->have_exempt_key = true;
 		else
@@ -571,51 +522,76 @@ int cmd_tlsrpt(int argc, char **argv)
 		printf("tlsrpt dkim=%s txt=\"%s\"\n", name, rec ? rec : "?");
 		free(rec);
 	}
+	return 0;
+}
 
-	struct tlsrpt_store *st = NULL;
-	struct queue_sync *qs = NULL;
-	struct queue_config qc;
-	if (open_stores(r, &st, r->dry_run ? NULL : &qs, &qc) != 0 ||
-	    load(r, st, only[0] ? only : NULL) != 0) {
-		rc = EX_TEMPFAIL;
-		goto out;
-	}
-	if (r->ndoms == 0) {
-		fprintf(stderr, "mxsend tlsrpt: no TLS sessions counted on %s%s%s\n", r->day,
-			only[0] ? " for " : "", only);
-		goto out;
-	}
-
+/* The loop, the resolver and the TLS contexts. 0 or an exit status (said). */
+static int rpt_open_loop(struct rpt *r)
+{
 	int lerr = 0;
 	char err[512];
 	r->l = loop_new(256, &lerr);
 	if (r->l == NULL) {
 		fprintf(stderr, "mxsend tlsrpt: io_uring unavailable: %s\n", strerror(-lerr));
-		rc = EX_OSERR;
-		goto out;
+		return EX_OSERR;
 	}
-	struct dns_opts dopt = { .servers = dns ? dns : r->cfg.dns, .timeout_ms = 2000, .tries = 2 };
-	struct tlscache_opts topt = { .ca_file = ca ? ca : r->cfg.ca_file,
-				      .min_version = r->cfg.min_version };
+	struct dns_opts dopt = { .servers = r->cfg.dns, .timeout_ms = 2000, .tries = 2 };
+	struct tlscache_opts topt = { .ca_file = r->cfg.ca_file, .min_version = r->cfg.min_version };
 	r->dns = dns_new(r->l, &dopt, err, sizeof(err));
 	r->tc = r->dns ? tlscache_new(&topt, err, sizeof(err)) : NULL;
 	if (r->dns == NULL || r->tc == NULL) {
 		fprintf(stderr, "mxsend tlsrpt: %s\n", err);
-		rc = EX_CONFIG;
-		goto out;
+		return EX_CONFIG;
 	}
 	loop_timer_init(&r->timer, on_delay);
 	loop_timer_init(&r->deadline, on_deadline);
+	return 0;
+}
 
-	/* 1. the random delay (not for a dry run), then every TXT lookup at once */
+/* 1. the random delay (not for a dry run), then every TXT lookup at once */
+static void rpt_lookups(struct rpt *r)
+{
 	if (r->delay_ms > 0 && !r->dry_run)
 		log_info("evt=tlsrpt_delay ms=%u", r->delay_ms);
 	loop_timer_arm(r->l, &r->timer, r->dry_run ? 0 : r->delay_ms);
 	loop_run(r->l);
 	loop_timer_stop(r->l, &r->deadline);
 	r->lookups_over = true;
+}
 
-	/* 2. build; claim and send (mailto now, https on the loop) */
+/* 2b. one rua of a built report: claim it, then send (mailto now, https
+ * started on the loop). */
+static void rpt_send_rua(struct rpt *r, struct rpt_dom *d, struct rpt_rua *u,
+			 struct tlsrpt_store *st, struct queue_sync *qs)
+{
+	char state[128] = "", err[512];
+	if (r->dkim == NULL && strncasecmp(u->uri, "mailto:", 7) == 0) {
+		u->st = RUA_FAILED; /* not claimed: a run with a key sends it */
+		r->unsigned_fail = true;
+		snprintf(u->why, sizeof(u->why),
+			 "no DKIM key ([tlsrpt] dkim_key or --dkim-key): RFC 8460 3 has "
+			 "receivers ignore unsigned reports");
+		return;
+	}
+	int c = tlsrpt_store_claim(st, r->day, d->domain, u->uri, d->report_id, state, sizeof(state),
+				   err, sizeof(err));
+	if (c <= 0) {
+		u->st = c < 0 ? RUA_FAILED : RUA_SKIPPED;
+		strlcpy_x(u->why, c < 0 ? err : state, sizeof(u->why));
+		return;
+	}
+	u->claimed = true;
+	if (strncasecmp(u->uri, "mailto:", 7) == 0)
+		send_mail(r, d, u, qs);
+	else
+		start_post(r, d, u);
+}
+
+/* 2. build each domain's report, send it to every rua (dry run: print it);
+ * wait for the POSTs. Returns EX_OK or EX_TEMPFAIL. */
+static int rpt_send_all(struct rpt *r, struct tlsrpt_store *st, struct queue_sync *qs)
+{
+	int rc = EX_OK;
 	r->pending = 1;
 	for (int i = 0; i < r->ndoms; i++) {
 		struct rpt_dom *d = &r->doms[i];
@@ -637,35 +613,8 @@ int cmd_tlsrpt(int argc, char **argv)
 			printf("%s\n", d->json);
 			continue;
 		}
-		for (int k = 0; k < d->nrua; k++) {
-			struct rpt_rua *u = &d->rua[k];
-			char state[128] = "";
-			if (r->dkim == NULL && strncasecmp(u->uri, "mailto:", 7) == 0) {
-				u->st = RUA_FAILED; /* not claimed: a run with a key sends it */
-				r->unsigned_fail = true;
-				snprintf(u->why, sizeof(u->why),
-					 "no DKIM key ([tlsrpt] dkim_key or --dkim-key): RFC 8460 3 has "
-					 "receivers ignore unsigned reports");
-				continue;
-			}
-			int c = tlsrpt_store_claim(st, r->day, d->domain, u->uri, d->report_id, state,
-						   sizeof(state), err, sizeof(err));
-			if (c < 0) {
-				u->st = RUA_FAILED;
-				strlcpy_x(u->why, err, sizeof(u->why));
-				continue;
-			}
-			if (c == 0) {
-				u->st = RUA_SKIPPED;
-				strlcpy_x(u->why, state, sizeof(u->why));
-				continue;
-			}
-			u->claimed = true;
-			if (strncasecmp(u->uri, "mailto:", 7) == 0)
-				send_mail(r, d, u, qs);
-			else
-				start_post(r, d, u);
-		}
+		for (int k = 0; k < d->nrua; k++)
+			rpt_send_rua(r, d, &d->rua[k], st, qs);
 	}
 	if (r->pending > 1) {
 		loop_timer_init(&r->timer, stop_timer);
@@ -676,35 +625,64 @@ int cmd_tlsrpt(int argc, char **argv)
 	}
 	loop_timer_init(&r->timer, stop_timer);
 	drain(r); /* cancels POSTs still running: they count as failed */
+	return rc;
+}
 
-	/* 3. record what was sent; release the claims of what was not */
+/* 3. record what was sent; release the claims of what was not; print. */
+static int rpt_record(struct rpt *r, struct tlsrpt_store *st)
+{
+	static const char *const res[] = { [RUA_TODO] = "failed", [RUA_SKIPPED] = "skipped",
+					   [RUA_POSTING] = "failed", [RUA_SENT] = "sent",
+					   [RUA_FAILED] = "failed" };
+	char err[512];
+	int rc = EX_OK;
 	for (int i = 0; i < r->ndoms && !r->dry_run; i++) {
 		struct rpt_dom *d = &r->doms[i];
 		for (int k = 0; k < d->nrua; k++) {
 			struct rpt_rua *u = &d->rua[k];
 			if (u->st == RUA_POSTING) {
 				u->st = RUA_FAILED;
-				snprintf(u->why, sizeof(u->why), "timed out after %ld s", timeout_s);
+				snprintf(u->why, sizeof(u->why), "timed out after %u s", r->timeout_ms / 1000);
 			}
-			if (u->claimed && tlsrpt_store_finish(st, r->day, d->domain, u->uri,
-							      d->report_id, u->st == RUA_SENT, err,
-							      sizeof(err)) != 0) {
+			if (u->claimed && tlsrpt_store_finish(st, r->day, d->domain, u->uri, d->report_id,
+							      u->st == RUA_SENT, err, sizeof(err)) != 0) {
 				fprintf(stderr, "mxsend tlsrpt: %s\n", err);
 				rc = EX_TEMPFAIL;
 			}
 			if (u->st == RUA_FAILED)
 				rc = EX_TEMPFAIL;
-			static const char *const res[] = { [RUA_TODO] = "failed", [RUA_SKIPPED] = "skipped",
-							   [RUA_POSTING] = "failed", [RUA_SENT] = "sent",
-							   [RUA_FAILED] = "failed" };
-			print_rua(r, d, u, strncasecmp(u->uri, "mailto:", 7) == 0 && u->st == RUA_SENT
-						   ? "queued"
-						   : res[u->st]);
+			bool queued = strncasecmp(u->uri, "mailto:", 7) == 0 && u->st == RUA_SENT;
+			print_rua(r, d, u, queued ? "queued" : res[u->st]);
 		}
 	}
 	fflush(stdout);
+	return rc;
+}
 
-out:
+/* The counters loaded, the reports built, sent and recorded. Exit status. */
+static int rpt_report(struct rpt *r, const char *only)
+{
+	struct tlsrpt_store *st = NULL;
+	struct queue_sync *qs = NULL;
+	int rc = EX_OK;
+	if (open_stores(r, &st, r->dry_run ? NULL : &qs) != 0 || load(r, st, only[0] ? only : NULL) != 0) {
+		rc = EX_TEMPFAIL;
+	} else if (r->ndoms == 0) {
+		fprintf(stderr, "mxsend tlsrpt: no TLS sessions counted on %s%s%s\n", r->day,
+			only[0] ? " for " : "", only);
+	} else if ((rc = rpt_open_loop(r)) == 0) {
+		rpt_lookups(r);
+		rc = rpt_send_all(r, st, qs);
+		int rc3 = rpt_record(r, st);
+		rc = rc != EX_OK ? rc : rc3;
+	}
+	queue_sync_close(qs);
+	tlsrpt_store_close(st);
+	return rc;
+}
+
+static void rpt_free(struct rpt *r)
+{
 	for (int i = 0; i < r->ndoms; i++) {
 		tlsrpt_counts_fini(&r->doms[i].counts);
 		free(r->doms[i].json);
@@ -719,12 +697,44 @@ out:
 		tlscache_free(r->tc);
 		loop_free(r->l);
 	}
-	queue_sync_close(qs);
-	tlsrpt_store_close(st);
 	config_fini(&r->cfg);
 	dkim_key_free(r->dkim);
 	explicit_bzero(r->exempt_key, sizeof(r->exempt_key));
-	bool unsigned_fail = r->unsigned_fail;
 	free(r);
+}
+
+int cmd_tlsrpt_run(const struct cmd_tlsrpt_opts *o)
+{
+	struct rpt *r = xcalloc(1, sizeof(*r));
+	int rc = cmd_setup(&r->cfg, &o->c);
+	if (rc != 0) {
+		free(r);
+		return rc;
+	}
+	if (!r->cfg.tlsrpt && !o->dry_run) {
+		fprintf(stderr, "mxsend tlsrpt: [tls] tlsrpt = no: nothing sent\n");
+		rc = EX_OK;
+	} else if (rpt_settings(r, o) != 0) {
+		rc = cmd_usage(&cmd_tlsrpt_def, EX_USAGE, "bad --submitter or --from");
+	} else if ((rc = rpt_keys(r)) == 0) {
+		rc = rpt_report(r, o->only);
+	}
+	bool unsigned_fail = r->unsigned_fail;
+	rpt_free(r);
 	return unsigned_fail ? EX_CONFIG : rc;
 }
+
+static int cmd_tlsrpt(int argc, char **argv)
+{
+	struct cmd_tlsrpt_opts o;
+	int rc = cmd_tlsrpt_parse(argc, argv, &o);
+	return rc != 0 ? cmd_usage(&cmd_tlsrpt_def, rc, o.c.why) : cmd_tlsrpt_run(&o);
+}
+
+const struct cmd_def cmd_tlsrpt_def = {
+	"tlsrpt", cmd_tlsrpt,
+	"tlsrpt [-c FILE] [--dry-run] [--day YYYY-MM-DD] [--delay MAX_S]\n"
+	"[--dns A[:P]] [--ca FILE] [--https-port N] [--timeout S]\n"
+	"[--org NAME] [--contact ADDR] [--from ADDR] [--submitter HOST]\n"
+	"[--dkim-key PEM] [--dkim-selector S] [--dkim-domain D] [DOMAIN]",
+};

@@ -1,0 +1,40 @@
+/* sender/cmd/queue.h: the queue's short-lived commands (queue.c): `mxsend
+ * enqueue`, `mxsend held`, `mxsend release`. */
+#ifndef SENDER_CMD_QUEUE_H
+#define SENDER_CMD_QUEUE_H
+
+#include "sender/cmd/cmd.h"
+
+struct cmd_enqueue_opts {
+	struct cmd_common c; /* -c */
+	const char *from;    /* --from A */
+	char *to;            /* every --to, joined with ',' (owned: cmd_enqueue_opts_fini) */
+	const char *id, *meta, *tls, *expires; /* --id --meta --tls --expires, as given (NULL: none) */
+	long count;          /* --count N (1..100000000), default 1 */
+	bool counted;        /* --count given: print the number added, not the ids */
+	const char *msg;     /* MSG: a file, or "-" for stdin */
+};
+/* argv (argv[0] "enqueue") into *o (cmd_enqueue_opts_fini it whatever the
+ * result). 0, CMD_HELP or EX_USAGE (o->c.why): unknown flag, bad --count, no
+ * --from or --to, not one MSG. The fields are the worker's to validate. */
+int cmd_enqueue_parse(int argc, char **argv, struct cmd_enqueue_opts *o);
+void cmd_enqueue_opts_fini(struct cmd_enqueue_opts *o);
+/* Push the job (count times); prints its id (or the count). Exit status. */
+int cmd_enqueue_run(const struct cmd_enqueue_opts *o);
+
+struct cmd_release_opts {
+	struct cmd_common c;     /* -c */
+	const char *domain;      /* --domain D, or NULL */
+	const char *const *ids;  /* the ID operands (borrowed from argv) */
+	int nids;
+};
+/* held takes -c only: its opts are a struct cmd_common. 0, CMD_HELP or EX_USAGE. */
+int cmd_held_parse(int argc, char **argv, struct cmd_common *o);
+int cmd_held_run(const struct cmd_common *o);
+/* 0, CMD_HELP or EX_USAGE: exactly one of a non-empty --domain or IDs. */
+int cmd_release_parse(int argc, char **argv, struct cmd_release_opts *o);
+int cmd_release_run(const struct cmd_release_opts *o);
+
+extern const struct cmd_def cmd_enqueue_def, cmd_held_def, cmd_release_def;
+
+#endif
