@@ -35,7 +35,7 @@ INTEROP_ROOT ?= /var/cache/mxsend/interop
 INTEROP_PKGS := exim4-daemon-light opensmtpd
 export INTEROP_ROOT
 
-LIB_SRC  := $(filter-out sender/main.c,$(wildcard sender/*.c sender/cmd/*.c queue/*.c tlscache/*.c))
+LIB_SRC  := $(filter-out sender/main.c,$(wildcard sender/*.c sender/cmd/*.c sender/policy/*.c queue/*.c tlscache/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(B)/%.o)
 LIBA_OBJ := $(LIB_SRC:%.c=$(BA)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
@@ -71,9 +71,6 @@ LAYER_OBJ := $(filter $(B)/queue/% $(B)/tlscache/% $(BA)/queue/% $(BA)/tlscache/
 	$(FZ)/obj/queue/% $(FZ)/obj/tlscache/%,$(LIB_OBJ) $(LIBA_OBJ) $(FUZZ_LIBOBJ))
 $(B)/queue/%.o $(B)/tlscache/%.o $(BA)/queue/%.o $(BA)/tlscache/%.o \
 $(FZ)/obj/queue/%.o $(FZ)/obj/tlscache/%.o: INC = $(LAYER_INC)
-# XXX queue/tlsrpt.c still includes sender/util.h (the TLS policy work removes it): exempt
-# until then. The lead removes these two lines after that merge.
-$(B)/queue/tlsrpt.o $(BA)/queue/tlsrpt.o $(FZ)/obj/queue/tlsrpt.o: INC = -I.
 $(LAYER_OBJ): | $(LAYER)/.ok
 $(LAYER)/.ok:
 	@mkdir -p $(LAYER)

@@ -38,10 +38,12 @@
 #include "sender/msg.h"
 #include "sender/route.h"
 #include "sender/smtp.h"
-#include "sender/stspol.h"
+#include "sender/policy/stspol.h"
+#include "sender/policy/tlspolicy.h"
 #include "sender/tls.h"
 #include "sender/util.h"
 #include "tlscache/sts.h"
+#include "tlscache/tlsrpt.h"
 #include "tlscache/tlscache.h"
 
 #define MAX_ADDR_TRIES 10
@@ -106,7 +108,7 @@ struct job {
 	uint64_t id;
 	uint64_t start;
 	struct rule rule;
-	enum tls_level level;
+	struct tlspolicy tls; /* level, on TLS failure, result name (tlspolicy.h) */
 	int port;
 	struct msg_wire wire;
 	bool smtputf8;
@@ -132,7 +134,6 @@ struct job {
 	struct dns_mx *mx_pending;
 	struct sts_policy pol; /* MTA-STS policy in force (copied) */
 	bool has_pol;
-	char policy[16];      /* result field: none may encrypt verify sts-enforce sts-testing */
 	/* limits */
 	char slot[256];       /* connection slot held by the current session ("" none) */
 	struct route_waiter waiter;
@@ -594,7 +595,7 @@ static void job_free(struct job *j)
 
 static void fill_common(struct job *j, struct deliver_result *r)
 {
-	strlcpy_x(r->policy, j->policy, sizeof(r->policy));
+	strlcpy_x(r->policy, j->tls.name, sizeof(r->policy));
 	r->elapsed_ms = (uint32_t)(loop_now(j->d->l) - j->start);
 	if (j->mx && j->host_i < j->mx->nhosts && j->have_last) {
 		strlcpy_x(r->mx, j->mx->hosts[j->host_i].name, sizeof(r->mx));
@@ -689,23 +690,13 @@ static void tls_event(struct job *j, const char *mx, const char *ip, const char 
 	struct deliver *d = j->d;
 	if (d->o.on_tls == NULL)
 		return;
-	struct deliver_tls_event ev;
+	struct tls_event ev;
 	memset(&ev, 0, sizeof(ev));
-	strlcpy_x(ev.policy_domain, j->req->domain, sizeof(ev.policy_domain));
-	strlcpy_x(ev.policy_type, j->has_pol ? "sts" : "no-policy-found", sizeof(ev.policy_type));
-	if (j->has_pol) {
-		strlcpy_x(ev.policy_id, j->pol.id, sizeof(ev.policy_id));
-		strlcpy_x(ev.policy_mode, sts_mode_name(j->pol.mode), sizeof(ev.policy_mode));
-		size_t o = 0;
-		for (int i = 0; i < j->pol.n_mx && o + 2 < sizeof(ev.policy_mx); i++)
-			o += (size_t)snprintf(ev.policy_mx + o, sizeof(ev.policy_mx) - o, "%s%s",
-					      i ? "," : "", j->pol.mx[i]);
-	}
+	tlsrpt_event_policy(&ev, j->req->domain, j->has_pol ? &j->pol : NULL);
 	strlcpy_x(ev.mx, mx ? mx : "", sizeof(ev.mx));
 	strlcpy_x(ev.ip, ip ? ip : "", sizeof(ev.ip));
 	strlcpy_x(ev.result, result ? result : "", sizeof(ev.result));
 	strlcpy_x(ev.detail, detail ? detail : "", sizeof(ev.detail));
-	ev.max_age = j->has_pol ? j->pol.max_age : 0;
 	ev.when_ms = wall_ms();
 	d->o.on_tls(d->o.on_tls_arg, &ev);
 }
@@ -757,7 +748,7 @@ static void start_session(struct job *j)
 		p.addrlen = sizeof(*s6);
 		inet_ntop(AF_INET6, &s6->sin6_addr, j->cur_ip, sizeof(j->cur_ip));
 	}
-	p.level = j->plain_retry ? TLS_LEVEL_NONE : j->level;
+	p.level = j->plain_retry ? TLS_LEVEL_NONE : j->tls.level;
 	size_t kn = addr_key(j->key, sizeof(j->key), h->name, j->cur_ip, j->port);
 	/* a host known to break TLS: opportunistic delivery goes plaintext */
 	if (p.level == TLS_LEVEL_MAY && broken_tls(j->d, j->key))
@@ -914,7 +905,7 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 			char addr[128];
 			snprintf(addr, sizeof(addr), "%s:%d", j->cur_ip, j->port);
 			route_addr_result(j->d->route, addr, true);
-			tls_event_ready(j, st, j->plain_retry ? TLS_LEVEL_NONE : j->level);
+			tls_event_ready(j, st, j->plain_retry ? TLS_LEVEL_NONE : j->tls.level);
 		}
 		send_txn(j, s);
 		return;
@@ -990,12 +981,7 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		return;
 	}
 	if (st->fail == SMTP_FAIL_TLS) {
-		enum tls_fail_action act = j->rule.on_tls_failure;
-		/* MTA-STS enforce: a TLS failure is temporary (RFC 8461 5.1) and
-		 * never a reason for plaintext. */
-		if (j->has_pol && j->pol.mode == STS_MODE_ENFORCE && act == TLS_FAIL_BOUNCE)
-			act = TLS_FAIL_DEFER;
-		switch (act) {
+		switch (j->tls.on_failure) { /* MTA-STS enforce: never bounce (tlspolicy.c) */
 		case TLS_FAIL_DEFER:
 			finish(j, DELIVER_DEFERRED, st->why.code, st->why.esc, st->why.text);
 			return;
@@ -1041,10 +1027,12 @@ static void route(struct job *j)
 		return;
 	}
 	j->mx = mx;
+	tlspolicy_decide(&j->tls, &j->rule, j->req->tls_min_level, j->d->o.tls_level,
+			 j->has_pol ? &j->pol : NULL);
 	if (j->has_pol && j->pol.mode == STS_MODE_ENFORCE) {
-		/* RFC 8461 4.1/5.1: only MX hosts the policy names, and only with
-		 * verified TLS; anything else is a temporary failure. */
-		strlcpy_x(j->policy, "sts-enforce", sizeof(j->policy));
+		/* RFC 8461 4.1/5.1: only MX hosts the policy names (and, by
+		 * tlspolicy_decide, only with verified TLS); none left is a
+		 * temporary failure. */
 		int n = 0;
 		for (int i = 0; i < mx->nhosts; i++)
 			if (sts_policy_allows(&j->pol, mx->hosts[i].name))
@@ -1057,12 +1045,6 @@ static void route(struct job *j)
 			       "no MX host matches the domain's MTA-STS policy (enforce)");
 			return;
 		}
-		if (j->level < TLS_LEVEL_VERIFY)
-			j->level = TLS_LEVEL_VERIFY;
-		if (j->rule.on_tls_failure == TLS_FAIL_PLAINTEXT)
-			j->rule.on_tls_failure = TLS_FAIL_NEXT_MX;
-	} else if (j->has_pol && j->pol.mode == STS_MODE_TESTING) {
-		strlcpy_x(j->policy, "sts-testing", sizeof(j->policy));
 	}
 	j->host_i = 0;
 	j->addr_i = 0;
@@ -1166,12 +1148,8 @@ int deliver_submit(struct deliver *d, struct deliver_req *req)
 	j->id = ++d->next_id;
 	j->start = loop_now(d->l);
 	config_rule_for(d->cfg, req->domain, NULL, &j->rule);
-	int lvl = j->rule.tls;
-	if (req->tls_min_level > lvl)
-		lvl = req->tls_min_level;
-	if (d->o.tls_level >= 0)
-		lvl = d->o.tls_level;
-	j->level = (enum tls_level)lvl;
+	/* the local requirement, until the MX and MTA-STS answers are in (route) */
+	tlspolicy_decide(&j->tls, &j->rule, req->tls_min_level, d->o.tls_level, NULL);
 	j->port = d->o.port > 0 ? d->o.port
 		  : j->rule.relay_host ? j->rule.relay_port
 				       : j->rule.port;
@@ -1185,7 +1163,6 @@ int deliver_submit(struct deliver *d, struct deliver_req *req)
 	j->reported = xcalloc((size_t)req->nrcpt, sizeof(*j->reported));
 	loop_timer_init(&j->rate_timer, rate_fn);
 	j->nleft = req->nrcpt;
-	strlcpy_x(j->policy, tls_level_name(j->level), sizeof(j->policy));
 	d->active++;
 	j->waiting = 1;
 	/* MTA-STS applies whatever the local level: a discovered policy can only

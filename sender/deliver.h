@@ -58,28 +58,12 @@ struct deliver_req {
 	void *arg;
 };
 
-/* One TLS session attempt, for TLSRPT (RFC 8460 4.3): which policy applied
- * to the recipient domain and how the session went. Emitted for every SMTP
- * connection attempt that reached the TLS decision (STARTTLS offered or not),
- * success or failure; never for reused connections. */
-struct deliver_tls_event {
-	char policy_domain[256];  /* the recipient domain */
-	char policy_type[20];     /* "sts" or "no-policy-found" */
-	char policy_id[40];       /* MTA-STS policy id, "" without one */
-	char policy_mode[12];     /* "enforce", "testing", "" */
-	char policy_mx[512];      /* the policy's mx patterns, comma-joined ("" without) */
-	char mx[256];             /* receiving MX host */
-	char ip[64];              /* its address */
-	char result[40];          /* "" on success, else an RFC 8460 result type:
-	                           * starttls-not-supported, certificate-host-mismatch,
-	                           * certificate-expired, certificate-not-trusted,
-	                           * validation-failure, sts-policy-fetch-error,
-	                           * sts-policy-invalid, sts-webpki-invalid */
-	char detail[200];         /* failure reason text */
-	uint32_t max_age;         /* policy max_age (policy-string) */
-	uint64_t when_ms;         /* wall clock */
-};
-typedef void deliver_tls_fn(void *arg, const struct deliver_tls_event *ev);
+/* One TLS session attempt, for TLSRPT (RFC 8460 4.3; tlscache/tls_event.h):
+ * emitted for every SMTP connection attempt that reached the TLS decision
+ * (STARTTLS offered or not), success or failure, and for a failed policy
+ * discovery; never for reused connections. ev is borrowed for the call. */
+struct tls_event;
+typedef void deliver_tls_fn(void *arg, const struct tls_event *ev);
 
 struct metrics;
 struct metrics_shard;

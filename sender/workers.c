@@ -39,6 +39,7 @@
 #include "sender/metrics.h"
 #include "sender/route.h"
 #include "sender/util.h"
+#include "tlscache/tls_event.h"
 
 #define RESULT_WAKE_MS 2     /* results wait at most this long (plus timer slack) for the feeder */
 #define RESULT_WAKE_SHARE 64 /* or until 1/this of the requests held are waiting */
@@ -53,7 +54,7 @@ struct msg {
 	int idx;
 	union {
 		struct deliver_result res;     /* M_RCPT */
-		struct deliver_tls_event tls;  /* M_TLS */
+		struct tls_event tls;  /* M_TLS */
 		struct {                       /* M_STS_STORE, M_STS_LOAD */
 			char domain[256];
 			char *encoded; /* heap */
@@ -246,7 +247,7 @@ static void proxy_done(void *arg)
 	free(p);
 }
 
-static void relay_tls(void *arg, const struct deliver_tls_event *ev)
+static void relay_tls(void *arg, const struct tls_event *ev)
 {
 	struct worker *w = arg;
 	struct msg *m = msg_get(&w->spare);

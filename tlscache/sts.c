@@ -548,6 +548,18 @@ int64_t sts_policy_ttl(const char *s, int64_t now)
 	return fetched_at + max_age - now;
 }
 
+int sts_redis_key(char *buf, size_t n, const char *domain)
+{
+	int k = snprintf(buf, n, STS_REDIS_PREFIX "%s", domain);
+	return k < 0 || (size_t)k >= n ? -1 : k;
+}
+
+const char *sts_redis_domain(const char *key)
+{
+	size_t l = strlen(STS_REDIS_PREFIX);
+	return strncmp(key, STS_REDIS_PREFIX, l) == 0 && key[l] != '\0' ? key + l : NULL;
+}
+
 /* ---- cache ---- */
 
 struct entry {

@@ -6,7 +6,8 @@
  * - sts_mx_match: does an MX host match a policy "mx" pattern.
  * - struct sts_cache: policies by domain, in memory, bounded (LRU), with the
  *   decision a sender makes before delivering (sts_cache_decide), and a compact
- *   text form for keeping policies in Redis across restarts (mxsend:sts:DOMAIN).
+ *   text form and key for keeping policies in Redis across restarts
+ *   (mxsend:sts:DOMAIN; the I/O is queue/sts_store.h's).
  * - sts_tlsrpt_parse: the TXT set of _smtp._tls.DOMAIN -> report URIs.
  *
  * Decisions where RFC 8461 leaves room (each has a unit test):
@@ -102,6 +103,17 @@ int sts_policy_decode(const char *s, struct sts_policy *p, int64_t *fetched_at, 
  * seconds): FETCHED_AT + MAX_AGE - now, for a key that expires with its
  * policy (Redis EX). <= 0: expired, or s is not an encoded policy. */
 int64_t sts_policy_ttl(const char *s, int64_t now);
+
+/* Where a policy is kept in Redis (queue/sts_store.h does the I/O): the key
+ * STS_REDIS_PREFIX + DOMAIN holds the form above and expires with the policy
+ * (sts_policy_ttl). Every process sharing the Redis reads them at start. */
+#define STS_REDIS_PREFIX "mxsend:sts:"
+#define STS_REDIS_MATCH STS_REDIS_PREFIX "*" /* SCAN pattern of every such key */
+/* The key of domain's policy into buf (size n). Returns the length, or -1 if
+ * it does not fit. */
+int sts_redis_key(char *buf, size_t n, const char *domain);
+/* The domain a key names (borrowed from key), or NULL for another key. */
+const char *sts_redis_domain(const char *key);
 
 /* ---- the policy cache (RFC 8461 3.3, 5.1) ---- */
 

@@ -20,7 +20,6 @@
 #include "sender/cmd/run.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +31,8 @@
 #include <unistd.h>
 
 #include "queue/queue.h"
-#include "queue/tlsrpt.h"
+#include "queue/sts_store.h"
+#include "queue/tlsrpt_store.h"
 #include "sender/config.h"
 #include "sender/deliver.h"
 #include "sender/exempt.h"
@@ -43,7 +43,6 @@
 #include "sender/redis_uring.h"
 #include "sender/util.h"
 #include "sender/workers.h"
-#include "tlscache/sts.h"
 
 #define RUN_DRAIN_MS 10000   /* finish in-flight work after SIGTERM, at most */
 #define RUN_FINAL_MS 5000    /* then write what we have, at most */
@@ -337,44 +336,29 @@ static void on_peers(void *ctx, int n, int rank)
 	workers_set_peers(r->w, n, rank);
 }
 
-static void on_tls(void *arg, const struct deliver_tls_event *e)
+static void on_tls(void *arg, const struct tls_event *e)
 {
 	struct run *r = arg;
 	if (r->q == NULL)
 		return;
-	struct tlsrpt_event te = {
-		.policy_domain = e->policy_domain, .policy_type = e->policy_type,
-		.policy_id = e->policy_id, .policy_mode = e->policy_mode, .policy_mx = e->policy_mx,
-		.max_age = e->max_age, .mx = e->mx, .ip = e->ip, .sending_ip = "",
-		.result = e->result, .detail = e->detail, .when_ms = e->when_ms,
-	};
-	int rc = tlsrpt_queue_event(r->q, &te, NULL);
+	int rc = tlsrpt_queue_event(r->q, e, NULL);
 	if (rc != 0)
 		log_debug("evt=tlsrpt_not_counted domain=%s err=%s", e->policy_domain, strerror(-rc));
 }
 
-/* MTA-STS policies survive restarts and are shared by every process:
- * mxsend:sts:DOMAIN = sts_policy_encode form, expiring with the policy. */
-#define STS_KEY_PREFIX "mxsend:sts:"
-
+/* MTA-STS policies survive restarts and are shared by every process
+ * (queue/sts_store.h). */
 static void on_sts_store(void *arg, const char *domain, const char *encoded)
 {
 	struct run *r = arg;
-	int64_t ttl = sts_policy_ttl(encoded, (int64_t)(wall_ms() / 1000));
-	if (r->q == NULL || ttl <= 0)
-		return;
-	char key[300], ex[24];
-	snprintf(key, sizeof(key), STS_KEY_PREFIX "%s", domain);
-	snprintf(ex, sizeof(ex), "%" PRId64, ttl);
-	const char *av[] = { "SET", key, encoded, "EX", ex };
-	if (queue_command(r->q, 5, av) != 0)
+	if (r->q != NULL && sts_store_save(r->q, domain, encoded, (int64_t)(wall_ms() / 1000)) != 0)
 		log_info("evt=sts_not_persisted domain=%s", domain);
 }
 
-static void sts_loaded(void *arg, const char *key, const char *value)
+static void sts_loaded(void *arg, const char *domain, const char *encoded)
 {
 	struct run *r = arg;
-	workers_sts_load(r->w, key + strlen(STS_KEY_PREFIX), value);
+	workers_sts_load(r->w, domain, encoded);
 }
 
 /* Start-up, before the loop runs: load persisted policies into the workers. */
@@ -386,7 +370,7 @@ static void sts_load_all(struct run *r, const struct queue_config *qc)
 		log_warn("evt=sts_load_skipped err=\"%s\"", err);
 		return;
 	}
-	int n = queue_sync_scan(s, STS_KEY_PREFIX "*", sts_loaded, r, err, sizeof(err));
+	int n = sts_store_load(s, sts_loaded, r, err, sizeof(err));
 	if (n < 0)
 		log_warn("evt=sts_load_failed err=\"%s\"", err);
 	else

@@ -23,7 +23,7 @@
 #include <string.h>
 #include <sysexits.h>
 
-#include "queue/tlsrpt.h"
+#include "queue/tlsrpt_store.h"
 #include "sender/config.h"
 #include "sender/deliver.h"
 #include "sender/log.h"
@@ -39,7 +39,7 @@ struct send_ctx {
 	int pending;
 	struct deliver_result *res; /* per recipient, in command-line order */
 	bool *have;
-	struct deliver_tls_event *ev; /* TLS session attempts, for the TLSRPT counters */
+	struct tls_event *ev; /* TLS session attempts, for the TLSRPT counters */
 	int nev, cap_ev, lost_ev;
 };
 
@@ -65,7 +65,7 @@ static void req_done(void *arg)
 		loop_stop(dr->ctx->l);
 }
 
-static void tls_event(void *arg, const struct deliver_tls_event *e)
+static void tls_event(void *arg, const struct tls_event *e)
 {
 	struct send_ctx *ctx = arg;
 	if (ctx->nev == MAX_TLS_EVENTS) {
@@ -95,14 +95,7 @@ static void tlsrpt_flush(const struct config *cfg, struct send_ctx *ctx)
 		return;
 	}
 	for (int i = 0; i < ctx->nev; i++) {
-		const struct deliver_tls_event *e = &ctx->ev[i];
-		struct tlsrpt_event te = {
-			.policy_domain = e->policy_domain, .policy_type = e->policy_type,
-			.policy_id = e->policy_id, .policy_mode = e->policy_mode, .policy_mx = e->policy_mx,
-			.max_age = e->max_age, .mx = e->mx, .ip = e->ip, .sending_ip = "",
-			.result = e->result, .detail = e->detail, .when_ms = e->when_ms,
-		};
-		if (tlsrpt_store_record(st, &te, err, sizeof(err)) != 0) {
+		if (tlsrpt_store_record(st, &ctx->ev[i], err, sizeof(err)) != 0) {
 			fprintf(stderr, "mxsend send: warning: TLSRPT counters not written: %s\n", err);
 			break;
 		}

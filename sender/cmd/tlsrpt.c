@@ -1,5 +1,5 @@
 /* sender/cmd/tlsrpt.c: `mxsend tlsrpt`: build and send the day's TLS reports
- * (RFC 8460) from the counters `mxsend run` keeps in Redis (queue/tlsrpt.h).
+ * (RFC 8460) from the counters `mxsend run` keeps in Redis (queue/tlsrpt_store.h).
  *
  *   mxsend tlsrpt [-c FILE] [--dry-run] [--day YYYY-MM-DD] [--delay MAX_S]
  *                 [--dns A[:P]] [--ca FILE] [--https-port N] [--timeout S]
@@ -45,13 +45,13 @@
 #include <unistd.h>
 
 #include "queue/queue.h"
-#include "queue/tlsrpt.h"
+#include "queue/tlsrpt_store.h"
 #include "sender/config.h"
 #include "sender/dkim.h"
 #include "sender/exempt.h"
 #include "sender/msg.h"
 #include "sender/dns.h"
-#include "sender/https.h"
+#include "sender/policy/https.h"
 #include "sender/log.h"
 #include "sender/loop.h"
 #include "sender/util.h"

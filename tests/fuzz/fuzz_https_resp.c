@@ -1,5 +1,5 @@
 /* fuzz_https_resp.c: libFuzzer target for the HTTP/1.1 response parser of
- * sender/https.c (struct https_resp), which reads what an MTA-STS policy host
+ * sender/policy/https.c (struct https_resp), which reads what an MTA-STS policy host
  * (RFC 8461 3.3) or a TLSRPT report endpoint sends back: status line, headers,
  * Content-Type with parameters, Content-Length, chunked coding, bodies
  * delimited by the close, interim 1xx replies, the body cap (64 KiB for
@@ -21,7 +21,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "sender/https.h"
+#include "sender/policy/https.h"
 #include "tests/fuzz/fuzz.h"
 
 struct opts {

@@ -8,7 +8,7 @@
  * The input is a TXT set: one record per line (LF), each record being the
  * concatenation of its strings, as dns.c hands them over. Both parsers read
  * the same set, and each rua a TLSRPT record yields goes on to the URI
- * parsers of queue/tlsrpt.c with sender/cmd/tlsrpt.c's buffer sizes. Besides the
+ * parsers of tlscache/tlsrpt.c with sender/cmd/tlsrpt.c's buffer sizes. Besides the
  * sanitizers, the target checks the parsers' promises and aborts if one is
  * broken. */
 #include <stdbool.h>
@@ -17,7 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "queue/tlsrpt.h"
+#include "tlscache/tlsrpt.h"
 #include "tests/fuzz/fuzz.h"
 #include "tlscache/sts.h"
 

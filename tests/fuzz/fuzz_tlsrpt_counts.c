@@ -1,5 +1,5 @@
 /* fuzz_tlsrpt_counts.c: libFuzzer target for the TLSRPT counters of
- * queue/tlsrpt.c: tlsrpt_event_cmds (an event whose MX host, addresses and
+ * tlscache/tlsrpt.c: tlsrpt_event_cmds (an event whose MX host, addresses and
  * failure reason come from a remote peer's session), tlsrpt_counts_add /
  * _finish / _fini (a day's Redis hash, which every mxsend process sharing the
  * Redis writes into) and tlsrpt_json (the RFC 8460 4.4 report built from it).
@@ -20,12 +20,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include <jansson.h>
 
-#include "queue/tlsrpt.h"
+#include "tlscache/tlsrpt.h"
 #include "tests/fuzz/fuzz.h"
 
 #define MAX_LINES 64
@@ -132,11 +133,16 @@ static void check_counts(const struct tlsrpt_counts *c)
 
 static void check_event(char *const *l, uint64_t when)
 {
-	const struct tlsrpt_event ev = {
-		.policy_domain = l[0], .policy_type = l[1], .policy_id = l[2], .policy_mode = l[3],
-		.policy_mx = l[4], .max_age = 86400, .mx = l[5], .ip = l[6], .sending_ip = l[7],
-		.result = l[8], .detail = l[9], .when_ms = when,
-	};
+	/* the event as the engine hands it over: fixed-size fields, each line cut
+	 * to its field (tlscache/tls_event.h) */
+	struct tls_event ev = { .max_age = 86400, .when_ms = when };
+	char *const f[] = { ev.policy_domain, ev.policy_type, ev.policy_id, ev.policy_mode,
+			    ev.policy_mx, ev.mx, ev.ip, ev.sending_ip, ev.result, ev.detail };
+	const size_t fl[] = { sizeof(ev.policy_domain), sizeof(ev.policy_type), sizeof(ev.policy_id),
+			      sizeof(ev.policy_mode), sizeof(ev.policy_mx), sizeof(ev.mx), sizeof(ev.ip),
+			      sizeof(ev.sending_ip), sizeof(ev.result), sizeof(ev.detail) };
+	for (int i = 0; i < 10; i++)
+		snprintf(f[i], fl[i], "%s", l[i]);
 	struct hash h = { 0 };
 	int n = tlsrpt_event_cmds(&ev, NULL, emit, &h);
 	FUZZ_NEED(n == -EINVAL || n == 4 || n == 5);
@@ -144,16 +150,16 @@ static void check_event(char *const *l, uint64_t when)
 	if (n > 0) {
 		struct tlsrpt_counts c;
 		memset(&c, 0, sizeof(c));
-		snprintf(c.domain, sizeof(c.domain), "%s", l[0]);
+		snprintf(c.domain, sizeof(c.domain), "%s", ev.policy_domain);
 		for (int i = 0; i < h.n; i++)
 			FUZZ_NEED(tlsrpt_counts_add(&c, h.f[i], h.flen[i], h.v[i], h.vlen[i]) == 0);
 		tlsrpt_counts_finish(&c);
 		FUZZ_NEED(c.npol == 1 && c.pol[0].ok + c.pol[0].failed == 1);
 		const struct tlsrpt_policy *p = &c.pol[0];
-		FUZZ_NEED((p->failed == 1) == (l[8][0] != '\0'));
+		FUZZ_NEED((p->failed == 1) == (ev.result[0] != '\0'));
 		if (p->failed == 1) {
-			FUZZ_NEED(p->nfail == 1 && strcasecmp(p->fail[0].result, l[8]) == 0);
-			FUZZ_NEED(strcmp(p->fail[0].detail, l[9]) == 0);
+			FUZZ_NEED(p->nfail == 1 && strcasecmp(p->fail[0].result, ev.result) == 0);
+			FUZZ_NEED(strcmp(p->fail[0].detail, ev.detail) == 0);
 		}
 		check_counts(&c);
 		tlsrpt_counts_fini(&c);

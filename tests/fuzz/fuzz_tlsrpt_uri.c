@@ -1,5 +1,5 @@
 /* fuzz_tlsrpt_uri.c: libFuzzer target for the small parsers of
- * queue/tlsrpt.c: tlsrpt_mailto and tlsrpt_https (a rua URI a domain
+ * tlscache/tlsrpt.c: tlsrpt_mailto and tlsrpt_https (a rua URI a domain
  * publishes in its _smtp._tls TXT record, RFC 8460 3) and tlsrpt_day_parse
  * (the --day of `mxsend tlsrpt`), with tlsrpt_day_format beside it. Not built
  * by default: `make fuzz` builds and runs it (build/fuzz/fuzz_tlsrpt_uri,
@@ -17,7 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "queue/tlsrpt.h"
+#include "tlscache/tlsrpt.h"
 #include "tests/fuzz/fuzz.h"
 
 static const size_t sizes[] = { 256, 1, 2, 7, 16, 64 };

@@ -3,7 +3,7 @@
 # apply without it, every case in one place, in three parts (tests/integ/sts/, each a
 # complete script with its own servers, runnable alone):
 #   sts/check.sh  discovery and fetch: the _mta-sts TXT record, the policy over HTTPS
-#                 (sender/https.c: chunked, 64 KiB, HTTP/1.0, redirects, media types,
+#                 (sender/policy/https.c: chunked, 64 KiB, HTTP/1.0, redirects, media types,
 #                 certificates, stalls), policy parsing, and `mxsend check`;
 #   sts/send.sh   the policy in delivery through `mxsend send`: enforce / testing / none,
 #                 MX pruning, STARTTLS stripped, policy changes, and on_tls_failure

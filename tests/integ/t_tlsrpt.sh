@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # t_tlsrpt.sh: TLSRPT (RFC 8460) reports: counters in a real redis-server
-# (written by queue/tlsrpt.c's own event -> commands code, through a small
+# (written by tlscache/tlsrpt.c's own event -> commands code, through a small
 # driver, tests/integ/tlsrpt_driver.c: build/asan/tlsrpt_driver, built by the
 # Makefile), `mxsend tlsrpt --dry-run`
 # (pretty JSON checked with python3), a mailto: rua (the multipart/report
@@ -89,7 +89,7 @@ integ_config "$NOKEYCONF" "$(printf '[redis]\nurl = %s\n' "${REDIS_URL:-redis://
 NOCONF=$INTEG_DIR/tlsrpt-off.ini
 integ_config "$NOCONF" "$(printf '[redis]\nurl = %s\n\n[tls]\ntlsrpt = no\n' "${REDIS_URL:-redis://127.0.0.1:1/0}")"
 
-# --- the driver: events -> Redis (queue/tlsrpt.c), stream entries -> files --------
+# --- the driver: events -> Redis (tlscache/tlsrpt.c, queue/tlsrpt_store.c), stream entries -> files --------
 # tests/integ/tlsrpt_driver.c, built by the Makefile (make test) with the project's
 # warnings and ASan/UBSan; TLSRPT_DRV=... runs another build of it.
 DRV=${TLSRPT_DRV:-$INTEG_ROOT/build/asan/tlsrpt_driver}

@@ -14,34 +14,40 @@
 #include <sys/stat.h>
 #include <hiredis/hiredis.h>
 #include "queue/queue.h"
-#include "queue/tlsrpt.h"
+#include "queue/tlsrpt_store.h"
 #include "sender/loop.h"
 #include "sender/redis_uring.h"
 
 #define MAXEV 64
-static struct tlsrpt_event evs[MAXEV];
+static struct tls_event evs[MAXEV];
 static int nev, counts[MAXEV];
 static char lines[MAXEV][2048];
 
 static const char *col(char **save);
+/* The event columns of a TSV line (d: the first) into ev, up to detail. */
+static void read_event(struct tls_event *ev, const char *d, char **save)
+{
+	memset(ev, 0, sizeof(*ev));
+	snprintf(ev->policy_domain, sizeof(ev->policy_domain), "%s", d);
+	snprintf(ev->policy_type, sizeof(ev->policy_type), "%s", col(save));
+	snprintf(ev->policy_id, sizeof(ev->policy_id), "%s", col(save));
+	snprintf(ev->policy_mode, sizeof(ev->policy_mode), "%s", col(save));
+	snprintf(ev->policy_mx, sizeof(ev->policy_mx), "%s", col(save));
+	ev->max_age = (uint32_t)atol(col(save));
+	snprintf(ev->mx, sizeof(ev->mx), "%s", col(save));
+	snprintf(ev->ip, sizeof(ev->ip), "%s", col(save));
+	snprintf(ev->sending_ip, sizeof(ev->sending_ip), "%s", col(save));
+	snprintf(ev->result, sizeof(ev->result), "%s", col(save));
+	snprintf(ev->detail, sizeof(ev->detail), "%s", col(save));
+}
 static void read_events(void)
 {
 	while (nev < MAXEV && fgets(lines[nev], sizeof(lines[0]), stdin)) {
 		char *save = NULL, *d = strtok_r(lines[nev], "\t\n", &save);
 		if (d == NULL || d[0] == '#')
 			continue;
-		struct tlsrpt_event *ev = &evs[nev];
-		ev->policy_domain = d;
-		ev->policy_type = col(&save);
-		ev->policy_id = col(&save);
-		ev->policy_mode = col(&save);
-		ev->policy_mx = col(&save);
-		ev->max_age = (uint32_t)atol(col(&save));
-		ev->mx = col(&save);
-		ev->ip = col(&save);
-		ev->sending_ip = col(&save);
-		ev->result = col(&save);
-		ev->detail = col(&save);
+		struct tls_event *ev = &evs[nev];
+		read_event(ev, d, &save);
 		counts[nev] = atoi(col(&save));
 		ev->when_ms = (uint64_t)atoll(col(&save)) * 1000;
 		nev++;
@@ -178,17 +184,8 @@ int main(int argc, char **argv)
 			char *save = NULL, *d = strtok_r(line, "\t\n", &save);
 			if (d == NULL || d[0] == '#')
 				continue;
-			struct tlsrpt_event ev = { .policy_domain = d };
-			ev.policy_type = col(&save);
-			ev.policy_id = col(&save);
-			ev.policy_mode = col(&save);
-			ev.policy_mx = col(&save);
-			ev.max_age = (uint32_t)atol(col(&save));
-			ev.mx = col(&save);
-			ev.ip = col(&save);
-			ev.sending_ip = col(&save);
-			ev.result = col(&save);
-			ev.detail = col(&save);
+			struct tls_event ev;
+			read_event(&ev, d, &save);
 			int n = atoi(col(&save));
 			ev.when_ms = (uint64_t)atoll(col(&save)) * 1000;
 			for (int i = 0; i < n; i++)

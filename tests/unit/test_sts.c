@@ -561,6 +561,21 @@ static void t_tlsrpt(void)
 	CHECK_INT(sts_tlsrpt_parse(tworua, 1, &r, &err), STS_TXT_INVALID);
 }
 
+/* The Redis key of a persisted policy, both ways (queue/sts_store.c uses
+ * nothing else). */
+static void t_redis_key(void)
+{
+	char key[64];
+	CHECK_INT(sts_redis_key(key, sizeof(key), "example.com"), 22);
+	CHECK_STR(key, "mxsend:sts:example.com");
+	CHECK_STR(sts_redis_domain(key), "example.com");
+	CHECK(sts_redis_domain("mxsend:sts:") == NULL);
+	CHECK(sts_redis_domain("mxsend:tlsrpt:2024-06-01:example.com") == NULL);
+	char small[12];
+	CHECK_INT(sts_redis_key(small, sizeof(small), "example.com"), -1);
+	CHECK_STR(STS_REDIS_MATCH, "mxsend:sts:*");
+}
+
 static const struct t_case cases[] = {
 	{ "policy: ttl of an encoded policy (Redis EX)", t_policy_ttl },
 	{ "txt: basic forms", t_txt_basic },
@@ -585,6 +600,7 @@ static const struct t_case cases[] = {
 	{ "cache: mode none replaces a cached policy at once", t_cache_mode_none },
 	{ "cache: LRU bound, Redis load", t_cache_bound_and_load },
 	{ "tlsrpt: rua parsing", t_tlsrpt },
+	{ "redis key: mxsend:sts:DOMAIN both ways", t_redis_key },
 };
 
 T_MAIN(cases)

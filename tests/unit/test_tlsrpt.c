@@ -7,8 +7,9 @@
 #include <jansson.h>
 #include <zlib.h>
 
-#include "queue/tlsrpt.h"
+#include "tlscache/tlsrpt.h"
 #include "tests/t.h"
+#include "tlscache/sts.h"
 
 #define DAY0 1717200000LL /* 2024-06-01T00:00:00Z */
 #define NOON 1717243200000ULL /* 2024-06-01T12:00:00Z, ms */
@@ -84,9 +85,12 @@ static const char *fake_get(const struct fake *fk, const char *field)
 	return NULL;
 }
 
-static struct tlsrpt_event sts_ok(void)
+/* Fill a string field of struct tls_event (NULL: "") */
+#define SET(f, v) snprintf((f), sizeof(f), "%s", (v) ? (const char *)(v) : "")
+
+static struct tls_event sts_ok(void)
 {
-	return (struct tlsrpt_event){ .policy_domain = "example.com", .policy_type = "sts",
+	return (struct tls_event){ .policy_domain = "example.com", .policy_type = "sts",
 				      .policy_id = "20240601T00", .policy_mode = "enforce",
 				      .policy_mx = "mx1.example.com,*.backup.example.com",
 				      .max_age = 86400, .mx = "mx1.example.com", .ip = "192.0.2.1",
@@ -98,7 +102,7 @@ static struct tlsrpt_event sts_ok(void)
 static void t_cmds_success(void)
 {
 	struct fake fk = { 0 };
-	struct tlsrpt_event ev = sts_ok();
+	struct tls_event ev = sts_ok();
 	CHECK_INT(tlsrpt_event_cmds(&ev, NULL, fake_emit, &fk), 5);
 	CHECK_INT(fk.ncmd, 5);
 	CHECK_STR(fk.cmds[0], "HINCRBY mxsend:tlsrpt:2024-06-01:example.com ok:sts:20240601T00 1");
@@ -115,7 +119,7 @@ static void t_cmds_success(void)
 static void t_cmds_failure(void)
 {
 	struct fake fk = { 0 };
-	struct tlsrpt_event ev = { .policy_domain = "Example.NET", .mx = "mx|2.example.net",
+	struct tls_event ev = { .policy_domain = "Example.NET", .mx = "mx|2.example.net",
 				   .ip = "2001:db8::25", .sending_ip = "198.51.100.7",
 				   .result = "starttls-not-supported", .detail = "STARTTLS not offered",
 				   .when_ms = NOON + 12 * 3600 * 1000ULL - 1 }; /* 23:59:59.999 */
@@ -130,7 +134,7 @@ static void t_cmds_failure(void)
 	/* the next millisecond is the next day */
 	fk.ncmd = 0;
 	ev.when_ms++;
-	ev.detail = NULL; /* no reason: no HSET */
+	SET(ev.detail, NULL); /* no reason: no HSET */
 	CHECK_INT(tlsrpt_event_cmds(&ev, "p", fake_emit, &fk), 4);
 	CHECK(strncmp(fk.cmds[0], "HINCRBY p:2024-06-02:example.net fail:", 38) == 0);
 	CHECK_STR(fk.cmds[2], "SADD p:days:2024-06-02 example.net");
@@ -140,19 +144,19 @@ static void t_cmds_failure(void)
 static void t_cmds_invalid(void)
 {
 	struct fake fk = { 0 };
-	struct tlsrpt_event ev = sts_ok();
-	ev.policy_domain = "";
+	struct tls_event ev = sts_ok();
+	SET(ev.policy_domain, "");
 	CHECK_INT(tlsrpt_event_cmds(&ev, NULL, fake_emit, &fk), -22);
-	ev.policy_domain = "a b.com";
+	SET(ev.policy_domain, "a b.com");
 	CHECK_INT(tlsrpt_event_cmds(&ev, NULL, fake_emit, &fk), -22);
-	ev.policy_domain = "x.com";
-	ev.result = "bad|type";
+	SET(ev.policy_domain, "x.com");
+	SET(ev.result, "bad|type");
 	CHECK_INT(tlsrpt_event_cmds(&ev, NULL, fake_emit, &fk), -22);
-	ev.result = NULL;
-	ev.policy_id = "id with space";
+	SET(ev.result, NULL);
+	SET(ev.policy_id, "id with space");
 	CHECK_INT(tlsrpt_event_cmds(&ev, NULL, fake_emit, &fk), -22);
 	CHECK_INT(fk.ncmd, 0); /* nothing emitted for a bad event */
-	ev.policy_id = "x";
+	SET(ev.policy_id, "x");
 	fk.stop_at = 2; /* emit refuses the second command: its code comes back */
 	CHECK_INT(tlsrpt_event_cmds(&ev, NULL, fake_emit, &fk), -5);
 	CHECK_INT(fk.ncmd, 1);
@@ -176,27 +180,28 @@ static void load_fake(const struct fake *fk, struct tlsrpt_counts *c, bool rever
  * kinds under policy A, 2 successes under a newer policy B the same day. */
 static void fill(struct fake *fk)
 {
-	struct tlsrpt_event ev = sts_ok();
+	struct tls_event ev = sts_ok();
 	for (int i = 0; i < 5; i++)
 		tlsrpt_event_cmds(&ev, NULL, fake_emit, fk);
-	ev.result = "certificate-expired";
-	ev.detail = "certificate has expired";
+	SET(ev.result, "certificate-expired");
+	SET(ev.detail, "certificate has expired");
 	tlsrpt_event_cmds(&ev, NULL, fake_emit, fk);
-	ev.detail = "certificate has expired (2)"; /* the last reason wins */
+	SET(ev.detail, "certificate has expired (2)"); /* the last reason wins */
 	tlsrpt_event_cmds(&ev, NULL, fake_emit, fk);
-	ev.mx = "mx2.example.com";
-	ev.ip = "192.0.2.2";
-	ev.result = "starttls-not-supported";
-	ev.detail = "STARTTLS not offered";
+	SET(ev.mx, "mx2.example.com");
+	SET(ev.ip, "192.0.2.2");
+	SET(ev.result, "starttls-not-supported");
+	SET(ev.detail, "STARTTLS not offered");
 	tlsrpt_event_cmds(&ev, NULL, fake_emit, fk);
-	ev.mx = ev.ip = NULL; /* a policy failure: no MX involved */
-	ev.result = "sts-policy-fetch-error";
-	ev.detail = "HTTP 404";
+	SET(ev.mx, NULL); /* a policy failure: no MX involved */
+	SET(ev.ip, NULL);
+	SET(ev.result, "sts-policy-fetch-error");
+	SET(ev.detail, "HTTP 404");
 	tlsrpt_event_cmds(&ev, NULL, fake_emit, fk);
-	struct tlsrpt_event b = sts_ok();
-	b.policy_id = "20240601T12";
-	b.policy_mode = "testing";
-	b.policy_mx = "mx9.example.com";
+	struct tls_event b = sts_ok();
+	SET(b.policy_id, "20240601T12");
+	SET(b.policy_mode, "testing");
+	SET(b.policy_mx, "mx9.example.com");
 	b.max_age = 600;
 	tlsrpt_event_cmds(&b, NULL, fake_emit, fk);
 	tlsrpt_event_cmds(&b, NULL, fake_emit, fk);
@@ -306,7 +311,7 @@ static void t_json(void)
 	/* pretty, and no-policy-found has neither policy-string nor mx-host */
 	fake_free(&fk);
 	struct fake fk2 = { 0 };
-	struct tlsrpt_event ev = { .policy_domain = "example.com", .mx = "mx", .ip = "1.2.3.4",
+	struct tls_event ev = { .policy_domain = "example.com", .mx = "mx", .ip = "1.2.3.4",
 				   .result = "certificate-not-trusted", .detail = "bad \xff byte",
 				   .when_ms = NOON };
 	tlsrpt_event_cmds(&ev, NULL, fake_emit, &fk2);
@@ -594,7 +599,38 @@ static void t_days(void)
 		CHECK_INT(tlsrpt_day_parse(bad[i], &t), -1);
 }
 
+/* An event's policy fields from the MTA-STS policy that applied count as
+ * sts_ok's, which spells them out; no policy: no-policy-found, empty fields. */
+static void t_event_policy(void)
+{
+	const char body[] = "version: STSv1\nmode: enforce\nmx: mx1.example.com\n"
+			    "mx: *.backup.example.com\nmax_age: 86400\n";
+	struct sts_policy pol;
+	CHECK_INT(sts_policy_parse(body, strlen(body), &pol, NULL), 0);
+	strcpy(pol.id, "20240601T00");
+	struct tls_event ev = sts_ok();
+	SET(ev.policy_id, "stale");
+	tlsrpt_event_policy(&ev, "example.com", &pol);
+	struct tls_event want = sts_ok();
+	CHECK_STR(ev.policy_domain, want.policy_domain);
+	CHECK_STR(ev.policy_type, want.policy_type);
+	CHECK_STR(ev.policy_id, want.policy_id);
+	CHECK_STR(ev.policy_mode, want.policy_mode);
+	CHECK_STR(ev.policy_mx, want.policy_mx);
+	CHECK_INT(ev.max_age, want.max_age);
+	sts_policy_fini(&pol);
+	tlsrpt_event_policy(&ev, "example.net", NULL);
+	CHECK_STR(ev.policy_domain, "example.net");
+	CHECK_STR(ev.policy_type, "no-policy-found");
+	CHECK_STR(ev.policy_id, "");
+	CHECK_STR(ev.policy_mode, "");
+	CHECK_STR(ev.policy_mx, "");
+	CHECK_INT(ev.max_age, 0);
+	CHECK_STR(ev.mx, "mx1.example.com"); /* the session's fields are left alone */
+}
+
 static const struct t_case cases[] = {
+	{ "event: policy fields from the MTA-STS policy, or none", t_event_policy },
 	{ "event -> commands: success under an MTA-STS policy (keys, policy-string)", t_cmds_success },
 	{ "event -> commands: failure (field, reason, no-policy-found, UTC day edge)", t_cmds_failure },
 	{ "event -> commands: bad events emit nothing; emit's error comes back", t_cmds_invalid },

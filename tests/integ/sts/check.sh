@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/integ/sts/check.sh, part of t_sts.sh: MTA-STS policy fetching over
-# HTTPS (sender/https.c) and `mxsend
+# HTTPS (sender/policy/https.c) and `mxsend
 # check`, against real unbound, nginx and mxsink processes on loopback.
 # One nginx (127.0.44.1, private port) serves the policy of every test domain
 # by name (SNI + Host): a good policy (CRLF, charset parameter), a chunked one

@@ -6,7 +6,7 @@
 #   1. one run delivers to an enforce domain (valid certificate) and a testing
 #      domain (certificate for another name): the result stream's policy and
 #      verified fields, the persisted policy (mxsend:sts:DOMAIN, with a TTL),
-#      the TLSRPT counters of the UTC day (queue/tlsrpt.h layout) and
+#      the TLSRPT counters of the UTC day (tlscache/tlsrpt.h key scheme) and
 #      `mxsend tlsrpt --dry-run` reports that agree with them;
 #   2. the persisted policy survives a restart: nginx stopped (no fetch can
 #      succeed) and the enforce domain's MX now shows a wrong-name certificate:
@@ -197,7 +197,7 @@ t_run_enforce_testing() {
 	assert_lt "TTL of mxsend:sts:$E" 86401 "$ttl"
 	assert_match "mxsend:sts:$T" "^1 [0-9]+ testing 86400 $T_ID $(re_escape "$T_MX")\$" \
 		"$(rcli "$REDIS_PORT" GET "mxsend:sts:$T")"
-	# TLSRPT counters of the day (queue/tlsrpt.h)
+	# TLSRPT counters of the day (tlscache/tlsrpt.h)
 	h=$(rcli "$REDIS_PORT" HKEYS "mxsend:tlsrpt:$day:$E" | sort)
 	assert_eq "E: hash fields" "$(printf 'mx:sts:%s\nok:sts:%s\npolicy:sts:%s' "$E_ID" "$E_ID" "$E_ID")" "$h"
 	assert_eq "E: ok:sts:$E_ID" 1 "$(rcli "$REDIS_PORT" HGET "mxsend:tlsrpt:$day:$E" "ok:sts:$E_ID")"

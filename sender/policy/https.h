@@ -12,8 +12,8 @@
  * Callbacks: cb runs exactly once, on the loop, never before https_request
  * returns, unless https_cancel() is called first (then never). The result and
  * the body it points to are borrowed for the duration of the callback. */
-#ifndef SENDER_HTTPS_H
-#define SENDER_HTTPS_H
+#ifndef SENDER_POLICY_HTTPS_H
+#define SENDER_POLICY_HTTPS_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -16,7 +16,7 @@
  * it once the kernel is done) and defers `task`, which runs the user callback
  * and frees the request, unless a DNS answer is still due: the DNS callback
  * (which cannot be cancelled) then frees it. */
-#include "sender/https.h"
+#include "sender/policy/https.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -7,7 +7,7 @@
  * borrowed for the callback only (the cache may replace them right after).
  * Ownership: lookups and fetches are listed in the stspol so stspol_free can
  * cancel what is still running; callbacks never run after stspol_free. */
-#include "sender/stspol.h"
+#include "sender/policy/stspol.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "sender/dns.h"
-#include "sender/https.h"
+#include "sender/policy/https.h"
 #include "sender/log.h"
 #include "sender/util.h"
 #include "tlscache/sts.h"

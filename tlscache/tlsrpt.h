@@ -1,8 +1,8 @@
-/* tlsrpt.h: SMTP TLS Reporting (RFC 8460): session counters in Redis, the
- * JSON report, its gzip form, the mailto: report message, and the report
- * URIs. Pure functions plus two Redis entry points: tlsrpt_queue_event (the
- * async queue's command connection, `mxsend run`) and struct tlsrpt_store
- * (synchronous hiredis, short-lived commands only: never on a loop).
+/* tlsrpt.h: SMTP TLS Reporting (RFC 8460), pure: the one record of a TLS
+ * session attempt, the Redis key scheme of its counters (the commands that
+ * count one; the hash fields read back), the JSON report, its gzip form, the
+ * mailto: report message, and the report URIs. No I/O: queue/tlsrpt_store.h
+ * sends the commands and reads the hashes; it never builds a key itself.
  *
  * Redis keys (P = prefix, TLSRPT_PREFIX by default; DAY = YYYY-MM-DD, UTC;
  * DOMAIN = the policy domain, lowercase):
@@ -23,35 +23,29 @@
  *                       older than TLSRPT_STALE_S may be taken over)
  *   All three expire TLSRPT_TTL_S after their last write.
  * Several processes add into the same keys: counters only ever HINCRBY. */
-#ifndef QUEUE_TLSRPT_H
-#define QUEUE_TLSRPT_H
+#ifndef TLSCACHE_TLSRPT_H
+#define TLSCACHE_TLSRPT_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-struct queue;
+#include "tlscache/tls_event.h"
 
 #define TLSRPT_PREFIX "mxsend:tlsrpt"
 #define TLSRPT_TTL_S 691200 /* 8 days: a day's counters outlive the next day's run */
 #define TLSRPT_STALE_S 3600 /* a "sending" claim this old was a crashed run */
 #define TLSRPT_MEDIA_TYPE "application/tlsrpt+gzip" /* RFC 8460 6.4 */
 
-/* One TLS session attempt (mirrors sender/deliver.h struct deliver_tls_event;
- * strings are borrowed; NULL counts as ""). */
-struct tlsrpt_event {
-	const char *policy_domain; /* required */
-	const char *policy_type;   /* "sts", "no-policy-found" ("" = no-policy-found) */
-	const char *policy_id;     /* MTA-STS policy id */
-	const char *policy_mode;   /* "enforce", "testing", "none" */
-	const char *policy_mx;     /* mx patterns, comma-joined */
-	uint32_t max_age;
-	const char *mx, *ip;       /* receiving MX host and address */
-	const char *sending_ip;    /* our address ("" unknown) */
-	const char *result;        /* "" = success, else an RFC 8460 4.3 result type */
-	const char *detail;        /* failure reason text */
-	uint64_t when_ms;          /* wall clock: picks the UTC day */
-};
+
+/* ---- the event's policy ---- */
+
+struct sts_policy;
+/* Fill the policy part of ev (policy_domain, type, id, mode, mx, max_age)
+ * for domain: from pol, the MTA-STS policy that applied ("sts"), or
+ * "no-policy-found" when pol is NULL. Fields too long are cut. The other
+ * fields are left as they are. XXX(DANE): a TLSA policy fills "tlsa" here. */
+void tlsrpt_event_policy(struct tls_event *ev, const char *domain, const struct sts_policy *pol);
 
 /* ---- counters ---- */
 
@@ -65,15 +59,18 @@ typedef int tlsrpt_cmd_fn(void *arg, int argc, const char **argv, const size_t *
  * times before returning. Returns the number of commands emitted, -EINVAL for
  * an event that cannot be counted (no domain, a domain or result with bytes
  * outside [a-z0-9._-]), or emit's non-zero return (stopped part-way). */
-int tlsrpt_event_cmds(const struct tlsrpt_event *ev, const char *prefix, tlsrpt_cmd_fn *emit,
+int tlsrpt_event_cmds(const struct tls_event *ev, const char *prefix, tlsrpt_cmd_fn *emit,
 		      void *arg);
 
-/* Count ev through the queue's command connection (async, fire-and-forget,
- * wrapped in MULTI/EXEC so an event counts whole or not at all). For the
- * feeder thread of `mxsend run` (the queue's loop thread). Never calls back
- * into the host. Returns 0; -EINVAL (see above); -ENOTCONN when Redis is not
- * connected (the event is not counted). A reply error is logged. */
-int tlsrpt_queue_event(struct queue *q, const struct tlsrpt_event *ev, const char *prefix);
+enum tlsrpt_key_kind {
+	TLSRPT_KEY_COUNTS, /* P:DAY:DOMAIN */
+	TLSRPT_KEY_DAYS,   /* P:days:DAY (domain unused) */
+	TLSRPT_KEY_SENT,   /* P:sent:DAY:DOMAIN */
+};
+/* One key of the scheme above into buf (size n). prefix NULL = TLSRPT_PREFIX.
+ * Returns the length, or -1 if it does not fit. */
+int tlsrpt_key(char *buf, size_t n, const char *prefix, enum tlsrpt_key_kind kind,
+	       const char *day, const char *domain);
 
 /* ---- a day's counters, read back ---- */
 
@@ -166,37 +163,5 @@ int tlsrpt_https(const char *uri, char *host, size_t hostlen, int *port, char *p
 int tlsrpt_day_parse(const char *s, int64_t *start);
 /* Epoch seconds -> its UTC day "YYYY-MM-DD" (11 bytes with the NUL). */
 void tlsrpt_day_format(int64_t t, char out[11]);
-
-/* ---- synchronous store (short-lived commands: blocks, 5 s timeouts) ---- */
-
-struct tlsrpt_store;
-/* Connect to url (queue_url_parse form), AUTH (password, else the URL's),
- * SELECT. prefix NULL = TLSRPT_PREFIX (copied). NULL with a message in err. */
-struct tlsrpt_store *tlsrpt_store_open(const char *url, const char *password,
-				       const char *prefix, char *err, size_t errlen);
-void tlsrpt_store_close(struct tlsrpt_store *s);
-/* Count one event now (pipelined, waits for the replies). 0 or -1. */
-int tlsrpt_store_record(struct tlsrpt_store *s, const struct tlsrpt_event *ev, char *err,
-			size_t errlen);
-/* The domains with counters on day: *out is a malloc'd array of malloc'd
- * strings, sorted (free with tlsrpt_strv_free). Returns the count, or -1. */
-int tlsrpt_store_domains(struct tlsrpt_store *s, const char *day, char ***out, char *err,
-			 size_t errlen);
-void tlsrpt_strv_free(char **v, int n);
-/* Load (and finish) a day's counters for domain into c (tlsrpt_counts_fini
- * it afterwards). 0 (c->npol may be 0), or -1. */
-int tlsrpt_store_load(struct tlsrpt_store *s, const char *day, const char *domain,
-		      struct tlsrpt_counts *c, char *err, size_t errlen);
-/* Claim rua for sending the report of (day, domain), atomically. Returns 1
- * (claimed: send, then tlsrpt_store_finish), 0 (already sent, or being sent
- * by another run; its state "sent ID TIME" is copied into state), or -1. */
-int tlsrpt_store_claim(struct tlsrpt_store *s, const char *day, const char *domain,
-		       const char *rua, const char *report_id, char *state, size_t statelen,
-		       char *err, size_t errlen);
-/* After a claim: sent -> mark rua sent; !sent -> drop the claim (a later run
- * tries again). 0 or -1. */
-int tlsrpt_store_finish(struct tlsrpt_store *s, const char *day, const char *domain,
-			const char *rua, const char *report_id, bool sent, char *err,
-			size_t errlen);
 
 #endif

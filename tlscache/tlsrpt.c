@@ -1,19 +1,20 @@
-/* tlsrpt.c: SMTP TLS Reporting (RFC 8460), the Redis and report side.
+/* tlsrpt.c: SMTP TLS Reporting (RFC 8460), pure: the counters' key scheme
+ * and the report.
  *
- * Counting: every TLS session attempt becomes a few Redis commands
- * (tlsrpt_event_cmds) that only ever HINCRBY/HSET/SADD/EXPIRE, so any number
- * of mxsend processes add into the same per-day hash; the policy key inside a
- * field keeps a day on which a domain changed its MTA-STS policy apart (RFC
- * 8460 4.4: one "policies" entry per policy applied). Reading back
- * (tlsrpt_counts_*) accepts the fields in any order (HGETALL has none).
+ * Counting: every TLS session attempt (struct tls_event) becomes a few Redis
+ * commands (tlsrpt_event_cmds) that only ever HINCRBY/HSET/SADD/EXPIRE, so
+ * any number of mxsend processes add into the same per-day hash; the policy
+ * key inside a field keeps a day on which a domain changed its MTA-STS policy
+ * apart (RFC 8460 4.4: one "policies" entry per policy applied). Reading back
+ * (tlsrpt_counts_*) accepts the fields in any order (HGETALL has none). The
+ * commands are sent, and the hashes read, by queue/tlsrpt_store.c: this file
+ * owns the keys and fields, that one only carries them.
  * Reports: jansson builds the JSON, zlib gzips it, the mailto: message is
- * composed here; sending is the caller's (sender/cmd/tlsrpt.c): it enqueues
- * the message as an ordinary job, or POSTs the gzip over HTTPS.
- * The store functions block (hiredis synchronous API, 5 s timeouts): they are
- * for `mxsend tlsrpt` and other short-lived commands only.
- * Ownership: everything returned is malloc'd and the caller's; the event's
- * strings are borrowed for the call. */
-#include "queue/tlsrpt.h"
+ * composed here; sending is the caller's (`mxsend tlsrpt`): it enqueues the
+ * message as an ordinary job, or POSTs the gzip over HTTPS.
+ * Ownership: everything returned is malloc'd and the caller's; the event is
+ * borrowed for the call. Aborts on OOM. */
+#include "tlscache/tlsrpt.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -27,10 +28,35 @@
 #include <jansson.h>
 #include <zlib.h>
 
-#include "queue/queue_int.h"
-#include "sender/util.h"
+#include "tlscache/sts.h"
+
+static void *must(void *p)
+{
+	if (p == NULL)
+		abort(); /* OOM: as sts.c */
+	return p;
+}
 
 #define S(x) ((x) ? (x) : "")
+
+/* ---- the event's policy ---- */
+
+void tlsrpt_event_policy(struct tls_event *ev, const char *domain, const struct sts_policy *pol)
+{
+	snprintf(ev->policy_domain, sizeof(ev->policy_domain), "%s", domain);
+	snprintf(ev->policy_type, sizeof(ev->policy_type), "%s", pol ? "sts" : "no-policy-found");
+	ev->policy_id[0] = ev->policy_mode[0] = ev->policy_mx[0] = '\0';
+	ev->max_age = 0;
+	if (pol == NULL)
+		return;
+	snprintf(ev->policy_id, sizeof(ev->policy_id), "%s", pol->id);
+	snprintf(ev->policy_mode, sizeof(ev->policy_mode), "%s", sts_mode_name(pol->mode));
+	size_t o = 0;
+	for (int i = 0; i < pol->n_mx && o + 2 < sizeof(ev->policy_mx); i++)
+		o += (size_t)snprintf(ev->policy_mx + o, sizeof(ev->policy_mx) - o, "%s%s",
+				      i ? "," : "", pol->mx[i]);
+	ev->max_age = pol->max_age;
+}
 
 /* ---- counters: event -> commands ---- */
 
@@ -72,18 +98,40 @@ static int emit_cmd(tlsrpt_cmd_fn *emit, void *arg, int argc, const char **argv)
 	return emit(arg, argc, argv, len);
 }
 
-int tlsrpt_event_cmds(const struct tlsrpt_event *ev, const char *prefix, tlsrpt_cmd_fn *emit,
+int tlsrpt_key(char *buf, size_t n, const char *prefix, enum tlsrpt_key_kind kind,
+	       const char *day, const char *domain)
+{
+	if (prefix == NULL)
+		prefix = TLSRPT_PREFIX;
+	int k;
+	switch (kind) {
+	case TLSRPT_KEY_COUNTS:
+		k = snprintf(buf, n, "%s:%s:%s", prefix, day, S(domain));
+		break;
+	case TLSRPT_KEY_DAYS:
+		k = snprintf(buf, n, "%s:days:%s", prefix, day);
+		break;
+	case TLSRPT_KEY_SENT:
+		k = snprintf(buf, n, "%s:sent:%s:%s", prefix, day, S(domain));
+		break;
+	default:
+		return -1;
+	}
+	return k < 0 || (size_t)k >= n ? -1 : k;
+}
+
+int tlsrpt_event_cmds(const struct tls_event *ev, const char *prefix, tlsrpt_cmd_fn *emit,
 		      void *arg)
 {
 	char domain[254], type[24], id[40], result[48], mode[16];
 	if (prefix == NULL)
 		prefix = TLSRPT_PREFIX;
-	const char *ptype = ev->policy_type && *ev->policy_type ? ev->policy_type : "no-policy-found";
-	if (clean_name(domain, sizeof(domain), S(ev->policy_domain), false, false) != 0 ||
+	const char *ptype = ev->policy_type[0] ? ev->policy_type : "no-policy-found";
+	if (clean_name(domain, sizeof(domain), ev->policy_domain, false, false) != 0 ||
 	    clean_name(type, sizeof(type), ptype, false, false) != 0 ||
-	    clean_name(id, sizeof(id), S(ev->policy_id), true, true) != 0 ||
-	    clean_name(mode, sizeof(mode), S(ev->policy_mode), true, false) != 0 ||
-	    clean_name(result, sizeof(result), S(ev->result), true, false) != 0 ||
+	    clean_name(id, sizeof(id), ev->policy_id, true, true) != 0 ||
+	    clean_name(mode, sizeof(mode), ev->policy_mode, true, false) != 0 ||
+	    clean_name(result, sizeof(result), ev->result, true, false) != 0 ||
 	    strlen(prefix) > 128)
 		return -EINVAL;
 	bool sts = strcmp(type, "sts") == 0;
@@ -93,15 +141,15 @@ int tlsrpt_event_cmds(const struct tlsrpt_event *ev, const char *prefix, tlsrpt_
 	char day[11], key[512], days[256], field[640], why[640], pol[1200], mx[600];
 	uint64_t ms = ev->when_ms ? ev->when_ms : (uint64_t)time(NULL) * 1000;
 	tlsrpt_day_format((int64_t)(ms / 1000), day);
-	snprintf(key, sizeof(key), "%s:%s:%s", prefix, day, domain);
-	snprintf(days, sizeof(days), "%s:days:%s", prefix, day);
+	tlsrpt_key(key, sizeof(key), prefix, TLSRPT_KEY_COUNTS, day, domain);
+	tlsrpt_key(days, sizeof(days), prefix, TLSRPT_KEY_DAYS, day, NULL);
 	if (result[0] == '\0') {
 		snprintf(field, sizeof(field), "ok:%s", pk);
 	} else {
 		char h[256], ip[64], src[64];
-		clean_part(h, sizeof(h), S(ev->mx));
-		clean_part(ip, sizeof(ip), S(ev->ip));
-		clean_part(src, sizeof(src), S(ev->sending_ip));
+		clean_part(h, sizeof(h), ev->mx);
+		clean_part(ip, sizeof(ip), ev->ip);
+		clean_part(src, sizeof(src), ev->sending_ip);
 		snprintf(field, sizeof(field), "fail:%s|%s|%s|%s|%s", pk, result, h, ip, src);
 		snprintf(why, sizeof(why), "why:%s", field + 5);
 	}
@@ -113,7 +161,7 @@ int tlsrpt_event_cmds(const struct tlsrpt_event *ev, const char *prefix, tlsrpt_
 		/* RFC 8460 4.4 policy-string: the policy's lines (RFC 8461 3.2) */
 		size_t o = (size_t)snprintf(pol, sizeof(pol), "version: STSv1\nmode: %s",
 					    mode[0] ? mode : "enforce");
-		clean_part(mx, sizeof(mx), S(ev->policy_mx));
+		clean_part(mx, sizeof(mx), ev->policy_mx);
 		for (char *p = mx; *p && o < sizeof(pol);) {
 			size_t l = strcspn(p, ",");
 			if (l > 0)
@@ -129,7 +177,7 @@ int tlsrpt_event_cmds(const struct tlsrpt_event *ev, const char *prefix, tlsrpt_
 		hset[nh++] = fmx;
 		hset[nh++] = mx;
 	}
-	if (result[0] != '\0' && ev->detail != NULL && ev->detail[0] != '\0') {
+	if (result[0] != '\0' && ev->detail[0] != '\0') {
 		hset[nh++] = why;
 		hset[nh++] = ev->detail;
 	}
@@ -152,66 +200,11 @@ int tlsrpt_event_cmds(const struct tlsrpt_event *ev, const char *prefix, tlsrpt_
 	return n;
 }
 
-/* ---- counters: through the queue's command connection ---- */
-
-static void on_event_reply(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct qconn *c = qconn_reply(ac, r);
-	redisReply *reply = r;
-	(void)priv;
-	if (reply == NULL || c->q->freeing)
-		return;
-	if (reply->type == REDIS_REPLY_ERROR)
-		qlog(c->q, QUEUE_LOG_WARN, "evt=tlsrpt_count_failed err=\"%s\"", reply->str);
-	else if (reply->type == REDIS_REPLY_ARRAY) /* EXEC */
-		for (size_t i = 0; i < reply->elements; i++)
-			if (reply->element[i]->type == REDIS_REPLY_ERROR)
-				qlog(c->q, QUEUE_LOG_WARN, "evt=tlsrpt_count_failed err=\"%s\"",
-				     reply->element[i]->str);
-}
-
-static int q_emit(void *arg, int argc, const char **argv, const size_t *len)
-{
-	struct qconn *c = arg;
-	return qconn_send(c, on_event_reply, NULL, argc, argv, len) == 0 ? 0 : -ENOTCONN;
-}
-
-static int q_null(void *arg, int argc, const char **argv, const size_t *len)
-{
-	(void)arg;
-	(void)argc;
-	(void)argv;
-	(void)len;
-	return 0;
-}
-
-int tlsrpt_queue_event(struct queue *q, const struct tlsrpt_event *ev, const char *prefix)
-{
-	struct qconn *c = &q->cmd;
-	if (tlsrpt_event_cmds(ev, prefix, q_null, NULL) < 0)
-		return -EINVAL; /* checked first: never leave a MULTI open for a bad event */
-	if (c->state != QC_READY)
-		return -ENOTCONN;
-	const char *multi[] = { "MULTI" }, *exec[] = { "EXEC" }, *discard[] = { "DISCARD" };
-	if (qconn_send(c, on_event_reply, NULL, 1, multi, NULL) != 0)
-		return -ENOTCONN;
-	if (tlsrpt_event_cmds(ev, prefix, q_emit, c) < 0) {
-		if (qconn_send(c, on_event_reply, NULL, 1, discard, NULL) != 0)
-			qconn_drop(c);
-		return -ENOTCONN;
-	}
-	if (qconn_send(c, on_event_reply, NULL, 1, exec, NULL) != 0) {
-		qconn_drop(c); /* a MULTI left open would swallow the next commands */
-		return -ENOTCONN;
-	}
-	return 0;
-}
-
 /* ---- a day's counters, read back ---- */
 
 static char *dupn(const char *s, size_t n)
 {
-	char *d = qalloc(n + 1);
+	char *d = must(malloc(n + 1));
 	memcpy(d, s, n);
 	d[n] = '\0';
 	return d;
@@ -220,10 +213,7 @@ static char *dupn(const char *s, size_t n)
 /* Room for one more element in *v (n elements of size sz). */
 static void *grow(void *v, int n, size_t sz)
 {
-	void *nv = realloc(v, (size_t)(n + 1) * sz);
-	if (nv == NULL)
-		abort(); /* like qalloc */
-	return nv;
+	return must(realloc(v, (size_t)(n + 1) * sz));
 }
 
 static struct tlsrpt_policy *policy_get(struct tlsrpt_counts *c, const char *pk, size_t n)
@@ -564,15 +554,36 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...)
 		sb_add(b, tmp, (size_t)k < sizeof(tmp) ? (size_t)k : sizeof(tmp) - 1);
 }
 
+/* Base64 (RFC 4648) of n <= 57 bytes into out (77 bytes at least), no
+ * line end; returns the length. */
+static size_t base64_line(const unsigned char *in, size_t n, char *out)
+{
+	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t o = 0;
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)in[i] << 16;
+		if (i + 1 < n)
+			v |= (uint32_t)in[i + 1] << 8;
+		if (i + 2 < n)
+			v |= in[i + 2];
+		out[o++] = tab[(v >> 18) & 63];
+		out[o++] = tab[(v >> 12) & 63];
+		out[o++] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+		out[o++] = i + 2 < n ? tab[v & 63] : '=';
+	}
+	out[o] = '\0';
+	return o;
+}
+
 char *tlsrpt_base64(const unsigned char *in, size_t n, size_t *outlen)
 {
 	struct sbuf b = { 0 };
 	char line[80];
 	sb_add(&b, "", 0);
 	for (size_t i = 0; i < n; i += 57) { /* 57 bytes = 76 characters, RFC 2045 6.8's limit */
-		int k = util_base64(in + i, n - i < 57 ? n - i : 57, line, sizeof(line));
+		size_t k = base64_line(in + i, n - i < 57 ? n - i : 57, line);
 		memcpy(line + k, "\r\n", 2);
-		sb_add(&b, line, (size_t)k + 2);
+		sb_add(&b, line, k + 2);
 	}
 	if (outlen)
 		*outlen = b.len;
@@ -751,184 +762,4 @@ void tlsrpt_day_format(int64_t t, char out[11])
 		tm.tm_mday = 1;
 	}
 	strftime(out, 11, "%Y-%m-%d", &tm);
-}
-
-/* ---- synchronous store ---- */
-
-struct tlsrpt_store {
-	redisContext *c;
-	char *prefix;
-};
-
-struct tlsrpt_store *tlsrpt_store_open(const char *url, const char *password,
-				       const char *prefix, char *err, size_t errlen)
-{
-	redisContext *c = qsync_connect(url, password, err, errlen);
-	if (c == NULL)
-		return NULL;
-	struct tlsrpt_store *s = qalloc(sizeof(*s));
-	s->c = c;
-	s->prefix = strdup(prefix ? prefix : TLSRPT_PREFIX);
-	if (s->prefix == NULL)
-		abort();
-	return s;
-}
-
-void tlsrpt_store_close(struct tlsrpt_store *s)
-{
-	if (s == NULL)
-		return;
-	redisFree(s->c);
-	free(s->prefix);
-	free(s);
-}
-
-static int sync_emit(void *arg, int argc, const char **argv, const size_t *len)
-{
-	struct tlsrpt_store *s = arg;
-	return redisAppendCommandArgv(s->c, argc, argv, len) == REDIS_OK ? 0 : -EIO;
-}
-
-int tlsrpt_store_record(struct tlsrpt_store *s, const struct tlsrpt_event *ev, char *err,
-			size_t errlen)
-{
-	if (tlsrpt_event_cmds(ev, s->prefix, q_null, NULL) < 0) {
-		snprintf(err, errlen, "tlsrpt: event for \"%s\" cannot be counted", S(ev->policy_domain));
-		return -1;
-	}
-	const char *multi[] = { "MULTI" }, *exec[] = { "EXEC" };
-	int n = -1;
-	if (redisAppendCommandArgv(s->c, 1, multi, NULL) != REDIS_OK ||
-	    (n = tlsrpt_event_cmds(ev, s->prefix, sync_emit, s)) < 0 ||
-	    redisAppendCommandArgv(s->c, 1, exec, NULL) != REDIS_OK) {
-		snprintf(err, errlen, "redis: tlsrpt count: %s", s->c->errstr[0] ? s->c->errstr : "out of memory");
-		return -1; /* the connection is in an unknown state: the caller closes it */
-	}
-	for (int i = 0; i < n + 2; i++) {
-		redisReply *r = NULL;
-		if (redisGetReply(s->c, (void **)&r) != REDIS_OK)
-			r = NULL;
-		if (qsync_reply_err(s->c, r, "tlsrpt count", err, errlen) != 0)
-			return -1;
-		freeReplyObject(r);
-	}
-	return 0;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-int tlsrpt_store_domains(struct tlsrpt_store *s, const char *day, char ***out, char *err,
-			 size_t errlen)
-{
-	char key[512];
-	snprintf(key, sizeof(key), "%s:days:%s", s->prefix, day);
-	const char *av[] = { "SMEMBERS", key };
-	redisReply *r = redisCommandArgv(s->c, 2, av, NULL);
-	if (qsync_reply_err(s->c, r, "SMEMBERS", err, errlen) != 0)
-		return -1;
-	int n = 0;
-	char **v = qalloc((r->type == REDIS_REPLY_ARRAY ? r->elements : 0) * sizeof(*v) + 1);
-	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
-		if (r->element[i]->type == REDIS_REPLY_STRING)
-			v[n++] = dupn(r->element[i]->str, r->element[i]->len);
-	freeReplyObject(r);
-	if (n > 1)
-		qsort(v, (size_t)n, sizeof(*v), cmp_str);
-	*out = v;
-	return n;
-}
-
-void tlsrpt_strv_free(char **v, int n)
-{
-	for (int i = 0; v != NULL && i < n; i++)
-		free(v[i]);
-	free(v);
-}
-
-int tlsrpt_store_load(struct tlsrpt_store *s, const char *day, const char *domain,
-		      struct tlsrpt_counts *c, char *err, size_t errlen)
-{
-	memset(c, 0, sizeof(*c));
-	snprintf(c->domain, sizeof(c->domain), "%s", domain);
-	char key[768];
-	snprintf(key, sizeof(key), "%s:%s:%s", s->prefix, day, domain);
-	const char *av[] = { "HGETALL", key };
-	redisReply *r = redisCommandArgv(s->c, 2, av, NULL);
-	if (qsync_reply_err(s->c, r, "HGETALL", err, errlen) != 0)
-		return -1;
-	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
-		const redisReply *f = r->element[i], *v = r->element[i + 1];
-		if (f->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING)
-			tlsrpt_counts_add(c, f->str, f->len, v->str, v->len);
-	}
-	freeReplyObject(r);
-	tlsrpt_counts_finish(c);
-	return 0;
-}
-
-/* KEYS[1] = the sent hash; ARGV = rua, report id, now, stale seconds, ttl. */
-static const char claim_lua[] =
-	"local v = redis.call('HGET', KEYS[1], ARGV[1])\n"
-	"if v then\n"
-	"  local st, ts = string.match(v, '^(%S+) %S+ (%d+)$')\n"
-	"  if not (st == 'sending' and tonumber(ts) + tonumber(ARGV[4]) < tonumber(ARGV[3])) then\n"
-	"    return v\n"
-	"  end\n"
-	"end\n"
-	"redis.call('HSET', KEYS[1], ARGV[1], 'sending ' .. ARGV[2] .. ' ' .. ARGV[3])\n"
-	"redis.call('EXPIRE', KEYS[1], ARGV[5])\n"
-	"return 1\n";
-
-/* KEYS[1] = the sent hash; ARGV = rua, "sending ID " (our claim), new value or "", ttl. */
-static const char finish_lua[] =
-	"local v = redis.call('HGET', KEYS[1], ARGV[1])\n"
-	"if not v or string.sub(v, 1, #ARGV[2]) ~= ARGV[2] then return 0 end\n"
-	"if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) return 1 end\n"
-	"redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])\n"
-	"redis.call('EXPIRE', KEYS[1], ARGV[4])\n"
-	"return 1\n";
-
-int tlsrpt_store_claim(struct tlsrpt_store *s, const char *day, const char *domain,
-		       const char *rua, const char *report_id, char *state, size_t statelen,
-		       char *err, size_t errlen)
-{
-	char key[768], now[24], stale[24], ttl[24];
-	snprintf(key, sizeof(key), "%s:sent:%s:%s", s->prefix, day, domain);
-	snprintf(now, sizeof(now), "%lld", (long long)time(NULL));
-	snprintf(stale, sizeof(stale), "%d", TLSRPT_STALE_S);
-	snprintf(ttl, sizeof(ttl), "%d", TLSRPT_TTL_S);
-	const char *av[] = { "EVAL", claim_lua, "1", key, rua, report_id, now, stale, ttl };
-	redisReply *r = redisCommandArgv(s->c, 9, av, NULL);
-	if (qsync_reply_err(s->c, r, "claim", err, errlen) != 0)
-		return -1;
-	int rc = 1;
-	if (r->type == REDIS_REPLY_STRING) {
-		snprintf(state, statelen, "%s", r->str);
-		rc = 0;
-	}
-	freeReplyObject(r);
-	return rc;
-}
-
-int tlsrpt_store_finish(struct tlsrpt_store *s, const char *day, const char *domain,
-			const char *rua, const char *report_id, bool sent, char *err,
-			size_t errlen)
-{
-	char key[768], mine[128], val[128], ttl[24];
-	snprintf(key, sizeof(key), "%s:sent:%s:%s", s->prefix, day, domain);
-	snprintf(mine, sizeof(mine), "sending %s ", report_id);
-	if (sent)
-		snprintf(val, sizeof(val), "sent %s %lld", report_id, (long long)time(NULL));
-	else
-		val[0] = '\0';
-	snprintf(ttl, sizeof(ttl), "%d", TLSRPT_TTL_S);
-	const char *av[] = { "EVAL", finish_lua, "1", key, rua, mine, val, ttl };
-	redisReply *r = redisCommandArgv(s->c, 8, av, NULL);
-	if (qsync_reply_err(s->c, r, "finish", err, errlen) != 0)
-		return -1;
-	freeReplyObject(r);
-	return 0;
 }

@@ -8,12 +8,12 @@
  * for that id for 5 minutes); "mode: none" replaces a cached policy at once.
  * Every fetched policy is handed to on_store (for Redis persistence).
  * Callbacks run later on the loop, never inside stspol_lookup. */
-#ifndef SENDER_STSPOL_H
-#define SENDER_STSPOL_H
+#ifndef SENDER_POLICY_STSPOL_H
+#define SENDER_POLICY_STSPOL_H
 
 #include <stdint.h>
 
-#include "sender/https.h"
+#include "sender/policy/https.h"
 
 struct loop;
 struct dns;

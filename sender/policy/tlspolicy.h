@@ -1,0 +1,41 @@
+/* tlspolicy.h: the TLS one delivery requires, decided in one place.
+ *
+ * Inputs, each stronger than the one before:
+ *  - the recipient domain's rule ([domain] tls, on_tls_failure: config.h),
+ *  - the job's own minimum (deliver_req.tls_min_level: a stricter level only),
+ *  - the command line's override (send --tls: replaces the two above),
+ *  - the domain's MTA-STS policy (RFC 8461: stspol.h), which only ever makes
+ *    delivery stricter: even tls = none or --tls none never sends plaintext to
+ *    an enforce domain. With enforce: verified TLS, and a TLS failure is
+ *    temporary (RFC 8461 5.1): never plaintext, never a bounce. Which MX
+ *    hosts it allows is sts_policy_allows (tlscache/sts.h).
+ * XXX(DANE): TLSA records of the MX host (RFC 7672) will be one more input,
+ * per MX host rather than per domain (a DANE-protected MX overrides MTA-STS,
+ * RFC 8461 2): tlspolicy_decide will take them beside sts, and the name gain
+ * a "dane" value.
+ *
+ * Pure: no I/O, no allocation; call it again as inputs arrive (the delivery
+ * engine calls it at submit with the local inputs, then once the MX and the
+ * MTA-STS answers are in). */
+#ifndef SENDER_POLICY_TLSPOLICY_H
+#define SENDER_POLICY_TLSPOLICY_H
+
+#include "sender/config.h"
+
+struct sts_policy;
+
+struct tlspolicy {
+	enum tls_level level;            /* what every session must reach */
+	enum tls_fail_action on_failure; /* what a TLS failure does to the delivery */
+	char name[16];                   /* deliver_result.policy: "none", "may",
+					  * "encrypt", "verify", "sts-enforce", "sts-testing" */
+};
+
+/* Decide into *tp from rule (borrowed for the call), job_min (enum tls_level,
+ * -1 none), override (enum tls_level, -1 none) and sts (the MTA-STS policy in
+ * force, NULL for none; "mode: testing" and "mode: none" change nothing but
+ * the name of a testing one). Never fails. */
+void tlspolicy_decide(struct tlspolicy *tp, const struct rule *rule, int job_min, int override,
+		      const struct sts_policy *sts);
+
+#endif
