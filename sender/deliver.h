@@ -18,8 +18,8 @@
 
 struct loop;
 struct deliver;
-struct route_shared;
-struct route_peers;
+struct limits_shared;
+struct limits_peers;
 
 enum deliver_status { DELIVER_DELIVERED, DELIVER_BOUNCED, DELIVER_DEFERRED, DELIVER_HELD };
 const char *deliver_status_name(enum deliver_status s); /* "delivered","bounced","deferred","held" */
@@ -93,10 +93,10 @@ struct deliver_opts {
 	bool no_verify_cache;   /* benchmarks: verify every certificate chain afresh */
 	/* Connections per MX host counted for the whole process (every worker's
 	 * engine shares it: workers_new sets it). NULL: this engine alone. */
-	struct route_shared *route_shared;
+	struct limits_shared *limits_shared;
 	/* The processes sharing the queue (max_connections_total is split
 	 * between them: workers_new sets it). NULL: this process alone. */
-	const struct route_peers *peers;
+	const struct limits_peers *peers;
 	/* TLS session attempts (TLSRPT). Runs on the engine's loop thread; with
 	 * workers_new it is relayed to the feeder's thread. NULL: not reported. */
 	deliver_tls_fn *on_tls;

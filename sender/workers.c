@@ -37,7 +37,7 @@
 #include "sender/log.h"
 #include "sender/loop.h"
 #include "sender/metrics.h"
-#include "sender/route.h"
+#include "sender/limits.h"
 #include "sender/util.h"
 
 #define RESULT_WAKE_MS 2     /* results wait at most this long (plus timer slack) for the feeder */
@@ -102,8 +102,8 @@ struct workers {
 	struct mpsc outbox;
 	struct mpsc spare;        /* consumed feeder messages, back from the workers */
 	unsigned active;
-	struct route_shared *conns; /* connections per MX host, all workers together */
-	struct route_peers peers;   /* processes sharing the queue (workers_set_peers) */
+	struct limits_shared *conns; /* connections per MX host, all workers together */
+	struct limits_peers peers;   /* processes sharing the queue (workers_set_peers) */
 };
 
 struct proxy {
@@ -374,7 +374,7 @@ static unsigned domain_hash(const char *s)
 
 void workers_set_peers(struct workers *ws, int n, int rank)
 {
-	route_peers_set(&ws->peers, n, rank);
+	limits_peers_set(&ws->peers, n, rank);
 }
 
 int workers_resolve(int n)
@@ -398,7 +398,7 @@ struct workers *workers_new(struct loop *feeder, int n, const struct config *c,
 		ws->o.tls_level = -1;
 	ws->w = xcalloc((size_t)n, sizeof(*ws->w));
 	if (n > 1) /* max_connections caps the process, not each worker */
-		ws->o.route_shared = ws->conns = route_shared_new();
+		ws->o.limits_shared = ws->conns = limits_shared_new();
 	ws->o.peers = &ws->peers;
 	mpsc_init(&ws->outbox);
 	mpsc_init(&ws->spare);
@@ -539,7 +539,7 @@ void workers_free(struct workers *ws, unsigned grace_ms)
 	for (int i = 0; i < ws->n; i++)
 		msg_free_all(&ws->w[i].spare, true);
 	msg_free_all(&ws->spare, true);
-	route_shared_free(ws->conns); /* after every worker's route */
+	limits_shared_free(ws->conns); /* after every worker's limits */
 	free(ws->w);
 	free(ws);
 }
