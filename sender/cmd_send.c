@@ -39,7 +39,7 @@
 struct send_ctx {
 	struct loop *l;
 	int pending;
-	struct deliver_result *res; /* per recipient, in command-line order */
+	struct job_outcome *res; /* per recipient, in command-line order */
 	bool *have;
 	struct deliver_tls_event *ev; /* TLS session attempts, for the TLSRPT counters */
 	int nev, cap_ev, lost_ev;
@@ -53,7 +53,7 @@ struct domain_req {
 	char domain[256];
 };
 
-static void rcpt_done(void *arg, int i, const struct deliver_result *r)
+static void rcpt_done(void *arg, int i, const struct job_outcome *r)
 {
 	struct domain_req *dr = arg;
 	dr->ctx->res[dr->idx[i]] = *r;
@@ -159,9 +159,9 @@ static void print_text(const char *s, bool quoted)
 	free(buf);
 }
 
-static void print_result(const char *rcpt, const struct deliver_result *r)
+static void print_result(const char *rcpt, const struct job_outcome *r)
 {
-	printf("%s %s %d ", rcpt, deliver_status_name(r->status), r->code);
+	printf("%s %s %d ", rcpt, job_status_name(r->status), r->code);
 	print_text(r->dsn, false);
 	if (r->mx[0]) {
 		fputs(" mx=", stdout);
@@ -384,14 +384,14 @@ int cmd_send(int argc, char **argv)
 	for (int i = 0; i < nrcpt; i++) {
 		if (!ctx.have[i]) {
 			memset(&ctx.res[i], 0, sizeof(ctx.res[i]));
-			ctx.res[i].status = DELIVER_DEFERRED;
+			ctx.res[i].status = JOB_DEFERRED;
 			ctx.res[i].code = 451;
 			strlcpy_x(ctx.res[i].dsn, "4.3.0", sizeof(ctx.res[i].dsn));
 			strlcpy_x(ctx.res[i].reply, "not attempted", sizeof(ctx.res[i].reply));
 		}
 		print_result(rx[i], &ctx.res[i]);
-		bounced += ctx.res[i].status == DELIVER_BOUNCED;
-		deferred += ctx.res[i].status == DELIVER_DEFERRED || ctx.res[i].status == DELIVER_HELD;
+		bounced += ctx.res[i].status == JOB_BOUNCED;
+		deferred += ctx.res[i].status == JOB_DEFERRED || ctx.res[i].status == JOB_HELD;
 	}
 	fflush(stdout);
 	/* Sessions said QUIT after their last transaction; give them up to the

@@ -105,12 +105,6 @@ struct job {
 	struct loop_task lit_task; /* relay given as an IP literal: no DNS */
 };
 
-const char *deliver_status_name(enum deliver_status s)
-{
-	static const char *const n[] = { "delivered", "bounced", "deferred", "held" };
-	return s <= DELIVER_HELD ? n[s] : "?";
-}
-
 unsigned deliver_active(const struct deliver *d)
 {
 	return d->active;
@@ -290,7 +284,7 @@ static void job_free(struct job *j)
 	free(j);
 }
 
-static void fill_common(struct job *j, struct deliver_result *r)
+static void fill_common(struct job *j, struct job_outcome *r)
 {
 	strlcpy_x(r->policy, j->policy, sizeof(r->policy));
 	r->elapsed_ms = (uint32_t)(loop_now(j->d->l) - j->start);
@@ -313,12 +307,12 @@ static void fill_common(struct job *j, struct deliver_result *r)
 	}
 }
 
-static void report(struct job *j, int idx, enum deliver_status st, int code, const char *dsn,
+static void report(struct job *j, int idx, enum job_status st, int code, const char *dsn,
 		   const char *text)
 {
 	if (j->reported[idx])
 		return;
-	struct deliver_result r;
+	struct job_outcome r;
 	memset(&r, 0, sizeof(r));
 	fill_common(j, &r);
 	r.status = st;
@@ -327,25 +321,29 @@ static void report(struct job *j, int idx, enum deliver_status st, int code, con
 	strlcpy_x(r.reply, text, sizeof(r.reply));
 	j->reported[idx] = true;
 	j->nleft--;
-	if (log_enabled(LOG_INFO)) { /* recipient and reply escaped (log.h) */
+	/* The one log line of an outcome. Recipient and reply escaped (log.h);
+	 * the caller's tag (the queue's job, id and attempt) comes escaped. */
+	if (log_enabled(LOG_INFO)) {
 		char qrcpt[640], qreply[sizeof(r.reply) * 2];
-		log_info("evt=delivery id=%016llx rcpt=\"%s\" status=%s code=%d dsn=%s mx=%s ip=%s "
+		const char *tag = j->req->log_tag;
+		log_info("evt=delivery id=%016llx %s%srcpt=\"%s\" status=%s code=%d dsn=%s mx=%s ip=%s "
 			 "port=%d tls=%s cipher=%s verified=%s policy=%s reply=\"%s\"",
-			 (unsigned long long)j->id, log_q(qrcpt, sizeof(qrcpt), j->req->rcpts[idx]),
-			 deliver_status_name(st), code, dsn, r.mx[0] ? r.mx : "-", r.ip[0] ? r.ip : "-",
+			 (unsigned long long)j->id, tag ? tag : "", tag ? " " : "",
+			 log_q(qrcpt, sizeof(qrcpt), j->req->rcpts[idx]),
+			 job_status_name(st), code, dsn, r.mx[0] ? r.mx : "-", r.ip[0] ? r.ip : "-",
 			 r.port, r.tls, r.cipher[0] ? r.cipher : "-", r.verified ? "yes" : "no", r.policy,
 			 log_q(qreply, sizeof(qreply), r.reply));
 	}
 	j->req->rcpt_done(j->req->arg, idx, &r);
 }
 
-static enum deliver_status status_of(enum smtp_class c)
+static enum job_status status_of(enum smtp_class c)
 {
-	return c == SMTP_OK ? DELIVER_DELIVERED : c == SMTP_TEMP ? DELIVER_DEFERRED : DELIVER_BOUNCED;
+	return c == SMTP_OK ? JOB_DELIVERED : c == SMTP_TEMP ? JOB_DEFERRED : JOB_BOUNCED;
 }
 
 /* Every remaining recipient gets the same outcome; then the job ends. */
-static void finish(struct job *j, enum deliver_status st, int code, const char *dsn, const char *text)
+static void finish(struct job *j, enum job_status st, int code, const char *dsn, const char *text)
 {
 	for (int i = 0; i < j->req->nrcpt; i++)
 		report(j, i, st, code, dsn, text);
@@ -603,7 +601,7 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		}
 		j->sess = NULL;
 		pool_done(j->d->pool, &j->conn, s, j->txn.last);
-		finish(j, DELIVER_DEFERRED, 451, "4.3.0", "internal: recipient left undecided");
+		finish(j, JOB_DEFERRED, 451, "4.3.0", "internal: recipient left undecided");
 		return;
 	case SMTP_EV_FAIL:
 		break;
@@ -622,7 +620,7 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		j->txn.rcpts = NULL;
 	}
 	if (j->nleft == 0) {
-		finish(j, DELIVER_DEFERRED, 451, "4.3.0", "");
+		finish(j, JOB_DEFERRED, 451, "4.3.0", "");
 		return;
 	}
 	const char *mxname = j->mx->hosts[j->host_i].name;
@@ -659,13 +657,13 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 			act = TLS_FAIL_DEFER;
 		switch (act) {
 		case TLS_FAIL_DEFER:
-			finish(j, DELIVER_DEFERRED, st->why.code, st->why.esc, st->why.text);
+			finish(j, JOB_DEFERRED, st->why.code, st->why.esc, st->why.text);
 			return;
 		case TLS_FAIL_HOLD:
-			finish(j, DELIVER_HELD, st->why.code, st->why.esc, st->why.text);
+			finish(j, JOB_HELD, st->why.code, st->why.esc, st->why.text);
 			return;
 		case TLS_FAIL_BOUNCE:
-			finish(j, DELIVER_BOUNCED, 550, "5.7.10", st->why.text);
+			finish(j, JOB_BOUNCED, 550, "5.7.10", st->why.text);
 			return;
 		case TLS_FAIL_NEXT_MX:
 		case TLS_FAIL_PLAINTEXT:
@@ -684,21 +682,21 @@ static void route(struct job *j)
 	case DNS_OK:
 		break;
 	case DNS_NXDOMAIN:
-		finish(j, DELIVER_BOUNCED, 550, "5.1.2", mx->why[0] ? mx->why : "domain does not exist");
+		finish(j, JOB_BOUNCED, 550, "5.1.2", mx->why[0] ? mx->why : "domain does not exist");
 		free(mx);
 		return;
 	case DNS_NULLMX:
 		/* RFC 7505 4.1: the domain accepts no mail. */
 		free(mx);
-		finish(j, DELIVER_BOUNCED, 556, "5.1.10", "recipient domain has a null MX (RFC 7505)");
+		finish(j, JOB_BOUNCED, 556, "5.1.10", "recipient domain has a null MX (RFC 7505)");
 		return;
 	case DNS_NODATA:
-		finish(j, DELIVER_BOUNCED, 550, "5.4.4", mx->why[0] ? mx->why : "no address for any MX host");
+		finish(j, JOB_BOUNCED, 550, "5.4.4", mx->why[0] ? mx->why : "no address for any MX host");
 		free(mx);
 		return;
 	case DNS_TEMP:
 	default:
-		finish(j, DELIVER_DEFERRED, 451, "4.4.3", mx->why[0] ? mx->why : "DNS lookup failed");
+		finish(j, JOB_DEFERRED, 451, "4.4.3", mx->why[0] ? mx->why : "DNS lookup failed");
 		free(mx);
 		return;
 	}
@@ -715,7 +713,7 @@ static void route(struct job *j)
 		if (n == 0) {
 			tls_event(j, NULL, NULL, "validation-failure",
 				  "no MX host matches the MTA-STS policy");
-			finish(j, DELIVER_DEFERRED, 451, "4.7.5",
+			finish(j, JOB_DEFERRED, 451, "4.7.5",
 			       "no MX host matches the domain's MTA-STS policy (enforce)");
 			return;
 		}

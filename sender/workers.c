@@ -52,7 +52,7 @@ struct msg {
 	struct deliver_req *req; /* the feeder's request */
 	int idx;
 	union {
-		struct deliver_result res;     /* M_RCPT */
+		struct job_outcome res;        /* M_RCPT: the one copy of an outcome (queue/outcome.h) */
 		struct deliver_tls_event tls;  /* M_TLS */
 		struct {                       /* M_STS_STORE, M_STS_LOAD */
 			char domain[256];
@@ -213,7 +213,7 @@ static void post(struct worker *w, struct msg *m)
 	}
 }
 
-static void proxy_rcpt(void *arg, int idx, const struct deliver_result *r)
+static void proxy_rcpt(void *arg, int idx, const struct job_outcome *r)
 {
 	struct proxy *p = arg;
 	struct msg *m = msg_get(&p->w->spare);
