@@ -1,7 +1,13 @@
 /* deliver.c: one message to the recipients of one domain.
  *
  * resolve MX -> for each MX host (preference order) and each of its addresses:
- * an SMTP session at the domain's TLS level -> per-recipient outcomes.
+ * an SMTP session at the domain's TLS level -> per-recipient outcomes
+ * (struct job_outcome, made and logged once, in report()).
+ *
+ * The route: route() picks the MX hosts (MTA-STS) and paces the domain,
+ * try_next the next address, and for that address pool_get (pool.h) decides
+ * the connection: a pooled one, a new one in a free slot, a wait for a slot,
+ * or none (backed off). Connections, their slots and reuse are pool.c's.
  *
  * What a failure means is decided here, in one place (Postfix smtp_trouble):
  * - DNS: NXDOMAIN and null MX (RFC 7505) bounce; no address for any MX host
