@@ -471,6 +471,7 @@ static void start_session(struct job *j)
 	j->have_last = true;
 	struct smtp_session *pooled;
 	char why[400];
+	j->reused = false;
 	switch (pool_get(j->d->pool, &j->conn, j->cur_ip, j->port, &p, &j->no_bdat, &pooled, why,
 			 sizeof(why))) {
 	case POOL_REUSED:
@@ -483,24 +484,20 @@ static void start_session(struct job *j)
 		send_txn(j, pooled);
 		return;
 	case POOL_DOWN:
-		j->reused = false;
 		j->tries++;
 		skip_addr(j, "4.4.1", "%s", why);
 		return;
 	case POOL_NO_SHARE:
-		j->reused = false;
 		j->tries++;
 		skip_addr(j, "4.4.5", "%s", why);
 		return;
 	case POOL_WAIT:
-		j->reused = false;
 		j->d->st.slot_waits++;
 		metrics_slot_wait(j->d->o.metrics_shard);
 		return;
 	case POOL_OPEN:
 		break;
 	}
-	j->reused = false;
 	j->d->st.opened++;
 	p.tc = j->d->tc;
 	p.to = &j->d->cfg->timeouts;
