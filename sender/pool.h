@@ -6,9 +6,11 @@
  * limits.h) from take to close. pool_get takes the slot with the connection
  * (or hands over a parked connection with the slot it already holds); the
  * slot is released only when that connection is closed: QUIT answered and
- * the socket gone (pool_done, an idle timeout, a sweep, pool_flush), the
- * server gone while parked, or the session failed (pool_drop). Nothing else
- * releases a slot, so max_connections counts connections, never jobs.
+ * the socket gone (pool_done, an idle timeout, a sweep that hands the slot
+ * to another worker, an eviction for a connection of another kind, pool_flush),
+ * the server gone while parked, or the session failed (pool_drop). Nothing
+ * else releases a slot (pool_abandon, at exit, drops the counts whole), so
+ * max_connections counts connections, never jobs.
  *
  * Who owns what:
  * - The pool owns the idle sessions (keyed by MX host, IP, port, TLS level,
