@@ -47,18 +47,18 @@ struct load {
 
 static void submit(struct load *ld, struct slot *s);
 
-static void rcpt_done(void *arg, int idx, const struct deliver_result *r)
+static void rcpt_done(void *arg, int idx, const struct job_outcome *r)
 {
 	struct slot *s = arg;
 	struct load *ld = s->ld;
 	(void)idx;
-	if (r->status == DELIVER_DELIVERED)
+	if (r->status == JOB_DELIVERED)
 		ld->delivered++;
-	else if (r->status == DELIVER_BOUNCED)
+	else if (r->status == JOB_BOUNCED)
 		ld->bounced++;
 	else
 		ld->deferred++;
-	if (r->status != DELIVER_DELIVERED)
+	if (r->status != JOB_DELIVERED)
 		snprintf(ld->last_fail, sizeof(ld->last_fail), "%d %s %s", r->code, r->dsn, r->reply);
 	if (strcmp(r->tls, "TLSv1.3") == 0)
 		ld->tls13++;

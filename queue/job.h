@@ -36,21 +36,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "queue/outcome.h"
+
 /* Per-job TLS level (the job's `tls` field). */
 enum job_tls { JOB_TLS_DEFAULT, JOB_TLS_ENCRYPT, JOB_TLS_VERIFY };
 const char *job_tls_name(enum job_tls t); /* "", "encrypt", "verify" */
 
-/* Per-recipient status, as written in results ("delivered", ...). */
-enum job_status {
-	JOB_PENDING, /* no outcome yet */
-	JOB_DELIVERED,
-	JOB_BOUNCED,
-	JOB_DEFERRED,
-	JOB_EXPIRED,
-	JOB_REJECTED,
-	JOB_HELD
-};
-const char *job_status_name(enum job_status s);
 
 #define JOB_MAX_RCPT 10000     /* recipients per job; more is rejected */
 #define JOB_ADDR_MAX 512       /* normalized address, with NUL */
@@ -80,23 +71,11 @@ struct job_limits {
 	size_t max_meta;      /* max `meta` bytes; 0 = JOB_META_MAX_DEFAULT */
 };
 
-/* The outcome of one recipient, as the delivery engine reports it. Strings are
- * borrowed by job_set_outcome (which copies them); NULL means "". */
-struct job_outcome {
-	enum job_status status; /* JOB_DELIVERED, JOB_BOUNCED, JOB_DEFERRED or JOB_HELD */
-	int code;
-	const char *dsn, *reply, *mx, *ip;
-	int port;
-	const char *tls, *cipher, *policy;
-	bool verified, resumed, reused;
-	uint32_t elapsed_ms;
-};
-
 struct job_rcpt {
 	const char *addr;   /* as written in `to` (trimmed): echoed in results */
 	const char *domain; /* lowercase domain (points into the normalized form) */
 	int dom;            /* index in job.domains */
-	/* outcome, filled by job_set_outcome */
+	/* outcome (outcome.h), kept by job_set_outcome */
 	enum job_status status;
 	int code, port;
 	uint32_t elapsed_ms;
@@ -162,8 +141,8 @@ int job_data_check(const char *data, size_t len, char *why, size_t whylen);
 /* Free what job_decode allocated (outcomes included). j itself is the caller's. */
 void job_fini(struct job *j);
 
-/* Record recipient idx's outcome (copies the strings; a second call replaces
- * the first). */
+/* Record recipient idx's outcome (packed and escaped into rcpts[idx]; a
+ * second call replaces the first). */
 void job_set_outcome(struct job *j, int idx, const struct job_outcome *o);
 /* True when every recipient has an outcome. */
 bool job_complete(const struct job *j);

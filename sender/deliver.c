@@ -1,7 +1,13 @@
 /* deliver.c: one message to the recipients of one domain.
  *
  * resolve MX -> for each MX host (preference order) and each of its addresses:
- * an SMTP session at the domain's TLS level -> per-recipient outcomes.
+ * an SMTP session at the domain's TLS level -> per-recipient outcomes
+ * (struct job_outcome, made and logged once, in report()).
+ *
+ * The route: route() picks the MX hosts (MTA-STS) and paces the domain,
+ * try_next the next address, and for that address pool_get (pool.h) decides
+ * the connection: a pooled one, a new one in a free slot, a wait for a slot,
+ * or none (backed off). Connections, their slots and reuse are pool.c's.
  *
  * What a failure means is decided here, in one place (Postfix smtp_trouble):
  * - DNS: NXDOMAIN and null MX (RFC 7505) bounce; no address for any MX host
@@ -36,7 +42,7 @@
 #include "sender/loop.h"
 #include "sender/metrics.h"
 #include "sender/msg.h"
-#include "sender/route.h"
+#include "sender/pool.h"
 #include "sender/smtp.h"
 #include "sender/policy/stspol.h"
 #include "sender/policy/tlspolicy.h"
@@ -47,21 +53,6 @@
 #include "tlscache/tlscache.h"
 
 #define MAX_ADDR_TRIES 10
-#define POOL_BUCKETS 1024
-
-/* An idle SMTP session parked for reuse, keyed by (MX host, IP, port, TLS
- * level): a connection made under one TLS level only serves that level, so a
- * session made under a weaker verification context never serves a stricter
- * one. Parked sessions report to pool_event; a server that closes or sends
- * 421 while we idle just removes its entry. */
-struct idle {
-	struct idle *next, **pprev;
-	struct deliver *d;
-	struct smtp_session *s;
-	struct loop_timer t;
-	char key[352];
-	char slot[256];  /* the connection slot it holds (MX host) */
-};
 
 struct deliver {
 	struct loop *l;
@@ -74,31 +65,14 @@ struct deliver {
 	bool abandoned;   /* deliver_abandon ran */
 	unsigned sessions;
 	uint64_t next_id;
-	bool split;          /* some rule sets max_connections_total */
 	char helo[256];
-	struct idle *pool[POOL_BUCKETS];
-	unsigned pooled;
+	struct pool *pool;        /* connections, their slots, reuse, broken hosts */
 	struct deliver_stats st;
 	struct stspol *sts;       /* NULL when [tls] mta_sts = no */
-	struct route *route;      /* connection slots, rates, address back-off */
-	struct loop_timer sweep;  /* while connections idle and a shared count exists */
 	struct loop_timer quiesce; /* deliver_quiesce */
 	uint64_t quiesce_until;
 	deliver_done_fn *quiesce_done;
 	void *quiesce_arg;
-	struct broken *broken[POOL_BUCKETS]; /* hosts whose TLS handshake (or BDAT) failed */
-	unsigned broken_bdat;     /* entries "bdat|host|ip|port" made (lookups only then) */
-};
-
-/* A (host, IP) whose opportunistic TLS handshake failed: `may` deliveries go
- * straight to plaintext there until `until` ([tls] broken_tls_ttl). Keys
- * "bdat|host|ip|port": the host offered CHUNKING and refused BDAT; messages go
- * there with DATA for BROKEN_BDAT_MS. */
-#define BROKEN_BDAT_MS (60 * 60 * 1000)
-struct broken {
-	struct broken *next;
-	uint64_t until;
-	char key[352];
 };
 
 struct job {
@@ -117,7 +91,7 @@ struct job {
 	bool plain_retry;     /* retrying this address without TLS */
 	bool no_bdat;         /* DATA, not BDAT: the server refused BDAT */
 	struct smtp_session *sess;
-	char key[352];         /* pool key of the current session */
+	struct pool_conn conn; /* key and slot of the current session (pool.h) */
 	bool reused;           /* current session came from the pool */
 	struct smtp_txn txn;
 	struct smtp_result *res;  /* per transaction slot */
@@ -134,18 +108,9 @@ struct job {
 	struct dns_mx *mx_pending;
 	struct sts_policy pol; /* MTA-STS policy in force (copied) */
 	bool has_pol;
-	/* limits */
-	char slot[256];       /* connection slot held by the current session ("" none) */
-	struct route_waiter waiter;
 	struct loop_timer rate_timer;
 	struct loop_task lit_task; /* relay given as an IP literal: no DNS */
 };
-
-const char *deliver_status_name(enum deliver_status s)
-{
-	static const char *const n[] = { "delivered", "bounced", "deferred", "held" };
-	return s <= DELIVER_HELD ? n[s] : "?";
-}
 
 unsigned deliver_active(const struct deliver *d)
 {
@@ -166,15 +131,12 @@ unsigned deliver_sessions(const struct deliver *d)
 	return d->sessions;
 }
 
-static void pool_sweep(struct loop_timer *t);
-
 struct deliver *deliver_new(struct loop *l, const struct config *c, const struct deliver_opts *o,
 			    char *err, size_t errlen)
 {
 	struct deliver *d = xcalloc(1, sizeof(*d));
 	d->l = l;
 	d->cfg = c;
-	d->split = config_rules_set(c, RULE_MAX_CONN_TOTAL);
 	/* session ids for logs: unique per process and engine */
 	d->next_id = ((uint64_t)getpid() << 40) ^ ((uint64_t)(uintptr_t)d & 0xffffff0000ull);
 	if (o)
@@ -202,8 +164,7 @@ struct deliver *deliver_new(struct loop *l, const struct config *c, const struct
 	d->tc = tlscache_new(&topt, err, errlen);
 	if (d->tc == NULL)
 		goto fail;
-	d->route = route_new(l, d->o.route_shared);
-	loop_timer_init(&d->sweep, pool_sweep);
+	d->pool = pool_new(l, c, d->o.limits_shared, d->o.peers);
 	if (c->mta_sts) {
 		struct stspol_opts so = { .https_port = d->o.sts_https_port ? d->o.sts_https_port
 								    : c->sts_https_port,
@@ -217,16 +178,6 @@ fail:
 	return NULL;
 }
 
-static void sess_ignore(void *arg, struct smtp_session *s, enum smtp_event ev,
-			const struct smtp_status *st)
-{
-	(void)arg;
-	(void)s;
-	(void)ev;
-	(void)st;
-}
-
-static void pool_unlink(struct idle *e);
 static void job_free(struct job *j);
 
 void deliver_abandon(struct deliver *d)
@@ -234,33 +185,22 @@ void deliver_abandon(struct deliver *d)
 	if (d == NULL || d->abandoned)
 		return;
 	d->abandoned = true;
-	loop_timer_stop(d->l, &d->sweep);
 	if (d->quiesce_done)
 		loop_timer_stop(d->l, &d->quiesce);
 	/* Exit: idle sessions and the sessions of jobs still running are closed
 	 * at once, without a QUIT; the jobs are dropped without callbacks (the
 	 * host gave up on them). Nothing may reach a job once it is freed: the
-	 * route (slot waiters), the MTA-STS lookups and DNS (their callbacks)
+	 * pool (its limits: slot waiters), the MTA-STS lookups and DNS (their callbacks)
 	 * go first. */
-	for (unsigned i = 0; i < POOL_BUCKETS; i++)
-		while (d->pool[i]) {
-			struct idle *e = d->pool[i];
-			pool_unlink(e);
-			smtp_session_set_owner(e->s, sess_ignore, NULL);
-			smtp_session_free(e->s);
-			free(e);
-		}
+	pool_abandon(d->pool);
 	for (struct job *j = d->jobs; j != NULL; j = j->next) {
 		loop_timer_stop(d->l, &j->rate_timer);
 		loop_task_cancel(d->l, &j->lit_task);
 		if (j->sess) {
-			smtp_session_set_owner(j->sess, sess_ignore, NULL);
-			smtp_session_free(j->sess);
+			pool_discard(j->sess);
 			j->sess = NULL;
 		}
 	}
-	route_free(d->route);
-	d->route = NULL;
 	stspol_free(d->sts);
 	d->sts = NULL;
 	dns_free(d->dns);
@@ -282,189 +222,9 @@ void deliver_free(struct deliver *d)
 	deliver_abandon(d);
 	if (d->sessions > 0)
 		return; /* at exit: a leak rather than a use after free */
-	for (unsigned i = 0; i < POOL_BUCKETS; i++)
-		while (d->broken[i]) {
-			struct broken *b = d->broken[i];
-			d->broken[i] = b->next;
-			free(b);
-		}
+	pool_free(d->pool);
 	tlscache_free(d->tc);
 	free(d);
-}
-
-static unsigned key_hash(const char *k)
-{
-	unsigned h = 2166136261u;
-	for (; *k; k++)
-		h = (h ^ (unsigned char)*k) * 16777619u;
-	return h % POOL_BUCKETS;
-}
-
-static void pool_unlink(struct idle *e)
-{
-	*e->pprev = e->next;
-	if (e->next)
-		e->next->pprev = e->pprev;
-	e->d->pooled--;
-	loop_timer_stop(e->d->l, &e->t);
-}
-
-/* A session ended by QUIT is closed and gone: its connection slot (the MX
- * host: smtp_params.mx_host is the slot key) is free again. */
-static void slot_gone(void *arg, const char *mx_host)
-{
-	struct deliver *d = arg;
-	if (d->route) /* NULL: deliver_free is settling the last sessions */
-		route_slot_release(d->route, mx_host);
-}
-
-/* Close idle connection e: QUIT; its slot is free once the server closed. */
-static void pool_close(struct idle *e)
-{
-	pool_unlink(e);
-	smtp_session_quit_notify(e->s, slot_gone, e->d);
-	free(e);
-}
-
-static void pool_idle_timeout(struct loop_timer *t)
-{
-	pool_close(container_of(t, struct idle, t));
-}
-
-#define SWEEP_MS 100
-
-/* Another worker's jobs wait for a host this one keeps idle connections to
- * (the process-wide max_connections): close them (route_slot_yield). Runs
- * every SWEEP_MS while connections idle; walks the pool only while some
- * worker waits. */
-static void pool_sweep(struct loop_timer *t)
-{
-	struct deliver *d = container_of(t, struct deliver, sweep);
-	if (route_shared_wanting(d->o.route_shared) > 0)
-		for (unsigned i = 0; i < POOL_BUCKETS; i++)
-			for (struct idle *e = d->pool[i], *next; e; e = next) {
-				next = e->next;
-				if (route_slot_yield(d->route, e->slot))
-					pool_close(e);
-			}
-	if (d->pooled > 0)
-		loop_timer_arm(d->l, t, SWEEP_MS);
-}
-
-static void pool_event(void *arg, struct smtp_session *s, enum smtp_event ev,
-		       const struct smtp_status *st)
-{
-	struct idle *e = arg;
-	(void)st;
-	if (ev != SMTP_EV_FAIL) /* a parked session has no transaction */
-		log_panic("evt=pool_unexpected_event ev=%d", (int)ev);
-	pool_unlink(e);
-	smtp_session_free(s);
-	route_slot_release(e->d->route, e->slot);
-	free(e);
-}
-
-static void pool_put(struct deliver *d, const char *key, const char *slot, struct smtp_session *s)
-{
-	struct idle *e = xcalloc(1, sizeof(*e));
-	e->d = d;
-	e->s = s;
-	strlcpy_x(e->key, key, sizeof(e->key));
-	strlcpy_x(e->slot, slot, sizeof(e->slot));
-	struct idle **b = &d->pool[key_hash(key)];
-	e->next = *b;
-	if (*b)
-		(*b)->pprev = &e->next;
-	e->pprev = b;
-	*b = e;
-	d->pooled++;
-	loop_timer_init(&e->t, pool_idle_timeout);
-	loop_timer_arm(d->l, &e->t, d->cfg->idle_timeout_ms);
-	if (d->o.route_shared && !loop_timer_armed(&d->sweep))
-		loop_timer_arm(d->l, &d->sweep, SWEEP_MS);
-	smtp_session_set_owner(s, pool_event, e);
-}
-
-static struct smtp_session *pool_take(struct deliver *d, const char *key, char *slot, size_t slotlen)
-{
-	for (struct idle *e = d->pool[key_hash(key)]; e; e = e->next) {
-		if (strcmp(e->key, key) != 0)
-			continue;
-		struct smtp_session *s = e->s;
-		strlcpy_x(slot, e->slot, slotlen);
-		pool_unlink(e);
-		free(e);
-		return s;
-	}
-	return NULL;
-}
-
-/* Connections this process may have open to MX host `host` for j's domain:
- * the rule's max_connections, or less: this process's share of the rule's
- * max_connections_total (*total, 0 if none). 0: none now (the others hold
- * them all). */
-static int conn_max(const struct job *j, const char *host, int *total)
-{
-	struct rule mr;
-	config_rule_for(j->d->cfg, j->req->domain, host, &mr);
-	*total = mr.max_connections_total;
-	if (*total <= 0)
-		return mr.max_connections;
-	int share = route_peers_share(j->d->o.peers, *total);
-	return share < mr.max_connections ? share : mr.max_connections;
-}
-
-/* May session s serve another message once it has done `txns` transactions?
- * Not past its time (reuse_time) or count (reuse_max), nor when idle
- * connections are not kept. Once false it stays false: send_txn asks before
- * the last transaction (to pipeline QUIT), session_done after it. */
-static bool reusable(const struct deliver *d, struct smtp_session *s, unsigned txns)
-{
-	const struct config *c = d->cfg;
-	bool young = loop_now(d->l) - smtp_session_born(s) < c->reuse_time_ms;
-	bool fresh = c->reuse_max == 0 || txns < (unsigned)c->reuse_max;
-	return young && fresh && c->idle_timeout_ms > 0;
-}
-
-/* After a transaction: park the session for the next message, or QUIT. */
-static void session_done(struct job *j, struct smtp_session *s)
-{
-	int total;
-	if (!j->txn.last && reusable(j->d, s, smtp_session_txns(s)) &&
-	    !route_slot_yield(j->d->route, j->slot) &&
-	    (!j->d->split || /* our share of max_connections_total may have shrunk */
-	     route_slots_process(j->d->route, j->slot) <= conn_max(j, j->slot, &total))) {
-		pool_put(j->d, j->key, j->slot, s);
-		route_slot_kick(j->d->route, j->slot); /* a waiter may take it */
-	} else {
-		smtp_session_quit_notify(s, slot_gone, j->d);
-	}
-	j->slot[0] = '\0';
-}
-
-/* The job's session is gone (failed): its connection slot is free again. */
-static void slot_drop(struct job *j)
-{
-	if (j->slot[0]) {
-		route_slot_release(j->d->route, j->slot);
-		j->slot[0] = '\0';
-	}
-}
-
-/* Close one idle connection holding a slot for MX host `slot`, so a job
- * that needs a connection of another kind there can open one. */
-static bool pool_evict_slot(struct deliver *d, const char *slot)
-{
-	if (d->pooled == 0)
-		return false;
-	for (unsigned i = 0; i < POOL_BUCKETS; i++)
-		for (struct idle *e = d->pool[i]; e; e = e->next) {
-			if (strcmp(e->slot, slot) != 0)
-				continue;
-			pool_close(e);
-			return true;
-		}
-	return false;
 }
 
 static void quiesce_tick(struct loop_timer *t)
@@ -502,75 +262,13 @@ void deliver_quiesce(struct deliver *d, uint32_t grace_ms, deliver_done_fn *done
 
 void deliver_flush_pool(struct deliver *d)
 {
-	for (unsigned i = 0; i < POOL_BUCKETS; i++)
-		while (d->pool[i])
-			pool_close(d->pool[i]);
+	pool_flush(d->pool);
 }
 
 void deliver_sts_load(struct deliver *d, const char *domain, const char *encoded)
 {
 	if (d->sts)
 		stspol_load(d->sts, domain, encoded);
-}
-
-/* Keys are built with these, not snprintf (start_session runs once per
- * message): key_put appends s, then v in decimal when v >= 0, truncating at
- * cap as snprintf would; returns the new length. */
-static size_t key_put(char *k, size_t cap, size_t n, const char *s, int v)
-{
-	char digits[16], *d = digits + sizeof(digits);
-	*--d = '\0';
-	if (v >= 0) {
-		unsigned u = (unsigned)v;
-		do {
-			*--d = (char)('0' + u % 10);
-			u /= 10;
-		} while (u != 0);
-	}
-	for (const char *p = s; *p != '\0' && n + 1 < cap; p++)
-		k[n++] = *p;
-	for (const char *p = d; *p != '\0' && n + 1 < cap; p++)
-		k[n++] = *p;
-	k[n] = '\0';
-	return n;
-}
-
-/* "host|ip|port": the address part of the pool key, and the broken-TLS key. */
-static size_t addr_key(char *k, size_t cap, const char *host, const char *ip, int port)
-{
-	size_t n = key_put(k, cap, 0, host, -1);
-	n = key_put(k, cap, n, "|", -1);
-	n = key_put(k, cap, n, ip, -1);
-	return key_put(k, cap, n, "|", port);
-}
-
-static bool broken_tls(struct deliver *d, const char *key)
-{
-	uint64_t now = loop_now(d->l);
-	for (struct broken **pp = &d->broken[key_hash(key)]; *pp;) {
-		struct broken *b = *pp;
-		if (b->until <= now) { /* expired: drop on the way */
-			*pp = b->next;
-			free(b);
-			continue;
-		}
-		if (strcmp(b->key, key) == 0)
-			return true;
-		pp = &b->next;
-	}
-	return false;
-}
-
-static void remember_broken(struct deliver *d, const char *key, uint64_t ttl_ms)
-{
-	if (ttl_ms == 0 || broken_tls(d, key))
-		return;
-	struct broken *b = xcalloc(1, sizeof(*b));
-	strlcpy_x(b->key, key, sizeof(b->key));
-	b->until = loop_now(d->l) + ttl_ms;
-	unsigned h = key_hash(key);
-	b->next = d->broken[h];
-	d->broken[h] = b;
 }
 
 static void job_free(struct job *j)
@@ -593,7 +291,7 @@ static void job_free(struct job *j)
 	free(j);
 }
 
-static void fill_common(struct job *j, struct deliver_result *r)
+static void fill_common(struct job *j, struct job_outcome *r)
 {
 	strlcpy_x(r->policy, j->tls.name, sizeof(r->policy));
 	r->elapsed_ms = (uint32_t)(loop_now(j->d->l) - j->start);
@@ -616,12 +314,12 @@ static void fill_common(struct job *j, struct deliver_result *r)
 	}
 }
 
-static void report(struct job *j, int idx, enum deliver_status st, int code, const char *dsn,
+static void report(struct job *j, int idx, enum job_status st, int code, const char *dsn,
 		   const char *text)
 {
 	if (j->reported[idx])
 		return;
-	struct deliver_result r;
+	struct job_outcome r;
 	memset(&r, 0, sizeof(r));
 	fill_common(j, &r);
 	r.status = st;
@@ -630,25 +328,29 @@ static void report(struct job *j, int idx, enum deliver_status st, int code, con
 	strlcpy_x(r.reply, text, sizeof(r.reply));
 	j->reported[idx] = true;
 	j->nleft--;
-	if (log_enabled(LOG_INFO)) { /* recipient and reply escaped (log.h) */
+	/* The one log line of an outcome. Recipient and reply escaped (log.h);
+	 * the caller's tag (the queue's job, id and attempt) comes escaped. */
+	if (log_enabled(LOG_INFO)) {
 		char qrcpt[640], qreply[sizeof(r.reply) * 2];
-		log_info("evt=delivery id=%016llx rcpt=\"%s\" status=%s code=%d dsn=%s mx=%s ip=%s "
+		const char *tag = j->req->log_tag;
+		log_info("evt=delivery id=%016llx %s%srcpt=\"%s\" status=%s code=%d dsn=%s mx=%s ip=%s "
 			 "port=%d tls=%s cipher=%s verified=%s policy=%s reply=\"%s\"",
-			 (unsigned long long)j->id, log_q(qrcpt, sizeof(qrcpt), j->req->rcpts[idx]),
-			 deliver_status_name(st), code, dsn, r.mx[0] ? r.mx : "-", r.ip[0] ? r.ip : "-",
+			 (unsigned long long)j->id, tag ? tag : "", tag ? " " : "",
+			 log_q(qrcpt, sizeof(qrcpt), j->req->rcpts[idx]),
+			 job_status_name(st), code, dsn, r.mx[0] ? r.mx : "-", r.ip[0] ? r.ip : "-",
 			 r.port, r.tls, r.cipher[0] ? r.cipher : "-", r.verified ? "yes" : "no", r.policy,
 			 log_q(qreply, sizeof(qreply), r.reply));
 	}
 	j->req->rcpt_done(j->req->arg, idx, &r);
 }
 
-static enum deliver_status status_of(enum smtp_class c)
+static enum job_status status_of(enum smtp_class c)
 {
-	return c == SMTP_OK ? DELIVER_DELIVERED : c == SMTP_TEMP ? DELIVER_DEFERRED : DELIVER_BOUNCED;
+	return c == SMTP_OK ? JOB_DELIVERED : c == SMTP_TEMP ? JOB_DEFERRED : JOB_BOUNCED;
 }
 
 /* Every remaining recipient gets the same outcome; then the job ends. */
-static void finish(struct job *j, enum deliver_status st, int code, const char *dsn, const char *text)
+static void finish(struct job *j, enum job_status st, int code, const char *dsn, const char *text)
 {
 	for (int i = 0; i < j->req->nrcpt; i++)
 		report(j, i, st, code, dsn, text);
@@ -724,9 +426,9 @@ static void tls_event_ready(struct job *j, const struct smtp_status *st, enum tl
 
 static void start_session(struct job *j);
 
-static void slot_wake(struct route_waiter *w)
+static void slot_wake(struct limits_waiter *w)
 {
-	start_session(container_of(w, struct job, waiter));
+	start_session(container_of(w, struct job, conn.waiter));
 }
 
 static void start_session(struct job *j)
@@ -749,16 +451,6 @@ static void start_session(struct job *j)
 		inet_ntop(AF_INET6, &s6->sin6_addr, j->cur_ip, sizeof(j->cur_ip));
 	}
 	p.level = j->plain_retry ? TLS_LEVEL_NONE : j->tls.level;
-	size_t kn = addr_key(j->key, sizeof(j->key), h->name, j->cur_ip, j->port);
-	/* a host known to break TLS: opportunistic delivery goes plaintext */
-	if (p.level == TLS_LEVEL_MAY && broken_tls(j->d, j->key))
-		p.level = TLS_LEVEL_NONE;
-	/* a host known to refuse BDAT: DATA (on a pooled connection too) */
-	if (j->d->broken_bdat > 0 && !j->no_bdat) {
-		char bk[360];
-		key_put(bk, sizeof(bk), key_put(bk, sizeof(bk), 0, "bdat|", -1), j->key, -1);
-		j->no_bdat = broken_tls(j->d, bk);
-	}
 	p.min_tls = j->rule.min_tls;
 	p.max_handshakes = (unsigned)j->d->cfg->max_handshakes;
 	if (j->rule.relay_host) {
@@ -767,15 +459,13 @@ static void start_session(struct job *j)
 		p.auth_password = j->rule.auth_password;
 		p.auth_insecure = j->rule.auth_insecure;
 	}
-	/* the pool key: address, TLS level and minimum version, and the user:
-	 * authenticated sessions serve only the same credentials */
-	kn = key_put(j->key, sizeof(j->key), kn, "|", (int)p.level);
-	kn = key_put(j->key, sizeof(j->key), kn, "|", p.min_tls);
-	kn = key_put(j->key, sizeof(j->key), kn, p.auth_insecure ? "|!" : "|", -1);
-	key_put(j->key, sizeof(j->key), kn, p.auth_user ? p.auth_user : "", -1);
 	j->have_last = true;
-	struct smtp_session *pooled = pool_take(j->d, j->key, j->slot, sizeof(j->slot));
-	if (pooled != NULL) {
+	struct smtp_session *pooled;
+	char why[400];
+	j->reused = false;
+	switch (pool_get(j->d->pool, &j->conn, j->cur_ip, j->port, &p, &j->no_bdat, &pooled, why,
+			 sizeof(why))) {
+	case POOL_REUSED:
 		j->reused = true;
 		j->sess = pooled;
 		j->last = *smtp_session_status(pooled);
@@ -784,33 +474,21 @@ static void start_session(struct job *j)
 		smtp_session_set_owner(pooled, sess_event, j);
 		send_txn(j, pooled);
 		return;
-	}
-	j->reused = false;
-	/* An address that keeps failing is backed off, not hammered. */
-	char addr[128];
-	snprintf(addr, sizeof(addr), "%s:%d", j->cur_ip, j->port);
-	if (route_addr_down(j->d->route, addr)) {
+	case POOL_DOWN:
 		j->tries++;
-		skip_addr(j, "4.4.1", "%s backed off after repeated connection failures", addr);
+		skip_addr(j, "4.4.1", "%s", why);
 		return;
-	}
-	/* Connection slots per MX host ([domain]/[mx] max_connections, and this
-	 * process's share of max_connections_total). */
-	int total, max = conn_max(j, h->name, &total);
-	if (max == 0) {
+	case POOL_NO_SHARE:
 		j->tries++;
-		skip_addr(j, "4.4.5", "%s: the other mxsend processes hold all of its "
-			  "max_connections_total (%d)", h->name, total);
+		skip_addr(j, "4.4.5", "%s", why);
 		return;
-	}
-	if (!route_slot_take(j->d->route, h->name, max) &&
-	    !(pool_evict_slot(j->d, h->name) && route_slot_take(j->d->route, h->name, max))) {
+	case POOL_WAIT:
 		j->d->st.slot_waits++;
 		metrics_slot_wait(j->d->o.metrics_shard);
-		route_slot_wait(j->d->route, h->name, &j->waiter, slot_wake);
 		return;
+	case POOL_OPEN:
+		break;
 	}
-	strlcpy_x(j->slot, h->name, sizeof(j->slot));
 	j->d->st.opened++;
 	p.tc = j->d->tc;
 	p.to = &j->d->cfg->timeouts;
@@ -824,9 +502,8 @@ static void start_session(struct job *j)
 	j->sess = smtp_session_new(j->d->l, &p, sess_event, j);
 	int r = smtp_session_start(j->sess);
 	if (r < 0) {
-		smtp_session_free(j->sess);
+		pool_drop(j->d->pool, &j->conn, j->sess);
 		j->sess = NULL;
-		slot_drop(j);
 		skip_addr(j, "4.4.1", "socket: %s", strerror(-r));
 	}
 }
@@ -873,7 +550,7 @@ static void send_txn(struct job *j, struct smtp_session *s)
 	j->txn.smtputf8_needed = j->smtputf8;
 	j->txn.res = j->res;
 	j->txn.no_bdat = j->no_bdat;
-	j->txn.last = j->nleft == n && !reusable(j->d, s, smtp_session_txns(s) + 1);
+	j->txn.last = j->nleft == n && !pool_reusable(j->d->pool, s, smtp_session_txns(s) + 1);
 	smtp_session_send(s, &j->txn);
 }
 
@@ -902,9 +579,7 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 	switch (ev) {
 	case SMTP_EV_READY:
 		if (!j->reused) {
-			char addr[128];
-			snprintf(addr, sizeof(addr), "%s:%d", j->cur_ip, j->port);
-			route_addr_result(j->d->route, addr, true);
+			pool_addr_result(j->d->pool, j->cur_ip, j->port, true);
 			tls_event_ready(j, st, j->plain_retry ? TLS_LEVEL_NONE : j->tls.level);
 		}
 		send_txn(j, s);
@@ -919,21 +594,17 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 			return;
 		}
 		j->sess = NULL;
-		session_done(j, s);
-		finish(j, DELIVER_DEFERRED, 451, "4.3.0", "internal: recipient left undecided");
+		pool_done(j->d->pool, &j->conn, s, j->txn.last);
+		finish(j, JOB_DEFERRED, 451, "4.3.0", "internal: recipient left undecided");
 		return;
 	case SMTP_EV_FAIL:
 		break;
 	}
 	/* Session failure: keep what it decided, then choose the next step. */
 	j->sess = NULL;
-	smtp_session_free(s);
-	slot_drop(j);
-	if (st->fail == SMTP_FAIL_CONNECT) {
-		char addr[128];
-		snprintf(addr, sizeof(addr), "%s:%d", j->cur_ip, j->port);
-		route_addr_result(j->d->route, addr, false);
-	}
+	pool_drop(j->d->pool, &j->conn, s);
+	if (st->fail == SMTP_FAIL_CONNECT)
+		pool_addr_result(j->d->pool, j->cur_ip, j->port, false);
 	if (j->txn.rcpts != NULL) {
 		for (int k = 0; k < j->txn.nrcpt; k++) {
 			const struct smtp_result *r = &j->res[k];
@@ -943,20 +614,14 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		j->txn.rcpts = NULL;
 	}
 	if (j->nleft == 0) {
-		finish(j, DELIVER_DEFERRED, 451, "4.3.0", "");
+		finish(j, JOB_DEFERRED, 451, "4.3.0", "");
 		return;
 	}
 	const char *mxname = j->mx->hosts[j->host_i].name;
 	if (st->bdat_refused && !j->no_bdat) {
 		/* CHUNKING offered, BDAT refused: the same address again, with
 		 * DATA, on a new connection; later jobs there use DATA at once. */
-		char bk[360];
-		size_t n = key_put(bk, sizeof(bk), 0, "bdat|", -1);
-		addr_key(bk + n, sizeof(bk) - n, mxname, j->cur_ip, j->port);
-		if (!broken_tls(j->d, bk)) {
-			remember_broken(j->d, bk, BROKEN_BDAT_MS);
-			j->d->broken_bdat++;
-		}
+		pool_bdat_broken(j->d->pool, mxname, j->cur_ip, j->port);
 		j->no_bdat = true;
 		start_session(j);
 		return;
@@ -973,9 +638,7 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 	if (st->fail == SMTP_FAIL_TLS_MAY && !was_plain_retry) {
 		/* Opportunistic TLS broke: same address, plaintext, once; and
 		 * remember the host so the next delivery does not try again. */
-		char bk[352];
-		addr_key(bk, sizeof(bk), mxname, j->cur_ip, j->port);
-		remember_broken(j->d, bk, j->d->cfg->broken_tls_ttl_ms);
+		pool_tls_broken(j->d->pool, mxname, j->cur_ip, j->port);
 		j->plain_retry = true;
 		start_session(j);
 		return;
@@ -983,13 +646,13 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 	if (st->fail == SMTP_FAIL_TLS) {
 		switch (j->tls.on_failure) { /* MTA-STS enforce: never bounce (tlspolicy.c) */
 		case TLS_FAIL_DEFER:
-			finish(j, DELIVER_DEFERRED, st->why.code, st->why.esc, st->why.text);
+			finish(j, JOB_DEFERRED, st->why.code, st->why.esc, st->why.text);
 			return;
 		case TLS_FAIL_HOLD:
-			finish(j, DELIVER_HELD, st->why.code, st->why.esc, st->why.text);
+			finish(j, JOB_HELD, st->why.code, st->why.esc, st->why.text);
 			return;
 		case TLS_FAIL_BOUNCE:
-			finish(j, DELIVER_BOUNCED, 550, "5.7.10", st->why.text);
+			finish(j, JOB_BOUNCED, 550, "5.7.10", st->why.text);
 			return;
 		case TLS_FAIL_NEXT_MX:
 		case TLS_FAIL_PLAINTEXT:
@@ -1008,21 +671,21 @@ static void route(struct job *j)
 	case DNS_OK:
 		break;
 	case DNS_NXDOMAIN:
-		finish(j, DELIVER_BOUNCED, 550, "5.1.2", mx->why[0] ? mx->why : "domain does not exist");
+		finish(j, JOB_BOUNCED, 550, "5.1.2", mx->why[0] ? mx->why : "domain does not exist");
 		free(mx);
 		return;
 	case DNS_NULLMX:
 		/* RFC 7505 4.1: the domain accepts no mail. */
 		free(mx);
-		finish(j, DELIVER_BOUNCED, 556, "5.1.10", "recipient domain has a null MX (RFC 7505)");
+		finish(j, JOB_BOUNCED, 556, "5.1.10", "recipient domain has a null MX (RFC 7505)");
 		return;
 	case DNS_NODATA:
-		finish(j, DELIVER_BOUNCED, 550, "5.4.4", mx->why[0] ? mx->why : "no address for any MX host");
+		finish(j, JOB_BOUNCED, 550, "5.4.4", mx->why[0] ? mx->why : "no address for any MX host");
 		free(mx);
 		return;
 	case DNS_TEMP:
 	default:
-		finish(j, DELIVER_DEFERRED, 451, "4.4.3", mx->why[0] ? mx->why : "DNS lookup failed");
+		finish(j, JOB_DEFERRED, 451, "4.4.3", mx->why[0] ? mx->why : "DNS lookup failed");
 		free(mx);
 		return;
 	}
@@ -1041,14 +704,14 @@ static void route(struct job *j)
 		if (n == 0) {
 			tls_event(j, NULL, NULL, "validation-failure",
 				  "no MX host matches the MTA-STS policy");
-			finish(j, DELIVER_DEFERRED, 451, "4.7.5",
+			finish(j, JOB_DEFERRED, 451, "4.7.5",
 			       "no MX host matches the domain's MTA-STS policy (enforce)");
 			return;
 		}
 	}
 	j->host_i = 0;
 	j->addr_i = 0;
-	uint64_t wait = route_rate_delay(j->d->route, j->req->domain, j->rule.max_rate);
+	uint64_t wait = pool_rate_delay(j->d->pool, j->req->domain, j->rule.max_rate);
 	if (wait > 0) { /* [domain] max_rate: messages per second */
 		loop_timer_arm(j->d->l, &j->rate_timer, wait);
 		return;
@@ -1059,7 +722,7 @@ static void route(struct job *j)
 static void rate_fn(struct loop_timer *t)
 {
 	struct job *j = container_of(t, struct job, rate_timer);
-	uint64_t wait = route_rate_delay(j->d->route, j->req->domain, j->rule.max_rate);
+	uint64_t wait = pool_rate_delay(j->d->pool, j->req->domain, j->rule.max_rate);
 	if (wait > 0)
 		loop_timer_arm(j->d->l, t, wait);
 	else
@@ -1162,6 +825,7 @@ int deliver_submit(struct deliver *d, struct deliver_req *req)
 	j->tidx = xcalloc((size_t)req->nrcpt, sizeof(*j->tidx));
 	j->reported = xcalloc((size_t)req->nrcpt, sizeof(*j->reported));
 	loop_timer_init(&j->rate_timer, rate_fn);
+	pool_conn_init(&j->conn, req->domain, slot_wake);
 	j->nleft = req->nrcpt;
 	d->active++;
 	j->waiting = 1;

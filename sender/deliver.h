@@ -14,34 +14,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "queue/outcome.h"
 #include "sender/config.h"
 
 struct loop;
 struct deliver;
-struct route_shared;
-struct route_peers;
+struct limits_shared;
+struct limits_peers;
 
-enum deliver_status { DELIVER_DELIVERED, DELIVER_BOUNCED, DELIVER_DEFERRED, DELIVER_HELD };
-const char *deliver_status_name(enum deliver_status s); /* "delivered","bounced","deferred","held" */
-
-struct deliver_result {
-	enum deliver_status status;
-	int code;           /* SMTP reply code, or a synthesized one (DNS: 550/451, TLS: 451...) */
-	char dsn[16];       /* "2.0.0", "5.1.10", ... */
-	char reply[512];    /* reply text (one line; multi-line replies joined with ' ') */
-	char mx[256];       /* MX host last tried, "" if none */
-	char ip[64];        /* its address, "" if none */
-	int port;
-	char tls[16];       /* "none", "TLSv1.2", "TLSv1.3" */
-	char cipher[64];    /* "" if none */
-	bool verified;
-	char policy[16];    /* "none","may","encrypt","verify","sts-enforce","sts-testing" */
-	bool resumed;       /* TLS session resumed */
-	bool reused;        /* SMTP connection reused from the pool */
-	uint32_t elapsed_ms;
-};
-
-typedef void deliver_rcpt_fn(void *arg, int idx, const struct deliver_result *r);
+/* One recipient's outcome: struct job_outcome (queue/outcome.h says why one
+ * shape serves from here to the results stream), status DELIVERED, BOUNCED,
+ * DEFERRED or HELD. */
+typedef void deliver_rcpt_fn(void *arg, int idx, const struct job_outcome *r);
 typedef void deliver_done_fn(void *arg);
 
 struct deliver_req {
@@ -53,6 +37,8 @@ struct deliver_req {
 	size_t len;
 	int tls_min_level;      /* a stricter TLS level for this message (enum tls_level), -1 = none */
 	bool sts_exempt;        /* no MTA-STS (TLSRPT reports, RFC 8460 3) */
+	const char *log_tag;    /* fields for the evt=delivery line (the queue's job,
+	                         * id, attempt), NULL: none */
 	deliver_rcpt_fn *rcpt_done;
 	deliver_done_fn *done;
 	void *arg;
@@ -77,10 +63,10 @@ struct deliver_opts {
 	bool no_verify_cache;   /* benchmarks: verify every certificate chain afresh */
 	/* Connections per MX host counted for the whole process (every worker's
 	 * engine shares it: workers_new sets it). NULL: this engine alone. */
-	struct route_shared *route_shared;
+	struct limits_shared *limits_shared;
 	/* The processes sharing the queue (max_connections_total is split
 	 * between them: workers_new sets it). NULL: this process alone. */
-	const struct route_peers *peers;
+	const struct limits_peers *peers;
 	/* TLS session attempts (TLSRPT). Runs on the engine's loop thread; with
 	 * workers_new it is relayed to the feeder's thread. NULL: not reported. */
 	deliver_tls_fn *on_tls;

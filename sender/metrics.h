@@ -59,7 +59,7 @@ int metrics_status_parse(const char *name);
 enum metrics_tls_version { METRICS_TLS_NONE, METRICS_TLS_12, METRICS_TLS_13, METRICS_TLS_N };
 /* "none", "TLSv1.2", "TLSv1.3". */
 const char *metrics_tls_version_name(enum metrics_tls_version v);
-/* From a tls_verdict/deliver_result version string: "TLSv1.2" and "TLSv1.3" map
+/* From a tls_verdict/job_outcome version string: "TLSv1.2" and "TLSv1.3" map
  * to themselves, anything else (NULL, "", "none") to METRICS_TLS_NONE. */
 enum metrics_tls_version metrics_tls_version_parse(const char *name);
 

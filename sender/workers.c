@@ -37,7 +37,7 @@
 #include "sender/log.h"
 #include "sender/loop.h"
 #include "sender/metrics.h"
-#include "sender/route.h"
+#include "sender/limits.h"
 #include "sender/util.h"
 #include "tlscache/tls_event.h"
 
@@ -53,8 +53,8 @@ struct msg {
 	struct deliver_req *req; /* the feeder's request */
 	int idx;
 	union {
-		struct deliver_result res;     /* M_RCPT */
-		struct tls_event tls;  /* M_TLS */
+		struct job_outcome res;        /* M_RCPT: the one copy of an outcome (queue/outcome.h) */
+		struct tls_event tls;          /* M_TLS */
 		struct {                       /* M_STS_STORE, M_STS_LOAD */
 			char domain[256];
 			char *encoded; /* heap */
@@ -103,8 +103,8 @@ struct workers {
 	struct mpsc outbox;
 	struct mpsc spare;        /* consumed feeder messages, back from the workers */
 	unsigned active;
-	struct route_shared *conns; /* connections per MX host, all workers together */
-	struct route_peers peers;   /* processes sharing the queue (workers_set_peers) */
+	struct limits_shared *conns; /* connections per MX host, all workers together */
+	struct limits_peers peers;   /* processes sharing the queue (workers_set_peers) */
 };
 
 struct proxy {
@@ -214,7 +214,7 @@ static void post(struct worker *w, struct msg *m)
 	}
 }
 
-static void proxy_rcpt(void *arg, int idx, const struct deliver_result *r)
+static void proxy_rcpt(void *arg, int idx, const struct job_outcome *r)
 {
 	struct proxy *p = arg;
 	struct msg *m = msg_get(&p->w->spare);
@@ -375,7 +375,7 @@ static unsigned domain_hash(const char *s)
 
 void workers_set_peers(struct workers *ws, int n, int rank)
 {
-	route_peers_set(&ws->peers, n, rank);
+	limits_peers_set(&ws->peers, n, rank);
 }
 
 int workers_resolve(int n)
@@ -399,7 +399,7 @@ struct workers *workers_new(struct loop *feeder, int n, const struct config *c,
 		ws->o.tls_level = -1;
 	ws->w = xcalloc((size_t)n, sizeof(*ws->w));
 	if (n > 1) /* max_connections caps the process, not each worker */
-		ws->o.route_shared = ws->conns = route_shared_new();
+		ws->o.limits_shared = ws->conns = limits_shared_new();
 	ws->o.peers = &ws->peers;
 	mpsc_init(&ws->outbox);
 	mpsc_init(&ws->spare);
@@ -540,7 +540,7 @@ void workers_free(struct workers *ws, unsigned grace_ms)
 	for (int i = 0; i < ws->n; i++)
 		msg_free_all(&ws->w[i].spare, true);
 	msg_free_all(&ws->spare, true);
-	route_shared_free(ws->conns); /* after every worker's route */
+	limits_shared_free(ws->conns); /* after every worker's limits */
 	free(ws->w);
 	free(ws);
 }

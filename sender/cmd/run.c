@@ -62,6 +62,7 @@ struct run_req {
 struct run_job {
 	struct job *j;
 	int left; /* domains not done */
+	char log_tag[400]; /* deliver_req.log_tag: job, id (escaped) and attempt */
 };
 
 struct run {
@@ -150,21 +151,7 @@ static void q_log(void *ctx, int level, const char *line)
 
 /* ---- deliveries ---- */
 
-static enum job_status job_status_of(enum deliver_status s)
-{
-	switch (s) {
-	case DELIVER_DELIVERED:
-		return JOB_DELIVERED;
-	case DELIVER_BOUNCED:
-		return JOB_BOUNCED;
-	case DELIVER_HELD:
-		return JOB_HELD;
-	default:
-		return JOB_DEFERRED;
-	}
-}
-
-static void on_rcpt(void *arg, int idx, const struct deliver_result *res)
+static void on_rcpt(void *arg, int idx, const struct job_outcome *res)
 {
 	struct run_req *rr = arg;
 	struct run *r = rr->r;
@@ -172,24 +159,17 @@ static void on_rcpt(void *arg, int idx, const struct deliver_result *res)
 	int i = rr->first + idx;
 	if (idx < 0 || idx >= rr->req.nrcpt)
 		log_panic("evt=bad_rcpt_index idx=%d n=%d", idx, rr->req.nrcpt);
-	struct job_outcome o = {
-		.status = job_status_of(res->status), .code = res->code, .dsn = res->dsn,
-		.reply = res->reply, .mx = res->mx, .ip = res->ip, .port = res->port,
-		.tls = res->tls, .cipher = res->cipher, .policy = res->policy,
-		.verified = res->verified, .resumed = res->resumed, .reused = res->reused,
-		.elapsed_ms = res->elapsed_ms,
-	};
-	job_set_outcome(j, i, &o);
+	job_set_outcome(j, i, res); /* logged by the engine (evt=delivery) */
 	/* Metrics: workers report to this thread, so the feeder's shard sees
 	 * every outcome (expired is counted when the queue decides it). */
 	static const enum metrics_status ms_of[] = {
-		[DELIVER_DELIVERED] = METRICS_DELIVERED, [DELIVER_BOUNCED] = METRICS_BOUNCED,
-		[DELIVER_DEFERRED] = METRICS_DEFERRED, [DELIVER_HELD] = METRICS_HELD,
+		[JOB_DELIVERED] = METRICS_DELIVERED, [JOB_BOUNCED] = METRICS_BOUNCED,
+		[JOB_DEFERRED] = METRICS_DEFERRED, [JOB_HELD] = METRICS_HELD,
 	};
 	metrics_delivery(r->ms, ms_of[res->status], res->elapsed_ms);
 	/* Connections and TLS sessions are counted by the workers, in their
 	 * shards, when they happen (smtp.c, deliver.c). */
-	switch (o.status) {
+	switch (res->status) {
 	case JOB_DELIVERED:
 		r->n_delivered++;
 		if (res->tls[0] != '\0' && strcmp(res->tls, "none") != 0)
@@ -205,17 +185,6 @@ static void on_rcpt(void *arg, int idx, const struct deliver_result *res)
 		r->n_deferred++;
 		break;
 	}
-	if (!log_enabled(LOG_INFO))
-		return;
-	/* id (the application's), rcpt and reply (a server's) escaped: no raw
-	 * control byte, quote or backslash reaches the log line. */
-	char qid[256], qrcpt[256], qreply[1024];
-	log_info("evt=outcome job=%s id=\"%s\" rcpt=\"%s\" status=%s code=%d dsn=%s "
-		 "mx=%s[%s]:%d tls=%s cipher=%s verified=%s policy=%s attempt=%d reply=\"%s\"",
-		 j->job_id, log_q(qid, sizeof(qid), j->id), log_q(qrcpt, sizeof(qrcpt), j->rcpts[i].addr),
-		 deliver_status_name(res->status), res->code, res->dsn, res->mx, res->ip, res->port,
-		 res->tls, res->cipher, res->verified ? "yes" : "no", res->policy, j->attempt + 1,
-		 log_q(qreply, sizeof(qreply), res->reply));
 }
 
 static void job_left(struct run *r, struct run_job *rj)
@@ -291,6 +260,11 @@ static void on_job(void *ctx, struct job *j)
 	struct run_job *rj = xcalloc(1, sizeof(*rj));
 	rj->j = j;
 	rj->left = j->ndomain + 1; /* +1: held until every domain is submitted */
+	if (log_enabled(LOG_INFO)) { /* id is the application's: escaped (log.h) */
+		char qid[256];
+		snprintf(rj->log_tag, sizeof(rj->log_tag), "job=%s app_id=\"%s\" attempt=%d",
+			 j->job_id, log_q(qid, sizeof(qid), j->id), j->attempt + 1);
+	}
 	int tls = j->tls == JOB_TLS_VERIFY ? TLS_LEVEL_VERIFY
 		  : j->tls == JOB_TLS_ENCRYPT ? TLS_LEVEL_ENCRYPT
 					      : -1;
@@ -303,7 +277,7 @@ static void on_job(void *ctx, struct job *j)
 		rr->req = (struct deliver_req){
 			.from = j->from, .domain = dom->name, .rcpts = dom->addrs, .nrcpt = dom->n,
 			.data = j->data, .len = j->len, .tls_min_level = tls,
-			.sts_exempt = exempt,
+			.sts_exempt = exempt, .log_tag = rj->log_tag[0] ? rj->log_tag : NULL,
 			.rcpt_done = on_rcpt, .done = on_req_done, .arg = rr,
 		};
 		rr->next = r->reqs;

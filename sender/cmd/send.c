@@ -37,7 +37,7 @@
 struct send_ctx {
 	struct loop *l;
 	int pending;
-	struct deliver_result *res; /* per recipient, in command-line order */
+	struct job_outcome *res; /* per recipient, in command-line order */
 	bool *have;
 	struct tls_event *ev; /* TLS session attempts, for the TLSRPT counters */
 	int nev, cap_ev, lost_ev;
@@ -51,7 +51,7 @@ struct domain_req {
 	char domain[256];
 };
 
-static void rcpt_done(void *arg, int i, const struct deliver_result *r)
+static void rcpt_done(void *arg, int i, const struct job_outcome *r)
 {
 	struct domain_req *dr = arg;
 	dr->ctx->res[dr->idx[i]] = *r;
@@ -118,9 +118,9 @@ static void print_text(const char *s, bool quoted)
 	free(buf);
 }
 
-static void print_result(const char *rcpt, const struct deliver_result *r)
+static void print_result(const char *rcpt, const struct job_outcome *r)
 {
-	printf("%s %s %d ", rcpt, deliver_status_name(r->status), r->code);
+	printf("%s %s %d ", rcpt, job_status_name(r->status), r->code);
 	print_text(r->dsn, false);
 	if (r->mx[0]) {
 		fputs(" mx=", stdout);
@@ -302,17 +302,17 @@ static int report(struct send_ctx *ctx, const struct envelope *e, int nrcpt)
 {
 	int bounced = 0, deferred = 0;
 	for (int i = 0; i < nrcpt; i++) {
-		struct deliver_result *r = &ctx->res[i];
+		struct job_outcome *r = &ctx->res[i];
 		if (!ctx->have[i]) {
 			memset(r, 0, sizeof(*r));
-			r->status = DELIVER_DEFERRED;
+			r->status = JOB_DEFERRED;
 			r->code = 451;
 			strlcpy_x(r->dsn, "4.3.0", sizeof(r->dsn));
 			strlcpy_x(r->reply, "not attempted", sizeof(r->reply));
 		}
 		print_result(e->rx[i], r);
-		bounced += r->status == DELIVER_BOUNCED;
-		deferred += r->status == DELIVER_DEFERRED || r->status == DELIVER_HELD;
+		bounced += r->status == JOB_BOUNCED;
+		deferred += r->status == JOB_DEFERRED || r->status == JOB_HELD;
 	}
 	fflush(stdout);
 	return bounced ? EX_UNAVAILABLE : deferred ? EX_TEMPFAIL : EX_OK;

@@ -27,7 +27,7 @@ struct sts_policy;
 struct tlspolicy {
 	enum tls_level level;            /* what every session must reach */
 	enum tls_fail_action on_failure; /* what a TLS failure does to the delivery */
-	char name[16];                   /* deliver_result.policy: "none", "may",
+	char name[16];                   /* job_outcome.policy: "none", "may",
 					  * "encrypt", "verify", "sts-enforce", "sts-testing" */
 };
 

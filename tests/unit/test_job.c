@@ -438,8 +438,8 @@ static void t_results(void)
 	CHECK(!job_complete(&j));
 	o.status = JOB_DEFERRED;
 	o.code = 451;
-	o.reply = NULL;
-	o.tls = NULL;
+	o.reply[0] = '\0';
+	o.tls[0] = '\0';
 	job_set_outcome(&j, 1, &o);
 	CHECK(job_complete(&j));
 

@@ -1,9 +1,9 @@
-/* route.c: connection slots with FIFO waiters, token buckets, and a circuit
+/* limits.c: connection slots with FIFO waiters, token buckets, and a circuit
  * breaker, in small hash tables keyed by strings. Entries are dropped when
  * they carry no state (no slot in use, nobody waiting, breaker clear), so the
  * tables stay as large as the set of destinations in use.
  *
- * The process-wide connection count per MX host (struct route_shared) is one
+ * The process-wide connection count per MX host (struct limits_shared) is one
  * 64-bit word per bucket of a direct-mapped table: a 40-bit tag of the host
  * name and a 24-bit count, changed by compare-and-swap only (no locks). A word
  * whose count falls to 0 is empty again, so the table holds only the hosts with
@@ -11,14 +11,14 @@
  * by each worker alone (as without the table) until the bucket frees up. A
  * worker whose jobs wait for the shared count polls it (POLL_MS) while they
  * wait and says so in the bucket's `wanted`; the others then hand over: an
- * idle connection to that host is closed rather than kept (route_slot_yield),
+ * idle connection to that host is closed rather than kept (limits_slot_yield),
  * and a worker at or above its fair share (max / workers) takes no more.
  * Where the shares do not divide evenly (max 1 over two workers, 3 over two),
  * the workers take turns: one holding more than max / workers (rounded down)
  * while another waits and the host is full gives a connection up after
  * TURN_MS and takes none for TURN_MS while the other still waits, so a worker
  * with steady work cannot keep the others out for good. */
-#include "sender/route.h"
+#include "sender/limits.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -51,10 +51,10 @@ struct slot {
 	uint64_t gturn;   /* ms: this worker's turn began (first shared count) */
 	uint64_t gpause;  /* ms: takes none before, while others wait (turn over) */
 	uint64_t gh;      /* hash of the key (shared table) */
-	struct route_waiter *head, *tail;
+	struct limits_waiter *head, *tail;
 };
 
-struct route_shared {
+struct limits_shared {
 	_Atomic uint64_t word[GN]; /* tag << 24 | count; 0 = empty */
 	_Atomic int wanted[GN];    /* workers with jobs waiting for this bucket */
 	_Atomic int routes;        /* workers attached */
@@ -73,15 +73,15 @@ struct brk {
 	uint64_t until;
 };
 
-struct route {
+struct limits {
 	struct loop *l;
-	struct route_shared *g; /* NULL: connections counted in this thread only */
+	struct limits_shared *g; /* NULL: connections counted in this thread only */
 	struct loop_timer poll; /* while jobs wait for the shared count */
 	struct node *slots[NB];
 	struct node *buckets[NB];
 	struct node *brks[NB];
 	struct loop_task task;
-	struct route_waiter *ready_head, *ready_tail; /* woken, to run from task */
+	struct limits_waiter *ready_head, *ready_tail; /* woken, to run from task */
 };
 
 static unsigned h(const char *k)
@@ -117,9 +117,9 @@ static void drop(struct node **at)
 }
 static void run_ready(struct loop_task *t)
 {
-	struct route *r = container_of(t, struct route, task);
+	struct limits *r = container_of(t, struct limits, task);
 	while (r->ready_head) {
-		struct route_waiter *w = r->ready_head;
+		struct limits_waiter *w = r->ready_head;
 		r->ready_head = w->next;
 		if (r->ready_head == NULL)
 			r->ready_tail = NULL;
@@ -150,17 +150,17 @@ static unsigned gb(uint64_t h) /* the bucket */
 	return (unsigned)(h & (GN - 1));
 }
 
-struct route_shared *route_shared_new(void)
+struct limits_shared *limits_shared_new(void)
 {
-	return xcalloc(1, sizeof(struct route_shared));
+	return xcalloc(1, sizeof(struct limits_shared));
 }
 
-void route_shared_free(struct route_shared *g)
+void limits_shared_free(struct limits_shared *g)
 {
 	free(g);
 }
 
-int route_shared_wanting(const struct route_shared *g)
+int limits_shared_wanting(const struct limits_shared *g)
 {
 	return g ? atomic_load_explicit(&g->wanting, memory_order_relaxed) : 0;
 }
@@ -168,7 +168,7 @@ int route_shared_wanting(const struct route_shared *g)
 /* Count one more connection for the host hashed h, if fewer than max are
  * counted: 1 counted, 0 the bucket holds another host (not counted here),
  * -1 refused (max reached). */
-static int gtake(struct route_shared *g, uint64_t h, int max)
+static int gtake(struct limits_shared *g, uint64_t h, int max)
 {
 	_Atomic uint64_t *w = &g->word[gb(h)];
 	uint64_t tag = gtag(h), v = atomic_load(w);
@@ -187,7 +187,7 @@ static int gtake(struct route_shared *g, uint64_t h, int max)
 	}
 }
 
-static void grelease(struct route_shared *g, uint64_t h)
+static void grelease(struct limits_shared *g, uint64_t h)
 {
 	_Atomic uint64_t *w = &g->word[gb(h)];
 	uint64_t v = atomic_load(w);
@@ -202,21 +202,21 @@ static void grelease(struct route_shared *g, uint64_t h)
 
 /* How many connections the shared table counts for s's host (0 when its
  * bucket holds another host). */
-static int gcount(const struct route *r, const struct slot *s)
+static int gcount(const struct limits *r, const struct slot *s)
 {
 	uint64_t v = atomic_load(&r->g->word[gb(s->gh)]);
 	return v >> 24 == gtag(s->gh) ? (int)(v & COUNT_MASK) : 0;
 }
 
 /* Do workers other than this one wait for s's host? */
-static bool others_want(const struct route *r, const struct slot *s)
+static bool others_want(const struct limits *r, const struct slot *s)
 {
 	int n = atomic_load_explicit(&r->g->wanted[gb(s->gh)], memory_order_relaxed);
 	return n - (s->wanting ? 1 : 0) > 0;
 }
 
 /* Keep s's share of the bucket's `wanted` in step with its waiters. */
-static void want_sync(struct route *r, struct slot *s)
+static void want_sync(struct limits *r, struct slot *s)
 {
 	bool want = r->g && s->gfull && s->head != NULL;
 	if (want == s->wanting)
@@ -228,16 +228,16 @@ static void want_sync(struct route *r, struct slot *s)
 		loop_timer_arm(r->l, &r->poll, POLL_MS);
 }
 
-static void wake_first(struct route *r, struct slot *s);
+static void wake_first(struct limits *r, struct slot *s);
 
-static int workers(const struct route *r)
+static int workers(const struct limits *r)
 {
 	int n = atomic_load_explicit(&r->g->routes, memory_order_relaxed);
 	return n > 1 ? n : 1;
 }
 
 /* A worker's share of max when other workers want connections too. */
-static int fair_share(const struct route *r, int max)
+static int fair_share(const struct limits *r, int max)
 {
 	return (max + workers(r) - 1) / workers(r);
 }
@@ -245,7 +245,7 @@ static int fair_share(const struct route *r, int max)
 /* Jobs wait for the shared count: wake as many as it has room for now. */
 static void poll_fn(struct loop_timer *t)
 {
-	struct route *r = container_of(t, struct route, poll);
+	struct limits *r = container_of(t, struct limits, poll);
 	bool again = false;
 	for (unsigned i = 0; i < NB; i++)
 		for (struct node *n = r->slots[i]; n; n = n->next) {
@@ -265,14 +265,14 @@ static void poll_fn(struct loop_timer *t)
 		loop_timer_arm(r->l, &r->poll, POLL_MS);
 }
 
-void route_peers_set(struct route_peers *p, int n, int rank)
+void limits_peers_set(struct limits_peers *p, int n, int rank)
 {
 	bool ok = n > 0 && n < 0x10000 && rank >= 0 && rank < n;
 	atomic_store_explicit(&p->word, ok ? (uint32_t)n << 16 | (uint32_t)rank : 0,
 			      memory_order_relaxed);
 }
 
-int route_peers_share(const struct route_peers *p, int total)
+int limits_peers_share(const struct limits_peers *p, int total)
 {
 	uint32_t v = p ? atomic_load_explicit(&p->word, memory_order_relaxed) : 0;
 	int n = (int)(v >> 16), rank = (int)(v & 0xffff);
@@ -281,9 +281,9 @@ int route_peers_share(const struct route_peers *p, int total)
 	return total / n + (rank < total % n ? 1 : 0);
 }
 
-struct route *route_new(struct loop *l, struct route_shared *g)
+struct limits *limits_new(struct loop *l, struct limits_shared *g)
 {
-	struct route *r = xcalloc(1, sizeof(*r));
+	struct limits *r = xcalloc(1, sizeof(*r));
 	r->l = l;
 	r->g = g;
 	if (g)
@@ -293,7 +293,7 @@ struct route *route_new(struct loop *l, struct route_shared *g)
 	return r;
 }
 
-void route_free(struct route *r)
+void limits_free(struct limits *r)
 {
 	if (r == NULL)
 		return;
@@ -318,7 +318,7 @@ void route_free(struct route *r)
 	free(r);
 }
 
-static struct slot *slot_get(struct route *r, const char *key, bool create)
+static struct slot *slot_get(struct limits *r, const char *key, bool create)
 {
 	struct node **pp = find(r->slots, key);
 	if (*pp == NULL && create) {
@@ -328,7 +328,7 @@ static struct slot *slot_get(struct route *r, const char *key, bool create)
 	return (struct slot *)*pp;
 }
 
-static void slot_gc(struct route *r, const char *key)
+static void slot_gc(struct limits *r, const char *key)
 {
 	struct node **pp = find(r->slots, key);
 	struct slot *s = (struct slot *)*pp;
@@ -338,7 +338,7 @@ static void slot_gc(struct route *r, const char *key)
 	}
 }
 
-bool route_slot_take(struct route *r, const char *key, int max)
+bool limits_slot_take(struct limits *r, const char *key, int max)
 {
 	struct slot *s = slot_get(r, key, true);
 	s->gfull = false;
@@ -351,7 +351,7 @@ bool route_slot_take(struct route *r, const char *key, int max)
 	if (r->g && max > 0) {
 		bool yield = s->gused >= fair_share(r, max) || loop_now(r->l) < s->gpause;
 		int t = yield && others_want(r, s) ? -1 : gtake(r->g, s->gh, max);
-		if (t < 0) { /* kept (even unused) for route_slot_wait to see gfull */
+		if (t < 0) { /* kept (even unused) for limits_slot_wait to see gfull */
 			s->gfull = true;
 			want_sync(r, s);
 			return false;
@@ -365,7 +365,7 @@ bool route_slot_take(struct route *r, const char *key, int max)
 	return true;
 }
 
-bool route_slot_yield(struct route *r, const char *key)
+bool limits_slot_yield(struct limits *r, const char *key)
 {
 	struct slot *s = r->g ? slot_get(r, key, false) : NULL;
 	if (s == NULL || s->gused == 0 || !others_want(r, s))
@@ -384,13 +384,13 @@ bool route_slot_yield(struct route *r, const char *key)
 	return false;
 }
 
-int route_slots_used(struct route *r, const char *key)
+int limits_slots_used(struct limits *r, const char *key)
 {
 	struct slot *s = slot_get(r, key, false);
 	return s ? s->used : 0;
 }
 
-int route_slots_process(struct route *r, const char *key)
+int limits_slots_process(struct limits *r, const char *key)
 {
 	struct slot *s = slot_get(r, key, false);
 	if (s == NULL)
@@ -398,9 +398,9 @@ int route_slots_process(struct route *r, const char *key)
 	return s->gused > 0 ? gcount(r, s) : s->used; /* gused > 0: the bucket is ours */
 }
 
-static void wake_first(struct route *r, struct slot *s)
+static void wake_first(struct limits *r, struct slot *s)
 {
-	struct route_waiter *w = s->head;
+	struct limits_waiter *w = s->head;
 	if (w) {
 		s->head = w->next;
 		if (s->head == NULL)
@@ -415,7 +415,7 @@ static void wake_first(struct route *r, struct slot *s)
 	}
 }
 
-void route_slot_release(struct route *r, const char *key)
+void limits_slot_release(struct limits *r, const char *key)
 {
 	struct slot *s = slot_get(r, key, false);
 	if (s == NULL)
@@ -430,7 +430,7 @@ void route_slot_release(struct route *r, const char *key)
 	slot_gc(r, key);
 }
 
-bool route_slot_kick(struct route *r, const char *key)
+bool limits_slot_kick(struct limits *r, const char *key)
 {
 	struct slot *s = slot_get(r, key, false);
 	if (s == NULL || s->head == NULL)
@@ -439,7 +439,7 @@ bool route_slot_kick(struct route *r, const char *key)
 	return true;
 }
 
-void route_slot_wait(struct route *r, const char *key, struct route_waiter *w, route_wake_fn *fn)
+void limits_slot_wait(struct limits *r, const char *key, struct limits_waiter *w, limits_wake_fn *fn)
 {
 	struct slot *s = slot_get(r, key, true);
 	w->fn = fn;
@@ -464,7 +464,7 @@ void route_slot_wait(struct route *r, const char *key, struct route_waiter *w, r
 	want_sync(r, s); /* refused by the shared count: poll it */
 }
 
-uint64_t route_rate_delay(struct route *r, const char *key, double per_sec)
+uint64_t limits_rate_delay(struct limits *r, const char *key, double per_sec)
 {
 	if (per_sec <= 0)
 		return 0;
@@ -489,13 +489,13 @@ uint64_t route_rate_delay(struct route *r, const char *key, double per_sec)
 	return wait;
 }
 
-bool route_addr_down(struct route *r, const char *addr)
+bool limits_addr_down(struct limits *r, const char *addr)
 {
 	struct brk *b = (struct brk *)*find(r->brks, addr);
 	return b && b->until > loop_now(r->l);
 }
 
-void route_addr_result(struct route *r, const char *addr, bool ok)
+void limits_addr_result(struct limits *r, const char *addr, bool ok)
 {
 	struct node **pp = find(r->brks, addr);
 	if (ok) {
