@@ -1,19 +1,14 @@
-/* smtp.c: the SMTP client session state machine.
+/* smtp.c: the SMTP client session state machine: the session's life
+ * (connect, greeting, EHLO/HELO, STARTTLS and the handshake gate, AUTH, QUIT,
+ * deadlines, framing). The transaction (pipelined MAIL/RCPT/DATA/BDAT, the
+ * body, "Replies in step", per-recipient results) is smtp_txn.c; the two
+ * share smtp_int.h.
  *
- * Three jobs, kept apart (OpenSMTPD mta_session): on_read() frames bytes into
+ * Three jobs, kept apart (OpenSMTPD mta_session): c_read() frames bytes into
  * replies (smtp_reply_parse enforces the line and reply limits), on_reply()
  * decides what a reply means for the command it answers, and enter() runs a
  * state's entry action and arms its deadline (RFC 5321 4.5.3.2 timeouts from
  * the config, indexed by state in a table).
- *
- * Pipelining (RFC 2920): a transaction is a list of expected replies (MAIL,
- * one per RCPT, DATA and the end of data, or BDAT; then the RSET or QUIT that
- * checks the replies were in step: see "Replies in step"). With PIPELINING
- * they are written in as few groups as RFC 2920 allows and the FIFO matches
- * replies to commands; without it, the next command goes out when the
- * previous reply arrives. Either way the send cursor (`issued`) and the
- * receive cursor (`head`) are separate, as in Postfix's smtp_loop. The
- * session waits only after DATA and after the end of the message.
  *
  * Failure meaning: per-recipient outcomes of a transaction are data
  * (smtp_result, `final` when this attempt decided them); anything that breaks
@@ -34,38 +29,13 @@
 #include "sender/log.h"
 #include "sender/loop.h"
 #include "sender/metrics.h"
-#include "sender/msg.h"
+#include "sender/smtp_int.h"
 #include "sender/smtp_reply.h"
 #include "sender/util.h"
 
-#define BODY_HIGH (256 * 1024) /* stream the body up to this much unsent output */
-#define BODY_CHUNK (64 * 1024)
 #define IBUF_CAP (SMTP_REPLY_MAX + SMTP_LINE_MAX)
 
-enum state {
-	S_CONNECTING,
-	S_BANNER,
-	S_EHLO,
-	S_HELO,
-	S_STARTTLS,
-	S_TLS,
-	S_EHLO_TLS,
-	S_AUTH,      /* AUTH PLAIN sent, or AUTH LOGIN password sent */
-	S_AUTH_USER, /* AUTH LOGIN: waiting for the user name prompt */
-	S_AUTH_PASS, /* AUTH LOGIN: waiting for the password prompt */
-	S_READY,
-	S_TXN, /* waiting for RSET/MAIL/RCPT/DATA replies (see expect FIFO) */
-	S_BODY,
-	S_DOT,
-	S_QUIT,
-	S_DEAD,
-};
-
-static const struct {
-	const char *name;
-	const char *action;
-	size_t timeout; /* offset in struct smtp_timeouts */
-} states[] = {
+const struct smtp_state_info smtp_states[] = {
 	[S_CONNECTING] = { "CONNECTING", "connecting", offsetof(struct smtp_timeouts, connect) },
 	[S_BANNER] = { "BANNER", "waiting for the greeting", offsetof(struct smtp_timeouts, banner) },
 	[S_EHLO] = { "EHLO", "sending EHLO", offsetof(struct smtp_timeouts, helo) },
@@ -84,72 +54,6 @@ static const struct {
 	[S_DEAD] = { "CLOSED", "closed", 0 },
 };
 
-/* A transaction's expected replies, in order: MAIL, one per RCPT, DATA and the
- * end of data (DOT), or BDAT; then RSET, or QUIT when nothing follows on the
- * session. That last command is the check that the replies were in step: see
- * "Replies in step" below. */
-enum exp_kind { E_RSET, E_MAIL, E_RCPT, E_DATA, E_DOT, E_BDAT, E_QUIT };
-static const struct {
-	const char *verb;
-	size_t timeout;
-} exp_info[] = {
-	[E_RSET] = { "RSET", offsetof(struct smtp_timeouts, rset) },
-	[E_MAIL] = { "MAIL FROM", offsetof(struct smtp_timeouts, mail) },
-	[E_RCPT] = { "RCPT TO", offsetof(struct smtp_timeouts, rcpt) },
-	[E_DATA] = { "DATA", offsetof(struct smtp_timeouts, data) },
-	[E_DOT] = { "the end of data", offsetof(struct smtp_timeouts, dot) },
-	[E_BDAT] = { "BDAT", offsetof(struct smtp_timeouts, dot) },
-	[E_QUIT] = { "QUIT", offsetof(struct smtp_timeouts, quit) },
-};
-
-struct expect {
-	enum exp_kind kind;
-	int rcpt;
-};
-
-struct smtp_session {
-	struct loop *l;
-	struct smtp_params p;
-	/* copies, in one allocation (strs); auth_pass is wiped before free */
-	char *strs, *mx_host, *helo, *auth_user, *auth_pass;
-	void (*gone)(void *, const char *); /* smtp_session_quit_notify */
-	void *gone_arg;
-	bool authed;
-	smtp_event_fn *cb;
-	void *arg;
-	struct conn *conn;
-	struct loop_timer timer;
-	struct loop_task task; /* deferred events (connect failure, self-free) */
-	enum state st;
-	bool dead, quitting, in_cb, free_pending;
-	bool quit_sent; /* QUIT already went out behind the last message */
-	struct smtp_status status;
-	struct smtp_ehlo ehlo;
-	/* input framing */
-	char *ibuf;
-	size_t ilen;
-	/* transaction */
-	struct smtp_txn *txn;
-	struct expect *exp;
-	int nexp, head, issued;
-	int accepted;
-	bool mail_failed;
-	unsigned ntxn;
-	uint64_t born;
-	size_t body_off;
-	bool bdat;       /* CHUNKING: the body goes out as one BDAT LAST chunk */
-	bool body_on;    /* body streaming in progress */
-	bool body_done;  /* the body and its end (dot, or the BDAT chunk) are written */
-	bool rx_more;    /* c_read: bytes follow the reply being handled */
-	bool quit_acked; /* the QUIT that ended the last transaction was answered */
-	bool at_bol;     /* dot-stuffing state: next byte starts a line */
-	/* the handshake gate (hs_gate_*) */
-	bool hs_holding, hs_waiting;
-	bool m_opened, m_tls; /* counted in p.metrics: the connection, its TLS outcome */
-	TAILQ_ENTRY(smtp_session) hs_link; /* while hs_waiting */
-	struct loop_task hs_task;
-};
-
 /* ---- the handshake gate ----
  * A TLS handshake in progress holds ~40-60 KiB (record and handshake buffers,
  * key shares, the peer's chain) against ~20 KiB for an established session,
@@ -166,7 +70,7 @@ static _Thread_local struct {
 
 static void begin_tls(struct smtp_session *s);
 
-static void hs_gate_leave(struct smtp_session *s)
+void smtp_hs_gate_leave(struct smtp_session *s)
 {
 	if (s->hs_waiting) {
 		TAILQ_REMOVE(&hs_gate.waiting, s, hs_link);
@@ -210,88 +114,14 @@ static bool hs_gate_enter(struct smtp_session *s)
 	TAILQ_INSERT_TAIL(&hs_gate.waiting, s, hs_link);
 	return false;
 }
-
-enum smtp_class smtp_classify(int code)
-{
-	if (code >= 200 && code < 400)
-		return SMTP_OK;
-	if (code >= 400 && code < 500)
-		return SMTP_TEMP;
-	return SMTP_PERM;
-}
-
 const char *smtp_session_state(const struct smtp_session *s)
 {
-	return states[s->st].name;
-}
-
-static uint32_t timeout_of(const struct smtp_session *s, size_t off)
-{
-	return *(const uint32_t *)(const void *)((const char *)s->p.to + off);
-}
-
-static void set_result(struct smtp_result *r, enum smtp_class cls, int code, const char *esc,
-		       const char *text, bool final)
-{
-	r->cls = cls;
-	r->code = code;
-	strlcpy_x(r->esc, esc ? esc : "", sizeof(r->esc));
-	/* one line: multi-line reply text is joined with single spaces, and
-	 * leading or repeated blanks go (Exim answers BDAT with "250- 75 byte
-	 * chunk, ..."): the result line is read by people and split by scripts */
-	size_t o = 0;
-	for (size_t i = 0; text && text[i] && o < sizeof(r->text) - 1; i++) {
-		char c = (text[i] == '\n' || text[i] == '\r' || text[i] == '\t') ? ' ' : text[i];
-		if (c == ' ' && (o == 0 || r->text[o - 1] == ' '))
-			continue;
-		r->text[o++] = c;
-	}
-	while (o > 0 && r->text[o - 1] == ' ')
-		o--;
-	r->text[o] = '\0';
-	r->final = final;
-}
-
-static void result_from_reply(struct smtp_result *r, const struct smtp_reply *rep, bool final)
-{
-	char esc[16];
-	strlcpy_x(esc, rep->esc, sizeof(esc));
-	if (esc[0] == '\0') /* synthesize a DSN code from the reply class */
-		snprintf(esc, sizeof(esc), "%d.0.0", rep->code / 100);
-	set_result(r, smtp_classify(rep->code), rep->code, esc, rep->text, final);
-}
-
-static void arm(struct smtp_session *s, size_t off)
-{
-	loop_timer_arm(s->l, &s->timer, timeout_of(s, off));
-}
-
-static void enter(struct smtp_session *s, enum state st)
-{
-	if (s->st == S_TLS && st != S_TLS)
-		hs_gate_leave(s);
-	if (s->st != st)
-		log_trace("smtp %016llx: %s -> %s", (unsigned long long)s->p.id, states[s->st].name,
-			  states[st].name);
-	s->st = st;
-	if (st == S_READY || st == S_DEAD)
-		loop_timer_stop(s->l, &s->timer);
-	else
-		arm(s, states[st].timeout);
-}
-
-static void emit(struct smtp_session *s, enum smtp_event ev)
-{
-	s->in_cb = true;
-	s->cb(s->arg, s, ev, &s->status);
-	s->in_cb = false;
+	return smtp_states[s->st].name;
 }
 
 /* The session cannot go on: stop I/O and tell the owner once. */
-static void fail(struct smtp_session *s, enum smtp_fail why, enum smtp_class cls, int code,
-		 const char *esc, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-static void fail(struct smtp_session *s, enum smtp_fail why, enum smtp_class cls, int code,
-		 const char *esc, const char *fmt, ...)
+void smtp_sess_fail(struct smtp_session *s, enum smtp_fail why, enum smtp_class cls, int code,
+		    const char *esc, const char *fmt, ...)
 {
 	if (s->dead)
 		return;
@@ -303,13 +133,13 @@ static void fail(struct smtp_session *s, enum smtp_fail why, enum smtp_class cls
 	char qtext[sizeof(text) * 2]; /* the server's words: escaped (log.h) */
 	log_info("evt=smtp_fail id=%016llx peer=%s[%s] state=%s code=%d esc=%s text=\"%s\"",
 		 (unsigned long long)s->p.id, s->mx_host, s->conn ? conn_peer(s->conn) : "-",
-		 states[s->st].name, code, esc, log_q(qtext, sizeof(qtext), text));
+		 smtp_states[s->st].name, code, esc, log_q(qtext, sizeof(qtext), text));
 	s->dead = true;
 	enter(s, S_DEAD);
 	conn_close(s->conn);
 	s->conn = NULL;
 	s->status.fail = why;
-	set_result(&s->status.why, cls, code, esc, text, false);
+	smtp_set_result(&s->status.why, cls, code, esc, text, false);
 	if (s->quitting) { /* the owner already let go: nobody to tell */
 		loop_defer(s->l, &s->task);
 		return;
@@ -331,8 +161,7 @@ static void vcmd(struct smtp_session *s, bool secret, const char *fmt, va_list a
 	memset(line, 0, sizeof(line));
 }
 
-static void cmd(struct smtp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void cmd(struct smtp_session *s, const char *fmt, ...)
+void smtp_cmd(struct smtp_session *s, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -349,371 +178,6 @@ static void cmd_secret(struct smtp_session *s, const char *fmt, ...)
 	vcmd(s, true, fmt, ap);
 	va_end(ap);
 }
-
-/* ---- transactions ---- */
-
-static bool ascii(const char *p)
-{
-	for (; *p; p++)
-		if ((unsigned char)*p >= 0x80)
-			return false;
-	return true;
-}
-
-static void body_pump(struct smtp_session *s);
-
-static void issue_one(struct smtp_session *s)
-{
-	struct expect *e = &s->exp[s->issued++];
-	struct smtp_txn *t = s->txn;
-	switch (e->kind) {
-	case E_RSET:
-		cmd(s, "RSET");
-		break;
-	case E_QUIT:
-		cmd(s, "QUIT");
-		s->quit_sent = true;
-		break;
-	case E_DOT: /* written by body_pump, never issued here */
-		log_panic("evt=smtp_issue_dot id=%016llx", (unsigned long long)s->p.id);
-	case E_MAIL: {
-		char params[128] = "";
-		size_t pl = 0;
-		if (s->ehlo.ext & SMTP_EXT_SIZE)
-			pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " SIZE=%zu", t->wire->len);
-		if (t->wire->has_8bit && (s->ehlo.ext & SMTP_EXT_8BITMIME))
-			pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " BODY=8BITMIME");
-		if ((s->ehlo.ext & SMTP_EXT_SMTPUTF8) &&
-		    (t->smtputf8_needed || t->wire->hdr_utf8 || !ascii(t->from)))
-			snprintf(params + pl, sizeof(params) - pl, " SMTPUTF8");
-		cmd(s, "MAIL FROM:<%s>%s", t->from, params);
-		break;
-	}
-	case E_RCPT:
-		cmd(s, "RCPT TO:<%s>", t->rcpts[e->rcpt]);
-		break;
-	case E_DATA:
-		cmd(s, "DATA");
-		break;
-	case E_BDAT:
-		/* RFC 3030: the whole message as one chunk, streamed right behind
-		 * the command; its reply is the message's outcome. */
-		cmd(s, "BDAT %zu LAST", t->wire->len);
-		s->body_on = true;
-		body_pump(s);
-		break;
-	}
-}
-
-static void issue(struct smtp_session *s)
-{
-	bool pipe = (s->ehlo.ext & SMTP_EXT_PIPELINING) != 0;
-	while (s->issued < s->nexp && (pipe || s->issued == s->head)) {
-		enum exp_kind k = s->exp[s->issued].kind;
-		if (k == E_DOT)
-			break; /* body_pump writes it, after the 354 and the body */
-		if ((k == E_RSET || k == E_QUIT) && !s->body_done)
-			break; /* the check goes behind the message (DATA ends a group, RFC 2920 3.1) */
-		if (!pipe && k != E_RSET && k != E_QUIT &&
-		    (s->mail_failed || ((k == E_DATA || k == E_BDAT) && s->accepted == 0))) {
-			/* Without pipelining, once the outcome makes the rest moot
-			 * nothing more of the message goes out: straight to the check. */
-			s->issued = s->head = s->nexp - 1;
-			s->body_done = true;
-			continue;
-		}
-		issue_one(s);
-	}
-}
-
-/* ---- Replies in step ----
- * A server that sends one reply too many (a second 250 after the end of data,
- * arriving late, once the next transaction is on the wire) would shift every
- * later reply onto the command after the one it answers: the RCPT's 250 read
- * as the BDAT reply, the real BDAT 550 read afterwards as something else, and
- * a refused message reported delivered. These rules keep each reply with its
- * command, or drop the connection:
- *  - a reply that no command of its kind gets (2xx to DATA, 3xx to anything
- *    but DATA), or one that arrives while no command is outstanding (idle in
- *    the pool, in the body, after the transaction's last reply in the same
- *    read), puts the replies out of step;
- *  - every transaction ends with a check: RSET (QUIT when nothing follows)
- *    pipelined behind the message, answered 2xx. Where replies shifted, the
- *    message's real final reply lands on the check; a 4xx/5xx there puts the
- *    replies out of step. The RSET replaces the one the next transaction
- *    would have started with: no command more than before;
- *  - the transaction's results are reported only once the check is answered;
- *  - where the server gives enhanced status codes, the message's 2xx must
- *    not carry the one RCPT gets (2.1.5).
- * Out of step: nothing the transaction decided stands (results not final),
- * the connection is closed, never reused, and every recipient is retried. */
-static void out_of_step(struct smtp_session *s, const char *what, int code, const char *text)
-{
-	if (s->txn)
-		for (int i = 0; i < s->txn->nrcpt; i++)
-			s->txn->res[i].final = false;
-	fail(s, SMTP_FAIL_LOST, SMTP_TEMP, 451, "4.5.0", "replies out of step: %s: %d %s", what, code,
-	     text);
-}
-
-static void txn_done(struct smtp_session *s)
-{
-	if (s->rx_more) { /* in the same read as the check's reply: nobody asked */
-		out_of_step(s, "bytes after the last reply of the transaction", 0, "");
-		return;
-	}
-	s->txn = NULL;
-	free(s->exp);
-	s->exp = NULL;
-	s->nexp = s->head = s->issued = 0;
-	s->ntxn++;
-	enter(s, S_READY);
-	emit(s, SMTP_EV_TXN_DONE);
-}
-
-/* Recipients accepted so far get the outcome of DATA or the final dot. */
-static void settle_accepted(struct smtp_session *s, const struct smtp_reply *r)
-{
-	struct smtp_txn *t = s->txn;
-	for (int i = 0; i < t->nrcpt; i++)
-		if (!t->res[i].final && t->res[i].cls == SMTP_OK && t->res[i].code != 0)
-			result_from_reply(&t->res[i], r, true);
-}
-
-/* Stream the body, keeping at most BODY_HIGH bytes unsent; on_drain resumes.
- * The wire form is CRLF-normalised but not dot-stuffed, so one prepared copy
- * serves BDAT as is and DATA with dots doubled here (RFC 5321 4.5.2): every
- * LF in the normalised form ends a line. */
-static void body_pump(struct smtp_session *s)
-{
-	const struct msg_wire *w = s->txn->wire;
-	const char *d = w->data;
-	while (s->body_off < w->len && conn_out_pending(s->conn) < BODY_HIGH) {
-		size_t off = s->body_off, end = off + BODY_CHUNK;
-		if (end > w->len)
-			end = w->len;
-		if (s->bdat) {
-			conn_write(s->conn, d + off, end - off);
-			s->body_off = end;
-			continue;
-		}
-		size_t start = off;
-		while (off < end) {
-			if (s->at_bol) {
-				s->at_bol = false;
-				if (d[off] == '.') {
-					conn_write(s->conn, d + start, off - start);
-					conn_write(s->conn, ".", 1);
-					start = off;
-				}
-			}
-			const char *nl = memchr(d + off, '\n', end - off);
-			if (nl == NULL) {
-				off = end;
-				break;
-			}
-			off = (size_t)(nl - d) + 1;
-			s->at_bol = true;
-		}
-		conn_write(s->conn, d + start, off - start);
-		s->body_off = off;
-	}
-	if (s->body_off < w->len) {
-		if (!s->bdat)
-			arm(s, states[S_BODY].timeout); /* progress: a fresh block deadline */
-		return;
-	}
-	s->body_on = false;
-	s->body_done = true;
-	if (!s->bdat) {
-		conn_write(s->conn, ".\r\n", 3);
-		s->issued++; /* E_DOT */
-		enter(s, S_DOT);
-	} /* else the BDAT reply is in the expectation FIFO */
-	/* With PIPELINING the check (RSET, or QUIT: RFC 2920 3.1 lets it end a
-	 * group) follows the message in the same packet: no round trip more. */
-	issue(s);
-}
-
-void smtp_session_send(struct smtp_session *s, struct smtp_txn *t)
-{
-	if (s->st != S_READY || s->txn != NULL || s->quit_sent)
-		log_panic("evt=smtp_send_not_ready id=%016llx state=%s", (unsigned long long)s->p.id,
-			  states[s->st].name);
-	s->txn = t;
-	s->accepted = 0;
-	s->mail_failed = false;
-	s->body_off = 0;
-	s->body_on = false;
-	s->at_bol = true;
-	s->body_done = false;
-	s->bdat = (s->ehlo.ext & SMTP_EXT_CHUNKING) != 0 && !t->no_bdat;
-	for (int i = 0; i < t->nrcpt; i++)
-		memset(&t->res[i], 0, sizeof(t->res[i]));
-	/* What the server lacks and the message needs is a permanent failure:
-	 * RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8. No RSET needed:
-	 * nothing was sent. */
-	const char *esc = NULL, *why = NULL;
-	int code = 0;
-	char text[160];
-	if (s->ehlo.size_max && t->wire->len > s->ehlo.size_max) {
-		code = 552, esc = "5.3.4";
-		snprintf(text, sizeof(text), "message size %zu exceeds the server's SIZE limit %llu",
-			 t->wire->len, (unsigned long long)s->ehlo.size_max);
-		why = text;
-	} else if (t->wire->has_8bit && !(s->ehlo.ext & SMTP_EXT_8BITMIME)) {
-		code = 554, esc = "5.6.3", why = "message has 8-bit content and the server lacks 8BITMIME";
-	} else if (t->smtputf8_needed && !(s->ehlo.ext & SMTP_EXT_SMTPUTF8)) {
-		code = 553, esc = "5.6.7", why = "an envelope address of the transaction is non-ASCII and the server lacks SMTPUTF8";
-	}
-	if (why) {
-		for (int i = 0; i < t->nrcpt; i++)
-			set_result(&t->res[i], SMTP_PERM, code, esc, why, true);
-		s->txn = t;
-		s->exp = NULL;
-		/* report from a completion context, never inside our caller */
-		loop_defer(s->l, &s->task);
-		return;
-	}
-	s->nexp = t->nrcpt + (s->bdat ? 3 : 4);
-	s->exp = xcalloc((size_t)s->nexp, sizeof(*s->exp));
-	int k = 0;
-	s->exp[k++] = (struct expect){ E_MAIL, -1 };
-	for (int i = 0; i < t->nrcpt; i++)
-		s->exp[k++] = (struct expect){ E_RCPT, i };
-	if (s->bdat) {
-		s->exp[k++] = (struct expect){ E_BDAT, -1 };
-	} else {
-		s->exp[k++] = (struct expect){ E_DATA, -1 };
-		s->exp[k++] = (struct expect){ E_DOT, -1 };
-	}
-	/* the check that the replies were in step; it also resets the
-	 * transaction state for the next message (no RSET before it) */
-	s->exp[k++] = (struct expect){ t->last ? E_QUIT : E_RSET, -1 };
-	s->head = s->issued = 0;
-	enter(s, S_TXN);
-	arm(s, exp_info[s->exp[0].kind].timeout);
-	issue(s);
-}
-
-static void on_txn_reply(struct smtp_session *s, const struct smtp_reply *r)
-{
-	struct smtp_txn *t = s->txn;
-	if (s->head >= s->issued) {
-		out_of_step(s, "a reply with no command outstanding", r->code, r->text);
-		return;
-	}
-	struct expect *e = &s->exp[s->head++];
-	int cls = r->code / 100;
-	/* DATA alone gets 354 and never 2xx (RFC 5321 4.3.2); the check, only 2xx */
-	bool fits = e->kind == E_DATA		       ? r->code == 354 || cls == 4 || cls == 5
-		    : e->kind == E_RSET || e->kind == E_QUIT ? cls == 2
-							     : cls == 2 || cls == 4 || cls == 5;
-	/* RFC 3463 X.1.5 "destination address valid" is what RCPT gets: on the
-	 * message's 2xx (end of data, BDAT) it is a RCPT reply one place late,
-	 * the case the check cannot see (the real final reply a 2xx too, but
-	 * the recipients' replies shifted: RCPT 2's 550 read as RCPT 3's). */
-	if (fits && cls == 2 && (e->kind == E_DOT || e->kind == E_BDAT) &&
-	    (s->ehlo.ext & SMTP_EXT_ENHANCEDSTATUSCODES) && strcmp(r->esc, "2.1.5") == 0)
-		fits = false;
-	if (!fits) {
-		char what[64];
-		snprintf(what, sizeof(what), "%s answered", exp_info[e->kind].verb);
-		out_of_step(s, what, r->code, r->text);
-		return;
-	}
-	switch (e->kind) {
-	case E_RSET:
-		break;
-	case E_QUIT:
-		s->quit_acked = true;
-		break;
-	case E_MAIL:
-		if (smtp_classify(r->code) != SMTP_OK) {
-			s->mail_failed = true;
-			for (int i = 0; i < t->nrcpt; i++) {
-				result_from_reply(&t->res[i], r, true);
-				if (r->code == 530) {
-					/* RFC 4954 530: authentication required. Our
-					 * configuration lacks it: defer, never bounce. */
-					char txt[400];
-					snprintf(txt, sizeof(txt), "530 %.300s (configure auth_user for this relay)",
-						 r->text);
-					set_result(&t->res[i], SMTP_TEMP, 451, "4.7.0", txt, true);
-				}
-			}
-		}
-		break;
-	case E_RCPT:
-		if (s->mail_failed)
-			break;
-		/* 2xx: accepted, decided by DATA/dot; 4xx/5xx: decided now */
-		result_from_reply(&t->res[e->rcpt], r, smtp_classify(r->code) != SMTP_OK);
-		if (smtp_classify(r->code) == SMTP_OK)
-			s->accepted++;
-		break;
-	case E_DATA:
-		if (r->code == 354 && (s->mail_failed || s->accepted == 0)) {
-			/* RFC 2920 3.1: a 354 with no valid recipient; end the empty
-			 * message and ignore the reply to it. */
-			conn_write(s->conn, ".\r\n", 3);
-			s->body_off = s->txn->wire->len;
-			s->accepted = -1;
-			s->issued++; /* E_DOT */
-			s->body_done = true;
-			enter(s, S_DOT);
-			issue(s);
-			return;
-		}
-		if (r->code == 354) {
-			enter(s, S_BODY);
-			body_pump(s);
-			return;
-		}
-		if (!s->mail_failed)
-			settle_accepted(s, r);
-		s->issued++; /* DATA refused: no end of data, no reply to it */
-		s->head++;
-		s->body_done = true;
-		break;
-	case E_DOT:
-		if (s->accepted >= 0)
-			settle_accepted(s, r);
-		break;
-	case E_BDAT:
-		if (s->body_on) {
-			/* A reply before the chunk was fully sent: the server gave up
-			 * on it; the connection's framing is now uncertain. */
-			fail(s, SMTP_FAIL_LOST, SMTP_TEMP, r->code, r->esc[0] ? r->esc : "4.0.0",
-			     "BDAT answered before the chunk was sent: %d %s", r->code, r->text);
-			return;
-		}
-		if (r->code == 500 || r->code == 502 || r->code == 504) {
-			/* CHUNKING offered, BDAT not understood (RFC 5321 4.2.4):
-			 * the chunk was read as command lines, so nothing after
-			 * it can be trusted. The owner resends with DATA on a
-			 * new connection. */
-			s->status.bdat_refused = true;
-			out_of_step(s, "BDAT refused although CHUNKING was offered", r->code, r->text);
-			return;
-		}
-		if (!s->mail_failed && s->accepted > 0)
-			settle_accepted(s, r);
-		break;
-	}
-	if (s->head < s->nexp) {
-		issue(s);
-		if (s->head < s->issued) {
-			if (s->st != S_TXN)
-				enter(s, S_TXN); /* after the dot: waiting for the check */
-			arm(s, exp_info[s->exp[s->head].kind].timeout);
-			return;
-		}
-	}
-	/* Nothing more is expected: the transaction is decided. */
-	txn_done(s);
-}
-
 /* ---- session set-up ---- */
 
 /* RFC 4954: AUTH only over TLS (credentials never travel in plaintext),
@@ -728,15 +192,15 @@ static void start_auth(struct smtp_session *s, bool tls_on)
 {
 	char raw[600], b64[820];
 	if (!tls_on || !s->status.tls) {
-		fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.0",
-		     "AUTH configured but no TLS with %s: credentials are never sent in plaintext",
-		     s->mx_host);
+		smtp_sess_fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.0",
+			       "AUTH configured but no TLS with %s: credentials are never sent in plaintext",
+			       s->mx_host);
 		return;
 	}
 	if (!s->p.auth_insecure && (s->p.level != TLS_LEVEL_VERIFY || !s->status.verdict.verified)) {
-		fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.0",
-		     "AUTH configured but the certificate of %s was not verified (tls=%s): "
-		     "credentials go only to a verified relay", s->mx_host, tls_level_name(s->p.level));
+		smtp_sess_fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.0",
+			       "AUTH configured but the certificate of %s was not verified (tls=%s): "
+			       "credentials go only to a verified relay", s->mx_host, tls_level_name(s->p.level));
 		return;
 	}
 	if (s->ehlo.auth & SMTP_AUTH_PLAIN) {
@@ -750,10 +214,10 @@ static void start_auth(struct smtp_session *s, bool tls_on)
 		cmd_secret(s, "AUTH PLAIN %s", b64);
 	} else if (s->ehlo.auth & SMTP_AUTH_LOGIN) {
 		enter(s, S_AUTH_USER);
-		cmd(s, "AUTH LOGIN");
+		smtp_cmd(s, "AUTH LOGIN");
 	} else {
-		fail(s, SMTP_FAIL_GREETING, SMTP_TEMP, 451, "4.7.0",
-		     "%s offers no AUTH PLAIN or LOGIN", s->mx_host);
+		smtp_sess_fail(s, SMTP_FAIL_GREETING, SMTP_TEMP, 451, "4.7.0",
+			       "%s offers no AUTH PLAIN or LOGIN", s->mx_host);
 		return;
 	}
 	memset(raw, 0, sizeof(raw));
@@ -766,13 +230,14 @@ static void after_ehlo(struct smtp_session *s)
 	enum tls_level lvl = s->p.level;
 	if (!tls_on && lvl != TLS_LEVEL_NONE && (s->ehlo.ext & SMTP_EXT_STARTTLS)) {
 		enter(s, S_STARTTLS);
-		cmd(s, "STARTTLS");
+		smtp_cmd(s, "STARTTLS");
 		return;
 	}
 	if (!tls_on && lvl >= TLS_LEVEL_ENCRYPT) {
 		s->status.no_starttls = true;
-		fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5", "STARTTLS not offered by %s (tls=%s required)",
-		     s->mx_host, tls_level_name(lvl));
+		smtp_sess_fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5",
+			       "STARTTLS not offered by %s (tls=%s required)", s->mx_host,
+			       tls_level_name(lvl));
 		return;
 	}
 	s->status.ext = s->ehlo.ext;
@@ -817,8 +282,8 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
 	log_trace("smtp %016llx: <<< %d %s", (unsigned long long)s->p.id, r->code, r->text);
 	/* 421: the server is closing the channel, whatever we asked (RFC 5321 3.8). */
 	if (r->code == 421 && s->st != S_QUIT) {
-		fail(s, s->st <= S_AUTH_PASS ? SMTP_FAIL_GREETING : SMTP_FAIL_LOST, SMTP_TEMP, 421,
-		     r->esc[0] ? r->esc : "4.0.0", "%s", r->text);
+		smtp_sess_fail(s, s->st <= S_AUTH_PASS ? SMTP_FAIL_GREETING : SMTP_FAIL_LOST, SMTP_TEMP,
+			       421, r->esc[0] ? r->esc : "4.0.0", "%s", r->text);
 		return;
 	}
 	int cls = smtp_classify(r->code);
@@ -827,14 +292,14 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
 		if (r->code != 220) {
 			/* A 5xx greeting is a refusal by this host; the owner moves on
 			 * (like Postfix smtp_skip_5xx_greeting). */
-			cmd(s, "QUIT");
-			fail(s, SMTP_FAIL_GREETING, cls == SMTP_PERM ? SMTP_PERM : SMTP_TEMP, r->code,
-			     r->esc[0] ? r->esc : (cls == SMTP_PERM ? "5.0.0" : "4.0.0"), "greeting: %s",
-			     r->text);
+			smtp_cmd(s, "QUIT");
+			smtp_sess_fail(s, SMTP_FAIL_GREETING, cls == SMTP_PERM ? SMTP_PERM : SMTP_TEMP, r->code,
+				       r->esc[0] ? r->esc : (cls == SMTP_PERM ? "5.0.0" : "4.0.0"), "greeting: %s",
+				       r->text);
 			return;
 		}
 		enter(s, S_EHLO);
-		cmd(s, "EHLO %s", s->helo);
+		smtp_cmd(s, "EHLO %s", s->helo);
 		return;
 	case S_EHLO:
 	case S_EHLO_TLS:
@@ -845,16 +310,16 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
 		}
 		if (s->st == S_EHLO && cls == SMTP_PERM) {
 			enter(s, S_HELO);
-			cmd(s, "HELO %s", s->helo);
+			smtp_cmd(s, "HELO %s", s->helo);
 			return;
 		}
-		fail(s, SMTP_FAIL_GREETING, cls == SMTP_PERM ? SMTP_PERM : SMTP_TEMP, r->code,
-		     r->esc[0] ? r->esc : "4.0.0", "EHLO refused: %s", r->text);
+		smtp_sess_fail(s, SMTP_FAIL_GREETING, cls == SMTP_PERM ? SMTP_PERM : SMTP_TEMP, r->code,
+			       r->esc[0] ? r->esc : "4.0.0", "EHLO refused: %s", r->text);
 		return;
 	case S_HELO:
 		if (cls != SMTP_OK) {
-			fail(s, SMTP_FAIL_GREETING, cls == SMTP_PERM ? SMTP_PERM : SMTP_TEMP, r->code,
-			     r->esc[0] ? r->esc : "4.0.0", "HELO refused: %s", r->text);
+			smtp_sess_fail(s, SMTP_FAIL_GREETING, cls == SMTP_PERM ? SMTP_PERM : SMTP_TEMP, r->code,
+				       r->esc[0] ? r->esc : "4.0.0", "HELO refused: %s", r->text);
 			return;
 		}
 		memset(&s->ehlo, 0, sizeof(s->ehlo));
@@ -868,8 +333,8 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
 				return;
 			}
 			s->status.no_starttls = true;
-			fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5", "STARTTLS refused: %d %s", r->code,
-			     r->text);
+			smtp_sess_fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5", "STARTTLS refused: %d %s",
+				       r->code, r->text);
 			return;
 		}
 		/* RFC 3207 5: discard anything the server sent after its 220; it
@@ -900,14 +365,14 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
 		/* reported as a temporary failure (451 4.7.8): the credentials
 		 * need fixing, the mail must not bounce; the server's reply stays
 		 * in the text */
-		fail(s, SMTP_FAIL_GREETING, SMTP_TEMP, 451, "4.7.8", "AUTH refused: %d %s", r->code,
-		     r->text);
+		smtp_sess_fail(s, SMTP_FAIL_GREETING, SMTP_TEMP, 451, "4.7.8", "AUTH refused: %d %s",
+			       r->code, r->text);
 		return;
 	case S_TXN:
-		on_txn_reply(s, r);
+		smtp_txn_reply(s, r);
 		return;
 	case S_DOT:
-		on_txn_reply(s, r);
+		smtp_txn_reply(s, r);
 		return;
 	case S_QUIT:
 		enter(s, S_DEAD);
@@ -916,8 +381,8 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
 		loop_defer(s->l, &s->task);
 		return;
 	default:
-		fail(s, SMTP_FAIL_LOST, SMTP_TEMP, 451, "4.5.0", "unexpected reply %d in state %s",
-		     r->code, states[s->st].name);
+		smtp_sess_fail(s, SMTP_FAIL_LOST, SMTP_TEMP, 451, "4.5.0",
+			       "unexpected reply %d in state %s", r->code, smtp_states[s->st].name);
 		return;
 	}
 }
@@ -928,8 +393,8 @@ static void c_connect(void *arg, int err)
 {
 	struct smtp_session *s = arg;
 	if (err < 0) {
-		fail(s, SMTP_FAIL_CONNECT, SMTP_TEMP, 451, "4.4.1", "connect to %s failed: %s",
-		     conn_peer(s->conn), strerror(-err));
+		smtp_sess_fail(s, SMTP_FAIL_CONNECT, SMTP_TEMP, 451, "4.4.1", "connect to %s failed: %s",
+			       conn_peer(s->conn), strerror(-err));
 		return;
 	}
 	if (s->p.implicit_tls) { /* RFC 8314: TLS first, then the greeting */
@@ -976,20 +441,21 @@ static void c_read(void *arg, const char *data, size_t n)
 					break;
 			}
 			if (rc == SMTP_PARSE_ERR) {
-				fail(s, SMTP_FAIL_LOST, SMTP_TEMP, 451, "4.5.0", "protocol error %s: %s",
-				     states[s->st].action, err ? err : "malformed reply");
+				smtp_sess_fail(s, SMTP_FAIL_LOST, SMTP_TEMP, 451, "4.5.0", "protocol error %s: %s",
+					       smtp_states[s->st].action, err ? err : "malformed reply");
 				return;
 			}
 			off += used;
 			if (s->st == S_BODY) { /* DATA's 354 came; the end of data is not sent */
-				out_of_step(s, "a reply while the body is sent", r.code, r.text);
+				smtp_out_of_step(s, "a reply while the body is sent", r.code, r.text);
 				return;
 			}
 			if (s->st == S_READY || s->st == S_CONNECTING) {
 				/* idle (in the pool): nothing was asked; the connection
 				 * is closed, never reused */
-				fail(s, SMTP_FAIL_LOST, SMTP_TEMP, r.code == 421 ? 421 : 451, "4.5.0",
-				     "unexpected reply in state %s: %d %s", states[s->st].name, r.code, r.text);
+				smtp_sess_fail(s, SMTP_FAIL_LOST, SMTP_TEMP, r.code == 421 ? 421 : 451, "4.5.0",
+					       "unexpected reply in state %s: %d %s", smtp_states[s->st].name,
+					       r.code, r.text);
 				return;
 			}
 			s->rx_more = off < len || n > 0;
@@ -1032,9 +498,9 @@ static void c_tls(void *arg, int err)
 	if (err < 0) {
 		const char *why = tls_error(t);
 		if (s->p.level == TLS_LEVEL_MAY)
-			fail(s, SMTP_FAIL_TLS_MAY, SMTP_TEMP, 451, "4.7.5", "%s", why);
+			smtp_sess_fail(s, SMTP_FAIL_TLS_MAY, SMTP_TEMP, 451, "4.7.5", "%s", why);
 		else
-			fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5", "%s", why);
+			smtp_sess_fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5", "%s", why);
 		return;
 	}
 	s->status.tls = true;
@@ -1042,13 +508,13 @@ static void c_tls(void *arg, int err)
 	 * required. Under `may` it is kept (better than the plaintext fallback). */
 	if (s->p.min_tls >= 13 && s->p.level >= TLS_LEVEL_ENCRYPT &&
 	    strcmp(s->status.verdict.version, "TLSv1.3") != 0) {
-		fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5", "%s negotiated, min_tls 1.3 required",
-		     s->status.verdict.version);
+		smtp_sess_fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5",
+			       "%s negotiated, min_tls 1.3 required", s->status.verdict.version);
 		return;
 	}
 	if (s->p.level == TLS_LEVEL_VERIFY && !s->status.verdict.verified) {
-		fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5", "certificate verify failed: %s",
-		     s->status.verdict.verify_text);
+		smtp_sess_fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5", "certificate verify failed: %s",
+			       s->status.verdict.verify_text);
 		return;
 	}
 	log_debug("evt=tls id=%016llx peer=%s[%s] version=%s cipher=%s verified=%s resumed=%s",
@@ -1061,7 +527,7 @@ static void c_tls(void *arg, int err)
 		return;
 	}
 	enter(s, S_EHLO_TLS);
-	cmd(s, "EHLO %s", s->helo);
+	smtp_cmd(s, "EHLO %s", s->helo);
 }
 
 static void c_error(void *arg, int err)
@@ -1078,20 +544,20 @@ static void c_error(void *arg, int err)
 		/* Cut in the handshake (a reset or close after the ClientHello): a
 		 * failed handshake like any other, so `may` goes on in plaintext. */
 		s->status.tls_tried = true;
-		fail(s, s->p.level == TLS_LEVEL_MAY ? SMTP_FAIL_TLS_MAY : SMTP_FAIL_TLS, SMTP_TEMP, 451,
-		     "4.7.5", "connection lost in the TLS handshake: %s",
-		     err == 0 ? "closed by peer" : strerror(-err));
+		smtp_sess_fail(s, s->p.level == TLS_LEVEL_MAY ? SMTP_FAIL_TLS_MAY : SMTP_FAIL_TLS,
+			       SMTP_TEMP, 451, "4.7.5", "connection lost in the TLS handshake: %s",
+			       err == 0 ? "closed by peer" : strerror(-err));
 		return;
 	}
-	fail(s, SMTP_FAIL_LOST, SMTP_TEMP, 451, "4.4.2", "connection lost %s: %s", states[s->st].action,
-	     err == 0 ? "closed by peer" : strerror(-err));
+	smtp_sess_fail(s, SMTP_FAIL_LOST, SMTP_TEMP, 451, "4.4.2", "connection lost %s: %s",
+		       smtp_states[s->st].action, err == 0 ? "closed by peer" : strerror(-err));
 }
 
 static void c_drain(void *arg)
 {
 	struct smtp_session *s = arg;
 	if (s->st == S_BODY || (s->st == S_TXN && s->body_on))
-		body_pump(s);
+		smtp_body_pump(s);
 }
 
 static const struct conn_cb conn_cbs = {
@@ -1112,14 +578,15 @@ static void timer_fn(struct loop_timer *t)
 		loop_defer(s->l, &s->task);
 		return;
 	}
-	const char *what = states[s->st].action;
+	const char *what = smtp_states[s->st].action;
 	char buf[64];
 	if (s->st == S_TXN && s->head < s->nexp) {
-		snprintf(buf, sizeof(buf), "waiting for the reply to %s", exp_info[s->exp[s->head].kind].verb);
+		snprintf(buf, sizeof(buf), "waiting for the reply to %s",
+			 smtp_exp_info[s->exp[s->head].kind].verb);
 		what = buf;
 	}
-	fail(s, s->st == S_CONNECTING ? SMTP_FAIL_CONNECT : (s->st == S_TLS ? (s->p.level == TLS_LEVEL_MAY ? SMTP_FAIL_TLS_MAY : SMTP_FAIL_TLS) : SMTP_FAIL_LOST),
-	     SMTP_TEMP, 451, "4.4.2", "timeout %s", what);
+	smtp_sess_fail(s, s->st == S_CONNECTING ? SMTP_FAIL_CONNECT : (s->st == S_TLS ? (s->p.level == TLS_LEVEL_MAY ? SMTP_FAIL_TLS_MAY : SMTP_FAIL_TLS) : SMTP_FAIL_LOST),
+		       SMTP_TEMP, 451, "4.4.2", "timeout %s", what);
 }
 
 /* Deferred work: a transaction decided before it started (SIZE/8BITMIME/
@@ -1212,7 +679,7 @@ void smtp_session_quit(struct smtp_session *s)
 	if (s->st == S_READY && s->conn != NULL) {
 		enter(s, S_QUIT);
 		if (!s->quit_sent)
-			cmd(s, "QUIT");
+			smtp_cmd(s, "QUIT");
 		return;
 	}
 	smtp_session_free(s);
@@ -1256,7 +723,7 @@ void smtp_session_free(struct smtp_session *s)
 	conn_close(s->conn);
 	s->conn = NULL;
 	if (s->st == S_TLS)
-		hs_gate_leave(s);
+		smtp_hs_gate_leave(s);
 	s->st = S_DEAD;
 	loop_timer_stop(s->l, &s->timer);
 	loop_defer(s->l, &s->task);

@@ -5,7 +5,7 @@
  * hears SMTP_EV_READY once the greeting, EHLO and (per the TLS level) STARTTLS
  * are done, then hands it one transaction at a time with smtp_session_send
  * (each ends with RSET, or QUIT when it is the last, pipelined behind the
- * message: its 2xx shows the replies were in step; see smtp.c). SMTP_EV_TXN_DONE: the transaction's
+ * message: its 2xx shows the replies were in step; see smtp_txn.c). SMTP_EV_TXN_DONE: the transaction's
  * per-recipient results are filled and the session is READY again.
  * SMTP_EV_FAIL: the session is unusable; results of the current transaction
  * that are not marked final must be tried elsewhere. After EV_FAIL the owner
