@@ -114,6 +114,7 @@ static bool hs_gate_enter(struct smtp_session *s)
 	TAILQ_INSERT_TAIL(&hs_gate.waiting, s, hs_link);
 	return false;
 }
+
 const char *smtp_session_state(const struct smtp_session *s)
 {
 	return smtp_states[s->st].name;
@@ -178,6 +179,7 @@ static void cmd_secret(struct smtp_session *s, const char *fmt, ...)
 	vcmd(s, true, fmt, ap);
 	va_end(ap);
 }
+
 /* ---- session set-up ---- */
 
 /* RFC 4954: AUTH only over TLS (credentials never travel in plaintext),
