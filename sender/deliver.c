@@ -169,7 +169,8 @@ struct deliver *deliver_new(struct loop *l, const struct config *c, const struct
 		struct stspol_opts so = { .https_port = d->o.sts_https_port ? d->o.sts_https_port
 								    : c->sts_https_port,
 					  .on_store = d->o.on_sts_store,
-					  .store_arg = d->o.on_sts_store_arg };
+					  .store_arg = d->o.on_sts_store_arg,
+					  .metrics = d->o.metrics_shard };
 		d->sts = stspol_new(l, d->dns, d->tc, &so);
 	}
 	return d;

@@ -17,6 +17,7 @@
 #include "sender/dns.h"
 #include "sender/policy/https.h"
 #include "sender/log.h"
+#include "sender/metrics.h"
 #include "sender/util.h"
 #include "tlscache/sts.h"
 
@@ -166,6 +167,7 @@ static void fetch_done(void *arg, const struct https_result *r)
 		}
 	}
 	int64_t now = now_s();
+	metrics_sts_fetch(sp->o.metrics, parsed); /* mxsend_sts_policy_fetches_total */
 	if (parsed) {
 		sts_cache_store(sp->cache, f->domain, f->id, &p, now);
 		int64_t at;
@@ -180,8 +182,9 @@ static void fetch_done(void *arg, const struct https_result *r)
 		sts_policy_fini(&p);
 	} else {
 		sts_cache_fetch_failed(sp->cache, f->domain, f->id, now);
+		char qdetail[sizeof(detail) * 2]; /* holds the server's words: escaped (log.h) */
 		log_info("evt=sts_fetch_failed domain=%s id=%s type=%s why=\"%s\" fallback=%s", f->domain,
-			 f->id, fail, detail, use ? "cached" : "none");
+			 f->id, fail, log_q(qdetail, sizeof(qdetail), detail), use ? "cached" : "none");
 	}
 	f->req = NULL;
 	while (f->waiters) {

@@ -32,12 +32,15 @@ typedef void stspol_fn(void *arg, const struct stspol_answer *a);
 /* A policy fetched for domain, in sts_policy_encode form (persist it). */
 typedef void stspol_store_fn(void *arg, const char *domain, const char *encoded);
 
+struct metrics_shard;
+
 struct stspol_opts {
 	int https_port;        /* 0 = 443 (tests use a private port) */
 	uint32_t timeout_ms;   /* per fetch, default 20 s */
 	unsigned cache_max;
 	stspol_store_fn *on_store;
 	void *store_arg;
+	struct metrics_shard *metrics; /* policy fetches counted here (NULL: not counted) */
 };
 
 struct stspol *stspol_new(struct loop *l, struct dns *d, struct tlscache *tc,

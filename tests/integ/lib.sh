@@ -989,6 +989,26 @@ assert_eq() {
 	return 1
 }
 
+# wait_until SECONDS COMMAND...: poll every 0.2 s; 1 on timeout.
+wait_until() {
+	local limit=$1 i
+	shift
+	for ((i = 0; i < limit * 5; i++)); do
+		"$@" && return 0
+		sleep 0.2
+	done
+	return 1
+}
+
+# scrape PORT: the Prometheus text of a running mxsend (GET /metrics).
+scrape() {
+	python3 -c 'import sys, urllib.request
+print(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode())' "$1"
+}
+
+# mval TEXT SERIES: the value of one series line (exact name with labels), or "".
+mval() { awk -v k="$2" '$1 == k { print $2 }' <<<"$1"; }
+
 # assert_match WHAT ERE TEXT: some line of TEXT matches ERE (grep -E).
 assert_match() {
 	grep -Eq -- "$2" <<<"$3" && return 0

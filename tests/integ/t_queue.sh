@@ -125,16 +125,7 @@ final_count() {
 	echo "$n"
 }
 
-# wait_until SECONDS COMMAND...: poll every 0.2 s; 1 on timeout.
-wait_until() {
-	local limit=$1 i
-	shift
-	for ((i = 0; i < limit * 5; i++)); do
-		"$@" && return 0
-		sleep 0.2
-	done
-	return 1
-}
+# wait_until (lib.sh)
 
 # Predicates for wait_until.
 finals_ge() { [ "$(final_count "$1")" -ge "$2" ]; }           # PORT MIN
@@ -550,14 +541,7 @@ t_quit_pipelined() {
 	queue_clean "$p"
 }
 
-# scrape PORT: the Prometheus text of a running mxsend (GET /metrics).
-scrape() {
-	python3 -c 'import sys, urllib.request
-print(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode())' "$1"
-}
-
-# mval TEXT SERIES: the value of one series line (exact name with labels), or "".
-mval() { awk -v k="$2" '$1 == k { print $2 }' <<<"$1"; }
+# scrape, mval (lib.sh)
 
 # Metrics from every thread: the feeder's outcomes and the workers' connections
 # and TLS sessions (their own shards), scraped from a real `mxsend run`.

@@ -267,6 +267,32 @@ EOF
 	return 1
 }
 
+# --- 1b. policy fetches in the metrics -------------------------------------------------------
+# A process that has to fetch E's policy (its persisted copy deleted; T's is
+# loaded at start) counts the fetch in mxsend_sts_policy_fetches_total. It
+# persists E's policy again, as case 2 needs.
+t_fetch_metrics() {
+	local mport conf=$CASE_DIR/m.ini dir=$CASE_DIR/mrun m r pid
+	mport=$(integ_port) || return 1
+	cp "$CONF" "$conf" && sed -i "/^\[mxsend\]/a metrics = 127.0.0.1:$mport" "$conf"
+	assert_eq "DEL mxsend:sts:$E" 1 "$(rcli "$REDIS_PORT" DEL "mxsend:sts:$E")"
+	enqueue c1m "u1m@$E" || return 1
+	mkdir -p "$dir"
+	"$MXSEND" run -c "$conf" </dev/null >"$dir/log" 2>&1 &
+	pid=$!
+	echo "$pid mx.metrics" >>"$INTEG_DIR/procs"
+	wait_until 15 eval '[ -n "$(job_results c1m)" ]' || fail "no result for c1m within 15 s"
+	m=$(scrape "$mport") || fail "no /metrics from 127.0.0.1:$mport"
+	assert_eq "policy fetches ok" 1 "$(mval "$m" 'mxsend_sts_policy_fetches_total{result="ok"}')"
+	assert_eq "policy fetches failed" 0 "$(mval "$m" 'mxsend_sts_policy_fetches_total{result="error"}')"
+	kill -TERM "$pid" 2>/dev/null
+	wait_until 20 eval '! kill -0 '"$pid"' 2>/dev/null' || fail "mxsend run did not stop on SIGTERM"
+	r=$(job_results c1m)
+	expect_result c1m "u1m@$E" "delivered\|$TLSV\|yes\|sts-enforce\|$(re_escape "$E_MX")\|$E_IP\|1\|.*"
+	assert_match "mxsend:sts:$E persisted again" "^1 [0-9]+ enforce " "$(rcli "$REDIS_PORT" GET "mxsend:sts:$E")"
+	rcli "$REDIS_PORT" GET "mxsend:sts:$E" >"$STATE/sts_e"
+}
+
 # --- 2. the persisted policy after a restart, nothing fetchable ---------------------------------
 t_cache_restart() {
 	local r fd
@@ -350,6 +376,7 @@ t_exempt() {
 	assert_match "XADD with a replayed proof" '^[0-9]+-[0-9]+$' \
 		"$(rcli "$REDIS_PORT" XADD mxsend:jobs '*' from "tlsrpt-noreply@client.test" to "u3c@$E" data "$data" id c3c \
 			exempt tlsrpt exempt_mac "$mac" expires 3)"
+	cp "$conf3" "$STATE/run3.ini" # case 4 takes its [tlsrpt] section
 	timed_run 20 "$CASE_DIR/run3.out" "$CASE_DIR/run3.log" "$MXSEND" run -c "$conf3" --until-empty
 	assert_eq "mxsend run --until-empty exit" 0 "$RUN_RC" || show_log run3
 	for id in c3a c3b c3c; do
@@ -380,7 +407,7 @@ t_exempt() {
 t_exempt_retry() {
 	local conf3=$CASE_DIR/run4.ini day rid r pid i
 	day=$(<"$STATE/day")
-	sed -n '/^\[tlsrpt\]/,$p' "$INTEG_DIR/case.3/run3.ini" >"$CASE_DIR/tlsrpt.part"
+	sed -n '/^\[tlsrpt\]/,$p' "$STATE/run3.ini" >"$CASE_DIR/tlsrpt.part"
 	cp "$CONF" "$conf3"
 	{ echo; cat "$CASE_DIR/tlsrpt.part"; } >>"$conf3"
 	grep -q '^dkim_key' "$conf3" || fail "no [tlsrpt] section from case 3" || return 1
@@ -411,6 +438,8 @@ t_exempt_retry() {
 T_START=$SECONDS
 run_case "1. run --until-empty: enforce (verified) and testing (name mismatch) delivered; policy persisted with TTL; TLSRPT counters and --dry-run reports agree" \
 	t_run_enforce_testing
+run_case "1b. a fetched policy counted in mxsend_sts_policy_fetches_total{result=\"ok\"} (metrics of a running mxsend run)" \
+	t_fetch_metrics
 run_case "2. restart with nginx down, E's MX on a wrong-name cert: the persisted enforce policy defers; control (key deleted): delivered as may" \
 	t_cache_restart
 run_case "3. exempt=tlsrpt: application jobs (no proof, forged, replayed) to the enforce domain whose MX lacks STARTTLS: deferred policy=sts-enforce; the real report from mxsend tlsrpt: delivered exempt" \
