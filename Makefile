@@ -22,8 +22,11 @@ MALLOC_LIBS := -l:libjemalloc_pic.a -lm -ldl
 # Debian packages the project, its tests, demo and benchmarks need. postfix (tests/integ/t_mta.sh,
 # bench/postfix.sh) is installed with debconf's 'No configuration': no main.cf, no system instance;
 # the test and the bench run private instances (postfix -c DIR) on 127.0.9.x.
-DEB_PKGS := gcc make pkg-config python3 liburing-dev libssl-dev libc-ares-dev libhiredis-dev \
-	libinih-dev libjansson-dev zlib1g-dev libjemalloc-dev \
+# The scripts' own tools are listed too, though most Debian machines have them: perl (the tests'
+# DNS client, JSON::PP, message checks), iproute2 (ss: free ports), procps (ps, pgrep).
+DEB_PKGS := gcc make pkg-config python3 perl iproute2 procps \
+	liburing-dev libssl-dev libc-ares-dev libhiredis-dev libinih-dev libjansson-dev zlib1g-dev \
+	libjemalloc-dev \
 	python3-dkim python3-nacl python3-dnspython python3-redis openssl unbound redis-server redis-tools \
 	nginx-light gnuplot-nox ca-certificates postfix \
 	libgnutls-dane0 libgnutls30 libidn12 libevent-2.1-7 libnsl2 libdb5.3 libpam0g
@@ -32,6 +35,16 @@ DEB_PKGS := gcc make pkg-config python3 liburing-dev libssl-dev libc-ares-dev li
 # their packages are downloaded and unpacked with dpkg -x into INTEROP_ROOT (no maintainer
 # scripts, no users, nothing system-wide); the libraries they link are in DEB_PKGS above.
 INTEROP_ROOT ?= /var/cache/mxsend/interop
+# A machine just booted may be running apt's daily jobs (unattended-upgrades): installs wait for
+# dpkg's lock (10 min at most), and `apt-get update`, which does not wait for the lists' lock, is
+# tried again every 10 s (2 min at most). A machine that never ran `apt-get update` has no package
+# lists: they are made first, so the install does not fail once ("Unable to locate package").
+APT_GET := apt-get -q -o DPkg::Lock::Timeout=600
+APT_UPDATE := { ok=0; for i in 1 2 3 4 5 6 7 8 9 10 11 12; do \
+	$(APT_GET) update >/dev/null && { ok=1; break; }; \
+	[ $$i = 12 ] || { echo "deps: apt-get update failed, again in 10 s ($$i of 12)"; sleep 10; }; \
+	done; [ $$ok = 1 ]; }
+APT_LISTS := { ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || $(APT_UPDATE); }
 INTEROP_PKGS := exim4-daemon-light opensmtpd
 export INTEROP_ROOT
 
@@ -98,14 +111,16 @@ deps:
 		case " $$missing " in *" postfix "*) \
 			echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections || exit 1;; \
 		esac; \
-		apt-get install -y -q --no-install-recommends $$missing >/dev/null || \
-		{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null; } || exit 1; \
+		$(APT_LISTS) || exit 1; \
+		$(APT_GET) install -y --no-install-recommends $$missing >/dev/null || \
+		{ $(APT_UPDATE) && $(APT_GET) install -y --no-install-recommends $$missing >/dev/null; } || exit 1; \
 	fi
 	@if [ ! -x $(INTEROP_ROOT)/usr/sbin/exim4 ] || [ ! -x $(INTEROP_ROOT)/usr/sbin/smtpd ]; then \
 		echo "deps: unpacking $(INTEROP_PKGS) into $(INTEROP_ROOT)"; \
 		d=$$(mktemp -d) && chown _apt $$d 2>/dev/null; cd $$d || exit 1; \
-		apt-get download -q $(INTEROP_PKGS) >/dev/null 2>&1 || \
-		{ apt-get update -q >/dev/null && apt-get download -q $(INTEROP_PKGS) >/dev/null; } || exit 1; \
+		$(APT_LISTS) || exit 1; \
+		$(APT_GET) download $(INTEROP_PKGS) >/dev/null 2>&1 || \
+		{ $(APT_UPDATE) && $(APT_GET) download $(INTEROP_PKGS) >/dev/null; } || exit 1; \
 		mkdir -p $(INTEROP_ROOT) && for f in *.deb; do dpkg -x $$f $(INTEROP_ROOT) || exit 1; done; \
 		cd / && rm -rf $$d; \
 	fi
