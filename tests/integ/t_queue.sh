@@ -684,6 +684,9 @@ workers = 2"
 	acct=$(grep -E '^mxsend run: elapsed_s=' "$CASE_DIR/run/log")
 	assert_match "accounting: slot waits" " slot_waits=$waits( |\$)" "$acct"
 	assert_match "accounting: chains" " chains_verified=$verified chains_cached=$cached( |\$)" "$acct"
+	# the queue held these 40 jobs and nothing else: one final result each
+	once_each "$p" 40 delivered
+	assert_eq "results of jobs not queued here" "" "$(results "$p" | grep -v '^mt-' | head -n 3)"
 	queue_clean "$p"
 }
 
