@@ -22,7 +22,7 @@
  *   above `may`, so it acts as next-mx there).
  * - A server that offers CHUNKING and refuses BDAT (500/502/504) gets the
  *   message again on the same address with DATA; the host is remembered.
- * - A session whose replies went out of step (smtp.c) decided nothing: its
+ * - A session whose replies went out of step (smtp_txn.c) decided nothing: its
  *   recipients go on to the next address, or are deferred.
  * Ownership: a struct job lives from deliver_submit until req->done returns;
  * its session is handed to QUIT (it frees itself) before we report. */

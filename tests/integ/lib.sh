@@ -154,14 +154,48 @@ integ_require() {
 	done
 }
 
-# integ_port: print the next free TCP/UDP port of the run's block.
+# Ports handed out are reserved machine-wide until the run exits: test
+# scripts run side by side (blocks overlap) and a port is not always bound
+# while it is ours (a metrics port before mxsend starts, a Redis stopped on
+# purpose while mxsend reconnects to it: t_redis_down). Without the
+# reservation another run could take such a port, and its mxsend or its
+# redis-cli would then work on this run's Redis (same key names).
+# INTEG_PORTS_DIR/PORT is a directory (mkdir is atomic) holding "owner", the
+# pid of the script that reserved it; one whose owner is gone is taken over.
+INTEG_PORTS_DIR=${INTEG_PORTS_DIR:-/tmp/mxsend-integ-ports}
+
+# port_reserve PORT: reserve PORT for this run; 1 if another live run holds it.
+port_reserve() {
+	local d=$INTEG_PORTS_DIR/$1 owner
+	mkdir -p "$INTEG_PORTS_DIR" 2>/dev/null
+	if ! mkdir "$d" 2>/dev/null; then
+		owner=$(cat "$d/owner" 2>/dev/null)
+		# a live owner: taken; no owner: being reserved right now (or its
+		# run died in between: taken over once a minute old)
+		if [ -n "$owner" ]; then
+			! kill -0 "$owner" 2>/dev/null || return 1
+		else
+			[ -n "$(find "$d" -maxdepth 0 -mmin +1 2>/dev/null)" ] || return 1
+		fi
+		# the owner is gone: take it over (of racing runs, one wins the
+		# rename, then one the mkdir)
+		mv -T "$d" "$d.gone.$$" 2>/dev/null || return 1
+		rm -rf "$d.gone.$$"
+		mkdir "$d" 2>/dev/null || return 1
+	fi
+	echo "$$" >"$d/owner"
+	echo "$1" >>"$INTEG_DIR/ports"
+}
+
+# integ_port: print the next free TCP/UDP port of the run's block (not bound,
+# not reserved by another run), reserved for this run until it exits.
 integ_port() {
 	local p end busy
 	p=$(<"$INTEG_DIR/next_port")
 	end=$(<"$INTEG_DIR/end_port")
 	busy=$(ss -Htuan 2>/dev/null | awk '{ n = split($5, a, ":"); print a[n] }')
 	while [ "$p" -lt "$end" ]; do
-		if ! grep -qx "$p" <<<"$busy"; then
+		if ! grep -qx "$p" <<<"$busy" && port_reserve "$p"; then
 			echo "$((p + 1))" >"$INTEG_DIR/next_port"
 			echo "$p"
 			return 0
@@ -231,6 +265,12 @@ integ_cleanup() {
 		kill -KILL "$pid" 2>/dev/null
 	done
 	wait 2>/dev/null
+	# release our port reservations (only those still ours)
+	local port
+	while read -r port; do
+		[ "$(cat "$INTEG_PORTS_DIR/$port/owner" 2>/dev/null)" = "$$" ] &&
+			rm -f "$INTEG_PORTS_DIR/$port/owner" && rmdir "$INTEG_PORTS_DIR/$port" 2>/dev/null
+	done < <(cat "$INTEG_DIR/ports" 2>/dev/null)
 	if [ "${KEEP:-0}" = 1 ]; then
 		echo "# KEEP=1: work directory kept: $INTEG_DIR" >&2
 	else
@@ -521,6 +561,18 @@ start_redis() {
 			return 1
 		fi
 		if [ "$(redis_ping "$port")" = PONG ]; then
+			# the PONG must be our server's: one that could not bind
+			# (another server holds the port) answers nothing, and the
+			# case would silently share that other server's queue
+			local who=$pid
+			command -v redis-cli >/dev/null 2>&1 &&
+				who=$(timeout 2 redis-cli -h 127.0.0.1 -p "$port" INFO server 2>/dev/null |
+					tr -d '\r' | sed -n 's/^process_id://p')
+			if [ "$who" != "$pid" ]; then
+				echo "start_redis: 127.0.0.1:$port is answered by another redis-server (pid ${who:-?}), not ours (pid $pid)" >&2
+				kill -TERM "$pid" 2>/dev/null
+				return 1
+			fi
 			REDIS_PORT=$port
 			REDIS_URL=redis://127.0.0.1:$port/0
 			return 0
