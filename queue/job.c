@@ -216,8 +216,8 @@ int job_data_check(const char *data, size_t len, char *why, size_t whylen)
 
 /* ---- escaping ---- */
 
-/* Length of a well-formed UTF-8 sequence of 2-4 bytes at p (RFC 3629 4), or 0. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
+/* (job.h) */
+size_t job_utf8_seq(const unsigned char *p, size_t n)
 {
 	unsigned char c = p[0], lo = 0x80, hi = 0xbf;
 	size_t k;
@@ -256,7 +256,7 @@ static size_t esc_item(const unsigned char *p, size_t n, unsigned flags, char *e
 
 	*used = 1;
 	if (c >= 0x80) {
-		size_t k = utf8_seq(p, n);
+		size_t k = job_utf8_seq(p, n);
 		if (k > 0 && !(c == 0xc2 && p[1] <= 0x9f)) { /* not a C1 control */
 			memcpy(e, p, k);
 			*used = k;

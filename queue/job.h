@@ -152,6 +152,11 @@ bool job_complete(const struct job *j);
  * written to Redis carries several numbers. */
 size_t u64_dec(char *out, uint64_t v);
 
+/* Length of the well-formed UTF-8 sequence of 2-4 bytes at p (n bytes
+ * readable; RFC 3629 4: no overlongs, no surrogates, nothing above U+10FFFF),
+ * or 0. Pure; also sender/msg.c's, for RFC 6531 addresses. */
+size_t job_utf8_seq(const unsigned char *p, size_t n);
+
 /* Escape s[0..len) for a log line, a terminal or a result field: bytes
  * 0x00-0x1f and 0x7f become \r \n \t or \xNN, a backslash becomes \\, bytes
  * that are not well-formed UTF-8 and the C1 controls U+0080..U+009F become

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "queue/job.h"
 #include "sender/util.h"
 
 /* ---- wire form ---- */
@@ -215,39 +216,9 @@ static bool is_atext(unsigned char c)
 	return is_alpha(c) || is_digit(c) || (c != 0 && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
 }
 
-/* Length of a well-formed UTF-8 sequence of 2-4 bytes at p (RFC 3629 §4:
- * no overlongs, no surrogates, nothing above U+10FFFF), or 0. RFC 6531 §3.3
- * extends atext, qtextSMTP and sub-domain with UTF8-non-ascii (RFC 6532). */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-	unsigned char c = p[0];
-	size_t k;
-	unsigned char lo = 0x80, hi = 0xbf;
-
-	if (c >= 0xc2 && c <= 0xdf) {
-		k = 2;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		k = 3;
-		if (c == 0xe0)
-			lo = 0xa0;
-		else if (c == 0xed)
-			hi = 0x9f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		k = 4;
-		if (c == 0xf0)
-			lo = 0x90;
-		else if (c == 0xf4)
-			hi = 0x8f;
-	} else {
-		return 0;
-	}
-	if (n < k || p[1] < lo || p[1] > hi)
-		return 0;
-	for (size_t i = 2; i < k; i++)
-		if (p[i] < 0x80 || p[i] > 0xbf)
-			return 0;
-	return k;
-}
+/* RFC 6531 §3.3 extends atext, qtextSMTP and sub-domain with UTF8-non-ascii
+ * (RFC 6532): a well-formed UTF-8 sequence, job_utf8_seq (queue/job.h; RFC
+ * 3629 §4: no overlongs, no surrogates, nothing above U+10FFFF). */
 
 /* Quoted-string = DQUOTE *QcontentSMTP DQUOTE (RFC 5321 §4.1.2).
  * p[0] is the opening quote. Returns the length through the closing quote, or
@@ -268,7 +239,7 @@ static size_t quoted_len(const unsigned char *p, size_t n, const char **err)
 			}
 			i += 2;
 		} else if (c >= 0x80) {
-			size_t k = utf8_len(p + i, n - i);
+			size_t k = job_utf8_seq(p + i, n - i);
 			if (k == 0) {
 				*err = "invalid UTF-8";
 				return 0;
@@ -303,7 +274,7 @@ static size_t dot_string_len(const unsigned char *p, size_t n, const char **err)
 			continue;
 		}
 		if (c >= 0x80) {
-			size_t k = utf8_len(p + i, n - i);
+			size_t k = job_utf8_seq(p + i, n - i);
 			if (k == 0) {
 				*err = "invalid UTF-8";
 				return (size_t)-1;
@@ -386,7 +357,7 @@ static bool domain_name(const unsigned char *p, size_t n, bool *utf8, const char
 		while (i < n && p[i] != '.') {
 			unsigned char c = p[i];
 			if (c >= 0x80) {
-				size_t k = utf8_len(p + i, n - i);
+				size_t k = job_utf8_seq(p + i, n - i);
 				if (k == 0) {
 					*err = "invalid UTF-8";
 					return false;
