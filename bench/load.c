@@ -131,6 +131,7 @@ int main(int argc, char **argv)
 	};
 	if (getenv("MXLOAD_TRIM") == NULL) /* A/B: default glibc trimming */
 		util_tune_malloc();
+	util_raise_nofile();
 	struct deliver_opts dopt = { .tls_level = -1 };
 	unsigned long total = 1000, ndomains = 1, size = 4096, conc = 100, nrcpt = 1;
 	int nworkers = 1;

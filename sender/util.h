@@ -31,6 +31,12 @@ void util_tune_malloc(void);
 size_t util_heap_allocated(void);
 void util_heap_release(void);
 
+/* Raise the soft limit on open files to the hard one, as servers do (nginx
+ * worker_rlimit_nofile, Redis): every connection, DNS socket and ring is a file,
+ * and systemd's default soft limit (1024) is a few hundred sessions. Returns the
+ * soft limit now in force (0 if it cannot be read). Call once at start-up. */
+unsigned long util_raise_nofile(void);
+
 /* Base64 (RFC 4648), one line, no wrapping, NUL-terminated into out (size
  * at least 4*ceil(n/3)+1). Returns the length, or -1 if out is too small. */
 int util_base64(const void *in, size_t n, char *out, size_t outlen);

@@ -147,6 +147,14 @@ int cmd_setup(struct config *cfg, const struct cmd_common *c)
 	override(&cfg->ca_file, c->ca);
 	override(&cfg->helo, c->helo);
 	log_set_level(c->log_level >= 0 ? (enum log_level)c->log_level : (enum log_level)cfg->log_level);
+	/* Every session is a socket: a soft limit of 1024 (systemd's default)
+	 * turned thousands of sessions into "socket: Too many open files"
+	 * deferrals. Raised to the hard limit; still low is said once. */
+	unsigned long nofile = util_raise_nofile();
+	if (nofile != 0 && nofile < 4096)
+		log_warn("evt=nofile_low limit=%lu (open files: raise the hard limit, e.g. "
+			 "LimitNOFILE= in the systemd unit; each session, DNS socket and ring is one)",
+			 nofile);
 	return 0;
 }
 

@@ -22,7 +22,12 @@ b.test. MX 10 mxl2.test.
 c.test. MX 10 mxl2.test.
 t12.test. MX 10 mxl3.test.
 EOF2
+# 120 domains, each with its own MX address (127.0.72.1-120): 120 sessions at once
+for i in $(seq 1 120); do
+	printf 'nf%d.test. MX 10 mxnf%d.test.\nmxnf%d.test. A 127.0.72.%d\n' "$i" "$i" "$i" "$i"
+done >>"$ZONE"
 start_unbound -a 127.0.71.53 "$ZONE" || integ_missing "unbound did not start"
+start_sink nofile --listen "127.0.72.1-120:$P" --delay-ms 300 || integ_missing "sink nofile"
 start_sink rcpt --listen "127.0.71.1:$P" || integ_missing "sink rcpt"
 start_sink conn --listen "127.0.71.2:$P" || integ_missing "sink conn"
 start_sink tls12 --listen "127.0.71.3:$P" --tls-max 1.2 || integ_missing "sink tls12"
@@ -68,5 +73,29 @@ t_min_tls() {
 	assert_eq "without min_tls: delivered over TLS 1.2" 0 "$RUN_RC"
 }
 run_case "min_tls = 1.3 with tls = encrypt: a TLS 1.2-only MX is a TLS failure (deferred)" t_min_tls
+
+# Open files: each session is a socket. A soft limit of 1024 (systemd's default;
+# 64 here, for 120 sessions at once) must not turn sessions into "Too many open
+# files" deferrals: mxsend raises the soft limit to the hard one at start, and
+# says so when even the hard limit is low.
+t_nofile() {
+	local m=$CASE_DIR/m.eml conf=$CASE_DIR/c.ini to=() i
+	msg "$m" limits
+	integ_config "$conf" ""
+	for i in $(seq 1 120); do to+=(--to "u@nf$i.test"); done
+	# shellcheck disable=SC2016 # expanded by the inner shell
+	timed_run 40 "$CASE_DIR/out" "$CASE_DIR/err" bash -c 'ulimit -Sn 64 && exec "$@"' _ \
+		"$MXSEND" send -c "$conf" --from s@client.test "${to[@]}" "$m"
+	assert_eq "exit status (soft limit 64, 120 sessions)" 0 "$RUN_RC"
+	assert_eq "delivered lines" 120 "$(grep -c ' delivered 250 ' "$CASE_DIR/out")"
+	assert_no_match "no EMFILE" 'Too many open files' "$(cat "$CASE_DIR/out" "$CASE_DIR/err")"
+	assert_no_match "no low-limit warning (hard limit $(ulimit -Hn))" 'evt=nofile_low' "$(cat "$CASE_DIR/err")"
+	# the hard limit itself low: delivered as far as it goes, and said
+	timed_run 20 "$CASE_DIR/out2" "$CASE_DIR/err2" bash -c 'ulimit -n 2048 && exec "$@"' _ \
+		"$MXSEND" send -c "$conf" --from s@client.test --to u@nf1.test "$m"
+	assert_eq "hard limit 2048: exit status" 0 "$RUN_RC"
+	assert_match "hard limit 2048: warned" 'evt=nofile_low limit=2048 ' "$(cat "$CASE_DIR/err2")"
+}
+run_case "open files: soft limit 64, 120 sessions at once: raised to the hard limit, all delivered; a low hard limit is warned about" t_nofile
 
 integ_finish
