@@ -49,8 +49,10 @@ static int common_flag(struct cmd_common *c, int ch, const char *arg)
 		return 1;
 	case CMD_O_HELO:
 		c->helo = arg;
-		c->why = "bad --helo (a single word: no blanks or control characters)";
-		return config_check_word(arg) < 0 ? -1 : 1;
+		/* At most 255 bytes (RFC 5321 4.5.3.1.2): deliver.c keeps the
+		 * name in 256 bytes, and a longer one was cut silently. */
+		c->why = "bad --helo (a single word of at most 255 bytes: no blanks or control characters)";
+		return config_check_word(arg) < 0 || strlen(arg) > 255 ? -1 : 1;
 	case CMD_O_LOG:
 		c->log_level = log_level_parse(arg);
 		c->why = "bad --log level";

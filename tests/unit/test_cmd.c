@@ -112,6 +112,15 @@ static void t_send_bad_values(void)
 	CHECK(why_has(so.c.why, "bad --helo"));
 	CHECK_INT(send_p(ARGV("send", "--helo", "two words", "--from", "a@b", "--to", "c@d", "m")), EX_USAGE);
 	CHECK_INT(send_p(ARGV("send", "--helo", "", "--from", "a@b", "--to", "c@d", "m")), EX_USAGE);
+	{ /* over 255 bytes: refused, not cut to 255 on the wire */
+		char h[257];
+		memset(h, 'a', 256);
+		h[256] = '\0';
+		CHECK_INT(send_p(ARGV("send", "--helo", h, "--from", "a@b", "--to", "c@d", "m")), EX_USAGE);
+		CHECK(why_has(so.c.why, "bad --helo"));
+		h[255] = '\0';
+		CHECK_INT(send_p(ARGV("send", "--helo", h, "--from", "a@b", "--to", "c@d", "m")), 0);
+	}
 	CHECK_INT(send_p(ARGV("send", "--tls", "maybe", "--from", "a@b", "--to", "c@d", "m")), EX_USAGE);
 	CHECK(why_has(so.c.why, "bad --tls"));
 	CHECK_INT(send_p(ARGV("send", "--log", "loud", "--from", "a@b", "--to", "c@d", "m")), EX_USAGE);
