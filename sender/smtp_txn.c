@@ -177,8 +177,12 @@ void smtp_out_of_step(struct smtp_session *s, const char *what, int code, const 
 	if (s->txn)
 		for (int i = 0; i < s->txn->nrcpt; i++)
 			s->txn->res[i].final = false;
-	smtp_sess_fail(s, SMTP_FAIL_LOST, SMTP_TEMP, 451, "4.5.0", "replies out of step: %s: %d %s",
-		       what, code, text);
+	if (code == 0) /* no reply to quote (stray bytes): not "...: 0 " */
+		smtp_sess_fail(s, SMTP_FAIL_LOST, SMTP_TEMP, 451, "4.5.0", "replies out of step: %s",
+			       what);
+	else
+		smtp_sess_fail(s, SMTP_FAIL_LOST, SMTP_TEMP, 451, "4.5.0",
+			       "replies out of step: %s: %d %s", what, code, text);
 }
 
 static void txn_done(struct smtp_session *s)

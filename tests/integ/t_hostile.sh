@@ -210,7 +210,7 @@ t_extra_same_read() {
 	msg "$m" hostile
 	send --from "$FROM" --to u@xz.test "$m"
 	expect_rc 75
-	expect_line u@xz.test "deferred 451 4\.5\.0 .*reply=\"replies out of step: bytes after the last reply[^\"]*\""
+	expect_line u@xz.test "deferred 451 4\.5\.0 .*reply=\"replies out of step: bytes after the last reply of the transaction\""
 }
 run_case "1c. extra 250 in the same read as the last expected reply: caught, deferred" t_extra_same_read
 
