@@ -64,6 +64,7 @@ struct deliver {
 	struct job *jobs; /* every job not yet freed */
 	bool abandoned;   /* deliver_abandon ran */
 	unsigned sessions;
+	struct smtp_session *all; /* every live session (smtp_sessions_close at exit) */
 	uint64_t next_id;
 	char helo[256];
 	struct pool *pool;        /* connections, their slots, reuse, broken hosts */
@@ -210,6 +211,9 @@ void deliver_abandon(struct deliver *d)
 		d->active--;
 		job_free(d->jobs);
 	}
+	/* Sessions handed back for QUIT are nobody's: a server that never
+	 * answers it must not keep them past this point. */
+	smtp_sessions_close(d->all);
 	/* The sessions' own teardown (a deferred task each) counts them down
 	 * in d->sessions: d stays until it has run. */
 	if (d->sessions > 0 && loop_drain(d->l, 2000) != 0 && d->sessions > 0)
@@ -495,6 +499,7 @@ static void start_session(struct job *j)
 	p.to = &j->d->cfg->timeouts;
 	p.id = j->id;
 	p.live = &j->d->sessions;
+	p.all = &j->d->all;
 	p.live_zero = sessions_zero;
 	p.live_arg = j->d;
 	p.metrics = j->d->o.metrics_shard;

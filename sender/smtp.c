@@ -604,6 +604,11 @@ static void task_fn(struct loop_task *t)
 			metrics_conn(s->p.metrics, METRICS_CONN_CLOSED);
 		if (s->gone)
 			s->gone(s->gone_arg, s->mx_host);
+		if (s->all_pprev) {
+			*s->all_pprev = s->all_next;
+			if (s->all_next)
+				s->all_next->all_pprev = s->all_pprev;
+		}
 		explicit_bzero(s->auth_pass, strlen(s->auth_pass));
 		free(s->strs);
 		free(s->exp);
@@ -647,6 +652,13 @@ struct smtp_session *smtp_session_new(struct loop *l, const struct smtp_params *
 	s->born = loop_now(l);
 	if (s->p.live)
 		(*s->p.live)++;
+	if (p->all) {
+		s->all_next = *p->all;
+		if (s->all_next)
+			s->all_next->all_pprev = &s->all_next;
+		s->all_pprev = p->all;
+		*p->all = s;
+	}
 	return s;
 }
 
@@ -714,6 +726,25 @@ unsigned smtp_session_txns(const struct smtp_session *s)
 uint64_t smtp_session_born(const struct smtp_session *s)
 {
 	return s->born;
+}
+
+static void quiet_cb(void *arg, struct smtp_session *s, enum smtp_event ev,
+		     const struct smtp_status *st)
+{
+	(void)arg;
+	(void)s;
+	(void)ev;
+	(void)st;
+}
+
+/* (smtp.h) Unlinking waits for each one's task_fn, so the walk is safe. */
+void smtp_sessions_close(struct smtp_session *all)
+{
+	for (struct smtp_session *s = all; s != NULL; s = s->all_next)
+		if (s->quitting && !s->free_pending && s->st != S_DEAD) {
+			s->cb = quiet_cb;
+			smtp_session_free(s);
+		}
 }
 
 void smtp_session_free(struct smtp_session *s)

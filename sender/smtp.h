@@ -70,6 +70,7 @@ struct smtp_params {
 	unsigned *live;             /* optional: incremented while the session exists */
 	void (*live_zero)(void *);  /* optional: called when a session's end brings *live to 0 */
 	void *live_arg;
+	struct smtp_session **all;  /* optional: list of the sessions alive (smtp_sessions_close) */
 	bool implicit_tls;          /* TLS from the first byte (port 465, RFC 8314) */
 	int min_tls;                /* 12 or 13: enforced at encrypt/verify (below: reported) */
 	const char *auth_user;      /* AUTH PLAIN/LOGIN after TLS when set (RFC 4954);
@@ -131,6 +132,10 @@ unsigned smtp_session_txns(const struct smtp_session *s);
 /* loop_now() when the session was created. */
 uint64_t smtp_session_born(const struct smtp_session *s);
 void smtp_session_free(struct smtp_session *s);
+/* At exit: close at once every session of the list (smtp_params.all) still
+ * waiting for the reply to its QUIT (no owner can reach those; without this
+ * a server that never answers QUIT kept them past the engine's end). */
+void smtp_sessions_close(struct smtp_session *all);
 /* State name for logs. */
 const char *smtp_session_state(const struct smtp_session *s);
 

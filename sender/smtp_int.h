@@ -72,6 +72,7 @@ struct smtp_session {
 	char *strs, *mx_host, *helo, *auth_user, *auth_pass;
 	void (*gone)(void *, const char *); /* smtp_session_quit_notify */
 	void *gone_arg;
+	struct smtp_session *all_next, **all_pprev; /* smtp_params.all */
 	bool authed;
 	smtp_event_fn *cb;
 	void *arg;

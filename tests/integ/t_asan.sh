@@ -21,10 +21,13 @@ if [ -z "$INTEG_MISSING" ]; then
 	start_unbound "ok.test. MX 10 mx1.test.
 mx1.test. A 127.0.3.1
 slow.test. MX 10 mx2.test.
-mx2.test. A 127.0.3.2" || integ_missing "unbound"
+mx2.test. A 127.0.3.2
+squit.test. MX 10 mx3.test.
+mx3.test. A 127.0.3.3" || integ_missing "unbound"
 	start_sink good --listen "127.0.3.1:$SINK_PORT" --threads 2 --rcpt 'bounce*=550 5.1.1 no such user' ||
 		integ_missing "sink good"
 	start_sink slow --listen "127.0.3.2:$SINK_PORT" --threads 2 --delay-ms 300 || integ_missing "sink slow"
+	start_sink squit --listen "127.0.3.3:$SINK_PORT" --stall quit || integ_missing "sink squit"
 fi
 MSG=$INTEG_DIR/msg.eml
 printf 'Subject: asan test\nFrom: a@src.test\n\nhello\n' >"$MSG"
@@ -136,6 +139,30 @@ t_term_idle() {
 	clean_stderr "run, SIGTERM while idle" "$CASE_DIR/run.err"
 }
 
+# A server that never answers QUIT (the sink stalls there): at SIGTERM the
+# sessions handed back for QUIT belong to no job and no pool; they were left
+# running past the engine's end (evt=deliver_abandon_sessions_left, then a
+# LeakSanitizer report). Now closed at once.
+t_term_quit_stall() {
+	start_redis -n quit || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf rc i t0
+	runconf "$conf" "$REDIS_URL" "$(printf '[timeouts]\nquit = 60s')"
+	pipe_jobs "$p" 5 squit.test sq || fail "enqueue"
+	mx_bg run "$conf"
+	for ((i = 0; i < 150; i++)); do
+		[ "$(status_count "$p" delivered)" = 5 ] && break
+		sleep 0.1
+	done
+	assert_eq "delivered before SIGTERM" 5 "$(status_count "$p" delivered)"
+	t0=$(date +%s%3N)
+	kill -TERM "$MX_PID"
+	rc=$(mx_wait run 20)
+	assert_eq "exit status" 0 "$rc"
+	assert_lt "ms from SIGTERM to exit" 10000 "$(($(date +%s%3N) - t0))"
+	assert_no_match "sessions left at exit" 'deliver_abandon_sessions_left' "$(cat "$CASE_DIR/run.err")"
+	clean_stderr "run, SIGTERM with QUIT unanswered" "$CASE_DIR/run.err"
+}
+
 # With the metrics listener on (its accept and connections on the feeder's ring
 # at exit), one scrape while busy, and 200 jobs whose DNS never answers
 # (drop.test: lookups in flight at SIGTERM, deferred during the shutdown).
@@ -171,5 +198,6 @@ run_case "ASan: mxsend send, one delivered one bounced: exit 69, no leak" t_send
 run_case "ASan: mxsend send, DNS SERVFAIL + delivered: exit 75, no leak" t_send_dnsfail
 run_case "ASan: mxsend run --until-empty: exit 0, results written, no report" t_until_empty
 run_case "ASan: mxsend run, SIGTERM while idle: exit 0, no report" t_term_idle
+run_case "ASan: mxsend run, SIGTERM while sessions wait for a QUIT reply that never comes: exit 0 within 10 s, none left behind, no report" t_term_quit_stall
 run_case "ASan: mxsend run, SIGTERM with ~1,000 jobs in flight: exit 0, nothing pending, no report" t_term_busy
 integ_finish
