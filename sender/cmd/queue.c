@@ -11,6 +11,7 @@
 #include <sysexits.h>
 #include <time.h>
 
+#include "queue/job.h"
 #include "queue/queue.h"
 #include "sender/config.h"
 #include "sender/util.h"
@@ -182,14 +183,29 @@ static void fmt_time(char *buf, size_t n, uint64_t ms)
 	strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* s escaped for a terminal (job_escape, quotes too); the caller frees it. */
+static char *esc_dup(const char *s)
+{
+	size_t n = job_escape(NULL, 0, s, strlen(s), JOB_ESC_QUOTED);
+	char *o = xmalloc(n + 1);
+	job_escape(o, n + 1, s, strlen(s), JOB_ESC_QUOTED);
+	return o;
+}
+
+/* Every value came from Redis, and id and reason from a job or a server:
+ * escaped, so no control byte reaches the terminal. */
 static void print_held(void *arg, const struct queue_held *h)
 {
 	char held[32], since[32];
 	(void)arg;
 	fmt_time(held, sizeof(held), h->held_at_ms);
 	fmt_time(since, sizeof(since), h->since_ms);
-	printf("%s domain=%s since=%s held_at=%s id=\"%s\" job=%s to=\"%s\" reason=\"%s\"\n",
-	       h->member, h->domain, since, held, h->id, h->job, h->to, h->reason);
+	char *v[6] = { esc_dup(h->member), esc_dup(h->domain), esc_dup(h->id),
+		       esc_dup(h->job),    esc_dup(h->to),     esc_dup(h->reason) };
+	printf("%s domain=%s since=%s held_at=%s id=\"%s\" job=%s to=\"%s\" reason=\"%s\"\n", v[0],
+	       v[1], since, held, v[2], v[3], v[4], v[5]);
+	for (int i = 0; i < 6; i++)
+		free(v[i]);
 }
 
 /* The config and a synchronous queue (which borrows *qc). 0, or the exit

@@ -690,8 +690,10 @@ t_hold_release() {
 	"$MXSEND" enqueue -c "$conf" --from a@src.test --to h1@held.test --to h2@held.test \
 		--to mixed@ok.test --id h-1 "$MSG" >/dev/null
 	"$MXSEND" enqueue -c "$conf" --from a@src.test --to h3@held.test --id h-2 "$MSG" >/dev/null
+	# an id with terminal control bytes: `mxsend held` shows it escaped
+	"$MXSEND" enqueue -c "$conf" --from a@src.test --to h4@held.test --id $'h\e]0;x\a\r-4' "$MSG" >/dev/null
 	mx_start run "$conf" || return 1
-	wait_until 15 redis_is "$p" 2 ZCARD mxsend:jobs:held || fail "not held within 15 s"
+	wait_until 15 redis_is "$p" 3 ZCARD mxsend:jobs:held || fail "not held within 15 s"
 	wait_until 5 redis_is "$p" 0 XLEN mxsend:jobs || fail "jobs still queued"
 	assert_eq "exit status" 0 "$(mx_stop run)"
 	local r
@@ -700,7 +702,9 @@ t_hold_release() {
 	assert_match "held h1" '^h-1\|.*\|h1@held\.test\|held\|' "$r"
 	assert_match "held h2" '^h-1\|.*\|h2@held\.test\|held\|' "$r"
 	out=$("$MXSEND" held -c "$conf")
-	assert_eq "held lines" 2 "$(grep -c 'domain=held.test' <<<"$out")"
+	assert_eq "held lines" 3 "$(grep -c 'domain=held.test' <<<"$out")"
+	assert_match "held: the id with control bytes escaped" 'id="h\\x1b\]0;x\\x07\\r-4"' "$out"
+	assert_no_match "held: no raw control byte" $'[\x01-\x08\x0b-\x1f\x7f]' "$out"
 	assert_match "held: h-1 with both recipients and a reason" \
 		'^[0-9]+-[0-9]+/held\.test domain=held\.test since=[0-9T:-]+Z held_at=[0-9T:-]+Z id="h-1" job=[0-9-]+ to="h1@held\.test,h2@held\.test" reason="[^"]+' "$out"
 	# usage errors
@@ -709,11 +713,11 @@ t_hold_release() {
 	# release one by application id, then the rest by domain, with a config
 	# that no longer insists on TLS there
 	assert_eq "release by id" "released 1" "$("$MXSEND" release -c "$conf" h-2)"
-	assert_eq "held after one release" 1 "$(rcli "$p" ZCARD mxsend:jobs:held)"
-	assert_eq "release by domain" "released 1" "$("$MXSEND" release -c "$conf" --domain held.test)"
+	assert_eq "held after one release" 2 "$(rcli "$p" ZCARD mxsend:jobs:held)"
+	assert_eq "release by domain" "released 2" "$("$MXSEND" release -c "$conf" --domain held.test)"
 	assert_eq "held list after release" "" "$("$MXSEND" held -c "$conf")"
 	mx_start run2 "$conf2" || return 1
-	wait_until 15 results_n "$p" '@held\.test\|delivered\|' 3 ||
+	wait_until 15 results_n "$p" '@held\.test\|delivered\|' 4 ||
 		fail "released jobs not delivered"
 	assert_eq "exit status" 0 "$(mx_stop run2)"
 	sink_find_msg plain h3@held.test 3 >/dev/null || fail "h3 not at the sink"
