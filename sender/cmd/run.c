@@ -661,8 +661,10 @@ static int run_open_queue(struct run *r)
 		fprintf(stderr, "mxsend: %s\n", ebuf);
 		return EX_CONFIG;
 	}
-	if (qchk < 0)
-		log_warn("evt=redis_unreachable err=\"%s\"", ebuf);
+	if (qchk < 0) {
+		char qb[600];
+		log_warn("evt=redis_unreachable err=\"%s\"", log_q(qb, sizeof(qb), ebuf));
+	}
 	r->q = queue_new(&qc, &r->qh, ebuf, sizeof(ebuf)); /* copies qc */
 	if (r->q == NULL) {
 		fprintf(stderr, "mxsend: %s\n", ebuf);

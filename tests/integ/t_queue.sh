@@ -1004,6 +1004,18 @@ t_heartbeat() {
 }
 
 # Redis is down when mxsend starts: back-off (no busy loop), then it works.
+# A bad URL: exit 78, and the warning before it quotes the URL escaped (the
+# log's quoted values never hold a raw quote).
+t_bad_url() {
+	local conf=$CASE_DIR/m.conf
+	mkconf "$conf" "redis://:pw@127.0.0.1:99999"
+	timed_run 10 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" run -c "$conf"
+	assert_eq "exit status" 78 "$RUN_RC"
+	assert_match "warning, quotes escaped, no password" \
+		'evt=redis_unreachable err="bad redis url \\"redis://:\*\*\*@127\.0\.0\.1:99999\\": ' \
+		"$(cat "$CASE_DIR/err")"
+}
+
 t_redis_down() {
 	start_redis -n down || return 1
 	local p=$REDIS_PORT url=$REDIS_URL conf=$CASE_DIR/m.conf cpu
@@ -1143,6 +1155,7 @@ run_case "results_maxlen trims the results stream" t_results_trim
 run_case "QUIT pipelined behind the last message of a connection (DATA and BDAT)" t_quit_pipelined
 run_case "hold, list, release by id and by domain" t_hold_release
 run_case "Redis down at start: back-off, then delivery" t_redis_down
+run_case "bad Redis URL: exit 78, the URL quoted escaped in the log, no password" t_bad_url
 run_case "unix socket, database number, password (config and URL)" t_unix_auth
 run_case "kill -9 three times during 20,000 jobs: one final result each" t_kill_drill
 run_case "kill -9 at 30 % and restart: the dead process's jobs claimed within 15 s (heartbeat, not the 5 min visibility timeout), one final result each, nothing pending" t_crash_restart
