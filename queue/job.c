@@ -536,6 +536,24 @@ int job_decode_adopt(struct job *j, const char *entry_id, size_t nkv, const char
 		reject(j, "meta exceeds %zu bytes", max_meta);
 		val[F_META][max_meta] = '\0';
 	}
+	/* id and meta come back in every result and reach logs and terminals:
+	 * a control byte there (C0, DEL) rejects the job (issue 17.7), and the
+	 * rejected result carries the value escaped. Printable bytes, 8-bit
+	 * ones included, stay byte for byte. */
+	for (int f = F_ID; f <= F_META; f++) {
+		size_t n = val[f] != NULL ? strlen(val[f]) : 0;
+		for (size_t i = 0; i < n; i++) {
+			unsigned char c = (unsigned char)val[f][i];
+			if (c >= 0x20 && c != 0x7f)
+				continue;
+			reject(j, "%s holds a control byte (0x%02x) at offset %zu", field_names[f], c, i);
+			size_t e = job_escape(NULL, 0, val[f], n, 0);
+			char *q = arena_alloc(j, e + 1);
+			job_escape(q, e + 1, val[f], n, 0);
+			val[f] = q;
+			break;
+		}
+	}
 	j->id = val[F_ID] ? val[F_ID] : j->job_id;
 	j->meta = val[F_META] ? val[F_META] : "";
 	j->from = val[F_FROM] ? val[F_FROM] : "";

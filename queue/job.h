@@ -25,7 +25,8 @@
  * Results (DESIGN.md "Result") are encoded into the 19 values of one stream
  * entry by job_result_values(); names in job_result_names. What a result
  * echoes: `id` and `meta` byte for byte (the application's own data, within
- * the caps); `rcpt` as written when the address is valid (it then holds no
+ * the caps; a control byte in either rejects the job, whose result then
+ * carries it escaped); `rcpt` as written when the address is valid (it then holds no
  * control byte), escaped (job_escape) in a rejected result; the outcome's
  * text fields (reply, dsn, mx, ...) escaped, since a remote server wrote
  * them. */

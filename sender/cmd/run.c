@@ -338,15 +338,15 @@ static void sts_loaded(void *arg, const char *domain, const char *encoded)
 /* Start-up, before the loop runs: load persisted policies into the workers. */
 static void sts_load_all(struct run *r, const struct queue_config *qc)
 {
-	char err[256];
+	char err[256], qerr[512];
 	struct queue_sync *s = queue_sync_open(qc, err, sizeof(err));
 	if (s == NULL) {
-		log_warn("evt=sts_load_skipped err=\"%s\"", err);
+		log_warn("evt=sts_load_skipped err=\"%s\"", log_q(qerr, sizeof(qerr), err));
 		return;
 	}
 	int n = sts_store_load(s, sts_loaded, r, err, sizeof(err));
 	if (n < 0)
-		log_warn("evt=sts_load_failed err=\"%s\"", err);
+		log_warn("evt=sts_load_failed err=\"%s\"", log_q(qerr, sizeof(qerr), err));
 	else
 		log_info("evt=sts_loaded policies=%d", n);
 	queue_sync_close(s);

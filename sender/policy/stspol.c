@@ -129,7 +129,9 @@ void stspol_load(struct stspol *sp, const char *domain, const char *encoded)
 	int64_t at = 0;
 	const char *err = NULL;
 	if (sts_policy_decode(encoded, &p, &at, &err) != 0) {
-		log_warn("evt=sts_load_bad domain=%s err=\"%s\"", domain, err ? err : "?");
+		char qerr[512];
+		log_warn("evt=sts_load_bad domain=%s err=\"%s\"", domain,
+			 log_q(qerr, sizeof(qerr), err ? err : "?"));
 		return;
 	}
 	sts_cache_load(sp->cache, domain, &p, at, now_s());

@@ -374,12 +374,11 @@ t_content() {
 	assert_eq "meta of the rejected job cut to 128 bytes" 128 \
 		"$(rcli "$p" EVAL "for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
 			if e[2][2] == 'c4' then return string.len(e[2][38]) end end return -1" 1 mxsend:results)"
-	assert_eq "raw control bytes in any result field but id" 0 \
+	assert_eq "raw control bytes in any result field" 0 \
 		"$(rcli "$p" EVAL "local n = 0 for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
-			for i, v in ipairs(e[2]) do if i > 2 and string.find(v, '[%c]') then n = n + 1 end end end return n" 1 mxsend:results)"
-	assert_eq "an id with ESC and BEL comes back byte for byte" 1 \
-		"$(rcli "$p" EVAL "for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
-			if e[2][2] == 'c8\\27]0;x\\7' then return 1 end end return 0" 1 mxsend:results)"
+			for i, v in ipairs(e[2]) do if string.find(v, '[%c]') then n = n + 1 end end end return n" 1 mxsend:results)"
+	assert_match "an id with ESC and BEL: rejected, the id escaped in the result" \
+		'^c8\\x1b\]0;x\\x07\|.*\|c8@ok\.test\|rejected\|0\|1\|id holds a control byte \(0x1b\) at offset 2$' "$r"
 	assert_eq "results" 8 "$(grep -c . <<<"$r")"
 	assert_eq "messages sent (only c7)" "$((before + 1))" "$(sink_stat good messages)"
 	queue_clean "$p"
@@ -387,7 +386,7 @@ t_content() {
 	assert_match "log: hostile rcpt's rejection, quotes escaped" \
 		'evt=job_rejected entry=[0-9-]+ id="c6" reason="bad address \\"x\?\[31m\?\?@ok\.test\\": control character in address"' \
 		"$(cat "$CASE_DIR/run/log")"
-	assert_match "log: id with ESC and BEL escaped" 'evt=job_rejected entry=[0-9-]+ id="c8\\x1b\]0;x\\x07" reason="bad tls value \\"no\\""' \
+	assert_match "log: id with ESC and BEL escaped" 'evt=job_rejected entry=[0-9-]+ id="c8\\\\x1b\]0;x\\\\x07" reason="id holds a control byte \(0x1b\) at offset 2"' \
 		"$(cat "$CASE_DIR/run/log")"
 	assert_eq "log: raw control bytes" 0 "$(tr -d '\n' <"$CASE_DIR/run/log" | LC_ALL=C tr -cd '\000-\037\177' | wc -c)"
 	# mxsend enqueue refuses the same content: exit 65, nothing queued
@@ -690,10 +689,8 @@ t_hold_release() {
 	"$MXSEND" enqueue -c "$conf" --from a@src.test --to h1@held.test --to h2@held.test \
 		--to mixed@ok.test --id h-1 "$MSG" >/dev/null
 	"$MXSEND" enqueue -c "$conf" --from a@src.test --to h3@held.test --id h-2 "$MSG" >/dev/null
-	# an id with terminal control bytes: `mxsend held` shows it escaped
-	"$MXSEND" enqueue -c "$conf" --from a@src.test --to h4@held.test --id $'h\e]0;x\a\r-4' "$MSG" >/dev/null
 	mx_start run "$conf" || return 1
-	wait_until 15 redis_is "$p" 3 ZCARD mxsend:jobs:held || fail "not held within 15 s"
+	wait_until 15 redis_is "$p" 2 ZCARD mxsend:jobs:held || fail "not held within 15 s"
 	wait_until 5 redis_is "$p" 0 XLEN mxsend:jobs || fail "jobs still queued"
 	assert_eq "exit status" 0 "$(mx_stop run)"
 	local r
@@ -701,10 +698,19 @@ t_hold_release() {
 	assert_match "other domain delivered" '^h-1\|.*\|mixed@ok\.test\|delivered\|' "$r"
 	assert_match "held h1" '^h-1\|.*\|h1@held\.test\|held\|' "$r"
 	assert_match "held h2" '^h-1\|.*\|h2@held\.test\|held\|' "$r"
+	# a held record whose id holds terminal control bytes (a job can no longer
+	# carry one: t_content; an older record, or another writer): `mxsend held`
+	# shows it escaped
+	local m2
+	m2=$(rcli "$p" EVAL "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+		if redis.call('HGET', KEYS[1] .. ':' .. m, 'id') == 'h-2' then return m end end return ''" 1 mxsend:jobs:held)
+	[ -n "$m2" ] || fail "no held record of h-2"
+	rcli "$p" HSET "mxsend:jobs:held:$m2" id $'h\e]0;x\a\r-4' >/dev/null
 	out=$("$MXSEND" held -c "$conf")
-	assert_eq "held lines" 3 "$(grep -c 'domain=held.test' <<<"$out")"
+	assert_eq "held lines" 2 "$(grep -c 'domain=held.test' <<<"$out")"
 	assert_match "held: the id with control bytes escaped" 'id="h\\x1b\]0;x\\x07\\r-4"' "$out"
 	assert_no_match "held: no raw control byte" $'[\x01-\x08\x0b-\x1f\x7f]' "$out"
+	rcli "$p" HSET "mxsend:jobs:held:$m2" id h-2 >/dev/null # as it was: released by id below
 	assert_match "held: h-1 with both recipients and a reason" \
 		'^[0-9]+-[0-9]+/held\.test domain=held\.test since=[0-9T:-]+Z held_at=[0-9T:-]+Z id="h-1" job=[0-9-]+ to="h1@held\.test,h2@held\.test" reason="[^"]+' "$out"
 	# usage errors
@@ -713,11 +719,11 @@ t_hold_release() {
 	# release one by application id, then the rest by domain, with a config
 	# that no longer insists on TLS there
 	assert_eq "release by id" "released 1" "$("$MXSEND" release -c "$conf" h-2)"
-	assert_eq "held after one release" 2 "$(rcli "$p" ZCARD mxsend:jobs:held)"
-	assert_eq "release by domain" "released 2" "$("$MXSEND" release -c "$conf" --domain held.test)"
+	assert_eq "held after one release" 1 "$(rcli "$p" ZCARD mxsend:jobs:held)"
+	assert_eq "release by domain" "released 1" "$("$MXSEND" release -c "$conf" --domain held.test)"
 	assert_eq "held list after release" "" "$("$MXSEND" held -c "$conf")"
 	mx_start run2 "$conf2" || return 1
-	wait_until 15 results_n "$p" '@held\.test\|delivered\|' 4 ||
+	wait_until 15 results_n "$p" '@held\.test\|delivered\|' 3 ||
 		fail "released jobs not delivered"
 	assert_eq "exit status" 0 "$(mx_stop run2)"
 	sink_find_msg plain h3@held.test 3 >/dev/null || fail "h3 not at the sink"

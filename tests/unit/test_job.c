@@ -218,6 +218,36 @@ static void t_data_check(void)
 	job_fini(&j);
 }
 
+/* id and meta reach every result, logs and terminals: a control byte there
+ * rejects the job, and the rejected result carries the value escaped;
+ * printable and 8-bit bytes stay as they are (issue 17.7). */
+static void t_id_meta_controls(void)
+{
+	struct job j;
+	const char *a[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "id", "c8\x1b]0;x\a",
+			    NULL };
+	CHECK_INT(decode(&j, a), -1);
+	CHECK_STR(j.reason, "id holds a control byte (0x1b) at offset 2");
+	CHECK_STR(j.id, "c8\\x1b]0;x\\x07");
+	job_fini(&j);
+	const char *b[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "meta", "{\"t\":\"a\tb\"}",
+			    NULL };
+	CHECK_INT(decode(&j, b), -1);
+	CHECK_STR(j.reason, "meta holds a control byte (0x09) at offset 7");
+	job_fini(&j);
+	const char *c[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "meta", "x\x7f", NULL };
+	CHECK_INT(decode(&j, c), -1);
+	CHECK_STR(j.reason, "meta holds a control byte (0x7f) at offset 1");
+	job_fini(&j);
+	/* printable, 8-bit (UTF-8), quotes and backslashes: byte for byte */
+	const char *d[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "id", "caf\xc3\xa9 \"q\" \\b",
+			    "meta", "{\"tenant\": 7}", NULL };
+	CHECK_INT(decode(&j, d), 0);
+	CHECK_STR(j.id, "caf\xc3\xa9 \"q\" \\b");
+	CHECK_STR(j.meta, "{\"tenant\": 7}");
+	job_fini(&j);
+}
+
 static void t_caps(void)
 {
 	static char id[3000], meta[6000];
@@ -323,9 +353,10 @@ static void t_escape(void)
 	CHECK_INT(job_escape(out, 4, "ab\x1b", 3, 0), 6);
 	CHECK_STR(out, "ab");
 	CHECK_INT(job_escape(NULL, 0, "\n\n", 2, 0), 4);
-	/* results: reply text escaped, id/meta byte for byte */
+	/* results: reply text escaped, id/meta byte for byte (they hold no
+	 * control byte: t_id_meta_controls) */
 	struct job j;
-	const char *kv[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "id", "i\x01d", "meta", "m\tx", NULL };
+	const char *kv[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "id", "i\xc3\xa9" "d", "meta", "m x", NULL };
 	CHECK_INT(decode(&j, kv), 0);
 	struct job_outcome o = { .status = JOB_BOUNCED, .code = 550, .dsn = "5.0.0",
 				 .reply = "no\x1b]0;pwned\x07 \\ x\r\nRCPT", .mx = "m", .ip = "1", .port = 25 };
@@ -336,8 +367,8 @@ static void t_escape(void)
 	job_result_values(&j, 0, JOB_BOUNCED, 1, v, l, scratch);
 	CHECK_STR(v[6], "no\\x1b]0;pwned\\x07 \\\\ x\\r\\nRCPT");
 	CHECK_INT(l[6], strlen(v[6]));
-	CHECK_STR(v[0], "i\x01d");
-	CHECK_STR(v[18], "m\tx");
+	CHECK_STR(v[0], "i\xc3\xa9" "d");
+	CHECK_STR(v[18], "m x");
 	job_fini(&j);
 }
 
@@ -573,6 +604,7 @@ static const struct t_case cases[] = {
 	{ "the data value adopted, not copied", t_adopt },
 	{ "data check: NUL byte, lines over 998 octets, line numbers", t_data_check },
 	{ "id and meta caps, oversized echoes cut and escaped", t_caps },
+	{ "id and meta with control bytes rejected, echoed escaped", t_id_meta_controls },
 	{ "address literal recipients refused", t_literal_rcpt },
 	{ "escaping: controls, backslash, quotes, UTF-8, results", t_escape },
 	{ "bad tls, expires, attempt", t_tls_expires },
