@@ -30,6 +30,7 @@
 #include <ini.h>
 
 #include "queue/queue.h"
+#include "sender/dkim.h"
 #include "sender/log.h"
 #include "sender/util.h"
 
@@ -289,6 +290,8 @@ static const struct key k_mxsend[] = {
 	{ "max_message_size", G(max_message_size), V_SIZE, 1024, 4294967296.0,
 	  "size like 1000, 64k, 50M, 1G; 1k..4G", NULL, 0 },
 	{ "log", CH(G(log_level), log_names, LOG_TRACE, "trace|debug|info|warn|error"), 0 },
+	{ "dkim_require", BOOL(G(dkim_require)), 0 },
+	{ "dkim_extra", STR(G(dkim_extra), V_WORD, "the domain of a [dkim DOMAIN] section"), 0 },
 };
 static const struct key k_redis[] = {
 	{ "url", STR(G(redis_url), V_URL, "redis://HOST:PORT/DB or unix:/PATH"), 0 },
@@ -350,6 +353,18 @@ static const struct key k_rule[] = {
 	{ "auth_password", STR(R(auth_password), V_STR, ""), RULE_AUTH },
 	{ "auth_insecure", BOOL(R(auth_insecure)), RULE_AUTH_INSECURE },
 };
+#define D(f) offsetof(struct dkim_conf, f)
+static const char *const canon_names[] = { "relaxed", "simple", "relaxed/relaxed", "simple/simple", NULL };
+/* Order matters: end_dkim() knows key is [0]. */
+static const struct key k_dkim[] = {
+	{ "key", STR(D(key_file), V_STR, "a PEM private key file"), 0 },
+	{ "selector", STR(D(selector), V_WORD, WORD), 0 },
+	{ "headers", STR(D(headers_s), V_STR, "header names separated by ':'"), 0 },
+	{ "oversign", STR(D(oversign_s), V_STR, "header names separated by ':', or no"), 0 },
+	{ "canon", CH(D(canon), canon_names, 0, "relaxed|simple"), 0 },
+	{ "subdomains", BOOL(D(subdomains)), 0 },
+};
+#undef D
 #undef INT
 #undef DUR
 #undef TO
@@ -454,12 +469,29 @@ void config_fini(struct config *c)
 	free(c->dkim_domain);
 	rules_free(c->domains, c->n_domains);
 	rules_free(c->mxs, c->n_mxs);
+	free(c->dkim_extra);
+	for (int i = 0; i < c->n_dkims; i++) {
+		struct dkim_conf *d = &c->dkims[i];
+		free(d->domain);
+		free(d->key_file);
+		free(d->selector);
+		free(d->headers_s);
+		free(d->oversign_s);
+		for (int k = 0; d->headers && d->headers[k]; k++)
+			free(d->headers[k]);
+		free(d->headers);
+		for (int k = 0; d->oversign && d->oversign[k]; k++)
+			free(d->oversign[k]);
+		free(d->oversign);
+		dkim_key_free(d->key);
+	}
+	free(c->dkims);
 	memset(c, 0, sizeof(*c));
 }
 
 /* ---- the parser ---- */
 
-enum sec_kind { SEC_NONE, SEC_GLOBAL, SEC_DOMAIN, SEC_MX };
+enum sec_kind { SEC_NONE, SEC_GLOBAL, SEC_DOMAIN, SEC_MX, SEC_DKIM };
 
 struct parse {
 	struct config *c;
@@ -631,8 +663,86 @@ static int set_value(struct parse *p, const struct key *k, char *base, const cha
 }
 
 /* Checks on a whole rule section: run when the next section starts, or at EOF. */
+/* RFC 6376 5.4.1's list, and RFC 8058's List-Unsubscribe-Post. */
+static const char *const dkim_default_headers =
+	"from:reply-to:subject:date:to:cc:resent-date:resent-from:resent-to:resent-cc:"
+	"in-reply-to:references:list-id:list-help:list-unsubscribe:list-unsubscribe-post:"
+	"list-subscribe:list-post:list-owner:list-archive:message-id:mime-version:"
+	"content-type:content-transfer-encoding:content-id:content-description:feedback-id";
+/* The fields a receiver must not see added (a second From, Subject, ...). */
+static const char *const dkim_default_oversign =
+	"from:reply-to:subject:date:to:cc:message-id:mime-version:content-type:"
+	"content-transfer-encoding:list-unsubscribe:list-unsubscribe-post:list-id:feedback-id";
+
+/* "a:b c,d" -> NULL-terminated lowercase names; NULL with *bad set on a bad name. */
+static char **name_list(const char *s, const char **bad)
+{
+	size_t n = 0, cap = 8;
+	char **v = xcalloc(cap, sizeof(*v));
+	*bad = NULL;
+	for (s += strspn(s, ": ,\t"); *s; s += strspn(s, ": ,\t")) {
+		size_t len = strcspn(s, ": ,\t");
+		for (size_t i = 0; i < len; i++)
+			if (s[i] <= 32 || s[i] >= 127)
+				*bad = "a header name is printable ASCII";
+		if (len > 64)
+			*bad = "a header name of more than 64 characters";
+		if (n + 2 > cap)
+			v = xrealloc(v, (cap *= 2) * sizeof(*v));
+		v[n] = xmalloc(len + 1);
+		for (size_t i = 0; i < len; i++)
+			v[n][i] = (char)tolower((unsigned char)s[i]);
+		v[n++][len] = '\0';
+		v[n] = NULL;
+		s += len;
+	}
+	if (*bad != NULL) {
+		for (size_t i = 0; i < n; i++)
+			free(v[i]);
+		free(v);
+		return NULL;
+	}
+	return v;
+}
+
+/* A [dkim DOMAIN] section is complete: check it and load its key (errors at
+ * the key line, or the section header when a key is missing). */
+static void end_dkim(struct parse *p)
+{
+	struct dkim_conf *d = &p->c->dkims[p->rule];
+	const char *bad;
+	char e[400];
+	if (d->key_file == NULL || d->selector == NULL) {
+		fail_at(p, p->sec_line, "%s needs key and selector", p->sec_name);
+		return;
+	}
+	if ((d->headers = name_list(d->headers_s ? d->headers_s : dkim_default_headers, &bad)) == NULL) {
+		fail_at(p, p->sec_line, "bad headers in %s: %s", p->sec_name, bad);
+		return;
+	}
+	bool from = false;
+	for (int i = 0; d->headers[i]; i++)
+		from |= strcmp(d->headers[i], "from") == 0;
+	if (!from) {
+		fail_at(p, p->sec_line, "headers in %s must include from (RFC 6376 5.4)", p->sec_name);
+		return;
+	}
+	const char *os = d->oversign_s ? d->oversign_s : dkim_default_oversign;
+	if ((d->oversign = name_list(strcmp(os, "no") == 0 ? "" : os, &bad)) == NULL) {
+		fail_at(p, p->sec_line, "bad oversign in %s: %s", p->sec_name, bad);
+		return;
+	}
+	if ((d->key = dkim_key_load(d->key_file, d->domain, d->selector, e, sizeof(e))) == NULL)
+		fail_at(p, p->seen[0] ? p->seen[0] : p->sec_line, "%s", e);
+}
+
 static void end_section(struct parse *p)
 {
+	if (p->kind == SEC_DKIM) {
+		if (!p->failed)
+			end_dkim(p);
+		return;
+	}
 	struct rule *r = cur_rule(p);
 	if (r == NULL)
 		return;
@@ -699,6 +809,30 @@ static void begin_section(struct parse *p, const char *inner, size_t len)
 		return;
 	}
 	snprintf(p->sec_name, sizeof(p->sec_name), n > 1 ? "[%s %s]" : "[%s]", kind, n > 1 ? arg : "");
+	if (strcmp(kind, "dkim") == 0) {
+		const char *why = n == 2 ? check_pattern(arg, 1) : "one domain name";
+		if (why == NULL && arg[0] == '.')
+			why = "a domain name (subdomains = yes covers subdomains)";
+		if (why) {
+			fail(p, "bad section %s: %s, as in [dkim example.com]", p->sec_name, why);
+			return;
+		}
+		for (int i = 0; i < p->c->n_dkims; i++)
+			if (strcasecmp(p->c->dkims[i].domain, arg) == 0) {
+				fail(p, "duplicate section %s (first at line %d)", p->sec_name, p->c->dkims[i].line);
+				return;
+			}
+		p->c->dkims = xrealloc(p->c->dkims, (size_t)(p->c->n_dkims + 1) * sizeof(struct dkim_conf));
+		struct dkim_conf *d = &p->c->dkims[p->c->n_dkims];
+		memset(d, 0, sizeof(*d));
+		d->domain = xstrdup(arg);
+		for (char *q = d->domain; *q; q++)
+			*q = (char)tolower((unsigned char)*q);
+		d->line = p->line;
+		p->rule = p->c->n_dkims++;
+		p->kind = SEC_DKIM;
+		return;
+	}
 	if (strcmp(kind, "domain") == 0 || strcmp(kind, "mx") == 0) {
 		if (n != 2) {
 			fail(p, "section [%s] needs one name, as in [%s example.com]", kind, kind);
@@ -811,9 +945,14 @@ static int on_key(void *arg, const char *section, const char *name, const char *
 		fail(p, "key \"%s\" outside any section", name);
 		return 0;
 	}
+	char *base = r ? (char *)r : (char *)p->c;
 	if (p->kind == SEC_GLOBAL) {
 		keys = p->sec->keys;
 		n = p->sec->n;
+	} else if (p->kind == SEC_DKIM) {
+		keys = k_dkim;
+		n = ARRAY_LEN(k_dkim);
+		base = (char *)&p->c->dkims[p->rule];
 	}
 	for (i = 0; i < n && strcmp(keys[i].name, name) != 0; i++)
 		;
@@ -823,13 +962,13 @@ static int on_key(void *arg, const char *section, const char *name, const char *
 		fail(p, "duplicate key \"%s\" in %s (first at line %d)", name, p->sec_name, p->seen[i]);
 	else if (*value == '\0')
 		fail(p, "missing value for %s", name);
-	else if (set_value(p, &keys[i], r ? (char *)r : (char *)p->c, value) == 0) {
+	else if (set_value(p, &keys[i], base, value) == 0) {
 		p->seen[i] = p->line;
 		if (r)
 			r->set |= keys[i].bit;
 		if (r && keys[i].off == offsetof(struct rule, auth_user))
 			r->auth_line = p->line;
-		if (!r && keys[i].off == offsetof(struct config, redis_url))
+		if (p->kind == SEC_GLOBAL && keys[i].off == offsetof(struct config, redis_url))
 			p->c->redis_named = true;
 	}
 	/* DESIGN "TLS policy": plaintext fallback only below encrypt. Judged on
@@ -896,6 +1035,14 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
 	end_section(&p);
 	if (!p.failed)
 		check_credentials(&p);
+	if (!p.failed && c->dkim_extra != NULL) {
+		int k = 0;
+		while (k < c->n_dkims && strcasecmp(c->dkims[k].domain, c->dkim_extra) != 0)
+			k++;
+		if (k == c->n_dkims)
+			fail_at(&p, p.global_line[0], "dkim_extra = %s names no [dkim %s] section",
+				c->dkim_extra, c->dkim_extra);
+	}
 	return p.failed ? -1 : 0;
 }
 
