@@ -28,7 +28,7 @@ int signer_from_domain(const char *raw, size_t len, char *dom, size_t n)
 			e++;
 		if (e == i)
 			return -1;
-		if (e - i > 5 && strncasecmp(raw + i, "from", 4) == 0) {
+		if (e - i >= 5 && strncasecmp(raw + i, "from", 4) == 0) {
 			size_t k = i + 4;
 			while (k < e && (raw[k] == ' ' || raw[k] == '\t'))
 				k++;

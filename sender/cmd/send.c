@@ -414,5 +414,5 @@ static int cmd_send(int argc, char **argv)
 const struct cmd_def cmd_send_def = {
 	"send", cmd_send,
 	"send [-c FILE] [--dns A[:P]] [--ca FILE] [--tls none|may|encrypt|verify]\n"
-	"[--port N] [--helo NAME] [--log LEVEL] --from A --to B [--to C ...] MSG|-",
+	"[--port N] [--helo NAME] [--log LEVEL] [--dkim DOMAIN|no] --from A --to B [--to C ...] MSG|-",
 };
