@@ -15,7 +15,7 @@ set -u
 # shellcheck source=tests/integ/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-integ_setup mx.dk.test mx.dkc.test
+integ_setup mx.dk.test mx.dkc.test mx.dkt.test
 integ_require mxsend mxsink unbound unbound-checkconf redis-server redis-cli python3 timeout openssl base64
 SYS_PY=/usr/bin/python3 # Debian's dkimpy (python3-dkim, python3-nacl for Ed25519)
 "$SYS_PY" -c 'import dkim, nacl, dns.resolver' 2>/dev/null ||
@@ -48,6 +48,8 @@ dk.test. MX 10 mx.dk.test.
 mx.dk.test. A 127.0.61.1
 dkc.test. MX 10 mx.dkc.test.
 mx.dkc.test. A 127.0.61.2
+dkt.test. MX 10 mx.dkt.test.
+mx.dkt.test. A 127.0.61.3
 s1._domainkey.rsa.test. TXT $(txt "v=DKIM1; k=rsa; p=$RSA_P")
 s2._domainkey.simple.test. TXT $(txt "v=DKIM1; k=rsa; p=$RSA_P")
 s3._domainkey.par.test. TXT $(txt "v=DKIM1; k=rsa; p=$R1024_P")
@@ -58,6 +60,7 @@ start_unbound -a 127.0.61.53 "$ZONE" || integ_missing "unbound did not start"
 if [ -z "$INTEG_MISSING" ]; then
 	start_sink data --listen "127.0.61.1:$P" || integ_missing "mxsink (DATA)"
 	start_sink bdat --listen "127.0.61.2:$P" --chunking || integ_missing "mxsink (BDAT)"
+	start_sink temp --listen "127.0.61.3:$P" --rcpt 'temp*=450 4.2.0 later' || integ_missing "mxsink (temp)"
 fi
 
 KEYS="[dkim rsa.test]
@@ -303,5 +306,19 @@ t_run() {
 	assert_eq "one signature for all copies (identical b=)" 1 "$(sort -u <<<"${b%$'\n'}" | wc -l)"
 }
 run_case "run: a 100-recipient job over 2 domains and 6 transactions is signed once (one b= in every copy, all verify); dkim=no none; dkim=unknown.test and a bad value rejected" t_run
+
+t_retry() {
+	start_redis -n retry || return 1
+	local p=$REDIS_PORT c=$CASE_DIR/run.ini m=$CASE_DIR/m.eml
+	integ_config "$c" "$(printf '[redis]\nurl = %s\n\n[retry]\nschedule = 1s\njitter = 0\n\n%s' "$REDIS_URL" "$KEYS")"
+	mail "$m" "news@rsa.test"
+	rcli "$p" XADD mxsend:jobs '*' from news@rsa.test to temp1@dkt.test data "$(cat "$m")" id rt dkim ed.test >/dev/null
+	timed_run 4 "$CASE_DIR/run.out" "$CASE_DIR/run.err" "$MXSEND" run -c "$c"
+	local r
+	r=$(results "$p" id,status,attempt,dkim)
+	assert_match "attempt 1 signed by the job's key" '^rt\|deferred\|1\|d=ed\.test s=e1$' "$r"
+	assert_match "attempt 2 (the job put back) still names it" '^rt\|deferred\|2\|d=ed\.test s=e1$' "$r"
+}
+run_case "retry: the job's dkim field is kept when a deferred job is put back (attempt 2 signed d=ed.test, not the From: domain's key)" t_retry
 
 integ_finish
