@@ -9,13 +9,15 @@
 # without CHUNKING), bare-LF input, 8-bit bodies, two signatures. A 100-recipient
 # job through `mxsend run` is signed once (every stored copy carries the same
 # b=). Config errors (bad key file, short RSA key) exit 78 naming file:line.
-# Loopback only: unbound 127.0.61.53, sinks 127.0.61.1 (DATA), 127.0.61.2 (BDAT).
+# A real MTA verifies too: Exim 4.96 (make deps; root) logs [verification succeeded].
+# Loopback only: unbound 127.0.61.53, sinks 127.0.61.1 (DATA), 127.0.61.2 (BDAT),
+# 127.0.61.3 (450 at RCPT), Exim 127.0.61.4 with its TXT server 127.0.61.54:53.
 # shellcheck disable=SC2317,SC2031 # case functions run indirectly, each in its run_case subshell
 set -u
 # shellcheck source=tests/integ/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-integ_setup mx.dk.test mx.dkc.test mx.dkt.test
+integ_setup mx.dk.test mx.dkc.test mx.dkt.test mx.dkx.test
 integ_require mxsend mxsink unbound unbound-checkconf redis-server redis-cli python3 timeout openssl base64
 SYS_PY=/usr/bin/python3 # Debian's dkimpy (python3-dkim, python3-nacl for Ed25519)
 "$SYS_PY" -c 'import dkim, nacl, dns.resolver' 2>/dev/null ||
@@ -50,6 +52,8 @@ dkc.test. MX 10 mx.dkc.test.
 mx.dkc.test. A 127.0.61.2
 dkt.test. MX 10 mx.dkt.test.
 mx.dkt.test. A 127.0.61.3
+dkx.test. MX 10 mx.dkx.test.
+mx.dkx.test. A 127.0.61.4
 s1._domainkey.rsa.test. TXT $(txt "v=DKIM1; k=rsa; p=$RSA_P")
 s2._domainkey.simple.test. TXT $(txt "v=DKIM1; k=rsa; p=$RSA_P")
 s3._domainkey.par.test. TXT $(txt "v=DKIM1; k=rsa; p=$R1024_P")
@@ -320,5 +324,93 @@ t_retry() {
 	assert_match "attempt 2 (the job put back) still names it" '^rt\|deferred\|2\|d=ed\.test s=e1$' "$r"
 }
 run_case "retry: the job's dkim field is kept when a deferred job is put back (attempt 2 signed d=ed.test, not the From: domain's key)" t_retry
+
+# --- a real receiving MTA verifying: Exim 4.96 (Debian 12's, unpacked by make deps) ---
+# Exim looks DKIM keys up through libc's resolver: it runs in a private mount
+# namespace whose /etc/resolv.conf names 127.0.61.54, where a small dnspython
+# server (port 53, UDP, these TXT records only) answers. Ed25519 and RSA-1024
+# keys: their records fit a 512-byte UDP answer.
+EXIM=${INTEROP_ROOT:-/var/cache/mxsend/interop}/usr/sbin/exim4
+EX_DIR=$INTEG_DIR/exim
+ex_start() {
+	[ -x "$EXIM" ] && [ "$(id -u)" = 0 ] || return 2
+	mkdir -p "$EX_DIR/spool" "$EX_DIR/log" || return 1
+	chmod 755 "$INTEG_DIR" "$EX_DIR"
+	chown -R nobody "$EX_DIR/spool" "$EX_DIR/log" || return 1
+	printf 'nameserver 127.0.61.54\noptions timeout:1 attempts:1\n' >"$EX_DIR/resolv.conf"
+	cat >"$EX_DIR/txt.py" <<EOF
+import socket, dns.message, dns.rrset, dns.rdatatype, dns.rcode
+recs = {"e1._domainkey.ed.test.": ['v=DKIM1; k=ed25519; p=$ED_P'],
+        "s3._domainkey.par.test.": ['v=DKIM1; k=rsa; p=${R1024_P:0:200}', '${R1024_P:200}']}
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.61.54", 53))
+while True:
+    data, peer = s.recvfrom(4096)
+    try:
+        q = dns.message.from_wire(data)
+    except Exception:
+        continue
+    r = dns.message.make_response(q)
+    name = str(q.question[0].name).lower()
+    if q.question[0].rdtype == dns.rdatatype.TXT and name in recs:
+        txt = " ".join('"%s"' % v for v in recs[name])
+        r.answer.append(dns.rrset.from_text(name, 60, "IN", "TXT", txt))
+    elif name not in recs:
+        r.set_rcode(dns.rcode.NXDOMAIN)
+    s.sendto(r.to_wire(), peer)
+EOF
+	integ_spawn extxt "$EX_DIR/txt.log" "$SYS_PY" "$EX_DIR/txt.py" || return 1
+	cat >"$EX_DIR/exim.conf" <<EOF
+primary_hostname = mx.dkx.test
+spool_directory = $EX_DIR/spool
+log_file_path = $EX_DIR/log/%slog
+log_selector = +dkim_verbose
+exim_user = nobody
+exim_group = nogroup
+keep_environment =
+daemon_smtp_ports = $P
+local_interfaces = 127.0.61.4
+host_lookup =
+rfc1413_hosts =
+queue_only = true
+domainlist local_domains = dkx.test
+chunking_advertise_hosts = *
+tls_advertise_hosts =
+acl_smtp_rcpt = acl_rcpt
+begin acl
+acl_rcpt:
+  accept  domains = +local_domains
+  deny    message = 5.7.1 relay not permitted
+begin routers
+begin transports
+EOF
+	# shellcheck disable=SC2016 # expanded by the namespace's bash
+	integ_spawn exim "$EX_DIR/daemon.log" unshare -m --propagation private bash -c '
+		mount --bind "$1/resolv.conf" /etc/resolv.conf || exit 1
+		exec "$2" -C "$1/exim.conf" -bdf' _ "$EX_DIR" "$EXIM" || return 1
+	wait_listen "$SPAWN_PID" "127.0.61.4:$P"
+}
+
+t_exim() {
+	local m=$CASE_DIR/m.eml rc=0 i
+	ex_start || rc=$?
+	[ "$rc" = 2 ] && { echo "# skipped: $EXIM (make deps) or root missing"; return 0; }
+	[ "$rc" = 0 ] || fail "Exim did not start: $(tail -n 5 "$EX_DIR/daemon.log" "$EX_DIR/log/paniclog" 2>/dev/null)" || return 1
+	mail "$m" "news@ed.test" "$(printf 'Gr\xc3\xbc\xc3\x9fe\n.dot\n')"
+	send --from news@ed.test --to u-ed@dkx.test "$m"
+	expect_line u-ed@dkx.test "delivered 250 .* dkim=d=ed\.test s=e1"
+	mail "$m" "a@news.par.test"
+	send --from a@news.par.test --to u-par@dkx.test "$m"
+	expect_line u-par@dkx.test "delivered 250 .* dkim=d=par\.test s=s3"
+	for ((i = 0; i < 30; i++)); do
+		[ "$(grep -c 'DKIM: d=' "$EX_DIR/log/mainlog" 2>/dev/null)" -ge 2 ] && break
+		sleep 0.1
+	done
+	grep 'DKIM' "$EX_DIR/log/mainlog" | sed 's/^/# exim: /'
+	assert_match "Exim verified the Ed25519 signature" 'DKIM: d=ed\.test s=e1 c=relaxed/relaxed a=ed25519-sha256 .*\[verification succeeded\]' "$(cat "$EX_DIR/log/mainlog")"
+	assert_match "Exim logged the verified domains on arrival" "DKIM=par\\.test" "$(cat "$EX_DIR/log/mainlog")"
+	assert_match "Exim verified the RSA signature" 'DKIM: d=par\.test s=s3 c=relaxed/relaxed a=rsa-sha256 b=1024 .*\[verification succeeded\]' "$(cat "$EX_DIR/log/mainlog")"
+}
+run_case "a real MTA verifies: Exim 4.96 logs [verification succeeded] for Ed25519 and RSA signatures (BDAT)" t_exim
 
 integ_finish
