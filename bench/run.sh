@@ -381,8 +381,10 @@ B_MSGS=$NDOM
 printf '[domain *]\nmax_connections = 10000\n' >"$INTEG_DIR/c.ini"
 # DKIM (k*): mxload signs every message with the [dkim mxload.test] key (its From: domain)
 if [ "$INTEG_LIST" != 1 ]; then
-	openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$INTEG_DIR/k-rsa.pem" 2>/dev/null &&
-		openssl genpkey -algorithm ED25519 -out "$INTEG_DIR/k-ed.pem" 2>/dev/null || die "openssl genpkey (DKIM keys)"
+	if ! openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$INTEG_DIR/k-rsa.pem" 2>/dev/null ||
+		! openssl genpkey -algorithm ED25519 -out "$INTEG_DIR/k-ed.pem" 2>/dev/null; then
+		die "openssl genpkey (DKIM keys)"
+	fi
 	printf '[dkim mxload.test]\nkey = %s\nselector = b1\n' "$INTEG_DIR/k-rsa.pem" >"$INTEG_DIR/k-rsa.ini"
 	printf '[dkim mxload.test]\nkey = %s\nselector = b2\n' "$INTEG_DIR/k-ed.pem" >"$INTEG_DIR/k-ed.ini"
 fi
