@@ -296,7 +296,7 @@ run_scn() {
 			kv(line, "cpu_us_per_msg"), snd, sink, dns, other, \
 			kv(line, "rss_kb") / 1024, kv(line, "hwm_kb") / 1024, kv(line, "opened"), hsf, hsr, \
 			kv(line, "reused"), kv(line, "p50_ms"), kv(line, "p99_ms"), kv(line, "peak_inflight"), \
-			act, peak, kbs == "" ? "" : sprintf("%.1f", kbs), kv(line, "delivered"), drops, osf, osr, tsplit, \
+			act, peak, kbs == "" ? "" : sprintf("%.1f", kbs), kv(line, "delivered") / (kv(line, "rcpts") > 0 ? kv(line, "rcpts") : 1), drops, osf, osr, tsplit, \
 			kv(line, "redis_cpu_us_per_msg"), kv(line, "sys_us_per_msg"), kv(line, "sign_us")
 	}' >>"$ROWS"
 	tail -n 1 "$ROWS" >&2
