@@ -16,6 +16,10 @@
 
 #include "sender/util.h"
 
+/* Instances of one header name signed, the bottom-most (a hostile message with
+ * thousands of To: fields must not make an h= of thousands of names). */
+#define DKIM_MAX_INSTANCES 50
+
 
 struct dkim_key {
 	EVP_PKEY *pkey;
@@ -241,17 +245,22 @@ static int split_fields(const char *h, size_t n, struct field *f, int max)
 	return nf;
 }
 
-/* The last unused field named name (RFC 6376 5.4.2: instances are signed bottom-up). */
-static struct field *pick(struct field *f, int nf, const char *name)
+/* The last unused field named name above f[*at] (RFC 6376 5.4.2: instances are
+ * signed bottom-up); *at becomes its index, so the next call goes on upwards
+ * (one pass over the fields per name, however many instances). */
+static struct field *pick_at(struct field *f, int *at, const char *name)
 {
 	size_t len = strlen(name);
-	for (int i = nf - 1; i >= 0; i--) {
+	for (int i = *at - 1; i >= 0; i--) {
 		size_t nl = f[i].nlen;
 		while (nl > 0 && wsp(f[i].p[nl - 1]))
 			nl--;
-		if (!f[i].used && nl == len && strncasecmp(f[i].p, name, len) == 0)
+		if (!f[i].used && nl == len && strncasecmp(f[i].p, name, len) == 0) {
+			*at = i;
 			return &f[i];
+		}
 	}
+	*at = 0;
 	return NULL;
 }
 
@@ -367,7 +376,8 @@ char *dkim_sign_opts(const struct dkim_key *k, const char *msg, size_t len, cons
 	for (int i = 0; headers[i] != NULL; i++) {
 		struct field *x;
 		bool any = false;
-		while ((x = pick(f, nf, headers[i])) != NULL) {
+		int at = nf, count = 0;
+		while (count++ < DKIM_MAX_INSTANCES && (x = pick_at(f, &at, headers[i])) != NULL) {
 			x->used = true;
 			any = true;
 			if (o->simple) {
@@ -381,7 +391,11 @@ char *dkim_sign_opts(const struct dkim_key *k, const char *msg, size_t len, cons
 			if (o->once)
 				break;
 		}
-		if ((any || !o->once) && listed(o->oversign, headers[i]))
+		/* oversigned: once more, unless instances above the cap remain (a
+		 * verifier would take the next one: the signature would break) */
+		int at2 = at;
+		bool more = count > DKIM_MAX_INSTANCES && pick_at(f, &at2, headers[i]) != NULL;
+		if ((any || !o->once) && !more && listed(o->oversign, headers[i]))
 			h_add(&hlist, &hl, &hcap, &col, headers[i]);
 	}
 	free(f);

@@ -36,7 +36,7 @@ char *dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const cha
 
 /* What dkim_sign_opts signs: the header fields named in headers (NULL-terminated,
  * any case; "from" must be among them), every instance of each (bottom-up, RFC 6376
- * 5.4.2), or only the last with once; the names also in oversign (NULL-terminated
+ * 5.4.2; the last 50 at most), or only the last with once; the names also in oversign (NULL-terminated
  * or NULL) are listed once more in h= so a receiver sees a field added later as a
  * broken signature (RFC 6376 8.15). simple: c=simple/simple, else relaxed/relaxed.
  * msg must be in wire form (CRLF lines) for simple; relaxed accepts bare LFs. */

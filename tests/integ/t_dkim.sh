@@ -183,6 +183,36 @@ for s in data:dk.test bdat:dkc.test; do
 		t_sign simple.test s2 rsa-sha256 simple/simple "${s%%:*}" "${s#*:}"
 done
 
+t_many() {
+	local m=$CASE_DIR/m.eml i h
+	{
+		printf 'From: news@rsa.test\nSubject: many\n'
+		for ((i = 1; i <= 60; i++)); do printf 'To: u%d@dk.test\n' "$i"; done
+		printf '\nbody\n'
+	} >"$m"
+	send --from news@rsa.test --to u-many@dk.test "$m"
+	sent_ok u-many@dk.test data "d=rsa.test s=s1" || return 1
+	h=$(sed -n 's/^h=//p' "$CASE_DIR/v")
+	assert_eq "the last 50 To: signed, no oversigned one (60 present)" 50 "$(tr ':' '\n' <<<"$h" | grep -cx to)"
+	assert_eq "from oversigned" 2 "$(tr ':' '\n' <<<"$h" | grep -cx from)"
+}
+run_case "60 To: fields: the bottom 50 signed (bounded h=), not oversigned; dkimpy verifies" t_many
+
+t_hostile_hdr() {
+	local m=$CASE_DIR/m.eml
+	{
+		printf 'From: news@rsa.test\nSubject: many\n'
+		awk 'BEGIN { for (i = 1; i <= 200000; i++) printf "To: u%d@dk.test\n", i }'
+		printf '\nbody\n'
+	} >"$m"
+	send --from news@rsa.test --to u-hostile@dk.test "$m"
+	expect_rc 0
+	expect_line u-hostile@dk.test "delivered 250 .* dkim=d=rsa\.test s=s1"
+	assert_lt "send with a 200,000-field header, signed, in ms" 5000 "$RUN_MS"
+	echo "# 200,000 header fields: send took $RUN_MS ms"
+}
+run_case "hostile header: 200,000 To: fields are signed in linear time (bounded h=)" t_hostile_hdr
+
 t_parent() {
 	local m=$CASE_DIR/m.eml
 	mail "$m" "a@news.par.test"
