@@ -30,8 +30,8 @@
 #include <ini.h>
 
 #include "queue/queue.h"
-#include "sender/dkim.h"
 #include "sender/log.h"
+#include "sender/signer.h"
 #include "sender/util.h"
 
 #define MS_S 1000ull
@@ -470,21 +470,8 @@ void config_fini(struct config *c)
 	rules_free(c->domains, c->n_domains);
 	rules_free(c->mxs, c->n_mxs);
 	free(c->dkim_extra);
-	for (int i = 0; i < c->n_dkims; i++) {
-		struct dkim_conf *d = &c->dkims[i];
-		free(d->domain);
-		free(d->key_file);
-		free(d->selector);
-		free(d->headers_s);
-		free(d->oversign_s);
-		for (int k = 0; d->headers && d->headers[k]; k++)
-			free(d->headers[k]);
-		free(d->headers);
-		for (int k = 0; d->oversign && d->oversign[k]; k++)
-			free(d->oversign[k]);
-		free(d->oversign);
-		dkim_key_free(d->key);
-	}
+	for (int i = 0; i < c->n_dkims; i++)
+		signer_conf_fini(&c->dkims[i]);
 	free(c->dkims);
 	memset(c, 0, sizeof(*c));
 }
@@ -663,77 +650,14 @@ static int set_value(struct parse *p, const struct key *k, char *base, const cha
 }
 
 /* Checks on a whole rule section: run when the next section starts, or at EOF. */
-/* RFC 6376 5.4.1's list, and RFC 8058's List-Unsubscribe-Post. */
-static const char *const dkim_default_headers =
-	"from:reply-to:subject:date:to:cc:resent-date:resent-from:resent-to:resent-cc:"
-	"in-reply-to:references:list-id:list-help:list-unsubscribe:list-unsubscribe-post:"
-	"list-subscribe:list-post:list-owner:list-archive:message-id:mime-version:"
-	"content-type:content-transfer-encoding:content-id:content-description:feedback-id";
-/* The fields a receiver must not see added (a second From, Subject, ...). */
-static const char *const dkim_default_oversign =
-	"from:reply-to:subject:date:to:cc:message-id:mime-version:content-type:"
-	"content-transfer-encoding:list-unsubscribe:list-unsubscribe-post:list-id:feedback-id";
-
-/* "a:b c,d" -> NULL-terminated lowercase names; NULL with *bad set on a bad name. */
-static char **name_list(const char *s, const char **bad)
-{
-	size_t n = 0, cap = 8;
-	char **v = xcalloc(cap, sizeof(*v));
-	*bad = NULL;
-	for (s += strspn(s, ": ,\t"); *s; s += strspn(s, ": ,\t")) {
-		size_t len = strcspn(s, ": ,\t");
-		for (size_t i = 0; i < len; i++)
-			if (s[i] <= 32 || s[i] >= 127)
-				*bad = "a header name is printable ASCII";
-		if (len > 64)
-			*bad = "a header name of more than 64 characters";
-		if (n + 2 > cap)
-			v = xrealloc(v, (cap *= 2) * sizeof(*v));
-		v[n] = xmalloc(len + 1);
-		for (size_t i = 0; i < len; i++)
-			v[n][i] = (char)tolower((unsigned char)s[i]);
-		v[n++][len] = '\0';
-		v[n] = NULL;
-		s += len;
-	}
-	if (*bad != NULL) {
-		for (size_t i = 0; i < n; i++)
-			free(v[i]);
-		free(v);
-		return NULL;
-	}
-	return v;
-}
-
-/* A [dkim DOMAIN] section is complete: check it and load its key (errors at
- * the key line, or the section header when a key is missing). */
+/* A [dkim DOMAIN] section is complete: its lists and its key (signer.h); an
+ * error at the key line when the key file is at fault, else at the header. */
 static void end_dkim(struct parse *p)
 {
-	struct dkim_conf *d = &p->c->dkims[p->rule];
-	const char *bad;
 	char e[400];
-	if (d->key_file == NULL || d->selector == NULL) {
-		fail_at(p, p->sec_line, "%s needs key and selector", p->sec_name);
-		return;
-	}
-	if ((d->headers = name_list(d->headers_s ? d->headers_s : dkim_default_headers, &bad)) == NULL) {
-		fail_at(p, p->sec_line, "bad headers in %s: %s", p->sec_name, bad);
-		return;
-	}
-	bool from = false;
-	for (int i = 0; d->headers[i]; i++)
-		from |= strcmp(d->headers[i], "from") == 0;
-	if (!from) {
-		fail_at(p, p->sec_line, "headers in %s must include from (RFC 6376 5.4)", p->sec_name);
-		return;
-	}
-	const char *os = d->oversign_s ? d->oversign_s : dkim_default_oversign;
-	if ((d->oversign = name_list(strcmp(os, "no") == 0 ? "" : os, &bad)) == NULL) {
-		fail_at(p, p->sec_line, "bad oversign in %s: %s", p->sec_name, bad);
-		return;
-	}
-	if ((d->key = dkim_key_load(d->key_file, d->domain, d->selector, e, sizeof(e))) == NULL)
-		fail_at(p, p->seen[0] ? p->seen[0] : p->sec_line, "%s", e);
+	bool key_err = false;
+	if (signer_conf_finish(&p->c->dkims[p->rule], &key_err, e, sizeof(e)) != 0)
+		fail_at(p, key_err && p->seen[0] ? p->seen[0] : p->sec_line, "%s in %s", e, p->sec_name);
 }
 
 static void end_section(struct parse *p)

@@ -1,6 +1,7 @@
 /* signer.c: which keys sign a job's message, and signing it (signer.h). */
 #include "sender/signer.h"
 
+#include <ctype.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,95 @@
 #include "sender/dkim.h"
 #include "sender/msg.h"
 #include "sender/util.h"
+
+/* RFC 6376 5.4.1's list, and RFC 8058's List-Unsubscribe-Post. */
+static const char *const dkim_default_headers =
+	"from:reply-to:subject:date:to:cc:resent-date:resent-from:resent-to:resent-cc:"
+	"in-reply-to:references:list-id:list-help:list-unsubscribe:list-unsubscribe-post:"
+	"list-subscribe:list-post:list-owner:list-archive:message-id:mime-version:"
+	"content-type:content-transfer-encoding:content-id:content-description:feedback-id";
+/* The fields a receiver must not see added (a second From, Subject, ...). */
+static const char *const dkim_default_oversign =
+	"from:reply-to:subject:date:to:cc:message-id:mime-version:content-type:"
+	"content-transfer-encoding:list-unsubscribe:list-unsubscribe-post:list-id:feedback-id";
+
+/* "a:b c,d" -> NULL-terminated lowercase names; NULL with *bad set on a bad name. */
+static char **name_list(const char *s, const char **bad)
+{
+	size_t n = 0, cap = 8;
+	char **v = xcalloc(cap, sizeof(*v));
+	*bad = NULL;
+	for (s += strspn(s, ": ,\t"); *s; s += strspn(s, ": ,\t")) {
+		size_t len = strcspn(s, ": ,\t");
+		for (size_t i = 0; i < len; i++)
+			if (s[i] <= 32 || s[i] >= 127)
+				*bad = "a header name is printable ASCII";
+		if (len > 64)
+			*bad = "a header name of more than 64 characters";
+		if (n + 2 > cap)
+			v = xrealloc(v, (cap *= 2) * sizeof(*v));
+		v[n] = xmalloc(len + 1);
+		for (size_t i = 0; i < len; i++)
+			v[n][i] = (char)tolower((unsigned char)s[i]);
+		v[n++][len] = '\0';
+		v[n] = NULL;
+		s += len;
+	}
+	if (*bad != NULL) {
+		for (size_t i = 0; i < n; i++)
+			free(v[i]);
+		free(v);
+		return NULL;
+	}
+	return v;
+}
+
+int signer_conf_finish(struct dkim_conf *d, bool *key_err, char *err, size_t errlen)
+{
+	const char *bad;
+	*key_err = false;
+	if (d->key_file == NULL || d->selector == NULL) {
+		snprintf(err, errlen, "key and selector are required");
+		return -1;
+	}
+	if ((d->headers = name_list(d->headers_s ? d->headers_s : dkim_default_headers, &bad)) == NULL) {
+		snprintf(err, errlen, "bad headers: %s", bad);
+		return -1;
+	}
+	bool from = false;
+	for (int i = 0; d->headers[i]; i++)
+		from |= strcmp(d->headers[i], "from") == 0;
+	if (!from) {
+		snprintf(err, errlen, "headers must include from (RFC 6376 5.4)");
+		return -1;
+	}
+	const char *os = d->oversign_s ? d->oversign_s : dkim_default_oversign;
+	if ((d->oversign = name_list(strcmp(os, "no") == 0 ? "" : os, &bad)) == NULL) {
+		snprintf(err, errlen, "bad oversign: %s", bad);
+		return -1;
+	}
+	if ((d->key = dkim_key_load(d->key_file, d->domain, d->selector, err, errlen)) == NULL) {
+		*key_err = true;
+		return -1;
+	}
+	return 0;
+}
+
+void signer_conf_fini(struct dkim_conf *d)
+{
+	free(d->domain);
+	free(d->key_file);
+	free(d->selector);
+	free(d->headers_s);
+	free(d->oversign_s);
+	for (int k = 0; d->headers && d->headers[k]; k++)
+		free(d->headers[k]);
+	free(d->headers);
+	for (int k = 0; d->oversign && d->oversign[k]; k++)
+		free(d->oversign[k]);
+	free(d->oversign);
+	dkim_key_free(d->key);
+}
 
 static const struct dkim_conf *find(const struct config *c, const char *dom, size_t n)
 {

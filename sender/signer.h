@@ -16,6 +16,7 @@
 #ifndef SENDER_SIGNER_H
 #define SENDER_SIGNER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,14 @@
  * or "none"); or -1 when the job must be rejected, the reason in err. */
 int signer_sign(const struct config *c, const char *raw, size_t len, const char *want, int64_t t,
 		char **out, size_t *outlen, char result[SIGNER_RESULT_MAX], char *err, size_t errlen);
+
+/* Complete a [dkim DOMAIN] section as config_load parsed it: the header and
+ * oversign lists (RFC 6376 5.4.1's defaults when unset; from required), then
+ * the key (dkim_key_load: start-up only, reads the file). 0, or -1 with err,
+ * *key_err true when the key file is at fault. signer_conf_fini frees what the
+ * section holds (its strings, lists and key), not d itself. */
+int signer_conf_finish(struct dkim_conf *d, bool *key_err, char *err, size_t errlen);
+void signer_conf_fini(struct dkim_conf *d);
 
 /* The domain of the first From: header field's address in raw (lowercase, at
  * most n-1 bytes), or -1 when none is found. Exposed for the tests. */

@@ -290,11 +290,11 @@ t_conferr2() {
 	SEND_ARGS=(-c "$c")
 	send --from news@rsa.test --to u-err@dk.test "$m"
 	expect_rc 78
-	assert_match "missing selector" 'needs key and selector' "$(cat "$CASE_DIR/err")"
+	assert_match "missing selector" 'key and selector are required' "$(cat "$CASE_DIR/err")"
 	integ_config "$c" "$(printf '[dkim rsa.test]\nkey = %s\nselector = s1\nheaders = subject:to\n' "$K/rsa.pem")"
 	send --from news@rsa.test --to u-err@dk.test "$m"
 	expect_rc 78
-	assert_match "from not signed" 'must include from' "$(cat "$CASE_DIR/err")"
+	assert_match "from not signed" 'headers must include from' "$(cat "$CASE_DIR/err")"
 	integ_config "$c" "$(printf '[dkim rsa.test]\nkey = %s\nselector = s1\ncanon = loose\n' "$K/rsa.pem")"
 	send --from news@rsa.test --to u-err@dk.test "$m"
 	expect_rc 78
