@@ -24,6 +24,11 @@
 #   b0  the same, --no-resume (every handshake full; a chain already verified for that MX
 #       name is not verified again: tlscache's verified-chain cache)
 #   bx  b0 with every chain verified afresh (--no-verify-cache), as mxhscost's handshake does
+#   k1/k2  a1 with every message DKIM-signed (mxload --config [dkim mxload.test]: RSA-2048 /
+#       Ed25519; signed in mxload's feeder thread, as `mxsend run` signs a job); k0 a1 at 20 KB
+#       unsigned, k3/k4 the same signed; k6 100 recipients per message unsigned, k5 signed (one
+#       signature per message). Verdict: CPU/msg <= the unsigned row + 1.15 x OpenSSL's own
+#       signature cost (sign_us, measured by mxload in the same run).
 #   c   10,000 TLS sessions open at once against the slow sink (--delay-ms), --no-reuse
 #   d1  = a2's load with 1 worker, d2 with 2 workers (throughput ratio, CPU split)
 # Verdicts against the targets: mxsend CPU per message / OpenSSL full client handshake
@@ -62,7 +67,7 @@ while [ $# -gt 0 ]; do
 	--perf=*) PERF=1 PERF_IDS=",${1#--perf=}," ;;
 	--only) ONLY=",$2,"; shift ;;
 	-h | --help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-	*) echo "usage: bench/run.sh [--quick] [--perf[=IDS]] [--only a1,a2,a3,q1,b1,b0,bx,c,d1,d2]" >&2; exit 64 ;;
+	*) echo "usage: bench/run.sh [--quick] [--perf[=IDS]] [--only a1,a2,a3,q1,b1,b0,bx,c,d1,d2,k0,k1,k2,k3,k4,k5,k6]" >&2; exit 64 ;;
 	esac
 	shift
 done
@@ -190,7 +195,7 @@ calibrate() {
 # ---------------------------------------------------------------------------
 # One scenario: run_scn ID SINK PORT LIMIT_S DESCRIPTION -- MXLOAD_ARGS...
 # Appends one row to $ROWS (CSV) and prints it; the raw mxload line goes to raw.txt.
-HDR="id,description,workers,messages,msgs_per_s,cpu_us_per_msg,sender_cpu_pct,sink_cpu_pct,dns_cpu_pct,other_cpu_pct,rss_mb,hwm_mb,opened,hs_full,hs_resumed,reused,p50_ms,p99_ms,peak_inflight,max_open,max_tls_open,kb_per_session,delivered,udp_drops,ossl_full_us,ossl_res_us,thread_split,redis_us_per_msg,sys_us_per_msg"
+HDR="id,description,workers,messages,msgs_per_s,cpu_us_per_msg,sender_cpu_pct,sink_cpu_pct,dns_cpu_pct,other_cpu_pct,rss_mb,hwm_mb,opened,hs_full,hs_resumed,reused,p50_ms,p99_ms,peak_inflight,max_open,max_tls_open,kb_per_session,delivered,udp_drops,ossl_full_us,ossl_res_us,thread_split,redis_us_per_msg,sys_us_per_msg,sign_us"
 run_scn() {
 	local id=$1 sink=$2 port=$3 limit=$4 desc=${5//,/;} # no commas inside CSV fields
 	shift 6
@@ -286,13 +291,13 @@ run_scn() {
 		hsr = kv(s1, "resumed") - kv(s0, "resumed")
 		peak = kv(poll, "max_tls_open") + 0; act = kv(poll, "max_active") + 0
 		kbs = peak > 0 ? (kv(line, "hwm_kb") - kv(line, "base_rss_kb")) / peak : ""
-		printf "%s,\"%s\",%s,%s,%s,%s,%.0f,%.0f,%.0f,%.0f,%.1f,%.1f,%s,%d,%d,%s,%s,%s,%s,%d,%d,%s,%s,%s,%s,%s,\"%s\",%s,%s\n", \
+		printf "%s,\"%s\",%s,%s,%s,%s,%.0f,%.0f,%.0f,%.0f,%.1f,%.1f,%s,%d,%d,%s,%s,%s,%s,%d,%d,%s,%s,%s,%s,%s,\"%s\",%s,%s,%s\n", \
 			id, desc, kv(line, "workers"), kv(line, "messages"), kv(line, "msgs_per_s"), \
 			kv(line, "cpu_us_per_msg"), snd, sink, dns, other, \
 			kv(line, "rss_kb") / 1024, kv(line, "hwm_kb") / 1024, kv(line, "opened"), hsf, hsr, \
 			kv(line, "reused"), kv(line, "p50_ms"), kv(line, "p99_ms"), kv(line, "peak_inflight"), \
-			act, peak, kbs == "" ? "" : sprintf("%.1f", kbs), kv(line, "delivered"), drops, osf, osr, tsplit, \
-			kv(line, "redis_cpu_us_per_msg"), kv(line, "sys_us_per_msg")
+			act, peak, kbs == "" ? "" : sprintf("%.1f", kbs), kv(line, "delivered") / (kv(line, "rcpts") > 0 ? kv(line, "rcpts") : 1), drops, osf, osr, tsplit, \
+			kv(line, "redis_cpu_us_per_msg"), kv(line, "sys_us_per_msg"), kv(line, "sign_us")
 	}' >>"$ROWS"
 	tail -n 1 "$ROWS" >&2
 	if [ ${#pre[@]} -gt 0 ] && [ -s "$dir/perf.data" ]; then
@@ -374,6 +379,16 @@ B_MSGS=$NDOM
 # c holds every session open at once: lift the default max_connections (20 per
 # MX host and worker), which would otherwise queue most of them.
 printf '[domain *]\nmax_connections = 10000\n' >"$INTEG_DIR/c.ini"
+# DKIM (k*): mxload signs every message with the [dkim mxload.test] key (its From: domain)
+if [ "$INTEG_LIST" != 1 ]; then
+	if ! openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$INTEG_DIR/k-rsa.pem" 2>/dev/null ||
+		! openssl genpkey -algorithm ED25519 -out "$INTEG_DIR/k-ed.pem" 2>/dev/null; then
+		die "openssl genpkey (DKIM keys)"
+	fi
+	printf '[dkim mxload.test]\nkey = %s\nselector = b1\n' "$INTEG_DIR/k-rsa.pem" >"$INTEG_DIR/k-rsa.ini"
+	printf '[dkim mxload.test]\nkey = %s\nselector = b2\n' "$INTEG_DIR/k-ed.pem" >"$INTEG_DIR/k-ed.ini"
+fi
+K_RCPT_MSGS=$((A_MSGS / 100 > 10 ? A_MSGS / 100 : 10))
 # scn ID: run scenario ID once (its row goes to $ROWS).
 scn() {
 	case $1 in
@@ -396,6 +411,23 @@ scn() {
 	q1) "$BENCH_DIR/qload.sh" fill "$REDIS_PORT" "$A_MSGS" 1 "$SIZE" || die "q1: could not queue the jobs"
 		run_scn q1 fast "$SINK_PORT" "$LIMIT" "4KB, 1 domain, reused, from Redis (mxsend run)" -- \
 		"$REDIS_PORT" "$INTEG_DIR/q.ini" "$A_MSGS" ;;
+	k1) run_scn k1 fast "$SINK_PORT" "$LIMIT" "a1 + DKIM RSA-2048 ($SIZE B)" -- \
+		--domains 1 --messages "$A_MSGS" --concurrency "$A_CONC" --workers 2 --config "$INTEG_DIR/k-rsa.ini" ;;
+	k2) run_scn k2 fast "$SINK_PORT" "$LIMIT" "a1 + DKIM Ed25519 ($SIZE B)" -- \
+		--domains 1 --messages "$A_MSGS" --concurrency "$A_CONC" --workers 2 --config "$INTEG_DIR/k-ed.ini" ;;
+	k0) run_scn k0 fast "$SINK_PORT" "$LIMIT" "a1 at 20 KB, unsigned" -- \
+		--domains 1 --messages "$A_MSGS" --concurrency "$A_CONC" --workers 2 --size 20480 ;;
+	k3) run_scn k3 fast "$SINK_PORT" "$LIMIT" "a1 at 20 KB + DKIM RSA-2048" -- \
+		--domains 1 --messages "$A_MSGS" --concurrency "$A_CONC" --workers 2 --size 20480 \
+		--config "$INTEG_DIR/k-rsa.ini" ;;
+	k4) run_scn k4 fast "$SINK_PORT" "$LIMIT" "a1 at 20 KB + DKIM Ed25519" -- \
+		--domains 1 --messages "$A_MSGS" --concurrency "$A_CONC" --workers 2 --size 20480 \
+		--config "$INTEG_DIR/k-ed.ini" ;;
+	k6) run_scn k6 fast "$SINK_PORT" "$LIMIT" "100 rcpts per message, unsigned" -- \
+		--domains 1 --messages "$K_RCPT_MSGS" --concurrency 20 --workers 2 --rcpts 100 ;;
+	k5) run_scn k5 fast "$SINK_PORT" "$LIMIT" "100 rcpts per message, DKIM RSA-2048 once" -- \
+		--domains 1 --messages "$K_RCPT_MSGS" --concurrency 20 --workers 2 --rcpts 100 \
+		--config "$INTEG_DIR/k-rsa.ini" ;;
 	d1) run_scn d1 fast "$SINK_PORT" "$LIMIT" "4KB, 100 domains, reused, 1 worker" -- \
 		--domains 100 --messages "$D_MSGS" --concurrency "$A_CONC" --workers 1 ;;
 	d2) run_scn d2 fast "$SINK_PORT" "$LIMIT" "4KB, 100 domains, reused, 2 workers" -- \
@@ -411,7 +443,7 @@ REPS_CSV=$INTEG_DIR/reps.csv
 echo "rep,$HDR" >"$REPS_CSV"
 for ((rep = 1; rep <= REPS; rep++)); do
 	calibrate "repetition $rep" "$HS_CAL_N"
-	for id in a1 a2 a3 q1 b1 b0 bx d1 d2; do
+	for id in a1 a2 a3 q1 b1 b0 bx d1 d2 k1 k2 k0 k3 k4 k6 k5; do
 		want "$id" || continue
 		ROWS=$INTEG_DIR/rows.$id
 		[ "$rep" = 1 ] && echo "$HDR" >"$ROWS"
@@ -424,7 +456,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
 	done
 done
 ROWS=$ALL_ROWS
-for id in a1 a2 a3 q1 b1 b0 bx c d1 d2; do
+for id in a1 a2 a3 q1 b1 b0 bx c d1 d2 k1 k2 k0 k3 k4 k6 k5; do
 	want "$id" || continue
 	if [ "$id" = c ]; then
 		calibrate "before c" "$HS_CAL_N"
@@ -492,7 +524,7 @@ RES_US=$(kv resumed_client_us "$HS")
 	  kb[id] = c("kb_per_session"); tls[id] = c("max_tls_open"); hsr[id] = c("hs_resumed"); hsf[id] = c("hs_full")
 	  und[id] = c("messages") - c("delivered"); drops[id] = c("udp_drops")
 	  of[id] = c("ossl_full_us"); orr[id] = c("ossl_res_us"); rds[id] = c("redis_us_per_msg")
-	  sys[id] = c("sys_us_per_msg") }
+	  sys[id] = c("sys_us_per_msg"); sg[id] = c("sign_us") }
 	function bott(i) {
 		tot = snd[i] + sink[i] + dns[i] + oth[i]
 		if (tot >= 170) return sprintf("machine CPU-bound: sender %s%% + sink %s%% + dns %s%% + other %s%% of 200%%", snd[i], sink[i], dns[i], oth[i])
@@ -502,6 +534,17 @@ RES_US=$(kv resumed_client_us "$HS")
 	END {
 		if ("a1" in cpu)
 			printf "  a1 (reused connections, 4 KB, CHUNKING offered): %s us/msg (target <= 25) %s\n", cpu["a1"], (cpu["a1"] <= 25 ? "PASS" : "FAIL")
+		# issue 19 part 3: CPU per signed message <= 1.15 x the OpenSSL signature + the unsigned cost
+		if ("k1" in cpu && "a1" in cpu)
+			printf "  k1 (a1 + DKIM RSA-2048): %s us/msg; a1 %s + 1.15 x OpenSSL sign %s = %.1f us (target) %s\n", cpu["k1"], cpu["a1"], sg["k1"], cpu["a1"] + 1.15 * sg["k1"], (cpu["k1"] <= cpu["a1"] + 1.15 * sg["k1"] ? "PASS" : "FAIL")
+		if ("k2" in cpu && "a1" in cpu)
+			printf "  k2 (a1 + DKIM Ed25519): %s us/msg; a1 %s + 1.15 x OpenSSL sign %s = %.1f us (target) %s\n", cpu["k2"], cpu["a1"], sg["k2"], cpu["a1"] + 1.15 * sg["k2"], (cpu["k2"] <= cpu["a1"] + 1.15 * sg["k2"] ? "PASS" : "FAIL")
+		if ("k3" in cpu && "k0" in cpu)
+			printf "  k3 (20 KB + DKIM RSA-2048): %s us/msg; k0 %s + 1.15 x OpenSSL sign %s = %.1f us (target) %s\n", cpu["k3"], cpu["k0"], sg["k3"], cpu["k0"] + 1.15 * sg["k3"], (cpu["k3"] <= cpu["k0"] + 1.15 * sg["k3"] ? "PASS" : "FAIL")
+		if ("k4" in cpu && "k0" in cpu)
+			printf "  k4 (20 KB + DKIM Ed25519): %s us/msg; k0 %s + 1.15 x OpenSSL sign %s = %.1f us (target) %s\n", cpu["k4"], cpu["k0"], sg["k4"], cpu["k0"] + 1.15 * sg["k4"], (cpu["k4"] <= cpu["k0"] + 1.15 * sg["k4"] ? "PASS" : "FAIL")
+		if ("k5" in cpu && "k6" in cpu)
+			printf "  k5 (100 rcpts, signed once): %s us/msg; unsigned k6 %s + 1.15 x OpenSSL sign %s = %.1f us (target: one signature per message) %s\n", cpu["k5"], cpu["k6"], sg["k5"], cpu["k6"] + 1.15 * sg["k5"], (cpu["k5"] <= cpu["k6"] + 1.15 * sg["k5"] ? "PASS" : "FAIL")
 		if ("a3" in cpu)
 			printf "  a3 (the same, server without CHUNKING: DATA, two round trips): %s us/msg\n", cpu["a3"]
 		if ("q1" in cpu)

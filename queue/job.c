@@ -98,7 +98,7 @@ const char *job_tls_name(enum job_tls t)
 
 const char *const job_result_names[JOB_RESULT_NFIELDS] = {
 	"id",  "job", "rcpt",     "status", "code",   "dsn",    "reply",   "mx",         "ip",  "port",
-	"tls", "cipher", "verified", "policy", "resumed", "reused", "attempt", "elapsed_ms", "meta",
+	"tls", "cipher", "verified", "policy", "resumed", "reused", "attempt", "elapsed_ms", "meta", "dkim",
 };
 
 /* ---- small parsers ---- */
@@ -325,10 +325,10 @@ bool job_escape_needed(const char *s, size_t len, unsigned flags)
 /* ---- decoding ---- */
 
 enum { F_FROM, F_TO, F_DATA, F_ID, F_META, F_TLS, F_EXPIRES, F_JOB, F_ATTEMPT, F_SINCE, F_EXEMPT,
-       F_EXEMPT_MAC, F_N };
+       F_EXEMPT_MAC, F_DKIM, F_N };
 static const char *const field_names[F_N] = { "from", "to",      "data",   "id",      "meta",
 					      "tls",  "expires", "job",    "attempt", "since",
-					      "exempt", "exempt_mac" };
+					      "exempt", "exempt_mac", "dkim" };
 
 struct split_ctx {
 	const char *base;
@@ -650,6 +650,24 @@ int job_decode_adopt(struct job *j, const char *entry_id, size_t nkv, const char
 			reject(j, "bad exempt value \"%s\"", q);
 		}
 	}
+	if (val[F_DKIM] != NULL) {
+		/* dkim=no, or the signing domain (among the configured keys: the
+		 * sender checks, sender/signer.h) */
+		size_t n = vlen[F_DKIM];
+		bool ok = n > 0 && n <= 253 && val[F_DKIM][0] != '.' && val[F_DKIM][n - 1] != '.';
+		for (size_t i = 0; ok && i < n; i++) {
+			char ch = val[F_DKIM][i];
+			ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+			     ch == '-' || ch == '.' || ch == '_';
+		}
+		if (ok) {
+			j->dkim = val[F_DKIM];
+		} else {
+			char q[80];
+			quote(q, sizeof(q), val[F_DKIM]);
+			reject(j, "bad dkim value \"%s\" (a signing domain, or no)", q);
+		}
+	}
 	const int nums[] = { F_EXPIRES, F_JOB, F_ATTEMPT, F_SINCE };
 	for (size_t k = 0; k < sizeof(nums) / sizeof(nums[0]); k++) {
 		int f = nums[k];
@@ -849,6 +867,7 @@ void job_result_values(const struct job *j, int idx, enum job_status st, int att
 	val[16] = att;
 	val[17] = el;
 	val[18] = j->meta;
+	val[19] = j->dkim_result[0] ? j->dkim_result : "none";
 	for (int k = 0; k < JOB_RESULT_NFIELDS; k++)
 		len[k] = strlen(val[k]);
 }

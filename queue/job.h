@@ -3,7 +3,7 @@
  *
  * A job entry is a list of field/value pairs (DESIGN.md "Job"):
  *   from (required, "" = null sender), to (required, comma-separated),
- *   data (required), id, meta, tls (encrypt|verify), expires (seconds).
+ *   data (required), id, meta, tls (encrypt|verify), expires (seconds), dkim.
  * Fields the queue adds when it puts a job back (retry, release):
  *   job (the original stream entry id), attempt (attempts already made),
  *   since (wall-clock ms when the job was first queued). Unknown fields are
@@ -22,7 +22,7 @@
  * and no line over 998 octets (job_data_check). A recipient that is an address
  * literal ("u@[192.0.2.1]") is refused: mxsend delivers by MX only.
  *
- * Results (DESIGN.md "Result") are encoded into the 19 values of one stream
+ * Results (DESIGN.md "Result") are encoded into the 20 values of one stream
  * entry by job_result_values(); names in job_result_names. What a result
  * echoes: `id` and `meta` byte for byte (the application's own data, within
  * the caps; a control byte in either rejects the job, whose result then
@@ -102,6 +102,9 @@ struct job {
 	bool exempt_tlsrpt;  /* field exempt=tlsrpt: ASKS for no MTA-STS; honoured only
 	                      * when exempt_mac verifies (sender/exempt.h) */
 	char exempt_mac[65]; /* field exempt_mac: lowercase hex, "" if absent or malformed */
+	const char *dkim;    /* field dkim: a signing domain or "no"; NULL if absent */
+	char dkim_result[600]; /* result field dkim: "d=... s=...[; ...]", "" = "none"
+	                      * (set by the sender when it signs, sender/signer.h) */
 	bool has_expires;
 	uint32_t expires_s;  /* field `expires` when has_expires */
 	int attempt;         /* attempts already made (field `attempt`, else 0) */
@@ -177,9 +180,9 @@ int job_entry_id_parse(const char *s, uint64_t *ms, uint64_t *seq);
 
 /* ---- results ---- */
 
-#define JOB_RESULT_NFIELDS 19
+#define JOB_RESULT_NFIELDS 20
 /* "id","job","rcpt","status","code","dsn","reply","mx","ip","port","tls",
- * "cipher","verified","policy","resumed","reused","attempt","elapsed_ms","meta" */
+ * "cipher","verified","policy","resumed","reused","attempt","elapsed_ms","meta","dkim" */
 extern const char *const job_result_names[JOB_RESULT_NFIELDS];
 #define JOB_RESULT_SCRATCH 96
 

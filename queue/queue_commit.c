@@ -29,12 +29,12 @@
 
 /* KEYS: jobs, results, retry, held. ARGV: group, njobs, maxlen (results
  * stream trim, 0 = none), then per job:
- * entry, nres, nres*19 result values, npark, then per park:
+ * entry, nres, nres*20 result values, npark, then per park:
  * kind (r|h), member, score, nkv, nkv field/value pairs.
  * Returns one integer per job: 1 written, 0 skipped (not pending any more). */
 const char qscript_commit[] =
 	"local names = {'id','job','rcpt','status','code','dsn','reply','mx','ip','port',"
-	"'tls','cipher','verified','policy','resumed','reused','attempt','elapsed_ms','meta'}\n"
+	"'tls','cipher','verified','policy','resumed','reused','attempt','elapsed_ms','meta','dkim'}\n"
 	"local group = ARGV[1]\n"
 	"local maxlen = tonumber(ARGV[3])\n"
 	"local i = 4\n"
@@ -47,16 +47,16 @@ const char qscript_commit[] =
 	"  if live then\n"
 	"    for r = 1, nres do\n"
 	"      local a = {}\n"
-	"      for k = 1, 19 do a[2 * k - 1] = names[k]; a[2 * k] = ARGV[i + k - 1] end\n"
+	"      for k = 1, 20 do a[2 * k - 1] = names[k]; a[2 * k] = ARGV[i + k - 1] end\n"
 	"      if maxlen > 0 then\n"
 	"        redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', unpack(a))\n"
 	"      else\n"
 	"        redis.call('XADD', KEYS[2], '*', unpack(a))\n"
 	"      end\n"
-	"      i = i + 19\n"
+	"      i = i + 20\n"
 	"    end\n"
 	"  else\n"
-	"    i = i + 19 * nres\n"
+	"    i = i + 20 * nres\n"
 	"  end\n"
 	"  local npark = tonumber(ARGV[i])\n"
 	"  i = i + 1\n"
@@ -369,6 +369,10 @@ static void add_park(struct args *a, const struct job *j, char kind, const char 
 			arg_str(a, "exempt_mac");
 			arg_str(a, j->exempt_mac);
 		}
+	}
+	if (j->dkim != NULL) {
+		arg_str(a, "dkim");
+		arg_str(a, j->dkim);
 	}
 	if (j->has_expires) {
 		arg_str(a, "expires");

@@ -31,6 +31,7 @@
 
 #include "queue/queue.h"
 #include "sender/log.h"
+#include "sender/signer.h"
 #include "sender/util.h"
 
 #define MS_S 1000ull
@@ -289,6 +290,8 @@ static const struct key k_mxsend[] = {
 	{ "max_message_size", G(max_message_size), V_SIZE, 1024, 4294967296.0,
 	  "size like 1000, 64k, 50M, 1G; 1k..4G", NULL, 0 },
 	{ "log", CH(G(log_level), log_names, LOG_TRACE, "trace|debug|info|warn|error"), 0 },
+	{ "dkim_require", BOOL(G(dkim_require)), 0 },
+	{ "dkim_extra", STR(G(dkim_extra), V_WORD, "the domain of a [dkim DOMAIN] section"), 0 },
 };
 static const struct key k_redis[] = {
 	{ "url", STR(G(redis_url), V_URL, "redis://HOST:PORT/DB or unix:/PATH"), 0 },
@@ -350,6 +353,18 @@ static const struct key k_rule[] = {
 	{ "auth_password", STR(R(auth_password), V_STR, ""), RULE_AUTH },
 	{ "auth_insecure", BOOL(R(auth_insecure)), RULE_AUTH_INSECURE },
 };
+#define D(f) offsetof(struct dkim_conf, f)
+static const char *const canon_names[] = { "relaxed", "simple", "relaxed/relaxed", "simple/simple", NULL };
+/* Order matters: end_dkim() knows key is [0]. */
+static const struct key k_dkim[] = {
+	{ "key", STR(D(key_file), V_STR, "a PEM private key file"), 0 },
+	{ "selector", STR(D(selector), V_WORD, WORD), 0 },
+	{ "headers", STR(D(headers_s), V_STR, "header names separated by ':'"), 0 },
+	{ "oversign", STR(D(oversign_s), V_STR, "header names separated by ':', or no"), 0 },
+	{ "canon", CH(D(canon), canon_names, 0, "relaxed|simple"), 0 },
+	{ "subdomains", BOOL(D(subdomains)), 0 },
+};
+#undef D
 #undef INT
 #undef DUR
 #undef TO
@@ -454,12 +469,16 @@ void config_fini(struct config *c)
 	free(c->dkim_domain);
 	rules_free(c->domains, c->n_domains);
 	rules_free(c->mxs, c->n_mxs);
+	free(c->dkim_extra);
+	for (int i = 0; i < c->n_dkims; i++)
+		signer_conf_fini(&c->dkims[i]);
+	free(c->dkims);
 	memset(c, 0, sizeof(*c));
 }
 
 /* ---- the parser ---- */
 
-enum sec_kind { SEC_NONE, SEC_GLOBAL, SEC_DOMAIN, SEC_MX };
+enum sec_kind { SEC_NONE, SEC_GLOBAL, SEC_DOMAIN, SEC_MX, SEC_DKIM };
 
 struct parse {
 	struct config *c;
@@ -631,8 +650,23 @@ static int set_value(struct parse *p, const struct key *k, char *base, const cha
 }
 
 /* Checks on a whole rule section: run when the next section starts, or at EOF. */
+/* A [dkim DOMAIN] section is complete: its lists and its key (signer.h); an
+ * error at the key line when the key file is at fault, else at the header. */
+static void end_dkim(struct parse *p)
+{
+	char e[400];
+	bool key_err = false;
+	if (signer_conf_finish(&p->c->dkims[p->rule], &key_err, e, sizeof(e)) != 0)
+		fail_at(p, key_err && p->seen[0] ? p->seen[0] : p->sec_line, "%s in %s", e, p->sec_name);
+}
+
 static void end_section(struct parse *p)
 {
+	if (p->kind == SEC_DKIM) {
+		if (!p->failed)
+			end_dkim(p);
+		return;
+	}
 	struct rule *r = cur_rule(p);
 	if (r == NULL)
 		return;
@@ -699,6 +733,30 @@ static void begin_section(struct parse *p, const char *inner, size_t len)
 		return;
 	}
 	snprintf(p->sec_name, sizeof(p->sec_name), n > 1 ? "[%s %s]" : "[%s]", kind, n > 1 ? arg : "");
+	if (strcmp(kind, "dkim") == 0) {
+		const char *why = n == 2 ? check_pattern(arg, 1) : "one domain name";
+		if (why == NULL && arg[0] == '.')
+			why = "a domain name (subdomains = yes covers subdomains)";
+		if (why) {
+			fail(p, "bad section %s: %s, as in [dkim example.com]", p->sec_name, why);
+			return;
+		}
+		for (int i = 0; i < p->c->n_dkims; i++)
+			if (strcasecmp(p->c->dkims[i].domain, arg) == 0) {
+				fail(p, "duplicate section %s (first at line %d)", p->sec_name, p->c->dkims[i].line);
+				return;
+			}
+		p->c->dkims = xrealloc(p->c->dkims, (size_t)(p->c->n_dkims + 1) * sizeof(struct dkim_conf));
+		struct dkim_conf *d = &p->c->dkims[p->c->n_dkims];
+		memset(d, 0, sizeof(*d));
+		d->domain = xstrdup(arg);
+		for (char *q = d->domain; *q; q++)
+			*q = (char)tolower((unsigned char)*q);
+		d->line = p->line;
+		p->rule = p->c->n_dkims++;
+		p->kind = SEC_DKIM;
+		return;
+	}
 	if (strcmp(kind, "domain") == 0 || strcmp(kind, "mx") == 0) {
 		if (n != 2) {
 			fail(p, "section [%s] needs one name, as in [%s example.com]", kind, kind);
@@ -811,9 +869,14 @@ static int on_key(void *arg, const char *section, const char *name, const char *
 		fail(p, "key \"%s\" outside any section", name);
 		return 0;
 	}
+	char *base = r ? (char *)r : (char *)p->c;
 	if (p->kind == SEC_GLOBAL) {
 		keys = p->sec->keys;
 		n = p->sec->n;
+	} else if (p->kind == SEC_DKIM) {
+		keys = k_dkim;
+		n = ARRAY_LEN(k_dkim);
+		base = (char *)&p->c->dkims[p->rule];
 	}
 	for (i = 0; i < n && strcmp(keys[i].name, name) != 0; i++)
 		;
@@ -823,13 +886,13 @@ static int on_key(void *arg, const char *section, const char *name, const char *
 		fail(p, "duplicate key \"%s\" in %s (first at line %d)", name, p->sec_name, p->seen[i]);
 	else if (*value == '\0')
 		fail(p, "missing value for %s", name);
-	else if (set_value(p, &keys[i], r ? (char *)r : (char *)p->c, value) == 0) {
+	else if (set_value(p, &keys[i], base, value) == 0) {
 		p->seen[i] = p->line;
 		if (r)
 			r->set |= keys[i].bit;
 		if (r && keys[i].off == offsetof(struct rule, auth_user))
 			r->auth_line = p->line;
-		if (!r && keys[i].off == offsetof(struct config, redis_url))
+		if (p->kind == SEC_GLOBAL && keys[i].off == offsetof(struct config, redis_url))
 			p->c->redis_named = true;
 	}
 	/* DESIGN "TLS policy": plaintext fallback only below encrypt. Judged on
@@ -896,6 +959,14 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
 	end_section(&p);
 	if (!p.failed)
 		check_credentials(&p);
+	if (!p.failed && c->dkim_extra != NULL) {
+		int k = 0;
+		while (k < c->n_dkims && strcasecmp(c->dkims[k].domain, c->dkim_extra) != 0)
+			k++;
+		if (k == c->n_dkims)
+			fail_at(&p, p.global_line[0], "dkim_extra = %s names no [dkim %s] section",
+				c->dkim_extra, c->dkim_extra);
+	}
 	return p.failed ? -1 : 0;
 }
 

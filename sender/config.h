@@ -61,6 +61,22 @@ struct rule {
 	int line;               /* line of the section header */
 };
 
+/* A [dkim DOMAIN] section: the key that signs as d=DOMAIN (sender/signer.h). */
+struct dkim_key;
+struct dkim_conf {
+	char *domain;           /* the section's name, lowercase */
+	char *key_file;         /* key key: PEM, RSA >= 1024 bits or Ed25519 */
+	char *selector;         /* key selector */
+	char *headers_s;        /* key headers (as written; NULL: the default list) */
+	char *oversign_s;       /* key oversign (as written; NULL: the default list; "no") */
+	int canon;              /* key canon: 0 relaxed/relaxed, 1 simple/simple */
+	bool subdomains;        /* key subdomains = yes: also signs mail From: a subdomain */
+	char **headers;         /* NULL-terminated, lowercase (parsed) */
+	char **oversign;        /* NULL-terminated, lowercase (parsed) */
+	struct dkim_key *key;   /* loaded at start-up (config_load); never logged */
+	int line;               /* line of the section header */
+};
+
 /* Per-stage SMTP client timeouts in ms (RFC 5321 4.5.3.2 defaults). */
 struct smtp_timeouts {
 	uint32_t connect;  /* 10s */
@@ -88,6 +104,8 @@ struct config {
 	char *metrics;      /* "127.0.0.1:9465" or NULL */
 	uint64_t max_message_size; /* bytes, default 50 MiB; key max_message_size (accepts k/M suffix) */
 	int log_level;      /* key log = trace|debug|info|warn|error, default warn */
+	bool dkim_require;  /* key dkim_require: a message no key signs is rejected */
+	char *dkim_extra;   /* key dkim_extra: a [dkim] domain that signs every message too */
 	/* [redis] */
 	char *redis_url;    /* default redis://127.0.0.1:6379/0 */
 	char *redis_password;  /* never logged (nor the URL's: see queue_url_redact) */
@@ -129,6 +147,9 @@ struct config {
 	int n_domains;
 	struct rule *mxs;
 	int n_mxs;
+	/* [dkim DOMAIN] sections, in file order */
+	struct dkim_conf *dkims;
+	int n_dkims;
 };
 
 /* Fill *c with built-in defaults (including one implicit "[domain *]" rule with

@@ -16,7 +16,10 @@
 
 #include "sender/util.h"
 
-#define DKIM_MAX_FIELDS 64 /* header fields considered for signing */
+/* Instances of one header name signed, the bottom-most (a hostile message with
+ * thousands of To: fields must not make an h= of thousands of names). */
+#define DKIM_MAX_INSTANCES 50
+
 
 struct dkim_key {
 	EVP_PKEY *pkey;
@@ -242,17 +245,22 @@ static int split_fields(const char *h, size_t n, struct field *f, int max)
 	return nf;
 }
 
-/* The last unused field named name (RFC 6376 5.4.2: instances are signed bottom-up). */
-static struct field *pick(struct field *f, int nf, const char *name)
+/* The last unused field named name above f[*at] (RFC 6376 5.4.2: instances are
+ * signed bottom-up); *at becomes its index, so the next call goes on upwards
+ * (one pass over the fields per name, however many instances). */
+static struct field *pick_at(struct field *f, int *at, const char *name)
 {
 	size_t len = strlen(name);
-	for (int i = nf - 1; i >= 0; i--) {
+	for (int i = *at - 1; i >= 0; i--) {
 		size_t nl = f[i].nlen;
 		while (nl > 0 && wsp(f[i].p[nl - 1]))
 			nl--;
-		if (!f[i].used && nl == len && strncasecmp(f[i].p, name, len) == 0)
+		if (!f[i].used && nl == len && strncasecmp(f[i].p, name, len) == 0) {
+			*at = i;
 			return &f[i];
+		}
 	}
+	*at = 0;
 	return NULL;
 }
 
@@ -274,9 +282,68 @@ static bool sign_bytes(const struct dkim_key *k, const unsigned char *data, size
 	return ok;
 }
 
+/* simple body (RFC 6376 3.4.3): the CRLF lines as they are, empty lines at the
+ * end removed, "\r\n" for an empty body. body is in wire form (CRLF lines). */
+static char *canon_body_simple(const char *body, size_t n, size_t *outlen)
+{
+	while (n >= 4 && memcmp(body + n - 4, "\r\n\r\n", 4) == 0)
+		n -= 2;
+	if (n == 2 && memcmp(body, "\r\n", 2) == 0)
+		n = 0;
+	bool crlf = n >= 2 && body[n - 2] == '\r' && body[n - 1] == '\n';
+	char *out = xmalloc(n + 3);
+	memcpy(out, body, n);
+	if (!crlf) {
+		out[n++] = '\r';
+		out[n++] = '\n';
+	}
+	out[n] = '\0';
+	*outlen = n;
+	return out;
+}
+
 char *dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char *const *headers,
 		int64_t t, char *err, size_t errlen)
 {
+	struct dkim_sign_opts o = { .headers = headers, .once = true };
+	return dkim_sign_opts(k, msg, len, &o, t, err, errlen);
+}
+
+static bool listed(const char *const *names, const char *name)
+{
+	for (int i = 0; names != NULL && names[i] != NULL; i++)
+		if (strcasecmp(names[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* h= gets name, ":"-separated, folded before it would pass ~72 columns. */
+static void h_add(char **h, size_t *hl, size_t *cap, size_t *col, const char *name)
+{
+	size_t n = strlen(name);
+	if (*hl + n + 8 > *cap) {
+		*cap = (*cap + n + 8) * 2;
+		*h = xrealloc(*h, *cap);
+	}
+	if (*hl > 0) {
+		(*h)[(*hl)++] = ':';
+		(*col)++;
+		if (*col + n > 72) {
+			memcpy(*h + *hl, "\r\n\t", 3);
+			*hl += 3;
+			*col = 1;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		(*h)[(*hl)++] = lc(name[i]);
+	*col += n;
+	(*h)[*hl] = '\0';
+}
+
+char *dkim_sign_opts(const struct dkim_key *k, const char *msg, size_t len, const struct dkim_sign_opts *o,
+		     int64_t t, char *err, size_t errlen)
+{
+	const char *const *headers = o->headers;
 	/* header block (with its last CRLF) and body */
 	size_t hlen = len, boff = len;
 	for (size_t i = 0; i + 3 < len; i++)
@@ -285,50 +352,79 @@ char *dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const cha
 			boff = i + 4;
 			break;
 		}
-	struct field f[DKIM_MAX_FIELDS];
-	int nf = split_fields(msg, hlen, f, DKIM_MAX_FIELDS);
+	int maxf = 1;
+	for (size_t i = 0; i < hlen; i++)
+		maxf += msg[i] == '\n';
+	struct field *f = xcalloc((size_t)maxf, sizeof(*f));
+	int nf = split_fields(msg, hlen, f, maxf);
 
 	/* bh= */
 	size_t cblen;
-	char *cb = dkim_canon_body(msg + boff, len - boff, &cblen);
+	char *cb = o->simple ? canon_body_simple(msg + boff, len - boff, &cblen)
+			     : dkim_canon_body(msg + boff, len - boff, &cblen);
 	unsigned char bh[SHA256_DIGEST_LENGTH];
 	SHA256((const unsigned char *)cb, cblen, bh);
 	free(cb);
 	char *bh64 = b64(bh, sizeof(bh));
 
-	/* the signed fields, canonical, and h= */
-	char *data = xmalloc(hlen + 4096), hlist[600] = "";
-	size_t dn = 0, hl = 0;
+	/* the signed fields, canonical, and h= (every instance, bottom-up, unless
+	 * o->once; an oversigned name once more: a field added later breaks it) */
+	char *data = xmalloc(hlen + 3 * (size_t)maxf + 16), *hlist = xmalloc(256);
+	size_t dn = 0, hl = 0, hcap = 256, col = 4;
+	hlist[0] = '\0';
 	bool from = false;
 	for (int i = 0; headers[i] != NULL; i++) {
-		struct field *x = pick(f, nf, headers[i]);
-		if (x == NULL || hl + strlen(headers[i]) + 2 >= sizeof(hlist))
-			continue;
-		x->used = true;
-		dn += dkim_canon_header(x->p, x->n, data + dn);
-		hl += (size_t)snprintf(hlist + hl, sizeof(hlist) - hl, "%s%s", hl ? ":" : "", headers[i]);
-		from |= strcasecmp(headers[i], "from") == 0;
+		struct field *x;
+		bool any = false;
+		int at = nf, count = 0;
+		while (count++ < DKIM_MAX_INSTANCES && (x = pick_at(f, &at, headers[i])) != NULL) {
+			x->used = true;
+			any = true;
+			if (o->simple) {
+				memcpy(data + dn, x->p, x->n);
+				dn += x->n;
+			} else {
+				dn += dkim_canon_header(x->p, x->n, data + dn);
+			}
+			h_add(&hlist, &hl, &hcap, &col, headers[i]);
+			from |= strcasecmp(headers[i], "from") == 0;
+			if (o->once)
+				break;
+		}
+		/* oversigned: once more, unless instances above the cap remain (a
+		 * verifier would take the next one: the signature would break) */
+		int at2 = at;
+		bool more = count > DKIM_MAX_INSTANCES && pick_at(f, &at2, headers[i]) != NULL;
+		if ((any || !o->once) && !more && listed(o->oversign, headers[i]))
+			h_add(&hlist, &hl, &hcap, &col, headers[i]);
 	}
-	for (size_t i = 0; i < hl; i++)
-		hlist[i] = lc(hlist[i]);
+	free(f);
 	if (!from) {
 		snprintf(err, errlen, "DKIM: the message has no From field to sign");
 		free(bh64);
 		free(data);
+		free(hlist);
 		return NULL;
 	}
 
 	/* the DKIM-Signature field with an empty b=, hashed last without its CRLF */
-	size_t cap = strlen(hlist) + strlen(bh64) + 1024;
+	size_t cap = hl + strlen(bh64) + 1024;
 	char *sig = xmalloc(cap);
 	int sl = snprintf(sig, cap,
-			  "DKIM-Signature: v=1; a=%s; c=relaxed/relaxed; d=%s; s=%s;\r\n"
+			  "DKIM-Signature: v=1; a=%s; c=%s; d=%s; s=%s;\r\n"
 			  "\tt=%lld; h=%s;\r\n\tbh=%s;\r\n\tb=",
-			  k->ed25519 ? "ed25519-sha256" : "rsa-sha256", k->domain, k->selector,
+			  k->ed25519 ? "ed25519-sha256" : "rsa-sha256",
+			  o->simple ? "simple/simple" : "relaxed/relaxed", k->domain, k->selector,
 			  (long long)t, hlist, bh64);
 	free(bh64);
+	free(hlist);
 	data = xrealloc(data, dn + (size_t)sl + 4);
-	dn += dkim_canon_header(sig, (size_t)sl, data + dn) - 2;
+	if (o->simple) { /* as it is, without the CRLF it does not have yet */
+		memcpy(data + dn, sig, (size_t)sl);
+		dn += (size_t)sl;
+	} else {
+		dn += dkim_canon_header(sig, (size_t)sl, data + dn) - 2;
+	}
 
 	unsigned char s[1024];
 	size_t slen = (size_t)EVP_PKEY_get_size(k->pkey);
@@ -340,18 +436,28 @@ char *dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const cha
 	}
 	free(data);
 	char *b = b64(s, slen);
-	size_t blen = strlen(b), o = (size_t)sl;
-	sig = xrealloc(sig, o + blen + blen / 72 * 3 + 8);
+	size_t blen = strlen(b), w = (size_t)sl;
+	sig = xrealloc(sig, w + blen + blen / 72 * 3 + 8);
 	for (size_t i = 0; i < blen; i += 72) { /* folded; blanks in b= are ignored (3.5) */
 		size_t c = blen - i < 72 ? blen - i : 72;
 		if (i > 0) {
-			memcpy(sig + o, "\r\n\t", 3);
-			o += 3;
+			memcpy(sig + w, "\r\n\t", 3);
+			w += 3;
 		}
-		memcpy(sig + o, b + i, c);
-		o += c;
+		memcpy(sig + w, b + i, c);
+		w += c;
 	}
-	memcpy(sig + o, "\r\n", 3);
+	memcpy(sig + w, "\r\n", 3);
 	free(b);
 	return sig;
+}
+
+const char *dkim_key_domain(const struct dkim_key *k)
+{
+	return k->domain;
+}
+
+const char *dkim_key_selector(const struct dkim_key *k)
+{
+	return k->selector;
 }

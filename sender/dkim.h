@@ -9,6 +9,7 @@
 #ifndef MXSEND_DKIM_H
 #define MXSEND_DKIM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,24 @@ char *dkim_dns_record(const struct dkim_key *k, const char *service, char *name,
  * message, or NULL with a message in err. */
 char *dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char *const *headers,
 		int64_t t, char *err, size_t errlen);
+
+/* What dkim_sign_opts signs: the header fields named in headers (NULL-terminated,
+ * any case; "from" must be among them), every instance of each (bottom-up, RFC 6376
+ * 5.4.2; the last 50 at most), or only the last with once; the names also in oversign (NULL-terminated
+ * or NULL) are listed once more in h= so a receiver sees a field added later as a
+ * broken signature (RFC 6376 8.15). simple: c=simple/simple, else relaxed/relaxed.
+ * msg must be in wire form (CRLF lines) for simple; relaxed accepts bare LFs. */
+struct dkim_sign_opts {
+	const char *const *headers;
+	const char *const *oversign;
+	bool simple;
+	bool once;
+};
+char *dkim_sign_opts(const struct dkim_key *k, const char *msg, size_t len, const struct dkim_sign_opts *o,
+		     int64_t t, char *err, size_t errlen);
+/* The signing domain and selector of k (lowercase domain). */
+const char *dkim_key_domain(const struct dkim_key *k);
+const char *dkim_key_selector(const struct dkim_key *k);
 
 /* The relaxed canonical forms (RFC 6376 3.4.2, 3.4.4), exposed for the tests.
  * dkim_canon_header: one header field (name, colon, value with its folding, with or

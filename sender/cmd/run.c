@@ -41,6 +41,7 @@
 #include "sender/metrics.h"
 #include "sender/msg.h"
 #include "sender/redis_uring.h"
+#include "sender/signer.h"
 #include "sender/util.h"
 #include "sender/workers.h"
 
@@ -62,6 +63,8 @@ struct run_req {
 struct run_job {
 	struct job *j;
 	int left; /* domains not done */
+	char *signed_data; /* the DKIM-signed message (signer.h), NULL: unsigned */
+	size_t signed_len;
 	char log_tag[400]; /* deliver_req.log_tag: job, id (escaped) and attempt */
 };
 
@@ -192,6 +195,7 @@ static void job_left(struct run *r, struct run_job *rj)
 	if (--rj->left > 0)
 		return;
 	queue_job_done(r->q, rj->j);
+	free(rj->signed_data);
 	free(rj);
 }
 
@@ -265,6 +269,23 @@ static void on_job(void *ctx, struct job *j)
 		snprintf(rj->log_tag, sizeof(rj->log_tag), "job=%s app_id=\"%s\" attempt=%d",
 			 j->job_id, log_q(qid, sizeof(qid), j->id), j->attempt + 1);
 	}
+	/* DKIM: once per job, whatever its domains and transactions: every
+	 * request below carries the same signed bytes. A job the signer refuses
+	 * (an unknown dkim domain, dkim_require) is rejected, all recipients. */
+	char why[JOB_REASON_MAX];
+	if (signer_sign(&r->cfg, j->data, j->len, j->dkim, (int64_t)time(NULL), &rj->signed_data,
+			&rj->signed_len, j->dkim_result, why, sizeof(why)) != 0) {
+		snprintf(j->reason, sizeof(j->reason), "%s", why);
+		struct job_outcome o = { .status = JOB_REJECTED, .code = 550, .dsn = "5.7.0" };
+		for (int i = 0; i < j->nrcpt; i++)
+			job_set_outcome(j, i, &o);
+		log_warn("evt=dkim_rejected job=%s why=\"%s\"", j->job_id, why);
+		rj->left = 1;
+		job_left(r, rj);
+		return;
+	}
+	const char *data = rj->signed_data ? rj->signed_data : j->data;
+	size_t dlen = rj->signed_data ? rj->signed_len : j->len;
 	int tls = j->tls == JOB_TLS_VERIFY ? TLS_LEVEL_VERIFY
 		  : j->tls == JOB_TLS_ENCRYPT ? TLS_LEVEL_ENCRYPT
 					      : -1;
@@ -276,7 +297,7 @@ static void on_job(void *ctx, struct job *j)
 		rr->first = dom->first;
 		rr->req = (struct deliver_req){
 			.from = j->from, .domain = dom->name, .rcpts = dom->addrs, .nrcpt = dom->n,
-			.data = j->data, .len = j->len, .tls_min_level = tls,
+			.data = data, .len = dlen, .tls_min_level = tls,
 			.sts_exempt = exempt, .log_tag = rj->log_tag[0] ? rj->log_tag : NULL,
 			.rcpt_done = on_rcpt, .done = on_req_done, .arg = rr,
 		};

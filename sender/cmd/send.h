@@ -13,6 +13,7 @@ struct cmd_send_opts {
 	const char *rcpts[CMD_SEND_MAX_RCPTS]; /* --to B ..., in command-line order */
 	int nrcpt;
 	const char *msg;     /* MSG: a file, or "-" for stdin */
+	const char *dkim;    /* --dkim DOMAIN|no: as a job's `dkim` field (signer.h) */
 };
 
 /* argv (argv[0] "send") into *o, strings borrowed from argv; nothing else is

@@ -12,7 +12,10 @@
  * one is an ASan report. Besides the sanitizers, the target checks that the
  * canonical forms are canonical (idempotent, CRLF lines, one SP per run of
  * blanks, no blanks at line ends, no empty lines at the end of the body) and
- * aborts if not. */
+ * aborts if not. The signer (sender/signer.h) gets the same input as a job's
+ * message, with a [dkim] key for the From: domain found in it (relaxed and
+ * simple in turn, every instance signed, oversigned): its output must be the
+ * wire form (no bare CR or LF) starting with the DKIM-Signature field. */
 #define _GNU_SOURCE /* memfd_create */
 #include <stdbool.h>
 #include <stddef.h>
@@ -25,7 +28,9 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "sender/config.h"
 #include "sender/dkim.h"
+#include "sender/signer.h"
 #include "tests/fuzz/fuzz.h"
 
 static const char *const hdrs[] = { "From", "To", "Subject", "Date", "Message-ID", "from", NULL };
@@ -126,6 +131,35 @@ static void check_sign(const char *m, size_t n)
 	free(s2);
 }
 
+/* signer_sign as `run` calls it, the key configured for the From: domain. */
+static void check_signer(const char *m, size_t n, bool simple)
+{
+	char dom[256], res[SIGNER_RESULT_MAX], err[300];
+	if (signer_from_domain(m, n, dom, sizeof(dom)) != 0)
+		return;
+	FUZZ_NEED(dom[0] != '\0' && strlen(dom) < sizeof(dom));
+	char *hdr[] = { "from", "to", "subject", "date", NULL }, *over[] = { "from", "subject", NULL };
+	struct dkim_conf dc = { .domain = dom, .canon = simple, .headers = hdr, .oversign = over, .key = key() };
+	struct config c = { .dkims = &dc, .n_dkims = 1 };
+	char *out = NULL;
+	size_t ol = 0;
+	int rc = signer_sign(&c, m, n, NULL, 1700000000, &out, &ol, res, err, sizeof(err));
+	if (rc != 0) {
+		FUZZ_NEED(out == NULL && err[0] != '\0' && strcmp(res, "none") == 0);
+		return;
+	}
+	if (out == NULL) { /* the domain is not one dkim_key_load takes: no key, unsigned */
+		FUZZ_NEED(strcmp(res, "none") == 0);
+		return;
+	}
+	FUZZ_NEED(strncmp(out, "DKIM-Signature: v=1; a=ed25519-sha256; c=", 41) == 0);
+	FUZZ_NEED(strncmp(res, "d=", 2) == 0 && ol >= 2 && memcmp(out + ol - 2, "\r\n", 2) == 0);
+	for (size_t i = 0; i < ol; i++)
+		FUZZ_NEED((out[i] != '\n' || (i > 0 && out[i - 1] == '\r')) &&
+			  (out[i] != '\r' || (i + 1 < ol && out[i + 1] == '\n')));
+	free(out);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	/* exact copies (no NUL after them): a read past the end is an ASan report */
@@ -137,6 +171,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *lf = size > 0 ? memchr(m, '\n', size) : NULL;
 	check_header(m, lf ? (size_t)(lf - m) + 1 : size);
 	check_sign(m, size);
+	check_signer(m, size, false);
+	check_signer(m, size, true);
 	free(m);
 	return 0;
 }

@@ -915,9 +915,12 @@ expect_sink() {
 }
 
 # expect_line RCPT ERE: stdout has exactly one line for RCPT and it matches
-# ^RCPT ERE$ (ERE covers "STATUS CODE DSN mx=... reply=...").
+# ^RCPT ERE$ (ERE covers "STATUS CODE DSN mx=... reply=..."). The line's last
+# field, " dkim=..." (DKIM signing, t_dkim.sh), may follow unless ERE names it.
 expect_line() {
 	local rcpt=$1 re=$2 lines n
+	[[ $re == *dkim=* ]] || re+='( dkim=(none|d=[^ ]+ s=[^ ;]+(; d=[^ ]+ s=[^ ;]+)*))?'
+
 	lines=$(grep -F -- "$rcpt " "$CASE_DIR/out" | grep -E -- "^$(re_escape "$rcpt") ")
 	n=$(grep -c . <<<"$lines")
 	if [ "$n" != 1 ]; then

@@ -14,6 +14,7 @@
 #include <openssl/pem.h>
 #include <openssl/sha.h>
 
+#include "sender/signer.h"
 #include "sender/util.h"
 #include "tests/t.h"
 
@@ -240,7 +241,28 @@ static void t_bad_input(void)
 	EVP_PKEY_free(pk);
 }
 
+static void from_dom(const char *m, int rc, const char *want)
+{
+	char d[256] = "";
+	CHECK_INT(signer_from_domain(m, strlen(m), d, sizeof(d)), rc);
+	if (rc == 0)
+		CHECK_STR(d, want);
+}
+
+static void t_from_domain(void)
+{
+	from_dom("From: a@Example.NET\r\n\r\nx", 0, "example.net");
+	from_dom("Subject: x\nfrom : \"A, B@c\" <a@News.Example.net.>\n\nFrom: z@y", 0, "news.example.net");
+	from_dom("To: x@y\nFROM:\r\n Name\r\n <u@folded.test>\r\n", 0, "folded.test");
+	from_dom("To: x@y\r\n\r\nFrom: a@body.test\r\n", -1, ""); /* in the body: not a header */
+	from_dom("From: nobody\n\n", -1, "");
+	from_dom("From: a@\n\n", -1, "");
+	from_dom("", -1, "");
+	from_dom("Fromx: a@b.test\n", -1, "");
+}
+
 static const struct t_case cases[] = {
+	{ "signer_from_domain: case, display names, folding, trailing dot; none in the body", t_from_domain },
 	{ "canonical forms of RFC 6376 3.4.6's example", t_rfc_example },
 	{ "canonical forms: unfolding, blanks, empty and unterminated bodies", t_canon_edges },
 	{ "rsa-sha256 signature verifies with OpenSSL; bh; h= of present fields; no l=", t_sign_rsa },

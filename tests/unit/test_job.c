@@ -427,6 +427,26 @@ static void t_tls_expires(void)
 	expect_reject(e, "bad expires value \"-5\"", 1);
 	const char *f[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "attempt", "x", NULL };
 	expect_reject(f, "bad attempt value \"x\"", 1);
+	/* dkim: a signing domain or no (which domains have keys: the sender's to say) */
+	const char *g[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "dkim", "a b.test", NULL };
+	expect_reject(g, "bad dkim value \"a b.test\" (a signing domain, or no)", 1);
+	const char *h[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "dkim", "", NULL };
+	expect_reject(h, "bad dkim value \"\" (a signing domain, or no)", 1);
+	const char *h2[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "dkim", ".x.test", NULL };
+	expect_reject(h2, "bad dkim value \".x.test\" (a signing domain, or no)", 1);
+	const char *ok1[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "dkim", "Mail.Example.net", NULL };
+	struct job j;
+	CHECK_INT(decode(&j, ok1), 0);
+	CHECK_STR(j.dkim, "Mail.Example.net");
+	job_fini(&j);
+	const char *ok2[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "dkim", "no", NULL };
+	CHECK_INT(decode(&j, ok2), 0);
+	CHECK_STR(j.dkim, "no");
+	job_fini(&j);
+	const char *ok3[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", NULL };
+	CHECK_INT(decode(&j, ok3), 0);
+	CHECK(j.dkim == NULL);
+	job_fini(&j);
 }
 
 static void t_duplicate_and_order(void)
@@ -460,6 +480,7 @@ static void t_results(void)
 	CHECK_STR(job_result_names[0], "id");
 	CHECK_STR(job_result_names[3], "status");
 	CHECK_STR(job_result_names[18], "meta");
+	CHECK_STR(job_result_names[19], "dkim");
 	struct job_outcome o = { .status = JOB_DELIVERED, .code = 250, .dsn = "2.0.0",
 				 .reply = "ok queued", .mx = "mx1.y.test", .ip = "127.0.3.1",
 				 .port = 25, .tls = "TLSv1.3", .cipher = "TLS_AES_256_GCM_SHA384",
@@ -480,7 +501,7 @@ static void t_results(void)
 	job_result_values(&j, 0, JOB_DELIVERED, 1, v, l, scratch);
 	const char *want[] = { "app-1", "1700000000123-7", "x@y.test", "delivered", "250", "2.0.0",
 			       "ok queued", "mx1.y.test", "127.0.3.1", "25", "TLSv1.3",
-			       "TLS_AES_256_GCM_SHA384", "yes", "may", "no", "yes", "1", "42", "m" };
+			       "TLS_AES_256_GCM_SHA384", "yes", "may", "no", "yes", "1", "42", "m", "none" };
 	for (int k = 0; k < JOB_RESULT_NFIELDS; k++) {
 		CHECK_STR(v[k], want[k]);
 		CHECK_INT(l[k], strlen(want[k]));
@@ -492,6 +513,10 @@ static void t_results(void)
 	CHECK_STR(v[6], "");
 	CHECK_STR(v[10], "none");
 	CHECK_STR(v[16], "4");
+	snprintf(j.dkim_result, sizeof(j.dkim_result), "d=example.net s=s1"); /* as the sender sets it */
+	job_result_values(&j, 1, JOB_DELIVERED, 1, v, l, scratch);
+	CHECK_STR(v[19], "d=example.net s=s1");
+	CHECK_INT(l[19], 18);
 
 	int idx[] = { 1, 0 };
 	char *to = job_join_rcpts(&j, idx, 2);

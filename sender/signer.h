@@ -1,0 +1,46 @@
+/* signer.h: DKIM-signing a job's message with the configured keys
+ * ([dkim DOMAIN] sections, config.h), once per job, in the wire form.
+ *
+ * Which keys sign: the job's `dkim` field names one configured domain (else the
+ * job is rejected), or "no" (none); without it, the domain of the From: header
+ * (exact, then its parents whose section says subdomains = yes). [mxsend]
+ * dkim_extra adds its key to every message signed or not by the first (a
+ * platform signature), unless dkim = no. No key: sent unsigned, or rejected with
+ * [mxsend] dkim_require = yes (which dkim = no does not escape).
+ *
+ * The message is signed after mxsend's own change to it (msg_wire_prepare's
+ * line-ending normalisation, no dot-stuffing) and the signatures put in front,
+ * so the bytes signed are the bytes the receiver gets, on DATA and BDAT alike
+ * (msg_wire_prepare finds the result already in wire form). Pure apart from the
+ * keys (loaded by config_load). */
+#ifndef SENDER_SIGNER_H
+#define SENDER_SIGNER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sender/config.h"
+
+#define SIGNER_RESULT_MAX 600 /* "d=example.net s=s2026; d=platform.example s=p1" */
+
+/* Sign raw[0..len) as c says. want: the job's `dkim` field, or NULL. t: signing
+ * time (epoch s). Returns 0 with *out a malloc'd signed message (*outlen bytes)
+ * or NULL (send raw as it is: unsigned), and result filled ("d=.. s=..[; ...]"
+ * or "none"); or -1 when the job must be rejected, the reason in err. */
+int signer_sign(const struct config *c, const char *raw, size_t len, const char *want, int64_t t,
+		char **out, size_t *outlen, char result[SIGNER_RESULT_MAX], char *err, size_t errlen);
+
+/* Complete a [dkim DOMAIN] section as config_load parsed it: the header and
+ * oversign lists (RFC 6376 5.4.1's defaults when unset; from required), then
+ * the key (dkim_key_load: start-up only, reads the file). 0, or -1 with err,
+ * *key_err true when the key file is at fault. signer_conf_fini frees what the
+ * section holds (its strings, lists and key), not d itself. */
+int signer_conf_finish(struct dkim_conf *d, bool *key_err, char *err, size_t errlen);
+void signer_conf_fini(struct dkim_conf *d);
+
+/* The domain of the first From: header field's address in raw (lowercase, at
+ * most n-1 bytes), or -1 when none is found. Exposed for the tests. */
+int signer_from_domain(const char *raw, size_t len, char *dom, size_t n);
+
+#endif
