@@ -22,7 +22,7 @@
  * and no line over 998 octets (job_data_check). A recipient that is an address
  * literal ("u@[192.0.2.1]") is refused: mxsend delivers by MX only.
  *
- * Results (DESIGN.md "Result") are encoded into the 19 values of one stream
+ * Results (DESIGN.md "Result") are encoded into the 20 values of one stream
  * entry by job_result_values(); names in job_result_names. What a result
  * echoes: `id` and `meta` byte for byte (the application's own data, within
  * the caps); `rcpt` as written when the address is valid (it then holds no
@@ -69,6 +69,10 @@ struct job_limits {
 	job_split_fn *split;  /* required */
 	size_t max_id;        /* max `id` bytes; 0 = JOB_ID_MAX_DEFAULT */
 	size_t max_meta;      /* max `meta` bytes; 0 = JOB_META_MAX_DEFAULT */
+	/* the configured egress pools: a job's `pool` field must name one of
+	 * them, else the job is rejected ("unknown pool \"x\"") */
+	const char *const *pools;
+	int npools;
 };
 
 struct job_rcpt {
@@ -101,6 +105,7 @@ struct job {
 	bool exempt_tlsrpt;  /* field exempt=tlsrpt: ASKS for no MTA-STS; honoured only
 	                      * when exempt_mac verifies (sender/exempt.h) */
 	char exempt_mac[65]; /* field exempt_mac: lowercase hex, "" if absent or malformed */
+	const char *pool;    /* field `pool`: the egress pool that sends it, "" if absent */
 	bool has_expires;
 	uint32_t expires_s;  /* field `expires` when has_expires */
 	int attempt;         /* attempts already made (field `attempt`, else 0) */
@@ -176,9 +181,10 @@ int job_entry_id_parse(const char *s, uint64_t *ms, uint64_t *seq);
 
 /* ---- results ---- */
 
-#define JOB_RESULT_NFIELDS 19
+#define JOB_RESULT_NFIELDS 20
 /* "id","job","rcpt","status","code","dsn","reply","mx","ip","port","tls",
- * "cipher","verified","policy","resumed","reused","attempt","elapsed_ms","meta" */
+ * "cipher","verified","policy","resumed","reused","attempt","elapsed_ms","meta",
+ * "source" (egress source "name[address]", "-" without one) */
 extern const char *const job_result_names[JOB_RESULT_NFIELDS];
 #define JOB_RESULT_SCRATCH 96
 

@@ -51,7 +51,7 @@ struct metrics_shard {
 	_Alignas(CACHELINE) _Atomic uint64_t deliveries[METRICS_STATUS_N];
 	_Atomic uint64_t tls_sessions[METRICS_TLS_N][2]; /* [version][verified] */
 	_Atomic uint64_t tls_handshakes, tls_resumed;
-	_Atomic uint64_t conn_opened, conn_reused, slot_waits;
+	_Atomic uint64_t conn_opened, conn_reused, slot_waits, source_down;
 	_Atomic uint64_t chains[2]; /* [0] verified, [1] cached: the writer's tlscache totals */
 	_Atomic uint64_t hist[METRICS_BUCKETS + 1]; /* per bucket, not cumulative; last: > 60 s */
 	_Atomic uint64_t hist_sum_ms;
@@ -253,6 +253,12 @@ void metrics_slot_wait(struct metrics_shard *s)
 		add(&s->slot_waits, 1);
 }
 
+void metrics_source_down(struct metrics_shard *s)
+{
+	if (s != NULL)
+		add(&s->source_down, 1);
+}
+
 void metrics_set_tls_chains(struct metrics_shard *s, uint64_t verified, uint64_t cached)
 {
 	if (s == NULL)
@@ -290,7 +296,7 @@ void metrics_set_processes(struct metrics_shard *s, int64_t n)
 struct snap {
 	uint64_t deliveries[METRICS_STATUS_N];
 	uint64_t tls_sessions[METRICS_TLS_N][2];
-	uint64_t tls_handshakes, tls_resumed, conn_opened, conn_reused, slot_waits, chains[2];
+	uint64_t tls_handshakes, tls_resumed, conn_opened, conn_reused, slot_waits, source_down, chains[2];
 	uint64_t hist[METRICS_BUCKETS + 1], hist_sum_ms;
 	uint64_t sts[2], dns[METRICS_DNS_N];
 	int64_t conn_open, inflight, queue_depth, retry_depth, processes;
@@ -311,6 +317,7 @@ static void snapshot(const struct metrics *m, struct snap *n)
 		n->conn_opened += get(&s->conn_opened);
 		n->conn_reused += get(&s->conn_reused);
 		n->slot_waits += get(&s->slot_waits);
+		n->source_down += get(&s->source_down);
 		n->chains[0] += get(&s->chains[0]);
 		n->chains[1] += get(&s->chains[1]);
 		for (int b = 0; b <= METRICS_BUCKETS; b++)
@@ -394,6 +401,9 @@ size_t metrics_render(const struct metrics *m, char *buf, size_t cap)
 	head(&o, "mxsend_connection_slot_waits_total", "counter",
 	     "Jobs that waited for a connection slot (max_connections).");
 	put(&o, "mxsend_connection_slot_waits_total %llu\n", (unsigned long long)n.slot_waits);
+	head(&o, "mxsend_source_down_total", "counter",
+	     "Egress sources taken out of their pools (the address could not be bound).");
+	put(&o, "mxsend_source_down_total %llu\n", (unsigned long long)n.source_down);
 
 	head(&o, "mxsend_connections_open", "gauge", "SMTP connections open now.");
 	put(&o, "mxsend_connections_open %lld\n", (long long)n.conn_open);

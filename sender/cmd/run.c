@@ -68,6 +68,7 @@ struct run_job {
 struct run {
 	struct loop *l;
 	struct config cfg;
+	const char **pool_names; /* the [pool NAME] names, for job_limits */
 	struct workers *w;
 	struct queue *q;
 	struct metrics *m;      /* NULL without [mxsend] metrics */
@@ -277,7 +278,7 @@ static void on_job(void *ctx, struct job *j)
 		rr->req = (struct deliver_req){
 			.from = j->from, .domain = dom->name, .rcpts = dom->addrs, .nrcpt = dom->n,
 			.data = j->data, .len = j->len, .tls_min_level = tls,
-			.sts_exempt = exempt, .log_tag = rj->log_tag[0] ? rj->log_tag : NULL,
+			.sts_exempt = exempt, .pool = j->pool[0] ? j->pool : NULL, .log_tag = rj->log_tag[0] ? rj->log_tag : NULL,
 			.rcpt_done = on_rcpt, .done = on_req_done, .arg = rr,
 		};
 		rr->next = r->reqs;
@@ -643,6 +644,11 @@ static int run_open_queue(struct run *r)
 					 .max_id = (size_t)r->cfg.max_id_len,
 					 .max_meta = (size_t)r->cfg.max_meta_len,
 					 .addr_ok = msg_addr_norm, .split = msg_split_list };
+	r->pool_names = xcalloc((size_t)r->cfg.n_pools + 1, sizeof(char *));
+	for (int i = 0; i < r->cfg.n_pools; i++)
+		r->pool_names[i] = r->cfg.pools[i].name;
+	qc.limits.pools = r->pool_names;
+	qc.limits.npools = r->cfg.n_pools;
 	qc.schedule_ms = r->cfg.schedule_ms;
 	qc.n_schedule = r->cfg.n_schedule;
 	qc.lifetime_ms = r->cfg.lifetime_ms;
@@ -754,6 +760,7 @@ int cmd_run_run(const struct cmd_run_opts *o)
 	run_close(r);
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	explicit_bzero(r->exempt_key, sizeof(r->exempt_key));
+	free(r->pool_names);
 	config_fini(&r->cfg);
 	return rc;
 }
