@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# t_sources.sh: egress sources and pools (issue 19 part 2) on loopback. Sources
+# bind 127.0.64.x (all of 127/8 is local); the sink (127.0.65.1) records each
+# message's client address:port (peer=, one per connection) and EHLO name
+# (helo=) in its .env. Checks: every message arrives from an address of its
+# pool with that address's EHLO name, results name the source, connections
+# never carry two pools' jobs, weights hold, an address the host does not have
+# is a start-up error (exit 78, file:line), and without sources nothing binds.
+# shellcheck disable=SC2317,SC2031 # case functions run indirectly, each in its run_case subshell
+set -u
+# shellcheck source=tests/integ/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+integ_setup
+integ_require mxsend mxsink unbound redis-server redis-cli
+
+P=$SINK_PORT
+CASE_RE=.
+DNS_SPEC="
+mxs.test. A 127.0.65.1
+a.test. MX 10 mxs.test.
+b.test. MX 10 mxs.test.
+c.test. MX 10 mxs.test.
+d.test. MX 10 mxs.test.
+"
+if [ -z "$INTEG_MISSING" ]; then
+	start_unbound "$DNS_SPEC" || integ_missing "unbound"
+	start_sink src --listen "127.0.65.1:$P" --threads 2 || integ_missing "sink src"
+fi
+
+# Sources: s1/s2 in pool "news" (2:1), s3 alone in pool "tx"; [domain b.test]
+# sends through tx unless the job names its pool.
+SOURCES='[source s1]
+address = 127.0.64.1
+ehlo = out1.client.test
+
+[source s2]
+address = 127.0.64.2
+ehlo = out2.client.test
+
+[source s3]
+address = 127.0.64.3
+ehlo = out3.client.test
+
+[pool news]
+sources = s1:2 s2:1
+
+[pool tx]
+sources = s3
+
+[domain b.test]
+pool = tx'
+NEWS_RULE=$'[domain .test]\npool = news'
+
+# the EHLO name of a source address
+helo_of() {
+	case $1 in
+	127.0.64.1) echo out1.client.test ;;
+	127.0.64.2) echo out2.client.test ;;
+	127.0.64.3) echo out3.client.test ;;
+	*) echo "?" ;;
+	esac
+}
+
+# env_lines: "JOB PEER_IP PEER_PORT HELO" per stored message (JOB from X-Job,
+# "-" when none); only the jobs whose X-Job matches the ERE $CASE_RE.
+env_lines() {
+	local md f job peer helo
+	md=$(sink_maildir src)
+	for f in "$md"/*.env; do
+		[ -f "$f" ] || continue
+		job=$(tr -d '\r' <"${f%.env}.eml" | sed -n 's/^X-Job: //p' | head -n 1)
+		peer=$(sed -n 's/^peer=//p' "$f")
+		helo=$(sed -n 's/^helo=//p' "$f")
+		[[ $job =~ $CASE_RE ]] && echo "$job ${peer%:*} ${peer##*:} $helo"
+	done
+}
+
+# tagged FILE TAG: a message with "X-Job: TAG"
+tagged() {
+	printf 'From: s@client.test\nTo: x@example.test\nX-Job: %s\nSubject: %s\n\nHello.\n' "$2" "$2" >"$1"
+}
+
+# check_helo: every stored message's EHLO name is its client address's.
+check_helo() {
+	local bad
+	bad=$(env_lines | while read -r _ ip _ helo; do
+		[ "$(helo_of "$ip")" = "$helo" ] || echo "$ip said $helo"
+	done)
+	assert_eq "EHLO name matches the source address of every message" "" "$bad"
+}
+
+t_src_send() {
+	local conf=$CASE_DIR/c.ini m=$CASE_DIR/m.eml
+	CASE_RE=^send-
+	integ_config "$conf" "$SOURCES"$'\n\n'"$NEWS_RULE"
+	tagged "$m" send-1
+	send -c "$conf" --from s@client.test --to u@a.test --to u@c.test --to u@d.test --to u@b.test "$m"
+	assert_eq "exit status" 0 "$RUN_RC" || show_run
+	# news: s1, s1, s2 by weight (smooth round-robin) for a, c, d; b: its rule's pool tx
+	local out
+	out=$(cat "$CASE_DIR/out")
+	assert_match "a.test from s1" '^u@a\.test delivered 250 .* source=s1\[127\.0\.64\.1\]$' "$out"
+	assert_match "b.test from s3 (domain rule pool = tx)" '^u@b\.test delivered 250 .* source=s3\[127\.0\.64\.3\]$' "$out"
+	assert_eq "news: two messages from s1 (weight 2)" 2 "$(grep -Ec ' source=s1\[127\.0\.64\.1\]$' <<<"$out")"
+	assert_eq "news: one message from s2 (weight 1)" 1 "$(grep -Ec ' source=s2\[127\.0\.64\.2\]$' <<<"$out")"
+	wait_until 5 test "$(env_lines | wc -l)" -ge 4
+	assert_eq "sink: 4 messages" 4 "$(env_lines | wc -l)"
+	check_helo
+	assert_eq "b.test arrived from 127.0.64.3" 1 "$(env_lines | grep -c ' 127\.0\.64\.3 ')"
+	# no pool named by the job or its domain's rule: every source, in turn
+	integ_config "$conf" "$SOURCES"
+	tagged "$m" send-2
+	send -c "$conf" --from s@client.test --to v@a.test --to v@c.test --to v@d.test "$m"
+	assert_eq "every source: exit status" 0 "$RUN_RC" || show_run
+	out=$(cat "$CASE_DIR/out")
+	for i in 1 2 3; do
+		assert_eq "every source: one message from s$i" 1 "$(grep -Ec " source=s$i\[127\.0\.64\.$i\]\$" <<<"$out")"
+	done
+}
+run_case "send: each message bound to a source of its pool (weights 2:1, domain rule pool; no pool: every source in turn), EHLO per source, result source=NAME[ADDR]" t_src_send
+
+t_src_none() {
+	local conf=$CASE_DIR/c.ini m=$CASE_DIR/m.eml
+	integ_config "$conf" ""
+	msg "$m" nosources
+	send -c "$conf" --from s@client.test --to nosrc@a.test "$m"
+	assert_eq "exit status" 0 "$RUN_RC" || show_run
+	assert_match "no sources: source=-" '^nosrc@a\.test delivered 250 .* source=-$' "$(cat "$CASE_DIR/out")"
+	local f
+	f=$(sink_find_msg src nosrc@a.test 5) || fail "message not stored"
+	assert_eq "EHLO is [mxsend] helo" client.test "$(sed -n 's/^helo=//p' "${f%.eml}.env")"
+	assert_match "the kernel chose the address (not a source)" '^peer=127\.0\.0\.1:' "$(grep '^peer=' "${f%.eml}.env")"
+}
+run_case "no source configured: no bind (the kernel's address), EHLO [mxsend] helo, source=-" t_src_none
+
+t_src_bad() {
+	local conf=$CASE_DIR/c.ini m=$CASE_DIR/m.eml
+	integ_config "$conf" $'[source far]\naddress = 192.0.2.1\nehlo = far.client.test'
+	msg "$m"
+	send -c "$conf" --from s@client.test --to u@a.test "$m"
+	assert_eq "send: exit 78 (config)" 78 "$RUN_RC"
+	assert_match "send: names file:line and the address" \
+		"c\.ini:[0-9]+: \[source far\]: cannot bind address 192\.0\.2\.1" "$(cat "$CASE_DIR/err")"
+	timed_run 10 "$CASE_DIR/out2" "$CASE_DIR/err2" "$MXSEND" run -c "$conf"
+	assert_eq "run: exit 78 (config)" 78 "$RUN_RC"
+	assert_match "run: names the address" "cannot bind address 192\.0\.2\.1" "$(cat "$CASE_DIR/err2")"
+	# the others: an unknown source in a pool, an unknown pool in a rule, a bad address
+	integ_config "$conf" $'[pool p]\nsources = nosuch'
+	send -c "$conf" --from s@client.test --to u@a.test "$m"
+	assert_eq "unknown source in a pool: 78" 78 "$RUN_RC"
+	assert_match "says which" 'unknown source "nosuch"' "$(cat "$CASE_DIR/err")"
+	integ_config "$conf" $'[domain x.test]\npool = nosuch'
+	send -c "$conf" --from s@client.test --to u@a.test "$m"
+	assert_eq "unknown pool in a rule: 78" 78 "$RUN_RC"
+	assert_match "says which" 'unknown pool "nosuch"' "$(cat "$CASE_DIR/err")"
+	integ_config "$conf" $'[source s]\naddress = 127.0.64.300'
+	send -c "$conf" --from s@client.test --to u@a.test "$m"
+	assert_eq "bad address: 78" 78 "$RUN_RC"
+	assert_match "says which" 'bad value "127\.0\.64\.300" for address' "$(cat "$CASE_DIR/err")"
+}
+run_case "a source address the host does not have (192.0.2.1): exit 78 at start with file:line (send and run); unknown source/pool, bad address" t_src_bad
+
+# xadd PORT JOB POOL DOMAIN: one job with X-Job JOB (POOL "" = no pool field)
+xadd() {
+	local data
+	data=$(printf 'X-Job: %s\r\nSubject: %s\r\n\r\nbody\r\n' "$2" "$2")
+	if [ -n "$3" ]; then
+		rcli "$1" XADD mxsend:jobs '*' from s@client.test to "$2@$4" data "$data" id "$2" pool "$3" >/dev/null
+	else
+		rcli "$1" XADD mxsend:jobs '*' from s@client.test to "$2@$4" data "$data" id "$2" >/dev/null
+	fi
+}
+
+t_src_pools() {
+	start_redis || { fail "redis"; return; }
+	local conf=$CASE_DIR/c.ini port=$REDIS_PORT i
+	CASE_RE='^(news|tx|rule)-'
+	# 2 connections per (source, MX host): jobs wait for one and reuse it
+	integ_config "$conf" "$(printf '[redis]\nurl = %s\n\n[mx mxs.test]\nmax_connections = 2\n\n%s' \
+		"$REDIS_URL" "$SOURCES")"
+	# interleaved: news and tx jobs to the same domains (one MX host), b.test
+	# without a pool field (its rule: tx), and one job naming no such pool
+	for i in $(seq 1 30); do
+		xadd "$port" "news-$i" news a.test
+		xadd "$port" "tx-$i" tx a.test
+		xadd "$port" "rule-$i" "" b.test
+	done
+	xadd "$port" "bad-1" nosuch a.test
+	timed_run 60 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" run -c "$conf" --until-empty
+	assert_eq "run exit status" 0 "$RUN_RC" || show_run
+	assert_eq "delivered" 90 "$(results "$port" rcpt,status | grep -c '|delivered$')"
+	assert_match "unknown pool: rejected, named" '^bad-1\|rejected\|unknown pool "nosuch"$' \
+		"$(results "$port" id,status,reply)"
+	# results: news from s1/s2, tx and rule from s3
+	local r
+	r=$(results "$port" id,source)
+	assert_eq "news results from s1/s2" 30 "$(grep -Ec '^news-[0-9]+\|s[12]\[127\.0\.64\.[12]\]$' <<<"$r")"
+	assert_eq "tx results from s3" 30 "$(grep -Ec '^tx-[0-9]+\|s3\[127\.0\.64\.3\]$' <<<"$r")"
+	assert_eq "b.test (rule pool tx) results from s3" 30 "$(grep -Ec '^rule-[0-9]+\|s3\[127\.0\.64\.3\]$' <<<"$r")"
+	assert_eq "rejected result: source -" 1 "$(grep -Ec '^bad-1\|-$' <<<"$r")"
+	local lines
+	wait_until 5 test "$(env_lines | wc -l)" -ge 90
+	lines=$(env_lines)
+	assert_eq "sink: news jobs from 127.0.64.1/2 only" 30 "$(grep -Ec '^news-[0-9]+ 127\.0\.64\.[12] ' <<<"$lines")"
+	assert_eq "sink: tx and rule jobs from 127.0.64.3 only" 60 "$(grep -Ec '^(tx|rule)-[0-9]+ 127\.0\.64\.3 ' <<<"$lines")"
+	check_helo
+	# one connection (client ip:port) carries one pool's jobs only
+	local mixed
+	mixed=$(awk '{ split($1, a, "-"); pool = (a[1] == "news") ? "news" : "tx"; c = $2 ":" $3
+		if (c in seen && seen[c] != pool) print c; seen[c] = pool }' <<<"$lines" | sort -u)
+	assert_eq "no connection carried two pools' jobs" "" "$mixed"
+	local conns
+	conns=$(awk '{ print $2 ":" $3 }' <<<"$lines" | sort -u | wc -l)
+	assert_lt "connections were reused ($conns for 90 messages)" 60 "$conns"
+}
+run_case "run: job field pool and [domain] pool = NAME, jobs interleaved: each from its pool's addresses with their EHLO names, connections never cross pools, result source; unknown pool rejected" t_src_pools
+
+integ_finish
