@@ -1,6 +1,7 @@
 /* config.h: the INI configuration (inih), defaults, and rule lookup.
  *
- * Sections: [mxsend] [redis] [retry] [tls] [timeouts] [pool] and rule sections
+ * Sections: [mxsend] [redis] [retry] [tls] [timeouts] [pool] (connection
+ * reuse), egress [source NAME] and [pool NAME] (struct source, egress_pool), and rule sections
  * [domain NAME] (NAME exact, ".parent" for every subdomain of parent, "*"
  * default) and [mx PATTERN] (exact host or ".suffix"). Unknown sections/keys and
  * bad values are errors naming file:line. Durations accept "500ms", "30s",
