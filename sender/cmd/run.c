@@ -168,6 +168,12 @@ static void on_rcpt(void *arg, int idx, const struct job_outcome *res)
 		[JOB_DEFERRED] = METRICS_DEFERRED, [JOB_HELD] = METRICS_HELD,
 	};
 	metrics_delivery(r->ms, ms_of[res->status], res->elapsed_ms);
+	if (r->cfg.n_sources > 0 && r->ms != NULL && res->source[0] != '\0')
+		for (int k = 0; k < r->cfg.n_sources; k++)
+			if (strcmp(r->cfg.sources[k].label, res->source) == 0) {
+				metrics_source_delivery(r->ms, k, ms_of[res->status]);
+				break;
+			}
 	/* Connections and TLS sessions are counted by the workers, in their
 	 * shards, when they happen (smtp.c, deliver.c). */
 	switch (res->status) {
@@ -614,6 +620,13 @@ static int run_open_engine(struct run *r, const struct cmd_run_opts *o, sigset_t
 		r->m = metrics_new(1 + workers_resolve(r->cfg.workers));
 		r->ms = metrics_shard(r->m, 0);
 		dopts.metrics = r->m;
+		if (r->cfg.n_sources > 0) {
+			const char **names = xcalloc((size_t)r->cfg.n_sources, sizeof(char *));
+			for (int k = 0; k < r->cfg.n_sources; k++)
+				names[k] = r->cfg.sources[k].name;
+			metrics_set_sources(r->m, names, r->cfg.n_sources);
+			free(names);
+		}
 	}
 	r->w = workers_new(r->l, r->cfg.workers, &r->cfg, &dopts, ebuf, sizeof(ebuf));
 	if (r->w == NULL) {
