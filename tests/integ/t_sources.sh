@@ -22,10 +22,14 @@ a.test. MX 10 mxs.test.
 b.test. MX 10 mxs.test.
 c.test. MX 10 mxs.test.
 d.test. MX 10 mxs.test.
+mxn.test. A 127.0.65.2
+f.test. MX 10 mxn.test.
+_smtp._tls.f.test. TXT \"v=TLSRPTv1; rua=mailto:rua@f.test\"
 "
 if [ -z "$INTEG_MISSING" ]; then
 	start_unbound "$DNS_SPEC" || integ_missing "unbound"
 	start_sink src --listen "127.0.65.1:$P" --threads 2 || integ_missing "sink src"
+	start_sink nostarttls --listen "127.0.65.2:$P" --no-starttls || integ_missing "sink nostarttls"
 fi
 
 # Sources: s1/s2 in pool "news" (2:1), s3 alone in pool "tx"; [domain b.test]
@@ -173,7 +177,7 @@ xadd() {
 }
 
 t_src_pools() {
-	start_redis || { fail "redis"; return; }
+	start_redis -n pools || { fail "redis"; return; }
 	local conf=$CASE_DIR/c.ini port=$REDIS_PORT i
 	CASE_RE='^(news|tx|rule)-'
 	# 2 connections per (source, MX host): jobs wait for one and reuse it
@@ -215,5 +219,29 @@ t_src_pools() {
 	assert_lt "connections were reused ($conns for 90 messages)" 60 "$conns"
 }
 run_case "run: job field pool and [domain] pool = NAME, jobs interleaved: each from its pool's addresses with their EHLO names, connections never cross pools, result source; unknown pool rejected" t_src_pools
+
+t_src_tlsrpt() {
+	start_redis -n rpt || { fail "redis"; return; }
+	local conf=$CASE_DIR/c.ini m=$CASE_DIR/m.eml today n
+	today=$(date -u +%F)
+	integ_config "$conf" "$(printf '[redis]\nurl = %s\n\n%s\n\n[domain f.test]\npool = tx' "$REDIS_URL" "$SOURCES")"
+	tagged "$m" rpt-1
+	send -c "$conf" --from s@client.test --to u@f.test "$m"
+	assert_eq "exit status" 0 "$RUN_RC" || show_run
+	expect_line u@f.test 'delivered 250 .* source=s3\[127\.0\.64\.3\]'
+	timed_run 30 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" tlsrpt -c "$conf" --dry-run --day "$today" f.test
+	expect_rc 0 || return 1
+	n=$(python3 - "$CASE_DIR/out" <<'PY'
+import json, sys
+text = open(sys.argv[1]).read()
+doc = json.loads(text[text.index("{"):text.rindex("}") + 1])
+for p in doc["policies"]:
+    for f in p.get("failure-details", []):
+        print(f["result-type"], f.get("sending-mta-ip", "-"))
+PY
+	) || fail "the dry-run JSON does not parse"
+	assert_eq "TLSRPT failure: sending-mta-ip is the source's address" "starttls-not-supported 127.0.64.3" "$n"
+}
+run_case "TLSRPT: a failed TLS session's sending-mta-ip is its egress source's address" t_src_tlsrpt
 
 integ_finish
