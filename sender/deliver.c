@@ -450,9 +450,9 @@ static void start_session(struct job *j);
 
 /* The next source of the job's pool (smooth weighted round-robin: each
  * member gains its weight, the largest is chosen and loses the total;
- * deterministic), skipping sources gone from the host; NULL when none is
- * configured or none is left. */
-static const struct source *pick_source(struct deliver *d, int pool_i)
+ * deterministic), skipping sources gone from the host and, when af is not 0,
+ * sources of another address family; NULL when none is configured or left. */
+static const struct source *pick_source(struct deliver *d, int pool_i, int af)
 {
 	const struct config *c = d->cfg;
 	if (c->n_sources == 0)
@@ -461,7 +461,7 @@ static const struct source *pick_source(struct deliver *d, int pool_i)
 	int n = ep ? ep->n : c->n_sources, *cur = d->wrr[pool_i], best = -1, total = 0;
 	for (int k = 0; k < n; k++) {
 		int si = ep ? ep->src[k] : k, w = ep ? ep->weight[k] : 1;
-		if (d->src_down[si])
+		if (d->src_down[si] || (af != 0 && c->sources[si].sa.ss_family != af))
 			continue;
 		cur[k] += w;
 		total += w;
@@ -486,8 +486,18 @@ static bool source_gone(struct job *j)
 			  "through the pool's other sources\"", j->src->label);
 		metrics_source_down(d->o.metrics_shard);
 	}
-	j->src = pick_source(d, j->pool_i);
+	j->src = pick_source(d, j->pool_i, 0);
 	return j->src != NULL;
+}
+
+/* j's source cannot reach an address of family af (an IPv6 source, an IPv4
+ * MX): another source of the pool that can, or false. */
+static bool source_for_family(struct job *j, int af)
+{
+	const struct source *s = pick_source(j->d, j->pool_i, af);
+	if (s != NULL)
+		j->src = s;
+	return s != NULL;
 }
 
 /* The rate key: [domain] max_rate counts per (domain, source). */
@@ -509,8 +519,6 @@ static void start_session(struct job *j)
 	struct dns_host *h = &j->mx->hosts[j->host_i];
 	struct smtp_params p;
 	memset(&p, 0, sizeof(p));
-	p.helo = j->src ? j->src->ehlo : j->d->helo;
-	p.source = j->src;
 	p.mx_host = h->name;
 	memcpy(&p.addr, &h->addrs[j->addr_i], sizeof(p.addr));
 	if (p.addr.ss_family == AF_INET) {
@@ -524,6 +532,15 @@ static void start_session(struct job *j)
 		p.addrlen = sizeof(*s6);
 		inet_ntop(AF_INET6, &s6->sin6_addr, j->cur_ip, sizeof(j->cur_ip));
 	}
+	if (j->src && j->src->sa.ss_family != p.addr.ss_family &&
+	    !source_for_family(j, p.addr.ss_family)) {
+		j->tries++;
+		skip_addr(j, "4.4.1", "no egress source of the pool has an %s address",
+			  p.addr.ss_family == AF_INET6 ? "IPv6" : "IPv4");
+		return;
+	}
+	p.helo = j->src ? j->src->ehlo : j->d->helo;
+	p.source = j->src;
 	p.level = j->plain_retry ? TLS_LEVEL_NONE : j->tls.level;
 	p.min_tls = j->rule.min_tls;
 	p.max_handshakes = (unsigned)j->d->cfg->max_handshakes;
@@ -791,7 +808,7 @@ static void route(struct job *j)
 	j->host_i = 0;
 	j->addr_i = 0;
 	char rk[320];
-	if (j->d->cfg->n_sources > 0 && (j->src = pick_source(j->d, j->pool_i)) == NULL) {
+	if (j->d->cfg->n_sources > 0 && (j->src = pick_source(j->d, j->pool_i, 0)) == NULL) {
 		finish(j, JOB_DEFERRED, 451, "4.4.1", "no egress source of the pool can be used");
 		return;
 	}

@@ -220,6 +220,20 @@ t_src_pools() {
 }
 run_case "run: job field pool and [domain] pool = NAME, jobs interleaved: each from its pool's addresses with their EHLO names, connections never cross pools, result source; unknown pool rejected" t_src_pools
 
+t_src_family() {
+	local conf=$CASE_DIR/c.ini m=$CASE_DIR/m.eml
+	integ_config "$conf" "$SOURCES"$'\n\n[source v6]\naddress = ::1\nehlo = v6.client.test\n\n[pool mix]\nsources = v6:5 s2:1\n\n[domain .test]\npool = mix'
+	tagged "$m" fam-1
+	send -c "$conf" --from s@client.test --to u@a.test --to u@c.test "$m"
+	assert_eq "exit status" 0 "$RUN_RC" || show_run
+	assert_eq "IPv4 MX: both from the IPv4 source (weight 5 IPv6 skipped)" 2 \
+		"$(grep -Ec ' delivered 250 .* source=s2\[127\.0\.64\.2\]$' "$CASE_DIR/out")"
+	integ_config "$conf" "$SOURCES"$'\n\n[source v6]\naddress = ::1\n\n[pool v6only]\nsources = v6\n\n[domain .test]\npool = v6only'
+	send -c "$conf" --from s@client.test --to u@a.test "$m"
+	expect_line u@a.test 'deferred 451 4\.4\.1 .*no egress source of the pool has an IPv4 address.*'
+}
+run_case "a pool mixing IPv6 and IPv4 sources: an IPv4 MX gets an IPv4 source; none in the pool: deferred, said" t_src_family
+
 t_src_tlsrpt() {
 	start_redis -n rpt || { fail "redis"; return; }
 	local conf=$CASE_DIR/c.ini m=$CASE_DIR/m.eml today n
