@@ -234,6 +234,81 @@ t_src_family() {
 }
 run_case "a pool mixing IPv6 and IPv4 sources: an IPv4 MX gets an IPv4 source; none in the pool: deferred, said" t_src_family
 
+# t_src_gone runs in a network namespace of its own (unshare -n, root only):
+# there a source address can leave the host while `mxsend run` is running.
+# Everything it needs is inside: lo, two addresses 10.99.0.1-2, redis, a sink,
+# the relay by IP literal (no DNS).
+GONE_SCRIPT='
+set -u
+d=$1 mxsend=$2 mxsink=$3
+trap "kill \$(jobs -p) 2>/dev/null" EXIT
+ip link set lo up && ip addr add 10.99.0.1/32 dev lo && ip addr add 10.99.0.2/32 dev lo || exit 3
+redis-server --bind 127.0.0.1 --port 6391 --save "" --appendonly no --daemonize no >"$d/redis.log" 2>&1 &
+"$mxsink" --listen 127.0.0.1:2525 --no-starttls --maildir "$d/md" >"$d/sink.log" 2>&1 &
+for i in $(seq 50); do redis-cli -p 6391 ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+cat >"$d/c.ini" <<EOC
+[mxsend]
+workers = 1
+helo = client.test
+dns = 127.0.0.1:1
+metrics = 127.0.0.1:9477
+[redis]
+url = redis://127.0.0.1:6391/0
+[tls]
+mta_sts = no
+tlsrpt = no
+[pool]
+idle_timeout = 0
+[source g1]
+address = 10.99.0.1
+ehlo = g1.client.test
+[source g2]
+address = 10.99.0.2
+ehlo = g2.client.test
+[domain *]
+relay = 127.0.0.1:2525
+tls = none
+EOC
+job() { redis-cli -p 6391 XADD mxsend:jobs "*" from s@client.test to "$1@gone.test" data "$(printf "X-Job: %s\r\n\r\nbody\r\n" "$1")" id "$1" >/dev/null; }
+done_n() { redis-cli -p 6391 XLEN mxsend:results; }
+"$mxsend" run -c "$d/c.ini" >"$d/run.log" 2>&1 &
+mx=$!
+job first
+for i in $(seq 100); do [ "$(done_n)" -ge 1 ] && break; sleep 0.1; done
+ip addr del 10.99.0.1/32 dev lo
+for i in 1 2 3 4; do job "after$i"; done
+for i in $(seq 100); do [ "$(done_n)" -ge 5 ] && break; sleep 0.1; done
+exec 5<>/dev/tcp/127.0.0.1/9477 && printf "GET /metrics HTTP/1.0\r\n\r\n" >&5 && timeout 2 cat <&5 >"$d/metrics"
+redis-cli -p 6391 --raw EVAL "local o = {} for _, e in ipairs(redis.call(\"XRANGE\", KEYS[1], \"-\", \"+\")) do
+  local m = {} for i = 1, #e[2], 2 do m[e[2][i]] = e[2][i + 1] end
+  o[#o + 1] = m.id .. \"|\" .. m.status .. \"|\" .. m.source end return o" 1 mxsend:results >"$d/results"
+kill $mx; wait $mx
+kill %1 %2 2>/dev/null
+wait
+exit 0
+'
+
+t_src_gone() {
+	if [ "$(id -u)" != 0 ] || ! command -v unshare >/dev/null || ! command -v ip >/dev/null; then
+		diag "skipped: needs root, unshare and ip (a network namespace of its own)"
+		return 0
+	fi
+	local d=$CASE_DIR/ns
+	mkdir -p "$d/md"
+	timed_run 60 "$CASE_DIR/out" "$CASE_DIR/err" unshare -n bash -c "$GONE_SCRIPT" _ "$d" "$MXSEND" "$MXSINK"
+	assert_eq "namespace script exit" 0 "$RUN_RC" || { show_run; return 1; }
+	local r
+	r=$(cat "$d/results")
+	assert_match "first job from g1 (still there)" '^first\|delivered\|g1\[10\.99\.0\.1\]$' "$r"
+	assert_eq "after g1 left: all 4 delivered from g2" 4 "$(grep -Ec '^after[1-4]\|delivered\|g2\[10\.99\.0\.2\]$' <<<"$r")"
+	assert_match "said once" 'evt=source_down source=g1\[10\.99\.0\.1\]' "$(cat "$d/run.log")"
+	assert_eq "said once only" 1 "$(grep -c 'evt=source_down' "$d/run.log")"
+	assert_match "metric" '^mxsend_source_down_total 1' "$(tr -d '\r' <"$d/metrics")"
+	assert_match "per-source metric" '^mxsend_source_deliveries_total\{source="g2",status="delivered"\} 4' \
+		"$(tr -d '\r' <"$d/metrics")"
+}
+run_case "a source address that leaves the host while running (netns): out of its pool, said once (evt=source_down), counted; its mail goes through the other source" t_src_gone
+
 t_src_tlsrpt() {
 	start_redis -n rpt || { fail "redis"; return; }
 	local conf=$CASE_DIR/c.ini m=$CASE_DIR/m.eml today n
