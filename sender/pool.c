@@ -367,13 +367,25 @@ bool pool_reusable(const struct pool *p, struct smtp_session *s, unsigned txns)
 	return young && fresh && c->idle_timeout_ms > 0;
 }
 
+/* The MX host of slot key "host" or "host@source" (host names hold no '@'). */
+static const char *slot_host(const char *slot, char *buf, size_t len)
+{
+	const char *at = strchr(slot, '@');
+	if (at == NULL)
+		return slot;
+	snprintf(buf, len, "%.*s", (int)(at - slot), slot);
+	return buf;
+}
+
 void pool_done(struct pool *p, struct pool_conn *c, struct smtp_session *s, bool last)
 {
 	int total;
+	char hb[256];
 	if (!last && pool_reusable(p, s, smtp_session_txns(s)) &&
 	    !limits_slot_yield(p->limits, c->slot) &&
 	    (!p->split || /* our share of max_connections_total may have shrunk */
-	     limits_slots_process(p->limits, c->slot) <= conn_max(p, c->domain, c->slot, &total))) {
+	     limits_slots_process(p->limits, c->slot) <=
+		     conn_max(p, c->domain, slot_host(c->slot, hb, sizeof(hb)), &total))) {
 		pool_put(p, c->key, c->slot, s);
 		limits_slot_kick(p->limits, c->slot); /* a waiter may take it */
 	} else {
