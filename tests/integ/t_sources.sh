@@ -214,6 +214,11 @@ t_src_pools() {
 	mixed=$(awk '{ split($1, a, "-"); pool = (a[1] == "news") ? "news" : "tx"; c = $2 ":" $3
 		if (c in seen && seen[c] != pool) print c; seen[c] = pool }' <<<"$lines" | sort -u)
 	assert_eq "no connection carried two pools' jobs" "" "$mixed"
+	# max_connections = 2 counts per (source, MX host): s1, s2, s3 two each
+	local peak
+	peak=$(sink_stat src peak)
+	assert_lt "sink: at most 6 connections at once (2 per source)" 7 "$peak"
+	assert_ge "sink: more than 2 at once (the cap is per source, not per MX host)" 3 "$peak"
 	local conns
 	conns=$(awk '{ print $2 ":" $3 }' <<<"$lines" | sort -u | wc -l)
 	assert_lt "connections were reused ($conns for 90 messages)" 60 "$conns"
