@@ -504,12 +504,15 @@ static bool maildir_store(struct conn *c, uint64_t seq)
 	if (!write_file(sk, seq, "eml", c->msg ? c->msg : "", c->mlen) ||
 	    !(f = open_memstream(&env, &envlen)))
 		goto fail;
+	char peer[64];
 	if (getsockname(c->it.fd, &la.sa, &ll) == 0)
 		fmt_addr(&la, local, sizeof local);
+	fmt_addr(&c->peer, peer, sizeof peer); /* the client's address:port (one per connection) */
 	fprintf(f, "mail=%s\n", c->mail_from ? c->mail_from : "");
 	for (uint32_t i = 0; i < c->nrcpt_ok; i++)
 		fprintf(f, "rcpt=%s\n", c->rcpts[i]);
 	const char *sni = c->ssl ? SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+	fprintf(f, "peer=%s\n", peer);
 	fprintf(f, "tls=%s\ncipher=%s\nsni=%s\nresumed=%s\nlocal=%s\nhelo=%s\nauth=%s\n",
 		c->ssl ? SSL_get_version(c->ssl) : "none", c->ssl ? SSL_get_cipher_name(c->ssl) : "none",
 		sni ? sni : "", c->ssl && SSL_session_reused(c->ssl) ? "yes" : "no", local,
@@ -1671,6 +1674,7 @@ static void usage(FILE *f)
 	      "  --tls-on-connect       implicit TLS (RFC 8314, port 465): handshake first, then the\n"
 	      "                         banner; STARTTLS is not offered (needs --cert or --tls-fail)\n"
 	      "  --maildir DIR          DIR/<n>.eml (un-stuffed message) then DIR/<n>.env\n"
+	      "                         (.env: mail, rcpt, peer (client IP:port), tls, helo, ...)\n"
 	      "  --stats A:P            plaintext: one stats line per connection\n"
 	      "  --pidfile F | --quiet | -v\n"
 	      "stats line: connections handshakes resumed messages recipients bytes active (open now)\n"

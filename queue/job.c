@@ -98,7 +98,8 @@ const char *job_tls_name(enum job_tls t)
 
 const char *const job_result_names[JOB_RESULT_NFIELDS] = {
 	"id",  "job", "rcpt",     "status", "code",   "dsn",    "reply",   "mx",         "ip",  "port",
-	"tls", "cipher", "verified", "policy", "resumed", "reused", "attempt", "elapsed_ms", "meta", "dkim",
+	"tls", "cipher", "verified", "policy", "resumed", "reused", "attempt", "elapsed_ms", "meta",
+	"source", "dkim",
 };
 
 /* ---- small parsers ---- */
@@ -325,10 +326,10 @@ bool job_escape_needed(const char *s, size_t len, unsigned flags)
 /* ---- decoding ---- */
 
 enum { F_FROM, F_TO, F_DATA, F_ID, F_META, F_TLS, F_EXPIRES, F_JOB, F_ATTEMPT, F_SINCE, F_EXEMPT,
-       F_EXEMPT_MAC, F_DKIM, F_N };
+       F_EXEMPT_MAC, F_DKIM, F_POOL, F_N };
 static const char *const field_names[F_N] = { "from", "to",      "data",   "id",      "meta",
 					      "tls",  "expires", "job",    "attempt", "since",
-					      "exempt", "exempt_mac", "dkim" };
+					      "exempt", "exempt_mac", "dkim", "pool" };
 
 struct split_ctx {
 	const char *base;
@@ -556,6 +557,7 @@ int job_decode_adopt(struct job *j, const char *entry_id, size_t nkv, const char
 	}
 	j->id = val[F_ID] ? val[F_ID] : j->job_id;
 	j->meta = val[F_META] ? val[F_META] : "";
+	j->pool = val[F_POOL] ? val[F_POOL] : "";
 	j->from = val[F_FROM] ? val[F_FROM] : "";
 	j->data = val[F_DATA] ? val[F_DATA] : "";
 	j->len = vlen[F_DATA];
@@ -631,6 +633,16 @@ int job_decode_adopt(struct job *j, const char *entry_id, size_t nkv, const char
 		else {
 			quote(q, sizeof(q), val[F_TLS]);
 			reject(j, "bad tls value \"%s\"", q);
+		}
+	}
+	if (val[F_POOL] != NULL) {
+		int k = 0;
+		while (k < lim->npools && strcmp(lim->pools[k], val[F_POOL]) != 0)
+			k++;
+		if (k == lim->npools) {
+			char q[80];
+			quote(q, sizeof(q), val[F_POOL]);
+			reject(j, "unknown pool \"%s\"", q);
 		}
 	}
 	if (val[F_EXEMPT] != NULL) {
@@ -753,12 +765,13 @@ void job_fini(struct job *j)
 
 /* ---- outcomes ---- */
 
-enum { T_DSN, T_REPLY, T_MX, T_IP, T_TLS, T_CIPHER, T_POLICY, T_N };
+enum { T_DSN, T_REPLY, T_MX, T_IP, T_TLS, T_CIPHER, T_POLICY, T_SOURCE, T_N };
 
 void job_set_outcome(struct job *j, int idx, const struct job_outcome *o)
 {
 	struct job_rcpt *r = &j->rcpts[idx];
-	const char *t[T_N] = { o->dsn, o->reply, o->mx, o->ip, o->tls, o->cipher, o->policy };
+	const char *t[T_N] = { o->dsn, o->reply, o->mx, o->ip, o->tls, o->cipher, o->policy,
+			       o->source };
 	size_t n = 0, l[T_N], e[T_N];
 	/* A remote server wrote the reply (and DNS the MX name): results carry
 	 * them escaped (job_escape), never a raw control byte. */
@@ -867,7 +880,9 @@ void job_result_values(const struct job *j, int idx, enum job_status st, int att
 	val[16] = att;
 	val[17] = el;
 	val[18] = j->meta;
-	val[19] = j->dkim_result[0] ? j->dkim_result : "none";
+	const char *src = text_at(o, T_SOURCE);
+	val[19] = src[0] ? src : "-";
+	val[20] = j->dkim_result[0] ? j->dkim_result : "none";
 	for (int k = 0; k < JOB_RESULT_NFIELDS; k++)
 		len[k] = strlen(val[k]);
 }

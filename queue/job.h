@@ -70,6 +70,10 @@ struct job_limits {
 	job_split_fn *split;  /* required */
 	size_t max_id;        /* max `id` bytes; 0 = JOB_ID_MAX_DEFAULT */
 	size_t max_meta;      /* max `meta` bytes; 0 = JOB_META_MAX_DEFAULT */
+	/* the configured egress pools: a job's `pool` field must name one of
+	 * them, else the job is rejected ("unknown pool \"x\"") */
+	const char *const *pools;
+	int npools;
 };
 
 struct job_rcpt {
@@ -105,6 +109,7 @@ struct job {
 	const char *dkim;    /* field dkim: a signing domain or "no"; NULL if absent */
 	char dkim_result[600]; /* result field dkim: "d=... s=...[; ...]", "" = "none"
 	                      * (set by the sender when it signs, sender/signer.h) */
+	const char *pool;    /* field `pool`: the egress pool that sends it, "" if absent */
 	bool has_expires;
 	uint32_t expires_s;  /* field `expires` when has_expires */
 	int attempt;         /* attempts already made (field `attempt`, else 0) */
@@ -180,9 +185,11 @@ int job_entry_id_parse(const char *s, uint64_t *ms, uint64_t *seq);
 
 /* ---- results ---- */
 
-#define JOB_RESULT_NFIELDS 20
+#define JOB_RESULT_NFIELDS 21
 /* "id","job","rcpt","status","code","dsn","reply","mx","ip","port","tls",
- * "cipher","verified","policy","resumed","reused","attempt","elapsed_ms","meta","dkim" */
+ * "cipher","verified","policy","resumed","reused","attempt","elapsed_ms","meta",
+ * "source" (egress source "name[address]", "-" without one), "dkim" ("d=... s=...[; ...]"
+ * per signature, "none") */
 extern const char *const job_result_names[JOB_RESULT_NFIELDS];
 #define JOB_RESULT_SCRATCH 96
 

@@ -55,6 +55,7 @@ struct job_outcome {
 	bool resumed;       /* TLS session resumed */
 	bool reused;        /* SMTP connection reused from the pool */
 	uint32_t elapsed_ms;
+	char source[96];    /* egress source "name[address]", "" without sources */
 };
 
 #endif

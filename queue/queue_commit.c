@@ -29,12 +29,14 @@
 
 /* KEYS: jobs, results, retry, held. ARGV: group, njobs, maxlen (results
  * stream trim, 0 = none), then per job:
- * entry, nres, nres*20 result values, npark, then per park:
+ * entry, nres, nres*JOB_RESULT_NFIELDS result values (as many as names), npark, then per park:
  * kind (r|h), member, score, nkv, nkv field/value pairs.
  * Returns one integer per job: 1 written, 0 skipped (not pending any more). */
 const char qscript_commit[] =
 	"local names = {'id','job','rcpt','status','code','dsn','reply','mx','ip','port',"
-	"'tls','cipher','verified','policy','resumed','reused','attempt','elapsed_ms','meta','dkim'}\n"
+	"'tls','cipher','verified','policy','resumed','reused','attempt','elapsed_ms','meta',"
+	"'source','dkim'}\n"
+	"local nf = #names\n"
 	"local group = ARGV[1]\n"
 	"local maxlen = tonumber(ARGV[3])\n"
 	"local i = 4\n"
@@ -47,16 +49,16 @@ const char qscript_commit[] =
 	"  if live then\n"
 	"    for r = 1, nres do\n"
 	"      local a = {}\n"
-	"      for k = 1, 20 do a[2 * k - 1] = names[k]; a[2 * k] = ARGV[i + k - 1] end\n"
+	"      for k = 1, nf do a[2 * k - 1] = names[k]; a[2 * k] = ARGV[i + k - 1] end\n"
 	"      if maxlen > 0 then\n"
 	"        redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', unpack(a))\n"
 	"      else\n"
 	"        redis.call('XADD', KEYS[2], '*', unpack(a))\n"
 	"      end\n"
-	"      i = i + 20\n"
+	"      i = i + nf\n"
 	"    end\n"
 	"  else\n"
-	"    i = i + 20 * nres\n"
+	"    i = i + nf * nres\n"
 	"  end\n"
 	"  local npark = tonumber(ARGV[i])\n"
 	"  i = i + 1\n"
@@ -361,6 +363,10 @@ static void add_park(struct args *a, const struct job *j, char kind, const char 
 	if (j->tls != JOB_TLS_DEFAULT) {
 		arg_str(a, "tls");
 		arg_str(a, job_tls_name(j->tls));
+	}
+	if (j->pool && j->pool[0] != '\0') {
+		arg_str(a, "pool");
+		arg_str(a, j->pool);
 	}
 	if (j->exempt_tlsrpt) { /* the claim and its proof, as given: checked again next time */
 		arg_str(a, "exempt");

@@ -352,6 +352,7 @@ static const struct key k_rule[] = {
 	{ "auth_user", STR(R(auth_user), V_STR, ""), RULE_AUTH },
 	{ "auth_password", STR(R(auth_password), V_STR, ""), RULE_AUTH },
 	{ "auth_insecure", BOOL(R(auth_insecure)), RULE_AUTH_INSECURE },
+	{ "pool", STR(R(pool), V_WORD, "the name of a [pool NAME] section"), RULE_POOL },
 };
 #define D(f) offsetof(struct dkim_conf, f)
 static const char *const canon_names[] = { "relaxed", "simple", "relaxed/relaxed", "simple/simple", NULL };
@@ -444,6 +445,7 @@ static void rules_free(struct rule *r, int n)
 		free(r[i].relay_host);
 		free(r[i].auth_user);
 		free_secret(r[i].auth_password);
+		free(r[i].pool);
 	}
 	free(r);
 }
@@ -473,12 +475,25 @@ void config_fini(struct config *c)
 	for (int i = 0; i < c->n_dkims; i++)
 		signer_conf_fini(&c->dkims[i]);
 	free(c->dkims);
+	for (int i = 0; i < c->n_sources; i++) {
+		free(c->sources[i].name);
+		free(c->sources[i].address);
+		free(c->sources[i].ehlo);
+	}
+	free(c->sources);
+	for (int i = 0; i < c->n_pools; i++) {
+		free(c->pools[i].name);
+		free(c->pools[i].spec);
+		free(c->pools[i].src);
+		free(c->pools[i].weight);
+	}
+	free(c->pools);
 	memset(c, 0, sizeof(*c));
 }
 
 /* ---- the parser ---- */
 
-enum sec_kind { SEC_NONE, SEC_GLOBAL, SEC_DOMAIN, SEC_MX, SEC_DKIM };
+enum sec_kind { SEC_NONE, SEC_GLOBAL, SEC_DOMAIN, SEC_MX, SEC_DKIM, SEC_SOURCE, SEC_EPOOL };
 
 struct parse {
 	struct config *c;
@@ -711,6 +726,183 @@ static void begin_rule(struct parse *p, int is_mx, const char *pat)
 		(*arr)[p->rule].line = p->line;
 }
 
+/* ---- egress sources and pools ---- */
+
+/* A source or pool name: letters, digits, "-", "_", "." (no ":" nor blank). */
+static bool egress_name_ok(const char *s)
+{
+	if (*s == '\0' || strlen(s) > 63)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("-_.", *s))
+			return false;
+	return true;
+}
+
+static void begin_egress(struct parse *p, bool is_source, const char *name)
+{
+	struct config *c = p->c;
+	if (!egress_name_ok(name)) {
+		fail(p, "bad name in %s (letters, digits, \"-\", \"_\", \".\"; at most 63)", p->sec_name);
+		return;
+	}
+	int n = is_source ? c->n_sources : c->n_pools;
+	for (int i = 0; i < n; i++) {
+		const char *nm = is_source ? c->sources[i].name : c->pools[i].name;
+		if (strcmp(nm, name) == 0) {
+			fail(p, "duplicate section %s (first at line %d)", p->sec_name,
+			     is_source ? c->sources[i].line : c->pools[i].line);
+			return;
+		}
+	}
+	if (is_source) {
+		c->sources = xrealloc(c->sources, (size_t)(n + 1) * sizeof(*c->sources));
+		memset(&c->sources[n], 0, sizeof(c->sources[n]));
+		c->sources[n].name = xstrdup(name);
+		c->sources[n].line = p->line;
+		c->n_sources++;
+		p->kind = SEC_SOURCE;
+	} else {
+		c->pools = xrealloc(c->pools, (size_t)(n + 1) * sizeof(*c->pools));
+		memset(&c->pools[n], 0, sizeof(c->pools[n]));
+		c->pools[n].name = xstrdup(name);
+		c->pools[n].line = p->line;
+		c->n_pools++;
+		p->kind = SEC_EPOOL;
+	}
+}
+
+/* A key of [source NAME] (address, ehlo) or [pool NAME] (sources). */
+static void egress_key(struct parse *p, const char *name, const char *v)
+{
+	struct config *c = p->c;
+	int k = -1;
+	if (p->kind == SEC_SOURCE) {
+		struct source *s = &c->sources[c->n_sources - 1];
+		if (strcmp(name, "address") == 0) {
+			k = 0;
+			struct sockaddr_in *s4 = (void *)&s->sa;
+			struct sockaddr_in6 *s6 = (void *)&s->sa;
+			memset(&s->sa, 0, sizeof(s->sa));
+			if (inet_pton(AF_INET, v, &s4->sin_addr) == 1) {
+				s4->sin_family = AF_INET;
+				s->salen = sizeof(*s4);
+			} else if (inet_pton(AF_INET6, v, &s6->sin6_addr) == 1) {
+				s6->sin6_family = AF_INET6;
+				s->salen = sizeof(*s6);
+			} else {
+				fail(p, "bad value \"%s\" for address (an IPv4 or IPv6 address)", v);
+				return;
+			}
+			if (p->seen[0] == 0) {
+				s->address = xstrdup(v);
+				snprintf(s->label, sizeof(s->label), "%s[%s]", s->name, v);
+			}
+		} else if (strcmp(name, "ehlo") == 0) {
+			k = 1;
+			if (config_check_word(v) < 0) {
+				fail(p, "bad value \"%s\" for ehlo (a single word)", v);
+				return;
+			}
+			if (p->seen[1] == 0)
+				s->ehlo = xstrdup(v);
+		}
+	} else if (strcmp(name, "sources") == 0) {
+		k = 0;
+		if (p->seen[0] == 0)
+			c->pools[c->n_pools - 1].spec = xstrdup(v);
+	}
+	if (k < 0)
+		fail(p, "unknown key \"%s\" in %s", name, p->sec_name);
+	else if (p->seen[k])
+		fail(p, "duplicate key \"%s\" in %s (first at line %d)", name, p->sec_name, p->seen[k]);
+	else
+		p->seen[k] = p->line;
+}
+
+int config_pool_find(const struct config *c, const char *name)
+{
+	for (int i = 0; i < c->n_pools; i++)
+		if (strcmp(c->pools[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+/* After the file: every source has an address the host can bind (a test
+ * socket, port 0) and an EHLO name; every pool names known sources with
+ * weights 1..1000; every rule's pool exists. */
+static void check_egress(struct parse *p)
+{
+	struct config *c = p->c;
+	for (int i = 0; i < c->n_sources && !p->failed; i++) {
+		struct source *s = &c->sources[i];
+		if (s->address == NULL) {
+			fail_at(p, s->line, "[source %s] needs address = IP", s->name);
+			return;
+		}
+		if (s->ehlo == NULL)
+			s->ehlo = xstrdup(c->helo ? c->helo : "localhost");
+		int fd = socket(s->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int e = fd < 0 ? errno : 0;
+		if (fd >= 0 && bind(fd, (struct sockaddr *)&s->sa, s->salen) != 0)
+			e = errno;
+		if (fd >= 0)
+			close(fd);
+		if (e != 0)
+			fail_at(p, s->line, "[source %s]: cannot bind address %s: %s (is it configured "
+				"on this host?)", s->name, s->address, strerror(e));
+	}
+	for (int i = 0; i < c->n_pools && !p->failed; i++) {
+		struct egress_pool *ep = &c->pools[i];
+		if (ep->spec == NULL) {
+			fail_at(p, ep->line, "[pool %s] needs sources = NAME[:WEIGHT] ...", ep->name);
+			return;
+		}
+		for (const char *q = ep->spec + strspn(ep->spec, " \t,"); *q && !p->failed;
+		     q += strspn(q, " \t,")) {
+			size_t len = strcspn(q, " \t,");
+			char tok[96], *colon;
+			long w = 1;
+			snprintf(tok, sizeof(tok), "%.*s", (int)(len < 95 ? len : 95), q);
+			q += len;
+			if ((colon = strchr(tok, ':')) != NULL) {
+				char *end;
+				*colon = '\0';
+				w = strtol(colon + 1, &end, 10);
+				if (*end != '\0' || end == colon + 1 || w < 1 || w > 1000) {
+					fail_at(p, ep->line, "[pool %s]: bad weight for %s (1..1000)", ep->name, tok);
+					return;
+				}
+			}
+			int si = -1;
+			for (int k = 0; k < c->n_sources; k++)
+				if (strcmp(c->sources[k].name, tok) == 0)
+					si = k;
+			if (si < 0) {
+				fail_at(p, ep->line, "[pool %s]: unknown source \"%s\" (no [source %s])", ep->name,
+					tok, tok);
+				return;
+			}
+			for (int k = 0; k < ep->n; k++)
+				if (ep->src[k] == si) {
+					fail_at(p, ep->line, "[pool %s]: source %s listed twice", ep->name, tok);
+					return;
+				}
+			ep->src = xrealloc(ep->src, (size_t)(ep->n + 1) * sizeof(int));
+			ep->weight = xrealloc(ep->weight, (size_t)(ep->n + 1) * sizeof(int));
+			ep->src[ep->n] = si;
+			ep->weight[ep->n++] = (int)w;
+		}
+		if (!p->failed && ep->n == 0)
+			fail_at(p, ep->line, "[pool %s] needs sources = NAME[:WEIGHT] ...", ep->name);
+	}
+	for (int k = 0; k < c->n_domains + c->n_mxs && !p->failed; k++) {
+		const struct rule *r = k < c->n_domains ? &c->domains[k] : &c->mxs[k - c->n_domains];
+		if ((r->set & RULE_POOL) && config_pool_find(c, r->pool) < 0)
+			fail_at(p, r->line, "unknown pool \"%s\" (no [pool %s] section)", r->pool, r->pool);
+	}
+}
+
 /* "[kind]" or "[kind name]": inner is what stands between the brackets. */
 static void begin_section(struct parse *p, const char *inner, size_t len)
 {
@@ -766,6 +958,14 @@ static void begin_section(struct parse *p, const char *inner, size_t len)
 		begin_rule(p, p->kind == SEC_MX, arg);
 		if (p->failed)
 			p->kind = SEC_NONE;
+		return;
+	}
+	if (n == 2 && (strcmp(kind, "source") == 0 || strcmp(kind, "pool") == 0)) {
+		begin_egress(p, kind[0] == 's', arg);
+		return;
+	}
+	if (n == 1 && strcmp(kind, "source") == 0) {
+		fail(p, "section [source] needs one name, as in [source ip1]");
 		return;
 	}
 	for (unsigned i = 0; i < ARRAY_LEN(sections); i++) {
@@ -869,6 +1069,13 @@ static int on_key(void *arg, const char *section, const char *name, const char *
 		fail(p, "key \"%s\" outside any section", name);
 		return 0;
 	}
+	if (p->kind == SEC_SOURCE || p->kind == SEC_EPOOL) {
+		if (*value == '\0')
+			fail(p, "missing value for %s", name);
+		else
+			egress_key(p, name, value);
+		return !p->failed;
+	}
 	char *base = r ? (char *)r : (char *)p->c;
 	if (p->kind == SEC_GLOBAL) {
 		keys = p->sec->keys;
@@ -967,6 +1174,8 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
 			fail_at(&p, p.global_line[0], "dkim_extra = %s names no [dkim %s] section",
 				c->dkim_extra, c->dkim_extra);
 	}
+	if (!p.failed)
+		check_egress(&p);
 	return p.failed ? -1 : 0;
 }
 
@@ -1024,6 +1233,8 @@ static void overlay(struct rule *o, const struct rule *r, bool stricter)
 	}
 	if (r->set & RULE_AUTH_INSECURE)
 		o->auth_insecure = r->auth_insecure;
+	if (r->set & RULE_POOL)
+		o->pool = r->pool;
 	o->set |= r->set;
 }
 

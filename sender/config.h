@@ -1,6 +1,7 @@
 /* config.h: the INI configuration (inih), defaults, and rule lookup.
  *
- * Sections: [mxsend] [redis] [retry] [tls] [timeouts] [pool] and rule sections
+ * Sections: [mxsend] [redis] [retry] [tls] [timeouts] [pool] (connection
+ * reuse), egress [source NAME] and [pool NAME] (struct source, egress_pool), and rule sections
  * [domain NAME] (NAME exact, ".parent" for every subdomain of parent, "*"
  * default) and [mx PATTERN] (exact host or ".suffix"). Unknown sections/keys and
  * bad values are errors naming file:line. Durations accept "500ms", "30s",
@@ -11,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 enum tls_level { TLS_LEVEL_NONE, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT, TLS_LEVEL_VERIFY };
 enum tls_fail_action {
@@ -37,6 +39,7 @@ int tls_fail_action_parse(const char *s);                   /* -1 if bad */
 #define RULE_AUTH (1u << 8)
 #define RULE_MAX_CONN_TOTAL (1u << 9)
 #define RULE_AUTH_INSECURE (1u << 10)
+#define RULE_POOL (1u << 11)
 
 struct rule {
 	char *pattern;          /* section name as written: "example.com", ".example.com", "*" */
@@ -58,6 +61,7 @@ struct rule {
 	                         * sharing the Redis together (0 = no such cap) */
 	double max_rate;        /* key max_rate: messages per second, 0 = unlimited */
 	int max_rcpt;           /* key max_rcpt: recipients per transaction */
+	char *pool;             /* key pool: the egress pool of its jobs (a [pool NAME]) */
 	int line;               /* line of the section header */
 };
 
@@ -75,6 +79,32 @@ struct dkim_conf {
 	char **oversign;        /* NULL-terminated, lowercase (parsed) */
 	struct dkim_key *key;   /* loaded at start-up (config_load); never logged */
 	int line;               /* line of the section header */
+};
+
+/* [source NAME]: an egress source, a local address with its own EHLO name
+ * (keys address, ehlo; ehlo defaults to [mxsend] helo). config_load binds a
+ * test socket to the address (port 0): an address the host does not have is
+ * an error at the section's line. */
+struct source {
+	char *name;
+	char *address;                 /* as written (IPv4 or IPv6, no brackets) */
+	char *ehlo;
+	struct sockaddr_storage sa;    /* the address, port 0 */
+	socklen_t salen;
+	char label[96];                /* "name[address]": results, logs */
+	int line;
+};
+
+/* [pool NAME] (named): an egress pool, a weighted set of sources (key
+ * sources = "ip1:2 ip2:1"; weight 1..1000, default 1). The unnamed [pool]
+ * section is connection reuse (reuse_time, ...), not an egress pool. */
+struct egress_pool {
+	char *name;
+	char *spec;      /* sources as written */
+	int n;
+	int *src;        /* indexes into config.sources */
+	int *weight;
+	int line;
 };
 
 /* Per-stage SMTP client timeouts in ms (RFC 5321 4.5.3.2 defaults). */
@@ -150,7 +180,16 @@ struct config {
 	/* [dkim DOMAIN] sections, in file order */
 	struct dkim_conf *dkims;
 	int n_dkims;
+	/* [source NAME] and [pool NAME] sections, in file order (none: mxsend
+	 * lets the kernel choose the address and says EHLO with helo) */
+	struct source *sources;
+	int n_sources;
+	struct egress_pool *pools;
+	int n_pools;
 };
+
+/* The egress pool named name, or -1. */
+int config_pool_find(const struct config *c, const char *name);
 
 /* Fill *c with built-in defaults (including one implicit "[domain *]" rule with
  * tls=may, on_tls_failure=plaintext, port=25, max_connections=20, max_rcpt=100). */

@@ -388,9 +388,29 @@ struct conn *conn_new(struct loop *l, const struct conn_cb *cb, void *arg)
 
 int conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t salen)
 {
+	return conn_connect_from(c, sa, salen, NULL, 0);
+}
+
+int conn_connect_from(struct conn *c, const struct sockaddr *sa, socklen_t salen,
+		      const struct sockaddr *src, socklen_t srclen)
+{
 	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd == -1)
 		return -errno;
+	if (src != NULL) {
+		int one = 1, e = 0;
+		if (src->sa_family != sa->sa_family)
+			e = EAFNOSUPPORT;
+		else {
+			setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+			if (bind(fd, src, srclen) != 0)
+				e = errno;
+		}
+		if (e != 0) {
+			close(fd);
+			return -e;
+		}
+	}
 	c->fd = fd;
 	memcpy(&c->sa, sa, salen);
 	c->salen = salen;

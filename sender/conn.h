@@ -31,6 +31,13 @@ struct conn *conn_new(struct loop *l, const struct conn_cb *cb, void *arg);
 /* Start connecting (sa copied). Returns 0 or -errno (socket creation failed:
  * no callback follows then). */
 int conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t salen);
+/* conn_connect from local address src (an egress source, port 0): the new
+ * socket is bound to it first (bind on a fresh socket does not block; the
+ * port is chosen at connect, IP_BIND_ADDRESS_NO_PORT). src NULL: as
+ * conn_connect. A bind that fails is -errno (-EADDRNOTAVAIL: the address is
+ * gone from the host), with no callback. */
+int conn_connect_from(struct conn *c, const struct sockaddr *sa, socklen_t salen,
+		      const struct sockaddr *src, socklen_t srclen);
 /* Queue bytes (copied); encrypted when TLS is on. */
 void conn_write(struct conn *c, const void *buf, size_t n);
 /* Bytes queued and not yet acknowledged by the kernel. */

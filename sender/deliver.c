@@ -74,6 +74,11 @@ struct deliver {
 	uint64_t quiesce_until;
 	deliver_done_fn *quiesce_done;
 	void *quiesce_arg;
+	/* egress sources (config sources; none: no bind, [mxsend] helo): smooth
+	 * weighted round-robin state per pool (pools[n_pools]: every source,
+	 * weight 1), and the sources whose address went away */
+	int **wrr;
+	bool *src_down;
 };
 
 struct job {
@@ -111,6 +116,8 @@ struct job {
 	bool has_pol;
 	struct loop_timer rate_timer;
 	struct loop_task lit_task; /* relay given as an IP literal: no DNS */
+	int pool_i;           /* egress pool (config pools index; n_pools: every source) */
+	const struct source *src; /* this attempt's egress source, NULL: none */
 };
 
 unsigned deliver_active(const struct deliver *d)
@@ -166,6 +173,12 @@ struct deliver *deliver_new(struct loop *l, const struct config *c, const struct
 	if (d->tc == NULL)
 		goto fail;
 	d->pool = pool_new(l, c, d->o.limits_shared, d->o.peers);
+	if (c->n_sources > 0) {
+		d->wrr = xcalloc((size_t)c->n_pools + 1, sizeof(*d->wrr));
+		for (int i = 0; i <= c->n_pools; i++)
+			d->wrr[i] = xcalloc((size_t)c->n_sources, sizeof(int));
+		d->src_down = xcalloc((size_t)c->n_sources, sizeof(bool));
+	}
 	if (c->mta_sts) {
 		struct stspol_opts so = { .https_port = d->o.sts_https_port ? d->o.sts_https_port
 								    : c->sts_https_port,
@@ -229,6 +242,10 @@ void deliver_free(struct deliver *d)
 		return; /* at exit: a leak rather than a use after free */
 	pool_free(d->pool);
 	tlscache_free(d->tc);
+	for (int i = 0; d->wrr && i <= d->cfg->n_pools; i++)
+		free(d->wrr[i]);
+	free(d->wrr);
+	free(d->src_down);
 	free(d);
 }
 
@@ -299,6 +316,8 @@ static void job_free(struct job *j)
 static void fill_common(struct job *j, struct job_outcome *r)
 {
 	strlcpy_x(r->policy, j->tls.name, sizeof(r->policy));
+	if (j->src)
+		strlcpy_x(r->source, j->src->label, sizeof(r->source));
 	r->elapsed_ms = (uint32_t)(loop_now(j->d->l) - j->start);
 	if (j->mx && j->host_i < j->mx->nhosts && j->have_last) {
 		strlcpy_x(r->mx, j->mx->hosts[j->host_i].name, sizeof(r->mx));
@@ -404,6 +423,8 @@ static void tls_event(struct job *j, const char *mx, const char *ip, const char 
 	strlcpy_x(ev.ip, ip ? ip : "", sizeof(ev.ip));
 	strlcpy_x(ev.result, result ? result : "", sizeof(ev.result));
 	strlcpy_x(ev.detail, detail ? detail : "", sizeof(ev.detail));
+	if (j->src) /* RFC 8460 4.4 sending-mta-ip: the egress source's address */
+		strlcpy_x(ev.sending_ip, j->src->address, sizeof(ev.sending_ip));
 	ev.when_ms = wall_ms();
 	d->o.on_tls(d->o.on_tls_arg, &ev);
 }
@@ -431,6 +452,67 @@ static void tls_event_ready(struct job *j, const struct smtp_status *st, enum tl
 
 static void start_session(struct job *j);
 
+/* The next source of the job's pool (smooth weighted round-robin: each
+ * member gains its weight, the largest is chosen and loses the total;
+ * deterministic), skipping sources gone from the host and, when af is not 0,
+ * sources of another address family; NULL when none is configured or left. */
+static const struct source *pick_source(struct deliver *d, int pool_i, int af)
+{
+	const struct config *c = d->cfg;
+	if (c->n_sources == 0)
+		return NULL;
+	const struct egress_pool *ep = pool_i < c->n_pools ? &c->pools[pool_i] : NULL;
+	int n = ep ? ep->n : c->n_sources, *cur = d->wrr[pool_i], best = -1, total = 0;
+	for (int k = 0; k < n; k++) {
+		int si = ep ? ep->src[k] : k, w = ep ? ep->weight[k] : 1;
+		if (d->src_down[si] || (af != 0 && c->sources[si].sa.ss_family != af))
+			continue;
+		cur[k] += w;
+		total += w;
+		if (best < 0 || cur[k] > cur[best])
+			best = k;
+	}
+	if (best < 0)
+		return NULL;
+	cur[best] -= total;
+	return &c->sources[ep ? ep->src[best] : best];
+}
+
+/* j's source could not be bound (its address left the host): out of every
+ * pool in this engine, said once; true when another source is there. */
+static bool source_gone(struct job *j)
+{
+	struct deliver *d = j->d;
+	int si = (int)(j->src - d->cfg->sources);
+	if (!d->src_down[si]) {
+		d->src_down[si] = true;
+		log_error("evt=source_down source=%s why=\"cannot bind the address: its mail goes out "
+			  "through the pool's other sources\"", j->src->label);
+		metrics_source_down(d->o.metrics_shard);
+	}
+	j->src = pick_source(d, j->pool_i, 0);
+	return j->src != NULL;
+}
+
+/* j's source cannot reach an address of family af (an IPv6 source, an IPv4
+ * MX): another source of the pool that can, or false. */
+static bool source_for_family(struct job *j, int af)
+{
+	const struct source *s = pick_source(j->d, j->pool_i, af);
+	if (s != NULL)
+		j->src = s;
+	return s != NULL;
+}
+
+/* The rate key: [domain] max_rate counts per (domain, source). */
+static const char *rate_key(struct job *j, char *buf, size_t len)
+{
+	if (j->src == NULL)
+		return j->req->domain;
+	snprintf(buf, len, "%s@%s", j->req->domain, j->src->name);
+	return buf;
+}
+
 static void slot_wake(struct limits_waiter *w)
 {
 	start_session(container_of(w, struct job, conn.waiter));
@@ -441,7 +523,6 @@ static void start_session(struct job *j)
 	struct dns_host *h = &j->mx->hosts[j->host_i];
 	struct smtp_params p;
 	memset(&p, 0, sizeof(p));
-	p.helo = j->d->helo;
 	p.mx_host = h->name;
 	memcpy(&p.addr, &h->addrs[j->addr_i], sizeof(p.addr));
 	if (p.addr.ss_family == AF_INET) {
@@ -455,6 +536,15 @@ static void start_session(struct job *j)
 		p.addrlen = sizeof(*s6);
 		inet_ntop(AF_INET6, &s6->sin6_addr, j->cur_ip, sizeof(j->cur_ip));
 	}
+	if (j->src && j->src->sa.ss_family != p.addr.ss_family &&
+	    !source_for_family(j, p.addr.ss_family)) {
+		j->tries++;
+		skip_addr(j, "4.4.1", "no egress source of the pool has an %s address",
+			  p.addr.ss_family == AF_INET6 ? "IPv6" : "IPv4");
+		return;
+	}
+	p.helo = j->src ? j->src->ehlo : j->d->helo;
+	p.source = j->src;
 	p.level = j->plain_retry ? TLS_LEVEL_NONE : j->tls.level;
 	p.min_tls = j->rule.min_tls;
 	p.max_handshakes = (unsigned)j->d->cfg->max_handshakes;
@@ -510,6 +600,11 @@ static void start_session(struct job *j)
 	if (r < 0) {
 		pool_drop(j->d->pool, &j->conn, j->sess);
 		j->sess = NULL;
+		if (j->src && (r == -EADDRNOTAVAIL || r == -EADDRINUSE) && source_gone(j)) {
+			j->tries--; /* not this address's fault: another source tries it */
+			start_session(j);
+			return;
+		}
 		skip_addr(j, "4.4.1", "socket: %s", strerror(-r));
 	}
 }
@@ -644,7 +739,7 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 	if (st->fail == SMTP_FAIL_TLS_MAY && !was_plain_retry) {
 		/* Opportunistic TLS broke: same address, plaintext, once; and
 		 * remember the host so the next delivery does not try again. */
-		pool_tls_broken(j->d->pool, mxname, j->cur_ip, j->port);
+		pool_tls_broken(j->d->pool, mxname, j->cur_ip, j->port, j->src ? j->src->name : NULL);
 		j->plain_retry = true;
 		start_session(j);
 		return;
@@ -717,7 +812,12 @@ static void route(struct job *j)
 	}
 	j->host_i = 0;
 	j->addr_i = 0;
-	uint64_t wait = pool_rate_delay(j->d->pool, j->req->domain, j->rule.max_rate);
+	char rk[320];
+	if (j->d->cfg->n_sources > 0 && (j->src = pick_source(j->d, j->pool_i, 0)) == NULL) {
+		finish(j, JOB_DEFERRED, 451, "4.4.1", "no egress source of the pool can be used");
+		return;
+	}
+	uint64_t wait = pool_rate_delay(j->d->pool, rate_key(j, rk, sizeof(rk)), j->rule.max_rate);
 	if (wait > 0) { /* [domain] max_rate: messages per second */
 		loop_timer_arm(j->d->l, &j->rate_timer, wait);
 		return;
@@ -728,7 +828,8 @@ static void route(struct job *j)
 static void rate_fn(struct loop_timer *t)
 {
 	struct job *j = container_of(t, struct job, rate_timer);
-	uint64_t wait = pool_rate_delay(j->d->pool, j->req->domain, j->rule.max_rate);
+	char rk[320];
+	uint64_t wait = pool_rate_delay(j->d->pool, rate_key(j, rk, sizeof(rk)), j->rule.max_rate);
 	if (wait > 0)
 		loop_timer_arm(j->d->l, t, wait);
 	else
@@ -817,6 +918,14 @@ int deliver_submit(struct deliver *d, struct deliver_req *req)
 	j->id = ++d->next_id;
 	j->start = loop_now(d->l);
 	config_rule_for(d->cfg, req->domain, NULL, &j->rule);
+	/* egress pool: the job's, else its domain rule's, else every source */
+	j->pool_i = d->cfg->n_pools;
+	if (d->cfg->n_sources > 0) {
+		const char *pn = req->pool ? req->pool : (j->rule.set & RULE_POOL) ? j->rule.pool : NULL;
+		int pi = pn ? config_pool_find(d->cfg, pn) : -1;
+		if (pi >= 0)
+			j->pool_i = pi;
+	}
 	/* the local requirement, until the MX and MTA-STS answers are in (route) */
 	tlspolicy_decide(&j->tls, &j->rule, req->tls_min_level, d->o.tls_level, NULL);
 	j->port = d->o.port > 0 ? d->o.port

@@ -37,6 +37,8 @@ struct deliver_req {
 	size_t len;
 	int tls_min_level;      /* a stricter TLS level for this message (enum tls_level), -1 = none */
 	bool sts_exempt;        /* no MTA-STS (TLSRPT reports, RFC 8460 3) */
+	const char *pool;       /* the job's egress pool (a [pool NAME]), NULL: the
+	                         * domain rule's pool, else every source */
 	const char *log_tag;    /* fields for the evt=delivery line (the queue's job,
 	                         * id, attempt), NULL: none */
 	deliver_rcpt_fn *rcpt_done;

@@ -51,13 +51,15 @@ struct metrics_shard {
 	_Alignas(CACHELINE) _Atomic uint64_t deliveries[METRICS_STATUS_N];
 	_Atomic uint64_t tls_sessions[METRICS_TLS_N][2]; /* [version][verified] */
 	_Atomic uint64_t tls_handshakes, tls_resumed;
-	_Atomic uint64_t conn_opened, conn_reused, slot_waits;
+	_Atomic uint64_t conn_opened, conn_reused, slot_waits, source_down;
 	_Atomic uint64_t chains[2]; /* [0] verified, [1] cached: the writer's tlscache totals */
 	_Atomic uint64_t hist[METRICS_BUCKETS + 1]; /* per bucket, not cumulative; last: > 60 s */
 	_Atomic uint64_t hist_sum_ms;
 	_Atomic uint64_t sts[2]; /* [ok] */
 	_Atomic uint64_t dns[METRICS_DNS_N];
 	_Atomic int64_t conn_open, inflight, queue_depth, retry_depth, processes;
+	/* per egress source (metrics_set_sources), by status; [METRICS_SOURCES_MAX]: the rest */
+	_Atomic uint64_t src_deliveries[METRICS_SOURCES_MAX + 1][METRICS_STATUS_N];
 };
 
 /* ---- the HTTP endpoint's connection slots ---- */
@@ -96,6 +98,8 @@ struct metrics {
 	struct loop_timer accept_retry;
 	struct scrape *conns; /* METRICS_MAX_CONNS slots */
 	unsigned nconns;
+	char **src_names; /* metrics_set_sources: the label values, nsrc of them */
+	int nsrc;
 };
 
 /* ---- names ---- */
@@ -155,6 +159,9 @@ void metrics_free(struct metrics *m)
 	if (m->lfd != -1)
 		close(m->lfd);
 	free(m->shards_mem);
+	for (int i = 0; i < m->nsrc; i++)
+		free(m->src_names[i]);
+	free(m->src_names);
 	free(m);
 }
 
@@ -253,6 +260,29 @@ void metrics_slot_wait(struct metrics_shard *s)
 		add(&s->slot_waits, 1);
 }
 
+void metrics_set_sources(struct metrics *m, const char *const *names, int n)
+{
+	if (n > METRICS_SOURCES_MAX)
+		n = METRICS_SOURCES_MAX;
+	m->src_names = xcalloc((size_t)n + 1, sizeof(char *));
+	for (int i = 0; i < n; i++)
+		m->src_names[i] = xstrdup(names[i]);
+	m->nsrc = n;
+}
+
+void metrics_source_delivery(struct metrics_shard *s, int src, enum metrics_status st)
+{
+	if (s == NULL || src < 0 || (unsigned)st >= METRICS_STATUS_N)
+		return;
+	add(&s->src_deliveries[src < METRICS_SOURCES_MAX ? src : METRICS_SOURCES_MAX][st], 1);
+}
+
+void metrics_source_down(struct metrics_shard *s)
+{
+	if (s != NULL)
+		add(&s->source_down, 1);
+}
+
 void metrics_set_tls_chains(struct metrics_shard *s, uint64_t verified, uint64_t cached)
 {
 	if (s == NULL)
@@ -290,7 +320,7 @@ void metrics_set_processes(struct metrics_shard *s, int64_t n)
 struct snap {
 	uint64_t deliveries[METRICS_STATUS_N];
 	uint64_t tls_sessions[METRICS_TLS_N][2];
-	uint64_t tls_handshakes, tls_resumed, conn_opened, conn_reused, slot_waits, chains[2];
+	uint64_t tls_handshakes, tls_resumed, conn_opened, conn_reused, slot_waits, source_down, chains[2];
 	uint64_t hist[METRICS_BUCKETS + 1], hist_sum_ms;
 	uint64_t sts[2], dns[METRICS_DNS_N];
 	int64_t conn_open, inflight, queue_depth, retry_depth, processes;
@@ -311,6 +341,7 @@ static void snapshot(const struct metrics *m, struct snap *n)
 		n->conn_opened += get(&s->conn_opened);
 		n->conn_reused += get(&s->conn_reused);
 		n->slot_waits += get(&s->slot_waits);
+		n->source_down += get(&s->source_down);
 		n->chains[0] += get(&s->chains[0]);
 		n->chains[1] += get(&s->chains[1]);
 		for (int b = 0; b <= METRICS_BUCKETS; b++)
@@ -394,6 +425,27 @@ size_t metrics_render(const struct metrics *m, char *buf, size_t cap)
 	head(&o, "mxsend_connection_slot_waits_total", "counter",
 	     "Jobs that waited for a connection slot (max_connections).");
 	put(&o, "mxsend_connection_slot_waits_total %llu\n", (unsigned long long)n.slot_waits);
+	head(&o, "mxsend_source_down_total", "counter",
+	     "Egress sources taken out of their pools (the address could not be bound).");
+	put(&o, "mxsend_source_down_total %llu\n", (unsigned long long)n.source_down);
+	if (m->nsrc > 0) {
+		head(&o, "mxsend_source_deliveries_total", "counter",
+		     "Recipient outcomes by egress source and status.");
+		for (int i = 0; i <= m->nsrc; i++)
+			for (int k = 0; k < METRICS_STATUS_N; k++) {
+				if (k == METRICS_EXPIRED || k == METRICS_REJECTED)
+					continue; /* decided by the queue, never by a source */
+				uint64_t v = 0;
+				int row = i < m->nsrc ? i : METRICS_SOURCES_MAX;
+				for (int sh = 0; sh < m->nshards; sh++)
+					v += get(&m->shards[sh].src_deliveries[row][k]);
+				if (i == m->nsrc && v == 0)
+					continue; /* "other": only past METRICS_SOURCES_MAX sources */
+				put(&o, "mxsend_source_deliveries_total{source=\"%s\",status=\"%s\"} %llu\n",
+				    i < m->nsrc ? m->src_names[i] : "other", status_names[k],
+				    (unsigned long long)v);
+			}
+	}
 
 	head(&o, "mxsend_connections_open", "gauge", "SMTP connections open now.");
 	put(&o, "mxsend_connections_open %lld\n", (long long)n.conn_open);

@@ -114,6 +114,15 @@ void metrics_dns(struct metrics_shard *s, enum metrics_dns_result r);
 /* One job found every connection slot of its MX host taken (max_connections,
  * or this process's share of max_connections_total) and waits for one. */
 void metrics_slot_wait(struct metrics_shard *s);
+/* An egress source whose address could not be bound left its pools. */
+void metrics_source_down(struct metrics_shard *s);
+/* The egress sources' names (label `source` of mxsend_source_deliveries_total),
+ * at most METRICS_SOURCES_MAX (later ones count as "other": bounded). Before
+ * the writers start. */
+#define METRICS_SOURCES_MAX 16 /* the body stays under METRICS_RENDER_MAX */
+void metrics_set_sources(struct metrics *m, const char *const *names, int n);
+/* One outcome sent from source index src (-1: none; nothing counted). */
+void metrics_source_delivery(struct metrics_shard *s, int src, enum metrics_status st);
 /* This writer's running totals of certificate chains verified with
  * X509_verify_cert and taken from the verified-chain cache (a copy of its own
  * tlscache's verify_misses and verify_hits). Replaces the previous values, so

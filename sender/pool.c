@@ -194,10 +194,15 @@ static void remember_broken(struct pool *p, const char *key, uint64_t ttl_ms)
 	p->broken[h] = b;
 }
 
-void pool_tls_broken(struct pool *p, const char *host, const char *ip, int port)
+void pool_tls_broken(struct pool *p, const char *host, const char *ip, int port,
+		     const char *source)
 {
 	char bk[352];
-	addr_key(bk, sizeof(bk), host, ip, port);
+	size_t n = addr_key(bk, sizeof(bk), host, ip, port);
+	if (source) {
+		n = key_put(bk, sizeof(bk), n, "@", -1);
+		key_put(bk, sizeof(bk), n, source, -1);
+	}
 	remember_broken(p, bk, p->cfg->broken_tls_ttl_ms);
 }
 
@@ -362,13 +367,25 @@ bool pool_reusable(const struct pool *p, struct smtp_session *s, unsigned txns)
 	return young && fresh && c->idle_timeout_ms > 0;
 }
 
+/* The MX host of slot key "host" or "host@source" (host names hold no '@'). */
+static const char *slot_host(const char *slot, char *buf, size_t len)
+{
+	const char *at = strchr(slot, '@');
+	if (at == NULL)
+		return slot;
+	snprintf(buf, len, "%.*s", (int)(at - slot), slot);
+	return buf;
+}
+
 void pool_done(struct pool *p, struct pool_conn *c, struct smtp_session *s, bool last)
 {
 	int total;
+	char hb[256];
 	if (!last && pool_reusable(p, s, smtp_session_txns(s)) &&
 	    !limits_slot_yield(p->limits, c->slot) &&
 	    (!p->split || /* our share of max_connections_total may have shrunk */
-	     limits_slots_process(p->limits, c->slot) <= conn_max(p, c->domain, c->slot, &total))) {
+	     limits_slots_process(p->limits, c->slot) <=
+		     conn_max(p, c->domain, slot_host(c->slot, hb, sizeof(hb)), &total))) {
 		pool_put(p, c->key, c->slot, s);
 		limits_slot_kick(p->limits, c->slot); /* a waiter may take it */
 	} else {
@@ -395,15 +412,20 @@ enum pool_got pool_get(struct pool *p, struct pool_conn *c, const char *ip, int 
 {
 	const char *host = sp->mx_host;
 	size_t kn = addr_key(c->key, sizeof(c->key), host, ip, port);
-	/* a host known to break TLS: opportunistic delivery goes plaintext */
-	if (sp->level == TLS_LEVEL_MAY && broken(p, c->key))
-		sp->level = TLS_LEVEL_NONE;
-	/* a host known to refuse BDAT: DATA (on a pooled connection too) */
+	/* a host known to refuse BDAT (whichever source saw it): DATA, on a
+	 * pooled connection too */
 	if (p->broken_bdat > 0 && !*no_bdat) {
 		char bk[360];
 		key_put(bk, sizeof(bk), key_put(bk, sizeof(bk), 0, "bdat|", -1), c->key, -1);
 		*no_bdat = broken(p, bk);
 	}
+	if (sp->source) { /* an egress source: its own connections, TLS memory, slots */
+		kn = key_put(c->key, sizeof(c->key), kn, "@", -1);
+		kn = key_put(c->key, sizeof(c->key), kn, sp->source->name, -1);
+	}
+	/* a host known to break TLS: opportunistic delivery goes plaintext */
+	if (sp->level == TLS_LEVEL_MAY && broken(p, c->key))
+		sp->level = TLS_LEVEL_NONE;
 	/* the pool key: address, TLS level and minimum version, and the user:
 	 * authenticated sessions serve only the same credentials */
 	kn = key_put(c->key, sizeof(c->key), kn, "|", (int)sp->level);
@@ -428,12 +450,20 @@ enum pool_got pool_get(struct pool *p, struct pool_conn *c, const char *ip, int 
 			 "max_connections_total (%d)", host, total);
 		return POOL_NO_SHARE;
 	}
-	if (!limits_slot_take(p->limits, host, max) &&
-	    !(pool_evict_slot(p, host) && limits_slot_take(p->limits, host, max))) {
-		limits_slot_wait(p->limits, host, &c->waiter, c->wake);
+	const char *slot = host;
+	char sslot[256];
+	if (sp->source) { /* max_connections per (source, MX host), as receivers count */
+		key_put(sslot, sizeof(sslot), key_put(sslot, sizeof(sslot), 0, host, -1), "@", -1);
+		key_put(sslot, sizeof(sslot), strlen(sslot), sp->source->name, -1);
+		slot = sslot;
+	}
+	if (!limits_slot_take(p->limits, slot, max) &&
+	    !(pool_evict_slot(p, slot) && limits_slot_take(p->limits, slot, max))) {
+		limits_slot_wait(p->limits, slot, &c->waiter, c->wake);
 		return POOL_WAIT;
 	}
-	strlcpy_x(c->slot, host, sizeof(c->slot));
+	strlcpy_x(c->slot, slot, sizeof(c->slot));
+	sp->slot = sp->source ? c->slot : NULL;
 	return POOL_OPEN;
 }
 

@@ -13,8 +13,9 @@
  * max_connections counts connections, never jobs.
  *
  * Who owns what:
- * - The pool owns the idle sessions (keyed by MX host, IP, port, TLS level,
- *   minimum TLS version and AUTH user: a connection serves only that key),
+ * - The pool owns the idle sessions (keyed by MX host, IP, port, egress
+ *   source, TLS level, minimum TLS version and AUTH user: a connection serves
+ *   only that key; slots are per (MX host, source) when sources are set),
  *   their timers, the limits (slots, rates, address back-off) and the memory
  *   of broken hosts: an opportunistic TLS handshake that failed ([tls]
  *   broken_tls_ttl: `may` goes plaintext there) and a refused BDAT (DATA
@@ -91,8 +92,10 @@ void pool_flush(struct pool *p);
 
 /* What a connection to ip:port showed: it connected (ok), or it could not. */
 void pool_addr_result(struct pool *p, const char *ip, int port, bool ok);
-/* An opportunistic TLS handshake failed at host|ip|port: plaintext there. */
-void pool_tls_broken(struct pool *p, const char *host, const char *ip, int port);
+/* An opportunistic TLS handshake failed at host|ip|port from egress source
+ * `source` (a name, NULL: none): plaintext there. */
+void pool_tls_broken(struct pool *p, const char *host, const char *ip, int port,
+		     const char *source);
 /* host|ip|port offered CHUNKING and refused BDAT: DATA there. */
 void pool_bdat_broken(struct pool *p, const char *host, const char *ip, int port);
 /* [domain] max_rate: 0 to send now (a token taken), else ms until one is due. */

@@ -266,8 +266,9 @@ static void begin_tls(struct smtp_session *s)
 			   ? ntohs(((struct sockaddr_in6 *)&s->p.addr)->sin6_port)
 			   : ntohs(((struct sockaddr_in *)&s->p.addr)->sin_port);
 	bool verify = s->p.level == TLS_LEVEL_VERIFY;
-	snprintf(key, sizeof(key), "%s:%d:%s:%s", s->mx_host, port, s->mx_host,
-		 verify ? "verify" : "none");
+	snprintf(key, sizeof(key), "%s:%d:%s:%s%s%s", s->mx_host, port, s->mx_host,
+		 verify ? "verify" : "none", s->p.source ? ":" : "",
+		 s->p.source ? s->p.source->name : ""); /* sessions per egress source */
 	struct tls *t = tls_new(s->p.tc, s->mx_host, s->mx_host, verify, key);
 	conn_starttls(s->conn, t);
 }
@@ -603,7 +604,7 @@ static void task_fn(struct loop_task *t)
 		if (s->m_opened)
 			metrics_conn(s->p.metrics, METRICS_CONN_CLOSED);
 		if (s->gone)
-			s->gone(s->gone_arg, s->mx_host);
+			s->gone(s->gone_arg, s->slot);
 		if (s->all_pprev) {
 			*s->all_pprev = s->all_next;
 			if (s->all_next)
@@ -628,19 +629,21 @@ struct smtp_session *smtp_session_new(struct loop *l, const struct smtp_params *
 	struct smtp_session *s = xcalloc(1, sizeof(*s));
 	s->l = l;
 	s->p = *p;
-	const char *src[4] = { p->mx_host, p->helo, p->auth_user ? p->auth_user : "",
-			       p->auth_password ? p->auth_password : "" };
-	size_t len[4], all = 0;
-	for (int i = 0; i < 4; i++)
+	const char *src[5] = { p->mx_host, p->helo, p->auth_user ? p->auth_user : "",
+			       p->auth_password ? p->auth_password : "",
+			       p->slot ? p->slot : p->mx_host };
+	size_t len[5], all = 0;
+	for (int i = 0; i < 5; i++)
 		all += (len[i] = strlen(src[i]) + 1);
-	char *b = s->strs = xmalloc(all), **dst[4] = { &s->mx_host, &s->helo, &s->auth_user,
-						       &s->auth_pass };
-	for (int i = 0; i < 4; i++) {
+	char *b = s->strs = xmalloc(all), **dst[5] = { &s->mx_host, &s->helo, &s->auth_user,
+						       &s->auth_pass, &s->slot };
+	for (int i = 0; i < 5; i++) {
 		*dst[i] = memcpy(b, src[i], len[i]);
 		b += len[i];
 	}
 	s->p.mx_host = s->mx_host;
 	s->p.helo = s->helo;
+	s->p.slot = s->slot;
 	s->p.auth_user = NULL;
 	s->p.auth_password = NULL;
 	s->cb = cb;
@@ -665,7 +668,9 @@ struct smtp_session *smtp_session_new(struct loop *l, const struct smtp_params *
 int smtp_session_start(struct smtp_session *s)
 {
 	s->conn = conn_new(s->l, &conn_cbs, s);
-	int r = conn_connect(s->conn, (struct sockaddr *)&s->p.addr, s->p.addrlen);
+	const struct source *src = s->p.source;
+	int r = conn_connect_from(s->conn, (struct sockaddr *)&s->p.addr, s->p.addrlen,
+				  src ? (const struct sockaddr *)&src->sa : NULL, src ? src->salen : 0);
 	if (r < 0) {
 		conn_close(s->conn);
 		s->conn = NULL;

@@ -81,6 +81,10 @@ struct smtp_params {
 	                            * level verify with a verified certificate */
 	unsigned max_handshakes;    /* TLS handshakes at once in this thread; 0: no cap */
 	struct metrics_shard *metrics; /* optional: connections opened/open, TLS sessions */
+	const struct source *source; /* egress source (config.h): bind to its address,
+	                             * EHLO is the caller's helo; NULL: the kernel's choice */
+	const char *slot;           /* the connection slot key given to quit_notify's
+	                             * gone (NULL: mx_host) */
 };
 
 enum smtp_event { SMTP_EV_READY, SMTP_EV_TXN_DONE, SMTP_EV_FAIL };
@@ -116,7 +120,7 @@ int smtp_session_start(struct smtp_session *s);
 /* Start a transaction (session must be READY). txn is borrowed until TXN_DONE/FAIL. */
 void smtp_session_send(struct smtp_session *s, struct smtp_txn *txn);
 void smtp_session_quit(struct smtp_session *s);
-/* smtp_session_quit, then gone(arg, mx_host) once the connection is closed
+/* smtp_session_quit, then gone(arg, slot) (smtp_params.slot, else mx_host) once the connection is closed
  * and the session freed: a connection slot held for it is free only then
  * (the server counts the connection until it closes). From a deferred task,
  * never inside this call. */

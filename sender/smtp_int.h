@@ -69,7 +69,7 @@ struct smtp_session {
 	struct loop *l;
 	struct smtp_params p;
 	/* copies, in one allocation (strs); auth_pass is wiped before free */
-	char *strs, *mx_host, *helo, *auth_user, *auth_pass;
+	char *strs, *mx_host, *helo, *auth_user, *auth_pass, *slot;
 	void (*gone)(void *, const char *); /* smtp_session_quit_notify */
 	void *gone_arg;
 	struct smtp_session *all_next, **all_pprev; /* smtp_params.all */

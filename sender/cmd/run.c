@@ -71,6 +71,7 @@ struct run_job {
 struct run {
 	struct loop *l;
 	struct config cfg;
+	const char **pool_names; /* the [pool NAME] names, for job_limits */
 	struct workers *w;
 	struct queue *q;
 	struct metrics *m;      /* NULL without [mxsend] metrics */
@@ -170,6 +171,12 @@ static void on_rcpt(void *arg, int idx, const struct job_outcome *res)
 		[JOB_DEFERRED] = METRICS_DEFERRED, [JOB_HELD] = METRICS_HELD,
 	};
 	metrics_delivery(r->ms, ms_of[res->status], res->elapsed_ms);
+	if (r->cfg.n_sources > 0 && r->ms != NULL && res->source[0] != '\0')
+		for (int k = 0; k < r->cfg.n_sources; k++)
+			if (strcmp(r->cfg.sources[k].label, res->source) == 0) {
+				metrics_source_delivery(r->ms, k, ms_of[res->status]);
+				break;
+			}
 	/* Connections and TLS sessions are counted by the workers, in their
 	 * shards, when they happen (smtp.c, deliver.c). */
 	switch (res->status) {
@@ -298,7 +305,8 @@ static void on_job(void *ctx, struct job *j)
 		rr->req = (struct deliver_req){
 			.from = j->from, .domain = dom->name, .rcpts = dom->addrs, .nrcpt = dom->n,
 			.data = data, .len = dlen, .tls_min_level = tls,
-			.sts_exempt = exempt, .log_tag = rj->log_tag[0] ? rj->log_tag : NULL,
+			.sts_exempt = exempt, .pool = j->pool[0] ? j->pool : NULL,
+			.log_tag = rj->log_tag[0] ? rj->log_tag : NULL,
 			.rcpt_done = on_rcpt, .done = on_req_done, .arg = rr,
 		};
 		rr->next = r->reqs;
@@ -634,6 +642,13 @@ static int run_open_engine(struct run *r, const struct cmd_run_opts *o, sigset_t
 		r->m = metrics_new(1 + workers_resolve(r->cfg.workers));
 		r->ms = metrics_shard(r->m, 0);
 		dopts.metrics = r->m;
+		if (r->cfg.n_sources > 0) {
+			const char **names = xcalloc((size_t)r->cfg.n_sources, sizeof(char *));
+			for (int k = 0; k < r->cfg.n_sources; k++)
+				names[k] = r->cfg.sources[k].name;
+			metrics_set_sources(r->m, names, r->cfg.n_sources);
+			free(names);
+		}
 	}
 	r->w = workers_new(r->l, r->cfg.workers, &r->cfg, &dopts, ebuf, sizeof(ebuf));
 	if (r->w == NULL) {
@@ -664,6 +679,11 @@ static int run_open_queue(struct run *r)
 					 .max_id = (size_t)r->cfg.max_id_len,
 					 .max_meta = (size_t)r->cfg.max_meta_len,
 					 .addr_ok = msg_addr_norm, .split = msg_split_list };
+	r->pool_names = xcalloc((size_t)r->cfg.n_pools + 1, sizeof(char *));
+	for (int i = 0; i < r->cfg.n_pools; i++)
+		r->pool_names[i] = r->cfg.pools[i].name;
+	qc.limits.pools = r->pool_names;
+	qc.limits.npools = r->cfg.n_pools;
 	qc.schedule_ms = r->cfg.schedule_ms;
 	qc.n_schedule = r->cfg.n_schedule;
 	qc.lifetime_ms = r->cfg.lifetime_ms;
@@ -777,6 +797,7 @@ int cmd_run_run(const struct cmd_run_opts *o)
 	run_close(r);
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	explicit_bzero(r->exempt_key, sizeof(r->exempt_key));
+	free(r->pool_names);
 	config_fini(&r->cfg);
 	return rc;
 }

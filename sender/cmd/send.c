@@ -137,7 +137,8 @@ static void print_result(const char *rcpt, const struct job_outcome *r, const ch
 	printf("tls=%s cipher=%s verified=%s policy=%s reply=", r->tls[0] ? r->tls : "none",
 	       r->cipher[0] ? r->cipher : "-", r->verified ? "yes" : "no", r->policy);
 	print_text(r->reply, true);
-	printf(" dkim=%s\n", dkim);
+	printf(" dkim=%s", dkim);
+	printf(" source=%s\n", r->source[0] ? r->source : "-");
 }
 
 static void stopped(void *arg)

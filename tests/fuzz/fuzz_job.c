@@ -40,8 +40,9 @@ static int addr_ok(const char *addr, char *norm, size_t normlen, const char **er
 	return k;
 }
 
+static const char *const pools[] = { "news", "tx" };
 static const struct job_limits lim = { .max_size = MAX_SIZE, .addr_ok = addr_ok,
-				       .split = msg_split_list };
+				       .split = msg_split_list, .pools = pools, .npools = 2 };
 
 /* A decimal part of an entry id, without leading zeros, as %llu prints it. */
 static bool same_number(const char *digits, size_t n, uint64_t v)

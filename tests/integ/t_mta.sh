@@ -14,6 +14,7 @@
 # pipelined behind every message) and no pipelining complaint from Postfix. Every Postfix session
 # of a case is checked in its log: the command counts of the "disconnect" line, and no warning.
 # Addresses: Postfix and DNS on 127.0.9.x only (unbound 127.0.9.253); Redis on 127.0.0.1 (lib.sh).
+# An egress source: Received: records its address and EHLO name.
 # Controls: a raw client's bare LF and improper pipelining are refused and logged. About 10 s.
 # shellcheck disable=SC2317,SC2031,SC2119 # case functions run indirectly, each in its run_case subshell;
 # log_mark and case_log take an optional FILE (default CASE_LOG)
@@ -61,7 +62,7 @@ mta_postfix() {
 	local dom loc
 	for dom in mta.test data.mta.test mm.mta.test; do
 		for loc in tls b-dots b-lf b-mixed-eol b-nofinal b-nofinal-dot b-longline b-8bit b-smuggle b-big \
-			jöran mixed1 mixed2 mmv mmm q1 q2 q3 q4 ctl; do
+			jöran mixed1 mixed2 mmv mmm q1 q2 q3 q4 ctl src; do
 			printf '%s@%s %s/%s/\n' "$loc" "$dom" "$dom" "$loc"
 		done
 	done >"$PF_DIR/etc/vmailbox"
@@ -199,6 +200,24 @@ t_tls() {
 	check_session mta.test ' starttls=1 ' ' mail=1 ' ' rcpt=1 '
 }
 run_case "STARTTLS to Postfix: tls=TLSv1.3 verified=yes policy=verify, Maildir copy exact" t_tls
+
+# An egress source (issue 19): Postfix's Received: field records the client
+# address mxsend bound and the source's EHLO name.
+t_source() {
+	local m=$CASE_DIR/m.eml conf=$CASE_DIR/src.ini f
+	printf '[source out1]\naddress = 127.0.64.11\nehlo = out1.client.test\n' >"$conf"
+	printf 'From: %s\nTo: src@mta.test\nSubject: source\n\nhello\n' "$FROM" >"$m"
+	log_mark
+	send -c "$conf" --from "$FROM" --to src@mta.test "$m"
+	expect_rc 0 || return 1
+	expect_line src@mta.test "$D250 .* source=out1\\[127\\.0\\.64\\.11\\]"
+	f=$(maildir_files mta.test src 1) || fail "Maildir mta.test/src: expected 1 message, got: $f" || return 1
+	assert_copy "$m" "$f"
+	assert_match "Received: from the source's EHLO name and address" \
+		'^Received: from out1\.client\.test \([^)]*\[127\.0\.64\.11\]\)' "$(cat "$CASE_DIR/trace")"
+	assert_match "Postfix logged the client address" 'connect from [^ ]*\[127\.0\.64\.11\]' "$(case_log)"
+}
+run_case "egress source: bound to 127.0.64.11, EHLO out1.client.test; Postfix's Received: field records both" t_source
 
 t_body() { # DOMAIN KIND [MB]
 	local dom=$1 kind=$2 m=$CASE_DIR/in.eml f rcpt from=$FROM

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include "queue/queue.h"
@@ -999,6 +1000,53 @@ static void t_example_file_is_defaults(void)
 	config_fini(&d);
 }
 
+/* [source NAME], named [pool NAME] egress pools (the unnamed [pool] stays the
+ * reuse settings), [domain] pool = NAME; errors with file:line. */
+static void t_sources_pools(void)
+{
+	struct config c;
+	load_ok(&c, "[mxsend]\nhelo = main.example\n[pool]\nreuse_max = 7\n"
+		    "[source ip1]\naddress = 127.0.0.1\nehlo = out1.example\n"
+		    "[source ip6]\naddress = ::1\n"
+		    "[pool news]\nsources = ip1:3 ip6\n"
+		    "[domain a.example]\npool = news\n");
+	CHECK_INT(c.reuse_max, 7);
+	CHECK_INT(c.n_sources, 2);
+	CHECK_STR(c.sources[0].name, "ip1");
+	CHECK_STR(c.sources[0].ehlo, "out1.example");
+	CHECK_STR(c.sources[0].label, "ip1[127.0.0.1]");
+	CHECK_INT(c.sources[0].sa.ss_family, AF_INET);
+	CHECK_STR(c.sources[1].ehlo, "main.example"); /* default: [mxsend] helo */
+	CHECK_INT(c.sources[1].sa.ss_family, AF_INET6);
+	CHECK_INT(c.n_pools, 1);
+	CHECK_INT(c.pools[0].n, 2);
+	CHECK_INT(c.pools[0].src[0], 0);
+	CHECK_INT(c.pools[0].weight[0], 3);
+	CHECK_INT(c.pools[0].weight[1], 1);
+	CHECK_INT(config_pool_find(&c, "news"), 0);
+	CHECK_INT(config_pool_find(&c, "nope"), -1);
+	CHECK_STR(rule_for(&c, "a.example", NULL).pool, "news");
+	CHECK(rule_for(&c, "b.example", NULL).pool == NULL);
+	config_fini(&c);
+	load_err("[source s]\nehlo = x\n", "1: [source s] needs address = IP");
+	load_err("[source s]\naddress = 127.0.0.300\n",
+		 "2: bad value \"127.0.0.300\" for address (an IPv4 or IPv6 address)");
+	load_err("[source s]\naddress = 127.0.0.1\nehlo = a b\n", "3: bad value \"a b\" for ehlo (a single word)");
+	load_err("[source s]\naddress = 127.0.0.1\nport = 1\n", "3: unknown key \"port\" in [source s]");
+	load_err("[source s]\naddress = 127.0.0.1\naddress = 127.0.0.2\n",
+		 "3: duplicate key \"address\" in [source s] (first at line 2)");
+	load_err("[source s]\naddress = 127.0.0.1\n[source s]\n", "3: duplicate section [source s] (first at line 1)");
+	load_err("[source s:1]\n", "1: bad name in [source s:1] (letters, digits, \"-\", \"_\", \".\"; at most 63)");
+	load_err("[source]\n", "1: section [source] needs one name, as in [source ip1]");
+	load_err("[source s]\naddress = 192.0.2.1\n", "1: [source s]: cannot bind address 192.0.2.1: "
+		 "Cannot assign requested address (is it configured on this host?)");
+	load_err("[pool p]\n", "1: [pool p] needs sources = NAME[:WEIGHT] ...");
+	load_err("[pool p]\nsources = x\n", "1: [pool p]: unknown source \"x\" (no [source x])");
+	load_err("[source s]\naddress = 127.0.0.1\n[pool p]\nsources = s:0\n", "3: [pool p]: bad weight for s (1..1000)");
+	load_err("[source s]\naddress = 127.0.0.1\n[pool p]\nsources = s s\n", "3: [pool p]: source s listed twice");
+	load_err("[domain a.example]\npool = p\n", "1: unknown pool \"p\" (no [pool p] section)");
+}
+
 /* [tlsrpt]: what `mxsend tlsrpt` signs and writes; all unset by default */
 static void t_tlsrpt_section(void)
 {
@@ -1058,6 +1106,7 @@ static void t_job_caps_and_shared_checks(void)
 static const struct t_case cases[] = {
 	{ "job caps; helo and dns checks shared with the flags", t_job_caps_and_shared_checks },
 	{ "[tlsrpt]: report identity and DKIM key settings; bad values name the line", t_tlsrpt_section },
+	{ "[source]/[pool NAME]: egress sources and pools, errors at file:line", t_sources_pools },
 	{ "defaults", t_defaults },
 	{ "default_helo_is_hostname", t_default_helo_is_hostname },
 	{ "fini_is_safe", t_fini_is_safe },

@@ -480,7 +480,8 @@ static void t_results(void)
 	CHECK_STR(job_result_names[0], "id");
 	CHECK_STR(job_result_names[3], "status");
 	CHECK_STR(job_result_names[18], "meta");
-	CHECK_STR(job_result_names[19], "dkim");
+	CHECK_STR(job_result_names[19], "source");
+	CHECK_STR(job_result_names[20], "dkim");
 	struct job_outcome o = { .status = JOB_DELIVERED, .code = 250, .dsn = "2.0.0",
 				 .reply = "ok queued", .mx = "mx1.y.test", .ip = "127.0.3.1",
 				 .port = 25, .tls = "TLSv1.3", .cipher = "TLS_AES_256_GCM_SHA384",
@@ -501,7 +502,7 @@ static void t_results(void)
 	job_result_values(&j, 0, JOB_DELIVERED, 1, v, l, scratch);
 	const char *want[] = { "app-1", "1700000000123-7", "x@y.test", "delivered", "250", "2.0.0",
 			       "ok queued", "mx1.y.test", "127.0.3.1", "25", "TLSv1.3",
-			       "TLS_AES_256_GCM_SHA384", "yes", "may", "no", "yes", "1", "42", "m", "none" };
+			       "TLS_AES_256_GCM_SHA384", "yes", "may", "no", "yes", "1", "42", "m", "-", "none" };
 	for (int k = 0; k < JOB_RESULT_NFIELDS; k++) {
 		CHECK_STR(v[k], want[k]);
 		CHECK_INT(l[k], strlen(want[k]));
@@ -515,8 +516,8 @@ static void t_results(void)
 	CHECK_STR(v[16], "4");
 	snprintf(j.dkim_result, sizeof(j.dkim_result), "d=example.net s=s1"); /* as the sender sets it */
 	job_result_values(&j, 1, JOB_DELIVERED, 1, v, l, scratch);
-	CHECK_STR(v[19], "d=example.net s=s1");
-	CHECK_INT(l[19], 18);
+	CHECK_STR(v[20], "d=example.net s=s1");
+	CHECK_INT(l[20], 18);
 
 	int idx[] = { 1, 0 };
 	char *to = job_join_rcpts(&j, idx, 2);
@@ -620,7 +621,51 @@ static void t_claim_count(void)
 	CHECK_INT(qclaim_count(20000, 256, 20000, 1u << 20, 2u << 20, 4096, 50u << 20, false), 0);
 }
 
+/* Field pool: one of the configured egress pools (job_limits.pools), else
+ * the job is rejected naming it; kept for the delivery; result source. */
+static void t_pool(void)
+{
+	static const char *const pools[] = { "news", "tx" };
+	static const struct job_limits pl = { .max_size = 1000, .addr_ok = msg_addr_norm,
+					      .split = msg_split_list, .pools = pools, .npools = 2 };
+	const char *a[] = { "from", "a@b.test", "to", "x@y.test", "data", "d", "pool", "tx" };
+	size_t len[8];
+	for (int i = 0; i < 8; i++)
+		len[i] = strlen(a[i]);
+	struct job j;
+	CHECK_INT(job_decode(&j, "1-1", 8, a, len, &pl), 0);
+	CHECK_STR(j.pool, "tx");
+	/* the result's source: "-" without one, else the outcome's */
+	const char *v[JOB_RESULT_NFIELDS];
+	size_t l[JOB_RESULT_NFIELDS];
+	char scratch[JOB_RESULT_SCRATCH];
+	CHECK_STR(job_result_names[19], "source");
+	job_result_values(&j, 0, JOB_DEFERRED, 1, v, l, scratch);
+	CHECK_STR(v[19], "-");
+	struct job_outcome o = { .status = JOB_DELIVERED, .code = 250 };
+	strcpy(o.source, "s1[127.0.64.1]");
+	job_set_outcome(&j, 0, &o);
+	job_result_values(&j, 0, JOB_DELIVERED, 1, v, l, scratch);
+	CHECK_STR(v[19], "s1[127.0.64.1]");
+	CHECK_STR(v[13], ""); /* policy: unchanged place */
+	job_fini(&j);
+	a[7] = "nosuch";
+	len[7] = 6;
+	CHECK_INT(job_decode(&j, "1-1", 8, a, len, &pl), -1);
+	CHECK_STR(j.reason, "unknown pool \"nosuch\"");
+	job_fini(&j);
+	/* no pools configured: any pool field is unknown */
+	CHECK_INT(job_decode(&j, "1-1", 8, a, len, &lim), -1);
+	CHECK_STR(j.reason, "unknown pool \"nosuch\"");
+	job_fini(&j);
+	/* absent: "" */
+	CHECK_INT(job_decode(&j, "1-1", 6, a, len, &pl), 0);
+	CHECK_STR(j.pool, "");
+	job_fini(&j);
+}
+
 static const struct t_case cases[] = {
+	{ "pool field: configured pools only; result source", t_pool },
 	{ "valid job: fields, defaults, dedup, grouped by domain", t_valid },
 	{ "optional and internal fields", t_fields },
 	{ "missing fields", t_missing },

@@ -660,7 +660,45 @@ static void t_serve_errors(void)
 	loop_free(l);
 }
 
+/* Per egress source: a bounded label set (METRICS_SOURCES_MAX, the rest "other"). */
+static void t_sources(void)
+{
+	struct metrics *m = metrics_new(2);
+	char *buf = xmalloc(BIG);
+	metrics_render(m, buf, BIG);
+	CHECK(strstr(buf, "mxsend_source_deliveries_total") == NULL); /* no sources: no series */
+	CHECK(has_line(buf, "mxsend_source_down_total 0"));
+	metrics_free(m);
+	m = metrics_new(2);
+	const char *names[METRICS_SOURCES_MAX + 3];
+	char nb[METRICS_SOURCES_MAX + 3][16];
+	for (int i = 0; i < METRICS_SOURCES_MAX + 3; i++) {
+		snprintf(nb[i], sizeof(nb[i]), "ip%d", i);
+		names[i] = nb[i];
+	}
+	metrics_set_sources(m, names, METRICS_SOURCES_MAX + 3);
+	struct metrics_shard *a = metrics_shard(m, 0), *b = metrics_shard(m, 1);
+	metrics_source_delivery(a, 0, METRICS_DELIVERED);
+	metrics_source_delivery(b, 0, METRICS_DELIVERED);
+	metrics_source_delivery(a, 1, METRICS_DEFERRED);
+	metrics_source_delivery(a, METRICS_SOURCES_MAX + 2, METRICS_BOUNCED);
+	metrics_source_delivery(a, -1, METRICS_BOUNCED); /* none: ignored */
+	metrics_source_down(b);
+	size_t n = metrics_render(m, buf, BIG);
+	CHECK(n < METRICS_RENDER_MAX);
+	check_format(buf);
+	CHECK(has_line(buf, "mxsend_source_deliveries_total{source=\"ip0\",status=\"delivered\"} 2"));
+	CHECK(has_line(buf, "mxsend_source_deliveries_total{source=\"ip1\",status=\"deferred\"} 1"));
+	CHECK(has_line(buf, "mxsend_source_deliveries_total{source=\"ip15\",status=\"held\"} 0"));
+	CHECK(strstr(buf, "source=\"ip16\"") == NULL);
+	CHECK(has_line(buf, "mxsend_source_deliveries_total{source=\"other\",status=\"bounced\"} 1"));
+	CHECK(has_line(buf, "mxsend_source_down_total 1"));
+	free(buf);
+	metrics_free(m);
+}
+
 static const struct t_case cases[] = {
+	{ "per-source deliveries: bounded labels", t_sources },
 	{ "names", t_names },
 	{ "render_empty", t_render_empty },
 	{ "render_values", t_render_values },
