@@ -229,17 +229,6 @@ static void on_req_done(void *arg)
 		maybe_exit(r);
 }
 
-/* s for a log line: at most 64 bytes, '"', '\\' and bytes outside printable
- * ASCII as '?'. */
-static const char *log_safe(const char *s, char *out, size_t n)
-{
-	size_t k = 0;
-	for (; *s && k + 1 < n && k < 64; s++)
-		out[k++] = (*s < 0x20 || *s > 0x7e || *s == '"' || *s == '\\') ? '?' : *s;
-	out[k] = '\0';
-	return out;
-}
-
 /* exempt=tlsrpt is honoured only for a job `mxsend tlsrpt` queued: its
  * exempt_mac verifies under the key both derive from [tlsrpt] dkim_key. Any
  * other job asking is delivered under the normal policy, with a warning. */
@@ -256,9 +245,9 @@ static bool exempt_ok(struct run *r, const struct job *j)
 			  : !exempt_mac_ok(r->exempt_key, &m, j->exempt_mac) ? "exempt_mac does not verify"
 								      : NULL;
 	if (why != NULL) {
-		char id[80];
+		char id[160];
 		log_warn("evt=exempt_ignored job=%s id=\"%s\" why=\"%s\" (delivered under the normal policy)",
-			 j->job_id, log_safe(j->id, id, sizeof(id)), why);
+			 j->job_id, log_q(id, sizeof(id), j->id), why);
 		return false;
 	}
 	return true;
