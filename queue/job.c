@@ -248,6 +248,17 @@ size_t job_utf8_seq(const unsigned char *p, size_t n)
 	return k;
 }
 
+/* A byte that is its own escaped form whatever the flags: printable ASCII
+ * but the backslash and the double quote (esc_item's first case). */
+static const bool esc_plain_tab[256] = { [0x20 ... 0x21] = true, /* '"' is 0x22 */
+					  [0x23 ... 0x5b] = true, /* '\\' is 0x5c */
+					  [0x5d ... 0x7e] = true };
+
+static inline bool esc_plain(unsigned char c)
+{
+	return esc_plain_tab[c];
+}
+
 /* The escaped form of the item at p (one byte, or one UTF-8 sequence) into
  * e (at least 9 bytes); returns its length and the input consumed in *used. */
 static size_t esc_item(const unsigned char *p, size_t n, unsigned flags, char *e, size_t *used)
@@ -292,6 +303,27 @@ size_t job_escape(char *out, size_t outlen, const char *s, size_t len, unsigned 
 	char e[9];
 
 	for (size_t i = 0; i < len; i += used) {
+		if (esc_plain(p[i])) {
+			/* a run of printable ASCII: itself, copied at once (results
+			 * escape every outcome's texts; esc_item and a copy per byte
+			 * cost 8x the strlen+memcpy they replaced) */
+			size_t r = i + 1, k;
+			while (r < len && esc_plain(p[r]))
+				r++;
+			used = r - i;
+			k = full ? 0 : outlen - 1 - o; /* room: o + 1 < outlen per byte */
+			if (k >= used) {
+				k = used;
+			} else {
+				full = true;
+			}
+			if (k > 0) {
+				memcpy(out + o, p + i, k);
+				o += k;
+			}
+			total += used;
+			continue;
+		}
 		size_t k = esc_item(p + i, len - i, flags, e, &used);
 		if (!full && o + k < outlen) {
 			memcpy(out + o, e, k);
@@ -313,9 +345,8 @@ bool job_escape_needed(const char *s, size_t len, unsigned flags)
 	char e[9];
 
 	for (size_t i = 0; i < len; i += used) {
-		unsigned char c = p[i];
 		used = 1;
-		if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"')
+		if (esc_plain(p[i]))
 			continue;
 		if (esc_item(p + i, len - i, flags, e, &used) != used)
 			return true;

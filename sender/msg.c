@@ -35,76 +35,93 @@
 
 /* ---- wire form ---- */
 
-/* True if any byte in p[0..n) has the high bit set. Eight bytes at a time,
- * through memcpy so unaligned loads stay defined behaviour. */
-static bool any_8bit(const char *p, size_t n)
-{
-	const uint64_t hi = 0x8080808080808080ull;
-	size_t i = 0;
-
-	for (; i + 32 <= n; i += 32) {
-		uint64_t a, b, c, d;
-		memcpy(&a, p + i, 8);
-		memcpy(&b, p + i + 8, 8);
-		memcpy(&c, p + i + 16, 8);
-		memcpy(&d, p + i + 24, 8);
-		if ((a | b | c | d) & hi)
-			return true;
-	}
-	for (; i + 8 <= n; i += 8) {
-		uint64_t a;
-		memcpy(&a, p + i, 8);
-		if (a & hi)
-			return true;
-	}
-	for (; i < n; i++)
-		if ((unsigned char)p[i] >= 0x80)
-			return true;
-	return false;
-}
-
 /* Line scanner shared by both passes. A line ends at CRLF, at a bare LF or at
  * a bare CR (RFC 5321 §2.3.8: CR and LF appear only together as a line end;
  * a receiver that took a lone CR or LF for a line end while we did not is how
  * SMTP smuggling works, so every lone one ends a line here and becomes CRLF).
- * The next CR and the next LF are each found with memchr() and cached until
- * the scan passes them, so each byte is looked at once per character kind. */
-struct scan {
-	const char *end, *cr, *lf; /* next CR / LF at or after the position, or end */
-};
+ * One pass per line finds the first CR or LF, 16 bytes at a time, and with
+ * hi != NULL tells whether the text before it has a byte >= 0x80 (pass 1's
+ * 8-bit check in the same loads): one look at each byte, where a memchr()
+ * for CR and another for LF looked at each twice (7,700 instructions
+ * per 4 KB message of 78-byte lines before bare CRs were handled, 12,600 with
+ * the two memchr()s; callgrind). */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#else
+#define EOL_ONES 0x0101010101010101ull
+#define EOL_HIGH 0x8080808080808080ull
 
-static void scan_init(struct scan *sc, const char *p, const char *end)
+/* The high bit of each byte of x that equals c's byte (exact for the lowest
+ * one, which is all eol_find uses: a borrow only runs upwards). */
+static inline uint64_t eol_eq(uint64_t x, uint64_t c)
 {
-	sc->end = end;
-	sc->cr = p < end ? memchr(p, '\r', (size_t)(end - p)) : NULL;
-	sc->lf = p < end ? memchr(p, '\n', (size_t)(end - p)) : NULL;
-	if (sc->cr == NULL)
-		sc->cr = end;
-	if (sc->lf == NULL)
-		sc->lf = end;
+	uint64_t v = x ^ c;
+	return (v - EOL_ONES) & ~v & EOL_HIGH;
+}
+#endif
+
+/* The first CR or LF in [p, end), or end; *hi |= any byte >= 0x80 before it.
+ * SSE2 (every x86-64) looks at 16 bytes per step, about as memchr() does;
+ * elsewhere 8 at a time. */
+static const char *eol_find(const char *p, const char *end, bool *hi)
+{
+#if defined(__SSE2__)
+	const __m128i cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n');
+	unsigned high = 0;
+	for (; end - p >= 16; p += 16) {
+		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+		unsigned m = (unsigned)_mm_movemask_epi8(
+			_mm_or_si128(_mm_cmpeq_epi8(x, cr), _mm_cmpeq_epi8(x, lf)));
+		unsigned h = (unsigned)_mm_movemask_epi8(x); /* bytes >= 0x80 */
+		if (m != 0) {
+			unsigned k = (unsigned)__builtin_ctz(m); /* bytes before it */
+			high |= h & ((1u << k) - 1);
+			if (hi != NULL && high != 0)
+				*hi = true;
+			return p + k;
+		}
+		high |= h;
+	}
+	if (hi != NULL && high != 0)
+		*hi = true;
+#elif defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	uint64_t acc = 0;
+	for (; end - p >= 8; p += 8) {
+		uint64_t x, m;
+		memcpy(&x, p, 8);
+		m = eol_eq(x, EOL_ONES * '\r') | eol_eq(x, EOL_ONES * '\n');
+		if (m != 0) {
+			unsigned k = (unsigned)__builtin_ctzll(m) / 8; /* bytes before it */
+			if (k > 0)
+				acc |= x & (~0ull >> (64 - 8 * k));
+			if (hi != NULL && (acc & EOL_HIGH))
+				*hi = true;
+			return p + k;
+		}
+		acc |= x;
+	}
+	if (hi != NULL && (acc & EOL_HIGH))
+		*hi = true;
+#endif
+	for (; p < end && *p != '\r' && *p != '\n'; p++)
+		if (hi != NULL && (unsigned char)*p >= 0x80)
+			*hi = true;
+	return p;
 }
 
 /* The line at p (p < end): its text is p[0 .. *text), the terminator (CRLF, CR,
- * LF or the end of input) follows; returns where the next line starts. */
-static const char *scan_line(struct scan *sc, const char *p, size_t *text)
+ * LF or the end of input) follows; returns where the next line starts. With
+ * hi != NULL, *hi |= the text has a byte >= 0x80. */
+static const char *scan_line(const char *p, const char *end, size_t *text, bool *hi)
 {
-	const char *e = sc->cr < sc->lf ? sc->cr : sc->lf, *next;
+	const char *e = eol_find(p, end, hi);
 
 	*text = (size_t)(e - p);
-	if (e == sc->end)
+	if (e == end)
 		return e;
-	next = e + 1;
-	if (*e == '\r' && next < sc->end && next == sc->lf)
-		next++; /* CRLF */
-	if (sc->cr < next) {
-		const char *c = memchr(next, '\r', (size_t)(sc->end - next));
-		sc->cr = c != NULL ? c : sc->end;
-	}
-	if (sc->lf < next) {
-		const char *c = memchr(next, '\n', (size_t)(sc->end - next));
-		sc->lf = c != NULL ? c : sc->end;
-	}
-	return next;
+	if (*e == '\r' && e + 1 < end && e[1] == '\n')
+		return e + 2; /* CRLF */
+	return e + 1;
 }
 
 int msg_wire_prepare(const char *raw, size_t len, bool dot_stuff, struct msg_wire *w)
@@ -112,16 +129,15 @@ int msg_wire_prepare(const char *raw, size_t len, bool dot_stuff, struct msg_wir
 	const char *p = raw, *end = raw + len;
 	size_t out = 0, text;
 	bool in_hdr = true, same = true;
-	struct scan sc;
 
 	memset(w, 0, sizeof(*w));
 	if (raw == NULL && len > 0)
 		return -EINVAL;
 
 	/* Pass 1: output size, flags, longest line. */
-	scan_init(&sc, p, end);
 	while (p < end) {
-		const char *next = scan_line(&sc, p, &text);
+		bool hi8 = false;
+		const char *next = scan_line(p, end, &text, &hi8);
 
 		/* Octets of the line, excluding CRLF and any stuffed dot:
 		 * RFC 5321 §4.5.3.1.6 counts neither. */
@@ -131,7 +147,7 @@ int msg_wire_prepare(const char *raw, size_t len, bool dot_stuff, struct msg_wir
 		 * (RFC 5322 §2.1); with none, the whole message is header. */
 		if (in_hdr && text == 0) /* p < end: the line has its end */
 			in_hdr = false;
-		if ((!w->has_8bit || in_hdr) && any_8bit(p, text)) {
+		if (hi8) {
 			w->has_8bit = true;
 			if (in_hdr)
 				w->hdr_utf8 = true;
@@ -163,9 +179,8 @@ int msg_wire_prepare(const char *raw, size_t len, bool dot_stuff, struct msg_wir
 	char *d = xmalloc(out + 1);
 	w->data = d;
 	p = raw;
-	scan_init(&sc, p, end);
 	while (p < end) {
-		const char *next = scan_line(&sc, p, &text);
+		const char *next = scan_line(p, end, &text, NULL);
 		/* RFC 5321 §4.5.2: "Before sending a line of mail text, the SMTP
 		 * client checks the first character of the line. If it is a
 		 * period, one additional period is inserted". */

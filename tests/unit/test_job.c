@@ -372,6 +372,49 @@ static void t_escape(void)
 	job_fini(&j);
 }
 
+/* job_escape copies runs of printable ASCII at once: against the same escape
+ * made one byte at a time (each ASCII byte is one item), on random ASCII with
+ * every kind of byte, every flag and every output size (truncation: never
+ * half an escape, the full length returned). */
+static void t_escape_runs(void)
+{
+	static const char alpha[] = { 'a', 'Z', ' ', '~', '\\', '"', '\r', '\n', '\t', 0x1b, 0x7f, 0 };
+	char in[64], got[160], want[160], one[8];
+	uint32_t x = 777;
+	for (int iter = 0; iter < 20000 && !t_failed; iter++) {
+		size_t n = (size_t)(iter % 40), outlen = (size_t)((iter / 40) % 90);
+		unsigned flags = (unsigned)(iter % 4) == 1 ? JOB_ESC_QUOTED :
+				 (unsigned)(iter % 4) == 2 ? JOB_ESC_KEEP_BACKSLASH : 0;
+		for (size_t i = 0; i < n; i++) {
+			x = x * 1103515245u + 12345u;
+			unsigned r = (x >> 8) % 24;
+			in[i] = r < sizeof(alpha) ? alpha[r] : (char)('b' + r);
+		}
+		size_t o = 0, total = 0;
+		bool full = outlen == 0;
+		for (size_t i = 0; i < n; i++) {
+			size_t k = job_escape(one, sizeof(one), in + i, 1, flags);
+			if (!full && o + k < outlen) {
+				memcpy(want + o, one, k);
+				o += k;
+			} else {
+				full = true;
+			}
+			total += k;
+		}
+		if (outlen > 0)
+			want[o] = '\0';
+		memset(got, 'X', sizeof(got));
+		CHECK_INT(job_escape(outlen > 0 ? got : NULL, outlen, in, n, flags), total);
+		CHECK_INT(job_escape(NULL, 0, in, n, flags), total);
+		if (outlen > 0)
+			CHECK_STR(got, want);
+		CHECK_INT(job_escape_needed(in, n, flags), total != n);
+		if (t_failed)
+			fprintf(stderr, "  iteration %d: %zu bytes, outlen %zu, flags %u\n", iter, n, outlen, flags);
+	}
+}
+
 /* job_decode_adopt: the data value is taken, not copied; other strings and a
  * data value not offered stay the caller's. ASan checks the frees. */
 static void t_adopt(void)
@@ -677,6 +720,7 @@ static const struct t_case cases[] = {
 	{ "id and meta with control bytes rejected, echoed escaped", t_id_meta_controls },
 	{ "address literal recipients refused", t_literal_rcpt },
 	{ "escaping: controls, backslash, quotes, UTF-8, results", t_escape },
+	{ "escaping: runs of plain bytes against byte by byte, every output size", t_escape_runs },
 	{ "bad tls, expires, attempt", t_tls_expires },
 	{ "duplicate field, first problem wins", t_duplicate_and_order },
 	{ "too many recipients", t_too_many },

@@ -223,6 +223,76 @@ static void t_line_998(void)
 	free(in);
 }
 
+/* A second reference, line by line (ref_wire below goes byte by byte over
+ * short, dense inputs): msg.c finds line ends 16 bytes at a time, so compare
+ * on inputs up to 300 bytes with CR, LF, '.' and 8-bit bytes sparse, at every
+ * offset of a 16-byte step (8-bit bytes before and after a line end in one). */
+static size_t ref_wire_lines(const unsigned char *in, size_t n, bool dot, char *out, bool *b8,
+			     bool *h8, size_t *longest)
+{
+	size_t o = 0, i = 0;
+	bool in_hdr = true;
+	*b8 = *h8 = false;
+	*longest = 0;
+	while (i < n) {
+		size_t s = i;
+		while (i < n && in[i] != '\r' && in[i] != '\n')
+			i++;
+		size_t text = i - s;
+		if (i < n)
+			i += (in[i] == '\r' && i + 1 < n && in[i + 1] == '\n') ? 2 : 1;
+		if (text > *longest)
+			*longest = text;
+		if (in_hdr && text == 0)
+			in_hdr = false;
+		for (size_t k = s; k < s + text; k++)
+			if (in[k] >= 0x80) {
+				*b8 = true;
+				if (in_hdr)
+					*h8 = true;
+			}
+		if (dot && text > 0 && in[s] == '.')
+			out[o++] = '.';
+		memcpy(out + o, in + s, text);
+		o += text;
+		out[o++] = '\r';
+		out[o++] = '\n';
+	}
+	return o;
+}
+
+static void t_wire_random_vs_reference(void)
+{
+	static const unsigned char alpha[] = { '\r', '\n', '.', 'a', 'b', 0x80, 0xc3, 0xff, 0x7f, 0 };
+	unsigned char in[300];
+	char ref[700];
+	uint32_t x = 12345;
+	for (int iter = 0; iter < 20000 && !t_failed; iter++) {
+		size_t n = (size_t)(iter % 97);
+		if (iter % 5 == 4)
+			n = 100 + (size_t)(iter % 200);
+		unsigned rare = 2 + (unsigned)(iter % 40); /* 1 in rare bytes is special */
+		for (size_t i = 0; i < n; i++) {
+			x = x * 1103515245u + 12345u;
+			unsigned r = (x >> 8) % (rare * (unsigned)sizeof(alpha));
+			in[i] = r < sizeof(alpha) ? alpha[r] : (unsigned char)('c' + r % 20);
+		}
+		bool dot = iter & 1, b8, h8;
+		size_t longest, rn = ref_wire_lines(in, n, dot, ref, &b8, &h8, &longest);
+		struct msg_wire w;
+		CHECK_INT(msg_wire_prepare((const char *)in, n, dot, &w), 0);
+		CHECK_INT(w.len, rn);
+		CHECK(w.len != rn || rn == 0 || memcmp(w.data, ref, rn) == 0);
+		CHECK_INT(w.has_8bit, b8);
+		CHECK_INT(w.hdr_utf8, h8);
+		CHECK_INT(w.longest_line, longest);
+		CHECK_INT(w.borrowed, n > 0 && rn == n && memcmp(in, ref, n) == 0);
+		if (t_failed)
+			fprintf(stderr, "  reference mismatch: iteration %d, %zu bytes\n", iter, n);
+		msg_wire_fini(&w);
+	}
+}
+
 static void t_8bit_body(void)
 {
 	struct msg_wire w = prep("Subject: hi\r\n\r\nh\xc3\xa9llo\r\n", true);
@@ -692,6 +762,7 @@ static const struct t_case cases[] = {
 	{ "dot stuffing off", t_dot_stuff_off },
 	{ "dot with mixed line ends", t_dot_mixed_line_ends },
 	{ "longest line", t_longest_line },
+	{ "wire form: long random inputs against a line-by-line reference", t_wire_random_vs_reference },
 	{ "998-octet line", t_line_998 },
 	{ "8-bit body only", t_8bit_body },
 	{ "8-bit header", t_8bit_header },
