@@ -91,6 +91,27 @@ void cmd_enqueue_opts_fini(struct cmd_enqueue_opts *o)
 	o->to = NULL;
 }
 
+/* Open the short-lived Redis connection: 0, EX_CONFIG for a URL that cannot
+ * be parsed (a configuration error, as `run` says), EX_TEMPFAIL when Redis
+ * cannot be reached; the reason on stderr, the password never shown. */
+static int sync_open(const struct queue_config *qc, struct queue_sync **s)
+{
+	char err[512];
+	struct queue_addr a;
+	if (queue_url_parse(qc->url, &a, err, sizeof(err)) != 0) {
+		char shown[300];
+		fprintf(stderr, "mxsend: bad redis url \"%s\": %s\n",
+			queue_url_redact(qc->url, shown, sizeof(shown)), err);
+		return EX_CONFIG;
+	}
+	*s = queue_sync_open(qc, err, sizeof(err));
+	if (*s == NULL) {
+		fprintf(stderr, "mxsend: %s\n", err);
+		return EX_TEMPFAIL;
+	}
+	return 0;
+}
+
 static int enqueue_push(const struct cmd_enqueue_opts *o, const struct config *cfg,
 			const char *data, size_t len)
 {
@@ -113,11 +134,10 @@ static int enqueue_push(const struct cmd_enqueue_opts *o, const struct config *c
 	struct queue_config qc;
 	char err[512];
 	cmd_queue_config(cfg, &qc);
-	struct queue_sync *s = queue_sync_open(&qc, err, sizeof(err));
-	if (s == NULL) {
-		fprintf(stderr, "mxsend: %s\n", err);
-		return EX_TEMPFAIL;
-	}
+	struct queue_sync *s = NULL;
+	int orc = sync_open(&qc, &s);
+	if (orc != 0)
+		return orc;
 	int rc = EX_OK;
 	int added = queue_sync_enqueue(s, &f, o->count, o->counted ? NULL : print_id, NULL, err,
 				       sizeof(err));
@@ -216,15 +236,11 @@ static int admin_open(const struct cmd_common *c, struct config *cfg, struct que
 	int rc = cmd_setup(cfg, c);
 	if (rc != 0)
 		return rc;
-	char err[512];
 	cmd_queue_config(cfg, qc);
-	*s = queue_sync_open(qc, err, sizeof(err));
-	if (*s == NULL) {
-		fprintf(stderr, "mxsend: %s\n", err);
+	rc = sync_open(qc, s);
+	if (rc != 0)
 		config_fini(cfg);
-		return EX_TEMPFAIL;
-	}
-	return 0;
+	return rc;
 }
 
 /* n < 0 from a queue_sync call: say err, EX_TEMPFAIL; else 0. Closes s and cfg. */

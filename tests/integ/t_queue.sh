@@ -1020,6 +1020,16 @@ t_bad_url() {
 	assert_match "warning, quotes escaped, no password" \
 		'evt=redis_unreachable err="bad redis url \\"redis://:\*\*\*@127\.0\.0\.1:99999\\": ' \
 		"$(cat "$CASE_DIR/err")"
+	# the short-lived commands say the same: a configuration error (78), not a
+	# temporary failure, and no password
+	local m=$CASE_DIR/m.eml
+	printf 'Subject: x\n\nx\n' >"$m"
+	timed_run 10 "$CASE_DIR/out2" "$CASE_DIR/err2" "$MXSEND" enqueue -c "$conf" --from a@src.test --to u@ok.test "$m"
+	assert_eq "enqueue: exit status" 78 "$RUN_RC"
+	timed_run 10 "$CASE_DIR/out3" "$CASE_DIR/err3" "$MXSEND" held -c "$conf"
+	assert_eq "held: exit status" 78 "$RUN_RC"
+	assert_match "enqueue: the URL named, redacted" 'bad redis url "redis://:\*\*\*@127\.0\.0\.1:99999"' "$(cat "$CASE_DIR/err2")"
+	assert_no_match "no password anywhere" ':pw@' "$(cat "$CASE_DIR/out2" "$CASE_DIR/err2" "$CASE_DIR/out3" "$CASE_DIR/err3")"
 }
 
 t_redis_down() {
