@@ -763,6 +763,17 @@ wait_listen() {
 	done
 }
 
+# integ_timeouts [QUIT]: a [timeouts] section for configs whose servers stall
+# or misbehave on purpose: connect 2 s, every stage 5 s, QUIT as given (2s).
+integ_timeouts() {
+	local k
+	printf '[timeouts]\nconnect = 2s\n'
+	for k in banner helo starttls mail rcpt data block dot rset; do
+		printf '%s = 5s\n' "$k"
+	done
+	printf 'quit = %s\n' "${1:-2s}"
+}
+
 # integ_config FILE [EXTRA]: write an mxsend config pointing at the last
 # unbound (dns), the run's CA (ca_file) and the sinks' port ([domain *] port),
 # with helo client.test, then EXTRA (more INI text, e.g. a [timeouts] section;

@@ -128,20 +128,9 @@ fi
 # --- config: one recipient per transaction where two messages share a connection --------
 CONF=$INTEG_DIR/hostile.ini
 integ_config "$CONF" "$(
+	integ_timeouts 5s
+	echo
 	cat <<'EOF'
-[timeouts]
-connect = 2s
-banner = 5s
-helo = 5s
-starttls = 5s
-mail = 5s
-rcpt = 5s
-data = 5s
-block = 5s
-dot = 5s
-rset = 5s
-quit = 5s
-
 [domain xb.test]
 max_rcpt = 1
 

@@ -103,18 +103,7 @@ jitter = 0
 [tls]
 sts_https_port = $NGINX_PORT
 
-[timeouts]
-connect = 2s
-banner = 5s
-helo = 5s
-starttls = 5s
-mail = 5s
-rcpt = 5s
-data = 5s
-block = 5s
-dot = 5s
-rset = 5s
-quit = 2s
+$(integ_timeouts)
 EOF
 )"
 sed -i '/^\[mxsend\]/a log = info' "$CONF"

@@ -244,18 +244,7 @@ COMMON=$(
 [tls]
 sts_https_port = $NGINX_PORT
 
-[timeouts]
-connect = 2s
-banner = 5s
-helo = 5s
-starttls = 5s
-mail = 5s
-rcpt = 5s
-data = 5s
-block = 5s
-dot = 5s
-rset = 5s
-quit = 2s
+$(integ_timeouts)
 
 [domain fb-defer.test]
 tls = encrypt
