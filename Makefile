@@ -23,7 +23,8 @@ MALLOC_LIBS := -l:libjemalloc_pic.a -lm -ldl
 # bench/postfix.sh) is installed with debconf's 'No configuration': no main.cf, no system instance;
 # the test and the bench run private instances (postfix -c DIR) on 127.0.9.x.
 # The scripts' own tools are listed too, though most Debian machines have them: perl (the tests'
-# DNS client, JSON::PP, message checks), iproute2 (ss: free ports), procps (ps, pgrep).
+# DNS client, JSON::PP, message checks), iproute2 (ss: free ports), procps (ps, pgrep). ldnsutils (ldns-keygen, ldns-signzone) signs
+# t_dane.sh's zone (tests/integ/dnssec.sh); bind9-dnsutils has dig (the AD bit, checked there).
 DEB_PKGS := gcc make pkg-config python3 perl iproute2 procps \
 	liburing-dev libssl-dev libc-ares-dev libhiredis-dev libinih-dev libjansson-dev zlib1g-dev \
 	libjemalloc-dev \
