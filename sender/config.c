@@ -42,6 +42,7 @@
 
 /* NULL-terminated so they double as V_CHOICE lists. */
 static const char *const level_names[] = { "none", "may", "encrypt", "verify", NULL };
+static const char *const dane_names[] = { "no", "auto", "yes", NULL }; /* enum dns_dnssec */
 static const char *const fail_names[] = { "next-mx", "defer", "hold", "bounce", "plaintext", NULL };
 static const char *const log_names[] = { "trace", "debug", "info", "warn", "error", NULL };
 static const char *const tlsver_names[] = { "1.2", "1.3", NULL };
@@ -319,6 +320,10 @@ static const struct key k_tls[] = {
 	{ "sts_https_port", INT(G(sts_https_port), 1, 65535), 0 },
 	{ "max_handshakes", INT(G(max_handshakes), 0, 100000), 0 },
 };
+static const struct key k_dns[] = {
+	{ "dane", CH(G(dane), dane_names, 0, "no|auto|yes"), 0 },
+	{ "dnssec_trusted", STR(G(dnssec_trusted), V_STR, "resolver addresses, space-separated"), 0 },
+};
 static const struct key k_tlsrpt[] = {
 	{ "from", STR(G(rpt_from), V_WORD, "an address like tlsrpt-noreply@example.net"), 0 },
 	{ "submitter", STR(G(rpt_submitter), V_WORD, "a host name"), 0 },
@@ -382,7 +387,7 @@ static const struct section {
 	{ "mxsend", k_mxsend, ARRAY_LEN(k_mxsend) }, { "redis", k_redis, ARRAY_LEN(k_redis) },
 	{ "retry", k_retry, ARRAY_LEN(k_retry) },    { "tls", k_tls, ARRAY_LEN(k_tls) },
 	{ "timeouts", k_timeouts, ARRAY_LEN(k_timeouts) }, { "pool", k_pool, ARRAY_LEN(k_pool) },
-	{ "tlsrpt", k_tlsrpt, ARRAY_LEN(k_tlsrpt) },
+	{ "tlsrpt", k_tlsrpt, ARRAY_LEN(k_tlsrpt) }, { "dns", k_dns, ARRAY_LEN(k_dns) },
 };
 #define MAX_KEYS 16 /* >= the longest table above */
 
@@ -455,6 +460,7 @@ void config_fini(struct config *c)
 	free(c->path);
 	free(c->helo);
 	free(c->dns);
+	free(c->dnssec_trusted);
 	free(c->ca_file);
 	free(c->metrics);
 	free(c->redis_url);

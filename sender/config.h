@@ -152,6 +152,11 @@ struct config {
 	int n_schedule;
 	uint64_t lifetime_ms;     /* key lifetime, default 2d */
 	double jitter;            /* key jitter, fraction 0..1, default 0.1 */
+	/* [dns] */
+	int dane;                 /* key dane = no|auto|yes (enum dns_dnssec), default no:
+	                           * DANE (RFC 7672) with the AD bit of a trusted resolver */
+	char *dnssec_trusted;     /* key dnssec_trusted: resolvers trusted to validate
+	                           * besides loopback ones (addresses, space-separated) */
 	/* [tls] */
 	int min_version;          /* key min_version 1.2|1.3 -> 12|13 */
 	bool mta_sts, tlsrpt;      /* keys mta_sts, tlsrpt: yes|no, both default yes */

@@ -161,7 +161,9 @@ struct deliver *deliver_new(struct loop *l, const struct config *c, const struct
 				  * sometimes 2,000 deliveries to c-ares timeouts (both tries
 				  * of a burst dropped). Lookups past the cap wait in order. */
 				 .max_inflight = 128,
-				 .cache_max = 10000 };
+				 .cache_max = 10000,
+				 .dnssec = (enum dns_dnssec)c->dane,
+				 .trusted = c->dnssec_trusted };
 	d->dns = dns_new(l, &dopt, err, errlen);
 	if (d->dns == NULL)
 		goto fail;

@@ -685,7 +685,9 @@ static int check_open(struct check *ck)
 		fprintf(stderr, "mxsend check: io_uring unavailable: %s\n", strerror(-lerr));
 		return EX_OSERR;
 	}
-	struct dns_opts dopt = { .servers = ck->cfg->dns, .timeout_ms = 2000, .tries = 2 };
+	struct dns_opts dopt = { .servers = ck->cfg->dns, .timeout_ms = 2000, .tries = 2,
+				 .dnssec = (enum dns_dnssec)ck->cfg->dane,
+				 .trusted = ck->cfg->dnssec_trusted };
 	ck->dns = dns_new(ck->l, &dopt, err, sizeof(err));
 	struct tlscache_opts topt = { .ca_file = ck->cfg->ca_file, .min_version = ck->cfg->min_version,
 				      .max_sessions = 0 };
