@@ -44,6 +44,7 @@
 #include "sender/msg.h"
 #include "sender/pool.h"
 #include "sender/smtp.h"
+#include "sender/policy/dane.h"
 #include "sender/policy/stspol.h"
 #include "sender/policy/tlspolicy.h"
 #include "sender/tls.h"
@@ -117,6 +118,11 @@ struct job {
 	struct loop_timer rate_timer;
 	struct loop_task lit_task; /* relay given as an IP literal: no DNS */
 	int pool_i;           /* egress pool (config pools index; n_pools: every source) */
+	/* DANE (policy/dane.h): what the TLSA records of MX host dane_for (-1:
+	 * none yet) demand; looked up before its first session */
+	struct dane_host dane;
+	struct dane_lookup dane_lk;
+	int dane_for;
 	const struct source *src; /* this attempt's egress source, NULL: none */
 };
 
@@ -305,6 +311,7 @@ static void job_free(struct job *j)
 		j->next->prev = j->prev;
 	if (j->has_pol)
 		sts_policy_fini(&j->pol);
+	dane_host_fini(&j->dane);
 	free(j->mx_pending);
 	msg_wire_fini(&j->wire);
 	free(j->mx);
@@ -315,9 +322,26 @@ static void job_free(struct job *j)
 	free(j);
 }
 
+/* The current MX host's DANE state, when DANE decides its TLS. */
+static const struct dane_host *dane_cur(const struct job *j)
+{
+	if (j->dane_for < 0 || j->dane_for != j->host_i)
+		return NULL;
+	return j->dane.mode == DANE_AUTH || j->dane.mode == DANE_UNUSABLE ? &j->dane : NULL;
+}
+
+/* The policy name of a result: the current host's DANE outcome where DANE
+ * applied to it (a failed TLSA lookup too), else the domain's. */
+static const char *policy_name(const struct job *j)
+{
+	if (j->dane_for >= 0 && j->dane_for == j->host_i && j->dane.mode != DANE_NONE)
+		return dane_mode_name(j->dane.mode);
+	return j->tls.name;
+}
+
 static void fill_common(struct job *j, struct job_outcome *r)
 {
-	strlcpy_x(r->policy, j->tls.name, sizeof(r->policy));
+	strlcpy_x(r->policy, policy_name(j), sizeof(r->policy));
 	if (j->src)
 		strlcpy_x(r->source, j->src->label, sizeof(r->source));
 	r->elapsed_ms = (uint32_t)(loop_now(j->d->l) - j->start);
@@ -421,6 +445,14 @@ static void tls_event(struct job *j, const char *mx, const char *ip, const char 
 	struct tls_event ev;
 	memset(&ev, 0, sizeof(ev));
 	tlsrpt_event_policy(&ev, j->req->domain, j->has_pol ? &j->pol : NULL);
+	/* RFC 8460 4.2: a DANE host's sessions count under its TLSA policy,
+	 * the records as policy strings */
+	if (mx != NULL && j->dane_for == j->host_i && j->dane.mode != DANE_NONE) {
+		strlcpy_x(ev.policy_type, "tlsa", sizeof(ev.policy_type));
+		ev.policy_id[0] = ev.policy_mode[0] = '\0';
+		ev.max_age = 0;
+		dane_policy_strings(&j->dane, ",", ev.policy_mx, sizeof(ev.policy_mx));
+	}
 	strlcpy_x(ev.mx, mx ? mx : "", sizeof(ev.mx));
 	strlcpy_x(ev.ip, ip ? ip : "", sizeof(ev.ip));
 	strlcpy_x(ev.result, result ? result : "", sizeof(ev.result));
@@ -435,6 +467,10 @@ static void tls_event(struct job *j, const char *mx, const char *ip, const char 
 static void tls_event_ready(struct job *j, const struct smtp_status *st, enum tls_level lvl)
 {
 	const char *mx = j->mx->hosts[j->host_i].name;
+	if (dane_cur(j) != NULL) { /* READY: the TLS the records demand was had */
+		tls_event(j, mx, j->cur_ip, NULL, NULL);
+		return;
+	}
 	if (lvl == TLS_LEVEL_NONE)
 		return; /* no TLS attempted by choice: nothing to report */
 	if (!st->tls) {
@@ -520,10 +556,75 @@ static void slot_wake(struct limits_waiter *w)
 	start_session(container_of(w, struct job, conn.waiter));
 }
 
+static void dane_done(void *arg, struct dane_host *h);
+
+/* An MX host whose MX and address answers were DNSSEC-secure (RFC 7672 2.2.1,
+ * 2.2.2): its TLSA records decide its TLS. */
+static bool dane_candidate(const struct job *j, const struct dns_host *h)
+{
+	return dns_dnssec_on(j->d->dns) && !j->rule.relay_host && j->mx->secure && h->secure;
+}
+
+/* Before the first session to the current MX host: its DANE state. True when
+ * a TLSA lookup was started (dane_done then calls start_session again). */
+static bool dane_step(struct job *j)
+{
+	if (j->dane_for == j->host_i)
+		return false;
+	const struct dns_host *h = &j->mx->hosts[j->host_i];
+	dane_host_fini(&j->dane);
+	dane_host_none(&j->dane, h->name);
+	j->dane_for = j->host_i;
+	if (!dane_candidate(j, h))
+		return false;
+	dane_lookup_start(&j->dane_lk, j->d->dns, h->name, h->cname, j->port, &j->dane, dane_done, j);
+	return true;
+}
+
+/* The current MX host cannot be used: a temporary failure for every one of
+ * its addresses, then the next host. */
+static void skip_host(struct job *j, const char *why)
+{
+	const struct dns_host *h = &j->mx->hosts[j->host_i];
+	const struct sockaddr_storage *sa = &h->addrs[0];
+	/* the result names the host not used (its first address) */
+	inet_ntop(sa->ss_family,
+		  sa->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+					    : (const void *)&((const struct sockaddr_in *)sa)->sin_addr,
+		  j->cur_ip, sizeof(j->cur_ip));
+	j->have_last = true;
+	j->addr_i = h->naddrs - 1;
+	j->plain_retry = false;
+	j->tries++;
+	skip_addr(j, "4.7.5", "%s", why);
+}
+
+static void dane_done(void *arg, struct dane_host *h)
+{
+	struct job *j = arg;
+	const char *mx = j->mx->hosts[j->host_i].name;
+	log_info("evt=dane id=%016llx mx=%s mode=%s why=\"%s\"", (unsigned long long)j->id, mx,
+		 dane_mode_name(h->mode), h->why);
+	if (h->mode == DANE_FAIL) { /* RFC 7672 2.2: never without what the zone may demand */
+		tls_event(j, mx, NULL, "dnssec-invalid", h->why);
+		skip_host(j, h->why);
+		return;
+	}
+	if (h->mode == DANE_NONE && j->has_pol && j->pol.mode == STS_MODE_ENFORCE &&
+	    !sts_policy_allows(&j->pol, mx)) {
+		/* kept by route() until its TLSA was known: no DANE, so MTA-STS */
+		skip_host(j, "MX host not listed in the MTA-STS policy (enforce)");
+		return;
+	}
+	start_session(j);
+}
+
 static void start_session(struct job *j)
 {
 	struct dns_host *h = &j->mx->hosts[j->host_i];
 	struct smtp_params p;
+	if (dane_step(j))
+		return;
 	memset(&p, 0, sizeof(p));
 	p.mx_host = h->name;
 	memcpy(&p.addr, &h->addrs[j->addr_i], sizeof(p.addr));
@@ -548,6 +649,12 @@ static void start_session(struct job *j)
 	p.helo = j->src ? j->src->ehlo : j->d->helo;
 	p.source = j->src;
 	p.level = j->plain_retry ? TLS_LEVEL_NONE : j->tls.level;
+	if (j->dane.mode == DANE_AUTH) { /* RFC 7672 2.2: whatever else applies */
+		p.level = TLS_LEVEL_VERIFY;
+		p.dane = &j->dane.tls;
+	} else if (j->dane.mode == DANE_UNUSABLE && p.level < TLS_LEVEL_ENCRYPT) {
+		p.level = TLS_LEVEL_ENCRYPT; /* 3.1.3: TLS, unauthenticated */
+	}
 	p.min_tls = j->rule.min_tls;
 	p.max_handshakes = (unsigned)j->d->cfg->max_handshakes;
 	if (j->rule.relay_host) {
@@ -731,13 +838,20 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 	}
 	bool was_plain_retry = j->plain_retry;
 	j->plain_retry = false;
+	const struct dane_host *dh = dane_cur(j);
 	if (st->fail == SMTP_FAIL_TLS || st->fail == SMTP_FAIL_TLS_MAY)
 		tls_event(j, mxname, j->cur_ip,
 			  st->no_starttls ? "starttls-not-supported"
 			  : (st->tls_tried && st->verdict.have_cert && !st->verdict.verified)
-				  ? tls_tlsrpt_result(&st->verdict)
+				  ? (dh ? "tlsa-invalid" : tls_tlsrpt_result(&st->verdict))
 				  : "validation-failure",
 			  st->why.text);
+	if (st->fail == SMTP_FAIL_TLS && dh != NULL) {
+		/* DANE: a failure is temporary and goes to the next MX; never
+		 * plaintext, never a bounce, whatever on_tls_failure says */
+		try_next(j);
+		return;
+	}
 	if (st->fail == SMTP_FAIL_TLS_MAY && !was_plain_retry) {
 		/* Opportunistic TLS broke: same address, plaintext, once; and
 		 * remember the host so the next delivery does not try again. */
@@ -800,8 +914,11 @@ static void route(struct job *j)
 		 * tlspolicy_decide, only with verified TLS); none left is a
 		 * temporary failure. */
 		int n = 0;
+		/* RFC 8461 2: DANE comes first: a candidate stays until its
+		 * TLSA records are known (dane_done) */
 		for (int i = 0; i < mx->nhosts; i++)
-			if (sts_policy_allows(&j->pol, mx->hosts[i].name))
+			if (sts_policy_allows(&j->pol, mx->hosts[i].name) ||
+			    dane_candidate(j, &mx->hosts[i]))
 				mx->hosts[n++] = mx->hosts[i];
 		mx->nhosts = n;
 		if (n == 0) {
@@ -942,6 +1059,7 @@ int deliver_submit(struct deliver *d, struct deliver_req *req)
 	j->tidx = xcalloc((size_t)req->nrcpt, sizeof(*j->tidx));
 	j->reported = xcalloc((size_t)req->nrcpt, sizeof(*j->reported));
 	loop_timer_init(&j->rate_timer, rate_fn);
+	j->dane_for = -1;
 	pool_conn_init(&j->conn, req->domain, slot_wake);
 	j->nleft = req->nrcpt;
 	d->active++;

@@ -219,6 +219,7 @@ void dns_req_free(struct req *r)
 void dns_mx_hosts(struct req *r, int n)
 {
 	r->u.mx.res = xrealloc(r->u.mx.res, DNS_MX_SIZE(n));
+	memset(r->u.mx.res->hosts, 0, (size_t)n * sizeof(struct dns_host)); /* cname, secure */
 	free(r->u.mx.hw);
 	r->u.mx.hw = n > 0 ? xcalloc((size_t)n, sizeof(*r->u.mx.hw)) : NULL;
 	r->u.mx.res->nhosts = n;

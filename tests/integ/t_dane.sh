@@ -11,30 +11,246 @@ set -u
 # shellcheck source=tests/integ/dnssec.sh
 . "$INTEG_LIB_DIR/dnssec.sh"
 
-integ_setup mx1.test
+integ_setup mx1.ta.test mx1.tanx.test
 integ_require mxsend mxsink unbound unbound-checkconf ldns-keygen ldns-signzone dig perl openssl
 
-SIGNED=$INTEG_DIR/signed.txt
-cat >"$SIGNED" <<'EOF2'
-sec.test. 300 IN A 127.0.78.1
-bog.test. 300 IN A 127.0.78.2
-EOF2
-INSECURE='h.insec.test. 300 IN A 127.0.78.3'
-BOGUS='bog.test. A'
+FROM=sender@client.test
+P=$SINK_PORT
+SEND_ARGS=(--log ${DANE_LOG:-info})
 
-if [ -z "$INTEG_MISSING" ] && ! dnssec_start "$SIGNED" "$INSECURE" "$BOGUS"; then
-	integ_missing "the DNSSEC set-up (tests/integ/dnssec.sh)"
+# Certificates beside the run's (lib.sh): nomatch.pem, self-signed for a name no
+# MX has; chain.pem, server.pem with the CA behind it (DANE-TA needs the
+# chain on the wire when the record is a digest of the CA).
+if [ -z "$INTEG_MISSING" ]; then
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+		-keyout "$CERTS/nomatch.key" -out "$CERTS/nomatch.pem" -subj /CN=nomatch.invalid \
+		-addext subjectAltName=DNS:nomatch.invalid >"$INTEG_DIR/nomatch.log" 2>&1 ||
+		integ_missing "openssl req (nomatch.pem)"
+	cat "$CERTS/server.pem" "$CA" >"$CERTS/chain.pem"
 fi
+# tlsa_spki CERT: "3 1 1 HEX" for CERT's key; tlsa_ca: "2 0 1 HEX" for the run's CA.
+tlsa_spki() {
+	echo "3 1 1 $(openssl x509 -in "$1" -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum | cut -c1-64)"
+}
+tlsa_ca() {
+	echo "2 0 1 $(openssl x509 -in "$CA" -outform DER | sha256sum | cut -c1-64)"
+}
+
+SIGNED=$INTEG_DIR/signed.txt
+if [ -z "$INTEG_MISSING" ]; then
+	EE=$(tlsa_spki "$CERTS/nomatch.pem")
+	TA=$(tlsa_ca)
+	cat >"$SIGNED" <<EOF2
+sec.test. 300 IN A 127.0.78.250
+bog.test. 300 IN A 127.0.78.251
+; DANE-EE matching a self-signed certificate for another name
+ee.test. MX 10 mx1.ee.test.
+mx1.ee.test. A 127.0.78.1
+_$P._tcp.mx1.ee.test. TLSA $EE
+; DANE-EE mismatch at MX 10, a match at MX 20
+eemis.test. MX 10 mx1.eemis.test.
+eemis.test. MX 20 mx2.eemis.test.
+mx1.eemis.test. A 127.0.78.2
+mx2.eemis.test. A 127.0.78.3
+_$P._tcp.mx1.eemis.test. TLSA $EE
+_$P._tcp.mx2.eemis.test. TLSA $EE
+; DANE-EE mismatch, one MX: deferred
+eeone.test. MX 10 mx1.eeone.test.
+mx1.eeone.test. A 127.0.78.2
+_$P._tcp.mx1.eeone.test. TLSA $EE
+; DANE-TA, the name in the certificate / not in it
+ta.test. MX 10 mx1.ta.test.
+mx1.ta.test. A 127.0.78.4
+_$P._tcp.mx1.ta.test. TLSA $TA
+tawrong.test. MX 10 mx1.tawrong.test.
+mx1.tawrong.test. A 127.0.78.4
+_$P._tcp.mx1.tawrong.test. TLSA $TA
+; PKIX-EE and PKIX-TA only: unusable, TLS without authentication
+unus.test. MX 10 mx1.unus.test.
+mx1.unus.test. A 127.0.78.5
+_$P._tcp.mx1.unus.test. TLSA 1 1 1 ${EE#3 1 1 }
+_$P._tcp.mx1.unus.test. TLSA 0 0 1 ${TA#2 0 1 }
+; bogus TLSA (broken RRSIG)
+bog2.test. MX 10 mx1.bog2.test.
+mx1.bog2.test. A 127.0.78.6
+_$P._tcp.mx1.bog2.test. TLSA $EE
+; STARTTLS stripped in front of a DANE host
+strip.test. MX 10 mx1.strip.test.
+mx1.strip.test. A 127.0.78.7
+_$P._tcp.mx1.strip.test. TLSA $EE
+; an MX host that is a CNAME: the TLSA at the expansion (RFC 7672 2.2.3)
+alias.test. MX 10 mx1.alias.test.
+mx1.alias.test. CNAME real.alias.test.
+real.alias.test. A 127.0.78.8
+_$P._tcp.real.alias.test. TLSA $EE
+; resumption within the DANE context
+res.test. MX 10 mx1.res.test.
+mx1.res.test. A 127.0.78.9
+_$P._tcp.mx1.res.test. TLSA $EE
+res2.test. MX 10 mx1.res.test.
+EOF2
+	INSECURE="ins.insec.test. MX 10 mx1.insec.test.
+mx1.insec.test. A 127.0.78.10
+_$P._tcp.mx1.insec.test. TLSA 3 1 1 $(printf '%064d' 0)"
+	BOGUS="bog.test. A
+_$P._tcp.mx1.bog2.test. TLSA"
+	dnssec_start "$SIGNED" "$INSECURE" "$BOGUS" || integ_missing "the DNSSEC set-up (tests/integ/dnssec.sh)"
+fi
+if [ -z "$INTEG_MISSING" ]; then
+	NM=(--cert "$CERTS/nomatch.pem" --key "$CERTS/nomatch.key")
+	SS=(--cert "$CERTS/selfsigned.pem" --key "$CERTS/selfsigned.key")
+	start_sink ee --listen "127.0.78.1:$P" "${NM[@]}" &&
+		start_sink eemis1 --listen "127.0.78.2:$P" "${SS[@]}" &&
+		start_sink eemis2 --listen "127.0.78.3:$P" "${NM[@]}" &&
+		start_sink ta --listen "127.0.78.4:$P" --cert "$CERTS/chain.pem" --key "$CERTS/server.key" &&
+		start_sink unus --listen "127.0.78.5:$P" "${NM[@]}" &&
+		start_sink bog2 --listen "127.0.78.6:$P" "${NM[@]}" &&
+		start_sink strip --listen "127.0.78.7:$P" "${NM[@]}" --no-starttls &&
+		start_sink alias --listen "127.0.78.8:$P" "${NM[@]}" &&
+		start_sink res --listen "127.0.78.9:$P" "${NM[@]}" &&
+		start_sink insec --listen "127.0.78.10:$P" "${NM[@]}" ||
+		integ_missing "the sinks"
+	CONF=$INTEG_DIR/mxsend.conf
+	integ_config "$CONF" '[dns]
+dane = yes
+
+[domain strip.test]
+tls = may
+on_tls_failure = plaintext
+
+[mx mx1.res.test]
+max_connections = 1
+
+[pool]
+reuse_max = 1'
+fi
+
+TLSOK='tls=TLSv1\.[23] cipher=[A-Za-z0-9_-]+ verified=yes'
+TLSNV='tls=TLSv1\.[23] cipher=[A-Za-z0-9_-]+ verified=no'
+TLSANY='tls=[^ ]+ cipher=[^ ]+ verified=(yes|no)'
+PLAIN='tls=none cipher=- verified=no'
+REPLY='reply="[^"]*"'
+D250='delivered 250 2\.[0-9]{1,3}\.[0-9]{1,3}'
+DEF='deferred 4[0-9]{2} 4\.[0-9]{1,3}\.[0-9]{1,3}'
+
+# expect_mail SINK RCPT [ERE]: the sink stored a message for RCPT; its .env has a line matching ERE.
+expect_mail() {
+	local got
+	got=$(sink_find_msg "$1" "$2") || {
+		fail "sink $1 has no message for $2"
+		return 1
+	}
+	[ -z "${3:-}" ] || assert_match "sink $1's envelope for $2" "$3" "$(cat "${got%.eml}.env")"
+}
+expect_no_mail() {
+	expect_sink "$1" messages 0
+	assert_eq "messages in sink $1's maildir" 0 "$(sink_count "$1")"
+}
+# deliver RCPT: one message to RCPT through `mxsend send` (the run's config).
+deliver() {
+	local m=$CASE_DIR/m.eml
+	msg "$m"
+	send -c "$CONF" --from "$FROM" --to "$1" "$m"
+}
 
 # The fixture itself: secure, insecure and bogus answers as a DANE sender sees them.
 t_dnssec_fixture() {
 	assert_eq "sec.test A" secure "$(dnssec_status sec.test A)"
-	assert_eq "h.insec.test A (unsigned delegation)" insecure "$(dnssec_status h.insec.test A)"
+	assert_eq "mx1.insec.test A (unsigned delegation)" insecure "$(dnssec_status mx1.insec.test A)"
 	assert_eq "bog.test A (broken RRSIG)" bogus "$(dnssec_status bog.test A)"
 	assert_eq "nx.test A (signed denial)" secure "$(dnssec_status nx.test A)"
-	assert_match "sec.test answer" '^sec\.test\..*IN[[:space:]]+A[[:space:]]+127\.0\.78\.1' \
+	assert_eq "TLSA of mx1.ee.test" secure "$(dnssec_status "_$P._tcp.mx1.ee.test" TLSA)"
+	assert_eq "TLSA of mx1.bog2.test" bogus "$(dnssec_status "_$P._tcp.mx1.bog2.test" TLSA)"
+	assert_match "sec.test answer" '^sec\.test\..*IN[[:space:]]+A[[:space:]]+127\.0\.78\.250' \
 		"$(dnssec_dig sec.test A)"
 }
 run_case "dnssec fixture: secure (AD), insecure delegation (no AD), bogus (SERVFAIL)" t_dnssec_fixture
+
+t_ee_match() {
+	deliver u@ee.test
+	expect_rc 0
+	expect_line u@ee.test "$D250 $(mx mx1.ee.test 127.0.78.1) $TLSOK policy=dane $REPLY"
+	expect_mail ee u@ee.test '^sni=mx1\.ee\.test$'
+}
+run_case "DANE-EE match: delivered, policy=dane, self-signed certificate for another name" t_ee_match
+
+t_ee_mismatch_next() {
+	deliver u@eemis.test
+	expect_rc 0
+	expect_line u@eemis.test "$D250 $(mx mx2.eemis.test 127.0.78.3) $TLSOK policy=dane $REPLY"
+	expect_no_mail eemis1
+	expect_sink eemis1 connections 1
+	assert_match "log: the mismatch at MX 10" 'mx1\.eemis\.test.*DANE: no TLSA record matches' "$(cat "$CASE_DIR/err")"
+}
+run_case "DANE-EE mismatch at MX 10: not delivered there, MX 20 tried (delivered)" t_ee_mismatch_next
+
+t_ee_mismatch_defer() {
+	deliver u@eeone.test
+	expect_rc 75
+	expect_line u@eeone.test "$DEF $(mx mx1.eeone.test 127.0.78.2) $TLSNV policy=dane reply=\"DANE: no TLSA record matches[^\"]*\""
+}
+run_case "DANE-EE mismatch, one MX: deferred (not bounced, not plaintext)" t_ee_mismatch_defer
+
+t_ta_name() {
+	deliver u@ta.test
+	expect_rc 0
+	expect_line u@ta.test "$D250 $(mx mx1.ta.test 127.0.78.4) $TLSOK policy=dane $REPLY"
+	deliver u@tawrong.test
+	expect_rc 75
+	expect_line u@tawrong.test "$DEF $(mx mx1.tawrong.test 127.0.78.4) $TLSNV policy=dane $REPLY"
+}
+run_case "DANE-TA: the MX name in the certificate delivered, another name deferred" t_ta_name
+
+t_unusable() {
+	deliver u@unus.test
+	expect_rc 0
+	expect_line u@unus.test "$D250 $(mx mx1.unus.test 127.0.78.5) $TLSNV policy=dane-unusable $REPLY"
+}
+run_case "only PKIX-TA/PKIX-EE TLSA records: encrypted, not authenticated" t_unusable
+
+t_insecure() {
+	deliver u@ins.insec.test
+	expect_rc 0
+	expect_line u@ins.insec.test "$D250 $(mx mx1.insec.test 127.0.78.10) $TLSNV policy=may $REPLY"
+}
+run_case "insecure zone with a (wrong) TLSA record: ignored, delivered as tls = may" t_insecure
+
+t_bogus() {
+	deliver u@bog2.test
+	expect_rc 75
+	expect_line u@bog2.test "deferred 451 4\.7\.5 $(mx mx1.bog2.test 127.0.78.6) $PLAIN policy=dane-fail reply=\"TLSA lookup for [^\"]*\""
+	expect_sink bog2 connections 0
+}
+run_case "bogus TLSA (broken signature): deferred, the host not contacted" t_bogus
+
+t_strip() {
+	deliver u@strip.test
+	expect_rc 75
+	expect_line u@strip.test "$DEF $(mx mx1.strip.test 127.0.78.7) $PLAIN policy=dane $REPLY"
+	expect_no_mail strip
+}
+run_case "STARTTLS stripped before a DANE host: deferred, never plaintext (on_tls_failure = plaintext)" t_strip
+
+t_alias() {
+	deliver u@alias.test
+	expect_rc 0
+	expect_line u@alias.test "$D250 $(mx mx1.alias.test 127.0.78.8) $TLSOK policy=dane $REPLY"
+	expect_mail alias u@alias.test '^sni=real\.alias\.test$'
+}
+run_case "MX host is a CNAME: TLSA at the expansion, SNI the TLSA base domain" t_alias
+
+t_resume() {
+	local m=$CASE_DIR/m.eml
+	msg "$m"
+	# two domains behind one DANE host, one connection at a time, none reused:
+	# the second handshake resumes the first's session (same TLSA context)
+	send -c "$CONF" --from "$FROM" --to a@res.test --to b@res2.test "$m"
+	expect_rc 0
+	expect_line a@res.test "$D250 $(mx mx1.res.test 127.0.78.9) $TLSOK policy=dane $REPLY"
+	expect_line b@res2.test "$D250 $(mx mx1.res.test 127.0.78.9) $TLSOK policy=dane $REPLY"
+	expect_sink res handshakes 2
+	expect_sink res resumed 1
+}
+run_case "TLS resumption within the DANE context" t_resume
 
 integ_finish
