@@ -449,7 +449,9 @@ static void tls_event(struct job *j, const char *mx, const char *ip, const char 
 	 * the records as policy strings */
 	if (mx != NULL && j->dane_for == j->host_i && j->dane.mode != DANE_NONE) {
 		strlcpy_x(ev.policy_type, "tlsa", sizeof(ev.policy_type));
-		ev.policy_id[0] = ev.policy_mode[0] = '\0';
+		strlcpy_x(ev.policy_id, j->dane.tls.tag[0] ? j->dane.tls.tag + 5 : "",
+			  sizeof(ev.policy_id)); /* the hex of "dane-HEX" */
+		ev.policy_mode[0] = '\0';
 		ev.max_age = 0;
 		dane_policy_strings(&j->dane, ",", ev.policy_mx, sizeof(ev.policy_mx));
 	}
