@@ -12,7 +12,8 @@ set -u
 . "$INTEG_LIB_DIR/dnssec.sh"
 
 integ_setup mx1.ta.test mx1.tanx.test
-integ_require mxsend mxsink unbound unbound-checkconf ldns-keygen ldns-signzone dig perl openssl
+integ_require mxsend mxsink unbound unbound-checkconf ldns-keygen ldns-signzone dig perl openssl \
+	redis-server redis-cli python3
 
 FROM=sender@client.test
 P=$SINK_PORT
@@ -88,6 +89,11 @@ res.test. MX 10 mx1.res.test.
 mx1.res.test. A 127.0.78.9
 _$P._tcp.mx1.res.test. TLSA $EE
 res2.test. MX 10 mx1.res.test.
+; a day with DANE failures: bogus TLSA at MX 10, a mismatch at MX 20, a match at MX 30
+rpt.test. MX 10 mx1.bog2.test.
+rpt.test. MX 20 mx1.eemis.test.
+rpt.test. MX 30 mx2.eemis.test.
+_smtp._tls.rpt.test. TXT "v=TLSRPTv1; rua=mailto:tls@rpt.test"
 EOF2
 	INSECURE="ins.insec.test. MX 10 mx1.insec.test.
 mx1.insec.test. A 127.0.78.10
@@ -252,5 +258,42 @@ t_resume() {
 	expect_sink res resumed 1
 }
 run_case "TLS resumption within the DANE context" t_resume
+
+t_tlsrpt_day() {
+	start_redis || return 1
+	local conf=$CASE_DIR/rpt.conf m=$CASE_DIR/m.eml day
+	{ cat "$CONF"; printf '\n[redis]\nurl = %s\n' "$REDIS_URL"; } >"$conf"
+	msg "$m"
+	send -c "$conf" --from "$FROM" --to u@rpt.test "$m"
+	expect_rc 0
+	expect_line u@rpt.test "$D250 $(mx mx2.eemis.test 127.0.78.3) $TLSOK policy=dane $REPLY"
+	day=$(date -u +%F)
+	timed_run 30 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" tlsrpt -c "$conf" --day "$day" \
+		--timeout 10 --dry-run rpt.test
+	expect_rc 0 || return 1
+	# the JSON document after the "tlsrpt day=..." line
+	python3 - "$CASE_DIR/out" <<'EOF3' >"$CASE_DIR/check" 2>&1 || fail "report: $(cat "$CASE_DIR/check")"
+import json, sys
+text = open(sys.argv[1]).read()
+doc = json.loads(text[text.index("{"):text.rindex("}") + 1])
+pols = doc["policies"]
+types = sorted(p["policy"]["policy-type"] for p in pols)
+assert types == ["tlsa", "tlsa", "tlsa"], types
+res, ok = {}, 0
+for p in pols:
+    pol = p["policy"]
+    assert pol["policy-domain"] == "rpt.test", pol
+    ok += p["summary"]["total-successful-session-count"]
+    for f in p.get("failure-details", []):
+        res[f["result-type"]] = pol.get("mx-host", [""])[0] or f.get("receiving-mx-hostname")
+        if f["result-type"] == "tlsa-invalid":
+            strings = pol["policy-string"]
+            assert len(strings) == 1 and strings[0].startswith("3 1 1 "), strings
+assert ok == 1, ok
+assert res.get("dnssec-invalid") == "mx1.bog2.test", res
+assert res.get("tlsa-invalid") == "mx1.eemis.test", res
+EOF3
+}
+run_case "TLSRPT for a day with DANE failures: tlsa policies, dnssec-invalid and tlsa-invalid" t_tlsrpt_day
 
 integ_finish
