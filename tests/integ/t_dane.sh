@@ -296,4 +296,20 @@ EOF3
 }
 run_case "TLSRPT for a day with DANE failures: tlsa policies, dnssec-invalid and tlsa-invalid" t_tlsrpt_day
 
+t_check() {
+	SHOW_RUN_CMD="mxsend check"
+	timed_run 20 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" check -c "$CONF" --timeout 10 ee.test
+	expect_rc 0
+	expect_out '^mx status=ok hosts=1 implicit=no dnssec=secure$'
+	expect_out "^mx host=mx1\.ee\.test .* dnssec=secure dane=dane tlsa=\"$(re_escape "$EE")\" tlsa_match=yes tlsa_matched=\"3 1 1\" depth=0$"
+	timed_run 20 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" check -c "$CONF" --timeout 10 eeone.test
+	expect_out '^mx host=mx1\.eeone\.test .* dnssec=secure dane=dane tlsa="3 1 1 [0-9a-f]{64}" tlsa_match=no error="DANE: no TLSA record matches'
+	timed_run 20 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" check -c "$CONF" --timeout 10 bog2.test
+	expect_out '^mx host=mx1\.bog2\.test .* dnssec=secure dane=dane-fail tlsa="TLSA lookup for mx1\.bog2\.test failed'
+	timed_run 20 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" check -c "$CONF" --timeout 10 ins.insec.test
+	expect_out '^mx status=ok hosts=1 implicit=no dnssec=insecure$'
+	expect_out '^mx host=mx1\.insec\.test .* dnssec=insecure dane=none$'
+}
+run_case "mxsend check: DNSSEC status, TLSA records, whether the chain matches them" t_check
+
 integ_finish
