@@ -11,9 +11,11 @@ set -u
 # shellcheck source=tests/integ/dnssec.sh
 . "$INTEG_LIB_DIR/dnssec.sh"
 
-integ_setup mx1.ta.test mx1.tanx.test
+integ_setup mx1.ta.test mx1.tanx.test mta-sts.both.test
 integ_require mxsend mxsink unbound unbound-checkconf ldns-keygen ldns-signzone dig perl openssl \
-	redis-server redis-cli python3
+	redis-server redis-cli python3 nginx
+HTTPS_ADDR=127.0.79.1
+NGINX_PORT=$(integ_port) || integ_missing "no free port"
 
 FROM=sender@client.test
 P=$SINK_PORT
@@ -94,10 +96,22 @@ rpt.test. MX 10 mx1.bog2.test.
 rpt.test. MX 20 mx1.eemis.test.
 rpt.test. MX 30 mx2.eemis.test.
 _smtp._tls.rpt.test. TXT "v=TLSRPTv1; rua=mailto:tls@rpt.test"
+; DANE and MTA-STS (enforce, naming another host) on one domain: DANE wins
+both.test. MX 10 mx1.both.test.
+mx1.both.test. A 127.0.78.12
+_$P._tcp.mx1.both.test. TLSA $EE
+_mta-sts.both.test. TXT "v=STSv1; id=1"
+mta-sts.both.test. A $HTTPS_ADDR
+; one MX host reached under two contexts: DANE (secure MX) and not (insecure MX)
+ctx.test. MX 10 mx1.ctx.test.
+ctx2.test. MX 10 mx1.ctx.test.
+mx1.ctx.test. A 127.0.78.11
+_$P._tcp.mx1.ctx.test. TLSA $EE
 EOF2
 	INSECURE="ins.insec.test. MX 10 mx1.insec.test.
 mx1.insec.test. A 127.0.78.10
-_$P._tcp.mx1.insec.test. TLSA 3 1 1 $(printf '%064d' 0)"
+_$P._tcp.mx1.insec.test. TLSA 3 1 1 $(printf '%064d' 0)
+ctx.insec.test. MX 10 mx1.ctx.test."
 	BOGUS="bog.test. A
 _$P._tcp.mx1.bog2.test. TLSA"
 	dnssec_start "$SIGNED" "$INSECURE" "$BOGUS" || integ_missing "the DNSSEC set-up (tests/integ/dnssec.sh)"
@@ -114,10 +128,24 @@ if [ -z "$INTEG_MISSING" ]; then
 		start_sink strip --listen "127.0.78.7:$P" "${NM[@]}" --no-starttls &&
 		start_sink alias --listen "127.0.78.8:$P" "${NM[@]}" &&
 		start_sink res --listen "127.0.78.9:$P" "${NM[@]}" &&
-		start_sink insec --listen "127.0.78.10:$P" "${NM[@]}" ||
+		start_sink insec --listen "127.0.78.10:$P" "${NM[@]}" &&
+		start_sink ctx --listen "127.0.78.11:$P" "${NM[@]}" &&
+		start_sink both --listen "127.0.78.12:$P" "${NM[@]}" ||
 		integ_missing "the sinks"
+	mkdir -p "$INTEG_DIR/www/mta-sts.both.test/.well-known"
+	printf 'version: STSv1\nmode: enforce\nmx: other.both.test\nmax_age: 86400\n' \
+		>"$INTEG_DIR/www/mta-sts.both.test/.well-known/mta-sts.txt"
+	start_nginx "" <<EOF2 || integ_missing "nginx"
+	server {
+		listen $HTTPS_ADDR:$NGINX_PORT ssl;
+		server_name mta-sts.both.test;
+		root $INTEG_DIR/www/\$host;
+	}
+EOF2
 	CONF=$INTEG_DIR/mxsend.conf
-	integ_config "$CONF" '[dns]
+	integ_config "$CONF" "[tls]
+sts_https_port = $NGINX_PORT
+"'[dns]
 dane = yes
 
 [domain strip.test]
@@ -311,5 +339,36 @@ t_check() {
 	expect_out '^mx host=mx1\.insec\.test .* dnssec=insecure dane=none$'
 }
 run_case "mxsend check: DNSSEC status, TLSA records, whether the chain matches them" t_check
+
+t_sts_and_dane() {
+	deliver u@both.test
+	expect_rc 0
+	expect_line u@both.test "$D250 $(mx mx1.both.test 127.0.78.12) $TLSOK policy=dane $REPLY"
+	assert_match "the MTA-STS policy was fetched" 'mta-sts\.both\.test "GET /\.well-known/mta-sts\.txt' \
+		"$(cat "$INTEG_DIR/nginx/access.log")"
+}
+run_case "DANE and MTA-STS enforce on one domain (the policy names another host): DANE wins" t_sts_and_dane
+
+t_contexts() {
+	local m=$CASE_DIR/m.eml conf=$CASE_DIR/ctx.conf
+	msg "$m"
+	# one connection at a time to the host, reused where the context allows
+	{ sed '/^\[pool\]$/d; /^reuse_max/d' "$CONF"; printf '\n[mx mx1.ctx.test]\nmax_connections = 1\n'; } >"$conf"
+	send -c "$conf" --from "$FROM" --to a@ctx.test --to b@ctx2.test "$m"
+	expect_rc 0
+	expect_sink ctx connections 1
+	send -c "$conf" --from "$FROM" --to c@ctx.test --to d@ctx.insec.test "$m"
+	expect_rc 0
+	expect_line c@ctx.test "$D250 $(mx mx1.ctx.test 127.0.78.11) $TLSOK policy=dane $REPLY"
+	expect_line d@ctx.insec.test "$D250 $(mx mx1.ctx.test 127.0.78.11) $TLSNV policy=may $REPLY"
+	expect_sink ctx connections 3
+	# and sessions resumed only within it (no reuse now)
+	printf '\n[pool]\nreuse_max = 1\n' >>"$conf"
+	send -c "$conf" --from "$FROM" --to e@ctx.test --to f@ctx.insec.test "$m"
+	expect_rc 0
+	expect_sink ctx connections 5
+	expect_sink ctx resumed 0
+}
+run_case "one MX host under DANE and without: no connection reuse, no resumption across" t_contexts
 
 integ_finish
