@@ -41,7 +41,7 @@
 #define SCHEDULE_MAX ((int)ARRAY_LEN(((struct config *)0)->schedule_ms))
 
 /* NULL-terminated so they double as V_CHOICE lists. */
-static const char *const level_names[] = { "none", "may", "encrypt", "verify", NULL };
+static const char *const level_names[] = { "none", "may", "encrypt", "verify", "dane-only", NULL };
 static const char *const dane_names[] = { "no", "auto", "yes", NULL }; /* enum dns_dnssec */
 static const char *const fail_names[] = { "next-mx", "defer", "hold", "bounce", "plaintext", NULL };
 static const char *const log_names[] = { "trace", "debug", "info", "warn", "error", NULL };
@@ -57,7 +57,7 @@ static int choice(const char *const *names, const char *s)
 
 const char *tls_level_name(enum tls_level l)
 {
-	return (unsigned)l <= TLS_LEVEL_VERIFY ? level_names[l] : "?";
+	return (unsigned)l <= TLS_LEVEL_DANE_ONLY ? level_names[l] : "?";
 }
 
 int tls_level_parse(const char *s)
@@ -344,7 +344,7 @@ static const struct key k_pool[] = {
 };
 /* Order matters: on_key() knows tls is [0] and on_tls_failure [1]. */
 static const struct key k_rule[] = {
-	{ "tls", CH(R(tls), level_names, 0, "none|may|encrypt|verify"), RULE_TLS },
+	{ "tls", CH(R(tls), level_names, 0, "none|may|encrypt|verify|dane-only"), RULE_TLS },
 	{ "on_tls_failure", CH(R(on_tls_failure), fail_names, 0, "next-mx|defer|hold|bounce|plaintext"),
 	  RULE_ON_TLS_FAILURE },
 	{ "min_tls", CH(R(min_tls), tlsver_names, 12, "1.2|1.3"), RULE_MIN_TLS },

@@ -14,7 +14,9 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-enum tls_level { TLS_LEVEL_NONE, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT, TLS_LEVEL_VERIFY };
+/* TLS_LEVEL_DANE_ONLY: deliver only to MX hosts whose TLSA records (RFC 7672)
+ * authenticate them; never reaches an SMTP session (a DANE host gets verify). */
+enum tls_level { TLS_LEVEL_NONE, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT, TLS_LEVEL_VERIFY, TLS_LEVEL_DANE_ONLY };
 enum tls_fail_action {
 	TLS_FAIL_NEXT_MX,
 	TLS_FAIL_DEFER,
@@ -22,7 +24,7 @@ enum tls_fail_action {
 	TLS_FAIL_BOUNCE,
 	TLS_FAIL_PLAINTEXT
 };
-const char *tls_level_name(enum tls_level l);              /* "none".."verify" */
+const char *tls_level_name(enum tls_level l);              /* "none".."dane-only" */
 int tls_level_parse(const char *s);                         /* -1 if bad */
 const char *tls_fail_action_name(enum tls_fail_action a);  /* "next-mx".. */
 int tls_fail_action_parse(const char *s);                   /* -1 if bad */

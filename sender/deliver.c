@@ -330,18 +330,19 @@ static const struct dane_host *dane_cur(const struct job *j)
 	return j->dane.mode == DANE_AUTH || j->dane.mode == DANE_UNUSABLE ? &j->dane : NULL;
 }
 
-/* The policy name of a result: the current host's DANE outcome where DANE
- * applied to it (a failed TLSA lookup too), else the domain's. */
-static const char *policy_name(const struct job *j)
+/* What the current MX host requires (tlspolicy.h): the domain's policy,
+ * unless DANE decides for the host. */
+static void host_policy(const struct job *j, struct tlspolicy *hp)
 {
-	if (j->dane_for >= 0 && j->dane_for == j->host_i && j->dane.mode != DANE_NONE)
-		return dane_mode_name(j->dane.mode);
-	return j->tls.name;
+	bool known = j->dane_for >= 0 && j->dane_for == j->host_i;
+	tlspolicy_host(hp, &j->tls, known ? (int)j->dane.mode : DANE_NONE);
 }
 
 static void fill_common(struct job *j, struct job_outcome *r)
 {
-	strlcpy_x(r->policy, policy_name(j), sizeof(r->policy));
+	struct tlspolicy hp;
+	host_policy(j, &hp);
+	strlcpy_x(r->policy, hp.name, sizeof(r->policy));
 	if (j->src)
 		strlcpy_x(r->source, j->src->label, sizeof(r->source));
 	r->elapsed_ms = (uint32_t)(loop_now(j->d->l) - j->start);
@@ -627,6 +628,13 @@ static void start_session(struct job *j)
 	struct smtp_params p;
 	if (dane_step(j))
 		return;
+	struct tlspolicy hp;
+	host_policy(j, &hp);
+	if (!hp.usable) { /* tls = dane-only, and no DANE for this host */
+		tls_event(j, h->name, NULL, "dane-required", "tls = dane-only: no usable TLSA records");
+		skip_host(j, "no DNSSEC-validated usable TLSA records for the MX host (tls = dane-only)");
+		return;
+	}
 	memset(&p, 0, sizeof(p));
 	p.mx_host = h->name;
 	memcpy(&p.addr, &h->addrs[j->addr_i], sizeof(p.addr));
@@ -650,13 +658,9 @@ static void start_session(struct job *j)
 	}
 	p.helo = j->src ? j->src->ehlo : j->d->helo;
 	p.source = j->src;
-	p.level = j->plain_retry ? TLS_LEVEL_NONE : j->tls.level;
-	if (j->dane.mode == DANE_AUTH) { /* RFC 7672 2.2: whatever else applies */
-		p.level = TLS_LEVEL_VERIFY;
+	p.level = j->plain_retry ? TLS_LEVEL_NONE : hp.level;
+	if (j->dane.mode == DANE_AUTH) /* RFC 7672 2.2: verified by the records */
 		p.dane = &j->dane.tls;
-	} else if (j->dane.mode == DANE_UNUSABLE && p.level < TLS_LEVEL_ENCRYPT) {
-		p.level = TLS_LEVEL_ENCRYPT; /* 3.1.3: TLS, unauthenticated */
-	}
 	p.min_tls = j->rule.min_tls;
 	p.max_handshakes = (unsigned)j->d->cfg->max_handshakes;
 	if (j->rule.relay_host) {
@@ -848,12 +852,7 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 				  ? (dh ? "tlsa-invalid" : tls_tlsrpt_result(&st->verdict))
 				  : "validation-failure",
 			  st->why.text);
-	if (st->fail == SMTP_FAIL_TLS && dh != NULL) {
-		/* DANE: a failure is temporary and goes to the next MX; never
-		 * plaintext, never a bounce, whatever on_tls_failure says */
-		try_next(j);
-		return;
-	}
+
 	if (st->fail == SMTP_FAIL_TLS_MAY && !was_plain_retry) {
 		/* Opportunistic TLS broke: same address, plaintext, once; and
 		 * remember the host so the next delivery does not try again. */
@@ -863,7 +862,10 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		return;
 	}
 	if (st->fail == SMTP_FAIL_TLS) {
-		switch (j->tls.on_failure) { /* MTA-STS enforce: never bounce (tlspolicy.c) */
+		/* MTA-STS enforce: never bounce; DANE: the next MX (tlspolicy.c) */
+		struct tlspolicy hp;
+		host_policy(j, &hp);
+		switch (hp.on_failure) {
 		case TLS_FAIL_DEFER:
 			finish(j, JOB_DEFERRED, st->why.code, st->why.esc, st->why.text);
 			return;

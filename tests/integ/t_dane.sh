@@ -107,11 +107,15 @@ ctx.test. MX 10 mx1.ctx.test.
 ctx2.test. MX 10 mx1.ctx.test.
 mx1.ctx.test. A 127.0.78.11
 _$P._tcp.mx1.ctx.test. TLSA $EE
+; tls = dane-only: an MX with unusable records skipped, a DANE one used
+donly.test. MX 10 mx1.unus.test.
+donly.test. MX 20 mx1.ee.test.
 EOF2
 	INSECURE="ins.insec.test. MX 10 mx1.insec.test.
 mx1.insec.test. A 127.0.78.10
 _$P._tcp.mx1.insec.test. TLSA 3 1 1 $(printf '%064d' 0)
-ctx.insec.test. MX 10 mx1.ctx.test."
+ctx.insec.test. MX 10 mx1.ctx.test.
+donly.insec.test. MX 10 mx1.insec.test."
 	BOGUS="bog.test. A
 _$P._tcp.mx1.bog2.test. TLSA"
 	dnssec_start "$SIGNED" "$INSECURE" "$BOGUS" || integ_missing "the DNSSEC set-up (tests/integ/dnssec.sh)"
@@ -147,6 +151,12 @@ EOF2
 sts_https_port = $NGINX_PORT
 "'[dns]
 dane = yes
+
+[domain donly.test]
+tls = dane-only
+
+[domain donly.insec.test]
+tls = dane-only
 
 [domain strip.test]
 tls = may
@@ -370,5 +380,18 @@ t_contexts() {
 	expect_sink ctx resumed 0
 }
 run_case "one MX host under DANE and without: no connection reuse, no resumption across" t_contexts
+
+t_dane_only() {
+	local before
+	before=$(sink_stat unus connections)
+	deliver u@donly.test
+	expect_rc 0
+	expect_line u@donly.test "$D250 $(mx mx1.ee.test 127.0.78.1) $TLSOK policy=dane $REPLY"
+	expect_sink unus connections "$before"
+	deliver u@donly.insec.test
+	expect_rc 75
+	expect_line u@donly.insec.test "deferred 451 4\.7\.5 $(mx mx1.insec.test 127.0.78.10) $PLAIN policy=dane-only reply=\"no DNSSEC-validated usable TLSA records[^\"]*\""
+}
+run_case "tls = dane-only: only MX hosts that TLSA records authenticate (else deferred)" t_dane_only
 
 integ_finish
