@@ -750,6 +750,33 @@ static void test_bad_servers(void)
 	CHECK(d == NULL);
 	CHECK(strstr(e, "bad dns servers") != NULL);
 	dns_free(d);
+	/* DANE: the AD bit only from resolvers trusted to validate */
+	struct dns_opts y = { .servers = "127.0.0.1:5353,[::1]:53", .dnssec = DNS_DNSSEC_YES };
+	d = dns_new(l, &y, e, sizeof(e));
+	CHECK(d != NULL && dns_dnssec_on(d));
+	dns_free(d);
+	y.servers = "127.0.0.1,192.0.2.53";
+	e[0] = '\0';
+	d = dns_new(l, &y, e, sizeof(e));
+	CHECK(d == NULL);
+	CHECK(strstr(e, "resolver 192.0.2.53 is not trusted") != NULL);
+	dns_free(d);
+	y.trusted = "198.51.100.1, 192.0.2.53";
+	d = dns_new(l, &y, e, sizeof(e));
+	CHECK(d != NULL && dns_dnssec_on(d));
+	dns_free(d);
+	struct dns_opts a = { .servers = "192.0.2.53", .dnssec = DNS_DNSSEC_AUTO };
+	d = dns_new(l, &a, e, sizeof(e));
+	CHECK(d != NULL && !dns_dnssec_on(d)); /* auto: off, quietly */
+	dns_free(d);
+	a.servers = "127.0.0.53";
+	d = dns_new(l, &a, e, sizeof(e));
+	CHECK(d != NULL && dns_dnssec_on(d));
+	dns_free(d);
+	a.dnssec = DNS_DNSSEC_NO;
+	d = dns_new(l, &a, e, sizeof(e));
+	CHECK(d != NULL && !dns_dnssec_on(d));
+	dns_free(d);
 	loop_free(l);
 }
 
