@@ -110,6 +110,10 @@ _$P._tcp.mx1.ctx.test. TLSA $EE
 ; tls = dane-only: an MX with unusable records skipped, a DANE one used
 donly.test. MX 10 mx1.unus.test.
 donly.test. MX 20 mx1.ee.test.
+; the TLSA lookup times out (the validator drops it): deferred like a bogus one
+tmo.test. MX 10 mx1.tmo.test.
+mx1.tmo.test. A 127.0.78.13
+_$P._tcp.mx1.tmo.test. TLSA $EE
 EOF2
 	INSECURE="ins.insec.test. MX 10 mx1.insec.test.
 mx1.insec.test. A 127.0.78.10
@@ -118,7 +122,7 @@ ctx.insec.test. MX 10 mx1.ctx.test.
 donly.insec.test. MX 10 mx1.insec.test."
 	BOGUS="bog.test. A
 _$P._tcp.mx1.bog2.test. TLSA"
-	dnssec_start "$SIGNED" "$INSECURE" "$BOGUS" || integ_missing "the DNSSEC set-up (tests/integ/dnssec.sh)"
+	dnssec_start "$SIGNED" "$INSECURE" "$BOGUS" "local-zone: \"_$P._tcp.mx1.tmo.test.\" deny" || integ_missing "the DNSSEC set-up (tests/integ/dnssec.sh)"
 fi
 if [ -z "$INTEG_MISSING" ]; then
 	NM=(--cert "$CERTS/nomatch.pem" --key "$CERTS/nomatch.key")
@@ -393,5 +397,12 @@ t_dane_only() {
 	expect_line u@donly.insec.test "deferred 451 4\.7\.5 $(mx mx1.insec.test 127.0.78.10) $PLAIN policy=dane-only reply=\"no DNSSEC-validated usable TLSA records[^\"]*\""
 }
 run_case "tls = dane-only: only MX hosts that TLSA records authenticate (else deferred)" t_dane_only
+
+t_timeout() {
+	deliver u@tmo.test
+	expect_rc 75
+	expect_line u@tmo.test "deferred 451 4\.7\.5 $(mx mx1.tmo.test 127.0.78.13) $PLAIN policy=dane-fail reply=\"TLSA lookup for mx1\.tmo\.test failed \(timeout[^\"]*\""
+}
+run_case "TLSA lookup timing out in a signed zone: deferred, the host not contacted" t_timeout
 
 integ_finish
