@@ -83,11 +83,11 @@ void tls_set_output(struct tls *t, tls_out_fn *fn, void *arg)
 	t->out_arg = arg;
 }
 
-struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_host,
-		    bool require_verify, const char *cache_key)
+/* A client SSL on ctx over the memory BIO pair. */
+static struct tls *tls_alloc(SSL_CTX *ctx)
 {
 	struct tls *t = xcalloc(1, sizeof(*t));
-	t->ssl = SSL_new(tlscache_ctx(tc, require_verify));
+	t->ssl = SSL_new(ctx);
 	pthread_once(&sink_once, sink_init);
 	t->rbio = BIO_new(BIO_s_mem());
 	t->wbio = BIO_new(sink_method);
@@ -97,6 +97,13 @@ struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_hos
 	BIO_set_mem_eof_return(t->rbio, -1);
 	SSL_set_bio(t->ssl, t->rbio, t->wbio);
 	SSL_set_connect_state(t->ssl);
+	return t;
+}
+
+struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_host,
+		    bool require_verify, const char *cache_key)
+{
+	struct tls *t = tls_alloc(tlscache_ctx(tc, require_verify));
 	if (sni && *sni && SSL_set_tlsext_host_name(t->ssl, sni) != 1)
 		oom("tls_new");
 	if (verify_host && *verify_host) {
@@ -117,18 +124,8 @@ struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_hos
  * is still mandatory but unauthenticated (3.1.3). */
 struct tls *tls_new_dane(struct tlscache *tc, const struct tls_dane *dn, const char *cache_key)
 {
-	struct tls *t = xcalloc(1, sizeof(*t));
+	struct tls *t = tls_alloc(tlscache_dane_ctx(tc));
 	t->dane = true;
-	t->ssl = SSL_new(tlscache_dane_ctx(tc));
-	pthread_once(&sink_once, sink_init);
-	t->rbio = BIO_new(BIO_s_mem());
-	t->wbio = BIO_new(sink_method);
-	if (t->ssl == NULL || t->rbio == NULL || t->wbio == NULL)
-		oom("tls_new_dane");
-	BIO_set_data(t->wbio, t);
-	BIO_set_mem_eof_return(t->rbio, -1);
-	SSL_set_bio(t->ssl, t->rbio, t->wbio);
-	SSL_set_connect_state(t->ssl);
 	if (SSL_set_tlsext_host_name(t->ssl, dn->base) != 1 || SSL_dane_enable(t->ssl, dn->base) <= 0)
 		oom("tls_new_dane");
 	SSL_dane_set_flags(t->ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);

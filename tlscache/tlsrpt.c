@@ -171,14 +171,7 @@ int tlsrpt_event_cmds(const struct tls_event *ev, const char *prefix, tlsrpt_cmd
 		}
 		if (o < sizeof(pol))
 			snprintf(pol + o, sizeof(pol) - o, "\nmax_age: %u", (unsigned)ev->max_age);
-		snprintf(fpol, sizeof(fpol), "policy:%s", pk);
-		snprintf(fmx, sizeof(fmx), "mx:%s", pk);
-		hset[nh++] = fpol;
-		hset[nh++] = pol;
-		hset[nh++] = fmx;
-		hset[nh++] = mx;
-	}
-	if (tlsa) {
+	} else if (tlsa) {
 		/* RFC 8460 4.4 policy-string for "tlsa": the records in
 		 * presentation form ("3 1 1 ab..."), one per string (policy_mx
 		 * holds them comma-separated); mx-host: the MX host */
@@ -188,6 +181,8 @@ int tlsrpt_event_cmds(const struct tls_event *ev, const char *prefix, tlsrpt_cmd
 				pol[o++] = *p == ',' ? '\n' : *p;
 		pol[o] = '\0';
 		clean_part(mx, sizeof(mx), ev->mx);
+	}
+	if (sts || tlsa) {
 		snprintf(fpol, sizeof(fpol), "policy:%s", pk);
 		snprintf(fmx, sizeof(fmx), "mx:%s", pk);
 		hset[nh++] = fpol;

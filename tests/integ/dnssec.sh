@@ -22,6 +22,14 @@
 
 DNSSEC_DIR=""
 
+# dnssec_server DIR ADDR PORT: the server: clause every unbound here shares.
+dnssec_server() {
+	printf '%s\n' "server:" "	interface: $2@$3" "	port: $3" "	do-ip4: yes" "	do-ip6: no" \
+		"	num-threads: 1" "	do-daemonize: no" '	username: ""' '	chroot: ""' \
+		"	directory: \"$1\"" "	pidfile: \"$1/unbound.pid\"" "	logfile: \"$1/unbound.log\"" \
+		"	use-syslog: no" "	verbosity: 1" "	access-control: 127.0.0.0/8 allow"
+}
+
 # dnssec_auth NAME ADDR ZONE FILE: an authority-only unbound serving FILE as ZONE.
 dnssec_auth() {
 	local name=$1 addr=$2 zone=$3 file=$4 dir port
@@ -29,21 +37,7 @@ dnssec_auth() {
 	mkdir -p "$dir"
 	port=$(integ_port) || return 1
 	cat >"$dir/unbound.conf" <<EOF
-server:
-	interface: $addr@$port
-	port: $port
-	do-ip4: yes
-	do-ip6: no
-	num-threads: 1
-	do-daemonize: no
-	username: ""
-	chroot: ""
-	directory: "$dir"
-	pidfile: "$dir/unbound.pid"
-	logfile: "$dir/unbound.log"
-	use-syslog: no
-	verbosity: 1
-	access-control: 127.0.0.0/8 allow
+$(dnssec_server "$dir" "$addr" "$port")
 	module-config: "iterator"
 	local-zone: "." refuse
 	local-zone: "$zone" transparent
@@ -133,22 +127,8 @@ dnssec_start() {
 	mkdir -p "$dir"
 	port=$(integ_port) || return 1
 	cat >"$dir/unbound.conf" <<EOF
-server:
-	interface: 127.0.77.53@$port
-	port: $port
-	do-ip4: yes
-	do-ip6: no
-	num-threads: 1
-	do-daemonize: no
-	username: ""
-	chroot: ""
-	directory: "$dir"
-	pidfile: "$dir/unbound.pid"
-	logfile: "$dir/unbound.log"
-	use-syslog: no
-	verbosity: 1
+$(dnssec_server "$dir" 127.0.77.53 "$port")
 	val-log-level: 2
-	access-control: 127.0.0.0/8 allow
 	do-not-query-localhost: no
 	module-config: "validator iterator"
 	trust-anchor-file: "$d/anchor.ds"

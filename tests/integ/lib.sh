@@ -10,7 +10,8 @@
 # plus TAP-like reporting (ok/not_ok, run_case, run_case_bg/wait_cases),
 # assertions that explain themselves on failure, and the fixtures the scripts
 # share (defined here once): send, msg, mx, expect_rc/expect_line/expect_out,
-# expect_sink, rcli, results, pipe_jobs, start_nginx, integ_config, body_gen.
+# expect_sink, expect_mail/expect_no_mail, rcli, results, pipe_jobs, start_nginx,
+# integ_config, body_gen.
 # A feature whose cases need several set-ups keeps them as parts
 # (tests/integ/FEATURE/*.sh) that its t_FEATURE.sh runs (integ_parts).
 #
@@ -519,6 +520,23 @@ sink_count() {
 		[ -f "$f" ] && n=$((n + 1))
 	done
 	echo "$n"
+}
+
+# expect_no_mail SINK: the sink stored nothing and counted no message.
+expect_no_mail() {
+	expect_sink "$1" messages 0
+	assert_eq "messages in sink $1's maildir" 0 "$(sink_count "$1")"
+}
+
+# expect_mail SINK RCPT [ERE]: the sink stored a message for RCPT; its .env
+# (tls=, sni=, ...) has a line matching ERE.
+expect_mail() {
+	local got
+	got=$(sink_find_msg "$1" "$2") || {
+		fail "sink $1 has no message for $2"
+		return 1
+	}
+	[ -z "${3:-}" ] || assert_match "sink $1's envelope for $2" "$3" "$(cat "${got%.eml}.env")"
 }
 
 # ---------------------------------------------------------------------------

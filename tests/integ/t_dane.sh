@@ -181,24 +181,17 @@ REPLY='reply="[^"]*"'
 D250='delivered 250 2\.[0-9]{1,3}\.[0-9]{1,3}'
 DEF='deferred 4[0-9]{2} 4\.[0-9]{1,3}\.[0-9]{1,3}'
 
-# expect_mail SINK RCPT [ERE]: the sink stored a message for RCPT; its .env has a line matching ERE.
-expect_mail() {
-	local got
-	got=$(sink_find_msg "$1" "$2") || {
-		fail "sink $1 has no message for $2"
-		return 1
-	}
-	[ -z "${3:-}" ] || assert_match "sink $1's envelope for $2" "$3" "$(cat "${got%.eml}.env")"
-}
-expect_no_mail() {
-	expect_sink "$1" messages 0
-	assert_eq "messages in sink $1's maildir" 0 "$(sink_count "$1")"
-}
 # deliver RCPT: one message to RCPT through `mxsend send` (the run's config).
 deliver() {
 	local m=$CASE_DIR/m.eml
 	msg "$m"
 	send -c "$CONF" --from "$FROM" --to "$1" "$m"
+}
+# deliver_expect RCPT RC ERE: deliver, exit status RC, RCPT's result line matches ERE.
+deliver_expect() {
+	deliver "$1"
+	expect_rc "$2"
+	expect_line "$1" "$3"
 }
 
 # The fixture itself: secure, insecure and bogus answers as a DANE sender sees them.
@@ -215,17 +208,13 @@ t_dnssec_fixture() {
 run_case "dnssec fixture: secure (AD), insecure delegation (no AD), bogus (SERVFAIL)" t_dnssec_fixture
 
 t_ee_match() {
-	deliver u@ee.test
-	expect_rc 0
-	expect_line u@ee.test "$D250 $(mx mx1.ee.test 127.0.78.1) $TLSOK policy=dane $REPLY"
+	deliver_expect u@ee.test 0 "$D250 $(mx mx1.ee.test 127.0.78.1) $TLSOK policy=dane $REPLY"
 	expect_mail ee u@ee.test '^sni=mx1\.ee\.test$'
 }
 run_case "DANE-EE match: delivered, policy=dane, self-signed certificate for another name" t_ee_match
 
 t_ee_mismatch_next() {
-	deliver u@eemis.test
-	expect_rc 0
-	expect_line u@eemis.test "$D250 $(mx mx2.eemis.test 127.0.78.3) $TLSOK policy=dane $REPLY"
+	deliver_expect u@eemis.test 0 "$D250 $(mx mx2.eemis.test 127.0.78.3) $TLSOK policy=dane $REPLY"
 	expect_no_mail eemis1
 	expect_sink eemis1 connections 1
 	assert_match "log: the mismatch at MX 10" 'mx1\.eemis\.test.*DANE: no TLSA record matches' "$(cat "$CASE_DIR/err")"
@@ -233,56 +222,40 @@ t_ee_mismatch_next() {
 run_case "DANE-EE mismatch at MX 10: not delivered there, MX 20 tried (delivered)" t_ee_mismatch_next
 
 t_ee_mismatch_defer() {
-	deliver u@eeone.test
-	expect_rc 75
-	expect_line u@eeone.test "$DEF $(mx mx1.eeone.test 127.0.78.2) $TLSNV policy=dane reply=\"DANE: no TLSA record matches[^\"]*\""
+	deliver_expect u@eeone.test 75 "$DEF $(mx mx1.eeone.test 127.0.78.2) $TLSNV policy=dane reply=\"DANE: no TLSA record matches[^\"]*\""
 }
 run_case "DANE-EE mismatch, one MX: deferred (not bounced, not plaintext)" t_ee_mismatch_defer
 
 t_ta_name() {
-	deliver u@ta.test
-	expect_rc 0
-	expect_line u@ta.test "$D250 $(mx mx1.ta.test 127.0.78.4) $TLSOK policy=dane $REPLY"
-	deliver u@tawrong.test
-	expect_rc 75
-	expect_line u@tawrong.test "$DEF $(mx mx1.tawrong.test 127.0.78.4) $TLSNV policy=dane $REPLY"
+	deliver_expect u@ta.test 0 "$D250 $(mx mx1.ta.test 127.0.78.4) $TLSOK policy=dane $REPLY"
+	deliver_expect u@tawrong.test 75 "$DEF $(mx mx1.tawrong.test 127.0.78.4) $TLSNV policy=dane $REPLY"
 }
 run_case "DANE-TA: the MX name in the certificate delivered, another name deferred" t_ta_name
 
 t_unusable() {
-	deliver u@unus.test
-	expect_rc 0
-	expect_line u@unus.test "$D250 $(mx mx1.unus.test 127.0.78.5) $TLSNV policy=dane-unusable $REPLY"
+	deliver_expect u@unus.test 0 "$D250 $(mx mx1.unus.test 127.0.78.5) $TLSNV policy=dane-unusable $REPLY"
 }
 run_case "only PKIX-TA/PKIX-EE TLSA records: encrypted, not authenticated" t_unusable
 
 t_insecure() {
-	deliver u@ins.insec.test
-	expect_rc 0
-	expect_line u@ins.insec.test "$D250 $(mx mx1.insec.test 127.0.78.10) $TLSNV policy=may $REPLY"
+	deliver_expect u@ins.insec.test 0 "$D250 $(mx mx1.insec.test 127.0.78.10) $TLSNV policy=may $REPLY"
 }
 run_case "insecure zone with a (wrong) TLSA record: ignored, delivered as tls = may" t_insecure
 
 t_bogus() {
-	deliver u@bog2.test
-	expect_rc 75
-	expect_line u@bog2.test "deferred 451 4\.7\.5 $(mx mx1.bog2.test 127.0.78.6) $PLAIN policy=dane-fail reply=\"TLSA lookup for [^\"]*\""
+	deliver_expect u@bog2.test 75 "deferred 451 4\.7\.5 $(mx mx1.bog2.test 127.0.78.6) $PLAIN policy=dane-fail reply=\"TLSA lookup for [^\"]*\""
 	expect_sink bog2 connections 0
 }
 run_case "bogus TLSA (broken signature): deferred, the host not contacted" t_bogus
 
 t_strip() {
-	deliver u@strip.test
-	expect_rc 75
-	expect_line u@strip.test "$DEF $(mx mx1.strip.test 127.0.78.7) $PLAIN policy=dane $REPLY"
+	deliver_expect u@strip.test 75 "$DEF $(mx mx1.strip.test 127.0.78.7) $PLAIN policy=dane $REPLY"
 	expect_no_mail strip
 }
 run_case "STARTTLS stripped before a DANE host: deferred, never plaintext (on_tls_failure = plaintext)" t_strip
 
 t_alias() {
-	deliver u@alias.test
-	expect_rc 0
-	expect_line u@alias.test "$D250 $(mx mx1.alias.test 127.0.78.8) $TLSOK policy=dane $REPLY"
+	deliver_expect u@alias.test 0 "$D250 $(mx mx1.alias.test 127.0.78.8) $TLSOK policy=dane $REPLY"
 	expect_mail alias u@alias.test '^sni=real\.alias\.test$'
 }
 run_case "MX host is a CNAME: TLSA at the expansion, SNI the TLSA base domain" t_alias
@@ -355,9 +328,7 @@ t_check() {
 run_case "mxsend check: DNSSEC status, TLSA records, whether the chain matches them" t_check
 
 t_sts_and_dane() {
-	deliver u@both.test
-	expect_rc 0
-	expect_line u@both.test "$D250 $(mx mx1.both.test 127.0.78.12) $TLSOK policy=dane $REPLY"
+	deliver_expect u@both.test 0 "$D250 $(mx mx1.both.test 127.0.78.12) $TLSOK policy=dane $REPLY"
 	assert_match "the MTA-STS policy was fetched" 'mta-sts\.both\.test "GET /\.well-known/mta-sts\.txt' \
 		"$(cat "$INTEG_DIR/nginx/access.log")"
 }
@@ -388,20 +359,14 @@ run_case "one MX host under DANE and without: no connection reuse, no resumption
 t_dane_only() {
 	local before
 	before=$(sink_stat unus connections)
-	deliver u@donly.test
-	expect_rc 0
-	expect_line u@donly.test "$D250 $(mx mx1.ee.test 127.0.78.1) $TLSOK policy=dane $REPLY"
+	deliver_expect u@donly.test 0 "$D250 $(mx mx1.ee.test 127.0.78.1) $TLSOK policy=dane $REPLY"
 	expect_sink unus connections "$before"
-	deliver u@donly.insec.test
-	expect_rc 75
-	expect_line u@donly.insec.test "deferred 451 4\.7\.5 $(mx mx1.insec.test 127.0.78.10) $PLAIN policy=dane-only reply=\"no DNSSEC-validated usable TLSA records[^\"]*\""
+	deliver_expect u@donly.insec.test 75 "deferred 451 4\.7\.5 $(mx mx1.insec.test 127.0.78.10) $PLAIN policy=dane-only reply=\"no DNSSEC-validated usable TLSA records[^\"]*\""
 }
 run_case "tls = dane-only: only MX hosts that TLSA records authenticate (else deferred)" t_dane_only
 
 t_timeout() {
-	deliver u@tmo.test
-	expect_rc 75
-	expect_line u@tmo.test "deferred 451 4\.7\.5 $(mx mx1.tmo.test 127.0.78.13) $PLAIN policy=dane-fail reply=\"TLSA lookup for mx1\.tmo\.test failed \(timeout[^\"]*\""
+	deliver_expect u@tmo.test 75 "deferred 451 4\.7\.5 $(mx mx1.tmo.test 127.0.78.13) $PLAIN policy=dane-fail reply=\"TLSA lookup for mx1\.tmo\.test failed \(timeout[^\"]*\""
 }
 run_case "TLSA lookup timing out in a signed zone: deferred, the host not contacted" t_timeout
 
