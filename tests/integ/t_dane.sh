@@ -370,4 +370,25 @@ t_timeout() {
 }
 run_case "TLSA lookup timing out in a signed zone: deferred, the host not contacted" t_timeout
 
+t_run_queue() {
+	start_redis -n q || return 1
+	local conf=$CASE_DIR/run.conf m=$CASE_DIR/m.eml r
+	{ sed '/^\[mxsend\]$/a workers = 2' "$CONF"
+	  printf '\n[redis]\nurl = %s\n\n[retry]\nschedule = 1s\njitter = 0\n' "$REDIS_URL"; } >"$conf"
+	msg "$m"
+	for r in q1@ee.test q2@eeone.test q3@bog2.test; do
+		# deferred ones expire in 3 s (so --until-empty ends): retried once or twice first
+		"$MXSEND" enqueue -c "$conf" --from "$FROM" --to "$r" --id "$r" --expires 3 "$m" \
+			>>"$CASE_DIR/enqueue.out" 2>&1 ||
+			fail "enqueue $r: $(cat "$CASE_DIR/enqueue.out")"
+	done
+	timed_run 20 "$CASE_DIR/run.out" "$CASE_DIR/run.log" "$MXSEND" run -c "$conf" --until-empty
+	assert_eq "mxsend run --until-empty exit" 0 "$RUN_RC"
+	r=$(results "$REDIS_PORT" rcpt,status,verified,policy,mx)
+	assert_match "q1: delivered under DANE" '^q1@ee\.test\|delivered\|yes\|dane\|mx1\.ee\.test$' "$r"
+	assert_match "q2: deferred, DANE mismatch" '^q2@eeone\.test\|deferred\|no\|dane\|mx1\.eeone\.test$' "$r"
+	assert_match "q3: deferred, bogus TLSA" '^q3@bog2\.test\|deferred\|no\|dane-fail\|mx1\.bog2\.test$' "$r"
+}
+run_case "mxsend run (two workers, the queue): results carry policy=dane / dane-fail" t_run_queue
+
 integ_finish
