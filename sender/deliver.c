@@ -82,6 +82,11 @@ struct deliver {
 	bool *src_down;
 };
 
+struct job_dane {
+	struct dane_host h;
+	struct dane_lookup lk;
+};
+
 struct job {
 	struct deliver *d;
 	struct job *prev, *next; /* d->jobs: deliver_abandon drops those left */
@@ -119,9 +124,9 @@ struct job {
 	struct loop_task lit_task; /* relay given as an IP literal: no DNS */
 	int pool_i;           /* egress pool (config pools index; n_pools: every source) */
 	/* DANE (policy/dane.h): what the TLSA records of MX host dane_for (-1:
-	 * none yet) demand; looked up before its first session */
-	struct dane_host dane;
-	struct dane_lookup dane_lk;
+	 * none yet) demand, looked up before its first session; allocated only
+	 * when the resolver gives DNSSEC answers (most jobs never need it) */
+	struct job_dane *dane;
 	int dane_for;
 	const struct source *src; /* this attempt's egress source, NULL: none */
 };
@@ -311,7 +316,10 @@ static void job_free(struct job *j)
 		j->next->prev = j->prev;
 	if (j->has_pol)
 		sts_policy_fini(&j->pol);
-	dane_host_fini(&j->dane);
+	if (j->dane) {
+		dane_host_fini(&j->dane->h);
+		free(j->dane);
+	}
 	free(j->mx_pending);
 	msg_wire_fini(&j->wire);
 	free(j->mx);
@@ -322,20 +330,25 @@ static void job_free(struct job *j)
 	free(j);
 }
 
-/* The current MX host's DANE state, when DANE decides its TLS. */
+/* The current MX host's DANE state, once known (NULL: not yet, or no DNSSEC). */
+static const struct dane_host *dane_known(const struct job *j)
+{
+	return j->dane != NULL && j->dane_for >= 0 && j->dane_for == j->host_i ? &j->dane->h : NULL;
+}
+
+/* ... when DANE decides its TLS. */
 static const struct dane_host *dane_cur(const struct job *j)
 {
-	if (j->dane_for < 0 || j->dane_for != j->host_i)
-		return NULL;
-	return j->dane.mode == DANE_AUTH || j->dane.mode == DANE_UNUSABLE ? &j->dane : NULL;
+	const struct dane_host *h = dane_known(j);
+	return h && (h->mode == DANE_AUTH || h->mode == DANE_UNUSABLE) ? h : NULL;
 }
 
 /* What the current MX host requires (tlspolicy.h): the domain's policy,
  * unless DANE decides for the host. */
 static void host_policy(const struct job *j, struct tlspolicy *hp)
 {
-	bool known = j->dane_for >= 0 && j->dane_for == j->host_i;
-	tlspolicy_host(hp, &j->tls, known ? (int)j->dane.mode : DANE_NONE);
+	const struct dane_host *h = dane_known(j);
+	tlspolicy_host(hp, &j->tls, h ? (int)h->mode : DANE_NONE);
 }
 
 static void fill_common(struct job *j, struct job_outcome *r)
@@ -448,13 +461,14 @@ static void tls_event(struct job *j, const char *mx, const char *ip, const char 
 	tlsrpt_event_policy(&ev, j->req->domain, j->has_pol ? &j->pol : NULL);
 	/* RFC 8460 4.2: a DANE host's sessions count under its TLSA policy,
 	 * the records as policy strings */
-	if (mx != NULL && j->dane_for == j->host_i && j->dane.mode != DANE_NONE) {
+	const struct dane_host *dh = dane_known(j);
+	if (mx != NULL && dh != NULL && dh->mode != DANE_NONE) {
 		strlcpy_x(ev.policy_type, "tlsa", sizeof(ev.policy_type));
-		strlcpy_x(ev.policy_id, j->dane.tls.tag[0] ? j->dane.tls.tag + 5 : "",
+		strlcpy_x(ev.policy_id, dh->tls.tag[0] ? dh->tls.tag + 5 : "",
 			  sizeof(ev.policy_id)); /* the hex of "dane-HEX" */
 		ev.policy_mode[0] = '\0';
 		ev.max_age = 0;
-		dane_policy_strings(&j->dane, ",", ev.policy_mx, sizeof(ev.policy_mx));
+		dane_policy_strings(dh, ",", ev.policy_mx, sizeof(ev.policy_mx));
 	}
 	strlcpy_x(ev.mx, mx ? mx : "", sizeof(ev.mx));
 	strlcpy_x(ev.ip, ip ? ip : "", sizeof(ev.ip));
@@ -575,12 +589,17 @@ static bool dane_step(struct job *j)
 	if (j->dane_for == j->host_i)
 		return false;
 	const struct dns_host *h = &j->mx->hosts[j->host_i];
-	dane_host_fini(&j->dane);
-	dane_host_none(&j->dane, h->name);
 	j->dane_for = j->host_i;
+	if (j->dane == NULL && !dns_dnssec_on(j->d->dns))
+		return false;
+	if (j->dane == NULL)
+		j->dane = xcalloc(1, sizeof(*j->dane));
+	dane_host_fini(&j->dane->h);
+	dane_host_none(&j->dane->h, h->name);
 	if (!dane_candidate(j, h))
 		return false;
-	dane_lookup_start(&j->dane_lk, j->d->dns, h->name, h->cname, j->port, &j->dane, dane_done, j);
+	dane_lookup_start(&j->dane->lk, j->d->dns, h->name, h->cname, j->port, &j->dane->h, dane_done,
+			  j);
 	return true;
 }
 
@@ -659,8 +678,9 @@ static void start_session(struct job *j)
 	p.helo = j->src ? j->src->ehlo : j->d->helo;
 	p.source = j->src;
 	p.level = j->plain_retry ? TLS_LEVEL_NONE : hp.level;
-	if (j->dane.mode == DANE_AUTH) /* RFC 7672 2.2: verified by the records */
-		p.dane = &j->dane.tls;
+	const struct dane_host *dk = dane_known(j);
+	if (dk != NULL && dk->mode == DANE_AUTH) /* RFC 7672 2.2: verified by the records */
+		p.dane = &dk->tls;
 	p.min_tls = j->rule.min_tls;
 	p.max_handshakes = (unsigned)j->d->cfg->max_handshakes;
 	if (j->rule.relay_host) {
