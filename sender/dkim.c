@@ -1,5 +1,6 @@
 /* dkim.c: DKIM signing (RFC 6376; Ed25519: RFC 8463) for the messages mxsend writes
  * itself (dkim.h). relaxed/relaxed, SHA-256, no l= (RFC 8460 3 forbids it). */
+#define _GNU_SOURCE /* memrchr */
 #include "sender/dkim.h"
 
 #include <errno.h>
@@ -8,6 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -169,6 +174,78 @@ size_t dkim_canon_header(const char *field, size_t n, char *out)
 	return o;
 }
 
+/* One body line [p, p + n) (without its LF), relaxed: no CR before the LF, no
+ * blanks at its end, one SP per run of blanks inside; then CRLF. */
+static size_t canon_line(const char *p, size_t n, char *out)
+{
+	size_t o = 0;
+	if (n > 0 && p[n - 1] == '\r')
+		n--;
+	while (n > 0 && wsp(p[n - 1]))
+		n--;
+	bool blank = false;
+	for (size_t j = 0; j < n; j++) {
+		if (wsp(p[j])) {
+			blank = true;
+			continue;
+		}
+		if (blank)
+			out[o++] = ' ';
+		blank = false;
+		out[o++] = p[j];
+	}
+	out[o++] = '\r';
+	out[o++] = '\n';
+	return o;
+}
+
+/* May relaxed canonicalisation change byte k of b? A TAB, a SP before a blank
+ * or a line end, an LF without its CR (conservative: a SP before a bare CR). */
+static bool body_changes(const char *b, size_t n, size_t k)
+{
+	switch (b[k]) {
+	case '\t':
+		return true;
+	case ' ':
+		return k + 1 == n || b[k + 1] == ' ' || b[k + 1] == '\r' || b[k + 1] == '\n';
+	case '\n':
+		return k == 0 || b[k - 1] != '\r';
+	default:
+		return false;
+	}
+}
+
+/* The first byte at or after i that canonicalisation may change, or n. Most
+ * lines of most messages are already canonical: 16 bytes a step (SSE2). */
+static size_t body_next_change(const char *b, size_t n, size_t i)
+{
+	if (i == 0 && n > 0) {
+		if (body_changes(b, n, 0))
+			return 0;
+		i = 1;
+	}
+#if defined(__SSE2__)
+	const __m128i sp = _mm_set1_epi8(' '), tab = _mm_set1_epi8('\t'), cr = _mm_set1_epi8('\r'),
+		      lf = _mm_set1_epi8('\n');
+	for (; i + 17 <= n; i += 16) { /* b[i - 1 .. i + 16] readable */
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
+		__m128i nx = _mm_loadu_si128((const __m128i *)(const void *)(b + i + 1));
+		__m128i pv = _mm_loadu_si128((const __m128i *)(const void *)(b + i - 1));
+		__m128i end = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(nx, sp), _mm_cmpeq_epi8(nx, cr)),
+					   _mm_cmpeq_epi8(nx, lf));
+		__m128i bad = _mm_or_si128(_mm_cmpeq_epi8(v, tab), _mm_and_si128(_mm_cmpeq_epi8(v, sp), end));
+		bad = _mm_or_si128(bad, _mm_andnot_si128(_mm_cmpeq_epi8(pv, cr), _mm_cmpeq_epi8(v, lf)));
+		unsigned m = (unsigned)_mm_movemask_epi8(bad);
+		if (m != 0)
+			return i + (size_t)__builtin_ctz(m);
+	}
+#endif
+	for (; i < n; i++)
+		if (body_changes(b, n, i))
+			return i;
+	return n;
+}
+
 char *dkim_canon_body(const char *body, size_t n, size_t *outlen)
 {
 	/* A line grows by at most one byte (a bare LF becomes CRLF), the last one
@@ -177,39 +254,28 @@ char *dkim_canon_body(const char *body, size_t n, size_t *outlen)
 	for (const char *q = body; n > 0 && (q = memchr(q, '\n', n - (size_t)(q - body))) != NULL; q++)
 		lfs++;
 	char *out = xmalloc(n + lfs + 3);
-	size_t o = 0, empty = 0, i = 0;
+	size_t o = 0, i = 0;
 	while (i < n) {
-		size_t e = i;
-		while (e < n && body[e] != '\n')
-			e++;
-		size_t le = e; /* the line's content, without CR LF and trailing blanks */
-		if (le > i && body[le - 1] == '\r')
-			le--;
-		while (le > i && wsp(body[le - 1]))
-			le--;
-		if (le == i) {
-			empty++; /* kept only if a non-empty line follows */
-		} else {
-			for (; empty > 0; empty--) {
-				out[o++] = '\r';
-				out[o++] = '\n';
-			}
-			bool blank = false;
-			for (size_t j = i; j < le; j++) {
-				if (wsp(body[j])) {
-					blank = true;
-					continue;
-				}
-				if (blank)
-					out[o++] = ' ';
-				blank = false;
-				out[o++] = body[j];
-			}
-			out[o++] = '\r';
-			out[o++] = '\n';
+		/* whole lines before the next change are canonical already */
+		size_t c = body_next_change(body, n, i);
+		const char *nl = c > i ? memrchr(body + i, '\n', c - i) : NULL;
+		if (nl != NULL) {
+			size_t ls = (size_t)(nl - body) + 1;
+			memcpy(out + o, body + i, ls - i);
+			o += ls - i;
+			i = ls;
 		}
-		i = e < n ? e + 1 : n;
+		if (i >= n)
+			break;
+		/* the line holding the change (or the last, without LF) */
+		const char *e = memchr(body + i, '\n', n - i);
+		size_t end = e ? (size_t)(e - body) : n;
+		o += canon_line(body + i, end - i, out + o);
+		i = e ? end + 1 : n;
 	}
+	/* every line ends in CRLF: drop the empty ones at the end */
+	while (o >= 2 && (o == 2 || out[o - 3] == '\n'))
+		o -= 2;
 	out[o] = '\0';
 	*outlen = o;
 	return out;
