@@ -246,23 +246,54 @@ static size_t body_next_change(const char *b, size_t n, size_t i)
 	return n;
 }
 
-char *dkim_canon_body(const char *body, size_t n, size_t *outlen)
+/* Where the canonical body goes, a piece at a time: a buffer or a hash. Empty
+ * lines wait in `empty` until a line with text follows (none at the end). */
+struct body_sink {
+	char *out; /* a buffer large enough (dkim_canon_body), or NULL: */
+	size_t o;
+	EVP_MD_CTX *md; /* ... fed to this digest */
+	size_t empty;
+};
+
+static void sink_put(struct body_sink *k, const char *p, size_t n)
 {
-	/* A line grows by at most one byte (a bare LF becomes CRLF), the last one
-	 * by two (a CRLF where it had none): n + LFs + 2 bytes, and the NUL. */
-	size_t lfs = 0;
-	for (const char *q = body; n > 0 && (q = memchr(q, '\n', n - (size_t)(q - body))) != NULL; q++)
-		lfs++;
-	char *out = xmalloc(n + lfs + 3);
-	size_t o = 0, i = 0;
+	if (k->out != NULL) {
+		memcpy(k->out + k->o, p, n);
+		k->o += n;
+	} else {
+		EVP_DigestUpdate(k->md, p, n);
+	}
+}
+
+/* Canonical CRLF lines [p, p + n) (n > 0): the empty ones at its end wait. */
+static void sink_lines(struct body_sink *k, const char *p, size_t n)
+{
+	static const char crlfs[] = "\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n";
+	size_t t = n, tail = 0;
+	while (t >= 2 && p[t - 2] == '\r' && p[t - 1] == '\n' && (t == 2 || p[t - 3] == '\n')) {
+		t -= 2;
+		tail++;
+	}
+	if (t > 0) {
+		for (; k->empty > 0; k->empty -= k->empty < 8 ? k->empty : 8)
+			sink_put(k, crlfs, 2 * (k->empty < 8 ? k->empty : 8));
+		sink_put(k, p, t);
+	}
+	k->empty += tail;
+}
+
+/* The relaxed body (RFC 6376 3.4.4) of [body, body + n) into k. */
+static void canon_body_to(const char *body, size_t n, struct body_sink *k)
+{
+	char small[1024];
+	size_t i = 0;
 	while (i < n) {
 		/* whole lines before the next change are canonical already */
 		size_t c = body_next_change(body, n, i);
 		const char *nl = c > i ? memrchr(body + i, '\n', c - i) : NULL;
 		if (nl != NULL) {
 			size_t ls = (size_t)(nl - body) + 1;
-			memcpy(out + o, body + i, ls - i);
-			o += ls - i;
+			sink_lines(k, body + i, ls - i);
 			i = ls;
 		}
 		if (i >= n)
@@ -270,15 +301,40 @@ char *dkim_canon_body(const char *body, size_t n, size_t *outlen)
 		/* the line holding the change (or the last, without LF) */
 		const char *e = memchr(body + i, '\n', n - i);
 		size_t end = e ? (size_t)(e - body) : n;
-		o += canon_line(body + i, end - i, out + o);
+		char *line = end - i + 2 <= sizeof(small) ? small : xmalloc(end - i + 2);
+		sink_lines(k, line, canon_line(body + i, end - i, line));
+		if (line != small)
+			free(line);
 		i = e ? end + 1 : n;
 	}
-	/* every line ends in CRLF: drop the empty ones at the end */
-	while (o >= 2 && (o == 2 || out[o - 3] == '\n'))
-		o -= 2;
-	out[o] = '\0';
-	*outlen = o;
-	return out;
+}
+
+char *dkim_canon_body(const char *body, size_t n, size_t *outlen)
+{
+	/* A line grows by at most one byte (a bare LF becomes CRLF), the last one
+	 * by two (a CRLF where it had none): n + LFs + 2 bytes, and the NUL. */
+	size_t lfs = 0;
+	for (const char *q = body; n > 0 && (q = memchr(q, '\n', n - (size_t)(q - body))) != NULL; q++)
+		lfs++;
+	struct body_sink k = { .out = xmalloc(n + lfs + 3) };
+	canon_body_to(body, n, &k);
+	k.out[k.o] = '\0';
+	*outlen = k.o;
+	return k.out;
+}
+
+/* bh= of the relaxed body, hashed as it is canonicalised (no copy of it). */
+static int canon_body_hash(const char *body, size_t n, unsigned char bh[SHA256_DIGEST_LENGTH])
+{
+	struct body_sink k = { .md = EVP_MD_CTX_new() };
+	unsigned len = 0;
+	int ok = k.md != NULL && EVP_DigestInit_ex(k.md, EVP_sha256(), NULL) == 1;
+	if (ok) {
+		canon_body_to(body, n, &k);
+		ok = EVP_DigestFinal_ex(k.md, bh, &len) == 1 && len == SHA256_DIGEST_LENGTH;
+	}
+	EVP_MD_CTX_free(k.md);
+	return ok ? 0 : -1;
 }
 
 struct field {
@@ -425,12 +481,17 @@ char *dkim_sign_opts(const struct dkim_key *k, const char *msg, size_t len, cons
 	int nf = split_fields(msg, hlen, f, maxf);
 
 	/* bh= */
-	size_t cblen;
-	char *cb = o->simple ? canon_body_simple(msg + boff, len - boff, &cblen)
-			     : dkim_canon_body(msg + boff, len - boff, &cblen);
 	unsigned char bh[SHA256_DIGEST_LENGTH];
-	SHA256((const unsigned char *)cb, cblen, bh);
-	free(cb);
+	if (o->simple) {
+		size_t cblen;
+		char *cb = canon_body_simple(msg + boff, len - boff, &cblen);
+		SHA256((const unsigned char *)cb, cblen, bh);
+		free(cb);
+	} else if (canon_body_hash(msg + boff, len - boff, bh) != 0) {
+		snprintf(err, errlen, "DKIM: SHA-256 failed");
+		free(f);
+		return NULL;
+	}
 	char *bh64 = b64(bh, sizeof(bh));
 
 	/* the signed fields, canonical, and h= (every instance, bottom-up, unless
