@@ -37,7 +37,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < ARRAY_LEN(cmds); i++)
 		if (strcmp(argv[1], cmds[i]->name) == 0)
 			return cmds[i]->main(argc - 1, argv + 1);
-	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)
+	if (strcmp(argv[1], "--version") == 0)
 		return cmd_version();
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 		usage();
