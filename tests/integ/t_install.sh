@@ -110,7 +110,7 @@ t_man1() {
 	assert_ge "commands in mxsend --help" 7 "$(wc -w <<<"$cmds")"
 	common=$(sed -n '/^\.SH COMMON OPTIONS/,/^\.SH COMMANDS/p' "$MAN1" | tp_items)
 	for f in -c --config --dns --ca --port --helo --log -v --help; do
-		re=$(sed 's/-/\\\\-/g' <<<"$f")
+		re=${f//-/'\\-'}
 		grep -qE -- "(^|[ \"])$re([ \",]|\$)" <<<"$common" || fail "mxsend.1: COMMON OPTIONS: no $f"
 	done
 	for cmd in $cmds; do
@@ -120,7 +120,7 @@ t_man1() {
 		usage=$("$MXSEND" "$cmd" --help 2>&1)
 		flags=$(grep -oE '(^|[[ ])--?[a-zA-Z][a-zA-Z-]*' <<<"$usage" | sed 's/^[[ ]//' | sort -u)
 		for f in $flags; do
-			re=$(sed 's/-/\\\\-/g' <<<"$f") # troff source: \-\-flag
+			re=${f//-/'\\-'} # troff source: \-\-flag
 			grep -qE -- "(^|[ \"])$re([ \",]|\$)" <<<"$items" ||
 				fail "mxsend.1: command $cmd: flag $f has no item in its block"
 		done
@@ -146,7 +146,7 @@ t_man5() {
 	assert_ge "keys found in sender/config.c" 60 "$(wc -l <<<"$keys")"
 	for k in $keys; do
 		grep -qE "^\\.BI \"$k = " "$MAN5" || fail "mxsend.conf.5: key $k not described"
-		grep -qE "^;?[[:space:]]*$k[[:space:]]*=" "$EXAMPLE" || fail "mxsend.conf.example: key $k missing"
+		grep -qE "^;?[[:space:]]*${k}[[:space:]]*=" "$EXAMPLE" || fail "mxsend.conf.example: key $k missing"
 	done
 	# every global section of config.c's table, and the named ones
 	for s in $(sed -n 's/.*{ "\([a-z]*\)", k_[a-z]*, ARRAY_LEN.*/\1/p' "$CONFIG_C" | tr -d ' ') \
