@@ -180,6 +180,9 @@ t_unit() {
 	MANPATH=$ROOT$PREFIX/share/man timeout 60 systemd-analyze verify "$d/mxsend.service" >"$CASE_DIR/verify.log" 2>&1
 	assert_eq "systemd-analyze verify: exit status" 0 "$?"
 	assert_eq "systemd-analyze verify: output" "" "$(cat "$CASE_DIR/verify.log")"
+	# systemd looks where the default PREFIX puts the unit
+	assert_match "unit dir in systemd's search path" "^$PREFIX/lib/systemd/system\$" \
+		"$(timeout 20 systemd-analyze unit-paths 2>&1)"
 	# the sandbox as systemd rates it (a figure: lower is better, 10 is none)
 	MANPATH=$ROOT$PREFIX/share/man timeout 60 systemd-analyze security --offline=yes "$d/mxsend.service" \
 		>"$CASE_DIR/security.log" 2>&1
