@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # tests/integ/t_redis.sh: Redis as production runs it. An ACL user allowed
-# only what mxsend needs (sender/dist/mxsend.acl, the README's "Redis ACL
-# user") carries every command that talks to Redis (enqueue, run, held,
-# release, tlsrpt, send), given in the URL or as [redis] username/password,
-# with the default user locked; a wrong password is refused without being
+# only what mxsend needs (sender/dist/mxsend.acl, the README's "Redis in
+# production") carries every command that talks to Redis (enqueue, run, held,
+# release, tlsrpt, send; a crashed process's jobs taken over), given in the
+# URL or as [redis] username/password, with the default user locked; a wrong password is refused without being
 # shown; `mxsend run` warns at start-up when maxmemory-policy evicts keys,
 # or says it could not tell (CONFIG refused).
 # shellcheck disable=SC2317 # case functions run indirectly, each in its run_case subshell
@@ -20,11 +20,14 @@ if [ -z "$INTEG_MISSING" ]; then
 	start_unbound "ok.test. MX 10 mx1.test.
 mx1.test. A 127.0.75.1
 held.test. MX 10 mx2.test.
-mx2.test. A 127.0.75.2" || integ_missing "unbound"
+mx2.test. A 127.0.75.2
+slow.test. MX 10 mx3.test.
+mx3.test. A 127.0.75.3" || integ_missing "unbound"
 	start_sink good --listen "127.0.75.1:$SINK_PORT" \
 		--rcpt 'bounce*=550 5.1.1 no such user' --rcpt 'defer*=451 4.2.0 try later' ||
 		integ_missing "sink good"
 	start_sink plain --listen "127.0.75.2:$SINK_PORT" --no-starttls || integ_missing "sink plain"
+	start_sink slow --listen "127.0.75.3:$SINK_PORT" --delay-ms 200 || integ_missing "sink slow"
 fi
 MSG=$INTEG_DIR/msg.eml
 printf 'Subject: redis test\nFrom: a@src.test\n\nhello\n' >"$MSG"
@@ -115,7 +118,7 @@ t_acl_flow() {
 	extra=$(comm -23 <(echo "$used") <(acl_allowed))
 	assert_eq "commands used that the ACL file does not list" "" "$extra"
 	diag "commands used: $(paste -sd' ' <<<"$used")"
-	echo "# ACL commands this flow did not use: $(comm -13 <(echo "$used") <(acl_allowed) | paste -sd' ')" \
+	echo "# ACL commands the flow did not use (t_acl_takeover: xclaim, xgroup|delconsumer, select): $(comm -13 <(echo "$used") <(acl_allowed) | paste -sd' ')" \
 		>>"$INTEG_DIR/figures"
 	# every client mxsend opened was the ACL user (CLIENT LIST while a run is up is
 	# racy; the results prove the work was done, the locked default user that
@@ -133,6 +136,45 @@ t_acl_flow() {
 	all=$(cat "$CASE_DIR"/*.out "$CASE_DIR"/*.log "$CASE_DIR"/*.err 2>/dev/null)
 	assert_no_match "the password in some output" 'pa@ss-Secret|u5er:pa' "$all"
 	assert_match "the URL shown redacted" 'redis=redis://mxsend:\*\*\*@127\.0\.0\.1' "$all"
+}
+
+# A process killed (-9) with jobs claimed, under the ACL user: another takes
+# them over (the dead-consumer script: XPENDING, XCLAIM), one final result
+# each, nothing denied; and a database other than 0 (SELECT).
+t_acl_takeover() {
+	start_redis -n take || return 1
+	local p=$REDIS_PORT c=$CASE_DIR/take.conf n=40 pid
+	acl_setuser "$p" "$USER_PW" || return 1
+	assert_eq "lock the default user" OK "$(rcli "$p" ACL SETUSER default on ">$ADMIN_PW")"
+	export REDISCLI_AUTH=$ADMIN_PW
+	rcli "$p" CONFIG RESETSTAT >/dev/null
+	conf "$c" "redis://mxsend:$USER_PW@127.0.0.1:$p/1" "" "$(printf '[domain slow.test]\nmax_connections = 2\n')"
+	# the dead-consumer takeover, not XAUTOCLAIM after the visibility timeout
+	sed -i 's/^visibility_timeout = 2s$/visibility_timeout = 5m/' "$c"
+	"$MXSEND" enqueue -c "$c" --from a@src.test --to t@slow.test --count "$n" "$MSG" >/dev/null ||
+		fail "enqueue"
+	integ_spawn mx.take "$CASE_DIR/a.log" "$MXSEND" run -c "$c"
+	pid=$SPAWN_PID
+	# shellcheck disable=SC2317 # called through wait_until
+	some_done() { [ "$(rcli "$p" -n 1 XLEN mxsend:results)" -ge 2 ] 2>/dev/null; }
+	wait_until 15 some_done || fail "no delivery within 15 s"
+	kill -KILL "$pid"
+	assert_ge "claimed and unfinished at the kill" 1 "$(rcli "$p" -n 1 XLEN mxsend:jobs)"
+	mxrun b "$c"
+	local denied used
+	denied=$(rcli "$p" ACL LOG | awk 'o { print; o = 0 } $0 == "object" { o = 1 }' | grep -v '^config|get$')
+	used=$(used_commands "$p") # before this script's own reads
+	local fin dups
+	fin=$(rcli "$p" -n 1 EVAL "$RESULTS_LUA" 1 mxsend:results id,job,rcpt,status | grep -c '|delivered$')
+	dups=$(rcli "$p" -n 1 EVAL "$RESULTS_LUA" 1 mxsend:results job | sort | uniq -d | head -n 3)
+	assert_eq "delivered results" "$n" "$fin"
+	assert_eq "jobs with two results" "" "$dups"
+	assert_match "the dead consumer's jobs taken over" 'evt=dead_consumers claimed=[1-9]' "$(cat "$CASE_DIR/b.log")"
+	assert_eq "commands denied to the ACL user (ACL LOG)" "" "$denied"
+	assert_eq "commands used that the ACL file does not list" "" "$(comm -23 <(echo "$used") <(acl_allowed))"
+	diag "commands used: $(paste -sd' ' <<<"$used")"
+	assert_match "XCLAIM used" '^xclaim$' "$used"
+	assert_match "SELECT used" '^select$' "$used"
 }
 
 # Wrong credentials: run exits 78 at start-up naming AUTH, the short-lived
@@ -190,6 +232,7 @@ t_evict_check() {
 }
 
 run_case "an ACL user with only sender/dist/mxsend.acl's commands, default user locked: enqueue, run (delivered, bounced, deferred/expired, held), held, release, send, tlsrpt; nothing denied, nothing used beyond the file, no password shown" t_acl_flow
+run_case "kill -9 under the ACL user, database 1: another process takes the jobs over (XCLAIM), one result each, nothing denied" t_acl_takeover
 run_case "wrong ACL credentials: run exits 78 naming AUTH, enqueue 75, held fails; no password shown" t_acl_refused
 run_case "maxmemory-policy: allkeys-lru and volatile-ttl warned, noeviction not; CONFIG refused to the ACL user: could not check" t_evict_check
 [ -s "$INTEG_DIR/figures" ] && cat "$INTEG_DIR/figures"
