@@ -1,6 +1,7 @@
 # mxsend: one non-recursive Makefile. `make test` = deps + layering check + build + unit
 # (ASan/UBSan) + integration.
 CC      ?= cc
+# mxsend's version; also in the .TH lines of sender/dist/mxsend.1 and mxsend.conf.5 (t_install checks)
 VERSION := 0.1.0
 PKGS    := liburing openssl libcares hiredis inih jansson zlib
 B       := build

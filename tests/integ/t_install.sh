@@ -75,6 +75,11 @@ t_version() {
 	assert_match "OpenSSL: compiled and run-time" '^OpenSSL 3\.[0-9.]+ \(run-time: 3\.[0-9.]+\)$' "$out"
 	assert_match "c-ares" '^c-ares 1\.[0-9.]+ \(run-time: 1\.[0-9.]+\)$' "$out"
 	assert_match "hiredis: compiled and loaded" '^hiredis [0-9]+\.[0-9]+\.[0-9]+ \(run-time: libhiredis\.so\.' "$out"
+	# the man pages carry the same version (Makefile VERSION; .TH line)
+	local v
+	v=$(head -n 1 <<<"$out")
+	assert_match "mxsend.1 .TH: $v" "^\.TH .*\"$v\"" "$(cat "$MAN1")"
+	assert_match "mxsend.conf.5 .TH: $v" "^\.TH .*\"$v\"" "$(cat "$MAN5")"
 	assert_match "usage names --version" 'mxsend --version' "$("$ROOT$PREFIX/bin/mxsend" --help 2>&1)"
 }
 
