@@ -295,6 +295,7 @@ static const struct key k_mxsend[] = {
 };
 static const struct key k_redis[] = {
 	{ "url", STR(G(redis_url), V_URL, "redis://HOST:PORT/DB or unix:/PATH"), 0 },
+	{ "username", STR(G(redis_username), V_WORD, "an ACL user name"), 0 },
 	{ "password", STR(G(redis_password), V_STR, ""), 0 },
 	{ "jobs", STR(G(jobs), V_WORD, WORD), 0 },
 	{ "results", STR(G(results), V_WORD, WORD), 0 },
@@ -458,6 +459,7 @@ void config_fini(struct config *c)
 	free(c->ca_file);
 	free(c->metrics);
 	free(c->redis_url);
+	free(c->redis_username);
 	free_secret(c->redis_password);
 	free(c->jobs);
 	free(c->results);

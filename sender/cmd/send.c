@@ -95,7 +95,8 @@ static void tlsrpt_flush(const struct config *cfg, struct send_ctx *ctx)
 			ctx->lost_ev, MAX_TLS_EVENTS);
 	if (ctx->nev == 0)
 		return;
-	struct tlsrpt_store *st = tlsrpt_store_open(cfg->redis_url, cfg->redis_password, NULL, err, sizeof(err));
+	struct tlsrpt_store *st = tlsrpt_store_open(cfg->redis_url, cfg->redis_username,
+						    cfg->redis_password, NULL, err, sizeof(err));
 	if (st == NULL) {
 		fprintf(stderr, "mxsend send: warning: TLSRPT counters not written: %s\n", err);
 		return;
