@@ -296,6 +296,7 @@ static const struct key k_mxsend[] = {
 };
 static const struct key k_redis[] = {
 	{ "url", STR(G(redis_url), V_URL, "redis://HOST:PORT/DB or unix:/PATH"), 0 },
+	{ "username", STR(G(redis_username), V_WORD, "an ACL user name"), 0 },
 	{ "password", STR(G(redis_password), V_STR, ""), 0 },
 	{ "jobs", STR(G(jobs), V_WORD, WORD), 0 },
 	{ "results", STR(G(results), V_WORD, WORD), 0 },
@@ -387,7 +388,8 @@ static const struct section {
 	{ "mxsend", k_mxsend, ARRAY_LEN(k_mxsend) }, { "redis", k_redis, ARRAY_LEN(k_redis) },
 	{ "retry", k_retry, ARRAY_LEN(k_retry) },    { "tls", k_tls, ARRAY_LEN(k_tls) },
 	{ "timeouts", k_timeouts, ARRAY_LEN(k_timeouts) }, { "pool", k_pool, ARRAY_LEN(k_pool) },
-	{ "tlsrpt", k_tlsrpt, ARRAY_LEN(k_tlsrpt) }, { "dns", k_dns, ARRAY_LEN(k_dns) },
+	{ "tlsrpt", k_tlsrpt, ARRAY_LEN(k_tlsrpt) },
+	{ "dns", k_dns, ARRAY_LEN(k_dns) },
 };
 #define MAX_KEYS 16 /* >= the longest table above */
 
@@ -464,6 +466,7 @@ void config_fini(struct config *c)
 	free(c->ca_file);
 	free(c->metrics);
 	free(c->redis_url);
+	free(c->redis_username);
 	free_secret(c->redis_password);
 	free(c->jobs);
 	free(c->results);

@@ -140,6 +140,7 @@ struct config {
 	char *dkim_extra;   /* key dkim_extra: a [dkim] domain that signs every message too */
 	/* [redis] */
 	char *redis_url;    /* default redis://127.0.0.1:6379/0 */
+	char *redis_username;  /* an ACL user (AUTH USER PASSWORD); NULL: the URL's, if any */
 	char *redis_password;  /* never logged (nor the URL's: see queue_url_redact) */
 	bool redis_named;      /* the file sets [redis] url: `send` adds to the TLSRPT counters */
 	char *jobs, *results, *group; /* mxsend:jobs, mxsend:results, mxsend */

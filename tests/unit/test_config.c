@@ -93,6 +93,7 @@ static void t_defaults(void)
 	CHECK_INT(c.log_level, LOG_WARN);
 	CHECK_STR(c.redis_url, "redis://127.0.0.1:6379/0");
 	CHECK(c.redis_password == NULL);
+	CHECK(c.redis_username == NULL);
 	CHECK_STR(c.jobs, "mxsend:jobs");
 	CHECK_STR(c.results, "mxsend:results");
 	CHECK_STR(c.group, "mxsend");
@@ -914,7 +915,7 @@ static void t_reload_replaces_strings(void)
 	/* keys replace defaults without leaking (ASan's leak check covers this) */
 	struct config c;
 	load_ok(&c, "[mxsend]\nhelo = one.example\nca_file = /x\n[redis]\njobs = j\nresults = r\ngroup = g\n"
-		    "url = redis://h:1/2\npassword = p\n");
+		    "url = redis://h:1/2\npassword = p\nusername = mxq\n");
 	CHECK_STR(c.helo, "one.example");
 	CHECK_STR(c.ca_file, "/x");
 	CHECK_STR(c.jobs, "j");
@@ -922,7 +923,9 @@ static void t_reload_replaces_strings(void)
 	CHECK_STR(c.group, "g");
 	CHECK_STR(c.redis_url, "redis://h:1/2");
 	CHECK_STR(c.redis_password, "p");
+	CHECK_STR(c.redis_username, "mxq"); /* an ACL user: AUTH mxq p */
 	config_fini(&c);
+	load_err("[redis]\nusername = a b\n", "2: bad value \"a b\" for username (an ACL user name)");
 }
 
 static void t_many_rules(void)
