@@ -30,6 +30,7 @@
 #include <ini.h>
 
 #include "queue/queue.h"
+#include "sender/dns.h"
 #include "sender/log.h"
 #include "sender/signer.h"
 #include "sender/util.h"
@@ -418,7 +419,7 @@ void config_defaults(struct config *c)
 		.visibility_timeout_ms = 5 * MS_M, .batch = 256, .max_id_len = 1024, .max_meta_len = 4096,
 		.n_schedule = (int)ARRAY_LEN(schedule), .lifetime_ms = 2 * MS_D, .jitter = 0.1,
 		.min_version = 12, .mta_sts = true, .tlsrpt = true, .broken_tls_ttl_ms = 1 * MS_H, .sts_https_port = 443,
-		.max_handshakes = 128,
+		.max_handshakes = 128, .dane = DNS_DNSSEC_AUTO,
 		.timeouts = { .connect = 10 * MS_S, .banner = 5 * MS_M, .helo = 5 * MS_M,
 			      .starttls = 2 * MS_M, .mail = 5 * MS_M, .rcpt = 5 * MS_M,
 			      .data = 2 * MS_M, .block = 3 * MS_M, .dot = 10 * MS_M,

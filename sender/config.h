@@ -156,7 +156,7 @@ struct config {
 	uint64_t lifetime_ms;     /* key lifetime, default 2d */
 	double jitter;            /* key jitter, fraction 0..1, default 0.1 */
 	/* [dns] */
-	int dane;                 /* key dane = no|auto|yes (enum dns_dnssec), default no:
+	int dane;                 /* key dane = no|auto|yes (enum dns_dnssec), default auto:
 	                           * DANE (RFC 7672) with the AD bit of a trusted resolver */
 	char *dnssec_trusted;     /* key dnssec_trusted: resolvers trusted to validate
 	                           * besides loopback ones (addresses, space-separated) */
