@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "queue/queue.h"
+#include "sender/dns.h"
 #include "sender/log.h"
 #include "tests/t.h"
 
@@ -1114,11 +1115,11 @@ static void t_dns_section(void)
 {
 	struct config c;
 	config_defaults(&c);
-	CHECK_INT(c.dane, 0); /* no: off unless asked */
+	CHECK_INT(c.dane, DNS_DNSSEC_AUTO); /* auto: on where a trusted resolver validates */
 	config_fini(&c);
-	load_ok(&c, "[dns]\ndane = auto\ndnssec_trusted = 192.0.2.53 2001:db8::53\n"
+	load_ok(&c, "[dns]\ndane = no\ndnssec_trusted = 192.0.2.53 2001:db8::53\n"
 		    "[domain d.test]\ntls = dane-only\n");
-	CHECK_INT(c.dane, 1);
+	CHECK_INT(c.dane, DNS_DNSSEC_NO);
 	CHECK_STR(c.dnssec_trusted, "192.0.2.53 2001:db8::53");
 	CHECK_INT(rule_for(&c, "d.test", NULL).tls, TLS_LEVEL_DANE_ONLY);
 	config_fini(&c);
