@@ -143,19 +143,28 @@ config_keys() {
 	} | sort -u
 }
 
+# config_sections: every global section of sender/config.c's sections[] table,
+# one a line (every `{ "NAME", k_TABLE, ARRAY_LEN(...) }` of each line).
+config_sections() {
+	awk '/^} sections\[\] = \{/ { t = 1; next } t && /^\};/ { t = 0 } t' "$CONFIG_C" |
+		grep -oE '\{ "[a-z_]+", k_[a-z_]+, ARRAY_LEN' | sed -E 's/^\{ "([a-z_]+)".*/\1/'
+}
+
 t_man5() {
 	installed || return 1
 	render "$ROOT$PREFIX/share/man/man5/mxsend.conf.5"
-	local keys k s
+	local keys k s secs
 	keys=$(config_keys)
 	assert_ge "keys found in sender/config.c" 60 "$(wc -l <<<"$keys")"
 	for k in $keys; do
 		grep -qE "^\\.BI \"$k = " "$MAN5" || fail "mxsend.conf.5: key $k not described"
 		grep -qE "^;?[[:space:]]*${k}[[:space:]]*=" "$EXAMPLE" || fail "mxsend.conf.example: key $k missing"
 	done
-	# every global section of config.c's table, and the named ones
-	for s in $(sed -n 's/.*{ "\([a-z]*\)", k_[a-z]*, ARRAY_LEN.*/\1/p' "$CONFIG_C" | tr -d ' ') \
-		"source NAME" "pool NAME" "domain PATTERN" "mx PATTERN" "dkim DOMAIN"; do
+	# every global section of config.c's table (all of each line's entries: the
+	# table pairs some on one line), and the named ones
+	secs=$(config_sections)
+	assert_ge "global sections found in sender/config.c" 8 "$(wc -l <<<"$secs")"
+	for s in $secs "source NAME" "pool NAME" "domain PATTERN" "mx PATTERN" "dkim DOMAIN"; do
 		grep -qF -- "[$s]" <(grep '^\.SS' "$MAN5") || fail "mxsend.conf.5: no section [$s]"
 	done
 }
