@@ -19,6 +19,8 @@
 # validator (e.g. 'local-zone: "_25._tcp.mx9.test." deny' for a timeout).
 # Names outside test. are refused; nothing leaves the machine.
 # Returns 1 (reason on stderr) when a piece fails; DNSSEC_DIR keeps the files.
+# Also: dnssec_dig, dnssec_status (what the validator says of a name), tlsa_spki
+# (the record data for a certificate).
 
 DNSSEC_DIR=""
 
@@ -151,6 +153,12 @@ EOF
 	DNS_ADDR=127.0.77.53
 	DNS_PORT=$port
 	DNS=127.0.77.53:$port
+}
+
+# tlsa_spki CERT: the data of a DANE-EE(3) SPKI(1) SHA2-256(1) TLSA record for the key
+# of certificate file CERT: "3 1 1 HEX".
+tlsa_spki() {
+	echo "3 1 1 $(openssl x509 -in "$1" -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum | cut -c1-64)"
 }
 
 # dnssec_dig NAME TYPE: dig +dnssec +adflag at the validator; prints the

@@ -31,10 +31,7 @@ if [ -z "$INTEG_MISSING" ]; then
 		integ_missing "openssl req (nomatch.pem)"
 	cat "$CERTS/server.pem" "$CA" >"$CERTS/chain.pem"
 fi
-# tlsa_spki CERT: "3 1 1 HEX" for CERT's key; tlsa_ca: "2 0 1 HEX" for the run's CA.
-tlsa_spki() {
-	echo "3 1 1 $(openssl x509 -in "$1" -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum | cut -c1-64)"
-}
+# tlsa_spki CERT (dnssec.sh): "3 1 1 HEX"; tlsa_ca: "2 0 1 HEX" for the run's CA.
 tlsa_ca() {
 	echo "2 0 1 $(openssl x509 -in "$CA" -outform DER | sha256sum | cut -c1-64)"
 }
