@@ -179,11 +179,16 @@ t_pf_ee() {
 }
 run_case "Postfix, DANE-EE 3 1 1 of its key: delivered, policy=dane, stored in its Maildir" t_pf_ee
 
+# ex_stored DOMAIN: u@DOMAIN delivered to mx.ex.test under DANE, and Exim's copy exact.
+ex_stored() {
+	expect_line "u@$1" "delivered 250 2\.0\.0 $(mx mx.ex.test "$A_EX") $TLSOK policy=dane reply=\"[^\"]*OK id=[-0-9A-Za-z]+\""
+	ex_copy "u@$1" || return 1
+	assert_copy "$CASE_DIR/m.eml" "$CASE_DIR/copy" Received
+}
+
 t_ex_ee() {
 	deliver ex.test 0 || return 1
-	expect_line u@ex.test "delivered 250 2\.0\.0 $(mx mx.ex.test "$A_EX") $TLSOK policy=dane reply=\"[^\"]*OK id=[-0-9A-Za-z]+\""
-	ex_copy u@ex.test || return 1
-	assert_copy "$CASE_DIR/m.eml" "$CASE_DIR/copy" Received
+	ex_stored ex.test || return 1
 	assert_match "Exim logged the message over TLS 1.3" '<= sender@client\.test .* P=esmtps X=TLS1\.3:[^ ]+ .* for u@ex\.test' \
 		"$(case_log "$EXLOG")"
 }
@@ -211,9 +216,7 @@ run_case "Exim, a TLSA record of another key (wrong certificate): deferred, noth
 
 t_next_mx() {
 	deliver next.test 0 || return 1
-	expect_line u@next.test "delivered 250 2\.0\.0 $(mx mx.ex.test "$A_EX") $TLSOK policy=dane reply=\"[^\"]*OK id=[-0-9A-Za-z]+\""
-	ex_copy u@next.test || return 1
-	assert_copy "$CASE_DIR/m.eml" "$CASE_DIR/copy" Received
+	ex_stored next.test || return 1
 	pf_no_mail
 	assert_eq "Postfix's Maildir for u@next.test" "" "$(find "$PF_MAIL/next.test" -type f 2>/dev/null)"
 	assert_match "the log names the mismatch at MX 10" 'bad\.pf\.test.*DANE: no TLSA record matches' "$(cat "$CASE_DIR/err")"
