@@ -121,6 +121,18 @@ fi
 
 SEND_ARGS=(-c "$INTEG_DIR/mxsend.conf" --log info)
 PFLOG=$INTEG_DIR/postfix/log/maillog
+
+# The MTAs log the start-up probes (wait_listen's connections: to each listener, and
+# through each relay) when they like: wait for them (5 s), so that no case sees them.
+probes_logged() {
+	[ "$(grep -c ': disconnect from ' "$PFLOG")" -ge 2 ] &&
+		[ "$(grep -c 'SMTP connection from .* lost' "$EXLOG")" -ge 2 ] &&
+		[ "$(grep -c 'smtp disconnected' "$SMLOG")" -ge 2 ]
+}
+if [ -z "$INTEG_MISSING" ] && ! wait_until 5 probes_logged; then
+	integ_missing "the MTAs' logs of the start-up probes (Postfix: $(grep -c ': disconnect from ' "$PFLOG"),\
+ Exim: $(grep -c 'SMTP connection from .* lost' "$EXLOG"), OpenSMTPD: $(grep -c 'smtp disconnected' "$SMLOG"); 2 each)"
+fi
 TLSOK='tls=TLSv1\.3 cipher=[A-Za-z0-9_-]+ verified=yes'
 TLSNV='tls=TLSv1\.[23] cipher=[A-Za-z0-9_-]+ verified=no'
 PLAIN='tls=none cipher=- verified=no'
