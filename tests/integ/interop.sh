@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # tests/integ/interop.sh: private Exim and OpenSMTPD instances for tests/integ/t_interop.sh
-# and t_dane_mta.sh (sourced after lib.sh and integ_setup, never run).
+# and t_dane_mta.sh (sourced after lib.sh, never run).
 #
 # Debian 12's exim4-daemon-light (4.96, TLS by GnuTLS 3.7) and opensmtpd (6.8.0p2) cannot be
 # installed beside postfix (all three provide mail-transport-agent), so `make deps` unpacks
