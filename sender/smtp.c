@@ -502,6 +502,9 @@ static void c_tls(void *arg, int err)
 	s->status.tls_tried = true;
 	tls_get_verdict(t, &s->status.verdict);
 	if (err < 0) {
+		/* a chain that checked out proves nothing until the handshake ends
+		 * (the server has not shown it holds the key): results say no */
+		s->status.verdict.verified = false;
 		const char *why = tls_error(t);
 		if (s->p.dane && tls_failed_verify(t)) {
 			smtp_sess_fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5",

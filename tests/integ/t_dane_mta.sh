@@ -277,8 +277,9 @@ run_case "OpenSMTPD offering no STARTTLS, DANE-EE record published: deferred, no
 
 t_sm_badtls() {
 	deliver smt.test 75
-	expect_line u@smt.test "deferred 4[0-9]{2} 4\.7\.[0-9]+ $(mx mx.smt.test "$A_SMT") tls=TLSv1\.3 cipher=[^ ]+ verified=(yes|no) policy=dane reply=\"TLS handshake: [^\"]*alert internal error\""
+	expect_line u@smt.test "deferred 4[0-9]{2} 4\.7\.[0-9]+ $(mx mx.smt.test "$A_SMT") tls=TLSv1\.3 cipher=[^ ]+ verified=no policy=dane reply=\"TLS handshake: [^\"]*alert internal error\""
 	nothing_stored smt.test
+	# verified=no: the chain matched, but the handshake never ended (the server did not prove its key)
 	# under tls = may the same server gets the message in plaintext (t_interop.sh): not under DANE
 	assert_eq "OpenSMTPD sessions (no plaintext retry)" 1 "$(case_log "$SMLOG" | grep -c 'smtp connected')"
 }
