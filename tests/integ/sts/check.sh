@@ -256,8 +256,8 @@ t_ok_text() {
 	check sts-ok.test
 	expect_rc 0
 	expect_out '^domain sts-ok\.test$'
-	expect_out '^mx status=ok hosts=1 implicit=no$'
-	expect_out "^mx host=mx1\.test pref=10 addr=127\.0\.3\.1 port=$P probe=ok starttls=yes tls=TLSv1\.[23] cipher=[^ ]+ verified=yes verify=\"ok\" cn=\"[^\"]*\" expires=[0-9-]+T[0-9:]+Z days=(9|10) sts=allowed$"
+	expect_out '^mx status=ok hosts=1 implicit=no dnssec=insecure$'
+	expect_out "^mx host=mx1\.test pref=10 addr=127\.0\.3\.1 port=$P probe=ok starttls=yes tls=TLSv1\.[23] cipher=[^ ]+ verified=yes verify=\"ok\" cn=\"[^\"]*\" expires=[0-9-]+T[0-9:]+Z days=(9|10) sts=allowed dnssec=insecure dane=none$"
 	expect_out '^mta-sts txt=ok id=20240601T0000 record="v=STSv1; id=20240601T0000; ext=1"$'
 	expect_out "${FETCH_LINE}sts-ok\.test:$NGINX_PORT/\.well-known/mta-sts\.txt fetch=ok status=200 bytes=$(stat -c %s "$(policy_file sts-ok)") policy=ok mode=enforce max_age=86400 mx=mx1\.test,\*\.other\.test$"
 	expect_out '^tlsrpt txt=ok rua=mailto:tlsrpt@sts-ok\.test,https://report\.sts-ok\.test/v1$'
@@ -377,7 +377,7 @@ run_case "invalid policy body: sts-policy-invalid" t_badpolicy
 t_mismatch() {
 	check sts-mismatch.test
 	expect_rc 69
-	expect_out '^mx host=mx1\.test .* verified=yes .* sts=not-allowed$'
+	expect_out '^mx host=mx1\.test .* verified=yes .* sts=not-allowed dnssec=[a-z]+ dane=[a-z]+$'
 	expect_out 'policy=ok mode=enforce max_age=86400 mx=mx2\.other\.test$'
 	expect_out '^result exit=69 summary="no MX host allowed by the MTA-STS policy offers verified TLS"$'
 }
@@ -418,7 +418,7 @@ run_case "no MTA-STS: one MX with a bad certificate, one verified: exit 0" t_no_
 t_notls() {
 	check notls.test
 	expect_rc 69
-	expect_out "^mx host=mx3\.test pref=10 addr=127\.0\.3\.3 port=$P probe=ok starttls=no tls=none$"
+	expect_out "^mx host=mx3\.test pref=10 addr=127\.0\.3\.3 port=$P probe=ok starttls=no tls=none dnssec=insecure dane=none$"
 	expect_out '^result exit=69 summary="no MX host offers TLS with a verified certificate"$'
 }
 run_case "MX without STARTTLS: exit 69" t_notls
