@@ -836,6 +836,8 @@ static void run_close(struct run *r)
 {
 	if (r->w != NULL)
 		workers_free(r->w, 1000);
+	if (r->signers != NULL && sign_pool_busy(r->signers) > 0) /* released: committed as they stood */
+		log_info("evt=signing_abandoned jobs=%u", sign_pool_busy(r->signers));
 	sign_pool_stop(r->signers); /* hands back (on_signed) what it still holds */
 	while (r->reqs != NULL) {
 		struct run_req *rq = r->reqs;

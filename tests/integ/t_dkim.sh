@@ -522,6 +522,32 @@ t_term_signing() {
 }
 run_case "run: SIGTERM while jobs are with the signing threads: they are signed and delivered, exit clean, nothing pending or lost" t_term_signing
 
+t_term_twice() {
+	start_redis -n term2 || return 1
+	local p=$REDIS_PORT c=$CASE_DIR/run.ini pid i left pend del
+	integ_config "$c" "$(printf '[redis]\nurl = %s\n\n%s' "$REDIS_URL" "$KEYS")"
+	sed -i 's/^helo = client.test$/helo = client.test\nworkers = 1\nlog = info\ndkim_extra = platform.test/' "$c"
+	signed_jobs "$p" 6000 term2 "dk.test" 20000 || fail "could not queue the jobs" || return 1
+	integ_spawn mxrun "$CASE_DIR/run.err" "$MXSEND" run -c "$c"
+	pid=$SPAWN_PID
+	wait_until 20 results_ge "$p" 1 || fail "no result within 20 s" || return 1
+	kill -TERM "$pid"
+	sleep 1.2
+	kill -TERM "$pid" # a second signal: no waiting for deliveries (nor signatures)
+	for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+	kill -0 "$pid" 2>/dev/null && { fail "still running 20 s after SIGTERM"; return 1; }
+	grep -q 'evt=releasing' "$CASE_DIR/run.err" || fail "no evt=releasing"
+	grep 'evt=signing_abandoned' "$CASE_DIR/run.err" | sed 's/^/# /'
+	del=$(results "$p" id,status | grep -c '|delivered$')
+	left=$(($(rcli "$p" XLEN mxsend:jobs) + $(rcli "$p" ZCARD mxsend:jobs:retry)))
+	pend=$(rcli "$p" XPENDING mxsend:jobs mxsend | head -n 1)
+	echo "# delivered $del, put back or not claimed $left"
+	assert_eq "delivered once each" "$del" "$(results "$p" id,status | grep '|delivered$' | sort -u | wc -l)"
+	assert_eq "delivered + put back + not claimed = all" 6000 "$((del + left))"
+	assert_eq "nothing left pending in the group" 0 "$pend"
+}
+run_case "run: SIGTERM twice while jobs are with the signing threads: the jobs still there are put back (committed as they stood), nothing pending or lost" t_term_twice
+
 # --- a real receiving MTA verifying: Exim 4.96 (Debian 12's, unpacked by make deps) ---
 # Exim looks DKIM keys up through libc's resolver: it runs in a private mount
 # namespace whose /etc/resolv.conf names 127.0.61.54, where a small dnspython
