@@ -78,8 +78,14 @@ struct run_job {
 	size_t signed_len;
 	size_t counted;    /* bytes added to the job's in max_inflight_bytes (queue_job_bytes) */
 	bool exempt;
-	struct sign_job sj; /* while the signing threads have it */
 	char log_tag[400]; /* deliver_req.log_tag: job, id (escaped) and attempt */
+};
+
+/* A job with the signing threads (allocated then only: ~1 KB that unsigned
+ * jobs do not carry). */
+struct run_sign {
+	struct sign_job sj;
+	struct run_job *rj;
 };
 
 struct run {
@@ -339,10 +345,12 @@ static void submit_domains(struct run *r, struct run_job *rj)
 static void on_signed(void *arg, struct sign_job *sj, bool abandoned)
 {
 	struct run *r = arg;
-	struct run_job *rj = container_of(sj, struct run_job, sj);
+	struct run_sign *rs = container_of(sj, struct run_sign, sj);
+	struct run_job *rj = rs->rj;
 	if (abandoned) { /* at exit: the queue frees the job (left pending) */
 		free(sj->out);
 		free(rj);
+		free(rs);
 		return;
 	}
 	if (sj->rc != 0) {
@@ -362,6 +370,7 @@ static void on_signed(void *arg, struct sign_job *sj, bool abandoned)
 				  sj->result, sj->outlen);
 		submit_domains(r, rj);
 	}
+	free(rs);
 	if (r->stopping)
 		maybe_exit(r);
 }
@@ -382,8 +391,8 @@ static void on_job(void *ctx, struct job *j)
 	 * the signature is made on a signing thread. Without [dkim] sections
 	 * nothing is planned and no thread is involved. */
 	char why[JOB_REASON_MAX];
-	int plan = signer_plan(&r->cfg, j->data, j->len, j->dkim, &rj->sj.plan, j->dkim_result, why,
-			       sizeof(why));
+	struct signer_plan sp;
+	int plan = signer_plan(&r->cfg, j->data, j->len, j->dkim, &sp, j->dkim_result, why, sizeof(why));
 	if (plan < 0) {
 		dkim_reject(r, rj, why);
 		return;
@@ -392,12 +401,15 @@ static void on_job(void *ctx, struct job *j)
 		submit_domains(r, rj);
 		return;
 	}
+	struct run_sign *rs = xmalloc(sizeof(*rs));
+	rs->rj = rj;
+	rs->sj.plan = sp;
+	rs->sj.raw = j->data;
+	rs->sj.len = j->len;
+	rs->sj.t = (int64_t)time(NULL);
 	rj->left = 1; /* the signing threads' */
-	rj->sj.raw = j->data;
-	rj->sj.len = j->len;
-	rj->sj.t = (int64_t)time(NULL);
 	count_bytes(r, rj, j->len); /* the copy being made */
-	sign_pool_submit(r->signers, &rj->sj);
+	sign_pool_submit(r->signers, &rs->sj);
 }
 
 /* ---- status ---- */

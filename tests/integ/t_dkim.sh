@@ -422,6 +422,12 @@ signed_jobs() {
 	}' | timeout 60 redis-cli -p "$1" --pipe >/dev/null
 }
 results_ge() { [ "$(rcli "$1" XLEN mxsend:results)" -ge "$2" ]; } # PORT MIN
+# exited_clean LOG: `mxsend run` wrote its exit accounting, and no sanitizer
+# report (MXSEND=build/asan/mxsend)
+exited_clean() {
+	grep -q '^mxsend run: elapsed_s=' "$1" || fail "no exit accounting line in $1: $(tail -n 3 "$1")"
+	assert_no_match "no sanitizer report" 'ERROR: AddressSanitizer|runtime error:|LeakSanitizer' "$(cat "$1")"
+}
 
 t_run_many() {
 	start_redis -n many || return 1
@@ -489,7 +495,7 @@ t_inflight_bytes() {
 	kill -TERM "$pid"
 	for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
 	kill -0 "$pid" 2>/dev/null && fail "mxsend run still running 10 s after SIGTERM"
-	return 0
+	exited_clean "$CASE_DIR/run.err"
 }
 run_case "run: a job's signed copy counts in max_inflight_bytes (mxsend_inflight_bytes ~2 x the job per job), bounded under a 1 MiB cap, all given back once done" t_inflight_bytes
 
@@ -505,6 +511,7 @@ t_term_signing() {
 	kill -TERM "$pid"
 	for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
 	kill -0 "$pid" 2>/dev/null && { fail "still running 30 s after SIGTERM"; return 1; }
+	exited_clean "$CASE_DIR/run.err"
 	grep -q 'evt=stopping why=SIGTERM' "$CASE_DIR/run.err" || fail "no evt=stopping why=SIGTERM"
 	assert_no_match "no shutdown timeout" 'evt=shutdown_timeout' "$(cat "$CASE_DIR/run.err")"
 	# signed after the stop began: those were with the signing threads then
@@ -536,6 +543,7 @@ t_term_twice() {
 	kill -TERM "$pid" # a second signal: no waiting for deliveries (nor signatures)
 	for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
 	kill -0 "$pid" 2>/dev/null && { fail "still running 20 s after SIGTERM"; return 1; }
+	exited_clean "$CASE_DIR/run.err"
 	grep -q 'evt=releasing' "$CASE_DIR/run.err" || fail "no evt=releasing"
 	grep 'evt=signing_abandoned' "$CASE_DIR/run.err" | sed 's/^/# /'
 	del=$(results "$p" id,status | grep -c '|delivered$')
