@@ -398,28 +398,10 @@ for f in sys.argv[4:]:
 EOF
 }
 
-# signed_jobs PORT N PREFIX DOMAINS [PAD]: queue N jobs From: news@rsa.test,
-# X-Job: PREFIX-i, to r<k>-i@ each of DOMAINS (space-separated, repeats make
-# more recipients there), CRLF lines, about PAD bytes of body.
+# signed_jobs PORT N PREFIX DOMAINS [PAD [RCPTS]]: pipe_jobs (lib.sh) with a
+# From: news@rsa.test header field (rsa.test's key signs them)
 signed_jobs() {
-	awk -v n="$2" -v pre="$3" -v doms="$4" -v pad="${5:-0}" 'BEGIN {
-		nd = split(doms, d, " ")
-		fill = ""
-		while (length(fill) < pad)
-			fill = fill "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxy\r\n"
-		for (i = 1; i <= n; i++) {
-			to = ""
-			for (k = 1; k <= nd; k++)
-				to = to (k > 1 ? "," : "") "r" k "-" i "@" d[k]
-			data = "From: News <news@rsa.test>\r\nTo: r-" i "@dk.test\r\nSubject: signed " i "\r\nX-Job: " pre "-" i "\r\n\r\nbody " i "\r\n" fill
-			id = pre "-" i
-			printf "*11\r\n$4\r\nXADD\r\n$11\r\nmxsend:jobs\r\n$1\r\n*\r\n"
-			printf "$4\r\nfrom\r\n$13\r\nnews@rsa.test\r\n"
-			printf "$2\r\nto\r\n$%d\r\n%s\r\n", length(to), to
-			printf "$4\r\ndata\r\n$%d\r\n%s\r\n", length(data), data
-			printf "$2\r\nid\r\n$%d\r\n%s\r\n", length(id), id
-		}
-	}' | timeout 60 redis-cli -p "$1" --pipe >/dev/null
+	pipe_jobs "$1" "$2" "$4" "$3" "${5:-0}" "${6:-1}" $'From: News <news@rsa.test>\r\n'
 }
 results_ge() { [ "$(rcli "$1" XLEN mxsend:results)" -ge "$2" ]; } # PORT MIN
 # exited_clean LOG: `mxsend run` wrote its exit accounting, and no sanitizer
@@ -434,7 +416,7 @@ t_run_many() {
 	local p=$REDIS_PORT c=$CASE_DIR/run.ini r v=$CASE_DIR/v
 	integ_config "$c" "$(printf '[redis]\nurl = %s\n\n[domain dk.test]\nmax_rcpt = 2\n\n%s' "$REDIS_URL" "$KEYS")"
 	sed -i 's/^helo = client.test$/helo = client.test\nworkers = 3\nlog = debug/' "$c"
-	signed_jobs "$p" 150 many "dk.test dk.test dk.test dkc.test" || fail "could not queue the jobs" || return 1
+	signed_jobs "$p" 150 many "dk.test dk.test dk.test dkc.test" 0 4 || fail "could not queue the jobs" || return 1
 	timed_run 60 "$CASE_DIR/run.out" "$CASE_DIR/run.err" "$MXSEND" run -c "$c" --until-empty
 	assert_eq "run exit" 0 "$RUN_RC" || tail -n 5 "$CASE_DIR/run.err"
 	r=$(results "$p" id,status,dkim)
