@@ -28,8 +28,13 @@ struct mpmc_cell {
 struct mpmc {
 	struct mpmc_cell *cells;
 	size_t mask;
-	_Alignas(64) _Atomic size_t head; /* next push */
-	_Alignas(64) _Atomic size_t tail; /* next pop */
+	/* apart (padding, not _Alignas: the owner may be malloc'd) so that
+	 * producers and consumers do not share a cache line */
+	char pad0[64];
+	_Atomic size_t head; /* next push */
+	char pad1[64];
+	_Atomic size_t tail; /* next pop */
+	char pad2[64];
 };
 
 /* cap: rounded up to a power of two, at least 2. Allocates (aborts on OOM). */
