@@ -404,11 +404,12 @@ signed_jobs() {
 	pipe_jobs "$1" "$2" "$4" "$3" "${5:-0}" "${6:-1}" $'From: News <news@rsa.test>\r\n'
 }
 results_ge() { [ "$(rcli "$1" XLEN mxsend:results)" -ge "$2" ]; } # PORT MIN
-# exited_clean LOG: `mxsend run` wrote its exit accounting, and no sanitizer
-# report (MXSEND=build/asan/mxsend)
+# exited_clean RC LOG: `mxsend run` (mx_start, lib.sh) exited 0 and wrote its
+# exit accounting, and no sanitizer report (MXSEND=build/asan/mxsend)
 exited_clean() {
-	grep -q '^mxsend run: elapsed_s=' "$1" || fail "no exit accounting line in $1: $(tail -n 3 "$1")"
-	assert_no_match "no sanitizer report" 'ERROR: AddressSanitizer|runtime error:|LeakSanitizer' "$(cat "$1")"
+	assert_eq "exit status" 0 "$1" || tail -n 3 "$2" | sed 's/^/# /'
+	grep -q '^mxsend run: elapsed_s=' "$2" || fail "no exit accounting line in $2"
+	assert_no_match "no sanitizer report" 'ERROR: AddressSanitizer|runtime error:|LeakSanitizer' "$(cat "$2")"
 }
 
 t_run_many() {
@@ -441,7 +442,7 @@ gauges_zero() {
 
 t_inflight_bytes() {
 	start_redis -n bytes || return 1
-	local p=$REDIS_PORT c=$CASE_DIR/run.ini mport s i jobs bytes raw pid pct maxj=0 maxb=0 minr=999 n=0
+	local p=$REDIS_PORT c=$CASE_DIR/run.ini mport s i jobs bytes raw pct maxj=0 maxb=0 minr=999 n=0
 	mport=$(integ_port) || return 1
 	integ_config "$c" "$(printf '[redis]\nurl = %s\n\n%s' "$REDIS_URL" "$KEYS")"
 	sed -i "s/^helo = client.test\$/helo = client.test\\nworkers = 2\\nmax_inflight_bytes = 1048576\\nmetrics = 127.0.0.1:$mport/" "$c"
@@ -449,8 +450,7 @@ t_inflight_bytes() {
 	# a job's bytes as the queue counts them: its fields
 	raw=$(rcli "$p" --raw EVAL "local e = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1][2]
 		local n = 0 for _, v in ipairs(e) do n = n + #v end return n" 1 mxsend:jobs)
-	integ_spawn mxrun "$CASE_DIR/run.err" "$MXSEND" run -c "$c"
-	pid=$SPAWN_PID
+	mx_start run "$c" || fail "mxsend run did not start" || return 1
 	# the gauges (refreshed every 500 ms) while the 60 jobs pass, 60 s at most
 	for ((i = 0; i < 300; i++)); do
 		if s=$(scrape "$mport" 2>/dev/null); then
@@ -474,31 +474,24 @@ t_inflight_bytes() {
 	assert_lt "at most 8 jobs of ~2 x 100 kB under the 1 MiB cap" 9 "$maxj"
 	assert_lt "at most 1.7 MiB counted (the cap + the first claim's lag of the average)" 1782580 "$maxb"
 	wait_until 5 gauges_zero "$mport" || fail "not given back: $(scrape "$mport" | grep '^mxsend_inflight')"
-	kill -TERM "$pid"
-	for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-	kill -0 "$pid" 2>/dev/null && fail "mxsend run still running 10 s after SIGTERM"
-	exited_clean "$CASE_DIR/run.err"
+	exited_clean "$(mx_stop run TERM 10)" "$CASE_DIR/run/log"
 }
 run_case "run: a job's signed copy counts in max_inflight_bytes (mxsend_inflight_bytes ~2 x the job per job), bounded under a 1 MiB cap, all given back once done" t_inflight_bytes
 
 t_term_signing() {
 	start_redis -n term || return 1
-	local p=$REDIS_PORT c=$CASE_DIR/run.ini pid i after left pend del
+	local p=$REDIS_PORT c=$CASE_DIR/run.ini log=$CASE_DIR/run/log after left pend del
 	integ_config "$c" "$(printf '[redis]\nurl = %s\n\n%s' "$REDIS_URL" "$KEYS")"
 	sed -i 's/^helo = client.test$/helo = client.test\nworkers = 2\nlog = debug\ndkim_extra = platform.test/' "$c"
 	signed_jobs "$p" 2000 term "dk.test" || fail "could not queue the jobs" || return 1
-	integ_spawn mxrun "$CASE_DIR/run.err" "$MXSEND" run -c "$c"
-	pid=$SPAWN_PID
+	mx_start run "$c" || fail "mxsend run did not start" || return 1
 	wait_until 20 results_ge "$p" 1 || fail "no result within 20 s" || return 1
-	kill -TERM "$pid"
-	for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-	kill -0 "$pid" 2>/dev/null && { fail "still running 30 s after SIGTERM"; return 1; }
-	exited_clean "$CASE_DIR/run.err"
-	grep -q 'evt=stopping why=SIGTERM' "$CASE_DIR/run.err" || fail "no evt=stopping why=SIGTERM"
-	assert_no_match "no shutdown timeout" 'evt=shutdown_timeout' "$(cat "$CASE_DIR/run.err")"
+	exited_clean "$(mx_stop run TERM 30)" "$log"
+	grep -q 'evt=stopping why=SIGTERM' "$log" || fail "no evt=stopping why=SIGTERM"
+	assert_no_match "no shutdown timeout" 'evt=shutdown_timeout' "$(cat "$log")"
 	# signed after the stop began: those were with the signing threads then
-	after=$(sed -n '/evt=stopping/,$p' "$CASE_DIR/run.err" | grep -c 'evt=dkim_signed')
-	echo "# $after jobs signed after SIGTERM, of $(grep -c 'evt=dkim_signed' "$CASE_DIR/run.err")"
+	after=$(sed -n '/evt=stopping/,$p' "$log" | grep -c 'evt=dkim_signed')
+	echo "# $after jobs signed after SIGTERM, of $(grep -c 'evt=dkim_signed' "$log")"
 	assert_ge "jobs being signed at SIGTERM" 1 "$after"
 	del=$(results "$p" status,dkim | grep -c '^delivered|d=rsa\.test s=s1; d=platform\.test s=p1$')
 	# not claimed, or claimed on the wire when the stop began (put back at once)
@@ -507,27 +500,24 @@ t_term_signing() {
 	assert_eq "every result delivered, signed twice (none deferred)" "$del" "$(rcli "$p" XLEN mxsend:results)"
 	assert_eq "delivered + still queued = all" 2000 "$((del + left))"
 	assert_eq "nothing left pending in the group" 0 "$pend"
-	assert_eq "one signing per delivered job" "$del" "$(grep -c 'evt=dkim_signed' "$CASE_DIR/run.err")"
+	assert_eq "one signing per delivered job" "$del" "$(grep -c 'evt=dkim_signed' "$log")"
 }
 run_case "run: SIGTERM while jobs are with the signing threads: they are signed and delivered, exit clean, nothing pending or lost" t_term_signing
 
 t_term_twice() {
 	start_redis -n term2 || return 1
-	local p=$REDIS_PORT c=$CASE_DIR/run.ini pid i left pend del
+	local p=$REDIS_PORT c=$CASE_DIR/run.ini log=$CASE_DIR/run/log left pend del
 	integ_config "$c" "$(printf '[redis]\nurl = %s\n\n%s' "$REDIS_URL" "$KEYS")"
 	sed -i 's/^helo = client.test$/helo = client.test\nworkers = 1\nlog = info\ndkim_extra = platform.test/' "$c"
 	signed_jobs "$p" 6000 term2 "dk.test" 20000 || fail "could not queue the jobs" || return 1
-	integ_spawn mxrun "$CASE_DIR/run.err" "$MXSEND" run -c "$c"
-	pid=$SPAWN_PID
+	mx_start run "$c" || fail "mxsend run did not start" || return 1
 	wait_until 20 results_ge "$p" 1 || fail "no result within 20 s" || return 1
-	kill -TERM "$pid"
+	kill -TERM "$MX_PID"
 	sleep 1.2
-	kill -TERM "$pid" # a second signal: no waiting for deliveries (nor signatures)
-	for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-	kill -0 "$pid" 2>/dev/null && { fail "still running 20 s after SIGTERM"; return 1; }
-	exited_clean "$CASE_DIR/run.err"
-	grep -q 'evt=releasing' "$CASE_DIR/run.err" || fail "no evt=releasing"
-	grep 'evt=signing_abandoned' "$CASE_DIR/run.err" | sed 's/^/# /'
+	# a second signal: no waiting for deliveries (nor signatures)
+	exited_clean "$(mx_stop run TERM 20)" "$log"
+	grep -q 'evt=releasing' "$log" || fail "no evt=releasing"
+	grep 'evt=signing_abandoned' "$log" | sed 's/^/# /'
 	del=$(results "$p" id,status | grep -c '|delivered$')
 	left=$(($(rcli "$p" XLEN mxsend:jobs) + $(rcli "$p" ZCARD mxsend:jobs:retry)))
 	pend=$(rcli "$p" XPENDING mxsend:jobs mxsend | head -n 1)
