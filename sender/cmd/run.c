@@ -880,8 +880,10 @@ static void run_close(struct run *r)
 	while (r->reqs != NULL) {
 		struct run_req *rq = r->reqs;
 		req_unlink(r, rq);
-		if (--rq->rj->left == 0)
-			free(rq->rj); /* its last request */
+		if (--rq->rj->left == 0) { /* its last request */
+			free(rq->rj->signed_data);
+			free(rq->rj);
+		}
 		free(rq);
 	}
 	queue_free(r->q);

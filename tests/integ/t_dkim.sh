@@ -509,9 +509,12 @@ t_term_twice() {
 	local p=$REDIS_PORT c=$CASE_DIR/run.ini log=$CASE_DIR/run/log left pend del
 	integ_config "$c" "$(printf '[redis]\nurl = %s\n\n%s' "$REDIS_URL" "$KEYS")"
 	sed -i 's/^helo = client.test$/helo = client.test\nworkers = 1\nlog = info\ndkim_extra = platform.test/' "$c"
-	signed_jobs "$p" 6000 term2 "dk.test" 20000 || fail "could not queue the jobs" || return 1
+	# one signing thread, two signatures per job (~0.5 ms): thousands claimed
+	# at once take seconds to sign, more than the second between the signals
+	signed_jobs "$p" 10000 term2 "dk.test" 4000 || fail "could not queue the jobs" || return 1
 	mx_start run "$c" || fail "mxsend run did not start" || return 1
 	wait_until 20 results_ge "$p" 1 || fail "no result within 20 s" || return 1
+	sleep 0.3
 	kill -TERM "$MX_PID"
 	sleep 1.2
 	# a second signal: no waiting for deliveries (nor signatures)
@@ -523,7 +526,7 @@ t_term_twice() {
 	pend=$(rcli "$p" XPENDING mxsend:jobs mxsend | head -n 1)
 	echo "# delivered $del, put back or not claimed $left"
 	assert_eq "delivered once each" "$del" "$(results "$p" id,status | grep '|delivered$' | sort -u | wc -l)"
-	assert_eq "delivered + put back + not claimed = all" 6000 "$((del + left))"
+	assert_eq "delivered + put back + not claimed = all" 10000 "$((del + left))"
 	assert_eq "nothing left pending in the group" 0 "$pend"
 }
 run_case "run: SIGTERM twice while jobs are with the signing threads: the jobs still there are put back (committed as they stood), nothing pending or lost" t_term_twice
