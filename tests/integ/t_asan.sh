@@ -163,12 +163,24 @@ t_term_quit_stall() {
 	clean_stderr "run, SIGTERM with QUIT unanswered" "$CASE_DIR/run.err"
 }
 
+# all_accounted PORT N MIN: after a SIGTERM, nothing pending, at least MIN
+# delivered, and delivered + queued + parked for retry = N (none lost).
+all_accounted() {
+	local fin left retry
+	fin=$(status_count "$1" delivered)
+	left=$(rcli "$1" XLEN mxsend:jobs)
+	retry=$(rcli "$1" ZCARD mxsend:jobs:retry)
+	assert_ge "delivered" "$3" "$fin"
+	assert_eq "pending after SIGTERM" 0 "$(rcli "$1" XPENDING mxsend:jobs mxsend | head -n 1)"
+	assert_eq "delivered + queued + parked for retry" "$2" "$((fin + left + retry))"
+}
+
 # With the metrics listener on (its accept and connections on the feeder's ring
 # at exit), one scrape while busy, and 200 jobs whose DNS never answers
 # (drop.test: lookups in flight at SIGTERM, deferred during the shutdown).
 t_term_busy() {
 	start_redis -n busy || return 1
-	local p=$REDIS_PORT conf=$CASE_DIR/m.conf rc i n=3000 fin left retry mport
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf rc i n=3000 mport
 	mport=$(integ_port) || return 1
 	runconf "$conf" "$REDIS_URL" "" "max_inflight = 1000\nmetrics = 127.0.0.1:$mport"
 	pipe_jobs "$p" 200 x.drop.test td || fail "enqueue"
@@ -185,12 +197,7 @@ print(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeou
 	kill -TERM "$MX_PID"
 	rc=$(mx_wait run 30)
 	assert_eq "exit status" 0 "$rc"
-	fin=$(status_count "$p" delivered)
-	left=$(rcli "$p" XLEN mxsend:jobs)
-	retry=$(rcli "$p" ZCARD mxsend:jobs:retry)
-	assert_ge "delivered" 50 "$fin"
-	assert_eq "pending after SIGTERM" 0 "$(rcli "$p" XPENDING mxsend:jobs mxsend | head -n 1)"
-	assert_eq "delivered + queued + parked for retry" "$n" "$((fin + left + retry))"
+	all_accounted "$p" "$n" 50
 	clean_stderr "run, SIGTERM while busy" "$CASE_DIR/run.err"
 }
 
@@ -200,7 +207,7 @@ print(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeou
 # exit until the fix: LeakSanitizer).
 t_term_twice_dkim() {
 	start_redis -n dkim || return 1
-	local p=$REDIS_PORT conf=$CASE_DIR/m.conf rc i n=3000 fin left retry
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf rc i n=3000
 	openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$CASE_DIR/k.pem" 2>/dev/null ||
 		fail "openssl genpkey" || return 1
 	runconf "$conf" "$REDIS_URL" "$(printf '[dkim src.test]\nkey = %s\nselector = s1' "$CASE_DIR/k.pem")" \
@@ -218,12 +225,7 @@ t_term_twice_dkim() {
 	assert_eq "exit status" 0 "$rc"
 	assert_match "released with work out" 'evt=releasing' "$(cat "$CASE_DIR/run.err")"
 	grep -h 'evt=signing_abandoned' "$CASE_DIR/run.err" | sed 's/^/# /'
-	fin=$(status_count "$p" delivered)
-	left=$(rcli "$p" XLEN mxsend:jobs)
-	retry=$(rcli "$p" ZCARD mxsend:jobs:retry)
-	assert_ge "delivered" 20 "$fin"
-	assert_eq "pending after SIGTERM" 0 "$(rcli "$p" XPENDING mxsend:jobs mxsend | head -n 1)"
-	assert_eq "delivered + queued + parked for retry" "$n" "$((fin + left + retry))"
+	all_accounted "$p" "$n" 20
 	clean_stderr "run, DKIM, SIGTERM twice" "$CASE_DIR/run.err"
 }
 
