@@ -10,8 +10,9 @@
  *          [--domain-fmt d%u.bench.test] [--config FILE]
  *
  * DKIM (issue 19): a --config with a [dkim mxload.test] section signs every
- * message as `mxsend run` signs a job (signer_sign, once per message, in this
- * thread: the feeder's), whatever --rcpts says; the line then also says
+ * message as `mxsend send` does (signer_sign, once per message, in this
+ * thread: the feeder's; `mxsend run` signs on threads: bench qk1), whatever
+ * --rcpts says; the line then also says
  * dkim=d=.. s=.. and sign_us (OpenSSL's own cost of signing one message of
  * that size with that key: SHA-256 over the message's bytes, which any DKIM
  * signer pays for bh=, and one signature, EVP_DigestSign of a SHA-256 hash;
@@ -163,7 +164,7 @@ static void submit(struct load *ld, struct slot *s)
 		snprintf(s->rcpt_buf + k * 160, 160, "u%lu.%lu@%s", n, k, s->domain);
 	s->req.domain = s->domain;
 	s->t0 = loop_now(ld->l);
-	if (ld->sign) { /* as cmd/run.c's on_job: once per message, before the workers */
+	if (ld->sign) { /* once per message, before the workers */
 		char err[300];
 		size_t sl;
 		free(s->signed_msg);

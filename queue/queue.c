@@ -187,6 +187,17 @@ void queue_job_done(struct queue *q, struct job *j)
 		qcommit_enqueue(q, qj);
 }
 
+void queue_job_bytes(struct queue *q, struct job *j, int64_t n)
+{
+	struct qjob *qj = (struct qjob *)(void *)((char *)j - offsetof(struct qjob, job));
+	if (n < 0 && (uint64_t)-n > qj->bytes)
+		n = -(int64_t)qj->bytes; /* a host bug; keep the sums whole */
+	qj->bytes += (uint64_t)n;
+	q->bytes_active += (uint64_t)n;
+	if (n > 0) /* as if the job had been that much larger when claimed */
+		q->bytes_avg += (uint64_t)n / 8;
+}
+
 /* A claimed entry: decode it and hand it to the host, or commit its rejection. */
 static void take_entry(struct queue *q, const redisReply *e, bool reclaimed)
 {
@@ -936,6 +947,7 @@ void queue_get_stats(const struct queue *q, struct queue_stats *st)
 {
 	*st = q->st;
 	st->inflight = q->nactive;
+	st->inflight_bytes = q->bytes_active;
 	st->connected = q->cmd.state == QC_READY && q->clm.state == QC_READY;
 }
 

@@ -140,6 +140,12 @@ void queue_start(struct queue *q);
  * in the background and frees it afterwards. Recipients without an outcome are
  * put back in the queue (due at once, attempt not counted), without a result. */
 void queue_job_done(struct queue *q, struct job *j);
+/* The host holds n more (n < 0: fewer) bytes for j than its message, e.g. a
+ * DKIM-signed copy: they count in max_inflight_bytes until given back (the
+ * host gives them all back before queue_job_done; what it does not is given
+ * back when the job is freed). Growth also moves the recent average size the
+ * claims are sized by. */
+void queue_job_bytes(struct queue *q, struct job *j, int64_t n);
 /* Stop claiming (SIGTERM). Jobs in flight carry on; jobs that arrive from a
  * claim already on the wire are put back at once. */
 void queue_stop(struct queue *q);
@@ -162,6 +168,7 @@ struct queue_stats {
 	uint64_t duplicates; /* commits skipped: the entry was already finished */
 	uint64_t results[JOB_HELD + 1]; /* results written, by status */
 	unsigned inflight;   /* jobs claimed and not committed */
+	uint64_t inflight_bytes; /* their bytes, as max_inflight_bytes counts them */
 	long long depth;     /* XLEN jobs (-1 unknown), refreshed every second */
 	long long retry;     /* ZCARD J:retry (-1 unknown) */
 	long long held;      /* ZCARD J:held (-1 unknown) */

@@ -57,7 +57,7 @@ struct metrics_shard {
 	_Atomic uint64_t hist_sum_ms;
 	_Atomic uint64_t sts[2]; /* [ok] */
 	_Atomic uint64_t dns[METRICS_DNS_N];
-	_Atomic int64_t conn_open, inflight, queue_depth, retry_depth, processes;
+	_Atomic int64_t conn_open, inflight, inflight_bytes, queue_depth, retry_depth, processes;
 	/* per egress source (metrics_set_sources), by status; [METRICS_SOURCES_MAX]: the rest */
 	_Atomic uint64_t src_deliveries[METRICS_SOURCES_MAX + 1][METRICS_STATUS_N];
 };
@@ -297,6 +297,12 @@ void metrics_set_inflight(struct metrics_shard *s, int64_t n)
 		atomic_store_explicit(&s->inflight, n, memory_order_relaxed);
 }
 
+void metrics_set_inflight_bytes(struct metrics_shard *s, int64_t n)
+{
+	if (s != NULL)
+		atomic_store_explicit(&s->inflight_bytes, n, memory_order_relaxed);
+}
+
 void metrics_set_queue_depth(struct metrics_shard *s, int64_t n)
 {
 	if (s != NULL)
@@ -323,7 +329,7 @@ struct snap {
 	uint64_t tls_handshakes, tls_resumed, conn_opened, conn_reused, slot_waits, source_down, chains[2];
 	uint64_t hist[METRICS_BUCKETS + 1], hist_sum_ms;
 	uint64_t sts[2], dns[METRICS_DNS_N];
-	int64_t conn_open, inflight, queue_depth, retry_depth, processes;
+	int64_t conn_open, inflight, inflight_bytes, queue_depth, retry_depth, processes;
 };
 
 static void snapshot(const struct metrics *m, struct snap *n)
@@ -353,6 +359,7 @@ static void snapshot(const struct metrics *m, struct snap *n)
 			n->dns[k] += get(&s->dns[k]);
 		n->conn_open += gauge_get(&s->conn_open);
 		n->inflight += gauge_get(&s->inflight);
+		n->inflight_bytes += gauge_get(&s->inflight_bytes);
 		n->queue_depth += gauge_get(&s->queue_depth);
 		n->retry_depth += gauge_get(&s->retry_depth);
 		n->processes += gauge_get(&s->processes);
@@ -451,6 +458,9 @@ size_t metrics_render(const struct metrics *m, char *buf, size_t cap)
 	put(&o, "mxsend_connections_open %lld\n", (long long)n.conn_open);
 	head(&o, "mxsend_inflight", "gauge", "Deliveries in progress.");
 	put(&o, "mxsend_inflight %lld\n", (long long)n.inflight);
+	head(&o, "mxsend_inflight_bytes", "gauge",
+	     "Bytes the jobs in progress hold (max_inflight_bytes): messages and signed copies.");
+	put(&o, "mxsend_inflight_bytes %lld\n", (long long)n.inflight_bytes);
 	head(&o, "mxsend_queue_depth", "gauge", "Jobs waiting in the queue.");
 	put(&o, "mxsend_queue_depth %lld\n", (long long)n.queue_depth);
 	head(&o, "mxsend_retry_depth", "gauge", "Jobs waiting in the retry set.");

@@ -130,6 +130,9 @@ void metrics_source_delivery(struct metrics_shard *s, int src, enum metrics_stat
 void metrics_set_tls_chains(struct metrics_shard *s, uint64_t verified, uint64_t cached);
 /* Gauges: this writer's share of the total (see the model above). */
 void metrics_set_inflight(struct metrics_shard *s, int64_t n);
+/* The bytes those jobs hold, as [mxsend] max_inflight_bytes counts them (their
+ * messages, and DKIM-signed copies while held). */
+void metrics_set_inflight_bytes(struct metrics_shard *s, int64_t n);
 void metrics_set_queue_depth(struct metrics_shard *s, int64_t n);
 void metrics_set_retry_depth(struct metrics_shard *s, int64_t n);
 /* mxsend run processes sharing the Redis queue, this one included (the

@@ -181,13 +181,12 @@ static const struct dkim_conf *for_from(const struct config *c, const char *dom)
 	return NULL;
 }
 
-int signer_sign(const struct config *c, const char *raw, size_t len, const char *want, int64_t t,
-		char **out, size_t *outlen, char result[SIGNER_RESULT_MAX], char *err, size_t errlen)
+int signer_plan(const struct config *c, const char *raw, size_t len, const char *want,
+		struct signer_plan *p, char result[SIGNER_RESULT_MAX], char *err, size_t errlen)
 {
-	const struct dkim_conf *use[2] = { NULL, NULL };
+	const struct dkim_conf **use = p->use;
 	char dom[256];
-	*out = NULL;
-	*outlen = 0;
+	use[0] = use[1] = NULL;
 	snprintf(result, SIGNER_RESULT_MAX, "none");
 	bool off = want != NULL && strcmp(want, "no") == 0;
 	if (want != NULL && !off) {
@@ -203,13 +202,21 @@ int signer_sign(const struct config *c, const char *raw, size_t len, const char 
 		if (x != NULL && x != use[0])
 			use[use[0] ? 1 : 0] = x;
 	}
-	if (use[0] == NULL) {
-		if (!c->dkim_require)
-			return 0;
-		snprintf(err, errlen, off ? "dkim: dkim=no, and dkim_require = yes"
-					  : "dkim: no key for the From: domain, and dkim_require = yes");
-		return -1;
-	}
+	if (use[0] != NULL)
+		return 1;
+	if (!c->dkim_require)
+		return 0;
+	snprintf(err, errlen, off ? "dkim: dkim=no, and dkim_require = yes"
+				  : "dkim: no key for the From: domain, and dkim_require = yes");
+	return -1;
+}
+
+int signer_apply(const struct signer_plan *p, const char *raw, size_t len, int64_t t, char **out,
+		 size_t *outlen, char result[SIGNER_RESULT_MAX], char *err, size_t errlen)
+{
+	const struct dkim_conf *const *use = p->use;
+	*out = NULL;
+	*outlen = 0;
 	struct msg_wire w;
 	msg_wire_prepare(raw, len, false, &w);
 	char *sig[2] = { NULL, NULL };
@@ -249,4 +256,16 @@ int signer_sign(const struct config *c, const char *raw, size_t len, const char 
 	*out = m;
 	*outlen = o;
 	return 0;
+}
+
+int signer_sign(const struct config *c, const char *raw, size_t len, const char *want, int64_t t,
+		char **out, size_t *outlen, char result[SIGNER_RESULT_MAX], char *err, size_t errlen)
+{
+	struct signer_plan p;
+	*out = NULL;
+	*outlen = 0;
+	int rc = signer_plan(c, raw, len, want, &p, result, err, errlen);
+	if (rc <= 0)
+		return rc;
+	return signer_apply(&p, raw, len, t, out, outlen, result, err, errlen);
 }

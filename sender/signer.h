@@ -31,6 +31,21 @@
 int signer_sign(const struct config *c, const char *raw, size_t len, const char *want, int64_t t,
 		char **out, size_t *outlen, char result[SIGNER_RESULT_MAX], char *err, size_t errlen);
 
+/* signer_sign in two steps, for `mxsend run` (sign_pool.h): signer_plan is
+ * the cheap part (which keys: the want field, the From: domain, dkim_extra,
+ * dkim_require), on the feeder; signer_apply the costly one (the hashes and
+ * signatures), on any thread (the keys are only read). signer_plan returns 1
+ * with p filled (sign with signer_apply), 0 (unsigned: result "none"), or -1
+ * (reject, err). signer_apply returns 0 with *out (malloc'd) and result, or -1
+ * with err (the job is rejected). */
+struct signer_plan {
+	const struct dkim_conf *use[2]; /* the From:/want key (or NULL), the extra one */
+};
+int signer_plan(const struct config *c, const char *raw, size_t len, const char *want,
+		struct signer_plan *p, char result[SIGNER_RESULT_MAX], char *err, size_t errlen);
+int signer_apply(const struct signer_plan *p, const char *raw, size_t len, int64_t t, char **out,
+		 size_t *outlen, char result[SIGNER_RESULT_MAX], char *err, size_t errlen);
+
 /* Complete a [dkim DOMAIN] section as config_load parsed it: the header and
  * oversign lists (RFC 6376 5.4.1's defaults when unset; from required), then
  * the key (dkim_key_load: start-up only, reads the file). 0, or -1 with err,

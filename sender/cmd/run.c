@@ -14,9 +14,19 @@
  * for those commits, exit 0. A second signal skips the wait. Jobs whose commit
  * could not be written stay pending in Redis and are reclaimed later.
  *
+ * DKIM (signer.h): on_job plans the job's signing (cheap: which keys); a job
+ * to sign goes to the signing threads (sign_pool.h), one signature per job,
+ * and comes back to on_signed, on this thread, which submits its domains with
+ * the signed copy. Unsigned jobs go straight to the workers as before. While
+ * a job's signed copy is held it counts in max_inflight_bytes
+ * (queue_job_bytes): a copy of the message's size is reserved when the job is
+ * handed to a signer, set to the signed copy's size when it comes back, and
+ * given back when the job is done.
+ *
  * Ownership: a struct run_job exists per job handed to us, a struct run_req per
  * (job, domain) submitted; both are freed when the pool reports done, or at
- * exit after workers_free (which abandons what is still running). */
+ * exit after workers_free (which abandons what is still running), or
+ * sign_pool_stop (which hands back the jobs still being signed). */
 #include "sender/cmd/run.h"
 
 #include <errno.h>
@@ -41,6 +51,7 @@
 #include "sender/metrics.h"
 #include "sender/msg.h"
 #include "sender/redis_uring.h"
+#include "sender/sign_pool.h"
 #include "sender/signer.h"
 #include "sender/util.h"
 #include "sender/workers.h"
@@ -65,7 +76,16 @@ struct run_job {
 	int left; /* domains not done */
 	char *signed_data; /* the DKIM-signed message (signer.h), NULL: unsigned */
 	size_t signed_len;
+	size_t counted;    /* bytes added to the job's in max_inflight_bytes (queue_job_bytes) */
+	bool exempt;
 	char log_tag[400]; /* deliver_req.log_tag: job, id (escaped) and attempt */
+};
+
+/* A job with the signing threads (allocated then only: ~1 KB that unsigned
+ * jobs do not carry). */
+struct run_sign {
+	struct sign_job sj;
+	struct run_job *rj;
 };
 
 struct run {
@@ -78,6 +98,7 @@ struct run {
 	struct metrics_shard *ms; /* the feeder's shard */
 	uint64_t m_expired, m_rejected; /* reported so far */
 	struct run_req *reqs; /* submitted, not done */
+	struct sign_pool *signers; /* NULL without [dkim] sections */
 	bool stopping, released, until_empty, tty, exiting;
 	int settle_ticks;
 	int empty_ticks;
@@ -197,10 +218,20 @@ static void on_rcpt(void *arg, int idx, const struct job_outcome *res)
 	}
 }
 
+/* The bytes of the job's signed copy (or the copy being made) in the queue's
+ * max_inflight_bytes. */
+static void count_bytes(struct run *r, struct run_job *rj, size_t n)
+{
+	if (n != rj->counted)
+		queue_job_bytes(r->q, rj->j, (int64_t)n - (int64_t)rj->counted);
+	rj->counted = n;
+}
+
 static void job_left(struct run *r, struct run_job *rj)
 {
 	if (--rj->left > 0)
 		return;
+	count_bytes(r, rj, 0);
 	queue_job_done(r->q, rj->j);
 	free(rj->signed_data);
 	free(rj);
@@ -253,38 +284,31 @@ static bool exempt_ok(struct run *r, const struct job *j)
 	return true;
 }
 
-static void on_job(void *ctx, struct job *j)
+/* The signer refused the job (an unknown dkim domain, dkim_require, a key
+ * that failed): rejected, all recipients. */
+static void dkim_reject(struct run *r, struct run_job *rj, const char *why)
 {
-	struct run *r = ctx;
-	bool exempt = exempt_ok(r, j);
-	struct run_job *rj = xcalloc(1, sizeof(*rj));
-	rj->j = j;
-	rj->left = j->ndomain + 1; /* +1: held until every domain is submitted */
-	if (log_enabled(LOG_INFO)) { /* id is the application's: escaped (log.h) */
-		char qid[256];
-		snprintf(rj->log_tag, sizeof(rj->log_tag), "job=%s app_id=\"%s\" attempt=%d",
-			 j->job_id, log_q(qid, sizeof(qid), j->id), j->attempt + 1);
-	}
-	/* DKIM: once per job, whatever its domains and transactions: every
-	 * request below carries the same signed bytes. A job the signer refuses
-	 * (an unknown dkim domain, dkim_require) is rejected, all recipients. */
-	char why[JOB_REASON_MAX];
-	if (signer_sign(&r->cfg, j->data, j->len, j->dkim, (int64_t)time(NULL), &rj->signed_data,
-			&rj->signed_len, j->dkim_result, why, sizeof(why)) != 0) {
-		snprintf(j->reason, sizeof(j->reason), "%s", why);
-		struct job_outcome o = { .status = JOB_REJECTED, .code = 550, .dsn = "5.7.0" };
-		for (int i = 0; i < j->nrcpt; i++)
-			job_set_outcome(j, i, &o);
-		log_warn("evt=dkim_rejected job=%s why=\"%s\"", j->job_id, why);
-		rj->left = 1;
-		job_left(r, rj);
-		return;
-	}
+	struct job *j = rj->j;
+	snprintf(j->reason, sizeof(j->reason), "%s", why);
+	struct job_outcome o = { .status = JOB_REJECTED, .code = 550, .dsn = "5.7.0" };
+	for (int i = 0; i < j->nrcpt; i++)
+		job_set_outcome(j, i, &o);
+	log_warn("evt=dkim_rejected job=%s why=\"%s\"", j->job_id, why);
+	rj->left = 1;
+	job_left(r, rj);
+}
+
+/* One request per recipient domain, all carrying the same bytes (signed
+ * once), then the hold on the job (left = ndomain + 1) is let go. */
+static void submit_domains(struct run *r, struct run_job *rj)
+{
+	struct job *j = rj->j;
 	const char *data = rj->signed_data ? rj->signed_data : j->data;
 	size_t dlen = rj->signed_data ? rj->signed_len : j->len;
 	int tls = j->tls == JOB_TLS_VERIFY ? TLS_LEVEL_VERIFY
 		  : j->tls == JOB_TLS_ENCRYPT ? TLS_LEVEL_ENCRYPT
 					      : -1;
+	rj->left = j->ndomain + 1; /* +1: held until every domain is submitted */
 	for (int d = 0; d < j->ndomain; d++) {
 		const struct job_domain *dom = &j->domains[d];
 		struct run_req *rr = xcalloc(1, sizeof(*rr));
@@ -294,7 +318,7 @@ static void on_job(void *ctx, struct job *j)
 		rr->req = (struct deliver_req){
 			.from = j->from, .domain = dom->name, .rcpts = dom->addrs, .nrcpt = dom->n,
 			.data = data, .len = dlen, .tls_min_level = tls,
-			.sts_exempt = exempt, .pool = j->pool[0] ? j->pool : NULL,
+			.sts_exempt = rj->exempt, .pool = j->pool[0] ? j->pool : NULL,
 			.log_tag = rj->log_tag[0] ? rj->log_tag : NULL,
 			.rcpt_done = on_rcpt, .done = on_req_done, .arg = rr,
 		};
@@ -315,6 +339,77 @@ static void on_job(void *ctx, struct job *j)
 		}
 	}
 	job_left(r, rj);
+}
+
+/* A job back from the signing threads (sign_pool.h), on this thread. */
+static void on_signed(void *arg, struct sign_job *sj, bool abandoned)
+{
+	struct run *r = arg;
+	struct run_sign *rs = container_of(sj, struct run_sign, sj);
+	struct run_job *rj = rs->rj;
+	if (abandoned) { /* at exit: the queue frees the job (left pending) */
+		free(sj->out);
+		free(rj);
+		free(rs);
+		return;
+	}
+	if (sj->rc != 0) {
+		dkim_reject(r, rj, sj->err);
+	} else if (r->released) {
+		/* committed as it stood at the deadline: not sent */
+		free(sj->out);
+		rj->left = 1;
+		job_left(r, rj);
+	} else {
+		rj->signed_data = sj->out;
+		rj->signed_len = sj->outlen;
+		count_bytes(r, rj, sj->outlen);
+		snprintf(rj->j->dkim_result, sizeof(rj->j->dkim_result), "%s", sj->result);
+		if (log_enabled(LOG_DEBUG))
+			log_debug("evt=dkim_signed job=%s dkim=\"%s\" bytes=%zu", rj->j->job_id,
+				  sj->result, sj->outlen);
+		submit_domains(r, rj);
+	}
+	free(rs);
+	if (r->stopping)
+		maybe_exit(r);
+}
+
+static void on_job(void *ctx, struct job *j)
+{
+	struct run *r = ctx;
+	struct run_job *rj = xcalloc(1, sizeof(*rj));
+	rj->j = j;
+	rj->exempt = exempt_ok(r, j);
+	if (log_enabled(LOG_INFO)) { /* id is the application's: escaped (log.h) */
+		char qid[256];
+		snprintf(rj->log_tag, sizeof(rj->log_tag), "job=%s app_id=\"%s\" attempt=%d",
+			 j->job_id, log_q(qid, sizeof(qid), j->id), j->attempt + 1);
+	}
+	/* DKIM: once per job, whatever its domains and transactions: every
+	 * request carries the same signed bytes. The plan is cheap (which keys);
+	 * the signature is made on a signing thread. Without [dkim] sections
+	 * nothing is planned and no thread is involved. */
+	char why[JOB_REASON_MAX];
+	struct signer_plan sp;
+	int plan = signer_plan(&r->cfg, j->data, j->len, j->dkim, &sp, j->dkim_result, why, sizeof(why));
+	if (plan < 0) {
+		dkim_reject(r, rj, why);
+		return;
+	}
+	if (plan == 0 || r->signers == NULL) { /* NULL: no key, so plan is 0 */
+		submit_domains(r, rj);
+		return;
+	}
+	struct run_sign *rs = xmalloc(sizeof(*rs));
+	rs->rj = rj;
+	rs->sj.plan = sp;
+	rs->sj.raw = j->data;
+	rs->sj.len = j->len;
+	rs->sj.t = (int64_t)time(NULL);
+	rj->left = 1; /* the signing threads' */
+	count_bytes(r, rj, j->len); /* the copy being made */
+	sign_pool_submit(r->signers, &rs->sj);
 }
 
 /* ---- status ---- */
@@ -407,6 +502,7 @@ static void metrics_update(struct run *r, const struct queue_stats *st)
 	for (; r->m_rejected < st->results[JOB_REJECTED]; r->m_rejected++)
 		metrics_delivery(r->ms, METRICS_REJECTED, -1);
 	metrics_set_inflight(r->ms, st->inflight);
+	metrics_set_inflight_bytes(r->ms, (int64_t)st->inflight_bytes);
 	if (st->depth >= 0)
 		metrics_set_queue_depth(r->ms, st->depth);
 	if (st->retry >= 0)
@@ -498,7 +594,8 @@ static void begin_stop(struct run *r, const char *why)
 static void maybe_exit(struct run *r)
 {
 	/* After queue_release the deliveries still out no longer matter. */
-	if (r->stopping && (r->reqs == NULL || r->released) && queue_idle(r->q))
+	bool busy = r->reqs != NULL || (r->signers != NULL && sign_pool_busy(r->signers) > 0);
+	if (r->stopping && (!busy || r->released) && queue_idle(r->q))
 		loop_stop(r->l);
 }
 
@@ -514,7 +611,7 @@ static void on_status(struct loop_timer *t)
 		metrics_update(r, &st);
 	if (r->until_empty && !r->stopping) {
 		bool empty = st.connected && st.depth == 0 && st.retry == 0 && st.inflight == 0 &&
-			     r->reqs == NULL;
+			     r->reqs == NULL && (r->signers == NULL || sign_pool_busy(r->signers) == 0);
 		r->empty_ticks = empty ? r->empty_ticks + 1 : 0;
 		if (r->empty_ticks >= 3) /* three 500 ms looks, past a stats refresh */
 			begin_stop(r, "queue_empty");
@@ -668,6 +765,15 @@ static int run_open_engine(struct run *r, const struct cmd_run_opts *o, sigset_t
 		fprintf(stderr, "mxsend: %s\n", ebuf);
 		return EX_CONFIG;
 	}
+	/* As many signing threads as workers: signing then scales with the
+	 * cores the operator gave mxsend, and no more threads than that wait. */
+	if (r->cfg.n_dkims > 0) {
+		r->signers = sign_pool_new(r->l, workers_count(r->w), on_signed, r, ebuf, sizeof(ebuf));
+		if (r->signers == NULL) {
+			fprintf(stderr, "mxsend: %s\n", ebuf);
+			return EX_OSERR;
+		}
+	}
 	return 0;
 }
 
@@ -768,11 +874,16 @@ static void run_close(struct run *r)
 {
 	if (r->w != NULL)
 		workers_free(r->w, 1000);
+	if (r->signers != NULL && sign_pool_busy(r->signers) > 0) /* released: committed as they stood */
+		log_info("evt=signing_abandoned jobs=%u", sign_pool_busy(r->signers));
+	sign_pool_stop(r->signers); /* hands back (on_signed) what it still holds */
 	while (r->reqs != NULL) {
 		struct run_req *rq = r->reqs;
 		req_unlink(r, rq);
-		if (--rq->rj->left == 0)
-			free(rq->rj); /* its last request */
+		if (--rq->rj->left == 0) { /* its last request */
+			free(rq->rj->signed_data);
+			free(rq->rj);
+		}
 		free(rq);
 	}
 	queue_free(r->q);
@@ -787,6 +898,7 @@ static void run_close(struct run *r)
 		loop_run(r->l);
 	}
 	metrics_free(r->m); /* after the loop's last run */
+	sign_pool_free(r->signers); /* its read completed in that run */
 	if (r->l != NULL) {
 		loop_timer_stop(r->l, &r->status);
 		loop_timer_stop(r->l, &r->drain);

@@ -664,18 +664,23 @@ mx_stop() {
 	fi
 }
 
-# pipe_jobs PORT N DOMAINS PREFIX [PAD]: XADD N jobs through redis-cli --pipe, job i
-# to u<i>@<domain i % DOMAINS>, with a unique "X-Job: PREFIX-i" header (and PAD
-# more bytes of body). DOMAINS is a space-separated list.
+# pipe_jobs PORT N DOMAINS PREFIX [PAD [RCPTS [HEADERS]]]: XADD N jobs through
+# redis-cli --pipe, job i to u<i>@<domain i % DOMAINS>, with a unique "X-Job:
+# PREFIX-i" header (and PAD more bytes of body). DOMAINS is a space-separated
+# list. RCPTS > 1: job i goes to u<i>.<k>@<domain (i + k) % DOMAINS>, k < RCPTS.
+# HEADERS: more header lines first (CRLF-terminated, e.g. a From: field).
 pipe_jobs() {
-	awk -v n="$2" -v doms="$3" -v pre="$4" -v pad="${5:-0}" 'BEGIN {
+	awk -v n="$2" -v doms="$3" -v pre="$4" -v pad="${5:-0}" -v nr="${6:-1}" -v hdr="${7:-}" 'BEGIN {
 		nd = split(doms, d, " ")
 		fill = ""
 		while (length(fill) < pad)
 			fill = fill "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxy\r\n"
 		for (i = 1; i <= n; i++) {
 			to = "u" i "@" d[(i % nd) + 1]
-			data = "X-Job: " pre "-" i "\r\nSubject: test " i "\r\n\r\nbody " i "\r\n" fill
+			if (nr > 1)
+				for (k = 0; k < nr; k++)
+					to = (k ? to "," : "") "u" i "." k "@" d[((i + k) % nd) + 1]
+			data = hdr "X-Job: " pre "-" i "\r\nSubject: test " i "\r\n\r\nbody " i "\r\n" fill
 			id = pre "-" i
 			printf "*11\r\n$4\r\nXADD\r\n$11\r\nmxsend:jobs\r\n$1\r\n*\r\n"
 			printf "$4\r\nfrom\r\n$15\r\nsender@src.test\r\n"

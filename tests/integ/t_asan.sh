@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # tests/integ/t_asan.sh: mxsend built with ASan/UBSan (build/asan/mxsend, no
 # jemalloc) through its start-up and shutdown paths: `mxsend send` (delivered,
-# DNS failure), `mxsend run --until-empty`, and SIGTERM while idle and while
-# many jobs are in flight. Every case asserts the exit status, the results
+# DNS failure), `mxsend run --until-empty`, and SIGTERM while idle, while
+# many jobs are in flight, and twice while DKIM-signed jobs are being signed. Every case asserts the exit status, the results
 # written, and a stderr free of AddressSanitizer, UBSan ("runtime error") and
 # LeakSanitizer reports (detect_leaks=1).
 # shellcheck disable=SC2317 # case functions run indirectly, each in its run_case subshell
@@ -163,12 +163,24 @@ t_term_quit_stall() {
 	clean_stderr "run, SIGTERM with QUIT unanswered" "$CASE_DIR/run.err"
 }
 
+# all_accounted PORT N MIN: after a SIGTERM, nothing pending, at least MIN
+# delivered, and delivered + queued + parked for retry = N (none lost).
+all_accounted() {
+	local fin left retry
+	fin=$(status_count "$1" delivered)
+	left=$(rcli "$1" XLEN mxsend:jobs)
+	retry=$(rcli "$1" ZCARD mxsend:jobs:retry)
+	assert_ge "delivered" "$3" "$fin"
+	assert_eq "pending after SIGTERM" 0 "$(rcli "$1" XPENDING mxsend:jobs mxsend | head -n 1)"
+	assert_eq "delivered + queued + parked for retry" "$2" "$((fin + left + retry))"
+}
+
 # With the metrics listener on (its accept and connections on the feeder's ring
 # at exit), one scrape while busy, and 200 jobs whose DNS never answers
 # (drop.test: lookups in flight at SIGTERM, deferred during the shutdown).
 t_term_busy() {
 	start_redis -n busy || return 1
-	local p=$REDIS_PORT conf=$CASE_DIR/m.conf rc i n=3000 fin left retry mport
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf rc i n=3000 mport
 	mport=$(integ_port) || return 1
 	runconf "$conf" "$REDIS_URL" "" "max_inflight = 1000\nmetrics = 127.0.0.1:$mport"
 	pipe_jobs "$p" 200 x.drop.test td || fail "enqueue"
@@ -185,13 +197,36 @@ print(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeou
 	kill -TERM "$MX_PID"
 	rc=$(mx_wait run 30)
 	assert_eq "exit status" 0 "$rc"
-	fin=$(status_count "$p" delivered)
-	left=$(rcli "$p" XLEN mxsend:jobs)
-	retry=$(rcli "$p" ZCARD mxsend:jobs:retry)
-	assert_ge "delivered" 50 "$fin"
-	assert_eq "pending after SIGTERM" 0 "$(rcli "$p" XPENDING mxsend:jobs mxsend | head -n 1)"
-	assert_eq "delivered + queued + parked for retry" "$n" "$((fin + left + retry))"
+	all_accounted "$p" "$n" 50
 	clean_stderr "run, SIGTERM while busy" "$CASE_DIR/run.err"
+}
+
+# DKIM-signed jobs (mxsend run's signing threads), a slow server, and two
+# SIGTERMs: at the second, jobs are still with the signing threads (handed
+# back at exit) and with the workers (their signed copies were leaked at
+# exit until the fix: LeakSanitizer).
+t_term_twice_dkim() {
+	start_redis -n dkim || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/m.conf rc i n=3000
+	openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$CASE_DIR/k.pem" 2>/dev/null ||
+		fail "openssl genpkey" || return 1
+	runconf "$conf" "$REDIS_URL" "$(printf '[dkim src.test]\nkey = %s\nselector = s1' "$CASE_DIR/k.pem")" \
+		"log = info"
+	pipe_jobs "$p" "$n" slow.test tk 4000 1 $'From: a@src.test\r\n' || fail "enqueue"
+	mx_bg run "$conf"
+	for ((i = 0; i < 300; i++)); do
+		[ "$(rcli "$p" XLEN mxsend:results)" -ge 20 ] 2>/dev/null && break
+		sleep 0.1
+	done
+	kill -TERM "$MX_PID"
+	sleep 1.2
+	kill -TERM "$MX_PID" # the second: no waiting for deliveries or signatures
+	rc=$(mx_wait run 30)
+	assert_eq "exit status" 0 "$rc"
+	assert_match "released with work out" 'evt=releasing' "$(cat "$CASE_DIR/run.err")"
+	grep -h 'evt=signing_abandoned' "$CASE_DIR/run.err" | sed 's/^/# /'
+	all_accounted "$p" "$n" 20
+	clean_stderr "run, DKIM, SIGTERM twice" "$CASE_DIR/run.err"
 }
 
 run_case "ASan: mxsend send, one delivered one bounced: exit 69, no leak" t_send_ok
@@ -200,4 +235,5 @@ run_case "ASan: mxsend run --until-empty: exit 0, results written, no report" t_
 run_case "ASan: mxsend run, SIGTERM while idle: exit 0, no report" t_term_idle
 run_case "ASan: mxsend run, SIGTERM while sessions wait for a QUIT reply that never comes: exit 0 within 10 s, none left behind, no report" t_term_quit_stall
 run_case "ASan: mxsend run, SIGTERM with ~1,000 jobs in flight: exit 0, nothing pending, no report" t_term_busy
+run_case "ASan: mxsend run, DKIM-signed jobs, SIGTERM twice while jobs are with the signing threads and a slow server: exit 0, nothing pending or lost, no leak" t_term_twice_dkim
 integ_finish

@@ -8,16 +8,21 @@
 # Ed25519, relaxed/relaxed and simple/simple, DATA and BDAT (a sink with and
 # without CHUNKING), bare-LF input, 8-bit bodies, two signatures. A 100-recipient
 # job through `mxsend run` is signed once (every stored copy carries the same
-# b=). Config errors (bad key file, short RSA key) exit 78 naming file:line.
+# b=); `mxsend run` signs on its signing threads (sender/sign_pool.h): 150 jobs
+# x 3 copies through 3 workers all verify, one signature per job; a job's
+# signed copy counts in max_inflight_bytes (mxsend_inflight_bytes); SIGTERM
+# while jobs are being signed finishes them. Config errors (bad key file,
+# short RSA key) exit 78 naming file:line.
 # A real MTA verifies too: Exim 4.96 (make deps; root) logs [verification succeeded].
 # Loopback only: unbound 127.0.61.53, sinks 127.0.61.1 (DATA), 127.0.61.2 (BDAT),
-# 127.0.61.3 (450 at RCPT), Exim 127.0.61.4 with its TXT server 127.0.61.54:53.
+# 127.0.61.3 (450 at RCPT), 127.0.61.5 (every reply 100 ms late), Exim 127.0.61.4
+# with its TXT server 127.0.61.54:53.
 # shellcheck disable=SC2317,SC2031 # case functions run indirectly, each in its run_case subshell
 set -u
 # shellcheck source=tests/integ/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-integ_setup mx.dk.test mx.dkc.test mx.dkt.test mx.dkx.test
+integ_setup mx.dk.test mx.dkc.test mx.dkt.test mx.dkx.test mx.dks.test
 integ_require mxsend mxsink unbound unbound-checkconf redis-server redis-cli python3 timeout openssl base64
 SYS_PY=/usr/bin/python3 # Debian's dkimpy (python3-dkim, python3-nacl for Ed25519)
 "$SYS_PY" -c 'import dkim, nacl, dns.resolver' 2>/dev/null ||
@@ -54,6 +59,8 @@ dkt.test. MX 10 mx.dkt.test.
 mx.dkt.test. A 127.0.61.3
 dkx.test. MX 10 mx.dkx.test.
 mx.dkx.test. A 127.0.61.4
+dks.test. MX 10 mx.dks.test.
+mx.dks.test. A 127.0.61.5
 s1._domainkey.rsa.test. TXT $(txt "v=DKIM1; k=rsa; p=$RSA_P")
 s2._domainkey.simple.test. TXT $(txt "v=DKIM1; k=rsa; p=$RSA_P")
 s3._domainkey.par.test. TXT $(txt "v=DKIM1; k=rsa; p=$R1024_P")
@@ -65,6 +72,7 @@ if [ -z "$INTEG_MISSING" ]; then
 	start_sink data --listen "127.0.61.1:$P" || integ_missing "mxsink (DATA)"
 	start_sink bdat --listen "127.0.61.2:$P" --chunking || integ_missing "mxsink (BDAT)"
 	start_sink temp --listen "127.0.61.3:$P" --rcpt 'temp*=450 4.2.0 later' || integ_missing "mxsink (temp)"
+	start_sink slow --listen "127.0.61.5:$P" --delay-ms 100 || integ_missing "mxsink (slow)"
 fi
 
 KEYS="[dkim rsa.test]
@@ -354,6 +362,174 @@ t_retry() {
 	assert_match "attempt 2 (the job put back) still names it" '^rt\|deferred\|2\|d=ed\.test s=e1$' "$r"
 }
 run_case "retry: the job's dkim field is kept when a deferred job is put back (attempt 2 signed d=ed.test, not the From: domain's key)" t_retry
+
+# --- mxsend run signs on its signing threads (sender/sign_pool.h) ----------------
+
+# verify_all MARK FILE...: dkimpy on every FILE whose X-Job: starts with MARK, in
+# one process; a line per file: "JOB B_VALUE ok|FAIL" (B_VALUE: the signature's b=).
+verify_all() {
+	local mark=$1
+	shift
+	"$SYS_PY" - "$DNS_ADDR" "$DNS_PORT" "$mark" "$@" <<'EOF'
+import re, sys
+import dkim, dns.resolver
+res = dns.resolver.Resolver(configure=False)
+res.nameservers = [sys.argv[1]]
+res.port = int(sys.argv[2])
+cache = {}
+def txt(name, timeout=5):
+    if name not in cache:
+        ans = res.resolve(name.decode().rstrip("."), "TXT", lifetime=timeout)
+        cache[name] = b"".join(b"".join(r.strings) for r in ans)
+    return cache[name]
+for f in sys.argv[4:]:
+    raw = open(f, "rb").read()
+    m = re.search(rb"^X-Job: (\S+)", raw, re.M)
+    if not m or not m.group(1).decode().startswith(sys.argv[3]):
+        continue
+    d = dkim.DKIM(raw)
+    sigs = [v for (k, v) in d.headers if k.lower() == b"dkim-signature"]
+    b = re.sub(rb"\s+", b"", sigs[0]).split(b"b=")[-1].split(b";")[0].decode() if sigs else "-"
+    try:
+        ok = len(sigs) == 1 and d.verify(dnsfunc=txt)
+    except Exception:
+        ok = False
+    print("%s %s %s" % (m.group(1).decode(), b, "ok" if ok else "FAIL"))
+EOF
+}
+
+# signed_jobs PORT N PREFIX DOMAINS [PAD [RCPTS]]: pipe_jobs (lib.sh) with a
+# From: news@rsa.test header field (rsa.test's key signs them)
+signed_jobs() {
+	pipe_jobs "$1" "$2" "$4" "$3" "${5:-0}" "${6:-1}" $'From: News <news@rsa.test>\r\n'
+}
+results_ge() { [ "$(rcli "$1" XLEN mxsend:results)" -ge "$2" ]; } # PORT MIN
+# exited_clean RC LOG: `mxsend run` (mx_start, lib.sh) exited 0 and wrote its
+# exit accounting, and no sanitizer report (MXSEND=build/asan/mxsend)
+exited_clean() {
+	assert_eq "exit status" 0 "$1" || tail -n 3 "$2" | sed 's/^/# /'
+	grep -q '^mxsend run: elapsed_s=' "$2" || fail "no exit accounting line in $2"
+	assert_no_match "no sanitizer report" 'ERROR: AddressSanitizer|runtime error:|LeakSanitizer' "$(cat "$2")"
+}
+
+t_run_many() {
+	start_redis -n many || return 1
+	local p=$REDIS_PORT c=$CASE_DIR/run.ini r v=$CASE_DIR/v
+	integ_config "$c" "$(printf '[redis]\nurl = %s\n\n[domain dk.test]\nmax_rcpt = 2\n\n%s' "$REDIS_URL" "$KEYS")"
+	sed -i 's/^helo = client.test$/helo = client.test\nworkers = 3\nlog = debug/' "$c"
+	signed_jobs "$p" 150 many "dk.test dk.test dk.test dkc.test" 0 4 || fail "could not queue the jobs" || return 1
+	timed_run 60 "$CASE_DIR/run.out" "$CASE_DIR/run.err" "$MXSEND" run -c "$c" --until-empty
+	assert_eq "run exit" 0 "$RUN_RC" || tail -n 5 "$CASE_DIR/run.err"
+	r=$(results "$p" id,status,dkim)
+	assert_eq "600 delivered, signed d=rsa.test s=s1" 600 "$(grep -c '^many-[0-9]*|delivered|d=rsa\.test s=s1$' <<<"$r")"
+	assert_eq "no other result" 600 "$(wc -l <<<"$r")"
+	assert_eq "one signature per job (evt=dkim_signed)" 150 "$(grep -c 'evt=dkim_signed job=' "$CASE_DIR/run.err")"
+	# 3 copies per job: 2 transactions at dk.test (max_rcpt 2), 1 BDAT at dkc.test
+	verify_all many- "$(sink_maildir data)"/*.eml "$(sink_maildir bdat)"/*.eml >"$v"
+	assert_eq "copies stored and checked" 450 "$(wc -l <"$v")"
+	assert_eq "dkimpy verifies every copy" 450 "$(grep -c ' ok$' "$v")" || grep -m 3 FAIL "$v" | sed 's/^/# /'
+	assert_eq "jobs seen" 150 "$(cut -d' ' -f1 "$v" | sort -u | wc -l)"
+	assert_eq "one b= per job (its 3 copies share it)" 150 "$(cut -d' ' -f1,2 "$v" | sort -u | wc -l)"
+	assert_eq "150 distinct b= (no job got another's signature)" 150 "$(cut -d' ' -f2 "$v" | sort -u | wc -l)"
+}
+run_case "run, 3 workers + 3 signing threads: 150 jobs x 4 recipients (3 copies each, DATA and BDAT): 600 delivered, all 450 copies verify, one signature (b=) per job, 150 evt=dkim_signed" t_run_many
+
+# the gauges in flight (a scrape), or fail
+gauges_zero() {
+	local s
+	s=$(scrape "$1") && [ "$(mval "$s" mxsend_inflight_bytes)" = 0 ] && [ "$(mval "$s" mxsend_inflight)" = 0 ]
+}
+
+t_inflight_bytes() {
+	start_redis -n bytes || return 1
+	local p=$REDIS_PORT c=$CASE_DIR/run.ini mport s i jobs bytes raw pct maxj=0 maxb=0 minr=999 n=0
+	mport=$(integ_port) || return 1
+	integ_config "$c" "$(printf '[redis]\nurl = %s\n\n%s' "$REDIS_URL" "$KEYS")"
+	sed -i "s/^helo = client.test\$/helo = client.test\\nworkers = 2\\nmax_inflight_bytes = 1048576\\nmetrics = 127.0.0.1:$mport/" "$c"
+	signed_jobs "$p" 60 bytes "dks.test" 100000 || fail "could not queue the jobs" || return 1
+	# a job's bytes as the queue counts them: its fields
+	raw=$(rcli "$p" --raw EVAL "local e = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1][2]
+		local n = 0 for _, v in ipairs(e) do n = n + #v end return n" 1 mxsend:jobs)
+	mx_start run "$c" || fail "mxsend run did not start" || return 1
+	# the gauges (refreshed every 500 ms) while the 60 jobs pass, 60 s at most
+	for ((i = 0; i < 300; i++)); do
+		if s=$(scrape "$mport" 2>/dev/null); then
+			jobs=$(mval "$s" mxsend_inflight) bytes=$(mval "$s" mxsend_inflight_bytes)
+			if [ -n "$jobs" ] && [ -n "$bytes" ] && [ "$jobs" -gt 0 ]; then
+				echo "$jobs $bytes" >>"$CASE_DIR/samples"
+				n=$((n + 1))
+				[ "$jobs" -gt "$maxj" ] && maxj=$jobs
+				[ "$bytes" -gt "$maxb" ] && maxb=$bytes
+				pct=$((bytes * 100 / jobs / raw)) # per job, % of the job's own bytes
+				[ "$pct" -lt "$minr" ] && minr=$pct
+			fi
+		fi
+		results_ge "$p" 60 && break
+		sleep 0.2
+	done
+	echo "# job $raw bytes, cap 1048576; samples (jobs bytes): $(uniq "$CASE_DIR/samples" | tr '\n' ',' | head -c 400)"
+	assert_eq "60 delivered, signed" 60 "$(results "$p" status,dkim | grep -c '^delivered|d=rsa\.test s=s1$')"
+	assert_ge "samples with jobs in flight" 3 "$n"
+	assert_ge "bytes per job in flight, % of the job (job + its signed copy: ~200)" 195 "$minr"
+	assert_lt "at most 8 jobs of ~2 x 100 kB under the 1 MiB cap" 9 "$maxj"
+	assert_lt "at most 1.7 MiB counted (the cap + the first claim's lag of the average)" 1782580 "$maxb"
+	wait_until 5 gauges_zero "$mport" || fail "not given back: $(scrape "$mport" | grep '^mxsend_inflight')"
+	exited_clean "$(mx_stop run TERM 10)" "$CASE_DIR/run/log"
+}
+run_case "run: a job's signed copy counts in max_inflight_bytes (mxsend_inflight_bytes ~2 x the job per job), bounded under a 1 MiB cap, all given back once done" t_inflight_bytes
+
+t_term_signing() {
+	start_redis -n term || return 1
+	local p=$REDIS_PORT c=$CASE_DIR/run.ini log=$CASE_DIR/run/log after left pend del
+	integ_config "$c" "$(printf '[redis]\nurl = %s\n\n%s' "$REDIS_URL" "$KEYS")"
+	sed -i 's/^helo = client.test$/helo = client.test\nworkers = 2\nlog = debug\ndkim_extra = platform.test/' "$c"
+	signed_jobs "$p" 2000 term "dk.test" || fail "could not queue the jobs" || return 1
+	mx_start run "$c" || fail "mxsend run did not start" || return 1
+	wait_until 20 results_ge "$p" 1 || fail "no result within 20 s" || return 1
+	exited_clean "$(mx_stop run TERM 30)" "$log"
+	grep -q 'evt=stopping why=SIGTERM' "$log" || fail "no evt=stopping why=SIGTERM"
+	assert_no_match "no shutdown timeout" 'evt=shutdown_timeout' "$(cat "$log")"
+	# signed after the stop began: those were with the signing threads then
+	after=$(sed -n '/evt=stopping/,$p' "$log" | grep -c 'evt=dkim_signed')
+	echo "# $after jobs signed after SIGTERM, of $(grep -c 'evt=dkim_signed' "$log")"
+	assert_ge "jobs being signed at SIGTERM" 1 "$after"
+	del=$(results "$p" status,dkim | grep -c '^delivered|d=rsa\.test s=s1; d=platform\.test s=p1$')
+	# not claimed, or claimed on the wire when the stop began (put back at once)
+	left=$(($(rcli "$p" XLEN mxsend:jobs) + $(rcli "$p" ZCARD mxsend:jobs:retry)))
+	pend=$(rcli "$p" XPENDING mxsend:jobs mxsend | head -n 1)
+	assert_eq "every result delivered, signed twice (none deferred)" "$del" "$(rcli "$p" XLEN mxsend:results)"
+	assert_eq "delivered + still queued = all" 2000 "$((del + left))"
+	assert_eq "nothing left pending in the group" 0 "$pend"
+	assert_eq "one signing per delivered job" "$del" "$(grep -c 'evt=dkim_signed' "$log")"
+}
+run_case "run: SIGTERM while jobs are with the signing threads: they are signed and delivered, exit clean, nothing pending or lost" t_term_signing
+
+t_term_twice() {
+	start_redis -n term2 || return 1
+	local p=$REDIS_PORT c=$CASE_DIR/run.ini log=$CASE_DIR/run/log left pend del
+	integ_config "$c" "$(printf '[redis]\nurl = %s\n\n%s' "$REDIS_URL" "$KEYS")"
+	sed -i 's/^helo = client.test$/helo = client.test\nworkers = 1\nlog = info\ndkim_extra = platform.test/' "$c"
+	# one signing thread, two signatures per job (~0.5 ms): thousands claimed
+	# at once take seconds to sign, more than the second between the signals
+	signed_jobs "$p" 10000 term2 "dk.test" 4000 || fail "could not queue the jobs" || return 1
+	mx_start run "$c" || fail "mxsend run did not start" || return 1
+	wait_until 20 results_ge "$p" 1 || fail "no result within 20 s" || return 1
+	sleep 0.3
+	kill -TERM "$MX_PID"
+	sleep 1.2
+	# a second signal: no waiting for deliveries (nor signatures)
+	exited_clean "$(mx_stop run TERM 20)" "$log"
+	grep -q 'evt=releasing' "$log" || fail "no evt=releasing"
+	grep 'evt=signing_abandoned' "$log" | sed 's/^/# /'
+	del=$(results "$p" id,status | grep -c '|delivered$')
+	left=$(($(rcli "$p" XLEN mxsend:jobs) + $(rcli "$p" ZCARD mxsend:jobs:retry)))
+	pend=$(rcli "$p" XPENDING mxsend:jobs mxsend | head -n 1)
+	echo "# delivered $del, put back or not claimed $left"
+	assert_eq "delivered once each" "$del" "$(results "$p" id,status | grep '|delivered$' | sort -u | wc -l)"
+	assert_eq "delivered + put back + not claimed = all" 10000 "$((del + left))"
+	assert_eq "nothing left pending in the group" 0 "$pend"
+}
+run_case "run: SIGTERM twice while jobs are with the signing threads: the jobs still there are put back (committed as they stood), nothing pending or lost" t_term_twice
 
 # --- a real receiving MTA verifying: Exim 4.96 (Debian 12's, unpacked by make deps) ---
 # Exim looks DKIM keys up through libc's resolver: it runs in a private mount
