@@ -22,7 +22,7 @@
  * and no line over 998 octets (job_data_check). A recipient that is an address
  * literal ("u@[192.0.2.1]") is refused: mxsend delivers by MX only.
  *
- * Results (DESIGN.md "Result") are encoded into the 20 values of one stream
+ * Results (DESIGN.md "Result") are encoded into the JOB_RESULT_NFIELDS values of one stream
  * entry by job_result_values(); names in job_result_names. What a result
  * echoes: `id` and `meta` byte for byte (the application's own data, within
  * the caps; a control byte in either rejects the job, whose result then
@@ -185,11 +185,12 @@ int job_entry_id_parse(const char *s, uint64_t *ms, uint64_t *seq);
 
 /* ---- results ---- */
 
-#define JOB_RESULT_NFIELDS 21
+#define JOB_RESULT_NFIELDS 22
 /* "id","job","rcpt","status","code","dsn","reply","mx","ip","port","tls",
  * "cipher","verified","policy","resumed","reused","attempt","elapsed_ms","meta",
  * "source" (egress source "name[address]", "-" without one), "dkim" ("d=... s=...[; ...]"
- * per signature, "none") */
+ * per signature, "none"), "class" (bounce class of a bounced, deferred or
+ * expired result, sender/bclass.h; "" for the other statuses) */
 extern const char *const job_result_names[JOB_RESULT_NFIELDS];
 #define JOB_RESULT_SCRATCH 96
 

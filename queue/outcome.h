@@ -56,6 +56,8 @@ struct job_outcome {
 	bool reused;        /* SMTP connection reused from the pool */
 	uint32_t elapsed_ms;
 	char source[96];    /* egress source "name[address]", "" without sources */
+	char cls[24];       /* bounce class of a BOUNCED or DEFERRED outcome
+	                     * (sender/bclass.h names), "" otherwise */
 };
 
 #endif

@@ -35,7 +35,7 @@
 const char qscript_commit[] =
 	"local names = {'id','job','rcpt','status','code','dsn','reply','mx','ip','port',"
 	"'tls','cipher','verified','policy','resumed','reused','attempt','elapsed_ms','meta',"
-	"'source','dkim'}\n"
+	"'source','dkim','class'}\n"
 	"local nf = #names\n"
 	"local group = ARGV[1]\n"
 	"local maxlen = tonumber(ARGV[3])\n"
