@@ -153,8 +153,19 @@ void job_fini(struct job *j);
 /* Record recipient idx's outcome (packed and escaped into rcpts[idx]; a
  * second call replaces the first). */
 void job_set_outcome(struct job *j, int idx, const struct job_outcome *o);
+/* Recipient idx's outcome texts as kept (escaped): "" when none. Borrowed
+ * until the next job_set_outcome of idx. */
+void job_rcpt_texts(const struct job *j, int idx, const char **dsn, const char **reply,
+		    const char **cls);
 /* True when every recipient has an outcome. */
 bool job_complete(const struct job *j);
+/* Take the recipients that already have an outcome (suppressed at claim
+ * time) out of the delivery domains: within each domain the undecided ones
+ * move to the front (rcpts and norm together, so domains[d].addrs still lists
+ * exactly the domain's n undecided addresses), and a domain left with none is
+ * dropped from j->domains. Results keep every recipient. Returns the
+ * undecided count. Pure. */
+int job_prune_decided(struct job *j);
 
 /* v in decimal, NUL-terminated, into out (at least 21 bytes); returns the
  * length. snprintf's "%llu" costs ~10x as much, felt where every result

@@ -34,7 +34,9 @@ enum job_status {
 	JOB_DEFERRED,
 	JOB_EXPIRED,
 	JOB_REJECTED,
-	JOB_HELD
+	JOB_HELD,
+	JOB_SUPPRESSED, /* on the suppression list (queue/suppress.h): nothing sent */
+	JOB_NSTATUS
 };
 /* As written in results: "delivered", "bounced", ... */
 const char *job_status_name(enum job_status s);

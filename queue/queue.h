@@ -92,6 +92,14 @@ struct queue_config {
 	int n_schedule;
 	uint64_t lifetime_ms;   /* default job lifetime (field `expires` overrides) */
 	double jitter;          /* retry delay jitter, fraction 0..1 */
+	/* Suppression list (queue/suppress.h, README "Suppression"): check
+	 * claimed recipients against J:suppress; add the addresses of 5xx
+	 * bounces whose class is one of supp_auto (bclass names), expiring after
+	 * supp_auto_ttl_ms (0: never). */
+	bool suppress;
+	const char *const *supp_auto;
+	int n_supp_auto;
+	uint64_t supp_auto_ttl_ms;
 	bool peers_settle;      /* limits are split between the processes
 	                         * (max_connections_total): take no job until the
 	                         * others have seen this process in J:procs */
@@ -157,7 +165,7 @@ struct queue_stats {
 	uint64_t reclaimed;  /* of which by XAUTOCLAIM or from dead processes */
 	uint64_t committed;  /* jobs committed */
 	uint64_t duplicates; /* commits skipped: the entry was already finished */
-	uint64_t results[JOB_HELD + 1]; /* results written, by status */
+	uint64_t results[JOB_NSTATUS]; /* results written, by status */
 	unsigned inflight;   /* jobs claimed and not committed */
 	long long depth;     /* XLEN jobs (-1 unknown), refreshed every second */
 	long long retry;     /* ZCARD J:retry (-1 unknown) */
@@ -211,6 +219,23 @@ struct queue_held {
 /* Call fn for each held job, oldest first. Returns the count, or -1. */
 int queue_sync_held(struct queue_sync *s, void (*fn)(void *arg, const struct queue_held *h),
 		    void *arg, char *err, size_t errlen);
+/* The suppression list (queue/suppress.h), fields already made by supp_key.
+ * add: HSET each field to value (and ZADD J:suppress:exp when expires, epoch
+ * s, is not 0; else ZREM), pipelined; returns how many. del: HDEL (and ZREM);
+ * returns how many existed. get: HMGET, fn(arg, i, value or NULL, len) per
+ * field in order; returns n. list: HSCAN the whole hash, fn per entry (field,
+ * value); returns the count. All -1 with err on a Redis error. */
+int queue_sync_suppress_add(struct queue_sync *s, const char *const *fields, int n,
+			    const char *value, uint64_t expires, char *err, size_t errlen);
+int queue_sync_suppress_del(struct queue_sync *s, const char *const *fields, int n, char *err,
+			    size_t errlen);
+int queue_sync_suppress_get(struct queue_sync *s, const char *const *fields, int n,
+			    void (*fn)(void *arg, int i, const char *value, size_t len), void *arg,
+			    char *err, size_t errlen);
+int queue_sync_suppress_list(struct queue_sync *s,
+			     void (*fn)(void *arg, const char *field, const char *value, size_t len),
+			     void *arg, char *err, size_t errlen);
+
 /* Put held jobs back in the queue: those of `domain` (if not NULL), else those
  * named in ids (held IDs or application ids). Their lifetime starts again.
  * Returns how many were released, or -1. */

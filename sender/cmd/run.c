@@ -33,6 +33,7 @@
 #include "queue/queue.h"
 #include "queue/sts_store.h"
 #include "queue/tlsrpt_store.h"
+#include "sender/bclass.h"
 #include "sender/config.h"
 #include "sender/deliver.h"
 #include "sender/exempt.h"
@@ -72,6 +73,7 @@ struct run {
 	struct loop *l;
 	struct config cfg;
 	const char **pool_names; /* the [pool NAME] names, for job_limits */
+	const char *supp_auto[BCLASS_N]; /* [suppress] auto as class names */
 	struct workers *w;
 	struct queue *q;
 	struct metrics *m;      /* NULL without [mxsend] metrics */
@@ -679,6 +681,12 @@ static int run_open_queue(struct run *r)
 	qc.jitter = r->cfg.jitter;
 	/* A cap split between processes: take no job before the others know us. */
 	qc.peers_settle = config_rules_set(&r->cfg, RULE_MAX_CONN_TOTAL);
+	qc.suppress = r->cfg.suppress_check;
+	for (int k = 1; k < BCLASS_N; k++)
+		if (r->cfg.suppress_auto & (1u << k))
+			r->supp_auto[qc.n_supp_auto++] = bclass_name((enum bclass)k);
+	qc.supp_auto = r->supp_auto;
+	qc.supp_auto_ttl_ms = r->cfg.suppress_auto_ttl_ms;
 	r->qh = (struct queue_host){
 		.ctx = r, .attach = q_attach, .timer_new = qt_new, .timer_arm = qt_arm,
 		.timer_free = qt_free, .mono_ms = q_now, .job = on_job, .peers = on_peers,

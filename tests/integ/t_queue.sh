@@ -288,7 +288,18 @@ t_statuses() {
 	# the result fields, in the contract's order
 	local names
 	names=$(rcli "$p" XRANGE mxsend:results - + COUNT 1 | sed -n '2~2p' | tr '\n' ' ')
-	assert_eq "result fields" "id job rcpt status code dsn reply mx ip port tls cipher verified policy resumed reused attempt elapsed_ms meta source dkim " "$names"
+	assert_eq "result fields" "id job rcpt status code dsn reply mx ip port tls cipher verified policy resumed reused attempt elapsed_ms meta source dkim class " "$names"
+	# bounce classes (README): failures only, a deferred one's carried into expired
+	r=$(results "$p" rcpt,status,class)
+	assert_match "bounced class" '^bounce1@ok\.test\|bounced\|invalid-recipient$' "$r"
+	assert_match "deferred class" '^defer2@ok\.test\|deferred\|other$' "$r"
+	assert_match "expired class" '^defer2@ok\.test\|expired\|other$' "$r"
+	assert_match "delivered: no class" '^ok1@ok\.test\|delivered\|$' "$r"
+	assert_match "held: no class" '^u3@held\.test\|held\|$' "$r"
+	# a hard invalid-recipient bounce suppresses the address ([suppress] auto default)
+	assert_match "bounce1 auto-suppressed" '^0\|[0-9]+\|550 5\.1\.1\|invalid-recipient \(auto\): .*no such user' \
+		"$(rcli "$p" HGET mxsend:jobs:suppress bounce1@ok.test)"
+	assert_eq "nothing else suppressed" 1 "$(rcli "$p" HLEN mxsend:jobs:suppress)"
 	assert_match "TLS, MX and meta of the delivered one" \
 		'^ok1@ok\.test\|delivered\|TLSv1\.[23]\|yes\|may\|mx1\.test\|127\.0\.3\.1\|2\.0\.0\|camp-7$' \
 		"$(results_tls "$p")"
