@@ -237,8 +237,8 @@ bool qsupp_auto(const struct queue *q, const struct job *j, int idx, char *field
 	const char *why;
 	if (supp_key('a', j->norm[idx], strlen(j->norm[idx]), field, fieldlen, &why) < 0)
 		return false;
-	uint64_t now = qwall() / 1000;
-	*expires = q->cfg.supp_auto_ttl_ms ? now + (q->cfg.supp_auto_ttl_ms + 999) / 1000 : 0;
+	uint64_t ms = qwall(), now = ms / 1000;
+	*expires = q->cfg.supp_auto_ttl_ms ? (ms + q->cfg.supp_auto_ttl_ms + 999) / 1000 : 0;
 	char code[32], reason[SUPP_REASON_MAX];
 	snprintf(code, sizeof(code), "%d%s%s", r->code, dsn[0] ? " " : "", dsn);
 	snprintf(reason, sizeof(reason), "%s (auto): %s", cls, reply);

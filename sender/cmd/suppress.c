@@ -309,7 +309,10 @@ int cmd_suppress_run(const struct cmd_suppress_opts *o)
 	switch (o->action) {
 	case 'a': {
 		char value[SUPP_VALUE_MAX];
-		uint64_t exp = o->expires_ms ? now + (o->expires_ms + 999) / 1000 : 0;
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+		uint64_t exp = o->expires_ms ? (ms + o->expires_ms + 999) / 1000 : 0; /* never early */
 		supp_format(value, sizeof(value), exp, now, o->code ? o->code : "",
 			    o->reason ? o->reason : "manual");
 		n = queue_sync_suppress_add(s, (const char *const *)k.v, k.n, value, exp, err, sizeof(err));
