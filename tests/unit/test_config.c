@@ -981,6 +981,10 @@ static void t_example_file_is_defaults(void)
 	CHECK(c.mta_sts == d.mta_sts && c.tlsrpt == d.tlsrpt);
 	CHECK_INT(c.broken_tls_ttl_ms, d.broken_tls_ttl_ms);
 	CHECK(memcmp(&c.timeouts, &d.timeouts, sizeof(c.timeouts)) == 0);
+	CHECK(c.suppress_check == d.suppress_check);
+	CHECK_INT(c.suppress_auto, d.suppress_auto);
+	CHECK_INT(c.suppress_auto_ttl_ms, d.suppress_auto_ttl_ms);
+	CHECK(c.classes != NULL && bclass_count(c.classes) > 50); /* classes.conf beside it */
 	CHECK_INT(c.reuse_time_ms, d.reuse_time_ms);
 	CHECK_INT(c.max_handshakes, d.max_handshakes);
 	CHECK_INT(c.reuse_max, d.reuse_max);
