@@ -782,13 +782,13 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 	if (st->fail == SMTP_FAIL_TLS) {
 		switch (j->tls.on_failure) { /* MTA-STS enforce: never bounce (tlspolicy.c) */
 		case TLS_FAIL_DEFER:
-			finish(j, JOB_DEFERRED, st->why.code, st->why.esc, st->why.text, BCLASS_O_TLS, 0);
+			finish(j, JOB_DEFERRED, st->why.code, st->why.esc, st->why.text, origin_of(st), 0);
 			return;
 		case TLS_FAIL_HOLD:
-			finish(j, JOB_HELD, st->why.code, st->why.esc, st->why.text, BCLASS_O_TLS, 0);
+			finish(j, JOB_HELD, st->why.code, st->why.esc, st->why.text, origin_of(st), 0);
 			return;
 		case TLS_FAIL_BOUNCE:
-			finish(j, JOB_BOUNCED, 550, "5.7.10", st->why.text, BCLASS_O_TLS, 0);
+			finish(j, JOB_BOUNCED, 550, "5.7.10", st->why.text, origin_of(st), 0);
 			return;
 		case TLS_FAIL_NEXT_MX:
 		case TLS_FAIL_PLAINTEXT:
