@@ -78,7 +78,7 @@ struct run {
 	struct queue *q;
 	struct metrics *m;      /* NULL without [mxsend] metrics */
 	struct metrics_shard *ms; /* the feeder's shard */
-	uint64_t m_expired, m_rejected; /* reported so far */
+	uint64_t m_expired, m_rejected, m_suppressed; /* reported so far */
 	struct run_req *reqs; /* submitted, not done */
 	bool stopping, released, until_empty, tty, exiting;
 	int settle_ticks;
@@ -384,6 +384,8 @@ static void metrics_update(struct run *r, const struct queue_stats *st)
 		metrics_delivery(r->ms, METRICS_EXPIRED, -1);
 	for (; r->m_rejected < st->results[JOB_REJECTED]; r->m_rejected++)
 		metrics_delivery(r->ms, METRICS_REJECTED, -1);
+	for (; r->m_suppressed < st->results[JOB_SUPPRESSED]; r->m_suppressed++)
+		metrics_delivery(r->ms, METRICS_SUPPRESSED, -1);
 	metrics_set_inflight(r->ms, st->inflight);
 	if (st->depth >= 0)
 		metrics_set_queue_depth(r->ms, st->depth);
