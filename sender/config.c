@@ -1164,6 +1164,10 @@ int config_load_classes(struct config *c, char *err, size_t errlen)
 	const char *paths[2] = { c->class_rules, c->class_default_rules };
 	if (paths[1] == NULL && bclass_default_path(c->path, found, sizeof(found)) == 0)
 		paths[1] = found;
+	else if (paths[1] == NULL)
+		log_warn("evt=no_class_rules (no classes.conf beside the config, in BINDIR/../share/mxsend "
+			 "or /usr/share/mxsend: SMTP replies get bounce class \"other\"; set [classes] "
+			 "default_rules)");
 	bclass_free(c->classes);
 	c->classes = bclass_load(paths, 2, err, errlen);
 	return c->classes ? 0 : -1;
