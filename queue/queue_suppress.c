@@ -3,8 +3,8 @@
  *
  * Claim time: the valid jobs of one claim reply are held back until one HMGET
  * of J:suppress, for every recipient's address and every job's @domain, has
- * answered (one round trip per claimed batch, on the cmd connection; nothing
- * per recipient). Then each recipient on the list gets a `suppressed` outcome
+ * answered (one round trip per claimed batch, nothing per recipient; on the
+ * claim connection between two claims, else on the cmd connection). Then each recipient on the list gets a `suppressed` outcome
  * (the entry's code, "suppressed (address|domain): REASON") and leaves the
  * delivery (job_prune_decided); the rest goes to the host as before. A job
  * with nobody left is committed without the host. When the check cannot be
@@ -177,7 +177,11 @@ void qsupp_check(struct queue *q, struct qjob **jobs, int n)
 	size_t at = 2;
 	for (int k = 0; k < n; k++)
 		at += job_fields(&jobs[k]->job, av + at, al + at, &pool);
-	int rc = qconn_send(&q->cmd, on_check, c, (int)at, av, al);
+	/* The claim connection when no blocking read is out on it (right after a
+	 * claim's reply: the next XREADGROUP goes after this), so the lookup does
+	 * not wait behind the commits on the cmd connection; else cmd. */
+	struct qconn *conn = !q->claim_out && q->clm.state == QC_READY ? &q->clm : &q->cmd;
+	int rc = qconn_send(conn, on_check, c, (int)at, av, al);
 	free(block);
 	if (rc != 0) {
 		put_back(q, c, "no Redis connection");

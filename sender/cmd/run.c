@@ -308,7 +308,7 @@ static void on_job(void *ctx, struct job *j)
 			/* Our bug if it happens; deferring keeps the job safe. */
 			log_error("evt=submit_failed job=%s domain=%s", j->job_id, dom->name);
 			struct job_outcome o = { .status = JOB_DEFERRED, .code = 451, .dsn = "4.3.0",
-						 .reply = "internal error: request refused" };
+						 .reply = "internal error: request refused", .cls = "other" };
 			for (int i = 0; i < dom->n; i++)
 				job_set_outcome(j, dom->first + i, &o);
 			req_unlink(r, rr);
