@@ -13,6 +13,8 @@
  *   J:held          sorted set of held jobs, score = time held (epoch ms);
  *   J:held:MEMBER   hash with the job's fields + domain, reason, held_at.
  *                   MEMBER = ENTRY/DOMAIN; `mxsend release` moves it back to J.
+ *   J:suppress      hash: the suppression list (queue/suppress.h), read with
+ *                   one HMGET per claimed batch; J:suppress:exp its expiries.
  *   J:procs         hash: consumer -> last heartbeat (Redis's clock, ms), every
  *                   2 s; a process silent for 10 s is forgotten. Gives each
  *                   process the live count and its rank (queue_stats.peers).

@@ -11,8 +11,9 @@
  *                   reason, never expiring: `HSET J:suppress a@b.example
  *                   complaint` is a valid entry.
  *   J:suppress:exp  sorted set: field -> EXPIRES, for the entries that expire
- *                   (the hourly prune deletes them; until then the claim
- *                   check ignores an expired value by itself).
+ *                   (each `mxsend run` deletes those past due once a
+ *                   minute; until then the claim check ignores an expired
+ *                   value by itself).
  * Checking a claimed batch is one HMGET of J:suppress for all its recipients'
  * fields (address and @domain), whatever the list's size. */
 #ifndef QUEUE_SUPPRESS_H
