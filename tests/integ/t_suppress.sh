@@ -41,6 +41,13 @@ drain() {
 		fail "mxsend run --until-empty: exit $? (log: $(tail -n 3 "$CASE_DIR/run.log" | tr '\n' ' '))"
 }
 
+# mx_start_bg CONF: `mxsend run` in the background (log in run.log), pid in MX_BG.
+mx_start_bg() {
+	"$MXSEND" run -c "$1" </dev/null >>"$CASE_DIR/run.log" 2>&1 &
+	MX_BG=$!
+	echo "$MX_BG mx.bg" >>"$INTEG_DIR/procs"
+}
+
 enqueue() { # CONF ID TO...
 	local conf=$1 id=$2 to=() a
 	shift 2
@@ -222,5 +229,47 @@ t_off() {
 	assert_eq "auto = none: no entry" 0 "$(rcli "$p" HEXISTS mxsend:jobs:suppress bad9@ok.test)"
 }
 run_case "[suppress] check = no, auto = none" t_off
+
+t_failclosed() {
+	start_redis -n failclosed || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/c.conf d1
+	mkconf "$conf"
+	# the list's key holds the wrong type: every lookup fails (WRONGTYPE)
+	rcli "$p" SET mxsend:jobs:suppress oops >/dev/null
+	d1=$(sink_stat one recipients)
+	enqueue "$conf" f1 w1@ok.test
+	mx_start_bg "$conf"
+	wait_until 10 grep -q 'evt=suppress_check_failed' "$CASE_DIR/run.log" ||
+		fail "no evt=suppress_check_failed within 10 s"
+	sleep 1
+	assert_eq "nothing sent while the list cannot be read" "$d1" "$(sink_stat one recipients)"
+	assert_eq "no result" "" "$(res "$p" f1)"
+	rcli "$p" DEL mxsend:jobs:suppress >/dev/null
+	wait_until 10 bash -c "[ -n \"\$(redis-cli -p $p --raw XLEN mxsend:results | grep -v '^0$')\" ]" ||
+		fail "not delivered within 10 s of the key's repair"
+	kill -TERM "$MX_BG" 2>/dev/null
+	wait_until 15 bash -c "! kill -0 $MX_BG 2>/dev/null" || fail "mxsend run did not stop"
+	assert_match "delivered once the list reads" '^w1@ok\.test\|delivered\|250\|' "$(res "$p" f1)"
+	assert_eq "one result" 1 "$(res "$p" f1 | grep -c .)"
+}
+run_case "the list cannot be read (WRONGTYPE): nothing sent, the job waits (fail closed), then goes" t_failclosed
+
+t_big_job() {
+	start_redis -n bigjob || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/c.conf to r1 r
+	mkconf "$conf"
+	# 3,000 recipients in one job, every other one suppressed (1,500 in one add)
+	seq -f 'b%g@ok.test' 1 2 3000 | "$MXSEND" suppress add -c "$conf" - >/dev/null || fail "add"
+	to=$(seq -f 'b%g@ok.test' 1 3000 | paste -sd,)
+	r1=$(sink_stat one recipients)
+	rcli "$p" XADD mxsend:jobs '*' from a@src.test to "$to" data "$(cat "$MSG")" id big >/dev/null
+	drain "$conf"
+	r=$(res "$p" big)
+	assert_eq "suppressed" 1500 "$(grep -c '|suppressed|' <<<"$r")"
+	assert_eq "delivered" 1500 "$(grep -c '|delivered|' <<<"$r")"
+	assert_eq "no even one suppressed" 0 "$(grep -E '^b[0-9]*[02468]@ok\.test\|suppressed' <<<"$r" | grep -c .)"
+	assert_eq "sink recipients" $((r1 + 1500)) "$(sink_stat one recipients)"
+}
+run_case "3,000 recipients in one job, 1,500 suppressed: one lookup, the others delivered" t_big_job
 
 integ_finish
