@@ -368,12 +368,12 @@ static void report(struct job *j, int idx, enum job_status st, int code, const c
 		char qrcpt[640], qreply[sizeof(r.reply) * 2];
 		const char *tag = j->req->log_tag;
 		log_info("evt=delivery id=%016llx %s%srcpt=\"%s\" status=%s code=%d dsn=%s mx=%s ip=%s "
-			 "port=%d tls=%s cipher=%s verified=%s policy=%s reply=\"%s\"",
+			 "port=%d tls=%s cipher=%s verified=%s policy=%s reply=\"%s\"%s%s",
 			 (unsigned long long)j->id, tag ? tag : "", tag ? " " : "",
 			 log_q(qrcpt, sizeof(qrcpt), j->req->rcpts[idx]),
 			 job_status_name(st), code, dsn, r.mx[0] ? r.mx : "-", r.ip[0] ? r.ip : "-",
 			 r.port, r.tls, r.cipher[0] ? r.cipher : "-", r.verified ? "yes" : "no", r.policy,
-			 log_q(qreply, sizeof(qreply), r.reply));
+			 log_q(qreply, sizeof(qreply), r.reply), r.cls[0] ? " class=" : "", r.cls);
 	}
 	j->req->rcpt_done(j->req->arg, idx, &r);
 }

@@ -439,8 +439,9 @@ t_reply_escaped() {
 	assert_eq "raw control bytes on stdout" 0 "$(tr -d '\n' <"$CASE_DIR/out" | LC_ALL=C tr -cd '\000-\037\177' | wc -c)"
 	# the log lines (stderr, --log info): the same text, quotes and backslash escaped too
 	assert_match "evt=delivery line, reply escaped" \
-		"evt=delivery .*rcpt=\"esc1@mixed.test\" status=bounced .*reply=\"[^\"]*$(re_escape 'no\x1b]0;pwned\x07\x1b[31mred\x08\x7f\"q\"\\x')\"" \
+		"evt=delivery .*rcpt=\"esc1@mixed.test\" status=bounced .*reply=\"[^\"]*$(re_escape 'no\x1b]0;pwned\x07\x1b[31mred\x08\x7f\"q\"\\x')\" class=policy$" \
 		"$(cat "$CASE_DIR/err")"
+	expect_class esc1@mixed.test policy
 	assert_eq "raw control bytes on stderr" 0 "$(tr -d '\n' <"$CASE_DIR/err" | LC_ALL=C tr -cd '\000-\037\177' | wc -c)"
 }
 run_case "reply with ESC/BEL/BS/DEL: printed escaped (\\x1b, \\x07, ...), no raw control byte" t_reply_escaped
