@@ -67,7 +67,7 @@ int cmd_suppress_parse(int argc, char **argv, struct cmd_suppress_opts *o)
 	memset(o, 0, sizeof(*o));
 	if (argc < 2) {
 		o->c.why = "add, del, list or check";
-		return argc == 1 ? EX_USAGE : EX_USAGE;
+		return EX_USAGE;
 	}
 	const char *a = argv[1];
 	o->action = strcmp(a, "add") == 0 ? 'a' : strcmp(a, "del") == 0 ? 'd'
@@ -95,9 +95,7 @@ int cmd_suppress_parse(int argc, char **argv, struct cmd_suppress_opts *o)
 	return o->c.why ? EX_USAGE : 0;
 }
 
-/* The entries as fields (supp_key), from the operands or, for "-", stdin
- * (one per line; blank lines skipped). 0, or EX_DATAERR after saying which
- * one is bad. *out (free with free_keys) holds *n fields. */
+/* The entries as fields (supp_key), free_keys frees them. */
 struct keys {
 	char **v;
 	int n, cap;
@@ -136,6 +134,8 @@ static int add_key(struct keys *k, char kind, const char *s, size_t len, const c
 	return 0;
 }
 
+/* Fill k from the operands or, for "-", stdin (one per line; blank lines
+ * skipped). 0, or EX_DATAERR (EX_IOERR) after saying which one is bad. */
 static int read_keys(const struct cmd_suppress_opts *o, char kind, struct keys *k)
 {
 	char where[48];
