@@ -23,7 +23,8 @@ blocked.test. MX 10 mx2.test.
 if [ -z "$INTEG_MISSING" ]; then
 	start_unbound "$DNS_SPEC" || integ_missing "unbound"
 	start_sink one --listen "127.0.4.1:$SINK_PORT" --rcpt 'bad*=550 5.1.1 <bad> no such user' \
-		--rcpt 'full*=552 5.2.2 mailbox full' || integ_missing "sink one"
+		--rcpt 'full*=552 5.2.2 mailbox full' --rcpt 'soft*=450 4.1.1 unverified address' ||
+		integ_missing "sink one"
 	start_sink two --listen "127.0.4.2:$SINK_PORT" || integ_missing "sink two"
 fi
 MSG=$INTEG_DIR/msg.eml
@@ -81,8 +82,32 @@ t_auto() {
 	assert_eq "sink connections (none for a suppressed job)" "$before" "$(sink_stat one connections)"
 	assert_eq "one result for j2" 1 "$(grep -c . <<<"$r")"
 	assert_eq "jobs left" 0 "$(rcli "$p" XLEN mxsend:jobs)"
+	# a temporary invalid-recipient (450 4.1.1) is not hard: deferred, expired, never suppressed
+	rcli "$p" XADD mxsend:jobs '*' from a@src.test to soft1@ok.test data "$(cat "$MSG")" id j3 expires 1 >/dev/null
+	drain "$conf"
+	r=$(res "$p" j3)
+	assert_match "450 4.1.1: deferred, invalid-recipient" '^soft1@ok\.test\|deferred\|450\|4\.1\.1\|invalid-recipient\|' "$r"
+	assert_match "then expired, same class" '^soft1@ok\.test\|expired\|450\|4\.1\.1\|invalid-recipient\|' "$r"
+	assert_eq "4xx: no entry" 0 "$(rcli "$p" HEXISTS mxsend:jobs:suppress soft1@ok.test)"
 }
 run_case "550 5.1.1: bounced class=invalid-recipient and suppressed; the next job to it: suppressed, no connection" t_auto
+
+t_auto_expires() {
+	start_redis -n autoexp || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/c.conf v now
+	mkconf "$conf" $'[suppress]\nauto = invalid-recipient mailbox-full\nauto_expires = 1h'
+	now=$(date +%s)
+	enqueue "$conf" a1 bad2@ok.test full2@ok.test
+	drain "$conf"
+	for a in bad2@ok.test full2@ok.test; do
+		v=$(rcli "$p" HGET mxsend:jobs:suppress "$a")
+		assert_match "$a: entry" '^[0-9]+\|[0-9]+\|55[02] 5\.[12]\.[12]\|' "$v"
+		assert_ge "$a: expires in about an hour" $((now + 3590)) "${v%%|*}"
+		assert_lt "$a: expires in about an hour" $((now + 3700)) "${v%%|*}"
+		assert_eq "$a: in the expiry set" "${v%%|*}" "$(rcli "$p" ZSCORE mxsend:jobs:suppress:exp "$a")"
+	done
+}
+run_case "[suppress] auto = two classes, auto_expires = 1h: both entries, expiring, in the expiry set" t_auto_expires
 
 t_mixed() {
 	start_redis -n mixed || return 1
