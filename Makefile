@@ -245,18 +245,19 @@ fuzz: fuzz-deps
 	fi
 
 # `make install` (PREFIX, DESTDIR): the programs, the man pages, the example
-# config and the Redis ACL user (docs), a systemd unit and its system user
+# config and the Redis ACL user (docs), the bounce-class rules (DATADIR), a systemd unit and its system user
 # (sysusers.d), and the config itself, from the example, only where none
 # exists (root:mxsend 0640 when the user exists: it may hold passwords).
 # `make uninstall` removes what install wrote under PREFIX, the unit and the
 # sysusers file; the config (yours) and the user stay. The paths are written
-# into the unit; BINDIR, MANDIR, DOCDIR, UNITDIR, SYSUSERSDIR, CONFDIR may be
+# into the unit; BINDIR, MANDIR, DOCDIR, DATADIR, UNITDIR, SYSUSERSDIR, CONFDIR may be
 # set one by one. tests/integ/t_install.sh checks the tree, the man pages and
 # the unit (systemd-analyze verify).
 PREFIX      ?= /usr/local
 BINDIR      ?= $(PREFIX)/bin
 MANDIR      ?= $(PREFIX)/share/man
 DOCDIR      ?= $(PREFIX)/share/doc/mxsend
+DATADIR     ?= $(PREFIX)/share/mxsend
 UNITDIR     ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 CONFDIR     ?= /etc/mxsend
@@ -269,8 +270,10 @@ $(B)/mxsend.service: $(DIST)/mxsend.service.in Makefile
 
 install: $(INSTALL_BIN:%=$(B)/%) $(B)/mxsend.service
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
-		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(DATADIR)
 	install -m 0755 $(INSTALL_BIN:%=$(B)/%) $(DESTDIR)$(BINDIR)/
+	@# the shipped bounce-class rules, where mxsend looks (BINDIR/../share/mxsend; README)
+	install -m 0644 sender/classes.conf $(DESTDIR)$(DATADIR)/classes.conf
 	install -m 0644 $(DIST)/mxsend.1 $(DESTDIR)$(MANDIR)/man1/mxsend.1
 	install -m 0644 $(DIST)/mxsend.conf.5 $(DESTDIR)$(MANDIR)/man5/mxsend.conf.5
 	install -m 0644 sender/mxsend.conf.example $(DIST)/mxsend.acl $(DESTDIR)$(DOCDIR)/
@@ -296,8 +299,8 @@ uninstall:
 	rm -f $(INSTALL_BIN:%=$(DESTDIR)$(BINDIR)/%) $(DESTDIR)$(MANDIR)/man1/mxsend.1 \
 		$(DESTDIR)$(MANDIR)/man5/mxsend.conf.5 $(DESTDIR)$(DOCDIR)/mxsend.conf.example \
 		$(DESTDIR)$(DOCDIR)/mxsend.acl $(DESTDIR)$(UNITDIR)/mxsend.service \
-		$(DESTDIR)$(SYSUSERSDIR)/mxsend.conf
-	rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null || true
+		$(DESTDIR)$(SYSUSERSDIR)/mxsend.conf $(DESTDIR)$(DATADIR)/classes.conf
+	rmdir $(DESTDIR)$(DOCDIR) $(DESTDIR)$(DATADIR) 2>/dev/null || true
 	@echo "uninstall: kept $(DESTDIR)$(CONFDIR)/mxsend.conf and the user mxsend (remove them by hand)"
 
 clean:

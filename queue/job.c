@@ -74,7 +74,7 @@ static char *arena_strndup(struct job *j, const char *s, size_t n)
 static const char *const status_names[] = {
 	[JOB_PENDING] = "pending", [JOB_DELIVERED] = "delivered", [JOB_BOUNCED] = "bounced",
 	[JOB_DEFERRED] = "deferred", [JOB_EXPIRED] = "expired",   [JOB_REJECTED] = "rejected",
-	[JOB_HELD] = "held",
+	[JOB_HELD] = "held",	     [JOB_SUPPRESSED] = "suppressed",
 };
 
 const char *job_status_name(enum job_status s)
@@ -99,7 +99,7 @@ const char *job_tls_name(enum job_tls t)
 const char *const job_result_names[JOB_RESULT_NFIELDS] = {
 	"id",  "job", "rcpt",     "status", "code",   "dsn",    "reply",   "mx",         "ip",  "port",
 	"tls", "cipher", "verified", "policy", "resumed", "reused", "attempt", "elapsed_ms", "meta",
-	"source", "dkim",
+	"source", "dkim", "class",
 };
 
 /* ---- small parsers ---- */
@@ -796,13 +796,15 @@ void job_fini(struct job *j)
 
 /* ---- outcomes ---- */
 
-enum { T_DSN, T_REPLY, T_MX, T_IP, T_TLS, T_CIPHER, T_POLICY, T_SOURCE, T_N };
+static const char *text_at(const struct job_rcpt *r, int k);
+
+enum { T_DSN, T_REPLY, T_MX, T_IP, T_TLS, T_CIPHER, T_POLICY, T_SOURCE, T_CLASS, T_N };
 
 void job_set_outcome(struct job *j, int idx, const struct job_outcome *o)
 {
 	struct job_rcpt *r = &j->rcpts[idx];
 	const char *t[T_N] = { o->dsn, o->reply, o->mx, o->ip, o->tls, o->cipher, o->policy,
-			       o->source };
+			       o->source, o->cls };
 	size_t n = 0, l[T_N], e[T_N];
 	/* A remote server wrote the reply (and DNS the MX name): results carry
 	 * them escaped (job_escape), never a raw control byte. */
@@ -837,6 +839,49 @@ bool job_complete(const struct job *j)
 		if (j->rcpts[i].status == JOB_PENDING)
 			return false;
 	return true;
+}
+
+void job_rcpt_texts(const struct job *j, int idx, const char **dsn, const char **reply,
+		    const char **cls)
+{
+	const struct job_rcpt *r = &j->rcpts[idx];
+	*dsn = text_at(r, T_DSN);
+	*reply = text_at(r, T_REPLY);
+	*cls = text_at(r, T_CLASS);
+}
+
+int job_prune_decided(struct job *j)
+{
+	int left = 0, nd = 0;
+	for (int d = 0; d < j->ndomain; d++) {
+		struct job_domain *dom = &j->domains[d];
+		int w = dom->first;
+		for (int i = dom->first; i < dom->first + dom->n; i++) {
+			if (j->rcpts[i].status != JOB_PENDING)
+				continue;
+			if (i != w) { /* swap i into the next undecided slot */
+				struct job_rcpt tr = j->rcpts[w];
+				const char *tn = j->norm[w];
+				j->rcpts[w] = j->rcpts[i];
+				j->norm[w] = j->norm[i];
+				j->rcpts[i] = tr;
+				j->norm[i] = tn;
+			}
+			w++;
+		}
+		int n = w - dom->first;
+		for (int i = w; i < dom->first + dom->n; i++)
+			j->rcpts[i].dom = -1; /* decided: in no delivery domain */
+		left += n;
+		if (n == 0)
+			continue;
+		dom->n = n;
+		for (int i = dom->first; i < dom->first + n; i++)
+			j->rcpts[i].dom = nd;
+		j->domains[nd++] = *dom;
+	}
+	j->ndomain = nd;
+	return left;
 }
 
 static const char *text_at(const struct job_rcpt *r, int k)
@@ -914,6 +959,10 @@ void job_result_values(const struct job *j, int idx, enum job_status st, int att
 	const char *src = text_at(o, T_SOURCE);
 	val[19] = src[0] ? src : "-";
 	val[20] = j->dkim_result[0] ? j->dkim_result : "none";
+	/* the class of a failure only: a deferred outcome keeps it when it
+	 * becomes expired; delivered, held, rejected, suppressed have none */
+	val[21] = st == JOB_BOUNCED || st == JOB_DEFERRED || st == JOB_EXPIRED ? text_at(o, T_CLASS)
+										: "";
 	for (int k = 0; k < JOB_RESULT_NFIELDS; k++)
 		len[k] = strlen(val[k]);
 }

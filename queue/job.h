@@ -22,7 +22,7 @@
  * and no line over 998 octets (job_data_check). A recipient that is an address
  * literal ("u@[192.0.2.1]") is refused: mxsend delivers by MX only.
  *
- * Results (DESIGN.md "Result") are encoded into the 20 values of one stream
+ * Results (DESIGN.md "Result") are encoded into the JOB_RESULT_NFIELDS values of one stream
  * entry by job_result_values(); names in job_result_names. What a result
  * echoes: `id` and `meta` byte for byte (the application's own data, within
  * the caps; a control byte in either rejects the job, whose result then
@@ -153,8 +153,19 @@ void job_fini(struct job *j);
 /* Record recipient idx's outcome (packed and escaped into rcpts[idx]; a
  * second call replaces the first). */
 void job_set_outcome(struct job *j, int idx, const struct job_outcome *o);
+/* Recipient idx's outcome texts as kept (escaped): "" when none. Borrowed
+ * until the next job_set_outcome of idx. */
+void job_rcpt_texts(const struct job *j, int idx, const char **dsn, const char **reply,
+		    const char **cls);
 /* True when every recipient has an outcome. */
 bool job_complete(const struct job *j);
+/* Take the recipients that already have an outcome (suppressed at claim
+ * time) out of the delivery domains: within each domain the undecided ones
+ * move to the front (rcpts and norm together, so domains[d].addrs still lists
+ * exactly the domain's n undecided addresses), and a domain left with none is
+ * dropped from j->domains. Results keep every recipient. Returns the
+ * undecided count. Pure. */
+int job_prune_decided(struct job *j);
 
 /* v in decimal, NUL-terminated, into out (at least 21 bytes); returns the
  * length. snprintf's "%llu" costs ~10x as much, felt where every result
@@ -185,11 +196,12 @@ int job_entry_id_parse(const char *s, uint64_t *ms, uint64_t *seq);
 
 /* ---- results ---- */
 
-#define JOB_RESULT_NFIELDS 21
+#define JOB_RESULT_NFIELDS 22
 /* "id","job","rcpt","status","code","dsn","reply","mx","ip","port","tls",
  * "cipher","verified","policy","resumed","reused","attempt","elapsed_ms","meta",
  * "source" (egress source "name[address]", "-" without one), "dkim" ("d=... s=...[; ...]"
- * per signature, "none") */
+ * per signature, "none"), "class" (bounce class of a bounced, deferred or
+ * expired result, sender/bclass.h; "" for the other statuses) */
 extern const char *const job_result_names[JOB_RESULT_NFIELDS];
 #define JOB_RESULT_SCRATCH 96
 

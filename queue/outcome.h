@@ -34,7 +34,9 @@ enum job_status {
 	JOB_DEFERRED,
 	JOB_EXPIRED,
 	JOB_REJECTED,
-	JOB_HELD
+	JOB_HELD,
+	JOB_SUPPRESSED, /* on the suppression list (queue/suppress.h): nothing sent */
+	JOB_NSTATUS
 };
 /* As written in results: "delivered", "bounced", ... */
 const char *job_status_name(enum job_status s);
@@ -57,6 +59,8 @@ struct job_outcome {
 	bool reused;        /* SMTP connection reused from the pool */
 	uint32_t elapsed_ms;
 	char source[96];    /* egress source "name[address]", "" without sources */
+	char cls[24];       /* bounce class of a BOUNCED or DEFERRED outcome
+	                     * (sender/bclass.h names), "" otherwise */
 };
 
 #endif

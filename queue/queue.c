@@ -164,7 +164,7 @@ void qjob_committed(struct queue *q, struct qjob *qj, bool live)
 	q->nactive--;
 	q->st.committed++;
 	if (live) {
-		for (int s = 0; s <= JOB_HELD; s++)
+		for (int s = 0; s < JOB_NSTATUS; s++)
 			q->st.results[s] += qj->nres[s];
 	} else {
 		q->st.duplicates++;
@@ -198,22 +198,34 @@ void queue_job_bytes(struct queue *q, struct job *j, int64_t n)
 		q->bytes_avg += (uint64_t)n / 8;
 }
 
-/* A claimed entry: decode it and hand it to the host, or commit its rejection. */
-static void take_entry(struct queue *q, const redisReply *e, bool reclaimed)
+void qhand(struct queue *q, struct qjob *qj)
+{
+	if (q->stopping) {
+		qj->released = true; /* arrived after stop: straight back to the queue */
+		qcommit_enqueue(q, qj);
+	} else {
+		qj->with_host = true;
+		q->h.job(q->h.ctx, &qj->job);
+	}
+}
+
+/* A claimed entry: decode it, commit its rejection, or return the valid job
+ * (for qsupp_check, then the host). */
+static struct qjob *take_entry(struct queue *q, const redisReply *e, bool reclaimed)
 {
 	const redisReply *id, *fields;
 	uint64_t ms, seq;
 
 	if (e->type != REDIS_REPLY_ARRAY || e->elements < 2)
-		return;
+		return NULL;
 	id = e->element[0];
 	fields = e->element[1];
 	if (id->type != REDIS_REPLY_STRING || job_entry_id_parse(id->str, &ms, &seq) != 0)
-		return;
+		return NULL;
 	if (tfind(q, ms, seq) != NULL)
-		return; /* already ours and in progress */
+		return NULL; /* already ours and in progress */
 	if (fields->type != REDIS_REPLY_ARRAY)
-		return; /* deleted entry (Redis 7 drops it from the PEL itself) */
+		return NULL; /* deleted entry (Redis 7 drops it from the PEL itself) */
 
 	/* The job adopts the message bytes from the reply (no copy of them): a
 	 * string it takes leaves the reply, which is freed after this. */
@@ -265,21 +277,23 @@ static void take_entry(struct queue *q, const redisReply *e, bool reclaimed)
 		qlog(q, QUEUE_LOG_WARN, "evt=job_rejected entry=%s id=\"%s\" reason=\"%s\"",
 		     qj->job.entry, qid, qwhy);
 		qcommit_enqueue(q, qj);
-	} else if (q->stopping) {
-		qj->released = true; /* arrived after stop: straight back to the queue */
-		qcommit_enqueue(q, qj);
-	} else {
-		qj->with_host = true;
-		q->h.job(q->h.ctx, &qj->job);
+		return NULL;
 	}
+	return qj;
 }
 
 void qtake_entries(struct queue *q, const redisReply *list, bool reclaimed)
 {
-	if (list == NULL || list->type != REDIS_REPLY_ARRAY)
+	if (list == NULL || list->type != REDIS_REPLY_ARRAY || list->elements == 0)
 		return;
+	struct qjob *one, **valid = list->elements == 1 ? &one : qalloc(list->elements * sizeof(*valid));
+	int n = 0;
 	for (size_t i = 0; i < list->elements; i++)
-		take_entry(q, list->element[i], reclaimed);
+		if ((valid[n] = take_entry(q, list->element[i], reclaimed)) != NULL)
+			n++;
+	qsupp_check(q, valid, n);
+	if (valid != &one)
+		free(valid);
 }
 
 /* ---- connections ---- */
@@ -853,6 +867,8 @@ static void on_tick(void *arg)
 		if (!q->stopping && !q->gc_out && now >= q->next_gc) {
 			q->next_gc = now + Q_GC_MS;
 			gc_consumers(q);
+			if (q->cfg.suppress && !q->prune_out)
+				qsupp_prune(q);
 		}
 		qcommit_flush(q);
 	}
@@ -886,6 +902,8 @@ struct queue *queue_new(const struct queue_config *cfg, const struct queue_host 
 	q->retry_key = qstrcat(cfg->jobs, ":retry");
 	q->held_key = qstrcat(cfg->jobs, ":held");
 	q->procs_key = qstrcat(cfg->jobs, ":procs");
+	q->supp_key = qstrcat(cfg->jobs, ":suppress");
+	q->supp_exp_key = qstrcat(cfg->jobs, ":suppress:exp");
 	q->tabcap = 64;
 	while (q->tabcap < 2 * (size_t)cfg->max_inflight + 16)
 		q->tabcap *= 2;
@@ -976,5 +994,7 @@ void queue_free(struct queue *q)
 	free(q->retry_key);
 	free(q->held_key);
 	free(q->procs_key);
+	free(q->supp_key);
+	free(q->supp_exp_key);
 	free(q);
 }

@@ -13,6 +13,8 @@
  *   J:held          sorted set of held jobs, score = time held (epoch ms);
  *   J:held:MEMBER   hash with the job's fields + domain, reason, held_at.
  *                   MEMBER = ENTRY/DOMAIN; `mxsend release` moves it back to J.
+ *   J:suppress      hash: the suppression list (queue/suppress.h), read with
+ *                   one HMGET per claimed batch; J:suppress:exp its expiries.
  *   J:procs         hash: consumer -> last heartbeat (Redis's clock, ms), every
  *                   2 s; a process silent for 10 s is forgotten. Gives each
  *                   process the live count and its rank (queue_stats.peers).
@@ -95,6 +97,14 @@ struct queue_config {
 	int n_schedule;
 	uint64_t lifetime_ms;   /* default job lifetime (field `expires` overrides) */
 	double jitter;          /* retry delay jitter, fraction 0..1 */
+	/* Suppression list (queue/suppress.h, README "Suppression"): check
+	 * claimed recipients against J:suppress; add the addresses of 5xx
+	 * bounces whose class is one of supp_auto (bclass names), expiring after
+	 * supp_auto_ttl_ms (0: never). */
+	bool suppress;
+	const char *const *supp_auto;
+	int n_supp_auto;
+	uint64_t supp_auto_ttl_ms;
 	bool peers_settle;      /* limits are split between the processes
 	                         * (max_connections_total): take no job until the
 	                         * others have seen this process in J:procs */
@@ -166,7 +176,7 @@ struct queue_stats {
 	uint64_t reclaimed;  /* of which by XAUTOCLAIM or from dead processes */
 	uint64_t committed;  /* jobs committed */
 	uint64_t duplicates; /* commits skipped: the entry was already finished */
-	uint64_t results[JOB_HELD + 1]; /* results written, by status */
+	uint64_t results[JOB_NSTATUS]; /* results written, by status */
 	unsigned inflight;   /* jobs claimed and not committed */
 	uint64_t inflight_bytes; /* their bytes, as max_inflight_bytes counts them */
 	long long depth;     /* XLEN jobs (-1 unknown), refreshed every second */
@@ -226,6 +236,23 @@ struct queue_held {
 /* Call fn for each held job, oldest first. Returns the count, or -1. */
 int queue_sync_held(struct queue_sync *s, void (*fn)(void *arg, const struct queue_held *h),
 		    void *arg, char *err, size_t errlen);
+/* The suppression list (queue/suppress.h), fields already made by supp_key.
+ * add: HSET each field to value (and ZADD J:suppress:exp when expires, epoch
+ * s, is not 0; else ZREM), pipelined; returns how many. del: HDEL (and ZREM);
+ * returns how many existed. get: HMGET, fn(arg, i, value or NULL, len) per
+ * field in order; returns n. list: HSCAN the whole hash, fn per entry (field,
+ * value); returns the count. All -1 with err on a Redis error. */
+int queue_sync_suppress_add(struct queue_sync *s, const char *const *fields, int n,
+			    const char *value, uint64_t expires, char *err, size_t errlen);
+int queue_sync_suppress_del(struct queue_sync *s, const char *const *fields, int n, char *err,
+			    size_t errlen);
+int queue_sync_suppress_get(struct queue_sync *s, const char *const *fields, int n,
+			    void (*fn)(void *arg, int i, const char *value, size_t len), void *arg,
+			    char *err, size_t errlen);
+int queue_sync_suppress_list(struct queue_sync *s,
+			     void (*fn)(void *arg, const char *field, const char *value, size_t len),
+			     void *arg, char *err, size_t errlen);
+
 /* Put held jobs back in the queue: those of `domain` (if not NULL), else those
  * named in ids (held IDs or application ids). Their lifetime starts again.
  * Returns how many were released, or -1. */

@@ -138,12 +138,6 @@ const char *queue_url_redact(const char *url, char *out, size_t n)
 
 /* ---- synchronous connection ---- */
 
-struct queue_sync {
-	redisContext *c;
-	const struct queue_config *cfg;
-	char *held_key;
-};
-
 static const char *ctx_err(const redisContext *c)
 {
 	/* hiredis reports a socket timeout as EAGAIN */

@@ -24,18 +24,20 @@
 #include <string.h>
 
 #include "queue/queue_int.h"
+#include "queue/suppress.h"
 
 /* ---- the scripts ---- */
 
-/* KEYS: jobs, results, retry, held. ARGV: group, njobs, maxlen (results
- * stream trim, 0 = none), then per job:
+/* KEYS: jobs, results, retry, held, suppress, suppress:exp. ARGV: group,
+ * njobs, maxlen (results stream trim, 0 = none), then per job:
  * entry, nres, nres*JOB_RESULT_NFIELDS result values (as many as names), npark, then per park:
- * kind (r|h), member, score, nkv, nkv field/value pairs.
+ * kind (r|h), member, score, nkv, nkv field/value pairs; then nsupp, then per
+ * automatic suppression entry (queue/suppress.h): field, value, expires (0: none).
  * Returns one integer per job: 1 written, 0 skipped (not pending any more). */
 const char qscript_commit[] =
 	"local names = {'id','job','rcpt','status','code','dsn','reply','mx','ip','port',"
 	"'tls','cipher','verified','policy','resumed','reused','attempt','elapsed_ms','meta',"
-	"'source','dkim'}\n"
+	"'source','dkim','class'}\n"
 	"local nf = #names\n"
 	"local group = ARGV[1]\n"
 	"local maxlen = tonumber(ARGV[3])\n"
@@ -74,6 +76,16 @@ const char qscript_commit[] =
 	"      redis.call('ZADD', z, score, member)\n"
 	"    end\n"
 	"    i = i + 2 * nkv\n"
+	"  end\n"
+	"  local nsupp = tonumber(ARGV[i])\n"
+	"  i = i + 1\n"
+	"  for s = 1, nsupp do\n"
+	"    if live then\n"
+	"      redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 1])\n"
+	"      if ARGV[i + 2] ~= '0' then redis.call('ZADD', KEYS[6], ARGV[i + 2], ARGV[i])\n"
+	"      else redis.call('ZREM', KEYS[6], ARGV[i]) end\n"
+	"    end\n"
+	"    i = i + 3\n"
 	"  end\n"
 	"  if live then\n"
 	"    redis.call('XACK', KEYS[1], group, eid)\n"
@@ -430,7 +442,8 @@ static void build_job(struct queue *q, struct args *a, struct qjob *qj, uint64_t
 		for (int i = 0; i < j->nrcpt; i++)
 			add_result(a, qj, i, JOB_REJECTED, attempt);
 		arg_set_u64(a, nres_slot, (uint64_t)((a->n - first) / JOB_RESULT_NFIELDS));
-		arg_str(a, "0");
+		arg_str(a, "0"); /* parks */
+		arg_str(a, "0"); /* suppression entries */
 		return;
 	}
 
@@ -510,6 +523,19 @@ static void build_job(struct queue *q, struct args *a, struct qjob *qj, uint64_t
 		}
 	}
 	arg_set_u64(a, npark_slot, (uint64_t)npark);
+	/* automatic suppression entries: 5xx bounces of the configured classes */
+	int nsupp_slot = arg(a, "", 0), nsupp = 0;
+	for (int i = 0; i < j->nrcpt && q->cfg.n_supp_auto > 0; i++) {
+		char field[SUPP_KEY_MAX], value[SUPP_VALUE_MAX];
+		uint64_t expires;
+		if (!qsupp_auto(q, j, i, field, sizeof(field), value, sizeof(value), &expires))
+			continue;
+		arg_copy(a, field, strlen(field));
+		arg_copy(a, value, strlen(value));
+		arg_u64(a, expires);
+		nsupp++;
+	}
+	arg_set_u64(a, nsupp_slot, (uint64_t)nsupp);
 	free(deferred);
 	free(unfinished);
 }
@@ -597,11 +623,13 @@ void qcommit_flush(struct queue *q)
 		uint64_t now = qwall();
 		arg_str(&a, "EVALSHA");
 		arg_str(&a, q->sha_commit);
-		arg_str(&a, "4");
+		arg_str(&a, "6");
 		arg_str(&a, q->cfg.jobs);
 		arg_str(&a, q->cfg.results);
 		arg_str(&a, q->retry_key);
 		arg_str(&a, q->held_key);
+		arg_str(&a, q->supp_key);
+		arg_str(&a, q->supp_exp_key);
 		arg_str(&a, q->cfg.group);
 		int njobs_slot = arg(&a, "", 0);
 		arg_u64(&a, (uint64_t)q->cfg.results_maxlen);

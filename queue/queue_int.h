@@ -60,7 +60,7 @@ struct qjob {
 	bool queued;    /* in the commit FIFO or in a commit on the wire */
 	bool done;      /* committed: no longer counted in flight */
 	uint64_t bytes; /* the entry's field bytes, in q->bytes_active until freed */
-	uint32_t nres[JOB_HELD + 1]; /* results of the last commit built, by status */
+	uint32_t nres[JOB_NSTATUS]; /* results of the last commit built, by status */
 };
 
 struct queue {
@@ -68,7 +68,7 @@ struct queue {
 	struct queue_host h;
 	struct queue_addr addr;
 	const char *username, *password;
-	char *retry_key, *held_key, *procs_key;
+	char *retry_key, *held_key, *procs_key, *supp_key, *supp_exp_key;
 	char sha_commit[41], sha_move[41], sha_gc[41], sha_peers[41], sha_dead[41];
 	struct qconn cmd, clm;
 	struct queue_timer *tick, *flush;
@@ -78,7 +78,7 @@ struct queue {
 	unsigned nactive;   /* claimed, not committed */
 	uint64_t bytes_active, bytes_avg; /* their bytes (until freed); recent average per job */
 	unsigned claim_req; /* entries asked for by claims on the wire */
-	bool claim_out, reclaim_out, move_out, stats_out, gc_out, peers_out, dead_out;
+	bool claim_out, reclaim_out, move_out, stats_out, gc_out, peers_out, dead_out, prune_out;
 	unsigned heartbeat_out;
 	struct qjob **tab; /* open addressing by entry id, active jobs */
 	size_t tabcap;
@@ -127,6 +127,13 @@ struct redisContext *qsync_connect(const char *url, const char *username, const 
 int qsync_reply_err(struct redisContext *c, struct redisReply *r, const char *what, char *err,
 		    size_t errlen);
 
+/* A synchronous connection (queue_sync_open). */
+struct queue_sync {
+	redisContext *c;
+	const struct queue_config *cfg;
+	char *held_key;
+};
+
 unsigned qroom(const struct queue *q); /* claims that fit under max_inflight now */
 /* Hand the entries of an XREADGROUP/XCLAIM reply list to the host (or commit
  * their rejection); reclaimed: counted and logged as such. */
@@ -142,6 +149,25 @@ static inline int qconn_sendv(struct qconn *c, redisCallbackFn *fn, void *priv, 
 void qreclaim(struct queue *q);                      /* XAUTOCLAIM after visibility_timeout */
 void qdead_reclaim(struct queue *q, unsigned n);     /* qscript_dead: up to n entries */
 void qclaim_own(struct queue *q, unsigned n);        /* our own pending entries (at start) */
+
+/* Hand a claimed, valid job to the host (or straight back to the queue when
+ * stopping). queue.c. */
+void qhand(struct queue *q, struct qjob *qj);
+
+/* queue_suppress.c: the suppression list at claim time. The valid jobs of one
+ * claim reply, jobs[0..n): handed to the host (qhand) after one HMGET of
+ * J:suppress for all their recipients; recipients on the list get a
+ * `suppressed` outcome and leave the delivery; a job left with none is
+ * committed without the host. Suppression off: handed at once. Takes
+ * nothing from jobs (the array is the caller's). */
+void qsupp_check(struct queue *q, struct qjob **jobs, int n);
+/* Delete expired entries (every Q_GC_MS, on the cmd connection). */
+void qsupp_prune(struct queue *q);
+/* Automatic entries: the commit's arguments for recipient idx of j, bounced
+ * with a class in cfg.supp_auto (5xx only). Fills field/value; returns false
+ * when it adds none. */
+bool qsupp_auto(const struct queue *q, const struct job *j, int idx, char *field, size_t fieldlen,
+		char *value, size_t valuelen, uint64_t *expires);
 
 /* queue_commit.c */
 void qcommit_enqueue(struct queue *q, struct qjob *qj);

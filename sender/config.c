@@ -30,6 +30,7 @@
 #include <ini.h>
 
 #include "queue/queue.h"
+#include "sender/bclass.h"
 #include "sender/dns.h"
 #include "sender/log.h"
 #include "sender/signer.h"
@@ -335,6 +336,15 @@ static const struct key k_tlsrpt[] = {
 	{ "dkim_selector", STR(G(dkim_selector), V_WORD, WORD), 0 },
 	{ "dkim_domain", STR(G(dkim_domain), V_WORD, "a domain name"), 0 },
 };
+static const struct key k_classes[] = {
+	{ "rules", STR(G(class_rules), V_STR, "a rule file (the form of classes.conf)"), 0 },
+	{ "default_rules", STR(G(class_default_rules), V_STR, "the shipped classes.conf"), 0 },
+};
+static const struct key k_suppress[] = {
+	{ "check", BOOL(G(suppress_check)), 0 },
+	{ "auto", STR(G(suppress_auto_s), V_STR, "bounce classes separated by blanks, or none"), 0 },
+	{ "auto_expires", DUR(V_DUR, G(suppress_auto_ttl_ms), 0, 3650 * MS_D, "0 (never)..3650d"), 0 },
+};
 static const struct key k_timeouts[] = {
 	TO(connect), TO(banner), TO(helo), TO(starttls), TO(mail), TO(rcpt),
 	TO(data), TO(block), TO(dot), TO(rset), TO(quit),
@@ -391,6 +401,7 @@ static const struct section {
 	{ "timeouts", k_timeouts, ARRAY_LEN(k_timeouts) }, { "pool", k_pool, ARRAY_LEN(k_pool) },
 	{ "tlsrpt", k_tlsrpt, ARRAY_LEN(k_tlsrpt) },
 	{ "dns", k_dns, ARRAY_LEN(k_dns) },
+	{ "classes", k_classes, ARRAY_LEN(k_classes) }, { "suppress", k_suppress, ARRAY_LEN(k_suppress) },
 };
 #define MAX_KEYS 16 /* >= the longest table above */
 
@@ -420,6 +431,7 @@ void config_defaults(struct config *c)
 		.n_schedule = (int)ARRAY_LEN(schedule), .lifetime_ms = 2 * MS_D, .jitter = 0.1,
 		.min_version = 12, .mta_sts = true, .tlsrpt = true, .broken_tls_ttl_ms = 1 * MS_H, .sts_https_port = 443,
 		.max_handshakes = 128, .dane = DNS_DNSSEC_AUTO,
+		.suppress_check = true, .suppress_auto = 1u << BCLASS_INVALID_RECIPIENT,
 		.timeouts = { .connect = 10 * MS_S, .banner = 5 * MS_M, .helo = 5 * MS_M,
 			      .starttls = 2 * MS_M, .mail = 5 * MS_M, .rcpt = 5 * MS_M,
 			      .data = 2 * MS_M, .block = 3 * MS_M, .dot = 10 * MS_M,
@@ -498,6 +510,10 @@ void config_fini(struct config *c)
 		free(c->pools[i].weight);
 	}
 	free(c->pools);
+	free(c->class_rules);
+	free(c->class_default_rules);
+	bclass_free(c->classes);
+	free(c->suppress_auto_s);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -1068,6 +1084,8 @@ static char *read_line(char *buf, int size, void *arg)
 	return p->failed ? NULL : buf;
 }
 
+static void parse_auto(struct parse *p);
+
 static int on_key(void *arg, const char *section, const char *name, const char *value)
 {
 	struct parse *p = arg;
@@ -1111,6 +1129,8 @@ static int on_key(void *arg, const char *section, const char *name, const char *
 			r->auth_line = p->line;
 		if (p->kind == SEC_GLOBAL && keys[i].off == offsetof(struct config, redis_url))
 			p->c->redis_named = true;
+		if (p->kind == SEC_GLOBAL && keys[i].off == offsetof(struct config, suppress_auto_s))
+			parse_auto(p);
 	}
 	/* DESIGN "TLS policy": plaintext fallback only below encrypt. Judged on
 	 * what this section says; differing layers are settled in config_rule_for(). */
@@ -1122,6 +1142,46 @@ static int on_key(void *arg, const char *section, const char *name, const char *
 }
 
 static void overlay(struct rule *o, const struct rule *r, bool stricter);
+
+/* [suppress] auto: "none", or class names (bclass.h) separated by blanks. */
+static void parse_auto(struct parse *p)
+{
+	struct config *c = p->c;
+	c->suppress_auto = 0;
+	if (strcmp(c->suppress_auto_s, "none") == 0)
+		return;
+	for (const char *s = c->suppress_auto_s; *s;) {
+		size_t n = strcspn(s, " \t");
+		char name[32];
+		if (n > 0) {
+			snprintf(name, sizeof(name), "%.*s", (int)(n < sizeof(name) ? n : sizeof(name) - 1), s);
+			int k = n < sizeof(name) ? bclass_parse(name) : -1;
+			if (k < 0) {
+				fail(p, "auto: unknown bounce class \"%s\" (see README \"Bounce classes\", or none)",
+				     name);
+				return;
+			}
+			c->suppress_auto |= 1u << k;
+		}
+		s += n;
+		s += strspn(s, " \t");
+	}
+}
+
+int config_load_classes(struct config *c, char *err, size_t errlen)
+{
+	char found[4096];
+	const char *paths[2] = { c->class_rules, c->class_default_rules };
+	if (paths[1] == NULL && bclass_default_path(c->path, found, sizeof(found)) == 0)
+		paths[1] = found;
+	else if (paths[1] == NULL)
+		log_warn("evt=no_class_rules (no classes.conf beside the config, in BINDIR/../share/mxsend "
+			 "or /usr/share/mxsend: SMTP replies get bounce class \"other\"; set [classes] "
+			 "default_rules)");
+	bclass_free(c->classes);
+	c->classes = bclass_load(paths, 2, err, errlen);
+	return c->classes ? 0 : -1;
+}
 
 /* DESIGN "TLS policy": never send AUTH credentials to a peer whose
  * certificate did not verify. For every rule as it applies ([domain *] under
@@ -1186,6 +1246,8 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
 	}
 	if (!p.failed)
 		check_egress(&p);
+	if (!p.failed && config_load_classes(c, err, errlen) != 0)
+		return -1;
 	return p.failed ? -1 : 0;
 }
 

@@ -69,6 +69,7 @@ struct rule {
 
 /* A [dkim DOMAIN] section: the key that signs as d=DOMAIN (sender/signer.h). */
 struct dkim_key;
+struct bclass_rules;
 struct dkim_conf {
 	char *domain;           /* the section's name, lowercase */
 	char *key_file;         /* key key: PEM, RSA >= 1024 bits or Ed25519 */
@@ -194,6 +195,18 @@ struct config {
 	int n_sources;
 	struct egress_pool *pools;
 	int n_pools;
+	/* [classes] bounce classes (sender/bclass.h): key rules, the user's rule
+	 * file (read first; NULL: none); key default_rules, the shipped one (NULL:
+	 * found by bclass_default_path; none found: mxsend's own failures are
+	 * still classed, replies are "other"). Compiled by config_load. */
+	char *class_rules, *class_default_rules;
+	struct bclass_rules *classes;
+	/* [suppress] the suppression list (README "Suppression") */
+	bool suppress_check;        /* key check: look every claimed recipient up (default yes) */
+	char *suppress_auto_s;      /* key auto: classes whose 5xx bounces add the address
+	                             * ("none": no automatic entries), as written */
+	uint32_t suppress_auto;     /* ... as bits (1u << enum bclass); default invalid-recipient */
+	uint64_t suppress_auto_ttl_ms; /* key auto_expires: lifetime of those entries, 0 = forever */
 };
 
 /* The egress pool named name, or -1. */
@@ -212,6 +225,10 @@ void config_defaults(struct config *c);
  * the first error. Reads the file with stdio: start-up only, not on a ring. */
 int config_load(struct config *c, const char *path, char *err, size_t errlen);
 void config_fini(struct config *c);
+/* Compile the [classes] rule files into c->classes (config_load does it; a
+ * caller with config_defaults only calls it itself). 0, or -1 with
+ * "FILE:LINE: ..." in err. */
+int config_load_classes(struct config *c, char *err, size_t errlen);
 
 /* The effective rule for a recipient domain delivered through MX host mx_host
  * (NULL before MX resolution): start from "[domain *]", overlay the most

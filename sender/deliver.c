@@ -37,6 +37,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "sender/bclass.h"
 #include "sender/dns.h"
 #include "sender/log.h"
 #include "sender/loop.h"
@@ -378,8 +379,11 @@ static void fill_common(struct job *j, struct job_outcome *r)
 	}
 }
 
+/* origin: where a failure came from (bclass.h); preset: the class a response
+ * rule gave the reply (smtp_result.bclass), 0: classify it here. Only failures
+ * are classified (a delivered recipient costs nothing). */
 static void report(struct job *j, int idx, enum job_status st, int code, const char *dsn,
-		   const char *text)
+		   const char *text, enum bclass_origin origin, unsigned preset)
 {
 	if (j->reported[idx])
 		return;
@@ -390,6 +394,12 @@ static void report(struct job *j, int idx, enum job_status st, int code, const c
 	r.code = code;
 	strlcpy_x(r.dsn, dsn, sizeof(r.dsn));
 	strlcpy_x(r.reply, text, sizeof(r.reply));
+	if (st == JOB_BOUNCED || st == JOB_DEFERRED) {
+		enum bclass c = preset > BCLASS_NONE && preset < BCLASS_N
+					? (enum bclass)preset
+					: bclass_classify(j->d->cfg->classes, code, dsn, text, origin);
+		strlcpy_x(r.cls, bclass_name(c), sizeof(r.cls));
+	}
 	j->reported[idx] = true;
 	j->nleft--;
 	/* The one log line of an outcome. Recipient and reply escaped (log.h);
@@ -398,12 +408,12 @@ static void report(struct job *j, int idx, enum job_status st, int code, const c
 		char qrcpt[640], qreply[sizeof(r.reply) * 2];
 		const char *tag = j->req->log_tag;
 		log_info("evt=delivery id=%016llx %s%srcpt=\"%s\" status=%s code=%d dsn=%s mx=%s ip=%s "
-			 "port=%d tls=%s cipher=%s verified=%s policy=%s reply=\"%s\"",
+			 "port=%d tls=%s cipher=%s verified=%s policy=%s reply=\"%s\"%s%s",
 			 (unsigned long long)j->id, tag ? tag : "", tag ? " " : "",
 			 log_q(qrcpt, sizeof(qrcpt), j->req->rcpts[idx]),
 			 job_status_name(st), code, dsn, r.mx[0] ? r.mx : "-", r.ip[0] ? r.ip : "-",
 			 r.port, r.tls, r.cipher[0] ? r.cipher : "-", r.verified ? "yes" : "no", r.policy,
-			 log_q(qreply, sizeof(qreply), r.reply));
+			 log_q(qreply, sizeof(qreply), r.reply), r.cls[0] ? " class=" : "", r.cls);
 	}
 	j->req->rcpt_done(j->req->arg, idx, &r);
 }
@@ -413,11 +423,32 @@ static enum job_status status_of(enum smtp_class c)
 	return c == SMTP_OK ? JOB_DELIVERED : c == SMTP_TEMP ? JOB_DEFERRED : JOB_BOUNCED;
 }
 
+/* Where a session's failure came from: the server's reply, or mxsend's side
+ * of the connection (a 421 is the server's; other LOST codes are ours). */
+static enum bclass_origin origin_of(const struct smtp_status *st)
+{
+	if (st->timed_out)
+		return BCLASS_O_TIMEOUT;
+	switch (st->fail) {
+	case SMTP_FAIL_CONNECT:
+		return BCLASS_O_CONNECT;
+	case SMTP_FAIL_TLS:
+	case SMTP_FAIL_TLS_MAY:
+		return BCLASS_O_TLS;
+	case SMTP_FAIL_GREETING:
+		return BCLASS_O_REPLY;
+	case SMTP_FAIL_LOST:
+	default:
+		return st->why.code == 451 ? BCLASS_O_CONNECT : BCLASS_O_REPLY;
+	}
+}
+
 /* Every remaining recipient gets the same outcome; then the job ends. */
-static void finish(struct job *j, enum job_status st, int code, const char *dsn, const char *text)
+static void finish(struct job *j, enum job_status st, int code, const char *dsn, const char *text,
+		   enum bclass_origin origin, unsigned preset)
 {
 	for (int i = 0; i < j->req->nrcpt; i++)
-		report(j, i, st, code, dsn, text);
+		report(j, i, st, code, dsn, text, origin, preset);
 	struct deliver_req *req = j->req;
 	j->d->active--;
 	job_free(j);
@@ -429,19 +460,26 @@ static void send_txn(struct job *j, struct smtp_session *s);
 
 /* This address cannot be tried now: a temporary failure (451 esc, text from
  * fmt) becomes the job's last one, and the next address is tried. */
-static void __attribute__((format(printf, 3, 4))) skip_addr(struct job *j, const char *esc,
-							    const char *fmt, ...)
+static void skip_fail(struct job *j, enum smtp_fail fail, const char *esc, const char *text)
 {
 	memset(&j->last, 0, sizeof(j->last));
-	j->last.fail = SMTP_FAIL_CONNECT;
+	j->last.fail = fail; /* the bounce class if it ends the job (origin_of) */
 	j->last.why.cls = SMTP_TEMP;
 	j->last.why.code = 451;
 	strlcpy_x(j->last.why.esc, esc, sizeof(j->last.why.esc));
+	strlcpy_x(j->last.why.text, text, sizeof(j->last.why.text));
+	try_next(j);
+}
+
+static void __attribute__((format(printf, 3, 4))) skip_addr(struct job *j, const char *esc,
+							    const char *fmt, ...)
+{
+	char text[sizeof(j->last.why.text)];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(j->last.why.text, sizeof(j->last.why.text), fmt, ap);
+	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	try_next(j);
+	skip_fail(j, SMTP_FAIL_CONNECT, esc, text);
 }
 
 static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
@@ -618,7 +656,7 @@ static void skip_host(struct job *j, const char *why)
 	j->addr_i = h->naddrs - 1;
 	j->plain_retry = false;
 	j->tries++;
-	skip_addr(j, "4.7.5", "%s", why);
+	skip_fail(j, SMTP_FAIL_TLS, "4.7.5", why); /* DANE: bounce class tls */
 }
 
 static void dane_done(void *arg, struct dane_host *h)
@@ -754,7 +792,8 @@ static void try_next(struct job *j)
 		/* decided before moving on: the result names the host and address
 		 * tried last (host_i, cur_ip), never the next one with the last's IP */
 		const struct smtp_result *w = &j->last.why;
-		finish(j, status_of(w->cls == SMTP_OK ? SMTP_TEMP : w->cls), w->code, w->esc, w->text);
+		finish(j, status_of(w->cls == SMTP_OK ? SMTP_TEMP : w->cls), w->code, w->esc, w->text,
+		       origin_of(&j->last), w->bclass);
 		return;
 	}
 	if (j->plain_retry) {
@@ -823,7 +862,8 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 	case SMTP_EV_TXN_DONE:
 		for (int k = 0; k < j->txn.nrcpt; k++) {
 			const struct smtp_result *r = &j->res[k];
-			report(j, j->tidx[k], status_of(r->cls), r->code, r->esc, r->text);
+			report(j, j->tidx[k], status_of(r->cls), r->code, r->esc, r->text,
+				       BCLASS_O_REPLY, r->bclass);
 		}
 		if (j->nleft > 0) { /* more than max_rcpt recipients: next transaction */
 			send_txn(j, s);
@@ -831,7 +871,8 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		}
 		j->sess = NULL;
 		pool_done(j->d->pool, &j->conn, s, j->txn.last);
-		finish(j, JOB_DEFERRED, 451, "4.3.0", "internal: recipient left undecided");
+		finish(j, JOB_DEFERRED, 451, "4.3.0", "internal: recipient left undecided",
+		       BCLASS_O_INTERNAL, 0);
 		return;
 	case SMTP_EV_FAIL:
 		break;
@@ -845,12 +886,13 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		for (int k = 0; k < j->txn.nrcpt; k++) {
 			const struct smtp_result *r = &j->res[k];
 			if (r->final)
-				report(j, j->tidx[k], status_of(r->cls), r->code, r->esc, r->text);
+				report(j, j->tidx[k], status_of(r->cls), r->code, r->esc, r->text,
+				       BCLASS_O_REPLY, r->bclass);
 		}
 		j->txn.rcpts = NULL;
 	}
 	if (j->nleft == 0) {
-		finish(j, JOB_DEFERRED, 451, "4.3.0", "");
+		finish(j, JOB_DEFERRED, 451, "4.3.0", "", BCLASS_O_INTERNAL, 0);
 		return;
 	}
 	const char *mxname = j->mx->hosts[j->host_i].name;
@@ -887,13 +929,13 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		host_policy(j, &hp);
 		switch (hp.on_failure) {
 		case TLS_FAIL_DEFER:
-			finish(j, JOB_DEFERRED, st->why.code, st->why.esc, st->why.text);
+			finish(j, JOB_DEFERRED, st->why.code, st->why.esc, st->why.text, origin_of(st), 0);
 			return;
 		case TLS_FAIL_HOLD:
-			finish(j, JOB_HELD, st->why.code, st->why.esc, st->why.text);
+			finish(j, JOB_HELD, st->why.code, st->why.esc, st->why.text, origin_of(st), 0);
 			return;
 		case TLS_FAIL_BOUNCE:
-			finish(j, JOB_BOUNCED, 550, "5.7.10", st->why.text);
+			finish(j, JOB_BOUNCED, 550, "5.7.10", st->why.text, origin_of(st), 0);
 			return;
 		case TLS_FAIL_NEXT_MX:
 		case TLS_FAIL_PLAINTEXT:
@@ -912,21 +954,25 @@ static void route(struct job *j)
 	case DNS_OK:
 		break;
 	case DNS_NXDOMAIN:
-		finish(j, JOB_BOUNCED, 550, "5.1.2", mx->why[0] ? mx->why : "domain does not exist");
+		finish(j, JOB_BOUNCED, 550, "5.1.2", mx->why[0] ? mx->why : "domain does not exist",
+		       BCLASS_O_DNS, 0);
 		free(mx);
 		return;
 	case DNS_NULLMX:
 		/* RFC 7505 4.1: the domain accepts no mail. */
 		free(mx);
-		finish(j, JOB_BOUNCED, 556, "5.1.10", "recipient domain has a null MX (RFC 7505)");
+		finish(j, JOB_BOUNCED, 556, "5.1.10", "recipient domain has a null MX (RFC 7505)",
+		       BCLASS_O_DNS, 0);
 		return;
 	case DNS_NODATA:
-		finish(j, JOB_BOUNCED, 550, "5.4.4", mx->why[0] ? mx->why : "no address for any MX host");
+		finish(j, JOB_BOUNCED, 550, "5.4.4", mx->why[0] ? mx->why : "no address for any MX host",
+		       BCLASS_O_DNS, 0);
 		free(mx);
 		return;
 	case DNS_TEMP:
 	default:
-		finish(j, JOB_DEFERRED, 451, "4.4.3", mx->why[0] ? mx->why : "DNS lookup failed");
+		finish(j, JOB_DEFERRED, 451, "4.4.3", mx->why[0] ? mx->why : "DNS lookup failed",
+		       BCLASS_O_DNS, 0);
 		free(mx);
 		return;
 	}
@@ -949,7 +995,7 @@ static void route(struct job *j)
 			tls_event(j, NULL, NULL, "validation-failure",
 				  "no MX host matches the MTA-STS policy");
 			finish(j, JOB_DEFERRED, 451, "4.7.5",
-			       "no MX host matches the domain's MTA-STS policy (enforce)");
+			       "no MX host matches the domain's MTA-STS policy (enforce)", BCLASS_O_TLS, 0);
 			return;
 		}
 	}
@@ -957,7 +1003,8 @@ static void route(struct job *j)
 	j->addr_i = 0;
 	char rk[320];
 	if (j->d->cfg->n_sources > 0 && (j->src = pick_source(j->d, j->pool_i, 0)) == NULL) {
-		finish(j, JOB_DEFERRED, 451, "4.4.1", "no egress source of the pool can be used");
+		finish(j, JOB_DEFERRED, 451, "4.4.1", "no egress source of the pool can be used",
+		       BCLASS_O_CONNECT, 0);
 		return;
 	}
 	uint64_t wait = pool_rate_delay(j->d->pool, rate_key(j, rk, sizeof(rk)), j->rule.max_rate);

@@ -41,7 +41,8 @@ static const char *const bucket_le[METRICS_BUCKETS] = { "0.005", "0.01", "0.025"
 							"0.25",  "0.5",  "1",     "2.5",  "5",
 							"10",    "30",   "60" };
 static const char *const status_names[METRICS_STATUS_N] = { "delivered", "bounced",  "deferred",
-							    "expired",   "rejected", "held" };
+							    "expired",   "rejected", "held",
+							    "suppressed" };
 static const char *const tls_names[METRICS_TLS_N] = { "none", "TLSv1.2", "TLSv1.3" };
 static const char *const dns_names[METRICS_DNS_N] = { "ok", "temp", "nxdomain" };
 
@@ -440,7 +441,7 @@ size_t metrics_render(const struct metrics *m, char *buf, size_t cap)
 		     "Recipient outcomes by egress source and status.");
 		for (int i = 0; i <= m->nsrc; i++)
 			for (int k = 0; k < METRICS_STATUS_N; k++) {
-				if (k == METRICS_EXPIRED || k == METRICS_REJECTED)
+				if (k == METRICS_EXPIRED || k == METRICS_REJECTED || k == METRICS_SUPPRESSED)
 					continue; /* decided by the queue, never by a source */
 				uint64_t v = 0;
 				int row = i < m->nsrc ? i : METRICS_SOURCES_MAX;

@@ -49,9 +49,11 @@ enum metrics_status {
 	METRICS_EXPIRED,
 	METRICS_REJECTED,
 	METRICS_HELD,
+	METRICS_SUPPRESSED,
 	METRICS_STATUS_N
 };
-/* "delivered", "bounced", "deferred", "expired", "rejected", "held"; "?" if out of range. */
+/* "delivered", "bounced", "deferred", "expired", "rejected", "held", "suppressed"; "?" if
+ * out of range. */
 const char *metrics_status_name(enum metrics_status s);
 /* The reverse; -1 if name is not one of those. */
 int metrics_status_parse(const char *name);

@@ -605,6 +605,7 @@ static void timer_fn(struct loop_timer *t)
 			 smtp_exp_info[s->exp[s->head].kind].verb);
 		what = buf;
 	}
+	s->status.timed_out = true;
 	smtp_sess_fail(s, s->st == S_CONNECTING ? SMTP_FAIL_CONNECT : (s->st == S_TLS ? (s->p.level == TLS_LEVEL_MAY ? SMTP_FAIL_TLS_MAY : SMTP_FAIL_TLS) : SMTP_FAIL_LOST),
 		       SMTP_TEMP, 451, "4.4.2", "timeout %s", what);
 }

@@ -36,6 +36,8 @@ struct smtp_result {
 	char esc[16];
 	char text[400];
 	bool final; /* decided for this attempt; do not retry on another MX */
+	unsigned char bclass; /* enum bclass (sender/bclass.h) set for this reply by a
+	                       * response rule; 0 (smtp_set_result): classify it */
 };
 
 struct smtp_txn {
@@ -107,6 +109,7 @@ struct smtp_status {
 	bool tls;                   /* TLS active */
 	bool no_starttls;           /* SMTP_FAIL_TLS because STARTTLS was not offered/refused */
 	bool tls_tried;             /* a handshake was attempted (verdict valid even on failure) */
+	bool timed_out;             /* SMTP_EV_FAIL: a deadline passed (bounce class timeout) */
 	bool bdat_refused;          /* SMTP_FAIL_LOST: BDAT answered 500/502/504 although
 	                             * CHUNKING was offered; resend with DATA (no_bdat) */
 	struct tls_verdict verdict; /* valid when tls */

@@ -66,6 +66,7 @@ void smtp_set_result(struct smtp_result *r, enum smtp_class cls, int code, const
 		o--;
 	r->text[o] = '\0';
 	r->final = final;
+	r->bclass = 0;
 }
 
 static void result_from_reply(struct smtp_result *r, const struct smtp_reply *rep, bool final)

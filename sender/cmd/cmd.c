@@ -140,6 +140,11 @@ int cmd_setup(struct config *cfg, const struct cmd_common *c)
 	char err[512];
 	if (c->config == NULL) {
 		config_defaults(cfg);
+		if (config_load_classes(cfg, err, sizeof(err)) != 0) { /* the shipped file, if found */
+			fprintf(stderr, "mxsend: %s\n", err);
+			config_fini(cfg);
+			return EX_CONFIG;
+		}
 	} else if (config_load(cfg, c->config, err, sizeof(err)) != 0) {
 		fprintf(stderr, "mxsend: %s\n", err);
 		config_fini(cfg);

@@ -191,7 +191,7 @@ const struct cmd_def cmd_enqueue_def = {
 
 /* ---- held / release ---- */
 
-static void fmt_time(char *buf, size_t n, uint64_t ms)
+void cmd_fmt_time(char *buf, size_t n, uint64_t ms)
 {
 	if (ms == 0) {
 		snprintf(buf, n, "-");
@@ -203,8 +203,7 @@ static void fmt_time(char *buf, size_t n, uint64_t ms)
 	strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-/* s escaped for a terminal (job_escape, quotes too); the caller frees it. */
-static char *esc_dup(const char *s)
+char *cmd_esc_dup(const char *s)
 {
 	size_t n = job_escape(NULL, 0, s, strlen(s), JOB_ESC_QUOTED);
 	char *o = xmalloc(n + 1);
@@ -218,19 +217,17 @@ static void print_held(void *arg, const struct queue_held *h)
 {
 	char held[32], since[32];
 	(void)arg;
-	fmt_time(held, sizeof(held), h->held_at_ms);
-	fmt_time(since, sizeof(since), h->since_ms);
-	char *v[6] = { esc_dup(h->member), esc_dup(h->domain), esc_dup(h->id),
-		       esc_dup(h->job),    esc_dup(h->to),     esc_dup(h->reason) };
+	cmd_fmt_time(held, sizeof(held), h->held_at_ms);
+	cmd_fmt_time(since, sizeof(since), h->since_ms);
+	char *v[6] = { cmd_esc_dup(h->member), cmd_esc_dup(h->domain), cmd_esc_dup(h->id),
+		       cmd_esc_dup(h->job),    cmd_esc_dup(h->to),     cmd_esc_dup(h->reason) };
 	printf("%s domain=%s since=%s held_at=%s id=\"%s\" job=%s to=\"%s\" reason=\"%s\"\n", v[0],
 	       v[1], since, held, v[2], v[3], v[4], v[5]);
 	for (int i = 0; i < 6; i++)
 		free(v[i]);
 }
 
-/* The config and a synchronous queue (which borrows *qc). 0, or the exit
- * status (said on stderr). */
-static int admin_open(const struct cmd_common *c, struct config *cfg, struct queue_config *qc,
+int cmd_admin_open(const struct cmd_common *c, struct config *cfg, struct queue_config *qc,
 		      struct queue_sync **s)
 {
 	int rc = cmd_setup(cfg, c);
@@ -243,8 +240,7 @@ static int admin_open(const struct cmd_common *c, struct config *cfg, struct que
 	return rc;
 }
 
-/* n < 0 from a queue_sync call: say err, EX_TEMPFAIL; else 0. Closes s and cfg. */
-static int admin_close(int n, const char *err, struct queue_sync *s, struct config *cfg)
+int cmd_admin_close(int n, const char *err, struct queue_sync *s, struct config *cfg)
 {
 	if (n < 0)
 		fprintf(stderr, "mxsend: %s\n", err);
@@ -269,12 +265,12 @@ int cmd_held_run(const struct cmd_common *o)
 	struct config cfg;
 	struct queue_config qc;
 	struct queue_sync *s;
-	int rc = admin_open(o, &cfg, &qc, &s);
+	int rc = cmd_admin_open(o, &cfg, &qc, &s);
 	if (rc != 0)
 		return rc;
 	char err[512];
 	int n = queue_sync_held(s, print_held, NULL, err, sizeof(err));
-	return admin_close(n, err, s, &cfg);
+	return cmd_admin_close(n, err, s, &cfg);
 }
 
 static int cmd_held(int argc, char **argv)
@@ -319,14 +315,14 @@ int cmd_release_run(const struct cmd_release_opts *o)
 	struct config cfg;
 	struct queue_config qc;
 	struct queue_sync *s;
-	int rc = admin_open(&o->c, &cfg, &qc, &s);
+	int rc = cmd_admin_open(&o->c, &cfg, &qc, &s);
 	if (rc != 0)
 		return rc;
 	char err[512];
 	int n = queue_sync_release(s, o->domain, o->ids, o->nids, err, sizeof(err));
 	if (n >= 0)
 		printf("released %d\n", n);
-	return admin_close(n, err, s, &cfg);
+	return cmd_admin_close(n, err, s, &cfg);
 }
 
 static int cmd_release(int argc, char **argv)

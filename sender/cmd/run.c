@@ -43,6 +43,7 @@
 #include "queue/queue.h"
 #include "queue/sts_store.h"
 #include "queue/tlsrpt_store.h"
+#include "sender/bclass.h"
 #include "sender/config.h"
 #include "sender/deliver.h"
 #include "sender/exempt.h"
@@ -92,11 +93,12 @@ struct run {
 	struct loop *l;
 	struct config cfg;
 	const char **pool_names; /* the [pool NAME] names, for job_limits */
+	const char *supp_auto[BCLASS_N]; /* [suppress] auto as class names */
 	struct workers *w;
 	struct queue *q;
 	struct metrics *m;      /* NULL without [mxsend] metrics */
 	struct metrics_shard *ms; /* the feeder's shard */
-	uint64_t m_expired, m_rejected; /* reported so far */
+	uint64_t m_expired, m_rejected, m_suppressed; /* reported so far */
 	struct run_req *reqs; /* submitted, not done */
 	struct sign_pool *signers; /* NULL without [dkim] sections */
 	bool stopping, released, until_empty, tty, exiting;
@@ -330,7 +332,7 @@ static void submit_domains(struct run *r, struct run_job *rj)
 			/* Our bug if it happens; deferring keeps the job safe. */
 			log_error("evt=submit_failed job=%s domain=%s", j->job_id, dom->name);
 			struct job_outcome o = { .status = JOB_DEFERRED, .code = 451, .dsn = "4.3.0",
-						 .reply = "internal error: request refused" };
+						 .reply = "internal error: request refused", .cls = "other" };
 			for (int i = 0; i < dom->n; i++)
 				job_set_outcome(j, dom->first + i, &o);
 			req_unlink(r, rr);
@@ -501,6 +503,8 @@ static void metrics_update(struct run *r, const struct queue_stats *st)
 		metrics_delivery(r->ms, METRICS_EXPIRED, -1);
 	for (; r->m_rejected < st->results[JOB_REJECTED]; r->m_rejected++)
 		metrics_delivery(r->ms, METRICS_REJECTED, -1);
+	for (; r->m_suppressed < st->results[JOB_SUPPRESSED]; r->m_suppressed++)
+		metrics_delivery(r->ms, METRICS_SUPPRESSED, -1);
 	metrics_set_inflight(r->ms, st->inflight);
 	metrics_set_inflight_bytes(r->ms, (int64_t)st->inflight_bytes);
 	if (st->depth >= 0)
@@ -809,6 +813,12 @@ static int run_open_queue(struct run *r)
 	qc.jitter = r->cfg.jitter;
 	/* A cap split between processes: take no job before the others know us. */
 	qc.peers_settle = config_rules_set(&r->cfg, RULE_MAX_CONN_TOTAL);
+	qc.suppress = r->cfg.suppress_check;
+	for (int k = 1; k < BCLASS_N; k++)
+		if (r->cfg.suppress_auto & (1u << k))
+			r->supp_auto[qc.n_supp_auto++] = bclass_name((enum bclass)k);
+	qc.supp_auto = r->supp_auto;
+	qc.supp_auto_ttl_ms = r->cfg.suppress_auto_ttl_ms;
 	r->qh = (struct queue_host){
 		.ctx = r, .attach = q_attach, .timer_new = qt_new, .timer_arm = qt_arm,
 		.timer_free = qt_free, .mono_ms = q_now, .job = on_job, .peers = on_peers,

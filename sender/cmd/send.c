@@ -140,7 +140,10 @@ static void print_result(const char *rcpt, const struct job_outcome *r, const ch
 	       r->cipher[0] ? r->cipher : "-", r->verified ? "yes" : "no", r->policy);
 	print_text(r->reply, true);
 	printf(" dkim=%s", dkim);
-	printf(" source=%s\n", r->source[0] ? r->source : "-");
+	printf(" source=%s", r->source[0] ? r->source : "-");
+	if (r->cls[0] != '\0') /* failed lines: the bounce class (README "Bounce classes") */
+		printf(" class=%s", r->cls);
+	putchar('\n');
 }
 
 static void stopped(void *arg)

@@ -993,12 +993,23 @@ expect_line() {
 		show_run
 		return 1
 	fi
-	# `send` ends each line with source=NAME[ADDR] (or source=-): a pattern
-	# that does not name it matches without it
-	grep -Eq -- "^$(re_escape "$rcpt") $re( source=[^ ]+)?\$" <<<"$lines" && return 0
+	# `send` ends each line with source=NAME[ADDR] (or source=-), and a failed
+	# one with class=CLASS: a pattern that does not name them matches without
+	[[ $re == *class=* ]] || re+='( source=[^ ]+)?( class=[a-z-]+)?'
+	grep -Eq -- "^$(re_escape "$rcpt") $re\$" <<<"$lines" && return 0
 	fail "result line for $rcpt does not match" "  want: ^$rcpt $re\$" "  got:  $lines"
 	show_run
 	return 1
+}
+
+# expect_class RCPT CLASS: stdout's result line for RCPT ends with class=CLASS
+# (the bounce class of a failed line); CLASS "-": it has no class at all.
+expect_class() {
+	local rcpt=$1 want=$2 line got
+	line=$(grep -E -- "^$(re_escape "$rcpt") " "$CASE_DIR/out" | head -n 1)
+	got=-
+	[[ $line =~ \ class=([a-z-]+)$ ]] && got=${BASH_REMATCH[1]}
+	assert_eq "class of $rcpt" "$want" "$got"
 }
 
 # body_gen KIND FILE [MB]: write an awkward input message (LF line ends unless

@@ -340,6 +340,7 @@ t_stall() { # STAGE
 	send --tls "$lvl" --from "$FROM" --to "u@stall-$1.test" "$m"
 	expect_rc 75
 	expect_line "u@stall-$1.test" "$DEF $(mx "mxs-$1.test" "127.0.92.$2") tls=[^ ]+ cipher=[^ ]+ verified=(yes|no) policy=$lvl $REPLY"
+	expect_class "u@stall-$1.test" timeout # bounce class (README): a deadline passed
 	echo "elapsed: $RUN_MS ms"
 	assert_ge "elapsed ms (the stage timeout is 1 s)" 900 "$RUN_MS"
 	assert_lt "elapsed ms" 6000 "$RUN_MS"

@@ -44,10 +44,14 @@ t_tree() {
 		assert_eq "$f mode" 755 "$(mode "$ROOT$PREFIX/$f")"
 	done
 	for f in share/man/man1/mxsend.1 share/man/man5/mxsend.conf.5 share/doc/mxsend/mxsend.conf.example \
-		share/doc/mxsend/mxsend.acl lib/systemd/system/mxsend.service lib/sysusers.d/mxsend.conf; do
+		share/doc/mxsend/mxsend.acl share/mxsend/classes.conf lib/systemd/system/mxsend.service \
+		lib/sysusers.d/mxsend.conf; do
 		assert_eq "$f mode" 644 "$(mode "$ROOT$PREFIX/$f" 2>&1)"
 	done
 	assert_file_eq "the example config" "$EXAMPLE" "$ROOT$PREFIX/share/doc/mxsend/mxsend.conf.example"
+	# the installed mxsend finds the bounce-class rules beside its BINDIR (no warning)
+	assert_no_match "installed send: classes.conf found" 'no_class_rules' \
+		"$("$ROOT$PREFIX/bin/mxsend" send --from a@b.test --to u@x.test /dev/null 2>&1)"
 	# the config: from the example, not world-readable (it may hold passwords)
 	assert_eq "config mode" 640 "$(mode "$ROOT/etc/mxsend/mxsend.conf")"
 	assert_file_eq "the config" "$EXAMPLE" "$ROOT/etc/mxsend/mxsend.conf"

@@ -106,7 +106,7 @@ results_tls() {
 	results "$1" rcpt,status,tls,verified,policy,mx,ip,dsn,meta
 }
 
-# final_count PORT: number of final results (delivered, bounced, expired, rejected).
+# final_count PORT: number of final results (delivered, bounced, expired, rejected, suppressed).
 # 20,000 entries per script: one script over a million results would outlast
 # Redis's busy-script limit (5 s) and every other command would get BUSY.
 final_count() {
@@ -114,7 +114,7 @@ final_count() {
 	for ((k = 0; k < 1000; k++)); do
 		out=$(rcli "$1" EVAL "local es = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', 20000)
 			local n = 0 for _, e in ipairs(es) do local s = e[2][8]
-			if s == 'delivered' or s == 'bounced' or s == 'expired' or s == 'rejected' then n = n + 1 end end
+			if s == 'delivered' or s == 'bounced' or s == 'expired' or s == 'rejected' or s == 'suppressed' then n = n + 1 end end
 			if #es == 0 then return {0, '-', 0} end return {n, es[#es][1], #es}" 1 mxsend:results "$start") ||
 			return 1
 		{ read -r c; read -r id; read -r got; } <<<"$out"
@@ -257,7 +257,18 @@ t_statuses() {
 	# the result fields, in the contract's order
 	local names
 	names=$(rcli "$p" XRANGE mxsend:results - + COUNT 1 | sed -n '2~2p' | tr '\n' ' ')
-	assert_eq "result fields" "id job rcpt status code dsn reply mx ip port tls cipher verified policy resumed reused attempt elapsed_ms meta source dkim " "$names"
+	assert_eq "result fields" "id job rcpt status code dsn reply mx ip port tls cipher verified policy resumed reused attempt elapsed_ms meta source dkim class " "$names"
+	# bounce classes (README): failures only, a deferred one's carried into expired
+	r=$(results "$p" rcpt,status,class)
+	assert_match "bounced class" '^bounce1@ok\.test\|bounced\|invalid-recipient$' "$r"
+	assert_match "deferred class" '^defer2@ok\.test\|deferred\|other$' "$r"
+	assert_match "expired class" '^defer2@ok\.test\|expired\|other$' "$r"
+	assert_match "delivered: no class" '^ok1@ok\.test\|delivered\|$' "$r"
+	assert_match "held: no class" '^u3@held\.test\|held\|$' "$r"
+	# a hard invalid-recipient bounce suppresses the address ([suppress] auto default)
+	assert_match "bounce1 auto-suppressed" '^0\|[0-9]+\|550 5\.1\.1\|invalid-recipient \(auto\): .*no such user' \
+		"$(rcli "$p" HGET mxsend:jobs:suppress bounce1@ok.test)"
+	assert_eq "nothing else suppressed" 1 "$(rcli "$p" HLEN mxsend:jobs:suppress)"
 	assert_match "TLS, MX and meta of the delivered one" \
 		'^ok1@ok\.test\|delivered\|TLSv1\.[23]\|yes\|may\|mx1\.test\|127\.0\.3\.1\|2\.0\.0\|camp-7$' \
 		"$(results_tls "$p")"
@@ -1027,7 +1038,9 @@ t_million() {
 	start_redis -n big || return 1
 	local p=$REDIS_PORT conf=$CASE_DIR/m.conf n=1000000 t0 t1 rss i done0 left finals retry
 	local max1=0 max2=0
-	mkconf "$conf" "$REDIS_URL" "max_inflight = 2000"
+	# every job bounces at RCPT: no automatic suppression entry (the first
+	# bounce would make the rest `suppressed`, no connection at all)
+	mkconf "$conf" "$REDIS_URL" "max_inflight = 2000" "$(printf '[suppress]\nauto = none\n')"
 	t0=$(date +%s%3N)
 	assert_eq "enqueued" "$n" "$("$MXSEND" enqueue -c "$conf" --from a@src.test --to r@big.test \
 		--count "$n" "$MSG")"

@@ -99,6 +99,11 @@ t_acl_flow() {
 	assert_match "held lists the held job" 'id="a-h"' "$out"
 	assert_eq "release" "released 1" "$("$MXSEND" release -c "$ck" --domain held.test 2>&1)"
 	mxrun run2 "$ck2"
+	# the suppression list's commands (mxsend suppress, README "Suppression")
+	"$MXSEND" suppress add -c "$ck" --reason acl --expires 1d x1@ok.test >/dev/null 2>&1 || fail "suppress add"
+	assert_match "suppress list" '^x1@ok\.test ' "$("$MXSEND" suppress list -c "$ck" 2>&1)"
+	"$MXSEND" suppress check -c "$ck" x1@ok.test >/dev/null 2>&1 || fail "suppress check"
+	assert_eq "suppress del" "deleted 1" "$("$MXSEND" suppress del -c "$ck" x1@ok.test 2>&1)"
 	# send with Redis named: its TLS outcomes go to the TLSRPT counters
 	timed_run 20 "$CASE_DIR/send.out" "$CASE_DIR/send.err" "$MXSEND" send -c "$ck2" \
 		--from a@src.test --to s1@ok.test "$MSG"

@@ -213,6 +213,7 @@ t_null_mx() {
 	send -c "$CONF" --from "$FROM" --to u@null.test "$m"
 	expect_rc 69
 	expect_line u@null.test "bounced 556 5\.1\.10 $NOMX"
+	expect_class u@null.test invalid-recipient
 }
 run_case "null MX: bounced 556 5.1.10, exit 69" t_null_mx
 
@@ -222,6 +223,7 @@ t_nxdomain() {
 	send -c "$CONF" --from "$FROM" --to u@nosuch.test "$m"
 	expect_rc 69
 	expect_line u@nosuch.test "$BNC $NOMX"
+	expect_class u@nosuch.test dns
 }
 run_case "NXDOMAIN: bounced, exit 69" t_nxdomain
 
@@ -231,6 +233,7 @@ t_servfail() {
 	send -c "$CONF" --from "$FROM" --to u@servfail.test "$m"
 	expect_rc 75
 	expect_line u@servfail.test "$DEF $NOMX"
+	expect_class u@servfail.test dns
 }
 run_case "SERVFAIL: deferred, exit 75" t_servfail
 
@@ -245,6 +248,7 @@ t_notls() { # LEVEL
 	else
 		expect_rc 75
 		expect_line "u-$1@notls.test" "$DEF $(mx mx3.test 127.0.3.3) $PLAIN policy=$1 $REPLY"
+		expect_class "u-$1@notls.test" tls
 	fi
 }
 run_case "no STARTTLS offered, --tls may: delivered, tls=none" t_notls may
@@ -263,6 +267,7 @@ t_badcert() { # DOMAIN MXHOST IP LEVEL
 		expect_rc 75
 		# the version and cipher negotiated before the certificate was refused (README)
 		expect_line "u-$lvl@$d" "$DEF $(mx "$host" "$ip") tls=TLSv1\.[23] cipher=[A-Z0-9_-]+ verified=no policy=verify $REPLY"
+		expect_class "u-$lvl@$d" tls
 	fi
 }
 run_case "certificate name mismatch, --tls may: delivered, verified=no" t_badcert wrong.test mx4.test 127.0.3.4 may
@@ -279,6 +284,10 @@ t_mixed_rcpt() {
 	expect_line good1@mixed.test "$D250 $(mx mx6.test 127.0.3.6) $TLS13Y policy=may $REPLY"
 	expect_line temp1@mixed.test "deferred 450 4\.2\.0 $(mx mx6.test 127.0.3.6) $TLS13Y policy=may reply=\"[^\"]*later\""
 	expect_line bad1@mixed.test "bounced 550 5\.1\.1 $(mx mx6.test 127.0.3.6) $TLS13Y policy=may reply=\"[^\"]*unknown\""
+	# bounce classes (README): from the rule file; none on a delivered line
+	expect_class bad1@mixed.test invalid-recipient
+	expect_class temp1@mixed.test other
+	expect_class good1@mixed.test -
 	assert_eq "lines on stdout" 3 "$(grep -c . "$CASE_DIR/out")"
 	got=$(sink_find_msg mixed good1@mixed.test) || fail "sink mixed has no message for good1" || return 1
 	env=$(cat "${got%.eml}.env")
@@ -430,8 +439,9 @@ t_reply_escaped() {
 	assert_eq "raw control bytes on stdout" 0 "$(tr -d '\n' <"$CASE_DIR/out" | LC_ALL=C tr -cd '\000-\037\177' | wc -c)"
 	# the log lines (stderr, --log info): the same text, quotes and backslash escaped too
 	assert_match "evt=delivery line, reply escaped" \
-		"evt=delivery .*rcpt=\"esc1@mixed.test\" status=bounced .*reply=\"[^\"]*$(re_escape 'no\x1b]0;pwned\x07\x1b[31mred\x08\x7f\"q\"\\x')\"" \
+		"evt=delivery .*rcpt=\"esc1@mixed.test\" status=bounced .*reply=\"[^\"]*$(re_escape 'no\x1b]0;pwned\x07\x1b[31mred\x08\x7f\"q\"\\x')\" class=policy$" \
 		"$(cat "$CASE_DIR/err")"
+	expect_class esc1@mixed.test policy
 	assert_eq "raw control bytes on stderr" 0 "$(tr -d '\n' <"$CASE_DIR/err" | LC_ALL=C tr -cd '\000-\037\177' | wc -c)"
 }
 run_case "reply with ESC/BEL/BS/DEL: printed escaped (\\x1b, \\x07, ...), no raw control byte" t_reply_escaped

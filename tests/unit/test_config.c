@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "queue/queue.h"
+#include "sender/bclass.h"
 #include "sender/dns.h"
 #include "sender/log.h"
 #include "tests/t.h"
@@ -984,6 +985,10 @@ static void t_example_file_is_defaults(void)
 	CHECK(c.mta_sts == d.mta_sts && c.tlsrpt == d.tlsrpt);
 	CHECK_INT(c.broken_tls_ttl_ms, d.broken_tls_ttl_ms);
 	CHECK(memcmp(&c.timeouts, &d.timeouts, sizeof(c.timeouts)) == 0);
+	CHECK(c.suppress_check == d.suppress_check);
+	CHECK_INT(c.suppress_auto, d.suppress_auto);
+	CHECK_INT(c.suppress_auto_ttl_ms, d.suppress_auto_ttl_ms);
+	CHECK(c.classes != NULL && bclass_count(c.classes) > 50); /* classes.conf beside it */
 	CHECK_INT(c.reuse_time_ms, d.reuse_time_ms);
 	CHECK_INT(c.max_handshakes, d.max_handshakes);
 	CHECK_INT(c.reuse_max, d.reuse_max);
@@ -1109,6 +1114,58 @@ static void t_job_caps_and_shared_checks(void)
 		 "2: bad value \"127.0.0.1:70000\" for dns (comma-separated addr, addr:port or [ipv6]:port)");
 }
 
+/* [classes] and [suppress] (sender/bclass.h, README "Bounce classes",
+ * "Suppression"): defaults, the class list of auto, rule files at start-up
+ * (a bad rule names its file and line). */
+static void t_classes_suppress(void)
+{
+	struct config c;
+	config_defaults(&c);
+	CHECK(c.suppress_check);
+	CHECK_INT(c.suppress_auto, 1u << BCLASS_INVALID_RECIPIENT);
+	CHECK_INT(c.suppress_auto_ttl_ms, 0);
+	config_fini(&c);
+	load_ok(&c, "[suppress]\ncheck = no\nauto = invalid-recipient  mailbox-full\nauto_expires = 30d\n");
+	CHECK(!c.suppress_check);
+	CHECK_INT(c.suppress_auto, (1u << BCLASS_INVALID_RECIPIENT) | (1u << BCLASS_MAILBOX_FULL));
+	CHECK_INT(c.suppress_auto_ttl_ms, 30ull * 86400 * 1000);
+	config_fini(&c);
+	load_ok(&c, "[suppress]\nauto = none\n");
+	CHECK_INT(c.suppress_auto, 0);
+	config_fini(&c);
+	load_err("[mxsend]\n\n[suppress]\nauto = invalid-recipient bogus\n",
+		 "4: auto: unknown bounce class \"bogus\" (see README \"Bounce classes\", or none)");
+	/* rule files: the user's first, then the shipped one (named here: the
+	 * test binary is not beside the source tree) */
+	char rfile[] = "/tmp/test_config_rules.XXXXXX";
+	int fd = mkstemp(rfile);
+	CHECK(fd >= 0);
+	FILE *f = fdopen(fd, "w");
+	fputs("mailbox-full 550 5.1.1 acme\n", f);
+	fclose(f);
+	char text[512], err[512] = "";
+	snprintf(text, sizeof(text), "[classes]\nrules = %s\ndefault_rules = sender/classes.conf\n", rfile);
+	load_ok(&c, text);
+	CHECK(bclass_count(c.classes) > 50);
+	CHECK_INT(bclass_classify(c.classes, 550, "5.1.1", "acme: full", BCLASS_O_REPLY), BCLASS_MAILBOX_FULL);
+	CHECK_INT(bclass_classify(c.classes, 550, "5.1.1", "no such user", BCLASS_O_REPLY),
+		  BCLASS_INVALID_RECIPIENT);
+	config_fini(&c);
+	f = fopen(rfile, "w");
+	fputs("# mine\nslow 4xx *\n", f);
+	fclose(f);
+	CHECK_INT(load(&c, text, err, sizeof(err)), -1);
+	char want[200];
+	snprintf(want, sizeof(want), "%s:2: unknown class \"slow\"", rfile);
+	CHECK(strncmp(err, want, strlen(want)) == 0);
+	config_fini(&c);
+	unlink(rfile);
+	CHECK_INT(load(&c, text, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "%s: No such file or directory", rfile);
+	CHECK_STR(err, want);
+	config_fini(&c);
+}
+
 
 /* [dns]: DANE's switch and the resolvers trusted to validate */
 static void t_dns_section(void)
@@ -1133,6 +1190,7 @@ static void t_dns_section(void)
 }
 
 static const struct t_case cases[] = {
+	{ "[classes] and [suppress]", t_classes_suppress },
 	{ "dns_section_dane", t_dns_section },
 	{ "job caps; helo and dns checks shared with the flags", t_job_caps_and_shared_checks },
 	{ "[tlsrpt]: report identity and DKIM key settings; bad values name the line", t_tlsrpt_section },

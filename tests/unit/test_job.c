@@ -525,15 +525,17 @@ static void t_results(void)
 	CHECK_STR(job_result_names[18], "meta");
 	CHECK_STR(job_result_names[19], "source");
 	CHECK_STR(job_result_names[20], "dkim");
+	CHECK_STR(job_result_names[21], "class");
 	struct job_outcome o = { .status = JOB_DELIVERED, .code = 250, .dsn = "2.0.0",
 				 .reply = "ok queued", .mx = "mx1.y.test", .ip = "127.0.3.1",
 				 .port = 25, .tls = "TLSv1.3", .cipher = "TLS_AES_256_GCM_SHA384",
 				 .policy = "may", .verified = true, .resumed = false, .reused = true,
-				 .elapsed_ms = 42 };
+				 .elapsed_ms = 42, .cls = "ignored" };
 	job_set_outcome(&j, 0, &o);
 	CHECK(!job_complete(&j));
 	o.status = JOB_DEFERRED;
 	o.code = 451;
+	snprintf(o.cls, sizeof(o.cls), "rate-limited");
 	o.reply[0] = '\0';
 	o.tls[0] = '\0';
 	job_set_outcome(&j, 1, &o);
@@ -545,7 +547,7 @@ static void t_results(void)
 	job_result_values(&j, 0, JOB_DELIVERED, 1, v, l, scratch);
 	const char *want[] = { "app-1", "1700000000123-7", "x@y.test", "delivered", "250", "2.0.0",
 			       "ok queued", "mx1.y.test", "127.0.3.1", "25", "TLSv1.3",
-			       "TLS_AES_256_GCM_SHA384", "yes", "may", "no", "yes", "1", "42", "m", "-", "none" };
+			       "TLS_AES_256_GCM_SHA384", "yes", "may", "no", "yes", "1", "42", "m", "-", "none", "" };
 	for (int k = 0; k < JOB_RESULT_NFIELDS; k++) {
 		CHECK_STR(v[k], want[k]);
 		CHECK_INT(l[k], strlen(want[k]));
@@ -557,6 +559,11 @@ static void t_results(void)
 	CHECK_STR(v[6], "");
 	CHECK_STR(v[10], "none");
 	CHECK_STR(v[16], "4");
+	CHECK_STR(v[21], "rate-limited"); /* a deferred outcome's class, now expired */
+	job_result_values(&j, 1, JOB_DEFERRED, 4, v, l, scratch);
+	CHECK_STR(v[21], "rate-limited");
+	job_result_values(&j, 1, JOB_HELD, 4, v, l, scratch);
+	CHECK_STR(v[21], "");
 	snprintf(j.dkim_result, sizeof(j.dkim_result), "d=example.net s=s1"); /* as the sender sets it */
 	job_result_values(&j, 1, JOB_DELIVERED, 1, v, l, scratch);
 	CHECK_STR(v[20], "d=example.net s=s1");

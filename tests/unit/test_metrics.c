@@ -49,6 +49,7 @@ static void t_names(void)
 	CHECK_STR(metrics_status_name(METRICS_STATUS_N), "?");
 	CHECK_INT(metrics_status_parse("held"), METRICS_HELD);
 	CHECK_INT(metrics_status_parse("rejected"), METRICS_REJECTED);
+	CHECK_INT(metrics_status_parse("suppressed"), METRICS_SUPPRESSED);
 	CHECK_INT(metrics_status_parse("sent"), -1);
 	CHECK_INT(metrics_status_parse(NULL), -1);
 	CHECK_INT(metrics_tls_version_parse("TLSv1.3"), METRICS_TLS_13);
