@@ -99,7 +99,7 @@ const char *job_tls_name(enum job_tls t)
 const char *const job_result_names[JOB_RESULT_NFIELDS] = {
 	"id",  "job", "rcpt",     "status", "code",   "dsn",    "reply",   "mx",         "ip",  "port",
 	"tls", "cipher", "verified", "policy", "resumed", "reused", "attempt", "elapsed_ms", "meta",
-	"source", "dkim",
+	"source", "dkim", "shaped",
 };
 
 /* ---- small parsers ---- */
@@ -796,13 +796,13 @@ void job_fini(struct job *j)
 
 /* ---- outcomes ---- */
 
-enum { T_DSN, T_REPLY, T_MX, T_IP, T_TLS, T_CIPHER, T_POLICY, T_SOURCE, T_N };
+enum { T_DSN, T_REPLY, T_MX, T_IP, T_TLS, T_CIPHER, T_POLICY, T_SOURCE, T_SHAPED, T_N };
 
 void job_set_outcome(struct job *j, int idx, const struct job_outcome *o)
 {
 	struct job_rcpt *r = &j->rcpts[idx];
 	const char *t[T_N] = { o->dsn, o->reply, o->mx, o->ip, o->tls, o->cipher, o->policy,
-			       o->source };
+			       o->source, o->shaped };
 	size_t n = 0, l[T_N], e[T_N];
 	/* A remote server wrote the reply (and DNS the MX name): results carry
 	 * them escaped (job_escape), never a raw control byte. */
@@ -829,6 +829,7 @@ void job_set_outcome(struct job *j, int idx, const struct job_outcome *o)
 	r->verified = o->verified;
 	r->resumed = o->resumed;
 	r->reused = o->reused;
+	r->not_before_ms = o->not_before_ms;
 }
 
 bool job_complete(const struct job *j)
@@ -914,6 +915,8 @@ void job_result_values(const struct job *j, int idx, enum job_status st, int att
 	const char *src = text_at(o, T_SOURCE);
 	val[19] = src[0] ? src : "-";
 	val[20] = j->dkim_result[0] ? j->dkim_result : "none";
+	const char *shaped = text_at(o, T_SHAPED);
+	val[21] = shaped[0] ? shaped : "-";
 	for (int k = 0; k < JOB_RESULT_NFIELDS; k++)
 		len[k] = strlen(val[k]);
 }

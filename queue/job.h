@@ -85,7 +85,8 @@ struct job_rcpt {
 	int code, port;
 	uint32_t elapsed_ms;
 	bool verified, resumed, reused;
-	char *text; /* heap: dsn\0reply\0mx\0ip\0tls\0cipher\0policy\0, or NULL */
+	uint64_t not_before_ms; /* outcome.not_before_ms: a shaping deferral */
+	char *text; /* heap: dsn\0reply\0mx\0ip\0tls\0cipher\0policy\0source\0shaped\0, or NULL */
 };
 
 struct job_domain {
@@ -185,11 +186,12 @@ int job_entry_id_parse(const char *s, uint64_t *ms, uint64_t *seq);
 
 /* ---- results ---- */
 
-#define JOB_RESULT_NFIELDS 21
+#define JOB_RESULT_NFIELDS 22
 /* "id","job","rcpt","status","code","dsn","reply","mx","ip","port","tls",
  * "cipher","verified","policy","resumed","reused","attempt","elapsed_ms","meta",
  * "source" (egress source "name[address]", "-" without one), "dkim" ("d=... s=...[; ...]"
- * per signature, "none") */
+ * per signature, "none"), "shaped" (the shaping rule and state that delayed or
+ * deferred it, "-" none: always the last field) */
 extern const char *const job_result_names[JOB_RESULT_NFIELDS];
 #define JOB_RESULT_SCRATCH 96
 

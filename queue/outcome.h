@@ -56,6 +56,17 @@ struct job_outcome {
 	bool reused;        /* SMTP connection reused from the pool */
 	uint32_t elapsed_ms;
 	char source[96];    /* egress source "name[address]", "" without sources */
+	/* Shaping (sender/shaping.h): the rule and state that delayed or deferred
+	 * this recipient, "" none (result field `shaped`); for a DEFERRED outcome
+	 * that shaping decided without an attempt (a suspension, or a rate wait
+	 * past [shaping] max_wait), not_before_ms: the wall-clock ms it may be
+	 * tried again; such a deferral uses up no retry and never expires the
+	 * job (queue_commit.c). */
+	char shaped[160];
+	uint64_t not_before_ms;
+	/* The bounce class a [response] rule's class= preset (bounce classes are
+	 * another module's: it takes this one before its own rules), "" none. */
+	char class_preset[32];
 };
 
 #endif
