@@ -244,6 +244,11 @@ int queue_sync_check(const struct queue_config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+redisContext *qsync_ctx(struct queue_sync *s)
+{
+	return s->c;
+}
+
 struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, size_t errlen)
 {
 	redisContext *c = qsync_connect(cfg->url, cfg->password, err, errlen);

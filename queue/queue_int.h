@@ -125,6 +125,8 @@ struct redisContext *qsync_connect(const char *url, const char *password, char *
 int qsync_reply_err(struct redisContext *c, struct redisReply *r, const char *what, char *err,
 		    size_t errlen);
 
+/* The blocking context of a queue_sync (queue_admin.c). */
+struct redisContext *qsync_ctx(struct queue_sync *s);
 unsigned qroom(const struct queue *q); /* claims that fit under max_inflight now */
 /* Hand the entries of an XREADGROUP/XCLAIM reply list to the host (or commit
  * their rejection); reclaimed: counted and logged as such. */

@@ -1,0 +1,173 @@
+/* shape_store.c: the shaping state per (source, provider) in Redis
+ * (shape_store.h). One script call per pair and sync; the key is given as
+ * KEYS[1], never built inside Lua. */
+#include "queue/shape_store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "queue/queue_int.h"
+
+/* KEYS[1]: the pair's hash. ARGV: now, cuts, cut_rule, susp_until,
+ * susp_rule, ok, max_rate, max_conn, seen, decrease, increase, hold_ms.
+ * A cut (cuts > 0, past hold): rate and budget times decrease, from the
+ * lower of the current rate and what was seen sent; step = increase x the
+ * rate before the cut, added per second of good replies (at most 5 s at
+ * once), back to the provider's limits (then the fields say 0). Returns
+ * {rate, conn, until, rule, cuts}. */
+static const char script[] =
+	"local k = KEYS[1]\n"
+	"local now = tonumber(ARGV[1])\n"
+	"local cuts, crule = tonumber(ARGV[2]), ARGV[3]\n"
+	"local suntil, srule = tonumber(ARGV[4]), ARGV[5]\n"
+	"local ok = tonumber(ARGV[6])\n"
+	"local maxr, maxc, seen = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])\n"
+	"local dec, inc, hold = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])\n"
+	"local s = redis.call('HMGET', k, 'rate', 'conn', 'step', 'cstep', 't', 'hold', 'until', "
+	"'rule', 'cuts')\n"
+	"local rate, conn = tonumber(s[1]) or 0, tonumber(s[2]) or 0\n"
+	"local step, cstep = tonumber(s[3]) or 0, tonumber(s[4]) or 0\n"
+	"local t, h, untl = tonumber(s[5]) or now, tonumber(s[6]) or 0, tonumber(s[7]) or 0\n"
+	"local rule, n = s[8] or '', tonumber(s[9]) or 0\n"
+	"local dirty = false\n"
+	"if cuts > 0 and now >= h then\n"
+	"  local base = rate\n"
+	"  if base <= 0 then base = maxr end\n"
+	"  if seen > 0 and (base <= 0 or seen < base) then base = seen end\n"
+	"  if base <= 0 then base = 1 end\n"
+	"  rate = math.max(base * dec, 0.05)\n"
+	"  step = base * inc\n"
+	"  local cb = conn\n"
+	"  if cb <= 0 then cb = maxc end\n"
+	"  if cb > 0 then conn = math.max(cb * dec, 1); cstep = cb * inc end\n"
+	"  h = now + hold; t = now; rule = crule; n = n + 1; dirty = true\n"
+	"elseif ok > 0 and (rate > 0 or conn > 0) then\n"
+	"  local dt = math.min((now - t) / 1000, 5)\n"
+	"  if dt > 0 then\n"
+	"    if rate > 0 then rate = rate + step * dt end\n"
+	"    if conn > 0 then conn = conn + cstep * dt end\n"
+	"    if maxr > 0 and rate >= maxr then rate = 0 end\n"
+	"    if maxc > 0 and conn >= maxc then conn = 0 end\n"
+	"    if maxc <= 0 then conn = 0 end\n"
+	"    t = now; dirty = true\n"
+	"  end\n"
+	"end\n"
+	"if suntil > untl then untl = suntil; rule = srule; dirty = true end\n"
+	"if dirty then\n"
+	"  if rate <= 0 and conn <= 0 and untl <= now then\n"
+	"    redis.call('DEL', k)\n"
+	"  else\n"
+	"    redis.call('HSET', k, 'rate', rate, 'conn', conn, 'step', step, 'cstep', cstep, "
+	"'t', t, 'hold', h, 'until', untl, 'rule', rule, 'cuts', n, 'at', now)\n"
+	"    redis.call('PEXPIRE', k, 86400000)\n"
+	"  end\n"
+	"end\n"
+	"return {tostring(rate), tostring(conn), tostring(untl), rule, tostring(n)}\n";
+
+int shape_store_key(char *buf, size_t len, const char *jobs, const char *source,
+		    const char *provider)
+{
+	int n = snprintf(buf, len, "%s:shape:%s:%s", jobs, source, provider);
+	return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+struct call {
+	shape_store_fn *fn;
+	void *arg;
+};
+
+static void on_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct qconn *c = qconn_reply(ac, r);
+	redisReply *reply = r;
+	struct call *call = priv;
+	struct shape_store_out out;
+	memset(&out, 0, sizeof(out));
+	bool good = reply != NULL && !c->q->freeing && reply->type == REDIS_REPLY_ARRAY &&
+		    reply->elements == 5;
+	for (size_t i = 0; good && i < 5; i++)
+		good = reply->element[i]->type == REDIS_REPLY_STRING;
+	if (good) {
+		out.rate = strtod(reply->element[0]->str, NULL);
+		out.conn = strtod(reply->element[1]->str, NULL);
+		out.until = (uint64_t)strtod(reply->element[2]->str, NULL);
+		snprintf(out.rule, sizeof(out.rule), "%s", reply->element[3]->str);
+		out.cuts = (uint64_t)strtod(reply->element[4]->str, NULL);
+	} else if (reply != NULL && !c->q->freeing && reply->type == REDIS_REPLY_ERROR) {
+		qlog(c->q, QUEUE_LOG_WARN, "evt=shaping_sync_failed err=\"%s\"", reply->str);
+	}
+	call->fn(call->arg, good ? &out : NULL);
+	free(call);
+}
+
+int shape_store_sync(struct queue *q, const char *key, const struct shape_store_in *in,
+		     shape_store_fn *fn, void *arg)
+{
+	struct qconn *c = &q->cmd;
+	if (c->state != QC_READY)
+		return -ENOTCONN;
+	char v[12][40];
+	snprintf(v[0], sizeof(v[0]), "%llu", (unsigned long long)in->now);
+	snprintf(v[1], sizeof(v[1]), "%u", in->cuts);
+	snprintf(v[2], sizeof(v[2]), "%llu", (unsigned long long)in->susp_until);
+	snprintf(v[3], sizeof(v[3]), "%u", in->ok);
+	snprintf(v[4], sizeof(v[4]), "%.6g", in->max_rate);
+	snprintf(v[5], sizeof(v[5]), "%d", in->max_conn);
+	snprintf(v[6], sizeof(v[6]), "%.6g", in->seen);
+	snprintf(v[7], sizeof(v[7]), "%.6g", in->decrease);
+	snprintf(v[8], sizeof(v[8]), "%.6g", in->increase);
+	snprintf(v[9], sizeof(v[9]), "%llu", (unsigned long long)in->hold_ms);
+	const char *av[] = { "EVAL", script, "1", key, v[0], v[1], in->cut_rule, v[2],
+			     in->susp_rule, v[3], v[4], v[5], v[6], v[7], v[8], v[9] };
+	struct call *call = qalloc(sizeof(*call));
+	call->fn = fn;
+	call->arg = arg;
+	if (qconn_sendv(c, on_reply, call, (int)(sizeof(av) / sizeof(av[0])), av) != 0) {
+		free(call);
+		return -ENOTCONN;
+	}
+	return 0;
+}
+
+int shape_store_list(struct queue_sync *s, const char *jobs, shape_store_each_fn *fn, void *arg,
+		     char *err, size_t errlen)
+{
+	redisContext *rc = qsync_ctx(s);
+	char pattern[512], cursor[32] = "0";
+	snprintf(pattern, sizeof(pattern), "%s:shape:*", jobs);
+	int n = 0;
+	do {
+		const char *av[] = { "SCAN", cursor, "MATCH", pattern, "COUNT", "1000" };
+		redisReply *r = redisCommandArgv(rc, 6, av, NULL);
+		if (qsync_reply_err(rc, r, "SCAN", err, errlen) != 0)
+			return -1;
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+			freeReplyObject(r);
+			snprintf(err, errlen, "redis: SCAN: unexpected reply");
+			return -1;
+		}
+		snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+		redisReply *keys = r->element[1];
+		for (size_t i = 0; i < keys->elements; i++) {
+			const char *gv[] = { "HGETALL", keys->element[i]->str };
+			redisReply *g = redisCommandArgv(rc, 2, gv, NULL);
+			if (qsync_reply_err(rc, g, "HGETALL", err, errlen) != 0) {
+				freeReplyObject(r);
+				return -1;
+			}
+			if (g->type == REDIS_REPLY_ARRAY && g->elements > 0 && g->elements <= 64) {
+				const char *kv[64];
+				int m = 0;
+				for (size_t e = 0; e < g->elements; e++)
+					kv[m++] = g->element[e]->type == REDIS_REPLY_STRING ? g->element[e]->str : "";
+				fn(arg, keys->element[i]->str, m, kv);
+				n++;
+			}
+			freeReplyObject(g);
+		}
+		freeReplyObject(r);
+	} while (strcmp(cursor, "0") != 0);
+	return n;
+}
