@@ -10,47 +10,40 @@
 
 #include "queue/queue_int.h"
 
-/* KEYS[1]: the pair's hash. ARGV: now, cuts, cut_rule, susp_until,
- * susp_rule, ok, max_rate, max_conn, seen, decrease, increase, hold_ms.
- * A cut (cuts > 0, past hold): rate and budget times decrease, from the
- * lower of the current rate and what was seen sent; step = increase x the
- * rate before the cut, added per second of good replies (at most 5 s at
- * once), back to the provider's limits (then the fields say 0). Returns
- * {rate, conn, until, rule, cuts}. */
+/* KEYS[1]: the pair's hash. ARGV: now, cut_rate, cut_rule, susp_until,
+ * susp_rule, ok, max_rate, max_conn, cut_conn, step, increase.
+ * A process that cut (cut_rate > 0: the rate it cut to, from the state it
+ * had) lowers the state to it; two processes cutting on the same replies cut
+ * from the same state to the same value, so the lower one wins and the cut
+ * counts once. step (the process's: increase x the rate before its cut; the
+ * budget's: cut_conn x increase) is added per second while good replies
+ * come (at most 5 s at once), back to the provider's limits (then the
+ * fields say 0 and the key goes). Returns {rate, conn, until, rule, cuts}. */
 static const char script[] =
 	"local k = KEYS[1]\n"
 	"local now = tonumber(ARGV[1])\n"
-	"local cuts, crule = tonumber(ARGV[2]), ARGV[3]\n"
+	"local crate, crule = tonumber(ARGV[2]), ARGV[3]\n"
 	"local suntil, srule = tonumber(ARGV[4]), ARGV[5]\n"
 	"local ok = tonumber(ARGV[6])\n"
-	"local maxr, maxc, seen = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])\n"
-	"local dec, inc, hold = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])\n"
-	"local s = redis.call('HMGET', k, 'rate', 'conn', 'step', 'cstep', 't', 'hold', 'until', "
-	"'rule', 'cuts')\n"
+	"local maxr, maxc, cconn = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])\n"
+	"local cstepin, inc = tonumber(ARGV[10]), tonumber(ARGV[11])\n"
+	"local s = redis.call('HMGET', k, 'rate', 'conn', 'step', 'cstep', 't', 'until', 'rule', "
+	"'cuts')\n"
 	"local rate, conn = tonumber(s[1]) or 0, tonumber(s[2]) or 0\n"
 	"local step, cstep = tonumber(s[3]) or 0, tonumber(s[4]) or 0\n"
-	"local t, h, untl = tonumber(s[5]) or now, tonumber(s[6]) or 0, tonumber(s[7]) or 0\n"
-	"local rule, n = s[8] or '', tonumber(s[9]) or 0\n"
+	"local t, untl = tonumber(s[5]) or now, tonumber(s[6]) or 0\n"
+	"local rule, n = s[7] or '', tonumber(s[8]) or 0\n"
 	"local dirty = false\n"
-	"if cuts > 0 and now >= h then\n"
-	"  local base = rate\n"
-	"  if base <= 0 then base = maxr end\n"
-	"  if seen > 0 and (base <= 0 or seen < base) then base = seen end\n"
-	"  if base <= 0 then base = 1 end\n"
-	"  rate = math.max(base * dec, 0.05)\n"
-	"  step = base * inc\n"
-	"  local cb = conn\n"
-	"  if cb <= 0 then cb = maxc end\n"
-	"  if cb > 0 then conn = math.max(cb * dec, 1); cstep = cb * inc end\n"
-	"  h = now + hold; t = now; rule = crule; n = n + 1; dirty = true\n"
+	"if crate > 0 and (rate <= 0 or crate < rate) then\n"
+	"  rate = crate; step = cstepin; t = now; rule = crule; n = n + 1; dirty = true\n"
+	"  if cconn > 0 and (conn <= 0 or cconn < conn) then conn = cconn; cstep = cconn * inc end\n"
 	"elseif ok > 0 and (rate > 0 or conn > 0) then\n"
 	"  local dt = math.min((now - t) / 1000, 5)\n"
 	"  if dt > 0 then\n"
 	"    if rate > 0 then rate = rate + step * dt end\n"
 	"    if conn > 0 then conn = conn + cstep * dt end\n"
 	"    if maxr > 0 and rate >= maxr then rate = 0 end\n"
-	"    if maxc > 0 and conn >= maxc then conn = 0 end\n"
-	"    if maxc <= 0 then conn = 0 end\n"
+	"    if maxc <= 0 or conn >= maxc then conn = 0 end\n"
 	"    t = now; dirty = true\n"
 	"  end\n"
 	"end\n"
@@ -60,7 +53,7 @@ static const char script[] =
 	"    redis.call('DEL', k)\n"
 	"  else\n"
 	"    redis.call('HSET', k, 'rate', rate, 'conn', conn, 'step', step, 'cstep', cstep, "
-	"'t', t, 'hold', h, 'until', untl, 'rule', rule, 'cuts', n, 'at', now)\n"
+	"'t', t, 'until', untl, 'rule', rule, 'cuts', n, 'at', now)\n"
 	"    redis.call('PEXPIRE', k, 86400000)\n"
 	"  end\n"
 	"end\n"
@@ -108,19 +101,18 @@ int shape_store_sync(struct queue *q, const char *key, const struct shape_store_
 	struct qconn *c = &q->cmd;
 	if (c->state != QC_READY)
 		return -ENOTCONN;
-	char v[12][40];
+	char v[9][40];
 	snprintf(v[0], sizeof(v[0]), "%llu", (unsigned long long)in->now);
-	snprintf(v[1], sizeof(v[1]), "%u", in->cuts);
+	snprintf(v[1], sizeof(v[1]), "%.6g", in->cut_rate);
 	snprintf(v[2], sizeof(v[2]), "%llu", (unsigned long long)in->susp_until);
 	snprintf(v[3], sizeof(v[3]), "%u", in->ok);
 	snprintf(v[4], sizeof(v[4]), "%.6g", in->max_rate);
 	snprintf(v[5], sizeof(v[5]), "%d", in->max_conn);
-	snprintf(v[6], sizeof(v[6]), "%.6g", in->seen);
-	snprintf(v[7], sizeof(v[7]), "%.6g", in->decrease);
+	snprintf(v[6], sizeof(v[6]), "%.6g", in->cut_conn);
+	snprintf(v[7], sizeof(v[7]), "%.6g", in->step);
 	snprintf(v[8], sizeof(v[8]), "%.6g", in->increase);
-	snprintf(v[9], sizeof(v[9]), "%llu", (unsigned long long)in->hold_ms);
 	const char *av[] = { "EVAL", script, "1", key, v[0], v[1], in->cut_rule, v[2],
-			     in->susp_rule, v[3], v[4], v[5], v[6], v[7], v[8], v[9] };
+			     in->susp_rule, v[3], v[4], v[5], v[6], v[7], v[8] };
 	struct call *call = qalloc(sizeof(*call));
 	call->fn = fn;
 	call->arg = arg;

@@ -6,13 +6,15 @@
  *   rate   messages/s for all processes together (0: the provider's max_rate)
  *   conn   connection budget for all processes (0: the provider's)
  *   step, cstep  added back per second of good replies (AIMD)
- *   t      wall ms of the last increase;  hold  no cut before (wall ms)
+ *   t      wall ms of the last change of rate or budget
  *   until  suspended until (wall ms);      rule  the rule that set it
  *   cuts   throttles so far;               at    wall ms of the last change
  * It is deleted once rate and budget are back at the provider's limits and
  * no suspension is left; it expires a day after its last change.
  * One script call per pair and sync (shape_store_sync) applies what this
- * process saw (cuts, suspensions, good replies) and returns the state. */
+ * process did (the rate and budget it cut to, a suspension) and saw (good
+ * replies) and returns the state. The processes cut (sender/shaping.c);
+ * Redis keeps the lowest cut and adds back. */
 #ifndef QUEUE_SHAPE_STORE_H
 #define QUEUE_SHAPE_STORE_H
 
@@ -24,15 +26,16 @@ struct queue_sync;
 
 struct shape_store_in {
 	uint64_t now;            /* wall ms */
-	uint32_t cuts, ok;       /* throttle matches, good replies since the last sync */
+	uint32_t ok;             /* good replies since the last sync */
+	double cut_rate;         /* this process cut the rate to this (all processes; 0 none) */
+	double cut_conn;         /* ... and the budget to this (0 none) */
+	double step;             /* messages/s added back per second after that cut */
 	const char *cut_rule;    /* the throttle rule ("" none) */
 	uint64_t susp_until;     /* a suspension asked for (wall ms, 0 none) */
 	const char *susp_rule;
 	double max_rate;         /* the provider's (0 none) */
 	int max_conn;            /* the provider's (0 none) */
-	double seen;             /* messages/s sent lately (all processes, estimated) */
-	double decrease, increase;
-	uint64_t hold_ms;
+	double increase;         /* [shaping] increase: the budget's step is cut_conn x this */
 };
 
 struct shape_store_out {

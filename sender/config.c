@@ -426,7 +426,7 @@ void config_defaults(struct config *c)
 			      .data = 2 * MS_M, .block = 3 * MS_M, .dot = 10 * MS_M,
 			      .rset = 2 * MS_M, .quit = 1 * MS_M },
 		.reuse_time_ms = 5 * MS_M, .reuse_max = 0, .idle_timeout_ms = 30 * MS_S,
-		.shape_decrease = 0.7, .shape_increase = 0.01, .shape_hold_ms = 2 * MS_S,
+		.shape_decrease = 0.8, .shape_increase = 0.01, .shape_hold_ms = 2 * MS_S,
 		.shape_max_wait_ms = 30 * MS_S, .shape_sync_ms = 1 * MS_S,
 	};
 	memcpy(c->schedule_ms, schedule, sizeof(schedule));

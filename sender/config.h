@@ -229,12 +229,13 @@ struct config {
 	char *providers_file;    /* key providers: the shipped definitions; NULL = providers.conf
 	                          * beside the config file when it exists; "none" = no file */
 	char *providers_path;    /* the file actually read, NULL: none */
-	double shape_decrease;   /* key decrease: rate and budget factor on a throttle (0.7) */
+	double shape_decrease;   /* key decrease: rate and budget factor on a throttle (0.8) */
 	double shape_increase;   /* key increase: per second of good replies, this fraction of the
 	                          * rate at the last cut is added back (0.01) */
 	uint64_t shape_hold_ms;  /* key hold: one cut per (source, provider) per hold (2s) */
 	uint64_t shape_max_wait_ms; /* key max_wait: a message that would wait longer for its
-	                          * (source, provider) rate goes back to the queue (30s) */
+	                          * (source, provider) rate, behind the messages already waiting,
+	                          * goes back to the queue until about then (30s) */
 	uint64_t shape_sync_ms;  /* key sync: state exchanged with Redis this often (1s) */
 	struct shape_provider *providers;
 	int n_providers;

@@ -121,14 +121,14 @@ struct job {
 	const struct source *src; /* this attempt's egress source, NULL: none */
 	/* shaping (shaping.h): the (source, provider) pair of the first MX host,
 	 * -1 none; the domain's max_rate passed (rate_timer then waits for the
-	 * pair's); when the pair's wait began; what delayed it; whether a rule
-	 * acted on this job's replies already (once per job) */
+	 * pair's); what delayed it; whether a rule acted on this job's replies
+	 * already (once per job) */
 	int shape_pair;
 	bool domain_rate_ok;
-	uint64_t shape_since;
 	char shaped[160];
 	bool shape_acted;
 	bool shape_booked;    /* a send time was booked: go when rate_timer fires */
+	bool shape_waiting;   /* counted among the pair's waiters (shaping_admit) */
 	uint64_t shape_not_before; /* finish_shaped: wall ms it may be tried again */
 };
 
@@ -315,6 +315,7 @@ static void job_free(struct job *j)
 		j->next->prev = j->prev;
 	if (j->has_pol)
 		sts_policy_fini(&j->pol);
+	shaping_unwait(j->d->o.shaping, j->shape_pair, &j->shape_waiting);
 	free(j->mx_pending);
 	msg_wire_fini(&j->wire);
 	free(j->mx);
@@ -930,23 +931,18 @@ static void admit(struct job *j)
 	}
 	struct shaping *sh = j->d->o.shaping;
 	if (sh && j->shape_pair >= 0 && !j->shape_booked) {
-		uint64_t wait, until = 0, now = loop_now(j->d->l);
+		uint64_t wait, until = 0;
 		bool booked;
 		char why[160];
-		switch (shaping_admit(sh, j->shape_pair, &wait, &booked, &until, why, sizeof(why))) {
+		switch (shaping_admit(sh, j->shape_pair, &j->shape_waiting, &wait, &booked, &until, why,
+				      sizeof(why))) {
 		case SHAPE_GO:
 			break;
 		case SHAPE_DEFER:
 			finish_shaped(j, until, why);
 			return;
 		case SHAPE_WAIT:
-			if (j->shape_since == 0)
-				j->shape_since = now;
 			strlcpy_x(j->shaped, why, sizeof(j->shaped));
-			if (!booked && now - j->shape_since + wait > j->d->cfg->shape_max_wait_ms) {
-				finish_shaped(j, wall_ms() + j->d->cfg->shape_max_wait_ms, why);
-				return;
-			}
 			j->shape_booked = booked;
 			loop_timer_arm(j->d->l, &j->rate_timer, wait);
 			return;

@@ -34,8 +34,11 @@ struct pair {
 	_Atomic uint64_t conn_milli; /* all processes' connection budget x 1000; 0: provider's */
 	_Atomic uint64_t until;      /* suspended until (wall ms) */
 	_Atomic uint64_t hold_us;    /* no local cut before (monotonic us) */
-	_Atomic uint64_t seen_milli; /* this process's measured rate x 1000 (feeder) */
+	_Atomic uint64_t last_cut_us; /* the last local cut (monotonic us) */
+	_Atomic uint64_t step_milli; /* the last local cut's step x 1000 */
+	_Atomic uint64_t seen_milli; /* messages/s this process had accepted lately x 1000 (feeder) */
 	_Atomic uint32_t ok, sent, cuts;
+	_Atomic int32_t waiting;     /* messages of this process waiting unbooked */
 	_Atomic uint64_t susp_until; /* asked for since the last sync (wall ms) */
 	_Atomic int cut_rule, susp_rule; /* rule index + 1 of those reports */
 	_Atomic int state_rule;      /* rule index + 1 that set the state, 0 none */
@@ -254,8 +257,15 @@ static void fmt_until(uint64_t wall, char *buf, size_t len)
 	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-enum shape_admit shaping_admit(struct shaping *sh, int pair, uint64_t *wait_ms, bool *booked,
-			       uint64_t *until_wall, char *why, size_t whylen)
+void shaping_unwait(struct shaping *sh, int pair, bool *waiting)
+{
+	if (sh != NULL && pair >= 0 && *waiting)
+		atomic_fetch_sub(&sh->pairs[pair].waiting, 1);
+	*waiting = false;
+}
+
+enum shape_admit shaping_admit(struct shaping *sh, int pair, bool *waiting, uint64_t *wait_ms,
+			       bool *booked, uint64_t *until_wall, char *why, size_t whylen)
 {
 	*wait_ms = 0;
 	*booked = false;
@@ -273,13 +283,29 @@ enum shape_admit shaping_admit(struct shaping *sh, int pair, uint64_t *wait_ms, 
 			snprintf(why, whylen, "%s:suspend until=%s", rn ? rn : shaping_provider_name(sh, p->prov),
 				 ub);
 			*until_wall = until;
+			shaping_unwait(sh, pair, waiting);
 			return SHAPE_DEFER;
 		}
 	}
 	double rate = rate_of(sh, pair) / npeers(sh);
 	if (rate <= 0) {
+		shaping_unwait(sh, pair, waiting);
 		atomic_fetch_add_explicit(&p->sent, 1, memory_order_relaxed);
 		return SHAPE_GO;
+	}
+	if (!*waiting) {
+		/* a newcomer: behind every message already waiting. Past max_wait
+		 * it goes back to the queue, due about when those are gone, so
+		 * claimed mail never sits in memory for long (other providers'
+		 * mail gets the room) and comes back as the backlog drains. */
+		double est = (double)(atomic_load(&p->waiting) + 1) / rate * 1000.0;
+		if (est > (double)sh->c->shape_max_wait_ms) {
+			describe(sh, pair, "rate", why, whylen);
+			size_t l = strlen(why);
+			snprintf(why + l, whylen - l, " queued=%d", (int)atomic_load(&p->waiting));
+			*until_wall = wall_ms() + (uint64_t)est;
+			return SHAPE_DEFER;
+		}
 	}
 	uint64_t interval = (uint64_t)(1e6 / rate);
 	uint64_t now = mono_us(), tat = atomic_load(&p->tat_us);
@@ -289,9 +315,14 @@ enum shape_admit shaping_admit(struct shaping *sh, int pair, uint64_t *wait_ms, 
 			/* not booked: ask again when a booking may be had, spread out */
 			*wait_ms = (t0 - now - HORIZON_US) / 1000 + 1 + (uint64_t)(now % 97);
 			describe(sh, pair, "rate", why, whylen);
+			if (!*waiting) {
+				*waiting = true;
+				atomic_fetch_add(&p->waiting, 1);
+			}
 			return SHAPE_WAIT;
 		}
 		if (atomic_compare_exchange_weak(&p->tat_us, &tat, t0 + interval)) {
+			shaping_unwait(sh, pair, waiting);
 			atomic_fetch_add_explicit(&p->sent, 1, memory_order_relaxed);
 			if (t0 == now)
 				return SHAPE_GO;
@@ -345,14 +376,23 @@ static void cut(struct shaping *sh, int pair)
 	uint64_t now = mono_us(), h = atomic_load(&p->hold_us);
 	if (now < h || !atomic_compare_exchange_strong(&p->hold_us, &h, now + sh->c->shape_hold_ms * 1000))
 		return; /* cut once per hold */
+	/* from the rate in force; with none (no max_rate, no cut yet), from
+	 * the rate the receiver has been accepting lately */
 	double base = rate_of(sh, pair);
 	double seen = (double)atomic_load(&p->seen_milli) / 1000.0 * npeers(sh);
-	if (base <= 0 || (seen > 0 && seen < base))
+	if (base <= 0)
 		base = seen > 0 ? seen : 1.0;
-	double r = base * sh->c->shape_decrease;
+	/* still refused right after the last cut's hold: far above what the
+	 * receiver takes (the first minute), so cut twice as deep */
+	double dec = sh->c->shape_decrease;
+	uint64_t last = atomic_exchange(&p->last_cut_us, now);
+	if (last > 0 && now - last < 3 * sh->c->shape_hold_ms * 1000)
+		dec *= sh->c->shape_decrease;
+	atomic_store(&p->step_milli, (uint64_t)(base * sh->c->shape_increase * 1000.0));
+	double r = base * dec;
 	atomic_store(&p->rate_milli, (uint64_t)((r < MIN_RATE ? MIN_RATE : r) * 1000.0));
 	if (pv->max_connections > 0) {
-		double b = (double)budget(sh, pair) * sh->c->shape_decrease;
+		double b = (double)budget(sh, pair) * dec;
 		atomic_store(&p->conn_milli, (uint64_t)((b < 1 ? 1 : b) * 1000.0));
 	}
 	/* a fresh schedule at the new rate: the bookings made at the old one stand */
@@ -397,6 +437,11 @@ void shaping_sync_take(struct shaping *sh, int pair, uint64_t now_wall, struct s
 	r->sent = atomic_exchange(&p->sent, 0);
 	r->cuts = atomic_exchange(&p->cuts, 0);
 	r->susp_until = atomic_exchange(&p->susp_until, 0);
+	if (r->cuts > 0) {
+		r->cut_rate = (double)atomic_load(&p->rate_milli) / 1000.0;
+		r->cut_conn = (double)atomic_load(&p->conn_milli) / 1000.0;
+		r->step = (double)atomic_load(&p->step_milli) / 1000.0;
+	}
 	const char *cr = rule_name(sh, atomic_load(&p->cut_rule));
 	const char *sr = rule_name(sh, atomic_load(&p->susp_rule));
 	strlcpy_x(r->cut_rule, cr ? cr : "", sizeof(r->cut_rule));
@@ -406,10 +451,9 @@ void shaping_sync_take(struct shaping *sh, int pair, uint64_t now_wall, struct s
 	p->last_take = now_wall;
 	double seen = (double)atomic_load(&p->seen_milli) / 1000.0;
 	if (dt > 0) {
-		seen = SEEN_ALPHA * ((double)r->sent / dt) + (1 - SEEN_ALPHA) * seen;
+		seen = SEEN_ALPHA * ((double)r->ok / dt) + (1 - SEEN_ALPHA) * seen;
 		atomic_store(&p->seen_milli, (uint64_t)(seen * 1000.0));
 	}
-	r->seen = seen * npeers(sh);
 	r->max_rate = pv->max_rate;
 	r->max_conn = pv->max_connections;
 }

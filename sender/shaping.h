@@ -65,13 +65,20 @@ int shaping_max_messages(const struct shaping *sh, int pair);
 enum shape_admit {
 	SHAPE_GO,    /* send now */
 	SHAPE_WAIT,  /* *wait_ms: booked for then (send then), or try again then */
-	SHAPE_DEFER  /* suspended: back to the queue until *until_wall (ms) */
+	SHAPE_DEFER  /* back to the queue until *until_wall (ms): suspended, or
+	              * the messages already waiting for the pair fill more than
+	              * [shaping] max_wait at its rate */
 };
 /* May a message for pair go now? booked: set when *wait_ms is a booked send
  * time (go then without asking again); unset: ask again after *wait_ms.
- * why (whylen >= 160) explains a WAIT or DEFER for the result's `shaped`. */
-enum shape_admit shaping_admit(struct shaping *sh, int pair, uint64_t *wait_ms, bool *booked,
-			       uint64_t *until_wall, char *why, size_t whylen);
+ * *waiting is the message's own flag (false at first): while it waits
+ * unbooked it is counted among the pair's waiters (which size the expected
+ * wait of the next one); shaping_admit clears it when the message leaves
+ * the wait, shaping_unwait when it is dropped meanwhile. why (whylen >= 160)
+ * explains a WAIT or DEFER for the result's `shaped`. */
+enum shape_admit shaping_admit(struct shaping *sh, int pair, bool *waiting, uint64_t *wait_ms,
+			       bool *booked, uint64_t *until_wall, char *why, size_t whylen);
+void shaping_unwait(struct shaping *sh, int pair, bool *waiting);
 
 /* What a reply matched. */
 struct shape_match {
@@ -98,9 +105,10 @@ void shaping_ok(struct shaping *sh, int pair);
 /* What pair reported since the last take (counters reset). */
 struct shape_report {
 	uint32_t ok, sent, cuts;
+	double cut_rate, cut_conn; /* cuts > 0: the state this process cut to (all processes) */
+	double step;              /* ... and the rate to add back per second after it */
 	char cut_rule[64], susp_rule[64];
 	uint64_t susp_until;      /* wall ms, 0 none */
-	double seen;              /* messages/s this process sent lately (all processes: x peers) */
 	double max_rate;          /* the provider's, 0 none */
 	int max_conn;             /* the provider's, 0 none */
 };

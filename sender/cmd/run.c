@@ -371,11 +371,10 @@ static void on_shape_sync(struct loop_timer *t)
 		struct shape_report rep;
 		shaping_sync_take(r->sh, p, now, &rep);
 		struct shape_store_in in = {
-			.now = now, .cuts = rep.cuts, .ok = rep.ok, .cut_rule = rep.cut_rule,
-			.susp_until = rep.susp_until, .susp_rule = rep.susp_rule,
-			.max_rate = rep.max_rate, .max_conn = rep.max_conn, .seen = rep.seen,
-			.decrease = r->cfg.shape_decrease, .increase = r->cfg.shape_increase,
-			.hold_ms = r->cfg.shape_hold_ms,
+			.now = now, .ok = rep.ok, .cut_rate = rep.cut_rate, .cut_conn = rep.cut_conn,
+			.step = rep.step, .cut_rule = rep.cut_rule, .susp_until = rep.susp_until,
+			.susp_rule = rep.susp_rule, .max_rate = rep.max_rate, .max_conn = rep.max_conn,
+			.increase = r->cfg.shape_increase,
 		};
 		if (shape_store_sync(r->q, r->shape_calls[p].key, &in, on_shape_state,
 				     &r->shape_calls[p]) == 0)
