@@ -23,8 +23,9 @@ P=$SINK_PORT
 ZONE=$INTEG_DIR/zone.txt
 {
 	printf 'mx.lab.test. A 127.0.66.1\nmx.blk.test. A 127.0.66.2\nmx.ok.test. A 127.0.66.3\n'
+	printf 'mx2.blk.test. A 127.0.66.4\n'
 	for i in 1 2 3 4 5 6 7 8; do printf 'd%d.test. MX 10 mx.lab.test.\n' "$i"; done
-	for i in 1 2 3; do printf 'b%d.test. MX 10 mx.blk.test.\n' "$i"; done
+	for i in 1 2 3; do printf 'b%d.test. MX 10 mx.blk.test.\nc%d.test. MX 10 mx2.blk.test.\n' "$i" "$i"; done
 	printf 'ok.test. MX 10 mx.ok.test.\n'
 } >"$ZONE"
 if [ -z "$INTEG_MISSING" ]; then
@@ -34,6 +35,9 @@ if [ -z "$INTEG_MISSING" ]; then
 		--mail '421 4.7.0 [TSS09] All messages from 127.0.0.1 will be permanently deferred' ||
 		integ_missing "sink blk"
 	start_sink ok --listen "127.0.66.3:$P" || integ_missing "sink ok"
+	start_sink blk2 --listen "127.0.66.4:$P" \
+		--mail '421 4.7.0 [TSS09] All messages from 127.0.0.1 will be permanently deferred' ||
+		integ_missing "sink blk2"
 fi
 
 # The shaping sections of every case: [provider lab] (the rate-limiting
@@ -48,7 +52,7 @@ max_rate = 40
 max_connections = 8
 
 [provider blk]
-mx = mx.blk.test
+mx = .blk.test
 
 [response lab-rate]
 provider = lab
@@ -128,3 +132,111 @@ t_throttle() {
 	[ -n "$pid" ] || true
 }
 run_case "throttle: a receiver at 10/s answering 421 4.7.28 above it: the rate is cut (AIMD), the 421 share falls after the first window, nothing lost, results and mxsend shaping show the state" t_throttle
+
+# retry_park PORT ID: job ID's park in J:retry: "member=M attempt=A"
+retry_park() {
+	local m
+	for m in $(rcli "$1" ZRANGE mxsend:jobs:retry 0 -1); do
+		if [ "$(rcli "$1" HGET "mxsend:jobs:retry:$m" id)" = "$2" ]; then
+			echo "member=$m attempt=$(rcli "$1" HGET "mxsend:jobs:retry:$m" attempt)"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# result_of PORT ID FIELDS: the results of job ID (results' format), one a line
+result_of() { results "$1" "$3" "$2"; }
+has_result() { [ -n "$(result_of "$1" "$2" status)" ]; }
+has_status() { result_of "$1" "$2" status | grep -qx "$3"; }
+
+t_suspend() {
+	start_redis -n suspend || { fail "redis"; return; }
+	local c=$CASE_DIR/c.ini port=$REDIS_PORT
+	RETRY=1h conf "$c"
+	integ_spawn run "$CASE_DIR/err" "$MXSEND" run -c "$c"
+	local data=$'Subject: s\r\n\r\nbody\r\n'
+	rcli "$port" XADD mxsend:jobs '*' from s@client.test to u1@b1.test data "$data" id blk-1 >/dev/null
+	wait_until 10 has_result "$port" blk-1 || { fail "no result for blk-1"; return; }
+	assert_match "the block reply: deferred, suspend" \
+		'^deferred\|421\|4\.7\.0\|blk-tss09:suspend until=20[0-9-]+T[0-9:]+Z$' \
+		"$(result_of "$port" blk-1 status,code,dsn,shaped)"
+	assert_eq "one MAIL at the blocking receiver" 1 "$(sink_stat blk mails)"
+	# the receiver stops blocking; mail queued during the suspension waits
+	# for its end without a connection, uses no retry and (expires = 5 s,
+	# less than the suspension) does not expire
+	stop_proc sink.blk
+	start_sink blkok --listen "127.0.66.2:$P" || { fail "sink blkok"; return; }
+	rcli "$port" XADD mxsend:jobs '*' from s@client.test to u2@b2.test data "$data" id blk-2 \
+		expires 5 >/dev/null
+	wait_until 10 has_result "$port" blk-2 || { fail "no result for blk-2"; return; }
+	assert_match "held back: deferred 451 4.4.5, shaped names the suspension" \
+		'^deferred\|451\|4\.4\.5\|blk-tss09:suspend until=20[0-9-]+T[0-9:]+Z$' \
+		"$(result_of "$port" blk-2 status,code,dsn,shaped)"
+	assert_eq "no connection while suspended" 0 "$(sink_stat blkok connections)"
+	local park
+	park=$(retry_park "$port" blk-2) || fail "blk-2 not parked in J:retry"
+	assert_match "parked apart (:s), attempt not counted" '^member=[0-9]+-[0-9]+:s attempt=0$' "$park"
+	wait_until 20 has_status "$port" blk-2 delivered || fail "blk-2 not delivered after the suspension"
+	assert_match "after the suspension: delivered on its first attempt, not expired" \
+		'^delivered\|1$' "$(result_of "$port" blk-2 status,attempt | tail -n 1)"
+	assert_eq "blk-2: no expired result" "" "$(result_of "$port" blk-2 status | grep expired)"
+	assert_match "state in Redis: the suspension" '^blk-tss09$' \
+		"$(rcli "$port" HGET mxsend:jobs:shape:-:blk rule)"
+	stop_proc run
+}
+run_case "suspend: a block reply suspends (source, provider); mail queued meanwhile waits without a connection, uses no retry, does not expire early, and goes once it ends" t_suspend
+
+t_two() {
+	start_redis -n two || { fail "redis"; return; }
+	local c=$CASE_DIR/c.ini port=$REDIS_PORT i
+	RETRY=1h conf "$c"
+	integ_spawn runa "$CASE_DIR/erra" "$MXSEND" run -c "$c"
+	integ_spawn runb "$CASE_DIR/errb" "$MXSEND" run -c "$c"
+	local data=$'Subject: s\r\n\r\nbody\r\n'
+	rcli "$port" XADD mxsend:jobs '*' from s@client.test to u0@c1.test data "$data" id two-0 >/dev/null
+	wait_until 10 has_result "$port" two-0 || { fail "no result for two-0"; return; }
+	assert_match "one process met the block: suspend" '^deferred\|421\|blk-tss09:suspend ' \
+		"$(result_of "$port" two-0 status,code,shaped)"
+	sleep 3 # two syncs: both processes hold the state from Redis
+	for i in $(seq 1 20); do
+		rcli "$port" XADD mxsend:jobs '*' from s@client.test to "u$i@c$((i % 3 + 1)).test" \
+			data "$data" id "two-$i" >/dev/null
+	done
+	wait_until 20 two_done "$port" || fail "not every job has a result"
+	assert_eq "all 20 held back by the shared suspension" 20 \
+		"$(results "$port" id,status,dsn,shaped | grep -Ec '^two-([1-9]|1[0-9]|20)\|deferred\|4\.4\.5\|blk-tss09:suspend ')"
+	assert_eq "still one MAIL at the blocking receiver" 1 "$(sink_stat blk2 mails)"
+	local na nb
+	na=$(grep -c 'evt=delivery.* dsn=4\.4\.5 ' "$CASE_DIR/erra")
+	nb=$(grep -c 'evt=delivery.* dsn=4\.4\.5 ' "$CASE_DIR/errb")
+	figure "held back by process A: $na, by process B: $nb"
+	assert_eq "both processes' deferrals add up" 20 "$((na + nb))"
+	timed_run 10 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" shaping -c "$c"
+	assert_match "mxsend shaping: the suspended pair" \
+		'^- blk rate=max conns=max until=20[0-9-]+T[0-9:]+Z rule=blk-tss09 cuts=0 changed=' "$(cat "$CASE_DIR/out")"
+	stop_proc runa
+	stop_proc runb
+}
+two_done() { [ "$(results "$1" id | grep -c '^two-')" -ge 21 ]; }
+run_case "two processes share one Redis: a suspension met by one holds the other's mail too (state in Redis, followed within a sync), mxsend shaping shows it" t_two
+
+t_config() {
+	local c=$CASE_DIR/c.ini
+	integ_config "$c" "$(printf '[response bad]\nmatch = ^421 (\naction = throttle\n')"
+	timed_run 10 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" shaping -c "$c"
+	assert_eq "bad regex: exit 78" 78 "$RUN_RC"
+	assert_match "bad regex: file:line" "c\.ini:[0-9]+: bad match in \[response bad\]" "$(cat "$CASE_DIR/err")"
+	integ_config "$c" "$(printf '[shaping]\nproviders = %s/nonexistent.conf\n' "$CASE_DIR")"
+	timed_run 10 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" shaping -c "$c"
+	assert_eq "missing providers file: exit 78" 78 "$RUN_RC"
+	# the shipped file loads beside the config (default path), and a main
+	# file section replaces the shipped one of the same name
+	cp "$INTEG_ROOT/sender/providers.conf" "$CASE_DIR/providers.conf"
+	integ_config "$c" "$(printf '[provider google]\nmx = .google.test\nmax_rate = 1\n')"
+	local m=$CASE_DIR/m.eml
+	msg "$m"
+	timed_run 10 "$CASE_DIR/out" "$CASE_DIR/err" "$MXSEND" send -c "$c" --from s@client.test --to u@ok.test "$m"
+	assert_eq "shipped providers + override: send works" 0 "$RUN_RC" || show_run
+}
+run_case "configuration: a bad match is exit 78 naming file:line; a missing providers file is an error; the shipped file loads beside the config and a main-file section overrides it" t_config
