@@ -288,7 +288,7 @@ t_statuses() {
 	# the result fields, in the contract's order
 	local names
 	names=$(rcli "$p" XRANGE mxsend:results - + COUNT 1 | sed -n '2~2p' | tr '\n' ' ')
-	assert_eq "result fields" "id job rcpt status code dsn reply mx ip port tls cipher verified policy resumed reused attempt elapsed_ms meta source dkim " "$names"
+	assert_eq "result fields" "id job rcpt status code dsn reply mx ip port tls cipher verified policy resumed reused attempt elapsed_ms meta source dkim shaped " "$names"
 	assert_match "TLS, MX and meta of the delivered one" \
 		'^ok1@ok\.test\|delivered\|TLSv1\.[23]\|yes\|may\|mx1\.test\|127\.0\.3\.1\|2\.0\.0\|camp-7$' \
 		"$(results_tls "$p")"
