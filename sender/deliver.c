@@ -379,8 +379,8 @@ static enum job_status shape_reply(struct job *j, enum job_status st, int code, 
 		return st;
 	if (m.class_name && r)
 		strlcpy_x(r->class_preset, m.class_name, sizeof(r->class_preset));
-	if (m.action == SHAPE_ACT_TEMP && st == JOB_BOUNCED)
-		st = JOB_DEFERRED;
+	if ((m.action == SHAPE_ACT_TEMP || m.action == SHAPE_ACT_SUSPEND) && st == JOB_BOUNCED)
+		st = JOB_DEFERRED; /* a suspension's mail waits for its end, never bounces */
 	else if (m.action == SHAPE_ACT_PERM && st == JOB_DEFERRED)
 		st = JOB_BOUNCED;
 	if (!j->shape_acted && (m.action == SHAPE_ACT_THROTTLE || m.action == SHAPE_ACT_SUSPEND)) {
