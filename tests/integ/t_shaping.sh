@@ -23,7 +23,7 @@ P=$SINK_PORT
 ZONE=$INTEG_DIR/zone.txt
 {
 	printf 'mx.lab.test. A 127.0.66.1\nmx.blk.test. A 127.0.66.2\nmx.ok.test. A 127.0.66.3\n'
-	printf 'mx2.blk.test. A 127.0.66.4\n'
+	printf 'mx2.blk.test. A 127.0.66.4\nmx.ms.test. A 127.0.66.5\nms.test. MX 10 mx.ms.test.\n'
 	for i in 1 2 3 4 5 6 7 8; do printf 'd%d.test. MX 10 mx.lab.test.\n' "$i"; done
 	for i in 1 2 3; do printf 'b%d.test. MX 10 mx.blk.test.\nc%d.test. MX 10 mx2.blk.test.\n' "$i" "$i"; done
 	printf 'ok.test. MX 10 mx.ok.test.\n'
@@ -38,6 +38,9 @@ if [ -z "$INTEG_MISSING" ]; then
 	start_sink blk2 --listen "127.0.66.4:$P" \
 		--mail '421 4.7.0 [TSS09] All messages from 127.0.0.1 will be permanently deferred' ||
 		integ_missing "sink blk2"
+	start_sink ms --listen "127.0.66.5:$P" \
+		--mail "550 5.7.1 Unfortunately, messages from [127.0.0.1] weren't sent. (S3150)" ||
+		integ_missing "sink ms"
 fi
 
 # The shaping sections of every case: [provider lab] (the rate-limiting
@@ -240,3 +243,18 @@ t_config() {
 	assert_eq "shipped providers + override: send works" 0 "$RUN_RC" || show_run
 }
 run_case "configuration: a bad match is exit 78 naming file:line; a missing providers file is an error; the shipped file loads beside the config and a main-file section overrides it" t_config
+
+t_suspend_5xx() {
+	local c=$CASE_DIR/c.ini m=$CASE_DIR/m.eml
+	integ_config "$c" "$(printf '[shaping]\nproviders = none\n\n[provider ms]\nmx = mx.ms.test\n\n[response ms-s3150]\nprovider = ms\nmatch = ^550 5\\.7\\.1 .*S3150\naction = suspend 1h\nclass = reputation\n')"
+	msg "$m"
+	send -c "$c" --from s@client.test --to u@ms.test "$m"
+	assert_eq "exit status: deferred, not bounced" 75 "$RUN_RC" || show_run
+	assert_match "the 550 is a deferral (the suspension's mail waits)" '^u@ms\.test deferred 550 5\.7\.1 ' \
+		"$(cat "$CASE_DIR/out")"
+	# without the rule the same reply bounces
+	integ_config "$c" "$(printf '[shaping]\nproviders = none\n')"
+	send -c "$c" --from s@client.test --to u@ms.test "$m"
+	assert_eq "without the rule: bounced (69)" 69 "$RUN_RC"
+}
+run_case "suspend on a 5xx (Microsoft S3150): the recipient is deferred, not bounced" t_suspend_5xx
