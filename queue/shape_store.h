@@ -35,7 +35,7 @@ struct shape_store_in {
 	const char *susp_rule;
 	double max_rate;         /* the provider's (0 none) */
 	int max_conn;            /* the provider's (0 none) */
-	double increase;         /* [shaping] increase: the budget's step is cut_conn x this */
+	double cstep;            /* connections added back per second after that cut */
 };
 
 struct shape_store_out {
@@ -55,6 +55,21 @@ int shape_store_key(char *buf, size_t len, const char *jobs, const char *source,
 typedef void shape_store_fn(void *arg, const struct shape_store_out *out);
 int shape_store_sync(struct queue *q, const char *key, const struct shape_store_in *in,
 		     shape_store_fn *fn, void *arg);
+
+/* Warm-up ([source] warmup): key J:warmup:SOURCE, a hash: `first` (the UTC
+ * day number of the source's first use, set when it first sends) and
+ * `PROVIDER:DAY` (messages sent that day; the day before yesterday's is
+ * dropped). shape_store_warm adds delta to today's count (today: UTC days
+ * since 1970) and returns the day since first use (-1: not used yet) and
+ * today's count; fn(arg, NULL) on no reply. -ENOTCONN: not sent. */
+struct shape_warm_out {
+	int day;
+	uint64_t count;
+};
+typedef void shape_warm_fn(void *arg, const struct shape_warm_out *out);
+int shape_store_warm_key(char *buf, size_t len, const char *jobs, const char *source);
+int shape_store_warm(struct queue *q, const char *key, uint64_t today, const char *provider,
+		     uint32_t delta, shape_warm_fn *fn, void *arg);
 
 /* Every pair's state (mxsend shaping; blocks: SCAN + HGETALL): fn(key, fields)
  * per key, fields as "name value" pairs, borrowed. Returns the count or -1. */

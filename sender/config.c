@@ -830,6 +830,13 @@ static void egress_key(struct parse *p, const char *name, const char *v)
 			}
 			if (p->seen[1] == 0)
 				s->ehlo = xstrdup(v);
+		} else if (strcmp(name, "warmup") == 0) {
+			k = 2;
+			if (config_shape_warmup(v, s->warmup, &s->n_warmup) != 0) {
+				fail(p, "bad value \"%s\" for warmup (messages per day per provider, by day "
+					"since first use: up to 32 integers 1..100000000, as in 200 500 1000)", v);
+				return;
+			}
 		}
 	} else if (strcmp(name, "sources") == 0) {
 		k = 0;

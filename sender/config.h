@@ -93,6 +93,11 @@ struct source {
 	socklen_t salen;
 	char label[96];                /* "name[address]": results, logs */
 	int line;
+	/* key warmup = "200 500 1000": messages per day per provider on day
+	 * 0, 1, 2... since the source's first use (sender/shaping.h); past the
+	 * last day no limit. n_warmup 0: none. */
+	uint32_t warmup[32];
+	int n_warmup;
 };
 
 /* [pool NAME] (named): an egress pool, a weighted set of sources (key

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sender/config.h"
 
@@ -22,5 +23,7 @@ int config_shape_key(struct config *c, bool provider, int idx, const char *name,
  * and action or class; the regex compiles). 0, or -1 with why filled. */
 int config_shape_end(struct config *c, bool provider, int idx, char *why, size_t whylen);
 void config_shape_fini(struct config *c);
+/* [source] warmup = "200 500 1000" into out[32], *n. 0, or -1 (bad). */
+int config_shape_warmup(const char *v, uint32_t *out, int *n);
 
 #endif

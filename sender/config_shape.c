@@ -242,6 +242,24 @@ int config_shape_end(struct config *c, bool provider, int idx, char *why, size_t
 	return 0;
 }
 
+int config_shape_warmup(const char *v, uint32_t *out, int *n)
+{
+	*n = 0;
+	while (*v) {
+		while (*v == ' ' || *v == '\t')
+			v++;
+		if (*v == '\0')
+			break;
+		char *e;
+		unsigned long x = strtoul(v, &e, 10);
+		if (e == v || (*e && *e != ' ' && *e != '\t') || x < 1 || x > 100000000 || *n >= 32)
+			return -1;
+		out[(*n)++] = (uint32_t)x;
+		v = e;
+	}
+	return *n > 0 ? 0 : -1;
+}
+
 void config_shape_fini(struct config *c)
 {
 	for (int i = 0; i < c->n_providers; i++) {

@@ -129,6 +129,7 @@ struct job {
 	bool shape_acted;
 	bool shape_booked;    /* a send time was booked: go when rate_timer fires */
 	bool shape_waiting;   /* counted among the pair's waiters (shaping_admit) */
+	bool warm_done;       /* its source passed the warm-up budget (warm_source) */
 	uint64_t shape_not_before; /* finish_shaped: wall ms it may be tried again */
 };
 
@@ -859,6 +860,42 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 
 static void admit(struct job *j);
 
+#define WARM_ASK_MS 250
+
+/* Warm-up ([source] warmup, shaping.h): a source whose budget for the
+ * provider is spent today passes the job to the pool's next source; with
+ * none left the job waits for the next UTC day, using up no retry. While a
+ * source's count for today is not known yet (the first sync after start)
+ * and no other source has room, the job asks again shortly. True: go on
+ * with j->src. */
+static bool warm_source(struct job *j)
+{
+	struct shaping *sh = j->d->o.shaping;
+	if (j->src == NULL || !shaping_warm_any(sh))
+		return true;
+	bool later = false;
+	for (int k = 0; k < 4 * j->d->cfg->n_sources; k++) { /* the weighted turns, bounded */
+		enum shape_warm w = shaping_warm_take(sh, j->shape_pair);
+		if (w == SHAPE_WARM_OK)
+			return true;
+		later |= w == SHAPE_WARM_LATER;
+		const struct source *s = pick_source(j->d, j->pool_i, 0);
+		if (s == NULL)
+			break;
+		j->src = s;
+		j->shape_pair = cur_pair(j);
+	}
+	if (later) {
+		loop_timer_arm(j->d->l, &j->rate_timer, WARM_ASK_MS);
+		return false;
+	}
+	char why[160];
+	shaping_warm_why(sh, j->shape_pair, why, sizeof(why));
+	uint64_t now = wall_ms();
+	finish_shaped(j, now - now % 86400000u + 86400000u, why);
+	return false;
+}
+
 /* Both answers are in (MX, and MTA-STS when enabled): decide the route. */
 static void route(struct job *j)
 {
@@ -920,6 +957,11 @@ static void route(struct job *j)
  * rate and suspension (shaping.h); then the first session. */
 static void admit(struct job *j)
 {
+	if (!j->warm_done) {
+		if (!warm_source(j))
+			return; /* asks again (rate_timer), or finished */
+		j->warm_done = true;
+	}
 	if (!j->domain_rate_ok) {
 		char rk[320];
 		uint64_t wait = pool_rate_delay(j->d->pool, rate_key(j, rk, sizeof(rk)), j->rule.max_rate);

@@ -35,13 +35,20 @@ struct pair {
 	_Atomic uint64_t until;      /* suspended until (wall ms) */
 	_Atomic uint64_t hold_us;    /* no local cut before (monotonic us) */
 	_Atomic uint64_t last_cut_us; /* the last local cut (monotonic us) */
-	_Atomic uint64_t step_milli; /* the last local cut's step x 1000 */
+	_Atomic uint64_t step_milli, cstep_milli; /* the last local cut's steps x 1000 */
 	_Atomic uint64_t seen_milli; /* messages/s this process had accepted lately x 1000 (feeder) */
 	_Atomic uint32_t ok, sent, cuts;
 	_Atomic int32_t waiting;     /* messages of this process waiting unbooked */
 	_Atomic uint64_t susp_until; /* asked for since the last sync (wall ms) */
 	_Atomic int cut_rule, susp_rule; /* rule index + 1 of those reports */
 	_Atomic int state_rule;      /* rule index + 1 that set the state, 0 none */
+	/* warm-up: today's limit (0: none), today's count in Redis at the last
+	 * sync (all processes), sent since then (local), sent to Redis and not
+	 * answered yet (pending), the day since first use (-1: not known) */
+	_Atomic uint32_t warm_limit;
+	_Atomic uint64_t warm_count;
+	_Atomic uint32_t warm_local, warm_pending;
+	_Atomic int warm_day;        /* -2: not known yet (no answer from Redis) */
 	uint64_t last_take;          /* feeder: wall ms of the last take */
 	int src, prov;
 	char slot[160];
@@ -87,6 +94,9 @@ struct shaping *shaping_new(const struct config *c, const struct limits_peers *p
 			struct pair *pr = &sh->pairs[s * c->n_providers + p];
 			pr->src = s < c->n_sources ? s : -1;
 			pr->prov = p;
+			pr->warm_day = -2;
+			if (pr->src >= 0 && c->sources[s].n_warmup > 0)
+				pr->warm_limit = c->sources[s].warmup[0]; /* day 0 until Redis says */
 			snprintf(pr->slot, sizeof(pr->slot), "provider:%s@%s", c->providers[p].name,
 				 s < c->n_sources ? c->sources[s].name : "-");
 		}
@@ -393,6 +403,8 @@ static void cut(struct shaping *sh, int pair)
 	atomic_store(&p->rate_milli, (uint64_t)((r < MIN_RATE ? MIN_RATE : r) * 1000.0));
 	if (pv->max_connections > 0) {
 		double b = (double)budget(sh, pair) * dec;
+		atomic_store(&p->cstep_milli,
+			     (uint64_t)((double)budget(sh, pair) * sh->c->shape_increase * 1000.0));
 		atomic_store(&p->conn_milli, (uint64_t)((b < 1 ? 1 : b) * 1000.0));
 	}
 	/* a fresh schedule at the new rate: the bookings made at the old one stand */
@@ -428,6 +440,89 @@ void shaping_ok(struct shaping *sh, int pair)
 		atomic_fetch_add_explicit(&sh->pairs[pair].ok, 1, memory_order_relaxed);
 }
 
+static const struct source *warm_src(const struct shaping *sh, int pair)
+{
+	if (sh == NULL || pair < 0 || sh->pairs[pair].src < 0)
+		return NULL;
+	const struct source *s = &sh->c->sources[sh->pairs[pair].src];
+	return s->n_warmup > 0 ? s : NULL;
+}
+
+bool shaping_warm_any(const struct shaping *sh)
+{
+	for (int i = 0; sh && i < sh->c->n_sources; i++)
+		if (sh->c->sources[i].n_warmup > 0)
+			return true;
+	return false;
+}
+
+void shaping_warm_assume(struct shaping *sh)
+{
+	for (int i = 0; sh && i < shaping_npairs(sh); i++)
+		atomic_store(&sh->pairs[i].warm_day, 0);
+}
+
+enum shape_warm shaping_warm_take(struct shaping *sh, int pair)
+{
+	if (warm_src(sh, pair) == NULL)
+		return SHAPE_WARM_OK;
+	struct pair *p = &sh->pairs[pair];
+	if (atomic_load(&p->warm_day) == -2)
+		return SHAPE_WARM_LATER;
+	uint32_t limit = atomic_load(&p->warm_limit);
+	if (limit == 0)
+		return SHAPE_WARM_OK; /* past the schedule */
+	uint64_t used = atomic_load(&p->warm_count) + atomic_load(&p->warm_pending);
+	uint64_t left = limit > used ? limit - used : 0;
+	int n = npeers(sh);
+	uint64_t share = (left + (uint64_t)n - 1) / (uint64_t)n; /* this process's, until the next sync */
+	uint32_t local = atomic_load(&p->warm_local);
+	do {
+		if (local >= share)
+			return left > local ? SHAPE_WARM_LATER : SHAPE_WARM_SPENT;
+	} while (!atomic_compare_exchange_weak(&p->warm_local, &local, local + 1));
+	return SHAPE_WARM_OK;
+}
+
+void shaping_warm_why(const struct shaping *sh, int pair, char *why, size_t whylen)
+{
+	const struct pair *p = &sh->pairs[pair];
+	int day = atomic_load(&((struct pair *)p)->warm_day);
+	snprintf(why, whylen, "warmup:%s/%s day=%d limit=%u", shaping_pair_source(sh, pair),
+		 shaping_pair_provider(sh, pair), day < 0 ? 0 : day,
+		 (unsigned)atomic_load(&((struct pair *)p)->warm_limit));
+}
+
+bool shaping_warm_sync_take(struct shaping *sh, int pair, uint32_t *delta)
+{
+	*delta = 0;
+	if (warm_src(sh, pair) == NULL)
+		return false;
+	struct pair *p = &sh->pairs[pair];
+	*delta = atomic_exchange(&p->warm_local, 0);
+	atomic_fetch_add(&p->warm_pending, *delta);
+	return true;
+}
+
+void shaping_warm_apply(struct shaping *sh, int pair, bool ok, int day, uint64_t count,
+			uint32_t delta)
+{
+	const struct source *s = warm_src(sh, pair);
+	if (s == NULL)
+		return;
+	struct pair *p = &sh->pairs[pair];
+	if (!ok) { /* not counted in Redis: counts again at the next sync */
+		atomic_fetch_add(&p->warm_local, delta);
+		atomic_fetch_sub(&p->warm_pending, delta);
+		return;
+	}
+	int d = day < 0 ? 0 : day;
+	atomic_store(&p->warm_day, day);
+	atomic_store(&p->warm_limit, d < s->n_warmup ? s->warmup[d] : 0);
+	atomic_store(&p->warm_count, count); /* holds delta now: then it leaves pending */
+	atomic_fetch_sub(&p->warm_pending, delta);
+}
+
 void shaping_sync_take(struct shaping *sh, int pair, uint64_t now_wall, struct shape_report *r)
 {
 	struct pair *p = &sh->pairs[pair];
@@ -441,6 +536,7 @@ void shaping_sync_take(struct shaping *sh, int pair, uint64_t now_wall, struct s
 		r->cut_rate = (double)atomic_load(&p->rate_milli) / 1000.0;
 		r->cut_conn = (double)atomic_load(&p->conn_milli) / 1000.0;
 		r->step = (double)atomic_load(&p->step_milli) / 1000.0;
+		r->cstep = (double)atomic_load(&p->cstep_milli) / 1000.0;
 	}
 	const char *cr = rule_name(sh, atomic_load(&p->cut_rule));
 	const char *sr = rule_name(sh, atomic_load(&p->susp_rule));

@@ -100,13 +100,39 @@ void shaping_act(struct shaping *sh, int pair, const struct shape_match *m, char
 /* A good reply (a message accepted) on pair. */
 void shaping_ok(struct shaping *sh, int pair);
 
+/* ---- warm-up ([source] warmup = N0 N1 ...: messages per day per provider,
+ * by day since the source's first use, kept in Redis) ---- */
+
+/* May pair's source send one more message to its provider today (its
+ * warm-up budget, this process's share of what is left of it)? Counts it
+ * when SHAPE_WARM_OK, which a source without warm-up, past its schedule, or
+ * pair -1 always is. SHAPE_WARM_LATER: not now, ask again shortly: today's
+ * count has not come from Redis yet (a process just started), or this
+ * process took its share of what is left until the next sync. SPENT: none
+ * left today. */
+enum shape_warm { SHAPE_WARM_OK, SHAPE_WARM_SPENT, SHAPE_WARM_LATER };
+enum shape_warm shaping_warm_take(struct shaping *sh, int pair);
+/* No Redis (mxsend send): the counts start at 0 on day 0, known. */
+void shaping_warm_assume(struct shaping *sh);
+/* Does some source have a warm-up schedule? */
+bool shaping_warm_any(const struct shaping *sh);
+/* "warmup SOURCE/PROVIDER day=D limit=N" for a result's `shaped`. */
+void shaping_warm_why(const struct shaping *sh, int pair, char *why, size_t whylen);
+/* Feeder: the messages pair sent since the last call (*delta, moved to
+ * pending until shaping_warm_apply), false for a pair without warm-up. */
+bool shaping_warm_sync_take(struct shaping *sh, int pair, uint32_t *delta);
+/* Redis's answer: day since first use (-1: not used yet), today's count
+ * (all processes), for delta sent; ok false: no answer (delta counts again). */
+void shaping_warm_apply(struct shaping *sh, int pair, bool ok, int day, uint64_t count,
+			uint32_t delta);
+
 /* ---- the feeder's exchange with Redis ---- */
 
 /* What pair reported since the last take (counters reset). */
 struct shape_report {
 	uint32_t ok, sent, cuts;
 	double cut_rate, cut_conn; /* cuts > 0: the state this process cut to (all processes) */
-	double step;              /* ... and the rate to add back per second after it */
+	double step, cstep;       /* ... and the rate and budget to add back per second after it */
 	char cut_rule[64], susp_rule[64];
 	uint64_t susp_until;      /* wall ms, 0 none */
 	double max_rate;          /* the provider's, 0 none */

@@ -345,7 +345,19 @@ struct shape_call {
 	struct run *r;
 	int pair;
 	char key[400];
+	char wkey[400];   /* J:warmup:SOURCE */
+	uint32_t wdelta;  /* warm-up messages in the call on the wire */
 };
+
+static void on_warm_state(void *arg, const struct shape_warm_out *out)
+{
+	struct shape_call *c = arg;
+	struct run *r = c->r;
+	r->shape_out--;
+	if (r->sh != NULL)
+		shaping_warm_apply(r->sh, c->pair, out != NULL, out ? out->day : 0, out ? out->count : 0,
+				   c->wdelta);
+}
 
 static void on_shape_state(void *arg, const struct shape_store_out *out)
 {
@@ -374,11 +386,19 @@ static void on_shape_sync(struct loop_timer *t)
 			.now = now, .ok = rep.ok, .cut_rate = rep.cut_rate, .cut_conn = rep.cut_conn,
 			.step = rep.step, .cut_rule = rep.cut_rule, .susp_until = rep.susp_until,
 			.susp_rule = rep.susp_rule, .max_rate = rep.max_rate, .max_conn = rep.max_conn,
-			.increase = r->cfg.shape_increase,
+			.cstep = rep.cstep,
 		};
 		if (shape_store_sync(r->q, r->shape_calls[p].key, &in, on_shape_state,
 				     &r->shape_calls[p]) == 0)
 			r->shape_out++;
+		struct shape_call *c = &r->shape_calls[p];
+		if (!shaping_warm_sync_take(r->sh, p, &c->wdelta))
+			continue;
+		if (shape_store_warm(r->q, c->wkey, now / 86400000u, shaping_pair_provider(r->sh, p),
+				     c->wdelta, on_warm_state, c) == 0)
+			r->shape_out++;
+		else
+			shaping_warm_apply(r->sh, p, false, 0, 0, c->wdelta);
 	}
 }
 
@@ -394,7 +414,9 @@ static int shape_open(struct run *r, char *err, size_t errlen)
 		c->r = r;
 		c->pair = p;
 		if (shape_store_key(c->key, sizeof(c->key), r->cfg.jobs, shaping_pair_source(r->sh, p),
-				    shaping_pair_provider(r->sh, p)) != 0) {
+				    shaping_pair_provider(r->sh, p)) != 0 ||
+		    shape_store_warm_key(c->wkey, sizeof(c->wkey), r->cfg.jobs,
+					 shaping_pair_source(r->sh, p)) != 0) {
 			snprintf(err, errlen, "shaping key too long for [redis] jobs %s", r->cfg.jobs);
 			return -1;
 		}

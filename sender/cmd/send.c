@@ -362,6 +362,7 @@ static int deliver_all(const struct cmd_send_opts *o, const struct config *cfg,
 	/* providers and rules act within this one run (no Redis state) */
 	struct shaping *sh = shaping_new(cfg, NULL, err, sizeof(err));
 	dopt.shaping = sh;
+	shaping_warm_assume(sh);
 	struct deliver *d = sh ? deliver_new(l, cfg, &dopt, err, sizeof(err)) : NULL;
 	if (d == NULL) {
 		fprintf(stderr, "mxsend send: %s\n", err);

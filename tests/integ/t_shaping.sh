@@ -258,3 +258,57 @@ t_suspend_5xx() {
 	assert_eq "without the rule: bounced (69)" 69 "$RUN_RC"
 }
 run_case "suspend on a 5xx (Microsoft S3150): the recipient is deferred, not bounced" t_suspend_5xx
+
+t_warmup() {
+	start_redis -n warmup || { fail "redis"; return; }
+	local c=$CASE_DIR/c.ini port=$REDIS_PORT i r
+	local src='[source s1]
+address = 127.0.64.1
+warmup = 3 10
+
+[source s2]
+address = 127.0.64.2
+%s
+
+[pool wp]
+sources = s1 s2
+
+[domain ok.test]
+pool = wp
+
+[provider okp]
+mx = mx.ok.test'
+	# s2 without warm-up: s1's budget (3 today) spent, the rest goes through
+	# s2 (jobs queued once the process knows today's counts: before its first
+	# sync a source with warm-up lends its turn to the others)
+	RETRY=1h conf "$c" "$(printf "$src" "")"
+	integ_spawn run "$CASE_DIR/err" "$MXSEND" run -c "$c"
+	sleep 2
+	pipe_jobs "$port" 10 ok.test wa
+	wait_until 20 n_done "$port" wa 10 || fail "not every wa job has a result"
+	stop_proc run
+	r=$(results "$port" id,status,source | grep '^wa-')
+	assert_eq "every job delivered (none waits while s2 has room)" 10 "$(grep -c '|delivered|' <<<"$r")"
+	assert_eq "s1 sent its day-0 budget, no more" 3 "$(grep -c "|s1\\[" <<<"$r")"
+	assert_eq "s2 sent the rest" 7 "$(grep -c '|s2\[' <<<"$r")"
+	local today=$(($(date +%s) / 86400))
+	assert_eq "Redis: s1's first day" "$today" "$(rcli "$port" HGET mxsend:jobs:warmup:s1 first)"
+	assert_eq "Redis: s1's count today for okp" 3 "$(rcli "$port" HGET mxsend:jobs:warmup:s1 "okp:$today")"
+	# s2 with a budget too (2): the counts of today are in Redis (another
+	# process): 2 more go, the rest waits for the next UTC day, no retry used
+	RETRY=1h conf "$c" "$(printf "$src" "warmup = 2")"
+	integ_spawn run "$CASE_DIR/err2" "$MXSEND" run -c "$c"
+	sleep 2
+	pipe_jobs "$port" 6 ok.test wb
+	wait_until 20 n_done "$port" wb 6 || fail "not every wb job has a result"
+	stop_proc run
+	r=$(results "$port" id,status,source,dsn,shaped | grep '^wb-')
+	assert_eq "two delivered, through s2" 2 "$(grep -c '|delivered|s2\[' <<<"$r")"
+	assert_eq "four wait for tomorrow: 451 4.4.5, shaped=warmup" 4 \
+		"$(grep -Ec '\|deferred\|s[12]\[[0-9.]+\]\|4\.4\.5\|warmup:s[12]/okp day=0 limit=[23]$' <<<"$r")"
+	local due mid=$(((today + 1) * 86400000))
+	due=$(rcli "$port" ZRANGE mxsend:jobs:retry 0 0 WITHSCORES | tail -n 1)
+	assert_ge "parked until the next UTC day" "$mid" "${due%.*}"
+}
+n_done() { [ "$(results "$1" id | grep -c "^$2-")" -ge "$3" ]; }
+run_case "warm-up: a source's daily budget per provider (day count in Redis) overflows to the pool's other source; with every source spent mail waits for the next day without using a retry" t_warmup

@@ -369,6 +369,61 @@ static void t_throttle_and_sync(void)
 	config_fini(&c);
 }
 
+/* [source] warmup: the day's budget per provider, this process's share of
+ * what is left, LATER before the first answer from Redis and while others
+ * may still have room, SPENT when none is left; past the schedule: no limit. */
+static void t_warmup(void)
+{
+	struct config c;
+	char err[512] = "";
+	CHECK_INT(load(&c, "[source s1]\naddress = 127.0.0.1\nwarmup = 3 5\n"
+			   "[source s2]\naddress = 127.0.0.1\n"
+			   "[provider p]\nmx = .p.test\n", NULL, err, sizeof(err)), 0);
+	CHECK_INT(c.sources[0].n_warmup, 2);
+	CHECK_INT(c.sources[0].warmup[1], 5);
+	struct limits_peers peers = { 0 };
+	struct shaping *sh = shaping_new(&c, &peers, err, sizeof(err));
+	if (sh == NULL) {
+		t_failed = 1;
+		config_fini(&c);
+		return;
+	}
+	CHECK(shaping_warm_any(sh));
+	int p1 = shaping_pair(sh, 0, 0), p2 = shaping_pair(sh, 1, 0);
+	CHECK_INT(shaping_warm_take(sh, p2), SHAPE_WARM_OK); /* no warm-up */
+	CHECK_INT(shaping_warm_take(sh, p1), SHAPE_WARM_LATER); /* not known yet */
+	uint32_t delta;
+	CHECK(shaping_warm_sync_take(sh, p1, &delta) && delta == 0);
+	CHECK(!shaping_warm_sync_take(sh, p2, &delta));
+	shaping_warm_apply(sh, p1, true, -1, 0, 0); /* not used yet: day 0 */
+	for (int i = 0; i < 3; i++)
+		CHECK_INT(shaping_warm_take(sh, p1), SHAPE_WARM_OK);
+	CHECK_INT(shaping_warm_take(sh, p1), SHAPE_WARM_SPENT);
+	char why[160];
+	shaping_warm_why(sh, p1, why, sizeof(why));
+	CHECK_STR(why, "warmup:s1/p day=0 limit=3");
+	CHECK(shaping_warm_sync_take(sh, p1, &delta) && delta == 3);
+	CHECK_INT(shaping_warm_take(sh, p1), SHAPE_WARM_SPENT); /* pending counts */
+	shaping_warm_apply(sh, p1, false, 0, 0, delta);          /* lost: counts again */
+	CHECK(shaping_warm_sync_take(sh, p1, &delta) && delta == 3);
+	shaping_warm_apply(sh, p1, true, 1, 3, delta); /* day 1: 5, 3 used (2 processes) */
+	limits_peers_set(&peers, 2, 0);
+	CHECK_INT(shaping_warm_take(sh, p1), SHAPE_WARM_OK); /* share: ceil(2 / 2) */
+	CHECK_INT(shaping_warm_take(sh, p1), SHAPE_WARM_LATER); /* the other may have room */
+	shaping_warm_apply(sh, p1, true, 2, 0, 0); /* past the schedule */
+	CHECK_INT(shaping_warm_take(sh, p1), SHAPE_WARM_OK);
+	shaping_free(sh);
+	/* bad values */
+	const char *bad[] = { "warmup = 0", "warmup = 3 x", "warmup = ", "warmup = 100000001" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char text[200];
+		config_fini(&c);
+		snprintf(text, sizeof(text), "[source s1]\naddress = 127.0.0.1\n%s\n", bad[i]);
+		CHECK_INT(load(&c, text, NULL, err, sizeof(err)), -1);
+	}
+	config_fini(&c);
+}
+
 static const struct t_case cases[] = {
 	{ "parse", t_parse },
 	{ "providers_file", t_providers_file },
@@ -378,5 +433,6 @@ static const struct t_case cases[] = {
 	{ "rule_match", t_rule_match },
 	{ "pacing", t_pacing },
 	{ "throttle_and_sync", t_throttle_and_sync },
+	{ "warmup", t_warmup },
 };
 T_MAIN(cases)
