@@ -1,6 +1,8 @@
 # mxsend: one non-recursive Makefile. `make test` = deps + layering check + build + unit
 # (ASan/UBSan) + integration.
 CC      ?= cc
+# mxsend's version; also in the .TH lines of sender/dist/mxsend.1 and mxsend.conf.5 (t_install checks)
+VERSION := 0.1.0
 PKGS    := liburing openssl libcares hiredis inih jansson zlib
 B       := build
 BA      := build/asan
@@ -23,12 +25,13 @@ MALLOC_LIBS := -l:libjemalloc_pic.a -lm -ldl
 # bench/postfix.sh) is installed with debconf's 'No configuration': no main.cf, no system instance;
 # the test and the bench run private instances (postfix -c DIR) on 127.0.9.x.
 # The scripts' own tools are listed too, though most Debian machines have them: perl (the tests'
-# DNS client, JSON::PP, message checks), iproute2 (ss: free ports), procps (ps, pgrep).
+# DNS client, JSON::PP, message checks), iproute2 (ss: free ports), procps (ps, pgrep). ldnsutils (ldns-keygen, ldns-signzone) signs
+# t_dane.sh's zone (tests/integ/dnssec.sh); bind9-dnsutils has dig (the AD bit, checked there).
 DEB_PKGS := gcc make pkg-config python3 perl iproute2 procps \
 	liburing-dev libssl-dev libc-ares-dev libhiredis-dev libinih-dev libjansson-dev zlib1g-dev \
 	libjemalloc-dev \
 	python3-dkim python3-nacl python3-dnspython python3-redis openssl unbound redis-server redis-tools \
-	nginx-light gnuplot-nox ca-certificates postfix \
+	nginx-light gnuplot-nox ca-certificates postfix man-db groff-base ldnsutils bind9-dnsutils \
 	libgnutls-dane0 libgnutls30 libidn12 libevent-2.1-7 libnsl2 libdb5.3 libpam0g
 # Receiving MTAs for tests/integ/t_interop.sh that cannot be installed beside postfix (Debian's
 # exim4-daemon-light and opensmtpd conflict with it, all three provide mail-transport-agent):
@@ -69,7 +72,8 @@ FUZZ_TARGETS ?= $(FUZZ_NAMES)
 FUZZ_LIBOBJ := $(LIB_SRC:%.c=$(FZ)/obj/%.o)
 REPLAY_BIN  := $(FUZZ_NAMES:%=$(FZ)/replay_%)
 
-.PHONY: all deps test test-unit test-integ test-layer bench bench-postfix demo fuzz fuzz-deps clean
+.PHONY: all deps test test-unit test-integ test-layer bench bench-postfix demo fuzz fuzz-deps clean \
+	install uninstall
 all: $(B)/mxsend $(BENCH_BIN)
 
 # The layering, enforced: queue/ and tlscache/ never include sender/ (DESIGN.md). Their files
@@ -135,6 +139,13 @@ deps:
 		useradd --system --gid $$u --no-create-home --home-dir /nonexistent \
 			--shell /usr/sbin/nologin $$u || exit 1; \
 	done
+
+# `mxsend --version` (sender/cmd/version.c): mxsend's version, and liburing's as
+# compiled against (2.3 has no version macro).
+VERSION_OBJ := $(B)/sender/cmd/version.o $(BA)/sender/cmd/version.o $(FZ)/obj/sender/cmd/version.o
+$(VERSION_OBJ): ALL_CFLAGS += -DMXSEND_VERSION='"$(VERSION)"' \
+	-DMXSEND_URING_VERSION='"$(shell pkg-config --modversion liburing 2>/dev/null)"'
+$(VERSION_OBJ): Makefile
 
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -232,6 +243,62 @@ fuzz: fuzz-deps
 	if [ -n "$$failed" ]; then \
 		echo "fuzz: FAILED:$$failed (logs $(FZ)/fuzz-NAME.log; inputs $(FZ)/crash-NAME-*)"; exit 1; \
 	fi
+
+# `make install` (PREFIX, DESTDIR): the programs, the man pages, the example
+# config and the Redis ACL user (docs), a systemd unit and its system user
+# (sysusers.d), and the config itself, from the example, only where none
+# exists (root:mxsend 0640 when the user exists: it may hold passwords).
+# `make uninstall` removes what install wrote under PREFIX, the unit and the
+# sysusers file; the config (yours) and the user stay. The paths are written
+# into the unit; BINDIR, MANDIR, DOCDIR, UNITDIR, SYSUSERSDIR, CONFDIR may be
+# set one by one. tests/integ/t_install.sh checks the tree, the man pages and
+# the unit (systemd-analyze verify).
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+MANDIR      ?= $(PREFIX)/share/man
+DOCDIR      ?= $(PREFIX)/share/doc/mxsend
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+CONFDIR     ?= /etc/mxsend
+INSTALL_BIN := mxsend mxsink mxload
+DIST        := sender/dist
+
+$(B)/mxsend.service: $(DIST)/mxsend.service.in Makefile
+	@mkdir -p $(B)
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@CONFDIR@|$(CONFDIR)|g' $< >$@
+
+install: $(INSTALL_BIN:%=$(B)/%) $(B)/mxsend.service
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+	install -m 0755 $(INSTALL_BIN:%=$(B)/%) $(DESTDIR)$(BINDIR)/
+	install -m 0644 $(DIST)/mxsend.1 $(DESTDIR)$(MANDIR)/man1/mxsend.1
+	install -m 0644 $(DIST)/mxsend.conf.5 $(DESTDIR)$(MANDIR)/man5/mxsend.conf.5
+	install -m 0644 sender/mxsend.conf.example $(DIST)/mxsend.acl $(DESTDIR)$(DOCDIR)/
+	install -m 0644 $(B)/mxsend.service $(DESTDIR)$(UNITDIR)/mxsend.service
+	install -m 0644 $(DIST)/sysusers.conf $(DESTDIR)$(SYSUSERSDIR)/mxsend.conf
+	@# the user, on this machine only (not into a DESTDIR image: sysusers.d makes it at boot)
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && ! getent passwd mxsend >/dev/null; then \
+		echo "install: creating system user mxsend"; \
+		systemd-sysusers $(SYSUSERSDIR)/mxsend.conf 2>/dev/null || \
+		useradd --system --user-group --no-create-home --home-dir /nonexistent \
+			--shell /usr/sbin/nologin mxsend || exit 1; \
+	fi
+	install -d -m 0755 $(DESTDIR)$(CONFDIR)
+	@if [ -e $(DESTDIR)$(CONFDIR)/mxsend.conf ]; then \
+		echo "install: $(DESTDIR)$(CONFDIR)/mxsend.conf exists: kept"; \
+	else \
+		install -m 0640 sender/mxsend.conf.example $(DESTDIR)$(CONFDIR)/mxsend.conf && \
+		if [ "$$(id -u)" = 0 ] && getent group mxsend >/dev/null; then \
+			chgrp mxsend $(DESTDIR)$(CONFDIR)/mxsend.conf; fi; \
+	fi
+
+uninstall:
+	rm -f $(INSTALL_BIN:%=$(DESTDIR)$(BINDIR)/%) $(DESTDIR)$(MANDIR)/man1/mxsend.1 \
+		$(DESTDIR)$(MANDIR)/man5/mxsend.conf.5 $(DESTDIR)$(DOCDIR)/mxsend.conf.example \
+		$(DESTDIR)$(DOCDIR)/mxsend.acl $(DESTDIR)$(UNITDIR)/mxsend.service \
+		$(DESTDIR)$(SYSUSERSDIR)/mxsend.conf
+	rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null || true
+	@echo "uninstall: kept $(DESTDIR)$(CONFDIR)/mxsend.conf and the user mxsend (remove them by hand)"
 
 clean:
 	rm -rf $(B)

@@ -28,7 +28,8 @@
 #       Ed25519; signed in mxload's feeder thread, as `mxsend run` signs a job); k0 a1 at 20 KB
 #       unsigned, k3/k4 the same signed; k6 100 recipients per message unsigned, k5 signed (one
 #       signature per message). Verdict: CPU/msg <= the unsigned row + 1.15 x OpenSSL's own
-#       signature cost (sign_us, measured by mxload in the same run).
+#       cost of signing that message (sign_us, measured by mxload in the same run: SHA-256
+#       over the message's bytes, as bh= needs, and one signature).
 #   c   10,000 TLS sessions open at once against the slow sink (--delay-ms), --no-reuse
 #   d1  = a2's load with 1 worker, d2 with 2 workers (throughput ratio, CPU split)
 #   s   (only with --only s: minutes long) the shaping closed loop, bench/shaping.sh: a receiver

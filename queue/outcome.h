@@ -51,7 +51,8 @@ struct job_outcome {
 	char tls[16];       /* "none", "TLSv1.2", "TLSv1.3" */
 	char cipher[64];    /* "" if none */
 	bool verified;
-	char policy[16];    /* "none","may","encrypt","verify","sts-enforce","sts-testing" */
+	char policy[16];    /* "none","may","encrypt","verify","dane-only","sts-enforce",
+	                     * "sts-testing"; per MX host "dane","dane-unusable","dane-fail" */
 	bool resumed;       /* TLS session resumed */
 	bool reused;        /* SMTP connection reused from the pool */
 	uint32_t elapsed_ms;

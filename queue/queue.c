@@ -494,7 +494,10 @@ static void conn_connect(struct qconn *c)
 
 	/* Pipelined initialization; CLIENT SETNAME comes last and marks READY. */
 	char db[16], name[300];
-	if (q->password != NULL && q->password[0] != '\0') {
+	if (q->username[0] != '\0') { /* an ACL user (Redis 6) */
+		const char *a[] = { "AUTH", q->username, q->password };
+		init_cmd(c, I_AUTH, 3, a);
+	} else if (q->password[0] != '\0') {
 		const char *a[] = { "AUTH", q->password };
 		init_cmd(c, I_AUTH, 2, a);
 	}
@@ -862,6 +865,7 @@ struct queue *queue_new(const struct queue_config *cfg, const struct queue_host 
 	if (queue_url_parse(cfg->url, &q->addr, err, errlen) != 0)
 		goto fail;
 	q->password = (cfg->password && cfg->password[0]) ? cfg->password : q->addr.password;
+	q->username = (cfg->username && cfg->username[0]) ? cfg->username : q->addr.username;
 	if (cfg->max_inflight <= 0 || cfg->batch <= 0 || cfg->limits.addr_ok == NULL ||
 	    cfg->limits.split == NULL || cfg->jobs == NULL || cfg->results == NULL ||
 	    cfg->group == NULL || cfg->consumer == NULL) {

@@ -61,9 +61,11 @@ struct queue_addr {
 	int port;
 	char path[256]; /* unix socket path, "" for TCP */
 	int db;
+	char username[256]; /* from the URL ("USER:PASSWORD@"), "" if none */
 	char password[256]; /* from the URL, "" if none */
 };
-/* Parse "redis://[:PASSWORD@]HOST[:PORT][/DB]" or "unix:/PATH[?db=N]".
+/* Parse "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]" or "unix:/PATH[?db=N]".
+ * Userinfo without a ':' ("redis://PASSWORD@HOST") is a password alone.
  * Returns 0, or -1 with a message in err. Pure. */
 int queue_url_parse(const char *url, struct queue_addr *a, char *err, size_t errlen);
 /* url as it may be shown: a password in it replaced by "***"
@@ -76,6 +78,7 @@ const char *queue_url_redact(const char *url, char *out, size_t n);
 
 struct queue_config {
 	const char *url;      /* see queue_url_parse */
+	const char *username; /* NULL or "": the URL's user, if any (ACL: AUTH USER PASSWORD) */
 	const char *password; /* NULL or "": the URL's password, if any */
 	const char *jobs, *results, *group;
 	const char *consumer; /* this process's consumer name, e.g. "host:pid" */
@@ -179,6 +182,11 @@ struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, si
  * fault: the queue keeps retrying); -2 Redis refused the credentials or the
  * database (configuration). err never holds the password. */
 int queue_sync_check(const struct queue_config *cfg, char *err, size_t errlen);
+/* CONFIG GET name: its value into value (n bytes, cut to fit). 0, or -1 with
+ * err set: CONFIG refused (an ACL user without it, a managed Redis that
+ * renames or disables it), an unknown parameter, no reply. Start-up only. */
+int queue_sync_config_get(struct queue_sync *s, const char *name, char *value, size_t n, char *err,
+			  size_t errlen);
 /* SCAN keys matching pattern and GET each (string values): fn(key, value) per
  * key. Returns how many, or -1 with err. Synchronous: start-up only. */
 int queue_sync_scan(struct queue_sync *s, const char *pattern,

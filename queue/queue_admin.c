@@ -76,8 +76,9 @@ int queue_url_parse(const char *url, struct queue_addr *a, char *err, size_t err
 			at = s;
 	if (at != NULL) {
 		const char *colon = memchr(p, ':', (size_t)(at - p));
-		const char *pw = colon ? colon + 1 : p; /* [user:]password */
-		if (copy_part(a->password, sizeof(a->password), pw, (size_t)(at - pw)) != 0)
+		const char *pw = colon ? colon + 1 : p; /* [[user]:]password */
+		if (copy_part(a->password, sizeof(a->password), pw, (size_t)(at - pw)) != 0 ||
+		    (colon != NULL && copy_part(a->username, sizeof(a->username), p, (size_t)(colon - p)) != 0))
 			goto bad;
 		p = at + 1;
 	}
@@ -106,7 +107,7 @@ int queue_url_parse(const char *url, struct queue_addr *a, char *err, size_t err
 		goto bad;
 	return 0;
 bad:
-	snprintf(err, errlen, "bad redis url \"%s\": expected redis://[:PASSWORD@]HOST[:PORT][/DB]",
+	snprintf(err, errlen, "bad redis url \"%s\": expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]",
 		 queue_url_redact(url, shown, sizeof(shown)));
 	return -1;
 }
@@ -180,8 +181,8 @@ static void scrub(char *err, const char *pw)
 
 /* qsync_connect; *refused = true when Redis answered AUTH or SELECT with an
  * error (wrong credentials or database: configuration, not a passing fault). */
-static redisContext *connect_sync(const char *url, const char *password, bool *refused, char *err,
-				  size_t errlen)
+static redisContext *connect_sync(const char *url, const char *username, const char *password,
+				  bool *refused, char *err, size_t errlen)
 {
 	struct queue_addr a;
 	struct timeval tv = { 5, 0 };
@@ -199,10 +200,12 @@ static redisContext *connect_sync(const char *url, const char *password, bool *r
 	}
 	redisSetTimeout(c, tv);
 	const char *pw = (password && password[0]) ? password : a.password;
+	const char *user = (username && username[0]) ? username : a.username;
 	redisReply *r;
-	if (pw[0] != '\0') {
-		const char *av[] = { "AUTH", pw };
-		r = redisCommandArgv(c, 2, av, NULL);
+	if (pw[0] != '\0' || user[0] != '\0') {
+		/* Redis 6 ACL: AUTH USER PASSWORD; else the default user's AUTH PASSWORD */
+		const char *av[] = { "AUTH", user[0] ? user : pw, pw };
+		r = redisCommandArgv(c, user[0] ? 3 : 2, av, NULL);
 		*refused = r != NULL && r->type == REDIS_REPLY_ERROR;
 		if (qsync_reply_err(c, r, "AUTH", err, errlen) != 0)
 			goto fail;
@@ -228,16 +231,17 @@ fail:
 	return NULL;
 }
 
-redisContext *qsync_connect(const char *url, const char *password, char *err, size_t errlen)
+redisContext *qsync_connect(const char *url, const char *username, const char *password, char *err,
+			   size_t errlen)
 {
 	bool refused = false;
-	return connect_sync(url, password, &refused, err, errlen);
+	return connect_sync(url, username, password, &refused, err, errlen);
 }
 
 int queue_sync_check(const struct queue_config *cfg, char *err, size_t errlen)
 {
 	bool refused = false;
-	redisContext *c = connect_sync(cfg->url, cfg->password, &refused, err, errlen);
+	redisContext *c = connect_sync(cfg->url, cfg->username, cfg->password, &refused, err, errlen);
 	if (c == NULL)
 		return refused ? -2 : -1;
 	redisFree(c);
@@ -251,7 +255,7 @@ redisContext *qsync_ctx(struct queue_sync *s)
 
 struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, size_t errlen)
 {
-	redisContext *c = qsync_connect(cfg->url, cfg->password, err, errlen);
+	redisContext *c = qsync_connect(cfg->url, cfg->username, cfg->password, err, errlen);
 	if (c == NULL)
 		return NULL;
 	struct queue_sync *s = qalloc(sizeof(*s));
@@ -271,6 +275,25 @@ void queue_sync_close(struct queue_sync *s)
 	redisFree(s->c);
 	free(s->held_key);
 	free(s);
+}
+
+int queue_sync_config_get(struct queue_sync *s, const char *name, char *value, size_t n, char *err,
+			  size_t errlen)
+{
+	const char *av[] = { "CONFIG", "GET", name };
+	redisReply *r = redisCommandArgv(s->c, 3, av, NULL);
+	if (qsync_reply_err(s->c, r, "CONFIG GET", err, errlen) != 0)
+		return -1;
+	/* [name, value]; an empty array when the server does not know it */
+	int rc = -1;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING) {
+		snprintf(value, n, "%s", r->element[1]->str);
+		rc = 0;
+	} else {
+		snprintf(err, errlen, "redis: CONFIG GET %s: no such parameter", name);
+	}
+	freeReplyObject(r);
+	return rc;
 }
 
 int queue_sync_enqueue(struct queue_sync *s, const struct queue_fields *f, long count,

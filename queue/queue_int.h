@@ -67,7 +67,7 @@ struct queue {
 	struct queue_config cfg;
 	struct queue_host h;
 	struct queue_addr addr;
-	const char *password;
+	const char *username, *password;
 	char *retry_key, *held_key, *procs_key;
 	char sha_commit[41], sha_move[41], sha_gc[41], sha_peers[41], sha_dead[41];
 	struct qconn cmd, clm;
@@ -117,10 +117,12 @@ void qkick_claim(struct queue *q);
 void *qalloc(size_t n);
 
 /* Blocking Redis connection for the command-line tools (queue_admin.c): URL,
- * password (or the URL's), database, 5 s timeouts. NULL with err set. */
+ * username and password (or the URL's: AUTH USER PASSWORD with a user, else
+ * AUTH PASSWORD), database, 5 s timeouts. NULL with err set. */
 struct redisContext;
 struct redisReply;
-struct redisContext *qsync_connect(const char *url, const char *password, char *err, size_t errlen);
+struct redisContext *qsync_connect(const char *url, const char *username, const char *password,
+				   char *err, size_t errlen);
 /* 0 for a reply; -1 with err set for no reply or an error reply (freed). */
 int qsync_reply_err(struct redisContext *c, struct redisReply *r, const char *what, char *err,
 		    size_t errlen);

@@ -25,9 +25,10 @@ struct queue;
 int tlsrpt_queue_event(struct queue *q, const struct tls_event *ev, const char *prefix);
 
 struct tlsrpt_store;
-/* Connect to url (queue_url_parse form), AUTH (password, else the URL's),
- * SELECT. prefix NULL = TLSRPT_PREFIX (copied). NULL with a message in err. */
-struct tlsrpt_store *tlsrpt_store_open(const char *url, const char *password,
+/* Connect to url (queue_url_parse form), AUTH (username and password, else
+ * the URL's), SELECT. prefix NULL = TLSRPT_PREFIX (copied). NULL with a
+ * message in err. */
+struct tlsrpt_store *tlsrpt_store_open(const char *url, const char *username, const char *password,
 				       const char *prefix, char *err, size_t errlen);
 void tlsrpt_store_close(struct tlsrpt_store *s);
 /* Count one event now (pipelined, waits for the replies). 0 or -1. */

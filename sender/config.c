@@ -31,6 +31,7 @@
 
 #include "queue/queue.h"
 #include "sender/config_int.h"
+#include "sender/dns.h"
 #include "sender/log.h"
 #include "sender/signer.h"
 #include "sender/util.h"
@@ -42,7 +43,8 @@
 #define SCHEDULE_MAX ((int)ARRAY_LEN(((struct config *)0)->schedule_ms))
 
 /* NULL-terminated so they double as V_CHOICE lists. */
-static const char *const level_names[] = { "none", "may", "encrypt", "verify", NULL };
+static const char *const level_names[] = { "none", "may", "encrypt", "verify", "dane-only", NULL };
+static const char *const dane_names[] = { "no", "auto", "yes", NULL }; /* enum dns_dnssec */
 static const char *const fail_names[] = { "next-mx", "defer", "hold", "bounce", "plaintext", NULL };
 static const char *const log_names[] = { "trace", "debug", "info", "warn", "error", NULL };
 static const char *const tlsver_names[] = { "1.2", "1.3", NULL };
@@ -57,7 +59,7 @@ static int choice(const char *const *names, const char *s)
 
 const char *tls_level_name(enum tls_level l)
 {
-	return (unsigned)l <= TLS_LEVEL_VERIFY ? level_names[l] : "?";
+	return (unsigned)l <= TLS_LEVEL_DANE_ONLY ? level_names[l] : "?";
 }
 
 int tls_level_parse(const char *s)
@@ -296,6 +298,7 @@ static const struct key k_mxsend[] = {
 };
 static const struct key k_redis[] = {
 	{ "url", STR(G(redis_url), V_URL, "redis://HOST:PORT/DB or unix:/PATH"), 0 },
+	{ "username", STR(G(redis_username), V_WORD, "an ACL user name"), 0 },
 	{ "password", STR(G(redis_password), V_STR, ""), 0 },
 	{ "jobs", STR(G(jobs), V_WORD, WORD), 0 },
 	{ "results", STR(G(results), V_WORD, WORD), 0 },
@@ -319,6 +322,10 @@ static const struct key k_tls[] = {
 	{ "broken_tls_ttl", DUR(V_DUR, G(broken_tls_ttl_ms), 0, 30 * MS_D, "0..30d"), 0 },
 	{ "sts_https_port", INT(G(sts_https_port), 1, 65535), 0 },
 	{ "max_handshakes", INT(G(max_handshakes), 0, 100000), 0 },
+};
+static const struct key k_dns[] = {
+	{ "dane", CH(G(dane), dane_names, 0, "no|auto|yes"), 0 },
+	{ "dnssec_trusted", STR(G(dnssec_trusted), V_STR, "resolver addresses, space-separated"), 0 },
 };
 static const struct key k_tlsrpt[] = {
 	{ "from", STR(G(rpt_from), V_WORD, "an address like tlsrpt-noreply@example.net"), 0 },
@@ -348,7 +355,7 @@ static const struct key k_pool[] = {
 };
 /* Order matters: on_key() knows tls is [0] and on_tls_failure [1]. */
 static const struct key k_rule[] = {
-	{ "tls", CH(R(tls), level_names, 0, "none|may|encrypt|verify"), RULE_TLS },
+	{ "tls", CH(R(tls), level_names, 0, "none|may|encrypt|verify|dane-only"), RULE_TLS },
 	{ "on_tls_failure", CH(R(on_tls_failure), fail_names, 0, "next-mx|defer|hold|bounce|plaintext"),
 	  RULE_ON_TLS_FAILURE },
 	{ "min_tls", CH(R(min_tls), tlsver_names, 12, "1.2|1.3"), RULE_MIN_TLS },
@@ -392,6 +399,7 @@ static const struct section {
 	{ "retry", k_retry, ARRAY_LEN(k_retry) },    { "tls", k_tls, ARRAY_LEN(k_tls) },
 	{ "timeouts", k_timeouts, ARRAY_LEN(k_timeouts) }, { "pool", k_pool, ARRAY_LEN(k_pool) },
 	{ "tlsrpt", k_tlsrpt, ARRAY_LEN(k_tlsrpt) }, { "shaping", k_shaping, ARRAY_LEN(k_shaping) },
+	{ "dns", k_dns, ARRAY_LEN(k_dns) },
 };
 #define MAX_KEYS 16 /* >= the longest table above */
 
@@ -420,7 +428,7 @@ void config_defaults(struct config *c)
 		.visibility_timeout_ms = 5 * MS_M, .batch = 256, .max_id_len = 1024, .max_meta_len = 4096,
 		.n_schedule = (int)ARRAY_LEN(schedule), .lifetime_ms = 2 * MS_D, .jitter = 0.1,
 		.min_version = 12, .mta_sts = true, .tlsrpt = true, .broken_tls_ttl_ms = 1 * MS_H, .sts_https_port = 443,
-		.max_handshakes = 128,
+		.max_handshakes = 128, .dane = DNS_DNSSEC_AUTO,
 		.timeouts = { .connect = 10 * MS_S, .banner = 5 * MS_M, .helo = 5 * MS_M,
 			      .starttls = 2 * MS_M, .mail = 5 * MS_M, .rcpt = 5 * MS_M,
 			      .data = 2 * MS_M, .block = 3 * MS_M, .dot = 10 * MS_M,
@@ -466,9 +474,11 @@ void config_fini(struct config *c)
 	free(c->path);
 	free(c->helo);
 	free(c->dns);
+	free(c->dnssec_trusted);
 	free(c->ca_file);
 	free(c->metrics);
 	free(c->redis_url);
+	free(c->redis_username);
 	free_secret(c->redis_password);
 	free(c->jobs);
 	free(c->results);

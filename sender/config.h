@@ -14,7 +14,9 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-enum tls_level { TLS_LEVEL_NONE, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT, TLS_LEVEL_VERIFY };
+/* TLS_LEVEL_DANE_ONLY: deliver only to MX hosts whose TLSA records (RFC 7672)
+ * authenticate them; never reaches an SMTP session (a DANE host gets verify). */
+enum tls_level { TLS_LEVEL_NONE, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT, TLS_LEVEL_VERIFY, TLS_LEVEL_DANE_ONLY };
 enum tls_fail_action {
 	TLS_FAIL_NEXT_MX,
 	TLS_FAIL_DEFER,
@@ -22,7 +24,7 @@ enum tls_fail_action {
 	TLS_FAIL_BOUNCE,
 	TLS_FAIL_PLAINTEXT
 };
-const char *tls_level_name(enum tls_level l);              /* "none".."verify" */
+const char *tls_level_name(enum tls_level l);              /* "none".."dane-only" */
 int tls_level_parse(const char *s);                         /* -1 if bad */
 const char *tls_fail_action_name(enum tls_fail_action a);  /* "next-mx".. */
 int tls_fail_action_parse(const char *s);                   /* -1 if bad */
@@ -182,6 +184,7 @@ struct config {
 	char *dkim_extra;   /* key dkim_extra: a [dkim] domain that signs every message too */
 	/* [redis] */
 	char *redis_url;    /* default redis://127.0.0.1:6379/0 */
+	char *redis_username;  /* an ACL user (AUTH USER PASSWORD); NULL: the URL's, if any */
 	char *redis_password;  /* never logged (nor the URL's: see queue_url_redact) */
 	bool redis_named;      /* the file sets [redis] url: `send` adds to the TLSRPT counters */
 	char *jobs, *results, *group; /* mxsend:jobs, mxsend:results, mxsend */
@@ -196,6 +199,11 @@ struct config {
 	int n_schedule;
 	uint64_t lifetime_ms;     /* key lifetime, default 2d */
 	double jitter;            /* key jitter, fraction 0..1, default 0.1 */
+	/* [dns] */
+	int dane;                 /* key dane = no|auto|yes (enum dns_dnssec), default auto:
+	                           * DANE (RFC 7672) with the AD bit of a trusted resolver */
+	char *dnssec_trusted;     /* key dnssec_trusted: resolvers trusted to validate
+	                           * besides loopback ones (addresses, space-separated) */
 	/* [tls] */
 	int min_version;          /* key min_version 1.2|1.3 -> 12|13 */
 	bool mta_sts, tlsrpt;      /* keys mta_sts, tlsrpt: yes|no, both default yes */

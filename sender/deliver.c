@@ -45,6 +45,7 @@
 #include "sender/pool.h"
 #include "sender/shaping.h"
 #include "sender/smtp.h"
+#include "sender/policy/dane.h"
 #include "sender/policy/stspol.h"
 #include "sender/policy/tlspolicy.h"
 #include "sender/tls.h"
@@ -80,6 +81,11 @@ struct deliver {
 	 * weight 1), and the sources whose address went away */
 	int **wrr;
 	bool *src_down;
+};
+
+struct job_dane {
+	struct dane_host h;
+	struct dane_lookup lk;
 };
 
 struct job {
@@ -118,6 +124,11 @@ struct job {
 	struct loop_timer rate_timer;
 	struct loop_task lit_task; /* relay given as an IP literal: no DNS */
 	int pool_i;           /* egress pool (config pools index; n_pools: every source) */
+	/* DANE (policy/dane.h): what the TLSA records of MX host dane_for (-1:
+	 * none yet) demand, looked up before its first session; allocated only
+	 * when the resolver gives DNSSEC answers (most jobs never need it) */
+	struct job_dane *dane;
+	int dane_for;
 	const struct source *src; /* this attempt's egress source, NULL: none */
 	/* shaping (shaping.h): the (source, provider) pair of the first MX host,
 	 * -1 none; the domain's max_rate passed (rate_timer then waits for the
@@ -174,7 +185,9 @@ struct deliver *deliver_new(struct loop *l, const struct config *c, const struct
 				  * sometimes 2,000 deliveries to c-ares timeouts (both tries
 				  * of a burst dropped). Lookups past the cap wait in order. */
 				 .max_inflight = 128,
-				 .cache_max = 10000 };
+				 .cache_max = 10000,
+				 .dnssec = (enum dns_dnssec)c->dane,
+				 .trusted = c->dnssec_trusted };
 	d->dns = dns_new(l, &dopt, err, errlen);
 	if (d->dns == NULL)
 		goto fail;
@@ -317,6 +330,10 @@ static void job_free(struct job *j)
 	if (j->has_pol)
 		sts_policy_fini(&j->pol);
 	shaping_unwait(j->d->o.shaping, j->shape_pair, &j->shape_waiting);
+	if (j->dane) {
+		dane_host_fini(&j->dane->h);
+		free(j->dane);
+	}
 	free(j->mx_pending);
 	msg_wire_fini(&j->wire);
 	free(j->mx);
@@ -327,9 +344,32 @@ static void job_free(struct job *j)
 	free(j);
 }
 
+/* The current MX host's DANE state, once known (NULL: not yet, or no DNSSEC). */
+static const struct dane_host *dane_known(const struct job *j)
+{
+	return j->dane != NULL && j->dane_for >= 0 && j->dane_for == j->host_i ? &j->dane->h : NULL;
+}
+
+/* ... when DANE decides its TLS. */
+static const struct dane_host *dane_cur(const struct job *j)
+{
+	const struct dane_host *h = dane_known(j);
+	return h && (h->mode == DANE_AUTH || h->mode == DANE_UNUSABLE) ? h : NULL;
+}
+
+/* What the current MX host requires (tlspolicy.h): the domain's policy,
+ * unless DANE decides for the host. */
+static void host_policy(const struct job *j, struct tlspolicy *hp)
+{
+	const struct dane_host *h = dane_known(j);
+	tlspolicy_host(hp, &j->tls, h ? (int)h->mode : DANE_NONE);
+}
+
 static void fill_common(struct job *j, struct job_outcome *r)
 {
-	strlcpy_x(r->policy, j->tls.name, sizeof(r->policy));
+	struct tlspolicy hp;
+	host_policy(j, &hp);
+	strlcpy_x(r->policy, hp.name, sizeof(r->policy));
 	if (j->src)
 		strlcpy_x(r->source, j->src->label, sizeof(r->source));
 	r->elapsed_ms = (uint32_t)(loop_now(j->d->l) - j->start);
@@ -499,6 +539,17 @@ static void tls_event(struct job *j, const char *mx, const char *ip, const char 
 	struct tls_event ev;
 	memset(&ev, 0, sizeof(ev));
 	tlsrpt_event_policy(&ev, j->req->domain, j->has_pol ? &j->pol : NULL);
+	/* RFC 8460 4.2: a DANE host's sessions count under its TLSA policy,
+	 * the records as policy strings */
+	const struct dane_host *dh = dane_known(j);
+	if (mx != NULL && dh != NULL && dh->mode != DANE_NONE) {
+		strlcpy_x(ev.policy_type, "tlsa", sizeof(ev.policy_type));
+		strlcpy_x(ev.policy_id, dh->tls.tag[0] ? dh->tls.tag + 5 : "",
+			  sizeof(ev.policy_id)); /* the hex of "dane-HEX" */
+		ev.policy_mode[0] = '\0';
+		ev.max_age = 0;
+		dane_policy_strings(dh, ",", ev.policy_mx, sizeof(ev.policy_mx));
+	}
 	strlcpy_x(ev.mx, mx ? mx : "", sizeof(ev.mx));
 	strlcpy_x(ev.ip, ip ? ip : "", sizeof(ev.ip));
 	strlcpy_x(ev.result, result ? result : "", sizeof(ev.result));
@@ -513,6 +564,10 @@ static void tls_event(struct job *j, const char *mx, const char *ip, const char 
 static void tls_event_ready(struct job *j, const struct smtp_status *st, enum tls_level lvl)
 {
 	const char *mx = j->mx->hosts[j->host_i].name;
+	if (dane_cur(j) != NULL) { /* READY: the TLS the records demand was had */
+		tls_event(j, mx, j->cur_ip, NULL, NULL);
+		return;
+	}
 	if (lvl == TLS_LEVEL_NONE)
 		return; /* no TLS attempted by choice: nothing to report */
 	if (!st->tls) {
@@ -598,10 +653,87 @@ static void slot_wake(struct limits_waiter *w)
 	start_session(container_of(w, struct job, conn.waiter));
 }
 
+static void dane_done(void *arg, struct dane_host *h);
+
+/* An MX host whose MX and address answers were DNSSEC-secure (RFC 7672 2.2.1,
+ * 2.2.2): its TLSA records decide its TLS. */
+static bool dane_candidate(const struct job *j, const struct dns_host *h)
+{
+	return dns_dnssec_on(j->d->dns) && !j->rule.relay_host && j->mx->secure && h->secure;
+}
+
+/* Before the first session to the current MX host: its DANE state. True when
+ * a TLSA lookup was started (dane_done then calls start_session again). */
+static bool dane_step(struct job *j)
+{
+	if (j->dane_for == j->host_i)
+		return false;
+	const struct dns_host *h = &j->mx->hosts[j->host_i];
+	j->dane_for = j->host_i;
+	if (j->dane == NULL && !dns_dnssec_on(j->d->dns))
+		return false;
+	if (j->dane == NULL)
+		j->dane = xcalloc(1, sizeof(*j->dane));
+	dane_host_fini(&j->dane->h);
+	dane_host_none(&j->dane->h, h->name);
+	if (!dane_candidate(j, h))
+		return false;
+	dane_lookup_start(&j->dane->lk, j->d->dns, h->name, h->cname, j->port, &j->dane->h, dane_done,
+			  j);
+	return true;
+}
+
+/* The current MX host cannot be used: a temporary failure for every one of
+ * its addresses, then the next host. */
+static void skip_host(struct job *j, const char *why)
+{
+	const struct dns_host *h = &j->mx->hosts[j->host_i];
+	const struct sockaddr_storage *sa = &h->addrs[0];
+	/* the result names the host not used (its first address) */
+	inet_ntop(sa->ss_family,
+		  sa->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+					    : (const void *)&((const struct sockaddr_in *)sa)->sin_addr,
+		  j->cur_ip, sizeof(j->cur_ip));
+	j->have_last = true;
+	j->addr_i = h->naddrs - 1;
+	j->plain_retry = false;
+	j->tries++;
+	skip_addr(j, "4.7.5", "%s", why);
+}
+
+static void dane_done(void *arg, struct dane_host *h)
+{
+	struct job *j = arg;
+	const char *mx = j->mx->hosts[j->host_i].name;
+	log_info("evt=dane id=%016llx mx=%s mode=%s why=\"%s\"", (unsigned long long)j->id, mx,
+		 dane_mode_name(h->mode), h->why);
+	if (h->mode == DANE_FAIL) { /* RFC 7672 2.2: never without what the zone may demand */
+		tls_event(j, mx, NULL, "dnssec-invalid", h->why);
+		skip_host(j, h->why);
+		return;
+	}
+	if (h->mode == DANE_NONE && j->has_pol && j->pol.mode == STS_MODE_ENFORCE &&
+	    !sts_policy_allows(&j->pol, mx)) {
+		/* kept by route() until its TLSA was known: no DANE, so MTA-STS */
+		skip_host(j, "MX host not listed in the MTA-STS policy (enforce)");
+		return;
+	}
+	start_session(j);
+}
+
 static void start_session(struct job *j)
 {
 	struct dns_host *h = &j->mx->hosts[j->host_i];
 	struct smtp_params p;
+	if (dane_step(j))
+		return;
+	struct tlspolicy hp;
+	host_policy(j, &hp);
+	if (!hp.usable) { /* tls = dane-only, and no DANE for this host */
+		tls_event(j, h->name, NULL, "dane-required", "tls = dane-only: no usable TLSA records");
+		skip_host(j, "no DNSSEC-validated usable TLSA records for the MX host (tls = dane-only)");
+		return;
+	}
 	memset(&p, 0, sizeof(p));
 	p.mx_host = h->name;
 	memcpy(&p.addr, &h->addrs[j->addr_i], sizeof(p.addr));
@@ -625,7 +757,10 @@ static void start_session(struct job *j)
 	}
 	p.helo = j->src ? j->src->ehlo : j->d->helo;
 	p.source = j->src;
-	p.level = j->plain_retry ? TLS_LEVEL_NONE : j->tls.level;
+	p.level = j->plain_retry ? TLS_LEVEL_NONE : hp.level;
+	const struct dane_host *dk = dane_known(j);
+	if (dk != NULL && dk->mode == DANE_AUTH) /* RFC 7672 2.2: verified by the records */
+		p.dane = &dk->tls;
 	p.min_tls = j->rule.min_tls;
 	p.max_handshakes = (unsigned)j->d->cfg->max_handshakes;
 	if (j->rule.relay_host) {
@@ -824,13 +959,15 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 	}
 	bool was_plain_retry = j->plain_retry;
 	j->plain_retry = false;
+	const struct dane_host *dh = dane_cur(j);
 	if (st->fail == SMTP_FAIL_TLS || st->fail == SMTP_FAIL_TLS_MAY)
 		tls_event(j, mxname, j->cur_ip,
 			  st->no_starttls ? "starttls-not-supported"
 			  : (st->tls_tried && st->verdict.have_cert && !st->verdict.verified)
-				  ? tls_tlsrpt_result(&st->verdict)
+				  ? (dh ? "tlsa-invalid" : tls_tlsrpt_result(&st->verdict))
 				  : "validation-failure",
 			  st->why.text);
+
 	if (st->fail == SMTP_FAIL_TLS_MAY && !was_plain_retry) {
 		/* Opportunistic TLS broke: same address, plaintext, once; and
 		 * remember the host so the next delivery does not try again. */
@@ -840,7 +977,10 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		return;
 	}
 	if (st->fail == SMTP_FAIL_TLS) {
-		switch (j->tls.on_failure) { /* MTA-STS enforce: never bounce (tlspolicy.c) */
+		/* MTA-STS enforce: never bounce; DANE: the next MX (tlspolicy.c) */
+		struct tlspolicy hp;
+		host_policy(j, &hp);
+		switch (hp.on_failure) {
 		case TLS_FAIL_DEFER:
 			finish(j, JOB_DEFERRED, st->why.code, st->why.esc, st->why.text);
 			return;
@@ -931,8 +1071,11 @@ static void route(struct job *j)
 		 * tlspolicy_decide, only with verified TLS); none left is a
 		 * temporary failure. */
 		int n = 0;
+		/* RFC 8461 2: DANE comes first: a candidate stays until its
+		 * TLSA records are known (dane_done) */
 		for (int i = 0; i < mx->nhosts; i++)
-			if (sts_policy_allows(&j->pol, mx->hosts[i].name))
+			if (sts_policy_allows(&j->pol, mx->hosts[i].name) ||
+			    dane_candidate(j, &mx->hosts[i]))
 				mx->hosts[n++] = mx->hosts[i];
 		mx->nhosts = n;
 		if (n == 0) {
@@ -1102,6 +1245,7 @@ int deliver_submit(struct deliver *d, struct deliver_req *req)
 	j->tidx = xcalloc((size_t)req->nrcpt, sizeof(*j->tidx));
 	j->reported = xcalloc((size_t)req->nrcpt, sizeof(*j->reported));
 	loop_timer_init(&j->rate_timer, rate_fn);
+	j->dane_for = -1;
 	pool_conn_init(&j->conn, req->domain, slot_wake);
 	j->nleft = req->nrcpt;
 	j->shape_pair = -1;

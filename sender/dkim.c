@@ -1,5 +1,6 @@
 /* dkim.c: DKIM signing (RFC 6376; Ed25519: RFC 8463) for the messages mxsend writes
  * itself (dkim.h). relaxed/relaxed, SHA-256, no l= (RFC 8460 3 forbids it). */
+#define _GNU_SOURCE /* memrchr */
 #include "sender/dkim.h"
 
 #include <errno.h>
@@ -8,6 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -169,6 +174,141 @@ size_t dkim_canon_header(const char *field, size_t n, char *out)
 	return o;
 }
 
+/* One body line [p, p + n) (without its LF), relaxed: no CR before the LF, no
+ * blanks at its end, one SP per run of blanks inside; then CRLF. */
+static size_t canon_line(const char *p, size_t n, char *out)
+{
+	size_t o = 0;
+	if (n > 0 && p[n - 1] == '\r')
+		n--;
+	while (n > 0 && wsp(p[n - 1]))
+		n--;
+	bool blank = false;
+	for (size_t j = 0; j < n; j++) {
+		if (wsp(p[j])) {
+			blank = true;
+			continue;
+		}
+		if (blank)
+			out[o++] = ' ';
+		blank = false;
+		out[o++] = p[j];
+	}
+	out[o++] = '\r';
+	out[o++] = '\n';
+	return o;
+}
+
+/* May relaxed canonicalisation change byte k of b? A TAB, a SP before a blank
+ * or a line end, an LF without its CR (conservative: a SP before a bare CR). */
+static bool body_changes(const char *b, size_t n, size_t k)
+{
+	switch (b[k]) {
+	case '\t':
+		return true;
+	case ' ':
+		return k + 1 == n || b[k + 1] == ' ' || b[k + 1] == '\r' || b[k + 1] == '\n';
+	case '\n':
+		return k == 0 || b[k - 1] != '\r';
+	default:
+		return false;
+	}
+}
+
+/* The first byte at or after i that canonicalisation may change, or n. Most
+ * lines of most messages are already canonical: 16 bytes a step (SSE2). */
+static size_t body_next_change(const char *b, size_t n, size_t i)
+{
+	if (i == 0 && n > 0) {
+		if (body_changes(b, n, 0))
+			return 0;
+		i = 1;
+	}
+#if defined(__SSE2__)
+	const __m128i sp = _mm_set1_epi8(' '), tab = _mm_set1_epi8('\t'), cr = _mm_set1_epi8('\r'),
+		      lf = _mm_set1_epi8('\n');
+	for (; i + 17 <= n; i += 16) { /* b[i - 1 .. i + 16] readable */
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
+		__m128i nx = _mm_loadu_si128((const __m128i *)(const void *)(b + i + 1));
+		__m128i pv = _mm_loadu_si128((const __m128i *)(const void *)(b + i - 1));
+		__m128i end = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(nx, sp), _mm_cmpeq_epi8(nx, cr)),
+					   _mm_cmpeq_epi8(nx, lf));
+		__m128i bad = _mm_or_si128(_mm_cmpeq_epi8(v, tab), _mm_and_si128(_mm_cmpeq_epi8(v, sp), end));
+		bad = _mm_or_si128(bad, _mm_andnot_si128(_mm_cmpeq_epi8(pv, cr), _mm_cmpeq_epi8(v, lf)));
+		unsigned m = (unsigned)_mm_movemask_epi8(bad);
+		if (m != 0)
+			return i + (size_t)__builtin_ctz(m);
+	}
+#endif
+	for (; i < n; i++)
+		if (body_changes(b, n, i))
+			return i;
+	return n;
+}
+
+/* Where the canonical body goes, a piece at a time: a buffer or a hash. Empty
+ * lines wait in `empty` until a line with text follows (none at the end). */
+struct body_sink {
+	char *out; /* a buffer large enough (dkim_canon_body), or NULL: */
+	size_t o;
+	EVP_MD_CTX *md; /* ... fed to this digest */
+	size_t empty;
+};
+
+static void sink_put(struct body_sink *k, const char *p, size_t n)
+{
+	if (k->out != NULL) {
+		memcpy(k->out + k->o, p, n);
+		k->o += n;
+	} else {
+		EVP_DigestUpdate(k->md, p, n);
+	}
+}
+
+/* Canonical CRLF lines [p, p + n) (n > 0): the empty ones at its end wait. */
+static void sink_lines(struct body_sink *k, const char *p, size_t n)
+{
+	static const char crlfs[] = "\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n";
+	size_t t = n, tail = 0;
+	while (t >= 2 && p[t - 2] == '\r' && p[t - 1] == '\n' && (t == 2 || p[t - 3] == '\n')) {
+		t -= 2;
+		tail++;
+	}
+	if (t > 0) {
+		for (; k->empty > 0; k->empty -= k->empty < 8 ? k->empty : 8)
+			sink_put(k, crlfs, 2 * (k->empty < 8 ? k->empty : 8));
+		sink_put(k, p, t);
+	}
+	k->empty += tail;
+}
+
+/* The relaxed body (RFC 6376 3.4.4) of [body, body + n) into k. */
+static void canon_body_to(const char *body, size_t n, struct body_sink *k)
+{
+	char small[1024];
+	size_t i = 0;
+	while (i < n) {
+		/* whole lines before the next change are canonical already */
+		size_t c = body_next_change(body, n, i);
+		const char *nl = c > i ? memrchr(body + i, '\n', c - i) : NULL;
+		if (nl != NULL) {
+			size_t ls = (size_t)(nl - body) + 1;
+			sink_lines(k, body + i, ls - i);
+			i = ls;
+		}
+		if (i >= n)
+			break;
+		/* the line holding the change (or the last, without LF) */
+		const char *e = memchr(body + i, '\n', n - i);
+		size_t end = e ? (size_t)(e - body) : n;
+		char *line = end - i + 2 <= sizeof(small) ? small : xmalloc(end - i + 2);
+		sink_lines(k, line, canon_line(body + i, end - i, line));
+		if (line != small)
+			free(line);
+		i = e ? end + 1 : n;
+	}
+}
+
 char *dkim_canon_body(const char *body, size_t n, size_t *outlen)
 {
 	/* A line grows by at most one byte (a bare LF becomes CRLF), the last one
@@ -176,43 +316,25 @@ char *dkim_canon_body(const char *body, size_t n, size_t *outlen)
 	size_t lfs = 0;
 	for (const char *q = body; n > 0 && (q = memchr(q, '\n', n - (size_t)(q - body))) != NULL; q++)
 		lfs++;
-	char *out = xmalloc(n + lfs + 3);
-	size_t o = 0, empty = 0, i = 0;
-	while (i < n) {
-		size_t e = i;
-		while (e < n && body[e] != '\n')
-			e++;
-		size_t le = e; /* the line's content, without CR LF and trailing blanks */
-		if (le > i && body[le - 1] == '\r')
-			le--;
-		while (le > i && wsp(body[le - 1]))
-			le--;
-		if (le == i) {
-			empty++; /* kept only if a non-empty line follows */
-		} else {
-			for (; empty > 0; empty--) {
-				out[o++] = '\r';
-				out[o++] = '\n';
-			}
-			bool blank = false;
-			for (size_t j = i; j < le; j++) {
-				if (wsp(body[j])) {
-					blank = true;
-					continue;
-				}
-				if (blank)
-					out[o++] = ' ';
-				blank = false;
-				out[o++] = body[j];
-			}
-			out[o++] = '\r';
-			out[o++] = '\n';
-		}
-		i = e < n ? e + 1 : n;
+	struct body_sink k = { .out = xmalloc(n + lfs + 3) };
+	canon_body_to(body, n, &k);
+	k.out[k.o] = '\0';
+	*outlen = k.o;
+	return k.out;
+}
+
+/* bh= of the relaxed body, hashed as it is canonicalised (no copy of it). */
+static int canon_body_hash(const char *body, size_t n, unsigned char bh[SHA256_DIGEST_LENGTH])
+{
+	struct body_sink k = { .md = EVP_MD_CTX_new() };
+	unsigned len = 0;
+	int ok = k.md != NULL && EVP_DigestInit_ex(k.md, EVP_sha256(), NULL) == 1;
+	if (ok) {
+		canon_body_to(body, n, &k);
+		ok = EVP_DigestFinal_ex(k.md, bh, &len) == 1 && len == SHA256_DIGEST_LENGTH;
 	}
-	out[o] = '\0';
-	*outlen = o;
-	return out;
+	EVP_MD_CTX_free(k.md);
+	return ok ? 0 : -1;
 }
 
 struct field {
@@ -359,12 +481,17 @@ char *dkim_sign_opts(const struct dkim_key *k, const char *msg, size_t len, cons
 	int nf = split_fields(msg, hlen, f, maxf);
 
 	/* bh= */
-	size_t cblen;
-	char *cb = o->simple ? canon_body_simple(msg + boff, len - boff, &cblen)
-			     : dkim_canon_body(msg + boff, len - boff, &cblen);
 	unsigned char bh[SHA256_DIGEST_LENGTH];
-	SHA256((const unsigned char *)cb, cblen, bh);
-	free(cb);
+	if (o->simple) {
+		size_t cblen;
+		char *cb = canon_body_simple(msg + boff, len - boff, &cblen);
+		SHA256((const unsigned char *)cb, cblen, bh);
+		free(cb);
+	} else if (canon_body_hash(msg + boff, len - boff, bh) != 0) {
+		snprintf(err, errlen, "DKIM: SHA-256 failed");
+		free(f);
+		return NULL;
+	}
 	char *bh64 = b64(bh, sizeof(bh));
 
 	/* the signed fields, canonical, and h= (every instance, bottom-up, unless

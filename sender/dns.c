@@ -17,6 +17,7 @@
  * included).  dns_free destroys the channel with user callbacks suppressed. */
 #include "sender/dns.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -69,7 +70,8 @@ const char *dns_status_name(enum dns_status s)
 
 const char *dns_type_name(int type)
 {
-	return type == QT_A ? "A" : type == QT_AAAA ? "AAAA" : type == QT_MX ? "MX" : "TXT";
+	return type == QT_A ? "A" : type == QT_AAAA ? "AAAA" : type == QT_MX ? "MX"
+	       : type == QT_TLSA ? "TLSA" : "TXT";
 }
 
 /* The one place c-ares statuses become ours (STYLE §4).  Without
@@ -272,6 +274,20 @@ static int parse_txt(struct entry *e, const unsigned char *abuf, int alen)
 	return e->n > 0 ? ARES_SUCCESS : ARES_ENODATA;
 }
 
+static int parse_tlsa(struct entry *e, const unsigned char *abuf, int alen)
+{
+	struct dns_tlsa_rr rr[DNS_MAX_TLSA];
+	int n = dns_raw_tlsa(abuf, alen > 0 ? (size_t)alen : 0, e->name, rr, DNS_MAX_TLSA);
+	if (n < 0)
+		return ARES_EBADRESP;
+	if (n == 0)
+		return ARES_ENODATA;
+	e->u.tlsa = xcalloc((size_t)n, sizeof(*e->u.tlsa));
+	memcpy(e->u.tlsa, rr, (size_t)n * sizeof(*rr));
+	e->n = n;
+	return ARES_SUCCESS;
+}
+
 /* ---- an answer into its entry ---- */
 
 long dns_answer_apply(struct entry *e, int status, const unsigned char *abuf, int alen)
@@ -283,11 +299,19 @@ long dns_answer_apply(struct entry *e, int status, const unsigned char *abuf, in
 			st = parse_mx(e, abuf, alen);
 		else if (e->type == QT_TXT)
 			st = parse_txt(e, abuf, alen);
+		else if (e->type == QT_TLSA)
+			st = parse_tlsa(e, abuf, alen);
 		else
 			st = parse_addrs(e, abuf, alen, &ttl);
 		if (st != ARES_SUCCESS)
 			dns_entry_free_items(e);
 	}
+	/* The MX host's CNAME expansion (RFC 7672 2.2.3: a candidate TLSA
+	 * base domain), from the address answer's chain. */
+	char tgt[256];
+	if (st == ARES_SUCCESS && (e->type == QT_A || e->type == QT_AAAA) &&
+	    dns_raw_target(abuf, (size_t)alen, e->name, tgt) == 0 && strcmp(tgt, e->name) != 0)
+		e->cname = xstrdup(tgt);
 	e->status = map_status(st, &e->reason);
 	if (e->status == DNS_OK) {
 		long t = answer_ttl(abuf, alen, false);
@@ -325,8 +349,13 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
 		return;
 	}
 	long ttl = dns_answer_apply(e, status, abuf, alen);
-	log_debug("evt=dns name=%s type=%s status=%s ttl=%ld n=%d%s%s", e->name,
+	/* RFC 6840 5.7: AD in the answer, believed only because every server
+	 * is trusted to validate (dns_new); negative answers carry it too. */
+	e->secure = d->dnssec && abuf != NULL && alen >= 12 && (abuf[3] & 0x20) != 0 &&
+		    (e->status == DNS_OK || e->status == DNS_NODATA || e->status == DNS_NXDOMAIN);
+	log_debug("evt=dns name=%s type=%s status=%s ttl=%ld n=%d%s%s%s", e->name,
 		  dns_type_name(e->type), dns_status_name(e->status), ttl, e->n,
+		  d->dnssec ? (e->secure ? " dnssec=secure" : " dnssec=insecure") : "",
 		  e->reason ? " reason=" : "", e->reason ? e->reason : "");
 
 	struct waiter *w = e->waiters;
@@ -360,6 +389,46 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
 		dns_entry_free(e);
 }
 
+/* ares_send (a query we built, with AD set) hands over any answer as
+ * ARES_SUCCESS: the rcode mapping ares_query does (its qcallback) is ours to
+ * do. c-ares has already moved on to the next server for SERVFAIL, REFUSED
+ * and NOTIMP, and ends those as ECONNREFUSED (map_status). */
+static void on_sent(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	if (status == ARES_SUCCESS) {
+		if (abuf == NULL || alen < 12) {
+			status = ARES_EBADRESP;
+		} else {
+			unsigned rcode = abuf[3] & 0x0f, ancount = be16(abuf + 6);
+			status = rcode == 0 ? (ancount == 0 ? ARES_ENODATA : ARES_SUCCESS)
+				 : rcode == 1 ? ARES_EFORMERR
+				 : rcode == 2 ? ARES_ESERVFAIL
+				 : rcode == 3 ? ARES_ENOTFOUND
+				 : rcode == 4 ? ARES_ENOTIMP
+				 : ARES_EREFUSED;
+		}
+	}
+	on_answer(arg, status, timeouts, abuf, alen);
+}
+
+/* The query with the AD bit set (RFC 6840 5.7: a validating resolver then
+ * says in AD whether the answer is secure), no EDNS (dns_new). */
+static void send_ad(struct dns *d, struct entry *e)
+{
+	unsigned char *q = NULL;
+	int qlen = 0;
+	if (ares_create_query(e->name, 1 /* C_IN */, e->type, 0, 1, &q, &qlen, 0) != ARES_SUCCESS ||
+	    qlen < 12) {
+		if (q)
+			ares_free_string(q);
+		on_answer(e, ARES_EBADNAME, 0, NULL, 0);
+		return;
+	}
+	q[3] |= 0x20; /* AD */
+	ares_send(d->chan, q, qlen, on_sent, e);
+	ares_free_string(q);
+}
+
 /* ---- loop adapter ---- */
 
 static void arm_timer(struct dns *d)
@@ -388,7 +457,10 @@ static void start_queued(struct dns *d)
 		d->ninflight++;
 		d->stats.queries++;
 		log_trace("evt=dns_query name=%s type=%s", e->name, dns_type_name(e->type));
-		ares_query(d->chan, e->name, 1 /* C_IN */, e->type, on_answer, e);
+		if (d->dnssec)
+			send_ad(d, e);
+		else
+			ares_query(d->chan, e->name, 1 /* C_IN */, e->type, on_answer, e);
 	}
 	arm_timer(d);
 }
@@ -498,6 +570,8 @@ static void deliver(struct req *r)
 		log_debug("evt=dns_mx domain=%s status=%s hosts=%d implicit=%d why=\"%s\"", r->name,
 			  dns_status_name(m->status), m->nhosts, m->implicit, m->why);
 		r->mx_cb(r->arg, m);
+	} else if (r->kind == REQ_TLSA) {
+		r->tlsa_cb(r->arg, &r->u.tlsa);
 	} else {
 		r->txt_cb(r->arg, &r->u.txt);
 	}
@@ -530,6 +604,8 @@ static void run_pump(struct loop_task *t)
 }
 
 /* ---- public API ---- */
+
+static bool servers_trusted(struct dns *d, const char *list, char *who, size_t wholen);
 
 struct dns *dns_new(struct loop *l, const struct dns_opts *o, char *err, size_t errlen)
 {
@@ -578,10 +654,68 @@ struct dns *dns_new(struct loop *l, const struct dns_opts *o, char *err, size_t 
 			goto fail;
 		}
 	}
+	if (o->dnssec != DNS_DNSSEC_NO) {
+		char who[80] = "";
+		bool trusted = servers_trusted(d, o->trusted, who, sizeof(who));
+		if (!trusted && o->dnssec == DNS_DNSSEC_YES) {
+			snprintf(err, errlen,
+				 "dane = yes: resolver %s is not trusted to validate DNSSEC (loopback, "
+				 "or list it in [dns] dnssec_trusted)", who);
+			goto fail;
+		}
+		d->dnssec = trusted;
+	}
 	return d;
 fail:
 	dns_free(d);
 	return NULL;
+}
+
+/* Is addr (text) loopback, or in the trusted list? */
+static bool addr_trusted(int family, const void *addr, const char *txt, const char *list)
+{
+	if (family == AF_INET && (((const unsigned char *)addr)[0] == 127))
+		return true;
+	if (family == AF_INET6 && IN6_IS_ADDR_LOOPBACK((const struct in6_addr *)addr))
+		return true;
+	for (const char *p = list ? list : ""; *p;) {
+		size_t n = strcspn(p, " ,\t");
+		if (n > 0 && n == strlen(txt) && strncmp(p, txt, n) == 0)
+			return true;
+		p += n;
+		p += strspn(p, " ,\t");
+	}
+	return false;
+}
+
+/* DANE trusts the AD bit only when every server c-ares may ask is trusted
+ * to validate: a loopback resolver (the operator's own), or one listed in
+ * [dns] dnssec_trusted. The first untrusted one goes to who. */
+static bool servers_trusted(struct dns *d, const char *list, char *who, size_t wholen)
+{
+	struct ares_addr_port_node *servers = NULL;
+	if (ares_get_servers_ports(d->chan, &servers) != ARES_SUCCESS || servers == NULL) {
+		snprintf(who, wholen, "(none configured)");
+		return false;
+	}
+	bool ok = true;
+	for (struct ares_addr_port_node *s = servers; s != NULL && ok; s = s->next) {
+		char txt[INET6_ADDRSTRLEN] = "";
+		const void *a = s->family == AF_INET ? (const void *)&s->addr.addr4
+						     : (const void *)&s->addr.addr6;
+		inet_ntop(s->family, a, txt, sizeof(txt));
+		if (!addr_trusted(s->family, a, txt, list)) {
+			ok = false;
+			snprintf(who, wholen, "%s", txt);
+		}
+	}
+	ares_free_data(servers);
+	return ok;
+}
+
+bool dns_dnssec_on(const struct dns *d)
+{
+	return d->dnssec;
 }
 
 static void destroy(struct dns *d)
@@ -651,6 +785,9 @@ static void resolve(struct req *r, const char *in, int type)
 	} else if (r->kind == REQ_MX) {
 		r->u.mx.res->status = DNS_NXDOMAIN;
 		strlcpy_x(r->u.mx.res->why, "invalid domain name", sizeof(r->u.mx.res->why));
+	} else if (r->kind == REQ_TLSA) {
+		r->u.tlsa.status = DNS_NXDOMAIN;
+		strlcpy_x(r->u.tlsa.why, "invalid name", sizeof(r->u.tlsa.why));
 	} else {
 		r->u.txt.status = DNS_NXDOMAIN;
 		strlcpy_x(r->u.txt.why, "invalid name", sizeof(r->u.txt.why));
@@ -690,6 +827,13 @@ void dns_resolve_txt(struct dns *d, const char *name, dns_txt_fn *cb, void *arg)
 	struct req *r = dns_req_new(d, REQ_TXT, arg);
 	r->txt_cb = cb;
 	resolve(r, name, QT_TXT);
+}
+
+void dns_resolve_tlsa(struct dns *d, const char *name, dns_tlsa_fn *cb, void *arg)
+{
+	struct req *r = dns_req_new(d, REQ_TLSA, arg);
+	r->tlsa_cb = cb;
+	resolve(r, name, QT_TLSA);
 }
 
 void dns_get_stats(const struct dns *d, struct dns_stats *st)

@@ -20,6 +20,7 @@
 #ifndef SENDER_DNS_H
 #define SENDER_DNS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -35,6 +36,10 @@ const char *dns_status_name(enum dns_status s); /* "ok","temp","nxdomain","nullm
 
 struct dns_host {
 	char name[256];     /* MX host name, lowercase, no trailing dot */
+	char cname[256];    /* its CNAME expansion (the end of the chain the
+	                     * address answer followed), "" when not an alias */
+	bool secure;        /* dns_opts.dnssec: every address answer used was
+	                     * secure (AD from a trusted resolver) */
 	int pref;
 	int naddrs;
 	struct sockaddr_storage addrs[DNS_MAX_ADDRS]; /* port 0 */
@@ -44,6 +49,8 @@ struct dns_host {
 struct dns_mx {
 	enum dns_status status; /* DNS_OK if at least one host has an address */
 	int implicit;           /* 1: no MX records, the domain's own A/AAAA */
+	bool secure;            /* dns_opts.dnssec: the MX answer (or the denial
+	                         * of one, for an implicit MX) was secure */
 	int nhosts;
 	char why[128];          /* human text for non-OK: "NXDOMAIN for example.com MX" */
 	/* last: results are allocated for nhosts only (offsetof(struct dns_mx,
@@ -58,12 +65,41 @@ struct dns_txt {
 	char why[128];
 };
 
+/* One TLSA record (RFC 6698 2.1). */
+#define DNS_MAX_TLSA 16
+#define DNS_TLSA_DATA_MAX 2048 /* a full certificate fits; larger ones are ignored */
+struct dns_tlsa_rr {
+	uint8_t usage, selector, mtype;
+	size_t len;
+	unsigned char *data; /* len octets, owned by the struct holding it */
+};
+
+/* A TLSA answer: DNS_OK with n records, DNS_NODATA/DNS_NXDOMAIN (none), or
+ * DNS_TEMP (SERVFAIL, a bogus answer from a validating resolver, timeout). */
+struct dns_tlsa {
+	enum dns_status status;
+	bool secure;  /* AD: the answer (or the denial) was validated */
+	int n;
+	struct dns_tlsa_rr rr[DNS_MAX_TLSA];
+	char why[128];
+};
+
+/* DNSSEC (DANE, RFC 7672): the AD bit is asked for (RFC 6840 5.7) and
+ * believed only when every server is trusted to validate. */
+enum dns_dnssec { DNS_DNSSEC_NO, DNS_DNSSEC_AUTO, DNS_DNSSEC_YES };
+
 struct dns_opts {
 	const char *servers;  /* "127.0.0.1:5353,[::1]:53" or NULL for /etc/resolv.conf */
 	unsigned timeout_ms;  /* per try, default 2000 */
 	unsigned tries;       /* default 3 */
 	unsigned cache_max;   /* entries, default 10000 */
 	unsigned max_inflight; /* c-ares queries at once, default 1000; the rest wait in a FIFO */
+	enum dns_dnssec dnssec; /* NO (default): no AD bit asked, nothing secure;
+	                         * AUTO: on when every server is trusted (loopback, or
+	                         * listed in trusted); YES: on, dns_new fails when a
+	                         * server is not trusted */
+	const char *trusted;   /* more trusted resolver addresses, space or comma
+	                        * separated (NULL: loopback only) */
 };
 
 /* Counters for metrics and tests (dns_get_stats). */
@@ -80,6 +116,9 @@ struct dns_stats {
 typedef void dns_mx_fn(void *arg, const struct dns_mx *mx);
 #define DNS_MX_SIZE(n) (offsetof(struct dns_mx, hosts) + (size_t)(n) * sizeof(struct dns_host))
 typedef void dns_txt_fn(void *arg, const struct dns_txt *txt);
+/* tlsa and its records are borrowed for the call: copy what you keep
+ * (dns_tlsa_copy). */
+typedef void dns_tlsa_fn(void *arg, const struct dns_tlsa *tlsa);
 
 /* Create a resolver on loop. NULL with *err set ("bad dns servers ...") on failure. */
 struct dns *dns_new(struct loop *l, const struct dns_opts *o, char *err, size_t errlen);
@@ -97,6 +136,26 @@ void dns_resolve_mx(struct dns *d, const char *domain, dns_mx_fn *cb, void *arg)
 void dns_resolve_addr(struct dns *d, const char *host, dns_mx_fn *cb, void *arg);
 /* Resolve the TXT records of name. */
 void dns_resolve_txt(struct dns *d, const char *name, dns_txt_fn *cb, void *arg);
+
+/* Resolve the TLSA records of name (e.g. "_25._tcp.mx.example.com"), with
+ * the AD bit when DNSSEC is on. Same callback rules as dns_resolve_mx. */
+void dns_resolve_tlsa(struct dns *d, const char *name, dns_tlsa_fn *cb, void *arg);
+/* Whether the AD bit is asked for and believed (dns_opts.dnssec). */
+bool dns_dnssec_on(const struct dns *d);
+/* Deep copy of a TLSA answer into *dst (free with dns_tlsa_fini). */
+void dns_tlsa_copy(struct dns_tlsa *dst, const struct dns_tlsa *src);
+void dns_tlsa_fini(struct dns_tlsa *t);
+
+/* Pure, from the raw answer msg (len octets) to a query for qname (dns_raw.c,
+ * fuzzed): the TLSA records at the end of qname's CNAME chain in the answer
+ * section, at most max into rr (data allocated: dns_tlsa_rrs_free); returns
+ * how many, or -1 for a malformed message (nothing allocated then). */
+int dns_raw_tlsa(const unsigned char *msg, size_t len, const char *qname, struct dns_tlsa_rr *rr,
+		 int max);
+/* The end of qname's CNAME chain in the answer section into out (qname
+ * itself, normalised, without CNAMEs); 0, or -1 for a malformed message. */
+int dns_raw_target(const unsigned char *msg, size_t len, const char *qname, char out[256]);
+void dns_tlsa_rrs_free(struct dns_tlsa_rr *rr, int n);
 
 /* Copy the counters into *st. Never calls back. */
 void dns_get_stats(const struct dns *d, struct dns_stats *st);

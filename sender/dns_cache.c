@@ -133,9 +133,13 @@ void dns_entry_free_items(struct entry *e)
 		else if (e->type == QT_TXT)
 			free(e->u.txt[i]);
 	}
+	if (e->type == QT_TLSA && e->u.tlsa != NULL)
+		dns_tlsa_rrs_free(e->u.tlsa, e->n);
 	free(e->u.mx); /* any member: they share the pointer */
 	e->u.mx = NULL;
 	e->n = 0;
+	free(e->cname);
+	e->cname = NULL;
 }
 
 /* Unlink from every structure and free; the waiters go too, without touching
@@ -176,6 +180,8 @@ struct req *dns_req_new(struct dns *d, enum req_kind kind, void *arg)
 	struct req *r;
 	if (kind == REQ_TXT) {
 		r = xcalloc(1, offsetof(struct req, u) + sizeof(struct dns_txt));
+	} else if (kind == REQ_TLSA) {
+		r = xcalloc(1, offsetof(struct req, u) + sizeof(struct dns_tlsa));
 	} else {
 		r = xcalloc(1, sizeof(*r));
 		r->u.mx.res = xcalloc(1, DNS_MX_SIZE(0)); /* no host yet */
@@ -201,6 +207,8 @@ void dns_req_free(struct req *r)
 	if (r->kind == REQ_TXT) {
 		for (int i = 0; i < r->u.txt.n; i++)
 			free(r->u.txt.rr[i]);
+	} else if (r->kind == REQ_TLSA) {
+		dns_tlsa_fini(&r->u.tlsa);
 	} else {
 		free(r->u.mx.res);
 		free(r->u.mx.hw);
@@ -211,6 +219,7 @@ void dns_req_free(struct req *r)
 void dns_mx_hosts(struct req *r, int n)
 {
 	r->u.mx.res = xrealloc(r->u.mx.res, DNS_MX_SIZE(n));
+	memset(r->u.mx.res->hosts, 0, (size_t)n * sizeof(struct dns_host)); /* cname, secure */
 	free(r->u.mx.hw);
 	r->u.mx.hw = n > 0 ? xcalloc((size_t)n, sizeof(*r->u.mx.hw)) : NULL;
 	r->u.mx.res->nhosts = n;
@@ -246,6 +255,9 @@ static void mx_finish_hosts(struct req *r)
 			sin6->sin6_family = AF_INET6;
 			sin6->sin6_addr = hw->v6[k];
 		}
+		/* secure when every address answer that gave addresses was */
+		h.secure = (hw->n4 > 0 || hw->n6 > 0) && (hw->n4 == 0 || hw->sec4) &&
+			   (hw->n6 == 0 || hw->sec6);
 		if (h.naddrs > 0) {
 			h.status = DNS_OK;
 			m->hosts[out++] = h;
@@ -395,6 +407,7 @@ static void apply_mx(struct req *r, const struct entry *e)
 	struct dns_mx *m = r->u.mx.res;
 	switch (e->status) {
 	case DNS_OK:
+		m->secure = e->secure;
 		/* RFC 7505 §3: a single MX whose exchange is "." with preference 0
 		 * says the domain accepts no mail. */
 		if (e->n == 1 && e->u.mx[0].host[0] == '\0' && e->u.mx[0].pref == 0) {
@@ -409,6 +422,7 @@ static void apply_mx(struct req *r, const struct entry *e)
 		/* RFC 5321 §5.1: no MX records, the domain itself is the implicit MX. */
 		dns_mx_hosts(r, 1);
 		m = r->u.mx.res;
+		m->secure = e->secure; /* a secure denial of the MX RRset */
 		m->implicit = 1;
 		strlcpy_x(m->hosts[0].name, r->name, sizeof(m->hosts[0].name));
 		m->hosts[0].pref = 0;
@@ -425,14 +439,19 @@ static void apply_mx(struct req *r, const struct entry *e)
 static void apply_addrs(struct req *r, int slot, const struct entry *e)
 {
 	struct host_work *hw = &r->u.mx.hw[slot];
+	struct dns_host *h = &r->u.mx.res->hosts[slot];
+	if (e->cname != NULL && h->cname[0] == '\0')
+		strlcpy_x(h->cname, e->cname, sizeof(h->cname));
 	if (e->type == QT_A) {
 		hw->st4 = e->status;
 		hw->why4 = e->reason;
+		hw->sec4 = e->secure;
 		for (int i = 0; i < e->n && hw->n4 < DNS_MAX_ADDRS; i++)
 			hw->v4[hw->n4++] = e->u.a[i];
 	} else {
 		hw->st6 = e->status;
 		hw->why6 = e->reason;
+		hw->sec6 = e->secure;
 		for (int i = 0; i < e->n && hw->n6 < DNS_MAX_ADDRS; i++)
 			hw->v6[hw->n6++] = e->u.aaaa[i];
 	}
@@ -451,9 +470,44 @@ static void apply_txt(struct req *r, const struct entry *e)
 		t->rr[t->n++] = xstrdup(e->u.txt[i]);
 }
 
+static void apply_tlsa(struct req *r, const struct entry *e)
+{
+	struct dns_tlsa *t = &r->u.tlsa;
+	t->status = e->status;
+	t->secure = e->secure;
+	if (e->status != DNS_OK) {
+		setwhy(t->why, sizeof(t->why), "%s for %s TLSA", e->reason ? e->reason : "error",
+		       r->name);
+		return;
+	}
+	struct dns_tlsa src = { .n = e->n < DNS_MAX_TLSA ? e->n : DNS_MAX_TLSA };
+	memcpy(src.rr, e->u.tlsa, (size_t)src.n * sizeof(src.rr[0]));
+	struct dns_tlsa tmp;
+	dns_tlsa_copy(&tmp, &src);
+	t->n = tmp.n;
+	memcpy(t->rr, tmp.rr, sizeof(t->rr));
+}
+
+void dns_tlsa_copy(struct dns_tlsa *dst, const struct dns_tlsa *src)
+{
+	*dst = *src;
+	for (int i = 0; i < src->n; i++) {
+		dst->rr[i].data = xmalloc(src->rr[i].len ? src->rr[i].len : 1);
+		memcpy(dst->rr[i].data, src->rr[i].data, src->rr[i].len);
+	}
+}
+
+void dns_tlsa_fini(struct dns_tlsa *t)
+{
+	dns_tlsa_rrs_free(t->rr, t->n);
+	t->n = 0;
+}
+
 void dns_apply(struct req *r, int slot, const struct entry *e)
 {
-	if (r->kind == REQ_TXT)
+	if (r->kind == REQ_TLSA)
+		apply_tlsa(r, e);
+	else if (r->kind == REQ_TXT)
 		apply_txt(r, e);
 	else if (slot < 0)
 		apply_mx(r, e);

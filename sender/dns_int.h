@@ -20,7 +20,7 @@
 
 struct ares_channeldata; /* ares_channel is a pointer to it (c-ares 1.18) */
 
-enum { QT_A = 1, QT_SOA = 6, QT_CNAME = 5, QT_MX = 15, QT_TXT = 16, QT_AAAA = 28 };
+enum { QT_A = 1, QT_SOA = 6, QT_CNAME = 5, QT_MX = 15, QT_TXT = 16, QT_AAAA = 28, QT_TLSA = 52 };
 
 #define MX_STORE_MAX 64      /* MX records kept per answer */
 
@@ -45,6 +45,8 @@ struct entry {
 	enum entry_state state;
 	enum dns_status status;
 	const char *reason;               /* static text for non-OK answers */
+	bool secure;                      /* AD set (only when d->dnssec) */
+	char *cname;                      /* A/AAAA: the end of the CNAME chain, NULL: none */
 	uint64_t expires;                 /* loop_now() ms */
 	struct waiter *waiters;
 	int n;                            /* items below */
@@ -53,11 +55,12 @@ struct entry {
 		struct in_addr *a;
 		struct in6_addr *aaaa;
 		char **txt;
+		struct dns_tlsa_rr *tlsa;
 	} u;
 	char name[];                      /* lowercase, no trailing dot */
 };
 
-enum req_kind { REQ_MX, REQ_TXT };
+enum req_kind { REQ_MX, REQ_TXT, REQ_TLSA };
 
 struct host_work {
 	struct in_addr v4[DNS_MAX_ADDRS];
@@ -65,6 +68,7 @@ struct host_work {
 	int n4, n6;
 	enum dns_status st4, st6;
 	const char *why4, *why6;
+	bool sec4, sec6;          /* those answers were secure */
 };
 
 struct req {
@@ -76,6 +80,7 @@ struct req {
 	bool hosts_stage;        /* MX answer applied, host lookups started */
 	dns_mx_fn *mx_cb;
 	dns_txt_fn *txt_cb;
+	dns_tlsa_fn *tlsa_cb;
 	void *arg;
 	char name[256];
 	union {
@@ -86,6 +91,7 @@ struct req {
 			struct host_work *hw;
 		} mx;
 		struct dns_txt txt;
+		struct dns_tlsa tlsa;
 	} u;
 };
 
@@ -96,6 +102,7 @@ struct dns {
 	struct pump *pump;
 	unsigned max_inflight, cache_max;
 	bool destroying;                    /* inside ares_destroy: no deliveries */
+	bool dnssec;                        /* AD asked for and believed */
 	bool in_pump, dying;                /* dns_free called from a user callback */
 	struct entry **hash;
 	unsigned nbuckets;

@@ -12,6 +12,7 @@
 #include "sender/cmd/send.h"
 #include "sender/cmd/shaping.h"
 #include "sender/cmd/tlsrpt.h"
+#include "sender/cmd/version.h"
 #include "sender/util.h"
 
 static const struct cmd_def *const cmds[] = {
@@ -24,6 +25,7 @@ static int usage(void)
 	fprintf(stderr, "usage:\n");
 	for (size_t i = 0; i < ARRAY_LEN(cmds); i++)
 		cmd_print_usage("  mxsend ", cmds[i]);
+	fprintf(stderr, "  mxsend --version\n");
 	return EX_USAGE;
 }
 
@@ -36,6 +38,8 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < ARRAY_LEN(cmds); i++)
 		if (strcmp(argv[1], cmds[i]->name) == 0)
 			return cmds[i]->main(argc - 1, argv + 1);
+	if (strcmp(argv[1], "--version") == 0)
+		return cmd_version();
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 		usage();
 		return 0;

@@ -432,6 +432,9 @@ enum pool_got pool_get(struct pool *p, struct pool_conn *c, const char *ip, int 
 	 * authenticated sessions serve only the same credentials */
 	kn = key_put(c->key, sizeof(c->key), kn, "|", (int)sp->level);
 	kn = key_put(c->key, sizeof(c->key), kn, "|", sp->min_tls);
+	if (sp->dane) /* DANE: reuse only within the same TLSA context */
+		kn = key_put(c->key, sizeof(c->key), key_put(c->key, sizeof(c->key), kn, "|", -1),
+			     sp->dane->tag, -1);
 	kn = key_put(c->key, sizeof(c->key), kn, sp->auth_insecure ? "|!" : "|", -1);
 	key_put(c->key, sizeof(c->key), kn, sp->auth_user ? sp->auth_user : "", -1);
 	*reused = pool_take(p, c->key, c->slot, sizeof(c->slot));

@@ -149,8 +149,8 @@ int signer_from_domain(const char *raw, size_t len, char *dom, size_t n)
 				size_t d = at + 1, o = 0;
 				while (d < end && o + 1 < n) {
 					char ch = raw[d++];
-					if (ch == '>' || ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n' ||
-					    ch == ',' || ch == ';' || ch == ')' || ch == '(' || ch == '"')
+					if ((unsigned char)ch <= ' ' || ch == 0x7f || ch == '>' || ch == ',' ||
+					    ch == ';' || ch == ')' || ch == '(' || ch == '"') /* NUL, CTL, SP too */
 						break;
 					dom[o++] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
 				}

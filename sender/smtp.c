@@ -266,10 +266,13 @@ static void begin_tls(struct smtp_session *s)
 			   ? ntohs(((struct sockaddr_in6 *)&s->p.addr)->sin6_port)
 			   : ntohs(((struct sockaddr_in *)&s->p.addr)->sin_port);
 	bool verify = s->p.level == TLS_LEVEL_VERIFY;
-	snprintf(key, sizeof(key), "%s:%d:%s:%s%s%s", s->mx_host, port, s->mx_host,
-		 verify ? "verify" : "none", s->p.source ? ":" : "",
+	const struct tls_dane *dn = s->p.dane;
+	/* DANE: resumption only within the same TLSA context (its tag) */
+	snprintf(key, sizeof(key), "%s:%d:%s:%s%s%s", s->mx_host, port, dn ? dn->base : s->mx_host,
+		 dn ? dn->tag : verify ? "verify" : "none", s->p.source ? ":" : "",
 		 s->p.source ? s->p.source->name : ""); /* sessions per egress source */
-	struct tls *t = tls_new(s->p.tc, s->mx_host, s->mx_host, verify, key);
+	struct tls *t = dn ? tls_new_dane(s->p.tc, dn, key)
+			   : tls_new(s->p.tc, s->mx_host, s->mx_host, verify, key);
 	conn_starttls(s->conn, t);
 }
 
@@ -499,7 +502,16 @@ static void c_tls(void *arg, int err)
 	s->status.tls_tried = true;
 	tls_get_verdict(t, &s->status.verdict);
 	if (err < 0) {
+		/* a chain that checked out proves nothing until the handshake ends
+		 * (the server has not shown it holds the key): results say no */
+		s->status.verdict.verified = false;
 		const char *why = tls_error(t);
+		if (s->p.dane && tls_failed_verify(t)) {
+			smtp_sess_fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5",
+				       "DANE: no TLSA record matches the certificate chain of %s (%s)",
+				       s->mx_host, why);
+			return;
+		}
 		if (s->p.level == TLS_LEVEL_MAY)
 			smtp_sess_fail(s, SMTP_FAIL_TLS_MAY, SMTP_TEMP, 451, "4.7.5", "%s", why);
 		else
@@ -515,15 +527,20 @@ static void c_tls(void *arg, int err)
 			       "%s negotiated, min_tls 1.3 required", s->status.verdict.version);
 		return;
 	}
-	if (s->p.level == TLS_LEVEL_VERIFY && !s->status.verdict.verified) {
-		smtp_sess_fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5", "certificate verify failed: %s",
+	if (s->p.dane && tls_dane_usable(conn_tls(s->conn)) == 0) {
+		/* RFC 7672 3.1.3: no record OpenSSL could use: TLS, unauthenticated */
+	} else if (s->p.level == TLS_LEVEL_VERIFY && !s->status.verdict.verified) {
+		smtp_sess_fail(s, SMTP_FAIL_TLS, SMTP_TEMP, 451, "4.7.5", "%s: %s",
+			       s->p.dane ? "DANE: no TLSA record matches the certificate chain"
+					 : "certificate verify failed",
 			       s->status.verdict.verify_text);
 		return;
 	}
-	log_debug("evt=tls id=%016llx peer=%s[%s] version=%s cipher=%s verified=%s resumed=%s",
+	log_debug("evt=tls id=%016llx peer=%s[%s] version=%s cipher=%s verified=%s resumed=%s%s%s",
 		  (unsigned long long)s->p.id, s->mx_host, conn_peer(s->conn), s->status.verdict.version,
 		  s->status.verdict.cipher, s->status.verdict.verified ? "yes" : "no",
-		  s->status.verdict.resumed ? "yes" : "no");
+		  s->status.verdict.resumed ? "yes" : "no", s->p.dane ? " dane=" : "",
+		  s->p.dane ? (s->status.verdict.dane_match[0] ? s->status.verdict.dane_match : "none") : "");
 	memset(&s->ehlo, 0, sizeof(s->ehlo));
 	if (s->p.implicit_tls) {
 		enter(s, S_BANNER); /* the greeting comes over TLS */

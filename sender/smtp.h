@@ -83,6 +83,9 @@ struct smtp_params {
 	struct metrics_shard *metrics; /* optional: connections opened/open, TLS sessions */
 	const struct source *source; /* egress source (config.h): bind to its address,
 	                             * EHLO is the caller's helo; NULL: the kernel's choice */
+	const struct tls_dane *dane; /* DANE (RFC 7672): TLS authenticated by these TLSA
+	                            * records, SNI their base domain (level verify; NULL:
+	                            * none); borrowed for the session's life */
 	const char *slot;           /* the connection slot key given to quit_notify's
 	                             * gone (NULL: mx_host) */
 };

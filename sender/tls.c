@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sender/dns.h"
 #include "sender/util.h"
 #include "tlscache/tlscache.h"
 
@@ -26,6 +27,8 @@ struct tls {
 	void *out_arg;
 	bool verify_failed;
 	bool fatal;      /* a TLS error ended the session: never resume it */
+	bool dane;       /* made by tls_new_dane */
+	int dane_usable; /* records OpenSSL took (SSL_dane_tlsa_add > 0) */
 	char err[256];
 };
 
@@ -80,11 +83,11 @@ void tls_set_output(struct tls *t, tls_out_fn *fn, void *arg)
 	t->out_arg = arg;
 }
 
-struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_host,
-		    bool require_verify, const char *cache_key)
+/* A client SSL on ctx over the memory BIO pair. */
+static struct tls *tls_alloc(SSL_CTX *ctx)
 {
 	struct tls *t = xcalloc(1, sizeof(*t));
-	t->ssl = SSL_new(tlscache_ctx(tc, require_verify));
+	t->ssl = SSL_new(ctx);
 	pthread_once(&sink_once, sink_init);
 	t->rbio = BIO_new(BIO_s_mem());
 	t->wbio = BIO_new(sink_method);
@@ -94,6 +97,13 @@ struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_hos
 	BIO_set_mem_eof_return(t->rbio, -1);
 	SSL_set_bio(t->ssl, t->rbio, t->wbio);
 	SSL_set_connect_state(t->ssl);
+	return t;
+}
+
+struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_host,
+		    bool require_verify, const char *cache_key)
+{
+	struct tls *t = tls_alloc(tlscache_ctx(tc, require_verify));
 	if (sni && *sni && SSL_set_tlsext_host_name(t->ssl, sni) != 1)
 		oom("tls_new");
 	if (verify_host && *verify_host) {
@@ -104,6 +114,42 @@ struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_hos
 	if (cache_key)
 		tlscache_attach(tc, t->ssl, cache_key);
 	return t;
+}
+
+/* RFC 7672 3: DANE-EE(3) authenticates the key alone, no name checks
+ * (DANE_FLAG_NO_DANE_EE_NAMECHECKS: SMTP is what OpenSSL's manual names for
+ * it); DANE-TA(2) needs the TLSA base domain or the MX host name in the
+ * certificate (3.2.2, 3.2.3), no partial wildcards. Verification fails the
+ * handshake (SSL_VERIFY_PEER) unless no record is usable, in which case TLS
+ * is still mandatory but unauthenticated (3.1.3). */
+struct tls *tls_new_dane(struct tlscache *tc, const struct tls_dane *dn, const char *cache_key)
+{
+	struct tls *t = tls_alloc(tlscache_dane_ctx(tc));
+	t->dane = true;
+	if (SSL_set_tlsext_host_name(t->ssl, dn->base) != 1 || SSL_dane_enable(t->ssl, dn->base) <= 0)
+		oom("tls_new_dane");
+	SSL_dane_set_flags(t->ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+	SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	if (dn->mx_host && *dn->mx_host && strcmp(dn->mx_host, dn->base) != 0 &&
+	    SSL_add1_host(t->ssl, dn->mx_host) != 1)
+		oom("tls_new_dane");
+	for (int i = 0; i < dn->n; i++) {
+		const struct dns_tlsa_rr *r = &dn->rr[i];
+		int rc = SSL_dane_tlsa_add(t->ssl, r->usage, r->selector, r->mtype, r->data, r->len);
+		if (rc < 0)
+			oom("tls_new_dane");
+		t->dane_usable += rc > 0;
+	}
+	ERR_clear_error(); /* records refused (0) leave their reason behind */
+	SSL_set_verify(t->ssl, t->dane_usable > 0 ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+	if (cache_key)
+		tlscache_attach(tc, t->ssl, cache_key);
+	return t;
+}
+
+int tls_dane_usable(const struct tls *t)
+{
+	return t->dane ? t->dane_usable : 0;
 }
 
 void tls_free(struct tls *t)
@@ -240,6 +286,14 @@ void tls_get_verdict(struct tls *t, struct tls_verdict *v)
 	v->verify_err = (int)vr;
 	v->have_cert = peer != NULL;
 	v->verified = peer != NULL && vr == X509_V_OK;
+	v->dane = t->dane;
+	v->dane_depth = -1;
+	if (t->dane && t->dane_usable == 0)
+		v->verified = false; /* no usable record: encrypted, not authenticated */
+	uint8_t du, ds, dm;
+	if (t->dane && t->dane_usable > 0 &&
+	    (v->dane_depth = SSL_get0_dane_tlsa(t->ssl, &du, &ds, &dm, NULL, NULL)) >= 0)
+		snprintf(v->dane_match, sizeof(v->dane_match), "%u %u %u", du, ds, dm);
 	strlcpy_x(v->verify_text, peer == NULL ? "no peer certificate" : X509_verify_cert_error_string(vr),
 		  sizeof(v->verify_text));
 	if (peer) {

@@ -15,6 +15,7 @@
 
 struct tls;
 struct tlscache;
+struct dns_tlsa_rr;
 
 enum tls_rc { TLS_OK, TLS_AGAIN, TLS_ERR, TLS_CLOSED };
 
@@ -30,6 +31,20 @@ struct tls_verdict {
 	time_t not_after;   /* peer certificate expiry, 0 if unknown */
 	char subject_cn[128];
 	char san[256];      /* DNS subjectAltNames, comma-joined (truncated) */
+	bool dane;          /* the session was made under DANE (tls_new_dane) */
+	int dane_depth;     /* -1: no TLSA record matched; 0: the leaf (DANE-EE);
+	                     * n: the chain certificate at depth n (DANE-TA) */
+	char dane_match[16]; /* the matching record's "usage selector mtype" */
+};
+
+/* DANE (RFC 7672): the verification context of a session to one MX host. */
+struct tls_dane {
+	const char *base;     /* TLSA base domain: SNI and the DANE-TA reference name */
+	const char *mx_host;  /* the MX host as the MX record names it: the other DANE-TA name */
+	const struct dns_tlsa_rr *rr; /* usable records (DANE-TA/DANE-EE), n of them */
+	int n;
+	char tag[24];         /* "dane-" + a hash of base and records: sessions and pooled
+	                       * connections are shared only within one tag */
 };
 
 /* New client session. sni and verify_host are copied (usually both the MX host
@@ -37,6 +52,14 @@ struct tls_verdict {
  * cache_key: where sessions are looked up/stored in tc (NULL: no resumption). */
 struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_host,
 		    bool require_verify, const char *cache_key);
+/* A client session authenticated by DANE: the chain must match one of dn's
+ * records (OpenSSL's DANE verification: DANE-EE without name checks, DANE-TA
+ * with the names dn->base and dn->mx_host), SNI is dn->base. dn is borrowed
+ * for the call. When OpenSSL finds none of the records usable the session is
+ * encrypted but unauthenticated: tls_dane_usable says so. */
+struct tls *tls_new_dane(struct tlscache *tc, const struct tls_dane *dn, const char *cache_key);
+/* Records OpenSSL accepted for this session (0: none, or not a DANE session). */
+int tls_dane_usable(const struct tls *t);
 void tls_free(struct tls *t);
 
 enum tls_rc tls_handshake(struct tls *t);

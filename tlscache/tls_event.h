@@ -9,8 +9,9 @@
  * The sizes are the limits: a longer value is cut by whoever fills the field.
  * A domain, type, id, mode or result that does not fit the counters' key
  * scheme makes tlsrpt_event_cmds refuse the event (-EINVAL).
- * XXX(DANE): a TLSA policy (RFC 8460 4.2 "tlsa", RFC 7672) will be one more
- * policy_type, with its records in policy_strings' place (policy_mx). */
+ * A DANE host (RFC 7672, RFC 8460 4.2 "tlsa"): policy_type "tlsa", policy_id a
+ * hash of its records (hex), its records ("3 1 1 ab..", comma-separated) in
+ * policy_mx. */
 #ifndef TLSCACHE_TLS_EVENT_H
 #define TLSCACHE_TLS_EVENT_H
 
@@ -18,7 +19,7 @@
 
 struct tls_event {
 	char policy_domain[256]; /* the recipient domain (required) */
-	char policy_type[25];    /* "sts" or "no-policy-found" ("" = no-policy-found) */
+	char policy_type[25];    /* "sts", "tlsa" or "no-policy-found" ("" = no-policy-found) */
 	char policy_id[41];      /* MTA-STS policy id, "" without one */
 	char policy_mode[17];    /* "enforce", "testing", "none", "" */
 	char policy_mx[512];     /* the policy's mx patterns, comma-joined ("" without) */
@@ -30,7 +31,8 @@ struct tls_event {
 				  * starttls-not-supported, certificate-host-mismatch,
 				  * certificate-expired, certificate-not-trusted,
 				  * validation-failure, sts-policy-fetch-error,
-				  * sts-policy-invalid, sts-webpki-invalid */
+				  * sts-policy-invalid, sts-webpki-invalid,
+				  * tlsa-invalid, dnssec-invalid, dane-required */
 	char detail[200];        /* failure reason text */
 	uint64_t when_ms;        /* wall clock: picks the UTC day (0 = now) */
 };

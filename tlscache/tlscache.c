@@ -48,6 +48,7 @@ struct vc_entry {
 
 struct tlscache {
 	SSL_CTX *ctx[2]; /* [0] records the verdict, [1] requires verification */
+	SSL_CTX *dane;   /* DANE (tlscache_dane_ctx) */
 	/* Its own OpenSSL library context: each worker thread has one cache,
 	 * so handshakes in different threads never share OpenSSL's algorithm
 	 * and provider stores (their locks cost ~5% of a handshake under load). */
@@ -353,6 +354,16 @@ struct tlscache *tlscache_new(const struct tlscache_opts *o, char *err, size_t e
 		if (tc->ctx[v] == NULL)
 			goto fail;
 	}
+	/* DANE: the same store (unused by DANE-TA/EE, which trust only the
+	 * TLSA records), sessions in the same cache under DANE keys */
+	tc->dane = make_ctx(tc, o, false, SSL_CTX_get_cert_store(tc->ctx[1]), err, errlen);
+	if (tc->dane == NULL)
+		goto fail;
+	SSL_CTX_set_cert_verify_callback(tc->dane, NULL, NULL);
+	if (SSL_CTX_dane_enable(tc->dane) <= 0) {
+		snprintf(err, errlen, "SSL_CTX_dane_enable failed");
+		goto fail;
+	}
 	return tc;
 fail:
 	tlscache_free(tc);
@@ -371,6 +382,7 @@ void tlscache_free(struct tlscache *tc)
 	EVP_MD_CTX_free(tc->md);
 	SSL_CTX_free(tc->ctx[0]);
 	SSL_CTX_free(tc->ctx[1]);
+	SSL_CTX_free(tc->dane);
 	OSSL_LIB_CTX_free(tc->libctx); /* after everything made under it */
 	free(tc);
 }
@@ -378,6 +390,11 @@ void tlscache_free(struct tlscache *tc)
 struct ssl_ctx_st *tlscache_ctx(struct tlscache *tc, bool verify)
 {
 	return tc->ctx[verify ? 1 : 0];
+}
+
+struct ssl_ctx_st *tlscache_dane_ctx(struct tlscache *tc)
+{
+	return tc->dane;
 }
 
 void tlscache_attach(struct tlscache *tc, struct ssl_st *ssl, const char *key)

@@ -44,6 +44,11 @@ void tlscache_free(struct tlscache *tc);
 /* The client context for a verification requirement. Borrowed from tc. */
 struct ssl_ctx_st *tlscache_ctx(struct tlscache *tc, bool verify);
 
+/* The client context for DANE (RFC 7672): SSL_CTX_dane_enable'd, OpenSSL's
+ * own X509_verify_cert (no verified-chain cache: its key has no TLSA records
+ * in it), verification mode set per SSL. Borrowed from tc. */
+struct ssl_ctx_st *tlscache_dane_ctx(struct tlscache *tc);
+
 /* Prepare a new client SSL for key (copied): on a cache hit the cached session
  * is set for resumption; new sessions/tickets the server sends are stored under
  * key automatically. Call once per SSL, before the handshake. */

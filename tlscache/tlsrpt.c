@@ -134,9 +134,10 @@ int tlsrpt_event_cmds(const struct tls_event *ev, const char *prefix, tlsrpt_cmd
 	    clean_name(result, sizeof(result), ev->result, true, false) != 0 ||
 	    strlen(prefix) > 128)
 		return -EINVAL;
-	bool sts = strcmp(type, "sts") == 0;
+	bool sts = strcmp(type, "sts") == 0, tlsa = strcmp(type, "tlsa") == 0;
 	char pk[72];
-	snprintf(pk, sizeof(pk), sts ? "%s:%s" : "%s", type, id);
+	/* a TLSA policy is one MX host's records: its id tells them apart */
+	snprintf(pk, sizeof(pk), sts || (tlsa && id[0]) ? "%s:%s" : "%s", type, id);
 
 	char day[11], key[512], days[256], field[640], why[640], pol[1200], mx[600];
 	uint64_t ms = ev->when_ms ? ev->when_ms : (uint64_t)time(NULL) * 1000;
@@ -170,6 +171,18 @@ int tlsrpt_event_cmds(const struct tls_event *ev, const char *prefix, tlsrpt_cmd
 		}
 		if (o < sizeof(pol))
 			snprintf(pol + o, sizeof(pol) - o, "\nmax_age: %u", (unsigned)ev->max_age);
+	} else if (tlsa) {
+		/* RFC 8460 4.4 policy-string for "tlsa": the records in
+		 * presentation form ("3 1 1 ab..."), one per string (policy_mx
+		 * holds them comma-separated); mx-host: the MX host */
+		size_t o = 0;
+		for (const char *p = ev->policy_mx; *p && o + 1 < sizeof(pol); p++)
+			if (*p == ',' || *p == ' ' || (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))
+				pol[o++] = *p == ',' ? '\n' : *p;
+		pol[o] = '\0';
+		clean_part(mx, sizeof(mx), ev->mx);
+	}
+	if (sts || tlsa) {
 		snprintf(fpol, sizeof(fpol), "policy:%s", pk);
 		snprintf(fmx, sizeof(fmx), "mx:%s", pk);
 		hset[nh++] = fpol;

@@ -44,7 +44,8 @@ struct sts_policy;
 /* Fill the policy part of ev (policy_domain, type, id, mode, mx, max_age)
  * for domain: from pol, the MTA-STS policy that applied ("sts"), or
  * "no-policy-found" when pol is NULL. Fields too long are cut. The other
- * fields are left as they are. XXX(DANE): a TLSA policy fills "tlsa" here. */
+ * fields are left as they are. A DANE host's sessions are "tlsa" instead
+ * (sender/deliver.c fills it: id, the records comma-separated in policy_mx). */
 void tlsrpt_event_policy(struct tls_event *ev, const char *domain, const struct sts_policy *pol);
 
 /* ---- counters ---- */

@@ -40,6 +40,7 @@
 #include "sender/loop.h"
 #include "sender/smtp.h"
 #include "sender/smtp_reply.h"
+#include "sender/policy/dane.h"
 #include "sender/policy/stspol.h"
 #include "sender/util.h"
 #include "tlscache/sts.h"
@@ -57,6 +58,12 @@ struct probe {
 	bool started, done, ready;
 	struct smtp_status st; /* READY, or FAIL */
 	bool sts_allowed;
+	/* DANE (dns.h DNSSEC on): the host's answers secure, its TLSA records
+	 * (looked up before the probe, which then verifies the chain by them) */
+	bool dnssec, secure, dane_done;
+	struct dns_host h;          /* copied from the MX answer */
+	struct dane_host dane;
+	struct dane_lookup lk;
 };
 
 struct check {
@@ -76,6 +83,7 @@ struct check {
 	bool mx_done;
 	enum dns_status mx_status;
 	bool mx_implicit;
+	bool mx_secure;
 	char mx_why[128];
 	struct probe probes[DNS_MAX_MX];
 	int nprobes;
@@ -137,7 +145,10 @@ static void start_probe(struct check *ck, struct probe *p, const struct dns_host
 	struct smtp_params sp = {
 		.helo = ck->cfg->helo ? ck->cfg->helo : "localhost",
 		.mx_host = h->name,
-		.level = TLS_LEVEL_MAY,
+		/* DANE: the chain is checked against the records (a mismatch
+		 * fails the probe, with its reason) */
+		.level = p->dane.mode == DANE_AUTH ? TLS_LEVEL_VERIFY : TLS_LEVEL_MAY,
+		.dane = p->dane.mode == DANE_AUTH ? &p->dane.tls : NULL,
 		.tc = ck->tc,
 		.to = &ck->cfg->timeouts,
 		.id = (uint64_t)(p - ck->probes) + 1,
@@ -169,6 +180,16 @@ static void start_probe(struct check *ck, struct probe *p, const struct dns_host
 	ck->pending++;
 }
 
+static void on_dane(void *arg, struct dane_host *h)
+{
+	struct probe *p = arg;
+	(void)h;
+	p->dane_done = true;
+	if (!p->ck->finishing)
+		start_probe(p->ck, p, &p->h);
+	one_done(p->ck);
+}
+
 static void on_mx(void *arg, const struct dns_mx *mx)
 {
 	struct check *ck = arg;
@@ -177,6 +198,7 @@ static void on_mx(void *arg, const struct dns_mx *mx)
 	ck->mx_done = true;
 	ck->mx_status = mx->status;
 	ck->mx_implicit = mx->implicit != 0;
+	ck->mx_secure = mx->secure;
 	strlcpy_x(ck->mx_why, mx->why, sizeof(ck->mx_why));
 	if (mx->status == DNS_OK) {
 		for (int i = 0; i < mx->nhosts && ck->nprobes < DNS_MAX_MX; i++) {
@@ -186,6 +208,21 @@ static void on_mx(void *arg, const struct dns_mx *mx)
 			p->ck = ck;
 			strlcpy_x(p->host, mx->hosts[i].name, sizeof(p->host));
 			p->pref = mx->hosts[i].pref;
+			p->h = mx->hosts[i];
+			dane_host_none(&p->dane, p->host);
+			p->dnssec = dns_dnssec_on(ck->dns);
+			p->secure = mx->secure && mx->hosts[i].secure;
+			if (p->dnssec && p->secure) { /* RFC 7672 2.2: TLSA first */
+				int port = ck->port > 0 ? ck->port : 25;
+				struct rule rule;
+				config_rule_for(ck->cfg, ck->domain, p->host, &rule);
+				if (ck->port <= 0 && rule.port > 0)
+					port = rule.port;
+				ck->pending++;
+				dane_lookup_start(&p->lk, ck->dns, p->host, p->h.cname, port, &p->dane,
+						  on_dane, p);
+				continue;
+			}
 			start_probe(ck, p, &mx->hosts[i]);
 		}
 	}
@@ -281,7 +318,8 @@ static bool probe_verified(const struct check *ck, const struct probe *p)
 {
 	if (!p->ready || !p->st.tls || !p->st.verdict.verified)
 		return false;
-	return !policy_enforced(ck) || p->sts_allowed;
+	/* RFC 8461 2: a DANE-authenticated host needs no MTA-STS listing */
+	return !policy_enforced(ck) || p->sts_allowed || p->dane.mode == DANE_AUTH;
 }
 
 static int verdict(const struct check *ck, const char **summary)
@@ -366,6 +404,8 @@ static void text_mx(const struct check *ck)
 	char tb[40];
 	printf("mx status=%s hosts=%d implicit=%s", ck->mx_done ? dns_status_name(ck->mx_status) : "timeout",
 	       ck->nprobes, ck->mx_implicit ? "yes" : "no");
+	if (dns_dnssec_on(ck->dns))
+		printf(" dnssec=%s", ck->mx_secure ? "secure" : "insecure");
 	if (ck->mx_why[0]) {
 		printf(" why=");
 		put_q(ck->mx_why);
@@ -395,6 +435,20 @@ static void text_mx(const struct check *ck)
 		}
 		if (ck->have_policy && ck->pol.mode != STS_MODE_NONE)
 			printf(" sts=%s", p->sts_allowed ? "allowed" : "not-allowed");
+		if (p->dnssec) {
+			char rr[1024];
+			dane_policy_strings(&p->dane, ";", rr, sizeof(rr));
+			printf(" dnssec=%s dane=%s", p->secure ? "secure" : "insecure",
+			       dane_mode_name(p->dane.mode));
+			if (p->dane.mode != DANE_NONE) {
+				printf(" tlsa=");
+				put_q(p->dane.mode == DANE_FAIL ? p->dane.why : rr);
+			}
+			if (p->dane.mode == DANE_AUTH && p->done)
+				printf(" tlsa_match=%s", p->ready && v->verified ? "yes" : "no");
+			if (p->dane.mode == DANE_AUTH && v->dane_match[0])
+				printf(" tlsa_matched=\"%s\" depth=%d", v->dane_match, v->dane_depth);
+		}
 		if (p->done && !p->ready) {
 			printf(" error=");
 			put_q(p->st.why.text);
@@ -487,6 +541,8 @@ static json_t *json_mx(const struct check *ck)
 	jset_str(mx, "status", ck->mx_done ? dns_status_name(ck->mx_status) : "timeout");
 	json_object_set_new(mx, "implicit", json_boolean(ck->mx_implicit));
 	jset_str(mx, "why", ck->mx_why[0] ? ck->mx_why : NULL);
+	if (dns_dnssec_on(ck->dns))
+		json_object_set_new(mx, "dnssec_secure", json_boolean(ck->mx_secure));
 	json_t *hosts = json_array();
 	for (int i = 0; i < ck->nprobes; i++) {
 		const struct probe *p = &ck->probes[i];
@@ -519,6 +575,24 @@ static json_t *json_mx(const struct check *ck)
 			json_object_set_new(h, "sts_allowed", json_boolean(p->sts_allowed));
 		else
 			json_object_set_new(h, "sts_allowed", json_null());
+		if (p->dnssec) {
+			char rr[1024];
+			dane_policy_strings(&p->dane, "\n", rr, sizeof(rr));
+			json_t *dn = json_object();
+			json_object_set_new(dn, "secure", json_boolean(p->secure));
+			jset_str(dn, "mode", dane_mode_name(p->dane.mode));
+			json_t *ra = json_array();
+			for (char *q = rr; *q;) {
+				size_t l = strcspn(q, "\n");
+				json_array_append_new(ra, json_stringn(q, l));
+				q += l + (q[l] == '\n');
+			}
+			json_object_set_new(dn, "tlsa", ra);
+			if (p->dane.mode == DANE_AUTH && p->done)
+				json_object_set_new(dn, "match", json_boolean(p->ready && v->verified));
+			jset_str(dn, "why", p->dane.why[0] ? p->dane.why : NULL);
+			json_object_set_new(h, "dane", dn);
+		}
 		jset_str(h, "error", p->done && !p->ready ? p->st.why.text : NULL);
 		json_array_append_new(hosts, h);
 	}
@@ -685,7 +759,9 @@ static int check_open(struct check *ck)
 		fprintf(stderr, "mxsend check: io_uring unavailable: %s\n", strerror(-lerr));
 		return EX_OSERR;
 	}
-	struct dns_opts dopt = { .servers = ck->cfg->dns, .timeout_ms = 2000, .tries = 2 };
+	struct dns_opts dopt = { .servers = ck->cfg->dns, .timeout_ms = 2000, .tries = 2,
+				 .dnssec = (enum dns_dnssec)ck->cfg->dane,
+				 .trusted = ck->cfg->dnssec_trusted };
 	ck->dns = dns_new(ck->l, &dopt, err, sizeof(err));
 	struct tlscache_opts topt = { .ca_file = ck->cfg->ca_file, .min_version = ck->cfg->min_version,
 				      .max_sessions = 0 };
@@ -753,6 +829,8 @@ int cmd_check_run(const struct cmd_check_opts *o)
 		drain(ck);
 	}
 	dns_free(ck->dns);
+	for (int i = 0; i < ck->nprobes; i++)
+		dane_host_fini(&ck->probes[i].dane);
 	tlscache_free(ck->tc);
 	loop_free(ck->l);
 	sts_policy_fini(&ck->pol);

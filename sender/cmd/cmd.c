@@ -164,6 +164,7 @@ void cmd_queue_config(const struct config *cfg, struct queue_config *qc)
 {
 	memset(qc, 0, sizeof(*qc));
 	qc->url = cfg->redis_url;
+	qc->username = cfg->redis_username;
 	qc->password = cfg->redis_password;
 	qc->jobs = cfg->jobs;
 	qc->results = cfg->results;

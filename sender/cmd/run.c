@@ -467,6 +467,30 @@ static void sts_load_all(struct run *r, const struct queue_config *qc)
 	queue_sync_close(s);
 }
 
+/* Start-up: the at-least-once guarantee needs a Redis that never evicts keys
+ * (README "Redis persistence"): a queued job, a retry or a held job evicted
+ * under memory pressure is lost without a result. Said once, never fatal: a
+ * managed Redis or an ACL user may refuse CONFIG, and then we say we could not
+ * tell. */
+static void redis_evict_check(const struct queue_config *qc)
+{
+	char policy[64], err[256], qb[600];
+	struct queue_sync *s = queue_sync_open(qc, err, sizeof(err));
+	int rc = s == NULL ? -1 : queue_sync_config_get(s, "maxmemory-policy", policy, sizeof(policy), err,
+							 sizeof(err));
+	queue_sync_close(s);
+	if (rc != 0)
+		log_warn("evt=redis_evict_unchecked err=\"%s\" (could not read maxmemory-policy: "
+			 "make sure it is noeviction, README \"Redis persistence\")",
+			 log_q(qb, sizeof(qb), err));
+	else if (strcmp(policy, "noeviction") != 0)
+		log_warn("evt=redis_evicts policy=\"%s\" (under memory pressure Redis deletes keys: queued, "
+			 "retried and held jobs can be lost without a result; set maxmemory-policy noeviction)",
+			 log_q(qb, sizeof(qb), policy));
+	else
+		log_info("evt=redis_noeviction");
+}
+
 /* The feeder's share of the metrics (metrics.h): queue-side outcomes
  * (expired, rejected: no attempt, so no latency) and the gauges (queue and
  * retry depths, in flight, processes sharing the queue). Delivery
@@ -802,6 +826,8 @@ static int run_open_queue(struct run *r)
 		fprintf(stderr, "mxsend: %s\n", ebuf);
 		return EX_CONFIG;
 	}
+	if (qchk == 0)
+		redis_evict_check(&qc);
 	if (r->cfg.mta_sts && qchk == 0)
 		sts_load_all(r, &qc);
 	if (r->m != NULL && metrics_serve(r->m, r->l, r->cfg.metrics, ebuf, sizeof(ebuf)) != 0) {

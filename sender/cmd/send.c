@@ -2,10 +2,11 @@
  * one line per recipient. A diagnostic tool for operators and the harness of
  * the delivery tests.
  *
- *   RCPT STATUS CODE DSN mx=HOST[IP]:PORT tls=VERSION cipher=NAME verified=yes|no policy=P reply="..." dkim=D
+ *   RCPT STATUS CODE DSN mx=HOST[IP]:PORT tls=VERSION cipher=NAME verified=yes|no policy=P reply="..." dkim=D source=S
  *
  * D: "d=DOMAIN s=SELECTOR[; d=... s=...]" per DKIM signature, or "none" (signer.h;
- * --dkim DOMAIN|no as a job's `dkim` field).
+ * --dkim DOMAIN|no as a job's `dkim` field). S: NAME[ADDRESS] of the egress
+ * source, or "-" (--pool NAME as a job's `pool` field; an unknown pool is 64).
  *
  * Exit status (sysexits): 0 all delivered, 75 some deferred and none bounced,
  * 69 some bounced, 64 usage, 65 bad message or address, 66 unreadable message,
@@ -95,7 +96,8 @@ static void tlsrpt_flush(const struct config *cfg, struct send_ctx *ctx)
 			ctx->lost_ev, MAX_TLS_EVENTS);
 	if (ctx->nev == 0)
 		return;
-	struct tlsrpt_store *st = tlsrpt_store_open(cfg->redis_url, cfg->redis_password, NULL, err, sizeof(err));
+	struct tlsrpt_store *st = tlsrpt_store_open(cfg->redis_url, cfg->redis_username,
+						    cfg->redis_password, NULL, err, sizeof(err));
 	if (st == NULL) {
 		fprintf(stderr, "mxsend send: warning: TLSRPT counters not written: %s\n", err);
 		return;
@@ -157,6 +159,9 @@ static int send_flag(void *opts, int ch, const char *arg, const char **why)
 	case 'k':
 		o->dkim = arg;
 		return 0;
+	case 'p':
+		o->pool = arg;
+		return 0;
 	case 'r':
 		if (o->nrcpt == CMD_SEND_MAX_RCPTS) {
 			*why = "too many recipients";
@@ -175,7 +180,8 @@ int cmd_send_parse(int argc, char **argv, struct cmd_send_opts *o)
 		CMD_OPT_CONFIG, CMD_OPT_DNS, CMD_OPT_CA, CMD_OPT_TLS, CMD_OPT_PORT, CMD_OPT_HELO,
 		CMD_OPT_LOG, CMD_OPT_HELP,
 		{ "from", required_argument, NULL, 'f' }, { "to", required_argument, NULL, 'r' },
-		{ "dkim", required_argument, NULL, 'k' }, CMD_OPT_END,
+		{ "dkim", required_argument, NULL, 'k' }, { "pool", required_argument, NULL, 'p' },
+		CMD_OPT_END,
 	};
 	memset(o, 0, sizeof(*o));
 	int first, rc = cmd_parse(argc, argv, "c:hv", longs, &o->c, send_flag, o, &first);
@@ -273,7 +279,7 @@ static int envelope_data(const struct cmd_send_opts *o, const struct config *cfg
 /* One request per recipient domain, recipients kept in command-line order.
  * Returns the requests (*ndr of them; free with free_requests). */
 static struct domain_req *submit_all(struct deliver *d, struct send_ctx *ctx,
-				     const struct envelope *e, int nrcpt, int *ndr)
+				     const struct envelope *e, const char *pool, int nrcpt, int *ndr)
 {
 	struct domain_req *drs = xcalloc((size_t)nrcpt, sizeof(*drs));
 	int n = 0;
@@ -301,6 +307,7 @@ static struct domain_req *submit_all(struct deliver *d, struct send_ctx *ctx,
 		q->data = e->data;
 		q->len = e->len;
 		q->tls_min_level = -1;
+		q->pool = pool;
 		q->rcpt_done = rcpt_done;
 		q->done = req_done;
 		q->arg = &drs[k];
@@ -373,7 +380,7 @@ static int deliver_all(const struct cmd_send_opts *o, const struct config *cfg,
 	ctx.res = xcalloc((size_t)o->nrcpt, sizeof(*ctx.res));
 	ctx.have = xcalloc((size_t)o->nrcpt, sizeof(*ctx.have));
 	int ndr;
-	struct domain_req *drs = submit_all(d, &ctx, e, o->nrcpt, &ndr);
+	struct domain_req *drs = submit_all(d, &ctx, e, o->pool, o->nrcpt, &ndr);
 	if (ctx.pending > 0)
 		loop_run(l);
 	int rc = report(&ctx, e, o->nrcpt);
@@ -399,6 +406,13 @@ int cmd_send_run(const struct cmd_send_opts *o)
 	int rc = cmd_setup(&cfg, &o->c);
 	if (rc != 0)
 		return rc;
+	if (o->pool != NULL && config_pool_find(&cfg, o->pool) < 0) {
+		char q[128];
+		fprintf(stderr, "mxsend send: --pool \"%s\": no [pool %s] with sources in the config\n",
+			log_q(q, sizeof(q), o->pool), q);
+		config_fini(&cfg);
+		return EX_USAGE;
+	}
 	struct envelope e = { .from = "" };
 	rc = envelope_addrs(o, &e);
 	if (rc == 0)
@@ -422,5 +436,6 @@ static int cmd_send(int argc, char **argv)
 const struct cmd_def cmd_send_def = {
 	"send", cmd_send,
 	"send [-c FILE] [--dns A[:P]] [--ca FILE] [--tls none|may|encrypt|verify]\n"
-	"[--port N] [--helo NAME] [--log LEVEL] [--dkim DOMAIN|no] --from A --to B [--to C ...] MSG|-",
+	"[--port N] [--helo NAME] [--log LEVEL] [--dkim DOMAIN|no] [--pool NAME]\n"
+	"--from A --to B [--to C ...] MSG|-",
 };

@@ -14,6 +14,7 @@ struct cmd_send_opts {
 	int nrcpt;
 	const char *msg;     /* MSG: a file, or "-" for stdin */
 	const char *dkim;    /* --dkim DOMAIN|no: as a job's `dkim` field (signer.h) */
+	const char *pool;    /* --pool NAME: as a job's `pool` field (a [pool NAME] of the config) */
 };
 
 /* argv (argv[0] "send") into *o, strings borrowed from argv; nothing else is

@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 
+#include "sender/policy/dane.h"
 #include "tlscache/sts.h"
 
 void tlspolicy_decide(struct tlspolicy *tp, const struct rule *rule, int job_min, int override,
@@ -28,6 +29,31 @@ void tlspolicy_decide(struct tlspolicy *tp, const struct rule *rule, int job_min
 	} else if (sts != NULL && sts->mode == STS_MODE_TESTING) {
 		snprintf(tp->name, sizeof(tp->name), "sts-testing");
 	}
-	/* XXX(DANE): usable TLSA records for the MX host will decide here and
-	 * take precedence over MTA-STS (RFC 8461 2). */
+	tp->usable = true;
+}
+
+void tlspolicy_host(struct tlspolicy *out, const struct tlspolicy *tp, int dane)
+{
+	*out = *tp;
+	out->usable = true;
+	switch ((enum dane_mode)dane) {
+	case DANE_AUTH:
+	case DANE_UNUSABLE:
+		/* RFC 7672 2.2 / 3.1.3; RFC 8461 2: before MTA-STS */
+		out->level = dane == DANE_AUTH ? TLS_LEVEL_VERIFY
+			     : tp->level < TLS_LEVEL_ENCRYPT ? TLS_LEVEL_ENCRYPT
+			     : tp->level == TLS_LEVEL_DANE_ONLY ? TLS_LEVEL_ENCRYPT : tp->level;
+		out->on_failure = TLS_FAIL_NEXT_MX;
+		snprintf(out->name, sizeof(out->name), "%s", dane_mode_name((enum dane_mode)dane));
+		/* dane-only: records that authenticate, nothing less */
+		out->usable = dane == DANE_AUTH || tp->level != TLS_LEVEL_DANE_ONLY;
+		return;
+	case DANE_FAIL:
+		out->usable = false;
+		snprintf(out->name, sizeof(out->name), "%s", dane_mode_name(DANE_FAIL));
+		return;
+	case DANE_NONE:
+		out->usable = tp->level != TLS_LEVEL_DANE_ONLY;
+		return;
+	}
 }

@@ -39,12 +39,15 @@ static void check(int type, int status, const uint8_t *data, size_t size)
 				FUZZ_NEED(i == 0 || e->u.mx[i - 1].pref <= e->u.mx[i].pref);
 			} else if (type == QT_TXT) {
 				FUZZ_NEED(e->u.txt[i] != NULL && strlen(e->u.txt[i]) <= 65535);
+			} else if (type == QT_TLSA) {
+				FUZZ_NEED(e->u.tlsa[i].data != NULL &&
+					  e->u.tlsa[i].len <= DNS_TLSA_DATA_MAX);
 			}
 		}
 		if (type == QT_A || type == QT_AAAA)
 			FUZZ_NEED(e->n <= DNS_MAX_ADDRS);
 	} else {
-		FUZZ_NEED(e->n == 0 && e->u.mx == NULL); /* a failed parse leaves no items */
+		FUZZ_NEED(e->n == 0 && e->u.mx == NULL && e->cname == NULL); /* a failed parse leaves no items */
 		FUZZ_NEED(e->reason != NULL);
 		if (e->status == DNS_NXDOMAIN || e->status == DNS_NODATA)
 			FUZZ_NEED(ttl <= 300); /* negative answers: at most 5 minutes */
@@ -60,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size > 65535) /* a DNS message over TCP is at most this long */
 		return 0;
-	static const int types[] = { QT_MX, QT_A, QT_AAAA, QT_TXT };
+	static const int types[] = { QT_MX, QT_A, QT_AAAA, QT_TXT, QT_TLSA };
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
 		check(types[i], ARES_SUCCESS, data, size);
 	check(QT_AAAA, ARES_ENOTFOUND, data, size);

@@ -10,7 +10,8 @@
 # plus TAP-like reporting (ok/not_ok, run_case, run_case_bg/wait_cases),
 # assertions that explain themselves on failure, and the fixtures the scripts
 # share (defined here once): send, msg, mx, expect_rc/expect_line/expect_out,
-# expect_sink, rcli, results, pipe_jobs, start_nginx, integ_config, body_gen.
+# expect_sink, expect_mail/expect_no_mail, rcli, results, pipe_jobs, start_nginx,
+# integ_config, body_gen.
 # A feature whose cases need several set-ups keeps them as parts
 # (tests/integ/FEATURE/*.sh) that its t_FEATURE.sh runs (integ_parts).
 #
@@ -521,6 +522,23 @@ sink_count() {
 	echo "$n"
 }
 
+# expect_no_mail SINK: the sink stored nothing and counted no message.
+expect_no_mail() {
+	expect_sink "$1" messages 0
+	assert_eq "messages in sink $1's maildir" 0 "$(sink_count "$1")"
+}
+
+# expect_mail SINK RCPT [ERE]: the sink stored a message for RCPT; its .env
+# (tls=, sni=, ...) has a line matching ERE.
+expect_mail() {
+	local got
+	got=$(sink_find_msg "$1" "$2") || {
+		fail "sink $1 has no message for $2"
+		return 1
+	}
+	[ -z "${3:-}" ] || assert_match "sink $1's envelope for $2" "$3" "$(cat "${got%.eml}.env")"
+}
+
 # ---------------------------------------------------------------------------
 # Redis
 
@@ -613,6 +631,37 @@ o[#o + 1] = table.concat(l, '|') end end return o"
 results() {
 	rcli "$1" EVAL "$RESULTS_LUA" 1 mxsend:results "${2:-id,job,rcpt,status,code,attempt,reply}" \
 		${3+"$3"}
+}
+
+# mx_start NAME CONF [ARG...]: `mxsend run` in the background (log, pid and
+# exit status in $CASE_DIR/NAME/), registered for clean-up. Sets MX_PID.
+mx_start() {
+	local name=$1 conf=$2 dir=$CASE_DIR/$1
+	shift 2
+	mkdir -p "$dir"
+	rm -f "$dir/rc" "$dir/pid"
+	(
+		"$MXSEND" run -c "$conf" "$@" </dev/null >>"$dir/log" 2>&1 &
+		echo $! >"$dir/pid"
+		wait $!
+		echo $? >"$dir/rc"
+	) &
+	wait_until 5 test -s "$dir/pid" || return 1
+	MX_PID=$(<"$dir/pid")
+	echo "$MX_PID mx.$name" >>"$INTEG_DIR/procs"
+}
+
+# mx_stop NAME [SIGNAL] [LIMIT_S]: signal it and wait (LIMIT_S, default 20)
+# for it to exit; prints its exit status (or "timeout").
+mx_stop() {
+	local dir=$CASE_DIR/$1 sig=${2:-TERM} limit=${3:-20}
+	kill "-$sig" "$(<"$dir/pid")" 2>/dev/null
+	if wait_until "$limit" test -s "$dir/rc"; then
+		cat "$dir/rc"
+	else
+		kill -KILL "$(<"$dir/pid")" 2>/dev/null
+		echo timeout
+	fi
 }
 
 # pipe_jobs PORT N DOMAINS PREFIX [PAD]: XADD N jobs through redis-cli --pipe, job i

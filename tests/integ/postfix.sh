@@ -13,6 +13,12 @@
 #   pf_require                    a missing postfix fails every case (integ_missing)
 #   pf_init DIR HOSTNAME          directories, main.cf and master.cf basics
 #   cat >>"$PF_DIR/etc/main.cf"   the caller's own settings (later lines win)
+#   pf_receiver DIR HOSTNAME "DOMAIN..." "LOCAL..."
+#                                 pf_init, then a receiving MTA: virtual(8) stores
+#                                 mail for LOCAL@DOMAIN in Maildir $PF_MAIL/DOMAIN/LOCAL/,
+#                                 STARTTLS with the run's certificate, nothing sent on
+#   pf_maildir_files DOMAIN LOCAL N  the message files stored for LOCAL@DOMAIN (N expected)
+#   pf_sessions / pf_wait_sessions N  the case's finished SMTP sessions (maillog)
 #   pf_listen ADDR:PORT [-o K=V]  an smtpd listener (master.cf)
 #   pf_start [CGROUP_DIR]         postfix check + start; the master is registered
 #                                 with lib.sh's clean-up (SIGTERM at exit)
@@ -23,6 +29,7 @@
 # Every wait is bounded (postfix start/stop under timeout, listeners 5 s).
 
 PF_DIR=""       # the instance directory
+PF_MAIL=""      # pf_receiver's virtual_mailbox_base
 PF_MASTER=""    # pid of the running master process
 PF_LISTEN=()    # ADDR:PORT of each smtpd listener (pf_start waits for them)
 PF_INSTALLED=0  # 1: pf_install installed the package (pf_purge removes it)
@@ -133,6 +140,77 @@ scache    unix  -       -       n       -       1       scache
 tlsproxy  unix  -       -       n       -       0       tlsproxy
 postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
+}
+
+# pf_receiver DIR HOSTNAME "DOMAIN..." "LOCAL...": pf_init DIR HOSTNAME, then the settings
+# of a receiving MTA: each LOCAL@DOMAIN is a virtual(8) mailbox, the Maildir
+# $PF_MAIL/DOMAIN/LOCAL/ (others: 550 at RCPT), owned by nobody; no relaying, nothing
+# sent out (no bounce, no DNS); no header rewriting (the stored copy is what was sent);
+# STARTTLS (may) with the run's certificate, "(using TLS...)" in Received:, TLS logged.
+# The caller adds its own main.cf lines, its listeners, and starts it.
+pf_receiver() {
+	local dom loc doms
+	pf_init "$1" "$2" || return 1
+	PF_MAIL=$PF_DIR/mail
+	mkdir -p "$PF_MAIL"
+	chown "$(id -u nobody):$(id -g nobody)" "$PF_MAIL" || return 1
+	# virtual(8) takes no regexp substitutions: one line per mailbox
+	for dom in $3; do
+		for loc in $4; do
+			printf '%s@%s %s/%s/\n' "$loc" "$dom" "$dom" "$loc"
+		done
+	done >"$PF_DIR/etc/vmailbox"
+	read -ra doms <<<"$3"
+	cat >>"$PF_DIR/etc/main.cf" <<EOF
+# tests/integ/postfix.sh: a receiving MTA (pf_receiver)
+virtual_mailbox_domains = ${doms[*]}
+virtual_mailbox_base = $PF_MAIL
+virtual_mailbox_maps = texthash:$PF_DIR/etc/vmailbox
+virtual_uid_maps = static:$(id -u nobody)
+virtual_gid_maps = static:$(id -g nobody)
+smtpd_relay_restrictions = reject_unauth_destination
+# nothing leaves (no bounce goes out, no DNS is asked)
+default_transport = error:this test instance sends nothing out
+relay_transport = error:this test instance sends nothing out
+# no header rewriting or added headers: the Maildir copy is what was sent
+local_header_rewrite_clients =
+in_flow_delay = 0
+smtpd_tls_security_level = may
+smtpd_tls_chain_files = $CERTS/server.key, $CERTS/server.pem
+smtpd_tls_received_header = yes
+smtpd_tls_loglevel = 1
+EOF
+}
+
+# pf_maildir_files DOMAIN LOCAL N: print the message files in Maildir DOMAIN/LOCAL
+# once there are N (virtual(8) writes them after the 250; 10 s at most); 1 unless
+# there are exactly N.
+pf_maildir_files() {
+	local d=$PF_MAIL/$1/$2/new i n=0
+	for ((i = 0; i < 100; i++)); do
+		n=$(find "$d" -type f 2>/dev/null | wc -l)
+		[ "$n" -ge "$3" ] && break
+		sleep 0.1
+	done
+	find "$d" -type f 2>/dev/null | sort
+	[ "$n" -eq "$3" ]
+}
+
+# pf_sessions: the "disconnect" lines (one per SMTP session, with its command counts)
+# of the instance's maillog since the case's log_mark of it (lib.sh), but
+# pf_start's probes (no command).
+pf_sessions() {
+	case_log "$PF_DIR/log/maillog" | grep -E ': disconnect from ' | grep -v ' commands=0/0$'
+}
+# pf_wait_sessions N: until there are N sessions (postlogd writes asynchronously;
+# 5 s at most).
+pf_wait_sessions() {
+	local i
+	for ((i = 0; i < 50; i++)); do
+		[ "$(pf_sessions | grep -c .)" -ge "$1" ] && return 0
+		sleep 0.1
+	done
+	return 1
 }
 
 # pf_listen ADDR:PORT [-o NAME=VALUE ...]: an smtpd listener on ADDR:PORT

@@ -27,17 +27,12 @@
 set -u
 # shellcheck source=tests/integ/lib.sh
 . "$(dirname "$0")/lib.sh"
-
-INTEROP_ROOT=${INTEROP_ROOT:-/var/cache/mxsend/interop}
-EXIM=$INTEROP_ROOT/usr/sbin/exim4
-SMTPD=$INTEROP_ROOT/usr/sbin/smtpd
+# shellcheck source=tests/integ/interop.sh
+. "$INTEG_LIB_DIR/interop.sh"
 
 integ_setup mx.exim.test mxd.exim.test mx12.exim.test mx.smtpd.test mxt.smtpd.test
-integ_require mxsend unbound unbound-checkconf perl python3 ss timeout unshare mount openssl \
-	redis-server redis-cli
-[ -x "$EXIM" ] || integ_missing "$EXIM (make deps unpacks exim4-daemon-light there)"
-[ -x "$SMTPD" ] || integ_missing "$SMTPD (make deps unpacks opensmtpd there)"
-[ "$(id -u)" = 0 ] || integ_missing "root (the MTAs drop privileges; OpenSMTPD needs a mount namespace)"
+integ_require mxsend unbound unbound-checkconf perl python3 ss timeout openssl redis-server redis-cli
+interop_require
 
 P=$SINK_PORT        # every MTA's port (mxsend: --port / [domain *] port)
 A_EX=127.0.9.221    # mx.exim.test: CHUNKING
@@ -46,8 +41,6 @@ A_EX12=127.0.9.223  # mx12.exim.test: TLS 1.2 only
 A_SM=127.0.9.231    # mx.smtpd.test: OpenSMTPD without STARTTLS
 A_SMT=127.0.9.232   # mxt.smtpd.test: OpenSMTPD with a STARTTLS that always fails
 FROM=sender@client.test
-EX_DIR=$INTEG_DIR/exim
-SM_DIR=$INTEG_DIR/smtpd
 
 # result-line pieces (mxsend send's stdout)
 TLS13Y='tls=TLSv1\.3 cipher=[A-Za-z0-9_-]+ verified=yes'
@@ -72,102 +65,19 @@ mxt.smtpd.test. A $A_SMT
 fi
 
 # ---------------------------------------------------------------------------
-# the MTAs
-
-# ex_start: write Exim's config and start the daemon (foreground, registered for clean-up).
-# Exim's own processes run as nobody: the work directory is opened to them.
-ex_start() {
-	mkdir -p "$EX_DIR/spool" "$EX_DIR/log" || return 1
-	cp "$CERTS/server.pem" "$CERTS/server.key" "$EX_DIR/" || return 1
-	chmod 755 "$INTEG_DIR" "$EX_DIR"
-	chown -R nobody "$EX_DIR/spool" "$EX_DIR/log" "$EX_DIR/server.key" || return 1
-	cat >"$EX_DIR/exim.conf" <<EOF
-# a private Exim (exim4 -C $EX_DIR/exim.conf), written by tests/integ/t_interop.sh
-primary_hostname = mx.exim.test
-spool_directory = $EX_DIR/spool
-log_file_path = $EX_DIR/log/%slog
-log_selector = +received_recipients +tls_resumption +smtp_connection +incoming_interface
-exim_user = nobody
-exim_group = nogroup
-keep_environment =
-daemon_smtp_ports = $P
-local_interfaces = <; $A_EX ; $A_EXD ; $A_EX12
-host_lookup =
-rfc1413_hosts =
-queue_only = true
-message_size_limit = 50M
-domainlist local_domains = exim.test : data.exim.test : tls12.exim.test
-pipelining_advertise_hosts = *
-chunking_advertise_hosts = \${if eq{\$received_ip_address}{$A_EXD}{}{*}}
-smtputf8_advertise_hosts = *
-tls_advertise_hosts = *
-tls_certificate = $EX_DIR/server.pem
-tls_privatekey = $EX_DIR/server.key
-tls_resumption_hosts = *
-tls_require_ciphers = \${if eq{\$received_ip_address}{$A_EX12}{NORMAL:-VERS-TLS1.3}{NORMAL}}
-acl_smtp_rcpt = acl_rcpt
-
-begin acl
-acl_rcpt:
-  deny    local_parts = nobody
-          message = 5.1.1 no such user here
-  defer   local_parts = later
-          message = 4.2.0 mailbox busy, try later
-  accept  domains = +local_domains
-  deny    message = 5.7.1 relay not permitted
-
-begin routers
-begin transports
-EOF
-	integ_spawn exim "$EX_DIR/daemon.log" "$EXIM" -C "$EX_DIR/exim.conf" -bdf || return 1
-	wait_listen "$SPAWN_PID" "$A_EX:$P" "$A_EXD:$P" "$A_EX12:$P" || {
-		echo "ex_start: Exim is not listening:" >&2
-		tail -n 20 "$EX_DIR/daemon.log" "$EX_DIR/log/paniclog" >&2 2>/dev/null
-		return 1
-	}
-}
-
-# sm_start: OpenSMTPD's config, the namespace's files, and the daemon (smtpd -d: foreground,
-# log on stderr). The two users get ids no system user has.
-sm_start() {
-	mkdir -p "$SM_DIR/var/spool/smtpd" "$SM_DIR/var/lib/opensmtpd/empty" "$SM_DIR/run" \
-		"$SM_DIR/mail" || return 1
-	chmod 711 "$SM_DIR/var/spool/smtpd"
-	chmod 755 "$INTEG_DIR" "$SM_DIR"
-	chmod 777 "$SM_DIR/mail" # the mda runs as nobody
-	cp "$CERTS/server.pem" "$CERTS/server.key" "$SM_DIR/" || return 1
-	{ cat /etc/passwd; printf 'opensmtpd:x:64990:64990::/nonexistent:/usr/sbin/nologin\n'
-	  printf 'opensmtpq:x:64991:64991::/nonexistent:/usr/sbin/nologin\n'; } >"$SM_DIR/passwd"
-	{ cat /etc/group; printf 'opensmtpd:x:64990:\nopensmtpq:x:64991:\n'; } >"$SM_DIR/group"
-	local m=$SM_DIR/mail
-	cat >"$SM_DIR/smtpd.conf" <<EOF
-# a private OpenSMTPD (smtpd -f $SM_DIR/smtpd.conf), written by tests/integ/t_interop.sh
-pki mxt.smtpd.test cert "$SM_DIR/server.pem"
-pki mxt.smtpd.test key "$SM_DIR/server.key"
-listen on $A_SM port $P hostname mx.smtpd.test
-listen on $A_SMT port $P tls pki mxt.smtpd.test hostname mxt.smtpd.test
-action "keep" mda "cat >$m/.%{rcpt.user} && mv $m/.%{rcpt.user} $m/%{rcpt.user}" virtual { "@" = nobody } user nobody
-match from any for rcpt-to "nobody@smtpd.test" reject
-match from any for domain "smtpd.test" action "keep"
-match from any for domain "tls.smtpd.test" action "keep"
-EOF
-	# shellcheck disable=SC2016 # expanded by the namespace's bash
-	integ_spawn smtpd "$SM_DIR/daemon.log" unshare -m --propagation private bash -c '
-		d=$1 r=$2
-		mount --bind "$d/var/spool" /var/spool && mount --bind "$d/var/lib" /var/lib &&
-		mount --bind "$d/run" /var/run && mount --bind "$r/usr/libexec" /usr/libexec &&
-		mount --bind "$d/passwd" /etc/passwd && mount --bind "$d/group" /etc/group || exit 1
-		exec "$r/usr/sbin/smtpd" -d -f "$d/smtpd.conf"' _ "$SM_DIR" "$INTEROP_ROOT" || return 1
-	wait_listen "$SPAWN_PID" "$A_SM:$P" "$A_SMT:$P" || {
-		echo "sm_start: OpenSMTPD is not listening:" >&2
-		tail -n 20 "$SM_DIR/daemon.log" >&2 2>/dev/null
-		return 1
-	}
-}
+# the MTAs (tests/integ/interop.sh): Exim on three addresses, CHUNKING withheld on
+# mxd, GnuTLS limited to TLS 1.2 on mx12; OpenSMTPD without STARTTLS on mx.smtpd.test,
+# with it (always failing) on mxt.smtpd.test
 
 if [ -z "$INTEG_MISSING" ]; then
-	ex_start || integ_missing "the Exim instance did not start (see above)"
-	sm_start || integ_missing "the OpenSMTPD instance did not start (see above)"
+	ex_start "$A_EX $A_EXD $A_EX12" "exim.test data.exim.test tls12.exim.test" \
+		"chunking_advertise_hosts = \${if eq{\$received_ip_address}{$A_EXD}{}{*}}
+tls_require_ciphers = \${if eq{\$received_ip_address}{$A_EX12}{NORMAL:-VERS-TLS1.3}{NORMAL}}" ||
+		integ_missing "the Exim instance did not start (see above)"
+	sm_start "$A_SM $A_SMT" "smtpd.test tls.smtpd.test" \
+		"listen on $A_SM port $P hostname mx.smtpd.test" \
+		"listen on $A_SMT port $P tls pki server hostname mxt.smtpd.test" ||
+		integ_missing "the OpenSMTPD instance did not start (see above)"
 fi
 
 # ---------------------------------------------------------------------------
@@ -188,35 +98,6 @@ mx_re() {
 	mxt.smtpd.test) a=$A_SMT ;;
 	esac
 	printf 'mx=%s\\[%s\\]:%s' "$(re_escape "$1")" "$(re_escape "$a")" "$P"
-}
-
-EXLOG=$EX_DIR/log/mainlog
-SMLOG=$SM_DIR/daemon.log
-
-# ex_copy RCPT: Exim's stored copy of the message received for RCPT in this case
-# (exim -Mvc of the id its "<=" line names) into $CASE_DIR/copy; 5 s at most.
-ex_copy() {
-	local id i
-	for ((i = 0; i < 50; i++)); do
-		id=$(case_log "$EXLOG" | awk -v r="$1" '$4 == "<=" && $0 ~ (" for .*" r) { print $3 }' | tail -n 1)
-		[ -n "$id" ] && break
-		sleep 0.1
-	done
-	[ -n "$id" ] || { fail "Exim logged no message for $1" "$(case_log "$EXLOG" | tail -n 5)"; return 1; }
-	"$EXIM" -C "$EX_DIR/exim.conf" -Mvc "$id" >"$CASE_DIR/copy" 2>"$CASE_DIR/copy.err" ||
-		{ fail "exim -Mvc $id" "$(cat "$CASE_DIR/copy.err")"; return 1; }
-}
-
-# sm_copy LOCAL: OpenSMTPD's copy for LOCAL@ (mail/LOCAL, written by the mda after
-# the queue runs) into $CASE_DIR/copy; 10 s at most.
-sm_copy() {
-	local i
-	for ((i = 0; i < 100; i++)); do
-		[ -f "$SM_DIR/mail/$1" ] && break
-		sleep 0.1
-	done
-	cp "$SM_DIR/mail/$1" "$CASE_DIR/copy" 2>/dev/null ||
-		{ fail "OpenSMTPD delivered nothing to mail/$1" "$(tail -n 5 "$SMLOG")"; return 1; }
 }
 
 # trace fields the MTAs put before the message

@@ -53,19 +53,11 @@ fi
 
 # mta_postfix: write and start the instance (see the top of the file).
 mta_postfix() {
-	pf_init "$INTEG_DIR/postfix" mx.mta.test || return 1
-	MAILDIRS=$PF_DIR/mail
-	mkdir -p "$MAILDIRS"
-	chown "$(id -u nobody):$(id -g nobody)" "$MAILDIRS" || return 1
-	# the recipients of the cases, each with the Maildir DOMAIN/LOCAL/ (virtual(8) takes no
-	# regexp substitutions); nobody@ is unknown
-	local dom loc
-	for dom in mta.test data.mta.test mm.mta.test; do
-		for loc in tls b-dots b-lf b-mixed-eol b-nofinal b-nofinal-dot b-longline b-8bit b-smuggle b-big \
-			jöran mixed1 mixed2 mmv mmm q1 q2 q3 q4 ctl src; do
-			printf '%s@%s %s/%s/\n' "$loc" "$dom" "$dom" "$loc"
-		done
-	done >"$PF_DIR/etc/vmailbox"
+	# the recipients of the cases, each with the Maildir DOMAIN/LOCAL/; nobody@ is unknown
+	pf_receiver "$INTEG_DIR/postfix" mx.mta.test "mta.test data.mta.test mm.mta.test" \
+		"tls b-dots b-lf b-mixed-eol b-nofinal b-nofinal-dot b-longline b-8bit b-smuggle b-big
+		jöran mixed1 mixed2 mmv mmm q1 q2 q3 q4 ctl src" || return 1
+	MAILDIRS=$PF_MAIL
 	cat >"$PF_DIR/etc/command_filter" <<'EOF'
 if /^MAIL FROM:<eightbit@/
 !/ BODY=8BITMIME( |$)/	X-MISSING-BODY-8BITMIME
@@ -73,23 +65,7 @@ endif
 EOF
 	cat >>"$PF_DIR/etc/main.cf" <<EOF
 # tests/integ/t_mta.sh: the receiving MTA
-virtual_mailbox_domains = mta.test, data.mta.test, mm.mta.test
-virtual_mailbox_base = $MAILDIRS
-virtual_mailbox_maps = texthash:$PF_DIR/etc/vmailbox
-virtual_uid_maps = static:$(id -u nobody)
-virtual_gid_maps = static:$(id -g nobody)
-smtpd_relay_restrictions = reject_unauth_destination
-# nothing leaves (no bounce goes out, no DNS is asked)
-default_transport = error:this test instance sends nothing out
-relay_transport = error:this test instance sends nothing out
-# no header rewriting or added headers: the Maildir copy is what was sent
-local_header_rewrite_clients =
 smtputf8_enable = yes
-in_flow_delay = 0
-smtpd_tls_security_level = may
-smtpd_tls_chain_files = $CERTS/server.key, $CERTS/server.pem
-smtpd_tls_received_header = yes
-smtpd_tls_loglevel = 1
 smtpd_forbid_bare_newline = reject
 smtpd_forbid_bare_newline_exclusions =
 smtpd_forbid_unauth_pipelining = yes
@@ -120,36 +96,8 @@ mx_re() {
 	esac
 }
 
-# log_mark / case_log (lib.sh): the case's part of Postfix's maillog.
+# log_mark / case_log (lib.sh): the case's part of Postfix's maillog (pf_sessions reads it).
 CASE_LOG=$INTEG_DIR/postfix/log/maillog
-# sessions: the "disconnect" lines (one per SMTP session, with its command
-# counts) of case_log, but pf_start's probes (no command).
-sessions() {
-	case_log | grep -E ': disconnect from ' | grep -v ' commands=0/0$'
-}
-# wait_sessions N: until there are N sessions (postlogd writes asynchronously;
-# 5 s at most).
-wait_sessions() {
-	local i
-	for ((i = 0; i < 50; i++)); do
-		[ "$(sessions | grep -c .)" -ge "$1" ] && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
-# maildir_files DOMAIN LOCAL N: print the message files in Maildir DOMAIN/LOCAL
-# once there are N (virtual(8) writes them after the 250; 10 s at most).
-maildir_files() {
-	local d=$MAILDIRS/$1/$2/new i n=0
-	for ((i = 0; i < 100; i++)); do
-		n=$(find "$d" -type f 2>/dev/null | wc -l)
-		[ "$n" -ge "$3" ] && break
-		sleep 0.1
-	done
-	find "$d" -type f 2>/dev/null | sort
-	[ "$n" -eq "$3" ]
-}
 
 # check_session DOMAIN [ERE...]: Postfix logged one finished session of the
 # case, on DOMAIN's listener, its "disconnect" line matching every ERE (after
@@ -159,12 +107,12 @@ check_session() {
 	local dom=$1 name=postfix-bdat line re
 	shift
 	[ "$dom" = data.mta.test ] && name=postfix-data
-	if ! wait_sessions 1; then
+	if ! pf_wait_sessions 1; then
 		fail "Postfix logged no disconnect for the case's session"
 		case_log | tail -n 20 | sed 's/^/#   | /'
 		return 1
 	fi
-	line=$(sessions)
+	line=$(pf_sessions)
 	assert_eq "Postfix sessions of the case" 1 "$(grep -c . <<<"$line")"
 	assert_match "the session's listener" " $name/smtpd\[" "$line"
 	if [ "$name" = postfix-data ]; then
@@ -191,7 +139,7 @@ t_tls() {
 	send --tls verify --from "$FROM" --to tls@mta.test "$m"
 	expect_rc 0 || return 1
 	expect_line tls@mta.test "$D250 $(mx_re mta.test) $TLS13Y policy=verify $QUEUED"
-	f=$(maildir_files mta.test tls 1) || fail "Maildir mta.test/tls: expected 1 message, got: $f" || return 1
+	f=$(pf_maildir_files mta.test tls 1) || fail "Maildir mta.test/tls: expected 1 message, got: $f" || return 1
 	assert_copy "$m" "$f"
 	assert_match "Postfix's Received: field says TLS 1.3" '^[[:space:]]+\(using TLSv1\.3 with cipher ' \
 		"$(cat "$CASE_DIR/trace")"
@@ -211,7 +159,7 @@ t_source() {
 	send -c "$conf" --from "$FROM" --to src@mta.test "$m"
 	expect_rc 0 || return 1
 	expect_line src@mta.test "$D250 .* source=out1\\[127\\.0\\.64\\.11\\]"
-	f=$(maildir_files mta.test src 1) || fail "Maildir mta.test/src: expected 1 message, got: $f" || return 1
+	f=$(pf_maildir_files mta.test src 1) || fail "Maildir mta.test/src: expected 1 message, got: $f" || return 1
 	assert_copy "$m" "$f"
 	assert_match "Received: from the source's EHLO name and address" \
 		'^Received: from out1\.client\.test \([^)]*\[127\.0\.64\.11\]\)' "$(cat "$CASE_DIR/trace")"
@@ -240,7 +188,7 @@ t_body() { # DOMAIN KIND [MB]
 		assert_match "Postfix's count of the BDAT octets" "reply=\"Ok: $(stat -c %s "$CASE_DIR/wire") bytes queued as " \
 			"$(cat "$CASE_DIR/out")"
 	fi
-	f=$(maildir_files "$dom" "b-$kind" 1) || fail "Maildir $dom/b-$kind: expected 1 message, got: $f" || return 1
+	f=$(pf_maildir_files "$dom" "b-$kind" 1) || fail "Maildir $dom/b-$kind: expected 1 message, got: $f" || return 1
 	assert_copy "$m" "$f"
 	check_session "$dom" ' mail=1 ' ' rcpt=1 '
 }
@@ -253,7 +201,7 @@ t_utf8() {
 	send --tls verify --from 'jösé@client.test' --to "$rcpt" "$m"
 	expect_rc 0 || return 1
 	expect_line "$rcpt" "$D250 $(mx_re mta.test) $TLS13Y policy=verify $QUEUED"
-	f=$(maildir_files mta.test jöran 1) || fail "Maildir mta.test/jöran: expected 1 message, got: $f" || return 1
+	f=$(pf_maildir_files mta.test jöran 1) || fail "Maildir mta.test/jöran: expected 1 message, got: $f" || return 1
 	assert_copy "$m" "$f"
 	assert_match "Return-Path: the UTF-8 sender" '^Return-Path: <jösé@client\.test>$' "$(cat "$CASE_DIR/trace")"
 	# Postfix refuses a UTF-8 address in MAIL/RCPT unless MAIL has SMTPUTF8
@@ -273,7 +221,7 @@ t_mixed() {
 	expect_line mixed2@mta.test "$D250 $(mx_re mta.test) $TLS13Y policy=verify $QUEUED"
 	assert_eq "result lines" 3 "$(grep -c . "$CASE_DIR/out")"
 	for r in mixed1 mixed2; do
-		f=$(maildir_files mta.test "$r" 1) || fail "Maildir mta.test/$r: expected 1 message, got: $f" || continue
+		f=$(pf_maildir_files mta.test "$r" 1) || fail "Maildir mta.test/$r: expected 1 message, got: $f" || continue
 		assert_copy "$m" "$f"
 	done
 	assert_eq "Maildir of nobody" "" "$(find "$MAILDIRS/mta.test/nobody" -type f 2>/dev/null)"
@@ -288,9 +236,9 @@ t_mismatch_verify() {
 	send --tls verify --from "$FROM" --to mmv@mm.mta.test "$m"
 	expect_rc 75
 	expect_line mmv@mm.mta.test "deferred 4[0-9]{2} 4\.[0-9]{1,3}\.[0-9]{1,3} $(mx_re mm.mta.test) $TLS13N policy=verify reply=\"[^\"]*hostname mismatch[^\"]*\""
-	wait_sessions 1 || fail "Postfix logged no disconnect"
+	pf_wait_sessions 1 || fail "Postfix logged no disconnect"
 	assert_match "Postfix saw the session end in STARTTLS" 'lost connection after STARTTLS' "$(case_log)"
-	assert_match "the session's commands: EHLO, STARTTLS, no MAIL" ' ehlo=1 starttls=0/1 commands=1/2$' "$(sessions)"
+	assert_match "the session's commands: EHLO, STARTTLS, no MAIL" ' ehlo=1 starttls=0/1 commands=1/2$' "$(pf_sessions)"
 	assert_eq "Maildir of mmv" "" "$(find "$MAILDIRS/mm.mta.test" -type f 2>/dev/null)"
 }
 run_case "certificate for another name, --tls verify: deferred (75), tls=TLSv1.3 verified=no" t_mismatch_verify
@@ -302,7 +250,7 @@ t_mismatch_may() {
 	send --tls may --from "$FROM" --to mmm@mm.mta.test "$m"
 	expect_rc 0 || return 1
 	expect_line mmm@mm.mta.test "$D250 $(mx_re mm.mta.test) $TLS13N policy=may $QUEUED"
-	f=$(maildir_files mm.mta.test mmm 1) || fail "Maildir mm.mta.test/mmm: expected 1 message, got: $f" || return 1
+	f=$(pf_maildir_files mm.mta.test mmm 1) || fail "Maildir mm.mta.test/mmm: expected 1 message, got: $f" || return 1
 	assert_copy "$m" "$f"
 	check_session mta.test ' starttls=1 ' ' mail=1 '
 }
@@ -352,7 +300,7 @@ t_controls() {
 		"$(raw_smtp "$A_DATA" bare-lf)"
 	assert_match "pipelining after EHLO: refused" '^554 5\.5\.0 Error: SMTP protocol synchronization' \
 		"$(raw_smtp "$A_BDAT" pipelining)"
-	wait_sessions 2 || fail "Postfix logged fewer than 2 sessions"
+	pf_wait_sessions 2 || fail "Postfix logged fewer than 2 sessions"
 	assert_match "Postfix logged the bare LF" 'postfix-data/smtpd.*: reject: END-OF-MESSAGE .*bare <LF> received' \
 		"$(case_log)"
 	assert_match "Postfix logged the pipelining" \
@@ -383,12 +331,12 @@ t_run_reuse1() {
 		diag "$res"
 	for dom in mta.test data.mta.test; do
 		for ((i = 1; i <= n; i++)); do
-			f=$(maildir_files "$dom" "q$i" 1) || fail "Maildir $dom/q$i: expected 1 message, got: $f" || continue
+			f=$(pf_maildir_files "$dom" "q$i" 1) || fail "Maildir $dom/q$i: expected 1 message, got: $f" || continue
 			assert_copy "$CASE_DIR/q$i.$dom.eml" "$f"
 		done
 	done
-	wait_sessions $((2 * n)) || fail "Postfix logged fewer than $((2 * n)) sessions"
-	lines=$(sessions)
+	pf_wait_sessions $((2 * n)) || fail "Postfix logged fewer than $((2 * n)) sessions"
+	lines=$(pf_sessions)
 	# reuse_max = 1: a connection per message, each ended by the QUIT sent behind the message
 	assert_eq "sessions with one message and a QUIT (BDAT)" "$n" \
 		"$(grep -E 'postfix-bdat/smtpd.* mail=1 rcpt=1 bdat=[1-9][0-9]* quit=1 ' <<<"$lines" | grep -c .)"

@@ -134,38 +134,7 @@ redis_ge() { [ "$(rcli "$1" "${@:3}")" -ge "$2" ] 2>/dev/null; } # PORT MIN ARG.
 results_has() { results "$1" | grep -Eq -- "$2"; }            # PORT ERE
 results_n() { [ "$(results "$1" | grep -Ec -- "$2")" = "$3" ]; } # PORT ERE COUNT
 
-# mx_start NAME CONF [ARG...]: `mxsend run` in the background (log, pid and
-# exit status in $CASE_DIR/NAME/), registered for clean-up. Sets MX_PID.
-mx_start() {
-	local name=$1 conf=$2 dir=$CASE_DIR/$1
-	shift 2
-	mkdir -p "$dir"
-	rm -f "$dir/rc" "$dir/pid"
-	(
-		"$MXSEND" run -c "$conf" "$@" </dev/null >>"$dir/log" 2>&1 &
-		echo $! >"$dir/pid"
-		wait $!
-		echo $? >"$dir/rc"
-	) &
-	wait_until 5 test -s "$dir/pid" || return 1
-	MX_PID=$(<"$dir/pid")
-	echo "$MX_PID mx.$name" >>"$INTEG_DIR/procs"
-}
-
-# mx_stop NAME [SIGNAL] [LIMIT_S]: signal it and wait (LIMIT_S, default 20)
-# for it to exit; prints its exit status (or "timeout").
-mx_stop() {
-	local dir=$CASE_DIR/$1 sig=${2:-TERM} limit=${3:-20}
-	kill "-$sig" "$(<"$dir/pid")" 2>/dev/null
-	if wait_until "$limit" test -s "$dir/rc"; then
-		cat "$dir/rc"
-	else
-		kill -KILL "$(<"$dir/pid")" 2>/dev/null
-		echo timeout
-	fi
-}
-
-# pipe_jobs (lib.sh)
+# mx_start, mx_stop, pipe_jobs (lib.sh)
 
 # sink_jobs NAME PREFIX: distinct X-Job values (PREFIX-*) the sink stored.
 sink_jobs() {

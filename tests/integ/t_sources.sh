@@ -80,6 +80,10 @@ env_lines() {
 	done
 }
 
+# stored_ge N: the sink stored at least N messages of this case (a predicate
+# for wait_until, which must re-run the count, not get it once)
+stored_ge() { [ "$(env_lines | wc -l)" -ge "$1" ]; }
+
 # tagged FILE TAG: a message with "X-Job: TAG"
 tagged() {
 	printf 'From: s@client.test\nTo: x@example.test\nX-Job: %s\nSubject: %s\n\nHello.\n' "$2" "$2" >"$1"
@@ -108,7 +112,7 @@ t_src_send() {
 	assert_match "b.test from s3 (domain rule pool = tx)" '^u@b\.test delivered 250 .* source=s3\[127\.0\.64\.3\]$' "$out"
 	assert_eq "news: two messages from s1 (weight 2)" 2 "$(grep -Ec ' source=s1\[127\.0\.64\.1\]$' <<<"$out")"
 	assert_eq "news: one message from s2 (weight 1)" 1 "$(grep -Ec ' source=s2\[127\.0\.64\.2\]$' <<<"$out")"
-	wait_until 5 test "$(env_lines | wc -l)" -ge 4
+	wait_until 5 stored_ge 4
 	assert_eq "sink: 4 messages" 4 "$(env_lines | wc -l)"
 	check_helo
 	assert_eq "b.test arrived from 127.0.64.3" 1 "$(env_lines | grep -c ' 127\.0\.64\.3 ')"
@@ -121,8 +125,19 @@ t_src_send() {
 	for i in 1 2 3; do
 		assert_eq "every source: one message from s$i" 1 "$(grep -Ec " source=s$i\[127\.0\.64\.$i\]\$" <<<"$out")"
 	done
+	# --pool NAME: the job field's flag, over the domain rule's pool
+	integ_config "$conf" "$SOURCES"$'\n\n'"$NEWS_RULE"
+	tagged "$m" send-3
+	send -c "$conf" --pool tx --from s@client.test --to w@a.test --to w@c.test "$m"
+	assert_eq "--pool tx: exit status" 0 "$RUN_RC" || show_run
+	assert_eq "--pool tx: both from s3 (not the rule's news)" 2 \
+		"$(grep -Ec ' delivered 250 .* source=s3\[127\.0\.64\.3\]$' "$CASE_DIR/out")"
+	send -c "$conf" --pool 'no"such' --from s@client.test --to w@a.test "$m"
+	assert_eq "--pool unknown: exit 64" 64 "$RUN_RC"
+	assert_match "--pool unknown: said, escaped" 'mxsend send: --pool "no\\"such": no \[pool' \
+		"$(cat "$CASE_DIR/err")"
 }
-run_case "send: each message bound to a source of its pool (weights 2:1, domain rule pool; no pool: every source in turn), EHLO per source, result source=NAME[ADDR]" t_src_send
+run_case "send: each message bound to a source of its pool (weights 2:1, domain rule pool; no pool: every source in turn; --pool NAME, unknown: 64), EHLO per source, result source=NAME[ADDR]" t_src_send
 
 t_src_none() {
 	local conf=$CASE_DIR/c.ini m=$CASE_DIR/m.eml
@@ -204,7 +219,7 @@ t_src_pools() {
 	assert_eq "b.test (rule pool tx) results from s3" 30 "$(grep -Ec '^rule-[0-9]+\|s3\[127\.0\.64\.3\]$' <<<"$r")"
 	assert_eq "rejected result: source -" 1 "$(grep -Ec '^bad-1\|-$' <<<"$r")"
 	local lines
-	wait_until 5 test "$(env_lines | wc -l)" -ge 90
+	wait_until 5 stored_ge 90
 	lines=$(env_lines)
 	assert_eq "sink: news jobs from 127.0.64.1/2 only" 30 "$(grep -Ec '^news-[0-9]+ 127\.0\.64\.[12] ' <<<"$lines")"
 	assert_eq "sink: tx and rule jobs from 127.0.64.3 only" 60 "$(grep -Ec '^(tx|rule)-[0-9]+ 127\.0\.64\.3 ' <<<"$lines")"
@@ -237,6 +252,36 @@ t_src_family() {
 	send -c "$conf" --from s@client.test --to u@a.test "$m"
 	expect_line u@a.test 'deferred 451 4\.4\.1 .*no egress source of the pool has an IPv4 address.*'
 }
+# TLS sessions are resumed per source: a session source s1 got is never
+# offered from s2's address. One message per connection (reuse_max = 1), jobs
+# one at a time (a.test: one worker), s1 and s2 in turn (weights 1:1).
+has_result() { results "$1" id | grep -qx -- "$2"; } # PORT ID
+
+t_src_resume() {
+	start_redis -n resume || { fail "redis"; return; }
+	local conf=$CASE_DIR/c.ini port=$REDIS_PORT i
+	integ_config "$conf" "$(printf '[redis]\nurl = %s\n\n[pool]\nreuse_max = 1\n\n%s\n\n[pool even]\nsources = s1 s2' \
+		"$REDIS_URL" "$SOURCES")"
+	mx_start run "$conf" || { fail "mxsend run did not start"; return; }
+	for i in 1 2 3 4 5 6; do
+		xadd "$port" "res-$i" even a.test
+		wait_until 10 has_result "$port" "res-$i" ||
+			{ fail "job res-$i: no result"; break; }
+	done
+	assert_eq "exit status" 0 "$(mx_stop run)"
+	local r
+	r=$(results "$port" id,status,source,tls,resumed,reused)
+	assert_eq "res-1: s1, full handshake" "res-1|delivered|s1[127.0.64.1]|TLSv1.3|no|no" "$(sed -n 1p <<<"$r")"
+	assert_eq "res-2: s2, full handshake (s1's session is not offered)" \
+		"res-2|delivered|s2[127.0.64.2]|TLSv1.3|no|no" "$(sed -n 2p <<<"$r")"
+	for i in 3 4 5 6; do
+		assert_match "res-$i: resumed, from its own source's session" "^res-$i\|delivered\|s[12]\[.*\]\|TLSv1\.3\|yes\|no\$" \
+			"$(sed -n "${i}p" <<<"$r")"
+	done
+	assert_eq "s1 and s2 in turn" "s1 s2 s1 s2 s1 s2" "$(cut -d'|' -f3 <<<"$r" | cut -d'[' -f1 | tr '\n' ' ' | sed 's/ $//')"
+}
+run_case "TLS resumption per source: s2's first connection makes a full handshake though s1 holds a session; later ones resume their own source's" t_src_resume
+
 run_case "a pool mixing IPv6 and IPv4 sources: an IPv4 MX gets an IPv4 source; none in the pool: deferred, said" t_src_family
 
 # t_src_gone runs in a network namespace of its own (unshare -n, root only):

@@ -52,8 +52,11 @@ static void t_send_ok(void)
 {
 	CHECK_INT(send_p(ARGV("send", "-c", "x.conf", "--from", "a@b.test", "--to", "c@d.test", "--to",
 			      "e@f.test", "--dns", "127.0.0.1:5353", "--ca", "ca.pem", "--tls", "verify",
-			      "--port", "2525", "--helo", "me.test", "--log", "debug", "msg.eml")),
+			      "--port", "2525", "--helo", "me.test", "--log", "debug", "--dkim", "no",
+			      "--pool", "news", "msg.eml")),
 		  0);
+	CHECK_STR(so.dkim, "no");
+	CHECK_STR(so.pool, "news");
 	CHECK_STR(so.c.config, "x.conf");
 	CHECK_STR(so.from, "a@b.test");
 	CHECK_INT(so.nrcpt, 2);
@@ -73,7 +76,7 @@ static void t_send_ok(void)
 	CHECK_INT(so.c.port, 0);
 	CHECK_INT(so.c.tls_level, -1);
 	CHECK_INT(so.c.log_level, LOG_INFO);
-	CHECK(so.c.why == NULL);
+	CHECK(so.c.why == NULL && so.dkim == NULL && so.pool == NULL);
 }
 
 static void t_send_usage(void)

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "queue/queue.h"
+#include "sender/dns.h"
 #include "sender/log.h"
 #include "tests/t.h"
 
@@ -93,6 +94,7 @@ static void t_defaults(void)
 	CHECK_INT(c.log_level, LOG_WARN);
 	CHECK_STR(c.redis_url, "redis://127.0.0.1:6379/0");
 	CHECK(c.redis_password == NULL);
+	CHECK(c.redis_username == NULL);
 	CHECK_STR(c.jobs, "mxsend:jobs");
 	CHECK_STR(c.results, "mxsend:results");
 	CHECK_STR(c.group, "mxsend");
@@ -161,7 +163,7 @@ static void t_fini_is_safe(void)
 	/* and after a failed load that had already built rules and strings */
 	load_err("[mxsend]\nhelo = a.example\n[domain a.com]\nrelay = r.example:25\n"
 		 "auth_user = u\nauth_password = p\n[domain b.com]\ntls = bogus\n",
-		 "8: bad value \"bogus\" for tls (none|may|encrypt|verify)");
+		 "8: bad value \"bogus\" for tls (none|may|encrypt|verify|dane-only)");
 }
 
 static void t_missing_file(void)
@@ -276,7 +278,7 @@ static void t_err_unknown_key(void)
 
 static void t_err_bad_tls(void)
 {
-	load_err("[domain *]\n\ntls = maybe\n", "3: bad value \"maybe\" for tls (none|may|encrypt|verify)");
+	load_err("[domain *]\n\ntls = maybe\n", "3: bad value \"maybe\" for tls (none|may|encrypt|verify|dane-only)");
 	load_err("[mx mx.example.com]\non_tls_failure = retry\n",
 		 "2: bad value \"retry\" for on_tls_failure (next-mx|defer|hold|bounce|plaintext)");
 	load_err("[tls]\nmin_version = 1.1\n", "2: bad value \"1.1\" for min_version (1.2|1.3)");
@@ -914,7 +916,7 @@ static void t_reload_replaces_strings(void)
 	/* keys replace defaults without leaking (ASan's leak check covers this) */
 	struct config c;
 	load_ok(&c, "[mxsend]\nhelo = one.example\nca_file = /x\n[redis]\njobs = j\nresults = r\ngroup = g\n"
-		    "url = redis://h:1/2\npassword = p\n");
+		    "url = redis://h:1/2\npassword = p\nusername = mxq\n");
 	CHECK_STR(c.helo, "one.example");
 	CHECK_STR(c.ca_file, "/x");
 	CHECK_STR(c.jobs, "j");
@@ -922,7 +924,9 @@ static void t_reload_replaces_strings(void)
 	CHECK_STR(c.group, "g");
 	CHECK_STR(c.redis_url, "redis://h:1/2");
 	CHECK_STR(c.redis_password, "p");
+	CHECK_STR(c.redis_username, "mxq"); /* an ACL user: AUTH mxq p */
 	config_fini(&c);
+	load_err("[redis]\nusername = a b\n", "2: bad value \"a b\" for username (an ACL user name)");
 }
 
 static void t_many_rules(void)
@@ -990,6 +994,8 @@ static void t_example_file_is_defaults(void)
 	CHECK_INT(c.max_handshakes, d.max_handshakes);
 	CHECK_INT(c.reuse_max, d.reuse_max);
 	CHECK_INT(c.idle_timeout_ms, d.idle_timeout_ms);
+	CHECK_INT(c.dane, d.dane);
+	CHECK(c.dnssec_trusted == NULL);
 	CHECK_INT(c.n_domains, 1);
 	CHECK_INT(c.n_mxs, 0);
 	struct rule *a = &c.domains[0], *b = &d.domains[0];
@@ -1109,7 +1115,31 @@ static void t_job_caps_and_shared_checks(void)
 		 "2: bad value \"127.0.0.1:70000\" for dns (comma-separated addr, addr:port or [ipv6]:port)");
 }
 
+
+/* [dns]: DANE's switch and the resolvers trusted to validate */
+static void t_dns_section(void)
+{
+	struct config c;
+	config_defaults(&c);
+	CHECK_INT(c.dane, DNS_DNSSEC_AUTO); /* auto: on where a trusted resolver validates */
+	config_fini(&c);
+	load_ok(&c, "[dns]\ndane = no\ndnssec_trusted = 192.0.2.53 2001:db8::53\n"
+		    "[domain d.test]\ntls = dane-only\n");
+	CHECK_INT(c.dane, DNS_DNSSEC_NO);
+	CHECK_STR(c.dnssec_trusted, "192.0.2.53 2001:db8::53");
+	CHECK_INT(rule_for(&c, "d.test", NULL).tls, TLS_LEVEL_DANE_ONLY);
+	config_fini(&c);
+	load_ok(&c, "[dns]\ndane = yes\n");
+	CHECK_INT(c.dane, 2);
+	config_fini(&c);
+	load_err("[dns]\ndane = maybe\n", "2: bad value \"maybe\" for dane (no|auto|yes)");
+	load_err("[domain x.test]\ntls = dane-only\non_tls_failure = plaintext\n",
+		 "3: on_tls_failure = plaintext is not allowed with tls = dane-only in [domain x.test] "
+		 "(plaintext needs tls = none or may)");
+}
+
 static const struct t_case cases[] = {
+	{ "dns_section_dane", t_dns_section },
 	{ "job caps; helo and dns checks shared with the flags", t_job_caps_and_shared_checks },
 	{ "[tlsrpt]: report identity and DKIM key settings; bad values name the line", t_tlsrpt_section },
 	{ "[source]/[pool NAME]: egress sources and pools, errors at file:line", t_sources_pools },

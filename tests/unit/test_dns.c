@@ -750,10 +750,133 @@ static void test_bad_servers(void)
 	CHECK(d == NULL);
 	CHECK(strstr(e, "bad dns servers") != NULL);
 	dns_free(d);
+	/* DANE: the AD bit only from resolvers trusted to validate */
+	struct dns_opts y = { .servers = "127.0.0.1:5353,[::1]:53", .dnssec = DNS_DNSSEC_YES };
+	d = dns_new(l, &y, e, sizeof(e));
+	CHECK(d != NULL && dns_dnssec_on(d));
+	dns_free(d);
+	y.servers = "127.0.0.1,192.0.2.53";
+	e[0] = '\0';
+	d = dns_new(l, &y, e, sizeof(e));
+	CHECK(d == NULL);
+	CHECK(strstr(e, "resolver 192.0.2.53 is not trusted") != NULL);
+	dns_free(d);
+	y.trusted = "198.51.100.1, 192.0.2.53";
+	d = dns_new(l, &y, e, sizeof(e));
+	CHECK(d != NULL && dns_dnssec_on(d));
+	dns_free(d);
+	struct dns_opts a = { .servers = "192.0.2.53", .dnssec = DNS_DNSSEC_AUTO };
+	d = dns_new(l, &a, e, sizeof(e));
+	CHECK(d != NULL && !dns_dnssec_on(d)); /* auto: off, quietly */
+	dns_free(d);
+	a.servers = "127.0.0.53";
+	d = dns_new(l, &a, e, sizeof(e));
+	CHECK(d != NULL && dns_dnssec_on(d));
+	dns_free(d);
+	a.dnssec = DNS_DNSSEC_NO;
+	d = dns_new(l, &a, e, sizeof(e));
+	CHECK(d != NULL && !dns_dnssec_on(d));
+	dns_free(d);
 	loop_free(l);
 }
 
+
+/* ---- dns_raw.c: TLSA answers and CNAME chains from the raw message ---- */
+
+static size_t put_name(unsigned char *p, const char *n)
+{
+	size_t o = 0;
+	while (*n) {
+		size_t l = strcspn(n, ".");
+		p[o++] = (unsigned char)l;
+		memcpy(p + o, n, l);
+		o += l;
+		n += l + (n[l] == '.');
+	}
+	p[o++] = 0;
+	return o;
+}
+
+static size_t put_rr(unsigned char *p, const char *owner, int type, const void *rd, size_t rdlen)
+{
+	size_t o = owner ? put_name(p, owner) : (p[0] = 0xc0, p[1] = 12, 2);
+	unsigned char h[10] = { (unsigned char)(type >> 8), (unsigned char)type, 0, 1, 0, 0, 1, 44,
+				(unsigned char)(rdlen >> 8), (unsigned char)rdlen };
+	memcpy(p + o, h, 10);
+	memcpy(p + o + 10, rd, rdlen);
+	return o + 10 + rdlen;
+}
+
+static size_t put_head(unsigned char *p, const char *q, int type, int an)
+{
+	unsigned char h[12] = { 0x12, 0x34, 0x81, 0xa0, 0, 1, 0, (unsigned char)an, 0, 0, 0, 0 };
+	memcpy(p, h, 12);
+	size_t o = 12 + put_name(p + 12, q);
+	p[o++] = 0;
+	p[o++] = (unsigned char)type;
+	p[o++] = 0;
+	p[o++] = 1;
+	return o;
+}
+
+static void test_raw_tlsa(void)
+{
+	unsigned char m[1024], rd[40] = { 3, 1, 1 }, cn[64];
+	for (int i = 0; i < 32; i++)
+		rd[3 + i] = (unsigned char)i;
+	struct dns_tlsa_rr rr[4];
+	/* one record at the name asked (compressed owner) */
+	size_t o = put_head(m, "_25._tcp.mx.test", 52, 1);
+	o += put_rr(m + o, NULL, 52, rd, 35);
+	memset(rr, 0, sizeof(rr));
+	CHECK_INT(dns_raw_tlsa(m, o, "_25._tcp.MX.test.", rr, 4), 1);
+	CHECK_INT(rr[0].usage, 3);
+	CHECK_INT(rr[0].selector, 1);
+	CHECK_INT(rr[0].mtype, 1);
+	CHECK_INT((int)rr[0].len, 32);
+	CHECK(rr[0].data != NULL && rr[0].data[31] == 31);
+	dns_tlsa_rrs_free(rr, 1);
+	/* through a CNAME (RFC 7672 2.2.3); a TLSA of another owner is ignored */
+	o = put_head(m, "_25._tcp.mx.test", 52, 3);
+	o += put_rr(m + o, "_25._tcp.other.test", 52, rd, 35);
+	size_t cl = put_name(cn, "_25._tcp.real.test");
+	o += put_rr(m + o, NULL, 5, cn, cl);
+	rd[0] = 2;
+	o += put_rr(m + o, "_25._tcp.real.test", 52, rd, 35);
+	memset(rr, 0, sizeof(rr));
+	CHECK_INT(dns_raw_tlsa(m, o, "_25._tcp.mx.test", rr, 4), 1);
+	CHECK_INT(rr[0].usage, 2);
+	dns_tlsa_rrs_free(rr, 1);
+	/* the end of the chain for an address answer */
+	char out[256];
+	CHECK_INT(dns_raw_target(m, o, "_25._tcp.mx.test", out), 0);
+	CHECK_STR(out, "_25._tcp.real.test");
+	CHECK_INT(dns_raw_target(m, o, "nothing.test", out), 0);
+	CHECK_STR(out, "nothing.test");
+	/* RDATA shorter than the three fixed octets: the message is bad */
+	o = put_head(m, "_25._tcp.mx.test", 52, 1);
+	o += put_rr(m + o, NULL, 52, rd, 2);
+	memset(rr, 0, sizeof(rr));
+	CHECK_INT(dns_raw_tlsa(m, o, "_25._tcp.mx.test", rr, 4), -1);
+	/* a compression pointer to itself (a loop), an RDATA past the end */
+	o = put_head(m, "_25._tcp.mx.test", 52, 1);
+	m[o] = 0xc0;
+	m[o + 1] = (unsigned char)o;
+	CHECK_INT(dns_raw_tlsa(m, o + 2 + 10, "_25._tcp.mx.test", rr, 4), -1);
+	o = put_head(m, "_25._tcp.mx.test", 52, 1);
+	o += put_rr(m + o, NULL, 52, rd, 35);
+	CHECK_INT(dns_raw_tlsa(m, o - 1, "_25._tcp.mx.test", rr, 4), -1);
+	/* more records than room: the first max kept */
+	o = put_head(m, "_25._tcp.mx.test", 52, 6);
+	for (int i = 0; i < 6; i++)
+		o += put_rr(m + o, NULL, 52, rd, 35);
+	memset(rr, 0, sizeof(rr));
+	CHECK_INT(dns_raw_tlsa(m, o, "_25._tcp.mx.test", rr, 4), 4);
+	dns_tlsa_rrs_free(rr, 4);
+}
+
 static const struct t_case cases[] = {
+	{ "raw_tlsa_cname_bounds", test_raw_tlsa },
 	{ "sort_by_pref", test_sort_by_pref },
 	{ "sort_shuffle_equal_prefs", test_sort_shuffle_equal },
 	{ "sort_real_rng", test_sort_real_rng },

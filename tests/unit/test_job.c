@@ -623,7 +623,21 @@ static void t_redis_url(void)
 	CHECK_INT(a.db, 0);
 	CHECK_INT(queue_url_parse("redis://:s3cret@10.0.0.1:7000/0", &a, err, sizeof(err)), 0);
 	CHECK_STR(a.password, "s3cret");
+	CHECK_STR(a.username, "");
 	CHECK_STR(a.host, "10.0.0.1");
+	/* an ACL user (AUTH USER PASSWORD); a password may hold ':' and '@' */
+	CHECK_INT(queue_url_parse("redis://mxq:p:w@d@10.0.0.1:7000/1", &a, err, sizeof(err)), 0);
+	CHECK_STR(a.username, "mxq");
+	CHECK_STR(a.password, "p:w@d");
+	CHECK_STR(a.host, "10.0.0.1");
+	CHECK_INT(a.db, 1);
+	/* no ':': the password alone (the default user), as before users existed */
+	CHECK_INT(queue_url_parse("redis://s3cret@h", &a, err, sizeof(err)), 0);
+	CHECK_STR(a.username, "");
+	CHECK_STR(a.password, "s3cret");
+	CHECK_INT(queue_url_parse("redis://mxq:s3cret@h:0", &a, err, sizeof(err)), -1);
+	CHECK_INT(strstr(err, "s3cret") == NULL, 1);
+	CHECK_INT(strstr(err, "redis://mxq:***@h:0") != NULL, 1);
 	CHECK_INT(queue_url_parse("unix:/run/redis/redis.sock", &a, err, sizeof(err)), 0);
 	CHECK_STR(a.path, "/run/redis/redis.sock");
 	CHECK_STR(a.host, "");

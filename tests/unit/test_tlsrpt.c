@@ -629,7 +629,69 @@ static void t_event_policy(void)
 	CHECK_STR(ev.mx, "mx1.example.com"); /* the session's fields are left alone */
 }
 
+
+/* A DANE host's sessions (RFC 8460 4.2 "tlsa"): the records as policy strings,
+ * the MX host, tlsa-invalid and dnssec-invalid failures. */
+static void t_tlsa(void)
+{
+	struct fake fk = { 0 };
+	struct tls_event ev = { .policy_domain = "example.com", .policy_type = "tlsa",
+				.policy_id = "0123456789abcdef",
+				.policy_mx = "3 1 1 aabb,2 0 1 ccdd", .mx = "mx1.example.com",
+				.ip = "192.0.2.1", .when_ms = NOON };
+	CHECK_INT(tlsrpt_event_cmds(&ev, NULL, fake_emit, &fk), 5);
+	CHECK_STR(fk.cmds[0], "HINCRBY mxsend:tlsrpt:2024-06-01:example.com ok:tlsa:0123456789abcdef 1");
+	CHECK_STR(fk.cmds[1], "HSET mxsend:tlsrpt:2024-06-01:example.com "
+			      "policy:tlsa:0123456789abcdef 3 1 1 aabb\n2 0 1 ccdd "
+			      "mx:tlsa:0123456789abcdef mx1.example.com");
+	SET(ev.result, "tlsa-invalid");
+	SET(ev.detail, "DANE: no TLSA record matches");
+	tlsrpt_event_cmds(&ev, NULL, fake_emit, &fk);
+	struct tls_event bog = ev; /* a bogus TLSA answer: no records, no id */
+	SET(bog.policy_id, NULL);
+	SET(bog.policy_mx, NULL);
+	SET(bog.result, "dnssec-invalid");
+	SET(bog.mx, "mx2.example.com");
+	SET(bog.ip, NULL);
+	tlsrpt_event_cmds(&bog, NULL, fake_emit, &fk);
+	struct tlsrpt_counts c;
+	load_fake(&fk, &c, true);
+	struct tlsrpt_meta m = { .org = "O", .contact = "c@o.test", .report_id = "r@o.test",
+				 .day_start = DAY0 };
+	char *js = tlsrpt_json(&c, &m, false);
+	json_error_t e;
+	json_t *j = json_loads(js ? js : "", 0, &e), *pols = json_object_get(j, "policies");
+	CHECK_INT(json_array_size(pols), 2);
+	int seen = 0;
+	for (size_t i = 0; i < json_array_size(pols); i++) {
+		json_t *p = json_array_get(pols, i), *pol = json_object_get(p, "policy");
+		CHECK_STR(json_string_value(json_object_get(pol, "policy-type")), "tlsa");
+		json_t *ps = json_object_get(pol, "policy-string"), *sum = json_object_get(p, "summary");
+		json_t *fd = json_array_get(json_object_get(p, "failure-details"), 0);
+		if (json_array_size(ps) == 2) {
+			seen |= 1;
+			CHECK_STR(json_string_value(json_array_get(ps, 0)), "3 1 1 aabb");
+			CHECK_STR(json_string_value(json_array_get(ps, 1)), "2 0 1 ccdd");
+			CHECK_STR(json_string_value(json_array_get(json_object_get(pol, "mx-host"), 0)),
+				  "mx1.example.com");
+			CHECK_INT(json_integer_value(json_object_get(sum, "total-successful-session-count")), 1);
+			CHECK_STR(json_string_value(json_object_get(fd, "result-type")), "tlsa-invalid");
+		} else {
+			seen |= 2;
+			CHECK_STR(json_string_value(json_object_get(fd, "result-type")), "dnssec-invalid");
+			CHECK_STR(json_string_value(json_object_get(fd, "receiving-mx-hostname")),
+				  "mx2.example.com");
+		}
+	}
+	CHECK_INT(seen, 3);
+	json_decref(j);
+	free(js);
+	tlsrpt_counts_fini(&c);
+	fake_free(&fk);
+}
+
 static const struct t_case cases[] = {
+	{ "DANE: tlsa policy, records as policy strings, tlsa-invalid and dnssec-invalid", t_tlsa },
 	{ "event: policy fields from the MTA-STS policy, or none", t_event_policy },
 	{ "event -> commands: success under an MTA-STS policy (keys, policy-string)", t_cmds_success },
 	{ "event -> commands: failure (field, reason, no-policy-found, UTC day edge)", t_cmds_failure },

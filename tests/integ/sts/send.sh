@@ -295,22 +295,7 @@ expect_field() {
 
 # mx HOST IP, expect_sink SINK KEY VALUE (lib.sh)
 
-# expect_no_mail SINK: the sink stored nothing and counted no message.
-expect_no_mail() {
-	expect_sink "$1" messages 0
-	assert_eq "messages in sink $1's maildir" 0 "$(sink_count "$1")"
-}
-
-# expect_mail SINK RCPT ERE: the sink stored a message for RCPT; its .env
-# (tls=, sni=, ...) has a line matching ERE.
-expect_mail() {
-	local got
-	got=$(sink_find_msg "$1" "$2") || {
-		fail "sink $1 has no message for $2"
-		return 1
-	}
-	[ -z "${3:-}" ] || assert_match "sink $1's envelope for $2" "$3" "$(cat "${got%.eml}.env")"
-}
+# expect_no_mail SINK, expect_mail SINK RCPT [ERE] (lib.sh)
 
 # expect_fetch D STATUS: nginx answered a GET of D.test's policy with STATUS.
 expect_fetch() {
