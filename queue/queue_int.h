@@ -127,8 +127,12 @@ struct redisContext *qsync_connect(const char *url, const char *username, const 
 int qsync_reply_err(struct redisContext *c, struct redisReply *r, const char *what, char *err,
 		    size_t errlen);
 
-/* The blocking context of a queue_sync (queue_admin.c). */
-struct redisContext *qsync_ctx(struct queue_sync *s);
+/* SCAN keys matching pattern and send cmd (GET, HGETALL...) for each: fn
+ * gets every key whose reply is a string or a non-empty array (borrowed for
+ * the call). Returns how many, or -1 with err. Synchronous (queue_admin.c). */
+int qsync_scan_keys(struct queue_sync *s, const char *pattern, const char *cmd,
+		    void (*fn)(void *arg, const char *key, const struct redisReply *value),
+		    void *arg, char *err, size_t errlen);
 unsigned qroom(const struct queue *q); /* claims that fit under max_inflight now */
 /* Hand the entries of an XREADGROUP/XCLAIM reply list to the host (or commit
  * their rejection); reclaimed: counted and logged as such. */

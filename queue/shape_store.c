@@ -183,43 +183,26 @@ int shape_store_warm(struct queue *q, const char *key, uint64_t today, const cha
 	return 0;
 }
 
+struct list {
+	shape_store_each_fn *fn;
+	void *arg;
+};
+
+static void listed(void *arg, const char *key, const redisReply *g)
+{
+	struct list *l = arg;
+	const char *kv[64];
+	int m = 0;
+	for (size_t e = 0; g->type == REDIS_REPLY_ARRAY && e < g->elements && m < 64; e++)
+		kv[m++] = g->element[e]->type == REDIS_REPLY_STRING ? g->element[e]->str : "";
+	l->fn(l->arg, key, m, kv);
+}
+
 int shape_store_list(struct queue_sync *s, const char *jobs, shape_store_each_fn *fn, void *arg,
 		     char *err, size_t errlen)
 {
-	redisContext *rc = qsync_ctx(s);
-	char pattern[512], cursor[32] = "0";
+	char pattern[512];
 	snprintf(pattern, sizeof(pattern), "%s:shape:*", jobs);
-	int n = 0;
-	do {
-		const char *av[] = { "SCAN", cursor, "MATCH", pattern, "COUNT", "1000" };
-		redisReply *r = redisCommandArgv(rc, 6, av, NULL);
-		if (qsync_reply_err(rc, r, "SCAN", err, errlen) != 0)
-			return -1;
-		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-			freeReplyObject(r);
-			snprintf(err, errlen, "redis: SCAN: unexpected reply");
-			return -1;
-		}
-		snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
-		redisReply *keys = r->element[1];
-		for (size_t i = 0; i < keys->elements; i++) {
-			const char *gv[] = { "HGETALL", keys->element[i]->str };
-			redisReply *g = redisCommandArgv(rc, 2, gv, NULL);
-			if (qsync_reply_err(rc, g, "HGETALL", err, errlen) != 0) {
-				freeReplyObject(r);
-				return -1;
-			}
-			if (g->type == REDIS_REPLY_ARRAY && g->elements > 0 && g->elements <= 64) {
-				const char *kv[64];
-				int m = 0;
-				for (size_t e = 0; e < g->elements; e++)
-					kv[m++] = g->element[e]->type == REDIS_REPLY_STRING ? g->element[e]->str : "";
-				fn(arg, keys->element[i]->str, m, kv);
-				n++;
-			}
-			freeReplyObject(g);
-		}
-		freeReplyObject(r);
-	} while (strcmp(cursor, "0") != 0);
-	return n;
+	struct list l = { fn, arg };
+	return qsync_scan_keys(s, pattern, "HGETALL", listed, &l, err, errlen);
 }

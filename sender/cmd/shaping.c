@@ -7,7 +7,6 @@
  * terminal. */
 #include "sender/cmd/shaping.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,17 +16,12 @@
 #include "queue/job.h"
 #include "queue/queue.h"
 #include "queue/shape_store.h"
+#include "sender/cmd/queue.h"
 #include "sender/config.h"
 
 int cmd_shaping_parse(int argc, char **argv, struct cmd_common *o)
 {
-	static const struct option longs[] = { CMD_OPT_CONFIG, CMD_OPT_HELP, CMD_OPT_END };
-	int first, rc = cmd_parse(argc, argv, "c:h", longs, o, NULL, NULL, &first);
-	if (rc == 0 && first != argc) {
-		o->why = "no operands";
-		rc = EX_USAGE;
-	}
-	return rc;
+	return cmd_held_parse(argc, argv, o); /* the same: -c, no operands */
 }
 
 static const char *field(int n, const char *const *kv, const char *name)
