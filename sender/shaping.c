@@ -259,14 +259,6 @@ static void describe(const struct shaping *sh, int pair, const char *what, char 
 		 rb, cb);
 }
 
-static void fmt_until(uint64_t wall, char *buf, size_t len)
-{
-	time_t t = (time_t)(wall / 1000);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 void shaping_unwait(struct shaping *sh, int pair, bool *waiting)
 {
 	if (sh != NULL && pair >= 0 && *waiting)
@@ -287,7 +279,7 @@ enum shape_admit shaping_admit(struct shaping *sh, int pair, bool *waiting, uint
 		uint64_t now = wall_ms();
 		if (until > now) {
 			char ub[32];
-			fmt_until(until, ub, sizeof(ub));
+			util_utc_time(ub, sizeof(ub), until);
 			int r1 = atomic_load_explicit(&p->state_rule, memory_order_relaxed);
 			const char *rn = rule_name(sh, r1);
 			snprintf(why, whylen, "%s:suspend until=%s", rn ? rn : shaping_provider_name(sh, p->prov),
@@ -429,7 +421,7 @@ void shaping_act(struct shaping *sh, int pair, const struct shape_match *m, char
 		atomic_store(&p->susp_rule, m->rule + 1);
 		atomic_store(&p->state_rule, m->rule + 1);
 		char ub[32];
-		fmt_until(until, ub, sizeof(ub));
+		util_utc_time(ub, sizeof(ub), until);
 		snprintf(why, whylen, "%s:suspend until=%s", m->name, ub);
 	}
 }

@@ -18,6 +18,7 @@
 #include "queue/shape_store.h"
 #include "sender/cmd/queue.h"
 #include "sender/config.h"
+#include "sender/util.h"
 
 int cmd_shaping_parse(int argc, char **argv, struct cmd_common *o)
 {
@@ -35,14 +36,10 @@ static const char *field(int n, const char *const *kv, const char *name)
 static void fmt_ms(char *buf, size_t len, const char *v)
 {
 	double ms = v ? strtod(v, NULL) : 0;
-	if (ms <= 0) {
+	if (ms <= 0)
 		snprintf(buf, len, "-");
-		return;
-	}
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	else
+		util_utc_time(buf, len, (uint64_t)ms);
 }
 
 struct list {
