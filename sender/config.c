@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <ini.h>
@@ -1218,9 +1219,15 @@ static void check_credentials(struct parse *p)
  * says so); else 0, with p->failed set on a bad line. */
 static int parse_file(struct parse *p)
 {
-	if ((p->f = fopen(p->file, "re")) == NULL) {
+	struct stat st;
+	if ((p->f = fopen(p->file, "re")) == NULL ||
+	    (p->in_providers && (fstat(fileno(p->f), &st) != 0 || !S_ISREG(st.st_mode)))) {
+		/* a providers file that is a device or a FIFO might never end */
 		if (p->err && p->errlen)
-			snprintf(p->err, p->errlen, "%s: %s", p->file, strerror(errno));
+			snprintf(p->err, p->errlen, "%s: %s", p->file,
+				 p->f ? "not a regular file" : strerror(errno));
+		if (p->f)
+			fclose(p->f);
 		p->failed++;
 		return -1;
 	}
