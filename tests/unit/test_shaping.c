@@ -114,6 +114,10 @@ static void t_providers_file(void)
 	CHECK_INT(load(&c, "", "[domain x.test]\nport = 26\n", err, sizeof(err)), -1);
 	CHECK(strstr(err, "providers.conf:1: the providers file holds") != NULL);
 	config_fini(&c);
+	/* a device never ends: refused, not read */
+	CHECK_INT(load(&c, "[shaping]\nproviders = /dev/zero\n", NULL, err, sizeof(err)), -1);
+	CHECK(strstr(err, "/dev/zero: not a regular file") != NULL);
+	config_fini(&c);
 	/* a named file that is not there */
 	CHECK_INT(load(&c, "[shaping]\nproviders = nope.conf\n", NULL, err, sizeof(err)), -1);
 	CHECK(strstr(err, "nope.conf: No such file") != NULL);
