@@ -183,6 +183,24 @@ int shape_store_warm(struct queue *q, const char *key, uint64_t today, const cha
 	return 0;
 }
 
+void shape_store_fields(int n, const char *const *kv, struct shape_store_out *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (int i = 0; i + 1 < n; i += 2) {
+		const char *k = kv[i], *v = kv[i + 1];
+		if (strcmp(k, "rate") == 0)
+			out->rate = strtod(v, NULL);
+		else if (strcmp(k, "conn") == 0)
+			out->conn = strtod(v, NULL);
+		else if (strcmp(k, "until") == 0)
+			out->until = (uint64_t)strtod(v, NULL);
+		else if (strcmp(k, "cuts") == 0)
+			out->cuts = (uint64_t)strtod(v, NULL);
+		else if (strcmp(k, "rule") == 0)
+			snprintf(out->rule, sizeof(out->rule), "%s", v);
+	}
+}
+
 struct list {
 	shape_store_each_fn *fn;
 	void *arg;

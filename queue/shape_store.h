@@ -74,6 +74,9 @@ int shape_store_warm(struct queue *q, const char *key, uint64_t today, const cha
 /* Every pair's state (mxsend shaping; blocks: SCAN + HGETALL): fn(key, fields)
  * per key, fields as "name value" pairs, borrowed. Returns the count or -1. */
 typedef void shape_store_each_fn(void *arg, const char *key, int n, const char *const *kv);
+/* Such fields (n strings, name value ...) as the state shape_store_sync
+ * returns. Pure. */
+void shape_store_fields(int n, const char *const *kv, struct shape_store_out *out);
 int shape_store_list(struct queue_sync *s, const char *jobs, shape_store_each_fn *fn, void *arg,
 		     char *err, size_t errlen);
 

@@ -467,6 +467,31 @@ static void sts_load_all(struct run *r, const struct queue_config *qc)
 	queue_sync_close(s);
 }
 
+static void shape_loaded(void *arg, const char *key, int n, const char *const *kv)
+{
+	struct run *r = arg;
+	struct shape_store_out st;
+	shape_store_fields(n, kv, &st);
+	for (int p = 0; p < shaping_npairs(r->sh); p++)
+		if (strcmp(r->shape_calls[p].key, key) == 0)
+			shaping_sync_apply(r->sh, p, st.rate, st.conn, st.until, st.rule);
+}
+
+/* Start-up, before the first claim: the shaping state the processes left in
+ * Redis (a suspension or a cut rate holds across a restart; the periodic
+ * sync only starts with the loop). */
+static void shape_load_all(struct run *r, const struct queue_config *qc)
+{
+	char err[256], qerr[512];
+	struct queue_sync *s = queue_sync_open(qc, err, sizeof(err));
+	int n = s ? shape_store_list(s, r->cfg.jobs, shape_loaded, r, err, sizeof(err)) : -1;
+	if (n < 0)
+		log_warn("evt=shaping_load_failed err=\"%s\"", log_q(qerr, sizeof(qerr), err));
+	else
+		log_info("evt=shaping_loaded pairs=%d", n);
+	queue_sync_close(s);
+}
+
 /* Start-up: the at-least-once guarantee needs a Redis that never evicts keys
  * (README "Redis persistence"): a queued job, a retry or a held job evicted
  * under memory pressure is lost without a result. Said once, never fatal: a
@@ -830,6 +855,8 @@ static int run_open_queue(struct run *r)
 		redis_evict_check(&qc);
 	if (r->cfg.mta_sts && qchk == 0)
 		sts_load_all(r, &qc);
+	if (shaping_npairs(r->sh) > 0 && qchk == 0)
+		shape_load_all(r, &qc);
 	if (r->m != NULL && metrics_serve(r->m, r->l, r->cfg.metrics, ebuf, sizeof(ebuf)) != 0) {
 		fprintf(stderr, "mxsend: %s\n", ebuf);
 		return EX_CONFIG;

@@ -224,6 +224,29 @@ t_two() {
 two_done() { [ "$(results "$1" id | grep -c '^two-')" -ge 21 ]; }
 run_case "two processes share one Redis: a suspension met by one holds the other's mail too (state in Redis, followed within a sync), mxsend shaping shows it" t_two
 
+t_restart() {
+	start_redis -n restart || { fail "redis"; return; }
+	local c=$CASE_DIR/c.ini port=$REDIS_PORT m0
+	RETRY=1h conf "$c"
+	local data=$'Subject: s\r\n\r\nbody\r\n'
+	integ_spawn runa "$CASE_DIR/erra" "$MXSEND" run -c "$c"
+	rcli "$port" XADD mxsend:jobs '*' from s@client.test to u0@c2.test data "$data" id rs-0 >/dev/null
+	wait_until 10 has_result "$port" rs-0 || { fail "no result for rs-0"; return; }
+	stop_proc runa
+	m0=$(sink_stat blk2 mails)
+	# a new process: the suspension holds from its first job on (loaded
+	# from Redis at start, before the first claim)
+	rcli "$port" XADD mxsend:jobs '*' from s@client.test to u1@c3.test data "$data" id rs-1 >/dev/null
+	integ_spawn runb "$CASE_DIR/errb" "$MXSEND" run -c "$c"
+	wait_until 10 has_result "$port" rs-1 || { fail "no result for rs-1"; return; }
+	assert_match "after the restart: held back by the suspension" '^deferred\|4\.4\.5\|blk-tss09:suspend until=' \
+		"$(result_of "$port" rs-1 status,dsn,shaped)"
+	assert_eq "no MAIL at the blocking receiver after the restart" "$m0" "$(sink_stat blk2 mails)"
+	assert_match "log: the state loaded" 'evt=shaping_loaded pairs=1' "$(cat "$CASE_DIR/errb")"
+	stop_proc runb
+}
+run_case "restart: a suspension in Redis holds for a process started during it, from its first job" t_restart
+
 t_config() {
 	local c=$CASE_DIR/c.ini
 	integ_config "$c" "$(printf '[response bad]\nmatch = ^421 (\naction = throttle\n')"
