@@ -6,7 +6,8 @@
 # R; above it `421 4.7.28 ... unusual rate ...` and the connection closed, as Gmail does) on
 # 127.0.68.1, MX host mx.rl.bench.test of 50 domains r<i>.bench.test. mxsend's config: one
 # provider over them ([provider rl] mx = .rl.bench.test, max_rate = 4 x R: it starts four
-# times too fast, max_connections = 10), the rule `^421 4\.7\.28` -> throttle, retries every
+# times too fast; --max-rate N another, 0 none: as fast as it goes until the first 421;
+# max_connections = 10), the rule `^421 4\.7\.28` -> throttle, retries every
 # 5 s, defaults for [shaping] (decrease 0.8, increase 0.01, hold 2 s, sync 1 s).
 # For each process count in --procs (default "1 2": one `mxsend run`, then two sharing the
 # Redis, each with 2 workers), the queue is filled with more jobs than S seconds can carry,
@@ -26,16 +27,18 @@ BENCH_NAME=shaping
 # shellcheck source=bench/lib.sh
 . "$BENCH_DIR/lib.sh"
 OUT=$INTEG_ROOT/build/bench
-R=20 DUR=150 PROCS="1 2"
+R=20 DUR=150 PROCS="1 2" MAXR=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--rate) R=$2; shift ;;
 	--duration) DUR=$2; shift ;;
 	--procs) PROCS=$2; shift ;;
-	*) echo "usage: bench/shaping.sh [--rate R] [--duration S (>= 90)] [--procs \"1 2\"]" >&2; exit 64 ;;
+	--max-rate) MAXR=$2; shift ;;
+	*) echo "usage: bench/shaping.sh [--rate R] [--duration S (>= 90)] [--procs \"1 2\"] [--max-rate N (0: none)]" >&2; exit 64 ;;
 	esac
 	shift
 done
+MAXR=${MAXR:-$((4 * R))}
 [ "$DUR" -ge 90 ] || die "--duration must be at least 90 s (the first minute is not judged)"
 mkdir -p "$OUT"
 
@@ -58,14 +61,14 @@ start_redis -n shaping || die "redis"
 
 conf() {
 	integ_config "$1" "$(printf '[redis]\nurl = %s\n\n[retry]\nschedule = 5s\nlifetime = 1d\n\n' "$REDIS_URL")
-$(printf '[shaping]\nproviders = none\n\n[provider rl]\nmx = .rl.bench.test\nmax_rate = %s\nmax_connections = 10\n\n' "$((4 * R))")
+$(printf '[shaping]\nproviders = none\n\n[provider rl]\nmx = .rl.bench.test\nmax_rate = %s\nmax_connections = 10\n\n' "$MAXR")
 $(printf '[response rl-rate]\nmatch = ^421 4\\.7\\.28\naction = throttle\nclass = rate-limited\n')"
 	sed -i 's/^helo = client.test$/helo = client.test\nworkers = 2\nmax_inflight = 2000/' "$1"
 }
 
 REPORT=$OUT/shaping.txt
 {
-	echo "mxsend shaping bench $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -n), $(nproc) CPUs: receiver R = $R/s per client address (mxsink --limit $R), provider max_rate $((4 * R)), run $DUR s per case"
+	echo "mxsend shaping bench $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -n), $(nproc) CPUs: receiver R = $R/s per client address (mxsink --limit $R), provider max_rate $MAXR, run $DUR s per case"
 } >"$REPORT"
 
 for P in $PROCS; do

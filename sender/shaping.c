@@ -27,6 +27,7 @@
 #define HORIZON_US 500000ull  /* book send times at most this far ahead */
 #define MIN_RATE 0.05         /* a throttle never cuts below one message per 20 s */
 #define SEEN_ALPHA 0.5        /* smoothing of the measured rate, per sync */
+#define FIRST_BASE 10.0       /* a first cut with no rate and nothing measured cuts from this */
 
 struct pair {
 	_Atomic uint64_t tat_us;     /* GCRA: next free send time (monotonic us) */
@@ -37,6 +38,7 @@ struct pair {
 	_Atomic uint64_t last_cut_us; /* the last local cut (monotonic us) */
 	_Atomic uint64_t step_milli, cstep_milli; /* the last local cut's steps x 1000 */
 	_Atomic uint64_t seen_milli; /* messages/s this process had accepted lately x 1000 (feeder) */
+	_Atomic uint64_t sent_milli; /* ... and sent (admitted) */
 	_Atomic uint32_t ok, sent, cuts;
 	_Atomic int32_t waiting;     /* messages of this process waiting unbooked */
 	_Atomic uint64_t susp_until; /* asked for since the last sync (wall ms) */
@@ -379,11 +381,15 @@ static void cut(struct shaping *sh, int pair)
 	if (now < h || !atomic_compare_exchange_strong(&p->hold_us, &h, now + sh->c->shape_hold_ms * 1000))
 		return; /* cut once per hold */
 	/* from the rate in force; with none (no max_rate, no cut yet), from
-	 * the rate the receiver has been accepting lately */
+	 * the rate sent (or accepted) lately, all processes */
 	double base = rate_of(sh, pair);
-	double seen = (double)atomic_load(&p->seen_milli) / 1000.0 * npeers(sh);
-	if (base <= 0)
-		base = seen > 0 ? seen : 1.0;
+	if (base <= 0) {
+		double ok = (double)atomic_load(&p->seen_milli) / 1000.0;
+		double sent = (double)atomic_load(&p->sent_milli) / 1000.0;
+		base = (ok > sent ? ok : sent) * npeers(sh);
+		if (base <= 0)
+			base = FIRST_BASE;
+	}
 	/* still refused right after the last cut's hold: far above what the
 	 * receiver takes (the first minute), so cut twice as deep */
 	double dec = sh->c->shape_decrease;
@@ -541,6 +547,9 @@ void shaping_sync_take(struct shaping *sh, int pair, uint64_t now_wall, struct s
 	if (dt > 0) {
 		seen = SEEN_ALPHA * ((double)r->ok / dt) + (1 - SEEN_ALPHA) * seen;
 		atomic_store(&p->seen_milli, (uint64_t)(seen * 1000.0));
+		double sent = (double)atomic_load(&p->sent_milli) / 1000.0;
+		sent = SEEN_ALPHA * ((double)r->sent / dt) + (1 - SEEN_ALPHA) * sent;
+		atomic_store(&p->sent_milli, (uint64_t)(sent * 1000.0));
 	}
 	r->max_rate = pv->max_rate;
 	r->max_conn = pv->max_connections;
