@@ -106,7 +106,18 @@ struct laddr {
 
 struct counters {
 	_Atomic uint64_t connections, handshakes, resumed, messages, recipients, bytes, active,
-		peak, rejected, authfail, quits, quits_pipelined, seq, auths, mails;
+		peak, rejected, authfail, quits, quits_pipelined, seq, auths, mails, limited;
+};
+
+/* --limit R[:BURST]: a token bucket per client address (R per second, BURST
+ * tokens, default R), shared by the threads under one mutex; a MAIL that
+ * finds it empty is answered 421 4.7.28 and the connection closed, as Gmail
+ * does. LIM_MAX addresses at most (more share the last slots' hash). */
+#define LIM_MAX 256
+struct limiter {
+	pthread_mutex_t mu;
+	double rate, burst;
+	struct { bool used; union saddr a; double tokens; uint64_t at_us; } b[LIM_MAX];
 };
 
 struct sink {
@@ -132,6 +143,7 @@ struct sink {
 	int64_t after421;         /* -1: off */
 	uint64_t msg_max;         /* --size, or HARD_MSG_MAX */
 	bool starttls;            /* STARTTLS is offered before TLS */
+	struct limiter lim;       /* --limit (rate 0: off) */
 	SSL_CTX *ssl_ctx;
 	char *banner, *ehlo[2];   /* ehlo[0] before TLS, ehlo[1] inside TLS */
 	struct counters k;
@@ -277,13 +289,60 @@ static int stats_format(struct counters *k, char *buf, size_t n)
 		"connections=%" PRIu64 " handshakes=%" PRIu64 " resumed=%" PRIu64
 		" messages=%" PRIu64 " recipients=%" PRIu64 " bytes=%" PRIu64
 		" active=%" PRIu64 " peak=%" PRIu64 " rejected=%" PRIu64 " authfail=%" PRIu64
-		" quits=%" PRIu64 " quits_pipelined=%" PRIu64 " auths=%" PRIu64 " mails=%" PRIu64 "\n",
+		" quits=%" PRIu64 " quits_pipelined=%" PRIu64 " auths=%" PRIu64 " mails=%" PRIu64
+		" limited=%" PRIu64 "\n",
 		atomic_load(&k->connections), atomic_load(&k->handshakes), atomic_load(&k->resumed),
 		atomic_load(&k->messages), atomic_load(&k->recipients), atomic_load(&k->bytes),
 		atomic_load(&k->active), atomic_load(&k->peak), atomic_load(&k->rejected),
 		atomic_load(&k->authfail),
 		atomic_load(&k->quits), atomic_load(&k->quits_pipelined), atomic_load(&k->auths),
-		atomic_load(&k->mails));
+		atomic_load(&k->mails), atomic_load(&k->limited));
+}
+
+/* The client's address (port ignored) takes a token of --limit: false when
+ * its bucket is empty. */
+static bool lim_take(struct limiter *l, const union saddr *peer)
+{
+	union saddr a;
+	memset(&a, 0, sizeof a);
+	size_t alen;
+	const unsigned char *p;
+	if (peer->sa.sa_family == AF_INET6) {
+		a.in6.sin6_family = AF_INET6;
+		a.in6.sin6_addr = peer->in6.sin6_addr;
+		p = (const unsigned char *)&a.in6.sin6_addr;
+		alen = 16;
+	} else {
+		a.in4.sin_family = AF_INET;
+		a.in4.sin_addr = peer->in4.sin_addr;
+		p = (const unsigned char *)&a.in4.sin_addr;
+		alen = 4;
+	}
+	unsigned h = 2166136261u;
+	for (size_t i = 0; i < alen; i++)
+		h = (h ^ p[i]) * 16777619u;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	bool ok;
+	pthread_mutex_lock(&l->mu);
+	size_t i = h % LIM_MAX;
+	for (size_t k = 0; k < LIM_MAX && l->b[i].used && memcmp(&l->b[i].a, &a, sizeof a) != 0; k++)
+		i = (i + 1) % LIM_MAX;
+	if (!l->b[i].used) {
+		l->b[i].used = true;
+		l->b[i].a = a;
+		l->b[i].tokens = l->burst;
+		l->b[i].at_us = now;
+	}
+	double t = l->b[i].tokens + (double)(now - l->b[i].at_us) * l->rate / 1e6;
+	if (t > l->burst)
+		t = l->burst;
+	l->b[i].at_us = now;
+	ok = t >= 1.0;
+	l->b[i].tokens = ok ? t - 1.0 : t;
+	pthread_mutex_unlock(&l->mu);
+	return ok;
 }
 
 /* ---------- replies ---------- */
@@ -741,6 +800,13 @@ static const char *cmd_mail(struct conn *c, char *arg)
 	}
 	if (c->in_mail)
 		return "503 5.5.1 nested MAIL command\r\n";
+	if (sk->lim.rate > 0 && !lim_take(&sk->lim, &c->peer)) {
+		count(&sk->k.limited, 1);
+		close_after_reply(c, "--limit");
+		return "421 4.7.28 Our system has detected an unusual rate of unsolicited mail "
+		       "originating from your IP address. To protect our users from spam, mail sent "
+		       "from your IP address has been temporarily rate limited. (mxsink --limit)\r\n";
+	}
 	if (strncasecmp(arg, "FROM:", 5) || !parse_path(arg + 5, &addr, &alen, &rest))
 		return "501 5.5.4 syntax: MAIL FROM:<address>\r\n";
 	/* RFC 1870 SIZE, RFC 6152 BODY=8BITMIME, RFC 6531 SMTPUTF8: only after EHLO and only
@@ -1663,6 +1729,8 @@ static void usage(FILE *f)
 	      "  --stall banner|ehlo|starttls|tls|mail|rcpt|data|dot|rset|quit\n"
 	      "  --421-after N | --drop-in-data | --delay-ms N | --size N | --chunking\n"
 	      "  --dot-after N          --dot applies only after a connection's first N messages\n"
+	      "  --limit R[:BURST]      R MAILs per second per client address (token bucket of\n"
+	      "                         BURST, default R); above it: 421 4.7.28 and close\n"
 	      "  --extra-reply MS       fault: a second '250' MS ms after each final reply to DATA or\n"
 	      "                         BDAT LAST, before reading anything else (not with --delay-ms);\n"
 	      "                         MS 0: in the same write as the final reply\n"
@@ -1681,6 +1749,7 @@ static void usage(FILE *f)
 	      "  peak (most open at once) rejected authfail (AUTH commands not answered 235)\n"
 	      "  quits (QUIT received) auths (AUTH commands received) mails (MAIL commands received)\n"
 	      "  quits_pipelined (QUIT read with the command before it, whose reply was not yet sent)\n"
+	      "  limited (MAILs answered 421 4.7.28 by --limit)\n"
 	      "signals: SIGUSR1 prints the stats line; SIGTERM/SIGINT print it and exit 0\n",
 	      f);
 }
@@ -1688,7 +1757,7 @@ static void usage(FILE *f)
 enum {
 	O_LISTEN = 256, O_CERT, O_KEY, O_THREADS, O_HOSTNAME, O_TLS_MAX, O_GREETING, O_RCPT,
 	O_MAIL, O_DOT, O_STALL, O_421, O_SIZE, O_DELAY, O_MAILDIR, O_STATS, O_PIDFILE, O_HELP,
-	O_AUTH, O_TLS_FAIL, O_EXTRA, O_DOT_AFTER,
+	O_AUTH, O_TLS_FAIL, O_EXTRA, O_DOT_AFTER, O_LIMIT,
 };
 
 static void parse_args(struct sink *sk, int argc, char **argv)
@@ -1712,6 +1781,7 @@ static void parse_args(struct sink *sk, int argc, char **argv)
 		{ "tls-fail", optional_argument, NULL, O_TLS_FAIL },
 		{ "extra-reply", required_argument, NULL, O_EXTRA },
 		{ "dot-after", required_argument, NULL, O_DOT_AFTER },
+		{ "limit", required_argument, NULL, O_LIMIT },
 		{ "bdat-refuse", no_argument, &sk->bdat_refuse, 1 },
 		{ "no-tickets", no_argument, &sk->no_tickets, 1 },
 		{ "drop-in-data", no_argument, &sk->drop_in_data, 1 },
@@ -1742,6 +1812,18 @@ static void parse_args(struct sink *sk, int argc, char **argv)
 		case O_KEY: sk->key = optarg; break;
 		case O_MAILDIR: sk->maildir = optarg; break;
 		case O_PIDFILE: sk->pidfile = optarg; break;
+		case O_LIMIT: {
+			char *end;
+			sk->lim.rate = strtod(optarg, &end);
+			sk->lim.burst = sk->lim.rate < 1 ? 1 : sk->lim.rate;
+			if (*end == ':')
+				sk->lim.burst = strtod(end + 1, &end);
+			if (*end != '\0' || !(sk->lim.rate > 0 && sk->lim.rate <= 1e6) ||
+			    !(sk->lim.burst >= 1 && sk->lim.burst <= 1e6))
+				die("bad --limit '%s' (R[:BURST], R > 0, BURST >= 1)", optarg);
+			pthread_mutex_init(&sk->lim.mu, NULL);
+			break;
+		}
 		case O_HELP: usage(stdout); exit(0);
 		case O_AUTH:
 			if (!(eq = strchr(optarg, ':')) || eq == optarg || strpbrk(optarg, "\r\n") ||

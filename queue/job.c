@@ -99,7 +99,7 @@ const char *job_tls_name(enum job_tls t)
 const char *const job_result_names[JOB_RESULT_NFIELDS] = {
 	"id",  "job", "rcpt",     "status", "code",   "dsn",    "reply",   "mx",         "ip",  "port",
 	"tls", "cipher", "verified", "policy", "resumed", "reused", "attempt", "elapsed_ms", "meta",
-	"source", "dkim", "class",
+	"source", "dkim", "class", "shaped",
 };
 
 /* ---- small parsers ---- */
@@ -798,13 +798,13 @@ void job_fini(struct job *j)
 
 static const char *text_at(const struct job_rcpt *r, int k);
 
-enum { T_DSN, T_REPLY, T_MX, T_IP, T_TLS, T_CIPHER, T_POLICY, T_SOURCE, T_CLASS, T_N };
+enum { T_DSN, T_REPLY, T_MX, T_IP, T_TLS, T_CIPHER, T_POLICY, T_SOURCE, T_CLASS, T_SHAPED, T_N };
 
 void job_set_outcome(struct job *j, int idx, const struct job_outcome *o)
 {
 	struct job_rcpt *r = &j->rcpts[idx];
 	const char *t[T_N] = { o->dsn, o->reply, o->mx, o->ip, o->tls, o->cipher, o->policy,
-			       o->source, o->cls };
+			       o->source, o->cls, o->shaped };
 	size_t n = 0, l[T_N], e[T_N];
 	/* A remote server wrote the reply (and DNS the MX name): results carry
 	 * them escaped (job_escape), never a raw control byte. */
@@ -831,6 +831,7 @@ void job_set_outcome(struct job *j, int idx, const struct job_outcome *o)
 	r->verified = o->verified;
 	r->resumed = o->resumed;
 	r->reused = o->reused;
+	r->not_before_ms = o->not_before_ms;
 }
 
 bool job_complete(const struct job *j)
@@ -963,6 +964,8 @@ void job_result_values(const struct job *j, int idx, enum job_status st, int att
 	 * becomes expired; delivered, held, rejected, suppressed have none */
 	val[21] = st == JOB_BOUNCED || st == JOB_DEFERRED || st == JOB_EXPIRED ? text_at(o, T_CLASS)
 										: "";
+	const char *shaped = text_at(o, T_SHAPED);
+	val[22] = shaped[0] ? shaped : "-";
 	for (int k = 0; k < JOB_RESULT_NFIELDS; k++)
 		len[k] = strlen(val[k]);
 }

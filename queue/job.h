@@ -85,7 +85,8 @@ struct job_rcpt {
 	int code, port;
 	uint32_t elapsed_ms;
 	bool verified, resumed, reused;
-	char *text; /* heap: dsn\0reply\0mx\0ip\0tls\0cipher\0policy\0, or NULL */
+	uint64_t not_before_ms; /* outcome.not_before_ms: a shaping deferral */
+	char *text; /* heap: dsn\0reply\0mx\0ip\0tls\0cipher\0policy\0source\0shaped\0, or NULL */
 };
 
 struct job_domain {
@@ -196,12 +197,14 @@ int job_entry_id_parse(const char *s, uint64_t *ms, uint64_t *seq);
 
 /* ---- results ---- */
 
-#define JOB_RESULT_NFIELDS 22
+#define JOB_RESULT_NFIELDS 23
 /* "id","job","rcpt","status","code","dsn","reply","mx","ip","port","tls",
  * "cipher","verified","policy","resumed","reused","attempt","elapsed_ms","meta",
  * "source" (egress source "name[address]", "-" without one), "dkim" ("d=... s=...[; ...]"
  * per signature, "none"), "class" (bounce class of a bounced, deferred or
- * expired result, sender/bclass.h; "" for the other statuses) */
+ * expired result, sender/bclass.h; "" for the other statuses), "shaped" (the
+ * shaping rule and state that delayed or deferred it, "-" none: always the
+ * last field) */
 extern const char *const job_result_names[JOB_RESULT_NFIELDS];
 #define JOB_RESULT_SCRATCH 96
 

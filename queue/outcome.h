@@ -61,6 +61,14 @@ struct job_outcome {
 	char source[96];    /* egress source "name[address]", "" without sources */
 	char cls[24];       /* bounce class of a BOUNCED or DEFERRED outcome
 	                     * (sender/bclass.h names), "" otherwise */
+	/* Shaping (sender/shaping.h): the rule and state that delayed or deferred
+	 * this recipient, "" none (result field `shaped`); for a DEFERRED outcome
+	 * that shaping decided without an attempt (a suspension, or a rate wait
+	 * past [shaping] max_wait), not_before_ms: the wall-clock ms it may be
+	 * tried again; such a deferral uses up no retry and never expires the
+	 * job (queue_commit.c). */
+	char shaped[160];
+	uint64_t not_before_ms;
 };
 
 #endif

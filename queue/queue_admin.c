@@ -404,9 +404,9 @@ int queue_sync_release(struct queue_sync *s, const char *domain, const char *con
 
 /* ---- small generic helpers (MTA-STS policy persistence) ---- */
 
-int queue_sync_scan(struct queue_sync *s, const char *pattern,
-		    void (*fn)(void *arg, const char *key, const char *value), void *arg,
-		    char *err, size_t errlen)
+int qsync_scan_keys(struct queue_sync *s, const char *pattern, const char *cmd,
+		    void (*fn)(void *arg, const char *key, const struct redisReply *value),
+		    void *arg, char *err, size_t errlen)
 {
 	char cursor[32] = "0";
 	int n = 0;
@@ -423,14 +423,15 @@ int queue_sync_scan(struct queue_sync *s, const char *pattern,
 		snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
 		redisReply *keys = r->element[1];
 		for (size_t i = 0; i < keys->elements; i++) {
-			const char *gv[] = { "GET", keys->element[i]->str };
+			const char *gv[] = { cmd, keys->element[i]->str };
 			redisReply *g = redisCommandArgv(s->c, 2, gv, NULL);
-			if (qsync_reply_err(s->c, g, "GET", err, errlen) != 0) {
+			if (qsync_reply_err(s->c, g, cmd, err, errlen) != 0) {
 				freeReplyObject(r);
 				return -1;
 			}
-			if (g->type == REDIS_REPLY_STRING) {
-				fn(arg, keys->element[i]->str, g->str);
+			if (g->type == REDIS_REPLY_STRING ||
+			    (g->type == REDIS_REPLY_ARRAY && g->elements > 0)) {
+				fn(arg, keys->element[i]->str, g);
 				n++;
 			}
 			freeReplyObject(g);
@@ -438,6 +439,26 @@ int queue_sync_scan(struct queue_sync *s, const char *pattern,
 		freeReplyObject(r);
 	} while (strcmp(cursor, "0") != 0);
 	return n;
+}
+
+struct scan_get {
+	void (*fn)(void *arg, const char *key, const char *value);
+	void *arg;
+};
+
+static void scan_got(void *arg, const char *key, const redisReply *value)
+{
+	struct scan_get *sg = arg;
+	if (value->type == REDIS_REPLY_STRING)
+		sg->fn(sg->arg, key, value->str);
+}
+
+int queue_sync_scan(struct queue_sync *s, const char *pattern,
+		    void (*fn)(void *arg, const char *key, const char *value), void *arg,
+		    char *err, size_t errlen)
+{
+	struct scan_get sg = { fn, arg };
+	return qsync_scan_keys(s, pattern, "GET", scan_got, &sg, err, errlen);
 }
 
 static void on_fire_reply(redisAsyncContext *ac, void *r, void *priv)

@@ -8,6 +8,12 @@
  *                              schedule step for this attempt (+- jitter, never
  *                              after the lifetime ends, so the last try happens
  *                              at the deadline);
+ *   deferred by shaping     -> (outcome not_before_ms: a suspension, or a rate
+ *                              wait past max_wait; no attempt was made) a
+ *                              `deferred` result and a park in J:retry due at
+ *                              not_before, attempt not counted, never `expired`:
+ *                              `since` moves on by the wait, so the time it
+ *                              spent held back is not taken from its lifetime;
  *   held                    -> a `held` result and a park in J:held, one per
  *                              domain, with the reason;
  *   no outcome (shutdown)   -> no result; parked in J:retry, due now, attempt
@@ -37,7 +43,7 @@
 const char qscript_commit[] =
 	"local names = {'id','job','rcpt','status','code','dsn','reply','mx','ip','port',"
 	"'tls','cipher','verified','policy','resumed','reused','attempt','elapsed_ms','meta',"
-	"'source','dkim','class'}\n"
+	"'source','dkim','class','shaped'}\n"
 	"local nf = #names\n"
 	"local group = ARGV[1]\n"
 	"local maxlen = tonumber(ARGV[3])\n"
@@ -451,7 +457,9 @@ static void build_job(struct queue *q, struct args *a, struct qjob *qj, uint64_t
 	uint64_t deadline = j->since_ms + life;
 	int *deferred = qalloc((size_t)j->nrcpt * sizeof(int));
 	int *unfinished = qalloc((size_t)j->nrcpt * sizeof(int));
-	int ndef = 0, nunf = 0;
+	int *shaped = qalloc((size_t)j->nrcpt * sizeof(int));
+	int ndef = 0, nunf = 0, nshaped = 0;
+	uint64_t shaped_due = 0;
 	bool any_held = false;
 	for (int i = 0; i < j->nrcpt; i++) {
 		enum job_status st = j->rcpts[i].status;
@@ -467,7 +475,12 @@ static void build_job(struct queue *q, struct args *a, struct qjob *qj, uint64_t
 			unfinished[nunf++] = i;
 			break;
 		case JOB_DEFERRED:
-			if (now >= deadline) {
+			if (j->rcpts[i].not_before_ms > 0) {
+				add_result(a, qj, i, JOB_DEFERRED, attempt);
+				shaped[nshaped++] = i;
+				if (j->rcpts[i].not_before_ms > shaped_due)
+					shaped_due = j->rcpts[i].not_before_ms;
+			} else if (now >= deadline) {
 				add_result(a, qj, i, JOB_EXPIRED, attempt);
 			} else {
 				add_result(a, qj, i, JOB_DEFERRED, attempt);
@@ -492,6 +505,16 @@ static void build_job(struct queue *q, struct args *a, struct qjob *qj, uint64_t
 		if (due > deadline)
 			due = deadline;
 		add_park(a, j, 'r', j->entry, due, deferred, ndef, attempt, NULL, NULL);
+		npark++;
+	}
+	if (nshaped > 0) {
+		uint64_t wall = qwall(), since = j->since_ms;
+		if (shaped_due < wall)
+			shaped_due = wall;
+		j->since_ms += shaped_due - wall; /* the wait is not taken from the lifetime */
+		snprintf(member, sizeof(member), "%s:s", j->entry);
+		add_park(a, j, 'r', member, shaped_due, shaped, nshaped, j->attempt, NULL, NULL);
+		j->since_ms = since;
 		npark++;
 	}
 	if (nunf > 0) {
@@ -538,6 +561,7 @@ static void build_job(struct queue *q, struct args *a, struct qjob *qj, uint64_t
 	arg_set_u64(a, nsupp_slot, (uint64_t)nsupp);
 	free(deferred);
 	free(unfinished);
+	free(shaped);
 }
 
 /* ---- sending ---- */

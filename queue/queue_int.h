@@ -134,6 +134,12 @@ struct queue_sync {
 	char *held_key;
 };
 
+/* SCAN keys matching pattern and send cmd (GET, HGETALL...) for each: fn
+ * gets every key whose reply is a string or a non-empty array (borrowed for
+ * the call). Returns how many, or -1 with err. Synchronous (queue_admin.c). */
+int qsync_scan_keys(struct queue_sync *s, const char *pattern, const char *cmd,
+		    void (*fn)(void *arg, const char *key, const struct redisReply *value),
+		    void *arg, char *err, size_t errlen);
 unsigned qroom(const struct queue *q); /* claims that fit under max_inflight now */
 /* Hand the entries of an XREADGROUP/XCLAIM reply list to the host (or commit
  * their rejection); reclaimed: counted and logged as such. */

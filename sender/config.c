@@ -25,12 +25,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <ini.h>
 
 #include "queue/queue.h"
 #include "sender/bclass.h"
+#include "sender/config_int.h"
 #include "sender/dns.h"
 #include "sender/log.h"
 #include "sender/signer.h"
@@ -349,6 +351,14 @@ static const struct key k_timeouts[] = {
 	TO(connect), TO(banner), TO(helo), TO(starttls), TO(mail), TO(rcpt),
 	TO(data), TO(block), TO(dot), TO(rset), TO(quit),
 };
+static const struct key k_shaping[] = {
+	{ "providers", STR(G(providers_file), V_STR, "a file of [provider]/[response] sections, or none"), 0 },
+	{ "decrease", G(shape_decrease), V_DOUBLE, 0.1, 0.95, "number 0.1..0.95", NULL, 0 },
+	{ "increase", G(shape_increase), V_DOUBLE, 0.0001, 1, "number 0.0001..1", NULL, 0 },
+	{ "hold", DUR(V_DUR, G(shape_hold_ms), 100, MS_M, "100ms..1m"), 0 },
+	{ "max_wait", DUR(V_DUR, G(shape_max_wait_ms), MS_S, MS_H, "1s..1h"), 0 },
+	{ "sync", DUR(V_DUR, G(shape_sync_ms), 100, 10 * MS_S, "100ms..10s"), 0 },
+};
 static const struct key k_pool[] = {
 	{ "reuse_time", DUR(V_DUR, G(reuse_time_ms), 0, MS_D, "0..1d"), 0 },
 	{ "reuse_max", INT(G(reuse_max), 0, 1000000), 0 },
@@ -399,7 +409,7 @@ static const struct section {
 	{ "mxsend", k_mxsend, ARRAY_LEN(k_mxsend) }, { "redis", k_redis, ARRAY_LEN(k_redis) },
 	{ "retry", k_retry, ARRAY_LEN(k_retry) },    { "tls", k_tls, ARRAY_LEN(k_tls) },
 	{ "timeouts", k_timeouts, ARRAY_LEN(k_timeouts) }, { "pool", k_pool, ARRAY_LEN(k_pool) },
-	{ "tlsrpt", k_tlsrpt, ARRAY_LEN(k_tlsrpt) },
+	{ "tlsrpt", k_tlsrpt, ARRAY_LEN(k_tlsrpt) }, { "shaping", k_shaping, ARRAY_LEN(k_shaping) },
 	{ "dns", k_dns, ARRAY_LEN(k_dns) },
 	{ "classes", k_classes, ARRAY_LEN(k_classes) }, { "suppress", k_suppress, ARRAY_LEN(k_suppress) },
 };
@@ -437,6 +447,8 @@ void config_defaults(struct config *c)
 			      .data = 2 * MS_M, .block = 3 * MS_M, .dot = 10 * MS_M,
 			      .rset = 2 * MS_M, .quit = 1 * MS_M },
 		.reuse_time_ms = 5 * MS_M, .reuse_max = 0, .idle_timeout_ms = 30 * MS_S,
+		.shape_decrease = 0.8, .shape_increase = 0.01, .shape_hold_ms = 2 * MS_S,
+		.shape_max_wait_ms = 30 * MS_S, .shape_sync_ms = 1 * MS_S,
 	};
 	memcpy(c->schedule_ms, schedule, sizeof(schedule));
 	c->helo = xstrdup(host);
@@ -514,12 +526,13 @@ void config_fini(struct config *c)
 	free(c->class_default_rules);
 	bclass_free(c->classes);
 	free(c->suppress_auto_s);
+	config_shape_fini(c);
 	memset(c, 0, sizeof(*c));
 }
 
 /* ---- the parser ---- */
 
-enum sec_kind { SEC_NONE, SEC_GLOBAL, SEC_DOMAIN, SEC_MX, SEC_DKIM, SEC_SOURCE, SEC_EPOOL };
+enum sec_kind { SEC_NONE, SEC_GLOBAL, SEC_DOMAIN, SEC_MX, SEC_DKIM, SEC_SOURCE, SEC_EPOOL, SEC_SHAPE };
 
 struct parse {
 	struct config *c;
@@ -536,13 +549,18 @@ struct parse {
 	int seen[MAX_KEYS];        /* line where each key of this section was set */
 	int global_line[ARRAY_LEN(sections)];
 	int star_line;
+	const char *file;          /* the file being read (messages): c->path or c->providers_path */
+	bool in_providers;         /* the providers file: [provider]/[response] sections only */
+	bool shape_provider;       /* SEC_SHAPE: [provider] (else [response]) */
+	bool shape_skip;           /* SEC_SHAPE: overridden by the main file, keys ignored */
+	int shape_idx;
 };
 
 static void vfail_at(struct parse *p, int line, const char *fmt, va_list ap)
 {
 	if (p->failed++ || p->err == NULL || p->errlen == 0)
 		return; /* keep the first error only */
-	int n = snprintf(p->err, p->errlen, "%s:%d: ", p->c->path, line);
+	int n = snprintf(p->err, p->errlen, "%s:%d: ", p->file ? p->file : p->c->path, line);
 	if (n >= 0 && (size_t)n < p->errlen)
 		vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
 }
@@ -703,6 +721,13 @@ static void end_dkim(struct parse *p)
 
 static void end_section(struct parse *p)
 {
+	if (p->kind == SEC_SHAPE) {
+		char why[400];
+		if (!p->failed && !p->shape_skip &&
+		    config_shape_end(p->c, p->shape_provider, p->shape_idx, why, sizeof(why)) != 0)
+			fail_at(p, p->sec_line, "%s", why);
+		return;
+	}
 	if (p->kind == SEC_DKIM) {
 		if (!p->failed)
 			end_dkim(p);
@@ -832,6 +857,13 @@ static void egress_key(struct parse *p, const char *name, const char *v)
 			}
 			if (p->seen[1] == 0)
 				s->ehlo = xstrdup(v);
+		} else if (strcmp(name, "warmup") == 0) {
+			k = 2;
+			if (config_shape_warmup(v, s->warmup, &s->n_warmup) != 0) {
+				fail(p, "bad value \"%s\" for warmup (messages per day per provider, by day "
+					"since first use: up to 32 integers 1..100000000, as in 200 500 1000)", v);
+				return;
+			}
 		}
 	} else if (strcmp(name, "sources") == 0) {
 		k = 0;
@@ -951,6 +983,25 @@ static void begin_section(struct parse *p, const char *inner, size_t len)
 		return;
 	}
 	snprintf(p->sec_name, sizeof(p->sec_name), n > 1 ? "[%s %s]" : "[%s]", kind, n > 1 ? arg : "");
+	if (strcmp(kind, "provider") == 0 || strcmp(kind, "response") == 0) {
+		char why[400];
+		p->shape_provider = kind[0] == 'p';
+		p->shape_idx = n > 2 ? -1
+				     : config_shape_begin(p->c, kind, n == 2 ? arg : NULL, p->file, p->line,
+							  p->in_providers, &p->shape_skip, why, sizeof(why));
+		if (n > 2)
+			fail(p, "section [%s] takes one name", kind);
+		else if (p->shape_idx < 0)
+			fail(p, "%s", why);
+		else
+			p->kind = SEC_SHAPE;
+		return;
+	}
+	if (p->in_providers) {
+		fail(p, "the providers file holds [provider NAME] and [response NAME] sections only, "
+			"not %s", p->sec_name);
+		return;
+	}
 	if (strcmp(kind, "dkim") == 0) {
 		const char *why = n == 2 ? check_pattern(arg, 1) : "one domain name";
 		if (why == NULL && arg[0] == '.')
@@ -1097,6 +1148,16 @@ static int on_key(void *arg, const char *section, const char *name, const char *
 		fail(p, "key \"%s\" outside any section", name);
 		return 0;
 	}
+	if (p->kind == SEC_SHAPE) {
+		char why[400];
+		if (*value == '\0')
+			fail(p, "missing value for %s", name);
+		else if (!p->shape_skip &&
+			 config_shape_key(p->c, p->shape_provider, p->shape_idx, name, value, why,
+					  sizeof(why)) != 0)
+			fail(p, "%s", why);
+		return !p->failed;
+	}
 	if (p->kind == SEC_SOURCE || p->kind == SEC_EPOOL) {
 		if (*value == '\0')
 			fail(p, "missing value for %s", name);
@@ -1214,26 +1275,88 @@ static void check_credentials(struct parse *p)
 	}
 }
 
+/* Read one file into p->c (p->file names it). -1: it cannot be opened (err
+ * says so); else 0, with p->failed set on a bad line. */
+static int parse_file(struct parse *p)
+{
+	struct stat st;
+	if ((p->f = fopen(p->file, "re")) == NULL ||
+	    (p->in_providers && (fstat(fileno(p->f), &st) != 0 || !S_ISREG(st.st_mode)))) {
+		/* a providers file that is a device or a FIFO might never end */
+		if (p->err && p->errlen)
+			snprintf(p->err, p->errlen, "%s: %s", p->file,
+				 p->f ? "not a regular file" : strerror(errno));
+		if (p->f)
+			fclose(p->f);
+		p->failed++;
+		return -1;
+	}
+	p->line = 0;
+	p->kind = SEC_NONE;
+	int rc = ini_parse_stream(read_line, p, on_key, p);
+	if (ferror(p->f))
+		fail(p, "read error");
+	fclose(p->f);
+	if (rc != 0) /* our reader catches inih's syntax errors first; this is a backstop */
+		fail_at(p, rc > 0 ? rc : p->line, "syntax error");
+	end_section(p);
+	p->kind = SEC_NONE;
+	return 0;
+}
+
+/* The providers file ([shaping] providers): named, "none", or providers.conf
+ * beside the config file when it is there. Then: every response's provider
+ * names a provider. */
+static void load_providers(struct parse *p)
+{
+	struct config *c = p->c;
+	const char *f = c->providers_file;
+	if (f != NULL && strcmp(f, "none") == 0)
+		f = NULL;
+	else if (f != NULL && f[0] != '/' && strchr(c->path, '/') != NULL) {
+		char buf[4096]; /* relative to the config file's directory */
+		snprintf(buf, sizeof(buf), "%.*s/%s", (int)(strrchr(c->path, '/') - c->path), c->path, f);
+		c->providers_path = xstrdup(buf);
+	} else if (f != NULL) {
+		c->providers_path = xstrdup(f);
+	} else if (c->providers_file == NULL) {
+		char buf[4096];
+		const char *sl = strrchr(c->path, '/');
+		snprintf(buf, sizeof(buf), "%.*s%sproviders.conf", sl ? (int)(sl - c->path) : 0, c->path,
+			 sl ? "/" : "");
+		if (access(buf, R_OK) == 0)
+			c->providers_path = xstrdup(buf);
+	}
+	if (c->providers_path != NULL) {
+		p->file = c->providers_path;
+		p->in_providers = true;
+		parse_file(p);
+		p->file = c->path;
+		p->in_providers = false;
+	}
+	for (int i = 0; i < c->n_responses && !p->failed; i++) {
+		const struct shape_response *r = &c->responses[i];
+		if (r->provider && config_provider_find(c, r->provider) < 0) {
+			p->file = r->file;
+			fail_at(p, r->line, "[response %s]: provider = %s names no [provider %s] section",
+				r->name, r->provider, r->provider);
+			p->file = c->path;
+		}
+	}
+}
+
 int config_load(struct config *c, const char *path, char *err, size_t errlen)
 {
 	struct parse p = { .c = c, .err = err, .errlen = errlen };
-	int rc;
 	config_defaults(c);
 	c->path = xstrdup(path);
+	p.file = c->path;
 	if (err && errlen)
 		err[0] = '\0';
-	if ((p.f = fopen(path, "re")) == NULL) {
-		if (err && errlen)
-			snprintf(err, errlen, "%s: %s", path, strerror(errno));
+	if (parse_file(&p) < 0)
 		return -1;
-	}
-	rc = ini_parse_stream(read_line, &p, on_key, &p);
-	if (ferror(p.f))
-		fail(&p, "read error");
-	fclose(p.f);
-	if (rc != 0) /* our reader catches inih's syntax errors first; this is a backstop */
-		fail_at(&p, rc > 0 ? rc : p.line, "syntax error");
-	end_section(&p);
+	if (!p.failed)
+		load_providers(&p);
 	if (!p.failed)
 		check_credentials(&p);
 	if (!p.failed && c->dkim_extra != NULL) {

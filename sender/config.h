@@ -96,6 +96,11 @@ struct source {
 	socklen_t salen;
 	char label[96];                /* "name[address]": results, logs */
 	int line;
+	/* key warmup = "200 500 1000": messages per day per provider on day
+	 * 0, 1, 2... since the source's first use (sender/shaping.h); past the
+	 * last day no limit. n_warmup 0: none. */
+	uint32_t warmup[32];
+	int n_warmup;
 };
 
 /* [pool NAME] (named): an egress pool, a weighted set of sources (key
@@ -107,6 +112,45 @@ struct egress_pool {
 	int n;
 	int *src;        /* indexes into config.sources */
 	int *weight;
+	int line;
+};
+
+/* Shaping (sender/shaping.h). [provider NAME]: MX host name suffixes
+ * (key mx = ".google.com .googlemail.com"; an exact name without the dot)
+ * and limits per (source, provider) over all its MX hosts: max_connections,
+ * max_rate (messages/s, 0 = none), max_messages (per connection, 0 = the
+ * [pool] reuse_max). [response NAME]: match (POSIX extended regex over
+ * "CODE ENHANCED TEXT", case-insensitive), action (throttle | suspend DURATION
+ * | reclassify temporary | reclassify permanent | none), optional provider
+ * (the rule applies only there) and class (a bounce class, carried as a
+ * preset in the outcome). Sections come from the main file and from the
+ * providers file ([shaping] providers; a section of the same kind and name in
+ * the main file replaces the shipped one). */
+enum shape_action {
+	SHAPE_ACT_NONE,     /* only class= */
+	SHAPE_ACT_THROTTLE, /* AIMD cut on (source, provider) */
+	SHAPE_ACT_SUSPEND,  /* no mail to (source, provider) for duration_ms */
+	SHAPE_ACT_TEMP,     /* reclassify temporary */
+	SHAPE_ACT_PERM      /* reclassify permanent */
+};
+struct shape_provider {
+	char *name;
+	char **mx;           /* lowercase suffixes (".google.com") or exact names */
+	int n_mx;
+	int max_connections; /* 0: the [domain]/[mx] rule's */
+	double max_rate;     /* 0: no rate limit until a throttle sets one */
+	int max_messages;    /* 0: [pool] reuse_max */
+	const char *file;    /* where it was defined (borrowed: config path or providers_path) */
+	int line;
+};
+struct shape_response {
+	char *name;
+	char *match;
+	char *provider;      /* NULL: every provider */
+	enum shape_action action;
+	uint64_t duration_ms; /* suspend */
+	char *class_name;    /* NULL: none */
+	const char *file;
 	int line;
 };
 
@@ -207,6 +251,22 @@ struct config {
 	                             * ("none": no automatic entries), as written */
 	uint32_t suppress_auto;     /* ... as bits (1u << enum bclass); default invalid-recipient */
 	uint64_t suppress_auto_ttl_ms; /* key auto_expires: lifetime of those entries, 0 = forever */
+	/* [shaping] (sender/shaping.h) */
+	char *providers_file;    /* key providers: the shipped definitions; NULL = providers.conf
+	                          * beside the config file when it exists; "none" = no file */
+	char *providers_path;    /* the file actually read, NULL: none */
+	double shape_decrease;   /* key decrease: rate and budget factor on a throttle (0.8) */
+	double shape_increase;   /* key increase: per second of good replies, this fraction of the
+	                          * rate at the last cut is added back (0.01) */
+	uint64_t shape_hold_ms;  /* key hold: one cut per (source, provider) per hold (2s) */
+	uint64_t shape_max_wait_ms; /* key max_wait: a message that would wait longer for its
+	                          * (source, provider) rate, behind the messages already waiting,
+	                          * goes back to the queue until about then (30s) */
+	uint64_t shape_sync_ms;  /* key sync: state exchanged with Redis this often (1s) */
+	struct shape_provider *providers;
+	int n_providers;
+	struct shape_response *responses;
+	int n_responses;
 };
 
 /* The egress pool named name, or -1. */
@@ -246,6 +306,9 @@ void config_rule_for(const struct config *c, const char *domain, const char *mx_
 		     struct rule *out);
 /* Does any [domain]/[mx] section set one of the RULE_* bits? */
 bool config_rules_set(const struct config *c, unsigned bits);
+
+/* The provider or response section named name, or -1. */
+int config_provider_find(const struct config *c, const char *name);
 
 /* Parse a duration ("500ms", "30s", "5m", "1h", "2d", "1.5") into ms. 0 or -1. */
 int config_parse_duration(const char *s, uint64_t *ms);

@@ -44,6 +44,7 @@
 #include "sender/metrics.h"
 #include "sender/msg.h"
 #include "sender/pool.h"
+#include "sender/shaping.h"
 #include "sender/smtp.h"
 #include "sender/policy/dane.h"
 #include "sender/policy/stspol.h"
@@ -130,6 +131,18 @@ struct job {
 	struct job_dane *dane;
 	int dane_for;
 	const struct source *src; /* this attempt's egress source, NULL: none */
+	/* shaping (shaping.h): the (source, provider) pair of the first MX host,
+	 * -1 none; the domain's max_rate passed (rate_timer then waits for the
+	 * pair's); what delayed it; whether a rule acted on this job's replies
+	 * already (once per job) */
+	int shape_pair;
+	bool domain_rate_ok;
+	char shaped[160];
+	bool shape_acted;
+	bool shape_booked;    /* a send time was booked: go when rate_timer fires */
+	bool shape_waiting;   /* counted among the pair's waiters (shaping_admit) */
+	bool warm_done;       /* its source passed the warm-up budget (warm_source) */
+	uint64_t shape_not_before; /* finish_shaped: wall ms it may be tried again */
 };
 
 unsigned deliver_active(const struct deliver *d)
@@ -317,6 +330,7 @@ static void job_free(struct job *j)
 		j->next->prev = j->prev;
 	if (j->has_pol)
 		sts_policy_fini(&j->pol);
+	shaping_unwait(j->d->o.shaping, j->shape_pair, &j->shape_waiting);
 	if (j->dane) {
 		dane_host_fini(&j->dane->h);
 		free(j->dane);
@@ -379,6 +393,56 @@ static void fill_common(struct job *j, struct job_outcome *r)
 	}
 }
 
+/* The pair of the address being tried (its MX host's provider), -1 none. */
+static int cur_pair(const struct job *j)
+{
+	struct shaping *sh = j->d->o.shaping;
+	if (sh == NULL || j->mx == NULL || j->host_i >= j->mx->nhosts)
+		return j->shape_pair;
+	int prov = shaping_provider(sh, j->mx->hosts[j->host_i].name);
+	return shaping_pair(sh, j->src ? (int)(j->src - j->d->cfg->sources) : -1, prov);
+}
+
+/* What shaping makes of a reply: a good one counts for the pair (AIMD adds
+ * back); a failure that a [response] rule matches may change its status
+ * (reclassify), preset its class (unless the caller has one), and act on the pair (throttle, suspend:
+ * once per job). Returns the status. */
+static enum job_status shape_reply(struct job *j, enum job_status st, int code, const char *dsn,
+				   const char *text, unsigned *preset)
+{
+	struct shaping *sh = j->d->o.shaping;
+	int pair = cur_pair(j);
+	if (st == JOB_DELIVERED) {
+		shaping_ok(sh, pair);
+		return st;
+	}
+	struct shape_match m;
+	if (!shaping_match(sh, pair, code, dsn, text, &m))
+		return st;
+	int c = m.class_name ? bclass_parse(m.class_name) : -1; /* checked by the config */
+	if (c > 0 && *preset == 0)
+		*preset = (unsigned)c;
+	if ((m.action == SHAPE_ACT_TEMP || m.action == SHAPE_ACT_SUSPEND) && st == JOB_BOUNCED)
+		st = JOB_DEFERRED; /* a suspension's mail waits for its end, never bounces */
+	else if (m.action == SHAPE_ACT_PERM && st == JOB_DEFERRED)
+		st = JOB_BOUNCED;
+	if (!j->shape_acted && (m.action == SHAPE_ACT_THROTTLE || m.action == SHAPE_ACT_SUSPEND)) {
+		j->shape_acted = true;
+		shaping_act(sh, pair, &m, j->shaped, sizeof(j->shaped));
+		if (pair >= 0)
+			log_info("evt=shaping_%s rule=%s source=%s provider=%s code=%d dsn=%s state=\"%s\"",
+				 m.action == SHAPE_ACT_THROTTLE ? "throttle" : "suspend", m.name,
+				 shaping_pair_source(sh, pair), shaping_pair_provider(sh, pair), code,
+				 dsn && dsn[0] ? dsn : "-", j->shaped);
+	} else if (!j->shaped[0] && m.action != SHAPE_ACT_NONE) {
+		snprintf(j->shaped, sizeof(j->shaped), "%s:%s", m.name,
+			 m.action == SHAPE_ACT_TEMP ? "reclassify temporary"
+			 : m.action == SHAPE_ACT_PERM ? "reclassify permanent"
+			 : m.action == SHAPE_ACT_THROTTLE ? "throttle" : "suspend");
+	}
+	return st;
+}
+
 /* origin: where a failure came from (bclass.h); preset: the class a response
  * rule gave the reply (smtp_result.bclass), 0: classify it here. Only failures
  * are classified (a delivered recipient costs nothing). */
@@ -390,6 +454,11 @@ static void report(struct job *j, int idx, enum job_status st, int code, const c
 	struct job_outcome r;
 	memset(&r, 0, sizeof(r));
 	fill_common(j, &r);
+	if (j->shape_not_before > 0)
+		r.not_before_ms = j->shape_not_before;
+	else if (j->d->o.shaping && st != JOB_HELD)
+		st = shape_reply(j, st, code, dsn, text, &preset);
+	strlcpy_x(r.shaped, j->shaped, sizeof(r.shaped));
 	r.status = st;
 	r.code = code;
 	strlcpy_x(r.dsn, dsn, sizeof(r.dsn));
@@ -457,6 +526,18 @@ static void finish(struct job *j, enum job_status st, int code, const char *dsn,
 
 static void try_next(struct job *j);
 static void send_txn(struct job *j, struct smtp_session *s);
+
+/* Shaping holds the job back without an attempt (a suspension, or a rate
+ * wait past max_wait): every recipient is deferred until `until` (wall ms),
+ * using up no retry (queue_commit.c). */
+static void finish_shaped(struct job *j, uint64_t until, const char *why)
+{
+	char text[256];
+	j->shape_not_before = until > 0 ? until : 1;
+	strlcpy_x(j->shaped, why, sizeof(j->shaped));
+	snprintf(text, sizeof(text), "held back by shaping (%s)", why);
+	finish(j, JOB_DEFERRED, 451, "4.4.5", text);
+}
 
 /* This address cannot be tried now: a temporary failure (451 esc, text from
  * fmt) becomes the job's last one, and the next address is tried. */
@@ -728,6 +809,12 @@ static void start_session(struct job *j)
 		p.auth_insecure = j->rule.auth_insecure;
 	}
 	j->have_last = true;
+	if (j->d->o.shaping) { /* the (source, provider) connection budget */
+		int pair = cur_pair(j);
+		j->conn.shape_max = shaping_slot(j->d->o.shaping, pair, j->conn.shape_slot,
+						 sizeof(j->conn.shape_slot));
+		j->conn.max_msgs = shaping_max_messages(j->d->o.shaping, pair);
+	}
 	struct smtp_session *pooled;
 	char why[400];
 	j->reused = false;
@@ -895,6 +982,15 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		finish(j, JOB_DEFERRED, 451, "4.3.0", "", BCLASS_O_INTERNAL, 0);
 		return;
 	}
+	struct shape_match m;
+	if (st->why.cls != SMTP_OK &&
+	    shaping_match(j->d->o.shaping, cur_pair(j), st->why.code, st->why.esc, st->why.text, &m) &&
+	    (m.action == SHAPE_ACT_THROTTLE || m.action == SHAPE_ACT_SUSPEND)) {
+		/* the provider asked us to slow down or stop: not its next MX host
+		 * (the same provider), the queue (report() acts on the rule) */
+		finish(j, status_of(st->why.cls), st->why.code, st->why.esc, st->why.text);
+		return;
+	}
 	const char *mxname = j->mx->hosts[j->host_i].name;
 	if (st->bdat_refused && !j->no_bdat) {
 		/* CHUNKING offered, BDAT refused: the same address again, with
@@ -943,6 +1039,44 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 		}
 	}
 	try_next(j);
+}
+
+static void admit(struct job *j);
+
+#define WARM_ASK_MS 250
+
+/* Warm-up ([source] warmup, shaping.h): a source whose budget for the
+ * provider is spent today passes the job to the pool's next source; with
+ * none left the job waits for the next UTC day, using up no retry. While a
+ * source's count for today is not known yet (the first sync after start)
+ * and no other source has room, the job asks again shortly. True: go on
+ * with j->src. */
+static bool warm_source(struct job *j)
+{
+	struct shaping *sh = j->d->o.shaping;
+	if (j->src == NULL || !shaping_warm_any(sh))
+		return true;
+	bool later = false;
+	for (int k = 0; k < 4 * j->d->cfg->n_sources; k++) { /* the weighted turns, bounded */
+		enum shape_warm w = shaping_warm_take(sh, j->shape_pair);
+		if (w == SHAPE_WARM_OK)
+			return true;
+		later |= w == SHAPE_WARM_LATER;
+		const struct source *s = pick_source(j->d, j->pool_i, 0);
+		if (s == NULL)
+			break;
+		j->src = s;
+		j->shape_pair = cur_pair(j);
+	}
+	if (later) {
+		loop_timer_arm(j->d->l, &j->rate_timer, WARM_ASK_MS);
+		return false;
+	}
+	char why[160];
+	shaping_warm_why(sh, j->shape_pair, why, sizeof(why));
+	uint64_t now = wall_ms();
+	finish_shaped(j, now - now % 86400000u + 86400000u, why);
+	return false;
 }
 
 /* Both answers are in (MX, and MTA-STS when enabled): decide the route. */
@@ -1001,29 +1135,58 @@ static void route(struct job *j)
 	}
 	j->host_i = 0;
 	j->addr_i = 0;
-	char rk[320];
 	if (j->d->cfg->n_sources > 0 && (j->src = pick_source(j->d, j->pool_i, 0)) == NULL) {
 		finish(j, JOB_DEFERRED, 451, "4.4.1", "no egress source of the pool can be used",
 		       BCLASS_O_CONNECT, 0);
 		return;
 	}
-	uint64_t wait = pool_rate_delay(j->d->pool, rate_key(j, rk, sizeof(rk)), j->rule.max_rate);
-	if (wait > 0) { /* [domain] max_rate: messages per second */
-		loop_timer_arm(j->d->l, &j->rate_timer, wait);
-		return;
+	j->shape_pair = cur_pair(j);
+	admit(j);
+}
+
+/* Pace the job: the domain's max_rate, then its (source, provider) pair's
+ * rate and suspension (shaping.h); then the first session. */
+static void admit(struct job *j)
+{
+	if (!j->warm_done) {
+		if (!warm_source(j))
+			return; /* asks again (rate_timer), or finished */
+		j->warm_done = true;
+	}
+	if (!j->domain_rate_ok) {
+		char rk[320];
+		uint64_t wait = pool_rate_delay(j->d->pool, rate_key(j, rk, sizeof(rk)), j->rule.max_rate);
+		if (wait > 0) { /* [domain] max_rate: messages per second */
+			loop_timer_arm(j->d->l, &j->rate_timer, wait);
+			return;
+		}
+		j->domain_rate_ok = true;
+	}
+	struct shaping *sh = j->d->o.shaping;
+	if (sh && j->shape_pair >= 0 && !j->shape_booked) {
+		uint64_t wait, until = 0;
+		bool booked;
+		char why[160];
+		switch (shaping_admit(sh, j->shape_pair, &j->shape_waiting, &wait, &booked, &until, why,
+				      sizeof(why))) {
+		case SHAPE_GO:
+			break;
+		case SHAPE_DEFER:
+			finish_shaped(j, until, why);
+			return;
+		case SHAPE_WAIT:
+			strlcpy_x(j->shaped, why, sizeof(j->shaped));
+			j->shape_booked = booked;
+			loop_timer_arm(j->d->l, &j->rate_timer, wait);
+			return;
+		}
 	}
 	start_session(j);
 }
 
 static void rate_fn(struct loop_timer *t)
 {
-	struct job *j = container_of(t, struct job, rate_timer);
-	char rk[320];
-	uint64_t wait = pool_rate_delay(j->d->pool, rate_key(j, rk, sizeof(rk)), j->rule.max_rate);
-	if (wait > 0)
-		loop_timer_arm(j->d->l, t, wait);
-	else
-		start_session(j);
+	admit(container_of(t, struct job, rate_timer));
 }
 
 static void dns_done(void *arg, const struct dns_mx *mx)
@@ -1133,6 +1296,7 @@ int deliver_submit(struct deliver *d, struct deliver_req *req)
 	j->dane_for = -1;
 	pool_conn_init(&j->conn, req->domain, slot_wake);
 	j->nleft = req->nrcpt;
+	j->shape_pair = -1;
 	d->active++;
 	j->waiting = 1;
 	/* MTA-STS applies whatever the local level: a discovered policy can only

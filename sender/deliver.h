@@ -82,6 +82,10 @@ struct deliver_opts {
 	 * workers_new, the registry instead: worker i gets shard 1 + i. */
 	struct metrics_shard *metrics_shard;
 	struct metrics *metrics;
+	/* Shaping (sender/shaping.h): per (source, provider) rate, connection
+	 * budget, response rules. Shared by every engine (any thread). NULL:
+	 * none. */
+	struct shaping *shaping;
 };
 
 struct deliver_stats {

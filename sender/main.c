@@ -10,6 +10,7 @@
 #include "sender/cmd/queue.h"
 #include "sender/cmd/run.h"
 #include "sender/cmd/send.h"
+#include "sender/cmd/shaping.h"
 #include "sender/cmd/suppress.h"
 #include "sender/cmd/tlsrpt.h"
 #include "sender/cmd/version.h"
@@ -17,7 +18,7 @@
 
 static const struct cmd_def *const cmds[] = {
 	&cmd_send_def, &cmd_run_def, &cmd_enqueue_def, &cmd_check_def,
-	&cmd_tlsrpt_def, &cmd_held_def, &cmd_release_def, &cmd_suppress_def,
+	&cmd_tlsrpt_def, &cmd_held_def, &cmd_release_def, &cmd_suppress_def, &cmd_shaping_def,
 };
 
 static int usage(void)

@@ -383,6 +383,8 @@ void pool_done(struct pool *p, struct pool_conn *c, struct smtp_session *s, bool
 	char hb[256];
 	if (!last && pool_reusable(p, s, smtp_session_txns(s)) &&
 	    !limits_slot_yield(p->limits, c->slot) &&
+	    (c->max_msgs <= 0 || smtp_session_txns(s) < (unsigned)c->max_msgs) &&
+	    (c->shape_max <= 0 || limits_slots_process(p->limits, c->slot) <= c->shape_max) &&
 	    (!p->split || /* our share of max_connections_total may have shrunk */
 	     limits_slots_process(p->limits, c->slot) <=
 		     conn_max(p, c->domain, slot_host(c->slot, hb, sizeof(hb)), &total))) {
@@ -460,13 +462,17 @@ enum pool_got pool_get(struct pool *p, struct pool_conn *c, const char *ip, int 
 		key_put(sslot, sizeof(sslot), strlen(sslot), sp->source->name, -1);
 		slot = sslot;
 	}
+	if (c->shape_max > 0) { /* the (source, provider) budget, over all its MX hosts */
+		slot = c->shape_slot;
+		max = c->shape_max;
+	}
 	if (!limits_slot_take(p->limits, slot, max) &&
 	    !(pool_evict_slot(p, slot) && limits_slot_take(p->limits, slot, max))) {
 		limits_slot_wait(p->limits, slot, &c->waiter, c->wake);
 		return POOL_WAIT;
 	}
 	strlcpy_x(c->slot, slot, sizeof(c->slot));
-	sp->slot = sp->source ? c->slot : NULL;
+	sp->slot = sp->source || c->shape_max > 0 ? c->slot : NULL;
 	return POOL_OPEN;
 }
 

@@ -47,6 +47,13 @@ struct pool_conn {
 	char slot[256];              /* the slot it holds (MX host), "" none */
 	struct limits_waiter waiter; /* while waiting for a slot (pool_get POOL_WAIT) */
 	limits_wake_fn *wake;        /* ... what it runs then */
+	/* shaping (shaping.h), set by the delivery before pool_get: the slot
+	 * of the MX host's (source, provider) pair and this process's share of
+	 * its budget, which replace the MX host's slot and max_connections
+	 * (shape_max 0: none); messages per connection (0: reuse_max only) */
+	char shape_slot[160];
+	int shape_max;
+	int max_msgs;
 };
 
 /* shared / peers: the process-wide connection counts and the processes

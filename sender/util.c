@@ -135,6 +135,14 @@ uint64_t wall_ms(void)
 	return clock_ms(CLOCK_REALTIME);
 }
 
+void util_utc_time(char *buf, size_t len, uint64_t ms)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
 double cpu_s(double *user, double *sys)
 {
 	struct rusage ru;

@@ -44,6 +44,8 @@ int util_base64(const void *in, size_t n, char *out, size_t outlen);
 /* Monotonic and wall clocks, milliseconds. */
 uint64_t mono_ms(void);
 uint64_t wall_ms(void);
+/* Wall-clock ms as "2026-12-07T08:00:00Z" (UTC) into buf (at least 21 bytes). */
+void util_utc_time(char *buf, size_t len, uint64_t ms);
 /* CPU seconds this process used (all threads, getrusage); user and system
  * parts through the pointers when not NULL. */
 double cpu_s(double *user, double *sys);

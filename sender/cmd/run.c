@@ -41,18 +41,21 @@
 #include <unistd.h>
 
 #include "queue/queue.h"
+#include "queue/shape_store.h"
 #include "queue/sts_store.h"
 #include "queue/tlsrpt_store.h"
 #include "sender/bclass.h"
 #include "sender/config.h"
 #include "sender/deliver.h"
 #include "sender/exempt.h"
+#include "sender/limits.h"
 #include "sender/log.h"
 #include "sender/loop.h"
 #include "sender/metrics.h"
 #include "sender/msg.h"
 #include "sender/redis_uring.h"
 #include "sender/sign_pool.h"
+#include "sender/shaping.h"
 #include "sender/signer.h"
 #include "sender/util.h"
 #include "sender/workers.h"
@@ -112,6 +115,13 @@ struct run {
 	uint64_t n_delivered, n_bounced, n_deferred, n_held, n_tls;
 	char consumer[300]; /* HOST:PID, our name in the consumer group */
 	struct queue_host qh; /* borrowed by the queue for its life */
+	/* shaping (sender/shaping.h): shared with the workers; its state goes
+	 * to and comes from Redis every [shaping] sync (on_shape_sync) */
+	struct shaping *sh;
+	struct limits_peers sh_peers; /* the processes sharing the queue, for the split */
+	struct loop_timer shape_t;
+	struct shape_call *shape_calls; /* one per pair */
+	unsigned shape_out;  /* script calls on the wire */
 	bool have_exempt_key; /* [tlsrpt] dkim_key loaded: report jobs can prove themselves */
 	unsigned char exempt_key[EXEMPT_KEY_LEN];
 };
@@ -423,6 +433,93 @@ static void on_peers(void *ctx, int n, int rank)
 	struct run *r = ctx;
 	log_info("evt=peers processes=%d rank=%d", n, rank);
 	workers_set_peers(r->w, n, rank);
+	limits_peers_set(&r->sh_peers, n, rank);
+}
+
+/* ---- shaping state <-> Redis ---- */
+
+struct shape_call {
+	struct run *r;
+	int pair;
+	char key[400];
+	char wkey[400];   /* J:warmup:SOURCE */
+	uint32_t wdelta;  /* warm-up messages in the call on the wire */
+};
+
+static void on_warm_state(void *arg, const struct shape_warm_out *out)
+{
+	struct shape_call *c = arg;
+	struct run *r = c->r;
+	r->shape_out--;
+	if (r->sh != NULL)
+		shaping_warm_apply(r->sh, c->pair, out != NULL, out ? out->day : 0, out ? out->count : 0,
+				   c->wdelta);
+}
+
+static void on_shape_state(void *arg, const struct shape_store_out *out)
+{
+	struct shape_call *c = arg;
+	struct run *r = c->r;
+	r->shape_out--;
+	if (out != NULL && r->sh != NULL)
+		shaping_sync_apply(r->sh, c->pair, out->rate, out->conn, out->until, out->rule);
+}
+
+/* Every [shaping] sync: each pair's news (cuts, suspensions, good replies)
+ * to Redis, and the state every process made of it back (one script call
+ * per pair, pipelined; a tick is skipped while the last one's replies are
+ * still out, so a slow Redis never piles calls up). */
+static void on_shape_sync(struct loop_timer *t)
+{
+	struct run *r = container_of(t, struct run, shape_t);
+	loop_timer_arm(r->l, t, r->cfg.shape_sync_ms);
+	if (r->q == NULL || r->shape_out > 0)
+		return;
+	uint64_t now = wall_ms();
+	for (int p = 0; p < shaping_npairs(r->sh); p++) {
+		struct shape_report rep;
+		shaping_sync_take(r->sh, p, now, &rep);
+		struct shape_store_in in = {
+			.now = now, .ok = rep.ok, .cut_rate = rep.cut_rate, .cut_conn = rep.cut_conn,
+			.step = rep.step, .cut_rule = rep.cut_rule, .susp_until = rep.susp_until,
+			.susp_rule = rep.susp_rule, .max_rate = rep.max_rate, .max_conn = rep.max_conn,
+			.cstep = rep.cstep,
+		};
+		if (shape_store_sync(r->q, r->shape_calls[p].key, &in, on_shape_state,
+				     &r->shape_calls[p]) == 0)
+			r->shape_out++;
+		struct shape_call *c = &r->shape_calls[p];
+		if (!shaping_warm_sync_take(r->sh, p, &c->wdelta))
+			continue;
+		if (shape_store_warm(r->q, c->wkey, now / 86400000u, shaping_pair_provider(r->sh, p),
+				     c->wdelta, on_warm_state, c) == 0)
+			r->shape_out++;
+		else
+			shaping_warm_apply(r->sh, p, false, 0, 0, c->wdelta);
+	}
+}
+
+static int shape_open(struct run *r, char *err, size_t errlen)
+{
+	r->sh = shaping_new(&r->cfg, &r->sh_peers, err, errlen);
+	if (r->sh == NULL)
+		return -1;
+	int n = shaping_npairs(r->sh);
+	r->shape_calls = xcalloc((size_t)(n > 0 ? n : 1), sizeof(*r->shape_calls));
+	for (int p = 0; p < n; p++) {
+		struct shape_call *c = &r->shape_calls[p];
+		c->r = r;
+		c->pair = p;
+		if (shape_store_key(c->key, sizeof(c->key), r->cfg.jobs, shaping_pair_source(r->sh, p),
+				    shaping_pair_provider(r->sh, p)) != 0 ||
+		    shape_store_warm_key(c->wkey, sizeof(c->wkey), r->cfg.jobs,
+					 shaping_pair_source(r->sh, p)) != 0) {
+			snprintf(err, errlen, "shaping key too long for [redis] jobs %s", r->cfg.jobs);
+			return -1;
+		}
+	}
+	loop_timer_init(&r->shape_t, on_shape_sync);
+	return 0;
 }
 
 static void on_tls(void *arg, const struct tls_event *e)
@@ -464,6 +561,31 @@ static void sts_load_all(struct run *r, const struct queue_config *qc)
 		log_warn("evt=sts_load_failed err=\"%s\"", log_q(qerr, sizeof(qerr), err));
 	else
 		log_info("evt=sts_loaded policies=%d", n);
+	queue_sync_close(s);
+}
+
+static void shape_loaded(void *arg, const char *key, int n, const char *const *kv)
+{
+	struct run *r = arg;
+	struct shape_store_out st;
+	shape_store_fields(n, kv, &st);
+	for (int p = 0; p < shaping_npairs(r->sh); p++)
+		if (strcmp(r->shape_calls[p].key, key) == 0)
+			shaping_sync_apply(r->sh, p, st.rate, st.conn, st.until, st.rule);
+}
+
+/* Start-up, before the first claim: the shaping state the processes left in
+ * Redis (a suspension or a cut rate holds across a restart; the periodic
+ * sync only starts with the loop). */
+static void shape_load_all(struct run *r, const struct queue_config *qc)
+{
+	char err[256], qerr[512];
+	struct queue_sync *s = queue_sync_open(qc, err, sizeof(err));
+	int n = s ? shape_store_list(s, r->cfg.jobs, shape_loaded, r, err, sizeof(err)) : -1;
+	if (n < 0)
+		log_warn("evt=shaping_load_failed err=\"%s\"", log_q(qerr, sizeof(qerr), err));
+	else
+		log_info("evt=shaping_loaded pairs=%d", n);
 	queue_sync_close(s);
 }
 
@@ -764,6 +886,11 @@ static int run_open_engine(struct run *r, const struct cmd_run_opts *o, sigset_t
 			free(names);
 		}
 	}
+	if (shape_open(r, ebuf, sizeof(ebuf)) != 0) {
+		fprintf(stderr, "mxsend: %s\n", ebuf);
+		return EX_CONFIG;
+	}
+	dopts.shaping = r->sh;
 	r->w = workers_new(r->l, r->cfg.workers, &r->cfg, &dopts, ebuf, sizeof(ebuf));
 	if (r->w == NULL) {
 		fprintf(stderr, "mxsend: %s\n", ebuf);
@@ -844,6 +971,8 @@ static int run_open_queue(struct run *r)
 		redis_evict_check(&qc);
 	if (r->cfg.mta_sts && qchk == 0)
 		sts_load_all(r, &qc);
+	if (shaping_npairs(r->sh) > 0 && qchk == 0)
+		shape_load_all(r, &qc);
 	if (r->m != NULL && metrics_serve(r->m, r->l, r->cfg.metrics, ebuf, sizeof(ebuf)) != 0) {
 		fprintf(stderr, "mxsend: %s\n", ebuf);
 		return EX_CONFIG;
@@ -861,6 +990,8 @@ static int run_loop(struct run *r)
 	loop_timer_init(&r->drain, on_drain);
 	loop_timer_init(&r->final, on_final);
 	loop_timer_arm(r->l, &r->status, 500);
+	if (shaping_npairs(r->sh) > 0)
+		loop_timer_arm(r->l, &r->shape_t, r->cfg.shape_sync_ms);
 	r->sig_op.fn = on_signal;
 	loop_read(r->l, &r->sig_op, r->sigfd, &r->si, sizeof(r->si));
 	char shown[512];
@@ -896,7 +1027,10 @@ static void run_close(struct run *r)
 		}
 		free(rq);
 	}
-	queue_free(r->q);
+	if (r->l != NULL && r->sh != NULL)
+		loop_timer_stop(r->l, &r->shape_t);
+	queue_free(r->q); /* shaping replies still out run now, with none */
+	r->q = NULL;
 	if (r->l != NULL && r->sigfd != -1) {
 		r->exiting = true;
 		loop_cancel(r->l, &r->sig_op);
@@ -909,6 +1043,8 @@ static void run_close(struct run *r)
 	}
 	metrics_free(r->m); /* after the loop's last run */
 	sign_pool_free(r->signers); /* its read completed in that run */
+	shaping_free(r->sh);
+	free(r->shape_calls);
 	if (r->l != NULL) {
 		loop_timer_stop(r->l, &r->status);
 		loop_timer_stop(r->l, &r->drain);

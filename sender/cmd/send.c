@@ -20,6 +20,7 @@
  * once the deliveries are done (the ring is idle), added to the counters in
  * Redis with synchronous hiredis, as `mxsend run` adds its own. Redis
  * unreachable: a warning; the exit status stays the deliveries'. */
+#include "sender/shaping.h"
 #include "sender/cmd/send.h"
 
 #include <stdio.h>
@@ -368,9 +369,14 @@ static int deliver_all(const struct cmd_send_opts *o, const struct config *cfg,
 		dopt.on_tls = tls_event;
 		dopt.on_tls_arg = &ctx;
 	}
-	struct deliver *d = deliver_new(l, cfg, &dopt, err, sizeof(err));
+	/* providers and rules act within this one run (no Redis state) */
+	struct shaping *sh = shaping_new(cfg, NULL, err, sizeof(err));
+	dopt.shaping = sh;
+	shaping_warm_assume(sh);
+	struct deliver *d = sh ? deliver_new(l, cfg, &dopt, err, sizeof(err)) : NULL;
 	if (d == NULL) {
 		fprintf(stderr, "mxsend send: %s\n", err);
+		shaping_free(sh);
 		loop_free(l);
 		return EX_CONFIG;
 	}
@@ -387,6 +393,7 @@ static int deliver_all(const struct cmd_send_opts *o, const struct config *cfg,
 	loop_run(l);
 	tlsrpt_flush(cfg, &ctx);
 	deliver_free(d);
+	shaping_free(sh);
 	loop_drain(l, 1000); /* connections and watchers let go of, then freed */
 	loop_free(l);
 	free_requests(drs, ndr);

@@ -257,7 +257,7 @@ t_statuses() {
 	# the result fields, in the contract's order
 	local names
 	names=$(rcli "$p" XRANGE mxsend:results - + COUNT 1 | sed -n '2~2p' | tr '\n' ' ')
-	assert_eq "result fields" "id job rcpt status code dsn reply mx ip port tls cipher verified policy resumed reused attempt elapsed_ms meta source dkim class " "$names"
+	assert_eq "result fields" "id job rcpt status code dsn reply mx ip port tls cipher verified policy resumed reused attempt elapsed_ms meta source dkim class shaped " "$names"
 	# bounce classes (README): failures only, a deferred one's carried into expired
 	r=$(results "$p" rcpt,status,class)
 	assert_match "bounced class" '^bounce1@ok\.test\|bounced\|invalid-recipient$' "$r"

@@ -981,6 +981,12 @@ static void t_example_file_is_defaults(void)
 	CHECK(memcmp(c.schedule_ms, d.schedule_ms, sizeof(c.schedule_ms)) == 0);
 	CHECK_INT(c.lifetime_ms, d.lifetime_ms);
 	CHECK(c.jitter == d.jitter);
+	CHECK(c.shape_decrease == d.shape_decrease && c.shape_increase == d.shape_increase);
+	CHECK_INT(c.shape_hold_ms, d.shape_hold_ms);
+	CHECK_INT(c.shape_max_wait_ms, d.shape_max_wait_ms);
+	CHECK_INT(c.shape_sync_ms, d.shape_sync_ms);
+	CHECK(c.providers_path != NULL); /* sender/providers.conf, beside it */
+	CHECK(c.n_providers >= 9 && c.n_responses >= 9);
 	CHECK_INT(c.min_version, d.min_version);
 	CHECK(c.mta_sts == d.mta_sts && c.tlsrpt == d.tlsrpt);
 	CHECK_INT(c.broken_tls_ttl_ms, d.broken_tls_ttl_ms);

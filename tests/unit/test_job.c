@@ -526,6 +526,7 @@ static void t_results(void)
 	CHECK_STR(job_result_names[19], "source");
 	CHECK_STR(job_result_names[20], "dkim");
 	CHECK_STR(job_result_names[21], "class");
+	CHECK_STR(job_result_names[JOB_RESULT_NFIELDS - 1], "shaped"); /* always the last */
 	struct job_outcome o = { .status = JOB_DELIVERED, .code = 250, .dsn = "2.0.0",
 				 .reply = "ok queued", .mx = "mx1.y.test", .ip = "127.0.3.1",
 				 .port = 25, .tls = "TLSv1.3", .cipher = "TLS_AES_256_GCM_SHA384",
@@ -547,11 +548,22 @@ static void t_results(void)
 	job_result_values(&j, 0, JOB_DELIVERED, 1, v, l, scratch);
 	const char *want[] = { "app-1", "1700000000123-7", "x@y.test", "delivered", "250", "2.0.0",
 			       "ok queued", "mx1.y.test", "127.0.3.1", "25", "TLSv1.3",
-			       "TLS_AES_256_GCM_SHA384", "yes", "may", "no", "yes", "1", "42", "m", "-", "none", "" };
+			       "TLS_AES_256_GCM_SHA384", "yes", "may", "no", "yes", "1", "42", "m", "-", "none", "",
+			       "-" };
 	for (int k = 0; k < JOB_RESULT_NFIELDS; k++) {
 		CHECK_STR(v[k], want[k]);
 		CHECK_INT(l[k], strlen(want[k]));
 	}
+	/* a shaping deferral: shaped carried (escaped), not_before kept */
+	snprintf(o.shaped, sizeof(o.shaped), "gmail-rate:throttle rate=3.20/s\n");
+	o.not_before_ms = 1700000009000ull;
+	job_set_outcome(&j, 1, &o);
+	CHECK_INT((long long)j.rcpts[1].not_before_ms, 1700000009000ll);
+	job_result_values(&j, 1, JOB_DEFERRED, 1, v, l, scratch);
+	CHECK_STR(v[JOB_RESULT_NFIELDS - 1], "gmail-rate:throttle rate=3.20/s\\n");
+	o.shaped[0] = '\0';
+	o.not_before_ms = 0;
+	job_set_outcome(&j, 1, &o);
 	job_result_values(&j, 1, JOB_EXPIRED, 4, v, l, scratch);
 	CHECK_STR(v[2], "w@z.test");
 	CHECK_STR(v[3], "expired");
