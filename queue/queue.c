@@ -312,6 +312,8 @@ static void schedule_reconnect(struct qconn *c, bool was_ready, const char *why)
 		c->backoff = Q_BACKOFF_MIN_MS;
 	else
 		c->backoff = c->backoff * 2 > Q_BACKOFF_MAX_MS ? Q_BACKOFF_MAX_MS : c->backoff * 2;
+	if (q->cfg.cluster && c->backoff > Q_CLUSTER_BACKOFF_MAX_MS) /* another node may answer */
+		c->backoff = Q_CLUSTER_BACKOFF_MAX_MS;
 	uint64_t delay = c->backoff / 2 + qrand(q) % (c->backoff / 2 + 1);
 	/* warn when it stops working, and when it starts failing; then info */
 	bool first = was_ready || !c->failing;
@@ -330,8 +332,17 @@ static void conn_lost(struct qconn *c, const redisAsyncContext *ac)
 	c->ac = NULL;
 	c->state = QC_DOWN;
 	c->pending = 0;
-	if (!c->q->freeing)
-		schedule_reconnect(c, was_ready, errstr(ac));
+	if (c->q->freeing)
+		return;
+	if (c->q->cfg.cluster) {
+		bool routed = c->redirect;
+		qcluster_lost(c->q, c);
+		if (routed && ++c->hops <= 3) { /* to the slot's node now; back-off if it bounces */
+			c->q->h.timer_arm(c->reconnect, 0);
+			return;
+		}
+	}
+	schedule_reconnect(c, was_ready, errstr(ac));
 }
 
 void qconn_drop(struct qconn *c)
@@ -352,6 +363,8 @@ struct qconn *qconn_reply(redisAsyncContext *ac, const void *reply)
 		c->progress = qnow(c->q);
 		if (reply == NULL)
 			conn_lost(c, ac);
+		else if (c->q->cfg.cluster && ((const redisReply *)reply)->type == REDIS_REPLY_ERROR)
+			qcluster_error(c, reply); /* MOVED: to the slot's new node */
 	}
 	return c;
 }
@@ -434,13 +447,14 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 
 enum init_step {
 	I_AUTH, I_SELECT, I_SCRIPT_COMMIT, I_SCRIPT_MOVE, I_SCRIPT_GC, I_SCRIPT_PEERS, I_GROUP, I_NAME,
-	I_SCRIPT_DEAD /* last: the numbers above appear in logs (step=) */
+	I_SCRIPT_DEAD, I_SLOTS /* last: the numbers above appear in logs (step=) */
 };
 
 static void conn_ready(struct qconn *c)
 {
 	struct queue *q = c->q;
 	c->state = QC_READY;
+	c->hops = 0;
 	c->ready_at = qnow(q);
 	c->failing = false;
 	qlog(q, QUEUE_LOG_INFO, "evt=redis_ready conn=%s", c->name);
@@ -466,6 +480,8 @@ static void on_init(redisAsyncContext *ac, void *r, void *priv)
 		qconn_drop(c);
 		return;
 	}
+	if (step == I_SLOTS && !qcluster_slots(c, reply))
+		return; /* on its way to the slot's node */
 	char *sha = step == I_SCRIPT_COMMIT ? q->sha_commit
 		    : step == I_SCRIPT_MOVE ? q->sha_move
 		    : step == I_SCRIPT_GC   ? q->sha_gc
@@ -500,6 +516,8 @@ static void conn_connect(struct qconn *c)
 		snprintf(why, sizeof(why), "%s", ac ? errstr(ac) : "out of memory");
 		if (ac != NULL)
 			redisAsyncFree(ac);
+		if (q->cfg.cluster)
+			qcluster_lost(q, c);
 		schedule_reconnect(c, false, why);
 		return;
 	}
@@ -525,6 +543,10 @@ static void conn_connect(struct qconn *c)
 	} else if (q->password[0] != '\0') {
 		const char *a[] = { "AUTH", q->password };
 		init_cmd(c, I_AUTH, 2, a);
+	}
+	if (q->cfg.cluster) { /* first: are we at the queue's slot's master? */
+		const char *a[] = { "CLUSTER", "SLOTS" };
+		init_cmd(c, I_SLOTS, 2, a);
 	}
 	if (q->addr.db != 0) {
 		snprintf(db, sizeof(db), "%d", q->addr.db);
@@ -741,7 +763,6 @@ static void on_move(redisAsyncContext *ac, void *r, void *priv)
 	struct qconn *c = qconn_reply(ac, r);
 	struct queue *q = c->q;
 	redisReply *reply = r;
-	(void)priv;
 	q->move_out = false;
 	if (reply == NULL || q->freeing)
 		return;
@@ -751,19 +772,75 @@ static void on_move(redisAsyncContext *ac, void *r, void *priv)
 			qconn_drop(c);
 	} else if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
 		qlog(q, QUEUE_LOG_DEBUG, "evt=retries_due n=%lld", reply->integer);
-		if (reply->integer >= Q_MOVE_LIMIT)
-			q->next_move = qnow(q); /* more are due: again at the next tick */
+		if (priv != NULL) /* a full batch: more may be due, again at the next tick */
+			q->next_move = qnow(q);
 	}
+}
+
+/* The due members (ZRANGEBYSCORE) came back: move them, naming each one's
+ * hash among the script's keys. */
+static void on_due(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct qconn *c = qconn_reply(ac, r);
+	struct queue *q = c->q;
+	redisReply *reply = r;
+	const char *now = priv;
+	q->move_out = false;
+	if (reply == NULL || q->freeing || reply->type != REDIS_REPLY_ARRAY) {
+		if (reply != NULL && reply->type == REDIS_REPLY_ERROR && !q->freeing)
+			qlog(q, QUEUE_LOG_WARN, "evt=retry_move_failed err=\"%s\"", reply->str);
+		free(priv);
+		return;
+	}
+	size_t n = 0, kl = strlen(q->retry_key);
+	for (size_t i = 0; i < reply->elements; i++)
+		n += reply->element[i]->type == REDIS_REPLY_STRING;
+	if (n == 0 || c->state != QC_READY) {
+		free(priv);
+		return;
+	}
+	const char **a = qalloc((6 + 2 * n) * sizeof(*a));
+	size_t *l = qalloc((6 + 2 * n) * sizeof(*l));
+	char **keys = qalloc(n * sizeof(*keys)), nk[24];
+	snprintf(nk, sizeof(nk), "%zu", n + 2);
+	a[0] = "EVALSHA", a[1] = q->sha_move, a[2] = nk, a[3] = q->retry_key, a[4] = q->cfg.jobs;
+	size_t k = 0;
+	for (size_t i = 0; i < reply->elements; i++) {
+		const redisReply *m = reply->element[i];
+		if (m->type != REDIS_REPLY_STRING)
+			continue;
+		keys[k] = qalloc(kl + 1 + m->len + 1);
+		memcpy(keys[k], q->retry_key, kl);
+		keys[k][kl] = ':';
+		memcpy(keys[k] + kl + 1, m->str, m->len);
+		a[5 + k] = keys[k], l[5 + k] = kl + 1 + m->len;
+		a[5 + n + 1 + k] = m->str, l[5 + n + 1 + k] = m->len;
+		k++;
+	}
+	a[5 + n] = now, l[5 + n] = strlen(now);
+	for (int i = 0; i < 5; i++)
+		l[i] = strlen(a[i]);
+	bool full = reply->elements >= Q_MOVE_LIMIT;
+	if (qconn_send(c, on_move, full ? q : NULL, (int)(6 + 2 * n), a, l) == 0)
+		q->move_out = true;
+	for (size_t i = 0; i < n; i++)
+		free(keys[i]);
+	free(keys);
+	free(a);
+	free(l);
+	free(priv);
 }
 
 static void move_due(struct queue *q)
 {
-	char now[24], limit[16];
-	snprintf(now, sizeof(now), "%llu", (unsigned long long)qwall());
+	char *now = qalloc(24), limit[16];
+	snprintf(now, 24, "%llu", (unsigned long long)qwall());
 	snprintf(limit, sizeof(limit), "%d", Q_MOVE_LIMIT);
-	const char *a[] = { "EVALSHA", q->sha_move, "2", q->retry_key, q->cfg.jobs, now, limit };
-	if (sendv(&q->cmd, on_move, NULL, 7, a) == 0)
+	const char *a[] = { "ZRANGEBYSCORE", q->retry_key, "-inf", now, "LIMIT", "0", limit };
+	if (sendv(&q->cmd, on_due, now, 7, a) == 0)
 		q->move_out = true;
+	else
+		free(now);
 }
 
 static void on_stat(redisAsyncContext *ac, void *r, void *priv)
@@ -899,6 +976,19 @@ struct queue *queue_new(const struct queue_config *cfg, const struct queue_host 
 		snprintf(err, errlen, "queue: incomplete configuration");
 		goto fail;
 	}
+	if (cfg->cluster && (q->addr.path[0] != '\0' || q->addr.db != 0)) {
+		snprintf(err, errlen, "queue: a Redis Cluster needs a redis://HOST:PORT url (database 0)");
+		goto fail;
+	}
+	if (cfg->cluster && queue_key_slot(cfg->jobs, strlen(cfg->jobs)) !=
+				    queue_key_slot(cfg->results, strlen(cfg->results))) {
+		snprintf(err, errlen, "queue: in a Redis Cluster the jobs key \"%s\" and the results "
+			 "key \"%s\" must share a hash tag, e.g. {mxsend}:jobs and {mxsend}:results",
+			 cfg->jobs, cfg->results);
+		goto fail;
+	}
+	if (cfg->cluster)
+		qcluster_init(q);
 	q->retry_key = qstrcat(cfg->jobs, ":retry");
 	q->held_key = qstrcat(cfg->jobs, ":held");
 	q->procs_key = qstrcat(cfg->jobs, ":procs");

@@ -83,6 +83,8 @@ struct queue_config {
 	const char *username; /* NULL or "": the URL's user, if any (ACL: AUTH USER PASSWORD) */
 	const char *password; /* NULL or "": the URL's password, if any */
 	const char *jobs, *results, *group;
+	bool cluster;         /* url names a node of a Redis Cluster (queue/cluster.h):
+	                       * jobs and results must share one hash slot */
 	const char *consumer; /* this process's consumer name, e.g. "host:pid" */
 	uint64_t visibility_ms; /* reclaim entries idle longer than this */
 	int batch;              /* max entries per claim */

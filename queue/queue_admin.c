@@ -176,12 +176,16 @@ static void scrub(char *err, const char *pw)
 /* qsync_connect; *refused = true when Redis answered AUTH or SELECT with an
  * error (wrong credentials or database: configuration, not a passing fault). */
 static redisContext *connect_sync(const char *url, const char *username, const char *password,
-				  bool *refused, char *err, size_t errlen)
+				  const struct queue_node *at, bool *refused, char *err, size_t errlen)
 {
 	struct queue_addr a;
 	struct timeval tv = { 5, 0 };
 	if (queue_url_parse(url, &a, err, errlen) != 0)
 		return NULL;
+	if (at != NULL) { /* a cluster node (cluster.c): the URL's credentials */
+		snprintf(a.host, sizeof(a.host), "%s", at->host);
+		a.port = at->port;
+	}
 	redisContext *c = a.path[0] ? redisConnectUnixWithTimeout(a.path, tv)
 				    : redisConnectWithTimeout(a.host, a.port, tv);
 	if (c == NULL || c->err) {
@@ -229,13 +233,20 @@ redisContext *qsync_connect(const char *url, const char *username, const char *p
 			   size_t errlen)
 {
 	bool refused = false;
-	return connect_sync(url, username, password, &refused, err, errlen);
+	return connect_sync(url, username, password, NULL, &refused, err, errlen);
+}
+
+redisContext *qsync_connect_at(const char *url, const char *username, const char *password,
+			       const struct queue_node *at, char *err, size_t errlen)
+{
+	bool refused = false;
+	return connect_sync(url, username, password, at, &refused, err, errlen);
 }
 
 int queue_sync_check(const struct queue_config *cfg, char *err, size_t errlen)
 {
 	bool refused = false;
-	redisContext *c = connect_sync(cfg->url, cfg->username, cfg->password, &refused, err, errlen);
+	redisContext *c = connect_sync(cfg->url, cfg->username, cfg->password, NULL, &refused, err, errlen);
 	if (c == NULL)
 		return refused ? -2 : -1;
 	redisFree(c);
@@ -245,6 +256,8 @@ int queue_sync_check(const struct queue_config *cfg, char *err, size_t errlen)
 struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, size_t errlen)
 {
 	redisContext *c = qsync_connect(cfg->url, cfg->username, cfg->password, err, errlen);
+	if (c != NULL && cfg->cluster)
+		c = qcluster_sync_route(c, cfg->jobs, cfg->url, cfg->username, cfg->password, err, errlen);
 	if (c == NULL)
 		return NULL;
 	struct queue_sync *s = qalloc(sizeof(*s));
@@ -377,29 +390,104 @@ int queue_sync_held(struct queue_sync *s, void (*fn)(void *arg, const struct que
 	return rc == 0 ? count : -1;
 }
 
+static char *held_hash(const struct queue_sync *s, const char *m, size_t ml)
+{
+	size_t kl = strlen(s->held_key);
+	char *key = qalloc(kl + 1 + ml + 1);
+	memcpy(key, s->held_key, kl);
+	key[kl] = ':';
+	memcpy(key + kl + 1, m, ml);
+	return key;
+}
+
+#define RELEASE_CHUNK 256 /* members per release script call */
+
+/* Release members m[0..n) (one script call, every key declared). Adds the
+ * count released to *moved; 0 or -1. */
+static int release_some(struct queue_sync *s, const redisReply *const *m, int n, int *moved,
+			char *err, size_t errlen)
+{
+	const char **av = qalloc((size_t)(5 + 2 * n) * sizeof(*av));
+	size_t *al = qalloc((size_t)(5 + 2 * n) * sizeof(*al));
+	char nk[16];
+	snprintf(nk, sizeof(nk), "%d", n + 2);
+	av[0] = "EVAL", av[1] = qscript_release, av[2] = nk, av[3] = s->held_key, av[4] = s->cfg->jobs;
+	for (int i = 0; i < 5; i++)
+		al[i] = strlen(av[i]);
+	for (int i = 0; i < n; i++) {
+		av[5 + i] = held_hash(s, m[i]->str, m[i]->len);
+		al[5 + i] = strlen(av[5 + i]);
+		av[5 + n + i] = m[i]->str;
+		al[5 + n + i] = m[i]->len;
+	}
+	redisReply *r = redisCommandArgv(s->c, 5 + 2 * n, av, al);
+	for (int i = 0; i < n; i++)
+		free((char *)av[5 + i]);
+	free(av);
+	free(al);
+	if (qsync_reply_err(s->c, r, "release", err, errlen) != 0)
+		return -1;
+	*moved += r->type == REDIS_REPLY_ARRAY ? (int)r->elements : 0;
+	freeReplyObject(r);
+	return 0;
+}
+
 int queue_sync_release(struct queue_sync *s, const char *domain, const char *const *ids, int nids,
 		       char *err, size_t errlen)
 {
-	int argc = 6 + (domain != NULL ? 1 : nids);
-	const char **av = qalloc((size_t)argc * sizeof(*av));
-	av[0] = "EVAL";
-	av[1] = qscript_release;
-	av[2] = "2";
-	av[3] = s->held_key;
-	av[4] = s->cfg->jobs;
-	av[5] = domain != NULL ? "domain" : "ids";
-	if (domain != NULL)
-		av[6] = domain;
-	else
-		for (int i = 0; i < nids; i++)
-			av[6 + i] = ids[i];
-	redisReply *r = redisCommandArgv(s->c, argc, av, NULL);
-	free(av);
-	if (qsync_reply_err(s->c, r, "release", err, errlen) != 0)
+	/* Which members: read here (ZRANGE, then each one's domain and id), so
+	 * the script is handed every key it touches. */
+	const char *zv[] = { "ZRANGE", s->held_key, "0", "-1" };
+	redisReply *all = redisCommandArgv(s->c, 4, zv, NULL);
+	if (qsync_reply_err(s->c, all, "ZRANGE", err, errlen) != 0)
 		return -1;
-	int n = r->type == REDIS_REPLY_ARRAY ? (int)r->elements : 0;
-	freeReplyObject(r);
-	return n;
+	size_t n = all->type == REDIS_REPLY_ARRAY ? all->elements : 0;
+	for (size_t i = 0; i < n; i++) {
+		const redisReply *m = all->element[i];
+		if (m->type != REDIS_REPLY_STRING) {
+			freeReplyObject(all);
+			snprintf(err, errlen, "redis: ZRANGE: unexpected reply");
+			return -1;
+		}
+		char *key = held_hash(s, m->str, m->len);
+		const char *hv[] = { "HMGET", key, "domain", "id" };
+		int rc = redisAppendCommandArgv(s->c, 4, hv, NULL);
+		free(key);
+		if (rc != REDIS_OK) {
+			freeReplyObject(all);
+			snprintf(err, errlen, "redis: HMGET: out of memory");
+			return -1;
+		}
+	}
+	const redisReply **pick = qalloc((n + 1) * sizeof(*pick));
+	int npick = 0, moved = 0, rc = 0;
+	for (size_t i = 0; i < n; i++) {
+		redisReply *r = NULL;
+		if (redisGetReply(s->c, (void **)&r) != REDIS_OK)
+			r = NULL;
+		if (rc == 0 && qsync_reply_err(s->c, r, "HMGET", err, errlen) != 0) {
+			rc = -1; /* r is freed; the connection is closed by the caller */
+			break;
+		}
+		const redisReply *m = all->element[i];
+		const redisReply *d = r->type == REDIS_REPLY_ARRAY && r->elements == 2 ? r->element[0] : NULL;
+		const redisReply *id = d != NULL ? r->element[1] : NULL;
+		bool want = false;
+		if (domain != NULL)
+			want = d != NULL && d->type == REDIS_REPLY_STRING && strcmp(d->str, domain) == 0;
+		for (int k = 0; domain == NULL && k < nids && !want; k++)
+			want = strcmp(ids[k], m->str) == 0 ||
+			       (id != NULL && id->type == REDIS_REPLY_STRING && strcmp(ids[k], id->str) == 0);
+		freeReplyObject(r);
+		if (want)
+			pick[npick++] = m;
+	}
+	for (int i = 0; rc == 0 && i < npick; i += RELEASE_CHUNK)
+		rc = release_some(s, pick + i, npick - i < RELEASE_CHUNK ? npick - i : RELEASE_CHUNK,
+				  &moved, err, errlen);
+	free(pick);
+	freeReplyObject(all);
+	return rc == 0 ? moved : -1;
 }
 
 /* ---- small generic helpers (MTA-STS policy persistence) ---- */

@@ -34,7 +34,9 @@
 
 /* ---- the scripts ---- */
 
-/* KEYS: jobs, results, retry, held, suppress, suppress:exp. ARGV: group,
+/* KEYS: jobs, results, retry, held, suppress, suppress:exp, then the hash of
+ * each park in the order of the parks below (retry:MEMBER or held:MEMBER:
+ * every key the script touches is declared, for Redis Cluster). ARGV: group,
  * njobs, maxlen (results stream trim, 0 = none), then per job:
  * entry, nres, nres*JOB_RESULT_NFIELDS result values (as many as names), npark, then per park:
  * kind (r|h), member, score, nkv, nkv field/value pairs; then nsupp, then per
@@ -48,6 +50,7 @@ const char qscript_commit[] =
 	"local group = ARGV[1]\n"
 	"local maxlen = tonumber(ARGV[3])\n"
 	"local i = 4\n"
+	"local hk = 6\n"
 	"local out = {}\n"
 	"for j = 1, tonumber(ARGV[2]) do\n"
 	"  local eid = ARGV[i]\n"
@@ -75,8 +78,9 @@ const char qscript_commit[] =
 	"    if ARGV[i] == 'h' then z = KEYS[4] end\n"
 	"    local member, score, nkv = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])\n"
 	"    i = i + 4\n"
+	"    hk = hk + 1\n"
 	"    if live then\n"
-	"      local h = z .. ':' .. member\n"
+	"      local h = KEYS[hk]\n"
 	"      redis.call('DEL', h)\n"
 	"      redis.call('HSET', h, unpack(ARGV, i, i + 2 * nkv - 1))\n"
 	"      redis.call('ZADD', z, score, member)\n"
@@ -103,19 +107,28 @@ const char qscript_commit[] =
 	"end\n"
 	"return out\n";
 
-/* KEYS: retry, jobs. ARGV: now (epoch ms), limit. Moves due retries back into
- * the jobs stream (atomically: a retry is never lost nor queued twice) so
- * they are claimed like new jobs. Returns how many moved. */
+/* KEYS: retry, jobs, then retry:MEMBER for each member. ARGV: now (epoch
+ * ms), then the members (read by ZRANGEBYSCORE just before: the script takes
+ * no key name from Redis, so Redis Cluster sees every key it touches). Moves
+ * each member still parked and due back into the jobs stream (atomically: a
+ * retry is never lost nor queued twice, ZSCORE tells a member another
+ * process moved meanwhile) so it is claimed like a new job. Returns how many
+ * moved. */
 const char qscript_move[] =
-	"local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))\n"
-	"for _, m in ipairs(due) do\n"
-	"  local h = KEYS[1] .. ':' .. m\n"
-	"  local f = redis.call('HGETALL', h)\n"
-	"  if #f > 0 then redis.call('XADD', KEYS[2], '*', unpack(f)) end\n"
-	"  redis.call('DEL', h)\n"
-	"  redis.call('ZREM', KEYS[1], m)\n"
+	"local n = 0\n"
+	"for k = 2, #ARGV do\n"
+	"  local m = ARGV[k]\n"
+	"  local s = redis.call('ZSCORE', KEYS[1], m)\n"
+	"  if s and tonumber(s) <= tonumber(ARGV[1]) then\n"
+	"    local h = KEYS[k + 1]\n"
+	"    local f = redis.call('HGETALL', h)\n"
+	"    if #f > 0 then redis.call('XADD', KEYS[2], '*', unpack(f)) end\n"
+	"    redis.call('DEL', h)\n"
+	"    redis.call('ZREM', KEYS[1], m)\n"
+	"    n = n + 1\n"
+	"  end\n"
 	"end\n"
-	"return #due\n";
+	"return n\n";
 
 /* KEYS: jobs. ARGV: group, own consumer, idle ms. Deletes other consumers
  * that hold nothing and have been idle that long (dead processes). */
@@ -207,36 +220,28 @@ const char qscript_dead[] =
 	"end\n"
 	"return {out, left, removed}\n";
 
-/* KEYS: held, jobs. ARGV: "domain" D | "ids" ID... Moves held jobs back into
- * the jobs stream without their held-only fields and without `since` (the
- * lifetime starts again). An ID is a held member or an application id.
- * Returns the members released. */
+/* KEYS: held, jobs, then held:MEMBER for each member. ARGV: the members
+ * (chosen by queue_sync_release, which reads them first: the script takes no
+ * key name from Redis, for Redis Cluster). Moves each member still held back
+ * into the jobs stream without its held-only fields and without `since` (the
+ * lifetime starts again). Returns the members released. */
 const char qscript_release[] =
 	"local moved = {}\n"
 	"local skip = {domain = true, reason = true, held_at = true, since = true}\n"
-	"local function release(m)\n"
-	"  local h = KEYS[1] .. ':' .. m\n"
-	"  local f = redis.call('HGETALL', h)\n"
-	"  redis.call('ZREM', KEYS[1], m)\n"
-	"  if #f == 0 then return end\n"
-	"  local a = {}\n"
-	"  for k = 1, #f, 2 do\n"
-	"    if not skip[f[k]] then a[#a + 1] = f[k]; a[#a + 1] = f[k + 1] end\n"
-	"  end\n"
-	"  redis.call('XADD', KEYS[2], '*', unpack(a))\n"
-	"  redis.call('DEL', h)\n"
-	"  moved[#moved + 1] = m\n"
-	"end\n"
-	"local all = redis.call('ZRANGE', KEYS[1], 0, -1)\n"
-	"if ARGV[1] == 'domain' then\n"
-	"  for _, m in ipairs(all) do\n"
-	"    if redis.call('HGET', KEYS[1] .. ':' .. m, 'domain') == ARGV[2] then release(m) end\n"
-	"  end\n"
-	"else\n"
-	"  local want = {}\n"
-	"  for k = 2, #ARGV do want[ARGV[k]] = true end\n"
-	"  for _, m in ipairs(all) do\n"
-	"    if want[m] or want[redis.call('HGET', KEYS[1] .. ':' .. m, 'id')] then release(m) end\n"
+	"for k = 1, #ARGV do\n"
+	"  local m, h = ARGV[k], KEYS[k + 2]\n"
+	"  if redis.call('ZSCORE', KEYS[1], m) then\n"
+	"    local f = redis.call('HGETALL', h)\n"
+	"    redis.call('ZREM', KEYS[1], m)\n"
+	"    if #f > 0 then\n"
+	"      local a = {}\n"
+	"      for i = 1, #f, 2 do\n"
+	"        if not skip[f[i]] then a[#a + 1] = f[i]; a[#a + 1] = f[i + 1] end\n"
+	"      end\n"
+	"      redis.call('XADD', KEYS[2], '*', unpack(a))\n"
+	"      redis.call('DEL', h)\n"
+	"      moved[#moved + 1] = m\n"
+	"    end\n"
 	"  end\n"
 	"end\n"
 	"return moved\n";
@@ -255,12 +260,20 @@ struct args {
 	int n, cap;
 	size_t bytes;
 	struct pchunk *pool;
+	/* the commit script's park hashes (KEYS after the six fixed ones), in
+	 * the pool; retry_key/held_key: the sorted sets they belong to */
+	const char **hk;
+	size_t *hl;
+	int nh, hcap;
+	const char *retry_key, *held_key;
 };
 
 static void args_fini(struct args *a)
 {
 	free(a->v);
 	free(a->l);
+	free(a->hk);
+	free(a->hl);
 	while (a->pool) {
 		struct pchunk *next = a->pool->next;
 		free(a->pool);
@@ -348,11 +361,38 @@ static void add_result(struct args *a, struct qjob *qj, int idx, enum job_status
 	qj->nres[st]++;
 }
 
+/* The hash of a park, SET:MEMBER, as the script's next key. */
+static void park_key(struct args *a, const char *set, const char *member)
+{
+	size_t sl = strlen(set), ml = strlen(member);
+	char *p = pool_alloc(a, sl + 1 + ml + 1);
+	memcpy(p, set, sl);
+	p[sl] = ':';
+	memcpy(p + sl + 1, member, ml + 1);
+	if (a->nh == a->hcap) {
+		a->hcap = a->hcap ? a->hcap * 2 : 64;
+		const char **k = qalloc((size_t)a->hcap * sizeof(*k));
+		size_t *l = qalloc((size_t)a->hcap * sizeof(*l));
+		if (a->nh) {
+			memcpy(k, a->hk, (size_t)a->nh * sizeof(*k));
+			memcpy(l, a->hl, (size_t)a->nh * sizeof(*l));
+		}
+		free(a->hk);
+		free(a->hl);
+		a->hk = k;
+		a->hl = l;
+	}
+	a->hk[a->nh] = p;
+	a->hl[a->nh++] = sl + 1 + ml;
+	a->bytes += sl + ml + 17;
+}
+
 /* One park (kind 'r' retry or 'h' held) of recipients idx[0..n). */
 static void add_park(struct args *a, const struct job *j, char kind, const char *member,
 		     uint64_t score, const int *idx, int n, int attempt, const char *domain,
 		     const char *reason)
 {
+	park_key(a, kind == 'h' ? a->held_key : a->retry_key, member);
 	arg_str(a, kind == 'h' ? "h" : "r");
 	arg_copy(a, member, strlen(member));
 	arg_u64(a, score);
@@ -632,6 +672,27 @@ void qcommit_enqueue(struct queue *q, struct qjob *qj)
 		q->h.timer_arm(q->flush, 0);
 }
 
+/* Send the commit a holds, with its park hashes inserted among the keys
+ * before argument at (the first ARGV). 0 or -1, as qconn_send. */
+static int send_with_keys(struct queue *q, struct args *a, struct batch *b, int at)
+{
+	if (a->nh == 0)
+		return qconn_send(&q->cmd, on_commit, b, a->n, a->v, a->l);
+	int n = a->n + a->nh;
+	const char **v = qalloc((size_t)n * sizeof(*v));
+	size_t *l = qalloc((size_t)n * sizeof(*l));
+	memcpy(v, a->v, (size_t)at * sizeof(*v));
+	memcpy(l, a->l, (size_t)at * sizeof(*l));
+	memcpy(v + at, a->hk, (size_t)a->nh * sizeof(*v));
+	memcpy(l + at, a->hl, (size_t)a->nh * sizeof(*l));
+	memcpy(v + at + a->nh, a->v + at, (size_t)(a->n - at) * sizeof(*v));
+	memcpy(l + at + a->nh, a->l + at, (size_t)(a->n - at) * sizeof(*l));
+	int rc = qconn_send(&q->cmd, on_commit, b, n, v, l);
+	free(v);
+	free(l);
+	return rc;
+}
+
 void qcommit_flush(struct queue *q)
 {
 	if (q->freeing || q->cmd.state != QC_READY)
@@ -643,11 +704,11 @@ void qcommit_flush(struct queue *q)
 	}
 	while (q->cq_head != NULL && q->commits_out < Q_COMMITS_OUT) {
 		struct batch *b = qalloc(sizeof(*b));
-		struct args a = { 0 };
+		struct args a = { .retry_key = q->retry_key, .held_key = q->held_key };
 		uint64_t now = qwall();
 		arg_str(&a, "EVALSHA");
 		arg_str(&a, q->sha_commit);
-		arg_str(&a, "6");
+		int nkeys_slot = arg(&a, "", 0);
 		arg_str(&a, q->cfg.jobs);
 		arg_str(&a, q->cfg.results);
 		arg_str(&a, q->retry_key);
@@ -667,7 +728,8 @@ void qcommit_flush(struct queue *q)
 			build_job(q, &a, qj, now);
 		}
 		arg_set_u64(&a, njobs_slot, (uint64_t)b->n);
-		int rc = qconn_send(&q->cmd, on_commit, b, a.n, a.v, a.l);
+		arg_set_u64(&a, nkeys_slot, (uint64_t)(6 + a.nh));
+		int rc = send_with_keys(q, &a, b, nkeys_slot + 7);
 		args_fini(&a);
 		if (rc != 0) {
 			requeue_front(q, b);

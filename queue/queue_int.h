@@ -8,6 +8,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "queue/cluster.h"
 #include "queue/queue.h"
 
 #define Q_BLOCK_MS 1000          /* XREADGROUP BLOCK: also bounds how long a stop waits */
@@ -16,6 +17,7 @@
 #define Q_CONNECT_TIMEOUT_MS 5000
 #define Q_BACKOFF_MIN_MS 100
 #define Q_BACKOFF_MAX_MS 5000
+#define Q_CLUSTER_BACKOFF_MAX_MS 1000 /* cluster: the next node is tried after at most this */
 #define Q_COMMIT_MAX_JOBS 64          /* jobs per commit script call */
 #define Q_COMMIT_MAX_BYTES (4u << 20) /* bytes of arguments per call (at least one job) */
 #define Q_COMMITS_OUT 16              /* commit calls on the wire */
@@ -46,6 +48,8 @@ struct qconn {
 	uint64_t ready_at;
 	uint64_t backoff;
 	bool failing; /* connects fail since the last READY (log at info after the first) */
+	bool redirect; /* cluster: dropped to follow a route (cluster.c), not lost */
+	unsigned hops; /* cluster: routes followed since the last READY */
 	struct queue_timer *reconnect;
 };
 
@@ -96,6 +100,11 @@ struct queue {
 	char reclaim_cursor[48];
 	uint32_t rng;
 	struct queue_stats st;
+	/* Redis Cluster (cfg.cluster, cluster.c): addr is the node both
+	 * connections go to; nodes the ones known (the URL's first) */
+	unsigned slot; /* the queue's hash slot (its jobs key's) */
+	struct queue_node nodes[QUEUE_CLUSTER_NODES];
+	int nnodes;
 };
 
 /* queue.c */
@@ -174,6 +183,26 @@ void qsupp_prune(struct queue *q);
  * when it adds none. */
 bool qsupp_auto(const struct queue *q, const struct job *j, int idx, char *field, size_t fieldlen,
 		char *value, size_t valuelen, uint64_t *expires);
+
+/* cluster.c (cfg.cluster only). init: the slot and the first node (at
+ * queue_new). lost: a connection was lost or refused (not redirected):
+ * addr moves to the next node known. slots: the CLUSTER SLOTS reply of an
+ * initialising connection; true when this node owns the slot, else the
+ * connection is dropped towards the owner (or the next node). error: an
+ * error reply; a MOVED of the queue's slot drops the connection towards
+ * its node. */
+void qcluster_init(struct queue *q);
+void qcluster_lost(struct queue *q, struct qconn *c);
+bool qcluster_slots(struct qconn *c, const struct redisReply *r);
+void qcluster_error(struct qconn *c, const struct redisReply *r);
+/* Synchronous: move c (connected to url's node) to the master of key's slot;
+ * c or its replacement, or NULL with err (c freed). */
+struct redisContext *qcluster_sync_route(struct redisContext *c, const char *key, const char *url,
+					 const char *username, const char *password, char *err,
+					 size_t errlen);
+/* qsync_connect to node at (NULL: the URL's host and port). */
+struct redisContext *qsync_connect_at(const char *url, const char *username, const char *password,
+				      const struct queue_node *at, char *err, size_t errlen);
 
 /* queue_commit.c */
 void qcommit_enqueue(struct queue *q, struct qjob *qj);

@@ -30,6 +30,7 @@
 
 #include <ini.h>
 
+#include "queue/cluster.h"
 #include "queue/queue.h"
 #include "sender/bclass.h"
 #include "sender/config_int.h"
@@ -302,6 +303,8 @@ static const struct key k_redis[] = {
 	{ "url", STR(G(redis_url), V_URL, "redis://HOST:PORT/DB or unix:/PATH"), 0 },
 	{ "username", STR(G(redis_username), V_WORD, "an ACL user name"), 0 },
 	{ "password", STR(G(redis_password), V_STR, ""), 0 },
+	{ "prefix", STR(G(redis_prefix), V_WORD, WORD), 0 },
+	{ "cluster", BOOL(G(redis_cluster)), 0 },
 	{ "jobs", STR(G(jobs), V_WORD, WORD), 0 },
 	{ "results", STR(G(results), V_WORD, WORD), 0 },
 	{ "group", STR(G(group), V_WORD, WORD), 0 },
@@ -413,7 +416,7 @@ static const struct section {
 	{ "dns", k_dns, ARRAY_LEN(k_dns) },
 	{ "classes", k_classes, ARRAY_LEN(k_classes) }, { "suppress", k_suppress, ARRAY_LEN(k_suppress) },
 };
-#define MAX_KEYS 16 /* >= the longest table above */
+#define MAX_KEYS 32 /* >= the longest table above */
 
 static const struct rule default_star = {
 	.pattern = "*",
@@ -454,8 +457,10 @@ void config_defaults(struct config *c)
 	c->helo = xstrdup(host);
 	c->ca_file = xstrdup(""); /* the system store (tlscache: its hashed directory) */
 	c->redis_url = xstrdup("redis://127.0.0.1:6379/0");
+	c->redis_prefix = xstrdup("mxsend");
 	c->jobs = xstrdup("mxsend:jobs");
 	c->results = xstrdup("mxsend:results");
+	c->tlsrpt_prefix = xstrdup("mxsend:tlsrpt");
 	c->group = xstrdup("mxsend");
 	c->domains = xcalloc(1, sizeof(struct rule));
 	c->domains[0] = default_star;
@@ -493,6 +498,8 @@ void config_fini(struct config *c)
 	free(c->redis_url);
 	free(c->redis_username);
 	free_secret(c->redis_password);
+	free(c->redis_prefix);
+	free(c->tlsrpt_prefix);
 	free(c->jobs);
 	free(c->results);
 	free(c->group);
@@ -1190,6 +1197,10 @@ static int on_key(void *arg, const char *section, const char *name, const char *
 			r->auth_line = p->line;
 		if (p->kind == SEC_GLOBAL && keys[i].off == offsetof(struct config, redis_url))
 			p->c->redis_named = true;
+		if (p->kind == SEC_GLOBAL && keys[i].off == offsetof(struct config, jobs))
+			p->c->jobs_named = true;
+		if (p->kind == SEC_GLOBAL && keys[i].off == offsetof(struct config, results))
+			p->c->results_named = true;
 		if (p->kind == SEC_GLOBAL && keys[i].off == offsetof(struct config, suppress_auto_s))
 			parse_auto(p);
 	}
@@ -1345,6 +1356,50 @@ static void load_providers(struct parse *p)
 	}
 }
 
+static char *key_join(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	char *s = xcalloc(1, la + 1 + lb + 1);
+	memcpy(s, a, la);
+	s[la] = ':';
+	memcpy(s + la + 1, b, lb);
+	return s;
+}
+
+/* [redis] prefix names the keys not named by jobs/results (README "Redis
+ * keys"); in a cluster every key must fall in the queue's slot. */
+static void redis_keys(struct parse *p)
+{
+	struct config *c = p->c;
+	if (!c->jobs_named) {
+		free(c->jobs);
+		c->jobs = key_join(c->redis_prefix, "jobs");
+	}
+	if (!c->results_named) {
+		free(c->results);
+		c->results = key_join(c->redis_prefix, "results");
+	}
+	free(c->tlsrpt_prefix);
+	c->tlsrpt_prefix = key_join(c->redis_prefix, "tlsrpt");
+	if (!c->redis_cluster)
+		return;
+	char sts[300];
+	snprintf(sts, sizeof(sts), "%s:sts:example.com", c->redis_prefix);
+	unsigned slot = queue_key_slot(c->jobs, strlen(c->jobs));
+	const char *keys[] = { c->results, c->tlsrpt_prefix, sts }, *what[] = { "results", "prefix", "prefix" };
+	for (size_t i = 0; i < ARRAY_LEN(keys); i++)
+		if (queue_key_slot(keys[i], strlen(keys[i])) != slot) {
+			fail_at(p, p->global_line[1],
+				"cluster = yes: [redis] %s must share the hash tag of jobs (%s), e.g. "
+				"prefix = {mxsend} and no jobs/results keys, so every key of the queue "
+				"lives in one slot",
+				what[i], c->jobs);
+			return;
+		}
+	if (strncmp(c->redis_url, "redis://", 8) != 0) /* database 0: queue_new checks */
+		fail_at(p, p->global_line[1], "cluster = yes needs a redis://HOST:PORT url");
+}
+
 int config_load(struct config *c, const char *path, char *err, size_t errlen)
 {
 	struct parse p = { .c = c, .err = err, .errlen = errlen };
@@ -1369,6 +1424,8 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
 	}
 	if (!p.failed)
 		check_egress(&p);
+	if (!p.failed)
+		redis_keys(&p);
 	if (!p.failed && config_load_classes(c, err, errlen) != 0)
 		return -1;
 	return p.failed ? -1 : 0;

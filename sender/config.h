@@ -188,6 +188,11 @@ struct config {
 	char *redis_username;  /* an ACL user (AUTH USER PASSWORD); NULL: the URL's, if any */
 	char *redis_password;  /* never logged (nor the URL's: see queue_url_redact) */
 	bool redis_named;      /* the file sets [redis] url: `send` adds to the TLSRPT counters */
+	char *redis_prefix;    /* key prefix: PREFIX:jobs, PREFIX:results (unless named), PREFIX:sts:,
+	                        * PREFIX:tlsrpt; default mxsend; "{mxsend}" for a cluster */
+	char *tlsrpt_prefix;   /* PREFIX:tlsrpt (config_load) */
+	bool redis_cluster;    /* key cluster: url is a node of a Redis Cluster */
+	bool jobs_named, results_named; /* the file sets them (else from prefix) */
 	char *jobs, *results, *group; /* mxsend:jobs, mxsend:results, mxsend */
 	uint64_t visibility_timeout_ms; /* key visibility_timeout, default 5m */
 	int batch;          /* key batch: XREADGROUP COUNT, default 256 */

@@ -548,16 +548,35 @@ int64_t sts_policy_ttl(const char *s, int64_t now)
 	return fetched_at + max_age - now;
 }
 
-int sts_redis_key(char *buf, size_t n, const char *domain)
+int sts_redis_key(char *buf, size_t n, const char *prefix, const char *domain)
 {
-	int k = snprintf(buf, n, STS_REDIS_PREFIX "%s", domain);
+	int k = snprintf(buf, n, "%s:sts:%s", prefix ? prefix : STS_REDIS_DEFAULT, domain);
 	return k < 0 || (size_t)k >= n ? -1 : k;
 }
 
-const char *sts_redis_domain(const char *key)
+int sts_redis_match(char *buf, size_t n, const char *prefix)
 {
-	size_t l = strlen(STS_REDIS_PREFIX);
-	return strncmp(key, STS_REDIS_PREFIX, l) == 0 && key[l] != '\0' ? key + l : NULL;
+	size_t o = 0;
+	for (const char *p = prefix ? prefix : STS_REDIS_DEFAULT; *p; p++) {
+		if (o + 2 >= n)
+			return -1;
+		if (strchr("*?[]\\", *p) != NULL)
+			buf[o++] = '\\';
+		buf[o++] = *p;
+	}
+	if (o + sizeof(":sts:*") > n)
+		return -1;
+	memcpy(buf + o, ":sts:*", sizeof(":sts:*"));
+	return (int)(o + sizeof(":sts:*") - 1);
+}
+
+const char *sts_redis_domain(const char *key, const char *prefix)
+{
+	const char *p = prefix ? prefix : STS_REDIS_DEFAULT;
+	size_t l = strlen(p);
+	if (strncmp(key, p, l) != 0 || strncmp(key + l, ":sts:", 5) != 0)
+		return NULL;
+	return key[l + 5] != '\0' ? key + l + 5 : NULL;
 }
 
 /* ---- cache ---- */

@@ -105,15 +105,18 @@ int sts_policy_decode(const char *s, struct sts_policy *p, int64_t *fetched_at, 
 int64_t sts_policy_ttl(const char *s, int64_t now);
 
 /* Where a policy is kept in Redis (queue/sts_store.h does the I/O): the key
- * STS_REDIS_PREFIX + DOMAIN holds the form above and expires with the policy
- * (sts_policy_ttl). Every process sharing the Redis reads them at start. */
-#define STS_REDIS_PREFIX "mxsend:sts:"
-#define STS_REDIS_MATCH STS_REDIS_PREFIX "*" /* SCAN pattern of every such key */
+ * PREFIX:sts:DOMAIN (PREFIX = [redis] prefix, NULL = STS_REDIS_DEFAULT) holds
+ * the form above and expires with the policy (sts_policy_ttl). Every process
+ * sharing the Redis reads them at start. */
+#define STS_REDIS_DEFAULT "mxsend"
 /* The key of domain's policy into buf (size n). Returns the length, or -1 if
  * it does not fit. */
-int sts_redis_key(char *buf, size_t n, const char *domain);
+int sts_redis_key(char *buf, size_t n, const char *prefix, const char *domain);
+/* The SCAN pattern of every such key into buf (glob characters of prefix
+ * escaped). Returns the length, or -1 if it does not fit. */
+int sts_redis_match(char *buf, size_t n, const char *prefix);
 /* The domain a key names (borrowed from key), or NULL for another key. */
-const char *sts_redis_domain(const char *key);
+const char *sts_redis_domain(const char *key, const char *prefix);
 
 /* ---- the policy cache (RFC 8461 3.3, 5.1) ---- */
 

@@ -173,6 +173,7 @@ void cmd_queue_config(const struct config *cfg, struct queue_config *qc)
 	qc->password = cfg->redis_password;
 	qc->jobs = cfg->jobs;
 	qc->results = cfg->results;
+	qc->cluster = cfg->redis_cluster;
 	qc->group = cfg->group;
 }
 

@@ -527,7 +527,7 @@ static void on_tls(void *arg, const struct tls_event *e)
 	struct run *r = arg;
 	if (r->q == NULL)
 		return;
-	int rc = tlsrpt_queue_event(r->q, e, NULL);
+	int rc = tlsrpt_queue_event(r->q, e, r->cfg.tlsrpt_prefix);
 	if (rc != 0)
 		log_debug("evt=tlsrpt_not_counted domain=%s err=%s", e->policy_domain, strerror(-rc));
 }
@@ -537,7 +537,7 @@ static void on_tls(void *arg, const struct tls_event *e)
 static void on_sts_store(void *arg, const char *domain, const char *encoded)
 {
 	struct run *r = arg;
-	if (r->q != NULL && sts_store_save(r->q, domain, encoded, (int64_t)(wall_ms() / 1000)) != 0)
+	if (r->q != NULL && sts_store_save(r->q, r->cfg.redis_prefix, domain, encoded, (int64_t)(wall_ms() / 1000)) != 0)
 		log_info("evt=sts_not_persisted domain=%s", domain);
 }
 
@@ -556,7 +556,7 @@ static void sts_load_all(struct run *r, const struct queue_config *qc)
 		log_warn("evt=sts_load_skipped err=\"%s\"", log_q(qerr, sizeof(qerr), err));
 		return;
 	}
-	int n = sts_store_load(s, sts_loaded, r, err, sizeof(err));
+	int n = sts_store_load(s, r->cfg.redis_prefix, sts_loaded, r, err, sizeof(err));
 	if (n < 0)
 		log_warn("evt=sts_load_failed err=\"%s\"", log_q(qerr, sizeof(qerr), err));
 	else

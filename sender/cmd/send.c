@@ -97,7 +97,8 @@ static void tlsrpt_flush(const struct config *cfg, struct send_ctx *ctx)
 	if (ctx->nev == 0)
 		return;
 	struct tlsrpt_store *st = tlsrpt_store_open(cfg->redis_url, cfg->redis_username,
-						    cfg->redis_password, NULL, err, sizeof(err));
+						    cfg->redis_password, cfg->tlsrpt_prefix,
+						    cfg->redis_cluster, err, sizeof(err));
 	if (st == NULL) {
 		fprintf(stderr, "mxsend send: warning: TLSRPT counters not written: %s\n", err);
 		return;

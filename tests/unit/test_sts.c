@@ -566,14 +566,24 @@ static void t_tlsrpt(void)
 static void t_redis_key(void)
 {
 	char key[64];
-	CHECK_INT(sts_redis_key(key, sizeof(key), "example.com"), 22);
+	CHECK_INT(sts_redis_key(key, sizeof(key), NULL, "example.com"), 22);
 	CHECK_STR(key, "mxsend:sts:example.com");
-	CHECK_STR(sts_redis_domain(key), "example.com");
-	CHECK(sts_redis_domain("mxsend:sts:") == NULL);
-	CHECK(sts_redis_domain("mxsend:tlsrpt:2024-06-01:example.com") == NULL);
+	CHECK_STR(sts_redis_domain(key, NULL), "example.com");
+	CHECK(sts_redis_domain("mxsend:sts:", NULL) == NULL);
+	CHECK(sts_redis_domain("mxsend:tlsrpt:2024-06-01:example.com", NULL) == NULL);
 	char small[12];
-	CHECK_INT(sts_redis_key(small, sizeof(small), "example.com"), -1);
-	CHECK_STR(STS_REDIS_MATCH, "mxsend:sts:*");
+	CHECK_INT(sts_redis_key(small, sizeof(small), NULL, "example.com"), -1);
+	CHECK_INT(sts_redis_match(key, sizeof(key), NULL), 12);
+	CHECK_STR(key, "mxsend:sts:*");
+	/* [redis] prefix: a hash tag for Redis Cluster; glob characters escaped */
+	CHECK_INT(sts_redis_key(key, sizeof(key), "{mx}", "example.com"), 20);
+	CHECK_STR(key, "{mx}:sts:example.com");
+	CHECK_STR(sts_redis_domain(key, "{mx}"), "example.com");
+	CHECK(sts_redis_domain(key, NULL) == NULL);
+	CHECK(sts_redis_domain("{mx}:stsx", "{mx}") == NULL);
+	CHECK_INT(sts_redis_match(key, sizeof(key), "{a*[b]}"), 16);
+	CHECK_STR(key, "{a\\*\\[b\\]}:sts:*");
+	CHECK_INT(sts_redis_match(small, sizeof(small), "mxsend"), -1);
 }
 
 static const struct t_case cases[] = {
