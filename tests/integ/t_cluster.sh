@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# tests/integ/t_cluster.sh: mxsend on Redis Cluster ([redis] cluster = yes,
+# prefix = {mxsend}; README "Redis Cluster").
+#   t_keys      one node serving every slot, watched with MONITOR through a
+#               whole flow (enqueue, delivery, bounce with automatic
+#               suppression, a suppressed job, retries moved back, expiry,
+#               held/release, TLSRPT counters, MTA-STS load, shaping list):
+#               every key of every command is in the queue's slot and every
+#               key a script touches was declared in its KEYS
+#               (tests/integ/cluster_keys.py); a config whose keys would span
+#               slots is refused.
+#   t_failover  three masters and three replicas (redis-cli --cluster create),
+#               a few thousand jobs: the queue's master handed over to its
+#               replica (CLUSTER FAILOVER: MOVED) and later killed with -9
+#               (promotion: connection lost) mid-run; no job lost, one final
+#               result each; duplicates and the time without deliveries are
+#               reported.
+# shellcheck disable=SC2317 # case functions run indirectly, each in its run_case subshell
+set -u
+. "$(dirname "$0")/lib.sh"
+
+integ_setup
+integ_require mxsend mxsink redis-server redis-cli unbound python3
+CHECK_KEYS=$INTEG_LIB_DIR/cluster_keys.py
+FIG=$INTEG_DIR/figures
+: >"$FIG"
+
+if [ -z "$INTEG_MISSING" ]; then
+	start_unbound "ok.test. MX 10 mx1.test.
+mx1.test. A 127.0.77.1
+held.test. MX 10 mx2.test.
+mx2.test. A 127.0.77.2
+big.test. MX 10 mx3.test.
+mx3.test. A 127.0.77.3" || integ_missing "unbound"
+	start_sink good --listen "127.0.77.1:$SINK_PORT" \
+		--rcpt 'bounce*=550 5.1.1 no such user' --rcpt 'defer*=451 4.2.0 try later' ||
+		integ_missing "sink good"
+	start_sink plain --listen "127.0.77.2:$SINK_PORT" --no-starttls || integ_missing "sink plain"
+	start_sink big --listen "127.0.77.3:$SINK_PORT" --threads 2 || integ_missing "sink big"
+fi
+MSG=$INTEG_DIR/msg.eml
+printf 'Subject: cluster test\nFrom: a@src.test\n\nhello\n' >"$MSG"
+
+# cnode NAME [ARG...]: a redis-server in cluster mode on 127.0.0.1 (its port and
+# bus port from the run's block), node timeout 1 s; prints the port.
+cnode() {
+	local name=$1 dir=$CASE_DIR/$1 port bus i
+	shift
+	mkdir -p "$dir"
+	port=$(integ_port) && bus=$(integ_port) || return 1
+	integ_spawn "cnode.$name" "$dir/stderr.log" redis-server --bind 127.0.0.1 --port "$port" \
+		--cluster-enabled yes --cluster-port "$bus" --cluster-config-file "$dir/nodes.conf" \
+		--cluster-node-timeout 1000 --save "" --appendonly no --dir "$dir" \
+		--logfile "$dir/redis.log" "$@"
+	echo "$SPAWN_PID" >"$dir/pid"
+	for ((i = 0; i < 50; i++)); do
+		[ "$(redis_ping "$port")" = PONG ] && { echo "$port"; return 0; }
+		sleep 0.1
+	done
+	return 1
+}
+
+role_is() { [ "$(rcli "$1" ROLE 2>/dev/null | head -n 1)" = "$2" ]; } # PORT master|slave
+cstate_ok() { rcli "$1" CLUSTER INFO | tr -d '\r' | grep -qx 'cluster_state:ok'; }
+
+# conf FILE SEED_PORT [REDIS_KEYS] [MORE]: a config for the cluster node at SEED_PORT.
+conf() {
+	integ_config "$1" "$(printf '[redis]\nurl = redis://127.0.0.1:%s\ncluster = yes\nprefix = {mxsend}\nvisibility_timeout = 5s\n%s\n\n[retry]\nschedule = 1s\njitter = 0\n\n%s\n' \
+		"$2" "${3:-}" "${4:-}")"
+	sed -i '/^\[mxsend\]/a log = info' "$1"
+}
+
+K='{mxsend}'
+# results PORT: id|rcpt|status of every entry of {mxsend}:results at PORT.
+cresults() {
+	rcli "$1" EVAL "$RESULTS_LUA" 1 "$K:results" id,rcpt,status
+}
+results_has() { cresults "$1" | grep -Eq -- "$2"; }
+redis_is() { [ "$(rcli "$1" "${@:3}")" = "$2" ]; } # PORT VALUE ARG...
+
+t_keys() {
+	local p mon conf=$CASE_DIR/c.conf bad=$CASE_DIR/bad.conf slot out
+	p=$(cnode one) || return 1
+	rcli "$p" CLUSTER ADDSLOTSRANGE 0 16383 >/dev/null
+	wait_until 10 cstate_ok "$p" || { fail "one-node cluster not ok within 10 s"; return 1; }
+	# the slot function against the server's
+	slot=$(rcli "$p" CLUSTER KEYSLOT "$K:jobs")
+	assert_eq "CLUSTER KEYSLOT {mxsend}:jobs = KEYSLOT mxsend" "$(rcli "$p" CLUSTER KEYSLOT mxsend)" "$slot"
+	assert_eq "CLUSTER KEYSLOT foo{}{bar} (test_cluster.c)" 8363 "$(rcli "$p" CLUSTER KEYSLOT 'foo{}{bar}')"
+	# keys that would span slots are refused up front
+	conf "$bad" "$p" "jobs = mxsend:jobs"
+	out=$("$MXSEND" run -c "$bad" 2>&1)
+	assert_eq "untagged jobs key with cluster = yes: exit" 78 "$?"
+	assert_match "it says why" 'must share the hash tag' "$out"
+
+	conf "$conf" "$p" "" "$(printf '[domain held.test]\ntls = encrypt\non_tls_failure = hold\n')"
+	mon=$CASE_DIR/monitor.txt
+	timeout 120 redis-cli -h 127.0.0.1 -p "$p" MONITOR >"$mon" 2>&1 &
+	local monpid=$!
+	sleep 0.3
+	"$MXSEND" enqueue -c "$conf" --from a@src.test --to u1@ok.test --to bounce1@ok.test --id k1 "$MSG" \
+		>/dev/null || fail "enqueue k1"
+	"$MXSEND" enqueue -c "$conf" --from a@src.test --to defer1@ok.test --id k2 --expires 3 "$MSG" \
+		>/dev/null || fail "enqueue k2"
+	"$MXSEND" enqueue -c "$conf" --from a@src.test --to h1@held.test --id k3 "$MSG" >/dev/null ||
+		fail "enqueue k3"
+	"$MXSEND" suppress add -c "$conf" --reason test blocked@ok.test >/dev/null || fail "suppress add"
+	mx_start run "$conf" || return 1
+	wait_until 20 results_has "$p" '^k1\|bounce1@ok\.test\|bounced$' || fail "k1 not bounced"
+	"$MXSEND" enqueue -c "$conf" --from a@src.test --to bounce1@ok.test --to blocked@ok.test \
+		--id k4 "$MSG" >/dev/null || fail "enqueue k4"
+	wait_until 20 results_has "$p" '^k2\|defer1@ok\.test\|expired$' || fail "k2 not expired"
+	wait_until 10 results_has "$p" '^k4\|bounce1@ok\.test\|suppressed$' || fail "k4 not suppressed"
+	wait_until 10 results_has "$p" '^k3\|h1@held\.test\|held$' || fail "k3 not held"
+	assert_match "held list" 'domain=held\.test' "$("$MXSEND" held -c "$conf")"
+	assert_eq "release" "released 1" "$("$MXSEND" release -c "$conf" --domain held.test)"
+	wait_until 10 redis_is "$p" 1 ZCARD "$K:jobs:held" || fail "k3 not held again"
+	assert_eq "release by id" "released 1" "$("$MXSEND" release -c "$conf" k3)"
+	"$MXSEND" suppress list -c "$conf" >"$CASE_DIR/supp" || fail "suppress list"
+	assert_match "automatic suppression" 'bounce1@ok\.test' "$(cat "$CASE_DIR/supp")"
+	"$MXSEND" shaping -c "$conf" >/dev/null 2>&1
+	sleep 1.5 # a heartbeat, a retry move and a stats round more
+	assert_eq "exit status" 0 "$(mx_stop run)"
+	"$MXSEND" tlsrpt -c "$conf" --dry-run >"$CASE_DIR/tlsrpt" 2>&1
+	kill "$monpid" 2>/dev/null
+	wait "$monpid" 2>/dev/null
+	assert_match "delivered" '^k1\|u1@ok\.test\|delivered$' "$(cresults "$p")"
+	assert_match "suppressed by the list" '^k4\|blocked@ok\.test\|suppressed$' "$(cresults "$p")"
+	assert_ge "TLSRPT counters written under the prefix" 1 \
+		"$(rcli "$p" EVAL "return #redis.call('KEYS', ARGV[1])" 0 "$K:tlsrpt:*")"
+	assert_no_match "no cluster errors in the log" 'CROSSSLOT|non local key|MOVED|evt=redis_cluster_redirect' \
+		"$(cat "$CASE_DIR/run/log")"
+	# the checker bites: a key built in Lua, a key of another slot
+	printf '%s\n' '1.1 [0 127.0.0.1:1] "EVAL" "x" "1" "{mxsend}:b"' '1.2 [0 lua] "SET" "{mxsend}:b" "x"' \
+		'1.3 [0 lua] "SET" "{mxsend}:b:y" "z"' '1.4 [0 127.0.0.1:1] "HSET" "mxsend:tlsrpt:x" "z" "1"' \
+		>"$CASE_DIR/bad.mon"
+	out=$(python3 "$CHECK_KEYS" "$CASE_DIR/bad.mon" "$slot")
+	assert_eq "checker on a bad flow: exit" 1 "$?"
+	assert_match "checker: undeclared key" "undeclared key '\\{mxsend\\}:b:y'" "$out"
+	assert_match "checker: other slot" "key 'mxsend:tlsrpt:x' in slot" "$out"
+	out=$(python3 "$CHECK_KEYS" "$mon" "$slot")
+	local rc=$?
+	diag "$(head -n 1 <<<"$out")"
+	[ "$rc" = 0 ] || fail "MONITOR check:" "$out"
+	assert_match "scripts ran" ' [1-9][0-9]* script commands' "$out"
+	local n
+	for n in EVALSHA EVAL MULTI XREADGROUP; do
+		grep -q "\"$n\"" "$mon" || fail "no $n seen: the flow did not cover it"
+	done
+}
+
+# master_of PORT SLOT: "port id" of the master serving SLOT (CLUSTER NODES at PORT).
+master_of() {
+	rcli "$1" CLUSTER NODES | tr -d '\r' | awk -v s="$2" '$3 ~ /master/ && $3 !~ /fail/ {
+		for (i = 9; i <= NF; i++) { n = split($i, r, "-"); lo = r[1]; hi = (n > 1 ? r[2] : r[1])
+			if (s >= lo + 0 && s <= hi + 0) { split($2, a, "[:@]"); print a[2], $1; exit } } }'
+}
+# replica_of PORT ID: the port of a replica of master ID.
+replica_of() {
+	rcli "$1" CLUSTER NODES | tr -d '\r' | awk -v m="$2" '$4 == m && $3 !~ /fail/ { split($2, a, "[:@]"); print a[2]; exit }'
+}
+finals() { # PORT: recipients with a final result
+	rcli "$1" EVAL "local n = 0 for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+		local s = e[2][8] if s == 'delivered' or s == 'bounced' or s == 'expired' or s == 'rejected' then n = n + 1 end end
+		return n" 1 "$K:results"
+}
+finals_ge() { local n; n=$(finals "$1" 2>/dev/null) && [ "${n:-0}" -ge "$2" ]; }
+
+t_failover() {
+	local ports=() i p n=${CLUSTER_N:-3000} conf=$CASE_DIR/c.conf slot m mid rep t0 owner
+	for i in 1 2 3 4 5 6; do
+		p=$(cnode "n$i") || { fail "node $i did not start"; return 1; }
+		ports+=("$p")
+	done
+	local addrs=()
+	for p in "${ports[@]}"; do addrs+=("127.0.0.1:$p"); done
+	timeout 60 redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
+		>"$CASE_DIR/create.log" 2>&1 || { fail "cluster create failed" "$(tail -n 5 "$CASE_DIR/create.log")"; return 1; }
+	for p in "${ports[@]}"; do
+		wait_until 20 cstate_ok "$p" || { fail "node $p not ok within 20 s"; return 1; }
+	done
+	slot=$(rcli "${ports[0]}" CLUSTER KEYSLOT "$K:jobs")
+	read -r m mid <<<"$(master_of "${ports[0]}" "$slot")"
+	rep=$(replica_of "${ports[0]}" "$mid")
+	[ -n "$m" ] && [ -n "$rep" ] || { fail "no master/replica for slot $slot"; return 1; }
+	diag "slot $slot: master $m, replica $rep"
+	# the seed is a node that does not serve the slot: mxsend must find the master
+	local seed=${ports[0]}
+	for p in "${ports[@]}"; do [ "$p" != "$m" ] && [ "$p" != "$rep" ] && { seed=$p; break; }; done
+	conf "$conf" "$seed" "max_inflight = 500"
+	"$MXSEND" enqueue -c "$conf" --from a@src.test --to u@big.test --count "$n" "$MSG" \
+		>/dev/null || { fail "enqueue --count $n"; return 1; }
+	assert_eq "queued (on the master)" "$n" "$(rcli "$m" XLEN "$K:jobs")"
+	wait_until 10 redis_is "$rep" "$n" XLEN "$K:jobs" || fail "not replicated"
+	t0=$(date +%s%3N)
+	mx_start run "$conf" || return 1
+	# 1: hand the slot over to the replica (CLUSTER FAILOVER): the old master
+	# answers MOVED
+	wait_until 60 finals_ge "$m" $((n / 4)) || fail "fewer than $((n / 4)) results in 60 s"
+	assert_eq "CLUSTER FAILOVER" OK "$(rcli "$rep" CLUSTER FAILOVER)"
+	wait_until 10 role_is "$rep" master || fail "replica not promoted in 10 s"
+	wait_until 60 finals_ge "$rep" $((n / 2)) || fail "no progress after CLUSTER FAILOVER"
+	# 2: kill the new master with -9: the cluster promotes the old one back
+	owner=$rep
+	for i in 1 2 3 4 5 6; do
+		[ "${ports[i - 1]}" = "$rep" ] && kill -KILL "$(<"$CASE_DIR/n$i/pid")"
+	done
+	wait_until 20 role_is "$m" master || fail "old master not promoted again in 20 s"
+	owner=$m
+	wait_until 120 finals_ge "$owner" "$n" || fail "not all $n finished in 120 s ($(finals "$owner"))"
+	local ms=$(($(date +%s%3N) - t0))
+	assert_eq "exit status" 0 "$(mx_stop run)"
+	# one final result per job, none lost
+	local all dups fin msgs gap
+	all=$(cresults "$owner")
+	fin=$(grep -Ec '\|(delivered|bounced|expired|rejected)$' <<<"$all")
+	dups=$(grep -E '\|(delivered|bounced|expired|rejected)$' <<<"$all" | cut -d'|' -f1 | sort | uniq -d | head -n 5)
+	assert_eq "jobs with two final results" "" "$dups"
+	assert_eq "final results" "$n" "$fin"
+	assert_eq "all delivered" "$n" "$(grep -c '|delivered$' <<<"$all")"
+	assert_eq "nothing left in the stream" 0 "$(rcli "$owner" XLEN "$K:jobs")"
+	msgs=$(find "$(sink_maildir big)" -name '*.eml' | wc -l)
+	# the longest pause between two results (result entry ids are ms timestamps)
+	gap=$(rcli "$owner" EVAL "local prev, gap = nil, 0 for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+		local t = tonumber(string.match(e[1], '^(%d+)')) if prev and t - prev > gap then gap = t - prev end prev = t end
+		return gap" 1 "$K:results")
+	assert_match "log: routed to the slot's master" 'evt=redis_cluster_route' "$(cat "$CASE_DIR/run/log")"
+	echo "cluster failover: $n jobs, CLUSTER FAILOVER then kill -9 of the new master, $ms ms; sink got $msgs messages (duplicates $((msgs - n))); longest time without results ${gap} ms; lost 0" >>"$FIG"
+	diag "$(cat "$FIG")"
+	assert_lt "longest time without results (ms)" 15000 "$gap"
+	assert_ge "messages at the sink" "$n" "$msgs"
+}
+
+run_case "keys: one slot, every script key declared (MONITOR), untagged keys refused" t_keys
+run_case "three masters + replicas: CLUSTER FAILOVER (MOVED) then kill -9 of the queue's master mid-run: no job lost, one final result each" t_failover
+[ -s "$FIG" ] && sed 's/^/# /' "$FIG"
+integ_finish
