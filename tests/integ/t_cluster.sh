@@ -164,6 +164,7 @@ finals() { # PORT: recipients with a final result
 		local s = e[2][8] if s == 'delivered' or s == 'bounced' or s == 'expired' or s == 'rejected' then n = n + 1 end end
 		return n" 1 "$K:results"
 }
+rep_xlen_is() { [ "$(printf 'READONLY\nXLEN %s:jobs\n' "$K" | timeout 5 redis-cli -p "$1" --raw | tail -n 1)" = "$2" ]; }
 finals_ge() { local n; n=$(finals "$1" 2>/dev/null) && [ "${n:-0}" -ge "$2" ]; }
 
 t_failover() {
@@ -187,11 +188,12 @@ t_failover() {
 	# the seed is a node that does not serve the slot: mxsend must find the master
 	local seed=${ports[0]}
 	for p in "${ports[@]}"; do [ "$p" != "$m" ] && [ "$p" != "$rep" ] && { seed=$p; break; }; done
-	conf "$conf" "$seed" "max_inflight = 500"
+	conf "$conf" "$seed"
+	sed -i '/^\[mxsend\]/a max_inflight = 500' "$conf"
 	"$MXSEND" enqueue -c "$conf" --from a@src.test --to u@big.test --count "$n" "$MSG" \
 		>/dev/null || { fail "enqueue --count $n"; return 1; }
 	assert_eq "queued (on the master)" "$n" "$(rcli "$m" XLEN "$K:jobs")"
-	wait_until 10 redis_is "$rep" "$n" XLEN "$K:jobs" || fail "not replicated"
+	wait_until 10 rep_xlen_is "$rep" "$n" || fail "not replicated"
 	t0=$(date +%s%3N)
 	mx_start run "$conf" || return 1
 	# 1: hand the slot over to the replica (CLUSTER FAILOVER): the old master
@@ -224,7 +226,11 @@ t_failover() {
 	gap=$(rcli "$owner" EVAL "local prev, gap = nil, 0 for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
 		local t = tonumber(string.match(e[1], '^(%d+)')) if prev and t - prev > gap then gap = t - prev end prev = t end
 		return gap" 1 "$K:results")
-	assert_match "log: routed to the slot's master" 'evt=redis_cluster_route' "$(cat "$CASE_DIR/run/log")"
+	local log
+	log=$(cat "$CASE_DIR/run/log")
+	assert_match "log: from the seed to the slot's master" "evt=redis_cluster_route slot=$slot from=127.0.0.1:$seed to=127.0.0.1:$m why=cluster_slots" "$log"
+	assert_match "log: MOVED followed to the replica" "to=127.0.0.1:$rep why=moved" "$log"
+	assert_match "log: a lost node left for the next one" 'why=node_lost' "$log"
 	echo "cluster failover: $n jobs, CLUSTER FAILOVER then kill -9 of the new master, $ms ms; sink got $msgs messages (duplicates $((msgs - n))); longest time without results ${gap} ms; lost 0" >>"$FIG"
 	diag "$(cat "$FIG")"
 	assert_lt "longest time without results (ms)" 15000 "$gap"
