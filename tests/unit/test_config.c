@@ -1195,7 +1195,45 @@ static void t_dns_section(void)
 		 "(plaintext needs tls = none or may)");
 }
 
+/* [redis] prefix names the keys; cluster = yes wants them in one slot. */
+static void t_redis_prefix_cluster(void)
+{
+	struct config c;
+	load_ok(&c, "[redis]\n");
+	CHECK_STR(c.jobs, "mxsend:jobs");
+	CHECK_STR(c.results, "mxsend:results");
+	CHECK_STR(c.tlsrpt_prefix, "mxsend:tlsrpt");
+	CHECK_STR(c.redis_prefix, "mxsend");
+	CHECK(!c.redis_cluster);
+	config_fini(&c);
+	load_ok(&c, "[redis]\nurl = redis://127.0.0.1:7000\ncluster = yes\nprefix = {mx}\n");
+	CHECK_STR(c.jobs, "{mx}:jobs");
+	CHECK_STR(c.results, "{mx}:results");
+	CHECK_STR(c.tlsrpt_prefix, "{mx}:tlsrpt");
+	CHECK(c.redis_cluster);
+	config_fini(&c);
+	/* named keys win over the prefix; a tag of their own is fine */
+	load_ok(&c, "[redis]\ncluster = yes\nprefix = {q1}\njobs = {q1}:bulk\nresults = {q1}:out\n");
+	CHECK_STR(c.jobs, "{q1}:bulk");
+	CHECK_STR(c.results, "{q1}:out");
+	config_fini(&c);
+	load_ok(&c, "[redis]\nprefix = x\njobs = a\n"); /* no cluster: anything goes */
+	CHECK_STR(c.jobs, "a");
+	CHECK_STR(c.results, "x:results");
+	config_fini(&c);
+	load_err("[redis]\ncluster = yes\n",
+		 "1: cluster = yes: [redis] results must share the hash tag of jobs (mxsend:jobs), e.g. "
+		 "prefix = {mxsend} and no jobs/results keys, so every key of the queue lives in one slot");
+	load_err("\n[redis]\ncluster = yes\nprefix = {a}\nresults = {b}:results\n",
+		 "2: cluster = yes: [redis] results must share the hash tag of jobs ({a}:jobs), e.g. "
+		 "prefix = {mxsend} and no jobs/results keys, so every key of the queue lives in one slot");
+	load_err("[redis]\ncluster = yes\nprefix = {a}\njobs = {a}:j\nresults = {a}:r\n"
+		 "url = unix:/tmp/r.sock\n",
+		 "1: cluster = yes needs a redis://HOST:PORT url");
+}
+
 static const struct t_case cases[] = {
+	{ "[redis] prefix and cluster: key names, one slot", t_redis_prefix_cluster },
 	{ "[classes] and [suppress]", t_classes_suppress },
 	{ "dns_section_dane", t_dns_section },
 	{ "job caps; helo and dns checks shared with the flags", t_job_caps_and_shared_checks },
