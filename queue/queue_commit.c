@@ -281,22 +281,28 @@ static void args_fini(struct args *a)
 	}
 }
 
+/* Room for one more in the pair of arrays *v, *l holding n of *cap. */
+static void grow(const char ***v, size_t **l, int n, int *cap, int first)
+{
+	if (n < *cap)
+		return;
+	int c = *cap ? *cap * 2 : first;
+	const char **nv = qalloc((size_t)c * sizeof(*nv));
+	size_t *nl = qalloc((size_t)c * sizeof(*nl));
+	if (n) {
+		memcpy(nv, *v, (size_t)n * sizeof(*nv));
+		memcpy(nl, *l, (size_t)n * sizeof(*nl));
+	}
+	free(*v);
+	free(*l);
+	*v = nv;
+	*l = nl;
+	*cap = c;
+}
+
 static int arg(struct args *a, const char *s, size_t n)
 {
-	if (a->n == a->cap) {
-		int cap = a->cap ? a->cap * 2 : 256;
-		const char **v = qalloc((size_t)cap * sizeof(*v));
-		size_t *l = qalloc((size_t)cap * sizeof(*l));
-		if (a->n) {
-			memcpy(v, a->v, (size_t)a->n * sizeof(*v));
-			memcpy(l, a->l, (size_t)a->n * sizeof(*l));
-		}
-		free(a->v);
-		free(a->l);
-		a->v = v;
-		a->l = l;
-		a->cap = cap;
-	}
+	grow(&a->v, &a->l, a->n, &a->cap, 256);
 	a->v[a->n] = s;
 	a->l[a->n] = n;
 	a->bytes += n + 16;
@@ -369,19 +375,7 @@ static void park_key(struct args *a, const char *set, const char *member)
 	memcpy(p, set, sl);
 	p[sl] = ':';
 	memcpy(p + sl + 1, member, ml + 1);
-	if (a->nh == a->hcap) {
-		a->hcap = a->hcap ? a->hcap * 2 : 64;
-		const char **k = qalloc((size_t)a->hcap * sizeof(*k));
-		size_t *l = qalloc((size_t)a->hcap * sizeof(*l));
-		if (a->nh) {
-			memcpy(k, a->hk, (size_t)a->nh * sizeof(*k));
-			memcpy(l, a->hl, (size_t)a->nh * sizeof(*l));
-		}
-		free(a->hk);
-		free(a->hl);
-		a->hk = k;
-		a->hl = l;
-	}
+	grow(&a->hk, &a->hl, a->nh, &a->hcap, 64);
 	a->hk[a->nh] = p;
 	a->hl[a->nh++] = sl + 1 + ml;
 	a->bytes += sl + ml + 17;
