@@ -221,6 +221,10 @@ t_failover() {
 	assert_eq "final results" "$n" "$fin"
 	assert_eq "all delivered" "$n" "$(grep -c '|delivered$' <<<"$all")"
 	assert_eq "nothing left in the stream" 0 "$(rcli "$owner" XLEN "$K:jobs")"
+	# a short-lived command after the failovers: through the seed to the new master
+	"$MXSEND" enqueue -c "$conf" --from a@src.test --to late@big.test --id late "$MSG" >/dev/null ||
+		fail "enqueue after the failovers"
+	assert_eq "enqueued on the slot's master now" 1 "$(rcli "$owner" XLEN "$K:jobs")"
 	msgs=$(find "$(sink_maildir big)" -name '*.eml' | wc -l)
 	# the longest pause between two results (result entry ids are ms timestamps)
 	gap=$(rcli "$owner" EVAL "local prev, gap = nil, 0 for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
