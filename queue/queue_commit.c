@@ -634,6 +634,8 @@ static void on_commit(redisAsyncContext *ac, void *r, void *priv)
 		q->commit_backoff = q->commit_backoff ? q->commit_backoff * 2 : Q_BACKOFF_MIN_MS;
 		if (q->commit_backoff > Q_BACKOFF_MAX_MS)
 			q->commit_backoff = Q_BACKOFF_MAX_MS;
+		if (q->cfg.cluster && q->commit_backoff > Q_CLUSTER_BACKOFF_MAX_MS)
+			q->commit_backoff = Q_CLUSTER_BACKOFF_MAX_MS; /* ASK, TRYAGAIN: a slot moving */
 		q->commit_hold_until = qnow(q) + q->commit_backoff;
 		qlog(q, QUEUE_LOG_ERROR, "evt=commit_failed jobs=%d err=\"%s\" retry_ms=%llu", b->n, e,
 		     (unsigned long long)q->commit_backoff);

@@ -15,6 +15,9 @@
 #               (promotion: connection lost) mid-run; no job lost, one final
 #               result each; duplicates and the time without deliveries are
 #               reported.
+#   t_migrate   three masters: the queue's slot migrated key by key to another
+#               master mid-run (ASK, TRYAGAIN, then MOVED): no job lost, one
+#               final result each.
 # shellcheck disable=SC2317 # case functions run indirectly, each in its run_case subshell
 set -u
 . "$(dirname "$0")/lib.sh"
@@ -165,6 +168,12 @@ finals() { # PORT: recipients with a final result
 		return n" 1 "$K:results"
 }
 rep_xlen_is() { [ "$(printf 'READONLY\nXLEN %s:jobs\n' "$K" | timeout 5 redis-cli -p "$1" --raw | tail -n 1)" = "$2" ]; }
+# gap PORT: the longest pause between two results (entry ids are ms timestamps).
+gap() {
+	rcli "$1" EVAL "local prev, gap = nil, 0 for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+		local t = tonumber(string.match(e[1], '^(%d+)')) if prev and t - prev > gap then gap = t - prev end prev = t end
+		return gap" 1 "$K:results"
+}
 finals_ge() { local n; n=$(finals "$1" 2>/dev/null) && [ "${n:-0}" -ge "$2" ]; }
 
 t_failover() {
@@ -226,10 +235,7 @@ t_failover() {
 		fail "enqueue after the failovers"
 	assert_eq "enqueued on the slot's master now" 1 "$(rcli "$owner" XLEN "$K:jobs")"
 	msgs=$(find "$(sink_maildir big)" -name '*.eml' | wc -l)
-	# the longest pause between two results (result entry ids are ms timestamps)
-	gap=$(rcli "$owner" EVAL "local prev, gap = nil, 0 for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
-		local t = tonumber(string.match(e[1], '^(%d+)')) if prev and t - prev > gap then gap = t - prev end prev = t end
-		return gap" 1 "$K:results")
+	gap=$(gap "$owner")
 	local log
 	log=$(cat "$CASE_DIR/run/log")
 	assert_match "log: from the seed to the slot's master" "evt=redis_cluster_route slot=$slot from=127.0.0.1:$seed to=127.0.0.1:$m why=cluster_slots" "$log"
@@ -241,7 +247,70 @@ t_failover() {
 	assert_ge "messages at the sink" "$n" "$msgs"
 }
 
+# migrate_slot SRC DST SLOT: move SLOT from master SRC to master DST (ports)
+# as redis-cli --cluster reshard does: IMPORTING/MIGRATING, MIGRATE the keys
+# in batches, then SETSLOT NODE everywhere. 0, or 1 (diag) on a failure.
+migrate_slot() {
+	local src=$1 dst=$2 slot=$3 sid did keys k p i
+	sid=$(rcli "$src" CLUSTER MYID) && did=$(rcli "$dst" CLUSTER MYID) || return 1
+	[ "$(rcli "$dst" CLUSTER SETSLOT "$slot" IMPORTING "$sid")" = OK ] || return 1
+	[ "$(rcli "$src" CLUSTER SETSLOT "$slot" MIGRATING "$did")" = OK ] || return 1
+	for ((i = 0; i < 1000; i++)); do
+		mapfile -t keys < <(rcli "$src" CLUSTER GETKEYSINSLOT "$slot" 1 | grep -v "^$")
+		[ "${#keys[@]}" -eq 0 ] && break
+		k=$(rcli "$src" MIGRATE 127.0.0.1 "$dst" "" 0 10000 KEYS "${keys[@]}")
+		[ "$k" = OK ] || [ "$k" = NOKEY ] || { diag "MIGRATE: $k"; return 1; }
+		sleep 0.5 # a window with the slot half-migrated (ASK, TRYAGAIN)
+	done
+	for p in $CLUSTER_PORTS; do
+		rcli "$p" CLUSTER SETSLOT "$slot" NODE "$did" >/dev/null
+	done
+}
+
+t_migrate() {
+	local ports=() i p n=${CLUSTER_N:-3000} conf=$CASE_DIR/c.conf slot m mid dst t0
+	for i in 1 2 3; do
+		p=$(cnode "n$i") || { fail "node $i did not start"; return 1; }
+		ports+=("$p")
+	done
+	CLUSTER_PORTS="${ports[*]}"
+	local addrs=()
+	for p in "${ports[@]}"; do addrs+=("127.0.0.1:$p"); done
+	timeout 60 redis-cli --cluster create "${addrs[@]}" --cluster-yes \
+		>"$CASE_DIR/create.log" 2>&1 || { fail "cluster create failed" "$(tail -n 5 "$CASE_DIR/create.log")"; return 1; }
+	for p in "${ports[@]}"; do
+		wait_until 20 cstate_ok "$p" || { fail "node $p not ok within 20 s"; return 1; }
+	done
+	slot=$(rcli "${ports[0]}" CLUSTER KEYSLOT "$K:jobs")
+	read -r m mid <<<"$(master_of "${ports[0]}" "$slot")"
+	for p in "${ports[@]}"; do [ "$p" != "$m" ] && { dst=$p; break; }; done
+	conf "$conf" "$m"
+	sed -i '/^\[mxsend\]/a max_inflight = 200' "$conf"
+	"$MXSEND" enqueue -c "$conf" --from a@src.test --to u@big.test --count "$n" "$MSG" \
+		>/dev/null || { fail "enqueue --count $n"; return 1; }
+	t0=$(date +%s%3N)
+	mx_start run "$conf" || return 1
+	wait_until 60 finals_ge "$m" $((n / 4)) || fail "fewer than $((n / 4)) results in 60 s"
+	migrate_slot "$m" "$dst" "$slot" || fail "slot migration failed"
+	wait_until 20 redis_is "$dst" 1 EXISTS "$K:jobs" || fail "the stream did not move"
+	wait_until 120 finals_ge "$dst" "$n" || fail "not all $n finished in 120 s ($(finals "$dst"))"
+	local ms=$(($(date +%s%3N) - t0))
+	assert_eq "exit status" 0 "$(mx_stop run)"
+	local all dups fin log
+	all=$(cresults "$dst")
+	fin=$(grep -Ec '\|(delivered|bounced|expired|rejected)$' <<<"$all")
+	dups=$(grep -E '\|(delivered|bounced|expired|rejected)$' <<<"$all" | cut -d'|' -f1 | sort | uniq -d | head -n 5)
+	assert_eq "jobs with two final results" "" "$dups"
+	assert_eq "final results" "$n" "$fin"
+	assert_eq "nothing left in the stream" 0 "$(rcli "$dst" XLEN "$K:jobs")"
+	assert_eq "nothing left on the old master" 0 "$(rcli "$m" CLUSTER COUNTKEYSINSLOT "$slot")"
+	log=$(cat "$CASE_DIR/run/log")
+	assert_match "log: MOVED followed to the new owner" "to=127.0.0.1:$dst why=moved" "$log"
+	echo "cluster slot migration: $n jobs, the queue's slot migrated mid-run, $ms ms; commands answered ASK $(grep -c 'err="ASK ' <<<"$log"), TRYAGAIN $(grep -c 'err="TRYAGAIN' <<<"$log"), MOVED $(grep -c 'err="MOVED ' <<<"$log"); longest time without results $(gap "$dst") ms; lost 0" >>"$FIG"
+}
+
 run_case "keys: one slot, every script key declared (MONITOR), untagged keys refused" t_keys
 run_case "three masters + replicas: CLUSTER FAILOVER (MOVED) then kill -9 of the queue's master mid-run: no job lost, one final result each" t_failover
+run_case "three masters: the queue's slot migrated to another master mid-run (ASK, TRYAGAIN, then MOVED): no job lost, one final result each" t_migrate
 [ -s "$FIG" ] && sed 's/^/# /' "$FIG"
 integ_finish
