@@ -87,6 +87,55 @@ int queue_cluster_redirect(const char *err, size_t len, unsigned *slot, struct q
 	return kind;
 }
 
+int queue_cluster_nodes(const char *list, struct queue_node *out, int max, char *err,
+			size_t errlen)
+{
+	int n = 0;
+	const char *p = list;
+	for (;;) { /* every entry, an empty one too ("a:1,", "") */
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		while (len > 0 && (*p == ' ' || *p == '\t'))
+			p++, len--;
+		while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+			len--;
+		const char *h = p, *colon = NULL;
+		size_t hl;
+		if (len > 0 && *p == '[') { /* [v6]:port */
+			const char *rb = memchr(p, ']', len);
+			if (rb != NULL && rb + 1 < p + len && rb[1] == ':')
+				colon = rb + 1;
+			h = p + 1;
+			hl = rb ? (size_t)(rb - h) : 0;
+		} else {
+			for (size_t i = 0; i < len; i++)
+				if (p[i] == ':')
+					colon = p + i;
+			hl = colon ? (size_t)(colon - p) : 0;
+		}
+		long port = 0;
+		const char *q = colon ? colon + 1 : p + len;
+		for (; colon != NULL && q < p + len && *q >= '0' && *q <= '9' && port <= 65535; q++)
+			port = port * 10 + (*q - '0');
+		if (colon == NULL || hl == 0 || !host_ok(h, hl) || q != p + len || port < 1 ||
+		    port > 65535) {
+			snprintf(err, errlen, "bad node \"%.*s\": expected HOST:PORT", (int)(len > 200 ? 200 : len), p);
+			return -1;
+		}
+		if (n == max) {
+			snprintf(err, errlen, "more than %d nodes", max);
+			return -1;
+		}
+		memcpy(out[n].host, h, hl);
+		out[n].host[hl] = '\0';
+		out[n++].port = (int)port;
+		if (end == NULL)
+			break;
+		p = end + 1;
+	}
+	return n;
+}
+
 /* One node entry of CLUSTER SLOTS: [host, port, id, ...]. */
 static bool node_of(const redisReply *e, const char *self_host, struct queue_node *n)
 {
@@ -152,12 +201,25 @@ int queue_cluster_owner(const redisReply *r, unsigned slot, const char *self_hos
 
 /* ---- the async queue's node ---- */
 
-void qcluster_init(struct queue *q)
+int qcluster_init(struct queue *q, char *err, size_t errlen)
 {
 	q->slot = queue_key_slot(q->cfg.jobs, strlen(q->cfg.jobs));
 	snprintf(q->nodes[0].host, sizeof(q->nodes[0].host), "%s", q->addr.host);
 	q->nodes[0].port = q->addr.port;
 	q->nnodes = 1;
+	const char *list = q->cfg.cluster_nodes;
+	if (list == NULL || list[0] == '\0')
+		return 0;
+	struct queue_node more[QUEUE_CLUSTER_NODES / 2];
+	char why[300];
+	int n = queue_cluster_nodes(list, more, QUEUE_CLUSTER_NODES / 2, why, sizeof(why));
+	if (n < 0) {
+		snprintf(err, errlen, "queue: cluster_nodes: %s", why);
+		return -1;
+	}
+	for (int i = 0; i < n; i++)
+		remember(q->nodes, &q->nnodes, QUEUE_CLUSTER_NODES, &more[i]);
+	return 0;
 }
 
 static bool at_node(const struct queue *q, const struct queue_node *n)
@@ -235,6 +297,24 @@ void qcluster_error(struct qconn *c, const redisReply *r)
 }
 
 /* ---- synchronous route ---- */
+
+redisContext *qcluster_sync_open(const char *url, const char *username, const char *password,
+				 const char *nodes, const char *key, char *err, size_t errlen)
+{
+	redisContext *c = qsync_connect(url, username, password, err, errlen);
+	if (c == NULL && nodes != NULL && nodes[0] != '\0') { /* the URL's node is down: the others */
+		struct queue_node more[QUEUE_CLUSTER_NODES / 2];
+		char why[300];
+		int n = queue_cluster_nodes(nodes, more, QUEUE_CLUSTER_NODES / 2, why, sizeof(why));
+		for (int i = 0; i < n && c == NULL; i++)
+			c = qsync_connect_at(url, username, password, &more[i], err, errlen);
+		if (n < 0)
+			snprintf(err, errlen, "redis: cluster_nodes: %s", why);
+	}
+	if (c == NULL)
+		return NULL;
+	return qcluster_sync_route(c, key, url, username, password, err, errlen);
+}
 
 redisContext *qcluster_sync_route(redisContext *c, const char *key, const char *url,
 				  const char *username, const char *password, char *err, size_t errlen)

@@ -31,6 +31,12 @@ struct queue_node {
 	int port;
 };
 
+/* Parse "HOST:PORT[,HOST:PORT...]" ([redis] cluster_nodes; an IPv6 HOST in
+ * brackets, "[::1]:7000") into out[0..max). Returns how many, or -1 with a
+ * message in err (a bad entry, more than max). Pure. */
+int queue_cluster_nodes(const char *list, struct queue_node *out, int max, char *err,
+			size_t errlen);
+
 /* Parse a redirection error "MOVED SLOT HOST:PORT" or "ASK SLOT HOST:PORT"
  * (len bytes, not necessarily terminated). An empty HOST (the node does not
  * know its address) is left "" for the caller to fill. Returns 1 for MOVED,

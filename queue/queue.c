@@ -990,8 +990,8 @@ struct queue *queue_new(const struct queue_config *cfg, const struct queue_host 
 			 cfg->jobs, cfg->results);
 		goto fail;
 	}
-	if (cfg->cluster)
-		qcluster_init(q);
+	if (cfg->cluster && qcluster_init(q, err, errlen) != 0)
+		goto fail;
 	q->retry_key = qstrcat(cfg->jobs, ":retry");
 	q->held_key = qstrcat(cfg->jobs, ":held");
 	q->procs_key = qstrcat(cfg->jobs, ":procs");

@@ -85,6 +85,7 @@ struct queue_config {
 	const char *jobs, *results, *group;
 	bool cluster;         /* url names a node of a Redis Cluster (queue/cluster.h):
 	                       * jobs and results must share one hash slot */
+	const char *cluster_nodes; /* NULL, or more nodes to start from: "HOST:PORT,..." */
 	const char *consumer; /* this process's consumer name, e.g. "host:pid" */
 	uint64_t visibility_ms; /* reclaim entries idle longer than this */
 	int batch;              /* max entries per claim */

@@ -247,6 +247,13 @@ int queue_sync_check(const struct queue_config *cfg, char *err, size_t errlen)
 {
 	bool refused = false;
 	redisContext *c = connect_sync(cfg->url, cfg->username, cfg->password, NULL, &refused, err, errlen);
+	struct queue_node more[QUEUE_CLUSTER_NODES / 2];
+	char why[300];
+	int n = c == NULL && !refused && cfg->cluster && cfg->cluster_nodes
+			? queue_cluster_nodes(cfg->cluster_nodes, more, QUEUE_CLUSTER_NODES / 2, why, sizeof(why))
+			: 0;
+	for (int i = 0; i < n && c == NULL && !refused; i++) /* the URL's node is down: the others */
+		c = connect_sync(cfg->url, cfg->username, cfg->password, &more[i], &refused, err, errlen);
 	if (c == NULL)
 		return refused ? -2 : -1;
 	redisFree(c);
@@ -255,9 +262,9 @@ int queue_sync_check(const struct queue_config *cfg, char *err, size_t errlen)
 
 struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, size_t errlen)
 {
-	redisContext *c = qsync_connect(cfg->url, cfg->username, cfg->password, err, errlen);
-	if (c != NULL && cfg->cluster)
-		c = qcluster_sync_route(c, cfg->jobs, cfg->url, cfg->username, cfg->password, err, errlen);
+	redisContext *c = cfg->cluster ? qcluster_sync_open(cfg->url, cfg->username, cfg->password,
+							    cfg->cluster_nodes, cfg->jobs, err, errlen)
+				       : qsync_connect(cfg->url, cfg->username, cfg->password, err, errlen);
 	if (c == NULL)
 		return NULL;
 	struct queue_sync *s = qalloc(sizeof(*s));

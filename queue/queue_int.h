@@ -196,7 +196,7 @@ bool qsupp_auto(const struct queue *q, const struct job *j, int idx, char *field
  * connection is dropped towards the owner (or the next node). error: an
  * error reply; a MOVED of the queue's slot drops the connection towards
  * its node. */
-void qcluster_init(struct queue *q);
+int qcluster_init(struct queue *q, char *err, size_t errlen); /* 0, or -1 (bad cluster_nodes) */
 void qcluster_lost(struct queue *q, struct qconn *c);
 bool qcluster_slots(struct qconn *c, const struct redisReply *r);
 void qcluster_error(struct qconn *c, const struct redisReply *r);
@@ -205,6 +205,10 @@ void qcluster_error(struct qconn *c, const struct redisReply *r);
 struct redisContext *qcluster_sync_route(struct redisContext *c, const char *key, const char *url,
 					 const char *username, const char *password, char *err,
 					 size_t errlen);
+/* Synchronous, cluster: connect to url's node (else to the first of nodes,
+ * "HOST:PORT,...", that answers), then qcluster_sync_route for key. */
+struct redisContext *qcluster_sync_open(const char *url, const char *username, const char *password,
+					const char *nodes, const char *key, char *err, size_t errlen);
 /* qsync_connect to node at (NULL: the URL's host and port). */
 struct redisContext *qsync_connect_at(const char *url, const char *username, const char *password,
 				      const struct queue_node *at, char *err, size_t errlen);

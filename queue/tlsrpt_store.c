@@ -81,12 +81,15 @@ struct tlsrpt_store {
 };
 
 struct tlsrpt_store *tlsrpt_store_open(const char *url, const char *username, const char *password,
-				       const char *prefix, bool cluster, char *err, size_t errlen)
+				       const char *prefix, bool cluster, const char *cluster_nodes,
+				       char *err, size_t errlen)
 {
-	redisContext *c = qsync_connect(url, username, password, err, errlen);
 	char key[300];
-	if (c != NULL && cluster && tlsrpt_key(key, sizeof(key), prefix, TLSRPT_KEY_DAYS, "x", NULL) > 0)
-		c = qcluster_sync_route(c, key, url, username, password, err, errlen);
+	redisContext *c;
+	if (cluster && tlsrpt_key(key, sizeof(key), prefix, TLSRPT_KEY_DAYS, "x", NULL) > 0)
+		c = qcluster_sync_open(url, username, password, cluster_nodes, key, err, errlen);
+	else
+		c = qsync_connect(url, username, password, err, errlen);
 	if (c == NULL)
 		return NULL;
 	struct tlsrpt_store *s = qalloc(sizeof(*s));

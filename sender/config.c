@@ -305,6 +305,7 @@ static const struct key k_redis[] = {
 	{ "password", STR(G(redis_password), V_STR, ""), 0 },
 	{ "prefix", STR(G(redis_prefix), V_WORD, WORD), 0 },
 	{ "cluster", BOOL(G(redis_cluster)), 0 },
+	{ "cluster_nodes", STR(G(redis_cluster_nodes), V_STR, "HOST:PORT,HOST:PORT,..."), 0 },
 	{ "jobs", STR(G(jobs), V_WORD, WORD), 0 },
 	{ "results", STR(G(results), V_WORD, WORD), 0 },
 	{ "group", STR(G(group), V_WORD, WORD), 0 },
@@ -499,6 +500,7 @@ void config_fini(struct config *c)
 	free(c->redis_username);
 	free_secret(c->redis_password);
 	free(c->redis_prefix);
+	free(c->redis_cluster_nodes);
 	free(c->tlsrpt_prefix);
 	free(c->jobs);
 	free(c->results);
@@ -1381,8 +1383,11 @@ static void redis_keys(struct parse *p)
 	}
 	free(c->tlsrpt_prefix);
 	c->tlsrpt_prefix = key_join(c->redis_prefix, "tlsrpt");
-	if (!c->redis_cluster)
+	if (!c->redis_cluster) {
+		if (c->redis_cluster_nodes != NULL)
+			fail_at(p, p->global_line[1], "cluster_nodes needs cluster = yes");
 		return;
+	}
 	char sts[300];
 	snprintf(sts, sizeof(sts), "%s:sts:example.com", c->redis_prefix);
 	unsigned slot = queue_key_slot(c->jobs, strlen(c->jobs));
@@ -1398,6 +1403,11 @@ static void redis_keys(struct parse *p)
 		}
 	if (strncmp(c->redis_url, "redis://", 8) != 0) /* database 0: queue_new checks */
 		fail_at(p, p->global_line[1], "cluster = yes needs a redis://HOST:PORT url");
+	struct queue_node nodes[QUEUE_CLUSTER_NODES / 2];
+	char why[300];
+	if (!p->failed && c->redis_cluster_nodes != NULL &&
+	    queue_cluster_nodes(c->redis_cluster_nodes, nodes, QUEUE_CLUSTER_NODES / 2, why, sizeof(why)) < 0)
+		fail_at(p, p->global_line[1], "cluster_nodes: %s", why);
 }
 
 int config_load(struct config *c, const char *path, char *err, size_t errlen)

@@ -192,6 +192,7 @@ struct config {
 	                        * PREFIX:tlsrpt; default mxsend; "{mxsend}" for a cluster */
 	char *tlsrpt_prefix;   /* PREFIX:tlsrpt (config_load) */
 	bool redis_cluster;    /* key cluster: url is a node of a Redis Cluster */
+	char *redis_cluster_nodes; /* key cluster_nodes: more nodes to start from, "HOST:PORT,..." */
 	bool jobs_named, results_named; /* the file sets them (else from prefix) */
 	char *jobs, *results, *group; /* mxsend:jobs, mxsend:results, mxsend */
 	uint64_t visibility_timeout_ms; /* key visibility_timeout, default 5m */

@@ -174,6 +174,7 @@ void cmd_queue_config(const struct config *cfg, struct queue_config *qc)
 	qc->jobs = cfg->jobs;
 	qc->results = cfg->results;
 	qc->cluster = cfg->redis_cluster;
+	qc->cluster_nodes = cfg->redis_cluster_nodes;
 	qc->group = cfg->group;
 }
 

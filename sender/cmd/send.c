@@ -98,7 +98,8 @@ static void tlsrpt_flush(const struct config *cfg, struct send_ctx *ctx)
 		return;
 	struct tlsrpt_store *st = tlsrpt_store_open(cfg->redis_url, cfg->redis_username,
 						    cfg->redis_password, cfg->tlsrpt_prefix,
-						    cfg->redis_cluster, err, sizeof(err));
+						    cfg->redis_cluster, cfg->redis_cluster_nodes, err,
+						    sizeof(err));
 	if (st == NULL) {
 		fprintf(stderr, "mxsend send: warning: TLSRPT counters not written: %s\n", err);
 		return;

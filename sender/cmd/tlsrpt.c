@@ -348,7 +348,8 @@ static int open_stores(struct rpt *r, struct tlsrpt_store **st, struct queue_syn
 {
 	char err[512];
 	*st = tlsrpt_store_open(r->cfg.redis_url, r->cfg.redis_username, r->cfg.redis_password,
-				r->cfg.tlsrpt_prefix, r->cfg.redis_cluster, err, sizeof(err));
+				r->cfg.tlsrpt_prefix, r->cfg.redis_cluster, r->cfg.redis_cluster_nodes,
+				err, sizeof(err));
 	if (*st == NULL) {
 		fprintf(stderr, "mxsend tlsrpt: %s\n", err);
 		return -1;

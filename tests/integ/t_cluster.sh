@@ -64,6 +64,7 @@ cnode() {
 }
 
 role_is() { [ "$(rcli "$1" ROLE 2>/dev/null | head -n 1)" = "$2" ]; } # PORT master|slave
+link_up() { rcli "$1" INFO replication | tr -d '\r' | grep -qx 'master_link_status:up'; } # PORT
 cstate_ok() { rcli "$1" CLUSTER INFO | tr -d '\r' | grep -qx 'cluster_state:ok'; }
 
 # conf FILE SEED_PORT [REDIS_KEYS] [MORE]: a config for the cluster node at SEED_PORT.
@@ -174,7 +175,7 @@ gap() {
 		local t = tonumber(string.match(e[1], '^(%d+)')) if prev and t - prev > gap then gap = t - prev end prev = t end
 		return gap" 1 "$K:results"
 }
-finals_ge() { local n; n=$(finals "$1" 2>/dev/null) && [ "${n:-0}" -ge "$2" ]; }
+finals_ge() { local n; n=$(finals "$1" 2>/dev/null) && [[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge "$2" ]; }
 
 t_failover() {
 	local ports=() i p n=${CLUSTER_N:-3000} conf=$CASE_DIR/c.conf slot m mid rep t0 owner
@@ -212,11 +213,15 @@ t_failover() {
 	wait_until 10 role_is "$rep" master || fail "replica not promoted in 10 s"
 	wait_until 60 finals_ge "$rep" $((n / 2)) || fail "no progress after CLUSTER FAILOVER"
 	# 2: kill the new master with -9: the cluster promotes the old one back
+	# (once it replicates from it: a replica without a link cannot be elected)
+	wait_until 20 link_up "$m" || fail "old master not replicating from the new one in 20 s"
 	owner=$rep
 	for i in 1 2 3 4 5 6; do
 		[ "${ports[i - 1]}" = "$rep" ] && kill -KILL "$(<"$CASE_DIR/n$i/pid")"
 	done
-	wait_until 20 role_is "$m" master || fail "old master not promoted again in 20 s"
+	wait_until 20 role_is "$m" master ||
+		fail "old master not promoted again in 20 s" "$(rcli "$m" CLUSTER NODES)" \
+			"$(tail -n 15 "$CASE_DIR/n1/redis.log" "$CASE_DIR"/n*/redis.log 2>/dev/null | grep -i fail | tail -n 15)"
 	owner=$m
 	wait_until 120 finals_ge "$owner" "$n" || fail "not all $n finished in 120 s ($(finals "$owner"))"
 	local ms=$(($(date +%s%3N) - t0))
@@ -230,10 +235,6 @@ t_failover() {
 	assert_eq "final results" "$n" "$fin"
 	assert_eq "all delivered" "$n" "$(grep -c '|delivered$' <<<"$all")"
 	assert_eq "nothing left in the stream" 0 "$(rcli "$owner" XLEN "$K:jobs")"
-	# a short-lived command after the failovers: through the seed to the new master
-	"$MXSEND" enqueue -c "$conf" --from a@src.test --to late@big.test --id late "$MSG" >/dev/null ||
-		fail "enqueue after the failovers"
-	assert_eq "enqueued on the slot's master now" 1 "$(rcli "$owner" XLEN "$K:jobs")"
 	msgs=$(find "$(sink_maildir big)" -name '*.eml' | wc -l)
 	gap=$(gap "$owner")
 	local log
@@ -245,6 +246,21 @@ t_failover() {
 	diag "$(cat "$FIG")"
 	assert_lt "longest time without results (ms)" 15000 "$gap"
 	assert_ge "messages at the sink" "$n" "$msgs"
+	# a short-lived command after the failovers: through the seed to the new master
+	"$MXSEND" enqueue -c "$conf" --from a@src.test --to late@big.test --id late "$MSG" >/dev/null ||
+		fail "enqueue after the failovers"
+	assert_eq "enqueued on the slot's master now" 1 "$(rcli "$owner" XLEN "$K:jobs")"
+	# the URL names the dead node: cluster_nodes gets both the tools and the
+	# queue to the master
+	local conf2=$CASE_DIR/dead.conf
+	conf "$conf2" "$rep" "cluster_nodes = 127.0.0.1:$rep, 127.0.0.1:$seed"
+	"$MXSEND" enqueue -c "$conf2" --from a@src.test --to late2@big.test --id late2 "$MSG" >/dev/null ||
+		fail "enqueue with the URL's node down"
+	mx_start run2 "$conf2" || return 1
+	wait_until 20 redis_is "$owner" 0 XLEN "$K:jobs" || fail "late jobs not taken with the URL's node down"
+	wait_until 10 results_has "$owner" '^late2\|late2@big\.test\|delivered$' || fail "late2 not delivered"
+	assert_eq "exit status (URL's node down)" 0 "$(mx_stop run2)"
+	assert_no_match "start-up checks reached a node" 'evt=redis_unreachable' "$(cat "$CASE_DIR/run2/log")"
 }
 
 # migrate_slot SRC DST SLOT: move SLOT from master SRC to master DST (ports)

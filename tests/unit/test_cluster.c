@@ -68,6 +68,27 @@ static void t_redirect(void)
 	CHECK_INT(redir(longhost, &s, &n), -1);
 }
 
+static void t_nodes(void)
+{
+	struct queue_node n[4];
+	char err[256];
+	CHECK_INT(queue_cluster_nodes("10.0.0.1:7000", n, 4, err, sizeof(err)), 1);
+	CHECK_STR(n[0].host, "10.0.0.1");
+	CHECK_INT(n[0].port, 7000);
+	CHECK_INT(queue_cluster_nodes(" a.example:1 ,[::1]:65535,b:2", n, 4, err, sizeof(err)), 3);
+	CHECK_STR(n[0].host, "a.example");
+	CHECK_STR(n[1].host, "::1");
+	CHECK_INT(n[1].port, 65535);
+	CHECK_STR(n[2].host, "b");
+	const char *bad[] = { "", "h", "h:", ":1", "h:0", "h:65536", "h:1x", "h:1,", "a b:1", "[::1]",
+			      "[::1]7000", "h:1,,h:2", "h:99999999999999999999", "a:1,b:2,c:3,d:4,e:5" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		CHECK_INT(queue_cluster_nodes(bad[i], n, 4, err, sizeof(err)), -1);
+		CHECK(err[0] != '\0');
+	}
+}
+
 /* A reply from RESP bytes (NULL if they do not parse). */
 static redisReply *resp(const char *bytes)
 {
@@ -164,6 +185,7 @@ static void t_slots(void)
 static const struct t_case cases[] = {
 	{ "key slot: CRC16 mod 16384, hash tags", t_slot },
 	{ "MOVED/ASK: parsed, bad ones refused", t_redirect },
+	{ "cluster_nodes: HOST:PORT lists", t_nodes },
 	{ "CLUSTER SLOTS: owner, known nodes, hostile replies refused whole", t_slots },
 };
 

@@ -1230,6 +1230,12 @@ static void t_redis_prefix_cluster(void)
 	load_err("[redis]\ncluster = yes\nprefix = {a}\njobs = {a}:j\nresults = {a}:r\n"
 		 "url = unix:/tmp/r.sock\n",
 		 "1: cluster = yes needs a redis://HOST:PORT url");
+	load_ok(&c, "[redis]\ncluster = yes\nprefix = {a}\ncluster_nodes = 10.0.0.2:7000, [::1]:7001\n");
+	CHECK_STR(c.redis_cluster_nodes, "10.0.0.2:7000, [::1]:7001");
+	config_fini(&c);
+	load_err("[redis]\ncluster = yes\nprefix = {a}\ncluster_nodes = 10.0.0.2\n",
+		 "1: cluster_nodes: bad node \"10.0.0.2\": expected HOST:PORT");
+	load_err("[redis]\ncluster_nodes = 10.0.0.2:7000\n", "1: cluster_nodes needs cluster = yes");
 }
 
 static const struct t_case cases[] = {
