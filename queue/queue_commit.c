@@ -24,7 +24,8 @@
  * All of it, plus XACK and XDEL, is one call of the commit script (below),
  * which first checks that the entry is still pending: a commit is idempotent,
  * so one whose reply was lost is simply sent again after reconnecting.
- * Up to 64 jobs share one call; up to 16 calls are on the wire (pipelined). */
+ * Up to 64 jobs of one lane share one call (its stream, retry and held keys
+ * are the script's); up to 16 calls are on the wire (pipelined). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -645,24 +646,34 @@ void qcommit_flush(struct queue *q)
 		struct batch *b = qalloc(sizeof(*b));
 		struct args a = { 0 };
 		uint64_t now = qwall();
+		const struct qlane *lane = &q->lanes[q->cq_head->job.lane];
 		arg_str(&a, "EVALSHA");
 		arg_str(&a, q->sha_commit);
 		arg_str(&a, "6");
-		arg_str(&a, q->cfg.jobs);
+		arg_str(&a, lane->stream);
 		arg_str(&a, q->cfg.results);
-		arg_str(&a, q->retry_key);
-		arg_str(&a, q->held_key);
+		arg_str(&a, lane->retry);
+		arg_str(&a, lane->held);
 		arg_str(&a, q->supp_key);
 		arg_str(&a, q->supp_exp_key);
 		arg_str(&a, q->cfg.group);
 		int njobs_slot = arg(&a, "", 0);
 		arg_u64(&a, (uint64_t)q->cfg.results_maxlen);
-		while (q->cq_head != NULL && b->n < Q_COMMIT_MAX_JOBS &&
-		       (b->n == 0 || a.bytes < Q_COMMIT_MAX_BYTES)) {
-			struct qjob *qj = q->cq_head;
-			q->cq_head = qj->cnext;
-			if (q->cq_head == NULL)
-				q->cq_tail = NULL;
+		/* the head's lane: its jobs among the next few, the others keep
+		 * their place */
+		struct qjob **pp = &q->cq_head, *prev = NULL;
+		for (int seen = 0; *pp != NULL && b->n < Q_COMMIT_MAX_JOBS &&
+				   (b->n == 0 || a.bytes < Q_COMMIT_MAX_BYTES) && seen < 4 * Q_COMMIT_MAX_JOBS;
+		     seen++) {
+			struct qjob *qj = *pp;
+			if (&q->lanes[qj->job.lane] != lane) {
+				prev = qj;
+				pp = &qj->cnext;
+				continue;
+			}
+			*pp = qj->cnext;
+			if (q->cq_tail == qj)
+				q->cq_tail = prev;
 			b->jobs[b->n++] = qj;
 			build_job(q, &a, qj, now);
 		}

@@ -1,0 +1,321 @@
+/* queue_lanes.c: priority lanes (queue.h "lanes"): their names and keys, and
+ * the claim that shares the claimed jobs between them.
+ *
+ * A claim for n entries, on the claim connection:
+ *   - every lane dry (its last read found fewer jobs than asked: nothing is
+ *     known to wait anywhere): one XREADGROUP ... BLOCK over every lane's
+ *     stream, COUNT n / lanes each (so the reply holds at most n), which
+ *     returns as soon as any lane has a job;
+ *   - else one XREADGROUP per lane, without BLOCK, pipelined, each with the
+ *     lane's share (qlanes_split: deficit round-robin by weight over the lanes
+ *     that have jobs; a dry lane is asked for one, so a job added to it is
+ *     claimed by the very next claim, whatever waits in the others).
+ * A lane that returns fewer than it was asked for is dry until a read finds
+ * it full again; its share goes to the others from the next claim on. With
+ * one lane this is the old single blocking read. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "queue/queue_int.h"
+
+static const char DEFAULT_LANE[] = "default";
+
+static bool name_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '_' || c == '-';
+}
+
+int queue_lanes_parse(const char *spec, struct queue_lane *out, int max, char *err, size_t errlen)
+{
+	int n = 0;
+	const char *s = spec;
+	for (s += strspn(s, " \t,"); *s != '\0'; s += strspn(s, " \t,")) {
+		size_t len = strcspn(s, " \t,"), nl = 0;
+		while (nl < len && s[nl] != ':')
+			nl++;
+		if (n == max) {
+			snprintf(err, errlen, "too many lanes (at most %d)", max);
+			return -1;
+		}
+		if (nl == 0 || nl > QUEUE_LANE_NAME_MAX) {
+			snprintf(err, errlen, "lane \"%.*s\": a name of 1..%d characters is needed",
+				 (int)(len > 64 ? 64 : len), s, QUEUE_LANE_NAME_MAX);
+			return -1;
+		}
+		for (size_t i = 0; i < nl; i++)
+			if (!name_char(s[i])) {
+				snprintf(err, errlen, "lane \"%.*s\": names hold A-Z a-z 0-9 _ - only",
+					 (int)nl, s);
+				return -1;
+			}
+		struct queue_lane *l = &out[n];
+		memcpy(l->name, s, nl);
+		l->name[nl] = '\0';
+		l->weight = 1;
+		if (nl < len) { /* ":WEIGHT" */
+			long w = 0;
+			size_t i = nl + 1;
+			if (i == len)
+				w = -1;
+			for (; i < len && w >= 0; i++)
+				w = s[i] >= '0' && s[i] <= '9' && w <= QUEUE_LANE_WEIGHT_MAX
+					    ? w * 10 + (s[i] - '0')
+					    : -1;
+			if (w < 1 || w > QUEUE_LANE_WEIGHT_MAX) {
+				snprintf(err, errlen, "lane \"%s\": bad weight \"%.*s\" (1..%d)", l->name,
+					 (int)(len - nl - 1), s + nl + 1, QUEUE_LANE_WEIGHT_MAX);
+				return -1;
+			}
+			l->weight = (int)w;
+		}
+		for (int k = 0; k < n; k++)
+			if (strcmp(out[k].name, l->name) == 0) {
+				snprintf(err, errlen, "lane \"%s\" named twice", l->name);
+				return -1;
+			}
+		n++;
+		s += len;
+	}
+	if (n == 0) {
+		snprintf(err, errlen, "no lane named (NAME[:WEIGHT] ...)");
+		return -1;
+	}
+	return n;
+}
+
+char *queue_lane_key(const char *jobs, const char *name)
+{
+	static const char mid[] = ":lane:";
+	size_t a = strlen(jobs), b = strcmp(name, DEFAULT_LANE) == 0 ? 0 : strlen(name);
+	char *k = qalloc(a + (b ? sizeof(mid) - 1 + b : 0) + 1);
+	memcpy(k, jobs, a);
+	if (b > 0) {
+		memcpy(k + a, mid, sizeof(mid) - 1);
+		memcpy(k + a + sizeof(mid) - 1, name, b + 1);
+	}
+	return k;
+}
+
+/* cfg's lanes with `default` appended when not among them: name, weight. */
+static int lane_list(const struct queue_config *cfg, const char **name, int *weight)
+{
+	int n = 0;
+	bool dflt = false;
+	for (int i = 0; i < cfg->n_lanes && i < QUEUE_LANES_MAX; i++) {
+		name[n] = cfg->lanes[i].name;
+		weight[n++] = cfg->lanes[i].weight > 0 ? cfg->lanes[i].weight : 1;
+		dflt |= strcmp(cfg->lanes[i].name, DEFAULT_LANE) == 0;
+	}
+	if (!dflt) {
+		if (n == QUEUE_LANES_MAX)
+			n--; /* the config refuses this many; keep `default` anyway */
+		name[n] = DEFAULT_LANE;
+		weight[n++] = 1;
+	}
+	return n;
+}
+
+int queue_lane_find(const struct queue_config *cfg, const char *name)
+{
+	const char *names[QUEUE_LANES_MAX];
+	int weights[QUEUE_LANES_MAX], n = lane_list(cfg, names, weights);
+	for (int i = 0; i < n; i++)
+		if (strcmp(names[i], name) == 0)
+			return i;
+	return -1;
+}
+
+static char *key_suffix(const char *base, const char *suffix)
+{
+	size_t a = strlen(base), b = strlen(suffix);
+	char *k = qalloc(a + b + 1);
+	memcpy(k, base, a);
+	memcpy(k + a, suffix, b + 1);
+	return k;
+}
+
+int qlanes_init(const struct queue_config *cfg, struct qlane *lanes)
+{
+	const char *names[QUEUE_LANES_MAX];
+	int weights[QUEUE_LANES_MAX], n = lane_list(cfg, names, weights);
+	for (int i = 0; i < n; i++) {
+		struct qlane *l = &lanes[i];
+		memset(l, 0, sizeof(*l));
+		l->name = names[i];
+		l->weight = weights[i];
+		l->stream = queue_lane_key(cfg->jobs, names[i]);
+		l->retry = key_suffix(l->stream, ":retry");
+		l->held = key_suffix(l->stream, ":held");
+		l->dry = true; /* nothing known yet: the first claim blocks on all */
+	}
+	return n;
+}
+
+void qlanes_fini(struct qlane *lanes, int n)
+{
+	for (int i = 0; i < n; i++) {
+		free(lanes[i].stream);
+		free(lanes[i].retry);
+		free(lanes[i].held);
+		lanes[i].stream = lanes[i].retry = lanes[i].held = NULL;
+	}
+}
+
+void qlanes_split(unsigned n, int nl, const int *weight, const bool *dry, long *deficit,
+		  unsigned *ask, unsigned *rr)
+{
+	long wsum = 0;
+	for (int i = 0; i < nl; i++) {
+		ask[i] = 0;
+		if (dry[i]) {
+			deficit[i] = 0; /* DRR: a queue found empty keeps no credit */
+			if (n > 0) {
+				ask[i] = 1;
+				n--;
+			}
+		} else {
+			wsum += weight[i] > 0 ? weight[i] : 1;
+		}
+	}
+	if (nl <= 0)
+		return;
+	unsigned start = *rr % (unsigned)nl;
+	*rr = start + 1;
+	if (wsum == 0) { /* all dry: what is left goes round the lanes */
+		for (unsigned k = 0; n > 0; k++, n--)
+			ask[(start + k) % (unsigned)nl]++;
+		return;
+	}
+	/* Each round gives every lane with jobs its weight; at least one claim
+	 * is handed out per round, so this ends within n rounds. */
+	while (n > 0) {
+		for (int k = 0; k < nl && n > 0; k++) {
+			int i = (int)((start + (unsigned)k) % (unsigned)nl);
+			if (dry[i])
+				continue;
+			deficit[i] += weight[i] > 0 ? weight[i] : 1;
+			unsigned take = deficit[i] < (long)n ? (unsigned)deficit[i] : n;
+			ask[i] += take;
+			deficit[i] -= take;
+			n -= take;
+		}
+	}
+}
+
+/* ---- the claim ---- */
+
+/* Entries of one stream of an XREADGROUP reply: [[stream, [entries]], ...]. */
+static const redisReply *stream_entries(const redisReply *reply, const char *stream)
+{
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY)
+		return NULL;
+	for (size_t i = 0; i < reply->elements; i++) {
+		const redisReply *s = reply->element[i];
+		if (s->type == REDIS_REPLY_ARRAY && s->elements == 2 &&
+		    s->element[0]->type == REDIS_REPLY_STRING && strcmp(s->element[0]->str, stream) == 0)
+			return s->element[1];
+	}
+	return NULL;
+}
+
+/* One reply of a claim: priv says the lane (or, for the blocking read over
+ * every lane, lane nlanes) and how many it asked for per lane. */
+static void on_claim(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct qconn *c = qconn_reply(ac, r);
+	struct queue *q = c->q;
+	redisReply *reply = r;
+	int lane = QPRIV_LANE(priv);
+	unsigned asked = QPRIV_N(priv);
+	bool all = lane == q->nlanes;
+	q->claim_req -= asked * (all ? (unsigned)q->nlanes : 1u);
+	if (q->claim_wait > 0)
+		q->claim_wait--;
+	if (q->claim_wait == 0)
+		q->claim_out = false;
+	if (reply == NULL || q->freeing)
+		return; /* lost: any entries it got stay pending, reclaimed later */
+	if (reply->type == REDIS_REPLY_ERROR) {
+		qlog(q, QUEUE_LOG_ERROR, "evt=claim_failed err=\"%s\"", reply->str);
+		if (strncmp(reply->str, "NOGROUP", 7) == 0)
+			q->need_group = true;
+		return; /* the next tick tries again: no busy loop on errors */
+	}
+	/* a nil reply is a BLOCK timeout (every lane still dry) */
+	for (int i = all ? 0 : lane; i < (all ? q->nlanes : lane + 1); i++) {
+		const redisReply *list = stream_entries(reply, q->lanes[i].stream);
+		size_t got = list != NULL && list->type == REDIS_REPLY_ARRAY ? list->elements : 0;
+		q->lanes[i].dry = got < asked;
+		if (q->lanes[i].dry)
+			q->lanes[i].deficit = 0;
+		if (got > 0)
+			qtake_entries(q, list, i, false);
+	}
+	if (q->claim_wait == 0)
+		qkick_claim(q);
+}
+
+void qlanes_claim(struct queue *q, unsigned n)
+{
+	char count[16], block[16];
+	int nl = q->nlanes;
+	bool any = false;
+	for (int i = 0; i < nl; i++)
+		any |= !q->lanes[i].dry;
+	if (!any) {
+		unsigned each = n / (unsigned)nl;
+		if (each == 0) { /* fewer than one per lane: one each, if there is room */
+			if (qroom(q) < (unsigned)nl)
+				return; /* the next commit or tick asks again */
+			each = 1;
+		}
+		const char *a[7 + 2 * QUEUE_LANES_MAX];
+		int k = 0;
+		snprintf(count, sizeof(count), "%u", each);
+		snprintf(block, sizeof(block), "%d", Q_BLOCK_MS);
+		a[k++] = "XREADGROUP";
+		a[k++] = "GROUP";
+		a[k++] = q->cfg.group;
+		a[k++] = q->cfg.consumer;
+		a[k++] = "COUNT";
+		a[k++] = count;
+		a[k++] = "BLOCK";
+		a[k++] = block;
+		a[k++] = "STREAMS";
+		for (int i = 0; i < nl; i++)
+			a[k++] = q->lanes[i].stream;
+		for (int i = 0; i < nl; i++)
+			a[k++] = ">";
+		if (qconn_sendv(&q->clm, on_claim, QPRIV(nl, each), k, a) == 0) {
+			q->claim_out = true;
+			q->claim_wait = 1;
+			q->claim_req += each * (unsigned)nl;
+		}
+		return;
+	}
+	int weight[QUEUE_LANES_MAX];
+	bool dry[QUEUE_LANES_MAX];
+	long deficit[QUEUE_LANES_MAX];
+	unsigned ask[QUEUE_LANES_MAX];
+	for (int i = 0; i < nl; i++) {
+		weight[i] = q->lanes[i].weight;
+		dry[i] = q->lanes[i].dry;
+		deficit[i] = q->lanes[i].deficit;
+	}
+	qlanes_split(n, nl, weight, dry, deficit, ask, &q->lane_rr);
+	for (int i = 0; i < nl; i++) {
+		q->lanes[i].deficit = deficit[i];
+		if (ask[i] == 0)
+			continue;
+		snprintf(count, sizeof(count), "%u", ask[i]);
+		const char *a[] = { "XREADGROUP", "GROUP", q->cfg.group,	 q->cfg.consumer, "COUNT",
+				    count,	  "STREAMS", q->lanes[i].stream, ">" };
+		if (qconn_sendv(&q->clm, on_claim, QPRIV(i, ask[i]), 9, a) != 0)
+			break; /* the connection is down: the replies of those sent still come */
+		q->claim_out = true;
+		q->claim_wait++;
+		q->claim_req += ask[i];
+	}
+}
