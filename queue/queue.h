@@ -283,12 +283,12 @@ unsigned qclaim_count(unsigned room, unsigned batch, unsigned max_inflight, uint
 
 /* Deficit round-robin: share n claims between nl lanes. Lanes with dry[i]
  * (their last read found fewer jobs than asked) get 1 each (in order, while
- * n lasts) and their deficit is reset; the rest goes to the others in
- * rounds that add weight[i] to deficit[i] and ask for what it holds,
- * starting at lane *rr (advanced by one per call); what a lane is not asked
- * for stays in its deficit for the next call. ask[i] gets each lane's
- * count; the asks sum to n. Pure. */
+ * n lasts) and their deficit is reset; the rest is shared by the others in
+ * proportion to weight[i], deficit[i] carrying what rounding owes each
+ * (in units of 1/sum of their weights) from call to call, so over many calls
+ * each gets its weight's share exactly. ask[i] gets each lane's count; the
+ * asks sum to n (unless every lane is dry: then one each). Pure. */
 void qlanes_split(unsigned n, int nl, const int *weight, const bool *dry, long *deficit,
-		  unsigned *ask, unsigned *rr);
+		  unsigned *ask);
 
 #endif

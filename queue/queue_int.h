@@ -88,7 +88,6 @@ struct queue {
 	struct qlane lanes[QUEUE_LANES_MAX];
 	int nlanes;
 	unsigned claim_wait; /* replies still to come of the claim on the wire */
-	unsigned lane_rr;    /* qlanes_split's round-robin start */
 	int own_lane, reclaim_lane; /* the lane qclaim_own / qreclaim are at */
 	char *procs_key, *supp_key, *supp_exp_key;
 	char sha_commit[41], sha_move[41], sha_gc[41], sha_peers[41], sha_dead[41];

@@ -164,7 +164,7 @@ void qlanes_fini(struct qlane *lanes, int n)
 }
 
 void qlanes_split(unsigned n, int nl, const int *weight, const bool *dry, long *deficit,
-		  unsigned *ask, unsigned *rr)
+		  unsigned *ask)
 {
 	long wsum = 0;
 	for (int i = 0; i < nl; i++) {
@@ -179,28 +179,30 @@ void qlanes_split(unsigned n, int nl, const int *weight, const bool *dry, long *
 			wsum += weight[i] > 0 ? weight[i] : 1;
 		}
 	}
-	if (nl <= 0)
+	if (wsum == 0 || n == 0)
 		return;
-	unsigned start = *rr % (unsigned)nl;
-	*rr = start + 1;
-	if (wsum == 0) { /* all dry: what is left goes round the lanes */
-		for (unsigned k = 0; n > 0; k++, n--)
-			ask[(start + k) % (unsigned)nl]++;
-		return;
+	/* Credit in units of 1/wsum claim: each lane with jobs earns n * weight
+	 * and is asked for the whole claims its credit holds; what the rounding
+	 * leaves goes one each to the lanes with the most credit left. What a
+	 * lane earned and was not asked for stays for the next call. */
+	unsigned given = 0;
+	for (int i = 0; i < nl; i++) {
+		if (dry[i])
+			continue;
+		deficit[i] += (long)n * (weight[i] > 0 ? weight[i] : 1);
+		long whole = deficit[i] > 0 ? deficit[i] / wsum : 0;
+		ask[i] += (unsigned)whole;
+		deficit[i] -= whole * wsum;
+		given += (unsigned)whole;
 	}
-	/* Each round gives every lane with jobs its weight; at least one claim
-	 * is handed out per round, so this ends within n rounds. */
-	while (n > 0) {
-		for (int k = 0; k < nl && n > 0; k++) {
-			int i = (int)((start + (unsigned)k) % (unsigned)nl);
-			if (dry[i])
-				continue;
-			deficit[i] += weight[i] > 0 ? weight[i] : 1;
-			unsigned take = deficit[i] < (long)n ? (unsigned)deficit[i] : n;
-			ask[i] += take;
-			deficit[i] -= take;
-			n -= take;
-		}
+	while (given < n) { /* fewer rounds than lanes */
+		int best = -1;
+		for (int i = 0; i < nl; i++)
+			if (!dry[i] && (best < 0 || deficit[i] > deficit[best]))
+				best = i;
+		ask[best]++;
+		deficit[best] -= wsum;
+		given++;
 	}
 }
 
@@ -304,7 +306,7 @@ void qlanes_claim(struct queue *q, unsigned n)
 		dry[i] = q->lanes[i].dry;
 		deficit[i] = q->lanes[i].deficit;
 	}
-	qlanes_split(n, nl, weight, dry, deficit, ask, &q->lane_rr);
+	qlanes_split(n, nl, weight, dry, deficit, ask);
 	for (int i = 0; i < nl; i++) {
 		q->lanes[i].deficit = deficit[i];
 		if (ask[i] == 0)

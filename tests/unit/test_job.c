@@ -746,9 +746,9 @@ static void t_lanes(void)
 	int w[3] = { 8, 1, 1 };
 	bool dry[3] = { false, false, true };
 	long def[3] = { 0, 0, 5 };
-	unsigned ask[3], rr = 0, sum[3] = { 0, 0, 0 };
+	unsigned ask[3], sum[3] = { 0, 0, 0 };
 	for (int round = 0; round < 90; round++) {
-		qlanes_split(100, 3, w, dry, def, ask, &rr);
+		qlanes_split(100, 3, w, dry, def, ask);
 		CHECK_INT(ask[0] + ask[1] + ask[2], 100);
 		CHECK_INT(ask[2], 1); /* dry: asked for one, every claim */
 		for (int i = 0; i < 3; i++)
@@ -761,17 +761,17 @@ static void t_lanes(void)
 	bool dry2[2] = { true, false };
 	long def2[2] = { 0, 0 };
 	int w2[2] = { 8, 1 };
-	qlanes_split(50, 2, w2, dry2, def2, ask, &rr);
+	qlanes_split(50, 2, w2, dry2, def2, ask);
 	CHECK_INT(ask[0], 1);
 	CHECK_INT(ask[1], 49);
 	/* all dry: round the lanes; fewer claims than lanes */
 	bool dry3[3] = { true, true, true };
 	long def3[3] = { 0, 0, 0 };
-	qlanes_split(2, 3, w, dry3, def3, ask, &rr);
+	qlanes_split(2, 3, w, dry3, def3, ask);
 	CHECK_INT(ask[0] + ask[1] + ask[2], 2);
 	CHECK_INT(ask[0], 1);
 	CHECK_INT(ask[1], 1);
-	qlanes_split(0, 3, w, dry, def, ask, &rr);
+	qlanes_split(0, 3, w, dry, def, ask);
 	CHECK_INT(ask[0] + ask[1] + ask[2], 0);
 }
 
