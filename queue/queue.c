@@ -162,6 +162,7 @@ void qjob_committed(struct queue *q, struct qjob *qj, bool live)
 	qj->done = true;
 	tdelete(q, qj);
 	q->nactive--;
+	q->lanes[qj->job.lane].active--;
 	q->st.committed++;
 	if (live) {
 		for (int s = 0; s < JOB_NSTATUS; s++)
@@ -264,6 +265,7 @@ static struct qjob *take_entry(struct queue *q, const redisReply *e, int lane, b
 	q->jobs = qj;
 	tinsert(q, qj);
 	q->nactive++;
+	q->lanes[lane].active++;
 	q->st.claimed++;
 	if (reclaimed) {
 		q->st.reclaimed++;
@@ -904,6 +906,10 @@ struct queue *queue_new(const struct queue_config *cfg, const struct queue_host 
 		goto fail;
 	}
 	q->nlanes = qlanes_init(cfg, q->lanes);
+	if (q->nlanes > 1) { /* queue_lanes.c: the first lane's reserve */
+		int r = cfg->max_inflight / 8 < cfg->batch ? cfg->max_inflight / 8 : cfg->batch;
+		q->reserve = r > 0 ? (unsigned)r : 1;
+	}
 	if (cfg->max_inflight < q->nlanes) {
 		snprintf(err, errlen, "max_inflight (%d) is below the number of lanes (%d)",
 			 cfg->max_inflight, q->nlanes);

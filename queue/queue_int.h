@@ -11,6 +11,8 @@
 #include "queue/queue.h"
 
 #define Q_BLOCK_MS 1000          /* XREADGROUP BLOCK: also bounds how long a stop waits */
+#define Q_RESERVE_BLOCK_MS 50    /* ... of the first lane alone, the others held back
+                                  * by its reserve (queue_lanes.c) */
 #define Q_TICK_MS 250            /* periodic work and watchdog */
 #define Q_REPLY_TIMEOUT_MS 15000 /* no reply for this long: drop the connection */
 #define Q_CONNECT_TIMEOUT_MS 5000
@@ -70,7 +72,7 @@ struct qlane {
 	char *stream, *retry, *held; /* J (or J:lane:NAME), ...:retry, ...:held */
 	bool dry;          /* its last read found fewer jobs than it asked for */
 	long deficit;      /* deficit round-robin (qlanes_split) */
-	unsigned asked;    /* by the claim on the wire */
+	unsigned active;   /* its jobs claimed and not committed */
 	uint64_t dead_left; /* entries still pending at dead consumers (last qscript_dead) */
 	long long stat[3]; /* XLEN, ZCARD retry, ZCARD held being gathered (-1 unknown) */
 };
@@ -88,6 +90,8 @@ struct queue {
 	struct qlane lanes[QUEUE_LANES_MAX];
 	int nlanes;
 	unsigned claim_wait; /* replies still to come of the claim on the wire */
+	unsigned claim_req0; /* of claim_req, asked of the first lane (its reserve) */
+	unsigned reserve;    /* claims only the first lane may use (lanes > 1) */
 	int own_lane, reclaim_lane; /* the lane qclaim_own / qreclaim are at */
 	char *procs_key, *supp_key, *supp_exp_key;
 	char sha_commit[41], sha_move[41], sha_gc[41], sha_peers[41], sha_dead[41];

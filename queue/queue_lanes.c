@@ -222,17 +222,22 @@ static const redisReply *stream_entries(const redisReply *reply, const char *str
 	return NULL;
 }
 
-/* One reply of a claim: priv says the lane (or, for the blocking read over
- * every lane, lane nlanes) and how many it asked for per lane. */
+/* priv: QPRIV(lane, asked) for one lane's read; QPRIV(QUEUE_LANES_MAX + k,
+ * asked) for the blocking read over lanes 0..k-1 (asked: per lane). */
 static void on_claim(redisAsyncContext *ac, void *r, void *priv)
 {
 	struct qconn *c = qconn_reply(ac, r);
 	struct queue *q = c->q;
 	redisReply *reply = r;
-	int lane = QPRIV_LANE(priv);
+	int lane = QPRIV_LANE(priv), first = lane, end = lane + 1;
 	unsigned asked = QPRIV_N(priv);
-	bool all = lane == q->nlanes;
-	q->claim_req -= asked * (all ? (unsigned)q->nlanes : 1u);
+	if (lane >= QUEUE_LANES_MAX) { /* the blocking read */
+		first = 0;
+		end = lane - QUEUE_LANES_MAX;
+	}
+	q->claim_req -= asked * (unsigned)(end - first);
+	if (first == 0)
+		q->claim_req0 -= asked;
 	if (q->claim_wait > 0)
 		q->claim_wait--;
 	if (q->claim_wait == 0)
@@ -245,8 +250,8 @@ static void on_claim(redisAsyncContext *ac, void *r, void *priv)
 			q->need_group = true;
 		return; /* the next tick tries again: no busy loop on errors */
 	}
-	/* a nil reply is a BLOCK timeout (every lane still dry) */
-	for (int i = all ? 0 : lane; i < (all ? q->nlanes : lane + 1); i++) {
+	/* a nil reply is a BLOCK timeout (every lane read still dry) */
+	for (int i = first; i < end; i++) {
 		const redisReply *list = stream_entries(reply, q->lanes[i].stream);
 		size_t got = list != NULL && list->type == REDIS_REPLY_ARRAY ? list->elements : 0;
 		q->lanes[i].dry = got < asked;
@@ -259,55 +264,95 @@ static void on_claim(redisAsyncContext *ac, void *r, void *priv)
 		qkick_claim(q);
 }
 
-void qlanes_claim(struct queue *q, unsigned n)
+/* XREADGROUP ... BLOCK over lanes 0..k-1, `each` from each. */
+static void claim_blocking(struct queue *q, int k, unsigned each, int block_ms)
 {
 	char count[16], block[16];
+	const char *a[9 + 2 * QUEUE_LANES_MAX];
+	int m = 0;
+	snprintf(count, sizeof(count), "%u", each);
+	snprintf(block, sizeof(block), "%d", block_ms);
+	a[m++] = "XREADGROUP";
+	a[m++] = "GROUP";
+	a[m++] = q->cfg.group;
+	a[m++] = q->cfg.consumer;
+	a[m++] = "COUNT";
+	a[m++] = count;
+	a[m++] = "BLOCK";
+	a[m++] = block;
+	a[m++] = "STREAMS";
+	for (int i = 0; i < k; i++)
+		a[m++] = q->lanes[i].stream;
+	for (int i = 0; i < k; i++)
+		a[m++] = ">";
+	if (qconn_sendv(&q->clm, on_claim, QPRIV(QUEUE_LANES_MAX + k, each), m, a) == 0) {
+		q->claim_out = true;
+		q->claim_wait = 1;
+		q->claim_req += each * (unsigned)k;
+		q->claim_req0 += each;
+	}
+}
+
+void qlanes_claim(struct queue *q, unsigned n)
+{
 	int nl = q->nlanes;
+	unsigned room = qroom(q), low_room = room;
+	/* The first lane's reserve: claims the others may not take, so a job of
+	 * the first lane is claimed at once however many of the others wait. */
+	if (nl > 1) {
+		unsigned used0 = q->lanes[0].active + q->claim_req0;
+		unsigned left = q->reserve > used0 ? q->reserve - used0 : 0;
+		low_room = room > left ? room - left : 0;
+	}
+	/* The others are read only with room for a claim worth its round trip
+	 * (qclaim_count's: a quarter of max_inflight or a batch), and for one
+	 * each at least, so a lane with jobs is never cut to none below. */
+	unsigned mark = (unsigned)q->cfg.max_inflight / 4 < (unsigned)q->cfg.batch
+				? (unsigned)q->cfg.max_inflight / 4
+				: (unsigned)q->cfg.batch;
+	if (mark < (unsigned)nl)
+		mark = (unsigned)nl;
+	int k = nl == 1 || low_room >= mark ? nl : 1; /* the lanes that may be asked: 0..k-1 */
 	bool any = false;
-	for (int i = 0; i < nl; i++)
+	for (int i = 0; i < k; i++)
 		any |= !q->lanes[i].dry;
 	if (!any) {
-		unsigned each = n / (unsigned)nl;
-		if (each == 0) { /* fewer than one per lane: one each, if there is room */
-			if (qroom(q) < (unsigned)nl)
-				return; /* the next commit or tick asks again */
-			each = 1;
+		unsigned each = n / (unsigned)k;
+		if (k > 1 && each > low_room / (unsigned)(k - 1))
+			each = low_room / (unsigned)(k - 1);
+		if (each == 0 && room >= (unsigned)k && low_room >= (unsigned)(k - 1))
+			each = 1; /* fewer than one per lane: one each, if there is room */
+		if (each == 0) { /* the others' room is spent: the first lane alone */
+			k = 1;
+			each = n;
 		}
-		const char *a[7 + 2 * QUEUE_LANES_MAX];
-		int k = 0;
-		snprintf(count, sizeof(count), "%u", each);
-		snprintf(block, sizeof(block), "%d", Q_BLOCK_MS);
-		a[k++] = "XREADGROUP";
-		a[k++] = "GROUP";
-		a[k++] = q->cfg.group;
-		a[k++] = q->cfg.consumer;
-		a[k++] = "COUNT";
-		a[k++] = count;
-		a[k++] = "BLOCK";
-		a[k++] = block;
-		a[k++] = "STREAMS";
-		for (int i = 0; i < nl; i++)
-			a[k++] = q->lanes[i].stream;
-		for (int i = 0; i < nl; i++)
-			a[k++] = ">";
-		if (qconn_sendv(&q->clm, on_claim, QPRIV(nl, each), k, a) == 0) {
-			q->claim_out = true;
-			q->claim_wait = 1;
-			q->claim_req += each * (unsigned)nl;
-		}
+		/* Only the first lane read, its reserve open: the others wait for
+		 * room, so this read may not hold the connection long. */
+		claim_blocking(q, k, each, k < nl ? Q_RESERVE_BLOCK_MS : Q_BLOCK_MS);
 		return;
 	}
 	int weight[QUEUE_LANES_MAX];
 	bool dry[QUEUE_LANES_MAX];
 	long deficit[QUEUE_LANES_MAX];
-	unsigned ask[QUEUE_LANES_MAX];
-	for (int i = 0; i < nl; i++) {
+	unsigned ask[QUEUE_LANES_MAX], low = 0;
+	for (int i = 0; i < k; i++) {
 		weight[i] = q->lanes[i].weight;
 		dry[i] = q->lanes[i].dry;
 		deficit[i] = q->lanes[i].deficit;
 	}
-	qlanes_split(n, nl, weight, dry, deficit, ask);
-	for (int i = 0; i < nl; i++) {
+	qlanes_split(n, k, weight, dry, deficit, ask);
+	for (int i = 1; i < k; i++)
+		low += ask[i];
+	while (low > low_room) { /* past the first lane's reserve: the largest asks shrink */
+		int big = 1;
+		for (int i = 2; i < k; i++)
+			if (ask[i] > ask[big])
+				big = i;
+		ask[big]--;
+		low--;
+	}
+	char count[16];
+	for (int i = 0; i < k; i++) {
 		q->lanes[i].deficit = deficit[i];
 		if (ask[i] == 0)
 			continue;
@@ -319,5 +364,7 @@ void qlanes_claim(struct queue *q, unsigned n)
 		q->claim_out = true;
 		q->claim_wait++;
 		q->claim_req += ask[i];
+		if (i == 0)
+			q->claim_req0 += ask[i];
 	}
 }

@@ -28,6 +28,9 @@ if [ -z "$INTEG_MISSING" ]; then
 	start_sink plain --listen "127.0.4.4:$SINK_PORT" --no-starttls || integ_missing "sink plain"
 fi
 
+FIG=$INTEG_DIR/figures
+: >"$FIG"
+
 MSG=$INTEG_DIR/msg.eml
 printf 'Subject: lanes test\nFrom: a@src.test\n\nhello\n' >"$MSG"
 
@@ -107,11 +110,12 @@ t_behind_backlog() {
 		assert_match "tx$k: an entry id of the transactional lane" '^[0-9]+-[0-9]+$' "$id"
 		wait_until 10 results_has "$p" "^tx$k\|.*\|delivered\|" || fail "tx$k not delivered within 10 s"
 		lat=$(latency_ms "$p" "tx$k")
-		diag "tx$k: XADD to delivered ${lat} ms"
+		echo "lanes: tx$k behind the bulk backlog: XADD to delivered ${lat} ms" >>"$FIG"
 		assert_ge "tx$k delivered (latency known)" 0 "$lat"
-		assert_ge "tx$k: XADD to delivered under 3 s" 3000 "$lat"
+		assert_lt "tx$k: XADD to delivered under 3 s" 3000 "$lat"
 	done
 	left=$(rcli "$p" XLEN mxsend:jobs:lane:bulk)
+	echo "lanes: bulk jobs not yet delivered then: $left of 20000" >>"$FIG"
 	assert_ge "bulk jobs still queued (not delivered before tx)" 15000 "$left"
 	assert_eq "exit status" 0 "$(mx_stop run TERM 40)"
 }
@@ -193,4 +197,5 @@ run_case "a transactional job behind 20,000 bulk jobs on one slow MX host: deliv
 run_case "retries and held jobs stay in their lane; held names it; release puts it back there" t_retry_held
 run_case "enqueue --lane: the lane's stream; unknown lane exits 64" t_enqueue_lane
 run_case "bad [redis] lanes: exit 78 naming file:line" t_bad_config
+sed 's/^/# /' "$FIG"
 integ_finish
