@@ -89,7 +89,8 @@ tx_lat() {
 			local o = {} for _, e in ipairs(es) do local f, m = e[2], {}
 			for i = 1, #f, 2 do m[f[i]] = f[i + 1] end
 			if m.status == 'delivered' and string.sub(m.id, 1, 3) == 'tx-' then
-			o[#o + 1] = tostring(tonumber(string.match(e[1], '^(%d+)')) - tonumber(string.match(m.job, '^(%d+)'))) end end
+			o[#o + 1] = (tonumber(string.match(e[1], '^(%d+)')) - tonumber(string.match(m.job, '^(%d+)'))) ..
+				' ' .. m.id .. ' elapsed_ms=' .. m.elapsed_ms .. ' reused=' .. m.reused end end
 			if #es == 0 then return {'-'} end o[#o + 1] = 'next ' .. es[#es][1] .. ' ' .. #es return o" 1 mxsend:results "$start")
 		grep -v '^next \|^-$' <<<"$out"
 		grep -q '^next ' <<<"$out" || break
@@ -116,4 +117,5 @@ line=$(awk -v n="$n" -v nt="$NT" -v nb="$NB" -v fill="$fill_ms" -v left="$left" 
 	"$INTEG_DIR/lat.txt")
 say "lanes: $line"
 echo "$line" >>"$REPORT"
+echo "slowest: $(tail -n 5 "$INTEG_DIR/lat.txt" | tac | paste -sd';')" >>"$REPORT"
 cat "$REPORT"

@@ -972,7 +972,7 @@ void queue_release(struct queue *q)
 
 bool queue_idle(const struct queue *q)
 {
-	return q->nactive == 0 && q->commits_out == 0 && q->cq_head == NULL && !q->claim_out &&
+	return q->nactive == 0 && q->commits_out == 0 && q->cq_n == 0 && !q->claim_out &&
 	       !q->reclaim_out && !q->dead_out;
 }
 

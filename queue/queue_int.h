@@ -75,6 +75,7 @@ struct qlane {
 	unsigned active;   /* its jobs claimed and not committed */
 	uint64_t dead_left; /* entries still pending at dead consumers (last qscript_dead) */
 	long long stat[3]; /* XLEN, ZCARD retry, ZCARD held being gathered (-1 unknown) */
+	struct qjob *cq_head, *cq_tail; /* its jobs waiting to be committed (FIFO) */
 };
 
 /* A lane and a count in a callback's priv (n < 2^24, lane < QUEUE_LANES_MAX). */
@@ -109,7 +110,7 @@ struct queue {
 	struct qjob **tab; /* open addressing by entry id, active jobs */
 	size_t tabcap;
 
-	struct qjob *cq_head, *cq_tail; /* commit FIFO */
+	unsigned cq_n; /* jobs in the lanes' commit FIFOs (qlane.cq_head) */
 	unsigned commits_out;
 	uint64_t commit_hold_until, commit_backoff;
 
