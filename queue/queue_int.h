@@ -188,6 +188,9 @@ void qlanes_fini(struct qlane *lanes, int n);
  * read blocking on every lane when all are dry, else one read per lane with
  * its share (qlanes_split). Sets claim_out and counts claim_req. */
 void qlanes_claim(struct queue *q, unsigned n);
+/* Ask for XLEN and the retry and held set sizes of every lane (cmd
+ * connection); their sums go to q->st when the last reply is in. */
+void qlanes_stats(struct queue *q);
 
 /* queue_reclaim.c: crash recovery. Each sends one command (nothing when the
  * connection is not ready) and counts its n in q->claim_req. */

@@ -206,6 +206,45 @@ void qlanes_split(unsigned n, int nl, const int *weight, const bool *dry, long *
 	}
 }
 
+/* ---- statistics ---- */
+
+/* priv: QPRIV(lane, k), k 0 XLEN, 1 ZCARD retry, 2 ZCARD held. The sums
+ * over the lanes are published when the last reply is in, each only when
+ * every lane answered it. */
+static void on_stat(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct qconn *c = qconn_reply(ac, r);
+	struct queue *q = c->q;
+	redisReply *reply = r;
+	unsigned k = QPRIV_N(priv);
+	q->lanes[QPRIV_LANE(priv)].stat[k] =
+		reply != NULL && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
+	if (--q->stats_out > 0)
+		return;
+	long long *dst[3] = { &q->st.depth, &q->st.retry, &q->st.held };
+	for (unsigned s = 0; s < 3; s++) {
+		long long sum = 0;
+		for (int i = 0; i < q->nlanes && sum >= 0; i++)
+			sum = q->lanes[i].stat[s] < 0 ? -1 : sum + q->lanes[i].stat[s];
+		if (sum >= 0)
+			*dst[s] = sum;
+	}
+}
+
+void qlanes_stats(struct queue *q)
+{
+	for (int i = 0; i < q->nlanes; i++) {
+		const char *a[3][2] = { { "XLEN", q->lanes[i].stream },
+					{ "ZCARD", q->lanes[i].retry },
+					{ "ZCARD", q->lanes[i].held } };
+		for (unsigned k = 0; k < 3; k++) {
+			q->lanes[i].stat[k] = -1;
+			if (qconn_sendv(&q->cmd, on_stat, QPRIV(i, k), 2, a[k]) == 0)
+				q->stats_out++;
+		}
+	}
+}
+
 /* ---- the claim ---- */
 
 /* Entries of one stream of an XREADGROUP reply: [[stream, [entries]], ...]. */
