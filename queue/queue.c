@@ -46,7 +46,7 @@ void *qalloc(size_t n)
 	return p;
 }
 
-static char *qstrcat(const char *a, const char *b)
+char *qstrcat(const char *a, const char *b)
 {
 	size_t la = strlen(a), lb = strlen(b);
 	char *s = qalloc(la + lb + 1);

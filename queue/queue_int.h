@@ -142,6 +142,8 @@ void qconn_drop(struct qconn *c);
 void qjob_committed(struct queue *q, struct qjob *qj, bool live);
 void qkick_claim(struct queue *q);
 void *qalloc(size_t n);
+/* a + b, malloc'd: how key names are made from the jobs key (J:retry, ...). */
+char *qstrcat(const char *a, const char *b);
 
 /* Blocking Redis connection for the command-line tools (queue_admin.c): URL,
  * username and password (or the URL's: AUTH USER PASSWORD with a user, else

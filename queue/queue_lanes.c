@@ -87,14 +87,10 @@ int queue_lanes_parse(const char *spec, struct queue_lane *out, int max, char *e
 
 char *queue_lane_key(const char *jobs, const char *name)
 {
-	static const char mid[] = ":lane:";
-	size_t a = strlen(jobs), b = strcmp(name, DEFAULT_LANE) == 0 ? 0 : strlen(name);
-	char *k = qalloc(a + (b ? sizeof(mid) - 1 + b : 0) + 1);
-	memcpy(k, jobs, a);
-	if (b > 0) {
-		memcpy(k + a, mid, sizeof(mid) - 1);
-		memcpy(k + a + sizeof(mid) - 1, name, b + 1);
-	}
+	if (strcmp(name, DEFAULT_LANE) == 0)
+		return qstrcat(jobs, "");
+	char *mid = qstrcat(jobs, ":lane:"), *k = qstrcat(mid, name);
+	free(mid);
 	return k;
 }
 
@@ -127,15 +123,6 @@ int queue_lane_find(const struct queue_config *cfg, const char *name)
 	return -1;
 }
 
-static char *key_suffix(const char *base, const char *suffix)
-{
-	size_t a = strlen(base), b = strlen(suffix);
-	char *k = qalloc(a + b + 1);
-	memcpy(k, base, a);
-	memcpy(k + a, suffix, b + 1);
-	return k;
-}
-
 int qlanes_init(const struct queue_config *cfg, struct qlane *lanes)
 {
 	const char *names[QUEUE_LANES_MAX];
@@ -146,8 +133,8 @@ int qlanes_init(const struct queue_config *cfg, struct qlane *lanes)
 		l->name = names[i];
 		l->weight = weights[i];
 		l->stream = queue_lane_key(cfg->jobs, names[i]);
-		l->retry = key_suffix(l->stream, ":retry");
-		l->held = key_suffix(l->stream, ":held");
+		l->retry = qstrcat(l->stream, ":retry");
+		l->held = qstrcat(l->stream, ":held");
 		l->dry = true; /* nothing known yet: the first claim blocks on all */
 	}
 	return n;
