@@ -180,6 +180,39 @@ t_enqueue_lane() {
 	assert_eq "exit status" 0 "$(mx_stop run)"
 }
 
+# kill -9 with jobs of two lanes in flight, then a new process: the dead
+# one's pending entries of each lane are claimed from that lane within 15 s
+# (heartbeat), every job ends with one delivered result, nothing is left
+# pending in any lane.
+t_kill_restart() {
+	start_redis -n kill || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/k.conf pa pb ln
+	mkconf "$conf" "$REDIS_URL" "tx:4 bulk:1" "$(printf '[domain slow.test]\nmax_connections = 4\n')"
+	sed -i 's/^visibility_timeout = 5s$/visibility_timeout = 5m/' "$conf"
+	PIPE_STREAM=mxsend:jobs:lane:bulk pipe_jobs "$p" 1500 slow.test kb || fail "queue bulk"
+	PIPE_STREAM=mxsend:jobs:lane:tx pipe_jobs "$p" 300 slow.test kt || fail "queue tx"
+	mx_start run0 "$conf" || return 1
+	wait_until 60 results_ge "$p" '\|delivered\|' 100 || fail "fewer than 100 delivered in 60 s"
+	assert_eq "run0 killed" 137 "$(mx_stop run0 KILL)"
+	pa=$(rcli "$p" XPENDING mxsend:jobs:lane:bulk mxsend | head -n 1)
+	pb=$(rcli "$p" XPENDING mxsend:jobs:lane:tx mxsend | head -n 1)
+	assert_ge "bulk entries left pending by the killed process" 1 "$pa"
+	mx_start run1 "$conf" || return 1
+	wait_until 240 results_ge "$p" '\|delivered\|' 1800 || fail "not all 1800 delivered within 240 s"
+	assert_eq "run1 exit status" 0 "$(mx_stop run1)"
+	assert_match "run1 claimed the dead consumer's bulk entries" \
+		'evt=dead_consumers claimed=[1-9][0-9]* .* lane=bulk' "$(cat "$CASE_DIR/run1/log")"
+	local r
+	r=$(results "$p" id,status | grep '|delivered$' | cut -d'|' -f1)
+	assert_eq "distinct jobs delivered" 1800 "$(sort -u <<<"$r" | grep -c .)"
+	assert_eq "delivered results (one each)" 1800 "$(grep -c . <<<"$r")"
+	for ln in bulk tx; do
+		assert_eq "lane $ln: nothing left" "0 0" \
+			"$(rcli "$p" XLEN "mxsend:jobs:lane:$ln") $(rcli "$p" XPENDING "mxsend:jobs:lane:$ln" mxsend | head -n 1)"
+	done
+	echo "lanes: kill -9 left $pa bulk and $pb tx entries pending; all 1800 delivered once after the restart" >>"$FIG"
+}
+
 # A bad lanes value is a start-up error naming the file and line (exit 78).
 t_bad_config() {
 	local conf=$CASE_DIR/bad.conf v
@@ -196,6 +229,7 @@ run_case "weights a:3 b:1: 3 of every 4 claims from a while both have jobs; all 
 run_case "a transactional job behind 20,000 bulk jobs on one slow MX host: delivered within 3 s" t_behind_backlog
 run_case "retries and held jobs stay in their lane; held names it; release puts it back there" t_retry_held
 run_case "enqueue --lane: the lane's stream; unknown lane exits 64" t_enqueue_lane
+run_case "kill -9 with two lanes in flight, restart: each lane's pending entries taken back, one result each" t_kill_restart
 run_case "bad [redis] lanes: exit 78 naming file:line" t_bad_config
 sed 's/^/# /' "$FIG"
 integ_finish
