@@ -94,9 +94,10 @@ tx_lat() {
 			if #es == 0 then return {'-'} end o[#o + 1] = 'next ' .. es[#es][1] .. ' ' .. #es return o" 1 mxsend:results "$start")
 		grep -v '^next \|^-$' <<<"$out"
 		grep -q '^next ' <<<"$out" || break
-		set -- $(grep '^next ' <<<"$out")
-		[ "$3" -lt 20000 ] && break
-		start="($2"
+		local _w nid got
+		read -r _w nid got < <(grep '^next ' <<<"$out")
+		[ "$got" -lt 20000 ] && break
+		start="($nid"
 	done
 }
 for ((k = 0; k < 60; k++)); do
