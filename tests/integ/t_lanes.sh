@@ -84,6 +84,7 @@ t_weights() {
 	# the first 400 results: 3 of every 4 from a (300), give or take the first claim
 	first=$(head -n 400 <<<"$r")
 	na=$(grep -c '^a-' <<<"$first")
+	echo "lanes: weights a:3 b:1: the first 400 results, $na from a, $((400 - na)) from b" >>"$FIG"
 	assert_ge "lane a's share of the first 400 (about 300)" 270 "$na"
 	assert_ge "lane b's share of the first 400 (about 100)" 70 "$((400 - na))"
 	assert_eq "lanes empty" "0 0" "$(rcli "$p" XLEN mxsend:jobs:lane:a) $(rcli "$p" XLEN mxsend:jobs:lane:b)"
