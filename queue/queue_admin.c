@@ -270,10 +270,7 @@ struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, si
 	struct queue_sync *s = qalloc(sizeof(*s));
 	s->c = c;
 	s->cfg = cfg;
-	size_t n = strlen(cfg->jobs);
-	s->held_key = qalloc(n + 6);
-	memcpy(s->held_key, cfg->jobs, n);
-	memcpy(s->held_key + n, ":held", 6);
+	s->nlanes = qlanes_init(cfg, s->lanes);
 	return s;
 }
 
@@ -282,7 +279,7 @@ void queue_sync_close(struct queue_sync *s)
 	if (s == NULL)
 		return;
 	redisFree(s->c);
-	free(s->held_key);
+	qlanes_fini(s->lanes, s->nlanes);
 	free(s);
 }
 
@@ -309,11 +306,16 @@ int queue_sync_enqueue(struct queue_sync *s, const struct queue_fields *f, long 
 		       void (*id_fn)(void *arg, const char *id), void *arg, char *err,
 		       size_t errlen)
 {
+	int lane = queue_lane_find(s->cfg, f->lane ? f->lane : "default");
+	if (lane < 0) {
+		snprintf(err, errlen, "unknown lane \"%s\"", f->lane);
+		return -1;
+	}
 	int argc = 3 + 2 * f->n;
 	const char **av = qalloc((size_t)argc * sizeof(*av));
 	size_t *al = qalloc((size_t)argc * sizeof(*al));
 	av[0] = "XADD";
-	av[1] = s->cfg->jobs;
+	av[1] = s->lanes[lane].stream;
 	av[2] = "*";
 	for (int i = 0; i < 3; i++)
 		al[i] = strlen(av[i]);
@@ -357,10 +359,11 @@ out:
 	return rc == 0 ? (int)(done > 0x7fffffff ? 0x7fffffff : done) : -1;
 }
 
-int queue_sync_held(struct queue_sync *s, void (*fn)(void *arg, const struct queue_held *h),
-		    void *arg, char *err, size_t errlen)
+static int held_lane(struct queue_sync *s, const struct qlane *lane,
+		     void (*fn)(void *arg, const struct queue_held *h), void *arg, char *err,
+		     size_t errlen)
 {
-	const char *av[] = { "ZRANGE", s->held_key, "0", "-1", "WITHSCORES" };
+	const char *av[] = { "ZRANGE", lane->held, "0", "-1", "WITHSCORES" };
 	redisReply *list = redisCommandArgv(s->c, 5, av, NULL);
 	if (qsync_reply_err(s->c, list, "ZRANGE", err, errlen) != 0)
 		return -1;
@@ -368,9 +371,9 @@ int queue_sync_held(struct queue_sync *s, void (*fn)(void *arg, const struct que
 	size_t n = list->type == REDIS_REPLY_ARRAY ? list->elements / 2 : 0;
 	for (size_t i = 0; i < n; i++) {
 		const redisReply *m = list->element[2 * i];
-		size_t kl = strlen(s->held_key);
+		size_t kl = strlen(lane->held);
 		char *key = qalloc(kl + 1 + m->len + 1);
-		memcpy(key, s->held_key, kl);
+		memcpy(key, lane->held, kl);
 		key[kl] = ':';
 		memcpy(key + kl + 1, m->str, m->len);
 		const char *hv[] = { "HMGET", key, "id", "job", "domain", "reason", "to", "held_at", "since" };
@@ -385,8 +388,8 @@ int queue_sync_held(struct queue_sync *s, void (*fn)(void *arg, const struct que
 			const redisReply *e = (r->type == REDIS_REPLY_ARRAY && r->elements == 7) ? r->element[k] : NULL;
 			v[k] = (e != NULL && e->type == REDIS_REPLY_STRING) ? e->str : "";
 		}
-		struct queue_held h = { .member = m->str, .id = v[0], .job = v[1], .domain = v[2],
-					.reason = v[3], .to = v[4] };
+		struct queue_held h = { .member = m->str, .lane = lane->name, .id = v[0], .job = v[1],
+					.domain = v[2], .reason = v[3], .to = v[4] };
 		h.held_at_ms = strtoull(v[5], NULL, 10);
 		h.since_ms = strtoull(v[6], NULL, 10);
 		fn(arg, &h);
@@ -397,11 +400,24 @@ int queue_sync_held(struct queue_sync *s, void (*fn)(void *arg, const struct que
 	return rc == 0 ? count : -1;
 }
 
-static char *held_hash(const struct queue_sync *s, const char *m, size_t ml)
+int queue_sync_held(struct queue_sync *s, void (*fn)(void *arg, const struct queue_held *h),
+		    void *arg, char *err, size_t errlen)
 {
-	size_t kl = strlen(s->held_key);
+	int count = 0;
+	for (int i = 0; i < s->nlanes; i++) {
+		int n = held_lane(s, &s->lanes[i], fn, arg, err, errlen);
+		if (n < 0)
+			return -1;
+		count += n;
+	}
+	return count;
+}
+
+static char *held_hash(const struct qlane *lane, const char *m, size_t ml)
+{
+	size_t kl = strlen(lane->held);
 	char *key = qalloc(kl + 1 + ml + 1);
-	memcpy(key, s->held_key, kl);
+	memcpy(key, lane->held, kl);
 	key[kl] = ':';
 	memcpy(key + kl + 1, m, ml);
 	return key;
@@ -409,20 +425,20 @@ static char *held_hash(const struct queue_sync *s, const char *m, size_t ml)
 
 #define RELEASE_CHUNK 256 /* members per release script call */
 
-/* Release members m[0..n) (one script call, every key declared). Adds the
- * count released to *moved; 0 or -1. */
-static int release_some(struct queue_sync *s, const redisReply *const *m, int n, int *moved,
-			char *err, size_t errlen)
+/* Release members m[0..n) of lane (one script call, every key declared).
+ * Adds the count released to *moved; 0 or -1. */
+static int release_some(struct queue_sync *s, const struct qlane *lane, const redisReply *const *m,
+			int n, int *moved, char *err, size_t errlen)
 {
 	const char **av = qalloc((size_t)(5 + 2 * n) * sizeof(*av));
 	size_t *al = qalloc((size_t)(5 + 2 * n) * sizeof(*al));
 	char nk[16];
 	snprintf(nk, sizeof(nk), "%d", n + 2);
-	av[0] = "EVAL", av[1] = qscript_release, av[2] = nk, av[3] = s->held_key, av[4] = s->cfg->jobs;
+	av[0] = "EVAL", av[1] = qscript_release, av[2] = nk, av[3] = lane->held, av[4] = lane->stream;
 	for (int i = 0; i < 5; i++)
 		al[i] = strlen(av[i]);
 	for (int i = 0; i < n; i++) {
-		av[5 + i] = held_hash(s, m[i]->str, m[i]->len);
+		av[5 + i] = held_hash(lane, m[i]->str, m[i]->len);
 		al[5 + i] = strlen(av[5 + i]);
 		av[5 + n + i] = m[i]->str;
 		al[5 + n + i] = m[i]->len;
@@ -439,12 +455,13 @@ static int release_some(struct queue_sync *s, const redisReply *const *m, int n,
 	return 0;
 }
 
-int queue_sync_release(struct queue_sync *s, const char *domain, const char *const *ids, int nids,
-		       char *err, size_t errlen)
+/* Release the held jobs of lane that match (domain, or ids); how many, or -1. */
+static int release_lane(struct queue_sync *s, const struct qlane *lane, const char *domain,
+			const char *const *ids, int nids, char *err, size_t errlen)
 {
 	/* Which members: read here (ZRANGE, then each one's domain and id), so
 	 * the script is handed every key it touches. */
-	const char *zv[] = { "ZRANGE", s->held_key, "0", "-1" };
+	const char *zv[] = { "ZRANGE", lane->held, "0", "-1" };
 	redisReply *all = redisCommandArgv(s->c, 4, zv, NULL);
 	if (qsync_reply_err(s->c, all, "ZRANGE", err, errlen) != 0)
 		return -1;
@@ -456,7 +473,7 @@ int queue_sync_release(struct queue_sync *s, const char *domain, const char *con
 			snprintf(err, errlen, "redis: ZRANGE: unexpected reply");
 			return -1;
 		}
-		char *key = held_hash(s, m->str, m->len);
+		char *key = held_hash(lane, m->str, m->len);
 		const char *hv[] = { "HMGET", key, "domain", "id" };
 		int rc = redisAppendCommandArgv(s->c, 4, hv, NULL);
 		free(key);
@@ -472,7 +489,7 @@ int queue_sync_release(struct queue_sync *s, const char *domain, const char *con
 		redisReply *r = NULL;
 		if (redisGetReply(s->c, (void **)&r) != REDIS_OK)
 			r = NULL;
-		if (rc == 0 && qsync_reply_err(s->c, r, "HMGET", err, errlen) != 0) {
+		if (qsync_reply_err(s->c, r, "HMGET", err, errlen) != 0) {
 			rc = -1; /* r is freed; the connection is closed by the caller */
 			break;
 		}
@@ -490,11 +507,24 @@ int queue_sync_release(struct queue_sync *s, const char *domain, const char *con
 			pick[npick++] = m;
 	}
 	for (int i = 0; rc == 0 && i < npick; i += RELEASE_CHUNK)
-		rc = release_some(s, pick + i, npick - i < RELEASE_CHUNK ? npick - i : RELEASE_CHUNK,
+		rc = release_some(s, lane, pick + i, npick - i < RELEASE_CHUNK ? npick - i : RELEASE_CHUNK,
 				  &moved, err, errlen);
 	free(pick);
 	freeReplyObject(all);
 	return rc == 0 ? moved : -1;
+}
+
+int queue_sync_release(struct queue_sync *s, const char *domain, const char *const *ids, int nids,
+		       char *err, size_t errlen)
+{
+	int count = 0;
+	for (int i = 0; i < s->nlanes; i++) { /* each back to its own lane */
+		int n = release_lane(s, &s->lanes[i], domain, ids, nids, err, errlen);
+		if (n < 0)
+			return -1;
+		count += n;
+	}
+	return count;
 }
 
 /* ---- small generic helpers (MTA-STS policy persistence) ---- */

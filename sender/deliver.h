@@ -35,12 +35,18 @@ struct deliver_req {
 	int nrcpt;
 	const char *data;       /* raw message bytes (LF or CRLF) */
 	size_t len;
+	const struct msg_wire *wire; /* the message already prepared (msg.h; signer.h's
+	                         * signed message, its signatures in wire->pre), borrowed
+	                         * until done: data and len are then not read; NULL:
+	                         * deliver prepares data */
 	int tls_min_level;      /* a stricter TLS level for this message (enum tls_level), -1 = none */
 	bool sts_exempt;        /* no MTA-STS (TLSRPT reports, RFC 8460 3) */
 	const char *pool;       /* the job's egress pool (a [pool NAME]), NULL: the
 	                         * domain rule's pool, else every source */
 	const char *log_tag;    /* fields for the evt=delivery line (the queue's job,
 	                         * id, attempt), NULL: none */
+	int prio;               /* its lane's priority (0 highest, queue.h "lanes"): it
+	                         * waits for a connection slot ahead of larger ones */
 	deliver_rcpt_fn *rcpt_done;
 	deliver_done_fn *done;
 	void *arg;

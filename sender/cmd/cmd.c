@@ -176,6 +176,8 @@ void cmd_queue_config(const struct config *cfg, struct queue_config *qc)
 	qc->cluster = cfg->redis_cluster;
 	qc->cluster_nodes = cfg->redis_cluster_nodes;
 	qc->group = cfg->group;
+	qc->lanes = cfg->lanes;
+	qc->n_lanes = cfg->n_lanes;
 }
 
 int cmd_read_file(const char *path, char **out, size_t *len)
