@@ -2,7 +2,7 @@
 # tests/integ/t_cluster.sh: mxsend on Redis Cluster ([redis] cluster = yes,
 # prefix = {mxsend}; README "Redis Cluster").
 #   t_keys      one node serving every slot, watched with MONITOR through a
-#               whole flow (enqueue, delivery, bounce with automatic
+#               whole flow, with lanes (enqueue, delivery, bounce with automatic
 #               suppression, a suppressed job, retries moved back, expiry,
 #               held/release, TLSRPT counters, MTA-STS load, shaping list):
 #               every key of every command is in the queue's slot and every
@@ -97,7 +97,8 @@ t_keys() {
 	assert_eq "untagged jobs key with cluster = yes: exit" 78 "$?"
 	assert_match "it says why" 'must share the hash tag' "$out"
 
-	conf "$conf" "$p" "" "$(printf '[domain held.test]\ntls = encrypt\non_tls_failure = hold\n')"
+	conf "$conf" "$p" "lanes = transactional:3 bulk:1" \
+		"$(printf '[domain held.test]\ntls = encrypt\non_tls_failure = hold\n')"
 	mon=$CASE_DIR/monitor.txt
 	timeout 120 redis-cli -h 127.0.0.1 -p "$p" MONITOR >"$mon" 2>&1 &
 	local monpid=$!
@@ -106,8 +107,8 @@ t_keys() {
 		>/dev/null || fail "enqueue k1"
 	"$MXSEND" enqueue -c "$conf" --from a@src.test --to defer1@ok.test --id k2 --expires 3 "$MSG" \
 		>/dev/null || fail "enqueue k2"
-	"$MXSEND" enqueue -c "$conf" --from a@src.test --to h1@held.test --id k3 "$MSG" >/dev/null ||
-		fail "enqueue k3"
+	"$MXSEND" enqueue -c "$conf" --from a@src.test --to h1@held.test --id k3 --lane transactional \
+		"$MSG" >/dev/null || fail "enqueue k3"
 	"$MXSEND" suppress add -c "$conf" --reason test blocked@ok.test >/dev/null || fail "suppress add"
 	mx_start run "$conf" || return 1
 	wait_until 20 results_has "$p" '^k1\|bounce1@ok\.test\|bounced$' || fail "k1 not bounced"
@@ -118,7 +119,7 @@ t_keys() {
 	wait_until 10 results_has "$p" '^k3\|h1@held\.test\|held$' || fail "k3 not held"
 	assert_match "held list" 'domain=held\.test' "$("$MXSEND" held -c "$conf")"
 	assert_eq "release" "released 1" "$("$MXSEND" release -c "$conf" --domain held.test)"
-	wait_until 10 redis_is "$p" 1 ZCARD "$K:jobs:held" || fail "k3 not held again"
+	wait_until 10 redis_is "$p" 1 ZCARD "$K:jobs:lane:transactional:held" || fail "k3 not held again"
 	assert_eq "release by id" "released 1" "$("$MXSEND" release -c "$conf" k3)"
 	"$MXSEND" suppress list -c "$conf" >"$CASE_DIR/supp" || fail "suppress list"
 	assert_match "automatic suppression" 'bounce1@ok\.test' "$(cat "$CASE_DIR/supp")"
