@@ -67,6 +67,25 @@ role_is() { [ "$(rcli "$1" ROLE 2>/dev/null | head -n 1)" = "$2" ]; } # PORT mas
 link_up() { rcli "$1" INFO replication | tr -d '\r' | grep -qx 'master_link_status:up'; } # PORT
 cstate_ok() { rcli "$1" CLUSTER INFO | tr -d '\r' | grep -qx 'cluster_state:ok'; }
 
+# make_cluster NODES REPLICAS: NODES nodes (cnode n1, n2...) made a cluster by
+# redis-cli --cluster create with REPLICAS replicas per master; waits until
+# every node says ok. Sets PORTS (array) and CLUSTER_PORTS (a string).
+make_cluster() {
+	local i p addrs=()
+	PORTS=()
+	for ((i = 1; i <= $1; i++)); do
+		p=$(cnode "n$i") || { fail "node $i did not start"; return 1; }
+		PORTS+=("$p")
+		addrs+=("127.0.0.1:$p")
+	done
+	CLUSTER_PORTS="${PORTS[*]}"
+	timeout 60 redis-cli --cluster create "${addrs[@]}" --cluster-replicas "$2" --cluster-yes \
+		>"$CASE_DIR/create.log" 2>&1 || { fail "cluster create failed" "$(tail -n 5 "$CASE_DIR/create.log")"; return 1; }
+	for p in "${PORTS[@]}"; do
+		wait_until 20 cstate_ok "$p" || { fail "node $p not ok within 20 s"; return 1; }
+	done
+}
+
 # conf FILE SEED_PORT [REDIS_KEYS] [MORE]: a config for the cluster node at SEED_PORT.
 conf() {
 	integ_config "$1" "$(printf '[redis]\nurl = redis://127.0.0.1:%s\ncluster = yes\nprefix = {mxsend}\nvisibility_timeout = 5s\n%s\n\n[retry]\nschedule = 1s\njitter = 0\n\n%s\n' \
@@ -180,21 +199,15 @@ finals_ge() { local n; n=$(finals "$1" 2>/dev/null) && [[ $n =~ ^[0-9]+$ ]] && [
 
 t_failover() {
 	local ports=() i p n=${CLUSTER_N:-3000} conf=$CASE_DIR/c.conf slot m mid rep t0 owner
-	for i in 1 2 3 4 5 6; do
-		p=$(cnode "n$i") || { fail "node $i did not start"; return 1; }
-		ports+=("$p")
-	done
-	local addrs=()
-	for p in "${ports[@]}"; do addrs+=("127.0.0.1:$p"); done
-	timeout 60 redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
-		>"$CASE_DIR/create.log" 2>&1 || { fail "cluster create failed" "$(tail -n 5 "$CASE_DIR/create.log")"; return 1; }
-	for p in "${ports[@]}"; do
-		wait_until 20 cstate_ok "$p" || { fail "node $p not ok within 20 s"; return 1; }
-	done
+	make_cluster 6 1 || return 1
+	ports=("${PORTS[@]}")
 	slot=$(rcli "${ports[0]}" CLUSTER KEYSLOT "$K:jobs")
 	read -r m mid <<<"$(master_of "${ports[0]}" "$slot")"
 	rep=$(replica_of "${ports[0]}" "$mid")
-	[ -n "$m" ] && [ -n "$rep" ] || { fail "no master/replica for slot $slot"; return 1; }
+	if [ -z "$m" ] || [ -z "$rep" ]; then
+		fail "no master/replica for slot $slot"
+		return 1
+	fi
 	diag "slot $slot: master $m, replica $rep"
 	# the seed is a node that does not serve the slot: mxsend must find the master
 	local seed=${ports[0]}
@@ -286,18 +299,8 @@ migrate_slot() {
 
 t_migrate() {
 	local ports=() i p n=${CLUSTER_N:-3000} conf=$CASE_DIR/c.conf slot m mid dst t0
-	for i in 1 2 3; do
-		p=$(cnode "n$i") || { fail "node $i did not start"; return 1; }
-		ports+=("$p")
-	done
-	CLUSTER_PORTS="${ports[*]}"
-	local addrs=()
-	for p in "${ports[@]}"; do addrs+=("127.0.0.1:$p"); done
-	timeout 60 redis-cli --cluster create "${addrs[@]}" --cluster-yes \
-		>"$CASE_DIR/create.log" 2>&1 || { fail "cluster create failed" "$(tail -n 5 "$CASE_DIR/create.log")"; return 1; }
-	for p in "${ports[@]}"; do
-		wait_until 20 cstate_ok "$p" || { fail "node $p not ok within 20 s"; return 1; }
-	done
+	make_cluster 3 0 || return 1
+	ports=("${PORTS[@]}")
 	slot=$(rcli "${ports[0]}" CLUSTER KEYSLOT "$K:jobs")
 	read -r m mid <<<"$(master_of "${ports[0]}" "$slot")"
 	for p in "${ports[@]}"; do [ "$p" != "$m" ] && { dst=$p; break; }; done
