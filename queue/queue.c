@@ -483,21 +483,36 @@ static void init_cmd(struct qconn *c, enum init_step step, int argc, const char 
 	send_raw(c, on_init, (void *)(intptr_t)step, argc, argv, NULL);
 }
 
+redisAsyncContext *qconn_dial(struct queue *q, const char *host, int port, char *why, size_t n)
+{
+	redisAsyncContext *ac;
+	if (!q->addr.tls)
+		ac = redisAsyncConnect(host, port);
+	else if (q->h.connect_tls == NULL)
+		ac = NULL;
+	else
+		return q->h.connect_tls(q->h.ctx, &q->cfg.tls, host, port, why, n);
+	if (ac == NULL)
+		snprintf(why, n, "%s", q->addr.tls ? "rediss:// (TLS) is not available here" : "out of memory");
+	return ac;
+}
+
 static void conn_connect(struct qconn *c)
 {
 	struct queue *q = c->q;
 	redisAsyncContext *ac;
 	if (q->freeing || c->ac != NULL)
 		return;
+	char why[256];
 	if (q->addr.path[0] != '\0')
 		ac = redisAsyncConnectUnix(q->addr.path);
 	else
-		ac = redisAsyncConnect(q->addr.host, q->addr.port);
+		ac = qconn_dial(q, q->addr.host, q->addr.port, why, sizeof(why));
 	c->started = qnow(q);
 	if (ac == NULL || ac->err) {
 		/* A synchronous failure (refused at once): same as a loss. */
-		char why[128];
-		snprintf(why, sizeof(why), "%s", ac ? errstr(ac) : "out of memory");
+		if (ac != NULL)
+			snprintf(why, sizeof(why), "%s", errstr(ac));
 		if (ac != NULL)
 			redisAsyncFree(ac);
 		schedule_reconnect(c, false, why);
@@ -891,6 +906,10 @@ struct queue *queue_new(const struct queue_config *cfg, const struct queue_host 
 	q->h = *h;
 	if (queue_url_parse(cfg->url, &q->addr, err, errlen) != 0)
 		goto fail;
+	if (q->addr.tls && h->connect_tls == NULL) {
+		snprintf(err, errlen, "queue: rediss:// (TLS) is not available here");
+		goto fail;
+	}
 	q->password = (cfg->password && cfg->password[0]) ? cfg->password : q->addr.password;
 	q->username = (cfg->username && cfg->username[0]) ? cfg->username : q->addr.username;
 	if (cfg->max_inflight <= 0 || cfg->batch <= 0 || cfg->limits.addr_ok == NULL ||

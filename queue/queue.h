@@ -65,9 +65,11 @@ struct queue_addr {
 	int db;
 	char username[256]; /* from the URL ("USER:PASSWORD@"), "" if none */
 	char password[256]; /* from the URL, "" if none */
+	bool tls;           /* rediss://: TLS to HOST:PORT (struct queue_tls) */
 };
-/* Parse "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]" or "unix:/PATH[?db=N]".
+/* Parse "redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]" or "unix:/PATH[?db=N]".
  * Userinfo without a ':' ("redis://PASSWORD@HOST") is a password alone.
+ * rediss:// is the same with TLS (a->tls; default port 6379 either way).
  * Returns 0, or -1 with a message in err. Pure. */
 int queue_url_parse(const char *url, struct queue_addr *a, char *err, size_t errlen);
 /* url as it may be shown: a password in it replaced by "***"
@@ -78,10 +80,30 @@ const char *queue_url_redact(const char *url, char *out, size_t n);
 
 /* ---- configuration and host services ---- */
 
+struct redisContext;
+/* TLS to a rediss:// server. The queue knows no TLS: hiredis 0.14 has none,
+ * so the host carries hiredis's bytes over its own TLS engine (sender/
+ * redis_tls.c). The server's chain must verify against ca_file and its
+ * certificate name `name` (default: the host connected to); never a
+ * plaintext fallback. Files are read at each connect. */
+struct queue_tls {
+	const char *ca_file;   /* NULL or "": the system store */
+	const char *cert_file; /* client certificate chain (PEM), NULL: none */
+	const char *key_file;  /* its private key (PEM, unencrypted) */
+	const char *name;      /* NULL or "": the host name (or IP) connected to */
+	/* Blocking connect to host:port over TLS (5 s timeouts; the handshake
+	 * and the first exchange are over when it returns): a hiredis context,
+	 * or NULL with the reason in err (never a secret). NULL: rediss:// is
+	 * refused. */
+	struct redisContext *(*connect)(const struct queue_tls *t, const char *host, int port,
+					char *err, size_t errlen);
+};
+
 struct queue_config {
 	const char *url;      /* see queue_url_parse */
 	const char *username; /* NULL or "": the URL's user, if any (ACL: AUTH USER PASSWORD) */
 	const char *password; /* NULL or "": the URL's password, if any */
+	struct queue_tls tls; /* for rediss:// URLs */
 	const char *jobs, *results, *group;
 	const char *consumer; /* this process's consumer name, e.g. "host:pid" */
 	uint64_t visibility_ms; /* reclaim entries idle longer than this */
@@ -117,6 +139,12 @@ struct queue_host {
 	void *ctx;
 	/* Attach ac to the host's event loop (sender/redis_uring.c). 0 or -errno. */
 	int (*attach)(void *ctx, struct redisAsyncContext *ac);
+	/* rediss://: a new context (not attached yet) whose bytes the host
+	 * carries over TLS (cfg.tls) to host:port on its loop; a TLS failure
+	 * reaches hiredis as a lost connection (the host logs why). NULL with
+	 * the reason in why. NULL hook: rediss:// is refused. */
+	struct redisAsyncContext *(*connect_tls)(void *ctx, const struct queue_tls *t,
+						 const char *host, int port, char *why, size_t n);
 	/* One-shot timers: fn(arg) runs once per arm, from the loop, never from
 	 * inside timer_arm. Re-arming an armed timer moves it. */
 	struct queue_timer *(*timer_new)(void *ctx, queue_timer_fn *fn, void *arg);

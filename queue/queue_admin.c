@@ -62,12 +62,13 @@ int queue_url_parse(const char *url, struct queue_addr *a, char *err, size_t err
 		}
 		return 0;
 	}
-	if (strncmp(url, "redis://", 8) != 0) {
-		snprintf(err, errlen, "bad redis url \"%s\": expected redis:// or unix:",
+	a->tls = strncmp(url, "rediss://", 9) == 0;
+	if (strncmp(url, "redis://", 8) != 0 && !a->tls) {
+		snprintf(err, errlen, "bad redis url \"%s\": expected redis://, rediss:// or unix:",
 			 queue_url_redact(url, shown, sizeof(shown)));
 		return -1;
 	}
-	const char *p = url + 8, *end = p + strlen(p);
+	const char *p = url + (a->tls ? 9 : 8), *end = p + strlen(p);
 	const char *slash = strchr(p, '/');
 	const char *hostend = slash ? slash : end;
 	const char *at = NULL;
@@ -107,7 +108,7 @@ int queue_url_parse(const char *url, struct queue_addr *a, char *err, size_t err
 		goto bad;
 	return 0;
 bad:
-	snprintf(err, errlen, "bad redis url \"%s\": expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]",
+	snprintf(err, errlen, "bad redis url \"%s\": expected redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]",
 		 queue_url_redact(url, shown, sizeof(shown)));
 	return -1;
 }
@@ -173,26 +174,53 @@ static void scrub(char *err, const char *pw)
 	}
 }
 
+/* A connected context with 5 s timeouts, or NULL with why set. */
+static redisContext *timeouts_or_why(redisContext *c, char *why, size_t n)
+{
+	struct timeval tv = { 5, 0 };
+	if (c != NULL && c->err == 0) {
+		redisSetTimeout(c, tv);
+		return c;
+	}
+	snprintf(why, n, "%s", c ? ctx_err(c) : "out of memory");
+	if (c != NULL)
+		redisFree(c);
+	return NULL;
+}
+
+redisContext *qsync_dial(const struct queue_tls *tls, bool use_tls, const char *host, int port,
+			 char *why, size_t n)
+{
+	struct timeval tv = { 5, 0 };
+	if (!use_tls)
+		return timeouts_or_why(redisConnectWithTimeout(host, port, tv), why, n);
+	if (tls == NULL || tls->connect == NULL) {
+		snprintf(why, n, "rediss:// (TLS) is not available here");
+		return NULL;
+	}
+	return tls->connect(tls, host, port, why, n);
+}
+
 /* qsync_connect; *refused = true when Redis answered AUTH or SELECT with an
  * error (wrong credentials or database: configuration, not a passing fault). */
 static redisContext *connect_sync(const char *url, const char *username, const char *password,
-				  bool *refused, char *err, size_t errlen)
+				  const struct queue_tls *tls, bool *refused, char *err,
+				  size_t errlen)
 {
 	struct queue_addr a;
 	struct timeval tv = { 5, 0 };
+	char why[512];
 	if (queue_url_parse(url, &a, err, errlen) != 0)
 		return NULL;
-	redisContext *c = a.path[0] ? redisConnectUnixWithTimeout(a.path, tv)
-				    : redisConnectWithTimeout(a.host, a.port, tv);
-	if (c == NULL || c->err) {
+	redisContext *c = a.path[0] ? timeouts_or_why(redisConnectUnixWithTimeout(a.path, tv), why, sizeof(why))
+				    : qsync_dial(tls, a.tls, a.host, a.port, why, sizeof(why));
+	if (c == NULL) {
 		char shown[512];
 		snprintf(err, errlen, "redis: connect to %s: %s", queue_url_redact(url, shown, sizeof(shown)),
-			 c ? ctx_err(c) : "out of memory");
-		if (c)
-			redisFree(c);
+			 why);
+		explicit_bzero(a.password, sizeof(a.password));
 		return NULL;
 	}
-	redisSetTimeout(c, tv);
 	const char *pw = (password && password[0]) ? password : a.password;
 	const char *user = (username && username[0]) ? username : a.username;
 	redisReply *r;
@@ -225,17 +253,18 @@ fail:
 	return NULL;
 }
 
-redisContext *qsync_connect(const char *url, const char *username, const char *password, char *err,
-			   size_t errlen)
+redisContext *qsync_connect(const char *url, const char *username, const char *password,
+			   const struct queue_tls *tls, char *err, size_t errlen)
 {
 	bool refused = false;
-	return connect_sync(url, username, password, &refused, err, errlen);
+	return connect_sync(url, username, password, tls, &refused, err, errlen);
 }
 
 int queue_sync_check(const struct queue_config *cfg, char *err, size_t errlen)
 {
 	bool refused = false;
-	redisContext *c = connect_sync(cfg->url, cfg->username, cfg->password, &refused, err, errlen);
+	redisContext *c = connect_sync(cfg->url, cfg->username, cfg->password, &cfg->tls, &refused, err,
+				       errlen);
 	if (c == NULL)
 		return refused ? -2 : -1;
 	redisFree(c);
@@ -244,7 +273,7 @@ int queue_sync_check(const struct queue_config *cfg, char *err, size_t errlen)
 
 struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, size_t errlen)
 {
-	redisContext *c = qsync_connect(cfg->url, cfg->username, cfg->password, err, errlen);
+	redisContext *c = qsync_connect(cfg->url, cfg->username, cfg->password, &cfg->tls, err, errlen);
 	if (c == NULL)
 		return NULL;
 	struct queue_sync *s = qalloc(sizeof(*s));

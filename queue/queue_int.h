@@ -109,6 +109,10 @@ int qconn_send(struct qconn *c, redisCallbackFn *fn, void *priv, int argc, const
 	       const size_t *len);
 /* First thing in every reply callback: bookkeeping; NULL reply = connection lost. */
 struct qconn *qconn_reply(redisAsyncContext *ac, const void *reply);
+/* A new async context to host:port (rediss://: TLS through the host's
+ * connect_tls), not attached yet; NULL (or one with err set) on failure, the
+ * reason in why. */
+redisAsyncContext *qconn_dial(struct queue *q, const char *host, int port, char *why, size_t n);
 /* Drop the connection (reconnects after back-off). */
 void qconn_drop(struct qconn *c);
 /* A commit came back: live = 1 written, 0 skipped (already finished). */
@@ -122,7 +126,12 @@ void *qalloc(size_t n);
 struct redisContext;
 struct redisReply;
 struct redisContext *qsync_connect(const char *url, const char *username, const char *password,
-				   char *err, size_t errlen);
+				   const struct queue_tls *tls, char *err, size_t errlen);
+/* Connect to host:port (TLS through tls->connect when use_tls), 5 s
+ * timeouts; NULL with the reason in why. The one place a blocking command
+ * reaches a server: AUTH and SELECT are the caller's. */
+struct redisContext *qsync_dial(const struct queue_tls *tls, bool use_tls, const char *host, int port,
+				char *why, size_t n);
 /* 0 for a reply; -1 with err set for no reply or an error reply (freed). */
 int qsync_reply_err(struct redisContext *c, struct redisReply *r, const char *what, char *err,
 		    size_t errlen);

@@ -81,9 +81,10 @@ struct tlsrpt_store {
 };
 
 struct tlsrpt_store *tlsrpt_store_open(const char *url, const char *username, const char *password,
-				       const char *prefix, char *err, size_t errlen)
+				       const struct queue_tls *tls, const char *prefix, char *err,
+				       size_t errlen)
 {
-	redisContext *c = qsync_connect(url, username, password, err, errlen);
+	redisContext *c = qsync_connect(url, username, password, tls, err, errlen);
 	if (c == NULL)
 		return NULL;
 	struct tlsrpt_store *s = qalloc(sizeof(*s));

@@ -299,9 +299,13 @@ static const struct key k_mxsend[] = {
 	{ "dkim_extra", STR(G(dkim_extra), V_WORD, "the domain of a [dkim DOMAIN] section"), 0 },
 };
 static const struct key k_redis[] = {
-	{ "url", STR(G(redis_url), V_URL, "redis://HOST:PORT/DB or unix:/PATH"), 0 },
+	{ "url", STR(G(redis_url), V_URL, "redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:/PATH"), 0 },
 	{ "username", STR(G(redis_username), V_WORD, "an ACL user name"), 0 },
 	{ "password", STR(G(redis_password), V_STR, ""), 0 },
+	{ "tls_ca", STR(G(redis_tls_ca), V_STR, ""), 0 },
+	{ "tls_cert", STR(G(redis_tls_cert), V_STR, ""), 0 },
+	{ "tls_key", STR(G(redis_tls_key), V_STR, ""), 0 },
+	{ "tls_name", STR(G(redis_tls_name), V_WORD, "a host name or IP address"), 0 },
 	{ "jobs", STR(G(jobs), V_WORD, WORD), 0 },
 	{ "results", STR(G(results), V_WORD, WORD), 0 },
 	{ "group", STR(G(group), V_WORD, WORD), 0 },
@@ -492,6 +496,10 @@ void config_fini(struct config *c)
 	free(c->metrics);
 	free(c->redis_url);
 	free(c->redis_username);
+	free(c->redis_tls_ca);
+	free(c->redis_tls_cert);
+	free(c->redis_tls_key);
+	free(c->redis_tls_name);
 	free_secret(c->redis_password);
 	free(c->jobs);
 	free(c->results);
@@ -693,7 +701,8 @@ static int set_value(struct parse *p, const struct key *k, char *base, const cha
 			return bad_value(p, k, v);
 		break;
 	case V_URL:
-		if (!((strncmp(v, "redis://", 8) == 0 && v[8]) || (strncmp(v, "unix:", 5) == 0 && v[5])))
+		if (!((strncmp(v, "redis://", 8) == 0 && v[8]) || (strncmp(v, "rediss://", 9) == 0 && v[9]) ||
+		      (strncmp(v, "unix:", 5) == 0 && v[5])))
 			return bad_value(p, k, v);
 		break;
 	case V_WORD:
@@ -1275,6 +1284,20 @@ static void check_credentials(struct parse *p)
 	}
 }
 
+/* [redis] tls_* keys go with a rediss:// URL (never a silent plaintext
+ * connection configured for TLS); a key needs its certificate. */
+static void check_redis_tls(struct parse *p)
+{
+	const struct config *c = p->c;
+	bool tls = strncmp(c->redis_url, "rediss://", 9) == 0;
+	const char *set = c->redis_tls_ca ? "tls_ca" : c->redis_tls_cert ? "tls_cert"
+			: c->redis_tls_key ? "tls_key" : c->redis_tls_name ? "tls_name" : NULL;
+	if (!tls && set != NULL)
+		fail_at(p, p->global_line[1], "[redis] %s is for TLS: the url must be rediss://", set);
+	else if (c->redis_tls_key != NULL && c->redis_tls_cert == NULL)
+		fail_at(p, p->global_line[1], "[redis] tls_key without tls_cert (the client certificate)");
+}
+
 /* Read one file into p->c (p->file names it). -1: it cannot be opened (err
  * says so); else 0, with p->failed set on a bad line. */
 static int parse_file(struct parse *p)
@@ -1359,6 +1382,8 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
 		load_providers(&p);
 	if (!p.failed)
 		check_credentials(&p);
+	if (!p.failed)
+		check_redis_tls(&p);
 	if (!p.failed && c->dkim_extra != NULL) {
 		int k = 0;
 		while (k < c->n_dkims && strcasecmp(c->dkims[k].domain, c->dkim_extra) != 0)

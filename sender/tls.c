@@ -103,7 +103,15 @@ static struct tls *tls_alloc(SSL_CTX *ctx)
 struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_host,
 		    bool require_verify, const char *cache_key)
 {
-	struct tls *t = tls_alloc(tlscache_ctx(tc, require_verify));
+	struct tls *t = tls_new_ctx(tlscache_ctx(tc, require_verify), sni, verify_host);
+	if (cache_key)
+		tlscache_attach(tc, t->ssl, cache_key);
+	return t;
+}
+
+struct tls *tls_new_ctx(struct ssl_ctx_st *ctx, const char *sni, const char *verify_host)
+{
+	struct tls *t = tls_alloc(ctx);
 	if (sni && *sni && SSL_set_tlsext_host_name(t->ssl, sni) != 1)
 		oom("tls_new");
 	if (verify_host && *verify_host) {
@@ -111,8 +119,6 @@ struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_hos
 		if (SSL_set1_host(t->ssl, verify_host) != 1)
 			oom("tls_new");
 	}
-	if (cache_key)
-		tlscache_attach(tc, t->ssl, cache_key);
 	return t;
 }
 

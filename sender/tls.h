@@ -52,6 +52,10 @@ struct tls_dane {
  * cache_key: where sessions are looked up/stored in tc (NULL: no resumption). */
 struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_host,
 		    bool require_verify, const char *cache_key);
+/* The same on a context of the caller's (its verification settings; no
+ * session cache): sender/redis_tls.c. ctx is referenced, not borrowed. */
+struct ssl_ctx_st;
+struct tls *tls_new_ctx(struct ssl_ctx_st *ctx, const char *sni, const char *verify_host);
 /* A client session authenticated by DANE: the chain must match one of dn's
  * records (OpenSSL's DANE verification: DANE-EE without name checks, DANE-TA
  * with the names dn->base and dn->mx_host), SNI is dn->base. dn is borrowed

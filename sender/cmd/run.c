@@ -53,6 +53,7 @@
 #include "sender/loop.h"
 #include "sender/metrics.h"
 #include "sender/msg.h"
+#include "sender/redis_tls.h"
 #include "sender/redis_uring.h"
 #include "sender/sign_pool.h"
 #include "sender/shaping.h"
@@ -175,6 +176,13 @@ static int q_attach(void *ctx, struct redisAsyncContext *ac)
 {
 	struct run *r = ctx;
 	return redis_uring_attach(r->l, ac);
+}
+
+static struct redisAsyncContext *q_connect_tls(void *ctx, const struct queue_tls *t,
+					       const char *host, int port, char *why, size_t n)
+{
+	struct run *r = ctx;
+	return redis_tls_connect_async(r->l, t, host, port, why, n);
 }
 
 static void q_log(void *ctx, int level, const char *line)
@@ -947,7 +955,7 @@ static int run_open_queue(struct run *r)
 	qc.supp_auto = r->supp_auto;
 	qc.supp_auto_ttl_ms = r->cfg.suppress_auto_ttl_ms;
 	r->qh = (struct queue_host){
-		.ctx = r, .attach = q_attach, .timer_new = qt_new, .timer_arm = qt_arm,
+		.ctx = r, .attach = q_attach, .connect_tls = q_connect_tls, .timer_new = qt_new, .timer_arm = qt_arm,
 		.timer_free = qt_free, .mono_ms = q_now, .job = on_job, .peers = on_peers,
 		.log = q_log,
 	};
