@@ -127,12 +127,17 @@ static SSL_CTX *ctx_new(const struct queue_tls *t, char *err, size_t n)
 				 ossl_err(e, sizeof(e)));
 			goto fail;
 		}
-		if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+		int ok = SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM);
+		unsigned long ke = ok == 1 ? 0 : ERR_peek_error();
+		/* loaded, but not the certificate's key: said below */
+		bool other = ke != 0 && ERR_GET_LIB(ke) == ERR_LIB_X509 &&
+			     ERR_GET_REASON(ke) == X509_R_KEY_VALUES_MISMATCH;
+		if (ok != 1 && !other) {
 			snprintf(err, n, "TLS: tls_key %s: cannot load (an unencrypted PEM key is needed): %s",
 				 key, ossl_err(e, sizeof(e)));
 			goto fail;
 		}
-		if (SSL_CTX_check_private_key(ctx) != 1) {
+		if (other || SSL_CTX_check_private_key(ctx) != 1) {
 			ERR_clear_error();
 			snprintf(err, n, "TLS: tls_key %s is not the key of tls_cert %s", key, t->cert_file);
 			goto fail;
