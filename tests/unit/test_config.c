@@ -376,7 +376,7 @@ static void t_err_ranges(void)
 	load_err("[tls]\nmta_sts = maybe\n", "2: bad value \"maybe\" for mta_sts (yes|no)");
 	load_err("[mxsend]\nhelo = two words\n", "2: bad value \"two words\" for helo (a single word)");
 	load_err("[redis]\nurl = http://x\n",
-		 "2: bad value \"http://x\" for url (redis://HOST:PORT/DB or unix:/PATH)");
+		 "2: bad value \"http://x\" for url (redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:/PATH)");
 	load_err("[mxsend]\nmetrics = 127.0.0.1\n",
 		 "2: bad value \"127.0.0.1\" for metrics (host:port or [ipv6]:port)");
 	load_err("[mxsend]\ndns = 127.0.0.1:53,,::1\n",
@@ -464,12 +464,32 @@ static void t_redis_url_redacted(void)
 	CHECK_STR(queue_url_redact("redis://:s3cret@host", buf, 12), "redis://:**");
 	/* a bad URL in the config is named without its password */
 	load_err("[redis]\nurl = redis:/:s3cret@h\n",
-		 "2: bad value \"redis:***@h\" for url (redis://HOST:PORT/DB or unix:/PATH)");
+		 "2: bad value \"redis:***@h\" for url (redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:/PATH)");
 	char err[256];
 	struct queue_addr a;
 	CHECK_INT(queue_url_parse("redis://:s3cret@h:99999", &a, err, sizeof(err)), -1);
 	CHECK(strstr(err, "s3cret") == NULL);
 	CHECK(strstr(err, "redis://:***@h:99999") != NULL);
+}
+
+/* rediss:// (issue 22, 1): tls_* keys need it; tls_key needs tls_cert. */
+static void t_redis_tls_keys(void)
+{
+	struct config c;
+	load_ok(&c, "[redis]\nurl = rediss://:pw@r.example:6380/1\ntls_ca = /ca.pem\n"
+		    "tls_cert = /c.pem\ntls_key = /c.key\ntls_name = redis.example\n");
+	CHECK_STR(c.redis_tls_ca, "/ca.pem");
+	CHECK_STR(c.redis_tls_cert, "/c.pem");
+	CHECK_STR(c.redis_tls_key, "/c.key");
+	CHECK_STR(c.redis_tls_name, "redis.example");
+	config_fini(&c);
+	load_err("[redis]\nurl = redis://h/0\ntls_ca = /ca.pem\n",
+		 "1: [redis] tls_ca is for TLS: the url must be rediss://");
+	load_err("[redis]\ntls_name = h\n", "1: [redis] tls_name is for TLS: the url must be rediss://");
+	load_err("[redis]\nurl = rediss://h\ntls_key = /k.pem\n",
+		 "1: [redis] tls_key without tls_cert (the client certificate)");
+	load_err("[redis]\nurl = rediss://\n",
+		 "2: bad value \"rediss://\" for url (redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:/PATH)");
 }
 
 static void t_err_auth_pairs(void)
@@ -1219,6 +1239,7 @@ static const struct t_case cases[] = {
 	{ "err_auth_pairs", t_err_auth_pairs },
 	{ "credentials_need_verify", t_credentials_need_verify },
 	{ "redis_url_redacted", t_redis_url_redacted },
+	{ "redis_tls_keys", t_redis_tls_keys },
 	{ "err_long_line", t_err_long_line },
 	{ "parse_duration", t_parse_duration },
 	{ "parse_size", t_parse_size },
