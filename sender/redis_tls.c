@@ -31,10 +31,12 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -221,6 +223,32 @@ static int probe(SSL *ssl, const struct queue_tls *t, const char *name, char *er
 	return -1;
 }
 
+/* Relay threads still running. At exit we wait for them (at most
+ * EXIT_WAIT_MS; each ends as soon as its hiredis context is freed) so that
+ * none is cut off inside OpenSSL, and OpenSSL's per-thread state is freed
+ * (OPENSSL_thread_stop). Process-wide by nature: threads are. */
+#define EXIT_WAIT_MS 1000
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t live_cv = PTHREAD_COND_INITIALIZER;
+static int live_threads;
+static pthread_once_t live_once = PTHREAD_ONCE_INIT;
+
+static void wait_relays(void)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += EXIT_WAIT_MS / 1000;
+	pthread_mutex_lock(&live_mu);
+	while (live_threads > 0 && pthread_cond_timedwait(&live_cv, &live_mu, &until) == 0)
+		;
+	pthread_mutex_unlock(&live_mu);
+}
+
+static void live_init(void)
+{
+	atexit(wait_relays);
+}
+
 static void set_nonblock(int fd)
 {
 	int fl = fcntl(fd, F_GETFL);
@@ -304,6 +332,11 @@ out:
 	close(r->net);
 	close(r->loc);
 	free(r);
+	OPENSSL_thread_stop();
+	pthread_mutex_lock(&live_mu);
+	live_threads--;
+	pthread_cond_broadcast(&live_cv);
+	pthread_mutex_unlock(&live_mu);
 	return NULL;
 }
 
@@ -360,9 +393,16 @@ struct redisContext *redis_tls_connect(const struct queue_tls *t, const char *ho
 	pthread_attr_t at;
 	pthread_attr_init(&at);
 	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	pthread_once(&live_once, live_init);
+	pthread_mutex_lock(&live_mu);
+	live_threads++;
+	pthread_mutex_unlock(&live_mu);
 	int pe = pthread_create(&th, &at, srelay_main, sr);
 	pthread_attr_destroy(&at);
 	if (pe != 0) {
+		pthread_mutex_lock(&live_mu);
+		live_threads--;
+		pthread_mutex_unlock(&live_mu);
 		snprintf(err, errlen, "TLS relay: thread: %s", strerror(pe));
 		free(sr);
 		close(sv[0]);
@@ -398,7 +438,7 @@ struct relay {
 	struct loop_op recv_op, send_op, close_op;
 	struct loop_task free_task;
 	unsigned inflight;
-	bool recv_armed, sending, paused, net_done, closing;
+	bool recv_armed, sending, paused, up, net_done, closing; /* up: handshake over */
 	struct rbuf pend, fly; /* the server's bytes, for hiredis */
 	size_t fly_off;
 	char rbuf[RELAY_BUF];
@@ -557,6 +597,7 @@ static void on_tls(void *arg, int err)
 		relay_fail(r, tls_error(conn_tls(r->c)));
 		return;
 	}
+	r->up = true;
 	arm_recv(r); /* hiredis's AUTH waited in the socket until now */
 }
 
@@ -580,8 +621,8 @@ static void on_error(void *arg, int err)
 		relay_fail(r, t && tls_error(t)[0] ? tls_error(t) : "TLS error");
 		return;
 	}
-	if (err < 0) {
-		relay_fail(r, strerror(-err));
+	if (err < 0 || !r->up) {
+		relay_fail(r, err < 0 ? strerror(-err) : "the server closed the connection during the TLS handshake");
 		return;
 	}
 	/* the server closed: hand hiredis what came first, then close */
