@@ -191,17 +191,27 @@ static void ssl_fail(SSL *ssl, int r, const char *what, const struct queue_tls *
 	}
 }
 
-/* One PING over the new session, before hiredis has it: a server that
+/* One exchange over the new session, before hiredis has it: a server that
  * refuses our certificate after a TLS 1.3 handshake (its alert comes with
- * its first reply) is named here, not as a lost connection later. Any reply
- * will do (-NOAUTH too). 0, or -1 with err set. */
+ * its first reply) is named here, not as a lost connection later. The
+ * question is a bare AUTH: every server answers it (an arity error), and
+ * unlike PING it runs no command an ACL would log as denied. 0, or -1 with
+ * err set. */
 static int probe(SSL *ssl, const struct queue_tls *t, const char *name, char *err, size_t n)
 {
-	static const char ping[] = "PING\r\n";
+	static const char ping[] = "AUTH\r\n";
 	ERR_clear_error();
 	int r = SSL_write(ssl, ping, (int)strlen(ping));
 	if (r <= 0) {
 		ssl_fail(ssl, r, "write", t, name, err, n);
+		/* a server that refused us may have reset the connection before
+		 * our write, its alert already with us: that says more */
+		char b[64];
+		ERR_clear_error();
+		r = SSL_read(ssl, b, sizeof(b));
+		if (r <= 0 && SSL_get_error(ssl, r) == SSL_ERROR_SSL)
+			ssl_fail(ssl, r, "read", t, name, err, n);
+		ERR_clear_error();
 		return -1;
 	}
 	char b[256];
@@ -219,7 +229,7 @@ static int probe(SSL *ssl, const struct queue_tls *t, const char *name, char *er
 	}
 	if (memchr(b, '\n', got) != NULL && (b[0] == '+' || b[0] == '-'))
 		return 0;
-	snprintf(err, n, "TLS: \"%s\" answered PING with no Redis reply", name);
+	snprintf(err, n, "TLS: \"%s\" answered with no Redis reply", name);
 	return -1;
 }
 

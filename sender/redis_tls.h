@@ -6,8 +6,8 @@
  *   conn.c connection running tls.c's engine over memory BIOs; hiredis's end
  *   is a unix socket it connects to (hiredis 0.14's async API cannot take a
  *   ready fd), made in a private 0700 directory and unlinked at once;
- * - blocking (the short-lived commands): the handshake and one PING run in
- *   the caller, so a refused certificate is a clear error at once; then a
+ * - blocking (the short-lived commands): the handshake and one exchange run
+ *   in the caller, so a refused certificate is a clear error at once; then a
  *   relay thread shuttles bytes between a socketpair and the TLS socket.
  * The server's chain must verify (tls_ca, else the system store) and its
  * certificate must name tls_name (default: the host connected to); TLS 1.2

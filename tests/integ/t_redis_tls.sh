@@ -109,6 +109,7 @@ t_tls_flow() {
 	start_redis_tls flow no || return 1
 	local p=$TPORT cu=$CASE_DIR/url.conf ck=$CASE_DIR/keys.conf hold out r
 	hold=$(printf '[domain held.test]\ntls = encrypt\non_tls_failure = hold\n')
+	tcli "$p" CONFIG RESETSTAT >/dev/null
 	conf "$cu" "rediss://mxsend:$USER_PW@127.0.0.1:$p/0" "tls_ca = $CERTS/ca.pem" "$hold"
 	conf "$ck" "rediss://127.0.0.1:$p/0" \
 		"$(printf 'username = mxsend\npassword = %s\ntls_ca = %s\ntls_name = redis.test' "$USER_PW" "$CERTS/ca.pem")" \
@@ -140,6 +141,14 @@ t_tls_flow() {
 		--day "$(date -u +%F)"
 	assert_eq "tlsrpt --dry-run: exit status" 0 "$RUN_RC"
 	assert_match "tlsrpt read the counters" 'ok\.test' "$(cat "$CASE_DIR/rpt.out" "$CASE_DIR/rpt.err")"
+	# what mxsend ran (INFO commandstats; but this script's own redis-cli
+	# commands): only what the ACL file lists (the blocking relay's bare
+	# AUTH, its TLS check, is an arity error, never a denied command)
+	local used
+	used=$(tcli "$p" INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_\([^:]*\):.*/\1/p' |
+		grep -Ev '^(auth|acl\|.*|config\|.*|info|hello|ping)$' | sort)
+	assert_eq "commands used that the ACL file does not list" "" \
+		"$(comm -23 <(echo "$used") <(grep '^user ' "$ACL_FILE" | tr ' ' '\n' | sed -n 's/^+//p' | sort))"
 	r=$(tresults "$p")
 	assert_match "delivered" '^t-d\|d1@ok\.test\|delivered$' "$r"
 	assert_eq "held, three times, then held again" 6 "$(grep -c '^t-h|h1@held\.test|held$' <<<"$r")"
