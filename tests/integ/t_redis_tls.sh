@@ -262,6 +262,26 @@ t_tls_reconnect() {
 	no_secret
 }
 
+# Volume through both relays: one pipelined enqueue of N jobs of ~6 KiB
+# (the blocking relay: megabytes up before any reply is read), then run
+# claims them in large replies (the ring relay) and delivers every one once.
+t_tls_volume() {
+	start_redis_tls volume no || return 1
+	local p=$TPORT c=$CASE_DIR/vol.conf n=1500 big=$CASE_DIR/big.eml
+	conf "$c" "rediss://mxsend:$USER_PW@127.0.0.1:$p/0" "tls_ca = $CERTS/ca.pem"
+	{ printf 'Subject: big\nFrom: a@src.test\n\n'; head -c 4500 /dev/zero | base64 -w 76; } >"$big"
+	timed_run 60 "$CASE_DIR/enq.out" "$CASE_DIR/enq.err" "$MXSEND" enqueue -c "$c" --from a@src.test \
+		--to v@ok.test --count "$n" "$big"
+	assert_eq "enqueue --count $n: exit status" 0 "$RUN_RC"
+	assert_eq "jobs queued" "$n" "$(tcli "$p" XLEN mxsend:jobs)"
+	timed_run 120 "$CASE_DIR/run.out" "$CASE_DIR/run.log" "$MXSEND" run -c "$c" --until-empty
+	assert_eq "run: exit status" 0 "$RUN_RC"
+	assert_eq "delivered" "$n" "$(tcli "$p" EVAL "$RESULTS_LUA" 1 mxsend:results status | grep -c '^delivered$')"
+	assert_eq "jobs with two results" "" \
+		"$(tcli "$p" EVAL "$RESULTS_LUA" 1 mxsend:results job | sort | uniq -d | head -n 3)"
+	assert_no_match "no TLS failure" 'redis_tls_failed|redis_down' "$(cat "$CASE_DIR/run.log")"
+}
+
 # Configuration: tls_* keys need a rediss:// URL, tls_key needs tls_cert,
 # files that do not load are named; all exit 78 before any connection.
 t_tls_config() {
@@ -292,5 +312,6 @@ run_case "TLS only, ACL user, default user locked: enqueue (URL user; [redis] ke
 run_case "server certificate not verified (wrong CA, wrong tls_name, system store): commands exit 75 naming why, run logs evt=redis_tls_failed and retries, nothing delivered" t_tls_refused
 run_case "server requires client certificates: tls_cert/tls_key taken by enqueue and run; without, exit 75 / evt=redis_tls_failed naming 'certificate required'" t_tls_client_cert
 run_case "redis-server restarted under a running run: reconnects over TLS, delivers what came after" t_tls_reconnect
+run_case "1500 jobs of 6 KiB: one pipelined enqueue (blocking relay), run claims and delivers each once (ring relay)" t_tls_volume
 run_case "config: tls_* without rediss://, tls_key without tls_cert, a CA file missing, a key not the certificate's: exit 78" t_tls_config
 integ_finish
