@@ -39,14 +39,15 @@ fi
 MSG=$INTEG_DIR/msg.eml
 printf 'Subject: redis tls test\nFrom: a@src.test\n\nhello\n' >"$MSG"
 
-# start_redis_tls NAME AUTH_CLIENTS: redis-server on 127.0.0.1, TLS port only
-# (the run's server certificate), --tls-auth-clients AUTH_CLIENTS (no|yes),
-# the ACL user of mxsend.acl with USER_PW, the default user locked with
-# ADMIN_PW. Sets TPORT. Waits (at most 5 s) for PING over TLS.
+# start_redis_tls NAME AUTH_CLIENTS [PORT]: redis-server on 127.0.0.1, TLS
+# port only (the run's server certificate), --tls-auth-clients AUTH_CLIENTS
+# (no|yes), the ACL user of mxsend.acl with USER_PW; the first time (no
+# PORT) also the default user locked with ADMIN_PW. Sets TPORT. Waits (at
+# most 5 s) for PING over TLS.
 start_redis_tls() {
 	local name=$1 dir=$INTEG_DIR/redis.$1 i line rules
 	mkdir -p "$dir"
-	TPORT=$(integ_port) || return 1
+	TPORT=${3:-$(integ_port)} || return 1
 	integ_spawn "redis.$name" "$dir/stderr.log" redis-server \
 		--bind 127.0.0.1 --port 0 --tls-port "$TPORT" --daemonize no --save "" --appendonly no \
 		--tls-cert-file "$CERTS/server.pem" --tls-key-file "$CERTS/server.key" \
@@ -60,9 +61,25 @@ start_redis_tls() {
 	line=$(grep -v '^#' "$ACL_FILE" | grep '^user ') || return 1
 	read -r -a rules <<<"${line#user }"
 	rules=("${rules[@]/#>CHANGE-ME/>$USER_PW}")
+	unset REDISCLI_AUTH
 	assert_eq "ACL SETUSER" OK "$(tcli "$TPORT" ACL SETUSER "${rules[@]}")"
+	[ $# -ge 3 ] && return 0
 	assert_eq "lock the default user" OK "$(tcli "$TPORT" ACL SETUSER default on ">$ADMIN_PW")"
 	export REDISCLI_AUTH=$ADMIN_PW
+}
+
+# run_refused NAME CONF N: `mxsend run -c CONF` until its log
+# ($CASE_DIR/NAME.log) has N evt=redis_tls_failed lines (15 s bound), and
+# it is still running then (retrying); then stopped.
+run_refused() {
+	local log=$CASE_DIR/$1.log pid
+	integ_spawn "mx.$1" "$log" "$MXSEND" run -c "$2"
+	pid=$SPAWN_PID
+	# shellcheck disable=SC2317 # called through wait_until
+	fails() { [ "$(grep -c 'evt=redis_tls_failed' "$log")" -ge "$3" ]; }
+	wait_until 15 fails "$@" || fail "run: fewer than $3 evt=redis_tls_failed within 15 s"
+	assert_eq "run is still running (retrying)" 0 "$(kill -0 "$pid" 2>/dev/null; echo $?)"
+	stop_proc "mx.$1"
 }
 
 # tcli PORT ARG...: redis-cli over TLS (the run's CA, our client certificate), 10 s bound.
@@ -162,7 +179,7 @@ t_tls_flow() {
 # keeps retrying (nothing delivered, nothing sent in plaintext).
 t_tls_refused() {
 	start_redis_tls refused no || return 1
-	local p=$TPORT cw=$CASE_DIR/wrongca.conf cn=$CASE_DIR/wrongname.conf cs=$CASE_DIR/system.conf pid
+	local p=$TPORT cw=$CASE_DIR/wrongca.conf cn=$CASE_DIR/wrongname.conf cs=$CASE_DIR/system.conf
 	conf "$cw" "rediss://mxsend:$USER_PW@127.0.0.1:$p/0" "tls_ca = $CERTS/selfsigned.pem"
 	conf "$cn" "rediss://mxsend:$USER_PW@127.0.0.1:$p/0" \
 		"$(printf 'tls_ca = %s\ntls_name = wrong.invalid' "$CERTS/ca.pem")"
@@ -182,13 +199,7 @@ t_tls_refused() {
 	assert_match "suppress list, system store: why" 'certificate verify failed.*the system store' \
 		"$(cat "$CASE_DIR/e3.err")"
 	tcli "$p" XADD mxsend:jobs '*' from a@src.test to r1@ok.test data hello >/dev/null
-	integ_spawn mx.refused "$CASE_DIR/run.log" "$MXSEND" run -c "$cw"
-	pid=$SPAWN_PID
-	# shellcheck disable=SC2317 # called through wait_until
-	two_fails() { [ "$(grep -c 'evt=redis_tls_failed' "$CASE_DIR/run.log")" -ge 4 ]; }
-	wait_until 15 two_fails || fail "run: no repeated evt=redis_tls_failed within 15 s"
-	assert_eq "run is still running (retrying)" 0 "$(kill -0 "$pid" 2>/dev/null; echo $?)"
-	stop_proc mx.refused
+	run_refused run "$cw" 4
 	assert_match "run: the reason logged" \
 		'evt=redis_tls_failed server=127\.0\.0\.1:[0-9]+ name=127\.0\.0\.1 err="TLS handshake: certificate verify failed: self-signed certificate in certificate chain"' \
 		"$(cat "$CASE_DIR/run.log")"
@@ -203,7 +214,7 @@ t_tls_refused() {
 # with the server's alert named.
 t_tls_client_cert() {
 	start_redis_tls certs yes || return 1
-	local p=$TPORT cc=$CASE_DIR/cert.conf cn=$CASE_DIR/nocert.conf pid
+	local p=$TPORT cc=$CASE_DIR/cert.conf cn=$CASE_DIR/nocert.conf
 	conf "$cc" "rediss://mxsend:$USER_PW@127.0.0.1:$p/0" \
 		"$(printf 'tls_ca = %s\ntls_cert = %s\ntls_key = %s' "$CERTS/ca.pem" "$CLIENT.pem" "$CLIENT.key")"
 	conf "$cn" "rediss://mxsend:$USER_PW@127.0.0.1:$p/0" "tls_ca = $CERTS/ca.pem"
@@ -218,12 +229,7 @@ t_tls_client_cert() {
 	assert_match "enqueue without: the server's refusal named" 'TLS (read|handshake) with "127\.0\.0\.1": .*certificate required' \
 		"$(cat "$CASE_DIR/e2.err")"
 	tcli "$p" XADD mxsend:jobs '*' from a@src.test to c3@ok.test data hello >/dev/null
-	integ_spawn mx.nocert "$CASE_DIR/run.log" "$MXSEND" run -c "$cn"
-	pid=$SPAWN_PID
-	# shellcheck disable=SC2317 # called through wait_until
-	refused() { grep -q 'evt=redis_tls_failed' "$CASE_DIR/run.log"; }
-	wait_until 15 refused || fail "run without a certificate: no evt=redis_tls_failed within 15 s"
-	stop_proc mx.nocert
+	run_refused run "$cn" 2
 	assert_match "run without: why" 'evt=redis_tls_failed .*err="[^"]*certificate required' "$(cat "$CASE_DIR/run.log")"
 	assert_eq "run without: nothing more delivered" 1 "$(tcli "$p" XLEN mxsend:results)"
 	no_secret
@@ -232,32 +238,21 @@ t_tls_client_cert() {
 # A restarted server: run reconnects over TLS and delivers what came after.
 t_tls_reconnect() {
 	start_redis_tls again no || return 1
-	local p=$TPORT c=$CASE_DIR/again.conf dir=$INTEG_DIR/redis.again
+	local p=$TPORT c=$CASE_DIR/again.conf
 	conf "$c" "rediss://mxsend:$USER_PW@127.0.0.1:$p/0" "tls_ca = $CERTS/ca.pem"
 	integ_spawn mx.again "$CASE_DIR/run.log" "$MXSEND" run -c "$c"
 	# shellcheck disable=SC2317 # called through wait_until
 	ready() { [ "$(grep -c 'evt=redis_ready' "$CASE_DIR/run.log")" -ge 2 ]; }
 	wait_until 10 ready || fail "run: not ready within 10 s"
 	stop_proc redis.again
-	integ_spawn redis.again "$dir/stderr2.log" redis-server \
-		--bind 127.0.0.1 --port 0 --tls-port "$p" --daemonize no --save "" --appendonly no \
-		--tls-cert-file "$CERTS/server.pem" --tls-key-file "$CERTS/server.key" \
-		--tls-ca-cert-file "$CERTS/ca.pem" --tls-auth-clients no --dir "$dir" --logfile "$dir/redis2.log"
+	start_redis_tls again no "$p" || return 1 # the same port, a new server
+	tcli "$p" XADD mxsend:jobs '*' from a@src.test to a1@ok.test id t-a data hello >/dev/null
 	# shellcheck disable=SC2317 # called through wait_until
-	up() { [ "$(REDISCLI_AUTH="" tcli "$p" PING 2>/dev/null)" = PONG ]; }
-	wait_until 5 up || { fail "redis-server did not come back"; return 1; }
-	local line rules
-	line=$(grep -v '^#' "$ACL_FILE" | grep '^user ')
-	read -r -a rules <<<"${line#user }"
-	rules=("${rules[@]/#>CHANGE-ME/>$USER_PW}")
-	REDISCLI_AUTH="" tcli "$p" ACL SETUSER "${rules[@]}" >/dev/null
-	REDISCLI_AUTH="" tcli "$p" XADD mxsend:jobs '*' from a@src.test to a1@ok.test id t-a data hello >/dev/null
-	# shellcheck disable=SC2317 # called through wait_until
-	done1() { [ "$(REDISCLI_AUTH="" tcli "$p" XLEN mxsend:results)" = 1 ] 2>/dev/null; }
+	done1() { [ "$(tcli "$p" XLEN mxsend:results)" = 1 ] 2>/dev/null; }
 	wait_until 20 done1 || fail "no result within 20 s after the restart" "$(tail -n 5 "$CASE_DIR/run.log")"
 	stop_proc mx.again
 	assert_match "delivered after the restart" '^t-a\|a1@ok\.test\|delivered$' \
-		"$(REDISCLI_AUTH="" tresults "$p")"
+		"$(tresults "$p")"
 	assert_match "reconnected" 'evt=redis_down' "$(cat "$CASE_DIR/run.log")"
 	no_secret
 }
