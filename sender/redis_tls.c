@@ -51,6 +51,7 @@
 #define IO_TIMEOUT_S 5
 #define RELAY_BUF 16384
 #define RELAY_OUT_HIGH (1u << 20) /* TLS output waiting: stop reading hiredis's requests */
+#define RELAY_KEEP (64u << 10)    /* reply buffers kept while idle */
 
 /* ---- the TLS context (built at each connect: files replaced are picked up) ---- */
 
@@ -170,7 +171,7 @@ struct srelay {
 static void ssl_fail(SSL *ssl, int r, const char *what, const struct queue_tls *t, const char *name,
 		     char *err, size_t n)
 {
-	int se = SSL_get_error(ssl, r), en = errno;
+	int en = errno, se = SSL_get_error(ssl, r);
 	unsigned long e = ERR_peek_last_error();
 	long vr = SSL_get_verify_result(ssl);
 	char buf[200];
@@ -199,9 +200,9 @@ static void ssl_fail(SSL *ssl, int r, const char *what, const struct queue_tls *
  * err set. */
 static int probe(SSL *ssl, const struct queue_tls *t, const char *name, char *err, size_t n)
 {
-	static const char ping[] = "AUTH\r\n";
+	static const char ask[] = "AUTH\r\n";
 	ERR_clear_error();
-	int r = SSL_write(ssl, ping, (int)strlen(ping));
+	int r = SSL_write(ssl, ask, (int)strlen(ask));
 	if (r <= 0) {
 		ssl_fail(ssl, r, "write", t, name, err, n);
 		/* a server that refused us may have reset the connection before
@@ -277,7 +278,8 @@ static void *srelay_main(void *arg)
 	set_nonblock(r->loc);
 	for (;;) {
 		struct pollfd p[2] = {
-			{ r->loc, (short)((up_off >= up_len ? POLLIN : 0) | (down_off < down_len ? POLLOUT : 0)), 0 },
+			{ r->loc, (short)((!net_done && up_off >= up_len ? POLLIN : 0) |
+					  (down_off < down_len ? POLLOUT : 0)), 0 },
 			{ net_done ? -1 : r->net, (short)(POLLIN | (up_off < up_len ? POLLOUT : 0)), 0 },
 		};
 		if (SSL_pending(r->ssl) == 0 && poll(p, 2, 1000) < 0 && errno != EINTR)
@@ -580,8 +582,15 @@ static void send_cqe(struct loop_op *op, int res, unsigned flags)
 		return;
 	}
 	r->fly_off += (size_t)res;
-	if (r->fly_off >= r->fly.len)
+	if (r->fly_off >= r->fly.len) {
 		r->fly.len = r->fly_off = 0;
+		if (r->pend.len == 0 && r->fly.cap + r->pend.cap > RELAY_KEEP) {
+			/* idle: a claim's megabyte reply is not held until the next */
+			free(r->fly.p);
+			free(r->pend.p);
+			r->fly = r->pend = (struct rbuf){ 0 };
+		}
+	}
 	start_send(r);
 }
 
