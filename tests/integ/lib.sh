@@ -6,7 +6,7 @@
 # generated in a private work directory, each stopped at exit:
 #   unbound      DNS for the test zones        start_unbound
 #   mxsink       the TLS SMTP sink (bench/)     start_sink, sink_stat, sink_find_msg
-#   redis-server the job queue                  start_redis
+#   redis-server the job queue                  start_redis, start_redis_tls (TLS only)
 # plus TAP-like reporting (ok/not_ok, run_case, run_case_bg/wait_cases),
 # assertions that explain themselves on failure, and the fixtures the scripts
 # share (defined here once): send, msg, mx, expect_rc/expect_line/expect_out,
@@ -704,6 +704,75 @@ redis_ping() {
 		line=${line%$'\r'}
 		echo "${line#+}"
 	fi
+}
+
+# start_redis_tls [-n NAME] [--auth-clients no|yes] [--port PORT]: like
+# start_redis, with a TLS port only (--port 0): the run's server certificate
+# ($CERTS/server.pem; integ_setup's names, e.g. 127.0.0.1), clients verified
+# against $CA when --auth-clients yes (default no). PORT: the same port again
+# (a restart). Sets REDIS_PORT and REDIS_URL (rediss://127.0.0.1:PORT/0).
+# Waits (at most 5 s) for PING over TLS (tcli). Makes the client certificate
+# tcli uses ($CERTS/client.pem, .key: clientAuth, from the run's CA) once.
+start_redis_tls() {
+	[ "$INTEG_LIST" = 1 ] && return 0 # --list: nothing starts
+	local name=redis-tls auth=no port="" i
+	while [ $# -gt 0 ]; do
+		case $1 in
+		-n) name=$2; shift ;;
+		--auth-clients) auth=$2; shift ;;
+		--port) port=$2; shift ;;
+		*) echo "start_redis_tls: unknown argument $1" >&2; return 2 ;;
+		esac
+		shift
+	done
+	integ_client_cert || return 1
+	local dir=$INTEG_DIR/redis.$name
+	mkdir -p "$dir"
+	[ -n "$port" ] || port=$(integ_port) || return 1
+	integ_spawn "redis.$name" "$dir/stderr.log" redis-server \
+		--bind 127.0.0.1 --port 0 --tls-port "$port" --daemonize no --save "" --appendonly no \
+		--tls-cert-file "$CERTS/server.pem" --tls-key-file "$CERTS/server.key" \
+		--tls-ca-cert-file "$CA" --tls-auth-clients "$auth" \
+		--dir "$dir" --logfile "$dir/redis.log"
+	for ((i = 0; i < 50; i++)); do
+		if [ "$(REDISCLI_AUTH="" tcli "$port" PING 2>/dev/null)" = PONG ]; then
+			REDIS_PORT=$port
+			REDIS_URL=rediss://127.0.0.1:$port/0
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "start_redis_tls: no PONG from 127.0.0.1:$port (TLS) within 5 s" >&2
+	tail -n 20 "$dir/stderr.log" "$dir/redis.log" >&2 2>/dev/null
+	return 1
+}
+
+# integ_client_cert: $CERTS/client.pem and client.key, a client certificate
+# (extendedKeyUsage clientAuth; mkcerts' leaves are serverAuth only) from the
+# run's CA, made once.
+integ_client_cert() {
+	[ -s "$CERTS/client.pem" ] && return 0
+	local c=$CERTS/client
+	{
+		openssl ecparam -name prime256v1 -genkey -noout -out "$c.key" &&
+			openssl req -new -key "$c.key" -subj /CN=mxsend-client -out "$c.csr" &&
+			printf 'basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\nextendedKeyUsage = clientAuth\n' >"$c.ext" &&
+			openssl x509 -req -in "$c.csr" -CA "$CA" -CAkey "$CERTS/ca.key" -CAcreateserial \
+				-days 2 -extfile "$c.ext" -out "$c.pem.tmp" && mv "$c.pem.tmp" "$c.pem"
+	} >"$INTEG_DIR/client-cert.log" 2>&1 || {
+		echo "integ_client_cert: openssl failed:" >&2
+		cat "$INTEG_DIR/client-cert.log" >&2
+		return 1
+	}
+}
+
+# tcli PORT ARG...: redis-cli over TLS to 127.0.0.1:PORT (the run's CA, the
+# client certificate of integ_client_cert), 10 s bound, raw replies.
+tcli() {
+	local p=$1
+	shift
+	timeout 10 redis-cli --tls --cacert "$CA" --cert "$CERTS/client.pem" --key "$CERTS/client.key" \
+		-h 127.0.0.1 -p "$p" --raw "$@"
 }
 
 # ---------------------------------------------------------------------------

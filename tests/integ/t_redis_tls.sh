@@ -18,7 +18,7 @@ integ_require mxsend mxsink redis-server redis-cli unbound openssl
 ACL_FILE=$INTEG_ROOT/sender/dist/mxsend.acl
 ADMIN_PW=admin-Secret-1       # the default user's, once locked (redis-cli: REDISCLI_AUTH)
 USER_PW='u5er:pa@ss-Secret-2' # mxsend's: ':' and '@' in it, as a URL allows
-CLIENT=""                     # client certificate and key (clientAuth), made below
+CLIENT=$CERTS/client           # client certificate and key (lib.sh integ_client_cert)
 if [ -z "$INTEG_MISSING" ]; then
 	start_unbound "ok.test. MX 10 mx1.test.
 mx1.test. A 127.0.76.1
@@ -26,42 +26,23 @@ held.test. MX 10 mx2.test.
 mx2.test. A 127.0.76.2" || integ_missing "unbound"
 	start_sink good --listen "127.0.76.1:$SINK_PORT" || integ_missing "sink good"
 	start_sink plain --listen "127.0.76.2:$SINK_PORT" --no-starttls || integ_missing "sink plain"
-	# a client certificate from the run's CA (mkcerts' leaves are serverAuth only)
-	CLIENT=$CERTS/client
-	{
-		openssl ecparam -name prime256v1 -genkey -noout -out "$CLIENT.key" &&
-			openssl req -new -key "$CLIENT.key" -subj /CN=mxsend-client -out "$CLIENT.csr" &&
-			printf 'basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\nextendedKeyUsage = clientAuth\n' >"$CLIENT.ext" &&
-			openssl x509 -req -in "$CLIENT.csr" -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" \
-				-CAcreateserial -days 2 -extfile "$CLIENT.ext" -out "$CLIENT.pem"
-	} >"$INTEG_DIR/client-cert.log" 2>&1 || integ_missing "client certificate (openssl)"
+	integ_client_cert || integ_missing "client certificate (openssl)"
 fi
 MSG=$INTEG_DIR/msg.eml
 printf 'Subject: redis tls test\nFrom: a@src.test\n\nhello\n' >"$MSG"
 
-# start_redis_tls NAME AUTH_CLIENTS [PORT]: redis-server on 127.0.0.1, TLS
-# port only (the run's server certificate), --tls-auth-clients AUTH_CLIENTS
-# (no|yes), the ACL user of mxsend.acl with USER_PW; the first time (no
-# PORT) also the default user locked with ADMIN_PW. Sets TPORT. Waits (at
-# most 5 s) for PING over TLS.
-start_redis_tls() {
-	local name=$1 dir=$INTEG_DIR/redis.$1 i line rules
-	mkdir -p "$dir"
-	TPORT=${3:-$(integ_port)} || return 1
-	integ_spawn "redis.$name" "$dir/stderr.log" redis-server \
-		--bind 127.0.0.1 --port 0 --tls-port "$TPORT" --daemonize no --save "" --appendonly no \
-		--tls-cert-file "$CERTS/server.pem" --tls-key-file "$CERTS/server.key" \
-		--tls-ca-cert-file "$CERTS/ca.pem" --tls-auth-clients "$2" \
-		--dir "$dir" --logfile "$dir/redis.log"
-	for ((i = 0; i < 50; i++)); do
-		[ "$(REDISCLI_AUTH="" tcli "$TPORT" PING 2>/dev/null)" = PONG ] && break
-		sleep 0.1
-	done
-	[ "$i" -lt 50 ] || { fail "redis-server (TLS) did not answer within 5 s" "$(tail -n 5 "$dir/redis.log")"; return 1; }
+# redis_acl NAME AUTH_CLIENTS [PORT]: start_redis_tls (NAME, AUTH_CLIENTS
+# no|yes; PORT: a restart on that port), then the ACL user of mxsend.acl
+# with USER_PW; the first time (no PORT) also the default user locked with
+# ADMIN_PW (REDISCLI_AUTH for tcli). Sets TPORT.
+redis_acl() {
+	local line rules
+	unset REDISCLI_AUTH
+	start_redis_tls -n "$1" --auth-clients "$2" ${3:+--port "$3"} || return 1
+	TPORT=$REDIS_PORT
 	line=$(grep -v '^#' "$ACL_FILE" | grep '^user ') || return 1
 	read -r -a rules <<<"${line#user }"
 	rules=("${rules[@]/#>CHANGE-ME/>$USER_PW}")
-	unset REDISCLI_AUTH
 	assert_eq "ACL SETUSER" OK "$(tcli "$TPORT" ACL SETUSER "${rules[@]}")"
 	[ $# -ge 3 ] && return 0
 	assert_eq "lock the default user" OK "$(tcli "$TPORT" ACL SETUSER default on ">$ADMIN_PW")"
@@ -80,14 +61,6 @@ run_refused() {
 	wait_until 15 fails "$@" || fail "run: fewer than $3 evt=redis_tls_failed within 15 s"
 	assert_eq "run is still running (retrying)" 0 "$(kill -0 "$pid" 2>/dev/null; echo $?)"
 	stop_proc "mx.$1"
-}
-
-# tcli PORT ARG...: redis-cli over TLS (the run's CA, our client certificate), 10 s bound.
-tcli() {
-	local p=$1
-	shift
-	timeout 10 redis-cli --tls --cacert "$CERTS/ca.pem" --cert "$CLIENT.pem" --key "$CLIENT.key" \
-		-h 127.0.0.1 -p "$p" --raw "$@"
 }
 
 # tresults PORT: the results, "id|rcpt|status" a line.
@@ -123,7 +96,7 @@ no_secret() {
 # certificate also redis.test); nothing in plaintext (the server has no
 # plaintext port).
 t_tls_flow() {
-	start_redis_tls flow no || return 1
+	redis_acl flow no || return 1
 	local p=$TPORT cu=$CASE_DIR/url.conf ck=$CASE_DIR/keys.conf hold out r
 	hold=$(printf '[domain held.test]\ntls = encrypt\non_tls_failure = hold\n')
 	tcli "$p" CONFIG RESETSTAT >/dev/null
@@ -178,7 +151,7 @@ t_tls_flow() {
 # name it does not hold. Commands exit 75 naming the reason; run logs it and
 # keeps retrying (nothing delivered, nothing sent in plaintext).
 t_tls_refused() {
-	start_redis_tls refused no || return 1
+	redis_acl refused no || return 1
 	local p=$TPORT cw=$CASE_DIR/wrongca.conf cn=$CASE_DIR/wrongname.conf cs=$CASE_DIR/system.conf
 	conf "$cw" "rediss://mxsend:$USER_PW@127.0.0.1:$p/0" "tls_ca = $CERTS/selfsigned.pem"
 	conf "$cn" "rediss://mxsend:$USER_PW@127.0.0.1:$p/0" \
@@ -213,7 +186,7 @@ t_tls_refused() {
 # (tls_cert/tls_key) is taken by every command and run; without it, refused
 # with the server's alert named.
 t_tls_client_cert() {
-	start_redis_tls certs yes || return 1
+	redis_acl certs yes || return 1
 	local p=$TPORT cc=$CASE_DIR/cert.conf cn=$CASE_DIR/nocert.conf
 	conf "$cc" "rediss://mxsend:$USER_PW@127.0.0.1:$p/0" \
 		"$(printf 'tls_ca = %s\ntls_cert = %s\ntls_key = %s' "$CERTS/ca.pem" "$CLIENT.pem" "$CLIENT.key")"
@@ -237,7 +210,7 @@ t_tls_client_cert() {
 
 # A restarted server: run reconnects over TLS and delivers what came after.
 t_tls_reconnect() {
-	start_redis_tls again no || return 1
+	redis_acl again no || return 1
 	local p=$TPORT c=$CASE_DIR/again.conf
 	conf "$c" "rediss://mxsend:$USER_PW@127.0.0.1:$p/0" "tls_ca = $CERTS/ca.pem"
 	integ_spawn mx.again "$CASE_DIR/run.log" "$MXSEND" run -c "$c"
@@ -245,7 +218,7 @@ t_tls_reconnect() {
 	ready() { [ "$(grep -c 'evt=redis_ready' "$CASE_DIR/run.log")" -ge 2 ]; }
 	wait_until 10 ready || fail "run: not ready within 10 s"
 	stop_proc redis.again
-	start_redis_tls again no "$p" || return 1 # the same port, a new server
+	redis_acl again no "$p" || return 1 # the same port, a new server
 	tcli "$p" XADD mxsend:jobs '*' from a@src.test to a1@ok.test id t-a data hello >/dev/null
 	# shellcheck disable=SC2317 # called through wait_until
 	done1() { [ "$(tcli "$p" XLEN mxsend:results)" = 1 ] 2>/dev/null; }
@@ -261,7 +234,7 @@ t_tls_reconnect() {
 # (the blocking relay: megabytes up before any reply is read), then run
 # claims them in large replies (the ring relay) and delivers every one once.
 t_tls_volume() {
-	start_redis_tls volume no || return 1
+	redis_acl volume no || return 1
 	local p=$TPORT c=$CASE_DIR/vol.conf n=1500 big=$CASE_DIR/big.eml
 	conf "$c" "rediss://mxsend:$USER_PW@127.0.0.1:$p/0" "tls_ca = $CERTS/ca.pem"
 	{ printf 'Subject: big\nFrom: a@src.test\n\n'; head -c 4500 /dev/zero | base64 -w 76; } >"$big"
