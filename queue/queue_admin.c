@@ -203,17 +203,17 @@ redisContext *qsync_dial(const struct queue_tls *tls, bool use_tls, const char *
 
 /* qsync_connect; *refused = true when Redis answered AUTH or SELECT with an
  * error (wrong credentials or database: configuration, not a passing fault). */
-static redisContext *connect_sync(const char *url, const char *username, const char *password,
-				  const struct queue_tls *tls, bool *refused, char *err,
+static redisContext *connect_sync(const struct queue_config *cfg, bool *refused, char *err,
 				  size_t errlen)
 {
 	struct queue_addr a;
 	struct timeval tv = { 5, 0 };
+	const char *url = cfg->url, *username = cfg->username, *password = cfg->password;
 	char why[512];
 	if (queue_url_parse(url, &a, err, errlen) != 0)
 		return NULL;
 	redisContext *c = a.path[0] ? timeouts_or_why(redisConnectUnixWithTimeout(a.path, tv), why, sizeof(why))
-				    : qsync_dial(tls, a.tls, a.host, a.port, why, sizeof(why));
+				    : qsync_dial(&cfg->tls, a.tls, a.host, a.port, why, sizeof(why));
 	if (c == NULL) {
 		char shown[512];
 		snprintf(err, errlen, "redis: connect to %s: %s", queue_url_redact(url, shown, sizeof(shown)),
@@ -253,18 +253,16 @@ fail:
 	return NULL;
 }
 
-redisContext *qsync_connect(const char *url, const char *username, const char *password,
-			   const struct queue_tls *tls, char *err, size_t errlen)
+redisContext *qsync_connect(const struct queue_config *cfg, char *err, size_t errlen)
 {
 	bool refused = false;
-	return connect_sync(url, username, password, tls, &refused, err, errlen);
+	return connect_sync(cfg, &refused, err, errlen);
 }
 
 int queue_sync_check(const struct queue_config *cfg, char *err, size_t errlen)
 {
 	bool refused = false;
-	redisContext *c = connect_sync(cfg->url, cfg->username, cfg->password, &cfg->tls, &refused, err,
-				       errlen);
+	redisContext *c = connect_sync(cfg, &refused, err, errlen);
 	if (c == NULL)
 		return refused ? -2 : -1;
 	redisFree(c);
@@ -273,7 +271,7 @@ int queue_sync_check(const struct queue_config *cfg, char *err, size_t errlen)
 
 struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, size_t errlen)
 {
-	redisContext *c = qsync_connect(cfg->url, cfg->username, cfg->password, &cfg->tls, err, errlen);
+	redisContext *c = qsync_connect(cfg, err, errlen);
 	if (c == NULL)
 		return NULL;
 	struct queue_sync *s = qalloc(sizeof(*s));

@@ -125,13 +125,13 @@ void qjob_committed(struct queue *q, struct qjob *qj, bool live);
 void qkick_claim(struct queue *q);
 void *qalloc(size_t n);
 
-/* Blocking Redis connection for the command-line tools (queue_admin.c): URL,
- * username and password (or the URL's: AUTH USER PASSWORD with a user, else
- * AUTH PASSWORD), database, 5 s timeouts. NULL with err set. */
+/* Blocking Redis connection for the command-line tools (queue_admin.c): URL
+ * (rediss://: over cfg->tls), username and password (or the URL's: AUTH USER
+ * PASSWORD with a user, else AUTH PASSWORD), database, 5 s timeouts. NULL
+ * with err set. */
 struct redisContext;
 struct redisReply;
-struct redisContext *qsync_connect(const char *url, const char *username, const char *password,
-				   const struct queue_tls *tls, char *err, size_t errlen);
+struct redisContext *qsync_connect(const struct queue_config *cfg, char *err, size_t errlen);
 /* Connect to host:port (TLS through tls->connect when use_tls), 5 s
  * timeouts; NULL with the reason in why. The one place a blocking command
  * reaches a server: AUTH and SELECT are the caller's. */

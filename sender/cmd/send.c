@@ -31,7 +31,6 @@
 
 #include "queue/queue.h"
 #include "queue/tlsrpt_store.h"
-#include "sender/cmd/cmd.h"
 #include "sender/config.h"
 #include "sender/deliver.h"
 #include "sender/log.h"
@@ -100,8 +99,7 @@ static void tlsrpt_flush(const struct config *cfg, struct send_ctx *ctx)
 		return;
 	struct queue_config qc;
 	cmd_queue_config(cfg, &qc);
-	struct tlsrpt_store *st = tlsrpt_store_open(cfg->redis_url, cfg->redis_username,
-						    cfg->redis_password, &qc.tls, NULL, err, sizeof(err));
+	struct tlsrpt_store *st = tlsrpt_store_open(&qc, NULL, err, sizeof(err));
 	if (st == NULL) {
 		fprintf(stderr, "mxsend send: warning: TLSRPT counters not written: %s\n", err);
 		return;

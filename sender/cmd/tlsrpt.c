@@ -348,8 +348,7 @@ static int open_stores(struct rpt *r, struct tlsrpt_store **st, struct queue_syn
 {
 	char err[512];
 	cmd_queue_config(&r->cfg, &r->qc);
-	*st = tlsrpt_store_open(r->cfg.redis_url, r->cfg.redis_username, r->cfg.redis_password,
-				&r->qc.tls, NULL, err, sizeof(err));
+	*st = tlsrpt_store_open(&r->qc, NULL, err, sizeof(err));
 	if (*st == NULL) {
 		fprintf(stderr, "mxsend tlsrpt: %s\n", err);
 		return -1;
