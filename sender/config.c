@@ -417,7 +417,9 @@ static const struct section {
 	{ "dns", k_dns, ARRAY_LEN(k_dns) },
 	{ "classes", k_classes, ARRAY_LEN(k_classes) }, { "suppress", k_suppress, ARRAY_LEN(k_suppress) },
 };
-#define MAX_KEYS 16 /* >= the longest table above */
+#define MAX_KEYS 32 /* >= the longest table above */
+_Static_assert(ARRAY_LEN(k_redis) <= MAX_KEYS, "MAX_KEYS is shorter than [redis]'s keys");
+_Static_assert(ARRAY_LEN(k_mxsend) <= MAX_KEYS, "MAX_KEYS is shorter than [mxsend]'s keys");
 
 static const struct rule default_star = {
 	.pattern = "*",
