@@ -302,10 +302,6 @@ static const struct key k_redis[] = {
 	{ "url", STR(G(redis_url), V_URL, "redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:/PATH"), 0 },
 	{ "username", STR(G(redis_username), V_WORD, "an ACL user name"), 0 },
 	{ "password", STR(G(redis_password), V_STR, ""), 0 },
-	{ "tls_ca", STR(G(redis_tls_ca), V_STR, ""), 0 },
-	{ "tls_cert", STR(G(redis_tls_cert), V_STR, ""), 0 },
-	{ "tls_key", STR(G(redis_tls_key), V_STR, ""), 0 },
-	{ "tls_name", STR(G(redis_tls_name), V_WORD, "a host name or IP address"), 0 },
 	{ "jobs", STR(G(jobs), V_WORD, WORD), 0 },
 	{ "results", STR(G(results), V_WORD, WORD), 0 },
 	{ "group", STR(G(group), V_WORD, WORD), 0 },
@@ -314,6 +310,10 @@ static const struct key k_redis[] = {
 	{ "results_maxlen", INT(G(results_maxlen), 0, 2000000000), 0 },
 	{ "max_id_len", G(max_id_len), V_SIZE, 16, 1048576, "size like 256, 1k; 16..1M", NULL, 0 },
 	{ "max_meta_len", G(max_meta_len), V_SIZE, 16, 16777216, "size like 512, 4k; 16..16M", NULL, 0 },
+	{ "tls_ca", STR(G(redis_tls_ca), V_STR, ""), 0 },
+	{ "tls_cert", STR(G(redis_tls_cert), V_STR, ""), 0 },
+	{ "tls_key", STR(G(redis_tls_key), V_STR, ""), 0 },
+	{ "tls_name", STR(G(redis_tls_name), V_WORD, "a host name or IP address"), 0 },
 };
 static const struct key k_retry[] = {
 	{ "schedule", G(schedule_ms), V_SCHEDULE, (double)MS_S, 30.0 * MS_D,
@@ -498,14 +498,14 @@ void config_fini(struct config *c)
 	free(c->metrics);
 	free(c->redis_url);
 	free(c->redis_username);
-	free(c->redis_tls_ca);
-	free(c->redis_tls_cert);
-	free(c->redis_tls_key);
-	free(c->redis_tls_name);
 	free_secret(c->redis_password);
 	free(c->jobs);
 	free(c->results);
 	free(c->group);
+	free(c->redis_tls_ca);
+	free(c->redis_tls_cert);
+	free(c->redis_tls_key);
+	free(c->redis_tls_name);
 	free(c->rpt_from);
 	free(c->rpt_submitter);
 	free(c->rpt_org);
