@@ -306,14 +306,14 @@ static const struct key k_redis[] = {
 	{ "results", STR(G(results), V_WORD, WORD), 0 },
 	{ "group", STR(G(group), V_WORD, WORD), 0 },
 	{ "visibility_timeout", DUR(V_DUR, G(visibility_timeout_ms), MS_S, MS_D, "1s..1d"), 0 },
-	{ "batch", INT(G(batch), 1, 10000), 0 },
-	{ "results_maxlen", INT(G(results_maxlen), 0, 2000000000), 0 },
-	{ "max_id_len", G(max_id_len), V_SIZE, 16, 1048576, "size like 256, 1k; 16..1M", NULL, 0 },
-	{ "max_meta_len", G(max_meta_len), V_SIZE, 16, 16777216, "size like 512, 4k; 16..16M", NULL, 0 },
 	{ "tls_ca", STR(G(redis_tls_ca), V_STR, ""), 0 },
 	{ "tls_cert", STR(G(redis_tls_cert), V_STR, ""), 0 },
 	{ "tls_key", STR(G(redis_tls_key), V_STR, ""), 0 },
 	{ "tls_name", STR(G(redis_tls_name), V_WORD, "a host name or IP address"), 0 },
+	{ "batch", INT(G(batch), 1, 10000), 0 },
+	{ "results_maxlen", INT(G(results_maxlen), 0, 2000000000), 0 },
+	{ "max_id_len", G(max_id_len), V_SIZE, 16, 1048576, "size like 256, 1k; 16..1M", NULL, 0 },
+	{ "max_meta_len", G(max_meta_len), V_SIZE, 16, 16777216, "size like 512, 4k; 16..16M", NULL, 0 },
 };
 static const struct key k_retry[] = {
 	{ "schedule", G(schedule_ms), V_SCHEDULE, (double)MS_S, 30.0 * MS_D,
@@ -418,6 +418,7 @@ static const struct section {
 	{ "classes", k_classes, ARRAY_LEN(k_classes) }, { "suppress", k_suppress, ARRAY_LEN(k_suppress) },
 };
 #define MAX_KEYS 32 /* >= the longest table above */
+
 _Static_assert(ARRAY_LEN(k_redis) <= MAX_KEYS, "MAX_KEYS is shorter than [redis]'s keys");
 _Static_assert(ARRAY_LEN(k_mxsend) <= MAX_KEYS, "MAX_KEYS is shorter than [mxsend]'s keys");
 

@@ -190,15 +190,15 @@ struct config {
 	bool redis_named;      /* the file sets [redis] url: `send` adds to the TLSRPT counters */
 	char *jobs, *results, *group; /* mxsend:jobs, mxsend:results, mxsend */
 	uint64_t visibility_timeout_ms; /* key visibility_timeout, default 5m */
+	/* rediss:// (queue.h struct queue_tls): keys tls_ca (NULL: the system
+	 * store), tls_cert + tls_key (a client certificate), tls_name (the name
+	 * the server's certificate must hold; NULL: the URL's host) */
+	char *redis_tls_ca, *redis_tls_cert, *redis_tls_key, *redis_tls_name;
 	int batch;          /* key batch: XREADGROUP COUNT, default 256 */
 	int results_maxlen; /* key results_maxlen: trim the results stream to about
 	                     * this many entries (XADD MAXLEN ~); 0 = never (default) */
 	uint64_t max_id_len;   /* key max_id_len: a job's `id` bytes, default 1024 */
 	uint64_t max_meta_len; /* key max_meta_len: a job's `meta` bytes, default 4096 */
-	/* rediss:// (queue.h struct queue_tls): keys tls_ca (NULL: the system
-	 * store), tls_cert + tls_key (a client certificate), tls_name (the name
-	 * the server's certificate must hold; NULL: the URL's host) */
-	char *redis_tls_ca, *redis_tls_cert, *redis_tls_key, *redis_tls_name;
 	/* [retry] */
 	uint64_t schedule_ms[32]; /* key schedule = "1m 5m 15m 30m 1h 2h" */
 	int n_schedule;
