@@ -419,9 +419,6 @@ static const struct section {
 };
 #define MAX_KEYS 32 /* >= the longest table above */
 
-_Static_assert(ARRAY_LEN(k_redis) <= MAX_KEYS, "MAX_KEYS is shorter than [redis]'s keys");
-_Static_assert(ARRAY_LEN(k_mxsend) <= MAX_KEYS, "MAX_KEYS is shorter than [mxsend]'s keys");
-
 static const struct rule default_star = {
 	.pattern = "*",
 	.set = RULE_TLS | RULE_ON_TLS_FAILURE | RULE_MIN_TLS | RULE_PORT | RULE_MAX_CONN |
@@ -566,6 +563,9 @@ struct parse {
 	bool shape_skip;           /* SEC_SHAPE: overridden by the main file, keys ignored */
 	int shape_idx;
 };
+/* seen[] holds a line per key of the longest global section */
+_Static_assert(ARRAY_LEN(k_redis) <= MAX_KEYS, "MAX_KEYS is shorter than [redis]'s keys");
+_Static_assert(ARRAY_LEN(k_mxsend) <= MAX_KEYS, "MAX_KEYS is shorter than [mxsend]'s keys");
 
 static void vfail_at(struct parse *p, int line, const char *fmt, va_list ap)
 {
