@@ -1,4 +1,5 @@
-/* redis_tls.c: rediss:// relays for hiredis (see redis_tls.h).
+/* redis_tls.c: rediss:// relays for hiredis (see redis_tls.h). TLS itself is
+ * tls.c's engine over memory BIOs on both paths: no OpenSSL call here.
  *
  * Ring relay (struct relay): hiredis's end is a unix socket (local_pair);
  * ours is read with loop_recv into rbuf and each read goes to conn_write (TLS
@@ -11,10 +12,12 @@
  * closes the conn, cancels our ops, and the memory goes once nothing is in
  * flight. Either side closing closes the other (hiredis then reconnects).
  *
- * Blocking relay (struct srelay, a detached thread): both sockets
- * non-blocking after the handshake, one poll() for both; at most RELAY_BUF of
- * hiredis's requests at a time, replies queued without a cap (a pipelined
- * enqueue reads its replies only after writing every command). */
+ * Blocking relay (struct srelay, a detached thread): the handshake and the
+ * check run in the caller on the blocking socket (5 s timeouts); then both
+ * sockets are non-blocking and one poll() serves both: hiredis's requests
+ * are read while less than RELAY_OUT_HIGH waits for the server, replies are
+ * queued without a cap (a pipelined enqueue reads its replies only after
+ * writing every command). */
 #define _GNU_SOURCE /* accept4 */
 #include "sender/redis_tls.h"
 
@@ -36,10 +39,6 @@
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
-#include <openssl/crypto.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
 #include "queue/queue.h"
 #include "sender/conn.h"
@@ -52,41 +51,18 @@
 #define RELAY_BUF 16384
 #define RELAY_OUT_HIGH (1u << 20) /* TLS output waiting: stop reading hiredis's requests */
 #define RELAY_KEEP (64u << 10)    /* reply buffers kept while idle */
+#define PROBE_READS 64            /* reads for the check's reply, at most */
+#define RESET_GRACE_MS 200        /* a reset's reason (the server's alert) awaited this long */
 
-/* ---- the TLS context (built at each connect: files replaced are picked up) ---- */
-
-static int no_passphrase(char *buf, int size, int rw, void *u)
+/* The TLS context, built at each connect (files replaced are picked up):
+ * the chain must verify against tls_ca, TLS 1.2 at least. */
+static struct ssl_ctx_st *ctx_new(const struct queue_tls *t, char *err, size_t n)
 {
-	(void)buf;
-	(void)size;
-	(void)rw;
-	(void)u;
-	return 0; /* never prompt on a terminal: an encrypted key fails to load */
-}
-
-/* OpenSSL's error as text: a system error in the queue (a file that is not
- * there), else the first error's reason; the queue is cleared. */
-static const char *ossl_err(char *buf, size_t n)
-{
-	unsigned long e, first = 0, sys = 0;
-	while ((e = ERR_get_error()) != 0) {
-		if (first == 0)
-			first = e;
-		if (sys == 0 && ERR_SYSTEM_ERROR(e))
-			sys = e;
-	}
-	e = first;
-	const char *why = e ? ERR_reason_error_string(e) : NULL;
-	if (sys != 0)
-		snprintf(buf, n, "%s", strerror(ERR_GET_REASON(sys)));
-	else if (e == 0)
-		snprintf(buf, n, "unknown error");
-	else if (why != NULL)
-		snprintf(buf, n, "%s", why);
-	else
-		ERR_error_string_n(e, buf, n);
-	ERR_clear_error();
-	return buf;
+	char why[400];
+	struct ssl_ctx_st *ctx = tls_ctx_new_client(t->ca_file, t->cert_file, t->key_file, why, sizeof(why));
+	if (ctx == NULL)
+		snprintf(err, n, "TLS: %s", why);
+	return ctx;
 }
 
 static const char *ca_name(const struct queue_tls *t)
@@ -105,128 +81,143 @@ static bool is_ip(const char *s)
 	return inet_pton(AF_INET, s, b) == 1 || inet_pton(AF_INET6, s, b) == 1;
 }
 
-static SSL_CTX *ctx_new(const struct queue_tls *t, char *err, size_t n)
-{
-	char e[200];
-	ERR_clear_error();
-	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-	if (ctx == NULL) {
-		snprintf(err, n, "TLS: %s", ossl_err(e, sizeof(e)));
-		return NULL;
-	}
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
-	bool ca = t->ca_file && t->ca_file[0];
-	if (ca ? SSL_CTX_load_verify_locations(ctx, t->ca_file, NULL) != 1
-	       : SSL_CTX_set_default_verify_paths(ctx) != 1) {
-		snprintf(err, n, "TLS: tls_ca %s: cannot load: %s", ca_name(t), ossl_err(e, sizeof(e)));
-		goto fail;
-	}
-	if (t->cert_file && t->cert_file[0]) {
-		const char *key = t->key_file && t->key_file[0] ? t->key_file : t->cert_file;
-		if (SSL_CTX_use_certificate_chain_file(ctx, t->cert_file) != 1) {
-			snprintf(err, n, "TLS: tls_cert %s: cannot load: %s", t->cert_file,
-				 ossl_err(e, sizeof(e)));
-			goto fail;
-		}
-		int ok = SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM);
-		unsigned long ke = ok == 1 ? 0 : ERR_peek_error();
-		/* loaded, but not the certificate's key: said below */
-		bool other = ke != 0 && ERR_GET_LIB(ke) == ERR_LIB_X509 &&
-			     ERR_GET_REASON(ke) == X509_R_KEY_VALUES_MISMATCH;
-		if (ok != 1 && !other) {
-			snprintf(err, n, "TLS: tls_key %s: cannot load (an unencrypted PEM key is needed): %s",
-				 key, ossl_err(e, sizeof(e)));
-			goto fail;
-		}
-		if (other || SSL_CTX_check_private_key(ctx) != 1) {
-			ERR_clear_error();
-			snprintf(err, n, "TLS: tls_key %s is not the key of tls_cert %s", key, t->cert_file);
-			goto fail;
-		}
-	}
-	return ctx;
-fail:
-	SSL_CTX_free(ctx);
-	return NULL;
-}
-
 int redis_tls_check(const struct queue_tls *t, char *err, size_t errlen)
 {
-	SSL_CTX *ctx = ctx_new(t, err, errlen);
-	SSL_CTX_free(ctx);
+	struct ssl_ctx_st *ctx = ctx_new(t, err, errlen);
+	tls_ctx_free(ctx);
 	return ctx ? 0 : -1;
 }
 
 /* ---- blocking: the short-lived commands ---- */
 
-struct srelay {
-	SSL *ssl;
-	int net; /* the TLS socket */
-	int loc; /* our end of hiredis's socketpair */
+struct sbuf {
+	char *p;
+	size_t len, off, cap;
 };
 
-/* Why a TLS call on ssl failed (r its return), for "redis: connect to URL: ...". */
-static void ssl_fail(SSL *ssl, int r, const char *what, const struct queue_tls *t, const char *name,
-		     char *err, size_t n)
+static void sbuf_add(struct sbuf *b, const void *p, size_t n)
 {
-	int en = errno, se = SSL_get_error(ssl, r);
-	unsigned long e = ERR_peek_last_error();
-	long vr = SSL_get_verify_result(ssl);
-	char buf[200];
-	if (ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED || (e == 0 && vr != X509_V_OK)) {
-		ERR_clear_error();
-		snprintf(err, n, "TLS: certificate verify failed for \"%s\": %s (tls_ca %s)", name,
-			 X509_verify_cert_error_string(vr), ca_name(t));
-	} else if (se == SSL_ERROR_SSL) {
-		snprintf(err, n, "TLS %s with \"%s\": %s", what, name, ossl_err(buf, sizeof(buf)));
-	} else if (se == SSL_ERROR_SYSCALL && (en == EAGAIN || en == EWOULDBLOCK)) {
-		snprintf(err, n, "TLS %s with \"%s\": timed out (%d s)", what, name, IO_TIMEOUT_S);
-	} else {
-		ERR_clear_error();
-		snprintf(err, n, "TLS %s with \"%s\": %s", what, name,
-			 se == SSL_ERROR_ZERO_RETURN || (se == SSL_ERROR_SYSCALL && en == 0)
-				 ? "the server closed the connection"
-				 : strerror(en));
+	if (b->len + n > b->cap) {
+		b->cap = (b->len + n) * 2;
+		b->p = xrealloc(b->p, b->cap);
 	}
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
 }
 
-/* One exchange over the new session, before hiredis has it: a server that
- * refuses our certificate after a TLS 1.3 handshake (its alert comes with
- * its first reply) is named here, not as a lost connection later. The
+static size_t sbuf_left(const struct sbuf *b)
+{
+	return b->len - b->off;
+}
+
+/* The engine's ciphertext, for the server (tls_set_output). */
+static void to_net(void *arg, const void *buf, size_t n)
+{
+	sbuf_add(arg, buf, n);
+}
+
+struct srelay {
+	struct tls *t;
+	int net;          /* the TCP socket to the server */
+	int loc;          /* our end of hiredis's socketpair */
+	struct sbuf out;  /* ciphertext for the server */
+	struct sbuf down; /* plaintext for hiredis */
+};
+
+/* Send out to the blocking socket, all of it: 0 or -errno. */
+static int flush_all(int fd, struct sbuf *b)
+{
+	while (sbuf_left(b) > 0) {
+		ssize_t k = send(fd, b->p + b->off, sbuf_left(b), MSG_NOSIGNAL);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? -ETIMEDOUT : -errno;
+		b->off += (size_t)k;
+	}
+	b->len = b->off = 0;
+	return 0;
+}
+
+/* One read from the blocking socket into the engine: 0 or -errno
+ * (-ETIMEDOUT after 5 s, -ECONNRESET when the server closed). */
+static int feed(int fd, struct tls *t)
+{
+	char buf[RELAY_BUF];
+	ssize_t k;
+	do
+		k = recv(fd, buf, sizeof(buf), 0);
+	while (k < 0 && errno == EINTR);
+	if (k < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
+	if (k == 0)
+		return -ECONNRESET;
+	tls_net_in(t, buf, (size_t)k);
+	return 0;
+}
+
+/* Why the session failed, for "redis: connect to URL: ...": the engine's
+ * text (a failed verification with the CA it was checked against), else the
+ * socket's (e: -errno). */
+static void sfail(struct tls *t, int e, const char *what, const struct queue_tls *qt, const char *name,
+		  char *err, size_t n)
+{
+	if (tls_error(t)[0] != '\0')
+		snprintf(err, n, "TLS with \"%s\": %s%s%s%s", name, tls_error(t),
+			 tls_failed_verify(t) ? " (tls_ca " : "", tls_failed_verify(t) ? ca_name(qt) : "",
+			 tls_failed_verify(t) ? ")" : "");
+	else if (e == -ETIMEDOUT)
+		snprintf(err, n, "TLS %s with \"%s\": timed out (%d s)", what, name, IO_TIMEOUT_S);
+	else
+		snprintf(err, n, "TLS %s with \"%s\": %s", what, name,
+			 e == -ECONNRESET ? "the server closed the connection" : strerror(-e));
+}
+
+/* The handshake, then one exchange before hiredis has the session: a server
+ * that refuses our certificate after a TLS 1.3 handshake (its alert comes
+ * with its first reply) is named here, not as a lost connection later. The
  * question is a bare AUTH: every server answers it (an arity error), and
  * unlike PING it runs no command an ACL would log as denied. 0, or -1 with
  * err set. */
-static int probe(SSL *ssl, const struct queue_tls *t, const char *name, char *err, size_t n)
+static int open_session(struct srelay *r, const struct queue_tls *qt, const char *name, char *err,
+			size_t n)
 {
-	static const char ask[] = "AUTH\r\n";
-	ERR_clear_error();
-	int r = SSL_write(ssl, ask, (int)strlen(ask));
-	if (r <= 0) {
-		ssl_fail(ssl, r, "write", t, name, err, n);
-		/* a server that refused us may have reset the connection before
-		 * our write, its alert already with us: that says more */
-		char b[64];
-		ERR_clear_error();
-		r = SSL_read(ssl, b, sizeof(b));
-		if (r <= 0 && SSL_get_error(ssl, r) == SSL_ERROR_SSL)
-			ssl_fail(ssl, r, "read", t, name, err, n);
-		ERR_clear_error();
-		return -1;
-	}
-	char b[256];
-	size_t got = 0;
-	while (got < sizeof(b)) {
-		ERR_clear_error();
-		r = SSL_read(ssl, b + got, (int)(sizeof(b) - got));
-		if (r <= 0) {
-			ssl_fail(ssl, r, "read", t, name, err, n);
+	int e = 0;
+	for (;;) {
+		enum tls_rc rc = tls_handshake(r->t);
+		int fe = flush_all(r->net, &r->out); /* a flight, or the alert of a failure */
+		if (rc == TLS_OK)
+			break;
+		e = rc == TLS_AGAIN ? (fe != 0 ? fe : feed(r->net, r->t)) : -EPROTO;
+		if (e != 0) {
+			sfail(r->t, e, "handshake", qt, name, err, n);
 			return -1;
 		}
-		got += (size_t)r;
-		if (memchr(b, '\n', got) != NULL)
-			break;
+	}
+	size_t done = 0;
+	if (tls_write(r->t, "AUTH\r\n", 6, &done) != TLS_OK) {
+		sfail(r->t, -EPROTO, "write", qt, name, err, n);
+		return -1;
+	}
+	int we = flush_all(r->net, &r->out);
+	if (we != 0) /* a refusal may have reset the connection: its alert is still to read */
+		r->out.len = r->out.off = 0;
+	char b[256];
+	size_t got = 0;
+	for (int i = 0; i < PROBE_READS && got < sizeof(b) && memchr(b, '\n', got) == NULL; i++) {
+		size_t k = 0;
+		enum tls_rc rc = tls_read(r->t, b + got, sizeof(b) - got, &k);
+		if (rc == TLS_OK) {
+			got += k;
+			continue;
+		}
+		e = rc == TLS_AGAIN ? feed(r->net, r->t) : -EPROTO;
+		if (e == 0 && we == 0)
+			e = flush_all(r->net, &r->out); /* key updates */
+		if (e != 0) {
+			sfail(r->t, we != 0 && e != -EPROTO ? we : e, "read", qt, name, err, n);
+			return -1;
+		}
 	}
 	if (memchr(b, '\n', got) != NULL && (b[0] == '+' || b[0] == '-'))
 		return 0;
@@ -235,10 +226,10 @@ static int probe(SSL *ssl, const struct queue_tls *t, const char *name, char *er
 }
 
 /* Relay threads still running. At exit we wait for them (at most
- * EXIT_WAIT_MS; each ends as soon as its hiredis context is freed) so that
- * none is cut off inside OpenSSL, and OpenSSL's per-thread state is freed
- * (OPENSSL_thread_stop). Process-wide by nature: threads are. */
-#define EXIT_WAIT_MS 1000
+ * EXIT_WAIT_S; each ends as soon as its hiredis context is freed) so that
+ * none is cut off inside OpenSSL, and its per-thread state is freed
+ * (tls_thread_end). Process-wide by nature: threads are. */
+#define EXIT_WAIT_S 1
 static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t live_cv = PTHREAD_COND_INITIALIZER;
 static int live_threads;
@@ -248,7 +239,7 @@ static void wait_relays(void)
 {
 	struct timespec until;
 	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += EXIT_WAIT_MS / 1000;
+	until.tv_sec += EXIT_WAIT_S;
 	pthread_mutex_lock(&live_mu);
 	while (live_threads > 0 && pthread_cond_timedwait(&live_cv, &live_mu, &until) == 0)
 		;
@@ -260,6 +251,14 @@ static void live_init(void)
 	atexit(wait_relays);
 }
 
+static void live_add(int d)
+{
+	pthread_mutex_lock(&live_mu);
+	live_threads += d;
+	pthread_cond_broadcast(&live_cv);
+	pthread_mutex_unlock(&live_mu);
+}
+
 static void set_nonblock(int fd)
 {
 	int fl = fcntl(fd, F_GETFL);
@@ -267,88 +266,93 @@ static void set_nonblock(int fd)
 		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
+static void srelay_free(struct srelay *r)
+{
+	tls_free(r->t);
+	if (r->net != -1)
+		close(r->net);
+	if (r->loc != -1)
+		close(r->loc);
+	free(r->out.p);
+	free(r->down.p);
+	free(r);
+}
+
+/* The server's bytes: decrypted into down. false when the session ended. */
+static bool net_in(struct srelay *r)
+{
+	char buf[RELAY_BUF];
+	ssize_t k = read(r->net, buf, sizeof(buf));
+	if (k < 0)
+		return errno == EAGAIN || errno == EINTR;
+	if (k == 0)
+		return false;
+	tls_net_in(r->t, buf, (size_t)k);
+	for (;;) {
+		size_t got = 0;
+		enum tls_rc rc = tls_read(r->t, buf, sizeof(buf), &got);
+		if (rc == TLS_AGAIN)
+			return true;
+		if (rc != TLS_OK)
+			return false; /* closed or broken: deliver what came, then close */
+		sbuf_add(&r->down, buf, got);
+	}
+}
+
+/* Write what b holds to fd without blocking: false on a hard error. */
+static bool drain(int fd, struct sbuf *b)
+{
+	while (sbuf_left(b) > 0) {
+		ssize_t k = send(fd, b->p + b->off, sbuf_left(b), MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (k < 0 && (errno == EAGAIN || errno == EINTR))
+			return true;
+		if (k <= 0)
+			return false;
+		b->off += (size_t)k;
+	}
+	if (b->cap > RELAY_KEEP) {
+		free(b->p);
+		*b = (struct sbuf){ 0 };
+	}
+	b->len = b->off = 0;
+	return true;
+}
+
 static void *srelay_main(void *arg)
 {
 	struct srelay *r = arg;
-	char up[RELAY_BUF], b[RELAY_BUF];
-	size_t up_len = 0, up_off = 0, down_len = 0, down_off = 0, down_cap = 0;
-	char *down = NULL;
+	char buf[RELAY_BUF];
 	bool net_done = false;
 	set_nonblock(r->net);
 	set_nonblock(r->loc);
 	for (;;) {
+		bool take = !net_done && sbuf_left(&r->out) < RELAY_OUT_HIGH;
 		struct pollfd p[2] = {
-			{ r->loc, (short)((!net_done && up_off >= up_len ? POLLIN : 0) |
-					  (down_off < down_len ? POLLOUT : 0)), 0 },
-			{ net_done ? -1 : r->net, (short)(POLLIN | (up_off < up_len ? POLLOUT : 0)), 0 },
+			{ r->loc, (short)((take ? POLLIN : 0) | (sbuf_left(&r->down) ? POLLOUT : 0)), 0 },
+			{ net_done ? -1 : r->net, (short)(POLLIN | (sbuf_left(&r->out) ? POLLOUT : 0)), 0 },
 		};
-		if (SSL_pending(r->ssl) == 0 && poll(p, 2, 1000) < 0 && errno != EINTR)
+		if (poll(p, 2, 1000) < 0 && errno != EINTR)
 			break;
-		if (!net_done && up_off >= up_len) { /* hiredis's requests */
-			ssize_t k = read(r->loc, up, sizeof(up));
+		if (take && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) { /* hiredis's requests */
+			ssize_t k = read(r->loc, buf, sizeof(buf));
 			if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR))
 				break; /* hiredis closed (redisFree) */
-			if (k > 0) {
-				up_len = (size_t)k;
-				up_off = 0;
-			}
-		}
-		while (!net_done && up_off < up_len) {
-			ERR_clear_error();
-			int w = SSL_write(r->ssl, up + up_off, (int)(up_len - up_off));
-			if (w > 0) {
-				up_off += (size_t)w;
-				continue;
-			}
-			int e = SSL_get_error(r->ssl, w);
-			if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+			size_t done = 0;
+			if (k > 0 && tls_write(r->t, buf, (size_t)k, &done) != TLS_OK)
 				net_done = true;
-			break;
 		}
-		while (!net_done) { /* the server's replies */
-			ERR_clear_error();
-			int k = SSL_read(r->ssl, b, sizeof(b));
-			if (k > 0) {
-				if (down_len + (size_t)k > down_cap) {
-					down_cap = (down_len + (size_t)k) * 2;
-					down = xrealloc(down, down_cap);
-				}
-				memcpy(down + down_len, b, (size_t)k);
-				down_len += (size_t)k;
-				continue;
-			}
-			int e = SSL_get_error(r->ssl, k);
-			if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
-				net_done = true; /* closed or broken: deliver what came, then close */
-			break;
-		}
-		while (down_off < down_len) {
-			ssize_t k = write(r->loc, down + down_off, down_len - down_off);
-			if (k > 0) {
-				down_off += (size_t)k;
-				continue;
-			}
-			if (k < 0 && (errno == EAGAIN || errno == EINTR))
-				break;
-			goto out; /* hiredis is gone */
-		}
-		if (down_off == down_len)
-			down_off = down_len = 0;
-		if (net_done && down_len == 0)
+		if (!net_done && (p[1].revents & (POLLIN | POLLHUP | POLLERR)))
+			net_done = !net_in(r);
+		if (!net_done && !drain(r->net, &r->out))
+			net_done = true;
+		if (!drain(r->loc, &r->down))
+			break; /* hiredis is gone */
+		if (net_done && sbuf_left(&r->down) == 0)
 			break;
 	}
-out:
-	ERR_clear_error();
-	free(down);
-	SSL_free(r->ssl);
-	close(r->net);
-	close(r->loc);
-	free(r);
-	OPENSSL_thread_stop();
-	pthread_mutex_lock(&live_mu);
-	live_threads--;
-	pthread_cond_broadcast(&live_cv);
-	pthread_mutex_unlock(&live_mu);
+	srelay_free(r);
+	tls_thread_end();
+	live_add(-1);
 	return NULL;
 }
 
@@ -357,7 +361,7 @@ struct redisContext *redis_tls_connect(const struct queue_tls *t, const char *ho
 {
 	struct timeval tv = { IO_TIMEOUT_S, 0 };
 	const char *name = name_of(t, host);
-	SSL_CTX *ctx = ctx_new(t, err, errlen);
+	struct ssl_ctx_st *ctx = ctx_new(t, err, errlen);
 	if (ctx == NULL)
 		return NULL;
 	/* hiredis resolves and connects (its timeout); we take the socket */
@@ -365,60 +369,42 @@ struct redisContext *redis_tls_connect(const struct queue_tls *t, const char *ho
 	if (tcp == NULL || tcp->err) {
 		snprintf(err, errlen, "%s", tcp ? tcp->errstr : "out of memory");
 		redisFree(tcp);
-		SSL_CTX_free(ctx);
+		tls_ctx_free(ctx);
 		return NULL;
 	}
-	int net = fcntl(tcp->fd, F_DUPFD_CLOEXEC, 0);
+	struct srelay *r = xcalloc(1, sizeof(*r));
+	r->net = fcntl(tcp->fd, F_DUPFD_CLOEXEC, 0);
+	r->loc = -1;
 	redisFree(tcp);
-	SSL *ssl = net == -1 ? NULL : SSL_new(ctx);
-	SSL_CTX_free(ctx); /* ssl holds its own reference */
-	if (ssl == NULL) {
-		snprintf(err, errlen, "TLS: %s", net == -1 ? strerror(errno) : "out of memory");
-		if (net != -1)
-			close(net);
-		return NULL;
-	}
-	setsockopt(net, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(net, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-	if ((!is_ip(name) && SSL_set_tlsext_host_name(ssl, name) != 1) || SSL_set1_host(ssl, name) != 1 ||
-	    SSL_set_fd(ssl, net) != 1) {
-		snprintf(err, errlen, "TLS: bad name \"%s\"", name);
+	r->t = tls_new_ctx(ctx, is_ip(name) ? NULL : name, name);
+	tls_ctx_free(ctx); /* the session holds its own reference */
+	tls_set_output(r->t, to_net, &r->out);
+	if (r->net == -1) {
+		snprintf(err, errlen, "TLS: %s", strerror(errno));
 		goto fail;
 	}
-	ERR_clear_error();
-	int r = SSL_connect(ssl);
-	if (r != 1) {
-		ssl_fail(ssl, r, "handshake", t, name, err, errlen);
-		goto fail;
-	}
-	if (probe(ssl, t, name, err, errlen) != 0)
+	setsockopt(r->net, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(r->net, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (open_session(r, t, name, err, errlen) != 0)
 		goto fail;
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
 		snprintf(err, errlen, "TLS relay: socketpair: %s", strerror(errno));
 		goto fail;
 	}
-	struct srelay *sr = xcalloc(1, sizeof(*sr));
-	*sr = (struct srelay){ .ssl = ssl, .net = net, .loc = sv[1] };
+	r->loc = sv[1];
 	pthread_t th;
 	pthread_attr_t at;
 	pthread_attr_init(&at);
 	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
 	pthread_once(&live_once, live_init);
-	pthread_mutex_lock(&live_mu);
-	live_threads++;
-	pthread_mutex_unlock(&live_mu);
-	int pe = pthread_create(&th, &at, srelay_main, sr);
+	live_add(1);
+	int pe = pthread_create(&th, &at, srelay_main, r);
 	pthread_attr_destroy(&at);
 	if (pe != 0) {
-		pthread_mutex_lock(&live_mu);
-		live_threads--;
-		pthread_mutex_unlock(&live_mu);
+		live_add(-1);
 		snprintf(err, errlen, "TLS relay: thread: %s", strerror(pe));
-		free(sr);
 		close(sv[0]);
-		close(sv[1]);
 		goto fail;
 	}
 	redisContext *c = redisConnectFd(sv[0]); /* owns sv[0]; the thread ends when it closes */
@@ -430,8 +416,7 @@ struct redisContext *redis_tls_connect(const struct queue_tls *t, const char *ho
 	redisSetTimeout(c, tv);
 	return c;
 fail:
-	SSL_free(ssl);
-	close(net);
+	srelay_free(r);
 	return NULL;
 }
 
@@ -445,12 +430,14 @@ struct rbuf {
 struct relay {
 	struct loop *l;
 	struct conn *c;  /* the TLS side; NULL once closed */
-	SSL_CTX *ctx;    /* until the handshake starts */
+	struct ssl_ctx_st *ctx; /* until the handshake starts */
 	int fd;          /* our end of hiredis's socket */
 	struct loop_op recv_op, send_op, close_op;
 	struct loop_task free_task;
 	unsigned inflight;
 	bool recv_armed, sending, paused, up, net_done, closing; /* up: handshake over */
+	int reset;               /* -errno of a connection error, its reason awaited (grace) */
+	struct loop_timer grace;
 	struct rbuf pend, fly; /* the server's bytes, for hiredis */
 	size_t fly_off;
 	char rbuf[RELAY_BUF];
@@ -477,6 +464,7 @@ static void relay_close(struct relay *r)
 	if (r->closing)
 		return;
 	r->closing = true;
+	loop_timer_stop(r->l, &r->grace);
 	conn_close(r->c);
 	r->c = NULL;
 	if (r->recv_armed)
@@ -491,7 +479,7 @@ static void relay_free_fn(struct loop_task *t)
 	struct relay *r = container_of(t, struct relay, free_task);
 	if (r->inflight > 0)
 		return;
-	SSL_CTX_free(r->ctx);
+	tls_ctx_free(r->ctx);
 	free(r->pend.p);
 	free(r->fly.p);
 	free(r);
@@ -516,8 +504,8 @@ static void close_cqe(struct loop_op *op, int res, unsigned flags)
 
 static void arm_recv(struct relay *r)
 {
-	if (r->recv_armed || r->closing || r->net_done)
-		return;
+	if (r->recv_armed || r->closing || r->net_done || r->reset != 0)
+		return; /* (after a reset, nothing more is sent: see on_error) */
 	r->recv_armed = true;
 	r->inflight++;
 	loop_recv(r->l, &r->recv_op, r->fd, r->rbuf, sizeof(r->rbuf));
@@ -559,6 +547,8 @@ static void recv_cqe(struct loop_op *op, int res, unsigned flags)
 		relay_close(r); /* hiredis closed its end */
 		return;
 	}
+	if (r->reset != 0)
+		return; /* failing: its reason is awaited (on_error) */
 	conn_write(r->c, r->rbuf, (size_t)res);
 	if (conn_out_pending(r->c) > RELAY_OUT_HIGH)
 		r->paused = true;
@@ -604,7 +594,7 @@ static void on_connect(void *arg, int err)
 		return;
 	}
 	struct tls *t = tls_new_ctx(r->ctx, is_ip(r->name) ? NULL : r->name, r->name);
-	SSL_CTX_free(r->ctx);
+	tls_ctx_free(r->ctx);
 	r->ctx = NULL;
 	conn_starttls(r->c, t);
 }
@@ -632,6 +622,12 @@ static void on_read(void *arg, const char *data, size_t n)
 	start_send(r);
 }
 
+static void grace_fn(struct loop_timer *t)
+{
+	struct relay *r = container_of(t, struct relay, grace);
+	relay_fail(r, strerror(-r->reset));
+}
+
 static void on_error(void *arg, int err)
 {
 	struct relay *r = arg;
@@ -640,8 +636,19 @@ static void on_error(void *arg, int err)
 		relay_fail(r, t && tls_error(t)[0] ? tls_error(t) : "TLS error");
 		return;
 	}
-	if (err < 0 || !r->up) {
-		relay_fail(r, err < 0 ? strerror(-err) : "the server closed the connection during the TLS handshake");
+	if (err < 0 && r->reset == 0) {
+		/* A server that refuses our certificate after a TLS 1.3 handshake
+		 * sends its alert and closes: our next send may meet the reset
+		 * before our receive has read the alert, which says more. The
+		 * receive side gets RESET_GRACE_MS to tell. */
+		r->reset = err;
+		loop_timer_arm(r->l, &r->grace, RESET_GRACE_MS);
+		return;
+	}
+	if (err < 0 || r->reset != 0 || !r->up) {
+		relay_fail(r, r->reset != 0 ? strerror(-r->reset)
+			      : err < 0    ? strerror(-err)
+					   : "the server closed the connection during the TLS handshake");
 		return;
 	}
 	/* the server closed: hand hiredis what came first, then close */
@@ -707,7 +714,7 @@ static redisAsyncContext *local_pair(int *fd, char *why, size_t n)
 struct redisAsyncContext *redis_tls_connect_async(struct loop *l, const struct queue_tls *t,
 						  const char *host, int port, char *why, size_t n)
 {
-	SSL_CTX *ctx = ctx_new(t, why, n);
+	struct ssl_ctx_st *ctx = ctx_new(t, why, n);
 	if (ctx == NULL)
 		return NULL;
 	/* blocking for a host name, as hiredis's own redisAsyncConnect */
@@ -717,14 +724,14 @@ struct redisAsyncContext *redis_tls_connect_async(struct loop *l, const struct q
 	int ge = getaddrinfo(host, ps, &hints, &ai);
 	if (ge != 0 || ai == NULL) {
 		snprintf(why, n, "cannot resolve %s: %s", host, ge ? gai_strerror(ge) : "no address");
-		SSL_CTX_free(ctx);
+		tls_ctx_free(ctx);
 		return NULL;
 	}
 	int fd;
 	redisAsyncContext *ac = local_pair(&fd, why, n);
 	if (ac == NULL) {
 		freeaddrinfo(ai);
-		SSL_CTX_free(ctx);
+		tls_ctx_free(ctx);
 		return NULL;
 	}
 	struct relay *r = xcalloc(1, sizeof(*r));
@@ -735,6 +742,7 @@ struct redisAsyncContext *redis_tls_connect_async(struct loop *l, const struct q
 	r->send_op.fn = send_cqe;
 	r->close_op.fn = close_cqe;
 	loop_task_init(&r->free_task, relay_free_fn);
+	loop_timer_init(&r->grace, grace_fn);
 	snprintf(r->server, sizeof(r->server), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
 	strlcpy_x(r->name, name_of(t, host), sizeof(r->name));
 	r->c = conn_new(l, &relay_cb, r);

@@ -161,11 +161,11 @@ t_tls_refused() {
 		--to x@ok.test "$MSG"
 	assert_eq "enqueue, wrong CA: exit status" 75 "$RUN_RC"
 	assert_match "enqueue, wrong CA: why" \
-		'redis: connect to rediss://mxsend:\*\*\*@127\.0\.0\.1:[0-9]+/0: TLS: certificate verify failed for "127\.0\.0\.1": .*tls_ca .*selfsigned\.pem' \
+		'redis: connect to rediss://mxsend:\*\*\*@127\.0\.0\.1:[0-9]+/0: TLS with "127\.0\.0\.1": TLS handshake: certificate verify failed: .* \(tls_ca .*selfsigned\.pem\)$' \
 		"$(cat "$CASE_DIR/e1.err")"
 	timed_run 10 "$CASE_DIR/e2.out" "$CASE_DIR/e2.err" "$MXSEND" held -c "$cn"
 	assert_eq "held, wrong name: exit status" 75 "$RUN_RC"
-	assert_match "held, wrong name: why" 'certificate verify failed for "wrong\.invalid": hostname mismatch' \
+	assert_match "held, wrong name: why" 'TLS with "wrong\.invalid": TLS handshake: certificate verify failed: hostname mismatch' \
 		"$(cat "$CASE_DIR/e2.err")"
 	timed_run 10 "$CASE_DIR/e3.out" "$CASE_DIR/e3.err" "$MXSEND" suppress list -c "$cs"
 	assert_eq "suppress list, the system store (no tls_ca): exit status" 75 "$RUN_RC"
@@ -199,11 +199,20 @@ t_tls_client_cert() {
 	timed_run 10 "$CASE_DIR/e2.out" "$CASE_DIR/e2.err" "$MXSEND" enqueue -c "$cn" --from a@src.test \
 		--to c2@ok.test --id t-n "$MSG"
 	assert_eq "enqueue without a client certificate: exit status" 75 "$RUN_RC"
-	assert_match "enqueue without: the server's refusal named" 'TLS (read|handshake) with "127\.0\.0\.1": .*certificate required' \
+	assert_match "enqueue without: the server's refusal named" 'TLS with "127\.0\.0\.1": TLS (read|handshake): .*certificate required' \
 		"$(cat "$CASE_DIR/e2.err")"
 	tcli "$p" XADD mxsend:jobs '*' from a@src.test to c3@ok.test data hello >/dev/null
-	run_refused run "$cn" 2
+	run_refused run "$cn" 4
 	assert_match "run without: why" 'evt=redis_tls_failed .*err="[^"]*certificate required' "$(cat "$CASE_DIR/run.log")"
+	# every time: the alert, not the reset that may overtake it (a race once)
+	assert_eq "run without: every failure names the alert" "" \
+		"$(grep 'evt=redis_tls_failed' "$CASE_DIR/run.log" | grep -v 'certificate required')"
+	local i
+	for ((i = 0; i < 8; i++)); do
+		"$MXSEND" held -c "$cn" 2>&1
+	done >"$CASE_DIR/held8.err"
+	assert_eq "held without, 8 times: every one names the alert" 8 \
+		"$(grep -c 'TLS (read|handshake): .*certificate required' -E "$CASE_DIR/held8.err")"
 	assert_eq "run without: nothing more delivered" 1 "$(tcli "$p" XLEN mxsend:results)"
 	no_secret
 }
@@ -266,12 +275,12 @@ t_tls_config() {
 	timed_run 10 "$CASE_DIR/c.out" "$CASE_DIR/c.err" "$MXSEND" enqueue -c "$c" --from a@src.test \
 		--to x@ok.test "$MSG"
 	assert_eq "tls_ca missing: exit status" 78 "$RUN_RC"
-	assert_match "tls_ca missing: why" 'tls_ca .*none\.pem: cannot load: No such file or directory' "$(cat "$CASE_DIR/c.err")"
+	assert_match "tls_ca missing: why" '\[redis\] TLS: CA file .*none\.pem: cannot load: No such file or directory' "$(cat "$CASE_DIR/c.err")"
 	conf "$c" "rediss://127.0.0.1:1/0" \
 		"$(printf 'tls_ca = %s\ntls_cert = %s\ntls_key = %s' "$CERTS/ca.pem" "$CLIENT.pem" "$CERTS/server.key")"
 	timed_run 10 "$CASE_DIR/d.out" "$CASE_DIR/d.err" "$MXSEND" run -c "$c"
 	assert_eq "key of another certificate: exit status" 78 "$RUN_RC"
-	assert_match "key of another certificate: why" 'tls_key .*server\.key is not the key of tls_cert' \
+	assert_match "key of another certificate: why" '\[redis\] TLS: key .*server\.key is not the key of certificate .*client\.pem' \
 		"$(cat "$CASE_DIR/d.err")"
 	no_secret
 }
