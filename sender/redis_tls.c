@@ -422,11 +422,6 @@ fail:
 
 /* ---- on the ring: `mxsend run` ---- */
 
-struct rbuf {
-	char *p;
-	size_t len, cap;
-};
-
 struct relay {
 	struct loop *l;
 	struct conn *c;  /* the TLS side; NULL once closed */
@@ -438,8 +433,7 @@ struct relay {
 	bool recv_armed, sending, paused, up, net_done, closing; /* up: handshake over */
 	int reset;               /* -errno of a connection error, its reason awaited (grace) */
 	struct loop_timer grace;
-	struct rbuf pend, fly; /* the server's bytes, for hiredis */
-	size_t fly_off;
+	struct sbuf pend, fly; /* the server's bytes, for hiredis (fly: on the wire, from off) */
 	char rbuf[RELAY_BUF];
 	char server[300]; /* HOST:PORT, for logs */
 	char name[256];   /* verified name */
@@ -515,21 +509,20 @@ static void start_send(struct relay *r)
 {
 	if (r->sending || r->closing)
 		return;
-	if (r->fly_off >= r->fly.len) {
+	if (sbuf_left(&r->fly) == 0) {
 		if (r->pend.len == 0) {
 			if (r->net_done)
 				relay_close(r); /* the server's last bytes are with hiredis */
 			return;
 		}
-		struct rbuf t = r->fly;
+		struct sbuf t = r->fly;
 		r->fly = r->pend;
 		r->pend = t;
-		r->pend.len = 0;
-		r->fly_off = 0;
+		r->pend.len = r->pend.off = 0;
 	}
 	r->sending = true;
 	r->inflight++;
-	loop_send(r->l, &r->send_op, r->fd, r->fly.p + r->fly_off, r->fly.len - r->fly_off);
+	loop_send(r->l, &r->send_op, r->fd, r->fly.p + r->fly.off, sbuf_left(&r->fly));
 }
 
 /* hiredis's requests, to the server */
@@ -571,14 +564,14 @@ static void send_cqe(struct loop_op *op, int res, unsigned flags)
 		relay_close(r);
 		return;
 	}
-	r->fly_off += (size_t)res;
-	if (r->fly_off >= r->fly.len) {
-		r->fly.len = r->fly_off = 0;
+	r->fly.off += (size_t)res;
+	if (sbuf_left(&r->fly) == 0) {
+		r->fly.len = r->fly.off = 0;
 		if (r->pend.len == 0 && r->fly.cap + r->pend.cap > RELAY_KEEP) {
 			/* idle: a claim's megabyte reply is not held until the next */
 			free(r->fly.p);
 			free(r->pend.p);
-			r->fly = r->pend = (struct rbuf){ 0 };
+			r->fly = r->pend = (struct sbuf){ 0 };
 		}
 	}
 	start_send(r);
@@ -613,12 +606,7 @@ static void on_tls(void *arg, int err)
 static void on_read(void *arg, const char *data, size_t n)
 {
 	struct relay *r = arg;
-	if (r->pend.len + n > r->pend.cap) {
-		r->pend.cap = (r->pend.len + n) * 2;
-		r->pend.p = xrealloc(r->pend.p, r->pend.cap);
-	}
-	memcpy(r->pend.p + r->pend.len, data, n);
-	r->pend.len += n;
+	sbuf_add(&r->pend, data, n);
 	start_send(r);
 }
 
