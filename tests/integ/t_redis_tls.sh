@@ -117,8 +117,12 @@ t_tls_flow() {
 	out=$("$MXSEND" held -c "$ck" 2>&1)
 	assert_match "held lists the held job" 'id="t-h"' "$out"
 	assert_eq "release" "released 3" "$("$MXSEND" release -c "$ck" --domain held.test 2>&1)"
-	# held.test refuses STARTTLS: held again, by the second run (keys config)
+	# held.test refuses STARTTLS: held again, by the second run (keys config,
+	# at log level trace: the password is in no line of it either)
+	sed -i 's/^log = info$/log = trace/' "$ck"
 	mxrun run2 "$ck"
+	sed -i 's/^log = trace$/log = info/' "$ck"
+	assert_match "run2 logged at trace" ' trace ' "$(cat "$CASE_DIR/run2.log")"
 	"$MXSEND" suppress add -c "$ck" --reason tls --expires 1d x1@ok.test >"$CASE_DIR/sup.out" 2>&1 ||
 		fail "suppress add: $(cat "$CASE_DIR/sup.out")"
 	assert_match "suppress list" '^x1@ok\.test ' "$("$MXSEND" suppress list -c "$ck" 2>&1)"
