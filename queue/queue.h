@@ -85,7 +85,7 @@ struct redisContext;
  * so the host carries hiredis's bytes over its own TLS engine (sender/
  * redis_tls.c). The server's chain must verify against ca_file and its
  * certificate name `name` (default: the host connected to); never a
- * plaintext fallback. Files are read at each connect. */
+ * plaintext fallback. */
 struct queue_tls {
 	const char *ca_file;   /* NULL or "": the system store */
 	const char *cert_file; /* client certificate chain (PEM), NULL: none */

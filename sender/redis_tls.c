@@ -54,8 +54,9 @@
 #define PROBE_READS 64            /* reads for the check's reply, at most */
 #define RESET_GRACE_MS 200        /* a reset's reason (the server's alert) awaited this long */
 
-/* The TLS context, built at each connect (files replaced are picked up):
- * the chain must verify against tls_ca, TLS 1.2 at least. */
+/* The TLS context (the blocking path builds one per connection, run one at
+ * start: redis_tls_new): the chain must verify against tls_ca, TLS 1.2 at
+ * least. */
 static struct ssl_ctx_st *ctx_new(const struct queue_tls *t, char *err, size_t n)
 {
 	char why[400];
@@ -425,7 +426,7 @@ fail:
 struct relay {
 	struct loop *l;
 	struct conn *c;  /* the TLS side; NULL once closed */
-	struct ssl_ctx_st *ctx; /* until the handshake starts */
+	struct tls *t;   /* the session, until the conn takes it (on_connect) */
 	int fd;          /* our end of hiredis's socket */
 	struct loop_op recv_op, send_op, close_op;
 	struct loop_task free_task;
@@ -473,7 +474,7 @@ static void relay_free_fn(struct loop_task *t)
 	struct relay *r = container_of(t, struct relay, free_task);
 	if (r->inflight > 0)
 		return;
-	tls_ctx_free(r->ctx);
+	tls_free(r->t);
 	free(r->pend.p);
 	free(r->fly.p);
 	free(r);
@@ -586,9 +587,8 @@ static void on_connect(void *arg, int err)
 		relay_fail(r, why);
 		return;
 	}
-	struct tls *t = tls_new_ctx(r->ctx, is_ip(r->name) ? NULL : r->name, r->name);
-	tls_ctx_free(r->ctx);
-	r->ctx = NULL;
+	struct tls *t = r->t;
+	r->t = NULL;
 	conn_starttls(r->c, t);
 }
 
@@ -699,12 +699,33 @@ static redisAsyncContext *local_pair(int *fd, char *why, size_t n)
 	return ac;
 }
 
-struct redisAsyncContext *redis_tls_connect_async(struct loop *l, const struct queue_tls *t,
-						  const char *host, int port, char *why, size_t n)
+struct redis_tls {
+	struct ssl_ctx_st *ctx;
+	struct queue_tls t; /* its strings borrowed */
+};
+
+struct redis_tls *redis_tls_new(const struct queue_tls *t, char *err, size_t errlen)
 {
-	struct ssl_ctx_st *ctx = ctx_new(t, why, n);
+	struct ssl_ctx_st *ctx = ctx_new(t, err, errlen);
 	if (ctx == NULL)
 		return NULL;
+	struct redis_tls *rt = xcalloc(1, sizeof(*rt));
+	rt->ctx = ctx;
+	rt->t = *t;
+	return rt;
+}
+
+void redis_tls_free(struct redis_tls *rt)
+{
+	if (rt == NULL)
+		return;
+	tls_ctx_free(rt->ctx); /* sessions still open hold their own reference */
+	free(rt);
+}
+
+struct redisAsyncContext *redis_tls_connect_async(struct loop *l, struct redis_tls *rt, const char *host,
+						  int port, char *why, size_t n)
+{
 	/* blocking for a host name, as hiredis's own redisAsyncConnect */
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *ai = NULL;
 	char ps[16];
@@ -712,19 +733,16 @@ struct redisAsyncContext *redis_tls_connect_async(struct loop *l, const struct q
 	int ge = getaddrinfo(host, ps, &hints, &ai);
 	if (ge != 0 || ai == NULL) {
 		snprintf(why, n, "cannot resolve %s: %s", host, ge ? gai_strerror(ge) : "no address");
-		tls_ctx_free(ctx);
 		return NULL;
 	}
 	int fd;
 	redisAsyncContext *ac = local_pair(&fd, why, n);
 	if (ac == NULL) {
 		freeaddrinfo(ai);
-		tls_ctx_free(ctx);
 		return NULL;
 	}
 	struct relay *r = xcalloc(1, sizeof(*r));
 	r->l = l;
-	r->ctx = ctx;
 	r->fd = fd;
 	r->recv_op.fn = recv_cqe;
 	r->send_op.fn = send_cqe;
@@ -732,7 +750,8 @@ struct redisAsyncContext *redis_tls_connect_async(struct loop *l, const struct q
 	loop_task_init(&r->free_task, relay_free_fn);
 	loop_timer_init(&r->grace, grace_fn);
 	snprintf(r->server, sizeof(r->server), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
-	strlcpy_x(r->name, name_of(t, host), sizeof(r->name));
+	strlcpy_x(r->name, name_of(&rt->t, host), sizeof(r->name));
+	r->t = tls_new_ctx(rt->ctx, is_ip(r->name) ? NULL : r->name, r->name);
 	r->c = conn_new(l, &relay_cb, r);
 	int ce = conn_connect(r->c, ai->ai_addr, ai->ai_addrlen);
 	freeaddrinfo(ai);

@@ -116,6 +116,7 @@ struct run {
 	uint64_t n_delivered, n_bounced, n_deferred, n_held, n_tls;
 	char consumer[300]; /* HOST:PID, our name in the consumer group */
 	struct queue_host qh; /* borrowed by the queue for its life */
+	struct redis_tls *rtls; /* rediss://: TLS settings loaded at start (NULL: redis://, unix:) */
 	/* shaping (sender/shaping.h): shared with the workers; its state goes
 	 * to and comes from Redis every [shaping] sync (on_shape_sync) */
 	struct shaping *sh;
@@ -182,7 +183,12 @@ static struct redisAsyncContext *q_connect_tls(void *ctx, const struct queue_tls
 					       const char *host, int port, char *why, size_t n)
 {
 	struct run *r = ctx;
-	return redis_tls_connect_async(r->l, t, host, port, why, n);
+	(void)t; /* loaded once, at start: r->rtls */
+	if (r->rtls == NULL) {
+		snprintf(why, n, "rediss:// (TLS) is not set up");
+		return NULL;
+	}
+	return redis_tls_connect_async(r->l, r->rtls, host, port, why, n);
 }
 
 static void q_log(void *ctx, int level, const char *line)
@@ -968,6 +974,11 @@ static int run_open_queue(struct run *r)
 		char qb[600];
 		log_warn("evt=redis_unreachable err=\"%s\"", log_q(qb, sizeof(qb), ebuf));
 	}
+	if (strncmp(r->cfg.redis_url, "rediss://", 9) == 0 &&
+	    (r->rtls = redis_tls_new(&qc.tls, ebuf, sizeof(ebuf))) == NULL) {
+		fprintf(stderr, "mxsend: [redis] %s\n", ebuf);
+		return EX_CONFIG;
+	}
 	r->q = queue_new(&qc, &r->qh, ebuf, sizeof(ebuf)); /* copies qc */
 	if (r->q == NULL) {
 		fprintf(stderr, "mxsend: %s\n", ebuf);
@@ -1037,6 +1048,8 @@ static void run_close(struct run *r)
 		loop_timer_stop(r->l, &r->shape_t);
 	queue_free(r->q); /* shaping replies still out run now, with none */
 	r->q = NULL;
+	redis_tls_free(r->rtls); /* relays still closing keep their sessions */
+	r->rtls = NULL;
 	if (r->l != NULL && r->sigfd != -1) {
 		r->exiting = true;
 		loop_cancel(r->l, &r->sig_op);
