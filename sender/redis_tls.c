@@ -28,6 +28,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +52,7 @@
 #define RELAY_BUF 16384
 #define RELAY_OUT_HIGH (1u << 20) /* TLS output waiting: stop reading hiredis's requests */
 #define RELAY_KEEP (64u << 10)    /* reply buffers kept while idle */
-#define PROBE_READS 64            /* reads for the check's reply, at most */
+#define PROBE_READS 64            /* reads for the handshake, and for the check's reply, at most */
 #define RESET_GRACE_MS 200        /* a reset's reason (the server's alert) awaited this long */
 
 /* The TLS context (the blocking path builds one per connection, run one at
@@ -184,12 +185,20 @@ static int open_session(struct srelay *r, const struct queue_tls *qt, const char
 			size_t n)
 {
 	int e = 0;
-	for (;;) {
+	uint64_t until = mono_ms() + 2000u * IO_TIMEOUT_S; /* the whole: however slowly bytes come */
+	for (int i = 0;; i++) {
 		enum tls_rc rc = tls_handshake(r->t);
 		int fe = flush_all(r->net, &r->out); /* a flight, or the alert of a failure */
 		if (rc == TLS_OK)
 			break;
-		e = rc == TLS_AGAIN ? (fe != 0 ? fe : feed(r->net, r->t)) : -EPROTO;
+		if (rc != TLS_AGAIN)
+			e = -EPROTO;
+		else if (fe != 0)
+			e = fe;
+		else if (i >= PROBE_READS || mono_ms() > until)
+			e = -ETIMEDOUT;
+		else
+			e = feed(r->net, r->t);
 		if (e != 0) {
 			sfail(r->t, e, "handshake", qt, name, err, n);
 			return -1;
@@ -212,7 +221,7 @@ static int open_session(struct srelay *r, const struct queue_tls *qt, const char
 			got += k;
 			continue;
 		}
-		e = rc == TLS_AGAIN ? feed(r->net, r->t) : -EPROTO;
+		e = rc != TLS_AGAIN ? -EPROTO : mono_ms() > until ? -ETIMEDOUT : feed(r->net, r->t);
 		if (e == 0 && we == 0)
 			e = flush_all(r->net, &r->out); /* key updates */
 		if (e != 0) {
