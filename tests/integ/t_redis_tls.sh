@@ -263,6 +263,35 @@ t_tls_volume() {
 	assert_no_match "no TLS failure" 'redis_tls_failed|redis_down' "$(cat "$CASE_DIR/run.log")"
 }
 
+# rediss:// to a plaintext Redis port (a misconfiguration): Redis reads our
+# ClientHello as the start of an inline command and waits for its end, so
+# nothing comes back. The commands time out within bounds (exit 75), run
+# drops the connection after its connect timeout and retries, stops on
+# SIGTERM; nothing is sent in plaintext but the ClientHello.
+t_tls_not_tls() {
+	start_redis -n plain || return 1
+	local pp=$REDIS_PORT c=$CASE_DIR/plain.conf pid
+	conf "$c" "rediss://127.0.0.1:$pp/0" "tls_ca = $CERTS/ca.pem"
+	timed_run 20 "$CASE_DIR/e1.out" "$CASE_DIR/e1.err" "$MXSEND" enqueue -c "$c" --from a@src.test \
+		--to x@ok.test "$MSG"
+	assert_eq "plaintext port: exit status" 75 "$RUN_RC"
+	assert_match "plaintext port: timed out" 'TLS handshake with "127\.0\.0\.1": timed out \(5 s\)' \
+		"$(cat "$CASE_DIR/e1.err")"
+	assert_lt "plaintext port: within 8 s" 8000 "$RUN_MS"
+	assert_eq "plaintext port: no job added" 0 "$(rcli "$pp" XLEN mxsend:jobs)"
+	integ_spawn mx.plain "$CASE_DIR/run.log" "$MXSEND" run -c "$c"
+	pid=$SPAWN_PID
+	# shellcheck disable=SC2317 # called through wait_until
+	timeouts() { grep -q 'evt=redis_timeout conn=.* what=connect' "$CASE_DIR/run.log"; }
+	wait_until 15 timeouts || fail "run: no evt=redis_timeout what=connect within 15 s"
+	kill -TERM "$pid"
+	# shellcheck disable=SC2317 # called through wait_until
+	gone() { ! kill -0 "$pid" 2>/dev/null; }
+	wait_until 10 gone || fail "run: still running 10 s after SIGTERM"
+	assert_eq "run: no job added, nothing else written" "" "$(rcli "$pp" KEYS '*')"
+	no_secret
+}
+
 # Configuration: tls_* keys need a rediss:// URL, tls_key needs tls_cert,
 # files that do not load are named; all exit 78 before any connection.
 t_tls_config() {
@@ -294,5 +323,6 @@ run_case "server certificate not verified (wrong CA, wrong tls_name, system stor
 run_case "server requires client certificates: tls_cert/tls_key taken by enqueue and run; without, exit 75 / evt=redis_tls_failed naming 'certificate required'" t_tls_client_cert
 run_case "redis-server restarted under a running run: reconnects over TLS, delivers what came after" t_tls_reconnect
 run_case "1500 jobs of 6 KiB: one pipelined enqueue (blocking relay), run claims and delivers each once (ring relay)" t_tls_volume
+run_case "rediss:// to a plaintext Redis port: enqueue times out (exit 75, < 8 s), run drops and retries, stops on SIGTERM; nothing written" t_tls_not_tls
 run_case "config: tls_* without rediss://, tls_key without tls_cert, a CA file missing, a key not the certificate's: exit 78" t_tls_config
 integ_finish
