@@ -6,7 +6,11 @@
 # send, tlsrpt); the server's certificate must verify (a wrong CA, a wrong
 # name: refused, exit 75 for commands, a log line and retries in run, never
 # plaintext); a server that requires client certificates takes ours
-# (tls_cert/tls_key) and refuses us without; the password appears nowhere.
+# (tls_cert/tls_key) and refuses us without, its alert named every time; a
+# restarted server is reconnected to; volume goes through both relays
+# (sender/redis_tls.c); a plaintext port is timed out within bounds; bad
+# tls_* settings stop start-up; the password appears nowhere, even at log
+# level trace.
 # shellcheck disable=SC2317 # case functions run indirectly, each in its run_case subshell
 set -u
 . "$(dirname "$0")/lib.sh"
