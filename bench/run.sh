@@ -39,6 +39,9 @@
 #       at R messages/s per client address answering 421 4.7.28 above it; one process, then
 #       two sharing the Redis; the 421 share and the delivered rate after the first minute
 #       (SHAPING_ARGS="--rate R --duration S" passes options)
+#   l   (only with --only l: a million jobs) priority lanes, bench/lanes.sh: 1,000,000 bulk jobs
+#       queued, `mxsend run` saturated, transactional jobs trickled in; median and p99 from
+#       XADD to delivered (target < 1 s; LANES_ARGS="--bulk N --tx N --every MS" passes options)
 # Verdicts against the targets: mxsend CPU per message / OpenSSL full client handshake
 # (build/mxhscost, same machine, same certificate) <= 1.2 in b0; RSS per open session
 # <= 32 KB in c; d2/d1 >= 1.8 (reachable only when the sink is not the limit: on this
@@ -75,7 +78,7 @@ while [ $# -gt 0 ]; do
 	--perf=*) PERF=1 PERF_IDS=",${1#--perf=}," ;;
 	--only) ONLY=",$2,"; shift ;;
 	-h | --help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-	*) echo "usage: bench/run.sh [--quick] [--perf[=IDS]] [--only a1,a2,a3,q1,qk1,b1,b0,bx,c,d1,d2,k0,k1,k2,k3,k4,k5,k6,s]" >&2; exit 64 ;;
+	*) echo "usage: bench/run.sh [--quick] [--perf[=IDS]] [--only a1,a2,a3,q1,qk1,b1,b0,bx,c,d1,d2,k0,k1,k2,k3,k4,k5,k6,s,l]" >&2; exit 64 ;;
 	esac
 	shift
 done
@@ -84,6 +87,13 @@ if [[ $ONLY == *",s,"* ]]; then
 	# shellcheck disable=SC2086 # options, split on purpose
 	"$BENCH_DIR/shaping.sh" ${SHAPING_ARGS:-} || exit 1
 	ONLY=${ONLY//,s,/,}
+	[ "$ONLY" = "," ] && exit 0
+fi
+# l: the same, bench/lanes.sh (build/bench/lanes.txt)
+if [[ $ONLY == *",l,"* ]]; then
+	# shellcheck disable=SC2086 # options, split on purpose
+	"$BENCH_DIR/lanes.sh" ${LANES_ARGS:-} || exit 1
+	ONLY=${ONLY//,l,/,}
 	[ "$ONLY" = "," ] && exit 0
 fi
 

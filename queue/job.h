@@ -115,6 +115,8 @@ struct job {
 	uint32_t expires_s;  /* field `expires` when has_expires */
 	int attempt;         /* attempts already made (field `attempt`, else 0) */
 	uint64_t since_ms;   /* wall ms first queued (field `since`, else the entry id's time) */
+	int lane;            /* the lane it was claimed from (queue.h "lanes"; 0 =
+	                      * highest priority); set by the queue, not decoded */
 	int nrcpt;
 	struct job_rcpt *rcpts;  /* grouped by domain (valid jobs) */
 	const char **norm;       /* nrcpt normalized addresses, parallel to rcpts */

@@ -46,7 +46,7 @@ void *qalloc(size_t n)
 	return p;
 }
 
-static char *qstrcat(const char *a, const char *b)
+char *qstrcat(const char *a, const char *b)
 {
 	size_t la = strlen(a), lb = strlen(b);
 	char *s = qalloc(la + lb + 1);
@@ -162,6 +162,7 @@ void qjob_committed(struct queue *q, struct qjob *qj, bool live)
 	qj->done = true;
 	tdelete(q, qj);
 	q->nactive--;
+	q->lanes[qj->job.lane].active--;
 	q->st.committed++;
 	if (live) {
 		for (int s = 0; s < JOB_NSTATUS; s++)
@@ -211,7 +212,7 @@ void qhand(struct queue *q, struct qjob *qj)
 
 /* A claimed entry: decode it, commit its rejection, or return the valid job
  * (for qsupp_check, then the host). */
-static struct qjob *take_entry(struct queue *q, const redisReply *e, bool reclaimed)
+static struct qjob *take_entry(struct queue *q, const redisReply *e, int lane, bool reclaimed)
 {
 	const redisReply *id, *fields;
 	uint64_t ms, seq;
@@ -258,6 +259,7 @@ static struct qjob *take_entry(struct queue *q, const redisReply *e, bool reclai
 			f->str = NULL; /* the job's now (freeReplyObject frees NULL) */
 	}
 	free(block);
+	qj->job.lane = lane;
 	qj->ms = ms;
 	qj->seq = seq;
 	qj->next = q->jobs;
@@ -266,6 +268,7 @@ static struct qjob *take_entry(struct queue *q, const redisReply *e, bool reclai
 	q->jobs = qj;
 	tinsert(q, qj);
 	q->nactive++;
+	q->lanes[lane].active++;
 	q->st.claimed++;
 	if (reclaimed) {
 		q->st.reclaimed++;
@@ -285,14 +288,14 @@ static struct qjob *take_entry(struct queue *q, const redisReply *e, bool reclai
 	return qj;
 }
 
-void qtake_entries(struct queue *q, const redisReply *list, bool reclaimed)
+void qtake_entries(struct queue *q, const redisReply *list, int lane, bool reclaimed)
 {
 	if (list == NULL || list->type != REDIS_REPLY_ARRAY || list->elements == 0)
 		return;
 	struct qjob *one, **valid = list->elements == 1 ? &one : qalloc(list->elements * sizeof(*valid));
 	int n = 0;
 	for (size_t i = 0; i < list->elements; i++)
-		if ((valid[n] = take_entry(q, list->element[i], reclaimed)) != NULL)
+		if ((valid[n] = take_entry(q, list->element[i], lane, reclaimed)) != NULL)
 			n++;
 	qsupp_check(q, valid, n);
 	if (valid != &one)
@@ -560,8 +563,11 @@ static void conn_connect(struct qconn *c)
 		init_cmd(c, I_SCRIPT_PEERS, 3, a6);
 		const char *a7[] = { "SCRIPT", "LOAD", qscript_dead };
 		init_cmd(c, I_SCRIPT_DEAD, 3, a7);
-		const char *a4[] = { "XGROUP", "CREATE", q->cfg.jobs, q->cfg.group, "0", "MKSTREAM" };
-		init_cmd(c, I_GROUP, 6, a4);
+		for (int i = 0; i < q->nlanes; i++) {
+			const char *a4[] = { "XGROUP", "CREATE", q->lanes[i].stream, q->cfg.group, "0",
+					     "MKSTREAM" };
+			init_cmd(c, I_GROUP, 6, a4);
+		}
 		q->need_group = false;
 	}
 	/* Client names may not contain spaces. */
@@ -601,31 +607,6 @@ unsigned qroom(const struct queue *q)
 {
 	unsigned cap = (unsigned)q->cfg.max_inflight, used = q->nactive + q->claim_req;
 	return used >= cap ? 0 : cap - used;
-}
-
-static void on_claim(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct qconn *c = qconn_reply(ac, r);
-	struct queue *q = c->q;
-	redisReply *reply = r;
-	q->claim_out = false;
-	q->claim_req -= (unsigned)(uintptr_t)priv;
-	if (reply == NULL || q->freeing)
-		return; /* lost: any entries it got stay pending, reclaimed later */
-	if (reply->type == REDIS_REPLY_ERROR) {
-		qlog(q, QUEUE_LOG_ERROR, "evt=claim_failed err=\"%s\"", reply->str);
-		if (strncmp(reply->str, "NOGROUP", 7) == 0)
-			q->need_group = true;
-		return; /* the next tick tries again: no busy loop on errors */
-	}
-	if (reply->type == REDIS_REPLY_ARRAY) {
-		for (size_t i = 0; i < reply->elements; i++) {
-			const redisReply *s = reply->element[i];
-			if (s->type == REDIS_REPLY_ARRAY && s->elements == 2)
-				qtake_entries(q, s->element[1], false);
-		}
-	}
-	qkick_claim(q); /* a nil reply is a BLOCK timeout: read again */
 }
 
 /* May we take jobs yet? With cfg.peers_settle, not before the other processes
@@ -674,19 +655,11 @@ void qkick_claim(struct queue *q)
 			qdead_reclaim(q, n);
 		return;
 	}
-	char count[16], block[16];
-	snprintf(count, sizeof(count), "%u", n);
 	if (!q->own_done) {
 		qclaim_own(q, n);
 		return;
 	}
-	snprintf(block, sizeof(block), "%d", Q_BLOCK_MS);
-	const char *a[] = { "XREADGROUP", "GROUP", q->cfg.group, q->cfg.consumer, "COUNT", count,
-			    "BLOCK",      block,   "STREAMS",   q->cfg.jobs,     ">" };
-	if (sendv(&q->clm, on_claim, (void *)(uintptr_t)n, 11, a) == 0) {
-		q->claim_out = true;
-		q->claim_req += n;
-	}
+	qlanes_claim(q, n); /* queue_lanes.c */
 }
 
 /* ---- periodic work on the cmd connection ---- */
@@ -700,7 +673,7 @@ static void on_simple(redisAsyncContext *ac, void *r, void *priv)
 	if (strcmp(what, "heartbeat") == 0)
 		q->heartbeat_out--;
 	else if (strcmp(what, "gc") == 0)
-		q->gc_out = false;
+		q->gc_out--;
 	else if (strcmp(what, "peers") == 0) {
 		q->peers_out = false;
 		if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
@@ -727,17 +700,17 @@ static void on_simple(redisAsyncContext *ac, void *r, void *priv)
 
 /* Keep the jobs we are delivering claimed: XCLAIM ... 0 ids JUSTID resets their
  * idle time, so other processes' XAUTOCLAIM leaves them alone. */
-static void heartbeat(struct queue *q)
+static void heartbeat_lane(struct queue *q, int lane)
 {
 	const char *a[6 + Q_HEARTBEAT_IDS + 1];
 	int n = 0;
 	a[0] = "XCLAIM";
-	a[1] = q->cfg.jobs;
+	a[1] = q->lanes[lane].stream;
 	a[2] = q->cfg.group;
 	a[3] = q->cfg.consumer;
 	a[4] = "0";
 	for (struct qjob *qj = q->jobs; qj != NULL; qj = qj->next) {
-		if (qj->done)
+		if (qj->done || qj->job.lane != lane)
 			continue;
 		a[5 + n++] = qj->job.entry;
 		if (n == Q_HEARTBEAT_IDS) {
@@ -754,13 +727,19 @@ static void heartbeat(struct queue *q)
 	}
 }
 
+static void heartbeat(struct queue *q)
+{
+	for (int i = 0; i < q->nlanes; i++)
+		heartbeat_lane(q, i);
+}
+
 static void on_move(redisAsyncContext *ac, void *r, void *priv)
 {
 	struct qconn *c = qconn_reply(ac, r);
 	struct queue *q = c->q;
 	redisReply *reply = r;
 	(void)priv;
-	q->move_out = false;
+	q->move_out--;
 	if (reply == NULL || q->freeing)
 		return;
 	if (reply->type == REDIS_REPLY_ERROR) {
@@ -779,34 +758,12 @@ static void move_due(struct queue *q)
 	char now[24], limit[16];
 	snprintf(now, sizeof(now), "%llu", (unsigned long long)qwall());
 	snprintf(limit, sizeof(limit), "%d", Q_MOVE_LIMIT);
-	const char *a[] = { "EVALSHA", q->sha_move, "2", q->retry_key, q->cfg.jobs, now, limit };
-	if (sendv(&q->cmd, on_move, NULL, 7, a) == 0)
-		q->move_out = true;
-}
-
-static void on_stat(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct qconn *c = qconn_reply(ac, r);
-	struct queue *q = c->q;
-	redisReply *reply = r;
-	intptr_t k = (intptr_t)priv;
-	long long *dst = k == 0 ? &q->st.depth : k == 1 ? &q->st.retry : &q->st.held;
-	if (k == 2)
-		q->stats_out = false;
-	if (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
-		*dst = reply->integer;
-}
-
-static void stats(struct queue *q)
-{
-	const char *a[] = { "XLEN", q->cfg.jobs };
-	const char *b[] = { "ZCARD", q->retry_key };
-	const char *c[] = { "ZCARD", q->held_key };
-	if (sendv(&q->cmd, on_stat, (void *)(intptr_t)0, 2, a) != 0 ||
-	    sendv(&q->cmd, on_stat, (void *)(intptr_t)1, 2, b) != 0 ||
-	    sendv(&q->cmd, on_stat, (void *)(intptr_t)2, 2, c) != 0)
-		return;
-	q->stats_out = true;
+	for (int i = 0; i < q->nlanes; i++) { /* each lane's retries back to its stream */
+		const char *a[] = { "EVALSHA", q->sha_move,	   "2", q->lanes[i].retry,
+				    q->lanes[i].stream, now, limit };
+		if (sendv(&q->cmd, on_move, NULL, 7, a) == 0)
+			q->move_out++;
+	}
 }
 
 /* Forget consumers of dead processes once they hold nothing (host:pid names
@@ -816,9 +773,12 @@ static void gc_consumers(struct queue *q)
 	char idle[24];
 	uint64_t ms = q->cfg.visibility_ms * 10;
 	snprintf(idle, sizeof(idle), "%llu", (unsigned long long)(ms < 600000 ? 600000 : ms));
-	const char *a[] = { "EVALSHA", q->sha_gc, "1", q->cfg.jobs, q->cfg.group, q->cfg.consumer, idle };
-	if (sendv(&q->cmd, on_simple, "gc", 7, a) == 0)
-		q->gc_out = true;
+	for (int i = 0; i < q->nlanes; i++) {
+		const char *a[] = { "EVALSHA",	  q->sha_gc,	   "1", q->lanes[i].stream,
+				    q->cfg.group, q->cfg.consumer, idle };
+		if (sendv(&q->cmd, on_simple, "gc", 7, a) == 0)
+			q->gc_out++;
+	}
 }
 
 /* Say we are alive in J:procs and learn how many processes share the queue
@@ -849,9 +809,13 @@ static void on_tick(void *arg)
 	watchdog(&q->clm, now);
 	if (q->cmd.state == QC_READY) {
 		if (q->need_group) {
-			const char *a[] = { "XGROUP", "CREATE", q->cfg.jobs, q->cfg.group, "0", "MKSTREAM" };
-			if (sendv(&q->cmd, on_group, NULL, 6, a) == 0)
-				q->need_group = false;
+			q->need_group = false;
+			for (int i = 0; i < q->nlanes; i++) {
+				const char *a[] = { "XGROUP", "CREATE", q->lanes[i].stream, q->cfg.group,
+						    "0",      "MKSTREAM" };
+				if (sendv(&q->cmd, on_group, NULL, 6, a) != 0)
+					q->need_group = true;
+			}
 		}
 		if (!q->stopping && !q->move_out && now >= q->next_move) {
 			move_due(q);
@@ -876,7 +840,7 @@ static void on_tick(void *arg)
 		}
 		if (!q->stats_out && now >= q->next_stats) {
 			q->next_stats = now + Q_STATS_MS;
-			stats(q);
+			qlanes_stats(q);
 		}
 		if (!q->peers_out && now >= q->next_peers) {
 			q->next_peers = now + Q_PEERS_MS;
@@ -921,8 +885,22 @@ struct queue *queue_new(const struct queue_config *cfg, const struct queue_host 
 		snprintf(err, errlen, "queue: incomplete configuration");
 		goto fail;
 	}
-	q->retry_key = qstrcat(cfg->jobs, ":retry");
-	q->held_key = qstrcat(cfg->jobs, ":held");
+	if (cfg->n_lanes < 0 || cfg->n_lanes > QUEUE_LANES_MAX ||
+	    (cfg->n_lanes > 0 && cfg->lanes == NULL)) {
+		snprintf(err, errlen, "queue: bad lanes (at most %d)", QUEUE_LANES_MAX);
+		goto fail;
+	}
+	q->nlanes = qlanes_init(cfg, q->lanes);
+	if (q->nlanes > 1) { /* queue_lanes.c: the first lane's reserve */
+		int r = cfg->max_inflight / 8 < cfg->batch ? cfg->max_inflight / 8 : cfg->batch;
+		q->reserve = r > 0 ? (unsigned)r : 1;
+	}
+	if (cfg->max_inflight < q->nlanes) {
+		snprintf(err, errlen, "max_inflight (%d) is below the number of lanes (%d)",
+			 cfg->max_inflight, q->nlanes);
+		qlanes_fini(q->lanes, q->nlanes);
+		goto fail;
+	}
 	q->procs_key = qstrcat(cfg->jobs, ":procs");
 	q->supp_key = qstrcat(cfg->jobs, ":suppress");
 	q->supp_exp_key = qstrcat(cfg->jobs, ":suppress:exp");
@@ -979,7 +957,7 @@ void queue_release(struct queue *q)
 
 bool queue_idle(const struct queue *q)
 {
-	return q->nactive == 0 && q->commits_out == 0 && q->cq_head == NULL && !q->claim_out &&
+	return q->nactive == 0 && q->commits_out == 0 && q->cq_n == 0 && !q->claim_out &&
 	       !q->reclaim_out && !q->dead_out;
 }
 
@@ -1013,8 +991,7 @@ void queue_free(struct queue *q)
 	q->h.timer_free(q->tick);
 	q->h.timer_free(q->flush);
 	free(q->tab);
-	free(q->retry_key);
-	free(q->held_key);
+	qlanes_fini(q->lanes, q->nlanes);
 	free(q->procs_key);
 	free(q->supp_key);
 	free(q->supp_exp_key);

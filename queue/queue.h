@@ -2,7 +2,9 @@
  * event loop, which the host supplies through struct queue_host).
  *
  * Redis keys (J = config `jobs`, default mxsend:jobs):
- *   J               stream of jobs; consumer group `group`, created at id 0
+ *   J               stream of jobs of the lane `default` (lane.h: lane NAME
+ *                   has the stream J:lane:NAME, J:lane:NAME:retry and
+ *                   J:lane:NAME:held, like J's below); consumer group `group`, created at id 0
  *                   (MKSTREAM) so jobs added before the first start are seen;
  *                   one consumer per process (host:pid). Committed entries
  *                   are acknowledged AND deleted, so XLEN J is the queue depth.
@@ -52,6 +54,7 @@
 #include <stdint.h>
 
 #include "queue/job.h"
+#include "queue/lane.h"
 
 struct redisAsyncContext;
 struct queue;
@@ -127,6 +130,10 @@ struct queue_config {
 	const char *const *supp_auto;
 	int n_supp_auto;
 	uint64_t supp_auto_ttl_ms;
+	/* Lanes in priority order (see lane.h); n_lanes 0: the lane `default`
+	 * alone. When `default` is not among them it comes last, weight 1. */
+	const struct queue_lane *lanes;
+	int n_lanes;
 	bool peers_settle;      /* limits are split between the processes
 	                         * (max_connections_total): take no job until the
 	                         * others have seen this process in J:procs */
@@ -209,7 +216,7 @@ struct queue_stats {
 	uint64_t inflight_bytes; /* their bytes, as max_inflight_bytes counts them */
 	long long depth;     /* XLEN jobs (-1 unknown), refreshed every second */
 	long long retry;     /* ZCARD J:retry (-1 unknown) */
-	long long held;      /* ZCARD J:held (-1 unknown) */
+	long long held;      /* ZCARD J:held (-1 unknown); all three summed over the lanes */
 	bool connected;      /* both connections ready */
 	int peers;           /* processes sharing the queue, this one included (0 unknown) */
 	int peer_rank;       /* this one's rank among them by consumer name, 0.. */
@@ -248,8 +255,13 @@ struct queue_fields {
 	const char *const *value;
 	const size_t *vlen;
 	int n;
+	const char *lane; /* the lane's name (see lane.h), NULL: `default` */
 };
-/* XADD the job `count` times, pipelined. id_fn (if not NULL) gets each new
+/* The index of lane `name` among cfg's lanes (`default` included), or -1
+ * when there is no such lane. Pure. */
+int queue_lane_find(const struct queue_config *cfg, const char *name);
+/* XADD the job `count` times to its lane's stream (an unknown lane: -1
+ * with err), pipelined. id_fn (if not NULL) gets each new
  * entry id in order. Returns the number added, or -1 (message in err). */
 int queue_sync_enqueue(struct queue_sync *s, const struct queue_fields *f, long count,
 		       void (*id_fn)(void *arg, const char *id), void *arg, char *err,
@@ -257,11 +269,12 @@ int queue_sync_enqueue(struct queue_sync *s, const struct queue_fields *f, long 
 
 struct queue_held {
 	const char *member; /* the held ID: ENTRY/DOMAIN */
+	const char *lane;   /* its lane's name */
 	const char *id, *job, *domain, *reason, *to;
 	uint64_t held_at_ms;
 	uint64_t since_ms;  /* first queued, if known (0 if not) */
 };
-/* Call fn for each held job, oldest first. Returns the count, or -1. */
+/* Call fn for each held job, oldest first (lane by lane). Returns the count, or -1. */
 int queue_sync_held(struct queue_sync *s, void (*fn)(void *arg, const struct queue_held *h),
 		    void *arg, char *err, size_t errlen);
 /* The suppression list (queue/suppress.h), fields already made by supp_key.
@@ -295,5 +308,15 @@ int queue_sync_release(struct queue_sync *s, const char *domain, const char *con
  * (nothing claimed or in flight): at least 1, whatever the sizes. Pure. */
 unsigned qclaim_count(unsigned room, unsigned batch, unsigned max_inflight, uint64_t cap_bytes,
 		      uint64_t active_bytes, uint64_t avg_bytes, uint64_t max_size, bool idle);
+
+/* Deficit round-robin: share n claims between nl lanes. Lanes with dry[i]
+ * (their last read found fewer jobs than asked) get 1 each (in order, while
+ * n lasts) and their deficit is reset; the rest is shared by the others in
+ * proportion to weight[i], deficit[i] carrying what rounding owes each
+ * (in units of 1/sum of their weights) from call to call, so over many calls
+ * each gets its weight's share exactly. ask[i] gets each lane's count; the
+ * asks sum to n (unless every lane is dry: then one each). Pure. */
+void qlanes_split(unsigned n, int nl, const int *weight, const bool *dry, long *deficit,
+		  unsigned *ask);
 
 #endif

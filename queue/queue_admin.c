@@ -277,10 +277,7 @@ struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, si
 	struct queue_sync *s = qalloc(sizeof(*s));
 	s->c = c;
 	s->cfg = cfg;
-	size_t n = strlen(cfg->jobs);
-	s->held_key = qalloc(n + 6);
-	memcpy(s->held_key, cfg->jobs, n);
-	memcpy(s->held_key + n, ":held", 6);
+	s->nlanes = qlanes_init(cfg, s->lanes);
 	return s;
 }
 
@@ -289,7 +286,7 @@ void queue_sync_close(struct queue_sync *s)
 	if (s == NULL)
 		return;
 	redisFree(s->c);
-	free(s->held_key);
+	qlanes_fini(s->lanes, s->nlanes);
 	free(s);
 }
 
@@ -316,11 +313,16 @@ int queue_sync_enqueue(struct queue_sync *s, const struct queue_fields *f, long 
 		       void (*id_fn)(void *arg, const char *id), void *arg, char *err,
 		       size_t errlen)
 {
+	int lane = queue_lane_find(s->cfg, f->lane ? f->lane : "default");
+	if (lane < 0) {
+		snprintf(err, errlen, "unknown lane \"%s\"", f->lane);
+		return -1;
+	}
 	int argc = 3 + 2 * f->n;
 	const char **av = qalloc((size_t)argc * sizeof(*av));
 	size_t *al = qalloc((size_t)argc * sizeof(*al));
 	av[0] = "XADD";
-	av[1] = s->cfg->jobs;
+	av[1] = s->lanes[lane].stream;
 	av[2] = "*";
 	for (int i = 0; i < 3; i++)
 		al[i] = strlen(av[i]);
@@ -364,10 +366,11 @@ out:
 	return rc == 0 ? (int)(done > 0x7fffffff ? 0x7fffffff : done) : -1;
 }
 
-int queue_sync_held(struct queue_sync *s, void (*fn)(void *arg, const struct queue_held *h),
-		    void *arg, char *err, size_t errlen)
+static int held_lane(struct queue_sync *s, const struct qlane *lane,
+		     void (*fn)(void *arg, const struct queue_held *h), void *arg, char *err,
+		     size_t errlen)
 {
-	const char *av[] = { "ZRANGE", s->held_key, "0", "-1", "WITHSCORES" };
+	const char *av[] = { "ZRANGE", lane->held, "0", "-1", "WITHSCORES" };
 	redisReply *list = redisCommandArgv(s->c, 5, av, NULL);
 	if (qsync_reply_err(s->c, list, "ZRANGE", err, errlen) != 0)
 		return -1;
@@ -375,9 +378,9 @@ int queue_sync_held(struct queue_sync *s, void (*fn)(void *arg, const struct que
 	size_t n = list->type == REDIS_REPLY_ARRAY ? list->elements / 2 : 0;
 	for (size_t i = 0; i < n; i++) {
 		const redisReply *m = list->element[2 * i];
-		size_t kl = strlen(s->held_key);
+		size_t kl = strlen(lane->held);
 		char *key = qalloc(kl + 1 + m->len + 1);
-		memcpy(key, s->held_key, kl);
+		memcpy(key, lane->held, kl);
 		key[kl] = ':';
 		memcpy(key + kl + 1, m->str, m->len);
 		const char *hv[] = { "HMGET", key, "id", "job", "domain", "reason", "to", "held_at", "since" };
@@ -392,8 +395,8 @@ int queue_sync_held(struct queue_sync *s, void (*fn)(void *arg, const struct que
 			const redisReply *e = (r->type == REDIS_REPLY_ARRAY && r->elements == 7) ? r->element[k] : NULL;
 			v[k] = (e != NULL && e->type == REDIS_REPLY_STRING) ? e->str : "";
 		}
-		struct queue_held h = { .member = m->str, .id = v[0], .job = v[1], .domain = v[2],
-					.reason = v[3], .to = v[4] };
+		struct queue_held h = { .member = m->str, .lane = lane->name, .id = v[0], .job = v[1],
+					.domain = v[2], .reason = v[3], .to = v[4] };
 		h.held_at_ms = strtoull(v[5], NULL, 10);
 		h.since_ms = strtoull(v[6], NULL, 10);
 		fn(arg, &h);
@@ -404,16 +407,29 @@ int queue_sync_held(struct queue_sync *s, void (*fn)(void *arg, const struct que
 	return rc == 0 ? count : -1;
 }
 
-int queue_sync_release(struct queue_sync *s, const char *domain, const char *const *ids, int nids,
-		       char *err, size_t errlen)
+int queue_sync_held(struct queue_sync *s, void (*fn)(void *arg, const struct queue_held *h),
+		    void *arg, char *err, size_t errlen)
+{
+	int count = 0;
+	for (int i = 0; i < s->nlanes; i++) {
+		int n = held_lane(s, &s->lanes[i], fn, arg, err, errlen);
+		if (n < 0)
+			return -1;
+		count += n;
+	}
+	return count;
+}
+
+static int release_lane(struct queue_sync *s, const struct qlane *lane, const char *domain,
+			const char *const *ids, int nids, char *err, size_t errlen)
 {
 	int argc = 6 + (domain != NULL ? 1 : nids);
 	const char **av = qalloc((size_t)argc * sizeof(*av));
 	av[0] = "EVAL";
 	av[1] = qscript_release;
 	av[2] = "2";
-	av[3] = s->held_key;
-	av[4] = s->cfg->jobs;
+	av[3] = lane->held;
+	av[4] = lane->stream;
 	av[5] = domain != NULL ? "domain" : "ids";
 	if (domain != NULL)
 		av[6] = domain;
@@ -427,6 +443,19 @@ int queue_sync_release(struct queue_sync *s, const char *domain, const char *con
 	int n = r->type == REDIS_REPLY_ARRAY ? (int)r->elements : 0;
 	freeReplyObject(r);
 	return n;
+}
+
+int queue_sync_release(struct queue_sync *s, const char *domain, const char *const *ids, int nids,
+		       char *err, size_t errlen)
+{
+	int count = 0;
+	for (int i = 0; i < s->nlanes; i++) { /* each back to its own lane */
+		int n = release_lane(s, &s->lanes[i], domain, ids, nids, err, errlen);
+		if (n < 0)
+			return -1;
+		count += n;
+	}
+	return count;
 }
 
 /* ---- small generic helpers (MTA-STS policy persistence) ---- */

@@ -24,7 +24,10 @@
  * All of it, plus XACK and XDEL, is one call of the commit script (below),
  * which first checks that the entry is still pending: a commit is idempotent,
  * so one whose reply was lost is simply sent again after reconnecting.
- * Up to 64 jobs share one call; up to 16 calls are on the wire (pipelined). */
+ * Up to 64 jobs of one lane share one call (its stream, retry and held keys
+ * are the script's); up to 16 calls are on the wire (pipelined). Each lane
+ * has its commit FIFO; the first lane's jobs are committed first, so a
+ * transactional job's result does not wait behind a backlog of bulk ones. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -571,14 +574,17 @@ struct batch {
 	struct qjob *jobs[Q_COMMIT_MAX_JOBS];
 };
 
+/* A batch's jobs (all of one lane) back at the front of their lane's FIFO. */
 static void requeue_front(struct queue *q, struct batch *b)
 {
 	for (int i = b->n - 1; i >= 0; i--) {
 		struct qjob *qj = b->jobs[i];
-		qj->cnext = q->cq_head;
-		q->cq_head = qj;
-		if (q->cq_tail == NULL)
-			q->cq_tail = qj;
+		struct qlane *l = &q->lanes[qj->job.lane];
+		qj->cnext = l->cq_head;
+		l->cq_head = qj;
+		if (l->cq_tail == NULL)
+			l->cq_tail = qj;
+		q->cq_n++;
 	}
 }
 
@@ -615,19 +621,21 @@ static void on_commit(redisAsyncContext *ac, void *r, void *priv)
 		qkick_claim(q);
 	}
 	free(b);
-	if (q->cq_head != NULL)
+	if (q->cq_n > 0)
 		q->h.timer_arm(q->flush, 0);
 }
 
 void qcommit_enqueue(struct queue *q, struct qjob *qj)
 {
+	struct qlane *l = &q->lanes[qj->job.lane];
 	qj->queued = true;
 	qj->cnext = NULL;
-	if (q->cq_tail)
-		q->cq_tail->cnext = qj;
+	if (l->cq_tail)
+		l->cq_tail->cnext = qj;
 	else
-		q->cq_head = qj;
-	q->cq_tail = qj;
+		l->cq_head = qj;
+	l->cq_tail = qj;
+	q->cq_n++;
 	if (!q->freeing)
 		q->h.timer_arm(q->flush, 0);
 }
@@ -641,28 +649,32 @@ void qcommit_flush(struct queue *q)
 		q->h.timer_arm(q->flush, q->commit_hold_until - mono);
 		return;
 	}
-	while (q->cq_head != NULL && q->commits_out < Q_COMMITS_OUT) {
+	while (q->cq_n > 0 && q->commits_out < Q_COMMITS_OUT) {
+		struct qlane *lane = q->lanes;
+		while (lane->cq_head == NULL) /* the first lane with jobs to commit */
+			lane++;
 		struct batch *b = qalloc(sizeof(*b));
 		struct args a = { 0 };
 		uint64_t now = qwall();
 		arg_str(&a, "EVALSHA");
 		arg_str(&a, q->sha_commit);
 		arg_str(&a, "6");
-		arg_str(&a, q->cfg.jobs);
+		arg_str(&a, lane->stream);
 		arg_str(&a, q->cfg.results);
-		arg_str(&a, q->retry_key);
-		arg_str(&a, q->held_key);
+		arg_str(&a, lane->retry);
+		arg_str(&a, lane->held);
 		arg_str(&a, q->supp_key);
 		arg_str(&a, q->supp_exp_key);
 		arg_str(&a, q->cfg.group);
 		int njobs_slot = arg(&a, "", 0);
 		arg_u64(&a, (uint64_t)q->cfg.results_maxlen);
-		while (q->cq_head != NULL && b->n < Q_COMMIT_MAX_JOBS &&
+		while (lane->cq_head != NULL && b->n < Q_COMMIT_MAX_JOBS &&
 		       (b->n == 0 || a.bytes < Q_COMMIT_MAX_BYTES)) {
-			struct qjob *qj = q->cq_head;
-			q->cq_head = qj->cnext;
-			if (q->cq_head == NULL)
-				q->cq_tail = NULL;
+			struct qjob *qj = lane->cq_head;
+			lane->cq_head = qj->cnext;
+			if (lane->cq_head == NULL)
+				lane->cq_tail = NULL;
+			q->cq_n--;
 			b->jobs[b->n++] = qj;
 			build_job(q, &a, qj, now);
 		}

@@ -11,6 +11,8 @@
 #include "queue/queue.h"
 
 #define Q_BLOCK_MS 1000          /* XREADGROUP BLOCK: also bounds how long a stop waits */
+#define Q_RESERVE_BLOCK_MS 50    /* ... of the first lane alone, the others held back
+                                  * by its reserve (queue_lanes.c) */
 #define Q_TICK_MS 250            /* periodic work and watchdog */
 #define Q_REPLY_TIMEOUT_MS 15000 /* no reply for this long: drop the connection */
 #define Q_CONNECT_TIMEOUT_MS 5000
@@ -63,12 +65,36 @@ struct qjob {
 	uint32_t nres[JOB_NSTATUS]; /* results of the last commit built, by status */
 };
 
+/* One lane (queue.h "lanes"): its keys, and what the claims know of it. */
+struct qlane {
+	const char *name;
+	int weight;
+	char *stream, *retry, *held; /* J (or J:lane:NAME), ...:retry, ...:held */
+	bool dry;          /* its last read found fewer jobs than it asked for */
+	long deficit;      /* deficit round-robin (qlanes_split) */
+	unsigned active;   /* its jobs claimed and not committed */
+	uint64_t dead_left; /* entries still pending at dead consumers (last qscript_dead) */
+	long long stat[3]; /* XLEN, ZCARD retry, ZCARD held being gathered (-1 unknown) */
+	struct qjob *cq_head, *cq_tail; /* its jobs waiting to be committed (FIFO) */
+};
+
+/* A lane and a count in a callback's priv (n < 2^24, lane < QUEUE_LANES_MAX). */
+#define QPRIV(lane, n) ((void *)(((uintptr_t)(lane) << 24) | (uintptr_t)(n)))
+#define QPRIV_LANE(p) ((int)((uintptr_t)(p) >> 24))
+#define QPRIV_N(p) ((unsigned)((uintptr_t)(p) & 0xffffffu))
+
 struct queue {
 	struct queue_config cfg;
 	struct queue_host h;
 	struct queue_addr addr;
 	const char *username, *password;
-	char *retry_key, *held_key, *procs_key, *supp_key, *supp_exp_key;
+	struct qlane lanes[QUEUE_LANES_MAX];
+	int nlanes;
+	unsigned claim_wait; /* replies still to come of the claim on the wire */
+	unsigned claim_req0; /* of claim_req, asked of the first lane (its reserve) */
+	unsigned reserve;    /* claims only the first lane may use (lanes > 1) */
+	int own_lane, reclaim_lane; /* the lane qclaim_own / qreclaim are at */
+	char *procs_key, *supp_key, *supp_exp_key;
 	char sha_commit[41], sha_move[41], sha_gc[41], sha_peers[41], sha_dead[41];
 	struct qconn cmd, clm;
 	struct queue_timer *tick, *flush;
@@ -79,7 +105,8 @@ struct queue {
 	uint64_t bytes_active, bytes_avg; /* their bytes (until freed); recent average per job */
 	uint64_t bytes_n;                 /* jobs in bytes_avg, up to 8 */
 	unsigned claim_req; /* entries asked for by claims on the wire */
-	bool claim_out, reclaim_out, move_out, stats_out, gc_out, peers_out, dead_out, prune_out;
+	bool claim_out, reclaim_out, peers_out, prune_out;
+	unsigned move_out, stats_out, gc_out, dead_out; /* calls on the wire (one per lane) */
 	/* suppression checks out (queue_suppress.c): no claim until they are
 	 * answered and their jobs handed over, so the next claim's count sees
 	 * what the host made of them (a DKIM signed copy: queue_job_bytes) */
@@ -88,14 +115,14 @@ struct queue {
 	struct qjob **tab; /* open addressing by entry id, active jobs */
 	size_t tabcap;
 
-	struct qjob *cq_head, *cq_tail; /* commit FIFO */
+	unsigned cq_n; /* jobs in the lanes' commit FIFOs (qlane.cq_head) */
 	unsigned commits_out;
 	uint64_t commit_hold_until, commit_backoff;
 
 	uint64_t next_move, next_reclaim, next_heartbeat, next_stats, next_gc, next_peers, next_dead;
 	uint64_t reclaim_ms, heartbeat_ms;
 	uint64_t peers_since; /* mono ms of the first J:procs reply (0: none yet) */
-	uint64_t dead_left;   /* entries still pending at dead consumers (last qscript_dead) */
+	uint64_t dead_left;   /* entries still pending at dead consumers (the lanes' sum) */
 	bool own_done;        /* our consumer's pending entries read back once (on_own) */
 	char own_cursor[48];
 	char reclaim_cursor[48];
@@ -124,6 +151,8 @@ void qconn_drop(struct qconn *c);
 void qjob_committed(struct queue *q, struct qjob *qj, bool live);
 void qkick_claim(struct queue *q);
 void *qalloc(size_t n);
+/* a + b, malloc'd: how key names are made from the jobs key (J:retry, ...). */
+char *qstrcat(const char *a, const char *b);
 
 /* Blocking Redis connection for the command-line tools (queue_admin.c): URL
  * (rediss://: over cfg->tls), username and password (or the URL's: AUTH USER
@@ -145,7 +174,8 @@ int qsync_reply_err(struct redisContext *c, struct redisReply *r, const char *wh
 struct queue_sync {
 	redisContext *c;
 	const struct queue_config *cfg;
-	char *held_key;
+	struct qlane lanes[QUEUE_LANES_MAX]; /* keys only */
+	int nlanes;
 };
 
 /* SCAN keys matching pattern and send cmd (GET, HGETALL...) for each: fn
@@ -155,14 +185,28 @@ int qsync_scan_keys(struct queue_sync *s, const char *pattern, const char *cmd,
 		    void (*fn)(void *arg, const char *key, const struct redisReply *value),
 		    void *arg, char *err, size_t errlen);
 unsigned qroom(const struct queue *q); /* claims that fit under max_inflight now */
-/* Hand the entries of an XREADGROUP/XCLAIM reply list to the host (or commit
- * their rejection); reclaimed: counted and logged as such. */
-void qtake_entries(struct queue *q, const struct redisReply *list, bool reclaimed);
+/* Hand the entries of an XREADGROUP/XCLAIM reply list of lane `lane` to the
+ * host (or commit their rejection); reclaimed: counted and logged as such. */
+void qtake_entries(struct queue *q, const struct redisReply *list, int lane, bool reclaimed);
 static inline int qconn_sendv(struct qconn *c, redisCallbackFn *fn, void *priv, int argc,
 			      const char **argv)
 {
 	return qconn_send(c, fn, priv, argc, argv, NULL);
 }
+
+/* queue_lanes.c */
+/* The lanes of cfg, in priority order, `default` included (last when cfg
+ * does not name it): names, weights and keys (malloc'd; qlanes_fini frees
+ * them). Returns how many. */
+int qlanes_init(const struct queue_config *cfg, struct qlane *lanes);
+void qlanes_fini(struct qlane *lanes, int n);
+/* Send the claim for n entries (XREADGROUP on the claim connection): one
+ * read blocking on every lane when all are dry, else one read per lane with
+ * its share (qlanes_split). Sets claim_out and counts claim_req. */
+void qlanes_claim(struct queue *q, unsigned n);
+/* Ask for XLEN and the retry and held set sizes of every lane (cmd
+ * connection); their sums go to q->st when the last reply is in. */
+void qlanes_stats(struct queue *q);
 
 /* queue_reclaim.c: crash recovery. Each sends one command (nothing when the
  * connection is not ready) and counts its n in q->claim_req. */

@@ -7,7 +7,8 @@
  *     under the same host:pid);
  *   - XAUTOCLAIM after [redis] visibility_timeout, for a live process that is
  *     stuck (its heartbeat goes on, its jobs do not).
- * Every claim here counts in q->claim_req while on the wire, like XREADGROUP's. */
+ * Every claim here counts in q->claim_req while on the wire, like XREADGROUP's.
+ * Each works lane by lane (queue.h "lanes"): the lane's stream is the key. */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -41,11 +42,15 @@ static void on_own(redisAsyncContext *ac, void *r, void *priv)
 				got = 0;
 		}
 		if (got > 0)
-			qlog(q, QUEUE_LOG_WARN, "evt=own_pending_reclaimed n=%zu", got);
-		qtake_entries(q, list, true);
+			qlog(q, QUEUE_LOG_WARN, "evt=own_pending_reclaimed n=%zu lane=%s", got,
+			     q->lanes[q->own_lane].name);
+		qtake_entries(q, list, q->own_lane, true);
 	}
-	if (got == 0)
-		q->own_done = true; /* error, none, or none left: on to new entries */
+	if (got == 0) { /* error, none, or none left: the next lane, then new entries */
+		strcpy(q->own_cursor, "0-0");
+		if (++q->own_lane >= q->nlanes)
+			q->own_done = true;
+	}
 	qkick_claim(q);
 }
 
@@ -55,8 +60,9 @@ void qclaim_own(struct queue *q, unsigned n)
 {
 	char count[16];
 	snprintf(count, sizeof(count), "%u", n);
-	const char *a[] = { "XREADGROUP", "GROUP",   q->cfg.group, q->cfg.consumer, "COUNT",
-			    count,	  "STREAMS", q->cfg.jobs,  q->own_cursor };
+	const char *a[] = { "XREADGROUP", "GROUP",   q->cfg.group,		     q->cfg.consumer,
+			    "COUNT",	  count,     "STREAMS", q->lanes[q->own_lane].stream,
+			    q->own_cursor };
 	if (qconn_sendv(&q->clm, on_own, (void *)(uintptr_t)n, 9, a) == 0) {
 		q->claim_out = true;
 		q->claim_req += n;
@@ -83,10 +89,16 @@ static void on_reclaim(redisAsyncContext *ac, void *r, void *priv)
 		return;
 	snprintf(q->reclaim_cursor, sizeof(q->reclaim_cursor), "%s", reply->element[0]->str);
 	size_t got = reply->element[1]->type == REDIS_REPLY_ARRAY ? reply->element[1]->elements : 0;
-	qtake_entries(q, reply->element[1], true);
-	/* More to scan: go on at the next tick rather than waiting a full period. */
+	qtake_entries(q, reply->element[1], q->reclaim_lane, true);
+	/* More to scan: go on at the next tick rather than waiting a full period;
+	 * this lane scanned through: the next lane at the next tick, and after
+	 * the last one, the next period. */
 	if (got > 0 && strcmp(q->reclaim_cursor, "0-0") != 0)
 		q->next_reclaim = qnow(q);
+	else if (strcmp(q->reclaim_cursor, "0-0") == 0 && ++q->reclaim_lane < q->nlanes)
+		q->next_reclaim = qnow(q);
+	if (q->reclaim_lane >= q->nlanes)
+		q->reclaim_lane = 0;
 }
 
 void qreclaim(struct queue *q)
@@ -99,8 +111,8 @@ void qreclaim(struct queue *q)
 	char idle[24], count[16];
 	snprintf(idle, sizeof(idle), "%llu", (unsigned long long)q->cfg.visibility_ms);
 	snprintf(count, sizeof(count), "%u", n);
-	const char *a[] = { "XAUTOCLAIM", q->cfg.jobs, q->cfg.group, q->cfg.consumer,
-			    idle,         q->reclaim_cursor, "COUNT", count };
+	const char *a[] = { "XAUTOCLAIM", q->lanes[q->reclaim_lane].stream, q->cfg.group,
+			    q->cfg.consumer, idle, q->reclaim_cursor, "COUNT", count };
 	if (qconn_sendv(&q->cmd, on_reclaim, (void *)(uintptr_t)n, 8, a) == 0) {
 		q->reclaim_out = true;
 		q->claim_req += n;
@@ -115,9 +127,13 @@ static void on_dead(redisAsyncContext *ac, void *r, void *priv)
 	struct qconn *c = qconn_reply(ac, r);
 	struct queue *q = c->q;
 	redisReply *reply = r;
-	q->dead_out = false;
-	q->claim_req -= (unsigned)(uintptr_t)priv;
-	q->dead_left = 0; /* unknown until this reply says: claims are not held back */
+	int lane = QPRIV_LANE(priv);
+	unsigned asked = QPRIV_N(priv);
+	q->dead_out--;
+	q->claim_req -= asked;
+	/* unknown until this reply says: claims are not held back */
+	q->dead_left -= q->lanes[lane].dead_left;
+	q->lanes[lane].dead_left = 0;
 	if (reply == NULL || q->freeing)
 		return;
 	if (reply->type == REDIS_REPLY_ERROR) {
@@ -136,28 +152,42 @@ static void on_dead(redisAsyncContext *ac, void *r, void *priv)
 	size_t n = got->type == REDIS_REPLY_ARRAY ? got->elements : 0;
 	long long left = reply->element[1]->integer, removed = reply->element[2]->integer;
 	if (n > 0 || removed > 0)
-		qlog(q, QUEUE_LOG_WARN, "evt=dead_consumers claimed=%zu left=%lld removed=%lld", n,
-		     left, removed);
+		qlog(q, QUEUE_LOG_WARN, "evt=dead_consumers claimed=%zu left=%lld removed=%lld lane=%s",
+		     n, left, removed, q->lanes[lane].name);
 	/* More to take: the next claims go on with it (qkick_claim), as room
 	 * allows; unless this one asked and got nothing (entries touched less
 	 * than Q_DEAD_MIN_IDLE_MS ago): then the next period. */
-	q->dead_left = left > 0 && !(n == 0 && (uintptr_t)priv > 0) ? (uint64_t)left : 0;
-	qtake_entries(q, got, true);
-	qkick_claim(q);
+	q->lanes[lane].dead_left = left > 0 && !(n == 0 && asked > 0) ? (uint64_t)left : 0;
+	q->dead_left += q->lanes[lane].dead_left;
+	qtake_entries(q, got, lane, true);
+	if (q->dead_out == 0)
+		qkick_claim(q);
 }
 
 /* Ask for up to n entries of dead consumers (n = 0: only look for them and
- * delete those left with nothing). */
+ * delete those left with nothing), one call per lane: n is shared between
+ * the lanes known to hold such entries (all of them when none is known). */
 void qdead_reclaim(struct queue *q, unsigned n)
 {
 	char gone[24], count[16], idle[24];
+	int k = 0;
+	for (int i = 0; i < q->nlanes; i++)
+		k += q->lanes[i].dead_left > 0;
 	snprintf(gone, sizeof(gone), "%d", Q_PEERS_GONE_MS);
-	snprintf(count, sizeof(count), "%u", n);
 	snprintf(idle, sizeof(idle), "%d", Q_DEAD_MIN_IDLE_MS);
-	const char *a[] = { "EVALSHA",	   q->sha_dead, "2",   q->cfg.jobs, q->procs_key,
-			    q->cfg.group, q->cfg.consumer, gone, count,	idle };
-	if (qconn_sendv(&q->cmd, on_dead, (void *)(uintptr_t)n, 10, a) == 0) {
-		q->dead_out = true;
-		q->claim_req += n;
+	for (int i = 0, j = 0; i < q->nlanes; i++) {
+		unsigned share = 0;
+		if (k == 0 || q->lanes[i].dead_left > 0) {
+			int m = k ? k : q->nlanes;
+			share = n / (unsigned)m + ((unsigned)j < n % (unsigned)m);
+			j++;
+		}
+		snprintf(count, sizeof(count), "%u", share);
+		const char *a[] = { "EVALSHA",	 q->sha_dead,	  "2",	q->lanes[i].stream, q->procs_key,
+				    q->cfg.group, q->cfg.consumer, gone, count,		   idle };
+		if (qconn_sendv(&q->cmd, on_dead, QPRIV(i, share), 10, a) == 0) {
+			q->dead_out++;
+			q->claim_req += share;
+		}
 	}
 }

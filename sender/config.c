@@ -314,6 +314,7 @@ static const struct key k_redis[] = {
 	{ "results_maxlen", INT(G(results_maxlen), 0, 2000000000), 0 },
 	{ "max_id_len", G(max_id_len), V_SIZE, 16, 1048576, "size like 256, 1k; 16..1M", NULL, 0 },
 	{ "max_meta_len", G(max_meta_len), V_SIZE, 16, 16777216, "size like 512, 4k; 16..16M", NULL, 0 },
+	{ "lanes", STR(G(lanes_s), V_STR, "lane names with weights, as in transactional:8 bulk:1"), 0 },
 };
 static const struct key k_retry[] = {
 	{ "schedule", G(schedule_ms), V_SCHEDULE, (double)MS_S, 30.0 * MS_D,
@@ -534,6 +535,7 @@ void config_fini(struct config *c)
 	free(c->class_default_rules);
 	bclass_free(c->classes);
 	free(c->suppress_auto_s);
+	free(c->lanes_s);
 	config_shape_fini(c);
 	memset(c, 0, sizeof(*c));
 }
@@ -1148,6 +1150,7 @@ static char *read_line(char *buf, int size, void *arg)
 }
 
 static void parse_auto(struct parse *p);
+static void parse_lanes(struct parse *p);
 
 static int on_key(void *arg, const char *section, const char *name, const char *value)
 {
@@ -1204,6 +1207,8 @@ static int on_key(void *arg, const char *section, const char *name, const char *
 			p->c->redis_named = true;
 		if (p->kind == SEC_GLOBAL && keys[i].off == offsetof(struct config, suppress_auto_s))
 			parse_auto(p);
+		if (p->kind == SEC_GLOBAL && keys[i].off == offsetof(struct config, lanes_s))
+			parse_lanes(p);
 	}
 	/* DESIGN "TLS policy": plaintext fallback only below encrypt. Judged on
 	 * what this section says; differing layers are settled in config_rule_for(). */
@@ -1215,6 +1220,23 @@ static int on_key(void *arg, const char *section, const char *name, const char *
 }
 
 static void overlay(struct rule *o, const struct rule *r, bool stricter);
+
+/* [redis] lanes: "NAME[:WEIGHT] ..." (queue_lanes_parse). */
+static void parse_lanes(struct parse *p)
+{
+	char why[200];
+	int n = queue_lanes_parse(p->c->lanes_s, p->c->lanes, QUEUE_LANES_MAX, why, sizeof(why));
+	if (n < 0) {
+		fail(p, "lanes: %s", why);
+		return;
+	}
+	bool dflt = false;
+	for (int i = 0; i < n; i++)
+		dflt |= strcmp(p->c->lanes[i].name, "default") == 0;
+	if (!dflt && n == QUEUE_LANES_MAX) /* `default` is added after them */
+		fail(p, "lanes: too many lanes (at most %d with default)", QUEUE_LANES_MAX);
+	p->c->n_lanes = n;
+}
 
 /* [suppress] auto: "none", or class names (bclass.h) separated by blanks. */
 static void parse_auto(struct parse *p)

@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "queue/lane.h"
+
 /* TLS_LEVEL_DANE_ONLY: deliver only to MX hosts whose TLSA records (RFC 7672)
  * authenticate them; never reaches an SMTP session (a DANE host gets verify). */
 enum tls_level { TLS_LEVEL_NONE, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT, TLS_LEVEL_VERIFY, TLS_LEVEL_DANE_ONLY };
@@ -199,6 +201,10 @@ struct config {
 	                     * this many entries (XADD MAXLEN ~); 0 = never (default) */
 	uint64_t max_id_len;   /* key max_id_len: a job's `id` bytes, default 1024 */
 	uint64_t max_meta_len; /* key max_meta_len: a job's `meta` bytes, default 4096 */
+	char *lanes_s;         /* key lanes: "NAME[:WEIGHT] ..." in priority order (queue.h
+	                        * "lanes"), NULL: the lane `default` alone */
+	struct queue_lane lanes[QUEUE_LANES_MAX]; /* lanes_s parsed */
+	int n_lanes;
 	/* [retry] */
 	uint64_t schedule_ms[32]; /* key schedule = "1m 5m 15m 30m 1h 2h" */
 	int n_schedule;

@@ -1302,7 +1302,7 @@ int deliver_submit(struct deliver *d, struct deliver_req *req)
 	j->reported = xcalloc((size_t)req->nrcpt, sizeof(*j->reported));
 	loop_timer_init(&j->rate_timer, rate_fn);
 	j->dane_for = -1;
-	pool_conn_init(&j->conn, req->domain, slot_wake);
+	pool_conn_init(&j->conn, req->domain, req->prio, slot_wake);
 	j->nleft = req->nrcpt;
 	j->shape_pair = -1;
 	d->active++;

@@ -45,6 +45,8 @@ struct deliver_req {
 	                         * domain rule's pool, else every source */
 	const char *log_tag;    /* fields for the evt=delivery line (the queue's job,
 	                         * id, attempt), NULL: none */
+	int prio;               /* its lane's priority (0 highest, queue.h "lanes"): it
+	                         * waits for a connection slot ahead of larger ones */
 	deliver_rcpt_fn *rcpt_done;
 	deliver_done_fn *done;
 	void *arg;

@@ -456,11 +456,19 @@ void limits_slot_wait(struct limits *r, const char *key, struct limits_waiter *w
 		loop_defer(r->l, &r->task);
 		return;
 	}
-	if (s->tail)
-		s->tail->next = w;
-	else
-		s->head = w;
-	s->tail = w;
+	if (s->tail == NULL || s->tail->prio <= w->prio) { /* FIFO within a priority */
+		if (s->tail)
+			s->tail->next = w;
+		else
+			s->head = w;
+		s->tail = w;
+	} else { /* ahead of the first waiter of a lower priority (a larger prio) */
+		struct limits_waiter **pp = &s->head;
+		while ((*pp)->prio <= w->prio)
+			pp = &(*pp)->next;
+		w->next = *pp;
+		*pp = w;
+	}
 	want_sync(r, s); /* refused by the shared count: poll it */
 }
 

@@ -3,7 +3,8 @@
  * - Connection slots: at most `max` connections per key (the MX host name:
  *   connections to one MX host, whichever domain they serve; the limit comes
  *   from the effective [domain]/[mx] rule's max_connections). A job that finds
- *   no free slot waits in FIFO order; a released slot wakes the first waiter.
+ *   no free slot waits in order of priority (its lane's: limits_waiter.prio,
+ *   0 first), FIFO within one priority; a released slot wakes the first waiter.
  *   With a limits_shared, the count is the whole process's: every worker's
  *   limits count its connections there too (limits.c says how, and how the
  *   workers hand connections over when another one's jobs wait).
@@ -30,6 +31,7 @@ struct limits_waiter {
 	struct limits_waiter *next;
 	limits_wake_fn *fn;
 	bool queued;
+	int prio;       /* set by the caller before limits_slot_wait: 0 goes first */
 	char key[256];
 };
 

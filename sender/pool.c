@@ -71,10 +71,11 @@ struct pool *pool_new(struct loop *l, const struct config *cfg, struct limits_sh
 	return p;
 }
 
-void pool_conn_init(struct pool_conn *c, const char *domain, limits_wake_fn *fn)
+void pool_conn_init(struct pool_conn *c, const char *domain, int prio, limits_wake_fn *fn)
 {
 	c->domain = domain;
 	c->wake = fn;
+	c->prio = prio;
 }
 
 static void sess_ignore(void *arg, struct smtp_session *s, enum smtp_event ev,
@@ -468,6 +469,7 @@ enum pool_got pool_get(struct pool *p, struct pool_conn *c, const char *ip, int 
 	}
 	if (!limits_slot_take(p->limits, slot, max) &&
 	    !(pool_evict_slot(p, slot) && limits_slot_take(p->limits, slot, max))) {
+		c->waiter.prio = c->prio;
 		limits_slot_wait(p->limits, slot, &c->waiter, c->wake);
 		return POOL_WAIT;
 	}

@@ -47,6 +47,7 @@ struct pool_conn {
 	char slot[256];              /* the slot it holds (MX host), "" none */
 	struct limits_waiter waiter; /* while waiting for a slot (pool_get POOL_WAIT) */
 	limits_wake_fn *wake;        /* ... what it runs then */
+	int prio;                    /* its place among the waiters: 0 first (lanes) */
 	/* shaping (shaping.h), set by the delivery before pool_get: the slot
 	 * of the MX host's (source, provider) pair and this process's share of
 	 * its budget, which replace the MX host's slot and max_connections
@@ -69,8 +70,9 @@ void pool_free(struct pool *p);
 void pool_discard(struct smtp_session *s);
 
 /* Set c up for a delivery to domain; fn runs when a slot it waits for may
- * be free. */
-void pool_conn_init(struct pool_conn *c, const char *domain, limits_wake_fn *fn);
+ * be free. prio: its lane's priority, 0 highest (a slot waiter goes ahead of
+ * the waiters of a larger prio). */
+void pool_conn_init(struct pool_conn *c, const char *domain, int prio, limits_wake_fn *fn);
 
 enum pool_got {
 	POOL_REUSED,  /* *reused: a parked session for the same key, with its slot */

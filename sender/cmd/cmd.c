@@ -187,6 +187,8 @@ void cmd_queue_config(const struct config *cfg, struct queue_config *qc)
 	qc->jobs = cfg->jobs;
 	qc->results = cfg->results;
 	qc->group = cfg->group;
+	qc->lanes = cfg->lanes;
+	qc->n_lanes = cfg->n_lanes;
 }
 
 int cmd_read_file(const char *path, char **out, size_t *len)

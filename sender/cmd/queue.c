@@ -42,6 +42,7 @@ static int enqueue_flag(void *opts, int ch, const char *arg, const char **why)
 	case 'm': o->meta = arg; return 0;
 	case 'T': o->tls = arg; return 0; /* passed as given: the worker validates (and may reject) */
 	case 'e': o->expires = arg; return 0;
+	case 'l': o->lane = arg; return 0;
 	case 't': {
 		size_t a = o->to ? strlen(o->to) : 0, b = strlen(arg);
 		o->to = xrealloc(o->to, a + b + 2);
@@ -69,7 +70,8 @@ int cmd_enqueue_parse(int argc, char **argv, struct cmd_enqueue_opts *o)
 		{ "from", required_argument, NULL, 'f' }, { "to", required_argument, NULL, 't' },
 		{ "id", required_argument, NULL, 'i' },   { "meta", required_argument, NULL, 'm' },
 		{ "tls", required_argument, NULL, 'T' },  { "expires", required_argument, NULL, 'e' },
-		{ "count", required_argument, NULL, 'n' }, CMD_OPT_END,
+		{ "count", required_argument, NULL, 'n' }, { "lane", required_argument, NULL, 'l' },
+		CMD_OPT_END,
 	};
 	*o = (struct cmd_enqueue_opts){ .count = 1 };
 	int first, rc = cmd_parse(argc, argv, "c:h", longs, &o->c, enqueue_flag, o, &first);
@@ -129,11 +131,17 @@ static int enqueue_push(const struct cmd_enqueue_opts *o, const struct config *c
 		add_field(name, value, vlen, &n, "tls", o->tls, strlen(o->tls));
 	if (o->expires != NULL)
 		add_field(name, value, vlen, &n, "expires", o->expires, strlen(o->expires));
-	struct queue_fields f = { .name = name, .value = value, .vlen = vlen, .n = n };
+	struct queue_fields f = { .name = name, .value = value, .vlen = vlen, .n = n, .lane = o->lane };
 
 	struct queue_config qc;
 	char err[512];
 	cmd_queue_config(cfg, &qc);
+	if (o->lane != NULL && queue_lane_find(&qc, o->lane) < 0) {
+		char *shown = cmd_esc_dup(o->lane);
+		fprintf(stderr, "mxsend enqueue: unknown lane \"%s\" (not in [redis] lanes)\n", shown);
+		free(shown);
+		return EX_USAGE;
+	}
 	struct queue_sync *s = NULL;
 	int orc = sync_open(&qc, &s);
 	if (orc != 0)
@@ -186,7 +194,7 @@ static int cmd_enqueue(int argc, char **argv)
 const struct cmd_def cmd_enqueue_def = {
 	"enqueue", cmd_enqueue,
 	"enqueue [-c FILE] --from A --to B [--to C ...] [--id X] [--meta M] [--tls encrypt|verify]\n"
-	"[--expires SECS] [--count N] MSG|-",
+	"[--expires SECS] [--count N] [--lane NAME] MSG|-",
 };
 
 /* ---- held / release ---- */
@@ -221,8 +229,11 @@ static void print_held(void *arg, const struct queue_held *h)
 	cmd_fmt_time(since, sizeof(since), h->since_ms);
 	char *v[6] = { cmd_esc_dup(h->member), cmd_esc_dup(h->domain), cmd_esc_dup(h->id),
 		       cmd_esc_dup(h->job),    cmd_esc_dup(h->to),     cmd_esc_dup(h->reason) };
-	printf("%s domain=%s since=%s held_at=%s id=\"%s\" job=%s to=\"%s\" reason=\"%s\"\n", v[0],
+	printf("%s domain=%s since=%s held_at=%s id=\"%s\" job=%s to=\"%s\" reason=\"%s\"", v[0],
 	       v[1], since, held, v[2], v[3], v[4], v[5]);
+	if (h->lane != NULL && strcmp(h->lane, "default") != 0)
+		printf(" lane=%s", h->lane); /* a configured name: a plain word */
+	printf("\n");
 	for (int i = 0; i < 6; i++)
 		free(v[i]);
 }

@@ -12,6 +12,7 @@ struct cmd_enqueue_opts {
 	const char *from;    /* --from A */
 	char *to;            /* every --to, joined with ',' (owned: cmd_enqueue_opts_fini) */
 	const char *id, *meta, *tls, *expires; /* --id --meta --tls --expires, as given (NULL: none) */
+	const char *lane;    /* --lane NAME (NULL: default); not a configured lane: EX_USAGE */
 	long count;          /* --count N (1..100000000), default 1 */
 	bool counted;        /* --count given: print the number added, not the ids */
 	const char *msg;     /* MSG: a file, or "-" for stdin */

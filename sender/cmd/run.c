@@ -343,7 +343,7 @@ static void submit_domains(struct run *r, struct run_job *rj)
 			.from = j->from, .domain = dom->name, .rcpts = dom->addrs, .nrcpt = dom->n,
 			.data = j->data, .len = j->len, .wire = rj->sm.pre ? &rj->sm.wire : NULL,
 			.tls_min_level = tls,
-			.sts_exempt = rj->exempt, .pool = j->pool[0] ? j->pool : NULL,
+			.sts_exempt = rj->exempt, .pool = j->pool[0] ? j->pool : NULL, .prio = j->lane,
 			.log_tag = rj->log_tag[0] ? rj->log_tag : NULL,
 			.rcpt_done = on_rcpt, .done = on_req_done, .arg = rr,
 		};

@@ -669,8 +669,10 @@ mx_stop() {
 # PREFIX-i" header (and PAD more bytes of body). DOMAINS is a space-separated
 # list. RCPTS > 1: job i goes to u<i>.<k>@<domain (i + k) % DOMAINS>, k < RCPTS.
 # HEADERS: more header lines first (CRLF-terminated, e.g. a From: field).
+# PIPE_STREAM (variable): the stream (a lane's, README "Lanes"), default mxsend:jobs.
 pipe_jobs() {
-	awk -v n="$2" -v doms="$3" -v pre="$4" -v pad="${5:-0}" -v nr="${6:-1}" -v hdr="${7:-}" 'BEGIN {
+	awk -v n="$2" -v doms="$3" -v pre="$4" -v pad="${5:-0}" -v nr="${6:-1}" -v hdr="${7:-}" \
+		-v st="${PIPE_STREAM:-mxsend:jobs}" 'BEGIN {
 		nd = split(doms, d, " ")
 		fill = ""
 		while (length(fill) < pad)
@@ -682,7 +684,7 @@ pipe_jobs() {
 					to = (k ? to "," : "") "u" i "." k "@" d[((i + k) % nd) + 1]
 			data = hdr "X-Job: " pre "-" i "\r\nSubject: test " i "\r\n\r\nbody " i "\r\n" fill
 			id = pre "-" i
-			printf "*11\r\n$4\r\nXADD\r\n$11\r\nmxsend:jobs\r\n$1\r\n*\r\n"
+			printf "*11\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$1\r\n*\r\n", length(st), st
 			printf "$4\r\nfrom\r\n$15\r\nsender@src.test\r\n"
 			printf "$2\r\nto\r\n$%d\r\n%s\r\n", length(to), to
 			printf "$4\r\ndata\r\n$%d\r\n%s\r\n", length(data), data

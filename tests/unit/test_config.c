@@ -1140,6 +1140,26 @@ static void t_job_caps_and_shared_checks(void)
 		 "2: bad value \"127.0.0.1:70000\" for dns (comma-separated addr, addr:port or [ipv6]:port)");
 }
 
+/* [redis] lanes (queue/lane.h): parsed in order; a bad list names its line. */
+static void t_lanes(void)
+{
+	struct config c;
+	config_defaults(&c);
+	CHECK_INT(c.n_lanes, 0);
+	config_fini(&c);
+	load_ok(&c, "[redis]\nlanes = transactional:8 bulk:1\n");
+	CHECK_INT(c.n_lanes, 2);
+	CHECK_STR(c.lanes[0].name, "transactional");
+	CHECK_INT(c.lanes[0].weight, 8);
+	CHECK_STR(c.lanes[1].name, "bulk");
+	config_fini(&c);
+	load_err("[redis]\n\nlanes = tx:8 bulk:0\n", "3: lanes: lane \"bulk\": bad weight \"0\" (1..1000)");
+	load_err("[redis]\nlanes = tx tx\n", "2: lanes: lane \"tx\" named twice");
+	load_err("[redis]\nlanes = a/b\n", "2: lanes: lane \"a/b\": names hold A-Z a-z 0-9 _ - only");
+	load_err("[redis]\nlanes = a b c d e f g h i j k l m n o p\n",
+		 "2: lanes: too many lanes (at most 16 with default)");
+}
+
 /* [classes] and [suppress] (sender/bclass.h, README "Bounce classes",
  * "Suppression"): defaults, the class list of auto, rule files at start-up
  * (a bad rule names its file and line). */
@@ -1217,6 +1237,7 @@ static void t_dns_section(void)
 
 static const struct t_case cases[] = {
 	{ "[classes] and [suppress]", t_classes_suppress },
+	{ "[redis] lanes: names, weights, errors with their line", t_lanes },
 	{ "dns_section_dane", t_dns_section },
 	{ "job caps; helo and dns checks shared with the flags", t_job_caps_and_shared_checks },
 	{ "[tlsrpt]: report identity and DKIM key settings; bad values name the line", t_tlsrpt_section },

@@ -716,6 +716,84 @@ static void t_claim_count(void)
 	CHECK_INT(qclaim_count(20000, 256, 20000, 1u << 20, 2u << 20, 4096, 50u << 20, false), 0);
 }
 
+/* Lanes: the list parser, key names, the index of a name, and the deficit
+ * round-robin that shares a claim between them. */
+static void t_lanes(void)
+{
+	struct queue_lane l[QUEUE_LANES_MAX];
+	char err[200];
+	CHECK_INT(queue_lanes_parse("transactional:8 bulk:1", l, QUEUE_LANES_MAX, err, sizeof(err)), 2);
+	CHECK_STR(l[0].name, "transactional");
+	CHECK_INT(l[0].weight, 8);
+	CHECK_STR(l[1].name, "bulk");
+	CHECK_INT(l[1].weight, 1);
+	CHECK_INT(queue_lanes_parse(" a, b:3,default:1000 ", l, QUEUE_LANES_MAX, err, sizeof(err)), 3);
+	CHECK_INT(l[0].weight, 1);
+	CHECK_INT(l[1].weight, 3);
+	CHECK_STR(l[2].name, "default");
+	const char *bad[] = { "", " , ", "a:0", "a:1001", "a:", "a:x", "a b a", "a.b", ":3",
+			      "this-name-is-longer-than-thirty-two-chars:1", "a:99999999999999999999" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		CHECK_INT(queue_lanes_parse(bad[i], l, QUEUE_LANES_MAX, err, sizeof(err)), -1);
+		CHECK(err[0] != '\0');
+	}
+	CHECK_INT(queue_lanes_parse("a b c", l, 2, err, sizeof(err)), -1);
+	CHECK_STR(err, "too many lanes (at most 2)");
+	CHECK_INT(queue_lanes_parse("a a:2", l, 4, err, sizeof(err)), -1);
+	CHECK_STR(err, "lane \"a\" named twice");
+
+	char *k = queue_lane_key("mxsend:jobs", "transactional");
+	CHECK_STR(k, "mxsend:jobs:lane:transactional");
+	free(k);
+	k = queue_lane_key("{mx}:jobs", "default"); /* the default lane is J itself */
+	CHECK_STR(k, "{mx}:jobs");
+	free(k);
+
+	struct queue_config qc = { 0 };
+	CHECK_INT(queue_lane_find(&qc, "default"), 0); /* no lanes: default alone */
+	CHECK_INT(queue_lane_find(&qc, "bulk"), -1);
+	queue_lanes_parse("transactional:8 bulk", l, QUEUE_LANES_MAX, err, sizeof(err));
+	qc.lanes = l;
+	qc.n_lanes = 2;
+	CHECK_INT(queue_lane_find(&qc, "transactional"), 0);
+	CHECK_INT(queue_lane_find(&qc, "bulk"), 1);
+	CHECK_INT(queue_lane_find(&qc, "default"), 2); /* appended, last */
+	CHECK_INT(queue_lane_find(&qc, "Bulk"), -1);
+
+	/* weights 8:1, both with jobs: 8/9 and 1/9 of the claims over time */
+	int w[3] = { 8, 1, 1 };
+	bool dry[3] = { false, false, true };
+	long def[3] = { 0, 0, 5 };
+	unsigned ask[3], sum[3] = { 0, 0, 0 };
+	for (int round = 0; round < 90; round++) {
+		qlanes_split(100, 3, w, dry, def, ask);
+		CHECK_INT(ask[0] + ask[1] + ask[2], 100);
+		CHECK_INT(ask[2], 1); /* dry: asked for one, every claim */
+		for (int i = 0; i < 3; i++)
+			sum[i] += ask[i];
+	}
+	CHECK_INT(def[2], 0); /* dry: no credit kept */
+	CHECK(sum[0] >= 7900 && sum[0] <= 7940); /* 99 * 90 * 8 / 9 = 7920 */
+	CHECK(sum[1] >= 970 && sum[1] <= 1010);  /* 990 */
+	/* a lane with jobs behind one without: the empty one's share goes to it */
+	bool dry2[2] = { true, false };
+	long def2[2] = { 0, 0 };
+	int w2[2] = { 8, 1 };
+	qlanes_split(50, 2, w2, dry2, def2, ask);
+	CHECK_INT(ask[0], 1);
+	CHECK_INT(ask[1], 49);
+	/* all dry: round the lanes; fewer claims than lanes */
+	bool dry3[3] = { true, true, true };
+	long def3[3] = { 0, 0, 0 };
+	qlanes_split(2, 3, w, dry3, def3, ask);
+	CHECK_INT(ask[0] + ask[1] + ask[2], 2);
+	CHECK_INT(ask[0], 1);
+	CHECK_INT(ask[1], 1);
+	qlanes_split(0, 3, w, dry, def, ask);
+	CHECK_INT(ask[0] + ask[1] + ask[2], 0);
+}
+
 /* Field pool: one of the configured egress pools (job_limits.pools), else
  * the job is rejected naming it; kept for the delivery; result source. */
 static void t_pool(void)
@@ -781,6 +859,7 @@ static const struct t_case cases[] = {
 	{ "redis url", t_redis_url },
 	{ "decimal numbers", t_dec },
 	{ "claim count: max_inflight, batch, max_inflight_bytes", t_claim_count },
+	{ "lanes: list, keys, index, deficit round-robin share", t_lanes },
 };
 
 T_MAIN(cases)

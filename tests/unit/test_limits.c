@@ -83,6 +83,38 @@ static void t_slots(void)
 	loop_free(l);
 }
 
+/* Waiters of a higher priority (a smaller prio: a transactional lane) are
+ * woken before those already waiting with a lower one; FIFO within one. */
+static void t_slot_priority(void)
+{
+	struct loop *l = mk();
+	struct limits *r = limits_new(l, NULL);
+	CHECK(limits_slot_take(r, "mx", 1));
+	struct w bulk1 = { 0 }, bulk2 = { 0 }, tx1 = { 0 }, tx2 = { 0 }, mid = { 0 };
+	bulk1.rw.prio = bulk2.rw.prio = 2;
+	tx1.rw.prio = tx2.rw.prio = 0;
+	mid.rw.prio = 1;
+	seq = 0;
+	limits_slot_wait(r, "mx", &bulk1.rw, wake);
+	limits_slot_wait(r, "mx", &bulk2.rw, wake);
+	limits_slot_wait(r, "mx", &mid.rw, wake);
+	limits_slot_wait(r, "mx", &tx1.rw, wake);
+	limits_slot_wait(r, "mx", &tx2.rw, wake);
+	for (int i = 0; i < 5; i++) { /* one release, one waiter woken */
+		limits_slot_release(r, "mx");
+		spin(l, 5);
+		CHECK(limits_slot_take(r, "mx", 1));
+	}
+	CHECK_INT(tx1.order, 1);
+	CHECK_INT(tx2.order, 2);
+	CHECK_INT(mid.order, 3);
+	CHECK_INT(bulk1.order, 4);
+	CHECK_INT(bulk2.order, 5);
+	limits_slot_release(r, "mx");
+	limits_free(r);
+	loop_free(l);
+}
+
 static void t_wait_with_nothing_in_use(void)
 {
 	struct loop *l = mk();
@@ -279,6 +311,7 @@ static void t_breaker(void)
 
 static const struct t_case cases[] = {
 	{ "slots: limit per key, FIFO wake-up on release, kick for a parked connection", t_slots },
+	{ "slots: waiters woken by priority (lanes), FIFO within one", t_slot_priority },
 	{ "slots: waiting with nothing in use wakes at once", t_wait_with_nothing_in_use },
 	{ "slots: a count shared by two workers caps both; the waiter polls, the holder yields", t_shared_cap },
 	{ "slots: shared count, a worker above its share (max / workers) yields and takes no more", t_shared_fair },
