@@ -491,15 +491,11 @@ static void init_cmd(struct qconn *c, enum init_step step, int argc, const char 
 
 redisAsyncContext *qconn_dial(struct queue *q, const char *host, int port, char *why, size_t n)
 {
-	redisAsyncContext *ac;
-	if (!q->addr.tls)
-		ac = redisAsyncConnect(host, port);
-	else if (q->h.connect_tls == NULL)
-		ac = NULL;
-	else
-		return q->h.connect_tls(q->h.ctx, &q->cfg.tls, host, port, why, n);
+	if (q->addr.tls)
+		return q->h.connect_tls(q->h.ctx, &q->cfg.tls, host, port, why, n); /* queue_new checked */
+	redisAsyncContext *ac = redisAsyncConnect(host, port);
 	if (ac == NULL)
-		snprintf(why, n, "%s", q->addr.tls ? "rediss:// (TLS) is not available here" : "out of memory");
+		snprintf(why, n, "out of memory");
 	return ac;
 }
 
@@ -509,7 +505,7 @@ static void conn_connect(struct qconn *c)
 	redisAsyncContext *ac;
 	if (q->freeing || c->ac != NULL)
 		return;
-	char why[256];
+	char why[256] = "out of memory";
 	if (q->addr.path[0] != '\0')
 		ac = redisAsyncConnectUnix(q->addr.path);
 	else
@@ -517,10 +513,10 @@ static void conn_connect(struct qconn *c)
 	c->started = qnow(q);
 	if (ac == NULL || ac->err) {
 		/* A synchronous failure (refused at once): same as a loss. */
-		if (ac != NULL)
+		if (ac != NULL) {
 			snprintf(why, sizeof(why), "%s", errstr(ac));
-		if (ac != NULL)
 			redisAsyncFree(ac);
+		}
 		schedule_reconnect(c, false, why);
 		return;
 	}
