@@ -536,7 +536,9 @@ static void finish_shaped(struct job *j, uint64_t until, const char *why)
 	j->shape_not_before = until > 0 ? until : 1;
 	strlcpy_x(j->shaped, why, sizeof(j->shaped));
 	snprintf(text, sizeof(text), "held back by shaping (%s)", why);
-	finish(j, JOB_DEFERRED, 451, "4.4.5", text);
+	/* mxsend's own pacing: classed rate-limited, whatever the reply that
+	 * started it was (that job's result carries its class) */
+	finish(j, JOB_DEFERRED, 451, "4.4.5", text, BCLASS_O_INTERNAL, BCLASS_RATE_LIMITED);
 }
 
 /* This address cannot be tried now: a temporary failure (451 esc, text from
@@ -988,7 +990,8 @@ static void sess_event(void *arg, struct smtp_session *s, enum smtp_event ev,
 	    (m.action == SHAPE_ACT_THROTTLE || m.action == SHAPE_ACT_SUSPEND)) {
 		/* the provider asked us to slow down or stop: not its next MX host
 		 * (the same provider), the queue (report() acts on the rule) */
-		finish(j, status_of(st->why.cls), st->why.code, st->why.esc, st->why.text);
+		finish(j, status_of(st->why.cls), st->why.code, st->why.esc, st->why.text,
+		       origin_of(st), 0);
 		return;
 	}
 	const char *mxname = j->mx->hosts[j->host_i].name;
