@@ -175,18 +175,24 @@ static void scrub(char *err, const char *pw)
 
 /* qsync_connect; *refused = true when Redis answered AUTH or SELECT with an
  * error (wrong credentials or database: configuration, not a passing fault). */
-static redisContext *connect_sync(const char *url, const char *username, const char *password,
-				  bool *refused, char *err, size_t errlen)
+static redisContext *connect_sync(const struct queue_config *cfg, bool *refused, char *err,
+				  size_t errlen)
 {
 	struct queue_addr a;
 	struct timeval tv = { 5, 0 };
-	if (queue_url_parse(url, &a, err, errlen) != 0)
+	const char *url = cfg->url, *username = cfg->username, *password = cfg->password;
+	bool sentinel = cfg->sentinels != NULL && cfg->sentinels[0] != '\0';
+	if (queue_url_parse(url, &a, err, errlen) != 0 ||
+	    (sentinel && qsent_ask_sync(cfg, &a, err, errlen) != 0))
 		return NULL;
 	redisContext *c = a.path[0] ? redisConnectUnixWithTimeout(a.path, tv)
 				    : redisConnectWithTimeout(a.host, a.port, tv);
 	if (c == NULL || c->err) {
 		char shown[512];
-		snprintf(err, errlen, "redis: connect to %s: %s", queue_url_redact(url, shown, sizeof(shown)),
+		if (sentinel)
+			snprintf(shown, sizeof(shown), "%s:%d (master %s)", a.host, a.port, cfg->master_name);
+		snprintf(err, errlen, "redis: connect to %s: %s",
+			 sentinel ? shown : queue_url_redact(url, shown, sizeof(shown)),
 			 c ? ctx_err(c) : "out of memory");
 		if (c)
 			redisFree(c);
@@ -215,6 +221,21 @@ static redisContext *connect_sync(const char *url, const char *username, const c
 			goto fail;
 		freeReplyObject(r);
 	}
+	if (sentinel) { /* the sentinels' answer may be stale: is it the master? */
+		const char *av[] = { "ROLE" };
+		r = redisCommandArgv(c, 1, av, NULL);
+		bool master = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+			      r->element[0]->type == REDIS_REPLY_STRING &&
+			      strcmp(r->element[0]->str, "master") == 0;
+		bool noperm = r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOPERM", 6) == 0;
+		if (r != NULL)
+			freeReplyObject(r);
+		if (!master && !noperm) {
+			snprintf(err, errlen, "redis: %s:%d, named master %s by the sentinels, is not a master "
+				 "(a failover under way?)", a.host, a.port, cfg->master_name);
+			goto fail;
+		}
+	}
 	explicit_bzero(a.password, sizeof(a.password));
 	return c;
 fail:
@@ -225,17 +246,16 @@ fail:
 	return NULL;
 }
 
-redisContext *qsync_connect(const char *url, const char *username, const char *password, char *err,
-			   size_t errlen)
+redisContext *qsync_connect(const struct queue_config *cfg, char *err, size_t errlen)
 {
 	bool refused = false;
-	return connect_sync(url, username, password, &refused, err, errlen);
+	return connect_sync(cfg, &refused, err, errlen);
 }
 
 int queue_sync_check(const struct queue_config *cfg, char *err, size_t errlen)
 {
 	bool refused = false;
-	redisContext *c = connect_sync(cfg->url, cfg->username, cfg->password, &refused, err, errlen);
+	redisContext *c = connect_sync(cfg, &refused, err, errlen);
 	if (c == NULL)
 		return refused ? -2 : -1;
 	redisFree(c);
@@ -244,7 +264,7 @@ int queue_sync_check(const struct queue_config *cfg, char *err, size_t errlen)
 
 struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, size_t errlen)
 {
-	redisContext *c = qsync_connect(cfg->url, cfg->username, cfg->password, err, errlen);
+	redisContext *c = qsync_connect(cfg, err, errlen);
 	if (c == NULL)
 		return NULL;
 	struct queue_sync *s = qalloc(sizeof(*s));

@@ -46,6 +46,7 @@ struct qconn {
 	uint64_t ready_at;
 	uint64_t backoff;
 	bool failing; /* connects fail since the last READY (log at info after the first) */
+	bool want_addr; /* waits for the sentinels' answer (queue/sentinel.c) */
 	struct queue_timer *reconnect;
 };
 
@@ -71,6 +72,7 @@ struct queue {
 	char *retry_key, *held_key, *procs_key, *supp_key, *supp_exp_key;
 	char sha_commit[41], sha_move[41], sha_gc[41], sha_peers[41], sha_dead[41];
 	struct qconn cmd, clm;
+	struct qsent *sent; /* NULL: no Sentinel (queue/sentinel.c) */
 	struct queue_timer *tick, *flush;
 	bool started, stopping, freeing, need_group;
 
@@ -111,18 +113,22 @@ int qconn_send(struct qconn *c, redisCallbackFn *fn, void *priv, int argc, const
 struct qconn *qconn_reply(redisAsyncContext *ac, const void *reply);
 /* Drop the connection (reconnects after back-off). */
 void qconn_drop(struct qconn *c);
+/* Connect now (nothing when connected or connecting). */
+void qconn_connect(struct qconn *c);
+/* The connection failed for why: reconnect after the back-off. */
+void qconn_retry(struct qconn *c, bool was_ready, const char *why);
 /* A commit came back: live = 1 written, 0 skipped (already finished). */
 void qjob_committed(struct queue *q, struct qjob *qj, bool live);
 void qkick_claim(struct queue *q);
 void *qalloc(size_t n);
 
-/* Blocking Redis connection for the command-line tools (queue_admin.c): URL,
- * username and password (or the URL's: AUTH USER PASSWORD with a user, else
- * AUTH PASSWORD), database, 5 s timeouts. NULL with err set. */
+/* Blocking Redis connection for the command-line tools (queue_admin.c): URL
+ * (or the master the sentinels name), username and password (or the URL's:
+ * AUTH USER PASSWORD with a user, else AUTH PASSWORD), database, 5 s
+ * timeouts. NULL with err set. */
 struct redisContext;
 struct redisReply;
-struct redisContext *qsync_connect(const char *url, const char *username, const char *password,
-				   char *err, size_t errlen);
+struct redisContext *qsync_connect(const struct queue_config *cfg, char *err, size_t errlen);
 /* 0 for a reply; -1 with err set for no reply or an error reply (freed). */
 int qsync_reply_err(struct redisContext *c, struct redisReply *r, const char *what, char *err,
 		    size_t errlen);
@@ -174,6 +180,29 @@ void qsupp_prune(struct queue *q);
  * when it adds none. */
 bool qsupp_auto(const struct queue *q, const struct job *j, int idx, char *field, size_t fieldlen,
 		char *value, size_t valuelen, uint64_t *expires);
+
+/* queue/sentinel.c: where the master is, when sentinels say (README
+ * "Sentinel"). The ask runs on the host's loop (hiredis async, one sentinel
+ * after the other, each within QS_ASK_MS); a SUBSCRIBE +switch-master
+ * connection to one sentinel says at once when they fail over. */
+struct qsent;
+/* NULL with err set on a bad sentinel list or master name. */
+struct qsent *qsent_new(struct queue *q, char *err, size_t errlen);
+void qsent_start(struct qsent *s); /* the +switch-master subscription */
+void qsent_free(struct qsent *s);  /* any callback it causes does nothing */
+/* Before c connects: true with q->addr's host and port set to the master the
+ * sentinels named; false when they must be asked (c->want_addr set: c is
+ * connected, or its retry armed, when the ask ends). */
+bool qsent_addr(struct qsent *s, struct qconn *c);
+/* The master failed us (connection lost, READONLY, ROLE not master): the
+ * next connect asks the sentinels again. */
+void qsent_stale(struct qsent *s);
+/* The ROLE reply of a new connection: true when it is the master (or ROLE is
+ * refused to our user: READONLY still tells). Logs why not. */
+bool qsent_role_ok(struct queue *q, const struct qconn *c, const redisReply *r);
+/* Synchronous ask (short-lived commands, start-up): the master's address into
+ * a->host, a->port. 0, or -1 with err. Blocks up to 1 s per sentinel. */
+int qsent_ask_sync(const struct queue_config *cfg, struct queue_addr *a, char *err, size_t errlen);
 
 /* queue_commit.c */
 void qcommit_enqueue(struct queue *q, struct qjob *qj);

@@ -80,10 +80,10 @@ struct tlsrpt_store {
 	char *prefix;
 };
 
-struct tlsrpt_store *tlsrpt_store_open(const char *url, const char *username, const char *password,
-				       const char *prefix, char *err, size_t errlen)
+struct tlsrpt_store *tlsrpt_store_open(const struct queue_config *qc, const char *prefix, char *err,
+				       size_t errlen)
 {
-	redisContext *c = qsync_connect(url, username, password, err, errlen);
+	redisContext *c = qsync_connect(qc, err, errlen);
 	if (c == NULL)
 		return NULL;
 	struct tlsrpt_store *s = qalloc(sizeof(*s));

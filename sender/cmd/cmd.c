@@ -171,6 +171,11 @@ void cmd_queue_config(const struct config *cfg, struct queue_config *qc)
 	qc->url = cfg->redis_url;
 	qc->username = cfg->redis_username;
 	qc->password = cfg->redis_password;
+	qc->sentinels = cfg->redis_sentinels;
+	qc->master_name = cfg->redis_master_name;
+	qc->sentinel_password = cfg->redis_sentinel_password;
+	qc->wait_replicas = cfg->redis_wait_replicas;
+	qc->wait_timeout_ms = cfg->redis_wait_timeout_ms;
 	qc->jobs = cfg->jobs;
 	qc->results = cfg->results;
 	qc->group = cfg->group;
