@@ -115,6 +115,8 @@ int queue_sentinels_parse(const char *s, struct queue_hostport *out, int max, ch
 			host = p + 1;
 			hl = (size_t)(rb - host);
 			colon = rb + 1 < p + tl ? rb + 1 : NULL;
+			if (memchr(host, ':', hl) == NULL)
+				goto bad; /* brackets are for IPv6 addresses */
 		} else {
 			colon = memchr(p, ':', tl);
 			if (colon != NULL && memchr(colon + 1, ':', (size_t)(p + tl - colon - 1)) != NULL)
@@ -446,6 +448,7 @@ bool qsent_role_ok(struct queue *q, const struct qconn *c, const redisReply *r)
 	qlog(q, QUEUE_LOG_WARN, "evt=redis_not_master conn=%s addr=%s:%d role=\"%s\" (asking the sentinels again)",
 	     c->name, q->addr.host, q->addr.port, role);
 	qsent_stale(q->sent);
+	q->sent->first = (q->sent->first + 1) % q->sent->n; /* that sentinel is behind: another first */
 	return false;
 }
 

@@ -713,7 +713,7 @@ static int set_value(struct parse *p, const struct key *k, char *base, const cha
 		struct queue_hostport hp[QUEUE_SENTINELS_MAX];
 		char why[300];
 		if (queue_sentinels_parse(v, hp, QUEUE_SENTINELS_MAX, why, sizeof(why)) < 0) {
-			fail(p, "%s (sentinels: %s)", why, k->hint);
+			fail(p, "%s in %s", why, k->name);
 			return -1;
 		}
 		break;
