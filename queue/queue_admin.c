@@ -182,8 +182,11 @@ static redisContext *connect_sync(const struct queue_config *cfg, bool *refused,
 	struct timeval tv = { 5, 0 };
 	const char *url = cfg->url, *username = cfg->username, *password = cfg->password;
 	bool sentinel = cfg->sentinels != NULL && cfg->sentinels[0] != '\0';
-	if (queue_url_parse(url, &a, err, errlen) != 0 ||
-	    (sentinel && qsent_ask_sync(cfg, &a, err, errlen) != 0))
+	int from = 0; /* Sentinel: the next sentinel to ask */
+	if (queue_url_parse(url, &a, err, errlen) != 0)
+		return NULL;
+again:
+	if (sentinel && (from = qsent_ask_sync(cfg, from, &a, err, errlen)) < 0)
 		return NULL;
 	redisContext *c = a.path[0] ? redisConnectUnixWithTimeout(a.path, tv)
 				    : redisConnectWithTimeout(a.host, a.port, tv);
@@ -196,6 +199,10 @@ static redisContext *connect_sync(const struct queue_config *cfg, bool *refused,
 			 c ? ctx_err(c) : "out of memory");
 		if (c)
 			redisFree(c);
+		if (sentinel) { /* that sentinel is behind: ask the next */
+			from++;
+			goto again;
+		}
 		return NULL;
 	}
 	redisSetTimeout(c, tv);
@@ -231,9 +238,11 @@ static redisContext *connect_sync(const struct queue_config *cfg, bool *refused,
 		if (r != NULL)
 			freeReplyObject(r);
 		if (!master && !noperm) {
-			snprintf(err, errlen, "redis: %s:%d, named master %s by the sentinels, is not a master "
+			snprintf(err, errlen, "redis: %s:%d, named master %s by a sentinel, is not a master "
 				 "(a failover under way?)", a.host, a.port, cfg->master_name);
-			goto fail;
+			redisFree(c);
+			from++;
+			goto again;
 		}
 	}
 	explicit_bzero(a.password, sizeof(a.password));

@@ -645,6 +645,8 @@ static void on_wait(redisAsyncContext *ac, void *r, void *priv)
 	q->commits_out--;
 	if (q->freeing || b->requeued) {
 		free(b);
+		if (!q->freeing && q->cq_head != NULL)
+			q->h.timer_arm(q->flush, 0);
 		return;
 	}
 	if (reply == NULL) {
@@ -652,10 +654,13 @@ static void on_wait(redisAsyncContext *ac, void *r, void *priv)
 		     "confirmed it: sent again)", b->n);
 		requeue_front(q, b);
 	} else {
-		if (reply->type != REDIS_REPLY_INTEGER || reply->integer < q->cfg.wait_replicas)
-			qlog(q, QUEUE_LOG_WARN, "evt=commit_wait_short jobs=%d replicas=%lld want=%d",
+		bool shrt = reply->type != REDIS_REPLY_INTEGER || reply->integer < q->cfg.wait_replicas;
+		if (shrt || q->wait_short) /* warn when it starts, info while it lasts */
+			qlog(q, !shrt ? QUEUE_LOG_INFO : q->wait_short ? QUEUE_LOG_DEBUG : QUEUE_LOG_WARN,
+			     "evt=commit_wait%s jobs=%d replicas=%lld want=%d", shrt ? "_short" : "_ok",
 			     b->n, reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1LL,
 			     q->cfg.wait_replicas);
+		q->wait_short = shrt;
 		for (int i = 0; i < b->n; i++)
 			qjob_committed(q, b->jobs[i], b->live[i]);
 		qkick_claim(q);
@@ -687,7 +692,12 @@ void qcommit_flush(struct queue *q)
 		q->h.timer_arm(q->flush, q->commit_hold_until - mono);
 		return;
 	}
-	while (q->cq_head != NULL && q->commits_out < Q_COMMITS_OUT) {
+	/* With WAIT, one commit on the wire: Redis runs them one after the
+	 * other anyway (WAIT blocks the connection), and the jobs that finish
+	 * meanwhile go together in the next (a replica gone: a batch of up to
+	 * Q_COMMIT_MAX_JOBS per wait_timeout, not one job). */
+	unsigned most = q->cfg.wait_replicas > 0 ? 1 : Q_COMMITS_OUT;
+	while (q->cq_head != NULL && q->commits_out < most) {
 		struct batch *b = qalloc(sizeof(*b));
 		struct args a = { 0 };
 		uint64_t now = qwall();

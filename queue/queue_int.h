@@ -88,6 +88,7 @@ struct queue {
 	struct qjob *cq_head, *cq_tail; /* commit FIFO */
 	unsigned commits_out;
 	uint64_t commit_hold_until, commit_backoff;
+	bool wait_short; /* the last WAIT saw fewer replicas than wait_replicas */
 
 	uint64_t next_move, next_reclaim, next_heartbeat, next_stats, next_gc, next_peers, next_dead;
 	uint64_t reclaim_ms, heartbeat_ms;
@@ -200,9 +201,13 @@ void qsent_stale(struct qsent *s);
 /* The ROLE reply of a new connection: true when it is the master (or ROLE is
  * refused to our user: READONLY still tells). Logs why not. */
 bool qsent_role_ok(struct queue *q, const struct qconn *c, const redisReply *r);
-/* Synchronous ask (short-lived commands, start-up): the master's address into
- * a->host, a->port. 0, or -1 with err. Blocks up to 1 s per sentinel. */
-int qsent_ask_sync(const struct queue_config *cfg, struct queue_addr *a, char *err, size_t errlen);
+/* Synchronous ask (short-lived commands, start-up): the first valid answer of
+ * the sentinels from index `from` on: the master's address into a->host,
+ * a->port; returns the index of the sentinel that gave it. -1 when none did
+ * (err says why; from past the last: err untouched). Blocks up to 1 s per
+ * sentinel. */
+int qsent_ask_sync(const struct queue_config *cfg, int from, struct queue_addr *a, char *err,
+		   size_t errlen);
 
 /* queue_commit.c */
 void qcommit_enqueue(struct queue *q, struct qjob *qj);

@@ -149,15 +149,22 @@ int queue_sentinels_parse(const char *s, struct queue_hostport *out, int max, ch
 
 /* ---- synchronous ask (commands, start-up) ---- */
 
-int qsent_ask_sync(const struct queue_config *cfg, struct queue_addr *a, char *err, size_t errlen)
+int qsent_ask_sync(const struct queue_config *cfg, int from, struct queue_addr *a, char *err,
+		   size_t errlen)
 {
 	struct queue_hostport s[QUEUE_SENTINELS_MAX], m;
 	struct timeval tv = { 1, 0 };
-	int n = queue_sentinels_parse(cfg->sentinels, s, QUEUE_SENTINELS_MAX, err, errlen);
-	if (n < 0)
+	char why[256];
+	int n = queue_sentinels_parse(cfg->sentinels, s, QUEUE_SENTINELS_MAX, why, sizeof(why));
+	if (n < 0) {
+		snprintf(err, errlen, "%s", why);
 		return -1;
-	snprintf(err, errlen, "redis: no sentinel named master \"%s\"", cfg->master_name);
-	for (int i = 0; i < n; i++) {
+	}
+	if (from >= n)
+		return -1; /* err says what went wrong with the last */
+	if (from == 0)
+		snprintf(err, errlen, "redis: no sentinel named master \"%s\"", cfg->master_name);
+	for (int i = from; i < n; i++) {
 		redisContext *c = redisConnectWithTimeout(s[i].host, s[i].port, tv);
 		if (c == NULL || c->err) {
 			snprintf(err, errlen, "redis: sentinel %s:%d: %s", s[i].host, s[i].port,
@@ -184,7 +191,7 @@ int qsent_ask_sync(const struct queue_config *cfg, struct queue_addr *a, char *e
 			snprintf(a->host, sizeof(a->host), "%s", m.host);
 			a->port = m.port;
 			a->path[0] = '\0';
-			return 0;
+			return i;
 		}
 		snprintf(err, errlen, "redis: sentinel %s:%d: %s", s[i].host, s[i].port,
 			 r == NULL			      ? (c->errstr[0] ? c->errstr : "no reply")

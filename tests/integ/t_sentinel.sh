@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# tests/integ/t_sentinel.sh: Redis Sentinel (README "Sentinel"). A master, a
+# replica and three redis-sentinel processes on loopback:
+#   - failover: the master is killed (SIGKILL) in the middle of a run of a
+#     few thousand jobs to a slow sink; mxsend follows the sentinels to the
+#     promoted replica without a restart; every job ends with exactly one
+#     final result on the new master, none is lost, deliveries resume; the
+#     figures (time without deliveries, duplicate deliveries) are printed;
+#   - commands: enqueue, held, release, suppress, shaping, tlsrpt and run
+#     find the master through the sentinels (the first one listed is down),
+#     and after a failover (SENTINEL FAILOVER) write to the new master;
+#   - hostile: sentinels that answer a bad address, or name a replica, are
+#     not used: the job still goes to the master.
+# shellcheck disable=SC2317 # case functions run indirectly, each in its run_case subshell
+set -u
+. "$(dirname "$0")/lib.sh"
+
+integ_setup
+integ_require mxsend mxsink redis-server redis-sentinel redis-cli unbound python3
+
+N=${SENTINEL_JOBS:-3000} # jobs in the failover case
+WAITN=${SENTINEL_WAIT:-1} # [redis] wait_replicas there (0: none, to compare)
+if [ -z "$INTEG_MISSING" ]; then
+	start_unbound "fo.test. MX 10 mx1.test.
+mx1.test. A 127.0.76.1" || integ_missing "unbound"
+	start_sink slow --listen "127.0.76.1:$SINK_PORT" --delay-ms 20 --threads 2 ||
+		integ_missing "sink slow"
+fi
+MSG=$INTEG_DIR/msg.eml
+printf 'Subject: sentinel test\nFrom: a@src.test\n\nhello\n' >"$MSG"
+
+# setup NAME: a master (redis.NAME-m), its replica (redis.NAME-r) and three
+# sentinels watching master NAME; sets M (master port), R (replica port) and
+# SENTINELS (the [redis] sentinels value).
+setup() {
+	start_redis -n "$1-m" || return 1
+	M=$REDIS_PORT
+	start_redis -n "$1-r" -- --replicaof 127.0.0.1 "$M" || return 1
+	R=$REDIS_PORT
+	wait_until 10 sh -c "redis-cli -p $R INFO replication | grep -q 'master_link_status:up'" ||
+		{ fail "replica not in sync"; return 1; }
+	SENTINELS=""
+	local i
+	for i in 1 2 3; do
+		start_sentinel "$1-$i" "$1" "$M" 2 || return 1
+		SENTINELS="${SENTINELS:+$SENTINELS,}127.0.0.1:$SENTINEL_PORT"
+		eval "S$i=$SENTINEL_PORT"
+	done
+	# every sentinel knows the replica and the others (they find them in a
+	# few seconds), so a failover can be agreed
+	wait_until 20 sh -c "for s in $S1 $S2 $S3; do
+		redis-cli -p \$s SENTINEL master $1 | grep -qx 'num-other-sentinels' || exit 1
+		[ \"\$(redis-cli -p \$s SENTINEL master $1 | sed -n '/^num-other-sentinels\$/{n;p}')\" = 2 ] || exit 1
+		[ \"\$(redis-cli -p \$s SENTINEL master $1 | sed -n '/^num-slaves\$/{n;p}')\" = 1 ] || exit 1
+	done" || { fail "sentinels did not find each other and the replica in 20 s"; return 1; }
+}
+
+# master_port NAME SENTINEL_PORT: the master's port, as that sentinel says.
+master_port() {
+	rcli "$2" SENTINEL get-master-addr-by-name "$1" | sed -n 2p
+}
+
+# conf FILE NAME SENTINELS [MORE]: mxsend with Sentinel (log info), MORE more [redis] lines.
+conf() {
+	integ_config "$1" "$(printf '[redis]\nsentinels = %s\nmaster_name = %s\nvisibility_timeout = 30s\n%s\n\n[retry]\nschedule = 1s\njitter = 0\n' \
+		"$3" "$2" "${4:-}")"
+	sed -i '/^\[mxsend\]/a log = info' "$1"
+}
+
+# The master killed mid-run: one final result per job, none lost, deliveries go on.
+t_failover() {
+	setup fo || return 1
+	local c=$CASE_DIR/fo.conf md kill_at new
+	conf "$c" fo "$SENTINELS" "$(printf 'wait_replicas = %s\nwait_timeout = 200ms' "$WAITN")"
+	sed -i '/^\[mxsend\]/a max_inflight = 100' "$c"
+	pipe_jobs "$M" "$N" "fo.test" fo
+	assert_eq "jobs queued" "$N" "$(rcli "$M" XLEN mxsend:jobs)"
+	assert_eq "jobs replicated" 1 "$(rcli "$M" WAIT 1 5000)"
+	md=$(sink_maildir slow)
+	local before
+	before=$(sink_count slow)
+	mx_start fo "$c" || return 1
+	# mid-run: a third of the jobs delivered
+	wait_until 60 sh -c "[ \$(ls $md | grep -c '\\.env\$') -ge $((before + N / 3)) ]" ||
+		{ fail "not a third delivered in 60 s"; return 1; }
+	kill_at=$(date +%s.%N)
+	stop_proc "redis.fo-m" KILL
+	wait_until 20 sh -c "[ \"\$(redis-cli -p $S1 SENTINEL get-master-addr-by-name fo | sed -n 2p)\" = $R ]" ||
+		{ fail "no failover to the replica in 20 s"; return 1; }
+	local switched_at
+	switched_at=$(date +%s.%N)
+	new=$R
+	assert_eq "the replica is the master now" master "$(rcli "$new" ROLE | head -n 1)"
+	# all of it done on the new master: nothing queued, pending or parked,
+	# a result for each job
+	wait_until 120 sh -c "[ \"\$(redis-cli -p $new XLEN mxsend:jobs)\" = 0 ] &&
+		[ \"\$(redis-cli -p $new ZCARD mxsend:jobs:retry)\" = 0 ] &&
+		[ \"\$(redis-cli -p $new XLEN mxsend:results)\" -ge $N ]" ||
+		fail "not finished on the new master in 120 s (jobs $(rcli "$new" XLEN mxsend:jobs), results $(rcli "$new" XLEN mxsend:results))"
+	sleep 1 # commits of duplicates on the wire, if any
+	assert_eq "mxsend still running (no restart)" "" "$(cat "$CASE_DIR/fo/rc" 2>/dev/null)"
+	assert_eq "mxsend stops cleanly" 0 "$(mx_stop fo TERM 20)"
+	# one final result per job
+	local res per lost dup_res
+	res=$(results "$new" id,status)
+	per=$(grep -c . <<<"$res")
+	lost=$(awk -F'|' -v n="$N" '{ seen[$1] = 1 } END { m = 0; for (i = 1; i <= n; i++) if (!(("fo-" i) in seen)) m++; print m }' <<<"$res")
+	dup_res=$(awk -F'|' '$2 != "deferred" { c[$1]++ } END { d = 0; for (k in c) if (c[k] > 1) d++; print d }' <<<"$res")
+	assert_eq "jobs without a result on the new master (lost)" 0 "$lost"
+	assert_eq "jobs with more than one final result" 0 "$dup_res"
+	assert_eq "every result is delivered" 0 "$(grep -vc '|delivered$' <<<"$res")"
+	assert_eq "results" "$N" "$per"
+	# deliveries: duplicates (messages on the wire at the kill), and the gap
+	local delivered dups gap after
+	delivered=$(cat "$md"/*.eml | grep -c '^X-Job: fo-')
+	dups=$(cat "$md"/*.eml | grep '^X-Job: fo-' | sort | uniq -d | wc -l)
+	after=$(find "$md" -name '*.env' -newermt "@${switched_at%.*}" | wc -l)
+	gap=$(find "$md" -name '*.env' -printf '%T@\n' | sort -n | awk -v k="$kill_at" '
+		$1 >= k - 1 { if (p != "" && $1 - p > g) g = $1 - p; p = $1 } END { printf "%.2f", g }')
+	assert_ge "deliveries after the failover" 1 "$after"
+	assert_lt "duplicate deliveries at most the jobs in flight (100)" 101 "$dups"
+	assert_match "mxsend followed the sentinels" 'evt=redis_(switch_master|master_changed)' \
+		"$(cat "$CASE_DIR/fo/log")"
+	local failover_s
+	failover_s=$(awk -v a="$kill_at" -v b="$switched_at" 'BEGIN { printf "%.2f", b - a }')
+	diag "failover figures: jobs=$N delivered=$delivered duplicates=$dups lost=$lost" \
+		"longest time without deliveries=${gap}s (kill to sentinel switch ${failover_s}s)"
+	echo "jobs=$N delivered=$delivered duplicates=$dups lost=$lost gap_s=$gap switch_s=$failover_s" \
+		>"$INTEG_DIR/failover.figures"
+	[ "${KEEP:-0}" = 1 ] && cp "$INTEG_DIR/failover.figures" "${TMPDIR:-/tmp}/sentinel-failover.figures"
+	return 0
+}
+
+run_case "master killed mid-run: one final result per job, none lost, deliveries resume" t_failover
+[ -s "$INTEG_DIR/failover.figures" ] && echo "# failover: $(cat "$INTEG_DIR/failover.figures")"
+integ_finish
