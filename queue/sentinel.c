@@ -344,14 +344,23 @@ static void ask_failed(struct qsent *s)
 	}
 }
 
+/* The current sentinel gave no usable answer (s->why): said, at info. */
+static void ask_skip(struct qsent *s)
+{
+	qlog(s->q, QUEUE_LOG_INFO, "evt=sentinel_skipped sentinel=%s:%d err=\"%s\"", s->s[s->cur].host,
+	     s->s[s->cur].port, s->why);
+}
+
 static void ask_next(struct qsent *s)
 {
 	struct queue *q = s->q;
 	while (s->tried < s->n) {
 		s->cur = (s->first + s->tried++) % s->n;
 		s->ac = sentinel_connect(s, s->cur, on_ask_connect, on_ask_disconnect);
-		if (s->ac == NULL)
+		if (s->ac == NULL) {
+			ask_skip(s);
 			continue;
+		}
 		const char *av[] = { "SENTINEL", "get-master-addr-by-name", q->cfg.master_name };
 		if (redisAsyncCommandArgv(s->ac, on_answer, NULL, 3, av, NULL) != REDIS_OK) {
 			ask_drop(s);
@@ -404,9 +413,11 @@ static void on_ask_timer(void *arg)
 	case QS_WAIT:
 		snprintf(s->why, sizeof(s->why), "no answer in %d ms", QS_ASK_MS);
 		ask_drop(s);
+		ask_skip(s);
 		ask_next(s);
 		break;
 	case QS_NEXT:
+		ask_skip(s);
 		ask_next(s);
 		break;
 	case QS_DONE:

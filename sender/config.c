@@ -1206,7 +1206,8 @@ static int on_key(void *arg, const char *section, const char *name, const char *
 			r->set |= keys[i].bit;
 		if (r && keys[i].off == offsetof(struct rule, auth_user))
 			r->auth_line = p->line;
-		if (p->kind == SEC_GLOBAL && keys[i].off == offsetof(struct config, redis_url))
+		if (p->kind == SEC_GLOBAL && (keys[i].off == offsetof(struct config, redis_url) ||
+					      keys[i].off == offsetof(struct config, redis_sentinels)))
 			p->c->redis_named = true;
 		if (p->kind == SEC_GLOBAL && keys[i].off == offsetof(struct config, suppress_auto_s))
 			parse_auto(p);

@@ -131,6 +131,129 @@ t_failover() {
 	return 0
 }
 
+# fake_sentinel NAME REPLY: a server on a fresh port that answers every
+# command with REPLY (raw RESP, printf escapes): a sentinel gone bad. Sets FAKE_PORT.
+fake_sentinel() {
+	FAKE_PORT=$(integ_port) || return 1
+	integ_spawn "fake.$1" "$INTEG_DIR/fake.$1.log" python3 -c '
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(16)
+s.settimeout(120)
+reply = sys.argv[2].encode().decode("unicode_escape").encode("latin-1")
+def commands(buf):
+    # complete RESP arrays of bulk strings in buf: (count, rest)
+    n = 0
+    while buf.startswith(b"*") and b"\r\n" in buf:
+        head, rest = buf.split(b"\r\n", 1)
+        ok = True
+        for _ in range(int(head[1:])):
+            if b"\r\n" not in rest:
+                ok = False
+                break
+            ln, rest2 = rest.split(b"\r\n", 1)
+            k = int(ln[1:])
+            if len(rest2) < k + 2:
+                ok = False
+                break
+            rest = rest2[k + 2:]
+        if not ok:
+            break
+        buf = rest
+        n += 1
+    return n, buf
+while True:
+    c, _ = s.accept()
+    c.settimeout(5)
+    buf = b""
+    try:
+        while True:
+            d = c.recv(4096)
+            if not d:
+                break
+            n, buf = commands(buf + d)
+            c.sendall(reply * n)
+    except OSError:
+        pass
+    c.close()
+' "$FAKE_PORT" "$2"
+	wait_until 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$FAKE_PORT" 2>/dev/null ||
+		fail "fake sentinel $1 not listening in 5 s: $(cat "$INTEG_DIR/fake.$1.log")"
+}
+
+# Every command that talks to Redis finds the master through the sentinels
+# (the first one listed is down), and after a failover writes to the new one.
+t_commands() {
+	setup cm || return 1
+	local c=$CASE_DIR/cm.conf dead out day
+	dead=$(integ_port) || return 1 # reserved, nothing listens
+	conf "$c" cm "127.0.0.1:$dead,$SENTINELS"
+	day=$(date -u +%F)
+	"$MXSEND" enqueue -c "$c" --from a@src.test --to c1@fo.test --id cm-1 "$MSG" >"$CASE_DIR/enq.out" 2>&1 ||
+		fail "enqueue: $(cat "$CASE_DIR/enq.out")"
+	assert_eq "enqueue wrote to the master" 1 "$(rcli "$M" XLEN mxsend:jobs)"
+	assert_eq "held" 0 "$("$MXSEND" held -c "$c" >/dev/null 2>&1; echo $?)"
+	assert_eq "release" "released 0" "$("$MXSEND" release -c "$c" --domain none.test 2>&1)"
+	"$MXSEND" suppress add -c "$c" --reason t x1@fo.test >/dev/null 2>&1 || fail "suppress add"
+	assert_match "suppress list" '^x1@fo\.test ' "$("$MXSEND" suppress list -c "$c" 2>&1)"
+	assert_eq "suppress del" "deleted 1" "$("$MXSEND" suppress del -c "$c" x1@fo.test 2>&1)"
+	assert_eq "shaping" 0 "$("$MXSEND" shaping -c "$c" >/dev/null 2>&1; echo $?)"
+	timed_run 30 "$CASE_DIR/run1.out" "$CASE_DIR/run1.log" "$MXSEND" run -c "$c" --until-empty
+	assert_eq "run: exit status" 0 "$RUN_RC"
+	assert_eq "run delivered, result on the master" "cm-1|delivered" "$(results "$M" id,status)"
+	timed_run 20 "$CASE_DIR/send.out" "$CASE_DIR/send.err" "$MXSEND" send -c "$c" \
+		--from a@src.test --to s1@fo.test "$MSG"
+	assert_eq "send: exit status" 0 "$RUN_RC"
+	assert_no_match "send: TLSRPT counters written" 'warning' "$(cat "$CASE_DIR/send.err")"
+	timed_run 20 "$CASE_DIR/rpt.out" "$CASE_DIR/rpt.err" "$MXSEND" tlsrpt -c "$c" --dry-run --day "$day"
+	assert_eq "tlsrpt --dry-run: exit status" 0 "$RUN_RC"
+	assert_match "tlsrpt read the counters" 'fo\.test' "$(cat "$CASE_DIR/rpt.out" "$CASE_DIR/rpt.err")"
+	# a failover (the old master becomes a replica): the same config goes to the new one
+	assert_eq "SENTINEL FAILOVER" OK "$(rcli "$S1" SENTINEL FAILOVER cm)"
+	wait_until 20 sh -c "[ \"\$(redis-cli -p $S2 SENTINEL get-master-addr-by-name cm | sed -n 2p)\" = $R ] &&
+		redis-cli -p $R ROLE | head -n 1 | grep -qx master &&
+		redis-cli -p $M ROLE | head -n 1 | grep -qx slave" || { fail "no failover in 20 s"; return 1; }
+	"$MXSEND" enqueue -c "$c" --from a@src.test --to c2@fo.test --id cm-2 "$MSG" >"$CASE_DIR/enq2.out" 2>&1 ||
+		fail "enqueue after the failover: $(cat "$CASE_DIR/enq2.out")"
+	timed_run 30 "$CASE_DIR/run2.out" "$CASE_DIR/run2.log" "$MXSEND" run -c "$c" --until-empty
+	assert_eq "run after the failover: exit status" 0 "$RUN_RC"
+	assert_match "run after the failover: the new master" "evt=redis_master addr=127\.0\.0\.1:$R " \
+		"$(cat "$CASE_DIR/run2.log")"
+	out=$(results "$R" id,status)
+	assert_match "results on the new master" 'cm-1\|delivered' "$out"
+	assert_match "the job queued after the failover delivered" 'cm-2\|delivered' "$out"
+}
+
+# Sentinels that answer a bad address (port out of range, not a host name)
+# or name a replica are not used: the job goes to the real master.
+t_hostile() {
+	setup ho || return 1
+	local c=$CASE_DIR/ho.conf f1 f2 f3
+	fake_sentinel badport '*2\r\n$9\r\n127.0.0.1\r\n$5\r\n99999\r\n' || return 1
+	f1=$FAKE_PORT
+	fake_sentinel badhost '*2\r\n$11\r\nevil host!\n\r\n$4\r\n6379\r\n' || return 1
+	f2=$FAKE_PORT
+	fake_sentinel replica "*2\r\n\$9\r\n127.0.0.1\r\n\$${#R}\r\n$R\r\n" || return 1
+	f3=$FAKE_PORT
+	conf "$c" ho "127.0.0.1:$f1,127.0.0.1:$f2,127.0.0.1:$f3,$SENTINELS"
+	"$MXSEND" enqueue -c "$c" --from a@src.test --to h1@fo.test --id ho-1 "$MSG" >"$CASE_DIR/enq.out" 2>&1 ||
+		fail "enqueue: $(cat "$CASE_DIR/enq.out")"
+	assert_eq "enqueue wrote to the master" 1 "$(rcli "$M" XLEN mxsend:jobs)"
+	timed_run 30 "$CASE_DIR/run.out" "$CASE_DIR/run.log" "$MXSEND" run -c "$c" --until-empty
+	assert_eq "run: exit status" 0 "$RUN_RC"
+	assert_eq "delivered, result on the master" "ho-1|delivered" "$(results "$M" id,status)"
+	assert_match "the replica a sentinel named was not used" "evt=redis_not_master .*addr=127\.0\.0\.1:$R" \
+		"$(cat "$CASE_DIR/run.log")"
+	assert_match "then the master" "evt=redis_master_changed from=127\.0\.0\.1:$R to=127\.0\.0\.1:$M" \
+		"$(cat "$CASE_DIR/run.log")"
+	assert_match "the bad answers skipped" "evt=sentinel_skipped sentinel=127\.0\.0\.1:$f2 err=\"bad answer" \
+		"$(cat "$CASE_DIR/run.log")"
+}
+
+run_case "commands find the master through the sentinels, and follow a failover" t_commands
+run_case "sentinels naming a bad address or a replica are not used" t_hostile
 run_case "master killed mid-run: one final result per job, none lost, deliveries resume" t_failover
 [ -s "$INTEG_DIR/failover.figures" ] && echo "# failover: $(cat "$INTEG_DIR/failover.figures")"
 integ_finish
