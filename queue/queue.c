@@ -317,7 +317,7 @@ static void schedule_reconnect(struct qconn *c, bool was_ready, const char *why)
 	bool first = was_ready || !c->failing;
 	c->failing = true;
 	if (q->sent != NULL) /* the master failed us: ask the sentinels again */
-		qsent_stale(q->sent);
+		qsent_stale(q->sent, !was_ready);
 	qlog(q, first ? QUEUE_LOG_WARN : QUEUE_LOG_INFO,
 	     "evt=redis_down conn=%s err=\"%s\" retry_ms=%llu", c->name, why,
 	     (unsigned long long)delay);
@@ -970,8 +970,6 @@ void queue_start(struct queue *q)
 	q->started = true;
 	conn_connect(&q->cmd);
 	conn_connect(&q->clm);
-	if (q->sent != NULL)
-		qsent_start(q->sent);
 	q->h.timer_arm(q->tick, Q_TICK_MS);
 }
 

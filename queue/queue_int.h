@@ -185,19 +185,20 @@ bool qsupp_auto(const struct queue *q, const struct job *j, int idx, char *field
 /* queue/sentinel.c: where the master is, when sentinels say (README
  * "Sentinel"). The ask runs on the host's loop (hiredis async, one sentinel
  * after the other, each within QS_ASK_MS); a SUBSCRIBE +switch-master
- * connection to one sentinel says at once when they fail over. */
+ * connection to one sentinel (from the first answer on) says at once when
+ * they fail over. */
 struct qsent;
 /* NULL with err set on a bad sentinel list or master name. */
 struct qsent *qsent_new(struct queue *q, char *err, size_t errlen);
-void qsent_start(struct qsent *s); /* the +switch-master subscription */
 void qsent_free(struct qsent *s);  /* any callback it causes does nothing */
 /* Before c connects: true with q->addr's host and port set to the master the
  * sentinels named; false when they must be asked (c->want_addr set: c is
  * connected, or its retry armed, when the ask ends). */
 bool qsent_addr(struct qsent *s, struct qconn *c);
 /* The master failed us (connection lost, READONLY, ROLE not master): the
- * next connect asks the sentinels again. */
-void qsent_stale(struct qsent *s);
+ * next connect asks the sentinels again; another one first with `rotate` (the
+ * address the last one gave never became a working connection). */
+void qsent_stale(struct qsent *s, bool rotate);
 /* The ROLE reply of a new connection: true when it is the master (or ROLE is
  * refused to our user: READONLY still tells). Logs why not. */
 bool qsent_role_ok(struct queue *q, const struct qconn *c, const redisReply *r);

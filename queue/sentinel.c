@@ -226,11 +226,12 @@ struct qsent {
 	/* the subscription */
 	redisAsyncContext *sub;
 	int sub_idx;
-	bool switch_pending;
+	bool switch_pending, sub_started;
 	struct queue_timer *sub_t;
 };
 
 static void ask_next(struct qsent *s);
+static void sub_connect(struct qsent *s);
 
 static void ask_drop(struct qsent *s)
 {
@@ -395,6 +396,11 @@ static void ask_done(struct qsent *s)
 	s->master = s->answer;
 	s->have = true;
 	s->known = true;
+	if (!s->sub_started) { /* subscribe where the answer came from */
+		s->sub_started = true;
+		s->sub_idx = s->first;
+		sub_connect(s);
+	}
 	snprintf(q->addr.host, sizeof(q->addr.host), "%s", s->master.host);
 	q->addr.port = s->master.port;
 	q->addr.path[0] = '\0';
@@ -445,9 +451,11 @@ bool qsent_addr(struct qsent *s, struct qconn *c)
 	return false;
 }
 
-void qsent_stale(struct qsent *s)
+void qsent_stale(struct qsent *s, bool rotate)
 {
 	s->known = false;
+	if (rotate) /* a sentinel whose answer does not work is not asked first again */
+		s->first = (s->first + 1) % s->n;
 }
 
 bool qsent_role_ok(struct queue *q, const struct qconn *c, const redisReply *r)
@@ -465,8 +473,7 @@ bool qsent_role_ok(struct queue *q, const struct qconn *c, const redisReply *r)
 		job_escape(role, sizeof(role), r->element[0]->str, r->element[0]->len, JOB_ESC_QUOTED);
 	qlog(q, QUEUE_LOG_WARN, "evt=redis_not_master conn=%s addr=%s:%d role=\"%s\" (asking the sentinels again)",
 	     c->name, q->addr.host, q->addr.port, role);
-	qsent_stale(q->sent);
-	q->sent->first = (q->sent->first + 1) % q->sent->n; /* that sentinel is behind: another first */
+	qsent_stale(q->sent, true); /* that sentinel is behind: another first */
 	return false;
 }
 
@@ -499,6 +506,14 @@ static void on_sub_disconnect(const redisAsyncContext *ac, int status)
 	}
 }
 
+static const char *last_space(const char *p, size_t n)
+{
+	while (n > 0)
+		if (p[--n] == ' ')
+			return p + n;
+	return NULL;
+}
+
 /* "+switch-master" payload: NAME OLDIP OLDPORT NEWIP NEWPORT. */
 static void on_sub_msg(redisAsyncContext *ac, void *r, void *priv)
 {
@@ -522,9 +537,16 @@ static void on_sub_msg(redisAsyncContext *ac, void *r, void *priv)
 	    reply->element[2]->type != REDIS_REPLY_STRING)
 		return; /* the subscribe confirmation */
 	const char *p = reply->element[2]->str;
-	size_t nl = strlen(q->cfg.master_name);
-	if (reply->element[2]->len <= nl || strncmp(p, q->cfg.master_name, nl) != 0 || p[nl] != ' ')
+	size_t nl = strlen(q->cfg.master_name), len = reply->element[2]->len;
+	if (len <= nl || strncmp(p, q->cfg.master_name, nl) != 0 || p[nl] != ' ')
 		return; /* another master's */
+	const char *sp2 = last_space(p, len), *sp1 = sp2 ? last_space(p, (size_t)(sp2 - p)) : NULL;
+	struct queue_hostport to;
+	if (sp1 != NULL && s->known &&
+	    queue_master_addr_check(sp1 + 1, (size_t)(sp2 - sp1 - 1), sp2 + 1, len - (size_t)(sp2 + 1 - p),
+				    &to) == 0 &&
+	    strcmp(to.host, s->master.host) == 0 && to.port == s->master.port)
+		return; /* there already (a READONLY got us there first) */
 	qlog(q, QUEUE_LOG_WARN, "evt=redis_switch_master name=%s (asking the sentinels)",
 	     q->cfg.master_name);
 	s->switch_pending = true;
@@ -557,7 +579,7 @@ static void on_sub_timer(void *arg)
 		/* The sentinels failed over: what we are connected to is the old
 		 * master. Drop, and ask again now rather than after a back-off. */
 		s->switch_pending = false;
-		qsent_stale(s);
+		qsent_stale(s, false);
 		qconn_drop(&q->cmd);
 		qconn_drop(&q->clm);
 		qconn_connect(&q->cmd);
@@ -587,11 +609,6 @@ struct qsent *qsent_new(struct queue *q, char *err, size_t errlen)
 	s->ask_t = q->h.timer_new(q->h.ctx, on_ask_timer, s);
 	s->sub_t = q->h.timer_new(q->h.ctx, on_sub_timer, s);
 	return s;
-}
-
-void qsent_start(struct qsent *s)
-{
-	sub_connect(s);
 }
 
 void qsent_free(struct qsent *s)

@@ -611,7 +611,7 @@ start_redis() {
 # directory. Sets SENTINEL_PORT. Waits (at most 5 s) for PING.
 start_sentinel() {
 	[ "$INTEG_LIST" = 1 ] && return 0 # --list: nothing starts
-	local name=$1 master=$2 mport=$3 quorum=${4:-2} dir=$INTEG_DIR/sentinel.$1 port i
+	local name=$1 master=$2 mport=$3 quorum=${4:-2} dir=$INTEG_DIR/sentinel.$1 port
 	mkdir -p "$dir"
 	port=$(integ_port) || return 1
 	cat >"$dir/sentinel.conf" <<EOC
@@ -628,19 +628,14 @@ sentinel parallel-syncs $master 1
 EOC
 	integ_spawn "sentinel.$name" "$dir/stderr.log" redis-sentinel "$dir/sentinel.conf"
 	local pid=$SPAWN_PID
-	for ((i = 0; i < 50; i++)); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			echo "start_sentinel: redis-sentinel exited:" >&2
-			tail -n 20 "$dir/stderr.log" "$dir/sentinel.log" >&2 2>/dev/null
-			return 1
-		fi
-		if [ "$(redis_ping "$port")" = PONG ]; then
-			SENTINEL_PORT=$port
-			return 0
-		fi
-		sleep 0.1
-	done
-	echo "start_sentinel: no PONG from 127.0.0.1:$port within 5 s" >&2
+	# ours answers (the port is reserved for this run), or it exited
+	wait_until 5 sh -c "! kill -0 $pid 2>/dev/null || [ \"\$(timeout 2 redis-cli -p $port ping 2>/dev/null)\" = PONG ]"
+	if kill -0 "$pid" 2>/dev/null && [ "$(redis_ping "$port")" = PONG ]; then
+		SENTINEL_PORT=$port
+		return 0
+	fi
+	echo "start_sentinel: redis-sentinel exited, or no PONG from 127.0.0.1:$port within 5 s:" >&2
+	tail -n 20 "$dir/stderr.log" "$dir/sentinel.log" >&2 2>/dev/null
 	return 1
 }
 
