@@ -215,6 +215,7 @@ struct qsent {
 	int n;
 	int first;   /* asked first: the last that answered */
 	bool known;  /* q->addr holds an answer, and no connection failed since */
+	bool rotated; /* first moved on since that answer (qsent_stale) */
 	bool have;   /* master holds an earlier answer */
 	struct queue_hostport master, answer;
 	/* the ask */
@@ -384,7 +385,9 @@ static void ask_done(struct qsent *s)
 	if (changed) {
 		qlog(q, QUEUE_LOG_WARN, "evt=redis_master_changed from=%s:%d to=%s:%d", s->master.host,
 		     s->master.port, s->answer.host, s->answer.port);
-		/* connections still open were made to the old master */
+		/* connections still open were made to the old master (their
+		 * loss says nothing of the sentinel that answered) */
+		s->rotated = true;
 		qconn_drop(&q->cmd);
 		qconn_drop(&q->clm);
 		q->own_done = false; /* see the top of this file */
@@ -396,6 +399,7 @@ static void ask_done(struct qsent *s)
 	s->master = s->answer;
 	s->have = true;
 	s->known = true;
+	s->rotated = false;
 	if (!s->sub_started) { /* subscribe where the answer came from */
 		s->sub_started = true;
 		s->sub_idx = s->first;
@@ -454,8 +458,11 @@ bool qsent_addr(struct qsent *s, struct qconn *c)
 void qsent_stale(struct qsent *s, bool rotate)
 {
 	s->known = false;
-	if (rotate) /* a sentinel whose answer does not work is not asked first again */
+	if (rotate && !s->rotated) { /* an answer that does not work: its sentinel is not
+				      * asked first again (once per answer, whatever fails) */
+		s->rotated = true;
 		s->first = (s->first + 1) % s->n;
+	}
 }
 
 bool qsent_role_ok(struct queue *q, const struct qconn *c, const redisReply *r)
