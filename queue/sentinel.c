@@ -19,6 +19,8 @@
  *   (on_own): a commit the old master acknowledged but did not replicate left
  *   its job pending on the new one, and it is delivered again rather than
  *   waiting for the visibility timeout.
+ * XXX(sentinel): hiredis resolves a host name with a blocking getaddrinfo in
+ * redisAsyncConnect (as for the url's host); IP addresses do not block.
  * Lifetimes: every hiredis context here is this module's; s->ac and s->sub
  * are cleared before redisAsyncFree, and callbacks for a context that is no
  * longer current do nothing. Continuations run from timers, never inside a
