@@ -480,6 +480,10 @@ static void on_init(redisAsyncContext *ac, void *r, void *priv)
 	if (reply->type == REDIS_REPLY_ERROR) {
 		if (step == I_GROUP && strncmp(reply->str, "BUSYGROUP", 9) == 0)
 			return; /* the group exists: fine */
+		if (step == I_GROUP && strncmp(reply->str, "NOREPLICAS", 10) == 0) {
+			q->need_group = true; /* min-replicas-to-write: the tick tries again */
+			return;
+		}
 		qlog(q, QUEUE_LOG_ERROR, "evt=redis_init_failed conn=%s step=%d err=\"%s\"", c->name,
 		     (int)step, reply->str);
 		qconn_drop(c);

@@ -29,29 +29,31 @@ fi
 MSG=$INTEG_DIR/msg.eml
 printf 'Subject: sentinel test\nFrom: a@src.test\n\nhello\n' >"$MSG"
 
-# setup NAME: a master (redis.NAME-m), its replica (redis.NAME-r) and three
-# sentinels watching master NAME; sets M (master port), R (replica port) and
-# SENTINELS (the [redis] sentinels value).
+# setup NAME [ARG...]: a master (redis.NAME-m), its replica (redis.NAME-r) and three
+# sentinels watching master NAME; ARG... more redis-server options for both.
+# Sets M (master port), R (replica port) and SENTINELS (the [redis] sentinels value).
 setup() {
-	start_redis -n "$1-m" || return 1
+	local name=$1
+	shift
+	start_redis -n "$name-m" -- "$@" || return 1
 	M=$REDIS_PORT
-	start_redis -n "$1-r" -- --replicaof 127.0.0.1 "$M" || return 1
+	start_redis -n "$name-r" -- --replicaof 127.0.0.1 "$M" "$@" || return 1
 	R=$REDIS_PORT
 	wait_until 10 sh -c "redis-cli -p $R INFO replication | grep -q 'master_link_status:up'" ||
 		{ fail "replica not in sync"; return 1; }
 	SENTINELS=""
 	local i
 	for i in 1 2 3; do
-		start_sentinel "$1-$i" "$1" "$M" 2 || return 1
+		start_sentinel "$name-$i" "$name" "$M" 2 || return 1
 		SENTINELS="${SENTINELS:+$SENTINELS,}127.0.0.1:$SENTINEL_PORT"
 		eval "S$i=$SENTINEL_PORT"
 	done
 	# every sentinel knows the replica and the others (they find them in a
 	# few seconds), so a failover can be agreed
 	wait_until 20 sh -c "for s in $S1 $S2 $S3; do
-		redis-cli -p \$s SENTINEL master $1 | grep -qx 'num-other-sentinels' || exit 1
-		[ \"\$(redis-cli -p \$s SENTINEL master $1 | sed -n '/^num-other-sentinels\$/{n;p}')\" = 2 ] || exit 1
-		[ \"\$(redis-cli -p \$s SENTINEL master $1 | sed -n '/^num-slaves\$/{n;p}')\" = 1 ] || exit 1
+		redis-cli -p \$s SENTINEL master $name | grep -qx 'num-other-sentinels' || exit 1
+		[ \"\$(redis-cli -p \$s SENTINEL master $name | sed -n '/^num-other-sentinels\$/{n;p}')\" = 2 ] || exit 1
+		[ \"\$(redis-cli -p \$s SENTINEL master $name | sed -n '/^num-slaves\$/{n;p}')\" = 1 ] || exit 1
 	done" || { fail "sentinels did not find each other and the replica in 20 s"; return 1; }
 }
 
@@ -126,8 +128,7 @@ t_failover() {
 	diag "failover figures: jobs=$N delivered=$delivered duplicates=$dups lost=$lost" \
 		"longest time without deliveries=${gap}s (kill to sentinel switch ${failover_s}s)"
 	echo "jobs=$N delivered=$delivered duplicates=$dups lost=$lost gap_s=$gap switch_s=$failover_s" \
-		>"$INTEG_DIR/failover.figures"
-	[ "${KEEP:-0}" = 1 ] && cp "$INTEG_DIR/failover.figures" "${TMPDIR:-/tmp}/sentinel-failover.figures"
+		>>"$INTEG_DIR/failover.figures"
 	return 0
 }
 
@@ -252,8 +253,49 @@ t_hostile() {
 		"$(cat "$CASE_DIR/run.log")"
 }
 
+# A failover by the operator (SENTINEL FAILOVER) in the middle of a run: the
+# old master stays up as a replica (its clients see READONLY, a blocked read
+# UNBLOCKED); mxsend moves to the new one, one final result per job.
+t_graceful() {
+	local gf=$1 most=$2 # most: duplicate deliveries allowed
+	shift 2
+	setup "$gf" "$@" || return 1
+	local c=$CASE_DIR/gf.conf md n=1000 before res dups
+	conf "$c" "$gf" "$SENTINELS"
+	sed -i '/^\[mxsend\]/a max_inflight = 50' "$c"
+	pipe_jobs "$M" "$n" "fo.test" "$gf"
+	assert_eq "jobs replicated" 1 "$(rcli "$M" WAIT 1 5000)"
+	md=$(sink_maildir slow)
+	before=$(sink_count slow)
+	mx_start "$gf" "$c" || return 1
+	wait_until 60 sh -c "[ \$(ls $md | grep -c '\\.env\$') -ge $((before + n / 3)) ]" ||
+		{ fail "not a third delivered in 60 s"; return 1; }
+	assert_eq "SENTINEL FAILOVER" OK "$(rcli "$S1" SENTINEL FAILOVER "$gf")"
+	wait_until 90 sh -c "[ \"\$(redis-cli -p $R XLEN mxsend:jobs)\" = 0 ] &&
+		[ \"\$(redis-cli -p $R XLEN mxsend:results)\" -ge $n ]" ||
+		fail "not finished on the new master in 90 s (jobs $(rcli "$R" XLEN mxsend:jobs), results $(rcli "$R" XLEN mxsend:results))"
+	sleep 1
+	assert_eq "mxsend stops cleanly" 0 "$(mx_stop "$gf" TERM 20)"
+	wait_until 20 sh -c "redis-cli -p $M ROLE | head -n 1 | grep -qx slave" ||
+		fail "the old master is not a replica 20 s later"
+	res=$(results "$R" id,status)
+	assert_eq "jobs without a result (lost)" 0 "$(awk -F'|' -v n="$n" -v g="$gf" '{ s[$1] = 1 } END { m = 0
+		for (i = 1; i <= n; i++) if (!((g "-" i) in s)) m++; print m }' <<<"$res")"
+	assert_eq "jobs with more than one final result" 0 \
+		"$(awk -F'|' '{ c[$1]++ } END { d = 0; for (k in c) if (c[k] > 1) d++; print d }' <<<"$res")"
+	assert_eq "every result is delivered" 0 "$(grep -vc '|delivered$' <<<"$res")"
+	assert_match "mxsend followed the switch" 'evt=redis_(switch_master|master_changed|readonly)' \
+		"$(cat "$CASE_DIR/$gf/log")"
+	dups=$(cat "$md"/*.eml | grep "^X-Job: $gf-" | sort | uniq -d | wc -l)
+	assert_lt "duplicate deliveries" "$((most + 1))" "$dups"
+	echo "SENTINEL FAILOVER ($*): duplicates=$dups" >>"$INTEG_DIR/failover.figures"
+}
+
 run_case "commands find the master through the sentinels, and follow a failover" t_commands
+run_case "SENTINEL FAILOVER during a run: one final result per job on the new master" t_graceful gf 1000
+run_case "... with min-replicas-to-write 1: no duplicate beyond the jobs in flight (50)" t_graceful gm 50 \
+	--min-replicas-to-write 1
 run_case "sentinels naming a bad address or a replica are not used" t_hostile
 run_case "master killed mid-run: one final result per job, none lost, deliveries resume" t_failover
-[ -s "$INTEG_DIR/failover.figures" ] && echo "# failover: $(cat "$INTEG_DIR/failover.figures")"
+[ -s "$INTEG_DIR/failover.figures" ] && sed 's/^/# failover: /' "$INTEG_DIR/failover.figures"
 integ_finish
