@@ -394,6 +394,8 @@ static void ask_done(struct qsent *s)
 		qconn_drop(&q->clm);
 		q->own_done = false; /* see the top of this file */
 		strcpy(q->own_cursor, "0-0");
+		q->commit_backoff = 0; /* errors of the old master say nothing of the new */
+		q->commit_hold_until = 0;
 	} else if (!s->have) {
 		qlog(q, QUEUE_LOG_INFO, "evt=redis_master addr=%s:%d name=%s", s->answer.host,
 		     s->answer.port, q->cfg.master_name);
