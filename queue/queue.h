@@ -40,7 +40,10 @@
  *   every visibility_timeout/3, so live processes do not steal each other's work.
  * - Connection loss: reconnect with exponential back-off, 100 ms .. 5 s, with
  *   jitter; commands time out (the connection is dropped) after 15 s without
- *   a reply. Blocking reads (XREADGROUP BLOCK) use their own connection.
+ *   a reply. Blocking reads (XREADGROUP BLOCK) use their own connection. A
+ *   READONLY (or UNBLOCKED) reply drops the connection too: a demoted master.
+ *   With sentinels (queue/sentinel.c) each connect after a failure asks them
+ *   where the master is, and +switch-master reconnects at once.
  *
  * Threading: everything runs on the host's loop thread. No function here calls
  * back into the host before returning, except where stated. */

@@ -6,6 +6,9 @@
 #     promoted replica without a restart; every job ends with exactly one
 #     final result on the new master, none is lost, deliveries resume; the
 #     figures (time without deliveries, duplicate deliveries) are printed;
+#   - SENTINEL FAILOVER during a run (the old master stays up): one final
+#     result per job; duplicates measured, and none beyond the jobs in
+#     flight with min-replicas-to-write 1 on the servers;
 #   - commands: enqueue, held, release, suppress, shaping, tlsrpt and run
 #     find the master through the sentinels (the first one listed is down),
 #     and after a failover (SENTINEL FAILOVER) write to the new master;
