@@ -45,7 +45,7 @@ struct slot {
 	char *rcpt_buf;
 	const char **rcpts;
 	uint64_t t0;
-	char *signed_msg; /* DKIM: this request's signed copy */
+	struct signed_msg sm; /* DKIM: this request's signatures (signer.h) */
 };
 
 struct load {
@@ -166,15 +166,14 @@ static void submit(struct load *ld, struct slot *s)
 	s->t0 = loop_now(ld->l);
 	if (ld->sign) { /* once per message, before the workers */
 		char err[300];
-		size_t sl;
-		free(s->signed_msg);
-		if (signer_sign(ld->cfg, ld->msg, ld->msglen, NULL, (int64_t)time(NULL), &s->signed_msg, &sl,
-				ld->dkim, err, sizeof(err)) != 0 || s->signed_msg == NULL) {
-			fprintf(stderr, "mxload: DKIM: %s\n", s->signed_msg ? err : "no [dkim mxload.test] key");
+		signed_msg_free(&s->sm);
+		int rc = signer_sign(ld->cfg, ld->msg, ld->msglen, NULL, (int64_t)time(NULL), &s->sm, ld->dkim,
+				     err, sizeof(err));
+		if (rc != 0 || s->sm.pre == NULL) {
+			fprintf(stderr, "mxload: DKIM: %s\n", rc != 0 ? err : "no [dkim mxload.test] key");
 			exit(70);
 		}
-		s->req.data = s->signed_msg;
-		s->req.len = sl;
+		s->req.wire = &s->sm.wire;
 	}
 	ld->inflight++;
 	if (ld->inflight > ld->peak)
@@ -341,7 +340,7 @@ int main(int argc, char **argv)
 	workers_free(ld.ws, 2000);
 	for (unsigned long i = 0; i < conc; i++) {
 		free(slots[i].rcpt_buf);
-		free(slots[i].signed_msg);
+		signed_msg_free(&slots[i].sm);
 		free(slots[i].rcpts);
 	}
 	free(slots);

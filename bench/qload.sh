@@ -81,7 +81,7 @@ awk -v n="$N" -v w="${workers:-2}" -v span="$span" -v cpu="$cpu" \
 	-v res="$resumed" -v reu="$reused" -v rcpu="$((r1 - r0))" -v hz="$hz" 'BEGIN {
 	s = span > 0 ? span / 1000 : el
 	printf "messages=%d rcpts=%d concurrency=- workers=%d elapsed_s=%.3f msgs_per_s=%.0f cpu_s=%.3f cpu_us_per_msg=%.1f rss_kb=%d hwm_kb=%d base_rss_kb=0 delivered=%d deferred=%d bounced=0 resumed=%d reused=%d opened=%d p50_ms=- p99_ms=- peak_inflight=- run_elapsed_s=%.3f redis_cpu_s=%.3f redis_cpu_us_per_msg=%.1f\n", \
-		n, n, w, s, d / s, cpu, cpu * 1e6 / n, hwm, hwm, d, n - d, res, reu, d - reu, el, \
+		n, 1, w, s, d / s, cpu, cpu * 1e6 / n, hwm, hwm, d, n - d, res, reu, d - reu, el, \
 		rcpu / hz, rcpu / hz * 1e6 / n
 }'
 [ "$rc" = 0 ] && [ "$delivered" = "$N" ]

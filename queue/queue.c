@@ -195,7 +195,7 @@ void queue_job_bytes(struct queue *q, struct job *j, int64_t n)
 	qj->bytes += (uint64_t)n;
 	q->bytes_active += (uint64_t)n;
 	if (n > 0) /* as if the job had been that much larger when claimed */
-		q->bytes_avg += (uint64_t)n / 8;
+		q->bytes_avg += (uint64_t)n / (q->bytes_n == 0 ? 1 : q->bytes_n < 8 ? q->bytes_n : 8);
 }
 
 void qhand(struct queue *q, struct qjob *qj)
@@ -247,7 +247,10 @@ static struct qjob *take_entry(struct queue *q, const redisReply *e, bool reclai
 	struct qjob *qj = qalloc(sizeof(*qj));
 	qj->bytes = bytes;
 	q->bytes_active += bytes;
-	q->bytes_avg = q->bytes_avg ? (q->bytes_avg * 7 + bytes) / 8 : bytes;
+	/* the mean of the first 8 jobs, then a moving average (1/8 each) */
+	if (q->bytes_n < 8)
+		q->bytes_n++;
+	q->bytes_avg = (q->bytes_avg * (q->bytes_n - 1) + bytes) / q->bytes_n;
 	int rc = job_decode_adopt(&qj->job, id->str, n, kv, len, adopt, &q->cfg.limits);
 	for (size_t i = 0; i < n; i++) {
 		redisReply *f = fields->element[i];
@@ -677,7 +680,7 @@ unsigned qclaim_count(unsigned room, unsigned batch, unsigned max_inflight, uint
 
 void qkick_claim(struct queue *q)
 {
-	if (q->stopping || q->freeing || q->claim_out || q->clm.state != QC_READY ||
+	if (q->stopping || q->freeing || q->claim_out || q->supp_out > 0 || q->clm.state != QC_READY ||
 	    q->cmd.state != QC_READY || !settled(q))
 		return;
 	unsigned n = qclaim_count(qroom(q), (unsigned)q->cfg.batch, (unsigned)q->cfg.max_inflight,

@@ -79,8 +79,13 @@ struct queue {
 	struct qjob *jobs;  /* all jobs (doubly linked) */
 	unsigned nactive;   /* claimed, not committed */
 	uint64_t bytes_active, bytes_avg; /* their bytes (until freed); recent average per job */
+	uint64_t bytes_n;                 /* jobs in bytes_avg, up to 8 */
 	unsigned claim_req; /* entries asked for by claims on the wire */
 	bool claim_out, reclaim_out, move_out, stats_out, gc_out, peers_out, dead_out, prune_out;
+	/* suppression checks out (queue_suppress.c): no claim until they are
+	 * answered and their jobs handed over, so the next claim's count sees
+	 * what the host made of them (a DKIM signed copy: queue_job_bytes) */
+	int supp_out;
 	unsigned heartbeat_out;
 	struct qjob **tab; /* open addressing by entry id, active jobs */
 	size_t tabcap;

@@ -97,6 +97,7 @@ static void on_check(redisAsyncContext *ac, void *r, void *priv)
 	struct queue *q = conn->q;
 	struct supp_check *c = priv;
 	redisReply *reply = r;
+	q->supp_out--;
 	if (q->freeing) { /* the jobs are queue_free's */
 		free(c);
 		return;
@@ -109,6 +110,7 @@ static void on_check(redisAsyncContext *ac, void *r, void *priv)
 			       : reply->type == REDIS_REPLY_ERROR ? reply->str
 								  : "unexpected reply");
 		free(c);
+		qkick_claim(q);
 		return;
 	}
 	uint64_t now = qwall() / 1000;
@@ -142,6 +144,7 @@ static void on_check(redisAsyncContext *ac, void *r, void *priv)
 			qhand(q, qj);
 	}
 	free(c);
+	qkick_claim(q); /* the claims held while this was out */
 }
 
 void qsupp_check(struct queue *q, struct qjob **jobs, int n)
@@ -183,6 +186,8 @@ void qsupp_check(struct queue *q, struct qjob **jobs, int n)
 	struct qconn *conn = !q->claim_out && q->clm.state == QC_READY ? &q->clm : &q->cmd;
 	int rc = qconn_send(conn, on_check, c, (int)at, av, al);
 	free(block);
+	if (rc == 0)
+		q->supp_out++;
 	if (rc != 0) {
 		put_back(q, c, "no Redis connection");
 		free(c);

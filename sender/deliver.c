@@ -1287,7 +1287,12 @@ int deliver_submit(struct deliver *d, struct deliver_req *req)
 	j->port = d->o.port > 0 ? d->o.port
 		  : j->rule.relay_host ? j->rule.relay_port
 				       : j->rule.port;
-	msg_wire_prepare(req->data, req->len, false, &j->wire);
+	if (req->wire != NULL) { /* prepared (and signed) by the caller: its bytes */
+		j->wire = *req->wire;
+		j->wire.borrowed = true;
+	} else {
+		msg_wire_prepare(req->data, req->len, false, &j->wire);
+	}
 	j->smtputf8 = nonascii(req->from);
 	for (int i = 0; i < req->nrcpt; i++)
 		j->smtputf8 |= nonascii(req->rcpts[i]);

@@ -35,6 +35,10 @@ struct deliver_req {
 	int nrcpt;
 	const char *data;       /* raw message bytes (LF or CRLF) */
 	size_t len;
+	const struct msg_wire *wire; /* the message already prepared (msg.h; signer.h's
+	                         * signed message, its signatures in wire->pre), borrowed
+	                         * until done: data and len are then not read; NULL:
+	                         * deliver prepares data */
 	int tls_min_level;      /* a stricter TLS level for this message (enum tls_level), -1 = none */
 	bool sts_exempt;        /* no MTA-STS (TLSRPT reports, RFC 8460 3) */
 	const char *pool;       /* the job's egress pool (a [pool NAME]), NULL: the

@@ -23,7 +23,18 @@ struct msg_wire {
 	bool hdr_utf8;     /* any byte >= 0x80 in the header section */
 	size_t longest_line; /* longest wire line in octets, excluding CRLF */
 	bool borrowed;     /* data points into raw */
+	/* Lines sent before data (the DKIM signatures, signer.h): CRLF lines,
+	 * none starting with a dot, ASCII; borrowed, never freed here; NULL none.
+	 * The message on the wire is pre then data (msg_wire_len). */
+	const char *pre;
+	size_t pre_len;
 };
+
+/* The message's length on the wire (before dot-stuffing): pre and data. */
+static inline size_t msg_wire_len(const struct msg_wire *w)
+{
+	return w->pre_len + w->len;
+}
 
 /* Prepare raw bytes for the wire. dot_stuff: true for DATA, false for BDAT.
  * Returns 0 (fills *w; free with msg_wire_fini) */

@@ -111,8 +111,8 @@ static void *signer_main(void *arg)
 		struct sign_job *sj;
 		while ((sj = mpmc_pop(&p->todo)) == NULL)
 			sched_yield(); /* a token means a published job: another pop is mid-way */
-		sj->rc = signer_apply(&sj->plan, sj->raw, sj->len, sj->t, &sj->out, &sj->outlen,
-				      sj->result, sj->err, sizeof(sj->err));
+		sj->rc = signer_apply(&sj->plan, sj->raw, sj->len, sj->t, &sj->out, sj->result, sj->err,
+				      sizeof(sj->err));
 		lstack_push(&p->donestk, &sj->node);
 		maybe_wake(p);
 	}
@@ -179,8 +179,7 @@ static void on_done_read(struct loop_op *op, int res, unsigned flags)
 void sign_pool_submit(struct sign_pool *p, struct sign_job *sj)
 {
 	sj->rc = 0;
-	sj->out = NULL;
-	sj->outlen = 0;
+	memset(&sj->out, 0, sizeof(sj->out));
 	sj->node.next = NULL;
 	p->busy++;
 	if (p->backlog_tail != NULL)

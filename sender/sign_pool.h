@@ -18,7 +18,7 @@
  * Ownership: a struct sign_job is the caller's (embed it); it is borrowed from
  * sign_pool_submit until done is called for it, and the message it points to
  * must stay valid as long. done runs on the feeder's thread, from its loop;
- * out (malloc'd) is then the caller's. */
+ * out (signed_msg_free) is then the caller's. */
 #ifndef SENDER_SIGN_POOL_H
 #define SENDER_SIGN_POOL_H
 
@@ -41,14 +41,13 @@ struct sign_job {
 	int64_t t; /* signing time, epoch s */
 	/* out, when done runs (signer_apply's) */
 	int rc;
-	char *out;
-	size_t outlen;
+	struct signed_msg out;
 	char result[SIGNER_RESULT_MAX];
 	char err[256];
 };
 
 /* abandoned: sign_pool_stop hands back a job it did not finish handing back
- * (signed or not: free out if set). */
+ * (signed or not: signed_msg_free(&out)). */
 typedef void sign_done_fn(void *arg, struct sign_job *sj, bool abandoned);
 
 /* threads >= 1. NULL with err on failure. The threads inherit the caller's

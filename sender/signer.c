@@ -211,16 +211,27 @@ int signer_plan(const struct config *c, const char *raw, size_t len, const char 
 	return -1;
 }
 
-int signer_apply(const struct signer_plan *p, const char *raw, size_t len, int64_t t, char **out,
-		 size_t *outlen, char result[SIGNER_RESULT_MAX], char *err, size_t errlen)
+size_t signed_msg_bytes(const struct signed_msg *m)
+{
+	return m->wire.pre_len + (m->wire.borrowed ? 0 : m->wire.len);
+}
+
+void signed_msg_free(struct signed_msg *m)
+{
+	free(m->pre);
+	msg_wire_fini(&m->wire);
+	memset(m, 0, sizeof(*m));
+}
+
+int signer_apply(const struct signer_plan *p, const char *raw, size_t len, int64_t t,
+		 struct signed_msg *out, char result[SIGNER_RESULT_MAX], char *err, size_t errlen)
 {
 	const struct dkim_conf *const *use = p->use;
-	*out = NULL;
-	*outlen = 0;
+	memset(out, 0, sizeof(*out));
 	struct msg_wire w;
 	msg_wire_prepare(raw, len, false, &w);
 	char *sig[2] = { NULL, NULL };
-	size_t total = w.len, rl = 0;
+	size_t total = 0, rl = 0;
 	result[0] = '\0';
 	for (int i = 0; i < 2 && use[i] != NULL; i++) {
 		const struct dkim_conf *d = use[i];
@@ -249,23 +260,30 @@ int signer_apply(const struct signer_plan *p, const char *raw, size_t len, int64
 		o += n;
 		free(sig[i]);
 	}
-	memcpy(m + o, w.data, w.len);
-	o += w.len;
 	m[o] = '\0';
-	msg_wire_fini(&w);
-	*out = m;
-	*outlen = o;
+	/* the signatures are folded lines of ASCII; the longest line counts them */
+	for (const char *l = m, *nl; l < m + o; l = nl + 1) {
+		nl = memchr(l, '\n', (size_t)(m + o - l));
+		if (nl == NULL)
+			nl = m + o - 1;
+		size_t text = (size_t)(nl - l) - (nl > l && nl[-1] == '\r');
+		if (text > w.longest_line)
+			w.longest_line = text;
+	}
+	out->pre = m;
+	out->wire = w;
+	out->wire.pre = m;
+	out->wire.pre_len = o;
 	return 0;
 }
 
 int signer_sign(const struct config *c, const char *raw, size_t len, const char *want, int64_t t,
-		char **out, size_t *outlen, char result[SIGNER_RESULT_MAX], char *err, size_t errlen)
+		struct signed_msg *out, char result[SIGNER_RESULT_MAX], char *err, size_t errlen)
 {
 	struct signer_plan p;
-	*out = NULL;
-	*outlen = 0;
+	memset(out, 0, sizeof(*out));
 	int rc = signer_plan(c, raw, len, want, &p, result, err, errlen);
 	if (rc <= 0)
 		return rc;
-	return signer_apply(&p, raw, len, t, out, outlen, result, err, errlen);
+	return signer_apply(&p, raw, len, t, out, result, err, errlen);
 }

@@ -106,7 +106,7 @@ static void issue_one(struct smtp_session *s)
 		char params[128] = "";
 		size_t pl = 0;
 		if (s->ehlo.ext & SMTP_EXT_SIZE)
-			pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " SIZE=%zu", t->wire->len);
+			pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " SIZE=%zu", msg_wire_len(t->wire));
 		if (t->wire->has_8bit && (s->ehlo.ext & SMTP_EXT_8BITMIME))
 			pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " BODY=8BITMIME");
 		if ((s->ehlo.ext & SMTP_EXT_SMTPUTF8) &&
@@ -124,7 +124,7 @@ static void issue_one(struct smtp_session *s)
 	case E_BDAT:
 		/* RFC 3030: the whole message as one chunk, streamed right behind
 		 * the command; its reply is the message's outcome. */
-		smtp_cmd(s, "BDAT %zu LAST", t->wire->len);
+		smtp_cmd(s, "BDAT %zu LAST", msg_wire_len(t->wire));
 		s->body_on = true;
 		smtp_body_pump(s);
 		break;
@@ -213,18 +213,22 @@ static void settle_accepted(struct smtp_session *s, const struct smtp_reply *r)
 /* Stream the body, keeping at most BODY_HIGH bytes unsent; on_drain resumes.
  * The wire form is CRLF-normalised but not dot-stuffed, so one prepared copy
  * serves BDAT as is and DATA with dots doubled here (RFC 5321 4.5.2): every
- * LF in the normalised form ends a line. */
+ * LF in the normalised form ends a line. The message is two pieces, pre (the
+ * signatures) then data; body_off counts over both. */
 void smtp_body_pump(struct smtp_session *s)
 {
 	const struct msg_wire *w = s->txn->wire;
-	const char *d = w->data;
-	while (s->body_off < w->len && conn_out_pending(s->conn) < BODY_HIGH) {
-		size_t off = s->body_off, end = off + BODY_CHUNK;
-		if (end > w->len)
-			end = w->len;
+	size_t total = msg_wire_len(w);
+	while (s->body_off < total && conn_out_pending(s->conn) < BODY_HIGH) {
+		bool in_pre = s->body_off < w->pre_len;
+		const char *d = in_pre ? w->pre : w->data;
+		size_t base = in_pre ? 0 : w->pre_len, lim = in_pre ? w->pre_len : w->len;
+		size_t off = s->body_off - base, end = off + BODY_CHUNK;
+		if (end > lim)
+			end = lim;
 		if (s->bdat) {
 			conn_write(s->conn, d + off, end - off);
-			s->body_off = end;
+			s->body_off = base + end;
 			continue;
 		}
 		size_t start = off;
@@ -246,9 +250,9 @@ void smtp_body_pump(struct smtp_session *s)
 			s->at_bol = true;
 		}
 		conn_write(s->conn, d + start, off - start);
-		s->body_off = off;
+		s->body_off = base + off;
 	}
-	if (s->body_off < w->len) {
+	if (s->body_off < total) {
 		if (!s->bdat)
 			arm(s, smtp_states[S_BODY].timeout); /* progress: a fresh block deadline */
 		return;
@@ -286,10 +290,10 @@ void smtp_session_send(struct smtp_session *s, struct smtp_txn *t)
 	const char *esc = NULL, *why = NULL;
 	int code = 0;
 	char text[160];
-	if (s->ehlo.size_max && t->wire->len > s->ehlo.size_max) {
+	if (s->ehlo.size_max && msg_wire_len(t->wire) > s->ehlo.size_max) {
 		code = 552, esc = "5.3.4";
 		snprintf(text, sizeof(text), "message size %zu exceeds the server's SIZE limit %llu",
-			 t->wire->len, (unsigned long long)s->ehlo.size_max);
+			 msg_wire_len(t->wire), (unsigned long long)s->ehlo.size_max);
 		why = text;
 	} else if (t->wire->has_8bit && !(s->ehlo.ext & SMTP_EXT_8BITMIME)) {
 		code = 554, esc = "5.6.3", why = "message has 8-bit content and the server lacks 8BITMIME";
@@ -387,7 +391,7 @@ void smtp_txn_reply(struct smtp_session *s, const struct smtp_reply *r)
 			/* RFC 2920 3.1: a 354 with no valid recipient; end the empty
 			 * message and ignore the reply to it. */
 			conn_write(s->conn, ".\r\n", 3);
-			s->body_off = s->txn->wire->len;
+			s->body_off = msg_wire_len(s->txn->wire);
 			s->accepted = -1;
 			s->issued++; /* E_DOT */
 			s->body_done = true;

@@ -17,11 +17,12 @@
  * DKIM (signer.h): on_job plans the job's signing (cheap: which keys); a job
  * to sign goes to the signing threads (sign_pool.h), one signature per job,
  * and comes back to on_signed, on this thread, which submits its domains with
- * the signed copy. Unsigned jobs go straight to the workers as before. While
- * a job's signed copy is held it counts in max_inflight_bytes
- * (queue_job_bytes): a copy of the message's size is reserved when the job is
- * handed to a signer, set to the signed copy's size when it comes back, and
- * given back when the job is done.
+ * the signatures in front of the job's own bytes (no copy of the message,
+ * unless it had to be normalised: bare LF or CR). What signing holds counts in
+ * max_inflight_bytes (queue_job_bytes): the message's size is reserved when the
+ * job is handed to a signer (the copy it may need), set to what it made (the
+ * signatures, and that copy) when it comes back, and given back when the job
+ * is done.
  *
  * Ownership: a struct run_job exists per job handed to us, a struct run_req per
  * (job, domain) submitted; both are freed when the pool reports done, or at
@@ -78,8 +79,7 @@ struct run_req {
 struct run_job {
 	struct job *j;
 	int left; /* domains not done */
-	char *signed_data; /* the DKIM-signed message (signer.h), NULL: unsigned */
-	size_t signed_len;
+	struct signed_msg sm; /* the DKIM signatures (and a normalised copy), signer.h */
 	size_t counted;    /* bytes added to the job's in max_inflight_bytes (queue_job_bytes) */
 	bool exempt;
 	char log_tag[400]; /* deliver_req.log_tag: job, id (escaped) and attempt */
@@ -245,7 +245,7 @@ static void job_left(struct run *r, struct run_job *rj)
 		return;
 	count_bytes(r, rj, 0);
 	queue_job_done(r->q, rj->j);
-	free(rj->signed_data);
+	signed_msg_free(&rj->sm);
 	free(rj);
 }
 
@@ -315,8 +315,6 @@ static void dkim_reject(struct run *r, struct run_job *rj, const char *why)
 static void submit_domains(struct run *r, struct run_job *rj)
 {
 	struct job *j = rj->j;
-	const char *data = rj->signed_data ? rj->signed_data : j->data;
-	size_t dlen = rj->signed_data ? rj->signed_len : j->len;
 	int tls = j->tls == JOB_TLS_VERIFY ? TLS_LEVEL_VERIFY
 		  : j->tls == JOB_TLS_ENCRYPT ? TLS_LEVEL_ENCRYPT
 					      : -1;
@@ -329,7 +327,8 @@ static void submit_domains(struct run *r, struct run_job *rj)
 		rr->first = dom->first;
 		rr->req = (struct deliver_req){
 			.from = j->from, .domain = dom->name, .rcpts = dom->addrs, .nrcpt = dom->n,
-			.data = data, .len = dlen, .tls_min_level = tls,
+			.data = j->data, .len = j->len, .wire = rj->sm.pre ? &rj->sm.wire : NULL,
+			.tls_min_level = tls,
 			.sts_exempt = rj->exempt, .pool = j->pool[0] ? j->pool : NULL,
 			.log_tag = rj->log_tag[0] ? rj->log_tag : NULL,
 			.rcpt_done = on_rcpt, .done = on_req_done, .arg = rr,
@@ -360,7 +359,7 @@ static void on_signed(void *arg, struct sign_job *sj, bool abandoned)
 	struct run_sign *rs = container_of(sj, struct run_sign, sj);
 	struct run_job *rj = rs->rj;
 	if (abandoned) { /* at exit: the queue frees the job (left pending) */
-		free(sj->out);
+		signed_msg_free(&sj->out);
 		free(rj);
 		free(rs);
 		return;
@@ -369,17 +368,16 @@ static void on_signed(void *arg, struct sign_job *sj, bool abandoned)
 		dkim_reject(r, rj, sj->err);
 	} else if (r->released) {
 		/* committed as it stood at the deadline: not sent */
-		free(sj->out);
+		signed_msg_free(&sj->out);
 		rj->left = 1;
 		job_left(r, rj);
 	} else {
-		rj->signed_data = sj->out;
-		rj->signed_len = sj->outlen;
-		count_bytes(r, rj, sj->outlen);
+		rj->sm = sj->out;
+		count_bytes(r, rj, signed_msg_bytes(&rj->sm));
 		snprintf(rj->j->dkim_result, sizeof(rj->j->dkim_result), "%s", sj->result);
 		if (log_enabled(LOG_DEBUG))
 			log_debug("evt=dkim_signed job=%s dkim=\"%s\" bytes=%zu", rj->j->job_id,
-				  sj->result, sj->outlen);
+				  sj->result, signed_msg_bytes(&rj->sm));
 		submit_domains(r, rj);
 	}
 	free(rs);
@@ -420,7 +418,7 @@ static void on_job(void *ctx, struct job *j)
 	rs->sj.len = j->len;
 	rs->sj.t = (int64_t)time(NULL);
 	rj->left = 1; /* the signing threads' */
-	count_bytes(r, rj, j->len); /* the copy being made */
+	count_bytes(r, rj, j->len); /* the copy it may have to make */
 	sign_pool_submit(r->signers, &rs->sj);
 }
 
@@ -1025,7 +1023,7 @@ static void run_close(struct run *r)
 		struct run_req *rq = r->reqs;
 		req_unlink(r, rq);
 		if (--rq->rj->left == 0) { /* its last request */
-			free(rq->rj->signed_data);
+			signed_msg_free(&rq->rj->sm);
 			free(rq->rj);
 		}
 		free(rq);

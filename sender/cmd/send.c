@@ -209,6 +209,7 @@ struct envelope {
 	char (*rx)[600];     /* ... formatted */
 	char *data;
 	size_t len;
+	struct signed_msg sm;         /* the signatures sent before data, signer.h */
 	char dkim[SIGNER_RESULT_MAX]; /* signer.h: "d=... s=...", or "none" */
 };
 
@@ -217,6 +218,7 @@ static void envelope_fini(struct envelope *e)
 	free(e->ra);
 	free(e->rx);
 	free(e->data);
+	signed_msg_free(&e->sm);
 }
 
 /* Check the addresses. 0, or EX_DATAERR after saying which is bad. */
@@ -266,17 +268,11 @@ static int envelope_data(const struct cmd_send_opts *o, const struct config *cfg
 		return EX_DATAERR;
 	}
 	/* DKIM (signer.h), as `run` signs a job: once, in the wire form */
-	char *sd, serr[300];
-	size_t sl;
-	if (signer_sign(cfg, e->data, e->len, o->dkim, (int64_t)time(NULL), &sd, &sl, e->dkim, serr,
+	char serr[300];
+	if (signer_sign(cfg, e->data, e->len, o->dkim, (int64_t)time(NULL), &e->sm, e->dkim, serr,
 			sizeof(serr)) != 0) {
 		fprintf(stderr, "mxsend send: message %s: %s\n", o->msg, serr);
 		return EX_DATAERR;
-	}
-	if (sd != NULL) {
-		free(e->data);
-		e->data = sd;
-		e->len = sl;
 	}
 	return 0;
 }
@@ -311,6 +307,7 @@ static struct domain_req *submit_all(struct deliver *d, struct send_ctx *ctx,
 		q->rcpts = drs[k].rcpts;
 		q->data = e->data;
 		q->len = e->len;
+		q->wire = e->sm.pre ? &e->sm.wire : NULL;
 		q->tls_min_level = -1;
 		q->pool = pool;
 		q->rcpt_done = rcpt_done;

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -29,6 +30,7 @@
 #include <openssl/pem.h>
 
 #include "sender/config.h"
+#include "sender/msg.h"
 #include "sender/dkim.h"
 #include "sender/signer.h"
 #include "tests/fuzz/fuzz.h"
@@ -187,23 +189,39 @@ static void check_signer(const char *m, size_t n, bool simple)
 	char *hdr[] = { "from", "to", "subject", "date", NULL }, *over[] = { "from", "subject", NULL };
 	struct dkim_conf dc = { .domain = dom, .canon = simple, .headers = hdr, .oversign = over, .key = key() };
 	struct config c = { .dkims = &dc, .n_dkims = 1 };
-	char *out = NULL;
-	size_t ol = 0;
-	int rc = signer_sign(&c, m, n, NULL, 1700000000, &out, &ol, res, err, sizeof(err));
+	struct signed_msg sm;
+	int rc = signer_sign(&c, m, n, NULL, 1700000000, &sm, res, err, sizeof(err));
 	if (rc != 0) {
-		FUZZ_NEED(out == NULL && err[0] != '\0' && strcmp(res, "none") == 0);
+		FUZZ_NEED(sm.pre == NULL && sm.wire.data == NULL && err[0] != '\0' && strcmp(res, "none") == 0);
 		return;
 	}
-	if (out == NULL) { /* the domain is not one dkim_key_load takes: no key, unsigned */
-		FUZZ_NEED(strcmp(res, "none") == 0);
+	if (sm.pre == NULL) { /* the domain is not one dkim_key_load takes: no key, unsigned */
+		FUZZ_NEED(sm.wire.data == NULL && strcmp(res, "none") == 0);
 		return;
 	}
+	/* what goes on the wire: the signatures, then the message as
+	 * msg_wire_prepare makes it (m itself when it already was the wire form) */
+	struct msg_wire w;
+	msg_wire_prepare(m, n, false, &w);
+	const struct msg_wire *sw = &sm.wire;
+	FUZZ_NEED(sw->pre == sm.pre && sw->borrowed == w.borrowed && sw->len == w.len &&
+		  memcmp(sw->data, w.data, w.len) == 0 && (!w.borrowed || sw->data == m));
+	FUZZ_NEED(sw->has_8bit == w.has_8bit && sw->hdr_utf8 == w.hdr_utf8 &&
+		  sw->longest_line >= w.longest_line);
+	msg_wire_fini(&w);
+	size_t ol = msg_wire_len(sw);
+	char *out = malloc(ol + 1);
+	FUZZ_NEED(out != NULL);
+	memcpy(out, sw->pre, sw->pre_len);
+	memcpy(out + sw->pre_len, sw->data, sw->len);
 	FUZZ_NEED(strncmp(out, "DKIM-Signature: v=1; a=ed25519-sha256; c=", 41) == 0);
+	FUZZ_NEED(sw->pre_len >= 2 && memcmp(sw->pre + sw->pre_len - 2, "\r\n", 2) == 0);
 	FUZZ_NEED(strncmp(res, "d=", 2) == 0 && ol >= 2 && memcmp(out + ol - 2, "\r\n", 2) == 0);
 	for (size_t i = 0; i < ol; i++)
 		FUZZ_NEED((out[i] != '\n' || (i > 0 && out[i - 1] == '\r')) &&
 			  (out[i] != '\r' || (i + 1 < ol && out[i + 1] == '\n')));
 	free(out);
+	signed_msg_free(&sm);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
