@@ -294,7 +294,49 @@ t_graceful() {
 	echo "SENTINEL FAILOVER ($*): duplicates=$dups" >>"$INTEG_DIR/failover.figures"
 }
 
+# wait_replicas: the replica stalls (SIGSTOP), so a commit's WAIT is pending
+# when the master is killed; mxsend sends that commit again to the promoted
+# replica (evt=commit_unconfirmed) instead of taking it as done. The old
+# master comes back as a replica of the new one, so WAITs succeed again.
+t_wait() {
+	setup wt || return 1
+	local c=$CASE_DIR/wt.conf md n=300 before res rpid
+	conf "$c" wt "$SENTINELS" "$(printf 'wait_replicas = 1\nwait_timeout = 10s')"
+	sed -i '/^\[mxsend\]/a max_inflight = 20' "$c"
+	pipe_jobs "$M" "$n" "fo.test" wt
+	assert_eq "jobs replicated" 1 "$(rcli "$M" WAIT 1 5000)"
+	md=$(sink_maildir slow)
+	before=$(sink_count slow)
+	mx_start wt "$c" || return 1
+	wait_until 60 sh -c "[ \$(ls $md | grep -c '\\.env\$') -ge $((before + n / 3)) ]" ||
+		{ fail "not a third delivered in 60 s"; return 1; }
+	rpid=$(proc_pid redis.wt-r) || { fail "no replica pid"; return 1; }
+	kill -STOP "$rpid"
+	sleep 1 # commits wait for the stalled replica (up to 10 s)
+	stop_proc "redis.wt-m" KILL
+	kill -CONT "$rpid"
+	wait_until 30 sh -c "[ \"\$(redis-cli -p $S1 SENTINEL get-master-addr-by-name wt | sed -n 2p)\" = $R ]" ||
+		{ fail "no failover to the replica in 30 s"; return 1; }
+	start_redis -n wt-m -- --replicaof 127.0.0.1 "$R" || return 1
+	wait_until 90 sh -c "[ \"\$(redis-cli -p $R XLEN mxsend:jobs)\" = 0 ] &&
+		[ \"\$(redis-cli -p $R XLEN mxsend:results)\" -ge $n ]" ||
+		fail "not finished on the new master in 90 s (jobs $(rcli "$R" XLEN mxsend:jobs), results $(rcli "$R" XLEN mxsend:results))"
+	sleep 1
+	assert_eq "mxsend stops cleanly" 0 "$(mx_stop wt TERM 20)"
+	res=$(results "$R" id,status)
+	assert_eq "jobs without a result (lost)" 0 "$(awk -F'|' -v n="$n" '{ s[$1] = 1 } END { m = 0
+		for (i = 1; i <= n; i++) if (!(("wt-" i) in s)) m++; print m }' <<<"$res")"
+	assert_eq "jobs with more than one final result" 0 \
+		"$(awk -F'|' '{ c[$1]++ } END { d = 0; for (k in c) if (c[k] > 1) d++; print d }' <<<"$res")"
+	assert_match "the unconfirmed commit was sent again" 'evt=commit_unconfirmed' "$(cat "$CASE_DIR/wt/log")"
+	local dups
+	dups=$(cat "$md"/*.eml | grep '^X-Job: wt-' | sort | uniq -d | wc -l)
+	assert_lt "duplicate deliveries (at most the jobs claimed while the replica stalled)" 21 "$dups"
+	echo "replica stalled, master killed, wait_replicas = 1: duplicates=$dups" >>"$INTEG_DIR/failover.figures"
+}
+
 run_case "commands find the master through the sentinels, and follow a failover" t_commands
+run_case "wait_replicas: a commit not yet on the replica is sent again to the new master" t_wait
 run_case "SENTINEL FAILOVER during a run: one final result per job on the new master" t_graceful gf 1000
 run_case "... with min-replicas-to-write 1: no duplicate beyond the jobs in flight (50)" t_graceful gm 50 \
 	--min-replicas-to-write 1
