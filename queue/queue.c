@@ -322,10 +322,17 @@ static void schedule_reconnect(struct qconn *c, bool was_ready, const char *why)
 	/* warn when it stops working, and when it starts failing; then info */
 	bool first = was_ready || !c->failing;
 	c->failing = true;
+	if (q->sent != NULL) /* the master failed us: ask the sentinels again */
+		qsent_stale(q->sent, !was_ready);
 	qlog(q, first ? QUEUE_LOG_WARN : QUEUE_LOG_INFO,
 	     "evt=redis_down conn=%s err=\"%s\" retry_ms=%llu", c->name, why,
 	     (unsigned long long)delay);
 	q->h.timer_arm(c->reconnect, delay);
+}
+
+void qconn_retry(struct qconn *c, bool was_ready, const char *why)
+{
+	schedule_reconnect(c, was_ready, why);
 }
 
 static void conn_lost(struct qconn *c, const redisAsyncContext *ac)
@@ -356,8 +363,15 @@ struct qconn *qconn_reply(redisAsyncContext *ac, const void *reply)
 		if (c->pending > 0)
 			c->pending--;
 		c->progress = qnow(c->q);
-		if (reply == NULL)
+		if (reply == NULL) {
 			conn_lost(c, ac);
+		} else if (((const redisReply *)reply)->type == REDIS_REPLY_ERROR &&
+			   (strncmp(((const redisReply *)reply)->str, "READONLY", 8) == 0 ||
+			    strncmp(((const redisReply *)reply)->str, "UNBLOCKED", 9) == 0)) {
+			/* a replica now (failover): reconnect, to the new master */
+			qlog(c->q, QUEUE_LOG_WARN, "evt=redis_readonly conn=%s", c->name);
+			qconn_drop(c);
+		}
 	}
 	return c;
 }
@@ -440,7 +454,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 
 enum init_step {
 	I_AUTH, I_SELECT, I_SCRIPT_COMMIT, I_SCRIPT_MOVE, I_SCRIPT_GC, I_SCRIPT_PEERS, I_GROUP, I_NAME,
-	I_SCRIPT_DEAD /* last: the numbers above appear in logs (step=) */
+	I_SCRIPT_DEAD, I_ROLE /* last: the numbers above appear in logs (step=) */
 };
 
 static void conn_ready(struct qconn *c)
@@ -464,9 +478,18 @@ static void on_init(redisAsyncContext *ac, void *r, void *priv)
 	enum init_step step = (enum init_step)(intptr_t)priv;
 	if (reply == NULL || c->ac != ac || q->freeing)
 		return;
+	if (step == I_ROLE) { /* Sentinel: is it still the master? */
+		if (!qsent_role_ok(q, c, reply))
+			qconn_drop(c);
+		return;
+	}
 	if (reply->type == REDIS_REPLY_ERROR) {
 		if (step == I_GROUP && strncmp(reply->str, "BUSYGROUP", 9) == 0)
 			return; /* the group exists: fine */
+		if (step == I_GROUP && strncmp(reply->str, "NOREPLICAS", 10) == 0) {
+			q->need_group = true; /* min-replicas-to-write: the tick tries again */
+			return;
+		}
 		qlog(q, QUEUE_LOG_ERROR, "evt=redis_init_failed conn=%s step=%d err=\"%s\"", c->name,
 		     (int)step, reply->str);
 		qconn_drop(c);
@@ -506,6 +529,8 @@ static void conn_connect(struct qconn *c)
 	if (q->freeing || c->ac != NULL)
 		return;
 	char why[256] = "out of memory";
+	if (q->sent != NULL && !qsent_addr(q->sent, c))
+		return; /* asking the sentinels: connected when they answer */
 	if (q->addr.path[0] != '\0')
 		ac = redisAsyncConnectUnix(q->addr.path);
 	else
@@ -548,6 +573,10 @@ static void conn_connect(struct qconn *c)
 		const char *a[] = { "SELECT", db };
 		init_cmd(c, I_SELECT, 2, a);
 	}
+	if (q->sent != NULL) {
+		const char *a[] = { "ROLE" };
+		init_cmd(c, I_ROLE, 1, a);
+	}
 	if (!c->claim) {
 		const char *a1[] = { "SCRIPT", "LOAD", qscript_commit };
 		init_cmd(c, I_SCRIPT_COMMIT, 3, a1);
@@ -573,6 +602,11 @@ static void conn_connect(struct qconn *c)
 			*p = '_';
 	const char *a5[] = { "CLIENT", "SETNAME", name };
 	init_cmd(c, I_NAME, 3, a5);
+}
+
+void qconn_connect(struct qconn *c)
+{
+	conn_connect(c);
 }
 
 static void on_reconnect(void *arg)
@@ -897,6 +931,11 @@ struct queue *queue_new(const struct queue_config *cfg, const struct queue_host 
 		qlanes_fini(q->lanes, q->nlanes);
 		goto fail;
 	}
+	if (cfg->sentinels != NULL && cfg->sentinels[0] != '\0' &&
+	    (q->sent = qsent_new(q, err, errlen)) == NULL) {
+		qlanes_fini(q->lanes, q->nlanes);
+		goto fail;
+	}
 	q->procs_key = qstrcat(cfg->jobs, ":procs");
 	q->supp_key = qstrcat(cfg->jobs, ":suppress");
 	q->supp_exp_key = qstrcat(cfg->jobs, ":suppress:exp");
@@ -980,6 +1019,7 @@ void queue_free(struct queue *q)
 			redisAsyncFree(ac);
 		}
 	}
+	qsent_free(q->sent);
 	while (q->jobs != NULL)
 		job_unlink_free(q, q->jobs);
 	q->h.timer_free(q->cmd.reconnect);

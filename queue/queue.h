@@ -42,7 +42,10 @@
  *   every visibility_timeout/3, so live processes do not steal each other's work.
  * - Connection loss: reconnect with exponential back-off, 100 ms .. 5 s, with
  *   jitter; commands time out (the connection is dropped) after 15 s without
- *   a reply. Blocking reads (XREADGROUP BLOCK) use their own connection.
+ *   a reply. Blocking reads (XREADGROUP BLOCK) use their own connection. A
+ *   READONLY (or UNBLOCKED) reply drops the connection too: a demoted master.
+ *   With sentinels (queue/sentinel.c) each connect after a failure asks them
+ *   where the master is, and +switch-master reconnects at once.
  *
  * Threading: everything runs on the host's loop thread. No function here calls
  * back into the host before returning, except where stated. */
@@ -80,6 +83,28 @@ int queue_url_parse(const char *url, struct queue_addr *a, char *err, size_t err
  * holds (also when it does not parse). Writes into out (n bytes, truncated)
  * and returns out; url NULL gives "(default)". Pure. */
 const char *queue_url_redact(const char *url, char *out, size_t n);
+
+/* ---- Redis Sentinel (queue/sentinel.c) ---- */
+
+#define QUEUE_SENTINELS_MAX 16
+#define QUEUE_SENTINEL_PORT 26379
+struct queue_hostport {
+	char host[256];
+	int port;
+};
+/* Parse "HOST[:PORT],..." (IPv6 as [ADDR]:PORT; PORT default 26379) into
+ * out[0..max). HOST is an IP address or a host name (queue_host_ok). Returns
+ * the count (>= 1), or -1 with a message in err. Pure. */
+int queue_sentinels_parse(const char *s, struct queue_hostport *out, int max, char *err,
+			  size_t errlen);
+/* True when host[0..n) is an IPv4 or IPv6 address or a host name (labels of
+ * letters, digits, '-' and '_', 1..63 bytes, 253 in all). Pure. */
+bool queue_host_ok(const char *host, size_t n);
+/* A sentinel's answer to SENTINEL get-master-addr-by-name (hostile input):
+ * host and port (decimal 1..65535) checked and copied into out. 0, or -1.
+ * Pure. */
+int queue_master_addr_check(const char *host, size_t hlen, const char *port, size_t plen,
+			    struct queue_hostport *out);
 
 /* ---- configuration and host services ---- */
 
@@ -137,6 +162,17 @@ struct queue_config {
 	bool peers_settle;      /* limits are split between the processes
 	                         * (max_connections_total): take no job until the
 	                         * others have seen this process in J:procs */
+	/* Redis Sentinel (queue/sentinel.c, README "Sentinel"): sentinels NULL
+	 * or "": none, the URL's host:port is the master. Else
+	 * "HOST:PORT,HOST:PORT..." (queue_sentinels_parse): the master named
+	 * master_name is asked of them (the URL then gives only the database,
+	 * user and password), and asked again after a failover. */
+	const char *sentinels;
+	const char *master_name;
+	const char *sentinel_password; /* NULL or "": the sentinels need none */
+	int wait_replicas;      /* > 0: WAIT for this many replicas after each
+	                         * commit before the job counts as done */
+	uint64_t wait_timeout_ms; /* WAIT's timeout (0: 1 s) */
 };
 
 struct queue_timer; /* the host's */

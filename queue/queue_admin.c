@@ -210,14 +210,27 @@ static redisContext *connect_sync(const struct queue_config *cfg, bool *refused,
 	struct timeval tv = { 5, 0 };
 	const char *url = cfg->url, *username = cfg->username, *password = cfg->password;
 	char why[512];
+	bool sentinel = cfg->sentinels != NULL && cfg->sentinels[0] != '\0';
+	int from = 0; /* Sentinel: the next sentinel to ask */
 	if (queue_url_parse(url, &a, err, errlen) != 0)
 		return NULL;
+again:
+	if (sentinel && (from = qsent_ask_sync(cfg, from, &a, err, errlen)) < 0) {
+		explicit_bzero(a.password, sizeof(a.password));
+		return NULL;
+	}
 	redisContext *c = a.path[0] ? timeouts_or_why(redisConnectUnixWithTimeout(a.path, tv), why, sizeof(why))
 				    : qsync_dial(&cfg->tls, a.tls, a.host, a.port, why, sizeof(why));
 	if (c == NULL) {
 		char shown[512];
-		snprintf(err, errlen, "redis: connect to %s: %s", queue_url_redact(url, shown, sizeof(shown)),
-			 why);
+		if (sentinel)
+			snprintf(shown, sizeof(shown), "%s:%d (master %s)", a.host, a.port, cfg->master_name);
+		snprintf(err, errlen, "redis: connect to %s: %s",
+			 sentinel ? shown : queue_url_redact(url, shown, sizeof(shown)), why);
+		if (sentinel) { /* that sentinel is behind: ask the next */
+			from++;
+			goto again;
+		}
 		explicit_bzero(a.password, sizeof(a.password));
 		return NULL;
 	}
@@ -242,6 +255,23 @@ static redisContext *connect_sync(const struct queue_config *cfg, bool *refused,
 		if (qsync_reply_err(c, r, "SELECT", err, errlen) != 0)
 			goto fail;
 		freeReplyObject(r);
+	}
+	if (sentinel) { /* the sentinels' answer may be stale: is it the master? */
+		const char *av[] = { "ROLE" };
+		r = redisCommandArgv(c, 1, av, NULL);
+		bool master = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+			      r->element[0]->type == REDIS_REPLY_STRING &&
+			      strcmp(r->element[0]->str, "master") == 0;
+		bool noperm = r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOPERM", 6) == 0;
+		if (r != NULL)
+			freeReplyObject(r);
+		if (!master && !noperm) {
+			snprintf(err, errlen, "redis: %s:%d, named master %s by a sentinel, is not a master "
+				 "(a failover under way?)", a.host, a.port, cfg->master_name);
+			redisFree(c);
+			from++;
+			goto again;
+		}
 	}
 	explicit_bzero(a.password, sizeof(a.password));
 	return c;

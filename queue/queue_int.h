@@ -48,6 +48,7 @@ struct qconn {
 	uint64_t ready_at;
 	uint64_t backoff;
 	bool failing; /* connects fail since the last READY (log at info after the first) */
+	bool want_addr; /* waits for the sentinels' answer (queue/sentinel.c) */
 	struct queue_timer *reconnect;
 };
 
@@ -97,6 +98,7 @@ struct queue {
 	char *procs_key, *supp_key, *supp_exp_key;
 	char sha_commit[41], sha_move[41], sha_gc[41], sha_peers[41], sha_dead[41];
 	struct qconn cmd, clm;
+	struct qsent *sent; /* NULL: no Sentinel (queue/sentinel.c) */
 	struct queue_timer *tick, *flush;
 	bool started, stopping, freeing, need_group;
 
@@ -118,6 +120,7 @@ struct queue {
 	unsigned cq_n; /* jobs in the lanes' commit FIFOs (qlane.cq_head) */
 	unsigned commits_out;
 	uint64_t commit_hold_until, commit_backoff;
+	bool wait_short; /* the last WAIT saw fewer replicas than wait_replicas */
 
 	uint64_t next_move, next_reclaim, next_heartbeat, next_stats, next_gc, next_peers, next_dead;
 	uint64_t reclaim_ms, heartbeat_ms;
@@ -147,6 +150,10 @@ struct qconn *qconn_reply(redisAsyncContext *ac, const void *reply);
 redisAsyncContext *qconn_dial(struct queue *q, const char *host, int port, char *why, size_t n);
 /* Drop the connection (reconnects after back-off). */
 void qconn_drop(struct qconn *c);
+/* Connect now (nothing when connected or connecting). */
+void qconn_connect(struct qconn *c);
+/* The connection failed for why: reconnect after the back-off. */
+void qconn_retry(struct qconn *c, bool was_ready, const char *why);
 /* A commit came back: live = 1 written, 0 skipped (already finished). */
 void qjob_committed(struct queue *q, struct qjob *qj, bool live);
 void qkick_claim(struct queue *q);
@@ -155,9 +162,9 @@ void *qalloc(size_t n);
 char *qstrcat(const char *a, const char *b);
 
 /* Blocking Redis connection for the command-line tools (queue_admin.c): URL
- * (rediss://: over cfg->tls), username and password (or the URL's: AUTH USER
- * PASSWORD with a user, else AUTH PASSWORD), database, 5 s timeouts. NULL
- * with err set. */
+ * (rediss://: over cfg->tls; or the master the sentinels name), username and
+ * password (or the URL's: AUTH USER PASSWORD with a user, else AUTH
+ * PASSWORD), database, 5 s timeouts. NULL with err set. */
 struct redisContext;
 struct redisReply;
 struct redisContext *qsync_connect(const struct queue_config *cfg, char *err, size_t errlen);
@@ -232,6 +239,34 @@ void qsupp_prune(struct queue *q);
  * when it adds none. */
 bool qsupp_auto(const struct queue *q, const struct job *j, int idx, char *field, size_t fieldlen,
 		char *value, size_t valuelen, uint64_t *expires);
+
+/* queue/sentinel.c: where the master is, when sentinels say (README
+ * "Sentinel"). The ask runs on the host's loop (hiredis async, one sentinel
+ * after the other, each within QS_ASK_MS); a SUBSCRIBE +switch-master
+ * connection to one sentinel (from the first answer on) says at once when
+ * they fail over. */
+struct qsent;
+/* NULL with err set on a bad sentinel list or master name. */
+struct qsent *qsent_new(struct queue *q, char *err, size_t errlen);
+void qsent_free(struct qsent *s);  /* any callback it causes does nothing */
+/* Before c connects: true with q->addr's host and port set to the master the
+ * sentinels named; false when they must be asked (c->want_addr set: c is
+ * connected, or its retry armed, when the ask ends). */
+bool qsent_addr(struct qsent *s, struct qconn *c);
+/* The master failed us (connection lost, READONLY, ROLE not master): the
+ * next connect asks the sentinels again; another one first with `rotate` (the
+ * address the last one gave never became a working connection). */
+void qsent_stale(struct qsent *s, bool rotate);
+/* The ROLE reply of a new connection: true when it is the master (or ROLE is
+ * refused to our user: READONLY still tells). Logs why not. */
+bool qsent_role_ok(struct queue *q, const struct qconn *c, const redisReply *r);
+/* Synchronous ask (short-lived commands, start-up): the first valid answer of
+ * the sentinels from index `from` on: the master's address into a->host,
+ * a->port; returns the index of the sentinel that gave it. -1 when none did
+ * (err says why; from past the last: err untouched). Blocks up to 1 s per
+ * sentinel. */
+int qsent_ask_sync(const struct queue_config *cfg, int from, struct queue_addr *a, char *err,
+		   size_t errlen);
 
 /* queue_commit.c */
 void qcommit_enqueue(struct queue *q, struct qjob *qj);

@@ -262,7 +262,7 @@ static const char *check_pattern(const char *s, int is_mx)
 /* ---- the key tables ---- */
 
 enum vtype { V_INT, V_DOUBLE, V_DUR, V_DUR32, V_SIZE, V_BOOL, V_CHOICE, V_SCHEDULE,
-	     V_STR, V_WORD, V_DNS, V_HOSTPORT, V_URL, V_RELAY };
+	     V_STR, V_WORD, V_DNS, V_HOSTPORT, V_URL, V_RELAY, V_SENTINELS };
 
 struct key {
 	const char *name;
@@ -302,6 +302,11 @@ static const struct key k_redis[] = {
 	{ "url", STR(G(redis_url), V_URL, "redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:/PATH"), 0 },
 	{ "username", STR(G(redis_username), V_WORD, "an ACL user name"), 0 },
 	{ "password", STR(G(redis_password), V_STR, ""), 0 },
+	{ "sentinels", STR(G(redis_sentinels), V_SENTINELS, "HOST:PORT,HOST:PORT... ([IPV6]:PORT)"), 0 },
+	{ "master_name", STR(G(redis_master_name), V_WORD, "the master's name at the sentinels"), 0 },
+	{ "sentinel_password", STR(G(redis_sentinel_password), V_STR, ""), 0 },
+	{ "wait_replicas", INT(G(redis_wait_replicas), 0, 100), 0 },
+	{ "wait_timeout", DUR(V_DUR, G(redis_wait_timeout_ms), 1, 10 * MS_S, "1ms..10s"), 0 },
 	{ "jobs", STR(G(jobs), V_WORD, WORD), 0 },
 	{ "results", STR(G(results), V_WORD, WORD), 0 },
 	{ "group", STR(G(group), V_WORD, WORD), 0 },
@@ -454,6 +459,7 @@ void config_defaults(struct config *c)
 		.reuse_time_ms = 5 * MS_M, .reuse_max = 0, .idle_timeout_ms = 30 * MS_S,
 		.shape_decrease = 0.8, .shape_increase = 0.01, .shape_hold_ms = 2 * MS_S,
 		.shape_max_wait_ms = 30 * MS_S, .shape_sync_ms = 1 * MS_S,
+		.redis_wait_timeout_ms = 1 * MS_S,
 	};
 	memcpy(c->schedule_ms, schedule, sizeof(schedule));
 	c->helo = xstrdup(host);
@@ -498,6 +504,9 @@ void config_fini(struct config *c)
 	free(c->redis_url);
 	free(c->redis_username);
 	free_secret(c->redis_password);
+	free(c->redis_sentinels);
+	free(c->redis_master_name);
+	free_secret(c->redis_sentinel_password);
 	free(c->jobs);
 	free(c->results);
 	free(c->group);
@@ -714,6 +723,15 @@ static int set_value(struct parse *p, const struct key *k, char *base, const cha
 		if (config_check_word(v) < 0)
 			return bad_value(p, k, v);
 		break;
+	case V_SENTINELS: {
+		struct queue_hostport hp[QUEUE_SENTINELS_MAX];
+		char why[300];
+		if (queue_sentinels_parse(v, hp, QUEUE_SENTINELS_MAX, why, sizeof(why)) < 0) {
+			fail(p, "%s in %s", why, k->name);
+			return -1;
+		}
+		break;
+	}
 	case V_STR:
 		break;
 	}
@@ -1203,7 +1221,8 @@ static int on_key(void *arg, const char *section, const char *name, const char *
 			r->set |= keys[i].bit;
 		if (r && keys[i].off == offsetof(struct rule, auth_user))
 			r->auth_line = p->line;
-		if (p->kind == SEC_GLOBAL && keys[i].off == offsetof(struct config, redis_url))
+		if (p->kind == SEC_GLOBAL && (keys[i].off == offsetof(struct config, redis_url) ||
+					      keys[i].off == offsetof(struct config, redis_sentinels)))
 			p->c->redis_named = true;
 		if (p->kind == SEC_GLOBAL && keys[i].off == offsetof(struct config, suppress_auto_s))
 			parse_auto(p);
@@ -1419,6 +1438,13 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
 	}
 	if (!p.failed)
 		check_egress(&p);
+	if (!p.failed && (c->redis_sentinels == NULL) != (c->redis_master_name == NULL))
+		fail_at(&p, p.global_line[1], "[redis] %s without %s: Sentinel needs both",
+			c->redis_sentinels ? "sentinels" : "master_name",
+			c->redis_sentinels ? "master_name" : "sentinels");
+	if (!p.failed && c->redis_sentinels != NULL && strncmp(c->redis_url, "unix:", 5) == 0)
+		fail_at(&p, p.global_line[1], "[redis] sentinels with a unix: url: the sentinels name "
+			"a TCP address (the url gives only the database, user and password)");
 	if (!p.failed && config_load_classes(c, err, errlen) != 0)
 		return -1;
 	return p.failed ? -1 : 0;

@@ -189,7 +189,12 @@ struct config {
 	char *redis_url;    /* default redis://127.0.0.1:6379/0 */
 	char *redis_username;  /* an ACL user (AUTH USER PASSWORD); NULL: the URL's, if any */
 	char *redis_password;  /* never logged (nor the URL's: see queue_url_redact) */
-	bool redis_named;      /* the file sets [redis] url: `send` adds to the TLSRPT counters */
+	bool redis_named;      /* the file sets [redis] url or sentinels: `send` adds to the TLSRPT counters */
+	char *redis_sentinels; /* key sentinels: "host:port,..." (queue_sentinels_parse); NULL none */
+	char *redis_master_name; /* key master_name: the master the sentinels watch */
+	char *redis_sentinel_password; /* key sentinel_password; never logged */
+	int redis_wait_replicas;       /* key wait_replicas: WAIT after each commit; 0 none */
+	uint64_t redis_wait_timeout_ms; /* key wait_timeout, default 1s */
 	char *jobs, *results, *group; /* mxsend:jobs, mxsend:results, mxsend */
 	uint64_t visibility_timeout_ms; /* key visibility_timeout, default 5m */
 	/* rediss:// (queue.h struct queue_tls): keys tls_ca (NULL: the system

@@ -184,6 +184,11 @@ void cmd_queue_config(const struct config *cfg, struct queue_config *qc)
 	qc->tls = (struct queue_tls){ .ca_file = cfg->redis_tls_ca, .cert_file = cfg->redis_tls_cert,
 				      .key_file = cfg->redis_tls_key, .name = cfg->redis_tls_name,
 				      .connect = redis_tls_connect };
+	qc->sentinels = cfg->redis_sentinels;
+	qc->master_name = cfg->redis_master_name;
+	qc->sentinel_password = cfg->redis_sentinel_password;
+	qc->wait_replicas = cfg->redis_wait_replicas;
+	qc->wait_timeout_ms = cfg->redis_wait_timeout_ms;
 	qc->jobs = cfg->jobs;
 	qc->results = cfg->results;
 	qc->group = cfg->group;

@@ -1012,9 +1012,12 @@ static int run_loop(struct run *r)
 	r->sig_op.fn = on_signal;
 	loop_read(r->l, &r->sig_op, r->sigfd, &r->si, sizeof(r->si));
 	char shown[512];
-	log_info("evt=run_start consumer=%s redis=%s jobs=%s max_inflight=%d workers=%d", r->consumer,
-		 queue_url_redact(r->cfg.redis_url, shown, sizeof(shown)), r->cfg.jobs,
-		 r->cfg.max_inflight, workers_count(r->w));
+	log_info("evt=run_start consumer=%s redis=%s%s%s%s%s jobs=%s max_inflight=%d workers=%d",
+		 r->consumer, queue_url_redact(r->cfg.redis_url, shown, sizeof(shown)),
+		 r->cfg.redis_sentinels ? " sentinels=" : "", r->cfg.redis_sentinels ? r->cfg.redis_sentinels : "",
+		 r->cfg.redis_sentinels ? " master_name=" : "",
+		 r->cfg.redis_master_name ? r->cfg.redis_master_name : "", r->cfg.jobs, r->cfg.max_inflight,
+		 workers_count(r->w));
 	queue_start(r->q);
 	int rc = EX_OK, lr = loop_run(r->l);
 	if (lr < 0) {

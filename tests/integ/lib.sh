@@ -542,19 +542,21 @@ expect_mail() {
 # ---------------------------------------------------------------------------
 # Redis
 
-# start_redis [-n NAME] [--aof]
+# start_redis [-n NAME] [--aof] [-- ARG...]
 # redis-server on 127.0.0.1 at a private port, no RDB snapshots, AOF off (or
 # on, fsync always, with --aof), dir in the work directory, in the foreground
-# of a background job. Sets REDIS_PORT and REDIS_URL. Starting a NAME again
+# of a background job; ARG... after "--" are more redis-server options (e.g.
+# --replicaof 127.0.0.1 PORT). Sets REDIS_PORT and REDIS_URL. Starting a NAME again
 # after stop_proc redis.NAME reuses its port and directory (so an AOF run
 # reloads its data: a crash-restart test). Waits (at most 5 s) for PING.
 start_redis() {
 	[ "$INTEG_LIST" = 1 ] && return 0 # --list: nothing starts
-	local name=redis aof=no
+	local name=redis aof=no more=()
 	while [ $# -gt 0 ]; do
 		case $1 in
 		-n) name=$2; shift ;;
 		--aof) aof=yes ;;
+		--) shift; more=("$@"); break ;;
 		*) echo "start_redis: unknown argument $1" >&2; return 2 ;;
 		esac
 		shift
@@ -570,7 +572,7 @@ start_redis() {
 	integ_spawn "redis.$name" "$dir/stderr.log" redis-server \
 		--bind 127.0.0.1 --port "$port" --daemonize no --save "" \
 		--appendonly "$aof" --appendfsync always --dir "$dir" \
-		--pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
+		--pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "${more[@]}"
 	local pid=$SPAWN_PID i
 	for ((i = 0; i < 50; i++)); do
 		if ! kill -0 "$pid" 2>/dev/null; then
@@ -599,6 +601,41 @@ start_redis() {
 	done
 	echo "start_redis: no PONG from 127.0.0.1:$port within 5 s" >&2
 	tail -n 20 "$dir/redis.log" >&2 2>/dev/null
+	return 1
+}
+
+# start_sentinel NAME MASTER MASTER_PORT [QUORUM]: redis-sentinel on
+# 127.0.0.1 at a private port, watching master MASTER (a name) at
+# 127.0.0.1:MASTER_PORT with QUORUM (default 2): down after 1 s, failover
+# timeout 3 s. Its config file (Sentinel rewrites it) and log in the work
+# directory. Sets SENTINEL_PORT. Waits (at most 5 s) for PING.
+start_sentinel() {
+	[ "$INTEG_LIST" = 1 ] && return 0 # --list: nothing starts
+	local name=$1 master=$2 mport=$3 quorum=${4:-2} dir=$INTEG_DIR/sentinel.$1 port
+	mkdir -p "$dir"
+	port=$(integ_port) || return 1
+	cat >"$dir/sentinel.conf" <<EOC
+port $port
+bind 127.0.0.1
+daemonize no
+dir $dir
+logfile $dir/sentinel.log
+pidfile $dir/sentinel.pid
+sentinel monitor $master 127.0.0.1 $mport $quorum
+sentinel down-after-milliseconds $master 1000
+sentinel failover-timeout $master 3000
+sentinel parallel-syncs $master 1
+EOC
+	integ_spawn "sentinel.$name" "$dir/stderr.log" redis-sentinel "$dir/sentinel.conf"
+	local pid=$SPAWN_PID
+	# ours answers (the port is reserved for this run), or it exited
+	wait_until 5 sh -c "! kill -0 $pid 2>/dev/null || [ \"\$(timeout 2 redis-cli -p $port ping 2>/dev/null)\" = PONG ]"
+	if kill -0 "$pid" 2>/dev/null && [ "$(redis_ping "$port")" = PONG ]; then
+		SENTINEL_PORT=$port
+		return 0
+	fi
+	echo "start_sentinel: redis-sentinel exited, or no PONG from 127.0.0.1:$port within 5 s:" >&2
+	tail -n 20 "$dir/stderr.log" "$dir/sentinel.log" >&2 2>/dev/null
 	return 1
 }
 

@@ -398,6 +398,27 @@ static void t_err_patterns(void)
 	load_err("[domain]\n", "1: section [domain] needs one name, as in [domain example.com]");
 	load_err("[domain a.com b.com]\n", "1: section [domain] needs one name, as in [domain example.com]");
 	load_err("[redis main]\n", "1: section [redis] takes no name");
+	/* Sentinel: both keys or neither; a good list; TCP only */
+	load_err("[redis]\nsentinels = 127.0.0.1:26379\n",
+		 "1: [redis] sentinels without master_name: Sentinel needs both");
+	load_err("[redis]\nmaster_name = m\n", "1: [redis] master_name without sentinels: Sentinel needs both");
+	load_err("[redis]\nsentinels = 127.0.0.1:0\n",
+		 "2: bad sentinel \"127.0.0.1:0\": expected HOST:PORT or [IPV6]:PORT in sentinels");
+	load_err("[redis]\nurl = unix:/tmp/r.sock\nsentinels = s1\nmaster_name = m\n",
+		 "1: [redis] sentinels with a unix: url: the sentinels name a TCP address (the url "
+		 "gives only the database, user and password)");
+	load_err("[redis]\nwait_replicas = 101\n", "2: bad value \"101\" for wait_replicas (integer 0..100)");
+	load_err("[redis]\nwait_timeout = 11s\n",
+		 "2: bad value \"11s\" for wait_timeout (duration like 500ms, 30s, 5m, 2h, 2d; 1ms..10s)");
+	struct config c;
+	load_ok(&c, "[redis]\nsentinels = 10.0.0.1:26379,s2\nmaster_name = mx\nsentinel_password = p\n"
+		    "wait_replicas = 1\nwait_timeout = 250ms\n");
+	CHECK_STR(c.redis_sentinels, "10.0.0.1:26379,s2");
+	CHECK_STR(c.redis_master_name, "mx");
+	CHECK_STR(c.redis_sentinel_password, "p");
+	CHECK_INT(c.redis_wait_replicas, 1);
+	CHECK_INT(c.redis_wait_timeout_ms, 250);
+	config_fini(&c);
 }
 
 /* Credentials only to a relay whose certificate verifies (issue 17, 4). */
