@@ -30,7 +30,7 @@ MALLOC_LIBS := -l:libjemalloc_pic.a -lm -ldl
 DEB_PKGS := gcc make pkg-config python3 perl iproute2 procps \
 	liburing-dev libssl-dev libc-ares-dev libhiredis-dev libinih-dev libjansson-dev zlib1g-dev \
 	libjemalloc-dev \
-	python3-dkim python3-nacl python3-dnspython python3-redis openssl unbound redis-server redis-tools \
+	python3-dkim python3-nacl python3-dnspython python3-redis openssl unbound redis-server redis-tools redis-sentinel \
 	nginx-light gnuplot-nox ca-certificates postfix man-db groff-base ldnsutils bind9-dnsutils \
 	libgnutls-dane0 libgnutls30 libidn12 libevent-2.1-7 libnsl2 libdb5.3 libpam0g
 # Receiving MTAs for tests/integ/t_interop.sh that cannot be installed beside postfix (Debian's

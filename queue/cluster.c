@@ -298,40 +298,41 @@ void qcluster_error(struct qconn *c, const redisReply *r)
 
 /* ---- synchronous route ---- */
 
-redisContext *qcluster_sync_open(const char *url, const char *username, const char *password,
-				 const char *nodes, const char *key, char *err, size_t errlen)
+redisContext *qcluster_sync_open(const struct queue_config *qc, const char *key, char *err,
+				 size_t errlen)
 {
-	redisContext *c = qsync_connect(url, username, password, err, errlen);
+	struct queue_addr a;
+	struct queue_node at;
+	if (queue_url_parse(qc->url, &a, err, errlen) != 0)
+		return NULL;
+	snprintf(at.host, sizeof(at.host), "%s", a.host);
+	at.port = a.port;
+	explicit_bzero(a.password, sizeof(a.password));
+	redisContext *c = qsync_connect(qc, err, errlen);
+	const char *nodes = qc->cluster_nodes;
 	if (c == NULL && nodes != NULL && nodes[0] != '\0') { /* the URL's node is down: the others */
 		struct queue_node more[QUEUE_CLUSTER_NODES / 2];
 		char why[300];
 		int n = queue_cluster_nodes(nodes, more, QUEUE_CLUSTER_NODES / 2, why, sizeof(why));
 		for (int i = 0; i < n && c == NULL; i++)
-			c = qsync_connect_at(url, username, password, &more[i], err, errlen);
+			if ((c = qsync_connect_at(qc, &more[i], err, errlen)) != NULL)
+				at = more[i];
 		if (n < 0)
 			snprintf(err, errlen, "redis: cluster_nodes: %s", why);
 	}
 	if (c == NULL)
 		return NULL;
-	return qcluster_sync_route(c, key, url, username, password, err, errlen);
+	return qcluster_sync_route(c, &at, key, qc, err, errlen);
 }
 
-redisContext *qcluster_sync_route(redisContext *c, const char *key, const char *url,
-				  const char *username, const char *password, char *err, size_t errlen)
+redisContext *qcluster_sync_route(redisContext *c, const struct queue_node *at, const char *key,
+				  const struct queue_config *qc, char *err, size_t errlen)
 {
-	struct queue_addr a;
-	if (queue_url_parse(url, &a, err, errlen) != 0) {
-		redisFree(c);
-		return NULL;
-	}
 	unsigned slot = queue_key_slot(key, strlen(key));
-	struct queue_node known[QUEUE_CLUSTER_NODES], owner;
+	struct queue_node known[QUEUE_CLUSTER_NODES], owner = *at;
 	int nknown = 0;
-	snprintf(owner.host, sizeof(owner.host), "%s", a.host);
-	owner.port = a.port;
-	explicit_bzero(a.password, sizeof(a.password));
-	/* at most a few hops: the URL's node, the owner it names, and the owner
-	 * that one names while a failover settles */
+	/* at most a few hops: the node reached (at), the owner it names, and the
+	 * owner that one names while a failover settles */
 	bool failed = false;
 	for (int hop = 0; hop < 3 && !failed; hop++) {
 		const char *av[] = { "CLUSTER", "SLOTS" };
@@ -353,7 +354,7 @@ redisContext *qcluster_sync_route(redisContext *c, const char *key, const char *
 		if (owner.port == here.port && strcmp(owner.host, here.host) == 0)
 			return c;
 		redisFree(c);
-		c = qsync_connect_at(url, username, password, &owner, err, errlen);
+		c = qsync_connect_at(qc, &owner, err, errlen);
 		if (c == NULL)
 			return NULL;
 	}

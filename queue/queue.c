@@ -324,10 +324,17 @@ static void schedule_reconnect(struct qconn *c, bool was_ready, const char *why)
 	/* warn when it stops working, and when it starts failing; then info */
 	bool first = was_ready || !c->failing;
 	c->failing = true;
+	if (q->sent != NULL) /* the master failed us: ask the sentinels again */
+		qsent_stale(q->sent, !was_ready);
 	qlog(q, first ? QUEUE_LOG_WARN : QUEUE_LOG_INFO,
 	     "evt=redis_down conn=%s err=\"%s\" retry_ms=%llu", c->name, why,
 	     (unsigned long long)delay);
 	q->h.timer_arm(c->reconnect, delay);
+}
+
+void qconn_retry(struct qconn *c, bool was_ready, const char *why)
+{
+	schedule_reconnect(c, was_ready, why);
 }
 
 static void conn_lost(struct qconn *c, const redisAsyncContext *ac)
@@ -367,10 +374,17 @@ struct qconn *qconn_reply(redisAsyncContext *ac, const void *reply)
 		if (c->pending > 0)
 			c->pending--;
 		c->progress = qnow(c->q);
-		if (reply == NULL)
+		if (reply == NULL) {
 			conn_lost(c, ac);
-		else if (c->q->cfg.cluster && ((const redisReply *)reply)->type == REDIS_REPLY_ERROR)
+		} else if (((const redisReply *)reply)->type == REDIS_REPLY_ERROR &&
+			   (strncmp(((const redisReply *)reply)->str, "READONLY", 8) == 0 ||
+			    strncmp(((const redisReply *)reply)->str, "UNBLOCKED", 9) == 0)) {
+			/* a replica now (failover): reconnect, to the new master */
+			qlog(c->q, QUEUE_LOG_WARN, "evt=redis_readonly conn=%s", c->name);
+			qconn_drop(c);
+		} else if (c->q->cfg.cluster && ((const redisReply *)reply)->type == REDIS_REPLY_ERROR) {
 			qcluster_error(c, reply); /* MOVED: to the slot's new node */
+		}
 	}
 	return c;
 }
@@ -453,7 +467,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 
 enum init_step {
 	I_AUTH, I_SELECT, I_SCRIPT_COMMIT, I_SCRIPT_MOVE, I_SCRIPT_GC, I_SCRIPT_PEERS, I_GROUP, I_NAME,
-	I_SCRIPT_DEAD, I_SLOTS /* last: the numbers above appear in logs (step=) */
+	I_SCRIPT_DEAD, I_ROLE, I_SLOTS /* last: the numbers above appear in logs (step=) */
 };
 
 static void conn_ready(struct qconn *c)
@@ -478,9 +492,18 @@ static void on_init(redisAsyncContext *ac, void *r, void *priv)
 	enum init_step step = (enum init_step)(intptr_t)priv;
 	if (reply == NULL || c->ac != ac || q->freeing)
 		return;
+	if (step == I_ROLE) { /* Sentinel: is it still the master? */
+		if (!qsent_role_ok(q, c, reply))
+			qconn_drop(c);
+		return;
+	}
 	if (reply->type == REDIS_REPLY_ERROR) {
 		if (step == I_GROUP && strncmp(reply->str, "BUSYGROUP", 9) == 0)
 			return; /* the group exists: fine */
+		if (step == I_GROUP && strncmp(reply->str, "NOREPLICAS", 10) == 0) {
+			q->need_group = true; /* min-replicas-to-write: the tick tries again */
+			return;
+		}
 		qlog(q, QUEUE_LOG_ERROR, "evt=redis_init_failed conn=%s step=%d err=\"%s\"", c->name,
 		     (int)step, reply->str);
 		qconn_drop(c);
@@ -505,23 +528,36 @@ static void init_cmd(struct qconn *c, enum init_step step, int argc, const char 
 	send_raw(c, on_init, (void *)(intptr_t)step, argc, argv, NULL);
 }
 
+redisAsyncContext *qconn_dial(struct queue *q, const char *host, int port, char *why, size_t n)
+{
+	if (q->addr.tls)
+		return q->h.connect_tls(q->h.ctx, &q->cfg.tls, host, port, why, n); /* queue_new checked */
+	redisAsyncContext *ac = redisAsyncConnect(host, port);
+	if (ac == NULL)
+		snprintf(why, n, "out of memory");
+	return ac;
+}
+
 static void conn_connect(struct qconn *c)
 {
 	struct queue *q = c->q;
 	redisAsyncContext *ac;
 	if (q->freeing || c->ac != NULL)
 		return;
+	char why[256] = "out of memory";
+	if (q->sent != NULL && !qsent_addr(q->sent, c))
+		return; /* asking the sentinels: connected when they answer */
 	if (q->addr.path[0] != '\0')
 		ac = redisAsyncConnectUnix(q->addr.path);
 	else
-		ac = redisAsyncConnect(q->addr.host, q->addr.port);
+		ac = qconn_dial(q, q->addr.host, q->addr.port, why, sizeof(why));
 	c->started = qnow(q);
 	if (ac == NULL || ac->err) {
 		/* A synchronous failure (refused at once): same as a loss. */
-		char why[128];
-		snprintf(why, sizeof(why), "%s", ac ? errstr(ac) : "out of memory");
-		if (ac != NULL)
+		if (ac != NULL) {
+			snprintf(why, sizeof(why), "%s", errstr(ac));
 			redisAsyncFree(ac);
+		}
 		if (q->cfg.cluster)
 			qcluster_lost(q, c);
 		schedule_reconnect(c, false, why);
@@ -559,6 +595,10 @@ static void conn_connect(struct qconn *c)
 		const char *a[] = { "SELECT", db };
 		init_cmd(c, I_SELECT, 2, a);
 	}
+	if (q->sent != NULL) {
+		const char *a[] = { "ROLE" };
+		init_cmd(c, I_ROLE, 1, a);
+	}
 	if (!c->claim) {
 		const char *a1[] = { "SCRIPT", "LOAD", qscript_commit };
 		init_cmd(c, I_SCRIPT_COMMIT, 3, a1);
@@ -584,6 +624,11 @@ static void conn_connect(struct qconn *c)
 			*p = '_';
 	const char *a5[] = { "CLIENT", "SETNAME", name };
 	init_cmd(c, I_NAME, 3, a5);
+}
+
+void qconn_connect(struct qconn *c)
+{
+	conn_connect(c);
 }
 
 static void on_reconnect(void *arg)
@@ -944,6 +989,10 @@ struct queue *queue_new(const struct queue_config *cfg, const struct queue_host 
 	q->h = *h;
 	if (queue_url_parse(cfg->url, &q->addr, err, errlen) != 0)
 		goto fail;
+	if (q->addr.tls && h->connect_tls == NULL) {
+		snprintf(err, errlen, "queue: rediss:// (TLS) is not available here");
+		goto fail;
+	}
 	q->password = (cfg->password && cfg->password[0]) ? cfg->password : q->addr.password;
 	q->username = (cfg->username && cfg->username[0]) ? cfg->username : q->addr.username;
 	if (cfg->max_inflight <= 0 || cfg->batch <= 0 || cfg->limits.addr_ok == NULL ||
@@ -988,6 +1037,11 @@ struct queue *queue_new(const struct queue_config *cfg, const struct queue_host 
 			qlanes_fini(q->lanes, q->nlanes);
 			goto fail;
 		}
+	if (cfg->sentinels != NULL && cfg->sentinels[0] != '\0' &&
+	    (q->sent = qsent_new(q, err, errlen)) == NULL) {
+		qlanes_fini(q->lanes, q->nlanes);
+		goto fail;
+	}
 	q->procs_key = qstrcat(cfg->jobs, ":procs");
 	q->supp_key = qstrcat(cfg->jobs, ":suppress");
 	q->supp_exp_key = qstrcat(cfg->jobs, ":suppress:exp");
@@ -1071,6 +1125,7 @@ void queue_free(struct queue *q)
 			redisAsyncFree(ac);
 		}
 	}
+	qsent_free(q->sent);
 	while (q->jobs != NULL)
 		job_unlink_free(q, q->jobs);
 	q->h.timer_free(q->cmd.reconnect);

@@ -42,7 +42,10 @@
  *   every visibility_timeout/3, so live processes do not steal each other's work.
  * - Connection loss: reconnect with exponential back-off, 100 ms .. 5 s, with
  *   jitter; commands time out (the connection is dropped) after 15 s without
- *   a reply. Blocking reads (XREADGROUP BLOCK) use their own connection.
+ *   a reply. Blocking reads (XREADGROUP BLOCK) use their own connection. A
+ *   READONLY (or UNBLOCKED) reply drops the connection too: a demoted master.
+ *   With sentinels (queue/sentinel.c) each connect after a failure asks them
+ *   where the master is, and +switch-master reconnects at once.
  *
  * Threading: everything runs on the host's loop thread. No function here calls
  * back into the host before returning, except where stated. */
@@ -68,9 +71,11 @@ struct queue_addr {
 	int db;
 	char username[256]; /* from the URL ("USER:PASSWORD@"), "" if none */
 	char password[256]; /* from the URL, "" if none */
+	bool tls;           /* rediss://: TLS to HOST:PORT (struct queue_tls) */
 };
-/* Parse "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]" or "unix:/PATH[?db=N]".
+/* Parse "redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]" or "unix:/PATH[?db=N]".
  * Userinfo without a ':' ("redis://PASSWORD@HOST") is a password alone.
+ * rediss:// is the same with TLS (a->tls; default port 6379 either way).
  * Returns 0, or -1 with a message in err. Pure. */
 int queue_url_parse(const char *url, struct queue_addr *a, char *err, size_t errlen);
 /* url as it may be shown: a password in it replaced by "***"
@@ -79,12 +84,54 @@ int queue_url_parse(const char *url, struct queue_addr *a, char *err, size_t err
  * and returns out; url NULL gives "(default)". Pure. */
 const char *queue_url_redact(const char *url, char *out, size_t n);
 
+/* ---- Redis Sentinel (queue/sentinel.c) ---- */
+
+#define QUEUE_SENTINELS_MAX 16
+#define QUEUE_SENTINEL_PORT 26379
+struct queue_hostport {
+	char host[256];
+	int port;
+};
+/* Parse "HOST[:PORT],..." (IPv6 as [ADDR]:PORT; PORT default 26379) into
+ * out[0..max). HOST is an IP address or a host name (queue_host_ok). Returns
+ * the count (>= 1), or -1 with a message in err. Pure. */
+int queue_sentinels_parse(const char *s, struct queue_hostport *out, int max, char *err,
+			  size_t errlen);
+/* True when host[0..n) is an IPv4 or IPv6 address or a host name (labels of
+ * letters, digits, '-' and '_', 1..63 bytes, 253 in all). Pure. */
+bool queue_host_ok(const char *host, size_t n);
+/* A sentinel's answer to SENTINEL get-master-addr-by-name (hostile input):
+ * host and port (decimal 1..65535) checked and copied into out. 0, or -1.
+ * Pure. */
+int queue_master_addr_check(const char *host, size_t hlen, const char *port, size_t plen,
+			    struct queue_hostport *out);
+
 /* ---- configuration and host services ---- */
+
+struct redisContext;
+/* TLS to a rediss:// server. The queue knows no TLS: hiredis 0.14 has none,
+ * so the host carries hiredis's bytes over its own TLS engine (sender/
+ * redis_tls.c). The server's chain must verify against ca_file and its
+ * certificate name `name` (default: the host connected to); never a
+ * plaintext fallback. */
+struct queue_tls {
+	const char *ca_file;   /* NULL or "": the system store */
+	const char *cert_file; /* client certificate chain (PEM), NULL: none */
+	const char *key_file;  /* its private key (PEM, unencrypted) */
+	const char *name;      /* NULL or "": the host name (or IP) connected to */
+	/* Blocking connect to host:port over TLS (5 s timeouts; the handshake
+	 * and the first exchange are over when it returns): a hiredis context,
+	 * or NULL with the reason in err (never a secret). NULL: rediss:// is
+	 * refused. */
+	struct redisContext *(*connect)(const struct queue_tls *t, const char *host, int port,
+					char *err, size_t errlen);
+};
 
 struct queue_config {
 	const char *url;      /* see queue_url_parse */
 	const char *username; /* NULL or "": the URL's user, if any (ACL: AUTH USER PASSWORD) */
 	const char *password; /* NULL or "": the URL's password, if any */
+	struct queue_tls tls; /* for rediss:// URLs */
 	const char *jobs, *results, *group;
 	bool cluster;         /* url names a node of a Redis Cluster (queue/cluster.h):
 	                       * jobs and results must share one hash slot */
@@ -118,6 +165,17 @@ struct queue_config {
 	bool peers_settle;      /* limits are split between the processes
 	                         * (max_connections_total): take no job until the
 	                         * others have seen this process in J:procs */
+	/* Redis Sentinel (queue/sentinel.c, README "Sentinel"): sentinels NULL
+	 * or "": none, the URL's host:port is the master. Else
+	 * "HOST:PORT,HOST:PORT..." (queue_sentinels_parse): the master named
+	 * master_name is asked of them (the URL then gives only the database,
+	 * user and password), and asked again after a failover. */
+	const char *sentinels;
+	const char *master_name;
+	const char *sentinel_password; /* NULL or "": the sentinels need none */
+	int wait_replicas;      /* > 0: WAIT for this many replicas after each
+	                         * commit before the job counts as done */
+	uint64_t wait_timeout_ms; /* WAIT's timeout (0: 1 s) */
 };
 
 struct queue_timer; /* the host's */
@@ -127,6 +185,12 @@ struct queue_host {
 	void *ctx;
 	/* Attach ac to the host's event loop (sender/redis_uring.c). 0 or -errno. */
 	int (*attach)(void *ctx, struct redisAsyncContext *ac);
+	/* rediss://: a new context (not attached yet) whose bytes the host
+	 * carries over TLS (cfg.tls) to host:port on its loop; a TLS failure
+	 * reaches hiredis as a lost connection (the host logs why). NULL with
+	 * the reason in why. NULL hook: rediss:// is refused. */
+	struct redisAsyncContext *(*connect_tls)(void *ctx, const struct queue_tls *t,
+						 const char *host, int port, char *why, size_t n);
 	/* One-shot timers: fn(arg) runs once per arm, from the loop, never from
 	 * inside timer_arm. Re-arming an armed timer moves it. */
 	struct queue_timer *(*timer_new)(void *ctx, queue_timer_fn *fn, void *arg);

@@ -62,12 +62,13 @@ int queue_url_parse(const char *url, struct queue_addr *a, char *err, size_t err
 		}
 		return 0;
 	}
-	if (strncmp(url, "redis://", 8) != 0) {
-		snprintf(err, errlen, "bad redis url \"%s\": expected redis:// or unix:",
+	a->tls = strncmp(url, "rediss://", 9) == 0;
+	if (strncmp(url, "redis://", 8) != 0 && !a->tls) {
+		snprintf(err, errlen, "bad redis url \"%s\": expected redis://, rediss:// or unix:",
 			 queue_url_redact(url, shown, sizeof(shown)));
 		return -1;
 	}
-	const char *p = url + 8, *end = p + strlen(p);
+	const char *p = url + (a->tls ? 9 : 8), *end = p + strlen(p);
 	const char *slash = strchr(p, '/');
 	const char *hostend = slash ? slash : end;
 	const char *at = NULL;
@@ -107,7 +108,7 @@ int queue_url_parse(const char *url, struct queue_addr *a, char *err, size_t err
 		goto bad;
 	return 0;
 bad:
-	snprintf(err, errlen, "bad redis url \"%s\": expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]",
+	snprintf(err, errlen, "bad redis url \"%s\": expected redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]",
 		 queue_url_redact(url, shown, sizeof(shown)));
 	return -1;
 }
@@ -173,30 +174,70 @@ static void scrub(char *err, const char *pw)
 	}
 }
 
+/* A connected context with 5 s timeouts, or NULL with why set. */
+static redisContext *timeouts_or_why(redisContext *c, char *why, size_t n)
+{
+	struct timeval tv = { 5, 0 };
+	if (c != NULL && c->err == 0) {
+		redisSetTimeout(c, tv);
+		return c;
+	}
+	snprintf(why, n, "%s", c ? ctx_err(c) : "out of memory");
+	if (c != NULL)
+		redisFree(c);
+	return NULL;
+}
+
+redisContext *qsync_dial(const struct queue_tls *tls, bool use_tls, const char *host, int port,
+			 char *why, size_t n)
+{
+	struct timeval tv = { 5, 0 };
+	if (!use_tls)
+		return timeouts_or_why(redisConnectWithTimeout(host, port, tv), why, n);
+	if (tls == NULL || tls->connect == NULL) {
+		snprintf(why, n, "rediss:// (TLS) is not available here");
+		return NULL;
+	}
+	return tls->connect(tls, host, port, why, n);
+}
+
 /* qsync_connect; *refused = true when Redis answered AUTH or SELECT with an
  * error (wrong credentials or database: configuration, not a passing fault). */
-static redisContext *connect_sync(const char *url, const char *username, const char *password,
-				  const struct queue_node *at, bool *refused, char *err, size_t errlen)
+static redisContext *connect_sync(const struct queue_config *cfg, const struct queue_node *at,
+				  bool *refused, char *err, size_t errlen)
 {
 	struct queue_addr a;
 	struct timeval tv = { 5, 0 };
+	const char *url = cfg->url, *username = cfg->username, *password = cfg->password;
+	char why[512];
+	bool sentinel = cfg->sentinels != NULL && cfg->sentinels[0] != '\0';
+	int from = 0; /* Sentinel: the next sentinel to ask */
 	if (queue_url_parse(url, &a, err, errlen) != 0)
 		return NULL;
 	if (at != NULL) { /* a cluster node (cluster.c): the URL's credentials */
 		snprintf(a.host, sizeof(a.host), "%s", at->host);
 		a.port = at->port;
 	}
-	redisContext *c = a.path[0] ? redisConnectUnixWithTimeout(a.path, tv)
-				    : redisConnectWithTimeout(a.host, a.port, tv);
-	if (c == NULL || c->err) {
-		char shown[512];
-		snprintf(err, errlen, "redis: connect to %s: %s", queue_url_redact(url, shown, sizeof(shown)),
-			 c ? ctx_err(c) : "out of memory");
-		if (c)
-			redisFree(c);
+again:
+	if (sentinel && (from = qsent_ask_sync(cfg, from, &a, err, errlen)) < 0) {
+		explicit_bzero(a.password, sizeof(a.password));
 		return NULL;
 	}
-	redisSetTimeout(c, tv);
+	redisContext *c = a.path[0] ? timeouts_or_why(redisConnectUnixWithTimeout(a.path, tv), why, sizeof(why))
+				    : qsync_dial(&cfg->tls, a.tls, a.host, a.port, why, sizeof(why));
+	if (c == NULL) {
+		char shown[512];
+		if (sentinel)
+			snprintf(shown, sizeof(shown), "%s:%d (master %s)", a.host, a.port, cfg->master_name);
+		snprintf(err, errlen, "redis: connect to %s: %s",
+			 sentinel ? shown : queue_url_redact(url, shown, sizeof(shown)), why);
+		if (sentinel) { /* that sentinel is behind: ask the next */
+			from++;
+			goto again;
+		}
+		explicit_bzero(a.password, sizeof(a.password));
+		return NULL;
+	}
 	const char *pw = (password && password[0]) ? password : a.password;
 	const char *user = (username && username[0]) ? username : a.username;
 	redisReply *r;
@@ -219,6 +260,23 @@ static redisContext *connect_sync(const char *url, const char *username, const c
 			goto fail;
 		freeReplyObject(r);
 	}
+	if (sentinel) { /* the sentinels' answer may be stale: is it the master? */
+		const char *av[] = { "ROLE" };
+		r = redisCommandArgv(c, 1, av, NULL);
+		bool master = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+			      r->element[0]->type == REDIS_REPLY_STRING &&
+			      strcmp(r->element[0]->str, "master") == 0;
+		bool noperm = r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOPERM", 6) == 0;
+		if (r != NULL)
+			freeReplyObject(r);
+		if (!master && !noperm) {
+			snprintf(err, errlen, "redis: %s:%d, named master %s by a sentinel, is not a master "
+				 "(a failover under way?)", a.host, a.port, cfg->master_name);
+			redisFree(c);
+			from++;
+			goto again;
+		}
+	}
 	explicit_bzero(a.password, sizeof(a.password));
 	return c;
 fail:
@@ -229,31 +287,30 @@ fail:
 	return NULL;
 }
 
-redisContext *qsync_connect(const char *url, const char *username, const char *password, char *err,
-			   size_t errlen)
+redisContext *qsync_connect(const struct queue_config *cfg, char *err, size_t errlen)
 {
 	bool refused = false;
-	return connect_sync(url, username, password, NULL, &refused, err, errlen);
+	return connect_sync(cfg, NULL, &refused, err, errlen);
 }
 
-redisContext *qsync_connect_at(const char *url, const char *username, const char *password,
-			       const struct queue_node *at, char *err, size_t errlen)
+redisContext *qsync_connect_at(const struct queue_config *cfg, const struct queue_node *at, char *err,
+			       size_t errlen)
 {
 	bool refused = false;
-	return connect_sync(url, username, password, at, &refused, err, errlen);
+	return connect_sync(cfg, at, &refused, err, errlen);
 }
 
 int queue_sync_check(const struct queue_config *cfg, char *err, size_t errlen)
 {
 	bool refused = false;
-	redisContext *c = connect_sync(cfg->url, cfg->username, cfg->password, NULL, &refused, err, errlen);
+	redisContext *c = connect_sync(cfg, NULL, &refused, err, errlen);
 	struct queue_node more[QUEUE_CLUSTER_NODES / 2];
 	char why[300];
 	int n = c == NULL && !refused && cfg->cluster && cfg->cluster_nodes
 			? queue_cluster_nodes(cfg->cluster_nodes, more, QUEUE_CLUSTER_NODES / 2, why, sizeof(why))
 			: 0;
 	for (int i = 0; i < n && c == NULL && !refused; i++) /* the URL's node is down: the others */
-		c = connect_sync(cfg->url, cfg->username, cfg->password, &more[i], &refused, err, errlen);
+		c = connect_sync(cfg, &more[i], &refused, err, errlen);
 	if (c == NULL)
 		return refused ? -2 : -1;
 	redisFree(c);
@@ -262,9 +319,8 @@ int queue_sync_check(const struct queue_config *cfg, char *err, size_t errlen)
 
 struct queue_sync *queue_sync_open(const struct queue_config *cfg, char *err, size_t errlen)
 {
-	redisContext *c = cfg->cluster ? qcluster_sync_open(cfg->url, cfg->username, cfg->password,
-							    cfg->cluster_nodes, cfg->jobs, err, errlen)
-				       : qsync_connect(cfg->url, cfg->username, cfg->password, err, errlen);
+	redisContext *c = cfg->cluster ? qcluster_sync_open(cfg, cfg->jobs, err, errlen)
+				       : qsync_connect(cfg, err, errlen);
 	if (c == NULL)
 		return NULL;
 	struct queue_sync *s = qalloc(sizeof(*s));

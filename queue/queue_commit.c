@@ -605,7 +605,10 @@ static void build_job(struct queue *q, struct args *a, struct qjob *qj, uint64_t
 
 struct batch {
 	int n;
+	bool wait;     /* a WAIT follows the commit: on_wait finishes (and frees) it */
+	bool requeued; /* the commit failed: its jobs are back in the FIFO */
 	struct qjob *jobs[Q_COMMIT_MAX_JOBS];
+	bool live[Q_COMMIT_MAX_JOBS]; /* the commit's answer, kept for on_wait */
 };
 
 /* A batch's jobs (all of one lane) back at the front of their lane's FIFO. */
@@ -628,11 +631,15 @@ static void on_commit(redisAsyncContext *ac, void *r, void *priv)
 	struct queue *q = c->q;
 	struct batch *b = priv;
 	redisReply *reply = r;
-	q->commits_out--;
+	if (!b->wait)
+		q->commits_out--;
 	if (q->freeing) {
-		free(b);
+		if (!b->wait)
+			free(b);
 		return;
 	}
+	b->requeued = reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
+		      reply->elements != (size_t)b->n;
 	if (reply == NULL) {
 		requeue_front(q, b); /* effect unknown: sent again after reconnecting */
 	} else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != (size_t)b->n) {
@@ -652,8 +659,52 @@ static void on_commit(redisAsyncContext *ac, void *r, void *priv)
 		q->commit_backoff = 0;
 		for (int i = 0; i < b->n; i++) {
 			const redisReply *e = reply->element[i];
-			qjob_committed(q, b->jobs[i], e->type == REDIS_REPLY_INTEGER && e->integer == 1);
+			b->live[i] = e->type == REDIS_REPLY_INTEGER && e->integer == 1;
+			if (!b->wait)
+				qjob_committed(q, b->jobs[i], b->live[i]);
 		}
+		if (!b->wait)
+			qkick_claim(q);
+	}
+	if (!b->wait)
+		free(b);
+	if (q->cq_n > 0)
+		q->h.timer_arm(q->flush, 0);
+}
+
+/* [redis] wait_replicas: the commit counts as done once that many replicas
+ * have it. Until then its jobs stay in memory: if the master is lost first,
+ * the commit is sent again, to the next master, where the script writes it
+ * (not replicated) or skips it (replicated). A commit the replicas did not
+ * confirm in time stands on the master (logged): a failover now may lose it,
+ * and its jobs are delivered again (README "Sentinel"). */
+static void on_wait(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct qconn *c = qconn_reply(ac, r);
+	struct queue *q = c->q;
+	struct batch *b = priv;
+	redisReply *reply = r;
+	q->commits_out--;
+	if (q->freeing || b->requeued) {
+		free(b);
+		if (!q->freeing && q->cq_n > 0)
+			q->h.timer_arm(q->flush, 0);
+		return;
+	}
+	if (reply == NULL) {
+		qlog(q, QUEUE_LOG_INFO, "evt=commit_unconfirmed jobs=%d (lost before the replicas "
+		     "confirmed it: sent again)", b->n);
+		requeue_front(q, b);
+	} else {
+		bool shrt = reply->type != REDIS_REPLY_INTEGER || reply->integer < q->cfg.wait_replicas;
+		if (shrt || q->wait_short) /* warn when it starts, info while it lasts */
+			qlog(q, !shrt ? QUEUE_LOG_INFO : q->wait_short ? QUEUE_LOG_DEBUG : QUEUE_LOG_WARN,
+			     "evt=commit_wait%s jobs=%d replicas=%lld want=%d", shrt ? "_short" : "_ok",
+			     b->n, reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1LL,
+			     q->cfg.wait_replicas);
+		q->wait_short = shrt;
+		for (int i = 0; i < b->n; i++)
+			qjob_committed(q, b->jobs[i], b->live[i]);
 		qkick_claim(q);
 	}
 	free(b);
@@ -706,7 +757,12 @@ void qcommit_flush(struct queue *q)
 		q->h.timer_arm(q->flush, q->commit_hold_until - mono);
 		return;
 	}
-	while (q->cq_n > 0 && q->commits_out < Q_COMMITS_OUT) {
+	/* With WAIT, one commit on the wire: Redis runs them one after the
+	 * other anyway (WAIT blocks the connection), and the jobs that finish
+	 * meanwhile go together in the next (a replica gone: a batch of up to
+	 * Q_COMMIT_MAX_JOBS per wait_timeout, not one job). */
+	unsigned most = q->cfg.wait_replicas > 0 ? 1 : Q_COMMITS_OUT;
+	while (q->cq_n > 0 && q->commits_out < most) {
 		struct qlane *lane = q->lanes;
 		while (lane->cq_head == NULL) /* the first lane with jobs to commit */
 			lane++;
@@ -745,5 +801,13 @@ void qcommit_flush(struct queue *q)
 			return;
 		}
 		q->commits_out++;
+		if (q->cfg.wait_replicas > 0) {
+			char n[16], ms[24];
+			snprintf(n, sizeof(n), "%d", q->cfg.wait_replicas);
+			snprintf(ms, sizeof(ms), "%llu", (unsigned long long)(q->cfg.wait_timeout_ms ?
+									 q->cfg.wait_timeout_ms : 1000));
+			const char *w[] = { "WAIT", n, ms };
+			b->wait = qconn_send(&q->cmd, on_wait, b, 3, w, NULL) == 0;
+		}
 	}
 }

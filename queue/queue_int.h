@@ -52,6 +52,7 @@ struct qconn {
 	bool failing; /* connects fail since the last READY (log at info after the first) */
 	bool redirect; /* cluster: dropped to follow a route (cluster.c), not lost */
 	unsigned hops; /* cluster: routes followed since the last READY */
+	bool want_addr; /* waits for the sentinels' answer (queue/sentinel.c) */
 	struct queue_timer *reconnect;
 };
 
@@ -101,6 +102,7 @@ struct queue {
 	char *procs_key, *supp_key, *supp_exp_key;
 	char sha_commit[41], sha_move[41], sha_gc[41], sha_peers[41], sha_dead[41];
 	struct qconn cmd, clm;
+	struct qsent *sent; /* NULL: no Sentinel (queue/sentinel.c) */
 	struct queue_timer *tick, *flush;
 	bool started, stopping, freeing, need_group;
 
@@ -122,6 +124,7 @@ struct queue {
 	unsigned cq_n; /* jobs in the lanes' commit FIFOs (qlane.cq_head) */
 	unsigned commits_out;
 	uint64_t commit_hold_until, commit_backoff;
+	bool wait_short; /* the last WAIT saw fewer replicas than wait_replicas */
 
 	uint64_t next_move, next_reclaim, next_heartbeat, next_stats, next_gc, next_peers, next_dead;
 	uint64_t reclaim_ms, heartbeat_ms;
@@ -150,8 +153,16 @@ int qconn_send(struct qconn *c, redisCallbackFn *fn, void *priv, int argc, const
 	       const size_t *len);
 /* First thing in every reply callback: bookkeeping; NULL reply = connection lost. */
 struct qconn *qconn_reply(redisAsyncContext *ac, const void *reply);
+/* A new async context to host:port (rediss://: TLS through the host's
+ * connect_tls), not attached yet; NULL (or one with err set) on failure, the
+ * reason in why. */
+redisAsyncContext *qconn_dial(struct queue *q, const char *host, int port, char *why, size_t n);
 /* Drop the connection (reconnects after back-off). */
 void qconn_drop(struct qconn *c);
+/* Connect now (nothing when connected or connecting). */
+void qconn_connect(struct qconn *c);
+/* The connection failed for why: reconnect after the back-off. */
+void qconn_retry(struct qconn *c, bool was_ready, const char *why);
 /* A commit came back: live = 1 written, 0 skipped (already finished). */
 void qjob_committed(struct queue *q, struct qjob *qj, bool live);
 void qkick_claim(struct queue *q);
@@ -159,13 +170,18 @@ void *qalloc(size_t n);
 /* a + b, malloc'd: how key names are made from the jobs key (J:retry, ...). */
 char *qstrcat(const char *a, const char *b);
 
-/* Blocking Redis connection for the command-line tools (queue_admin.c): URL,
- * username and password (or the URL's: AUTH USER PASSWORD with a user, else
- * AUTH PASSWORD), database, 5 s timeouts. NULL with err set. */
+/* Blocking Redis connection for the command-line tools (queue_admin.c): URL
+ * (rediss://: over cfg->tls; or the master the sentinels name), username and
+ * password (or the URL's: AUTH USER PASSWORD with a user, else AUTH
+ * PASSWORD), database, 5 s timeouts. NULL with err set. */
 struct redisContext;
 struct redisReply;
-struct redisContext *qsync_connect(const char *url, const char *username, const char *password,
-				   char *err, size_t errlen);
+struct redisContext *qsync_connect(const struct queue_config *cfg, char *err, size_t errlen);
+/* Connect to host:port (TLS through tls->connect when use_tls), 5 s
+ * timeouts; NULL with the reason in why. The one place a blocking command
+ * reaches a server: AUTH and SELECT are the caller's. */
+struct redisContext *qsync_dial(const struct queue_tls *tls, bool use_tls, const char *host, int port,
+				char *why, size_t n);
 /* 0 for a reply; -1 with err set for no reply or an error reply (freed). */
 int qsync_reply_err(struct redisContext *c, struct redisReply *r, const char *what, char *err,
 		    size_t errlen);
@@ -244,18 +260,45 @@ int qcluster_init(struct queue *q, char *err, size_t errlen); /* 0, or -1 (bad c
 void qcluster_lost(struct queue *q, struct qconn *c);
 bool qcluster_slots(struct qconn *c, const struct redisReply *r);
 void qcluster_error(struct qconn *c, const struct redisReply *r);
-/* Synchronous: move c (connected to url's node) to the master of key's slot;
+/* Synchronous: move c (connected to node at) to the master of key's slot;
  * c or its replacement, or NULL with err (c freed). */
-struct redisContext *qcluster_sync_route(struct redisContext *c, const char *key, const char *url,
-					 const char *username, const char *password, char *err,
+struct redisContext *qcluster_sync_route(struct redisContext *c, const struct queue_node *at,
+					 const char *key, const struct queue_config *qc, char *err,
 					 size_t errlen);
-/* Synchronous, cluster: connect to url's node (else to the first of nodes,
- * "HOST:PORT,...", that answers), then qcluster_sync_route for key. */
-struct redisContext *qcluster_sync_open(const char *url, const char *username, const char *password,
-					const char *nodes, const char *key, char *err, size_t errlen);
+/* Synchronous, cluster: connect to qc's URL node (else to the first of
+ * qc->cluster_nodes that answers), then qcluster_sync_route for key. */
+struct redisContext *qcluster_sync_open(const struct queue_config *qc, const char *key, char *err,
+					size_t errlen);
 /* qsync_connect to node at (NULL: the URL's host and port). */
-struct redisContext *qsync_connect_at(const char *url, const char *username, const char *password,
-				      const struct queue_node *at, char *err, size_t errlen);
+struct redisContext *qsync_connect_at(const struct queue_config *qc, const struct queue_node *at,
+				      char *err, size_t errlen);
+/* queue/sentinel.c: where the master is, when sentinels say (README
+ * "Sentinel"). The ask runs on the host's loop (hiredis async, one sentinel
+ * after the other, each within QS_ASK_MS); a SUBSCRIBE +switch-master
+ * connection to one sentinel (from the first answer on) says at once when
+ * they fail over. */
+struct qsent;
+/* NULL with err set on a bad sentinel list or master name. */
+struct qsent *qsent_new(struct queue *q, char *err, size_t errlen);
+void qsent_free(struct qsent *s);  /* any callback it causes does nothing */
+/* Before c connects: true with q->addr's host and port set to the master the
+ * sentinels named; false when they must be asked (c->want_addr set: c is
+ * connected, or its retry armed, when the ask ends). */
+bool qsent_addr(struct qsent *s, struct qconn *c);
+/* The master failed us (connection lost, READONLY, ROLE not master): the
+ * next connect asks the sentinels again; another one first with `rotate` (the
+ * address the last one gave never became a working connection). */
+void qsent_stale(struct qsent *s, bool rotate);
+/* The ROLE reply of a new connection: true when it is the master (or ROLE is
+ * refused to our user: READONLY still tells). Logs why not. */
+bool qsent_role_ok(struct queue *q, const struct qconn *c, const redisReply *r);
+/* Synchronous ask (short-lived commands, start-up): the first valid answer of
+ * the sentinels from index `from` on: the master's address into a->host,
+ * a->port; returns the index of the sentinel that gave it. -1 when none did
+ * (err says why; from past the last: err untouched). Blocks up to 1 s per
+ * sentinel. */
+int qsent_ask_sync(const struct queue_config *cfg, int from, struct queue_addr *a, char *err,
+		   size_t errlen);
 
 /* queue_commit.c */
 void qcommit_enqueue(struct queue *q, struct qjob *qj);

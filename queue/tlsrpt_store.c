@@ -80,16 +80,15 @@ struct tlsrpt_store {
 	char *prefix;
 };
 
-struct tlsrpt_store *tlsrpt_store_open(const char *url, const char *username, const char *password,
-				       const char *prefix, bool cluster, const char *cluster_nodes,
-				       char *err, size_t errlen)
+struct tlsrpt_store *tlsrpt_store_open(const struct queue_config *qc, const char *prefix, char *err,
+				       size_t errlen)
 {
 	char key[300];
 	redisContext *c;
-	if (cluster && tlsrpt_key(key, sizeof(key), prefix, TLSRPT_KEY_DAYS, "x", NULL) > 0)
-		c = qcluster_sync_open(url, username, password, cluster_nodes, key, err, errlen);
+	if (qc->cluster && tlsrpt_key(key, sizeof(key), prefix, TLSRPT_KEY_DAYS, "x", NULL) > 0)
+		c = qcluster_sync_open(qc, key, err, errlen); /* the prefix's slot */
 	else
-		c = qsync_connect(url, username, password, err, errlen);
+		c = qsync_connect(qc, err, errlen);
 	if (c == NULL)
 		return NULL;
 	struct tlsrpt_store *s = qalloc(sizeof(*s));

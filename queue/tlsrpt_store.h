@@ -15,6 +15,7 @@
 #include "tlscache/tlsrpt.h"
 
 struct queue;
+struct queue_config;
 
 /* Count ev through the queue's command connection (async, fire-and-forget,
  * wrapped in MULTI/EXEC so an event counts whole or not at all). For the
@@ -25,14 +26,13 @@ struct queue;
 int tlsrpt_queue_event(struct queue *q, const struct tls_event *ev, const char *prefix);
 
 struct tlsrpt_store;
-/* Connect to url (queue_url_parse form), AUTH (username and password, else
- * the URL's), SELECT; cluster: then to the master of the prefix's hash slot
- * (every key of the scheme shares it when prefix carries a hash tag), from
- * the URL's node or, when it is down, one of cluster_nodes ("HOST:PORT,...").
- * prefix NULL = TLSRPT_PREFIX (copied). NULL with a message in err. */
-struct tlsrpt_store *tlsrpt_store_open(const char *url, const char *username, const char *password,
-				       const char *prefix, bool cluster, const char *cluster_nodes,
-				       char *err, size_t errlen);
+/* Connect to qc's Redis as queue_sync_open does (url or sentinels, AUTH,
+ * SELECT; only those fields of qc are used, borrowed for the call); on a
+ * cluster (qc->cluster), to the master of the prefix's hash slot (every key
+ * of the scheme shares it when prefix carries a hash tag). prefix NULL =
+ * TLSRPT_PREFIX (copied). NULL with a message in err. */
+struct tlsrpt_store *tlsrpt_store_open(const struct queue_config *qc, const char *prefix, char *err,
+				       size_t errlen);
 void tlsrpt_store_close(struct tlsrpt_store *s);
 /* Count one event now (pipelined, waits for the replies). 0 or -1. */
 int tlsrpt_store_record(struct tlsrpt_store *s, const struct tls_event *ev, char *err,

@@ -263,7 +263,7 @@ static const char *check_pattern(const char *s, int is_mx)
 /* ---- the key tables ---- */
 
 enum vtype { V_INT, V_DOUBLE, V_DUR, V_DUR32, V_SIZE, V_BOOL, V_CHOICE, V_SCHEDULE,
-	     V_STR, V_WORD, V_DNS, V_HOSTPORT, V_URL, V_RELAY };
+	     V_STR, V_WORD, V_DNS, V_HOSTPORT, V_URL, V_RELAY, V_SENTINELS };
 
 struct key {
 	const char *name;
@@ -300,16 +300,25 @@ static const struct key k_mxsend[] = {
 	{ "dkim_extra", STR(G(dkim_extra), V_WORD, "the domain of a [dkim DOMAIN] section"), 0 },
 };
 static const struct key k_redis[] = {
-	{ "url", STR(G(redis_url), V_URL, "redis://HOST:PORT/DB or unix:/PATH"), 0 },
+	{ "url", STR(G(redis_url), V_URL, "redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:/PATH"), 0 },
 	{ "username", STR(G(redis_username), V_WORD, "an ACL user name"), 0 },
 	{ "password", STR(G(redis_password), V_STR, ""), 0 },
 	{ "prefix", STR(G(redis_prefix), V_WORD, WORD), 0 },
 	{ "cluster", BOOL(G(redis_cluster)), 0 },
 	{ "cluster_nodes", STR(G(redis_cluster_nodes), V_STR, "HOST:PORT,HOST:PORT,..."), 0 },
+	{ "sentinels", STR(G(redis_sentinels), V_SENTINELS, "HOST:PORT,HOST:PORT... ([IPV6]:PORT)"), 0 },
+	{ "master_name", STR(G(redis_master_name), V_WORD, "the master's name at the sentinels"), 0 },
+	{ "sentinel_password", STR(G(redis_sentinel_password), V_STR, ""), 0 },
+	{ "wait_replicas", INT(G(redis_wait_replicas), 0, 100), 0 },
+	{ "wait_timeout", DUR(V_DUR, G(redis_wait_timeout_ms), 1, 10 * MS_S, "1ms..10s"), 0 },
 	{ "jobs", STR(G(jobs), V_WORD, WORD), 0 },
 	{ "results", STR(G(results), V_WORD, WORD), 0 },
 	{ "group", STR(G(group), V_WORD, WORD), 0 },
 	{ "visibility_timeout", DUR(V_DUR, G(visibility_timeout_ms), MS_S, MS_D, "1s..1d"), 0 },
+	{ "tls_ca", STR(G(redis_tls_ca), V_STR, ""), 0 },
+	{ "tls_cert", STR(G(redis_tls_cert), V_STR, ""), 0 },
+	{ "tls_key", STR(G(redis_tls_key), V_STR, ""), 0 },
+	{ "tls_name", STR(G(redis_tls_name), V_WORD, "a host name or IP address"), 0 },
 	{ "batch", INT(G(batch), 1, 10000), 0 },
 	{ "results_maxlen", INT(G(results_maxlen), 0, 2000000000), 0 },
 	{ "max_id_len", G(max_id_len), V_SIZE, 16, 1048576, "size like 256, 1k; 16..1M", NULL, 0 },
@@ -454,6 +463,7 @@ void config_defaults(struct config *c)
 		.reuse_time_ms = 5 * MS_M, .reuse_max = 0, .idle_timeout_ms = 30 * MS_S,
 		.shape_decrease = 0.8, .shape_increase = 0.01, .shape_hold_ms = 2 * MS_S,
 		.shape_max_wait_ms = 30 * MS_S, .shape_sync_ms = 1 * MS_S,
+		.redis_wait_timeout_ms = 1 * MS_S,
 	};
 	memcpy(c->schedule_ms, schedule, sizeof(schedule));
 	c->helo = xstrdup(host);
@@ -503,9 +513,16 @@ void config_fini(struct config *c)
 	free(c->redis_prefix);
 	free(c->redis_cluster_nodes);
 	free(c->tlsrpt_prefix);
+	free(c->redis_sentinels);
+	free(c->redis_master_name);
+	free_secret(c->redis_sentinel_password);
 	free(c->jobs);
 	free(c->results);
 	free(c->group);
+	free(c->redis_tls_ca);
+	free(c->redis_tls_cert);
+	free(c->redis_tls_key);
+	free(c->redis_tls_name);
 	free(c->rpt_from);
 	free(c->rpt_submitter);
 	free(c->rpt_org);
@@ -566,6 +583,9 @@ struct parse {
 	bool shape_skip;           /* SEC_SHAPE: overridden by the main file, keys ignored */
 	int shape_idx;
 };
+/* seen[] holds a line per key of the longest global section */
+_Static_assert(ARRAY_LEN(k_redis) <= MAX_KEYS, "MAX_KEYS is shorter than [redis]'s keys");
+_Static_assert(ARRAY_LEN(k_mxsend) <= MAX_KEYS, "MAX_KEYS is shorter than [mxsend]'s keys");
 
 static void vfail_at(struct parse *p, int line, const char *fmt, va_list ap)
 {
@@ -704,13 +724,23 @@ static int set_value(struct parse *p, const struct key *k, char *base, const cha
 			return bad_value(p, k, v);
 		break;
 	case V_URL:
-		if (!((strncmp(v, "redis://", 8) == 0 && v[8]) || (strncmp(v, "unix:", 5) == 0 && v[5])))
+		if (!((strncmp(v, "redis://", 8) == 0 && v[8]) || (strncmp(v, "rediss://", 9) == 0 && v[9]) ||
+		      (strncmp(v, "unix:", 5) == 0 && v[5])))
 			return bad_value(p, k, v);
 		break;
 	case V_WORD:
 		if (config_check_word(v) < 0)
 			return bad_value(p, k, v);
 		break;
+	case V_SENTINELS: {
+		struct queue_hostport hp[QUEUE_SENTINELS_MAX];
+		char why[300];
+		if (queue_sentinels_parse(v, hp, QUEUE_SENTINELS_MAX, why, sizeof(why)) < 0) {
+			fail(p, "%s in %s", why, k->name);
+			return -1;
+		}
+		break;
+	}
 	case V_STR:
 		break;
 	}
@@ -1200,7 +1230,8 @@ static int on_key(void *arg, const char *section, const char *name, const char *
 			r->set |= keys[i].bit;
 		if (r && keys[i].off == offsetof(struct rule, auth_user))
 			r->auth_line = p->line;
-		if (p->kind == SEC_GLOBAL && keys[i].off == offsetof(struct config, redis_url))
+		if (p->kind == SEC_GLOBAL && (keys[i].off == offsetof(struct config, redis_url) ||
+					      keys[i].off == offsetof(struct config, redis_sentinels)))
 			p->c->redis_named = true;
 		if (p->kind == SEC_GLOBAL && keys[i].off == offsetof(struct config, jobs))
 			p->c->jobs_named = true;
@@ -1308,6 +1339,20 @@ static void check_credentials(struct parse *p)
 				tls_level_name(o.tls),
 				o.tls == TLS_LEVEL_NONE ? "" : ", or auth_insecure = yes to accept any certificate");
 	}
+}
+
+/* [redis] tls_* keys go with a rediss:// URL (never a silent plaintext
+ * connection configured for TLS); a key needs its certificate. */
+static void check_redis_tls(struct parse *p)
+{
+	const struct config *c = p->c;
+	bool tls = strncmp(c->redis_url, "rediss://", 9) == 0;
+	const char *set = c->redis_tls_ca ? "tls_ca" : c->redis_tls_cert ? "tls_cert"
+			: c->redis_tls_key ? "tls_key" : c->redis_tls_name ? "tls_name" : NULL;
+	if (!tls && set != NULL)
+		fail_at(p, p->global_line[1], "[redis] %s is for TLS: the url must be rediss://", set);
+	else if (c->redis_tls_key != NULL && c->redis_tls_cert == NULL)
+		fail_at(p, p->global_line[1], "[redis] tls_key without tls_cert (the client certificate)");
 }
 
 /* Read one file into p->c (p->file names it). -1: it cannot be opened (err
@@ -1423,8 +1468,8 @@ static void redis_keys(struct parse *p)
 				what[i], c->jobs);
 			return;
 		}
-	if (strncmp(c->redis_url, "redis://", 8) != 0) /* database 0: queue_new checks */
-		fail_at(p, p->global_line[1], "cluster = yes needs a redis://HOST:PORT url");
+	if (strncmp(c->redis_url, "unix:", 5) == 0) /* database 0: queue_new checks */
+		fail_at(p, p->global_line[1], "cluster = yes needs a redis:// or rediss:// HOST:PORT url");
 	struct queue_node nodes[QUEUE_CLUSTER_NODES / 2];
 	char why[300];
 	if (!p->failed && c->redis_cluster_nodes != NULL &&
@@ -1446,6 +1491,8 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
 		load_providers(&p);
 	if (!p.failed)
 		check_credentials(&p);
+	if (!p.failed)
+		check_redis_tls(&p);
 	if (!p.failed && c->dkim_extra != NULL) {
 		int k = 0;
 		while (k < c->n_dkims && strcasecmp(c->dkims[k].domain, c->dkim_extra) != 0)
@@ -1456,6 +1503,15 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
 	}
 	if (!p.failed)
 		check_egress(&p);
+	if (!p.failed && (c->redis_sentinels == NULL) != (c->redis_master_name == NULL))
+		fail_at(&p, p.global_line[1], "[redis] %s without %s: Sentinel needs both",
+			c->redis_sentinels ? "sentinels" : "master_name",
+			c->redis_sentinels ? "master_name" : "sentinels");
+	if (!p.failed && c->redis_sentinels != NULL && strncmp(c->redis_url, "unix:", 5) == 0)
+		fail_at(&p, p.global_line[1], "[redis] sentinels with a unix: url: the sentinels name "
+			"a TCP address (the url gives only the database, user and password)");
+	if (!p.failed && c->redis_cluster && c->redis_sentinels != NULL)
+		fail_at(&p, p.global_line[1], "[redis] cluster and sentinels: one or the other");
 	if (!p.failed)
 		redis_keys(&p);
 	if (!p.failed && config_load_classes(c, err, errlen) != 0)

@@ -189,7 +189,12 @@ struct config {
 	char *redis_url;    /* default redis://127.0.0.1:6379/0 */
 	char *redis_username;  /* an ACL user (AUTH USER PASSWORD); NULL: the URL's, if any */
 	char *redis_password;  /* never logged (nor the URL's: see queue_url_redact) */
-	bool redis_named;      /* the file sets [redis] url: `send` adds to the TLSRPT counters */
+	bool redis_named;      /* the file sets [redis] url or sentinels: `send` adds to the TLSRPT counters */
+	char *redis_sentinels; /* key sentinels: "host:port,..." (queue_sentinels_parse); NULL none */
+	char *redis_master_name; /* key master_name: the master the sentinels watch */
+	char *redis_sentinel_password; /* key sentinel_password; never logged */
+	int redis_wait_replicas;       /* key wait_replicas: WAIT after each commit; 0 none */
+	uint64_t redis_wait_timeout_ms; /* key wait_timeout, default 1s */
 	char *redis_prefix;    /* key prefix: PREFIX:jobs, PREFIX:results (unless named), PREFIX:sts:,
 	                        * PREFIX:tlsrpt; default mxsend; "{mxsend}" for a cluster */
 	char *tlsrpt_prefix;   /* PREFIX:tlsrpt (config_load) */
@@ -198,6 +203,10 @@ struct config {
 	bool jobs_named, results_named; /* the file sets them (else from prefix) */
 	char *jobs, *results, *group; /* mxsend:jobs, mxsend:results, mxsend */
 	uint64_t visibility_timeout_ms; /* key visibility_timeout, default 5m */
+	/* rediss:// (queue.h struct queue_tls): keys tls_ca (NULL: the system
+	 * store), tls_cert + tls_key (a client certificate), tls_name (the name
+	 * the server's certificate must hold; NULL: the URL's host) */
+	char *redis_tls_ca, *redis_tls_cert, *redis_tls_key, *redis_tls_name;
 	int batch;          /* key batch: XREADGROUP COUNT, default 256 */
 	int results_maxlen; /* key results_maxlen: trim the results stream to about
 	                     * this many entries (XADD MAXLEN ~); 0 = never (default) */

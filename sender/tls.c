@@ -7,10 +7,12 @@
  * SSL_set1_host) is computed either way so `may` deliveries can report it. */
 #include "sender/tls.h"
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,7 +105,15 @@ static struct tls *tls_alloc(SSL_CTX *ctx)
 struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_host,
 		    bool require_verify, const char *cache_key)
 {
-	struct tls *t = tls_alloc(tlscache_ctx(tc, require_verify));
+	struct tls *t = tls_new_ctx(tlscache_ctx(tc, require_verify), sni, verify_host);
+	if (cache_key)
+		tlscache_attach(tc, t->ssl, cache_key);
+	return t;
+}
+
+struct tls *tls_new_ctx(struct ssl_ctx_st *ctx, const char *sni, const char *verify_host)
+{
+	struct tls *t = tls_alloc(ctx);
 	if (sni && *sni && SSL_set_tlsext_host_name(t->ssl, sni) != 1)
 		oom("tls_new");
 	if (verify_host && *verify_host) {
@@ -111,8 +121,6 @@ struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_hos
 		if (SSL_set1_host(t->ssl, verify_host) != 1)
 			oom("tls_new");
 	}
-	if (cache_key)
-		tlscache_attach(tc, t->ssl, cache_key);
 	return t;
 }
 
@@ -351,4 +359,95 @@ const char *tls_error(const struct tls *t)
 bool tls_failed_verify(const struct tls *t)
 {
 	return t->verify_failed;
+}
+
+/* ---- client contexts of the caller's (sender/redis_tls.c) ---- */
+
+static int no_passphrase(char *buf, int size, int rw, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rw;
+	(void)u;
+	return 0; /* never prompt on a terminal: an encrypted key fails to load */
+}
+
+/* OpenSSL's error as text: a system error in the queue (a file that is not
+ * there), else the first error's reason; the queue is cleared. */
+static const char *ossl_err(char *buf, size_t n)
+{
+	unsigned long e, first = 0, sys = 0;
+	while ((e = ERR_get_error()) != 0) {
+		if (first == 0)
+			first = e;
+		if (sys == 0 && ERR_SYSTEM_ERROR(e))
+			sys = e;
+	}
+	const char *why = first ? ERR_reason_error_string(first) : NULL;
+	if (sys != 0)
+		snprintf(buf, n, "%s", strerror(ERR_GET_REASON(sys)));
+	else if (first == 0)
+		snprintf(buf, n, "unknown error");
+	else if (why != NULL)
+		snprintf(buf, n, "%s", why);
+	else
+		ERR_error_string_n(first, buf, n);
+	return buf;
+}
+
+struct ssl_ctx_st *tls_ctx_new_client(const char *ca_file, const char *cert_file, const char *key_file,
+				      char *err, size_t errlen)
+{
+	char e[200];
+	ERR_clear_error();
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx == NULL)
+		oom("tls_ctx_new_client");
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+	bool ca = ca_file && ca_file[0];
+	if (ca ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1
+	       : SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		snprintf(err, errlen, "CA file %s: cannot load: %s", ca ? ca_file : "(the system store)",
+			 ossl_err(e, sizeof(e)));
+		goto fail;
+	}
+	if (cert_file && cert_file[0]) {
+		const char *key = key_file && key_file[0] ? key_file : cert_file;
+		if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
+			snprintf(err, errlen, "certificate %s: cannot load: %s", cert_file, ossl_err(e, sizeof(e)));
+			goto fail;
+		}
+		int ok = SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM);
+		unsigned long ke = ok == 1 ? 0 : ERR_peek_error();
+		/* loaded, but not the certificate's key: said below */
+		bool other = ke != 0 && ERR_GET_LIB(ke) == ERR_LIB_X509 &&
+			     ERR_GET_REASON(ke) == X509_R_KEY_VALUES_MISMATCH;
+		if (ok != 1 && !other) {
+			snprintf(err, errlen, "key %s: cannot load (an unencrypted PEM key is needed): %s", key,
+				 ossl_err(e, sizeof(e)));
+			goto fail;
+		}
+		if (other || SSL_CTX_check_private_key(ctx) != 1) {
+			snprintf(err, errlen, "key %s is not the key of certificate %s", key, cert_file);
+			goto fail;
+		}
+	}
+	ERR_clear_error();
+	return ctx;
+fail:
+	ERR_clear_error();
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+void tls_ctx_free(struct ssl_ctx_st *ctx)
+{
+	SSL_CTX_free(ctx);
+}
+
+void tls_thread_end(void)
+{
+	OPENSSL_thread_stop();
 }

@@ -52,6 +52,22 @@ struct tls_dane {
  * cache_key: where sessions are looked up/stored in tc (NULL: no resumption). */
 struct tls *tls_new(struct tlscache *tc, const char *sni, const char *verify_host,
 		    bool require_verify, const char *cache_key);
+/* The same on a context of the caller's (tls_ctx_new_client; no session
+ * cache): sender/redis_tls.c. ctx is referenced, not borrowed. */
+struct ssl_ctx_st;
+struct tls *tls_new_ctx(struct ssl_ctx_st *ctx, const char *sni, const char *verify_host);
+/* A client context of the caller's, not tlscache's: the peer's chain must
+ * verify (the handshake fails otherwise) against ca_file (NULL or "": the
+ * system store), TLS 1.2 at least; with cert_file, a client certificate
+ * (chain, PEM) and its key (key_file; NULL or "": in cert_file; PEM,
+ * unencrypted: never a passphrase prompt). NULL with err set (names the
+ * file; never key material). Free with tls_ctx_free (NULL: no-op). */
+struct ssl_ctx_st *tls_ctx_new_client(const char *ca_file, const char *cert_file, const char *key_file,
+				      char *err, size_t errlen);
+void tls_ctx_free(struct ssl_ctx_st *ctx);
+/* A thread that ran TLS sessions is about to end: OpenSSL's per-thread state
+ * goes now (else a leak report at exit). */
+void tls_thread_end(void);
 /* A client session authenticated by DANE: the chain must match one of dn's
  * records (OpenSSL's DANE verification: DANE-EE without name checks, DANE-TA
  * with the names dn->base and dn->mx_host), SNI is dn->base. dn is borrowed

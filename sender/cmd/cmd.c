@@ -13,6 +13,7 @@
 #include "queue/queue.h"
 #include "sender/config.h"
 #include "sender/log.h"
+#include "sender/redis_tls.h"
 #include "sender/util.h"
 
 bool cmd_parse_long(const char *s, long lo, long hi, long *out)
@@ -150,6 +151,15 @@ int cmd_setup(struct config *cfg, const struct cmd_common *c)
 		config_fini(cfg);
 		return EX_CONFIG;
 	}
+	if (strncmp(cfg->redis_url, "rediss://", 9) == 0) { /* the TLS files load */
+		struct queue_config qc;
+		cmd_queue_config(cfg, &qc);
+		if (redis_tls_check(&qc.tls, err, sizeof(err)) != 0) {
+			fprintf(stderr, "mxsend: [redis] %s\n", err);
+			config_fini(cfg);
+			return EX_CONFIG;
+		}
+	}
 	override(&cfg->dns, c->dns);
 	override(&cfg->ca_file, c->ca);
 	override(&cfg->helo, c->helo);
@@ -171,6 +181,14 @@ void cmd_queue_config(const struct config *cfg, struct queue_config *qc)
 	qc->url = cfg->redis_url;
 	qc->username = cfg->redis_username;
 	qc->password = cfg->redis_password;
+	qc->tls = (struct queue_tls){ .ca_file = cfg->redis_tls_ca, .cert_file = cfg->redis_tls_cert,
+				      .key_file = cfg->redis_tls_key, .name = cfg->redis_tls_name,
+				      .connect = redis_tls_connect };
+	qc->sentinels = cfg->redis_sentinels;
+	qc->master_name = cfg->redis_master_name;
+	qc->sentinel_password = cfg->redis_sentinel_password;
+	qc->wait_replicas = cfg->redis_wait_replicas;
+	qc->wait_timeout_ms = cfg->redis_wait_timeout_ms;
 	qc->jobs = cfg->jobs;
 	qc->results = cfg->results;
 	qc->cluster = cfg->redis_cluster;

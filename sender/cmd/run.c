@@ -54,6 +54,7 @@
 #include "sender/loop.h"
 #include "sender/metrics.h"
 #include "sender/msg.h"
+#include "sender/redis_tls.h"
 #include "sender/redis_uring.h"
 #include "sender/sign_pool.h"
 #include "sender/shaping.h"
@@ -115,6 +116,7 @@ struct run {
 	uint64_t n_delivered, n_bounced, n_deferred, n_held, n_tls;
 	char consumer[300]; /* HOST:PID, our name in the consumer group */
 	struct queue_host qh; /* borrowed by the queue for its life */
+	struct redis_tls *rtls; /* rediss://: TLS settings loaded at start (NULL: redis://, unix:) */
 	/* shaping (sender/shaping.h): shared with the workers; its state goes
 	 * to and comes from Redis every [shaping] sync (on_shape_sync) */
 	struct shaping *sh;
@@ -175,6 +177,18 @@ static int q_attach(void *ctx, struct redisAsyncContext *ac)
 {
 	struct run *r = ctx;
 	return redis_uring_attach(r->l, ac);
+}
+
+static struct redisAsyncContext *q_connect_tls(void *ctx, const struct queue_tls *t,
+					       const char *host, int port, char *why, size_t n)
+{
+	struct run *r = ctx;
+	(void)t; /* loaded once, at start: r->rtls */
+	if (r->rtls == NULL) {
+		snprintf(why, n, "rediss:// (TLS) is not set up");
+		return NULL;
+	}
+	return redis_tls_connect_async(r->l, r->rtls, host, port, why, n);
 }
 
 static void q_log(void *ctx, int level, const char *line)
@@ -945,7 +959,7 @@ static int run_open_queue(struct run *r)
 	qc.supp_auto = r->supp_auto;
 	qc.supp_auto_ttl_ms = r->cfg.suppress_auto_ttl_ms;
 	r->qh = (struct queue_host){
-		.ctx = r, .attach = q_attach, .timer_new = qt_new, .timer_arm = qt_arm,
+		.ctx = r, .attach = q_attach, .connect_tls = q_connect_tls, .timer_new = qt_new, .timer_arm = qt_arm,
 		.timer_free = qt_free, .mono_ms = q_now, .job = on_job, .peers = on_peers,
 		.log = q_log,
 	};
@@ -959,6 +973,11 @@ static int run_open_queue(struct run *r)
 	if (qchk < 0) {
 		char qb[600];
 		log_warn("evt=redis_unreachable err=\"%s\"", log_q(qb, sizeof(qb), ebuf));
+	}
+	if (strncmp(r->cfg.redis_url, "rediss://", 9) == 0 &&
+	    (r->rtls = redis_tls_new(&qc.tls, ebuf, sizeof(ebuf))) == NULL) {
+		fprintf(stderr, "mxsend: [redis] %s\n", ebuf);
+		return EX_CONFIG;
 	}
 	r->q = queue_new(&qc, &r->qh, ebuf, sizeof(ebuf)); /* copies qc */
 	if (r->q == NULL) {
@@ -993,9 +1012,12 @@ static int run_loop(struct run *r)
 	r->sig_op.fn = on_signal;
 	loop_read(r->l, &r->sig_op, r->sigfd, &r->si, sizeof(r->si));
 	char shown[512];
-	log_info("evt=run_start consumer=%s redis=%s jobs=%s max_inflight=%d workers=%d", r->consumer,
-		 queue_url_redact(r->cfg.redis_url, shown, sizeof(shown)), r->cfg.jobs,
-		 r->cfg.max_inflight, workers_count(r->w));
+	log_info("evt=run_start consumer=%s redis=%s%s%s%s%s jobs=%s max_inflight=%d workers=%d",
+		 r->consumer, queue_url_redact(r->cfg.redis_url, shown, sizeof(shown)),
+		 r->cfg.redis_sentinels ? " sentinels=" : "", r->cfg.redis_sentinels ? r->cfg.redis_sentinels : "",
+		 r->cfg.redis_sentinels ? " master_name=" : "",
+		 r->cfg.redis_master_name ? r->cfg.redis_master_name : "", r->cfg.jobs, r->cfg.max_inflight,
+		 workers_count(r->w));
 	queue_start(r->q);
 	int rc = EX_OK, lr = loop_run(r->l);
 	if (lr < 0) {
@@ -1029,6 +1051,8 @@ static void run_close(struct run *r)
 		loop_timer_stop(r->l, &r->shape_t);
 	queue_free(r->q); /* shaping replies still out run now, with none */
 	r->q = NULL;
+	redis_tls_free(r->rtls); /* relays still closing keep their sessions */
+	r->rtls = NULL;
 	if (r->l != NULL && r->sigfd != -1) {
 		r->exiting = true;
 		loop_cancel(r->l, &r->sig_op);

@@ -29,6 +29,7 @@
 #include <sysexits.h>
 #include <time.h>
 
+#include "queue/queue.h"
 #include "queue/tlsrpt_store.h"
 #include "sender/config.h"
 #include "sender/deliver.h"
@@ -96,10 +97,9 @@ static void tlsrpt_flush(const struct config *cfg, struct send_ctx *ctx)
 			ctx->lost_ev, MAX_TLS_EVENTS);
 	if (ctx->nev == 0)
 		return;
-	struct tlsrpt_store *st = tlsrpt_store_open(cfg->redis_url, cfg->redis_username,
-						    cfg->redis_password, cfg->tlsrpt_prefix,
-						    cfg->redis_cluster, cfg->redis_cluster_nodes, err,
-						    sizeof(err));
+	struct queue_config qc;
+	cmd_queue_config(cfg, &qc);
+	struct tlsrpt_store *st = tlsrpt_store_open(&qc, cfg->tlsrpt_prefix, err, sizeof(err));
 	if (st == NULL) {
 		fprintf(stderr, "mxsend send: warning: TLSRPT counters not written: %s\n", err);
 		return;

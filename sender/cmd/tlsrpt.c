@@ -347,14 +347,12 @@ static void start_post(struct rpt *r, struct rpt_dom *d, struct rpt_rua *u)
 static int open_stores(struct rpt *r, struct tlsrpt_store **st, struct queue_sync **qs)
 {
 	char err[512];
-	*st = tlsrpt_store_open(r->cfg.redis_url, r->cfg.redis_username, r->cfg.redis_password,
-				r->cfg.tlsrpt_prefix, r->cfg.redis_cluster, r->cfg.redis_cluster_nodes,
-				err, sizeof(err));
+	cmd_queue_config(&r->cfg, &r->qc);
+	*st = tlsrpt_store_open(&r->qc, r->cfg.tlsrpt_prefix, err, sizeof(err));
 	if (*st == NULL) {
 		fprintf(stderr, "mxsend tlsrpt: %s\n", err);
 		return -1;
 	}
-	cmd_queue_config(&r->cfg, &r->qc);
 	if (qs != NULL && (*qs = queue_sync_open(&r->qc, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "mxsend tlsrpt: %s\n", err);
 		return -1;

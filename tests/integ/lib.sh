@@ -6,7 +6,7 @@
 # generated in a private work directory, each stopped at exit:
 #   unbound      DNS for the test zones        start_unbound
 #   mxsink       the TLS SMTP sink (bench/)     start_sink, sink_stat, sink_find_msg
-#   redis-server the job queue                  start_redis
+#   redis-server the job queue                  start_redis, start_redis_tls (TLS only)
 # plus TAP-like reporting (ok/not_ok, run_case, run_case_bg/wait_cases),
 # assertions that explain themselves on failure, and the fixtures the scripts
 # share (defined here once): send, msg, mx, expect_rc/expect_line/expect_out,
@@ -542,19 +542,21 @@ expect_mail() {
 # ---------------------------------------------------------------------------
 # Redis
 
-# start_redis [-n NAME] [--aof]
+# start_redis [-n NAME] [--aof] [-- ARG...]
 # redis-server on 127.0.0.1 at a private port, no RDB snapshots, AOF off (or
 # on, fsync always, with --aof), dir in the work directory, in the foreground
-# of a background job. Sets REDIS_PORT and REDIS_URL. Starting a NAME again
+# of a background job; ARG... after "--" are more redis-server options (e.g.
+# --replicaof 127.0.0.1 PORT). Sets REDIS_PORT and REDIS_URL. Starting a NAME again
 # after stop_proc redis.NAME reuses its port and directory (so an AOF run
 # reloads its data: a crash-restart test). Waits (at most 5 s) for PING.
 start_redis() {
 	[ "$INTEG_LIST" = 1 ] && return 0 # --list: nothing starts
-	local name=redis aof=no
+	local name=redis aof=no more=()
 	while [ $# -gt 0 ]; do
 		case $1 in
 		-n) name=$2; shift ;;
 		--aof) aof=yes ;;
+		--) shift; more=("$@"); break ;;
 		*) echo "start_redis: unknown argument $1" >&2; return 2 ;;
 		esac
 		shift
@@ -570,7 +572,7 @@ start_redis() {
 	integ_spawn "redis.$name" "$dir/stderr.log" redis-server \
 		--bind 127.0.0.1 --port "$port" --daemonize no --save "" \
 		--appendonly "$aof" --appendfsync always --dir "$dir" \
-		--pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
+		--pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "${more[@]}"
 	local pid=$SPAWN_PID i
 	for ((i = 0; i < 50; i++)); do
 		if ! kill -0 "$pid" 2>/dev/null; then
@@ -599,6 +601,41 @@ start_redis() {
 	done
 	echo "start_redis: no PONG from 127.0.0.1:$port within 5 s" >&2
 	tail -n 20 "$dir/redis.log" >&2 2>/dev/null
+	return 1
+}
+
+# start_sentinel NAME MASTER MASTER_PORT [QUORUM]: redis-sentinel on
+# 127.0.0.1 at a private port, watching master MASTER (a name) at
+# 127.0.0.1:MASTER_PORT with QUORUM (default 2): down after 1 s, failover
+# timeout 3 s. Its config file (Sentinel rewrites it) and log in the work
+# directory. Sets SENTINEL_PORT. Waits (at most 5 s) for PING.
+start_sentinel() {
+	[ "$INTEG_LIST" = 1 ] && return 0 # --list: nothing starts
+	local name=$1 master=$2 mport=$3 quorum=${4:-2} dir=$INTEG_DIR/sentinel.$1 port
+	mkdir -p "$dir"
+	port=$(integ_port) || return 1
+	cat >"$dir/sentinel.conf" <<EOC
+port $port
+bind 127.0.0.1
+daemonize no
+dir $dir
+logfile $dir/sentinel.log
+pidfile $dir/sentinel.pid
+sentinel monitor $master 127.0.0.1 $mport $quorum
+sentinel down-after-milliseconds $master 1000
+sentinel failover-timeout $master 3000
+sentinel parallel-syncs $master 1
+EOC
+	integ_spawn "sentinel.$name" "$dir/stderr.log" redis-sentinel "$dir/sentinel.conf"
+	local pid=$SPAWN_PID
+	# ours answers (the port is reserved for this run), or it exited
+	wait_until 5 sh -c "! kill -0 $pid 2>/dev/null || [ \"\$(timeout 2 redis-cli -p $port ping 2>/dev/null)\" = PONG ]"
+	if kill -0 "$pid" 2>/dev/null && [ "$(redis_ping "$port")" = PONG ]; then
+		SENTINEL_PORT=$port
+		return 0
+	fi
+	echo "start_sentinel: redis-sentinel exited, or no PONG from 127.0.0.1:$port within 5 s:" >&2
+	tail -n 20 "$dir/stderr.log" "$dir/sentinel.log" >&2 2>/dev/null
 	return 1
 }
 
@@ -706,6 +743,75 @@ redis_ping() {
 		line=${line%$'\r'}
 		echo "${line#+}"
 	fi
+}
+
+# start_redis_tls [-n NAME] [--auth-clients no|yes] [--port PORT]: like
+# start_redis, with a TLS port only (--port 0): the run's server certificate
+# ($CERTS/server.pem; integ_setup's names, e.g. 127.0.0.1), clients verified
+# against $CA when --auth-clients yes (default no). PORT: the same port again
+# (a restart). Sets REDIS_PORT and REDIS_URL (rediss://127.0.0.1:PORT/0).
+# Waits (at most 5 s) for PING over TLS (tcli). Makes the client certificate
+# tcli uses ($CERTS/client.pem, .key: clientAuth, from the run's CA) once.
+start_redis_tls() {
+	[ "$INTEG_LIST" = 1 ] && return 0 # --list: nothing starts
+	local name=redis-tls auth=no port="" i
+	while [ $# -gt 0 ]; do
+		case $1 in
+		-n) name=$2; shift ;;
+		--auth-clients) auth=$2; shift ;;
+		--port) port=$2; shift ;;
+		*) echo "start_redis_tls: unknown argument $1" >&2; return 2 ;;
+		esac
+		shift
+	done
+	integ_client_cert || return 1
+	local dir=$INTEG_DIR/redis.$name
+	mkdir -p "$dir"
+	[ -n "$port" ] || port=$(integ_port) || return 1
+	integ_spawn "redis.$name" "$dir/stderr.log" redis-server \
+		--bind 127.0.0.1 --port 0 --tls-port "$port" --daemonize no --save "" --appendonly no \
+		--tls-cert-file "$CERTS/server.pem" --tls-key-file "$CERTS/server.key" \
+		--tls-ca-cert-file "$CA" --tls-auth-clients "$auth" \
+		--dir "$dir" --logfile "$dir/redis.log"
+	for ((i = 0; i < 50; i++)); do
+		if [ "$(REDISCLI_AUTH="" tcli "$port" PING 2>/dev/null)" = PONG ]; then
+			REDIS_PORT=$port
+			REDIS_URL=rediss://127.0.0.1:$port/0
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "start_redis_tls: no PONG from 127.0.0.1:$port (TLS) within 5 s" >&2
+	tail -n 20 "$dir/stderr.log" "$dir/redis.log" >&2 2>/dev/null
+	return 1
+}
+
+# integ_client_cert: $CERTS/client.pem and client.key, a client certificate
+# (extendedKeyUsage clientAuth; mkcerts' leaves are serverAuth only) from the
+# run's CA, made once.
+integ_client_cert() {
+	[ -s "$CERTS/client.pem" ] && return 0
+	local c=$CERTS/client
+	{
+		openssl ecparam -name prime256v1 -genkey -noout -out "$c.key" &&
+			openssl req -new -key "$c.key" -subj /CN=mxsend-client -out "$c.csr" &&
+			printf 'basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\nextendedKeyUsage = clientAuth\n' >"$c.ext" &&
+			openssl x509 -req -in "$c.csr" -CA "$CA" -CAkey "$CERTS/ca.key" -CAcreateserial \
+				-days 2 -extfile "$c.ext" -out "$c.pem.tmp" && mv "$c.pem.tmp" "$c.pem"
+	} >"$INTEG_DIR/client-cert.log" 2>&1 || {
+		echo "integ_client_cert: openssl failed:" >&2
+		cat "$INTEG_DIR/client-cert.log" >&2
+		return 1
+	}
+}
+
+# tcli PORT ARG...: redis-cli over TLS to 127.0.0.1:PORT (the run's CA, the
+# client certificate of integ_client_cert), 10 s bound, raw replies.
+tcli() {
+	local p=$1
+	shift
+	timeout 10 redis-cli --tls --cacert "$CA" --cert "$CERTS/client.pem" --key "$CERTS/client.key" \
+		-h 127.0.0.1 -p "$p" --raw "$@"
 }
 
 # ---------------------------------------------------------------------------

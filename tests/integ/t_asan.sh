@@ -2,7 +2,8 @@
 # tests/integ/t_asan.sh: mxsend built with ASan/UBSan (build/asan/mxsend, no
 # jemalloc) through its start-up and shutdown paths: `mxsend send` (delivered,
 # DNS failure), `mxsend run --until-empty`, and SIGTERM while idle, while
-# many jobs are in flight, and twice while DKIM-signed jobs are being signed. Every case asserts the exit status, the results
+# many jobs are in flight, and twice while DKIM-signed jobs are being signed;
+# Redis over TLS (rediss://: both relays, and SIGTERM while TLS keeps failing). Every case asserts the exit status, the results
 # written, and a stderr free of AddressSanitizer, UBSan ("runtime error") and
 # LeakSanitizer reports (detect_leaks=1).
 # shellcheck disable=SC2317 # case functions run indirectly, each in its run_case subshell
@@ -11,7 +12,7 @@ MXSEND=${MXSEND_ASAN:-$(cd "$(dirname "$0")/../.." && pwd)/build/asan/mxsend}
 # shellcheck source=tests/integ/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-integ_setup mx1.test mx2.test
+integ_setup mx1.test mx2.test 127.0.0.1
 integ_require mxsend mxsink redis-server redis-cli unbound timeout
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -119,6 +120,36 @@ t_until_empty() {
 	assert_eq "bounced results" 1 "$(status_count "$p" bounced)"
 	assert_eq "pending" 0 "$(rcli "$p" XPENDING mxsend:jobs mxsend | head -n 1)"
 	clean_stderr "run --until-empty" "$CASE_DIR/run.err"
+}
+
+# rediss:// (sender/redis_tls.c): the blocking relay of enqueue and held, the
+# ring relay of run --until-empty, and run SIGTERMed while its relays fail
+# verification over and over (a CA that did not sign the server's).
+t_rediss() {
+	start_redis_tls -n tls || return 1
+	local p=$REDIS_PORT conf=$CASE_DIR/t.conf bad=$CASE_DIR/bad.conf rc n=200
+	runconf "$conf" "$REDIS_URL"
+	sed -i "/^url = /a tls_ca = $CA" "$conf"
+	sed "s|^tls_ca = .*|tls_ca = $CERTS/selfsigned.pem|" "$conf" >"$bad"
+	timed_run 60 "$CASE_DIR/enq.out" "$CASE_DIR/enq.err" "$MXSEND" enqueue -c "$conf" --from a@src.test \
+		--to u@ok.test --count "$n" "$MSG"
+	assert_eq "enqueue: exit status" 0 "$RUN_RC"
+	clean_stderr "enqueue" "$CASE_DIR/enq.err"
+	timed_run 60 "$CASE_DIR/held.out" "$CASE_DIR/held.err" "$MXSEND" held -c "$bad"
+	assert_eq "held, wrong CA: exit status" 75 "$RUN_RC"
+	clean_stderr "held" "$CASE_DIR/held.err"
+	mx_bg run "$conf" --until-empty
+	rc=$(mx_wait run 60)
+	assert_eq "run: exit status" 0 "$rc"
+	assert_eq "delivered results" "$n" "$(tcli "$p" XLEN mxsend:results)"
+	clean_stderr "run --until-empty" "$CASE_DIR/run.err"
+	mx_bg bad "$bad"
+	# shellcheck disable=SC2317 # called through wait_until
+	refused() { [ "$(grep -c 'evt=redis_tls_failed' "$CASE_DIR/bad.err")" -ge 3 ]; }
+	wait_until 20 refused || fail "run, wrong CA: fewer than 3 evt=redis_tls_failed within 20 s"
+	kill -TERM "$MX_PID"
+	assert_eq "run, wrong CA, SIGTERM: exit status" 0 "$(mx_wait bad 20)"
+	clean_stderr "run, wrong CA" "$CASE_DIR/bad.err"
 }
 
 t_term_idle() {
@@ -232,6 +263,7 @@ t_term_twice_dkim() {
 run_case "ASan: mxsend send, one delivered one bounced: exit 69, no leak" t_send_ok
 run_case "ASan: mxsend send, DNS SERVFAIL + delivered: exit 75, no leak" t_send_dnsfail
 run_case "ASan: mxsend run --until-empty: exit 0, results written, no report" t_until_empty
+run_case "ASan: rediss:// enqueue, held (wrong CA), run --until-empty, run SIGTERMed while TLS keeps failing: no report" t_rediss
 run_case "ASan: mxsend run, SIGTERM while idle: exit 0, no report" t_term_idle
 run_case "ASan: mxsend run, SIGTERM while sessions wait for a QUIT reply that never comes: exit 0 within 10 s, none left behind, no report" t_term_quit_stall
 run_case "ASan: mxsend run, SIGTERM with ~1,000 jobs in flight: exit 0, nothing pending, no report" t_term_busy

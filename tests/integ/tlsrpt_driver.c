@@ -177,7 +177,8 @@ int main(int argc, char **argv)
 		return qrecord(argv[2]);
 	}
 	if (argc == 3 && strcmp(argv[1], "record") == 0) {
-		struct tlsrpt_store *s = tlsrpt_store_open(argv[2], NULL, NULL, NULL, false, NULL, err, sizeof(err));
+		struct queue_config qc = { .url = argv[2] };
+		struct tlsrpt_store *s = tlsrpt_store_open(&qc, NULL, err, sizeof(err));
 		if (s == NULL)
 			return fprintf(stderr, "%s\n", err), 1;
 		while (fgets(line, sizeof(line), stdin)) {

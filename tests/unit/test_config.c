@@ -376,7 +376,7 @@ static void t_err_ranges(void)
 	load_err("[tls]\nmta_sts = maybe\n", "2: bad value \"maybe\" for mta_sts (yes|no)");
 	load_err("[mxsend]\nhelo = two words\n", "2: bad value \"two words\" for helo (a single word)");
 	load_err("[redis]\nurl = http://x\n",
-		 "2: bad value \"http://x\" for url (redis://HOST:PORT/DB or unix:/PATH)");
+		 "2: bad value \"http://x\" for url (redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:/PATH)");
 	load_err("[mxsend]\nmetrics = 127.0.0.1\n",
 		 "2: bad value \"127.0.0.1\" for metrics (host:port or [ipv6]:port)");
 	load_err("[mxsend]\ndns = 127.0.0.1:53,,::1\n",
@@ -398,6 +398,27 @@ static void t_err_patterns(void)
 	load_err("[domain]\n", "1: section [domain] needs one name, as in [domain example.com]");
 	load_err("[domain a.com b.com]\n", "1: section [domain] needs one name, as in [domain example.com]");
 	load_err("[redis main]\n", "1: section [redis] takes no name");
+	/* Sentinel: both keys or neither; a good list; TCP only */
+	load_err("[redis]\nsentinels = 127.0.0.1:26379\n",
+		 "1: [redis] sentinels without master_name: Sentinel needs both");
+	load_err("[redis]\nmaster_name = m\n", "1: [redis] master_name without sentinels: Sentinel needs both");
+	load_err("[redis]\nsentinels = 127.0.0.1:0\n",
+		 "2: bad sentinel \"127.0.0.1:0\": expected HOST:PORT or [IPV6]:PORT in sentinels");
+	load_err("[redis]\nurl = unix:/tmp/r.sock\nsentinels = s1\nmaster_name = m\n",
+		 "1: [redis] sentinels with a unix: url: the sentinels name a TCP address (the url "
+		 "gives only the database, user and password)");
+	load_err("[redis]\nwait_replicas = 101\n", "2: bad value \"101\" for wait_replicas (integer 0..100)");
+	load_err("[redis]\nwait_timeout = 11s\n",
+		 "2: bad value \"11s\" for wait_timeout (duration like 500ms, 30s, 5m, 2h, 2d; 1ms..10s)");
+	struct config c;
+	load_ok(&c, "[redis]\nsentinels = 10.0.0.1:26379,s2\nmaster_name = mx\nsentinel_password = p\n"
+		    "wait_replicas = 1\nwait_timeout = 250ms\n");
+	CHECK_STR(c.redis_sentinels, "10.0.0.1:26379,s2");
+	CHECK_STR(c.redis_master_name, "mx");
+	CHECK_STR(c.redis_sentinel_password, "p");
+	CHECK_INT(c.redis_wait_replicas, 1);
+	CHECK_INT(c.redis_wait_timeout_ms, 250);
+	config_fini(&c);
 }
 
 /* Credentials only to a relay whose certificate verifies (issue 17, 4). */
@@ -464,12 +485,32 @@ static void t_redis_url_redacted(void)
 	CHECK_STR(queue_url_redact("redis://:s3cret@host", buf, 12), "redis://:**");
 	/* a bad URL in the config is named without its password */
 	load_err("[redis]\nurl = redis:/:s3cret@h\n",
-		 "2: bad value \"redis:***@h\" for url (redis://HOST:PORT/DB or unix:/PATH)");
+		 "2: bad value \"redis:***@h\" for url (redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:/PATH)");
 	char err[256];
 	struct queue_addr a;
 	CHECK_INT(queue_url_parse("redis://:s3cret@h:99999", &a, err, sizeof(err)), -1);
 	CHECK(strstr(err, "s3cret") == NULL);
 	CHECK(strstr(err, "redis://:***@h:99999") != NULL);
+}
+
+/* rediss:// (issue 22, 1): tls_* keys need it; tls_key needs tls_cert. */
+static void t_redis_tls_keys(void)
+{
+	struct config c;
+	load_ok(&c, "[redis]\nurl = rediss://:pw@r.example:6380/1\ntls_ca = /ca.pem\n"
+		    "tls_cert = /c.pem\ntls_key = /c.key\ntls_name = redis.example\n");
+	CHECK_STR(c.redis_tls_ca, "/ca.pem");
+	CHECK_STR(c.redis_tls_cert, "/c.pem");
+	CHECK_STR(c.redis_tls_key, "/c.key");
+	CHECK_STR(c.redis_tls_name, "redis.example");
+	config_fini(&c);
+	load_err("[redis]\nurl = redis://h/0\ntls_ca = /ca.pem\n",
+		 "1: [redis] tls_ca is for TLS: the url must be rediss://");
+	load_err("[redis]\ntls_name = h\n", "1: [redis] tls_name is for TLS: the url must be rediss://");
+	load_err("[redis]\nurl = rediss://h\ntls_key = /k.pem\n",
+		 "1: [redis] tls_key without tls_cert (the client certificate)");
+	load_err("[redis]\nurl = rediss://\n",
+		 "2: bad value \"rediss://\" for url (redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:/PATH)");
 }
 
 static void t_err_auth_pairs(void)
@@ -1249,7 +1290,7 @@ static void t_redis_prefix_cluster(void)
 		 "prefix = {mxsend} and no jobs/results keys, so every key of the queue lives in one slot");
 	load_err("[redis]\ncluster = yes\nprefix = {a}\njobs = {a}:j\nresults = {a}:r\n"
 		 "url = unix:/tmp/r.sock\n",
-		 "1: cluster = yes needs a redis://HOST:PORT url");
+		 "1: cluster = yes needs a redis:// or rediss:// HOST:PORT url");
 	load_ok(&c, "[redis]\ncluster = yes\nprefix = {a}\ncluster_nodes = 10.0.0.2:7000, [::1]:7001\n");
 	CHECK_STR(c.redis_cluster_nodes, "10.0.0.2:7000, [::1]:7001");
 	config_fini(&c);
@@ -1284,6 +1325,7 @@ static const struct t_case cases[] = {
 	{ "err_auth_pairs", t_err_auth_pairs },
 	{ "credentials_need_verify", t_credentials_need_verify },
 	{ "redis_url_redacted", t_redis_url_redacted },
+	{ "redis_tls_keys", t_redis_tls_keys },
 	{ "err_long_line", t_err_long_line },
 	{ "parse_duration", t_parse_duration },
 	{ "parse_size", t_parse_size },

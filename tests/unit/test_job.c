@@ -651,6 +651,25 @@ static void t_redis_url(void)
 	CHECK_INT(queue_url_parse("unix:/tmp/r.sock?db=3", &a, err, sizeof(err)), 0);
 	CHECK_STR(a.path, "/tmp/r.sock");
 	CHECK_INT(a.db, 3);
+	/* rediss://: the same, with TLS */
+	CHECK_INT(a.tls, 0);
+	CHECK_INT(queue_url_parse("rediss://mxq:p:w@d@r.example:6380/4", &a, err, sizeof(err)), 0);
+	CHECK_INT(a.tls, 1);
+	CHECK_STR(a.username, "mxq");
+	CHECK_STR(a.password, "p:w@d");
+	CHECK_STR(a.host, "r.example");
+	CHECK_INT(a.port, 6380);
+	CHECK_INT(a.db, 4);
+	CHECK_INT(queue_url_parse("rediss://[::1]", &a, err, sizeof(err)), 0);
+	CHECK_INT(a.tls, 1);
+	CHECK_STR(a.host, "::1");
+	CHECK_INT(a.port, 6379);
+	CHECK_INT(queue_url_parse("redis://h", &a, err, sizeof(err)), 0);
+	CHECK_INT(a.tls, 0);
+	CHECK_INT(queue_url_parse("rediss://:s3cret@h:0", &a, err, sizeof(err)), -1);
+	CHECK_INT(strstr(err, "s3cret") == NULL, 1);
+	CHECK_INT(strstr(err, "rediss://:***@h:0") != NULL, 1);
+	CHECK_INT(queue_url_parse("redisss://h", &a, err, sizeof(err)), -1);
 	CHECK_INT(queue_url_parse("http://x", &a, err, sizeof(err)), -1);
 	CHECK_INT(queue_url_parse("redis://h:99999", &a, err, sizeof(err)), -1);
 	CHECK_INT(queue_url_parse("redis://h:1/x", &a, err, sizeof(err)), -1);
