@@ -233,6 +233,13 @@ static void go_to(struct queue *q, const struct queue_node *n, const char *why)
 	     q->addr.host, q->addr.port, n->host, n->port, why);
 	snprintf(q->addr.host, sizeof(q->addr.host), "%s", n->host);
 	q->addr.port = n->port;
+	/* another node: our pending entries there are read back once more (a
+	 * claim whose reply the old master did not send is not left to the
+	 * visibility timeout; the jobs we hold are skipped), as after a
+	 * Sentinel failover */
+	q->own_done = false;
+	q->own_lane = 0;
+	strcpy(q->own_cursor, "0-0");
 }
 
 void qcluster_lost(struct queue *q, struct qconn *c)
