@@ -195,6 +195,16 @@ const char *shaping_pair_provider(const struct shaping *sh, int pair)
 	return sh->c->providers[sh->pairs[pair].prov].name;
 }
 
+int shaping_pair_prov(const struct shaping *sh, int pair)
+{
+	return sh != NULL && pair >= 0 ? sh->pairs[pair].prov : -1;
+}
+
+int shaping_pair_src(const struct shaping *sh, int pair)
+{
+	return sh != NULL && pair >= 0 ? sh->pairs[pair].src : -1;
+}
+
 static const struct shape_provider *prov_of(const struct shaping *sh, int pair)
 {
 	return &sh->c->providers[sh->pairs[pair].prov];
@@ -237,6 +247,11 @@ static double rate_of(const struct shaping *sh, int pair)
 	double r = rm > 0 ? (double)rm / 1000.0 : prov_of(sh, pair)->max_rate;
 	double mx = prov_of(sh, pair)->max_rate;
 	return mx > 0 && r > mx ? mx : r;
+}
+
+double shaping_rate(const struct shaping *sh, int pair)
+{
+	return sh != NULL && pair >= 0 ? rate_of(sh, pair) / npeers(sh) : 0;
 }
 
 static const char *rule_name(const struct shaping *sh, int idx1)
@@ -288,7 +303,7 @@ enum shape_admit shaping_admit(struct shaping *sh, int pair, bool *waiting, uint
 				 ub);
 			*until_wall = until;
 			shaping_unwait(sh, pair, waiting);
-			return SHAPE_DEFER;
+			return SHAPE_SUSPENDED;
 		}
 	}
 	double rate = rate_of(sh, pair) / npeers(sh);

@@ -356,11 +356,11 @@ static void t_throttle_and_sync(void)
 	shaping_sync_apply(sh, p, 0, 0, 0, "lab-rate");
 	CHECK_INT(shaping_admit(sh, p, &waiting, &wait, &booked, &until, why, sizeof(why)), SHAPE_WAIT);
 	CHECK_STR(why, "lab:rate rate=10.00/s conns=4");
-	/* a suspension: DEFER with its end, and the rule */
+	/* a suspension: SUSPENDED with its end, and the rule */
 	CHECK(shaping_match(sh, p, 421, "4.7.0", "[TSS09]", &m));
 	shaping_act(sh, p, &m, why, sizeof(why));
 	CHECK(strncmp(why, "block:suspend until=20", 22) == 0);
-	CHECK_INT(shaping_admit(sh, p, &waiting, &wait, &booked, &until, why, sizeof(why)), SHAPE_DEFER);
+	CHECK_INT(shaping_admit(sh, p, &waiting, &wait, &booked, &until, why, sizeof(why)), SHAPE_SUSPENDED);
 	CHECK(until > wall_ms() + 3500000);
 	CHECK(strncmp(why, "block:suspend until=", 20) == 0);
 	shaping_sync_take(sh, p, wall_ms(), &r);
@@ -368,7 +368,7 @@ static void t_throttle_and_sync(void)
 	CHECK_STR(r.susp_rule, "block");
 	/* Redis ends it (another process's view): it ends here too */
 	shaping_sync_apply(sh, p, 0, 0, 0, "");
-	CHECK_INT(shaping_admit(sh, p, &waiting, &wait, &booked, &until, why, sizeof(why)) == SHAPE_DEFER, 0);
+	CHECK_INT(shaping_admit(sh, p, &waiting, &wait, &booked, &until, why, sizeof(why)) == SHAPE_SUSPENDED, 0);
 	shaping_free(sh);
 	config_fini(&c);
 }
