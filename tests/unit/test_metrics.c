@@ -773,6 +773,7 @@ static void t_shaping(void)
 	CHECK(has_line(buf, "mxsend_shaping_rate{source=\"ip1\",provider=\"lab\"} 2.000"));
 	CHECK(value_of(buf, "mxsend_shaping_rate{source=\"ip2\",provider=\"google\"}") == -1);
 	metrics_set_shaping(m, prov, 1, rules, 1, src, 0); /* a second call: ignored */
+	metrics_render(m, buf, BIG);
 	CHECK(has_line(buf, "mxsend_shaping_deferred_total{provider=\"lab\",reason=\"warmup\"} 2"));
 	free(buf);
 	metrics_free(m);
