@@ -11,11 +11,11 @@
 # Cases:
 #   throttle  `mxsend run` of N jobs, starting at 4 x R: nothing lost (every job delivered,
 #             each once, counted in Exim's log), Exim's 4xx share after the first window is
-#             lower than in it, results of the deferrals say shaped=exim-rate:throttle and class
+#             lower than in it and under 10 % (without the rule: about 68 %), results of the deferrals say shaped=exim-rate:throttle and class
 #             rate-limited; the rate in force (metrics) ends below the start.
 #   block     Exim's 550 5.7.1 for the client: the recipient is deferred (not bounced), shaped
 #             names the suspension, class reputation; a second job waits without a connection.
-# The figures (4xx shares, delivered rate against R) go to the output. About 60 s.
+# The figures (4xx shares, delivered rate against R) go to the output. About 35 s.
 # shellcheck disable=SC2317,SC2031 # case functions run indirectly, each in its run_case subshell
 set -u
 # shellcheck source=tests/integ/lib.sh
@@ -102,7 +102,7 @@ t_throttle() {
 	sleep 10
 	local a1 l1 t1 t2 a2 l2
 	a1=$(ex_taken) l1=$(ex_limited) t1=$(date +%s%N)
-	wait_until 60 delivered_ge "$port" "$n" || fail "not every job delivered within 70 s"
+	wait_until 80 delivered_ge "$port" "$n" || fail "not every job delivered within 90 s"
 	t2=$(date +%s%N)
 	a2=$(ex_taken) l2=$(ex_limited)
 	m=$(scrape "$MPORT") || fail "no /metrics from 127.0.0.1:$MPORT"
@@ -116,6 +116,7 @@ t_throttle() {
 	assert_ge "Exim's ratelimit deferred MAILs at first" 1 "$l1"
 	awk -v a="$later" -v b="$first" 'BEGIN { exit !(a < b) }' ||
 		fail "the 4xx share did not fall after the first window ($first % -> $later %)"
+	awk -v a="$later" 'BEGIN { exit !(a < 10) }' || fail "4xx share after the first window $later % (>= 10 %)"
 	# nothing lost: every job delivered once, and Exim took each exactly once
 	assert_eq "every job delivered" "$n" \
 		"$(results "$port" id,status | grep '|delivered$' | cut -d'|' -f1 | sort -u | wc -l)"
@@ -125,7 +126,7 @@ t_throttle() {
 		"$(case_log "$EXLOG" | awk '$4 == "<=" { for (i = 5; i <= NF; i++) if ($i ~ /^for$/) print $(i + 1) }' | sort -u | wc -l)"
 	assert_match "a deferral names the throttle and the state, class rate-limited" \
 		'^deferred\|421\|4\.7\.28\|exim-rate:throttle rate=[0-9.]+/s conns=[0-9]+\|rate-limited$' \
-		"$(results "$port" status,code,dsn,shaped,class | grep '^deferred' | head -n 1)"
+		"$(results "$port" status,code,dsn,shaped,class | grep '^deferred|421|' | head -n 1)"
 	assert_match "the throttle logged" \
 		'evt=shaping_throttle rule=exim-rate source=- provider=exim-rl code=421 dsn=4\.7\.28' \
 		"$(cat "$CASE_DIR/err")"
