@@ -374,3 +374,5 @@ mx = mx.ok.test'
 }
 n_done() { [ "$(results "$1" id | grep -c "^$2-")" -ge "$3" ]; }
 run_case "warm-up: a source's daily budget per provider (day count in Redis) overflows to the pool's other source; with every source spent mail waits for the next day without using a retry" t_warmup
+
+integ_finish
