@@ -114,6 +114,7 @@ struct metrics {
 	char **prov_names, **pair_src;
 	struct metrics_rule *rules; /* name and action are copies */
 	int nprov, nrules, npair_src, npairs;
+	int nprov_all; /* the providers numbering the pairs (nprov: those counted) */
 	size_t shape_cells, render_extra;
 };
 
@@ -317,6 +318,7 @@ void metrics_set_shaping(struct metrics *m, const char *const *providers, int np
 {
 	if (m->prov_names != NULL || nprov <= 0)
 		return;
+	m->nprov_all = nprov; /* pairs are numbered over all of them (shaping.h) */
 	if (nprov > METRICS_PROVIDERS_MAX)
 		nprov = METRICS_PROVIDERS_MAX;
 	if (nrules > METRICS_RULES_MAX)
@@ -338,21 +340,20 @@ void metrics_set_shaping(struct metrics *m, const char *const *providers, int np
 		struct metrics_rule *mr = &m->rules[r];
 		mr->name = xstrdup(rules[r].name);
 		mr->action = xstrdup(rules[r].action);
-		mr->provider = rules[r].provider >= 0 && rules[r].provider < nprov ? rules[r].provider
-										   : -1;
+		/* -2: a provider past the cap, not counted */
+		mr->provider = rules[r].provider < 0 ? -1 : rules[r].provider < nprov ? rules[r].provider : -2;
 		size_t line = LINE_FIXED + strlen(mr->name) + strlen(mr->action);
 		if (mr->provider >= 0)
 			extra += line + strlen(providers[mr->provider]);
-		else
+		else if (mr->provider == -1)
 			for (int p = 0; p <= nprov; p++)
 				extra += line + (p < nprov ? strlen(providers[p]) : 1);
 	}
-	/* the original count of providers numbers the pairs (shaping.h) */
 	m->npair_src = nsrc + 1;
 	m->pair_src = xcalloc((size_t)m->npair_src, sizeof(char *));
 	for (int k = 0; k < m->npair_src; k++)
 		m->pair_src[k] = xstrdup(k < nsrc ? sources[k] : "-");
-	m->npairs = m->npair_src * nprov;
+	m->npairs = m->npair_src * m->nprov_all;
 	for (int k = 0; k < m->npair_src; k++)
 		for (int p = 0; p < nprov; p++)
 			extra += LINE_FIXED + strlen(m->pair_src[k]) + strlen(providers[p]);
@@ -549,7 +550,7 @@ static void render_shaping(const struct metrics *m, struct out *o)
 	     "Recipient outcomes whose reply a [response] rule matched, by provider, rule and action.");
 	for (int r = 0; r < m->nrules; r++) {
 		const struct metrics_rule *mr = &m->rules[r];
-		for (int p = 0; p <= m->nprov; p++) {
+		for (int p = 0; p <= m->nprov && mr->provider != -2; p++) {
 			if (mr->provider >= 0 && p != mr->provider)
 				continue;
 			uint64_t v = cell_sum(m, (size_t)r * (size_t)(m->nprov + 1) + (size_t)p);
@@ -571,10 +572,10 @@ static void render_shaping(const struct metrics *m, struct out *o)
 	     "no series: no rate in force.");
 	for (int pr = 0; pr < m->npairs; pr++) {
 		uint64_t v = cell_sum(m, cell_rate(s0) + (size_t)pr);
-		if (v == 0)
+		if (v == 0 || pr % m->nprov_all >= m->nprov)
 			continue;
 		put(o, "mxsend_shaping_rate{source=\"%s\",provider=\"%s\"} %llu.%03llu\n",
-		    m->pair_src[pr / m->nprov], m->prov_names[pr % m->nprov],
+		    m->pair_src[pr / m->nprov_all], m->prov_names[pr % m->nprov_all],
 		    (unsigned long long)(v / 1000), (unsigned long long)(v % 1000));
 	}
 }

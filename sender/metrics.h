@@ -141,7 +141,7 @@ void metrics_set_tls_chains(struct metrics_shard *s, uint64_t verified, uint64_t
 struct metrics_rule {
 	const char *name;   /* the [response NAME] */
 	const char *action; /* "throttle", "suspend", "temporary", "permanent", "none" */
-	int provider;       /* index in providers, -1: every provider */
+	int provider;       /* index in providers, -1: every provider (past the cap: not counted) */
 };
 /* The providers, rules and (source, provider) pairs, numbered as shaping.h
  * does: pair = s x nprov + p, s in [0, nsrc], s == nsrc being "no source"

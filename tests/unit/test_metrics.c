@@ -778,6 +778,34 @@ static void t_shaping(void)
 	free(buf);
 	metrics_free(m);
 
+	/* more providers than are counted: the pairs keep shaping.h's numbering
+	 * (source x all providers + provider), the rest is left out */
+	m = metrics_new(1);
+	enum { NPX = METRICS_PROVIDERS_MAX + 2 };
+	char xn[NPX][16];
+	const char *xp[NPX];
+	for (int i = 0; i < NPX; i++) {
+		snprintf(xn[i], sizeof(xn[i]), "p%d", i);
+		xp[i] = xn[i];
+	}
+	const struct metrics_rule xr[] = { { "r0", "throttle", 0 }, { "r65", "throttle", NPX - 1 } };
+	metrics_set_shaping(m, xp, NPX, xr, 2, src, 2);
+	metrics_shape_match(metrics_shard(m, 0), 1, NPX - 1, 1);
+	metrics_set_shape_rate(metrics_shard(m, 0), 1 * NPX + 3, 7);   /* ip2 -> p3 */
+	metrics_set_shape_rate(metrics_shard(m, 0), 2 * NPX + 1, 5);   /* "-" -> p1 */
+	metrics_set_shape_rate(metrics_shard(m, 0), NPX - 1, 9);       /* ip1 -> p65: not counted */
+	metrics_shape_defer(metrics_shard(m, 0), NPX - 1, METRICS_DEFER_RATE, 1);
+	buf = xmalloc(metrics_render_max(m));
+	CHECK(metrics_render(m, buf, metrics_render_max(m)) < metrics_render_max(m));
+	CHECK(has_line(buf, "mxsend_shaping_rate{source=\"ip2\",provider=\"p3\"} 7.000"));
+	CHECK(has_line(buf, "mxsend_shaping_rate{source=\"-\",provider=\"p1\"} 5.000"));
+	CHECK(strstr(buf, "provider=\"p65\"") == NULL);
+	CHECK(has_line(buf, "mxsend_shaping_deferred_total{provider=\"p63\",reason=\"rate\"} 0"));
+	CHECK(has_line(buf, "mxsend_shaping_matches_total{provider=\"p0\",rule=\"r0\",action=\"throttle\"} 0"));
+	CHECK(strstr(buf, "rule=\"r65\"") == NULL); /* its provider is not counted */
+	free(buf);
+	metrics_free(m);
+
 	/* many long names: the response still fits its cap */
 	m = metrics_new(1);
 	enum { NP = 40, NR = 100, NS = 16 };
