@@ -33,7 +33,7 @@ DEB_PKGS := gcc make pkg-config python3 perl iproute2 procps \
 	python3-dkim python3-nacl python3-dnspython python3-redis openssl unbound redis-server redis-tools redis-sentinel \
 	nginx-light gnuplot-nox ca-certificates postfix man-db groff-base ldnsutils bind9-dnsutils \
 	libgnutls-dane0 libgnutls30 libidn12 libevent-2.1-7 libnsl2 libdb5.3 libpam0g
-# Receiving MTAs for tests/integ/t_interop.sh that cannot be installed beside postfix (Debian's
+# Receiving MTAs for tests/integ/t_interop.sh (and t_dane_mta.sh, t_shaping_mta.sh) that cannot be installed beside postfix (Debian's
 # exim4-daemon-light and opensmtpd conflict with it, all three provide mail-transport-agent):
 # their packages are downloaded and unpacked with dpkg -x into INTEROP_ROOT (no maintainer
 # scripts, no users, nothing system-wide); the libraries they link are in DEB_PKGS above.

@@ -393,7 +393,7 @@ static void ask_done(struct qsent *s)
 		qconn_drop(&q->cmd);
 		qconn_drop(&q->clm);
 		q->own_done = false; /* see the top of this file */
-		q->own_lane = 0;     /* from the first lane again (past the last: no stream) */
+		q->own_lane = 0;     /* every lane again, from the first */
 		strcpy(q->own_cursor, "0-0");
 		q->commit_backoff = 0; /* errors of the old master say nothing of the new */
 		q->commit_hold_until = 0;

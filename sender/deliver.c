@@ -419,6 +419,7 @@ static enum job_status shape_reply(struct job *j, enum job_status st, int code, 
 	struct shape_match m;
 	if (!shaping_match(sh, pair, code, dsn, text, &m))
 		return st;
+	metrics_shape_match(j->d->o.metrics_shard, m.rule, shaping_pair_prov(sh, pair), 1);
 	int c = m.class_name ? bclass_parse(m.class_name) : -1; /* checked by the config */
 	if (c > 0 && *preset == 0)
 		*preset = (unsigned)c;
@@ -468,6 +469,7 @@ static void report(struct job *j, int idx, enum job_status st, int code, const c
 					? (enum bclass)preset
 					: bclass_classify(j->d->cfg->classes, code, dsn, text, origin);
 		strlcpy_x(r.cls, bclass_name(c), sizeof(r.cls));
+		metrics_bclass(j->d->o.metrics_shard, st == JOB_BOUNCED, (int)c);
 	}
 	j->reported[idx] = true;
 	j->nleft--;
@@ -530,9 +532,12 @@ static void send_txn(struct job *j, struct smtp_session *s);
 /* Shaping holds the job back without an attempt (a suspension, or a rate
  * wait past max_wait): every recipient is deferred until `until` (wall ms),
  * using up no retry (queue_commit.c). */
-static void finish_shaped(struct job *j, uint64_t until, const char *why)
+static void finish_shaped(struct job *j, uint64_t until, const char *why,
+			  enum metrics_shape_defer reason)
 {
 	char text[256];
+	metrics_shape_defer(j->d->o.metrics_shard, shaping_pair_prov(j->d->o.shaping, j->shape_pair),
+			    reason, (unsigned)j->nleft);
 	j->shape_not_before = until > 0 ? until : 1;
 	strlcpy_x(j->shaped, why, sizeof(j->shaped));
 	snprintf(text, sizeof(text), "held back by shaping (%s)", why);
@@ -1078,7 +1083,7 @@ static bool warm_source(struct job *j)
 	char why[160];
 	shaping_warm_why(sh, j->shape_pair, why, sizeof(why));
 	uint64_t now = wall_ms();
-	finish_shaped(j, now - now % 86400000u + 86400000u, why);
+	finish_shaped(j, now - now % 86400000u + 86400000u, why, METRICS_DEFER_WARMUP);
 	return false;
 }
 
@@ -1170,12 +1175,15 @@ static void admit(struct job *j)
 		uint64_t wait, until = 0;
 		bool booked;
 		char why[160];
-		switch (shaping_admit(sh, j->shape_pair, &j->shape_waiting, &wait, &booked, &until, why,
-				      sizeof(why))) {
+		enum shape_admit r = shaping_admit(sh, j->shape_pair, &j->shape_waiting, &wait, &booked,
+						   &until, why, sizeof(why));
+		switch (r) {
 		case SHAPE_GO:
 			break;
 		case SHAPE_DEFER:
-			finish_shaped(j, until, why);
+		case SHAPE_SUSPENDED:
+			finish_shaped(j, until, why,
+				      r == SHAPE_DEFER ? METRICS_DEFER_RATE : METRICS_DEFER_SUSPEND);
 			return;
 		case SHAPE_WAIT:
 			strlcpy_x(j->shaped, why, sizeof(j->shaped));

@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "sender/bclass.h"
 #include "sender/log.h"
 #include "sender/loop.h"
 #include "sender/util.h"
@@ -45,6 +46,7 @@ static const char *const status_names[METRICS_STATUS_N] = { "delivered", "bounce
 							    "suppressed" };
 static const char *const tls_names[METRICS_TLS_N] = { "none", "TLSv1.2", "TLSv1.3" };
 static const char *const dns_names[METRICS_DNS_N] = { "ok", "temp", "nxdomain" };
+static const char *const defer_names[METRICS_DEFER_N] = { "rate", "suspend", "warmup" };
 
 #define CACHELINE 64
 
@@ -61,6 +63,12 @@ struct metrics_shard {
 	_Atomic int64_t conn_open, inflight, inflight_bytes, queue_depth, retry_depth, processes;
 	/* per egress source (metrics_set_sources), by status; [METRICS_SOURCES_MAX]: the rest */
 	_Atomic uint64_t src_deliveries[METRICS_SOURCES_MAX + 1][METRICS_STATUS_N];
+	_Atomic uint64_t bclass[2][BCLASS_N]; /* [bounced][class] */
+	/* metrics_set_shaping: rule matches [nrules][nprov + 1], then deferrals
+	 * [nprov][METRICS_DEFER_N], then each pair's rate x 1000 [npairs]; on
+	 * cache lines of this shard's own (NULL: not set) */
+	_Atomic uint64_t *shape;
+	int sh_nprov, sh_nrules, sh_npairs; /* its dimensions (copies of the registry's) */
 };
 
 /* ---- the HTTP endpoint's connection slots ---- */
@@ -83,7 +91,7 @@ struct scrape {
 	size_t reqlen;
 	size_t out_pos, out_end;
 	char req[METRICS_REQ_MAX];
-	char out[HDR_MAX + METRICS_RENDER_MAX];
+	char *out; /* HDR_MAX + metrics_render_max() */
 };
 
 struct metrics {
@@ -101,6 +109,13 @@ struct metrics {
 	unsigned nconns;
 	char **src_names; /* metrics_set_sources: the label values, nsrc of them */
 	int nsrc;
+	/* metrics_set_shaping: its names (copies), the counts, and the room
+	 * their series take in the exposition */
+	char **prov_names, **pair_src;
+	struct metrics_rule *rules; /* name and action are copies */
+	int nprov, nrules, npair_src, npairs;
+	int nprov_all; /* the providers numbering the pairs (nprov: those counted) */
+	size_t shape_cells, render_extra;
 };
 
 /* ---- names ---- */
@@ -152,17 +167,32 @@ void metrics_free(struct metrics *m)
 	if (m == NULL)
 		return;
 	if (m->conns != NULL) {
-		for (unsigned i = 0; i < METRICS_MAX_CONNS; i++)
+		for (unsigned i = 0; i < METRICS_MAX_CONNS; i++) {
 			if (m->conns[i].st != SC_FREE)
 				close(m->conns[i].fd);
+			free(m->conns[i].out);
+		}
 		free(m->conns);
 	}
 	if (m->lfd != -1)
 		close(m->lfd);
+	for (int i = 0; i < m->nshards; i++)
+		free(m->shards[i].shape);
 	free(m->shards_mem);
 	for (int i = 0; i < m->nsrc; i++)
 		free(m->src_names[i]);
 	free(m->src_names);
+	for (int i = 0; i < m->nprov; i++)
+		free(m->prov_names[i]);
+	free(m->prov_names);
+	for (int i = 0; i < m->npair_src; i++)
+		free(m->pair_src[i]);
+	free(m->pair_src);
+	for (int i = 0; i < m->nrules; i++) {
+		free((char *)m->rules[i].name);
+		free((char *)m->rules[i].action);
+	}
+	free(m->rules);
 	free(m);
 }
 
@@ -278,6 +308,117 @@ void metrics_source_delivery(struct metrics_shard *s, int src, enum metrics_stat
 	add(&s->src_deliveries[src < METRICS_SOURCES_MAX ? src : METRICS_SOURCES_MAX][st], 1);
 }
 
+/* Room for one series line: its fixed text (name, label names, value)
+ * and the label values. */
+#define LINE_FIXED 96
+
+void metrics_set_shaping(struct metrics *m, const char *const *providers, int nprov,
+			 const struct metrics_rule *rules, int nrules, const char *const *sources,
+			 int nsrc)
+{
+	if (m->prov_names != NULL || nprov <= 0)
+		return;
+	m->nprov_all = nprov; /* pairs are numbered over all of them (shaping.h) */
+	if (nprov > METRICS_PROVIDERS_MAX)
+		nprov = METRICS_PROVIDERS_MAX;
+	if (nrules > METRICS_RULES_MAX)
+		nrules = METRICS_RULES_MAX;
+	if (nrules < 0)
+		nrules = 0;
+	if (nsrc < 0)
+		nsrc = 0;
+	size_t extra = 1024; /* HELP and TYPE lines */
+	m->nprov = nprov;
+	m->prov_names = xcalloc((size_t)nprov, sizeof(char *));
+	for (int p = 0; p < nprov; p++) {
+		m->prov_names[p] = xstrdup(providers[p]);
+		extra += METRICS_DEFER_N * (LINE_FIXED + strlen(providers[p]));
+	}
+	m->nrules = nrules;
+	m->rules = xcalloc((size_t)(nrules > 0 ? nrules : 1), sizeof(*m->rules));
+	for (int r = 0; r < nrules; r++) {
+		struct metrics_rule *mr = &m->rules[r];
+		mr->name = xstrdup(rules[r].name);
+		mr->action = xstrdup(rules[r].action);
+		/* -2: a provider past the cap, not counted */
+		mr->provider = rules[r].provider < 0 ? -1 : rules[r].provider < nprov ? rules[r].provider : -2;
+		size_t line = LINE_FIXED + strlen(mr->name) + strlen(mr->action);
+		if (mr->provider >= 0)
+			extra += line + strlen(providers[mr->provider]);
+		else if (mr->provider == -1)
+			for (int p = 0; p <= nprov; p++)
+				extra += line + (p < nprov ? strlen(providers[p]) : 1);
+	}
+	m->npair_src = nsrc + 1;
+	m->pair_src = xcalloc((size_t)m->npair_src, sizeof(char *));
+	for (int k = 0; k < m->npair_src; k++)
+		m->pair_src[k] = xstrdup(k < nsrc ? sources[k] : "-");
+	m->npairs = m->npair_src * m->nprov_all;
+	for (int k = 0; k < m->npair_src; k++)
+		for (int p = 0; p < nprov; p++)
+			extra += LINE_FIXED + strlen(m->pair_src[k]) + strlen(providers[p]);
+	m->render_extra = extra;
+	m->shape_cells = (size_t)nrules * (size_t)(nprov + 1) + (size_t)nprov * METRICS_DEFER_N +
+			 (size_t)m->npairs;
+	size_t bytes = (m->shape_cells * sizeof(uint64_t) + CACHELINE - 1) & ~(size_t)(CACHELINE - 1);
+	for (int i = 0; i < m->nshards; i++) {
+		m->shards[i].shape = aligned_alloc(CACHELINE, bytes);
+		if (m->shards[i].shape == NULL)
+			log_panic("evt=metrics_oom bytes=%zu", bytes);
+		memset(m->shards[i].shape, 0, bytes);
+		m->shards[i].sh_nprov = nprov;
+		m->shards[i].sh_nrules = nrules;
+		m->shards[i].sh_npairs = m->npairs;
+	}
+}
+
+/* Where a shard's deferral and rate cells start (after the matches). */
+static size_t cell_defer(const struct metrics_shard *s)
+{
+	return (size_t)s->sh_nrules * (size_t)(s->sh_nprov + 1);
+}
+
+static size_t cell_rate(const struct metrics_shard *s)
+{
+	return cell_defer(s) + (size_t)s->sh_nprov * METRICS_DEFER_N;
+}
+
+void metrics_shape_match(struct metrics_shard *s, int rule, int prov, unsigned n)
+{
+	if (s == NULL || s->shape == NULL || rule < 0 || rule >= s->sh_nrules || prov >= s->sh_nprov)
+		return;
+	add(&s->shape[(size_t)rule * (size_t)(s->sh_nprov + 1) + (size_t)(prov < 0 ? s->sh_nprov : prov)],
+	    n);
+}
+
+void metrics_shape_defer(struct metrics_shard *s, int prov, enum metrics_shape_defer why,
+			 unsigned n)
+{
+	if (s == NULL || s->shape == NULL || prov < 0 || prov >= s->sh_nprov ||
+	    (unsigned)why >= METRICS_DEFER_N)
+		return;
+	add(&s->shape[cell_defer(s) + (size_t)prov * METRICS_DEFER_N + why], n);
+}
+
+void metrics_set_shape_rate(struct metrics_shard *s, int pair, double rate)
+{
+	if (s == NULL || s->shape == NULL || pair < 0 || pair >= s->sh_npairs)
+		return;
+	uint64_t v = rate > 0 && rate < 1e12 ? (uint64_t)(rate * 1000.0 + 0.5) : 0;
+	atomic_store_explicit(&s->shape[cell_rate(s) + (size_t)pair], v, memory_order_relaxed);
+}
+
+void metrics_bclass(struct metrics_shard *s, bool bounced, int cls)
+{
+	if (s != NULL && cls > BCLASS_NONE && cls < BCLASS_N)
+		add(&s->bclass[bounced ? 1 : 0][cls], 1);
+}
+
+size_t metrics_render_max(const struct metrics *m)
+{
+	return METRICS_RENDER_MAX + m->render_extra;
+}
+
 void metrics_source_down(struct metrics_shard *s)
 {
 	if (s != NULL)
@@ -391,6 +532,54 @@ static void head(struct out *o, const char *name, const char *type, const char *
 	put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+static uint64_t cell_sum(const struct metrics *m, size_t k)
+{
+	uint64_t v = 0;
+	for (int sh = 0; sh < m->nshards; sh++)
+		v += get(&m->shards[sh].shape[k]);
+	return v;
+}
+
+/* The series of metrics_set_shaping, if it was called. */
+static void render_shaping(const struct metrics *m, struct out *o)
+{
+	if (m->prov_names == NULL)
+		return;
+	const struct metrics_shard *s0 = &m->shards[0];
+	head(o, "mxsend_shaping_matches_total", "counter",
+	     "Recipient outcomes whose reply a [response] rule matched, by provider, rule and action.");
+	for (int r = 0; r < m->nrules; r++) {
+		const struct metrics_rule *mr = &m->rules[r];
+		for (int p = 0; p <= m->nprov && mr->provider != -2; p++) {
+			if (mr->provider >= 0 && p != mr->provider)
+				continue;
+			uint64_t v = cell_sum(m, (size_t)r * (size_t)(m->nprov + 1) + (size_t)p);
+			put(o, "mxsend_shaping_matches_total{provider=\"%s\",rule=\"%s\",action=\"%s\"} %llu\n",
+			    p < m->nprov ? m->prov_names[p] : "-", mr->name, mr->action,
+			    (unsigned long long)v);
+		}
+	}
+	head(o, "mxsend_shaping_deferred_total", "counter",
+	     "Recipients shaping deferred without an attempt, by provider and reason.");
+	for (int p = 0; p < m->nprov; p++)
+		for (int k = 0; k < METRICS_DEFER_N; k++)
+			put(o, "mxsend_shaping_deferred_total{provider=\"%s\",reason=\"%s\"} %llu\n",
+			    m->prov_names[p], defer_names[k],
+			    (unsigned long long)cell_sum(m, cell_defer(s0) + (size_t)p * METRICS_DEFER_N +
+							       (size_t)k));
+	head(o, "mxsend_shaping_rate", "gauge",
+	     "Messages per second this process may send from the source to the provider now; "
+	     "no series: no rate in force.");
+	for (int pr = 0; pr < m->npairs; pr++) {
+		uint64_t v = cell_sum(m, cell_rate(s0) + (size_t)pr);
+		if (v == 0 || pr % m->nprov_all >= m->nprov)
+			continue;
+		put(o, "mxsend_shaping_rate{source=\"%s\",provider=\"%s\"} %llu.%03llu\n",
+		    m->pair_src[pr / m->nprov_all], m->prov_names[pr % m->nprov_all],
+		    (unsigned long long)(v / 1000), (unsigned long long)(v % 1000));
+	}
+}
+
 size_t metrics_render(const struct metrics *m, char *buf, size_t cap)
 {
 	struct snap n;
@@ -494,6 +683,18 @@ size_t metrics_render(const struct metrics *m, char *buf, size_t cap)
 	for (int k = 0; k < METRICS_DNS_N; k++)
 		put(&o, "mxsend_dns_queries_total{result=\"%s\"} %llu\n", dns_names[k],
 		    (unsigned long long)n.dns[k]);
+
+	head(&o, "mxsend_bounce_class_total", "counter",
+	     "Bounced and deferred recipient outcomes by bounce class.");
+	for (int b = 1; b >= 0; b--)
+		for (int k = BCLASS_NONE + 1; k < BCLASS_N; k++) {
+			uint64_t v = 0;
+			for (int sh = 0; sh < m->nshards; sh++)
+				v += get(&m->shards[sh].bclass[b][k]);
+			put(&o, "mxsend_bounce_class_total{status=\"%s\",class=\"%s\"} %llu\n",
+			    b ? "bounced" : "deferred", bclass_name((enum bclass)k), (unsigned long long)v);
+		}
+	render_shaping(m, &o);
 	return o.len;
 }
 
@@ -543,16 +744,17 @@ static void respond(struct scrape *c, int code, bool head_only)
 	size_t blen;
 	const char *ctype = "text/plain; version=0.0.4";
 	if (code == 200) {
-		blen = metrics_render(c->m, body, METRICS_RENDER_MAX);
-		if (blen >= METRICS_RENDER_MAX) {
+		size_t cap = metrics_render_max(c->m);
+		blen = metrics_render(c->m, body, cap);
+		if (blen >= cap) {
 			/* The series set is fixed, so this is our bug: raise the cap. */
-			log_error("evt=metrics_render_too_big len=%zu cap=%d", blen, METRICS_RENDER_MAX);
+			log_error("evt=metrics_render_too_big len=%zu cap=%zu", blen, cap);
 			code = 500;
 		}
 	}
 	if (code != 200) {
 		ctype = "text/plain; charset=utf-8";
-		int r = snprintf(body, METRICS_RENDER_MAX, "%d %s\n", code, reason(code));
+		int r = snprintf(body, 64, "%d %s\n", code, reason(code));
 		blen = r > 0 ? (size_t)r : 0;
 	}
 	char hdr[HDR_MAX];
@@ -856,6 +1058,7 @@ int metrics_serve(struct metrics *m, struct loop *l, const char *addr_port, char
 		c->m = m;
 		c->st = SC_FREE;
 		c->fd = -1;
+		c->out = xmalloc(HDR_MAX + metrics_render_max(m));
 		c->op.fn = scrape_io;
 		loop_timer_init(&c->timer, scrape_timeout);
 	}

@@ -79,7 +79,7 @@ enum metrics_dns_result { METRICS_DNS_OK, METRICS_DNS_TEMP, METRICS_DNS_NXDOMAIN
 #define METRICS_MAX_CONNS 16        /* concurrent scrape connections; more wait in the backlog */
 #define METRICS_REQ_MAX 8192        /* request line + headers; more gets 431 */
 #define METRICS_TIMEOUT_MS 5000     /* per connection, from accept to close */
-#define METRICS_RENDER_MAX 16384    /* the body always fits (fixed set of series) */
+#define METRICS_RENDER_MAX 20480    /* the fixed series fit; see metrics_render_max */
 
 /* ---- registry ---- */
 
@@ -130,6 +130,44 @@ void metrics_source_delivery(struct metrics_shard *s, int src, enum metrics_stat
  * tlscache's verify_misses and verify_hits). Replaces the previous values, so
  * they must never decrease (the tlscache counters do not). */
 void metrics_set_tls_chains(struct metrics_shard *s, uint64_t verified, uint64_t cached);
+/* ---- shaping and bounce classes (shaping.h, bclass.h) ----
+ * Labels come from the config's names only (providers, [response] rules,
+ * sources), never from a reply, so every label set is known at start-up and
+ * bounded by the config: rules x providers (a rule with provider= has only
+ * that one; one without has every provider and "-", no provider), providers x
+ * reasons, sources x providers. */
+#define METRICS_PROVIDERS_MAX 64 /* providers past it are not counted */
+#define METRICS_RULES_MAX 256    /* [response] rules past it are not counted */
+struct metrics_rule {
+	const char *name;   /* the [response NAME] */
+	const char *action; /* "throttle", "suspend", "temporary", "permanent", "none" */
+	int provider;       /* index in providers, -1: every provider (past the cap: not counted) */
+};
+/* The providers, rules and (source, provider) pairs, numbered as shaping.h
+ * does: pair = s x nprov + p, s in [0, nsrc], s == nsrc being "no source"
+ * (label "-"). Once, before the writers start and before metrics_serve (it
+ * sizes the response). */
+void metrics_set_shaping(struct metrics *m, const char *const *providers, int nprov,
+			 const struct metrics_rule *rules, int nrules, const char *const *sources,
+			 int nsrc);
+/* n recipient outcomes whose reply rule matched, from provider prov (-1:
+ * none). */
+void metrics_shape_match(struct metrics_shard *s, int rule, int prov, unsigned n);
+/* Why shaping held recipients back without an attempt (deferred, 451 4.4.5). */
+enum metrics_shape_defer {
+	METRICS_DEFER_RATE,    /* the provider's rate: the wait passed [shaping] max_wait */
+	METRICS_DEFER_SUSPEND, /* a suspend rule's suspension */
+	METRICS_DEFER_WARMUP,  /* every source's warm-up budget spent today */
+	METRICS_DEFER_N
+};
+void metrics_shape_defer(struct metrics_shard *s, int prov, enum metrics_shape_defer why,
+			 unsigned n);
+/* Gauge (the feeder's): messages per second this process may send on pair
+ * now (its share of all processes' rate), 0 for none in force. */
+void metrics_set_shape_rate(struct metrics_shard *s, int pair, double rate);
+/* One bounced (or deferred) outcome of class cls (enum bclass, not NONE). */
+void metrics_bclass(struct metrics_shard *s, bool bounced, int cls);
+
 /* Gauges: this writer's share of the total (see the model above). */
 void metrics_set_inflight(struct metrics_shard *s, int64_t n);
 /* The bytes those jobs hold, as [mxsend] max_inflight_bytes counts them (their
@@ -147,6 +185,9 @@ void metrics_set_processes(struct metrics_shard *s, int64_t n);
  * when cap > 0). Returns the full length, as snprintf does: a result >= cap
  * means the output was cut. Reads shards with atomic loads only; any thread. */
 size_t metrics_render(const struct metrics *m, char *buf, size_t cap);
+/* A cap the exposition always fits in: METRICS_RENDER_MAX, plus the room of
+ * the label sets metrics_set_shaping added. */
+size_t metrics_render_max(const struct metrics *m);
 
 /* Serve GET /metrics over HTTP/1.1 on addr_port ("127.0.0.1:9465",
  * "[::1]:9465", "localhost:9465"; port 0 picks a free port, see metrics_port).

@@ -28,6 +28,7 @@
 #define MIN_RATE 0.05         /* a throttle never cuts below one message per 20 s */
 #define SEEN_ALPHA 0.5        /* smoothing of the measured rate, per sync */
 #define FIRST_BASE 10.0       /* a first cut with no rate and nothing measured cuts from this */
+#define FAR_ABOVE 1.5         /* a rate this many times what the receiver accepted lately */
 
 struct pair {
 	_Atomic uint64_t tat_us;     /* GCRA: next free send time (monotonic us) */
@@ -195,6 +196,16 @@ const char *shaping_pair_provider(const struct shaping *sh, int pair)
 	return sh->c->providers[sh->pairs[pair].prov].name;
 }
 
+int shaping_pair_prov(const struct shaping *sh, int pair)
+{
+	return sh != NULL && pair >= 0 ? sh->pairs[pair].prov : -1;
+}
+
+int shaping_pair_src(const struct shaping *sh, int pair)
+{
+	return sh != NULL && pair >= 0 ? sh->pairs[pair].src : -1;
+}
+
 static const struct shape_provider *prov_of(const struct shaping *sh, int pair)
 {
 	return &sh->c->providers[sh->pairs[pair].prov];
@@ -237,6 +248,11 @@ static double rate_of(const struct shaping *sh, int pair)
 	double r = rm > 0 ? (double)rm / 1000.0 : prov_of(sh, pair)->max_rate;
 	double mx = prov_of(sh, pair)->max_rate;
 	return mx > 0 && r > mx ? mx : r;
+}
+
+double shaping_rate(const struct shaping *sh, int pair)
+{
+	return sh != NULL && pair >= 0 ? rate_of(sh, pair) / npeers(sh) : 0;
 }
 
 static const char *rule_name(const struct shaping *sh, int idx1)
@@ -288,7 +304,7 @@ enum shape_admit shaping_admit(struct shaping *sh, int pair, bool *waiting, uint
 				 ub);
 			*until_wall = until;
 			shaping_unwait(sh, pair, waiting);
-			return SHAPE_DEFER;
+			return SHAPE_SUSPENDED;
 		}
 	}
 	double rate = rate_of(sh, pair) / npeers(sh);
@@ -390,11 +406,16 @@ static void cut(struct shaping *sh, int pair)
 		if (base <= 0)
 			base = FIRST_BASE;
 	}
-	/* still refused right after the last cut's hold: far above what the
-	 * receiver takes (the first minute), so cut twice as deep */
+	/* still refused right after the last cut's hold while sending far
+	 * above what the receiver accepted lately (the first minute, from a
+	 * max_rate well above it): cut twice as deep. Near the receiver's
+	 * limit one cut: a smoothed limiter (Exim's ratelimit) refuses a few
+	 * in a row past one hold, and a deep cut there costs a minute at half
+	 * the rate. */
 	double dec = sh->c->shape_decrease;
 	uint64_t last = atomic_exchange(&p->last_cut_us, now);
-	if (last > 0 && now - last < 3 * sh->c->shape_hold_ms * 1000)
+	double took = (double)atomic_load(&p->seen_milli) / 1000.0 * npeers(sh);
+	if (last > 0 && now - last < 3 * sh->c->shape_hold_ms * 1000 && base > FAR_ABOVE * took)
 		dec *= sh->c->shape_decrease;
 	atomic_store(&p->step_milli, (uint64_t)(base * sh->c->shape_increase * 1000.0));
 	double r = base * dec;

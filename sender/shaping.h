@@ -65,9 +65,10 @@ int shaping_max_messages(const struct shaping *sh, int pair);
 enum shape_admit {
 	SHAPE_GO,    /* send now */
 	SHAPE_WAIT,  /* *wait_ms: booked for then (send then), or try again then */
-	SHAPE_DEFER  /* back to the queue until *until_wall (ms): suspended, or
-	              * the messages already waiting for the pair fill more than
-	              * [shaping] max_wait at its rate */
+	SHAPE_DEFER, /* back to the queue until *until_wall (ms): the messages
+	              * already waiting for the pair fill more than [shaping]
+	              * max_wait at its rate */
+	SHAPE_SUSPENDED /* back to the queue until *until_wall (ms): suspended */
 };
 /* May a message for pair go now? booked: set when *wait_ms is a booked send
  * time (go then without asking again); unset: ask again after *wait_ms.
@@ -146,5 +147,12 @@ void shaping_sync_apply(struct shaping *sh, int pair, double rate, double conn, 
 /* "google" / source name ("-" without one), for the Redis key. */
 const char *shaping_pair_source(const struct shaping *sh, int pair);
 const char *shaping_pair_provider(const struct shaping *sh, int pair);
+/* pair's provider index (-1 for pair -1) and source index (config sources;
+ * -1: none). */
+int shaping_pair_prov(const struct shaping *sh, int pair);
+int shaping_pair_src(const struct shaping *sh, int pair);
+/* Messages per second this process may send on pair now (its share of all
+ * processes' rate); 0: no rate in force. For the metrics. */
+double shaping_rate(const struct shaping *sh, int pair);
 
 #endif

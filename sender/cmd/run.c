@@ -468,13 +468,23 @@ static void on_warm_state(void *arg, const struct shape_warm_out *out)
 				   c->wdelta);
 }
 
+/* The rate gauge of pair (metrics.h): the pairs with no source are left
+ * out when the config has sources (never used then). */
+static void shape_gauge(struct run *r, int pair)
+{
+	if (r->cfg.n_sources == 0 || shaping_pair_src(r->sh, pair) >= 0)
+		metrics_set_shape_rate(r->ms, pair, shaping_rate(r->sh, pair));
+}
+
 static void on_shape_state(void *arg, const struct shape_store_out *out)
 {
 	struct shape_call *c = arg;
 	struct run *r = c->r;
 	r->shape_out--;
-	if (out != NULL && r->sh != NULL)
+	if (out != NULL && r->sh != NULL) {
 		shaping_sync_apply(r->sh, c->pair, out->rate, out->conn, out->until, out->rule);
+		shape_gauge(r, c->pair);
+	}
 }
 
 /* Every [shaping] sync: each pair's news (cuts, suspensions, good replies)
@@ -531,6 +541,31 @@ static int shape_open(struct run *r, char *err, size_t errlen)
 		}
 	}
 	loop_timer_init(&r->shape_t, on_shape_sync);
+	if (r->m != NULL && r->cfg.n_providers > 0) { /* the metrics' label sets (config names) */
+		static const char *const act[] = {
+			[SHAPE_ACT_NONE] = "none", [SHAPE_ACT_THROTTLE] = "throttle",
+			[SHAPE_ACT_SUSPEND] = "suspend", [SHAPE_ACT_TEMP] = "reclassify-temporary",
+			[SHAPE_ACT_PERM] = "reclassify-permanent",
+		};
+		const char **pn = xcalloc((size_t)r->cfg.n_providers, sizeof(char *));
+		const char **sn = xcalloc((size_t)r->cfg.n_sources + 1, sizeof(char *));
+		struct metrics_rule *mr = xcalloc((size_t)r->cfg.n_responses + 1, sizeof(*mr));
+		for (int p = 0; p < r->cfg.n_providers; p++)
+			pn[p] = r->cfg.providers[p].name;
+		for (int k = 0; k < r->cfg.n_sources; k++)
+			sn[k] = r->cfg.sources[k].name;
+		for (int k = 0; k < r->cfg.n_responses; k++) {
+			const struct shape_response *sr = &r->cfg.responses[k];
+			mr[k].name = sr->name;
+			mr[k].action = act[sr->action];
+			mr[k].provider = sr->provider ? config_provider_find(&r->cfg, sr->provider) : -1;
+		}
+		metrics_set_shaping(r->m, pn, r->cfg.n_providers, mr, r->cfg.n_responses, sn,
+				    r->cfg.n_sources);
+		free(pn);
+		free(sn);
+		free(mr);
+	}
 	return 0;
 }
 
@@ -582,8 +617,10 @@ static void shape_loaded(void *arg, const char *key, int n, const char *const *k
 	struct shape_store_out st;
 	shape_store_fields(n, kv, &st);
 	for (int p = 0; p < shaping_npairs(r->sh); p++)
-		if (strcmp(r->shape_calls[p].key, key) == 0)
+		if (strcmp(r->shape_calls[p].key, key) == 0) {
 			shaping_sync_apply(r->sh, p, st.rate, st.conn, st.until, st.rule);
+			shape_gauge(r, p);
+		}
 }
 
 /* Start-up, before the first claim: the shaping state the processes left in

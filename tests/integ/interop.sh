@@ -9,10 +9,11 @@
 # listens on port $P (the caller's) of the addresses it is given, with the run's
 # certificate ($CERTS/server.pem); nothing outside the work directory changes.
 #
-#   ex_start "ADDR..." "DOMAIN..." [MAIN]   Exim (exim4 -C exim.conf -bdf): queue_only,
+#   ex_start "ADDR..." "DOMAIN..." [MAIN [ACLS]]   Exim (exim4 -C exim.conf -bdf): queue_only,
 #        so nothing is delivered or sent on (ex_copy reads the stored copy back);
 #        RCPT nobody@ gets 550 5.1.1, later@ 451 4.2.0; MAIN: more main-section
-#        lines (e.g. per-address chunking_advertise_hosts). Log: $EXLOG.
+#        lines (e.g. per-address chunking_advertise_hosts); ACLS: more ACLs (named
+#        by MAIN, e.g. acl_smtp_mail = acl_mail). Log: $EXLOG.
 #   ex_copy RCPT                            Exim's copy of this case's message for RCPT
 #   sm_start "ADDR..." "DOMAIN..." LISTEN... OpenSMTPD (smtpd -d) in a private mount
 #        namespace; LISTEN: smtpd.conf "listen on" lines (pki "server" is the run's
@@ -37,11 +38,11 @@ interop_require() {
 	[ "$(id -u)" = 0 ] || integ_missing "root (the MTAs drop privileges; OpenSMTPD needs a mount namespace)"
 }
 
-# ex_start "ADDR..." "DOMAIN..." [MAIN]: write Exim's config and start the daemon (foreground,
+# ex_start "ADDR..." "DOMAIN..." [MAIN [ACLS]]: write Exim's config and start the daemon (foreground,
 # registered for clean-up). Exim's own processes run as nobody: the work directory is
 # opened to them. Its name is mx.exim.test.
 ex_start() {
-	local addrs domains main=${3:-} a lsn=() w
+	local addrs domains main=${3:-} acls=${4:-} a lsn=() w
 	read -ra w <<<"$1"
 	addrs=${w[*]} # one space between words
 	read -ra w <<<"$2"
@@ -88,6 +89,7 @@ acl_rcpt:
           message = 4.2.0 mailbox busy, try later
   accept  domains = +local_domains
   deny    message = 5.7.1 relay not permitted
+$acls
 
 begin routers
 begin transports

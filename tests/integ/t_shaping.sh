@@ -75,6 +75,14 @@ conf() {
 	sed -i 's/^helo = client.test$/helo = client.test\nlog = info\nworkers = 2/' "$1"
 }
 
+# with_metrics FILE: the config serves /metrics on a fresh port (echoed)
+with_metrics() {
+	local mp
+	mp=$(integ_port) || return 1
+	sed -i "s/^log = info\$/log = info\nmetrics = 127.0.0.1:$mp/" "$1"
+	echo "$mp"
+}
+
 # delivered_ge PORT N: N or more `delivered` results
 delivered_ge() { [ "$(results "$1" status | grep -c '^delivered$')" -ge "$2" ]; }
 
@@ -87,13 +95,29 @@ xjobs() {
 
 t_throttle() {
 	start_redis -n throttle || { fail "redis"; return; }
-	local c=$CASE_DIR/c.ini port=$REDIS_PORT n=300
+	local c=$CASE_DIR/c.ini port=$REDIS_PORT n=300 mp m
 	conf "$c"
+	mp=$(with_metrics "$c") || { fail "metrics port"; return; }
 	xjobs "$port" "$n" thr d1.test d2.test d3.test d4.test d5.test d6.test d7.test d8.test
 	integ_spawn run "$CASE_DIR/err" "$MXSEND" run -c "$c" --until-empty
 	local pid=$SPAWN_PID
 	# the first window: R = 10/s, max_rate 40: the throttle must cut in
 	sleep 10
+	# the metrics per provider and rule (labels from the config's names)
+	m=$(scrape "$mp") || fail "no /metrics from 127.0.0.1:$mp"
+	assert_ge "metrics: lab-rate matches" 1 \
+		"$(mval "$m" 'mxsend_shaping_matches_total{provider="lab",rule="lab-rate",action="throttle"}')"
+	assert_eq "metrics: a rule without provider= has a series per provider, at 0" "0 0 0" \
+		"$(for p in lab blk -; do mval "$m" "mxsend_shaping_matches_total{provider=\"$p\",rule=\"blk-tss09\",action=\"suspend\"}"; done | xargs)"
+	assert_eq "metrics: no series names a reply (only config names)" "" \
+		"$(grep '^mxsend_shaping' <<<"$m" | grep -v -E 'provider="(lab|blk|-)"' | head -n 3)"
+	assert_ge "metrics: deferred, class rate-limited" 1 \
+		"$(mval "$m" 'mxsend_bounce_class_total{status="deferred",class="rate-limited"}')"
+	awk -v r="$(mval "$m" 'mxsend_shaping_rate{source="-",provider="lab"}')" \
+		'BEGIN { exit !(r > 0 && r < 40) }' ||
+		fail "metrics: the rate gauge of (-, lab) is not cut below max_rate 40: $(grep '^mxsend_shaping_rate' <<<"$m")"
+	assert_eq "metrics: no rate gauge for blk (no rate in force)" "" \
+		"$(mval "$m" 'mxsend_shaping_rate{source="-",provider="blk"}')"
 	local m1 l1 d1 t1 t2
 	m1=$(sink_stat lab mails)
 	l1=$(sink_stat lab limited)
@@ -155,8 +179,9 @@ has_status() { result_of "$1" "$2" status | grep -qx "$3"; }
 
 t_suspend() {
 	start_redis -n suspend || { fail "redis"; return; }
-	local c=$CASE_DIR/c.ini port=$REDIS_PORT
+	local c=$CASE_DIR/c.ini port=$REDIS_PORT mp m
 	RETRY=1h conf "$c"
+	mp=$(with_metrics "$c") || { fail "metrics port"; return; }
 	integ_spawn run "$CASE_DIR/err" "$MXSEND" run -c "$c"
 	local data=$'Subject: s\r\n\r\nbody\r\n'
 	rcli "$port" XADD mxsend:jobs '*' from s@client.test to u1@b1.test data "$data" id blk-1 >/dev/null
@@ -180,6 +205,15 @@ t_suspend() {
 	local park
 	park=$(retry_park "$port" blk-2) || fail "blk-2 not parked in J:retry"
 	assert_match "parked apart (:s), attempt not counted" '^member=[0-9]+-[0-9]+:s attempt=0$' "$park"
+	m=$(scrape "$mp") || fail "no /metrics from 127.0.0.1:$mp"
+	assert_eq "metrics: the block reply matched blk-tss09 once" 1 \
+		"$(mval "$m" 'mxsend_shaping_matches_total{provider="blk",rule="blk-tss09",action="suspend"}')"
+	assert_eq "metrics: one recipient held back by the suspension" 1 \
+		"$(mval "$m" 'mxsend_shaping_deferred_total{provider="blk",reason="suspend"}')"
+	assert_eq "metrics: none held back by rate" 0 \
+		"$(mval "$m" 'mxsend_shaping_deferred_total{provider="blk",reason="rate"}')"
+	assert_ge "metrics: the block reply's class" 1 \
+		"$(mval "$m" 'mxsend_bounce_class_total{status="deferred",class="reputation"}')"
 	wait_until 20 has_status "$port" blk-2 delivered || fail "blk-2 not delivered after the suspension"
 	assert_match "after the suspension: delivered on its first attempt, not expired" \
 		'^delivered\|1$' "$(result_of "$port" blk-2 status,attempt | tail -n 1)"
@@ -320,11 +354,16 @@ mx = mx.ok.test'
 	# s2 with a budget too (2): the counts of today are in Redis (another
 	# process): 2 more go, the rest waits for the next UTC day, no retry used
 	RETRY=1h conf "$c" "$(printf "$src" "warmup = 2")"
+	local mp m
+	mp=$(with_metrics "$c") || { fail "metrics port"; return; }
 	integ_spawn run "$CASE_DIR/err2" "$MXSEND" run -c "$c"
 	sleep 2
 	pipe_jobs "$port" 6 ok.test wb
 	wait_until 20 n_done "$port" wb 6 || fail "not every wb job has a result"
+	m=$(scrape "$mp") || fail "no /metrics from 127.0.0.1:$mp"
 	stop_proc run
+	assert_eq "metrics: four held back by warm-up" 4 \
+		"$(mval "$m" 'mxsend_shaping_deferred_total{provider="okp",reason="warmup"}')"
 	r=$(results "$port" id,status,source,dsn,shaped | grep '^wb-')
 	assert_eq "two delivered, through s2" 2 "$(grep -c '|delivered|s2\[' <<<"$r")"
 	assert_eq "four wait for tomorrow: 451 4.4.5, shaped=warmup" 4 \
@@ -335,3 +374,5 @@ mx = mx.ok.test'
 }
 n_done() { [ "$(results "$1" id | grep -c "^$2-")" -ge "$3" ]; }
 run_case "warm-up: a source's daily budget per provider (day count in Redis) overflows to the pool's other source; with every source spent mail waits for the next day without using a retry" t_warmup
+
+integ_finish

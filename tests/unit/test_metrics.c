@@ -80,6 +80,7 @@ static void check_format(const char *text)
 		{ "mxsend_delivery_duration_seconds", "histogram" },
 		{ "mxsend_sts_policy_fetches_total", "counter" },
 		{ "mxsend_dns_queries_total", "counter" },
+		{ "mxsend_bounce_class_total", "counter" },
 	};
 	for (size_t i = 0; i < ARRAY_LEN(metrics); i++) {
 		char help[128], type[128];
@@ -698,7 +699,159 @@ static void t_sources(void)
 	metrics_free(m);
 }
 
+/* Shaping and bounce classes: label sets from config names only, every
+ * counter series present at zero, rules without provider= per provider and
+ * "-", the rate gauge only where a rate is in force, sums over shards, a
+ * response that fits metrics_render_max, and a real scrape of it. */
+static void t_shaping(void)
+{
+	struct metrics *m = metrics_new(2);
+	char *buf = xmalloc(BIG);
+	metrics_render(m, buf, BIG);
+	CHECK(strstr(buf, "mxsend_shaping_") == NULL); /* not set: no shaping series */
+	CHECK(has_line(buf, "mxsend_bounce_class_total{status=\"bounced\",class=\"invalid-recipient\"} 0"));
+	metrics_bclass(metrics_shard(m, 0), true, 1);
+	metrics_bclass(metrics_shard(m, 1), true, 1);
+	metrics_bclass(metrics_shard(m, 1), false, 4); /* rate-limited */
+	metrics_bclass(metrics_shard(m, 1), false, 0); /* none: ignored */
+	metrics_bclass(metrics_shard(m, 1), false, 99);
+	metrics_bclass(NULL, false, 4);
+	metrics_shape_match(metrics_shard(m, 0), 0, 0, 1); /* before set_shaping: ignored */
+	metrics_render(m, buf, BIG);
+	check_format(buf);
+	CHECK(has_line(buf, "mxsend_bounce_class_total{status=\"bounced\",class=\"invalid-recipient\"} 2"));
+	CHECK(has_line(buf, "mxsend_bounce_class_total{status=\"deferred\",class=\"rate-limited\"} 1"));
+	CHECK(has_line(buf, "mxsend_bounce_class_total{status=\"deferred\",class=\"other\"} 0"));
+	CHECK(strstr(buf, "class=\"\"") == NULL);
+
+	const char *prov[] = { "google", "lab" };
+	const struct metrics_rule rules[] = {
+		{ "gmail-rate", "throttle", 0 },
+		{ "any-block", "suspend", -1 },
+		{ "lab-perm", "reclassify-permanent", 1 },
+	};
+	const char *src[] = { "ip1", "ip2" };
+	metrics_set_shaping(m, prov, 2, rules, 3, src, 2);
+	struct metrics_shard *a = metrics_shard(m, 0), *b = metrics_shard(m, 1);
+	metrics_shape_match(a, 0, 0, 3);
+	metrics_shape_match(b, 0, 0, 2);
+	metrics_shape_match(a, 1, 1, 1);
+	metrics_shape_match(b, 1, -1, 4); /* no provider: "-" */
+	metrics_shape_match(a, 3, 0, 1);  /* out of range: ignored */
+	metrics_shape_match(a, 0, 2, 1);
+	metrics_shape_defer(a, 0, METRICS_DEFER_RATE, 5);
+	metrics_shape_defer(b, 0, METRICS_DEFER_RATE, 1);
+	metrics_shape_defer(b, 1, METRICS_DEFER_WARMUP, 2);
+	metrics_shape_defer(b, -1, METRICS_DEFER_SUSPEND, 2); /* no provider: ignored */
+	metrics_shape_defer(b, 0, METRICS_DEFER_N, 2);
+	metrics_set_shape_rate(a, 1, 12.5);  /* ip1 -> lab */
+	metrics_set_shape_rate(a, 2, 0.25);  /* ip2 -> google */
+	metrics_set_shape_rate(a, 4, 3);     /* "-" -> google */
+	metrics_set_shape_rate(a, 6, 3);     /* out of range */
+	size_t n = metrics_render(m, buf, BIG);
+	CHECK(n < metrics_render_max(m));
+	CHECK(metrics_render_max(m) > METRICS_RENDER_MAX);
+	check_format(buf);
+	CHECK(has_line(buf, "mxsend_shaping_matches_total{provider=\"google\",rule=\"gmail-rate\",action=\"throttle\"} 5"));
+	CHECK(strstr(buf, "provider=\"lab\",rule=\"gmail-rate\"") == NULL); /* google's rule only */
+	CHECK(has_line(buf, "mxsend_shaping_matches_total{provider=\"google\",rule=\"any-block\",action=\"suspend\"} 0"));
+	CHECK(has_line(buf, "mxsend_shaping_matches_total{provider=\"lab\",rule=\"any-block\",action=\"suspend\"} 1"));
+	CHECK(has_line(buf, "mxsend_shaping_matches_total{provider=\"-\",rule=\"any-block\",action=\"suspend\"} 4"));
+	CHECK(has_line(buf, "mxsend_shaping_matches_total{provider=\"lab\",rule=\"lab-perm\",action=\"reclassify-permanent\"} 0"));
+	CHECK(has_line(buf, "mxsend_shaping_deferred_total{provider=\"google\",reason=\"rate\"} 6"));
+	CHECK(has_line(buf, "mxsend_shaping_deferred_total{provider=\"google\",reason=\"suspend\"} 0"));
+	CHECK(has_line(buf, "mxsend_shaping_deferred_total{provider=\"lab\",reason=\"warmup\"} 2"));
+	CHECK(strstr(buf, "mxsend_shaping_deferred_total{provider=\"-\"") == NULL);
+	CHECK(has_line(buf, "mxsend_shaping_rate{source=\"ip1\",provider=\"lab\"} 12.500"));
+	CHECK(has_line(buf, "mxsend_shaping_rate{source=\"ip2\",provider=\"google\"} 0.250"));
+	CHECK(has_line(buf, "mxsend_shaping_rate{source=\"-\",provider=\"google\"} 3.000"));
+	CHECK(value_of(buf, "mxsend_shaping_rate{source=\"ip1\",provider=\"google\"}") == -1);
+	/* a gauge goes down again (set, not added); at 0 the series leaves */
+	metrics_set_shape_rate(a, 1, 2);
+	metrics_set_shape_rate(a, 2, 0);
+	metrics_render(m, buf, BIG);
+	CHECK(has_line(buf, "mxsend_shaping_rate{source=\"ip1\",provider=\"lab\"} 2.000"));
+	CHECK(value_of(buf, "mxsend_shaping_rate{source=\"ip2\",provider=\"google\"}") == -1);
+	metrics_set_shaping(m, prov, 1, rules, 1, src, 0); /* a second call: ignored */
+	metrics_render(m, buf, BIG);
+	CHECK(has_line(buf, "mxsend_shaping_deferred_total{provider=\"lab\",reason=\"warmup\"} 2"));
+	free(buf);
+	metrics_free(m);
+
+	/* more providers than are counted: the pairs keep shaping.h's numbering
+	 * (source x all providers + provider), the rest is left out */
+	m = metrics_new(1);
+	enum { NPX = METRICS_PROVIDERS_MAX + 2 };
+	char xn[NPX][16];
+	const char *xp[NPX];
+	for (int i = 0; i < NPX; i++) {
+		snprintf(xn[i], sizeof(xn[i]), "p%d", i);
+		xp[i] = xn[i];
+	}
+	const struct metrics_rule xr[] = { { "r0", "throttle", 0 }, { "r65", "throttle", NPX - 1 } };
+	metrics_set_shaping(m, xp, NPX, xr, 2, src, 2);
+	metrics_shape_match(metrics_shard(m, 0), 1, NPX - 1, 1);
+	metrics_set_shape_rate(metrics_shard(m, 0), 1 * NPX + 3, 7);   /* ip2 -> p3 */
+	metrics_set_shape_rate(metrics_shard(m, 0), 2 * NPX + 1, 5);   /* "-" -> p1 */
+	metrics_set_shape_rate(metrics_shard(m, 0), NPX - 1, 9);       /* ip1 -> p65: not counted */
+	metrics_shape_defer(metrics_shard(m, 0), NPX - 1, METRICS_DEFER_RATE, 1);
+	buf = xmalloc(metrics_render_max(m));
+	CHECK(metrics_render(m, buf, metrics_render_max(m)) < metrics_render_max(m));
+	CHECK(has_line(buf, "mxsend_shaping_rate{source=\"ip2\",provider=\"p3\"} 7.000"));
+	CHECK(has_line(buf, "mxsend_shaping_rate{source=\"-\",provider=\"p1\"} 5.000"));
+	CHECK(strstr(buf, "provider=\"p65\"") == NULL);
+	CHECK(has_line(buf, "mxsend_shaping_deferred_total{provider=\"p63\",reason=\"rate\"} 0"));
+	CHECK(has_line(buf, "mxsend_shaping_matches_total{provider=\"p0\",rule=\"r0\",action=\"throttle\"} 0"));
+	CHECK(strstr(buf, "rule=\"r65\"") == NULL); /* its provider is not counted */
+	free(buf);
+	metrics_free(m);
+
+	/* many long names: the response still fits its cap */
+	m = metrics_new(1);
+	enum { NP = 40, NR = 100, NS = 16 };
+	char pnames[NP][64], rnames[NR][64], snames[NS][64];
+	const char *pp[NP], *sp[NS];
+	struct metrics_rule rr[NR];
+	for (int i = 0; i < NP; i++) {
+		snprintf(pnames[i], sizeof(pnames[i]), "provider-%054d", i);
+		pp[i] = pnames[i];
+	}
+	for (int i = 0; i < NS; i++) {
+		snprintf(snames[i], sizeof(snames[i]), "source-%056d", i);
+		sp[i] = snames[i];
+	}
+	for (int i = 0; i < NR; i++) {
+		snprintf(rnames[i], sizeof(rnames[i]), "rule-%058d", i);
+		rr[i] = (struct metrics_rule){ rnames[i], "reclassify-temporary", i % 2 ? -1 : i % NP };
+	}
+	metrics_set_shaping(m, pp, NP, rr, NR, sp, NS);
+	for (int i = 0; i < (NS + 1) * NP; i++)
+		metrics_set_shape_rate(metrics_shard(m, 0), i, 1e9 + i);
+	size_t cap = metrics_render_max(m);
+	buf = xmalloc(cap);
+	n = metrics_render(m, buf, cap);
+	CHECK(n < cap);
+	CHECK(n > METRICS_RENDER_MAX); /* the fixed cap alone would cut it */
+	CHECK(has_line(buf, "mxsend_shaping_rate{source=\"-\",provider=\"provider-000000000000000000000000000000000000000000000000000039\"} 1000000679.000"));
+	/* ... and the endpoint serves all of it */
+	struct server s;
+	if (server_start(&s, m)) {
+		char *resp = xmalloc(cap + 1024);
+		static const char get[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+		CHECK(exchange(s.port, get, strlen(get), resp, cap + 1024) > 0);
+		CHECK_INT(status_of(resp), 200);
+		const char *body = body_of(resp);
+		CHECK(body != NULL && strcmp(body, buf) == 0);
+		server_stop(&s); /* frees m */
+		free(resp);
+	} else {
+		metrics_free(m);
+	}
+	free(buf);
+}
+
 static const struct t_case cases[] = {
+	{ "shaping and bounce classes: config labels, bounded", t_shaping },
 	{ "per-source deliveries: bounded labels", t_sources },
 	{ "names", t_names },
 	{ "render_empty", t_render_empty },

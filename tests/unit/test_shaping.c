@@ -320,6 +320,45 @@ static void t_pacing(void)
 	config_fini(&c);
 }
 
+/* A refusal right after the last cut's hold cuts twice as deep only while
+ * the rate is far above what the receiver accepted lately. */
+static void t_deep_cut(void)
+{
+	static const char cfg[] = "[shaping]\nhold = 100ms\ndecrease = 0.5\n"
+				  "[provider lab]\nmx = .lab.test\nmax_rate = 10\n"
+				  "[response lab-rate]\nmatch = ^421 4\\.7\\.28\naction = throttle\n";
+	for (int accepted = 0; accepted <= 1; accepted++) {
+		struct config c;
+		char err[512] = "", why[160];
+		CHECK_INT(load(&c, cfg, NULL, err, sizeof(err)), 0);
+		struct shaping *sh = shaping_new(&c, NULL, err, sizeof(err));
+		CHECK(sh != NULL);
+		if (sh == NULL) {
+			config_fini(&c);
+			return;
+		}
+		int p = shaping_pair(sh, -1, 0);
+		struct shape_report r;
+		shaping_sync_take(sh, p, wall_ms(), &r);
+		if (accepted) { /* the receiver took 40/s lately: the rate (5/s) is below it */
+			for (int i = 0; i < 8; i++)
+				shaping_ok(sh, p);
+			usleep(100000);
+			shaping_sync_take(sh, p, wall_ms(), &r);
+		}
+		struct shape_match m;
+		CHECK(shaping_match(sh, p, 421, "4.7.28", "x", &m));
+		shaping_act(sh, p, &m, why, sizeof(why));
+		CHECK_STR(why, "lab-rate:throttle rate=5.00/s");
+		usleep(150000); /* past the hold, within three */
+		shaping_act(sh, p, &m, why, sizeof(why));
+		CHECK_STR(why, accepted ? "lab-rate:throttle rate=2.50/s" /* one cut */
+					: "lab-rate:throttle rate=1.25/s" /* twice as deep */);
+		shaping_free(sh);
+		config_fini(&c);
+	}
+}
+
 static void t_throttle_and_sync(void)
 {
 	struct config c;
@@ -356,11 +395,11 @@ static void t_throttle_and_sync(void)
 	shaping_sync_apply(sh, p, 0, 0, 0, "lab-rate");
 	CHECK_INT(shaping_admit(sh, p, &waiting, &wait, &booked, &until, why, sizeof(why)), SHAPE_WAIT);
 	CHECK_STR(why, "lab:rate rate=10.00/s conns=4");
-	/* a suspension: DEFER with its end, and the rule */
+	/* a suspension: SUSPENDED with its end, and the rule */
 	CHECK(shaping_match(sh, p, 421, "4.7.0", "[TSS09]", &m));
 	shaping_act(sh, p, &m, why, sizeof(why));
 	CHECK(strncmp(why, "block:suspend until=20", 22) == 0);
-	CHECK_INT(shaping_admit(sh, p, &waiting, &wait, &booked, &until, why, sizeof(why)), SHAPE_DEFER);
+	CHECK_INT(shaping_admit(sh, p, &waiting, &wait, &booked, &until, why, sizeof(why)), SHAPE_SUSPENDED);
 	CHECK(until > wall_ms() + 3500000);
 	CHECK(strncmp(why, "block:suspend until=", 20) == 0);
 	shaping_sync_take(sh, p, wall_ms(), &r);
@@ -368,7 +407,7 @@ static void t_throttle_and_sync(void)
 	CHECK_STR(r.susp_rule, "block");
 	/* Redis ends it (another process's view): it ends here too */
 	shaping_sync_apply(sh, p, 0, 0, 0, "");
-	CHECK_INT(shaping_admit(sh, p, &waiting, &wait, &booked, &until, why, sizeof(why)) == SHAPE_DEFER, 0);
+	CHECK_INT(shaping_admit(sh, p, &waiting, &wait, &booked, &until, why, sizeof(why)) == SHAPE_SUSPENDED, 0);
 	shaping_free(sh);
 	config_fini(&c);
 }
@@ -437,6 +476,7 @@ static const struct t_case cases[] = {
 	{ "rule_match", t_rule_match },
 	{ "pacing", t_pacing },
 	{ "throttle_and_sync", t_throttle_and_sync },
+	{ "a deep cut only far above what the receiver accepted", t_deep_cut },
 	{ "warmup", t_warmup },
 };
 T_MAIN(cases)
