@@ -1297,6 +1297,8 @@ static void t_redis_prefix_cluster(void)
 	load_err("[redis]\ncluster = yes\nprefix = {a}\ncluster_nodes = 10.0.0.2\n",
 		 "1: cluster_nodes: bad node \"10.0.0.2\": expected HOST:PORT");
 	load_err("[redis]\ncluster_nodes = 10.0.0.2:7000\n", "1: cluster_nodes needs cluster = yes");
+	load_err("[redis]\ncluster = yes\nprefix = {a}\nsentinels = 127.0.0.1:26379\nmaster_name = m\n",
+		 "1: [redis] cluster and sentinels: one or the other");
 }
 
 static const struct t_case cases[] = {
