@@ -236,6 +236,23 @@ t_evict_check() {
 	assert_no_match "no raw control byte" $'[\x01-\x08\x0b-\x1f\x7f]' "$(cat "$CASE_DIR/u.err")"
 }
 
+# Every command a Lua script of queue/ calls (redis.call('X', ...)) is one the
+# ACL user may run: a script runs its calls under the caller's ACL, and a
+# missing one fails only when that script runs (HSETNX and PEXPIRE of the
+# shaping state were missing until this case)
+t_acl_scripts() {
+	local cmds c missing=""
+	cmds=$(grep -oh "redis\.call('[A-Z]*'" "$INTEG_ROOT"/queue/*.c | sed "s/.*('//; s/'//" | sort -u)
+	assert_ge "script commands found" 10 "$(wc -l <<<"$cmds")"
+	for c in $cmds; do
+		c=$(tr 'A-Z' 'a-z' <<<"$c")
+		grep -Eq "(^| )\+$c( |\||\$)" "$ACL_FILE" || missing="$missing $c"
+	done
+	assert_eq "script commands not in mxsend.acl" "" "$missing"
+	assert_eq "README's copy of the ACL is the file's" "$(grep '^user mxsend' "$ACL_FILE")" \
+		"$(grep '^user mxsend' "$INTEG_ROOT/README.md")"
+}
+run_case "every command queue/'s Lua scripts call is allowed by mxsend.acl (and README shows the same line)" t_acl_scripts
 run_case "an ACL user with only sender/dist/mxsend.acl's commands, default user locked: enqueue, run (delivered, bounced, deferred/expired, held), held, release, send, tlsrpt; nothing denied, nothing used beyond the file, no password shown" t_acl_flow
 run_case "kill -9 under the ACL user, database 1: another process takes the jobs over (XCLAIM), one result each, nothing denied" t_acl_takeover
 run_case "wrong ACL credentials: run exits 78 naming AUTH, enqueue 75, held fails; no password shown" t_acl_refused
