@@ -716,14 +716,16 @@ static bool dane_step(struct job *j)
 		return false;
 	const struct dns_host *h = &j->mx->hosts[j->host_i];
 	j->dane_for = j->host_i;
-	if (j->dane == NULL && !dns_dnssec_on(j->d->dns))
-		return false;
-	if (j->dane == NULL)
-		j->dane = xcalloc(1, sizeof(*j->dane));
-	dane_host_fini(&j->dane->h);
-	dane_host_none(&j->dane->h, h->name);
+	if (j->dane != NULL) { /* a host before had records: none known for this one yet */
+		dane_host_fini(&j->dane->h);
+		dane_host_none(&j->dane->h, h->name);
+	}
 	if (!dane_candidate(j, h))
-		return false;
+		return false; /* no DANE state (~2 KB) for a host that cannot have it */
+	if (j->dane == NULL) {
+		j->dane = xcalloc(1, sizeof(*j->dane));
+		dane_host_none(&j->dane->h, h->name);
+	}
 	dane_lookup_start(&j->dane->lk, j->d->dns, h->name, h->cname, j->port, &j->dane->h, dane_done,
 			  j);
 	return true;
