@@ -10,9 +10,10 @@ what=${1:-all}
 pass=0; fail=0
 run_one() { # name, timeout seconds, command...
 	local name=$1 limit=$2; shift 2
-	local out rc
+	local out rc t0=$SECONDS
 	out=$(mktemp)
 	timeout -k 5 "$limit" "$@" >"$out" 2>&1; rc=$?
+	local took=$((SECONDS - t0))
 	local p f
 	p=$(grep -c '^ok - ' "$out"); f=$(grep -c '^not ok - ' "$out")
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
@@ -20,9 +21,9 @@ run_one() { # name, timeout seconds, command...
 	fi
 	pass=$((pass + p)); fail=$((fail + f))
 	if [ "$f" -gt 0 ]; then
-		echo "== $name: $p passed, $f failed"; cat "$out"
+		echo "== $name: $p passed, $f failed (${took} s)"; cat "$out"
 	else
-		echo "== $name: $p passed"
+		echo "== $name: $p passed (${took} s)"
 	fi
 	rm -f "$out"
 }
